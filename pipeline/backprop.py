@@ -1,0 +1,123 @@
+"""The chapter's training algorithm written by hand (Algorithm 8.5), in NumPy.
+
+Forward pass layer by layer, then the auxiliary variables delta from the last
+layer back to the first, and the gradients of every weight and bias from them.
+Rows are samples, so a layer is Z = A_prev @ W.T + b with W shaped [out, in]
+exactly like the chapter's W^(l) (target first, source second).
+
+The loss is the mean squared error over the batch, as torch.nn.MSELoss, so
+that gradients can be compared with autograd one for one.
+"""
+import numpy as np
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+# activation, and its derivative written in terms of the activation's output
+ACTIVATIONS = {
+    "sigmoid": (_sigmoid, lambda a: a * (1.0 - a)),
+    "tanh": (np.tanh, lambda a: 1.0 - a * a),
+}
+
+
+class ManualMLP:
+    def __init__(self, weights, biases, activation="sigmoid"):
+        self.W = [np.array(w) for w in weights]
+        self.b = [np.array(b) for b in biases]
+        self.activation = activation
+
+    @classmethod
+    def initialize(cls, sizes, activation="sigmoid", seed=0, dtype=np.float64):
+        """Uniform in +-1/sqrt(fan_in), the distribution torch.nn.Linear starts from."""
+        rng = np.random.default_rng(seed)
+        weights, biases = [], []
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            bound = 1.0 / np.sqrt(fan_in)
+            weights.append(rng.uniform(-bound, bound, (fan_out, fan_in)).astype(dtype))
+            biases.append(rng.uniform(-bound, bound, fan_out).astype(dtype))
+        return cls(weights, biases, activation)
+
+    def parameters(self):
+        return [*self.W, *self.b]
+
+    def forward(self, X):
+        """All layer outputs a^(0..L); the last one is the (linear) prediction."""
+        act, _ = ACTIVATIONS[self.activation]
+        outputs = [X]
+        last = len(self.W) - 1
+        for l, (W, b) in enumerate(zip(self.W, self.b)):
+            z = outputs[-1] @ W.T + b
+            outputs.append(z if l == last else act(z))
+        return outputs
+
+    def predict(self, X):
+        return self.forward(X)[-1]
+
+    def loss_and_gradients(self, X, y):
+        """MSE loss and its gradients for every W^(l) and b^(l)."""
+        _, act_prime = ACTIVATIONS[self.activation]
+        a = self.forward(X)
+        y = y.reshape(a[-1].shape)
+        n = a[-1].size
+        loss = float(np.mean((a[-1] - y) ** 2))
+
+        W_grads = [None] * len(self.W)
+        b_grads = [None] * len(self.b)
+        # Last layer: the output is linear, so delta is just dLoss/dOutput.
+        delta = 2.0 * (a[-1] - y) / n
+        for l in range(len(self.W) - 1, -1, -1):
+            W_grads[l] = delta.T @ a[l]  # a[l] is the input of layer l
+            b_grads[l] = delta.sum(axis=0)
+            if l > 0:
+                delta = (delta @ self.W[l]) * act_prime(a[l])
+        return loss, W_grads, b_grads
+
+
+class SGD:
+    """Gradient descent with momentum, with torch.optim.SGD's update rule."""
+
+    def __init__(self, params, lr, momentum=0.0):
+        self.params, self.lr, self.momentum = params, lr, momentum
+        self.velocity = None
+
+    def step(self, grads):
+        if self.velocity is None:
+            self.velocity = [g.copy() for g in grads]
+        else:
+            for v, g in zip(self.velocity, grads):
+                v *= self.momentum
+                v += g
+        for p, v in zip(self.params, self.velocity):
+            p -= self.lr * v
+
+
+class Adam:
+    """Adam with torch.optim.Adam's defaults and update rule."""
+
+    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8):
+        self.params, self.lr, self.betas, self.eps = params, lr, betas, eps
+        self.m = [np.zeros_like(p) for p in params]
+        self.v = [np.zeros_like(p) for p in params]
+        self.t = 0
+
+    def step(self, grads):
+        b1, b2 = self.betas
+        self.t += 1
+        for p, m, v, g in zip(self.params, self.m, self.v, grads):
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * g * g
+            m_hat = m / (1 - b1**self.t)
+            v_hat = v / (1 - b2**self.t)
+            p -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+
+
+def make_optimizer(name, params, lr, momentum):
+    if name == "sgd":
+        return SGD(params, lr, momentum)
+    if name == "adam":
+        return Adam(params, lr)
+    raise ValueError(f"unknown optimizer {name!r}")

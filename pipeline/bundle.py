@@ -1,0 +1,110 @@
+"""A published version loaded into ONNX Runtime, ready to forecast.
+
+Shared by `demand predict` and the prediction service; imports no torch.
+"""
+import json
+import logging
+import os
+
+import numpy as np
+
+from .normalize import MinMaxStats
+from .errors import BundleError, RegistryError
+from .registry import Registry
+from .schema import FEATURES
+
+log = logging.getLogger("demand.bundle")
+INPUT, OUTPUT, OUTPUT_NORMALIZED = "features", "units_sold", "units_sold_normalized"
+
+
+def make_session(path, provider="auto", threads=0):
+    """An ORT session on CUDA when asked for or available, else on the CPU.
+
+    Returns (session, active provider). onnxruntime-gpu lists CUDA as available
+    even on machines without a GPU and silently falls back, so the provider
+    that counts is the first one the session really got.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    if provider == "cpu":
+        wanted = ["CPUExecutionProvider"]
+    elif provider in ("auto", "cuda"):
+        wanted = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    else:
+        raise BundleError(f"provider must be auto, cpu or cuda, got {provider!r}")
+    if provider == "auto" and "CUDAExecutionProvider" in wanted and not _cuda_driver_present():
+        wanted = ["CPUExecutionProvider"]  # skip the noisy failed CUDA load on GPU-less hosts
+    session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
+    active = session.get_providers()[0]
+    if provider == "cuda" and active != "CUDAExecutionProvider":
+        raise BundleError(f"CUDA was required but ONNX Runtime runs on {active}")
+    return session, active
+
+
+def _cuda_driver_present():
+    return any(os.path.exists(p) for p in ("/dev/nvidia0", "/dev/nvidiactl", "/proc/driver/nvidia/version"))
+
+
+class Bundle:
+    def __init__(self, version, card, stats, session, provider):
+        self.version = version
+        self.card = card
+        self.stats = stats
+        self.session = session
+        self.provider = provider
+        self.half_width = float(card["interval"]["half_width"])
+        self.level = float(card["interval"]["level"])
+
+    @classmethod
+    def load(cls, registry: Registry, version=None, provider="auto", threads=0):
+        """Load `version` (default: the champion) and check that it forecasts."""
+        version = version or registry.champion()
+        if version is None:
+            raise BundleError(f"no champion model in {registry.root}; train one with `demand train`")
+        try:
+            card = registry.card(version)
+            folder = registry.path(version)
+            stats = MinMaxStats.from_json(json.loads((folder / "normalization.json").read_text()))
+            session, active = make_session(folder / "model.onnx", provider, threads)
+        except BundleError:
+            raise
+        except (RegistryError, OSError, KeyError, ValueError) as err:
+            raise BundleError(f"cannot load model {version}: {err}") from None
+        except Exception as err:  # ONNX Runtime's own load errors
+            raise BundleError(f"cannot load model {version}: {err}") from None
+        bundle = cls(version, card, stats, session, active)
+        bundle.check()
+        return bundle
+
+    def check(self):
+        """Warm-up inference that also proves the outputs are usable."""
+        rows = np.array([self.stats.x_min, self.stats.x_max], dtype=np.float32)
+        try:
+            units, normalized = self.run(rows)
+        except Exception as err:
+            raise BundleError(f"model {self.version} failed its warm-up inference: {err}") from None
+        if units.shape != (2,) or normalized.shape != (2,):
+            raise BundleError(f"model {self.version} returned shape {units.shape}, expected (2,)")
+        if not np.all(np.isfinite(units)):
+            raise BundleError(f"model {self.version} returned non-finite forecasts on its warm-up rows")
+
+    def run(self, X):
+        """Raw ONNX outputs for float32 features [n, 3] -> (units [n], normalized [n])."""
+        units, normalized = self.session.run([OUTPUT, OUTPUT_NORMALIZED], {INPUT: X})
+        return units.reshape(-1), normalized.reshape(-1)
+
+    def forecast(self, X):
+        """Forecasts with their interval and the features outside the training range."""
+        X = np.ascontiguousarray(X, dtype=np.float32).reshape(-1, len(FEATURES))
+        units, normalized = self.run(X)
+        return {
+            "units_sold": units,
+            "units_sold_normalized": normalized,
+            "low": np.maximum(units - self.half_width, 0.0),  # sales are never negative
+            "high": units + self.half_width,
+            "extrapolated": self.stats.outside_training_range(X),
+        }

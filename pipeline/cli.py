@@ -1,0 +1,307 @@
+"""`demand`: the command line of the demand forecaster.
+
+Results go to stdout (a table, or one JSON document with --json); logs and
+progress go to stderr. Heavy libraries are imported inside the commands, so
+`demand --help` starts instantly. Every option can also be set from the
+environment as DEMAND_<COMMAND>_<OPTION> (e.g. DEMAND_TRAIN_EPOCHS), and the
+registry folder as DEMAND_MODEL_DIR.
+"""
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "demand.csv"
+
+
+def log(message):
+    click.echo(message, err=True)
+
+
+def emit_json(document):
+    click.echo(json.dumps(document, indent=2, default=str))
+
+
+def friendly_errors(command):
+    """Turn the pipeline's own errors into a one-line message and exit status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from .errors import PipelineError
+
+        try:
+            return command(*args, **kwargs)
+        except PipelineError as err:
+            raise click.ClickException(str(err)) from None
+
+    return wrapper
+
+
+model_dir_option = click.option(
+    "--model-dir", envvar="DEMAND_MODEL_DIR", default="models", show_default=True,
+    type=click.Path(file_okay=False, path_type=Path), help="Model registry folder (env DEMAND_MODEL_DIR).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+skip_option = click.option("--skip-bad-rows", is_flag=True, help="Drop invalid rows (counted on stderr) instead of refusing the file.")
+
+
+@click.group(context_settings={"auto_envvar_prefix": "DEMAND", "help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="demand-forecaster")
+def main():
+    """Weekly demand forecaster: train, evaluate, publish and serve the model."""
+
+
+# ---------------------------------------------------------------- data
+
+
+@main.group()
+def data():
+    """Create and check data files."""
+
+
+@data.command("generate")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DATA, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--series", type=click.IntRange(1, 1000), default=6, show_default=True, help="Stores or products.")
+@click.option("--weeks", type=click.IntRange(10, 5200), default=156, show_default=True)
+@click.option("--start", default="2023-01-02", show_default=True, help="First week (ISO date).")
+@click.option("--noise", type=click.FloatRange(0, 1), default=0.06, show_default=True)
+@click.option("--promo-rate", type=click.FloatRange(0, 1), default=0.13, show_default=True)
+@click.option("--lift-max", type=click.FloatRange(0), default=0.42, show_default=True, help="Largest relative lift of a discount.")
+@click.option("--holiday-bump", type=click.FloatRange(0), default=0.18, show_default=True)
+@click.option("--carryover", type=click.FloatRange(0), default=0.89, show_default=True)
+def data_generate(output, seed, series, weeks, start, noise, promo_rate, lift_max, holiday_bump, carryover):
+    """Write the deterministic synthetic weekly sales series."""
+    from .generate import DemandLaw, GeneratorConfig, generate, write_csv
+
+    law = DemandLaw(lift_max=lift_max, holiday_bump=holiday_bump, carryover=carryover)
+    config = GeneratorConfig(seed=seed, series=series, weeks=weeks, start=start, noise=noise, promo_rate=promo_rate, law=law)
+    rows = generate(config)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, output)
+    log(f"wrote {len(rows)} rows ({series} series x {weeks} weeks) to {output}")
+
+
+@data.command("check")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DATA)
+@skip_option
+@json_option
+@friendly_errors
+def data_check(path, skip_bad_rows, as_json):
+    """Validate a data file and show how it would be split."""
+    from .data import load_csv, time_split
+
+    dataset = load_csv(path, skip_bad_rows, warn=log)
+    summary = {**dataset.source, "date_range": dataset.date_range(), "splits": time_split(dataset).describe()}
+    if as_json:
+        emit_json(summary)
+    else:
+        click.echo(f"{path}: {summary['rows']} valid rows, {summary['skipped_rows']} skipped, weeks {summary['date_range']}")
+        for part, info in summary["splits"].items():
+            click.echo(f"  {part:<10} {info['rows']:>6} rows  {info['weeks']}")
+
+
+# ---------------------------------------------------------------- training
+
+
+class Progress:
+    """A bar on a terminal; a plain line every tenth of the run otherwise."""
+
+    def __init__(self, total):
+        self.total = total
+        self.bar = None
+        if sys.stderr.isatty():
+            self.bar = click.progressbar(length=total, label="training", file=sys.stderr)
+            self.bar.__enter__()
+        self.every = max(1, total // 10)
+
+    def __call__(self, epoch, total, train_loss, val_loss):
+        if self.bar:
+            self.bar.update(1)
+        elif epoch == 1 or epoch % self.every == 0:
+            log(f"epoch {epoch}/{total}  train loss {train_loss:.6f}  validation loss {val_loss:.6f}")
+
+    def close(self):
+        if self.bar:
+            self.bar.__exit__(None, None, None)
+
+
+def hidden_sizes(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        sizes = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter("give layer sizes as integers separated by commas, e.g. 10,5") from None
+    if not sizes or any(s < 1 for s in sizes):
+        raise click.BadParameter("every hidden layer needs at least one unit")
+    return sizes
+
+
+@main.command()
+@click.option("--data", "data_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DATA, show_default=True)
+@click.option("--preset", type=click.Choice(["default", "chapter"]), default="default", show_default=True,
+              help="chapter: the book's 3-10-5-1 sigmoid net and SGD schedule; default: the tuned one.")
+@click.option("--hidden", callback=hidden_sizes, help="Hidden layer sizes, e.g. 10,5.")
+@click.option("--activation", type=click.Choice(["sigmoid", "tanh"]))
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]))
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True))
+@click.option("--momentum", type=click.FloatRange(0, 1))
+@click.option("--epochs", type=click.IntRange(1))
+@click.option("--batch-size", type=click.IntRange(0), help="Rows per step; 0 for the whole training set.")
+@click.option("--seed", type=int)
+@click.option("--target-loss", type=click.FloatRange(0), help="Stop once the training loss is at or below this.")
+@click.option("--patience", type=click.IntRange(0), help="Early stop after N epochs without a better validation loss.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="auto takes CUDA when present.")
+@click.option("--engine", type=click.Choice(["torch", "manual"]), help="manual: the hand-written backprop (CPU).")
+@click.option("--promote", is_flag=True, help="Make the new version champion (the first one always is).")
+@click.option("--wait", type=click.FloatRange(0), default=0, help="Seconds to wait for the registry lock.")
+@model_dir_option
+@skip_option
+@json_option
+@friendly_errors
+def train(data_path, preset, promote, wait, model_dir, skip_bad_rows, as_json, **overrides):
+    """Train, evaluate, export and publish a model version."""
+    import torch
+
+    from .data import load_csv, time_split
+    from .evaluate import evaluate
+    from .model import PRESETS
+    from .publish import publish
+    from .registry import Registry
+    from .train import fit, predict_units
+
+    config = PRESETS[preset].with_overrides(**overrides)
+    dataset = load_csv(data_path, skip_bad_rows, warn=log)
+    split = time_split(dataset)
+    log(f"data {data_path}: {len(dataset)} rows; train {len(split.train)}, validation {len(split.validation)}, holdout {len(split.holdout)}")
+    log(f"training {preset} preset: {config.describe()}")
+    progress = Progress(config.epochs)
+    try:
+        result = fit(split.train, split.validation, config, progress)
+    finally:
+        progress.close()
+    log(f"trained on {result.device} ({result.config.engine} engine, torch {torch.__version__}) in {result.seconds:.1f}s: {result.stopped_because}")
+    evaluation = evaluate(split, lambda X: predict_units(result.mlp, result.stats, X))
+    version, card, crowned = publish(Registry(model_dir), result, dataset, split, evaluation, promote, wait)
+    log(f"published {version} in {model_dir}{' as champion' if crowned else ''}")
+    if as_json:
+        emit_json({"version": version, "champion": crowned, "device": result.device,
+                   "metrics": card["metrics"], "interval": card["interval"], "training": card["training"]})
+    else:
+        click.echo(format_metrics(version, card))
+        click.echo(f"champion: {'yes' if crowned else 'no (use --promote)'}")
+
+
+def format_metrics(version, card):
+    holdout = card["metrics"]["holdout"]
+    lines = [f"{version}: holdout of {holdout['model']['rows']} rows, weeks {card['data']['splits']['holdout']['weeks']}",
+             f"  {'':<8}{'WAPE %':>9}{'MAPE %':>9}{'MAE':>11}{'RMSE':>11}{'bias':>10}{'MASE':>7}"]
+    for name in ("model", "naive", "linear"):
+        m = holdout[name]
+        lines.append(f"  {name:<8}{m['wape']:>9.2f}{m['mape']:>9.2f}{m['mae']:>11.0f}{m['rmse']:>11.0f}{m['bias']:>10.0f}{m['mase']:>7.3f}")
+    interval = card["interval"]
+    lines.append(f"  {interval['level']:.0%} interval: +-{interval['half_width']:.0f} units, holdout coverage {interval['holdout_coverage']:.1%}")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option("--trials", type=click.IntRange(1), default=50, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@json_option
+def gradcheck(trials, seed, as_json):
+    """Check the hand-written backprop against autograd (float64)."""
+    from .gradcheck import gradcheck as run
+
+    report = run(trials, seed)
+    if as_json:
+        emit_json(report)
+    else:
+        click.echo(f"{trials} random networks, float64: largest relative gradient error {report['max_relative_error']:.3e}")
+
+
+# ---------------------------------------------------------------- registry
+
+
+@main.group()
+def models():
+    """List and inspect published versions."""
+
+
+@models.command("list")
+@model_dir_option
+@json_option
+def models_list(model_dir, as_json):
+    """Every version, newest last, with its holdout WAPE."""
+    from .registry import Registry
+
+    registry = Registry(model_dir)
+    champion = registry.champion()
+    rows = []
+    for version in registry.versions():
+        card = registry.card(version)
+        rows.append({"version": version, "champion": version == champion, "created_at": card["created_at"],
+                     "architecture": card["model"]["architecture"], "activation": card["model"]["activation"],
+                     "holdout_wape": card["metrics"]["holdout"]["model"]["wape"]})
+    if as_json:
+        emit_json({"champion": champion, "versions": rows})
+        return
+    if not rows:
+        click.echo(f"no versions in {model_dir}")
+        return
+    click.echo(f"  {'version':<9}{'created (UTC)':<27}{'network':<20}{'WAPE %':>8}")
+    for r in rows:
+        mark = "*" if r["champion"] else " "
+        click.echo(f"{mark} {r['version']:<9}{r['created_at']:<27}{r['architecture'] + ' ' + r['activation']:<20}{r['holdout_wape']:>8.2f}")
+    click.echo("* champion")
+
+
+@models.command("show")
+@click.argument("version")
+@model_dir_option
+@json_option
+@friendly_errors
+def models_show(version, model_dir, as_json):
+    """One version's card: data, parameters, metrics, interval, software."""
+    from .registry import Registry
+
+    registry = Registry(model_dir)
+    card = registry.card(version)
+    if as_json:
+        emit_json(card)
+        return
+    click.echo(format_metrics(version, card))
+    click.echo(f"  champion: {'yes' if registry.champion() == version else 'no'}")
+    click.echo(f"  created {card['created_at']} by {card['created_by']}, git {(card.get('git') or {}).get('sha', 'unknown')}")
+    click.echo(f"  network {card['model']['architecture']} {card['model']['activation']}; params {json.dumps(card['params'])}")
+    click.echo(f"  trained on {card['training']['device']} in {card['training']['seconds']}s, {card['training']['stopped_because']}")
+    data_info = card["data"]
+    click.echo(f"  data {data_info['path']} sha256 {data_info['sha256'][:12]} rows {data_info['rows']} weeks {data_info['date_range']}")
+    click.echo(f"  ONNX opset {card['export']['opset']}, parity error {card['export']['parity_max_relative_error']:.2e}")
+    click.echo(f"  files in {registry.path(version)}")
+
+
+# ---------------------------------------------------------------- scoring
+
+
+@main.command()
+@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--version", help="A published version; default the champion.")
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@model_dir_option
+@skip_option
+@friendly_errors
+def predict(input_path, output_path, version, provider, model_dir, skip_bad_rows):
+    """Score a CSV offline through ONNX Runtime, with intervals."""
+    from .bundle import Bundle
+    from .data import load_csv
+    from .registry import Registry
+    from .scoring import write_forecasts
+
+    dataset = load_csv(input_path, skip_bad_rows, warn=log, require_target=False)
+    bundle = Bundle.load(Registry(model_dir), version, provider)
+    count = write_forecasts(output_path, dataset, bundle)
+    log(f"wrote {count} forecasts from model {bundle.version} ({bundle.provider}) to {output_path}")

@@ -1,0 +1,183 @@
+"""Load a sales CSV, validate every row, and split it in time order."""
+import csv
+import datetime as dt
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+from .schema import FEATURES, SERIES_COLUMN, TARGET, TIME_COLUMN, domain_problem
+
+DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "demand.csv"
+SHOWN_ERRORS = 5
+
+
+@dataclass
+class Dataset:
+    X: np.ndarray  # [n, 3] float64, columns in FEATURES order, raw units
+    y: np.ndarray  # [n] float64, units sold
+    week: np.ndarray | None = None  # [n] datetime64[D], when the file has a week column
+    series: np.ndarray | None = None  # [n] str, when the file has a series column
+    source: dict = field(default_factory=dict)  # path, sha256, rows, skipped
+
+    def __len__(self):
+        return len(self.y)
+
+    def take(self, index):
+        return Dataset(
+            self.X[index],
+            self.y[index],
+            None if self.week is None else self.week[index],
+            None if self.series is None else self.series[index],
+            self.source,
+        )
+
+    def date_range(self):
+        if self.week is None or len(self) == 0:
+            return None
+        return [str(self.week.min()), str(self.week.max())]
+
+
+@dataclass
+class Split:
+    train: Dataset
+    validation: Dataset
+    holdout: Dataset
+
+    def describe(self):
+        return {
+            name: {"rows": len(part), "weeks": part.date_range()}
+            for name, part in (("train", self.train), ("validation", self.validation), ("holdout", self.holdout))
+        }
+
+
+def _parse_number(text):
+    try:
+        return float(text)
+    except ValueError:
+        return text  # domain_problem() reports it as text, naming the field
+
+
+def load_csv(path, skip_bad_rows=False, warn=None, require_target=True):
+    """Read and validate `path`.
+
+    Every bad row is found, not just the first. Without `skip_bad_rows` a file
+    with any bad row is refused whole; with it the bad rows are dropped and
+    counted by reason in `source["skipped_reasons"]`. Without `require_target`
+    (files to forecast) only the features are read and `y` is NaN.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the file: {err.strerror}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a UTF-8 text file") from None
+
+    reader = csv.DictReader(text.splitlines())
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    reader.fieldnames = header
+    columns = (*FEATURES, TARGET) if require_target else FEATURES
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise DataError(
+            f"{path}: missing required column(s) {', '.join(missing)}; "
+            f"the header has {', '.join(header) if header else 'nothing'}"
+        )
+    has_week = TIME_COLUMN in header
+    has_series = SERIES_COLUMN in header
+
+    rows, weeks, series, problems = [], [], [], []
+    for line_no, record in enumerate(reader, start=2):
+        values, row_problems = [], []
+        for column in columns:
+            cell = (record.get(column) or "").strip()
+            if cell == "":
+                row_problems.append((column, "is empty"))
+                continue
+            value = _parse_number(cell)
+            problem = domain_problem(column, value)
+            if problem:
+                row_problems.append((column, problem))
+            values.append(value)
+        week = None
+        if has_week:
+            cell = (record.get(TIME_COLUMN) or "").strip()
+            try:
+                week = dt.date.fromisoformat(cell)
+            except ValueError:
+                row_problems.append((TIME_COLUMN, f"must be an ISO date like 2024-01-01, got {cell!r}"))
+        if None in record:  # more cells than header names
+            row_problems.append(("(row)", f"has {len(header) + len(record[None])} cells, the header has {len(header)}"))
+        if row_problems:
+            problems.extend((line_no, column, problem) for column, problem in row_problems)
+            continue
+        rows.append(values)
+        weeks.append(week)
+        series.append((record.get(SERIES_COLUMN) or "").strip())
+
+    bad_lines = sorted({line for line, _, _ in problems})
+    if problems and not skip_bad_rows:
+        shown = "\n".join(f"  {path}: line {line}, column {column!r}: {problem}" for line, column, problem in problems[:SHOWN_ERRORS])
+        more = f"\n  ... and {len(problems) - SHOWN_ERRORS} more" if len(problems) > SHOWN_ERRORS else ""
+        raise DataError(
+            f"{path}: {len(bad_lines)} bad row(s), file refused (use --skip-bad-rows to drop them):\n{shown}{more}"
+        )
+    skipped = Counter(f"{column}: {_reason(problem)}" for _, column, problem in problems)
+    if bad_lines and warn:
+        reasons = "; ".join(f"{reason} ({count})" for reason, count in skipped.most_common())
+        warn(f"{path}: skipped {len(bad_lines)} bad row(s): {reasons}")
+    if not rows:
+        raise DataError(f"{path}: no usable rows")
+
+    data = np.asarray(rows, dtype=np.float64)
+    return Dataset(
+        X=data[:, :3],
+        y=data[:, 3] if require_target else np.full(len(data), np.nan),
+        week=np.array(weeks, dtype="datetime64[D]") if has_week else None,
+        series=np.array(series) if has_series else None,
+        source={
+            "path": str(path),
+            "sha256": hashlib.sha256(raw).hexdigest(),
+            "rows": len(rows),
+            "skipped_rows": len(bad_lines),
+            "skipped_reasons": dict(skipped),
+        },
+    )
+
+
+def _reason(problem):
+    """A problem without the offending value, so reasons can be counted."""
+    return problem.split(", got")[0]
+
+
+def time_split(data, validation_fraction=0.15, holdout_fraction=0.2):
+    """Split into train / validation / holdout, oldest first, never shuffled.
+
+    With a week column whole weeks go to one part (every series of the latest
+    weeks is held out together); without one, the row order is the time order.
+    """
+    if data.week is not None:
+        order = np.argsort(data.week, kind="stable")
+        periods = np.unique(data.week)
+        period_of_row = np.searchsorted(periods, data.week[order])
+    else:
+        order = np.arange(len(data))
+        periods = order
+        period_of_row = order
+    n = len(periods)
+    n_holdout = max(1, int(round(n * holdout_fraction)))
+    n_validation = max(1, int(round(n * validation_fraction)))
+    n_train = n - n_holdout - n_validation
+    if n_train < 2:
+        raise DataError(
+            f"{data.source.get('path', 'data')}: {n} {'weeks' if data.week is not None else 'rows'} "
+            "are too few to split into train, validation and holdout"
+        )
+    parts = np.digitize(period_of_row, [n_train, n_train + n_validation])
+    return Split(*(data.take(order[parts == p]) for p in range(3)))

@@ -1,0 +1,141 @@
+"""Export the trained MLP to one ONNX file, and prove it computes what torch does.
+
+The graph is written node by node from the weights: the network is a chain of
+MatMul, Add and an activation, so spelling it out keeps the file small, the
+opset pinned, and the normalization visibly inside it:
+
+    features [N,3] raw units -> (x - min) / range -> MLP -> units_sold_normalized [N,1]
+                                                          -> * range + min -> units_sold [N,1]
+"""
+import json
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .errors import ExportError
+from .schema import FEATURES, TARGET
+
+OPSET = 17
+IR_VERSION = 8  # the IR that opset 17 shipped with; readable by every ONNX Runtime since 1.11
+INPUT = "features"
+OUTPUT = TARGET
+OUTPUT_NORMALIZED = f"{TARGET}_normalized"
+PARITY_TOLERANCE = 1e-5
+PARITY_BATCHES = (1, 7, 1024)
+
+
+def _f32(array):
+    return np.asarray(array, dtype=np.float32)
+
+
+def build_onnx(mlp, stats, metadata):
+    """Return an onnx.ModelProto computing units sold from raw features."""
+    init = []
+
+    def const(name, value):
+        init.append(numpy_helper.from_array(_f32(value), name))
+        return name
+
+    nodes = [
+        helper.make_node("Sub", [INPUT, const("x_min", stats.x_min)], ["x_shifted"]),
+        helper.make_node("Div", ["x_shifted", const("x_range", stats.x_range)], ["x_normalized"]),
+    ]
+    current = "x_normalized"
+    layers = mlp.linear_layers()
+    activation = {"sigmoid": "Sigmoid", "tanh": "Tanh"}[mlp.activation]
+    for i, layer in enumerate(layers):
+        weight = const(f"layer{i}.weight_t", layer.weight.detach().cpu().numpy().T)
+        bias = const(f"layer{i}.bias", layer.bias.detach().cpu().numpy())
+        nodes.append(helper.make_node("MatMul", [current, weight], [f"layer{i}.matmul"]))
+        last = i == len(layers) - 1
+        added = OUTPUT_NORMALIZED if last else f"layer{i}.linear"
+        nodes.append(helper.make_node("Add", [f"layer{i}.matmul", bias], [added]))
+        if not last:
+            nodes.append(helper.make_node(activation, [added], [f"layer{i}.{mlp.activation}"]))
+            current = f"layer{i}.{mlp.activation}"
+    nodes += [
+        helper.make_node("Mul", [OUTPUT_NORMALIZED, const("y_range", [stats.y_range])], ["y_scaled"]),
+        helper.make_node("Add", ["y_scaled", const("y_min", [stats.y_min])], [OUTPUT]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "demand_mlp",
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", len(FEATURES)])],
+        [
+            helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", 1]),
+            helper.make_tensor_value_info(OUTPUT_NORMALIZED, TensorProto.FLOAT, ["batch", 1]),
+        ],
+        initializer=init,
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="demand-forecaster",
+        ir_version=IR_VERSION,
+    )
+    props = {
+        "feature_order": json.dumps(list(FEATURES)),
+        "normalization": json.dumps(stats.to_json()),
+        "hidden": json.dumps(list(mlp.hidden)),
+        "activation": mlp.activation,
+        **{k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()},
+    }
+    helper.set_model_props(model, props)
+    return model
+
+
+def check_file(path):
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as err:  # the checker raises several exception types
+        raise ExportError(f"ONNX checker refused {path}: {err}") from None
+
+
+def parity_inputs(holdout_X, stats, seed=0):
+    """Holdout rows and random rows across (and a little beyond) the training range."""
+    rng = np.random.default_rng(seed)
+    low, high = np.array(stats.x_min), np.array(stats.x_max)
+    random_rows = rng.uniform(low, low + 1.25 * (high - low), size=(max(PARITY_BATCHES), len(FEATURES)))
+    return {"holdout": _f32(holdout_X), "random": _f32(random_rows)}
+
+
+def parity_error(path, mlp, stats, inputs):
+    """Largest norm-wise relative difference between ONNX Runtime and torch.
+
+    For each input set at each batch size in PARITY_BATCHES:
+    max|ort - torch| / max|torch| over the batch. Norm-wise, because both sides
+    compute in float32 with different kernels (MLAS approximates sigmoid and
+    tanh), so on a row whose forecast is small next to the others their
+    rounding differences alone can exceed 1e-5 of that row; a wrong weight or
+    statistic shows up orders of magnitude above the tolerance either way.
+    """
+    import onnxruntime as ort
+    import torch
+
+    from .model import RawUnitsModel
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    reference = RawUnitsModel(mlp, stats).eval()
+    worst = 0.0
+    for rows in inputs.values():
+        for batch in PARITY_BATCHES:
+            x = np.resize(rows, (batch, len(FEATURES)))  # repeats rows when there are fewer
+            ort_units, ort_normalized = session.run([OUTPUT, OUTPUT_NORMALIZED], {INPUT: x})
+            with torch.no_grad():
+                torch_units, torch_normalized = (t.numpy() for t in reference(torch.from_numpy(x)))
+            if ort_units.shape != (batch, 1) or ort_normalized.shape != (batch, 1):
+                raise ExportError(f"ONNX output shape {ort_units.shape} at batch {batch}, expected ({batch}, 1)")
+            scale = max(float(np.max(np.abs(torch_units))), 1.0)
+            worst = max(worst, float(np.max(np.abs(ort_units - torch_units))) / scale)
+    return worst
+
+
+def export(path, mlp, stats, holdout_X, metadata):
+    """Write, check and parity-test the ONNX file; raise ExportError on any failure."""
+    onnx.save_model(build_onnx(mlp, stats, metadata), str(path))
+    check_file(path)
+    error = parity_error(path, mlp, stats, parity_inputs(holdout_X, stats))
+    if not error <= PARITY_TOLERANCE:
+        raise ExportError(f"ONNX Runtime differs from torch by {error:.3g} (relative), above {PARITY_TOLERANCE:g}")
+    return {"opset": OPSET, "parity_max_relative_error": error, "parity_batches": list(PARITY_BATCHES)}

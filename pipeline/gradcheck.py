@@ -1,0 +1,46 @@
+"""Compare the hand-written backprop with torch autograd on random networks."""
+import numpy as np
+import torch
+
+from .backprop import ManualMLP
+
+
+def autograd_gradients(net, X, y):
+    """Loss and gradients of the same network and MSE loss, by torch autograd."""
+    Ws = [torch.tensor(W, requires_grad=True) for W in net.W]
+    bs = [torch.tensor(b, requires_grad=True) for b in net.b]
+    act = {"sigmoid": torch.sigmoid, "tanh": torch.tanh}[net.activation]
+    a = torch.tensor(X)
+    for l, (W, b) in enumerate(zip(Ws, bs)):
+        z = a @ W.T + b
+        a = z if l == len(Ws) - 1 else act(z)
+    loss = torch.nn.functional.mse_loss(a, torch.tensor(y).reshape(a.shape))
+    loss.backward()
+    return loss.item(), [W.grad.numpy() for W in Ws], [b.grad.numpy() for b in bs]
+
+
+def relative_error(manual, reference):
+    scale = max(float(np.max(np.abs(reference))), 1e-300)
+    return float(np.max(np.abs(manual - reference))) / scale
+
+
+def gradcheck(trials=50, seed=0):
+    """Largest relative gradient error (per tensor) over `trials` random cases, in float64."""
+    rng = np.random.default_rng(seed)
+    worst = {"relative_error": 0.0}
+    for trial in range(trials):
+        hidden = [int(h) for h in rng.integers(1, 9, size=rng.integers(1, 4))]
+        activation = str(rng.choice(["sigmoid", "tanh"]))
+        n_in = int(rng.integers(1, 5))
+        net = ManualMLP.initialize([n_in, *hidden, 1], activation, seed=int(rng.integers(1 << 31)))
+        n = int(rng.integers(1, 33))
+        X = rng.normal(size=(n, n_in))
+        y = rng.normal(size=n)
+        loss, W_grads, b_grads = net.loss_and_gradients(X, y)
+        ref_loss, ref_W, ref_b = autograd_gradients(net, X, y)
+        errors = [relative_error(m, r) for m, r in zip([*W_grads, *b_grads], [*ref_W, *ref_b])]
+        errors.append(abs(loss - ref_loss) / max(abs(ref_loss), 1e-300))
+        if max(errors) >= worst["relative_error"]:
+            worst = {"relative_error": max(errors), "trial": trial, "sizes": [n_in, *hidden, 1],
+                     "activation": activation, "rows": n}
+    return {"trials": trials, "dtype": "float64", "worst": worst, "max_relative_error": worst["relative_error"]}

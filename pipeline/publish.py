@@ -1,0 +1,124 @@
+"""Turn a trained model into a published, immutable version in the registry."""
+import datetime as dt
+import getpass
+import json
+import platform
+import socket
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+from . import export
+from .registry import Registry
+from .schema import DOMAIN, FEATURES, TARGET
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def software_versions():
+    versions = {"python": platform.python_version()}
+    for dist in ("torch", "onnx", "onnxruntime-gpu", "onnxruntime", "numpy", "demand-forecaster"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def git_revision():
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if sha.returncode != 0:
+        return None
+    return {"sha": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+
+
+def io_schema():
+    return {
+        "input": {
+            "name": export.INPUT,
+            "dtype": "float32",
+            "shape": ["batch", len(FEATURES)],
+            "features": [
+                {"name": name, "unit": DOMAIN[name][2], "min": DOMAIN[name][0], "max": DOMAIN[name][1] if DOMAIN[name][1] != float("inf") else None}
+                for name in FEATURES
+            ],
+        },
+        "outputs": [
+            {"name": export.OUTPUT, "dtype": "float32", "shape": ["batch", 1], "unit": "units"},
+            {"name": export.OUTPUT_NORMALIZED, "dtype": "float32", "shape": ["batch", 1], "unit": "min-max normalized"},
+        ],
+    }
+
+
+def build_card(version, result, data, split, evaluation, export_info):
+    return {
+        "version": version,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_by": f"{getpass.getuser()}@{socket.gethostname()}",
+        "model": {
+            "architecture": f"3 -> {' -> '.join(str(h) for h in result.config.hidden)} -> 1",
+            "hidden": list(result.config.hidden),
+            "activation": result.config.activation,
+            "output": "linear",
+        },
+        "params": result.config.describe(),
+        "training": result.describe(),
+        "data": {**data.source, "date_range": data.date_range(), "splits": split.describe()},
+        "metrics": {"holdout": evaluation["holdout"], "validation": evaluation["validation"]},
+        "interval": evaluation["interval"],
+        "export": export_info,
+        "software": software_versions(),
+        "git": git_revision(),
+        "schema": io_schema(),
+        "target": TARGET,
+    }
+
+
+def publish(registry: Registry, result, data, split, evaluation, promote=False, wait=0.0, reason="demand train"):
+    """Write a version (ONNX, statistics, card, report, weights) and maybe crown it.
+
+    The first version becomes champion; later ones only with `promote`.
+    Returns (version, card, became_champion). Nothing is published if any
+    check fails.
+    """
+    import torch
+
+    from .report import write_report
+    from .train import predict_units
+
+    with registry.lock(wait):
+        version = registry.next_version()
+        with registry.staging() as stage:
+            export_info = export.export(
+                stage / "model.onnx", result.mlp, result.stats, split.holdout.X,
+                {"version": version, "interval_half_width": evaluation["interval"]["half_width"],
+                 "interval_level": evaluation["interval"]["level"]},
+            )
+            (stage / "normalization.json").write_text(json.dumps(result.stats.to_json(), indent=2) + "\n")
+            torch.save(
+                {"state_dict": result.mlp.state_dict(), "config": result.config.describe(),
+                 "normalization": result.stats.to_json()},
+                stage / "model.pt",
+            )
+            predicted = predict_units(result.mlp, result.stats, split.holdout.X)
+            write_report(stage / "report.png", version, result, split.holdout, predicted, evaluation)
+            card = build_card(version, result, data, split, evaluation, export_info)
+            (stage / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+            registry.commit(stage, version)
+        previous = registry.champion()
+        crowned = previous is None or promote
+        if crowned:
+            registry.set_champion(version)
+        registry.append_history({
+            "event": "promote" if crowned else "publish",
+            "version": version,
+            "previous_champion": previous,
+            "reason": ("first model" if previous is None else "--promote") if crowned else "published without --promote",
+            "by": reason,
+            "holdout_wape": evaluation["holdout"]["model"]["wape"],
+        })
+    return version, card, crowned

@@ -1,0 +1,171 @@
+"""The model registry on disk (see models/README.md for the layout).
+
+Crash safety comes from the file system, not from care at run time:
+- a version is built in `staging/` and appears in `versions/` by one rename;
+- `champion` is replaced by `os.replace` of a fully written temp file;
+- `history.jsonl` only ever gets whole lines appended.
+Writers hold an exclusive `flock` on `.lock`; readers never lock.
+"""
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from .errors import RegistryBusy, RegistryError
+
+DEFAULT_MODEL_DIR = "models"
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def version_number(name):
+    try:
+        return int(name.removeprefix("v"))
+    except ValueError:
+        return -1
+
+
+class Registry:
+    def __init__(self, root=DEFAULT_MODEL_DIR):
+        self.root = Path(root)
+        self.versions_dir = self.root / "versions"
+        self.staging_dir = self.root / "staging"
+        self.champion_file = self.root / "champion"
+        self.history_file = self.root / "history.jsonl"
+        self.lock_file = self.root / ".lock"
+
+    # ---- reading (no lock needed) ----
+
+    def versions(self):
+        if not self.versions_dir.is_dir():
+            return []
+        names = [p.name for p in self.versions_dir.iterdir() if (p / "card.json").is_file()]
+        return sorted(names, key=version_number)
+
+    def path(self, version):
+        return self.versions_dir / version
+
+    def exists(self, version):
+        return (self.path(version) / "card.json").is_file()
+
+    def card(self, version):
+        if not self.exists(version):
+            raise RegistryError(f"no version {version!r} in {self.versions_dir}")
+        return json.loads((self.path(version) / "card.json").read_text())
+
+    def champion(self):
+        """The version the service must serve, or None before the first publish."""
+        try:
+            version = self.champion_file.read_text().strip()
+        except FileNotFoundError:
+            return None
+        return version or None
+
+    def history(self):
+        if not self.history_file.exists():
+            return []
+        events = []
+        for line in self.history_file.read_text().splitlines():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut short by a crash mid-append
+        return events
+
+    # ---- writing (hold the lock) ----
+
+    @contextlib.contextmanager
+    def lock(self, wait=0.0):
+        """Exclusive writer lock; waits up to `wait` seconds, then RegistryBusy."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + wait
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise RegistryBusy(
+                            f"another writer holds the registry lock {self.lock_file}; "
+                            "try again later or pass --wait SECONDS"
+                        ) from None
+                    time.sleep(0.05)
+            self._remove_stale_staging()
+            yield self
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    def _remove_stale_staging(self):
+        # Left behind only by a writer that died; we hold the lock, so none is in use.
+        if self.staging_dir.is_dir():
+            for leftover in self.staging_dir.iterdir():
+                shutil.rmtree(leftover, ignore_errors=True)
+
+    def next_version(self):
+        taken = [version_number(p.name) for p in self.versions_dir.iterdir()] if self.versions_dir.is_dir() else []
+        return f"v{max(taken, default=0) + 1}"
+
+    @contextlib.contextmanager
+    def staging(self):
+        """A fresh folder to build a version in; removed if the build fails."""
+        self.staging_dir.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(dir=self.staging_dir))
+        folder.chmod(0o755)  # mkdtemp makes it private; the service may run as another user
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)  # gone already if it was committed
+
+    def commit(self, staged, version):
+        """Make a fully built staging folder visible as `version`, in one rename."""
+        for f in staged.iterdir():
+            with open(f, "rb") as handle:
+                os.fsync(handle.fileno())
+        _fsync_dir(staged)
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        target = self.path(version)
+        if target.exists():
+            raise RegistryError(f"version {version} already exists")
+        os.rename(staged, target)
+        _fsync_dir(self.versions_dir)
+
+    def set_champion(self, version):
+        if not self.exists(version):
+            raise RegistryError(f"cannot make {version!r} champion: no such version")
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".champion.")
+        try:
+            with os.fdopen(fd, "w") as out:
+                os.fchmod(out.fileno(), 0o644)
+                out.write(version + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.champion_file)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(self.root)
+
+    def append_history(self, event):
+        line = json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **event}) + "\n"
+        fd = os.open(self.history_file, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = "\n" + line  # end a line cut short by a crash, keep ours whole
+            os.write(fd, line.encode())  # one write of one line: never interleaved
+            os.fsync(fd)
+        finally:
+            os.close(fd)

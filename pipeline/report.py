@@ -1,0 +1,54 @@
+"""report.png: how training went and how the model does on the holdout."""
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def write_report(path, version, result, holdout, predicted, evaluation):
+    fig, (curves, scatter, residuals) = plt.subplots(1, 3, figsize=(17, 5.2))
+    wape = evaluation["holdout"]["model"]["wape"]
+    fig.suptitle(
+        f"Demand model {version}: holdout WAPE {wape:.1f}% "
+        f"(naive {evaluation['holdout']['naive']['wape']:.1f}%, linear {evaluation['holdout']['linear']['wape']:.1f}%)",
+        fontsize=13,
+    )
+
+    epochs = np.arange(1, len(result.train_loss) + 1)
+    curves.plot(epochs, result.train_loss, label="train")
+    curves.plot(epochs, result.validation_loss, label="validation")
+    curves.axvline(result.kept_epoch, color="grey", linestyle=":", label=f"kept epoch {result.kept_epoch}")
+    curves.set_yscale("log")
+    curves.set_title("Loss curves (MSE, normalized units)")
+    curves.set_xlabel("epoch")
+    curves.set_ylabel("loss")
+    curves.legend()
+
+    actual = holdout.y
+    scatter.scatter(actual, predicted, s=10, alpha=0.6)
+    lims = [0, max(actual.max(), predicted.max()) * 1.05]
+    scatter.plot(lims, lims, color="grey", linestyle="--", label="perfect forecast")
+    scatter.set_xlim(lims)
+    scatter.set_ylim(lims)
+    scatter.set_title("Holdout: predicted vs actual")
+    scatter.set_xlabel("actual units sold")
+    scatter.set_ylabel("predicted units sold")
+    scatter.legend()
+
+    error = predicted - actual
+    when = holdout.week if holdout.week is not None else np.arange(len(actual))
+    residuals.scatter(when, error, s=10, alpha=0.6)
+    residuals.axhline(0, color="grey")
+    half = evaluation["interval"]["half_width"]
+    residuals.axhspan(-half, half, color="tab:green", alpha=0.12, label=f"{evaluation['interval']['level']:.0%} interval")
+    residuals.set_title("Holdout residuals over time")
+    residuals.set_xlabel("week" if holdout.week is not None else "row")
+    residuals.set_ylabel("predicted - actual (units)")
+    residuals.legend()
+    residuals.tick_params(axis="x", labelrotation=30)
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

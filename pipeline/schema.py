@@ -1,0 +1,50 @@
+"""The data contract: feature names, their order, and the domain of each value.
+
+One definition used by the CSV loader, the CLI and the prediction service, so a
+value refused in one place is refused everywhere with the same words.
+"""
+import math
+
+FEATURES = ("prev_week_sales", "discount_fraction", "weeks_to_next_holidays")
+TARGET = "units_sold"
+TIME_COLUMN = "week"
+SERIES_COLUMN = "series"
+
+# name -> (lowest allowed, highest allowed, unit shown in messages)
+DOMAIN = {
+    "prev_week_sales": (0.0, math.inf, "units"),
+    "discount_fraction": (0.0, 100.0, "percent"),
+    "weeks_to_next_holidays": (0.0, math.inf, "weeks"),
+    "units_sold": (0.0, math.inf, "units"),
+}
+
+
+def domain_problem(name, value):
+    """Return why `value` is not a valid `name`, or None when it is valid.
+
+    `value` may be anything a client sent: JSON booleans, strings and None are
+    refused as "not a number" rather than coerced.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"must be a number, got {_describe(value)}"
+    if math.isnan(value):
+        return "must be a finite number, got NaN"
+    if math.isinf(value):
+        return "must be a finite number, got infinity"
+    low, high, unit = DOMAIN[name]
+    if value < low:
+        return f"must be >= {low:g} {unit}, got {value:g}"
+    if value > high:
+        return f"must be <= {high:g} {unit}, got {value:g}"
+    return None
+
+
+def _describe(value):
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        shown = value if len(value) <= 20 else value[:20] + "..."
+        return f"the text {shown!r}"
+    return f"a {type(value).__name__}"

@@ -1,0 +1,206 @@
+"""Training: one loop, two engines (torch autograd, or the hand-written backprop)."""
+import copy
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .errors import TrainingError
+from .backprop import ManualMLP, make_optimizer
+from .model import DemandMLP, TrainConfig
+from .normalize import MinMaxStats
+
+
+def resolve_device(requested):
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("--device cuda was asked for, but this torch build sees no CUDA device")
+    if requested not in ("cpu", "cuda"):
+        raise TrainingError(f"--device must be auto, cpu or cuda, got {requested!r}")
+    return requested
+
+
+class TorchEngine:
+    def __init__(self, config, device):
+        torch.manual_seed(config.seed)
+        self.device = device
+        self.model = DemandMLP(config.hidden, config.activation).to(device)
+        params = self.model.parameters()
+        if config.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
+        elif config.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(params, lr=config.lr)
+        else:
+            raise TrainingError(f"--optimizer must be sgd or adam, got {config.optimizer!r}")
+        self.loss_fn = torch.nn.MSELoss()
+
+    def tensor(self, array):
+        return torch.as_tensor(np.asarray(array, dtype=np.float32), device=self.device)
+
+    def step(self, X, y):
+        self.optimizer.zero_grad()
+        loss = self.loss_fn(self.model(X), y)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
+
+    @torch.no_grad()
+    def loss(self, X, y):
+        return self.loss_fn(self.model(X), y).item()
+
+    def snapshot(self):
+        return copy.deepcopy(self.model.state_dict())
+
+    def restore(self, snapshot):
+        self.model.load_state_dict(snapshot)
+
+    def to_mlp(self):
+        return self.model.to("cpu").eval()
+
+
+class ManualEngine:
+    """Algorithm 8.5 in float64 NumPy; always runs on the CPU."""
+
+    def __init__(self, config, device="cpu", initial=None):
+        sizes = [3, *config.hidden, 1]
+        self.config = config
+        self.net = initial or ManualMLP.initialize(sizes, config.activation, config.seed)
+        self.optimizer = make_optimizer(config.optimizer, self.net.parameters(), config.lr, config.momentum)
+
+    def tensor(self, array):
+        return np.asarray(array, dtype=np.float64)
+
+    def step(self, X, y):
+        loss, W_grads, b_grads = self.net.loss_and_gradients(X, y)
+        self.optimizer.step([*W_grads, *b_grads])
+        return loss
+
+    def loss(self, X, y):
+        return float(np.mean((self.net.predict(X) - y) ** 2))
+
+    def snapshot(self):
+        return [p.copy() for p in self.net.parameters()]
+
+    def restore(self, snapshot):
+        for p, saved in zip(self.net.parameters(), snapshot):
+            p[...] = saved
+
+    def to_mlp(self):
+        return manual_to_torch(self.net, self.config.hidden)
+
+
+def manual_to_torch(net, hidden):
+    mlp = DemandMLP(hidden, net.activation)
+    with torch.no_grad():
+        for layer, W, b in zip(mlp.linear_layers(), net.W, net.b):
+            layer.weight.copy_(torch.from_numpy(W))
+            layer.bias.copy_(torch.from_numpy(b))
+    return mlp.eval()
+
+
+def torch_to_manual(mlp, dtype=np.float64):
+    layers = mlp.linear_layers()
+    return ManualMLP(
+        [l.weight.detach().cpu().numpy().astype(dtype) for l in layers],
+        [l.bias.detach().cpu().numpy().astype(dtype) for l in layers],
+        mlp.activation,
+    )
+
+
+@dataclass
+class TrainResult:
+    mlp: DemandMLP
+    stats: MinMaxStats
+    config: TrainConfig
+    device: str
+    train_loss: list = field(default_factory=list)
+    validation_loss: list = field(default_factory=list)
+    kept_epoch: int = 0
+    stopped_because: str = "ran every epoch"
+    seconds: float = 0.0
+
+    def describe(self):
+        return {
+            "device": self.device,
+            "engine": self.config.engine,
+            "epochs_run": len(self.train_loss),
+            "kept_epoch": self.kept_epoch,
+            "stopped_because": self.stopped_because,
+            "final_train_loss": self.train_loss[-1],
+            "best_validation_loss": min(self.validation_loss),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def fit(train, validation, config, progress=None, initial=None):
+    """Train on `train`, watching `validation`; returns a CPU model and its curves.
+
+    `progress(epoch, epochs, train_loss, validation_loss)` is called after each epoch.
+    `initial` (a ManualMLP) fixes the starting weights of the manual engine.
+    """
+    started = time.perf_counter()
+    if config.engine == "manual":
+        if config.device == "cuda":
+            raise TrainingError("the manual engine runs on the CPU only; use --device cpu or auto")
+        device = "cpu"
+        engine = ManualEngine(config, initial=initial)
+    elif config.engine == "torch":
+        device = resolve_device(config.device)
+        engine = TorchEngine(config, device)
+    else:
+        raise TrainingError(f"--engine must be torch or manual, got {config.engine!r}")
+
+    stats = MinMaxStats.fit(train.X, train.y)
+    X = engine.tensor(stats.normalize_x(train.X))
+    y = engine.tensor(stats.normalize_y(train.y).reshape(-1, 1))
+    X_val = engine.tensor(stats.normalize_x(validation.X))
+    y_val = engine.tensor(stats.normalize_y(validation.y).reshape(-1, 1))
+
+    n = len(train)
+    batch = config.batch_size if 0 < config.batch_size < n else n
+    shuffle = np.random.default_rng(config.seed)
+    result = TrainResult(None, stats, config, device)
+    best_loss, best_state = float("inf"), None
+    for epoch in range(1, config.epochs + 1):
+        if batch == n:
+            epoch_loss = engine.step(X, y)
+        else:
+            order = shuffle.permutation(n)
+            total = 0.0
+            for start in range(0, n, batch):
+                rows = order[start : start + batch]
+                total += engine.step(X[rows], y[rows]) * len(rows)
+            epoch_loss = total / n
+        if not np.isfinite(epoch_loss):
+            raise TrainingError(f"training diverged at epoch {epoch} (loss {epoch_loss}); try a smaller --lr")
+        val_loss = engine.loss(X_val, y_val)
+        result.train_loss.append(epoch_loss)
+        result.validation_loss.append(val_loss)
+        if progress:
+            progress(epoch, config.epochs, epoch_loss, val_loss)
+        if val_loss < best_loss:
+            best_loss, result.kept_epoch = val_loss, epoch
+            if config.patience:
+                best_state = engine.snapshot()
+        if config.target_loss and epoch_loss <= config.target_loss:
+            result.stopped_because = f"training loss reached {config.target_loss:g}"
+            break
+        if config.patience and epoch - result.kept_epoch >= config.patience:
+            result.stopped_because = f"no better validation loss for {config.patience} epochs"
+            break
+    if config.patience and best_state is not None:
+        engine.restore(best_state)  # keep the weights of the best validation epoch
+    else:
+        result.kept_epoch = len(result.train_loss)
+    result.mlp = engine.to_mlp()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+@torch.no_grad()
+def predict_units(mlp, stats, X):
+    """Forecast in raw units with the torch model (float32, CPU)."""
+    normalized = mlp(torch.as_tensor(stats.normalize_x(X), dtype=torch.float32)).numpy().ravel()
+    return stats.denormalize_y(normalized)
