@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from .evaluate import interval_bounds
 from .normalize import MinMaxStats
 from .errors import BundleError, RegistryError
 from .registry import Registry
@@ -57,6 +58,7 @@ class Bundle:
         self.session = session
         self.provider = provider
         self.half_width = float(card["interval"]["half_width"])
+        self.interval_scale = card["interval"].get("scale", "none")
         self.level = float(card["interval"]["level"])
 
     @classmethod
@@ -82,7 +84,7 @@ class Bundle:
 
     def check(self):
         """Warm-up inference that also proves the outputs are usable."""
-        rows = np.array([self.stats.x_min, self.stats.x_max], dtype=np.float32)
+        rows = np.array([self.stats.raw_x_min, self.stats.raw_x_max], dtype=np.float32)
         try:
             units, normalized = self.run(rows)
         except Exception as err:
@@ -101,10 +103,11 @@ class Bundle:
         """Forecasts with their interval and the features outside the training range."""
         X = np.ascontiguousarray(X, dtype=np.float32).reshape(-1, len(FEATURES))
         units, normalized = self.run(X)
+        low, high = interval_bounds(units, self.half_width, self.interval_scale)
         return {
             "units_sold": units,
             "units_sold_normalized": normalized,
-            "low": np.maximum(units - self.half_width, 0.0),  # sales are never negative
-            "high": units + self.half_width,
+            "low": low,
+            "high": high,
             "extrapolated": self.stats.outside_training_range(X),
         }

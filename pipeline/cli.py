@@ -156,6 +156,7 @@ def hidden_sizes(ctx, param, value):
 @click.option("--patience", type=click.IntRange(0), help="Early stop after N epochs without a better validation loss.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="auto takes CUDA when present.")
 @click.option("--engine", type=click.Choice(["torch", "manual"]), help="manual: the hand-written backprop (CPU).")
+@click.option("--transform", type=click.Choice(["none", "log1p"]), help="log1p: learn on log(1 + value) of sales and features.")
 @click.option("--promote", is_flag=True, help="Make the new version champion (the first one always is).")
 @click.option("--wait", type=click.FloatRange(0), default=0, help="Seconds to wait for the registry lock.")
 @model_dir_option
@@ -184,7 +185,7 @@ def train(data_path, preset, promote, wait, model_dir, skip_bad_rows, as_json, *
     finally:
         progress.close()
     log(f"trained on {result.device} ({result.config.engine} engine, torch {torch.__version__}) in {result.seconds:.1f}s: {result.stopped_because}")
-    evaluation = evaluate(split, lambda X: predict_units(result.mlp, result.stats, X))
+    evaluation = evaluate(split, lambda X: predict_units(result.mlp, result.stats, X), scale=config.transform)
     version, card, crowned = publish(Registry(model_dir), result, dataset, split, evaluation, promote, wait)
     log(f"published {version} in {model_dir}{' as champion' if crowned else ''}")
     if as_json:
@@ -203,7 +204,7 @@ def format_metrics(version, card):
         m = holdout[name]
         lines.append(f"  {name:<8}{m['wape']:>9.2f}{m['mape']:>9.2f}{m['mae']:>11.0f}{m['rmse']:>11.0f}{m['bias']:>10.0f}{m['mase']:>7.3f}")
     interval = card["interval"]
-    lines.append(f"  {interval['level']:.0%} interval: +-{interval['half_width']:.0f} units, holdout coverage {interval['holdout_coverage']:.1%}")
+    lines.append(f"  {interval['level']:.0%} interval: {interval['holdout_mean_width_units']:.0f} units wide on average, holdout coverage {interval['holdout_coverage']:.1%}")
     return "\n".join(lines)
 
 

@@ -42,20 +42,39 @@ class LinearBaseline:
         return np.column_stack([np.ones(len(X)), X]) @ self.coef
 
 
-def conformal_half_width(actual, predicted, level=0.9):
-    """Split-conformal half-width: the ceil((n+1)*level)-th smallest |residual|."""
-    residuals = np.sort(np.abs(np.asarray(actual, dtype=float) - np.asarray(predicted, dtype=float)))
+def _scaled(values, scale):
+    values = np.asarray(values, dtype=float)
+    return np.log1p(np.maximum(values, 0.0)) if scale == "log1p" else values
+
+
+def conformal_half_width(actual, predicted, level=0.9, scale="none"):
+    """Split-conformal half-width: the ceil((n+1)*level)-th smallest |residual|.
+
+    Residuals are taken on the model's own scale: in units, or in log(1 + units)
+    for a log1p model, whose interval then widens in proportion to the forecast.
+    """
+    residuals = np.sort(np.abs(_scaled(actual, scale) - _scaled(predicted, scale)))
     n = len(residuals)
     rank = min(n, math.ceil((n + 1) * level))
     return float(residuals[rank - 1])
 
 
-def coverage(actual, predicted, half_width):
-    inside = np.abs(np.asarray(actual, dtype=float) - np.asarray(predicted, dtype=float)) <= half_width
-    return float(np.mean(inside))
+def interval_bounds(predicted, half_width, scale="none"):
+    """(low, high) around forecasts in units; never below zero sales."""
+    center = _scaled(predicted, scale)
+    low, high = center - half_width, center + half_width
+    if scale == "log1p":
+        low, high = np.expm1(low), np.expm1(high)
+    return np.maximum(low, 0.0), high
 
 
-def evaluate(split, predict, level=0.9):
+def coverage(actual, predicted, half_width, scale="none"):
+    low, high = interval_bounds(predicted, half_width, scale)
+    actual = np.asarray(actual, dtype=float)
+    return float(np.mean((actual >= low) & (actual <= high)))
+
+
+def evaluate(split, predict, level=0.9, scale="none"):
     """Score `predict` (raw features -> units) and the baselines on the holdout.
 
     The interval half-width comes from validation residuals; its coverage is
@@ -65,7 +84,8 @@ def evaluate(split, predict, level=0.9):
     naive_scale = float(np.mean(np.abs(train.y - naive_forecast(train.X))))
     linear = LinearBaseline(train.X, train.y)
     predicted = predict(holdout.X)
-    half_width = conformal_half_width(validation.y, predict(validation.X), level)
+    half_width = conformal_half_width(validation.y, predict(validation.X), level, scale)
+    low, high = interval_bounds(predicted, half_width, scale)
     return {
         "holdout": {
             "model": metrics(holdout.y, predicted, naive_scale),
@@ -76,8 +96,10 @@ def evaluate(split, predict, level=0.9):
         "interval": {
             "level": level,
             "method": "split conformal on validation residuals",
+            "scale": scale,
             "half_width": half_width,
-            "holdout_coverage": coverage(holdout.y, predicted, half_width),
+            "holdout_coverage": coverage(holdout.y, predicted, half_width, scale),
+            "holdout_mean_width_units": float(np.mean(high - low)),
         },
         "linear_coefficients": [float(c) for c in linear.coef],
     }

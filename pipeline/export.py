@@ -4,8 +4,10 @@ The graph is written node by node from the weights: the network is a chain of
 MatMul, Add and an activation, so spelling it out keeps the file small, the
 opset pinned, and the normalization visibly inside it:
 
-    features [N,3] raw units -> (x - min) / range -> MLP -> units_sold_normalized [N,1]
-                                                          -> * range + min -> units_sold [N,1]
+    features [N,3] raw units -> [log(x + 1)] -> (x - min) / range -> MLP -> units_sold_normalized [N,1]
+                                -> * range + min -> [exp(y) - 1] -> units_sold [N,1]
+
+(the bracketed steps only for models trained with the log1p transform).
 """
 import json
 
@@ -37,8 +39,17 @@ def build_onnx(mlp, stats, metadata):
         init.append(numpy_helper.from_array(_f32(value), name))
         return name
 
-    nodes = [
-        helper.make_node("Sub", [INPUT, const("x_min", stats.x_min)], ["x_shifted"]),
+    log = stats.transform == "log1p"
+    nodes = []
+    features = INPUT
+    if log:
+        nodes += [
+            helper.make_node("Add", [INPUT, const("one", [1.0])], ["x_plus_one"]),
+            helper.make_node("Log", ["x_plus_one"], ["x_log"]),
+        ]
+        features = "x_log"
+    nodes += [
+        helper.make_node("Sub", [features, const("x_min", stats.x_min)], ["x_shifted"]),
         helper.make_node("Div", ["x_shifted", const("x_range", stats.x_range)], ["x_normalized"]),
     ]
     current = "x_normalized"
@@ -56,8 +67,13 @@ def build_onnx(mlp, stats, metadata):
             current = f"layer{i}.{mlp.activation}"
     nodes += [
         helper.make_node("Mul", [OUTPUT_NORMALIZED, const("y_range", [stats.y_range])], ["y_scaled"]),
-        helper.make_node("Add", ["y_scaled", const("y_min", [stats.y_min])], [OUTPUT]),
+        helper.make_node("Add", ["y_scaled", const("y_min", [stats.y_min])], ["y_log" if log else OUTPUT]),
     ]
+    if log:
+        nodes += [
+            helper.make_node("Exp", ["y_log"], ["y_plus_one"]),
+            helper.make_node("Sub", ["y_plus_one", "one"], [OUTPUT]),
+        ]
     graph = helper.make_graph(
         nodes,
         "demand_mlp",
@@ -95,7 +111,7 @@ def check_file(path):
 def parity_inputs(holdout_X, stats, seed=0):
     """Holdout rows and random rows across (and a little beyond) the training range."""
     rng = np.random.default_rng(seed)
-    low, high = np.array(stats.x_min), np.array(stats.x_max)
+    low, high = np.array(stats.raw_x_min), np.array(stats.raw_x_max)
     random_rows = rng.uniform(low, low + 1.25 * (high - low), size=(max(PARITY_BATCHES), len(FEATURES)))
     return {"holdout": _f32(holdout_X), "random": _f32(random_rows)}
 

@@ -96,7 +96,7 @@ def publish(registry: Registry, result, data, split, evaluation, promote=False, 
             export_info = export.export(
                 stage / "model.onnx", result.mlp, result.stats, split.holdout.X,
                 {"version": version, "interval_half_width": evaluation["interval"]["half_width"],
-                 "interval_level": evaluation["interval"]["level"]},
+                 "interval_scale": evaluation["interval"]["scale"], "interval_level": evaluation["interval"]["level"]},
             )
             (stage / "normalization.json").write_text(json.dumps(result.stats.to_json(), indent=2) + "\n")
             torch.save(

@@ -6,6 +6,8 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .evaluate import interval_bounds  # noqa: E402
+
 
 def write_report(path, version, result, holdout, predicted, evaluation):
     fig, (curves, scatter, residuals) = plt.subplots(1, 3, figsize=(17, 5.2))
@@ -21,7 +23,7 @@ def write_report(path, version, result, holdout, predicted, evaluation):
     curves.plot(epochs, result.validation_loss, label="validation")
     curves.axvline(result.kept_epoch, color="grey", linestyle=":", label=f"kept epoch {result.kept_epoch}")
     curves.set_yscale("log")
-    curves.set_title("Loss curves (MSE, normalized units)")
+    curves.set_title("Loss curves (MSE on the normalized scale)")
     curves.set_xlabel("epoch")
     curves.set_ylabel("loss")
     curves.legend()
@@ -37,15 +39,16 @@ def write_report(path, version, result, holdout, predicted, evaluation):
     scatter.set_ylabel("predicted units sold")
     scatter.legend()
 
-    error = predicted - actual
+    interval = evaluation["interval"]
+    low, high = interval_bounds(predicted, interval["half_width"], interval["scale"])
     when = holdout.week if holdout.week is not None else np.arange(len(actual))
-    residuals.scatter(when, error, s=10, alpha=0.6)
+    residuals.vlines(when, low - predicted, high - predicted, color="tab:green", alpha=0.25,
+                     label=f"{interval['level']:.0%} interval ({interval['holdout_coverage']:.0%} covered)")
+    residuals.scatter(when, actual - predicted, s=10, alpha=0.7, label="actual - predicted")
     residuals.axhline(0, color="grey")
-    half = evaluation["interval"]["half_width"]
-    residuals.axhspan(-half, half, color="tab:green", alpha=0.12, label=f"{evaluation['interval']['level']:.0%} interval")
     residuals.set_title("Holdout residuals over time")
     residuals.set_xlabel("week" if holdout.week is not None else "row")
-    residuals.set_ylabel("predicted - actual (units)")
+    residuals.set_ylabel("units")
     residuals.legend()
     residuals.tick_params(axis="x", labelrotation=30)
 

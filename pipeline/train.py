@@ -9,7 +9,7 @@ import torch
 from .errors import TrainingError
 from .backprop import ManualMLP, make_optimizer
 from .model import DemandMLP, TrainConfig
-from .normalize import MinMaxStats
+from .normalize import TRANSFORMS, MinMaxStats
 
 
 def resolve_device(requested):
@@ -141,6 +141,8 @@ def fit(train, validation, config, progress=None, initial=None):
     `initial` (a ManualMLP) fixes the starting weights of the manual engine.
     """
     started = time.perf_counter()
+    if config.transform not in TRANSFORMS:
+        raise TrainingError(f"--transform must be one of {', '.join(TRANSFORMS)}, got {config.transform!r}")
     if config.engine == "manual":
         if config.device == "cuda":
             raise TrainingError("the manual engine runs on the CPU only; use --device cpu or auto")
@@ -152,7 +154,7 @@ def fit(train, validation, config, progress=None, initial=None):
     else:
         raise TrainingError(f"--engine must be torch or manual, got {config.engine!r}")
 
-    stats = MinMaxStats.fit(train.X, train.y)
+    stats = MinMaxStats.fit(train.X, train.y, config.transform)
     X = engine.tensor(stats.normalize_x(train.X))
     y = engine.tensor(stats.normalize_y(train.y).reshape(-1, 1))
     X_val = engine.tensor(stats.normalize_x(validation.X))

@@ -1,0 +1,71 @@
+"""Shared fixtures: small real data, real trained models, real registries on disk."""
+import csv
+from pathlib import Path
+
+import pytest
+
+from pipeline.data import load_csv, time_split
+from pipeline.generate import GeneratorConfig, generate, write_csv
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CSV = ROOT / "data" / "demand.csv"
+FAST = dict(epochs=60, patience=0)  # enough to train something real in a second
+
+
+def write_rows(path, rows, header=("prev_week_sales", "discount_fraction", "weeks_to_next_holidays", "units_sold", "week")):
+    with open(path, "w", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "small.csv"
+    write_csv(generate(GeneratorConfig(seed=3, series=3, weeks=60)), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_split(small_csv):
+    return time_split(load_csv(small_csv))
+
+
+@pytest.fixture(scope="session")
+def default_split():
+    return time_split(load_csv(DEFAULT_CSV))
+
+
+@pytest.fixture(scope="session")
+def default_model(default_split):
+    """The default preset trained on the embedded data, as `demand train` does."""
+    from pipeline.model import PRESETS
+    from pipeline.train import fit
+
+    return fit(default_split.train, default_split.validation, PRESETS["default"].with_overrides(device="cpu"))
+
+
+@pytest.fixture
+def runner():
+    from click.testing import CliRunner
+
+    return CliRunner()
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    return tmp_path / "models"
+
+
+@pytest.fixture(scope="session")
+def published(tmp_path_factory, small_csv):
+    """A registry with one small published champion, built by the real CLI."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    root = tmp_path_factory.mktemp("registry") / "models"
+    result = CliRunner().invoke(main, ["train", "--data", str(small_csv), "--model-dir", str(root), "--epochs", "80", "--json"])
+    assert result.exit_code == 0, result.output
+    return root

@@ -1,0 +1,81 @@
+"""The hand-written Algorithm 8.5 against PyTorch autograd."""
+import numpy as np
+import pytest
+import torch
+
+from pipeline.backprop import ManualMLP
+from pipeline.gradcheck import autograd_gradients, gradcheck
+from pipeline.model import PRESETS
+from pipeline.train import fit, torch_to_manual
+
+
+def test_gradients_match_autograd_on_random_networks():
+    report = gradcheck(trials=100, seed=1)
+    assert report["max_relative_error"] <= 1e-6
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
+def test_gradients_of_a_deep_network_match(activation):
+    rng = np.random.default_rng(0)
+    net = ManualMLP.initialize([3, 7, 6, 5, 4, 1], activation, seed=2)
+    X, y = rng.normal(size=(50, 3)), rng.normal(size=50)
+    loss, W_grads, b_grads = net.loss_and_gradients(X, y)
+    ref_loss, ref_W, ref_b = autograd_gradients(net, X, y)
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    for mine, ref in zip([*W_grads, *b_grads], [*ref_W, *ref_b]):
+        np.testing.assert_allclose(mine, ref, rtol=1e-9, atol=1e-14)
+
+
+def test_a_wrong_derivative_would_be_caught():
+    from pipeline import backprop
+
+    rng = np.random.default_rng(0)
+    net = ManualMLP.initialize([3, 5, 1], "sigmoid", seed=0)
+    X, y = rng.normal(size=(8, 3)), rng.normal(size=8)
+    original = backprop.ACTIVATIONS["sigmoid"]
+    backprop.ACTIVATIONS["sigmoid"] = (original[0], lambda a: a)  # drop the (1 - a) factor
+    try:
+        _, W_grads, _ = net.loss_and_gradients(X, y)
+    finally:
+        backprop.ACTIVATIONS["sigmoid"] = original
+    _, ref_W, _ = autograd_gradients(net, X, y)
+    assert not np.allclose(W_grads[0], ref_W[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("optimizer, lr, momentum", [("sgd", 0.2, 0.9), ("adam", 0.01, 0.0)])
+def test_manual_training_steps_equal_torch_optimizer_steps(optimizer, lr, momentum, small_split):
+    """Same start, same data: 30 hand-written steps land where torch.optim lands (float64)."""
+    from pipeline.backprop import make_optimizer
+    from pipeline.model import DemandMLP
+    from pipeline.normalize import MinMaxStats
+
+    stats = MinMaxStats.fit(small_split.train.X, small_split.train.y)
+    X = stats.normalize_x(small_split.train.X)
+    y = stats.normalize_y(small_split.train.y).reshape(-1, 1)
+
+    torch.manual_seed(0)
+    model = DemandMLP((10, 5), "sigmoid").double()
+    net = torch_to_manual(model)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum) if optimizer == "sgd" else torch.optim.Adam(model.parameters(), lr=lr)
+    manual_opt = make_optimizer(optimizer, net.parameters(), lr, momentum)
+    for _ in range(30):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(torch.from_numpy(X)), torch.from_numpy(y)).backward()
+        opt.step()
+        _, W_grads, b_grads = net.loss_and_gradients(X, y)
+        manual_opt.step([*W_grads, *b_grads])
+    for layer, W, b in zip(model.linear_layers(), net.W, net.b):
+        np.testing.assert_allclose(W, layer.weight.detach().numpy(), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(b, layer.bias.detach().numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_manual_engine_trains_a_useful_model_on_its_own(small_split):
+    from pipeline.evaluate import evaluate
+    from pipeline.train import predict_units
+
+    config = PRESETS["chapter"].with_overrides(engine="manual", epochs=1500)
+    result = fit(small_split.train, small_split.validation, config)
+    assert result.device == "cpu"
+    assert result.train_loss[-1] < result.train_loss[0] / 5
+    scores = evaluate(small_split, lambda X: predict_units(result.mlp, result.stats, X))["holdout"]
+    assert scores["model"]["wape"] < scores["naive"]["wape"]

@@ -1,0 +1,136 @@
+import numpy as np
+import pytest
+import torch
+
+from pipeline.data import load_csv, time_split
+from pipeline.errors import TrainingError
+from pipeline.evaluate import beats_baselines, evaluate
+from pipeline.generate import DemandLaw, GeneratorConfig, generate, write_csv
+from pipeline.model import PRESETS, DemandMLP
+from pipeline.train import fit, predict_units, resolve_device
+
+from .conftest import FAST
+
+
+def test_chapter_preset_is_the_chapter():
+    c = PRESETS["chapter"]
+    assert (c.hidden, c.activation, c.optimizer, c.lr, c.momentum, c.epochs, c.batch_size) == (
+        (10, 5), "sigmoid", "sgd", 0.2, 0.9, 1000, 0)
+    net = DemandMLP(c.hidden, c.activation).net
+    assert [type(m).__name__ for m in net] == ["Linear", "Sigmoid", "Linear", "Sigmoid", "Linear"]
+    assert [(m.in_features, m.out_features) for m in net if isinstance(m, torch.nn.Linear)] == [(3, 10), (10, 5), (5, 1)]
+
+
+def test_chapter_preset_runs_its_1000_full_batch_iterations(small_split):
+    result = fit(small_split.train, small_split.validation, PRESETS["chapter"].with_overrides(device="cpu"))
+    assert len(result.train_loss) == 1000
+    assert result.kept_epoch == 1000
+    assert result.stopped_because == "ran every epoch"
+
+
+def weights(mlp):
+    return [p.detach().numpy().copy() for p in mlp.parameters()]
+
+
+@pytest.mark.parametrize("preset", ["chapter", "default"])
+def test_same_seed_same_data_gives_identical_weights_on_cpu(small_split, preset):
+    config = PRESETS[preset].with_overrides(device="cpu", **FAST)
+    first = weights(fit(small_split.train, small_split.validation, config).mlp)
+    second = weights(fit(small_split.train, small_split.validation, config).mlp)
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    other = weights(fit(small_split.train, small_split.validation, config.with_overrides(seed=1)).mlp)
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other))
+
+
+def test_stops_at_target_loss(small_split):
+    config = PRESETS["default"].with_overrides(device="cpu", target_loss=0.01, epochs=500, patience=0)
+    result = fit(small_split.train, small_split.validation, config)
+    assert result.train_loss[-1] <= 0.01
+    assert len(result.train_loss) < 500
+    assert "reached" in result.stopped_because
+
+
+def test_early_stopping_keeps_the_best_validation_epoch(small_split):
+    config = PRESETS["default"].with_overrides(device="cpu", epochs=300, patience=15)
+    result = fit(small_split.train, small_split.validation, config)
+    assert len(result.train_loss) == result.kept_epoch + 15 or len(result.train_loss) == 300
+    from pipeline.normalize import MinMaxStats  # noqa: F401
+
+    X = torch.as_tensor(result.stats.normalize_x(small_split.validation.X), dtype=torch.float32)
+    y = torch.as_tensor(result.stats.normalize_y(small_split.validation.y), dtype=torch.float32).reshape(-1, 1)
+    with torch.no_grad():
+        kept_loss = torch.nn.functional.mse_loss(result.mlp(X), y).item()
+    assert kept_loss == pytest.approx(min(result.validation_loss), rel=1e-5)
+
+
+def test_options_change_the_network(small_split):
+    config = PRESETS["chapter"].with_overrides(hidden=(4, 4, 4), activation="tanh", optimizer="adam", lr=0.01,
+                                               batch_size=16, device="cpu", epochs=3)
+    result = fit(small_split.train, small_split.validation, config)
+    assert [m.out_features for m in result.mlp.linear_layers()] == [4, 4, 4, 1]
+    assert isinstance(result.mlp.net[1], torch.nn.Tanh)
+
+
+def test_device_choice():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainingError, match="no CUDA device"):
+            resolve_device("cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on a GPU machine)")
+def test_training_on_cuda_matches_cpu_quality(small_split):
+    config = PRESETS["default"].with_overrides(device="cuda", **FAST)
+    result = fit(small_split.train, small_split.validation, config)
+    assert result.device == "cuda"
+    assert next(result.mlp.parameters()).device.type == "cpu"  # handed back ready to export
+    cpu = fit(small_split.train, small_split.validation, config.with_overrides(device="cpu"))
+    assert result.validation_loss[-1] == pytest.approx(cpu.validation_loss[-1], rel=0.2)
+
+
+def test_divergence_is_reported(small_split):
+    config = PRESETS["chapter"].with_overrides(lr=1e6, momentum=0.99, device="cpu", epochs=200)
+    with pytest.raises(TrainingError, match="diverged"):
+        fit(small_split.train, small_split.validation, config)
+
+
+def test_default_model_beats_naive_and_linear_on_the_default_holdout(default_split, default_model):
+    scores = evaluate(default_split, lambda X: predict_units(default_model.mlp, default_model.stats, X), scale="log1p")
+    assert beats_baselines(scores["holdout"])
+    assert scores["holdout"]["model"]["wape"] < 0.6 * scores["holdout"]["linear"]["wape"]
+    assert 0.8 <= scores["interval"]["holdout_coverage"] <= 0.98
+
+
+def gbdt_wape(split):
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    model = HistGradientBoostingRegressor(random_state=0).fit(
+        np.vstack([split.train.X, split.validation.X]), np.concatenate([split.train.y, split.validation.y]))
+    predicted = model.predict(split.holdout.X)
+    return 100 * np.abs(predicted - split.holdout.y).sum() / split.holdout.y.sum()
+
+
+VARIANTS = {
+    "embedded data": None,
+    "twelve stores, busier promotions": GeneratorConfig(seed=11, series=12, promo_rate=0.2),
+    "stronger elasticities": GeneratorConfig(seed=3, law=DemandLaw(lift_max=0.8, lift_scale=35, holiday_bump=0.3, carryover=0.8)),
+    "weak discounts, noisier": GeneratorConfig(seed=21, series=4, weeks=200, noise=0.1,
+                                               law=DemandLaw(lift_max=0.2, holiday_bump=0.1, carryover=0.95)),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_default_preset_rivals_gradient_boosting_on_data_it_was_not_tuned_on(variant, tmp_path, default_split):
+    if VARIANTS[variant] is None:
+        split = default_split
+    else:
+        path = tmp_path / "variant.csv"
+        write_csv(generate(VARIANTS[variant]), path)
+        split = time_split(load_csv(path))
+    result = fit(split.train, split.validation, PRESETS["default"].with_overrides(device="cpu"))
+    scores = evaluate(split, lambda X: predict_units(result.mlp, result.stats, X))["holdout"]
+    assert beats_baselines(scores)
+    # Gradient boosting sees train and validation; the MLP trains on train only.
+    assert scores["model"]["wape"] <= 1.1 * gbdt_wape(split)
