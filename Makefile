@@ -1,0 +1,34 @@
+# Everything runs from a virtual environment inside the checkout.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+export DEMAND_MODEL_DIR ?= models
+
+.PHONY: install run train test bench clean
+
+install: $(VENV)/.installed
+
+# Reinstalled whenever pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[train,test]'
+	touch $@
+
+# Train the default model if the registry has no champion yet, then serve it.
+run: install
+	@test -s $(DEMAND_MODEL_DIR)/champion || $(BIN)/demand train
+	$(BIN)/demand models list
+
+train: install
+	$(BIN)/demand train
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python bench/run.py --output docs/benchmarks.md
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,123 @@
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pipeline.cli import main
+
+from .conftest import ROOT, write_rows
+
+
+def test_help_is_instant_because_torch_is_not_imported():
+    code = "import sys; from pipeline.cli import main; sys.argv=['demand','--help']\ntry: main()\nexcept SystemExit: pass\nprint('torch' in sys.modules, 'onnx' in sys.modules, 'numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False False False"
+
+
+def test_train_json_on_stdout_progress_on_stderr(runner, small_csv, model_dir):
+    result = runner.invoke(main, ["train", "--data", str(small_csv), "--model-dir", str(model_dir), "--epochs", "30", "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["version"] == "v1" and document["champion"] is True and document["device"] == "cpu"
+    assert document["metrics"]["holdout"]["model"]["wape"] > 0
+    assert "epoch 1/30" in result.stderr and "published v1" in result.stderr
+
+
+def test_train_options_reach_the_model_and_the_env_sets_the_registry(runner, small_csv, tmp_path, monkeypatch):
+    monkeypatch.setenv("DEMAND_MODEL_DIR", str(tmp_path / "from-env"))
+    monkeypatch.setenv("DEMAND_TRAIN_EPOCHS", "7")
+    result = runner.invoke(main, ["train", "--data", str(small_csv), "--preset", "chapter", "--hidden", "6,4,3",
+                                  "--activation", "tanh", "--engine", "manual", "--seed", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "from-env" / "versions" / "v1" / "card.json").read_text())
+    assert card["params"]["hidden"] == [6, 4, 3] and card["params"]["activation"] == "tanh"
+    assert card["params"]["engine"] == "manual" and card["params"]["seed"] == 3 and card["params"]["epochs"] == 7
+    assert card["training"]["epochs_run"] == 7
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--hidden", "10,x"], "integers separated by commas"),
+    (["--lr", "-1"], "--lr"),
+    (["--device", "tpu"], "'tpu' is not one of"),
+])
+def test_bad_options_are_named(runner, small_csv, model_dir, args, message):
+    result = runner.invoke(main, ["train", "--data", str(small_csv), "--model-dir", str(model_dir), *args])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_bad_data_is_a_clear_error_not_a_traceback(runner, tmp_path, model_dir):
+    path = write_rows(tmp_path / "bad.csv", [[10, 120, 2, 5, "2024-01-01"]])
+    result = runner.invoke(main, ["train", "--data", str(path), "--model-dir", str(model_dir)])
+    assert result.exit_code == 1
+    assert "Error:" in result.stderr and "line 2, column 'discount_fraction': must be <= 100" in result.stderr
+    assert "Traceback" not in result.output
+    assert not model_dir.exists() or not (model_dir / "versions").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the error path needs a machine without CUDA")
+def test_cuda_request_without_gpu_is_a_clear_error(runner, small_csv, model_dir):
+    result = runner.invoke(main, ["train", "--data", str(small_csv), "--model-dir", str(model_dir), "--device", "cuda"])
+    assert result.exit_code == 1 and "no CUDA device" in result.stderr
+
+
+def test_models_list_and_show(runner, published):
+    listing = runner.invoke(main, ["models", "list", "--model-dir", str(published), "--json"])
+    document = json.loads(listing.stdout)
+    assert document["champion"] == "v1" and document["versions"][0]["version"] == "v1"
+    table = runner.invoke(main, ["models", "list", "--model-dir", str(published)])
+    assert "* v1" in table.stdout and "WAPE" in table.stdout
+    shown = runner.invoke(main, ["models", "show", "v1", "--model-dir", str(published)])
+    assert shown.exit_code == 0 and "naive" in shown.stdout and "linear" in shown.stdout and "parity" in shown.stdout
+    card = json.loads(runner.invoke(main, ["models", "show", "v1", "--model-dir", str(published), "--json"]).stdout)
+    assert card["version"] == "v1"
+    missing = runner.invoke(main, ["models", "show", "v99", "--model-dir", str(published)])
+    assert missing.exit_code == 1 and "no version 'v99'" in missing.stderr
+
+
+def test_predict_scores_a_csv_with_intervals_and_extrapolation_flags(runner, published, tmp_path):
+    source = write_rows(tmp_path / "in.csv", [[40000, 30, 2, "2026-01-05"], [9_000_000, 30, 2, "2026-01-05"]],
+                        header=("prev_week_sales", "discount_fraction", "weeks_to_next_holidays", "week"))
+    out = tmp_path / "out.csv"
+    result = runner.invoke(main, ["predict", "--input", str(source), "--output", str(out), "--model-dir", str(published)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    assert [r["week"] for r in rows] == ["2026-01-05", "2026-01-05"]
+    first, second = rows
+    assert float(first["interval_low"]) < float(first["forecast_units_sold"]) < float(first["interval_high"])
+    assert first["extrapolated"] == "" and second["extrapolated"] == "prev_week_sales"
+    assert first["model_version"] == "v1"
+
+
+def test_predict_refuses_bad_rows_and_unknown_versions(runner, published, tmp_path):
+    source = write_rows(tmp_path / "in.csv", [[40000, -3, 2]], header=("prev_week_sales", "discount_fraction", "weeks_to_next_holidays"))
+    result = runner.invoke(main, ["predict", "--input", str(source), "--output", str(tmp_path / "o.csv"), "--model-dir", str(published)])
+    assert result.exit_code == 1 and "discount_fraction" in result.stderr
+    good = write_rows(tmp_path / "good.csv", [[40000, 3, 2]], header=("prev_week_sales", "discount_fraction", "weeks_to_next_holidays"))
+    result = runner.invoke(main, ["predict", "--input", str(good), "--output", str(tmp_path / "o.csv"), "--version", "v42", "--model-dir", str(published)])
+    assert result.exit_code == 1 and "v42" in result.stderr
+
+
+def test_predict_without_a_champion_says_how_to_get_one(runner, tmp_path):
+    good = write_rows(tmp_path / "good.csv", [[40000, 3, 2]], header=("prev_week_sales", "discount_fraction", "weeks_to_next_holidays"))
+    result = runner.invoke(main, ["predict", "--input", str(good), "--output", str(tmp_path / "o.csv"), "--model-dir", str(tmp_path / "empty")])
+    assert result.exit_code == 1 and "demand train" in result.stderr
+
+
+def test_gradcheck_command(runner):
+    result = runner.invoke(main, ["gradcheck", "--trials", "20", "--json"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["max_relative_error"] <= 1e-6
+
+
+def test_data_generate_and_check(runner, tmp_path):
+    out = tmp_path / "gen.csv"
+    result = runner.invoke(main, ["data", "generate", "--output", str(out), "--series", "2", "--weeks", "40", "--seed", "4"])
+    assert result.exit_code == 0
+    assert len(out.read_text().splitlines()) == 81
+    check = runner.invoke(main, ["data", "check", str(out), "--json"])
+    summary = json.loads(check.stdout)
+    assert summary["rows"] == 80 and summary["splits"]["holdout"]["rows"] == 16

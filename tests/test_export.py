@@ -1,0 +1,88 @@
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from pipeline import export
+from pipeline.errors import ExportError
+from pipeline.model import PRESETS
+from pipeline.train import fit
+
+from .conftest import FAST
+
+
+@pytest.fixture(scope="module", params=["chapter", "default"])
+def trained(request, small_split):
+    return fit(small_split.train, small_split.validation, PRESETS[request.param].with_overrides(device="cpu", **FAST))
+
+
+@pytest.fixture(scope="module")
+def exported(trained, small_split, tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    info = export.export(path, trained.mlp, trained.stats, small_split.holdout.X, {"version": "v9"})
+    return path, info
+
+
+def test_single_file_pinned_opset_named_io_dynamic_batch(exported):
+    path, info = exported
+    model = onnx.load(str(path))
+    assert [o.version for o in model.opset_import] == [export.OPSET] == [info["opset"]]
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    (inp,) = model.graph.input
+    assert inp.name == "features"
+    assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim] == ["batch", 3]
+    assert [o.name for o in model.graph.output] == ["units_sold", "units_sold_normalized"]
+    onnx.checker.check_model(model, full_check=True)
+
+
+def test_metadata_holds_version_feature_order_and_statistics(exported, trained):
+    model = onnx.load(str(exported[0]))
+    props = {p.key: p.value for p in model.metadata_props}
+    assert props["version"] == "v9"
+    assert json.loads(props["feature_order"]) == ["prev_week_sales", "discount_fraction", "weeks_to_next_holidays"]
+    assert json.loads(props["normalization"]) == trained.stats.to_json()
+
+
+@pytest.mark.parametrize("batch", export.PARITY_BATCHES)
+def test_onnx_runtime_matches_torch_in_raw_units(exported, trained, small_split, batch):
+    from pipeline.model import RawUnitsModel
+
+    session = ort.InferenceSession(str(exported[0]), providers=["CPUExecutionProvider"])
+    x = np.resize(small_split.holdout.X.astype(np.float32), (batch, 3))
+    units, normalized = session.run(None, {"features": x})
+    with torch.no_grad():
+        ref_units, ref_normalized = (t.numpy() for t in RawUnitsModel(trained.mlp, trained.stats)(torch.from_numpy(x)))
+    assert units.shape == normalized.shape == (batch, 1)
+    assert np.max(np.abs(units - ref_units)) / np.max(np.abs(ref_units)) <= 1e-5
+    np.testing.assert_allclose(normalized, ref_normalized, rtol=1e-4, atol=1e-6)
+    assert exported[1]["parity_max_relative_error"] <= 1e-5
+
+
+def test_a_wrong_graph_fails_parity_and_is_refused(trained, small_split, tmp_path, monkeypatch):
+    real_build = export.build_onnx
+
+    def tampered(mlp, stats, metadata):
+        model = real_build(mlp, stats, metadata)
+        for init in model.graph.initializer:
+            if init.name == "layer0.bias":
+                values = onnx.numpy_helper.to_array(init).copy()
+                values[0] += 1e-3
+                init.CopyFrom(onnx.numpy_helper.from_array(values, init.name))
+        return model
+
+    monkeypatch.setattr(export, "build_onnx", tampered)
+    with pytest.raises(ExportError, match="differs from torch"):
+        export.export(tmp_path / "bad.onnx", trained.mlp, trained.stats, small_split.holdout.X, {})
+
+
+def test_an_invalid_graph_is_refused_by_the_checker(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["missing"], ["y"])], "g", [],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    onnx.save_model(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(bad))
+    with pytest.raises(ExportError, match="checker"):
+        export.check_file(bad)
