@@ -1,0 +1,1 @@
+"""Prediction service: Flask under gunicorn, ONNX Runtime only (never torch)."""
