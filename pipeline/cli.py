@@ -284,6 +284,33 @@ def models_show(version, model_dir, as_json):
     click.echo(f"  files in {registry.path(version)}")
 
 
+# ---------------------------------------------------------------- serving
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--workers", type=click.IntRange(1), help="Worker processes [default: CPU cores].")
+@click.option("--threads", type=click.IntRange(1), default=4, show_default=True, help="Threads per worker.")
+@click.option("--timeout", type=click.IntRange(1), default=30, show_default=True, help="Seconds before a stuck worker is restarted.")
+@click.option("--graceful-timeout", type=click.IntRange(1), default=30, show_default=True, help="Seconds to finish in-flight requests on SIGTERM.")
+@model_dir_option
+def serve(host, port, workers, threads, timeout, graceful_timeout, model_dir):
+    """Serve the champion model over HTTP with gunicorn (replaces this process)."""
+    import os
+
+    env = {"DEMAND_HOST": host, "DEMAND_PORT": str(port), "DEMAND_THREADS": str(threads),
+           "DEMAND_TIMEOUT": str(timeout), "DEMAND_GRACEFUL_TIMEOUT": str(graceful_timeout),
+           "DEMAND_MODEL_DIR": str(model_dir)}
+    if workers:
+        env["DEMAND_WORKERS"] = str(workers)
+    os.environ.update(env)
+    conf = Path(__file__).resolve().parent.parent / "service" / "gunicorn_conf.py"
+    args = [sys.executable, "-m", "gunicorn", "-c", str(conf), "service.app:create_app()"]
+    log(f"starting gunicorn on http://{host}:{port} with models from {model_dir}")
+    os.execv(sys.executable, args)
+
+
 # ---------------------------------------------------------------- scoring
 
 

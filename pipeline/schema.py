@@ -27,6 +27,10 @@ def domain_problem(name, value):
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return f"must be a number, got {_describe(value)}"
+    try:
+        value = float(value)
+    except OverflowError:
+        return "must be a finite number, got an integer too large for a float"
     if math.isnan(value):
         return "must be a finite number, got NaN"
     if math.isinf(value):

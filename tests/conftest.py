@@ -69,3 +69,20 @@ def published(tmp_path_factory, small_csv):
     result = CliRunner().invoke(main, ["train", "--data", str(small_csv), "--model-dir", str(root), "--epochs", "80", "--json"])
     assert result.exit_code == 0, result.output
     return root
+
+
+# ---------------------------------------------------------------- service
+
+INSTANCE = {"prev_week_sales": 76440, "discount_fraction": 63, "weeks_to_next_holidays": 2}
+
+
+@pytest.fixture
+def app(published):
+    from service.app import create_app
+
+    return create_app({"MODEL_DIR": str(published), "WATCH": False, "TESTING": True})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()

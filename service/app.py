@@ -1,0 +1,57 @@
+"""The Flask application factory."""
+import logging
+import time
+
+from flask import Flask, g, request
+
+from . import errors, metrics
+from .config import Settings
+from .model_holder import ModelHolder
+
+
+def create_app(test_config=None):
+    """Build the app for one worker: settings from DEMAND_* and `test_config`,
+    the champion loaded into ONNX Runtime, and the champion watcher started.
+
+    Under gunicorn this runs in each worker after fork, so every worker owns
+    its ONNX Runtime session and the master never loads a model.
+    """
+    test_config = dict(test_config or {})
+    watch = test_config.pop("WATCH", True)
+    settings = Settings.from_env(**{k.lower(): v for k, v in test_config.items() if k.lower() in Settings.__dataclass_fields__})
+    app = Flask(__name__)
+    app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_body_bytes, DEBUG=False)
+    app.config.update({k: v for k, v in test_config.items() if k.isupper()})
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+
+    holder = ModelHolder(settings)
+    app.config["MODEL_HOLDER"] = holder
+    holder.refresh()  # load and warm up before the first request
+    if watch:
+        holder.start_watching()
+
+    from .ops_api import admin, bp as ops
+    from .predict_api import bp as predict
+    from .v2_api import bp as v2
+
+    app.register_blueprint(ops)
+    app.register_blueprint(predict)
+    app.register_blueprint(v2)
+    if settings.admin_token:
+        app.register_blueprint(admin)  # without a token the admin routes do not exist
+    errors.register(app)
+    _instrument(app)
+    return app
+
+
+def _instrument(app):
+    @app.before_request
+    def start_timer():
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def record(response):
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+        metrics.LATENCY.labels(route).observe(time.perf_counter() - g.get("started", time.perf_counter()))
+        return response

@@ -1,0 +1,28 @@
+"""Optional bearer tokens: DEMAND_API_TOKEN for predictions, DEMAND_ADMIN_TOKEN for admin."""
+import functools
+import hmac
+
+from flask import current_app, request
+
+from .errors import ApiError
+
+
+def check_bearer(expected):
+    if not expected:
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "missing bearer token: send 'Authorization: Bearer <token>'",
+                       {"WWW-Authenticate": 'Bearer realm="demand"'})
+    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        raise ApiError(403, "bearer token not accepted")
+
+
+def prediction_token_required(view):
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        check_bearer(current_app.config["SETTINGS"].api_token)
+        return view(*args, **kwargs)
+
+    return wrapper

@@ -1,0 +1,38 @@
+"""Service settings: defaults, overridden by DEMAND_* environment variables,
+overridden by the mapping passed to create_app()."""
+import os
+from dataclasses import dataclass, fields, replace
+
+
+def _bool(text):
+    return str(text).strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_dir: str = "models"
+    api_token: str = ""  # bearer token for prediction routes; empty: open
+    admin_token: str = ""  # enables POST /admin/reload; empty: the route does not exist
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_rows: int = 200_000
+    reload_interval: float = 2.0  # seconds between checks of the champion pointer
+    provider: str = "auto"  # auto | cpu | cuda
+    require_gpu: bool = False  # never become ready without the CUDA provider
+    intra_op_threads: int = 0  # 0: cores / workers
+    workers: int = 1  # used to size intra_op_threads
+
+    @classmethod
+    def from_env(cls, environ=os.environ, **overrides):
+        values = {}
+        for f in fields(cls):
+            raw = environ.get(f"DEMAND_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            kind = type(f.default)
+            values[f.name] = _bool(raw) if kind is bool else kind(raw)
+        return replace(cls(**values), **overrides)
+
+    def threads_per_session(self):
+        if self.intra_op_threads > 0:
+            return self.intra_op_threads
+        return max(1, (os.cpu_count() or 1) // max(1, self.workers))

@@ -1,0 +1,51 @@
+"""Every error leaves the service as JSON {"error": "..."} with a 4xx/5xx status."""
+from flask import jsonify
+from werkzeug.exceptions import HTTPException
+
+
+class ApiError(Exception):
+    def __init__(self, status, message, headers=None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_response(status, message, headers=None):
+    response = jsonify(error=message)
+    response.status_code = status
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+MESSAGES = {
+    404: "not found: no such route",
+    405: "method not allowed",
+    413: "request body too large",
+}
+
+
+def register(app):
+    @app.errorhandler(ApiError)
+    def api_error(err):
+        return error_response(err.status, err.message, err.headers)
+
+    @app.errorhandler(HTTPException)
+    def http_error(err):
+        headers = {}
+        if err.code == 405:
+            allowed = err.get_response().headers.get("Allow")
+            if allowed:
+                headers["Allow"] = allowed
+        message = MESSAGES.get(err.code) or err.description or err.name
+        if err.code == 413:
+            message = f"request body larger than the limit of {app.config['MAX_CONTENT_LENGTH']} bytes (DEMAND_MAX_BODY_BYTES)"
+        elif err.code == 405:
+            message = f"method not allowed; this route accepts {headers.get('Allow', 'other methods')}"
+        return error_response(err.code or 500, message, headers)
+
+    @app.errorhandler(Exception)
+    def unexpected(err):
+        app.logger.exception("unhandled error")
+        return error_response(500, "internal error; the details are in the server log")

@@ -1,0 +1,52 @@
+"""Production gunicorn settings; every value can be set with a DEMAND_* variable.
+
+    gunicorn -c service/gunicorn_conf.py 'service.app:create_app()'
+
+The app is not preloaded: each worker imports it and builds its own ONNX
+Runtime session after the fork, so the master never holds a model.
+"""
+import os
+import shutil
+import tempfile
+
+_env = os.environ.get
+
+bind = f"{_env('DEMAND_HOST', '127.0.0.1')}:{_env('DEMAND_PORT', '8000')}"
+workers = int(_env("DEMAND_WORKERS") or os.cpu_count() or 1)
+threads = int(_env("DEMAND_THREADS") or 4)
+worker_class = "gthread"
+timeout = int(_env("DEMAND_TIMEOUT") or 30)
+graceful_timeout = int(_env("DEMAND_GRACEFUL_TIMEOUT") or 30)
+keepalive = int(_env("DEMAND_KEEPALIVE") or 5)
+backlog = int(_env("DEMAND_BACKLOG") or 2048)
+preload_app = False
+control_socket_disable = True  # several services may share a host and a home folder
+accesslog = _env("DEMAND_ACCESS_LOG") or None  # "-" for stdout
+errorlog = "-"
+loglevel = _env("DEMAND_LOG_LEVEL") or "info"
+# Request line and header limits stay at gunicorn's defaults; body size is the app's (DEMAND_MAX_BODY_BYTES).
+
+
+def on_starting(server):
+    # Workers size their ONNX Runtime thread pools from this.
+    os.environ["DEMAND_WORKERS"] = str(server.cfg.workers)
+    # Prometheus multiprocess mode: one folder of metric files shared by the workers,
+    # emptied at every start so counters from a previous run do not leak in.
+    directory = _env("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)
+        os.makedirs(directory, exist_ok=True)
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="demand-metrics-")
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    directory = _env("PROMETHEUS_MULTIPROC_DIR", "")
+    if directory.startswith(tempfile.gettempdir() + "/demand-metrics-"):
+        shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,91 @@
+"""Turning request bodies into a validated float32 feature matrix.
+
+The fast path handles well-formed requests with a few vectorized checks; only
+when something is wrong does a slow path walk the rows to name the first bad
+field exactly.
+"""
+import json
+
+import numpy as np
+import orjson
+
+from pipeline.schema import DOMAIN, FEATURES, domain_problem
+
+from .errors import ApiError
+
+LOW = np.array([DOMAIN[f][0] for f in FEATURES])
+HIGH = np.array([DOMAIN[f][1] for f in FEATURES])
+NUMBER_TYPES = {int, float}
+
+
+def require_json_content(request, also=()):
+    mimetype = request.mimetype
+    if mimetype != "application/json" and mimetype not in also:
+        accepted = " or ".join(("application/json", *also))
+        raise ApiError(415, f"Content-Type must be {accepted}, got {mimetype or 'none'}")
+
+
+def parse_json(raw):
+    """Parse strict JSON; NaN and Infinity literals are reported by field later."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        fallback = err
+    try:  # non-standard literals and huge integers: parse them so the field can be named
+        return json.loads(raw, parse_constant=lambda name: float(name.replace("Infinity", "inf")))
+    except (ValueError, RecursionError):
+        raise ApiError(400, f"malformed JSON body: {fallback}") from None
+
+
+def instances_from_body(body):
+    """`{"instances": [...]}` or a single instance object -> list of objects."""
+    if isinstance(body, dict) and "instances" in body:
+        instances = body["instances"]
+        if not isinstance(instances, list):
+            raise ApiError(400, "'instances' must be a list of objects")
+        if not instances:
+            raise ApiError(400, "'instances' is empty: send at least one object")
+        return instances, "instances"
+    if isinstance(body, dict):
+        return [body], "instance"
+    raise ApiError(400, "body must be a JSON object: {\"instances\": [{...}, ...]} or one instance object")
+
+
+def matrix_from_instances(instances, prefix, max_rows):
+    if len(instances) > max_rows:
+        raise ApiError(413, f"{len(instances)} rows is more than the limit of {max_rows} per request (DEMAND_MAX_ROWS)")
+    try:
+        rows = [[item[name] for name in FEATURES] for item in instances]
+        flat_types = {type(v) for row in rows for v in row}
+        if not flat_types <= NUMBER_TYPES:
+            raise TypeError
+        X = np.array(rows, dtype=np.float64)
+    except (KeyError, TypeError, OverflowError, ValueError):
+        _explain_instances(instances, prefix)
+        raise  # unreachable: _explain_instances always raises here
+    check_domain(X, lambda i, name: f"{prefix}[{i}].{name}" if prefix == "instances" else name)
+    return X
+
+
+def _explain_instances(instances, prefix):
+    for i, item in enumerate(instances):
+        where = f"{prefix}[{i}]" if prefix == "instances" else "body"
+        if not isinstance(item, dict):
+            raise ApiError(400, f"{where} must be an object with {', '.join(FEATURES)}")
+        for name in FEATURES:
+            field = f"{where}.{name}" if prefix == "instances" else name
+            if name not in item:
+                raise ApiError(400, f"{field} is missing")
+            problem = domain_problem(name, item[name])
+            if problem:
+                raise ApiError(400, f"{field} {problem}")
+    raise ApiError(400, "instances could not be read as numbers")
+
+
+def check_domain(X, field_name):
+    """Raise a 400 naming the first value outside the domain (vectorized check)."""
+    bad = ~np.isfinite(X) | (X < LOW) | (X > HIGH)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        problem = domain_problem(FEATURES[j], float(X[i, j]))
+        raise ApiError(400, f"{field_name(int(i), FEATURES[j])} {problem}")

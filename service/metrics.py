@@ -1,0 +1,46 @@
+"""Prometheus metrics, shared by all gunicorn workers through multiprocess mode.
+
+gunicorn_conf sets PROMETHEUS_MULTIPROC_DIR before any worker imports this
+module; without it (Flask's test client, one process) the default registry
+is used.
+"""
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+REQUESTS = Counter("demand_http_requests_total", "HTTP requests by route, method and status", ["route", "method", "status"])
+LATENCY = Histogram(
+    "demand_http_request_duration_seconds", "Time to answer a request, by route", ["route"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+ROWS = Counter("demand_rows_predicted_total", "Rows forecast, by protocol", ["protocol"])
+EXTRAPOLATED = Counter("demand_extrapolated_rows_total", "Rows with a feature outside the training range")
+RELOADS = Counter("demand_model_reloads_total", "Models loaded and swapped in (the first load included)")
+RELOAD_FAILURES = Counter("demand_model_reload_failures_total", "New champions refused because they failed their checks")
+MODEL_INFO = Gauge(
+    "demand_model_info", "1 for the version and execution provider a worker serves",
+    ["version", "provider"], multiprocess_mode="liveall",
+)
+READY = Gauge("demand_worker_ready", "1 while a worker has a checked model loaded", multiprocess_mode="liveall")
+
+
+def model_loaded(version, provider, previous=None):
+    if previous is not None:
+        MODEL_INFO.labels(previous.version, previous.provider).set(0)
+    MODEL_INFO.labels(version, provider).set(1)
+    READY.set(1)
+    RELOADS.inc()
+
+
+def exposition():
+    """The text format of every worker's metrics, merged when running under gunicorn."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=directory)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,184 @@
+"""OpenAPI 3 description of every route the service answers."""
+from pipeline.schema import DOMAIN, FEATURES
+
+
+def _error(description):
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _json(schema_ref, description="OK"):
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}}}
+
+
+ERRORS = {
+    "400": _error("Malformed JSON, a wrong type, a missing field, or a value outside the domain; the message names it"),
+    "401": _error("Bearer token missing (only when DEMAND_API_TOKEN is set)"),
+    "403": _error("Bearer token not accepted"),
+    "413": _error("Body larger than DEMAND_MAX_BODY_BYTES or more rows than DEMAND_MAX_ROWS"),
+    "415": _error("Unsupported Content-Type or Content-Encoding"),
+    "503": _error("No checked model loaded yet"),
+}
+
+
+def _instance():
+    properties = {}
+    for name in FEATURES:
+        low, high, unit = DOMAIN[name]
+        prop = {"type": "number", "minimum": low, "description": unit}
+        if high != float("inf"):
+            prop["maximum"] = high
+        properties[name] = prop
+    return {"type": "object", "required": list(FEATURES), "properties": properties,
+            "example": {"prev_week_sales": 76440, "discount_fraction": 63, "weeks_to_next_holidays": 2}}
+
+
+SCHEMAS = {
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+    "Instance": _instance(),
+    "PredictRequest": {
+        "oneOf": [
+            {"type": "object", "required": ["instances"],
+             "properties": {"instances": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Instance"}}}},
+            {"$ref": "#/components/schemas/Instance"},
+        ]
+    },
+    "Prediction": {
+        "type": "object",
+        "required": ["units_sold", "units_sold_normalized", "interval", "extrapolated"],
+        "properties": {
+            "units_sold": {"type": "number"},
+            "units_sold_normalized": {"type": "number"},
+            "interval": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+            "extrapolated": {"type": "array", "items": {"type": "string", "enum": list(FEATURES)},
+                             "description": "features outside the range the model was trained on"},
+        },
+    },
+    "PredictResponse": {
+        "type": "object",
+        "required": ["model_version", "interval_level", "predictions"],
+        "properties": {
+            "model_version": {"type": "string"},
+            "interval_level": {"type": "number"},
+            "predictions": {"type": "array", "items": {"$ref": "#/components/schemas/Prediction"}},
+        },
+    },
+    "Health": {
+        "type": "object", "required": ["status", "ready"],
+        "properties": {"status": {"type": "string"}, "ready": {"type": "boolean"}, "model_version": {"type": "string"},
+                       "execution_provider": {"type": "string"}, "reason": {"type": "string"},
+                       "interval_level": {"type": "number"}, "created_at": {"type": "string"}},
+    },
+    "ServerMetadata": {"type": "object", "required": ["name", "version", "extensions"],
+                       "properties": {"name": {"type": "string"}, "version": {"type": "string"},
+                                      "extensions": {"type": "array", "items": {"type": "string"}}}},
+    "Live": {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}},
+    "Ready": {"type": "object", "required": ["ready"], "properties": {"ready": {"type": "boolean"}, "name": {"type": "string"}}},
+    "TensorMetadata": {"type": "object", "required": ["name", "datatype", "shape"],
+                       "properties": {"name": {"type": "string"}, "datatype": {"type": "string"},
+                                      "shape": {"type": "array", "items": {"type": "integer"}}}},
+    "ModelMetadata": {
+        "type": "object", "required": ["name", "versions", "platform", "inputs", "outputs"],
+        "properties": {"name": {"type": "string"}, "versions": {"type": "array", "items": {"type": "string"}},
+                       "platform": {"type": "string"}, "parameters": {"type": "object"},
+                       "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/TensorMetadata"}},
+                       "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/TensorMetadata"}}},
+    },
+    "InferInput": {
+        "type": "object", "required": ["name", "shape", "datatype"],
+        "properties": {
+            "name": {"type": "string", "enum": ["features"]},
+            "shape": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2, "maxItems": 2},
+            "datatype": {"type": "string", "enum": ["FP32", "FP64", "INT32", "INT64"]},
+            "data": {"type": "array", "items": {"type": "number", "minimum": 0}},
+            "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer", "minimum": 0}}},
+        },
+    },
+    "InferRequest": {
+        "type": "object", "required": ["inputs"],
+        "description": "JSON tensors; or, with the binary extension, this JSON as the first "
+                       "Inference-Header-Content-Length bytes followed by little-endian tensor bytes.",
+        "properties": {
+            "id": {"type": "string"},
+            "inputs": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/InferInput"}},
+            "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
+                "name": {"type": "string", "enum": ["units_sold", "units_sold_normalized"]},
+                "parameters": {"type": "object", "properties": {"binary_data": {"type": "boolean"}}}}}},
+            "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean"}}},
+        },
+    },
+    "InferOutput": {
+        "type": "object", "required": ["name", "datatype", "shape"],
+        "properties": {"name": {"type": "string"}, "datatype": {"type": "string"},
+                       "shape": {"type": "array", "items": {"type": "integer"}},
+                       "data": {"type": "array", "items": {"type": "number"}},
+                       "parameters": {"type": "object"}},
+    },
+    "InferResponse": {
+        "type": "object", "required": ["model_name", "model_version", "outputs"],
+        "properties": {"model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
+                       "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/InferOutput"}}},
+    },
+}
+
+NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}, "example": "demand"}
+VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+SECURED = [{}, {"bearer": []}]
+
+
+def _pick(*codes):
+    return {code: ERRORS[code] for code in codes}
+
+
+def _predict_operation(summary):
+    return {"post": {
+        "summary": summary, "security": SECURED,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}}},
+        "responses": {"200": _json("PredictResponse", "Forecasts with a conformal interval"), **_pick("400", "401", "403", "413", "415", "503")},
+    }}
+
+
+def _infer_operation(parameters):
+    return {"post": {
+        "summary": "Open Inference Protocol inference (JSON or binary tensors)", "security": SECURED, "parameters": parameters,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}}}},
+        "responses": {"200": _json("InferResponse"), "404": _error("Unknown model or version"),
+                      **_pick("400", "401", "403", "413", "415", "503")},
+    }}
+
+
+def _get(ref, summary, parameters=(), extra=()):
+    return {"get": {"summary": summary, "parameters": list(parameters),
+                    "responses": {"200": _json(ref), **{code: ERRORS.get(code) or _error("Unknown model or version") for code in extra}}}}
+
+
+def spec(admin_enabled=False):
+    paths = {
+        "/healthz": _get("Health", "Liveness; also tells what is served"),
+        "/readyz": _get("Health", "Readiness: 200 only while a checked model is loaded", extra=("503",)),
+        "/metrics": {"get": {"summary": "Prometheus metrics of all workers",
+                             "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+        "/predict": _predict_operation("Forecast units sold for one or more instances"),
+        "/v1/models/demand:predict": _predict_operation("The same, at the TF-Serving / KServe V1 address"),
+        "/v2": _get("ServerMetadata", "Server metadata"),
+        "/v2/health/live": _get("Live", "Server liveness"),
+        "/v2/health/ready": _get("Ready", "Server readiness", extra=("503",)),
+        "/v2/models/{name}": _get("ModelMetadata", "Model metadata", [NAME], ("404", "503")),
+        "/v2/models/{name}/versions/{version}": _get("ModelMetadata", "Model metadata of a version", [NAME, VERSION], ("404", "503")),
+        "/v2/models/{name}/ready": _get("Ready", "Model readiness", [NAME], ("404", "503")),
+        "/v2/models/{name}/versions/{version}/ready": _get("Ready", "Readiness of a version", [NAME, VERSION], ("404", "503")),
+        "/v2/models/{name}/infer": _infer_operation([NAME]),
+        "/v2/models/{name}/versions/{version}/infer": _infer_operation([NAME, VERSION]),
+    }
+    if admin_enabled:
+        paths["/admin/reload"] = {"post": {
+            "summary": "Load the champion now (and retry a refused one)", "security": [{"bearer": []}],
+            "responses": {"200": _json("Health"), **_pick("401", "403", "503")},
+        }}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "Demand forecaster", "version": "1",
+                 "description": "Weekly units-sold forecasts from last week's sales, the discount and the weeks to the next holiday."},
+        "paths": paths,
+        "components": {"schemas": SCHEMAS, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    }

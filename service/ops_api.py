@@ -1,0 +1,56 @@
+"""What operators and orchestrators call: liveness, readiness, metrics, the
+OpenAPI description, and (only when DEMAND_ADMIN_TOKEN is set) a reload."""
+from flask import Blueprint, Response, current_app, jsonify
+
+from . import metrics
+from .auth import check_bearer
+from .errors import ApiError
+from .openapi import spec
+from .serving import holder
+
+bp = Blueprint("ops", __name__)
+admin = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+def model_status():
+    bundle = holder().bundle
+    if bundle is None:
+        return {"ready": False, "reason": holder().last_error}
+    return {"ready": True, "model_version": bundle.version, "execution_provider": bundle.provider,
+            "interval_level": bundle.level, "created_at": bundle.card.get("created_at")}
+
+
+@bp.get("/healthz")
+def healthz():
+    """Live: the process answers. Says what it serves, or why it cannot yet."""
+    return jsonify(status="ok", **model_status())
+
+
+@bp.get("/readyz")
+def readyz():
+    status = model_status()
+    if not status["ready"]:
+        raise ApiError(503, f"not ready: {status['reason']}", {"Retry-After": "1"})
+    return jsonify(status="ready", **status)
+
+
+@bp.get("/metrics")
+def prometheus():
+    body, content_type = metrics.exposition()
+    return Response(body, content_type=content_type)
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(spec(admin_enabled=bool(current_app.config["SETTINGS"].admin_token)))
+
+
+@admin.post("/reload")
+def reload():
+    """Check the champion pointer now, and retry a version refused before."""
+    check_bearer(current_app.config["SETTINGS"].admin_token)
+    served = holder().refresh(force=True)
+    status = model_status()
+    if served is None:
+        raise ApiError(503, f"no model loaded: {status['reason']}")
+    return jsonify(**status)

@@ -1,0 +1,177 @@
+"""The HTTP API through Flask's test client: every route and every error code."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from pipeline.registry import Registry
+from service.app import create_app
+
+from .conftest import INSTANCE
+
+
+def post(client, path, body, **kwargs):
+    return client.post(path, data=json.dumps(body) if not isinstance(body, (bytes, str)) else body,
+                       content_type=kwargs.pop("content_type", "application/json"), **kwargs)
+
+
+@pytest.mark.parametrize("path", ["/predict", "/v1/models/demand:predict"])
+def test_predict_instances(client, path):
+    typical = {"prev_week_sales": 20000, "discount_fraction": 40, "weeks_to_next_holidays": 3}  # inside the training range
+    response = post(client, path, {"instances": [typical, {**typical, "discount_fraction": 0}]})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["model_version"] == "v1" and body["interval_level"] == 0.9
+    first, second = body["predictions"]
+    assert first["interval"][0] < first["units_sold"] < first["interval"][1]
+    assert first["extrapolated"] == [] and 0 <= first["units_sold_normalized"] <= 1.5
+    assert first["units_sold"] > second["units_sold"]  # the discount helps
+
+
+def test_predict_accepts_a_single_object_and_flags_extrapolation(client):
+    response = post(client, "/predict", {**INSTANCE, "prev_week_sales": 5_000_000, "weeks_to_next_holidays": 500})
+    assert response.status_code == 200
+    (prediction,) = response.get_json()["predictions"]
+    assert prediction["extrapolated"] == ["prev_week_sales", "weeks_to_next_holidays"]
+
+
+def test_predictions_match_offline_scoring(client, published):
+    from pipeline.bundle import Bundle
+
+    bundle = Bundle.load(Registry(published))
+    expected = bundle.forecast(np.array([[76440, 63, 2]]))["units_sold"][0]
+    assert post(client, "/predict", INSTANCE).get_json()["predictions"][0]["units_sold"] == pytest.approx(float(expected))
+
+
+@pytest.mark.parametrize("body, message", [
+    ('{"instances": [', "malformed JSON"),
+    ([1, 2], "body must be a JSON object"),
+    ({"instances": {}}, "'instances' must be a list"),
+    ({"instances": []}, "'instances' is empty"),
+    ({"instances": [7]}, "instances[0] must be an object"),
+    ({"instances": [INSTANCE, {"discount_fraction": 5, "weeks_to_next_holidays": 1}]}, "instances[1].prev_week_sales is missing"),
+    ({"instances": [{**INSTANCE, "prev_week_sales": "many"}]}, "instances[0].prev_week_sales must be a number, got the text 'many'"),
+    ({"instances": [{**INSTANCE, "prev_week_sales": True}]}, "must be a number, got a boolean"),
+    ({"instances": [{**INSTANCE, "prev_week_sales": None}]}, "must be a number, got null"),
+    ({"instances": [{**INSTANCE, "prev_week_sales": -1}]}, "instances[0].prev_week_sales must be >= 0 units, got -1"),
+    ({"instances": [{**INSTANCE, "discount_fraction": 101}]}, "instances[0].discount_fraction must be <= 100 percent, got 101"),
+    ({"instances": [{**INSTANCE, "weeks_to_next_holidays": -0.5}]}, "weeks_to_next_holidays must be >= 0"),
+    ('{"instances": [{"prev_week_sales": NaN, "discount_fraction": 1, "weeks_to_next_holidays": 1}]}', "instances[0].prev_week_sales must be a finite number, got NaN"),
+    ('{"prev_week_sales": 1, "discount_fraction": Infinity, "weeks_to_next_holidays": 1}', "discount_fraction must be a finite number, got infinity"),
+    ('{"prev_week_sales": 1e999, "discount_fraction": 1, "weeks_to_next_holidays": 1}', "prev_week_sales must be a finite number"),
+    ('{"prev_week_sales": 1' + "0" * 400 + ', "discount_fraction": 1, "weeks_to_next_holidays": 1}', "too large"),
+])
+def test_bad_requests_get_400_naming_the_field(client, body, message):
+    response = post(client, "/predict", body)
+    assert response.status_code == 400
+    assert response.is_json and message in response.get_json()["error"]
+
+
+def test_wrong_content_type_is_415(client):
+    response = post(client, "/predict", json.dumps(INSTANCE), content_type="text/plain")
+    assert response.status_code == 415 and "application/json" in response.get_json()["error"]
+
+
+def test_unknown_route_and_method_are_json(client):
+    assert client.get("/nothing-here").status_code == 404
+    assert client.get("/nothing-here").get_json()["error"].startswith("not found")
+    response = client.get("/predict")
+    assert response.status_code == 405 and "POST" in response.headers["Allow"] and "error" in response.get_json()
+
+
+def test_body_cap_and_row_cap_are_413(published):
+    app = create_app({"MODEL_DIR": str(published), "WATCH": False, "MAX_BODY_BYTES": 2000, "MAX_ROWS": 3})
+    client = app.test_client()
+    big = post(client, "/predict", {"instances": [INSTANCE] * 40})
+    assert big.status_code == 413 and "DEMAND_MAX_BODY_BYTES" in big.get_json()["error"]
+    many = post(client, "/predict", {"instances": [INSTANCE] * 4})
+    assert many.status_code == 413 and "DEMAND_MAX_ROWS" in many.get_json()["error"]
+
+
+def test_tokens(published):
+    app = create_app({"MODEL_DIR": str(published), "WATCH": False, "API_TOKEN": "s3cret", "ADMIN_TOKEN": "adm1n"})
+    client = app.test_client()
+    missing = post(client, "/predict", INSTANCE)
+    assert missing.status_code == 401 and "WWW-Authenticate" in missing.headers
+    assert post(client, "/predict", INSTANCE, headers={"Authorization": "Bearer wrong"}).status_code == 403
+    assert post(client, "/predict", INSTANCE, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert client.get("/healthz").status_code == 200  # health stays open
+    assert client.post("/admin/reload").status_code == 401
+    assert client.post("/admin/reload", headers={"Authorization": "Bearer s3cret"}).status_code == 403
+    reloaded = client.post("/admin/reload", headers={"Authorization": "Bearer adm1n"})
+    assert reloaded.status_code == 200 and reloaded.get_json()["model_version"] == "v1"
+
+
+def test_admin_routes_do_not_exist_without_an_admin_token(client):
+    assert client.post("/admin/reload").status_code == 404
+    assert "/admin/reload" not in client.get("/openapi.json").get_json()["paths"]
+
+
+def test_not_ready_without_a_model(tmp_path):
+    app = create_app({"MODEL_DIR": str(tmp_path / "empty"), "WATCH": False})
+    client = app.test_client()
+    assert client.get("/healthz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and "no champion" in ready.get_json()["error"]
+    assert post(client, "/predict", INSTANCE).status_code == 503
+    assert client.get("/v2/health/ready").status_code == 503
+
+
+def test_health_reports_the_provider_really_used(client):
+    body = client.get("/readyz").get_json()
+    assert body["ready"] is True and body["execution_provider"] == "CPUExecutionProvider"
+    assert client.get("/healthz").get_json()["model_version"] == "v1"
+
+
+def test_require_gpu_keeps_a_cpu_worker_unready(published):
+    app = create_app({"MODEL_DIR": str(published), "WATCH": False, "REQUIRE_GPU": True})
+    response = app.test_client().get("/readyz")
+    assert response.status_code == 503 and "DEMAND_REQUIRE_GPU" in response.get_json()["error"]
+
+
+def test_metrics_exposition(client):
+    post(client, "/predict", {"instances": [INSTANCE, {**INSTANCE, "prev_week_sales": 9e6}]})
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'demand_http_requests_total{method="POST",route="/predict",status="200"}' in text
+    assert "demand_http_request_duration_seconds_bucket" in text
+    assert 'demand_rows_predicted_total{protocol="json"}' in text
+    assert "demand_extrapolated_rows_total" in text
+    assert 'demand_model_info{provider="CPUExecutionProvider",version="v1"} 1.0' in text
+    assert "demand_model_reload_failures_total" in text
+
+
+def test_openapi_describes_every_route(app, client):
+    spec = client.get("/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.")
+    documented = {path for path in spec["paths"]}
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = rule.rule.replace("<name>", "{name}").replace("<version>", "{version}")
+        assert path in documented, f"{path} is not in the OpenAPI document"
+
+
+def test_hot_swap_and_a_bad_champion_is_refused(published, tmp_path):
+    from pipeline.publish import publish  # noqa: F401  (the registry was built by the real CLI)
+
+    root = tmp_path / "models"
+    shutil.copytree(published, root)
+    app = create_app({"MODEL_DIR": str(root), "WATCH": False})
+    holder = app.config["MODEL_HOLDER"]
+    client = app.test_client()
+    registry = Registry(root)
+    # A copy of v1 published as v2 (a new, good version) becomes champion: swapped in.
+    shutil.copytree(root / "versions" / "v1", root / "versions" / "v2")
+    registry.set_champion("v2")
+    assert holder.refresh() == "v2"
+    assert post(client, "/predict", INSTANCE).get_json()["model_version"] == "v2"
+    # A broken v3: refused, counted, v2 keeps serving and readiness holds.
+    shutil.copytree(root / "versions" / "v1", root / "versions" / "v3")
+    (root / "versions" / "v3" / "model.onnx").write_bytes(b"not an onnx file")
+    registry.set_champion("v3")
+    assert holder.refresh() == "v2"
+    assert "v3" in holder.refused
+    assert client.get("/readyz").status_code == 200
+    assert post(client, "/predict", INSTANCE).get_json()["model_version"] == "v2"
+    assert "demand_model_reload_failures_total" in client.get("/metrics").get_data(as_text=True)
