@@ -43,7 +43,7 @@ def io_schema():
             "dtype": "float32",
             "shape": ["batch", len(FEATURES)],
             "features": [
-                {"name": name, "unit": DOMAIN[name][2], "min": DOMAIN[name][0], "max": DOMAIN[name][1] if DOMAIN[name][1] != float("inf") else None}
+                {"name": name, "unit": DOMAIN[name][2], "min": DOMAIN[name][0], "max": DOMAIN[name][1]}
                 for name in FEATURES
             ],
         },

@@ -10,12 +10,15 @@ TARGET = "units_sold"
 TIME_COLUMN = "week"
 SERIES_COLUMN = "series"
 
+# The model reads float32: a larger value would become infinity inside it.
+FLOAT32_MAX = 3.4028234663852886e38
+
 # name -> (lowest allowed, highest allowed, unit shown in messages)
 DOMAIN = {
-    "prev_week_sales": (0.0, math.inf, "units"),
+    "prev_week_sales": (0.0, FLOAT32_MAX, "units"),
     "discount_fraction": (0.0, 100.0, "percent"),
-    "weeks_to_next_holidays": (0.0, math.inf, "weeks"),
-    "units_sold": (0.0, math.inf, "units"),
+    "weeks_to_next_holidays": (0.0, FLOAT32_MAX, "weeks"),
+    "units_sold": (0.0, FLOAT32_MAX, "units"),
 }
 
 

@@ -24,9 +24,7 @@ def _instance():
     properties = {}
     for name in FEATURES:
         low, high, unit = DOMAIN[name]
-        prop = {"type": "number", "minimum": low, "description": unit}
-        if high != float("inf"):
-            prop["maximum"] = high
+        prop = {"type": "number", "minimum": low, "maximum": high, "description": unit}
         properties[name] = prop
     return {"type": "object", "required": list(FEATURES), "properties": properties,
             "example": {"prev_week_sales": 76440, "discount_fraction": 63, "weeks_to_next_holidays": 2}}

@@ -60,6 +60,7 @@ def test_predictions_match_offline_scoring(client, published):
     ('{"instances": [{"prev_week_sales": NaN, "discount_fraction": 1, "weeks_to_next_holidays": 1}]}', "instances[0].prev_week_sales must be a finite number, got NaN"),
     ('{"prev_week_sales": 1, "discount_fraction": Infinity, "weeks_to_next_holidays": 1}', "discount_fraction must be a finite number, got infinity"),
     ('{"prev_week_sales": 1e999, "discount_fraction": 1, "weeks_to_next_holidays": 1}', "prev_week_sales must be a finite number"),
+    ('{"prev_week_sales": 1e300, "discount_fraction": 1, "weeks_to_next_holidays": 1}', "prev_week_sales must be <= 3.40282e+38 units"),
     ('{"prev_week_sales": 1' + "0" * 400 + ', "discount_fraction": 1, "weeks_to_next_holidays": 1}', "too large"),
 ])
 def test_bad_requests_get_400_naming_the_field(client, body, message):

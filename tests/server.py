@@ -1,0 +1,75 @@
+"""Run the real service under gunicorn on a free loopback port, for tests."""
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, url, process, log_path):
+        self.url, self.process, self.log_path = url, process, log_path
+
+    def log(self):
+        return self.log_path.read_text()
+
+    def get(self, path, **kwargs):
+        return requests.get(self.url + path, timeout=10, **kwargs)
+
+    def post(self, path, **kwargs):
+        return requests.post(self.url + path, timeout=10, **kwargs)
+
+    def ready_workers(self):
+        text = self.get("/metrics").text
+        return sum(1 for line in text.splitlines() if line.startswith("demand_worker_ready{") and line.endswith(" 1.0"))
+
+
+@contextlib.contextmanager
+def running_service(model_dir, tmp_path, workers=2, threads=4, wait_ready=True, **settings):
+    """Yield a Server once every worker is ready; stop it (SIGTERM) afterwards."""
+    port = free_port()
+    env = {**os.environ, "DEMAND_MODEL_DIR": str(model_dir), "DEMAND_HOST": "127.0.0.1", "DEMAND_PORT": str(port),
+           "DEMAND_WORKERS": str(workers), "DEMAND_THREADS": str(threads),
+           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / f"metrics-{port}")}
+    env.update({f"DEMAND_{k.upper()}": str(v) for k, v in settings.items()})
+    log_path = tmp_path / f"gunicorn-{port}.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "service" / "gunicorn_conf.py"), "service.app:create_app()"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{server.log()}")
+            try:
+                if (server.ready_workers() == workers) if wait_ready else server.get("/healthz").ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"service not ready in 30 s:\n{server.log()}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
