@@ -29,6 +29,8 @@ def create_app(test_config=None):
     holder.refresh()  # load and warm up before the first request
     if watch:
         holder.start_watching()
+    if holder.ready:
+        app.logger.info("worker ready %.3f s after its process started", seconds_since_process_start())
 
     from .ops_api import admin, bp as ops
     from .predict_api import bp as predict
@@ -44,6 +46,20 @@ def create_app(test_config=None):
     return app
 
 
+def seconds_since_process_start():
+    """Wall time since this process was created (its fork, under gunicorn)."""
+    import os
+
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 def _instrument(app):
     @app.before_request
     def start_timer():
@@ -52,6 +68,6 @@ def _instrument(app):
     @app.after_request
     def record(response):
         route = request.url_rule.rule if request.url_rule else "unmatched"
-        metrics.REQUESTS.labels(route, request.method, str(response.status_code)).inc()
-        metrics.LATENCY.labels(route).observe(time.perf_counter() - g.get("started", time.perf_counter()))
+        metrics.observe_request(route, request.method, response.status_code,
+                                time.perf_counter() - g.get("started", time.perf_counter()))
         return response

@@ -24,6 +24,19 @@ MODEL_INFO = Gauge(
 READY = Gauge("demand_worker_ready", "1 while a worker has a checked model loaded", multiprocess_mode="liveall")
 
 
+_children = {}
+
+
+def observe_request(route, method, status, seconds):
+    """Count and time one request; the labelled children are looked up once."""
+    key = (route, method, status)
+    pair = _children.get(key)
+    if pair is None:
+        pair = _children[key] = (REQUESTS.labels(route, method, str(status)), LATENCY.labels(route))
+    pair[0].inc()
+    pair[1].observe(seconds)
+
+
 def model_loaded(version, provider, previous=None):
     if previous is not None:
         MODEL_INFO.labels(previous.version, previous.provider).set(0)

@@ -1,10 +1,7 @@
 """The simple JSON protocol: POST /predict and POST /v1/models/demand:predict
 (`instances` in, `predictions` out, as TF-Serving and KServe V1 do)."""
-from flask import Blueprint, Response, current_app, request
-
 import orjson
-
-from pipeline.schema import FEATURES
+from flask import Blueprint, Response, current_app, request
 
 from . import metrics
 from .auth import prediction_token_required
@@ -12,6 +9,7 @@ from .inputs import instances_from_body, matrix_from_instances, parse_json, requ
 from .serving import current_bundle
 
 bp = Blueprint("predict", __name__)
+NOTHING_OUTSIDE = []  # shared by every row inside the training range; never mutated
 
 
 @bp.post("/predict")
@@ -22,21 +20,19 @@ def predict():
     bundle = current_bundle()
     settings = current_app.config["SETTINGS"]
     instances, prefix = instances_from_body(parse_json(request.get_data(cache=False)))
-    X = matrix_from_instances(instances, prefix, settings.max_rows)
-    out = bundle.forecast(X)
-    flags = out["extrapolated"]
-    outside = flags.any(axis=1)
-    extrapolated = [[]] * len(X)  # the same empty list, read-only, for every ordinary row
-    for i in outside.nonzero()[0].tolist():
-        extrapolated[i] = [name for name, flag in zip(FEATURES, flags[i]) if flag]
+    X, ranges = matrix_from_instances(instances, prefix, settings.max_rows)
+    out = bundle.forecast(X, ranges)
+    extrapolated = [NOTHING_OUTSIDE] * len(X)
+    for i, names in bundle.extrapolated_names(out).items():
+        extrapolated[i] = names
     predictions = [
-        {"units_sold": units, "units_sold_normalized": normalized, "interval": [low, high], "extrapolated": ext}
-        for units, normalized, low, high, ext in zip(
+        {"units_sold": units, "units_sold_normalized": normalized, "interval": [low, high], "extrapolated": outside}
+        for units, normalized, low, high, outside in zip(
             out["units_sold"].tolist(), out["units_sold_normalized"].tolist(),
             out["low"].tolist(), out["high"].tolist(), extrapolated)
     ]
     metrics.ROWS.labels("json").inc(len(X))
-    if outside.any():
-        metrics.EXTRAPOLATED.inc(int(outside.sum()))
+    if len(out["extrapolated_rows"]):
+        metrics.EXTRAPOLATED.inc(len(out["extrapolated_rows"]))
     body = {"model_version": bundle.version, "interval_level": bundle.level, "predictions": predictions}
     return Response(orjson.dumps(body), mimetype="application/json")

@@ -8,6 +8,8 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from . import metrics
 from .auth import prediction_token_required
 from .errors import ApiError
+from pipeline.normalize import column_ranges
+
 from .inputs import check_domain, parse_json
 from .serving import current_bundle, holder
 
@@ -134,8 +136,9 @@ def features_from(header, binary, max_rows):
             X = _from_json_data(tensor.get("data"), rows)
     if offset != len(binary):
         raise ApiError(400, f"{len(binary) - offset} bytes of binary data are not claimed by any input")
-    check_domain(X, lambda i, name: f"{INPUT}[{i}].{name}")
-    return X
+    ranges = column_ranges(X)
+    check_domain(X, lambda i, name: f"{INPUT}[{i}].{name}", ranges)
+    return X, ranges
 
 
 def _from_json_data(data, rows):
@@ -179,15 +182,15 @@ def requested_outputs(header):
 def infer(name, version=None):
     bundle = model_or_404(name, version)
     header, binary = read_request()
-    X = features_from(header, binary, current_app.config["SETTINGS"].max_rows)
+    X, ranges = features_from(header, binary, current_app.config["SETTINGS"].max_rows)
     outputs = requested_outputs(header)
     units, normalized = bundle.run(np.ascontiguousarray(X, dtype=np.float32))
     values = {"units_sold": units, "units_sold_normalized": normalized}
     rows = len(X)
     metrics.ROWS.labels("v2").inc(rows)
-    outside = int(bundle.stats.outside_training_range(X).any(axis=1).sum())
-    if outside:
-        metrics.EXTRAPOLATED.inc(outside)
+    outside, _ = bundle.stats.outside_training_range(X, ranges)
+    if len(outside):
+        metrics.EXTRAPOLATED.inc(len(outside))
 
     described, chunks = [], []
     for output, as_binary in outputs:

@@ -38,8 +38,12 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_service(model_dir, tmp_path, workers=2, threads=4, wait_ready=True, **settings):
-    """Yield a Server once every worker is ready; stop it (SIGTERM) afterwards."""
+def running_service(model_dir, tmp_path, workers=2, threads=4, wait_ready=True, app="service.app:create_app()", is_ready=None, **settings):
+    """Yield a Server once every worker is ready; stop it (SIGTERM) afterwards.
+
+    `is_ready(server)` replaces the default check (every worker reports a
+    loaded model in /metrics); with `wait_ready=False` answering /healthz is enough.
+    """
     port = free_port()
     env = {**os.environ, "DEMAND_MODEL_DIR": str(model_dir), "DEMAND_HOST": "127.0.0.1", "DEMAND_PORT": str(port),
            "DEMAND_WORKERS": str(workers), "DEMAND_THREADS": str(threads),
@@ -48,7 +52,7 @@ def running_service(model_dir, tmp_path, workers=2, threads=4, wait_ready=True, 
     log_path = tmp_path / f"gunicorn-{port}.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "service" / "gunicorn_conf.py"), "service.app:create_app()"],
+            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "service" / "gunicorn_conf.py"), app],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     server = Server(f"http://127.0.0.1:{port}", process, log_path)
     try:
@@ -57,7 +61,10 @@ def running_service(model_dir, tmp_path, workers=2, threads=4, wait_ready=True, 
             if process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{server.log()}")
             try:
-                if (server.ready_workers() == workers) if wait_ready else server.get("/healthz").ok:
+                if is_ready:
+                    if is_ready(server):
+                        break
+                elif (server.ready_workers() == workers) if wait_ready else server.get("/healthz").ok:
                     break
             except requests.ConnectionError:
                 pass

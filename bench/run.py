@@ -1,0 +1,211 @@
+"""`make bench`: training time, model quality, and the service under load.
+
+Everything runs on this machine: gunicorn with the production config on
+127.0.0.1, wrk as the load generator (bounded by --duration), and the ceiling
+app (bench/ceiling_app.py) under the same config for comparison.
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.server import running_service  # noqa: E402
+
+DEMAND = [sys.executable, "-m", "pipeline"]
+ONE_ROW = {"prev_week_sales": 40000, "discount_fraction": 30, "weeks_to_next_holidays": 2}
+
+
+def ensure_wrk():
+    if shutil.which("wrk"):
+        return
+    print("installing wrk (Debian package)...", file=sys.stderr)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False, capture_output=True)
+    if not shutil.which("wrk"):
+        subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, capture_output=True)
+
+
+def time_training(model_dir, runs=3):
+    seconds = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([*DEMAND, "train", "--model-dir", str(model_dir), "--promote"], check=True, capture_output=True, cwd=ROOT)
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def lua_script(folder, name, body, headers):
+    body_path = folder / f"{name}.body"
+    body_path.write_bytes(body)
+    script = folder / f"{name}.lua"
+    lines = ['wrk.method = "POST"', f'local f = io.open("{body_path}", "rb")', "wrk.body = f:read(\"*a\")", "f:close()"]
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+    script.write_text("\n".join(lines) + "\n")
+    return script
+
+
+def wrk(url, script, duration, connections, threads=1):
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
+                         capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    latency = {p: _ms(re.search(rf"^\s+{p}%\s+([\d.]+\w+)", out, re.M).group(1)) for p in ("50", "99")}
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    return {"rps": rps, "p50_ms": latency["50"], "p99_ms": latency["99"],
+            "non_2xx": int(errors.group(1)) if errors else 0, "socket_errors": socket_errors.group(1) if socket_errors else ""}
+
+
+def _ms(text):
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def worker_pids(master_pid):
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master_pid:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def rss_mb(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def service_benchmarks(model_dir, folder, duration, connections):
+    one = json.dumps({"instances": [ONE_ROW]}).encode()
+    batch = json.dumps({"instances": [ONE_ROW] * 1000}).encode()
+    import numpy as np
+
+    rows = np.tile(np.array([[40000, 30, 2]], dtype="<f4"), (100_000, 1))
+    header = json.dumps({"inputs": [{"name": "features", "shape": [100_000, 3], "datatype": "FP32",
+                                     "parameters": {"binary_data_size": rows.nbytes}}],
+                         "outputs": [{"name": "units_sold", "parameters": {"binary_data": True}}]}).encode()
+    json_headers = {"Content-Type": "application/json"}
+    scripts = {
+        "one": lua_script(folder, "one", one, json_headers),
+        "batch": lua_script(folder, "batch", batch, json_headers),
+        "binary": lua_script(folder, "binary", header + rows.tobytes(),
+                             {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": len(header)}),
+    }
+    results = {}
+    with running_service(model_dir, folder) as service, running_service(
+            model_dir, folder, app="bench.ceiling_app:create_app()", is_ready=lambda s: s.post("/predict", data=b"{}").ok
+    ) as ceiling:
+        for url in (ceiling.url + "/predict", service.url + "/predict"):  # warm both up
+            wrk(url, scripts["one"], 2, connections)
+        # Alternate the two single-row runs so both see the same machine state.
+        ceiling_runs, predict_runs = [], []
+        for _ in range(2):
+            ceiling_runs.append(wrk(ceiling.url + "/predict", scripts["one"], duration, connections))
+            predict_runs.append(wrk(service.url + "/predict", scripts["one"], duration, connections))
+        results["ceiling"] = max(ceiling_runs, key=lambda r: r["rps"])
+        results["predict_one"] = max(predict_runs, key=lambda r: r["rps"])
+        results["predict_batch"] = wrk(service.url + "/predict", scripts["batch"], duration, max(2, connections // 4))
+        results["v2_binary"] = wrk(service.url + "/v2/models/demand/infer", scripts["binary"], duration, 4)
+        pids = worker_pids(service.process.pid)
+        results["worker_rss_mb"] = [round(rss_mb(p), 1) for p in pids]
+        results["ready_s"] = [float(s) for s in re.findall(r"worker ready ([\d.]+) s after its process started", service.log())]
+        results["workers"] = len(pids)
+    return results
+
+
+def machine():
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
+
+
+def report(training, comparison, service, args):
+    s = service
+    ratio = s["predict_one"]["rps"] / s["ceiling"]["rps"]
+    batch_rows = s["predict_batch"]["rps"] * 1000
+    binary_rows = s["v2_binary"]["rps"] * 100_000
+
+    def verdict(ok):
+        return "met" if ok else "**not met**"
+
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured by `make bench` (`python bench/run.py --duration {args.duration} --connections {args.connections}`) "
+        f"on {time.strftime('%Y-%m-%d')}, on {machine()}. Load generator: wrk (1 thread) on the same machine, "
+        "so it competes with the server for the cores; gunicorn with the production config "
+        f"({s['workers']} workers, gthread).",
+        "",
+        "## Training",
+        "",
+        f"`demand train` on the embedded data (default preset, CPU), whole command wall time over {len(training)} runs: "
+        f"median {statistics.median(training):.1f} s (runs: {', '.join(f'{t:.1f}' for t in training)}). Target <= 15 s: "
+        f"{verdict(max(training) <= 15)}.",
+        "",
+        "## Model quality (holdout WAPE %, lower is better)",
+        "",
+        comparison,
+        "",
+        "## Service",
+        "",
+        "| measurement | result | target | |",
+        "|---|---|---|---|",
+        f"| ceiling app, 1 row per request | {s['ceiling']['rps']:,.0f} req/s, p50 {s['ceiling']['p50_ms']:.2f} ms, p99 {s['ceiling']['p99_ms']:.2f} ms | | |",
+        f"| `/predict`, 1 row per request | {s['predict_one']['rps']:,.0f} req/s, p50 {s['predict_one']['p50_ms']:.2f} ms, p99 {s['predict_one']['p99_ms']:.2f} ms "
+        f"({ratio:.0%} of the ceiling) | >= 90% of ceiling | {verdict(ratio >= 0.9)} |",
+        f"| `/predict`, 1000 rows per request (JSON) | {batch_rows / 1e6:.2f} M rows/s ({s['predict_batch']['rps']:,.0f} req/s, p99 {s['predict_batch']['p99_ms']:.1f} ms) "
+        f"| >= 3 M rows/s | {verdict(batch_rows >= 3e6)} |",
+        f"| V2 binary, 100k rows per request | {binary_rows / 1e6:.1f} M rows/s ({s['v2_binary']['rps']:,.1f} req/s, p99 {s['v2_binary']['p99_ms']:.1f} ms) "
+        f"| >= 20 M rows/s | {verdict(binary_rows >= 20e6)} |",
+        f"| worker RSS after the runs | {', '.join(f'{r:.0f}' for r in s['worker_rss_mb'])} MB | <= 100 MB | {verdict(max(s['worker_rss_mb']) <= 100)} |",
+        f"| worker ready after process start | {', '.join(f'{r:.2f}' for r in s['ready_s'])} s | <= 1 s | {verdict(max(s['ready_s']) <= 1)} |",
+        "",
+        "Errors during the runs (non-2xx responses, socket errors): "
+        + "; ".join(f"{k}: {v['non_2xx']}, {v['socket_errors'] or 'none'}" for k, v in s.items() if isinstance(v, dict)),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--output", type=Path, help="write the markdown report here (also printed)")
+    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args()
+    ensure_wrk()
+    from bench.compare_models import compare
+
+    with tempfile.TemporaryDirectory(prefix="demand-bench-") as tmp:
+        folder = Path(tmp)
+        model_dir = folder / "models"
+        print("timing demand train...", file=sys.stderr)
+        training = time_training(model_dir)
+        print("comparing presets and baselines...", file=sys.stderr)
+        comparison = compare()
+        print("loading the service...", file=sys.stderr)
+        service = service_benchmarks(model_dir, folder, args.duration, args.connections)
+    text = report(training, comparison, service, args)
+    print(text)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
