@@ -19,7 +19,12 @@ $(VENV)/.installed: pyproject.toml
 # Train the default model if the registry has no champion yet, then serve it.
 run: install
 	@test -s $(DEMAND_MODEL_DIR)/champion || $(BIN)/demand train
-	$(BIN)/demand models list
+	@$(BIN)/demand models list
+	@echo
+	@echo "Serving on http://$(HOST):$(PORT) (Ctrl-C to stop). Try, from another terminal:"
+	@echo "  curl -s http://$(HOST):$(PORT)/predict -H 'Content-Type: application/json' -d '{\"instances\": [{\"prev_week_sales\": 76440, \"discount_fraction\": 63, \"weeks_to_next_holidays\": 2}]}'"
+	@echo
+	$(BIN)/demand serve --host $(HOST) --port $(PORT)
 
 train: install
 	$(BIN)/demand train

@@ -112,14 +112,17 @@ def service_benchmarks(model_dir, folder, duration, connections):
     ) as ceiling:
         for url in (ceiling.url + "/predict", service.url + "/predict"):  # warm both up
             wrk(url, scripts["one"], 2, connections)
-        # Alternate the two single-row runs so both see the same machine state.
-        ceiling_runs, predict_runs = [], []
-        for _ in range(2):
-            ceiling_runs.append(wrk(ceiling.url + "/predict", scripts["one"], duration, connections))
-            predict_runs.append(wrk(service.url + "/predict", scripts["one"], duration, connections))
-        results["ceiling"] = max(ceiling_runs, key=lambda r: r["rps"])
-        results["predict_one"] = max(predict_runs, key=lambda r: r["rps"])
-        results["predict_batch"] = wrk(service.url + "/predict", scripts["batch"], duration, max(2, connections // 4))
+        # Alternate the runs so both apps see the same machine state; on a small
+        # shared VM throughput swings between runs, so the median of 3 is reported.
+        runs = {"ceiling": [], "predict_one": [], "ceiling_batch": [], "predict_batch": []}
+        for _ in range(3):
+            runs["ceiling"].append(wrk(ceiling.url + "/predict", scripts["one"], duration, connections))
+            runs["predict_one"].append(wrk(service.url + "/predict", scripts["one"], duration, connections))
+            runs["ceiling_batch"].append(wrk(ceiling.url + "/predict", scripts["batch"], duration, connections))
+            runs["predict_batch"].append(wrk(service.url + "/predict", scripts["batch"], duration, connections))
+        for name, measured in runs.items():
+            results[name] = sorted(measured, key=lambda r: r["rps"])[1]
+            results[name]["all_rps"] = [round(r["rps"]) for r in measured]
         results["v2_binary"] = wrk(service.url + "/v2/models/demand/infer", scripts["binary"], duration, 4)
         pids = worker_pids(service.process.pid)
         results["worker_rss_mb"] = [round(rss_mb(p), 1) for p in pids]
@@ -165,10 +168,11 @@ def report(training, comparison, service, args):
         "",
         "| measurement | result | target | |",
         "|---|---|---|---|",
-        f"| ceiling app, 1 row per request | {s['ceiling']['rps']:,.0f} req/s, p50 {s['ceiling']['p50_ms']:.2f} ms, p99 {s['ceiling']['p99_ms']:.2f} ms | | |",
+        f"| ceiling app, 1 row per request | {s['ceiling']['rps']:,.0f} req/s, p50 {s['ceiling']['p50_ms']:.2f} ms, p99 {s['ceiling']['p99_ms']:.2f} ms (runs: {s['ceiling']['all_rps']}) | | |",
         f"| `/predict`, 1 row per request | {s['predict_one']['rps']:,.0f} req/s, p50 {s['predict_one']['p50_ms']:.2f} ms, p99 {s['predict_one']['p99_ms']:.2f} ms "
-        f"({ratio:.0%} of the ceiling) | >= 90% of ceiling | {verdict(ratio >= 0.9)} |",
-        f"| `/predict`, 1000 rows per request (JSON) | {batch_rows / 1e6:.2f} M rows/s ({s['predict_batch']['rps']:,.0f} req/s, p99 {s['predict_batch']['p99_ms']:.1f} ms) "
+        f"({ratio:.0%} of the ceiling; runs: {s['predict_one']['all_rps']}) | >= 90% of ceiling | {verdict(ratio >= 0.9)} |",
+        f"| ceiling app, same 1000-row body | {s['ceiling_batch']['rps'] * 1000 / 1e6:.2f} M rows/s ({s['ceiling_batch']['rps']:,.0f} req/s; runs: {s['ceiling_batch']['all_rps']}) | | |",
+        f"| `/predict`, 1000 rows per request (JSON) | {batch_rows / 1e6:.2f} M rows/s ({s['predict_batch']['rps']:,.0f} req/s, p99 {s['predict_batch']['p99_ms']:.1f} ms; runs: {s['predict_batch']['all_rps']}) "
         f"| >= 3 M rows/s | {verdict(batch_rows >= 3e6)} |",
         f"| V2 binary, 100k rows per request | {binary_rows / 1e6:.1f} M rows/s ({s['v2_binary']['rps']:,.1f} req/s, p99 {s['v2_binary']['p99_ms']:.1f} ms) "
         f"| >= 20 M rows/s | {verdict(binary_rows >= 20e6)} |",
@@ -176,7 +180,7 @@ def report(training, comparison, service, args):
         f"| worker ready after process start | {', '.join(f'{r:.2f}' for r in s['ready_s'])} s | <= 1 s | {verdict(max(s['ready_s']) <= 1)} |",
         "",
         "Errors during the runs (non-2xx responses, socket errors): "
-        + "; ".join(f"{k}: {v['non_2xx']}, {v['socket_errors'] or 'none'}" for k, v in s.items() if isinstance(v, dict)),
+        + "; ".join(f"{k}: {v['non_2xx']}, {v['socket_errors'] or 'none'}" for k, v in s.items() if isinstance(v, dict)) + ".",
         "",
     ]
     return "\n".join(lines)
@@ -185,7 +189,7 @@ def report(training, comparison, service, args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--output", type=Path, help="write the markdown report here (also printed)")
-    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
+    parser.add_argument("--duration", type=int, default=6, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
     ensure_wrk()
