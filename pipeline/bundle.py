@@ -5,6 +5,7 @@ Shared by `demand predict` and the prediction service; imports no torch.
 import json
 import logging
 import os
+import threading
 
 import numpy as np
 
@@ -61,6 +62,10 @@ class Bundle:
         self.half_width = float(card["interval"]["half_width"])
         self.interval_scale = card["interval"].get("scale", "none")
         self.level = float(card["interval"]["level"])
+        # One inference at a time per session: the session already has its
+        # share of the cores (intra-op threads), and request threads computing
+        # side by side only thrash each other's caches.
+        self._compute = threading.Lock()
 
     @classmethod
     def load(cls, registry: Registry, version=None, provider="auto", threads=0):
@@ -103,13 +108,15 @@ class Bundle:
         runs faster this way, and a worker keeps its RSS).
         """
         if len(X) <= CHUNK_ROWS:
-            units, normalized = self.session.run([OUTPUT, OUTPUT_NORMALIZED], {INPUT: X})
+            with self._compute:
+                units, normalized = self.session.run([OUTPUT, OUTPUT_NORMALIZED], {INPUT: X})
             return units.reshape(-1), normalized.reshape(-1)
         units = np.empty(len(X), dtype=np.float32)
         normalized = np.empty(len(X), dtype=np.float32)
         for start in range(0, len(X), CHUNK_ROWS):
             stop = start + CHUNK_ROWS
-            u, n = self.session.run([OUTPUT, OUTPUT_NORMALIZED], {INPUT: X[start:stop]})
+            with self._compute:  # per chunk, so small requests slip in between
+                u, n = self.session.run([OUTPUT, OUTPUT_NORMALIZED], {INPUT: X[start:stop]})
             units[start:stop], normalized[start:stop] = u.reshape(-1), n.reshape(-1)
         return units, normalized
 

@@ -7,6 +7,7 @@ the same relative accuracy. Min-max scaling then applies to the log values.
 The raw training range is kept as well, to flag forecasts outside it.
 """
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -22,6 +23,8 @@ def column_ranges(X):
     reduction over three columns is twenty times slower at 100k rows.
     """
     X = np.asarray(X)
+    if len(X) == 1:
+        return X[0], X[0]
     if len(X) < 256:
         return X.min(axis=0), X.max(axis=0)
     columns = range(X.shape[1])
@@ -85,13 +88,17 @@ class MinMaxStats:
         skip the per-row comparison.
         """
         X = np.asarray(X)
-        low, high = np.array(self.raw_x_min), np.array(self.raw_x_max)
+        low, high = self._raw_bounds
         mins, maxs = ranges if ranges is not None else column_ranges(X)
         if np.all(mins >= low) and np.all(maxs <= high):
             return np.empty(0, dtype=np.intp), np.empty((0, X.shape[1]), dtype=bool)
         flags = (X < low) | (X > high)
         rows = np.flatnonzero(flags.any(axis=1))
         return rows, flags[rows]
+
+    @cached_property
+    def _raw_bounds(self):
+        return np.array(self.raw_x_min), np.array(self.raw_x_max)
 
     def to_json(self):
         return {

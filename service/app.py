@@ -7,6 +7,7 @@ from flask import Flask, g, request
 from . import errors, metrics
 from .config import Settings
 from .model_holder import ModelHolder
+from .predict_api import PredictFastPath
 
 
 def create_app(test_config=None):
@@ -43,6 +44,7 @@ def create_app(test_config=None):
         app.register_blueprint(admin)  # without a token the admin routes do not exist
     errors.register(app)
     _instrument(app)
+    app.wsgi_app = PredictFastPath(app.wsgi_app, holder, settings)
     return app
 
 

@@ -5,6 +5,7 @@ module; without it (Flask's test client, one process) the default registry
 is used.
 """
 import os
+from time import perf_counter as now  # noqa: F401  (the clock request durations are measured with)
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 

@@ -176,3 +176,31 @@ def test_hot_swap_and_a_bad_champion_is_refused(published, tmp_path):
     assert client.get("/readyz").status_code == 200
     assert post(client, "/predict", INSTANCE).get_json()["model_version"] == "v2"
     assert "demand_model_reload_failures_total" in client.get("/metrics").get_data(as_text=True)
+
+
+def test_fast_path_and_flask_view_give_the_same_answer(app, client):
+    body = {"instances": [INSTANCE, {**INSTANCE, "prev_week_sales": 9e6}]}
+    fast = post(client, "/predict", body)
+    # Without the WSGI fast path, the Flask view answers the same request.
+    flask_only = app.wsgi_app.wsgi_app
+    app.wsgi_app, middleware = flask_only, app.wsgi_app
+    try:
+        slow = post(client, "/predict", body)
+    finally:
+        app.wsgi_app = middleware
+    assert fast.status_code == slow.status_code == 200
+    assert fast.get_json() == slow.get_json()
+    assert fast.headers["Content-Type"] == slow.headers["Content-Type"] == "application/json"
+
+
+def test_fast_path_counts_requests_and_leaves_errors_to_flask(client):
+    def count():
+        text = client.get("/metrics").get_data(as_text=True)
+        line = [l for l in text.splitlines() if l.startswith('demand_http_requests_total{method="POST",route="/v1/models/demand:predict",status="200"}')]
+        return float(line[0].rsplit(" ", 1)[1]) if line else 0.0
+
+    before = count()
+    assert post(client, "/v1/models/demand:predict", INSTANCE).status_code == 200
+    assert count() == before + 1
+    bad = post(client, "/v1/models/demand:predict", {**INSTANCE, "discount_fraction": "x"})
+    assert bad.status_code == 400 and bad.get_json()["error"] == "discount_fraction must be a number, got the text 'x'"
