@@ -123,7 +123,9 @@ def service_benchmarks(model_dir, folder, duration, connections):
         for name, measured in runs.items():
             results[name] = sorted(measured, key=lambda r: r["rps"])[1]
             results[name]["all_rps"] = [round(r["rps"]) for r in measured]
-        results["v2_binary"] = wrk(service.url + "/v2/models/demand/infer", scripts["binary"], duration, 4)
+        binary_runs = [wrk(service.url + "/v2/models/demand/infer", scripts["binary"], duration, 8) for _ in range(3)]
+        results["v2_binary"] = sorted(binary_runs, key=lambda r: r["rps"])[1]
+        results["v2_binary"]["all_rps"] = [round(r["rps"], 1) for r in binary_runs]
         pids = worker_pids(service.process.pid)
         results["worker_rss_mb"] = [round(rss_mb(p), 1) for p in pids]
         results["ready_s"] = [float(s) for s in re.findall(r"worker ready ([\d.]+) s after its process started", service.log())]
@@ -174,7 +176,7 @@ def report(training, comparison, service, args):
         f"| ceiling app, same 1000-row body | {s['ceiling_batch']['rps'] * 1000 / 1e6:.2f} M rows/s ({s['ceiling_batch']['rps']:,.0f} req/s; runs: {s['ceiling_batch']['all_rps']}) | | |",
         f"| `/predict`, 1000 rows per request (JSON) | {batch_rows / 1e6:.2f} M rows/s ({s['predict_batch']['rps']:,.0f} req/s, p99 {s['predict_batch']['p99_ms']:.1f} ms; runs: {s['predict_batch']['all_rps']}) "
         f"| >= 3 M rows/s | {verdict(batch_rows >= 3e6)} |",
-        f"| V2 binary, 100k rows per request | {binary_rows / 1e6:.1f} M rows/s ({s['v2_binary']['rps']:,.1f} req/s, p99 {s['v2_binary']['p99_ms']:.1f} ms) "
+        f"| V2 binary, 100k rows per request | {binary_rows / 1e6:.1f} M rows/s ({s['v2_binary']['rps']:,.1f} req/s, p99 {s['v2_binary']['p99_ms']:.1f} ms; runs: {s['v2_binary']['all_rps']}) "
         f"| >= 20 M rows/s | {verdict(binary_rows >= 20e6)} |",
         f"| worker RSS after the runs | {', '.join(f'{r:.0f}' for r in s['worker_rss_mb'])} MB | <= 100 MB | {verdict(max(s['worker_rss_mb']) <= 100)} |",
         f"| worker ready after process start | {', '.join(f'{r:.2f}' for r in s['ready_s'])} s | <= 1 s | {verdict(max(s['ready_s']) <= 1)} |",

@@ -109,18 +109,16 @@ def data_check(path, skip_bad_rows, as_json):
 class Progress:
     """A bar on a terminal; a plain line every tenth of the run otherwise."""
 
-    def __init__(self, total):
-        self.total = total
+    def __init__(self):
         self.bar = None
-        if sys.stderr.isatty():
-            self.bar = click.progressbar(length=total, label="training", file=sys.stderr)
-            self.bar.__enter__()
-        self.every = max(1, total // 10)
 
     def __call__(self, epoch, total, train_loss, val_loss):
+        if epoch == 1 and sys.stderr.isatty():
+            self.bar = click.progressbar(length=total, label="training", file=sys.stderr)
+            self.bar.__enter__()
         if self.bar:
             self.bar.update(1)
-        elif epoch == 1 or epoch % self.every == 0:
+        elif epoch == 1 or epoch % max(1, total // 10) == 0:
             log(f"epoch {epoch}/{total}  train loss {train_loss:.6f}  validation loss {val_loss:.6f}")
 
     def close(self):
@@ -140,23 +138,32 @@ def hidden_sizes(ctx, param, value):
     return sizes
 
 
+def training_options(command):
+    """The options that override a preset's (or a champion's) training settings."""
+    for option in reversed([
+        click.option("--hidden", callback=hidden_sizes, help="Hidden layer sizes, e.g. 10,5."),
+        click.option("--activation", type=click.Choice(["sigmoid", "tanh"])),
+        click.option("--optimizer", type=click.Choice(["sgd", "adam"])),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True)),
+        click.option("--momentum", type=click.FloatRange(0, 1)),
+        click.option("--epochs", type=click.IntRange(1)),
+        click.option("--batch-size", type=click.IntRange(0), help="Rows per step; 0 for the whole training set."),
+        click.option("--seed", type=int),
+        click.option("--target-loss", type=click.FloatRange(0), help="Stop once the training loss is at or below this."),
+        click.option("--patience", type=click.IntRange(0), help="Early stop after N epochs without a better validation loss."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="auto takes CUDA when present."),
+        click.option("--engine", type=click.Choice(["torch", "manual"]), help="manual: the hand-written backprop (CPU)."),
+        click.option("--transform", type=click.Choice(["none", "log1p"]), help="log1p: learn on log(1 + value) of sales and features."),
+    ]):
+        command = option(command)
+    return command
+
+
 @main.command()
 @click.option("--data", "data_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DATA, show_default=True)
 @click.option("--preset", type=click.Choice(["default", "chapter"]), default="default", show_default=True,
               help="chapter: the book's 3-10-5-1 sigmoid net and SGD schedule; default: the tuned one.")
-@click.option("--hidden", callback=hidden_sizes, help="Hidden layer sizes, e.g. 10,5.")
-@click.option("--activation", type=click.Choice(["sigmoid", "tanh"]))
-@click.option("--optimizer", type=click.Choice(["sgd", "adam"]))
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True))
-@click.option("--momentum", type=click.FloatRange(0, 1))
-@click.option("--epochs", type=click.IntRange(1))
-@click.option("--batch-size", type=click.IntRange(0), help="Rows per step; 0 for the whole training set.")
-@click.option("--seed", type=int)
-@click.option("--target-loss", type=click.FloatRange(0), help="Stop once the training loss is at or below this.")
-@click.option("--patience", type=click.IntRange(0), help="Early stop after N epochs without a better validation loss.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="auto takes CUDA when present.")
-@click.option("--engine", type=click.Choice(["torch", "manual"]), help="manual: the hand-written backprop (CPU).")
-@click.option("--transform", type=click.Choice(["none", "log1p"]), help="log1p: learn on log(1 + value) of sales and features.")
+@training_options
 @click.option("--promote", is_flag=True, help="Make the new version champion (the first one always is).")
 @click.option("--wait", type=click.FloatRange(0), default=0, help="Seconds to wait for the registry lock.")
 @model_dir_option
@@ -179,7 +186,7 @@ def train(data_path, preset, promote, wait, model_dir, skip_bad_rows, as_json, *
     split = time_split(dataset)
     log(f"data {data_path}: {len(dataset)} rows; train {len(split.train)}, validation {len(split.validation)}, holdout {len(split.holdout)}")
     log(f"training {preset} preset: {config.describe()}")
-    progress = Progress(config.epochs)
+    progress = Progress()
     try:
         result = fit(split.train, split.validation, config, progress)
     finally:
@@ -206,6 +213,71 @@ def format_metrics(version, card):
     interval = card["interval"]
     lines.append(f"  {interval['level']:.0%} interval: {interval['holdout_mean_width_units']:.0f} units wide on average, holdout coverage {interval['holdout_coverage']:.1%}")
     return "\n".join(lines)
+
+
+@main.command()
+@click.option("--data", "data_paths", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="A CSV file or a folder of CSVs; repeat for more. Rows of the same week and series "
+                   "in several files are taken from the most recently modified file.")
+@click.option("--min-improvement", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="WAPE points by which the challenger must beat the champion.")
+@click.option("--keep-rejected", is_flag=True, help="Publish a rejected challenger as a (non-champion) version.")
+@training_options
+@click.option("--wait", type=click.FloatRange(0), default=0, show_default=True,
+              help="Seconds to wait for another writer's registry lock before giving up.")
+@model_dir_option
+@skip_option
+@json_option
+@friendly_errors
+def retrain(data_paths, min_improvement, keep_rejected, wait, model_dir, skip_bad_rows, as_json, **overrides):
+    """Train a challenger; promote it only if it beats the champion and the baselines.
+
+    Exit status 0 when the challenger was promoted or the champion kept; 1 for
+    errors (bad data, lock held by another writer, failed export checks).
+    """
+    from .registry import Registry
+    from .retrain import retrain as run
+
+    progress = Progress()
+    log(f"retraining from {', '.join(map(str, data_paths))} into {model_dir}")
+    try:
+        outcome = run(Registry(model_dir), data_paths, overrides, min_improvement, keep_rejected, wait,
+                      skip_bad_rows, warn=log, progress=progress)
+    finally:
+        progress.close()
+    log(f"{outcome['decision']}: {outcome['reason']}")
+    if as_json:
+        emit_json(outcome)
+        return
+    m = outcome["metrics"]
+    click.echo(f"{outcome['decision']}: {outcome['reason']}")
+    click.echo(f"  holdout weeks {outcome['holdout_weeks']}")
+    for name in ("challenger", "champion", "naive", "linear"):
+        if m[name]:
+            click.echo(f"  {name:<11} WAPE {m[name]['wape']:6.2f}%  MAE {m[name]['mae']:10.0f}")
+    click.echo(f"  champion now: {outcome['champion_after']}")
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option("--cron", required=True, help='When to retrain, e.g. "0 3 * * 1" (Mondays 03:00, local time).')
+@click.option("--run-now", is_flag=True, help="Also retrain once at start.")
+@click.argument("retrain_args", nargs=-1, type=click.UNPROCESSED)
+def schedule(cron, run_now, retrain_args):
+    """Run `demand retrain RETRAIN_ARGS...` on a cron schedule until stopped.
+
+    Example: demand schedule --cron "0 3 * * 1" --run-now --data data/incoming --min-improvement 0.2
+    """
+    from .schedule import Scheduler
+
+    try:
+        retrain.make_context("retrain", list(retrain_args))  # refuse bad retrain options now, not at 3 am
+    except click.UsageError as err:
+        raise click.UsageError(f"retrain options: {err.format_message()}") from None
+    try:
+        scheduler = Scheduler(cron, retrain_args, log)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--cron") from None
+    scheduler.run(run_now)
 
 
 @main.command()
@@ -257,6 +329,65 @@ def models_list(model_dir, as_json):
         mark = "*" if r["champion"] else " "
         click.echo(f"{mark} {r['version']:<9}{r['created_at']:<27}{r['architecture'] + ' ' + r['activation']:<20}{r['holdout_wape']:>8.2f}")
     click.echo("* champion")
+
+
+@models.command("promote")
+@click.argument("version")
+@click.option("--wait", type=click.FloatRange(0), default=0, show_default=True)
+@model_dir_option
+@friendly_errors
+def models_promote(version, wait, model_dir):
+    """Make VERSION the champion."""
+    from .registry import Registry
+
+    registry = Registry(model_dir)
+    with registry.lock(wait):
+        previous = registry.promote(version, "manual promotion", "demand models promote")
+    click.echo(f"champion: {version} (was {previous})")
+
+
+@models.command("rollback")
+@click.option("--wait", type=click.FloatRange(0), default=0, show_default=True)
+@model_dir_option
+@friendly_errors
+def models_rollback(wait, model_dir):
+    """Make the previous champion (per history.jsonl) the champion again."""
+    from .registry import Registry
+
+    registry = Registry(model_dir)
+    with registry.lock(wait):
+        current, target = registry.rollback("demand models rollback")
+    click.echo(f"champion: {target} (rolled back from {current})")
+
+
+@models.command("prune")
+@click.option("--keep", type=click.IntRange(1), required=True, help="How many of the newest versions to keep.")
+@click.option("--wait", type=click.FloatRange(0), default=0, show_default=True)
+@model_dir_option
+@friendly_errors
+def models_prune(keep, wait, model_dir):
+    """Delete old versions; never the champion or the rollback target."""
+    from .registry import Registry
+
+    registry = Registry(model_dir)
+    with registry.lock(wait):
+        removed = registry.prune(keep, "demand models prune")
+    click.echo(f"removed {', '.join(removed) if removed else 'nothing'}; kept {', '.join(registry.versions())}")
+
+
+@models.command("history")
+@model_dir_option
+@json_option
+def models_history(model_dir, as_json):
+    """Promotions, rejections, rollbacks and prunes, oldest first."""
+    from .registry import Registry
+
+    events = Registry(model_dir).history()
+    if as_json:
+        emit_json(events)
+        return
+    for e in events:
+        click.echo(f"{e.get('at', '?'):<22} {e.get('event', '?'):<9} {e.get('version') or '-':<6} {e.get('reason', '')}")
 
 
 @models.command("show")

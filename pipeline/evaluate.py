@@ -74,6 +74,11 @@ def coverage(actual, predicted, half_width, scale="none"):
     return float(np.mean((actual >= low) & (actual <= high)))
 
 
+def naive_scale(train):
+    """MAE of naive persistence on the training window: the MASE denominator."""
+    return float(np.mean(np.abs(train.y - naive_forecast(train.X))))
+
+
 def evaluate(split, predict, level=0.9, scale="none"):
     """Score `predict` (raw features -> units) and the baselines on the holdout.
 
@@ -81,18 +86,18 @@ def evaluate(split, predict, level=0.9, scale="none"):
     measured on the holdout, which the interval never saw.
     """
     train, validation, holdout = split.train, split.validation, split.holdout
-    naive_scale = float(np.mean(np.abs(train.y - naive_forecast(train.X))))
+    scale_mae = naive_scale(train)
     linear = LinearBaseline(train.X, train.y)
     predicted = predict(holdout.X)
     half_width = conformal_half_width(validation.y, predict(validation.X), level, scale)
     low, high = interval_bounds(predicted, half_width, scale)
     return {
         "holdout": {
-            "model": metrics(holdout.y, predicted, naive_scale),
-            "naive": metrics(holdout.y, naive_forecast(holdout.X), naive_scale),
-            "linear": metrics(holdout.y, linear.predict(holdout.X), naive_scale),
+            "model": metrics(holdout.y, predicted, scale_mae),
+            "naive": metrics(holdout.y, naive_forecast(holdout.X), scale_mae),
+            "linear": metrics(holdout.y, linear.predict(holdout.X), scale_mae),
         },
-        "validation": {"model": metrics(validation.y, predict(validation.X), naive_scale)},
+        "validation": {"model": metrics(validation.y, predict(validation.X), scale_mae)},
         "interval": {
             "level": level,
             "method": "split conformal on validation residuals",

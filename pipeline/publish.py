@@ -85,40 +85,43 @@ def publish(registry: Registry, result, data, split, evaluation, promote=False, 
     Returns (version, card, became_champion). Nothing is published if any
     check fails.
     """
+    with registry.lock(wait):
+        version, card = write_version(registry, result, data, split, evaluation)
+        previous = registry.champion()
+        crowned = previous is None or promote
+        if crowned:
+            registry.promote(version, "first model" if previous is None else "--promote", reason,
+                             holdout_wape=evaluation["holdout"]["model"]["wape"])
+        else:
+            registry.append_history({"event": "publish", "version": version, "previous_champion": previous,
+                                     "reason": "published without --promote", "by": reason,
+                                     "holdout_wape": evaluation["holdout"]["model"]["wape"]})
+    return version, card, crowned
+
+
+def write_version(registry: Registry, result, data, split, evaluation):
+    """Build, check and commit a new version; the caller holds the registry lock."""
     import torch
 
     from .report import write_report
     from .train import predict_units
 
-    with registry.lock(wait):
-        version = registry.next_version()
-        with registry.staging() as stage:
-            export_info = export.export(
-                stage / "model.onnx", result.mlp, result.stats, split.holdout.X,
-                {"version": version, "interval_half_width": evaluation["interval"]["half_width"],
-                 "interval_scale": evaluation["interval"]["scale"], "interval_level": evaluation["interval"]["level"]},
-            )
-            (stage / "normalization.json").write_text(json.dumps(result.stats.to_json(), indent=2) + "\n")
-            torch.save(
-                {"state_dict": result.mlp.state_dict(), "config": result.config.describe(),
-                 "normalization": result.stats.to_json()},
-                stage / "model.pt",
-            )
-            predicted = predict_units(result.mlp, result.stats, split.holdout.X)
-            write_report(stage / "report.png", version, result, split.holdout, predicted, evaluation)
-            card = build_card(version, result, data, split, evaluation, export_info)
-            (stage / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-            registry.commit(stage, version)
-        previous = registry.champion()
-        crowned = previous is None or promote
-        if crowned:
-            registry.set_champion(version)
-        registry.append_history({
-            "event": "promote" if crowned else "publish",
-            "version": version,
-            "previous_champion": previous,
-            "reason": ("first model" if previous is None else "--promote") if crowned else "published without --promote",
-            "by": reason,
-            "holdout_wape": evaluation["holdout"]["model"]["wape"],
-        })
-    return version, card, crowned
+    version = registry.next_version()
+    with registry.staging() as stage:
+        export_info = export.export(
+            stage / "model.onnx", result.mlp, result.stats, split.holdout.X,
+            {"version": version, "interval_half_width": evaluation["interval"]["half_width"],
+             "interval_scale": evaluation["interval"]["scale"], "interval_level": evaluation["interval"]["level"]},
+        )
+        (stage / "normalization.json").write_text(json.dumps(result.stats.to_json(), indent=2) + "\n")
+        torch.save(
+            {"state_dict": result.mlp.state_dict(), "config": result.config.describe(),
+             "normalization": result.stats.to_json()},
+            stage / "model.pt",
+        )
+        predicted = predict_units(result.mlp, result.stats, split.holdout.X)
+        write_report(stage / "report.png", version, result, split.holdout, predicted, evaluation)
+        card = build_card(version, result, data, split, evaluation, export_info)
+        (stage / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+        registry.commit(stage, version)
+    return version, card

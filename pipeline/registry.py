@@ -18,6 +18,17 @@ from pathlib import Path
 from .errors import RegistryBusy, RegistryError
 
 DEFAULT_MODEL_DIR = "models"
+CHAMPION_EVENTS = ("promote", "rollback")
+
+
+def crashpoint(name):
+    """Die here, as kill -9 would, when DEMAND_CRASH_AT names this point.
+
+    Lets the crash-safety tests stop a real process at an exact step of a
+    publish; without the variable it does nothing.
+    """
+    if os.environ.get("DEMAND_CRASH_AT") == name:
+        os.kill(os.getpid(), 9)
 
 
 def _fsync_dir(path):
@@ -82,7 +93,74 @@ class Registry:
                 continue  # a line cut short by a crash mid-append
         return events
 
+    def champion_chain(self):
+        """Champions in promotion order, with rolled-back ones removed.
+
+        The last entry is the current champion; the one before it is where
+        `rollback` goes.
+        """
+        chain = []
+        for event in self.history():
+            kind, version = event.get("event"), event.get("version")
+            if kind == "promote" and version:
+                if chain and chain[-1] == version:
+                    continue
+                chain.append(version)
+            elif kind == "rollback" and version:
+                while chain and chain[-1] != version:
+                    chain.pop()
+                if not chain:
+                    chain.append(version)
+        return chain
+
+    def rollback_target(self):
+        """The previous champion still on disk, or None."""
+        chain = self.champion_chain()
+        current = self.champion()
+        for version in reversed(chain[:-1] if chain and chain[-1] == current else chain):
+            if version != current and self.exists(version):
+                return version
+        return None
+
     # ---- writing (hold the lock) ----
+
+    def promote(self, version, reason, by, **details):
+        """Make `version` champion and record it (caller holds the lock)."""
+        previous = self.champion()
+        self.set_champion(version)
+        self.append_history({"event": "promote", "version": version, "previous_champion": previous,
+                             "reason": reason, "by": by, **details})
+        return previous
+
+    def rollback(self, by):
+        """Make the previous champion current again (caller holds the lock)."""
+        target = self.rollback_target()
+        current = self.champion()
+        if target is None:
+            raise RegistryError(f"no earlier champion to roll back to (the champion is {current})")
+        self.set_champion(target)
+        self.append_history({"event": "rollback", "version": target, "previous_champion": current,
+                             "reason": f"rolled back from {current}", "by": by})
+        return current, target
+
+    def prune(self, keep, by):
+        """Delete all but the `keep` newest versions, never the champion or the rollback target."""
+        if keep < 1:
+            raise RegistryError("--keep must be at least 1")
+        versions = self.versions()
+        protected = {self.champion(), self.rollback_target(), *versions[-keep:]}
+        removed = [v for v in versions if v not in protected]
+        for version in removed:
+            # Rename first: the version disappears from versions/ in one step.
+            doomed = self.staging_dir / f"pruned-{version}"
+            self.staging_dir.mkdir(parents=True, exist_ok=True)
+            os.rename(self.path(version), doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+        if removed:
+            _fsync_dir(self.versions_dir)
+            self.append_history({"event": "prune", "removed": removed, "kept": sorted(protected - {None}, key=version_number), "by": by})
+        return removed
+
 
     @contextlib.contextmanager
     def lock(self, wait=0.0):
@@ -138,8 +216,10 @@ class Registry:
         target = self.path(version)
         if target.exists():
             raise RegistryError(f"version {version} already exists")
+        crashpoint("before-commit")
         os.rename(staged, target)
         _fsync_dir(self.versions_dir)
+        crashpoint("after-commit")
 
     def set_champion(self, version):
         if not self.exists(version):
@@ -151,6 +231,7 @@ class Registry:
                 out.write(version + "\n")
                 out.flush()
                 os.fsync(out.fileno())
+            crashpoint("before-champion")
             os.replace(tmp, self.champion_file)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):

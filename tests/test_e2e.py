@@ -194,3 +194,43 @@ def test_openapi_fuzzing_finds_no_server_error_and_no_response_outside_the_spec(
          "--max-examples", "30", "--workers", "2", "--max-time", "45", "--seed", "1", "--no-color"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
+def test_service_follows_retrain_promotion_and_rollback_under_load(published, tmp_path, small_csv):
+    """Real CLI commands change the champion; the service (default reload interval)
+    follows within 5 s each time, and no request fails."""
+    root = tmp_path / "models"
+    shutil.copytree(published, root)
+
+    def demand(*args):
+        result = subprocess.run([sys.executable, "-m", "pipeline", *args, "--model-dir", str(root)], cwd=ROOT,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return result
+
+    with running_service(root, tmp_path) as server:
+        stop, results = threading.Event(), []
+        clients = [threading.Thread(target=load, args=(server, stop, results, {"instances": [INSTANCE] * 5})) for _ in range(4)]
+        for c in clients:
+            c.start()
+
+        def served_within(version, seconds=5.0):
+            started = time.monotonic()
+            while time.monotonic() - started < seconds:
+                if len(results) > 5 and all(v == version for _, v in results[-5:]):
+                    return time.monotonic() - started
+                time.sleep(0.05)
+            raise AssertionError(f"{version} not served within {seconds} s; last: {results[-3:]}")
+
+        try:
+            demand("retrain", "--data", str(small_csv), "--epochs", "150", "--keep-rejected")
+            demand("models", "promote", "v2")
+            served_within("v2")
+            demand("models", "rollback")
+            served_within("v1")
+        finally:
+            stop.set()
+            for c in clients:
+                c.join(10)
+        assert {status for status, _ in results} == {200}
+        assert len(results) > 50

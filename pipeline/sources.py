@@ -1,0 +1,67 @@
+"""Reading training data from several files or folders of CSVs at once."""
+import hashlib
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from .data import Dataset, load_csv
+from .errors import DataError
+
+
+def csv_files(paths):
+    """The CSV files named or found (not recursively) in the folders named,
+    oldest first by modification time, so that later files win."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(path.glob("*.csv"))
+            if not found:
+                raise DataError(f"{path}: no .csv files in this folder")
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise DataError(f"{path}: no such file or folder")
+    unique = list(dict.fromkeys(p.resolve() for p in files))
+    return sorted(unique, key=lambda p: (p.stat().st_mtime_ns, str(p)))
+
+
+def load_sources(paths, skip_bad_rows=False, warn=None):
+    """One dataset from many files. A row whose (week, series) appears in more
+    than one file is taken from the latest file only, with a warning that
+    counts the replaced rows."""
+    files = csv_files(paths)
+    parts = [load_csv(f, skip_bad_rows, warn) for f in files]
+    if len(parts) == 1:
+        return parts[0]
+    keyed = all(p.week is not None and p.series is not None for p in parts)
+    X = np.concatenate([p.X for p in parts])
+    y = np.concatenate([p.y for p in parts])
+    week = np.concatenate([p.week for p in parts]) if all(p.week is not None for p in parts) else None
+    series = np.concatenate([p.series for p in parts]) if all(p.series is not None for p in parts) else None
+    keep = np.arange(len(y))
+    replaced = 0
+    if keyed:
+        last = {}
+        for i, key in enumerate(zip(week.tolist(), series.tolist())):
+            last[key] = i  # a later file overwrites an earlier one
+        keep = np.array(sorted(last.values()))
+        replaced = len(y) - len(keep)
+        if replaced and warn:
+            warn(f"{replaced} row(s) repeat a week and series of an earlier file; kept the latest file's values")
+    digest = hashlib.sha256("".join(p.source["sha256"] for p in parts).encode()).hexdigest()
+    return Dataset(
+        X[keep], y[keep],
+        None if week is None else week[keep],
+        None if series is None else series[keep],
+        source={
+            "path": ", ".join(str(f) for f in files),
+            "files": [{"path": p.source["path"], "sha256": p.source["sha256"], "rows": p.source["rows"]} for p in parts],
+            "sha256": digest,
+            "rows": int(len(keep)),
+            "replaced_duplicates": int(replaced),
+            "skipped_rows": sum(p.source["skipped_rows"] for p in parts),
+            "skipped_reasons": dict(sum((Counter(p.source["skipped_reasons"]) for p in parts), Counter())),
+        },
+    )

@@ -1,0 +1,244 @@
+"""Retraining: champion/challenger, promotion, rollback, pruning, locking, scheduling."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipeline.cli import main
+from pipeline.generate import GeneratorConfig, generate, write_csv
+from pipeline.registry import Registry
+from pipeline.retrain import decide
+
+from .conftest import ROOT
+
+
+def demand(*args, env=None, **kwargs):
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=120, **kwargs)
+
+
+def invoke(runner, *args):
+    result = runner.invoke(main, list(args))
+    return result
+
+
+@pytest.fixture
+def weak_champion(tmp_path, small_csv, runner):
+    """A registry whose champion trained for 3 epochs only: easy to beat."""
+    root = tmp_path / "models"
+    result = invoke(runner, "train", "--data", str(small_csv), "--model-dir", str(root), "--epochs", "3", "--patience", "0")
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def test_decision_rules():
+    holdout = {"model": {"wape": 10.0}, "naive": {"wape": 15.0}, "linear": {"wape": 12.0}}
+    assert decide(10.0, None, 0, holdout)[0] is True
+    assert decide(10.0, 11.0, 0, holdout)[0] is True
+    assert decide(10.0, 10.0, 0, holdout)[0] is False  # a tie keeps the champion
+    assert decide(10.0, 10.5, 1.0, holdout) == (False, "challenger WAPE 10.00% does not beat champion 10.50% by the required 1 points")
+    worse_than_linear = {"model": {"wape": 13.0}, "naive": {"wape": 15.0}, "linear": {"wape": 12.0}}
+    promote, reason = decide(13.0, 20.0, 0, worse_than_linear)
+    assert promote is False and "does not beat naive" in reason
+
+
+def test_better_challenger_is_promoted_with_both_figures_recorded(weak_champion, small_csv, runner):
+    result = invoke(runner, "retrain", "--data", str(small_csv), "--model-dir", str(weak_champion), "--epochs", "150", "--json")
+    assert result.exit_code == 0, result.output
+    outcome = json.loads(result.stdout)
+    assert outcome["decision"] == "promoted" and outcome["champion_before"] == "v1" and outcome["champion_after"] == "v2"
+    assert outcome["metrics"]["challenger"]["wape"] < outcome["metrics"]["champion"]["wape"]
+    registry = Registry(weak_champion)
+    assert registry.champion() == "v2"
+    event = registry.history()[-1]
+    assert event["event"] == "promote" and event["version"] == "v2"
+    assert event["metrics"]["champion"]["wape"] == outcome["metrics"]["champion"]["wape"]
+    # The challenger kept the champion's settings except what was overridden.
+    assert registry.card("v2")["params"]["hidden"] == registry.card("v1")["params"]["hidden"]
+    assert registry.card("v2")["params"]["epochs"] == 150
+
+
+def test_worse_challenger_is_rejected_and_kept_only_when_asked(weak_champion, small_csv, runner):
+    assert invoke(runner, "retrain", "--data", str(small_csv), "--model-dir", str(weak_champion), "--epochs", "150").exit_code == 0
+    registry = Registry(weak_champion)
+    assert registry.champion() == "v2"
+    rejected = invoke(runner, "retrain", "--data", str(small_csv), "--model-dir", str(weak_champion), "--epochs", "2", "--json")
+    assert rejected.exit_code == 0, rejected.output
+    outcome = json.loads(rejected.stdout)
+    assert outcome["decision"] == "rejected" and outcome["challenger_version"] is None
+    assert registry.versions() == ["v1", "v2"] and registry.champion() == "v2"
+    assert registry.history()[-1]["event"] == "reject" and registry.history()[-1]["kept"] is False
+    kept = invoke(runner, "retrain", "--data", str(small_csv), "--model-dir", str(weak_champion), "--epochs", "2", "--keep-rejected", "--json")
+    assert json.loads(kept.stdout)["challenger_version"] == "v3"
+    assert registry.champion() == "v2" and registry.versions() == ["v1", "v2", "v3"]
+    margin = invoke(runner, "retrain", "--data", str(small_csv), "--model-dir", str(weak_champion), "--epochs", "150",
+                    "--min-improvement", "50", "--json")
+    assert json.loads(margin.stdout)["decision"] == "rejected"
+
+
+def test_retrain_reads_folders_and_the_latest_file_wins(weak_champion, tmp_path, runner):
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    rows = generate(GeneratorConfig(seed=3, series=3, weeks=60))
+    write_csv(rows, folder / "a-old.csv")
+    corrected = [dict(r, units_sold=r["units_sold"] + 1) for r in rows[-30:]]  # a later file restates 30 rows
+    write_csv(corrected, folder / "b-new.csv")
+    later = time.time() + 5
+    os.utime(folder / "b-new.csv", (later, later))
+    result = invoke(runner, "retrain", "--data", str(folder), "--model-dir", str(weak_champion), "--epochs", "20", "--json")
+    assert result.exit_code == 0, result.output
+    assert "30 row(s) repeat a week and series of an earlier file" in result.stderr
+    outcome = json.loads(result.stdout)
+    assert outcome["data"]["rows"] == len(rows) and outcome["data"]["replaced_duplicates"] == 30
+    missing = invoke(runner, "retrain", "--data", str(tmp_path / "nowhere"), "--model-dir", str(weak_champion))
+    assert missing.exit_code == 1 and "no such file or folder" in missing.stderr
+
+
+def test_promote_rollback_and_prune(weak_champion, small_csv, runner):
+    registry = Registry(weak_champion)
+    for _ in range(3):  # v2, v3, v4: published, not promoted
+        assert invoke(runner, "train", "--data", str(small_csv), "--model-dir", str(weak_champion), "--epochs", "2").exit_code == 0
+    assert invoke(runner, "models", "promote", "v3", "--model-dir", str(weak_champion)).exit_code == 0
+    assert invoke(runner, "models", "promote", "v4", "--model-dir", str(weak_champion)).exit_code == 0
+    assert registry.champion() == "v4" and registry.champion_chain() == ["v1", "v3", "v4"]
+    result = invoke(runner, "models", "rollback", "--model-dir", str(weak_champion))
+    assert result.exit_code == 0 and "champion: v3 (rolled back from v4)" in result.stdout
+    assert invoke(runner, "models", "rollback", "--model-dir", str(weak_champion)).exit_code == 0
+    assert registry.champion() == "v1"
+    nothing = invoke(runner, "models", "rollback", "--model-dir", str(weak_champion))
+    assert nothing.exit_code == 1 and "no earlier champion" in nothing.stderr
+    assert invoke(runner, "models", "promote", "v4", "--model-dir", str(weak_champion)).exit_code == 0
+    # champion v4, rollback target v1: pruning to the newest one keeps both.
+    pruned = invoke(runner, "models", "prune", "--keep", "1", "--model-dir", str(weak_champion))
+    assert pruned.exit_code == 0, pruned.output
+    assert registry.versions() == ["v1", "v4"] and registry.champion() == "v4"
+    assert registry.history()[-1]["event"] == "prune" and registry.history()[-1]["removed"] == ["v2", "v3"]
+    assert invoke(runner, "models", "promote", "v2", "--model-dir", str(weak_champion)).exit_code == 1
+    history = invoke(runner, "models", "history", "--model-dir", str(weak_champion))
+    assert "rollback" in history.stdout and "prune" in history.stdout
+
+
+def test_a_second_writer_waits_for_the_lock_or_says_why(weak_champion, small_csv):
+    registry = Registry(weak_champion)
+    with registry.lock():
+        busy = demand("retrain", "--data", str(small_csv), "--model-dir", str(weak_champion), "--epochs", "2")
+        assert busy.returncode == 1
+        assert "another writer holds the registry lock" in busy.stderr and "Traceback" not in busy.stderr
+        waiting = subprocess.Popen([sys.executable, "-m", "pipeline", "retrain", "--data", str(small_csv),
+                                    "--model-dir", str(weak_champion), "--epochs", "2", "--wait", "60"],
+                                   cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(2.5)
+        assert waiting.poll() is None  # still waiting for us
+    out, err = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0, err
+
+
+def assert_consistent(root):
+    """What a reader (the service) relies on after any crash."""
+    from pipeline.bundle import Bundle
+
+    registry = Registry(root)
+    for version in registry.versions():
+        folder = registry.path(version)
+        assert {p.name for p in folder.iterdir()} >= {"model.onnx", "card.json", "normalization.json", "report.png", "model.pt"}
+    champion = registry.champion()
+    assert champion in registry.versions()
+    Bundle.load(registry)  # the champion loads and passes its check
+    for line in registry.history_file.read_text().splitlines()[:-1]:
+        json.loads(line)  # every complete line parses
+    registry.history()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["before-commit", "after-commit", "before-champion"])
+def test_kill_9_at_each_step_of_a_publish_leaves_the_registry_consistent(weak_champion, small_csv, point):
+    root = weak_champion
+    # train --promote and a retrain that beats the weak champion both reach every step.
+    for command in (["train", "--promote", "--epochs", "20"], ["retrain", "--epochs", "150"]):
+        killed = demand(*command, "--data", str(small_csv), "--model-dir", str(root), env={"DEMAND_CRASH_AT": point})
+        assert killed.returncode == -signal.SIGKILL
+        assert_consistent(root)
+        assert Registry(root).champion() == "v1"  # nothing was crowned
+    # The next writer cleans up and carries on.
+    assert demand("train", "--data", str(small_csv), "--model-dir", str(root), "--epochs", "20").returncode == 0
+    assert list((root / "staging").iterdir()) == []
+    assert_consistent(root)
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_of_train_and_retrain(published, tmp_path, small_csv):
+    root = tmp_path / "models"
+    shutil.copytree(published, root)
+    for command, delay in [("train", 0.5), ("retrain", 1.5), ("train", 2.5), ("retrain", 3.0), ("train", 3.5), ("retrain", 4.5)]:
+        process = subprocess.Popen([sys.executable, "-m", "pipeline", command, "--data", str(small_csv), "--model-dir", str(root),
+                                    "--epochs", "300", "--patience", "0"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert_consistent(root)
+
+
+@pytest.mark.slow
+def test_scheduler_runs_now_survives_a_failed_run_and_stops_on_sigterm(tmp_path):
+    import threading
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "schedule", "--cron", "0 3 * * 1", "--run-now",
+         "--data", str(tmp_path / "not-there.csv"), "--model-dir", str(tmp_path / "models")],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 60
+    while not any("next retrain at" in line for line in lines) and time.monotonic() < deadline:
+        assert process.poll() is None, "the scheduler died after a failed run:\n" + "".join(lines)
+        time.sleep(0.1)
+    assert process.poll() is None
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0
+    reader.join(10)
+    log = "".join(lines)
+    assert "retrain failed with exit code 1; the scheduler carries on" in log
+    assert "next retrain at" in log and "(0 3 * * 1)" in log
+    assert "received SIGTERM" in log and "scheduler stopped" in log
+
+
+def test_scheduler_never_overlaps_runs(monkeypatch):
+    import datetime as dt
+
+    from pipeline.schedule import Scheduler
+
+    scheduler = Scheduler("* * * * *", [], log=lambda m: None)
+    clock = [dt.datetime(2026, 1, 5, 3, 0, tzinfo=dt.timezone.utc)]
+    scheduler.now = lambda: clock[0]
+    spans, running = [], []
+
+    def fake_run():
+        assert not running, "two retrains at once"
+        running.append(True)
+        start = clock[0]
+        clock[0] += dt.timedelta(minutes=3)  # a run longer than the cron interval
+        spans.append((start, clock[0]))
+        running.pop()
+        if len(spans) == 4:
+            scheduler.stop.set()
+        return 0
+
+    scheduler.run_once = fake_run
+    monkeypatch.setattr(signal, "signal", lambda *a: None)
+    scheduler.stop.wait = lambda timeout: scheduler.stop.is_set()
+    scheduler.run(run_now=True)
+    assert len(spans) == 4
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+
+
+def test_bad_cron_and_bad_retrain_options_are_refused_at_start(runner):
+    bad_cron = invoke(runner, "schedule", "--cron", "every monday", "--data", "x.csv")
+    assert bad_cron.exit_code == 2 and "not a valid cron expression" in bad_cron.output
+    bad_option = invoke(runner, "schedule", "--cron", "0 3 * * 1", "--data", "x.csv", "--epochs", "many")
+    assert bad_option.exit_code == 2 and "retrain options" in bad_option.output
