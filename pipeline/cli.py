@@ -160,7 +160,8 @@ def training_options(command):
 
 
 @main.command()
-@click.option("--data", "data_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DATA, show_default=True)
+@click.option("--data", "data_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DATA,
+              show_default=True, envvar="DEMAND_TRAIN_DATA")
 @click.option("--preset", type=click.Choice(["default", "chapter"]), default="default", show_default=True,
               help="chapter: the book's 3-10-5-1 sigmoid net and SGD schedule; default: the tuned one.")
 @training_options
@@ -216,7 +217,7 @@ def format_metrics(version, card):
 
 
 @main.command()
-@click.option("--data", "data_paths", multiple=True, required=True, type=click.Path(path_type=Path),
+@click.option("--data", "data_paths", multiple=True, required=True, type=click.Path(path_type=Path), envvar="DEMAND_RETRAIN_DATA",
               help="A CSV file or a folder of CSVs; repeat for more. Rows of the same week and series "
                    "in several files are taken from the most recently modified file.")
 @click.option("--min-improvement", type=click.FloatRange(0), default=0.0, show_default=True,
@@ -270,7 +271,8 @@ def schedule(cron, run_now, retrain_args):
     from .schedule import Scheduler
 
     try:
-        retrain.make_context("retrain", list(retrain_args))  # refuse bad retrain options now, not at 3 am
+        # Refuse bad retrain options now, not at 3 am (reading DEMAND_RETRAIN_* as the run will).
+        retrain.make_context("retrain", list(retrain_args), auto_envvar_prefix="DEMAND_RETRAIN")
     except click.UsageError as err:
         raise click.UsageError(f"retrain options: {err.format_message()}") from None
     try:

@@ -1,0 +1,49 @@
+# syntax=docker/dockerfile:1
+# Two images from one file:
+#   docker build --target service -t demand-service .    (Flask + gunicorn + ONNX Runtime, no torch)
+#   docker build --target trainer -t demand-trainer .    (the demand CLI with PyTorch)
+# CPU-only service image: --build-arg ORT_PACKAGE=onnxruntime
+
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS base
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    DEMAND_MODEL_DIR=/app/models
+RUN groupadd --gid 10001 demand \
+    && useradd --uid 10001 --gid demand --home-dir /app --no-create-home --shell /usr/sbin/nologin demand
+WORKDIR /app
+
+# Dependencies first: they change far less often than the code.
+FROM base AS service
+ARG ORT_PACKAGE=onnxruntime-gpu
+ARG ORT_VERSION=1.31.1
+COPY deploy/requirements-service.txt /tmp/requirements-service.txt
+RUN pip install -r /tmp/requirements-service.txt "${ORT_PACKAGE}==${ORT_VERSION}"
+COPY pyproject.toml README.md ./
+COPY pipeline ./pipeline
+COPY service ./service
+# --no-deps: the dependencies above are the pinned set (and the chosen ONNX Runtime).
+RUN pip install --no-deps . && mkdir -p /app/models && chown demand:demand /app/models
+USER 10001:10001
+ENV DEMAND_HOST=0.0.0.0 DEMAND_PORT=8000
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('DEMAND_PORT', '8000'), timeout=2)"]
+CMD ["gunicorn", "-c", "service/gunicorn_conf.py", "service.app:create_app()"]
+
+FROM base AS trainer
+ARG ORT_PACKAGE=onnxruntime-gpu
+ARG ORT_VERSION=1.31.1
+COPY deploy/requirements-service.txt deploy/requirements-trainer.txt /tmp/
+RUN pip install -r /tmp/requirements-service.txt -r /tmp/requirements-trainer.txt "${ORT_PACKAGE}==${ORT_VERSION}"
+COPY pyproject.toml README.md ./
+COPY pipeline ./pipeline
+COPY service ./service
+COPY data ./data
+RUN pip install --no-deps . && mkdir -p /app/models && chown -R demand:demand /app/models /app/data
+USER 10001:10001
+ENV DEMAND_TRAIN_DATA=/app/data/demand.csv DEMAND_RETRAIN_DATA=/app/data
+CMD ["demand", "--help"]

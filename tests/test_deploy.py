@@ -1,0 +1,128 @@
+"""The docker-compose deployment, checked without a Docker engine: the files are
+validated, and the commands the compose services run are run on this host."""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from .conftest import INSTANCE, ROOT
+from .server import free_port
+
+BIN = Path(sys.executable).parent
+
+
+def tool(name):
+    path = BIN / name
+    return str(path) if path.exists() else shutil.which(name)
+
+
+def test_compose_files_follow_the_compose_spec():
+    result = subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
+                             "docker-compose.yml", "docker-compose.gpu.yml"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_has_no_hadolint_findings():
+    result = subprocess.run([tool("hadolint"), "Dockerfile"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_shape():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert services["api"]["build"]["target"] == "service" and services["train"]["build"]["target"] == "trainer"
+    assert "models:/app/models:ro" in services["api"]["volumes"]
+    assert services["train"]["profiles"] == ["train"]
+    assert "healthcheck" in services["api"] and services["api"]["restart"] == "unless-stopped"
+    assert set(compose["volumes"]) == {"models", "data"}
+    gpu = yaml.safe_load((ROOT / "docker-compose.gpu.yml").read_text())
+    device = gpu["services"]["api"]["deploy"]["resources"]["reservations"]["devices"][0]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    service_stage = dockerfile.split("AS service")[1].split("FROM ")[0]
+    assert "torch" not in service_stage and "HEALTHCHECK" in service_stage and "/readyz" in service_stage
+
+
+def interpolate(value, env):
+    """Compose's ${VAR:-default} and $$ escaping, enough for our files."""
+    value = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: env.get(m[1]) or m[2], value)
+    value = re.sub(r"\$\{(\w+)\}", lambda m: env.get(m[1], ""), value)
+    assert "${" not in value
+    return value.replace("$$", "$")
+
+
+def service_process(compose, name, overrides):
+    """argv and environment of a compose service, with the host's paths swapped in."""
+    service = compose["services"][name]
+    env = {k: interpolate(str(v), overrides) for k, v in (service.get("environment") or {}).items()}
+    env.update(overrides)
+    argv = [interpolate(part, env) for part in service["command"]]
+    return argv, {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **env}
+
+
+@pytest.mark.slow
+def test_compose_commands_train_serve_retrain_promote(tmp_path):
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(ROOT / "data" / "demand.csv", data / "demand.csv")
+    port = free_port()
+    paths = {"DEMAND_MODEL_DIR": str(tmp_path / "models"), "DEMAND_TRAIN_DATA": str(data / "demand.csv"),
+             "DEMAND_RETRAIN_DATA": str(data), "DEMAND_HOST": "127.0.0.1", "DEMAND_PORT": str(port),
+             "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+
+    # train (one-shot): a deliberately short first training, so that the retrain has something to beat.
+    argv, env = service_process(compose, "train", {**paths, "DEMAND_TRAIN_EPOCHS": "3"})
+    assert argv == ["demand", "train"]
+    trained = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert trained.returncode == 0, trained.stderr
+
+    # api
+    argv, env = service_process(compose, "api", paths)
+    api = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(url + "/readyz", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert time.monotonic() < deadline and api.poll() is None, "api did not become ready"
+            time.sleep(0.2)
+        assert requests.post(url + "/predict", json=INSTANCE, timeout=5).json()["model_version"] == "v1"
+
+        # retrain (scheduler), asked to run once at start; the challenger trains fully.
+        argv, env = service_process(compose, "retrain", {**paths, "DEMAND_SCHEDULE_RUN_NOW": "1", "DEMAND_RETRAIN_EPOCHS": "150"})
+        assert argv[:3] == ["demand", "schedule", "--cron"] and argv[3] == "0 3 * * 1"
+        retrain = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines = []
+        reader = threading.Thread(target=lambda: lines.extend(retrain.stderr), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 120
+        while not any("next retrain at" in line for line in lines):
+            assert time.monotonic() < deadline and retrain.poll() is None, "".join(lines)
+            time.sleep(0.2)
+        retrain.send_signal(signal.SIGTERM)
+        assert retrain.wait(30) == 0
+        reader.join(5)
+        assert any("promoted:" in line for line in lines), "".join(lines)
+
+        # The running api serves the new champion within its reload interval.
+        deadline = time.monotonic() + 10
+        while requests.post(url + "/predict", json=INSTANCE, timeout=5).json()["model_version"] != "v2":
+            assert time.monotonic() < deadline, "the api did not pick up v2"
+            time.sleep(0.2)
+    finally:
+        os.killpg(api.pid, signal.SIGTERM)
+        api.wait(20)
