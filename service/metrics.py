@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 REQUESTS = Counter("demand_http_requests_total", "HTTP requests by route, method and status", ["route", "method", "status"])
 LATENCY = Histogram(
-    "demand_http_request_duration_seconds", "Time to answer a request, by route", ["route"],
+    "demand_http_request_duration_seconds", "Time to answer a request, by route and status", ["route", "status"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 ROWS = Counter("demand_rows_predicted_total", "Rows forecast, by protocol", ["protocol"])
@@ -33,7 +33,7 @@ def observe_request(route, method, status, seconds):
     key = (route, method, status)
     pair = _children.get(key)
     if pair is None:
-        pair = _children[key] = (REQUESTS.labels(route, method, str(status)), LATENCY.labels(route))
+        pair = _children[key] = (REQUESTS.labels(route, method, str(status)), LATENCY.labels(route, str(status)))
     pair[0].inc()
     pair[1].observe(seconds)
 

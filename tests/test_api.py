@@ -154,8 +154,6 @@ def test_openapi_describes_every_route(app, client):
 
 
 def test_hot_swap_and_a_bad_champion_is_refused(published, tmp_path):
-    from pipeline.publish import publish  # noqa: F401  (the registry was built by the real CLI)
-
     root = tmp_path / "models"
     shutil.copytree(published, root)
     app = create_app({"MODEL_DIR": str(root), "WATCH": False})

@@ -5,7 +5,8 @@ import torch
 from pipeline.data import load_csv, time_split
 from pipeline.errors import TrainingError
 from pipeline.evaluate import beats_baselines, evaluate
-from pipeline.generate import DemandLaw, GeneratorConfig, generate, write_csv
+from bench.compare_models import VARIANTS, gbdt_wape
+from pipeline.generate import generate, write_csv
 from pipeline.model import PRESETS, DemandMLP
 from pipeline.train import fit, predict_units, resolve_device
 
@@ -54,8 +55,6 @@ def test_early_stopping_keeps_the_best_validation_epoch(small_split):
     config = PRESETS["default"].with_overrides(device="cpu", epochs=300, patience=15)
     result = fit(small_split.train, small_split.validation, config)
     assert len(result.train_loss) == result.kept_epoch + 15 or len(result.train_loss) == 300
-    from pipeline.normalize import MinMaxStats  # noqa: F401
-
     X = torch.as_tensor(result.stats.normalize_x(small_split.validation.X), dtype=torch.float32)
     y = torch.as_tensor(result.stats.normalize_y(small_split.validation.y), dtype=torch.float32).reshape(-1, 1)
     with torch.no_grad():
@@ -100,24 +99,6 @@ def test_default_model_beats_naive_and_linear_on_the_default_holdout(default_spl
     assert beats_baselines(scores["holdout"])
     assert scores["holdout"]["model"]["wape"] < 0.6 * scores["holdout"]["linear"]["wape"]
     assert 0.8 <= scores["interval"]["holdout_coverage"] <= 0.98
-
-
-def gbdt_wape(split):
-    from sklearn.ensemble import HistGradientBoostingRegressor
-
-    model = HistGradientBoostingRegressor(random_state=0).fit(
-        np.vstack([split.train.X, split.validation.X]), np.concatenate([split.train.y, split.validation.y]))
-    predicted = model.predict(split.holdout.X)
-    return 100 * np.abs(predicted - split.holdout.y).sum() / split.holdout.y.sum()
-
-
-VARIANTS = {
-    "embedded data": None,
-    "twelve stores, busier promotions": GeneratorConfig(seed=11, series=12, promo_rate=0.2),
-    "stronger elasticities": GeneratorConfig(seed=3, law=DemandLaw(lift_max=0.8, lift_scale=35, holiday_bump=0.3, carryover=0.8)),
-    "weak discounts, noisier": GeneratorConfig(seed=21, series=4, weeks=200, noise=0.1,
-                                               law=DemandLaw(lift_max=0.2, holiday_bump=0.1, carryover=0.95)),
-}
 
 
 @pytest.mark.slow
