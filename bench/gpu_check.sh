@@ -14,4 +14,8 @@ for run in "default auto" "default cuda" "chapter cuda" "default cpu"; do
   tail -n 3 "$OUT/train-$1-$2.log"
   python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(' ', d['version'], d['device'], 'WAPE', round(d['metrics']['holdout']['model']['wape'],2), 'train s', d['training']['seconds'])" "$OUT/train-$1-$2.json"
 done
-python3 -m pytest -q -p no:cacheprovider tests/test_train.py tests/test_backprop.py tests/test_export.py tests/test_behaviour.py 2>&1 | tail -n 8
+# A challenger trained on the GPU against the champion, through the retrain gate.
+python3 -m pipeline retrain --data data/demand.csv --device cuda --model-dir /tmp/gpu-models --json > "$OUT/retrain-cuda.json" 2> "$OUT/retrain-cuda.log"
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('retrain on', d['device'], d['decision'], d['reason'])" "$OUT/retrain-cuda.json"
+python3 -m pipeline models list --model-dir /tmp/gpu-models
+python3 -m pytest -q -p no:cacheprovider tests/test_train.py tests/test_backprop.py tests/test_export.py tests/test_behaviour.py tests/test_registry.py 2>&1 | tail -n 8
