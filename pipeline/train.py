@@ -40,11 +40,19 @@ class TorchEngine:
         return torch.as_tensor(np.asarray(array, dtype=np.float32), device=self.device)
 
     def step(self, X, y):
+        """One update; returns the loss as a tensor, so a GPU is not synchronized every step."""
         self.optimizer.zero_grad()
         loss = self.loss_fn(self.model(X), y)
         loss.backward()
         self.optimizer.step()
-        return loss.item()
+        return loss.detach()
+
+    def index(self, order):
+        return torch.as_tensor(order, device=self.device)
+
+    @staticmethod
+    def value(loss):
+        return float(loss)
 
     @torch.no_grad()
     def loss(self, X, y):
@@ -76,6 +84,13 @@ class ManualEngine:
         loss, W_grads, b_grads = self.net.loss_and_gradients(X, y)
         self.optimizer.step([*W_grads, *b_grads])
         return loss
+
+    def index(self, order):
+        return order
+
+    @staticmethod
+    def value(loss):
+        return float(loss)
 
     def loss(self, X, y):
         return float(np.mean((self.net.predict(X) - y) ** 2))
@@ -167,14 +182,14 @@ def fit(train, validation, config, progress=None, initial=None):
     best_loss, best_state = float("inf"), None
     for epoch in range(1, config.epochs + 1):
         if batch == n:
-            epoch_loss = engine.step(X, y)
+            epoch_loss = engine.value(engine.step(X, y))
         else:
-            order = shuffle.permutation(n)
+            order = engine.index(shuffle.permutation(n))  # on the device, once per epoch
             total = 0.0
             for start in range(0, n, batch):
                 rows = order[start : start + batch]
-                total += engine.step(X[rows], y[rows]) * len(rows)
-            epoch_loss = total / n
+                total = total + engine.step(X[rows], y[rows]) * len(rows)
+            epoch_loss = engine.value(total) / n
         if not np.isfinite(epoch_loss):
             raise TrainingError(f"training diverged at epoch {epoch} (loss {epoch_loss}); try a smaller --lr")
         val_loss = engine.loss(X_val, y_val)
