@@ -9,9 +9,10 @@ from . import metrics
 from .auth import prediction_token_required
 from .errors import ApiError
 from pipeline.normalize import column_ranges
+from pipeline.schema import FEATURES
 
 from .inputs import check_domain, parse_json
-from .serving import current_bundle, holder
+from .serving import current_bundle
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
@@ -66,7 +67,7 @@ def model_metadata(name, version=None):
         platform="onnxruntime_onnx",
         inputs=[{"name": INPUT, "datatype": "FP32", "shape": [-1, 3]}],
         outputs=[{"name": name, "datatype": "FP32", "shape": [-1, 1]} for name in OUTPUTS],
-        parameters={"execution_provider": bundle.provider, "feature_order": list(bundle.card["schema"]["input"]["features"][i]["name"] for i in range(3))},
+        parameters={"execution_provider": bundle.provider, "feature_order": list(FEATURES)},
     )
 
 

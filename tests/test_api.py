@@ -202,3 +202,17 @@ def test_fast_path_counts_requests_and_leaves_errors_to_flask(client):
     assert count() == before + 1
     bad = post(client, "/v1/models/demand:predict", {**INSTANCE, "discount_fraction": "x"})
     assert bad.status_code == 400 and bad.get_json()["error"] == "discount_fraction must be a number, got the text 'x'"
+
+
+def test_the_service_never_imports_torch(published):
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    code = ("import sys; from service.app import create_app; "
+            f"app = create_app({{'MODEL_DIR': {str(published)!r}, 'WATCH': False}}); "
+            "app.test_client().post('/predict', json={'prev_week_sales': 1, 'discount_fraction': 2, 'weeks_to_next_holidays': 3}); "
+            "print('torch' in sys.modules, 'matplotlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False False"
