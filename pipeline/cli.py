@@ -302,7 +302,7 @@ def gradcheck(trials, seed, as_json):
 
 @main.group()
 def models():
-    """List and inspect published versions."""
+    """Inspect and manage published versions."""
 
 
 @models.command("list")
