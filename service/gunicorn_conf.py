@@ -21,6 +21,7 @@ keepalive = int(_env("DEMAND_KEEPALIVE") or 5)
 backlog = int(_env("DEMAND_BACKLOG") or 2048)
 preload_app = False
 control_socket_disable = True  # several services may share a host and a home folder
+reuse_port = True  # with service.worker: each worker also listens on its own socket, balanced by the kernel
 accesslog = _env("DEMAND_ACCESS_LOG") or None  # "-" for stdout
 errorlog = "-"
 loglevel = _env("DEMAND_LOG_LEVEL") or "info"
