@@ -115,14 +115,17 @@ def service_benchmarks(model_dir, folder, duration, connections):
         # Alternate the runs so both apps see the same machine state; on a small
         # shared VM throughput swings between runs, so the median of 3 is reported.
         runs = {"ceiling": [], "predict_one": [], "ceiling_batch": [], "predict_batch": []}
-        for _ in range(3):
+        for _ in range(5):
             runs["ceiling"].append(wrk(ceiling.url + "/predict", scripts["one"], duration, connections))
             runs["predict_one"].append(wrk(service.url + "/predict", scripts["one"], duration, connections))
+        for _ in range(3):
             runs["ceiling_batch"].append(wrk(ceiling.url + "/predict", scripts["batch"], duration, connections))
             runs["predict_batch"].append(wrk(service.url + "/predict", scripts["batch"], duration, connections))
         for name, measured in runs.items():
-            results[name] = sorted(measured, key=lambda r: r["rps"])[1]
+            results[name] = sorted(measured, key=lambda r: r["rps"])[len(measured) // 2]
             results[name]["all_rps"] = [round(r["rps"]) for r in measured]
+        # Each /predict run against the ceiling run just before it: the machine's speed drifts.
+        results["paired_ratios"] = [p["rps"] / c["rps"] for c, p in zip(runs["ceiling"], runs["predict_one"])]
         binary_runs = [wrk(service.url + "/v2/models/demand/infer", scripts["binary"], duration, 8) for _ in range(3)]
         results["v2_binary"] = sorted(binary_runs, key=lambda r: r["rps"])[1]
         results["v2_binary"]["all_rps"] = [round(r["rps"], 1) for r in binary_runs]
@@ -141,7 +144,7 @@ def machine():
 
 def report(training, comparison, service, args):
     s = service
-    ratio = s["predict_one"]["rps"] / s["ceiling"]["rps"]
+    ratio = statistics.median(s["paired_ratios"])
     batch_rows = s["predict_batch"]["rps"] * 1000
     binary_rows = s["v2_binary"]["rps"] * 100_000
 
@@ -172,7 +175,8 @@ def report(training, comparison, service, args):
         "|---|---|---|---|",
         f"| ceiling app, 1 row per request | {s['ceiling']['rps']:,.0f} req/s, p50 {s['ceiling']['p50_ms']:.2f} ms, p99 {s['ceiling']['p99_ms']:.2f} ms (runs: {s['ceiling']['all_rps']}) | | |",
         f"| `/predict`, 1 row per request | {s['predict_one']['rps']:,.0f} req/s, p50 {s['predict_one']['p50_ms']:.2f} ms, p99 {s['predict_one']['p99_ms']:.2f} ms "
-        f"({ratio:.0%} of the ceiling; runs: {s['predict_one']['all_rps']}) | >= 90% of ceiling | {verdict(ratio >= 0.9)} |",
+        f"(runs: {s['predict_one']['all_rps']}; against the ceiling run before each: "
+        f"{', '.join(f'{r:.0%}' for r in s['paired_ratios'])}, median {ratio:.0%}) | >= 90% of ceiling | {verdict(ratio >= 0.9)} |",
         f"| ceiling app, same 1000-row body | {s['ceiling_batch']['rps'] * 1000 / 1e6:.2f} M rows/s ({s['ceiling_batch']['rps']:,.0f} req/s; runs: {s['ceiling_batch']['all_rps']}) | | |",
         f"| `/predict`, 1000 rows per request (JSON) | {batch_rows / 1e6:.2f} M rows/s ({s['predict_batch']['rps']:,.0f} req/s, p99 {s['predict_batch']['p99_ms']:.1f} ms; runs: {s['predict_batch']['all_rps']}) "
         f"| >= 3 M rows/s | {verdict(batch_rows >= 3e6)} |",
@@ -183,6 +187,11 @@ def report(training, comparison, service, args):
         "",
         "Errors during the runs (non-2xx responses, socket errors): "
         + "; ".join(f"{k}: {v['non_2xx']}, {v['socket_errors'] or 'none'}" for k, v in s.items() if isinstance(v, dict)) + ".",
+        "",
+        "Single-row figures are medians of five alternated runs, the others of three. The JSON batch target is out of reach "
+        "on two cores with one JSON object per row: parsing 1000 objects (orjson), validating them and building 1000 "
+        "result objects costs about 0.8 ms of Python per request, which caps two workers near 2.5 M rows/s before the "
+        "load generator takes its share of the same cores.",
         "",
     ]
     return "\n".join(lines)

@@ -90,7 +90,7 @@ class MinMaxStats:
         X = np.asarray(X)
         low, high = self._raw_bounds
         mins, maxs = ranges if ranges is not None else column_ranges(X)
-        if np.all(mins >= low) and np.all(maxs <= high):
+        if (mins >= low).all() and (maxs <= high).all():
             return np.empty(0, dtype=np.intp), np.empty((0, X.shape[1]), dtype=bool)
         flags = (X < low) | (X > high)
         rows = np.flatnonzero(flags.any(axis=1))

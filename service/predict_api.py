@@ -37,7 +37,7 @@ def forecast_json(raw, bundle, max_rows):
             out["units_sold"].tolist(), out["units_sold_normalized"].tolist(),
             out["low"].tolist(), out["high"].tolist(), extrapolated)
     ]
-    metrics.ROWS.labels("json").inc(len(X))
+    metrics.ROWS_JSON.inc(len(X))
     if len(out["extrapolated_rows"]):
         metrics.EXTRAPOLATED.inc(len(out["extrapolated_rows"]))
     return orjson.dumps({"model_version": bundle.version, "interval_level": bundle.level, "predictions": predictions})

@@ -188,7 +188,7 @@ def infer(name, version=None):
     units, normalized = bundle.run(np.ascontiguousarray(X, dtype=np.float32))
     values = {"units_sold": units, "units_sold_normalized": normalized}
     rows = len(X)
-    metrics.ROWS.labels("v2").inc(rows)
+    metrics.ROWS_V2.inc(rows)
     outside, _ = bundle.stats.outside_training_range(X, ranges)
     if len(outside):
         metrics.EXTRAPOLATED.inc(len(outside))
