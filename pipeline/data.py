@@ -11,7 +11,6 @@ import numpy as np
 from .errors import DataError
 from .schema import FEATURES, SERIES_COLUMN, TARGET, TIME_COLUMN, domain_problem
 
-DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "demand.csv"
 SHOWN_ERRORS = 5
 
 

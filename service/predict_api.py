@@ -8,6 +8,7 @@ which cost more than the forecast itself for one row. Anything unusual, and
 every error, goes through Flask, so there is one error path.
 """
 import hmac
+import io
 
 import orjson
 from flask import Blueprint, Response, current_app, request
@@ -76,8 +77,6 @@ class PredictFastPath:
         try:
             body = forecast_json(raw, bundle, self.settings.max_rows)
         except ApiError:
-            import io
-
             environ["wsgi.input"] = io.BytesIO(raw)  # let Flask read it again and answer the error
             return self.wsgi_app(environ, start_response)
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
