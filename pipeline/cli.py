@@ -8,10 +8,13 @@ registry folder as DEMAND_MODEL_DIR.
 """
 import functools
 import json
+import math
 import sys
 from pathlib import Path
 
 import click
+
+from .presets import AUTO, BACKTEST_HORIZON as DEFAULT_HORIZON, BACKTEST_WINDOWS as DEFAULT_WINDOWS, MIN_NEW_WEEKS, PRESET_NAMES
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "demand.csv"
 
@@ -113,17 +116,21 @@ class Progress:
         self.bar = None
 
     def __call__(self, epoch, total, train_loss, val_loss):
+        if epoch == 1:
+            self.close()  # a new run (the refit after the selection) gets a bar of its own
         if epoch == 1 and sys.stderr.isatty():
             self.bar = click.progressbar(length=total, label="training", file=sys.stderr)
             self.bar.__enter__()
         if self.bar:
             self.bar.update(1)
         elif epoch == 1 or epoch % max(1, total // 10) == 0:
-            log(f"epoch {epoch}/{total}  train loss {train_loss:.6f}  validation loss {val_loss:.6f}")
+            watched = "" if math.isnan(val_loss) else f"  validation loss {val_loss:.6f}"
+            log(f"epoch {epoch}/{total}  train loss {train_loss:.6f}{watched}")
 
     def close(self):
         if self.bar:
             self.bar.__exit__(None, None, None)
+            self.bar = None
 
 
 def hidden_sizes(ctx, param, value):
@@ -159,49 +166,123 @@ def training_options(command):
     return command
 
 
+def preset_option(default):
+    return click.option(
+        "--preset", type=click.Choice(PRESET_NAMES), default=default, show_default=default is not None,
+        help="auto: try every candidate and keep the best on the validation window; chapter: the book's "
+             "3-10-5-1 sigmoid net and SGD schedule; or force one candidate.")
+
+
+def data_option(command_name):
+    return click.option("--data", "data_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DATA,
+                        show_default=True, envvar=f"DEMAND_{command_name.upper()}_DATA", help="The sales history (CSV).")
+
+
 @main.command()
-@click.option("--data", "data_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DATA,
-              show_default=True, envvar="DEMAND_TRAIN_DATA")
-@click.option("--preset", type=click.Choice(["default", "chapter"]), default="default", show_default=True,
-              help="chapter: the book's 3-10-5-1 sigmoid net and SGD schedule; default: the tuned one.")
+@data_option("train")
+@preset_option(AUTO)
 @training_options
+@click.option("--refit/--no-refit", default=True, show_default=True,
+              help="Publish the chosen settings retrained on every row, holdout included (--no-refit: the evaluated model).")
+@click.option("--backtest", "backtest_windows", type=click.IntRange(0), default=0, show_default=True,
+              help="Also run a rolling-origin backtest of this many windows and store it in the card.")
+@click.option("--horizon", type=click.IntRange(1), default=DEFAULT_HORIZON, show_default=True,
+              help="Weeks per backtest window.")
 @click.option("--promote", is_flag=True, help="Make the new version champion (the first one always is).")
 @click.option("--wait", type=click.FloatRange(0), default=0, help="Seconds to wait for the registry lock.")
 @model_dir_option
 @skip_option
 @json_option
 @friendly_errors
-def train(data_path, preset, promote, wait, model_dir, skip_bad_rows, as_json, **overrides):
-    """Train, evaluate, export and publish a model version."""
+def train(data_path, preset, refit, backtest_windows, horizon, promote, wait, model_dir, skip_bad_rows, as_json,
+          **overrides):
+    """Select, evaluate, refit, export and publish a model version."""
     import torch
 
-    from .data import load_csv, time_split
-    from .evaluate import evaluate
-    from .model import PRESETS
+    from .data import load_csv
     from .publish import publish
     from .registry import Registry
-    from .train import fit, predict_units
+    from .workflow import train_model
 
-    config = PRESETS[preset].with_overrides(**overrides)
     dataset = load_csv(data_path, skip_bad_rows, warn=log)
-    split = time_split(dataset)
-    log(f"data {data_path}: {len(dataset)} rows; train {len(split.train)}, validation {len(split.validation)}, holdout {len(split.holdout)}")
-    log(f"training {preset} preset: {config.describe()}")
+    report = None
+    if backtest_windows:
+        from .backtest import backtest, format_table
+
+        report = backtest(dataset, backtest_windows, horizon, preset, overrides, log)
+        log(format_table(report))
     progress = Progress()
     try:
-        result = fit(split.train, split.validation, config, progress)
+        trained = train_model(dataset, preset, overrides, refit, progress=progress, log=log)
     finally:
         progress.close()
-    log(f"trained on {result.device} ({result.config.engine} engine, torch {torch.__version__}) in {result.seconds:.1f}s: {result.stopped_because}")
-    evaluation = evaluate(split, lambda X: predict_units(result.mlp, result.stats, X), scale=config.transform)
-    version, card, crowned = publish(Registry(model_dir), result, dataset, split, evaluation, promote, wait)
+    split = trained.split
+    log(f"data {data_path}: {len(dataset)} rows; train {len(split.train)}, validation {len(split.validation)}, "
+        f"holdout {len(split.holdout)}")
+    published = trained.published
+    log(f"chose {trained.chosen}; trained on {published.device} ({published.config.engine} engine, torch "
+        f"{torch.__version__}) in {published.seconds:.1f}s: {published.stopped_because}")
+    version, card, crowned = publish(Registry(model_dir), trained, dataset, promote, wait, backtest=report)
     log(f"published {version} in {model_dir}{' as champion' if crowned else ''}")
     if as_json:
-        emit_json({"version": version, "champion": crowned, "device": result.device,
-                   "metrics": card["metrics"], "interval": card["interval"], "training": card["training"]})
+        emit_json({"version": version, "champion": crowned, "device": published.device,
+                   "selection": card["selection"], "trained_on": card["trained_on"],
+                   "evaluated_model": card["evaluated_model"], "data_findings": card["data_findings"],
+                   "metrics": card["metrics"], "interval": card["interval"], "training": card["training"],
+                   "backtest": report})
     else:
+        click.echo(format_candidates(card))
         click.echo(format_metrics(version, card))
         click.echo(f"champion: {'yes' if crowned else 'no (use --promote)'}")
+
+
+def format_candidates(card):
+    selection = card["selection"]
+    lines = [f"preset {selection['preset']}: validation WAPE of each candidate, weeks {selection['validation_weeks']}",
+             f"  {'candidate':<18}{'WAPE %':>9}{'epochs':>8}{'seconds':>9}"]
+    for c in selection["candidates"]:
+        mark = "*" if c["name"] == selection["chosen"] else " "
+        lines.append(f"{mark} {c['name']:<18}{c['validation_wape']:>9.2f}{c['kept_epoch']:>8}{c['seconds']:>9.1f}")
+    trained_on = card["trained_on"]
+    lines.append(f"* chosen; published model trained on {trained_on['rows']} rows, weeks {trained_on['weeks']}: "
+                 f"{trained_on['what']}")
+    found = {k: v for k, v in card["data_findings"].items() if v}
+    if found:
+        lines.append(f"data findings: {json.dumps(found)}")
+    return "\n".join(lines)
+
+
+@main.command()
+@data_option("backtest")
+@click.option("--windows", type=click.IntRange(1), default=DEFAULT_WINDOWS, show_default=True,
+              help="Origins at the end of the history.")
+@click.option("--horizon", type=click.IntRange(1), default=DEFAULT_HORIZON, show_default=True,
+              help="Weeks forecast from each origin.")
+@preset_option(AUTO)
+@training_options
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=Path("backtest.png"),
+              show_default=True, help="Where to draw the figures.")
+@skip_option
+@json_option
+@friendly_errors
+def backtest(data_path, windows, horizon, preset, plot, skip_bad_rows, as_json, **overrides):
+    """Rolling-origin backtest: train before each origin, forecast the weeks after it.
+
+    Reports WAPE, MASE, bias and interval coverage per window and on average,
+    one step ahead and recursively (forecasts fed back as prev_week_sales),
+    for the model and the baselines.
+    """
+    from .backtest import backtest as run, format_table, write_plot
+    from .data import load_csv
+
+    dataset = load_csv(data_path, skip_bad_rows, warn=log)
+    report = run(dataset, windows, horizon, preset, overrides, log)
+    write_plot(plot, report)
+    log(f"wrote {plot}")
+    if as_json:
+        emit_json(report)
+    else:
+        click.echo(format_table(report))
 
 
 def format_metrics(version, card):
@@ -222,7 +303,10 @@ def format_metrics(version, card):
                    "in several files are taken from the most recently modified file.")
 @click.option("--min-improvement", type=click.FloatRange(0), default=0.0, show_default=True,
               help="WAPE points by which the challenger must beat the champion.")
+@click.option("--min-new-weeks", type=click.IntRange(1), default=MIN_NEW_WEEKS, show_default=True,
+              help="Weeks after the champion's last training week needed to compare; fewer keep the champion.")
 @click.option("--keep-rejected", is_flag=True, help="Publish a rejected challenger as a (non-champion) version.")
+@preset_option(None)
 @training_options
 @click.option("--wait", type=click.FloatRange(0), default=0, show_default=True,
               help="Seconds to wait for another writer's registry lock before giving up.")
@@ -230,11 +314,15 @@ def format_metrics(version, card):
 @skip_option
 @json_option
 @friendly_errors
-def retrain(data_paths, min_improvement, keep_rejected, wait, model_dir, skip_bad_rows, as_json, **overrides):
-    """Train a challenger; promote it only if it beats the champion and the baselines.
+def retrain(data_paths, min_improvement, min_new_weeks, keep_rejected, preset, wait, model_dir, skip_bad_rows, as_json,
+            **overrides):
+    """Train a challenger; promote it only if it beats the champion and the baselines
+    on the weeks the champion never trained on.
 
-    Exit status 0 when the challenger was promoted or the champion kept; 1 for
-    errors (bad data, lock held by another writer, failed export checks).
+    Without --preset the challenger is made as the champion was: a new auto
+    selection, or the champion's own settings. Exit status 0 when the
+    challenger was promoted or the champion kept; 1 for errors (bad data, lock
+    held by another writer, failed export checks).
     """
     from .registry import Registry
     from .retrain import retrain as run
@@ -243,18 +331,19 @@ def retrain(data_paths, min_improvement, keep_rejected, wait, model_dir, skip_ba
     log(f"retraining from {', '.join(map(str, data_paths))} into {model_dir}")
     try:
         outcome = run(Registry(model_dir), data_paths, overrides, min_improvement, keep_rejected, wait,
-                      skip_bad_rows, warn=log, progress=progress)
+                      skip_bad_rows, warn=log, progress=progress, preset=preset, min_new_weeks=min_new_weeks, log=log)
     finally:
         progress.close()
     log(f"{outcome['decision']}: {outcome['reason']}")
     if as_json:
         emit_json(outcome)
         return
-    m = outcome["metrics"]
+    m = outcome["metrics"] or {}
     click.echo(f"{outcome['decision']}: {outcome['reason']}")
-    click.echo(f"  holdout weeks {outcome['holdout_weeks']}")
+    if m:
+        click.echo(f"  scored on weeks {outcome['holdout_weeks']} ({outcome['scored_on']})")
     for name in ("challenger", "champion", "naive", "linear"):
-        if m[name]:
+        if m.get(name):
             click.echo(f"  {name:<11} WAPE {m[name]['wape']:6.2f}%  MAE {m[name]['mae']:10.0f}")
     click.echo(f"  champion now: {outcome['champion_after']}")
 

@@ -155,28 +155,90 @@ def _reason(problem):
     return problem.split(", got")[0]
 
 
-def time_split(data, validation_fraction=0.15, holdout_fraction=0.2):
+# The fewest weeks (or rows, without a week column) a model trains on before
+# its validation and holdout windows: enough to fit and to select on.
+MIN_TRAIN_PERIODS = 8
+VALIDATION_FRACTION, HOLDOUT_FRACTION = 0.15, 0.2
+
+
+def _window_sizes(n, validation_fraction, holdout_fraction):
+    return max(1, int(round(n * validation_fraction))), max(1, int(round(n * holdout_fraction)))
+
+
+def min_periods(validation_fraction=VALIDATION_FRACTION, holdout_fraction=HOLDOUT_FRACTION):
+    """The fewest weeks time_split accepts."""
+    n = MIN_TRAIN_PERIODS
+    while n - sum(_window_sizes(n, validation_fraction, holdout_fraction)) < MIN_TRAIN_PERIODS:
+        n += 1
+    return n
+
+
+def periods(data):
+    """(sorted row order, distinct periods, period index of each sorted row): weeks, or rows in file order."""
+    if data.week is not None:
+        order = np.argsort(data.week, kind="stable")
+        distinct = np.unique(data.week)
+        return order, distinct, np.searchsorted(distinct, data.week[order])
+    order = np.arange(len(data))
+    return order, order, order
+
+
+def unit_name(data):
+    return "weeks" if data.week is not None else "rows"
+
+
+def time_split(data, validation_fraction=VALIDATION_FRACTION, holdout_fraction=HOLDOUT_FRACTION, holdout_from=None):
     """Split into train / validation / holdout, oldest first, never shuffled.
 
     With a week column whole weeks go to one part (every series of the latest
     weeks is held out together); without one, the row order is the time order.
+    `holdout_from` (a week) makes every week from it on the holdout instead of
+    the latest `holdout_fraction`.
     """
-    if data.week is not None:
-        order = np.argsort(data.week, kind="stable")
-        periods = np.unique(data.week)
-        period_of_row = np.searchsorted(periods, data.week[order])
-    else:
-        order = np.arange(len(data))
-        periods = order
-        period_of_row = order
-    n = len(periods)
-    n_holdout = max(1, int(round(n * holdout_fraction)))
-    n_validation = max(1, int(round(n * validation_fraction)))
+    order, distinct, period_of_row = periods(data)
+    n = len(distinct)
+    n_validation, n_holdout = _window_sizes(n, validation_fraction, holdout_fraction)
+    if holdout_from is not None:
+        n_holdout = int(np.sum(distinct >= np.datetime64(holdout_from, "D")))
     n_train = n - n_holdout - n_validation
-    if n_train < 2:
-        raise DataError(
-            f"{data.source.get('path', 'data')}: {n} {'weeks' if data.week is not None else 'rows'} "
-            "are too few to split into train, validation and holdout"
-        )
+    if n_train < MIN_TRAIN_PERIODS:
+        unit = unit_name(data)
+        if holdout_from is not None:
+            needed = f"{n_holdout + n_validation + MIN_TRAIN_PERIODS} {unit} are needed: {MIN_TRAIN_PERIODS} to train on, " \
+                     f"then {n_validation} to validate, before the {n_holdout} held out"
+        else:
+            needed = (f"{min_periods(validation_fraction, holdout_fraction)} {unit} are needed: {MIN_TRAIN_PERIODS} to "
+                      f"train on, then the latest {validation_fraction:.0%} to validate and {holdout_fraction:.0%} "
+                      "to hold out")
+        raise DataError(f"{data.source.get('path', 'data')}: {n} {unit} are too few to train, select and evaluate "
+                        f"a model: at least {needed}")
     parts = np.digitize(period_of_row, [n_train, n_train + n_validation])
     return Split(*(data.take(order[parts == p]) for p in range(3)))
+
+
+def concat(parts):
+    """One dataset from time-ordered parts of the same source (e.g. a split, whole again)."""
+    def joined(name):
+        values = [getattr(p, name) for p in parts]
+        return None if any(v is None for v in values) else np.concatenate(values)
+
+    return Dataset(np.concatenate([p.X for p in parts]), np.concatenate([p.y for p in parts]),
+                   joined("week"), joined("series"), parts[0].source)
+
+
+def rows_and_weeks(data):
+    """What a model trained on or was scored on: row count and first and last week."""
+    return {"rows": len(data), "weeks": data.date_range()}
+
+
+def findings(data):
+    """Things in the data worth knowing that are not errors: constant columns, series that never sell."""
+    columns = dict(zip((*FEATURES, TARGET), np.column_stack([data.X, data.y]).T))
+    found = {"constant_columns": [name for name, values in columns.items() if len(values) and np.ptp(values) == 0]}
+    if data.series is not None:
+        sold = {}
+        for name, units in zip(data.series.tolist(), data.y.tolist()):
+            sold[name] = sold.get(name, 0.0) + units
+        found["all_zero_series"] = sorted(name for name, total in sold.items() if total == 0)
+    found["all_zero_target"] = bool(len(data.y)) and not np.any(data.y)
+    return found

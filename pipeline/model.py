@@ -1,48 +1,11 @@
-"""The chapter's multilayer perceptron, and its hyperparameter presets."""
-from dataclasses import asdict, dataclass, replace
-
+"""The chapter's multilayer perceptron (its settings are in pipeline.presets)."""
 import torch
 from torch import nn
 
+from .presets import AUTO, CANDIDATES, PRESETS, TrainConfig  # noqa: F401  (re-exported)
+from .schema import FEATURES
+
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    hidden: tuple = (10, 5)
-    activation: str = "sigmoid"
-    optimizer: str = "sgd"
-    lr: float = 0.2
-    momentum: float = 0.9
-    epochs: int = 1000
-    batch_size: int = 0  # 0: the whole training set in every step
-    seed: int = 0
-    target_loss: float = 0.0  # stop once the training loss is at or below this (0: never)
-    patience: int = 0  # stop after this many epochs without a better validation loss (0: never)
-    device: str = "auto"
-    engine: str = "torch"
-    transform: str = "none"  # "log1p": fit on log(1 + value) of features and target
-
-    def with_overrides(self, **overrides):
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
-
-    def describe(self):
-        out = asdict(self)
-        out["hidden"] = list(self.hidden)
-        return out
-
-
-PRESETS = {
-    # The network and schedule of the chapter, unchanged: 3 -> 10 -> 5 -> 1,
-    # sigmoid, full-batch SGD, lr 0.2, momentum 0.9, 1000 iterations.
-    "chapter": TrainConfig(),
-    # Sales on the log scale, wider tanh layers, Adam in mini-batches, and the
-    # weights of the best validation epoch.
-    "default": TrainConfig(
-        hidden=(32, 32), activation="tanh", optimizer="adam", lr=0.003, momentum=0.0,
-        epochs=400, batch_size=64, patience=60, transform="log1p",
-    ),
-}
 
 
 class DemandMLP(nn.Module):
@@ -51,7 +14,7 @@ class DemandMLP(nn.Module):
     Works on min-max normalized features and target, as in the chapter.
     """
 
-    def __init__(self, hidden=(10, 5), activation="sigmoid", n_features=3):
+    def __init__(self, hidden=(10, 5), activation="sigmoid", n_features=len(FEATURES)):
         super().__init__()
         sizes = [n_features, *hidden, 1]
         layers = []

@@ -54,20 +54,24 @@ def io_schema():
     }
 
 
-def build_card(version, result, data, split, evaluation, export_info):
-    return {
+def build_card(version, trained, data, export_info, backtest=None):
+    result = trained.published
+    evaluation = trained.evaluation
+    card = {
         "version": version,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "created_by": f"{getpass.getuser()}@{socket.gethostname()}",
         "model": {
-            "architecture": f"3 -> {' -> '.join(str(h) for h in result.config.hidden)} -> 1",
+            "architecture": f"{len(FEATURES)} -> {' -> '.join(str(h) for h in result.config.hidden)} -> 1",
             "hidden": list(result.config.hidden),
             "activation": result.config.activation,
             "output": "linear",
         },
         "params": result.config.describe(),
         "training": result.describe(),
-        "data": {**data.source, "date_range": data.date_range(), "splits": split.describe()},
+        **trained.describe(),
+        "data": {**data.source, "date_range": data.date_range(), "splits": trained.split.describe()},
+        # Every figure comes from the evaluated model, on rows it never trained on.
         "metrics": {"holdout": evaluation["holdout"], "validation": evaluation["validation"]},
         "interval": evaluation["interval"],
         "export": export_info,
@@ -76,42 +80,50 @@ def build_card(version, result, data, split, evaluation, export_info):
         "schema": io_schema(),
         "target": TARGET,
     }
+    if backtest is not None:
+        card["backtest"] = backtest
+    return card
 
 
-def publish(registry: Registry, result, data, split, evaluation, promote=False, wait=0.0, reason="demand train"):
+def publish(registry: Registry, trained, data, promote=False, wait=0.0, reason="demand train", backtest=None):
     """Write a version (ONNX, statistics, card, report, weights) and maybe crown it.
 
     The first version becomes champion; later ones only with `promote`.
     Returns (version, card, became_champion). Nothing is published if any
     check fails.
     """
+    wape = trained.evaluation["holdout"]["model"]["wape"]
     with registry.lock(wait):
-        version, card = write_version(registry, result, data, split, evaluation)
+        version, card = write_version(registry, trained, data, backtest)
         previous = registry.champion()
         crowned = previous is None or promote
         if crowned:
-            registry.promote(version, "first model" if previous is None else "--promote", reason,
-                             holdout_wape=evaluation["holdout"]["model"]["wape"])
+            registry.promote(version, "first model" if previous is None else "--promote", reason, holdout_wape=wape)
         else:
             registry.append_history({"event": "publish", "version": version, "previous_champion": previous,
-                                     "reason": "published without --promote", "by": reason,
-                                     "holdout_wape": evaluation["holdout"]["model"]["wape"]})
+                                     "reason": "published without --promote", "by": reason, "holdout_wape": wape})
     return version, card, crowned
 
 
-def write_version(registry: Registry, result, data, split, evaluation):
-    """Build, check and commit a new version; the caller holds the registry lock."""
+def write_version(registry: Registry, trained, data, backtest=None):
+    """Build, check and commit a new version; the caller holds the registry lock.
+
+    The export checks (ONNX checker, ORT-vs-torch parity) run on the published
+    model; the report shows the evaluated one on the holdout it never saw.
+    """
     import torch
 
     from .report import write_report
     from .train import predict_units
 
+    result, evaluated, split = trained.published, trained.evaluated, trained.split
+    interval = trained.evaluation["interval"]
     version = registry.next_version()
     with registry.staging() as stage:
         export_info = export.export(
             stage / "model.onnx", result.mlp, result.stats, split.holdout.X,
-            {"version": version, "interval_half_width": evaluation["interval"]["half_width"],
-             "interval_scale": evaluation["interval"]["scale"], "interval_level": evaluation["interval"]["level"]},
+            {"version": version, "interval_half_width": interval["half_width"],
+             "interval_scale": interval["scale"], "interval_level": interval["level"]},
         )
         (stage / "normalization.json").write_text(json.dumps(result.stats.to_json(), indent=2) + "\n")
         torch.save(
@@ -119,9 +131,13 @@ def write_version(registry: Registry, result, data, split, evaluation):
              "normalization": result.stats.to_json()},
             stage / "model.pt",
         )
-        predicted = predict_units(result.mlp, result.stats, split.holdout.X)
-        write_report(stage / "report.png", version, result, split.holdout, predicted, evaluation)
-        card = build_card(version, result, data, split, evaluation, export_info)
+        predicted = predict_units(evaluated.mlp, evaluated.stats, split.holdout.X)
+        write_report(stage / "report.png", version, trained, predicted)
+        if backtest is not None:
+            from .backtest import write_plot
+
+            write_plot(stage / "backtest.png", backtest)
+        card = build_card(version, trained, data, export_info, backtest)
         (stage / "card.json").write_text(json.dumps(card, indent=2) + "\n")
         registry.commit(stage, version)
     return version, card

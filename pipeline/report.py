@@ -9,7 +9,9 @@ import numpy as np  # noqa: E402
 from .evaluate import interval_bounds  # noqa: E402
 
 
-def write_report(path, version, result, holdout, predicted, evaluation):
+def write_report(path, version, trained, predicted):
+    """`predicted`: the evaluated model's forecasts of the holdout, which it never trained on."""
+    evaluation, result, holdout = trained.evaluation, trained.evaluated, trained.split.holdout
     fig, (curves, scatter, residuals) = plt.subplots(1, 3, figsize=(17, 5.2))
     wape = evaluation["holdout"]["model"]["wape"]
     fig.suptitle(
@@ -19,9 +21,12 @@ def write_report(path, version, result, holdout, predicted, evaluation):
     )
 
     epochs = np.arange(1, len(result.train_loss) + 1)
-    curves.plot(epochs, result.train_loss, label="train")
+    curves.plot(epochs, result.train_loss, label=f"train ({trained.chosen})")
     curves.plot(epochs, result.validation_loss, label="validation")
     curves.axvline(result.kept_epoch, color="grey", linestyle=":", label=f"kept epoch {result.kept_epoch}")
+    if trained.refit:
+        refit = trained.published.train_loss
+        curves.plot(np.arange(1, len(refit) + 1), refit, label="refit on every row", alpha=0.7)
     curves.set_yscale("log")
     curves.set_title("Loss curves (MSE on the normalized scale)")
     curves.set_xlabel("epoch")

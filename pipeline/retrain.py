@@ -1,21 +1,29 @@
-"""Champion / challenger retraining.
+"""Champion / challenger retraining, scored only on weeks the champion never saw.
 
-A challenger is trained with the champion's settings on the new data; both are
-scored on the same latest holdout; the challenger is promoted only when it
-beats the champion by the required margin and beats the naive and linear
-baselines. Every decision, with both sets of figures, goes to history.jsonl.
-The registry lock is held from start to finish, so two retrains never
-interleave and the champion cannot change under a decision.
+The champion's card says the last week it trained on. Only the weeks after it
+can compare the two honestly, so they are the challenger's holdout too: the
+challenger is selected and evaluated on the weeks before them, scored beside
+the champion on them, and promoted only when it beats the champion by the
+required margin and beats the naive and linear baselines there. What is
+published is the challenger refit on every row. With fewer new weeks than
+`min_new_weeks` nothing is trained and the champion stays. Every decision,
+with its figures, goes to history.jsonl. The registry lock is held from start
+to finish, so two retrains never interleave and the champion cannot change
+under a decision.
 """
 from dataclasses import fields
 
+import numpy as np
+
 from .bundle import Bundle
 from .data import time_split
-from .evaluate import beats_baselines, evaluate, metrics, naive_scale
-from .model import PRESETS, TrainConfig
+from .evaluate import beats_baselines, metrics, naive_scale
+from .presets import AUTO, MIN_NEW_WEEKS, TrainConfig
 from .publish import write_version
 from .registry import Registry
 from .sources import load_sources
+
+
 
 
 def champion_config(card):
@@ -25,6 +33,28 @@ def champion_config(card):
     if "hidden" in params:
         params["hidden"] = tuple(params["hidden"])
     return TrainConfig(**params)
+
+
+def challenger_preset(card, preset):
+    """What the challenger tries: `preset` when given, else what made the champion.
+
+    A champion chosen by `auto` gets a new selection (the data may favour
+    another candidate now); any other champion's exact settings are reused.
+    """
+    if preset or card is None:
+        return preset or AUTO
+    if card.get("selection", {}).get("preset") == AUTO:
+        return AUTO
+    return champion_config(card)
+
+
+def last_trained_week(card):
+    """The last week `card`'s model trained on, or None when its data had no week column."""
+    if "trained_on" in card:
+        weeks = card["trained_on"].get("weeks")
+    else:  # a version from before refits: count every week it saw, validation and holdout too
+        weeks = card["data"].get("date_range")
+    return weeks[1] if weeks else None
 
 
 def decide(challenger_wape, champion_wape, min_improvement, holdout):
@@ -41,19 +71,44 @@ def decide(challenger_wape, champion_wape, min_improvement, holdout):
                    f"by the required {min_improvement:g} points")
 
 
+def unseen_weeks(card, data, min_new_weeks):
+    """(first week the champion never trained on, None) or (None, why the gate cannot run)."""
+    cutoff = last_trained_week(card)
+    if cutoff is None:
+        return None, "the champion's card names no training weeks, so weeks it never saw cannot be told apart"
+    if data.week is None:
+        return None, "the data has no week column, so weeks the champion never saw cannot be told apart"
+    new = np.unique(data.week[data.week > np.datetime64(cutoff, "D")])
+    if len(new) < min_new_weeks:
+        return None, (f"only {len(new)} week(s) of the data come after the champion's last training week "
+                      f"{cutoff}; at least {min_new_weeks} are needed to compare on weeks it never saw")
+    return str(new[0]), None
+
+
 def retrain(registry: Registry, paths, overrides=None, min_improvement=0.0, keep_rejected=False, wait=0.0,
-            skip_bad_rows=False, warn=None, progress=None, by="demand retrain"):
-    from .train import fit, predict_units
+            skip_bad_rows=False, warn=None, progress=None, by="demand retrain", preset=None,
+            min_new_weeks=MIN_NEW_WEEKS, log=None):
+    from .workflow import train_model
 
     with registry.lock(wait):
         champion = registry.champion()
-        base = champion_config(registry.card(champion)) if champion else PRESETS["default"]
-        config = base.with_overrides(**(overrides or {}))
+        card = registry.card(champion) if champion else None
         data = load_sources(paths, skip_bad_rows, warn)
-        split = time_split(data)
-        result = fit(split.train, split.validation, config, progress)
-        evaluation = evaluate(split, lambda X: predict_units(result.mlp, result.stats, X), scale=config.transform)
-        holdout = evaluation["holdout"]
+        outcome = {"champion_before": champion, "challenger_version": None,
+                   "data": {"files": data.source.get("files", [data.source]), "rows": len(data),
+                            "replaced_duplicates": data.source.get("replaced_duplicates", 0)}}
+        holdout_from = None
+        if champion:
+            holdout_from, why_not = unseen_weeks(card, data, min_new_weeks)
+            if why_not:
+                registry.append_history({"event": "skip", "version": None, "champion": champion,
+                                         "reason": why_not, "by": by})
+                return {**outcome, "decision": "kept", "reason": why_not, "champion_after": champion,
+                        "metrics": None, "holdout_weeks": None}
+        split = time_split(data, holdout_from=holdout_from)
+        trained = train_model(data, challenger_preset(card, preset), overrides, split=split,
+                              progress=progress, log=log)
+        holdout = trained.evaluation["holdout"]
 
         champion_metrics = None
         if champion:
@@ -65,7 +120,7 @@ def retrain(registry: Registry, paths, overrides=None, min_improvement=0.0, keep
 
         version = None
         if promote or keep_rejected:
-            version, _ = write_version(registry, result, data, split, evaluation)
+            version, _ = write_version(registry, trained, data)
         figures = {"challenger": holdout["model"], "champion": champion_metrics,
                    "naive": holdout["naive"], "linear": holdout["linear"]}
         if promote:
@@ -73,17 +128,18 @@ def retrain(registry: Registry, paths, overrides=None, min_improvement=0.0, keep
         else:
             registry.append_history({"event": "reject", "version": version, "champion": champion,
                                      "reason": reason, "by": by, "kept": version is not None, "metrics": figures})
+        published = trained.published
         return {
+            **outcome,
             "decision": "promoted" if promote else "rejected",
             "reason": reason,
             "challenger_version": version,
-            "champion_before": champion,
             "champion_after": registry.champion(),
             "metrics": figures,
             "holdout_weeks": split.holdout.date_range(),
-            "data": {"files": data.source.get("files", [data.source]), "rows": len(data),
-                     "replaced_duplicates": data.source.get("replaced_duplicates", 0)},
-            "params": config.describe(),
-            "device": result.device,
-            "training_seconds": round(result.seconds, 3),
+            "scored_on": "weeks after the champion's last training week" if champion else "the latest weeks",
+            "selection": {"preset": trained.preset, "chosen": trained.chosen},
+            "params": published.config.describe(),
+            "device": published.device,
+            "training_seconds": round(published.seconds, 3),
         }

@@ -27,6 +27,19 @@ def small_csv(tmp_path_factory):
     return path
 
 
+NEW_WEEKS = 13  # what small_history_csv leaves out of small_csv
+
+
+@pytest.fixture(scope="session")
+def small_history_csv(tmp_path_factory):
+    """small_csv without its last NEW_WEEKS weeks: what a champion knew before new weeks arrived."""
+    path = tmp_path_factory.mktemp("data") / "history.csv"
+    rows = generate(GeneratorConfig(seed=3, series=3, weeks=60))
+    last_weeks = sorted({r["week"] for r in rows})[-NEW_WEEKS:]
+    write_csv([r for r in rows if r["week"] not in last_weeks], path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def small_split(small_csv):
     return time_split(load_csv(small_csv))
@@ -43,7 +56,7 @@ def default_model(default_split):
     from pipeline.model import PRESETS
     from pipeline.train import fit
 
-    return fit(default_split.train, default_split.validation, PRESETS["default"].with_overrides(device="cpu"))
+    return fit(default_split.train, default_split.validation, PRESETS["log-large-batch"].with_overrides(device="cpu"))
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ def test_train_json_on_stdout_progress_on_stderr(runner, small_csv, model_dir):
     document = json.loads(result.stdout)
     assert document["version"] == "v1" and document["champion"] is True and document["device"] == "cpu"
     assert document["metrics"]["holdout"]["model"]["wape"] > 0
-    assert "epoch 1/30" in result.stderr and "published v1" in result.stderr
+    assert "candidate log-large-batch" in result.stderr and "epoch 1/" in result.stderr and "published v1" in result.stderr
 
 
 def test_train_options_reach_the_model_and_the_env_sets_the_registry(runner, small_csv, tmp_path, monkeypatch):

@@ -74,7 +74,12 @@ def test_compose_commands_train_serve_retrain_promote(tmp_path):
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     data = tmp_path / "data"
     data.mkdir()
-    shutil.copy(ROOT / "data" / "demand.csv", data / "demand.csv")
+    # The first model learns from all but the last 13 weeks; they arrive before the retrain,
+    # which compares champion and challenger on them alone.
+    lines = (ROOT / "data" / "demand.csv").read_text().splitlines(keepends=True)
+    week = lines[0].rstrip().split(",").index("week")
+    last_weeks = sorted({line.split(",")[week] for line in lines[1:]})[-13:]
+    (data / "demand.csv").write_text("".join(l for l in lines if l.split(",")[week] not in last_weeks))
     port = free_port()
     paths = {"DEMAND_MODEL_DIR": str(tmp_path / "models"), "DEMAND_TRAIN_DATA": str(data / "demand.csv"),
              "DEMAND_RETRAIN_DATA": str(data), "DEMAND_HOST": "127.0.0.1", "DEMAND_PORT": str(port),
@@ -85,6 +90,7 @@ def test_compose_commands_train_serve_retrain_promote(tmp_path):
     assert argv == ["demand", "train"]
     trained = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert trained.returncode == 0, trained.stderr
+    shutil.copy(ROOT / "data" / "demand.csv", data / "demand.csv")  # the new weeks arrive
 
     # api
     argv, env = service_process(compose, "api", paths)

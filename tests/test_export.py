@@ -14,7 +14,7 @@ from pipeline.train import fit
 from .conftest import FAST
 
 
-@pytest.fixture(scope="module", params=["chapter", "default"])
+@pytest.fixture(scope="module", params=["chapter", "log-large-batch"])
 def trained(request, small_split):
     return fit(small_split.train, small_split.validation, PRESETS[request.param].with_overrides(device="cpu", **FAST))
 

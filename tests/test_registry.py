@@ -19,7 +19,7 @@ from .conftest import FAST
 def trained(small_csv):
     data = load_csv(small_csv)
     split = time_split(data)
-    result = fit(split.train, split.validation, PRESETS["default"].with_overrides(device="cpu", **FAST))
+    result = fit(split.train, split.validation, PRESETS["log-large-batch"].with_overrides(device="cpu", **FAST))
     evaluation = evaluate(split, lambda X: predict_units(result.mlp, result.stats, X), scale="log1p")
     return result, data, split, evaluation
 

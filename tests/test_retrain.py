@@ -14,7 +14,7 @@ from pipeline.generate import GeneratorConfig, generate, write_csv
 from pipeline.registry import Registry
 from pipeline.retrain import decide
 
-from .conftest import ROOT
+from .conftest import NEW_WEEKS, ROOT
 
 
 def demand(*args, env=None, **kwargs):
@@ -28,10 +28,20 @@ def invoke(runner, *args):
 
 
 @pytest.fixture
-def weak_champion(tmp_path, small_csv, runner):
-    """A registry whose champion trained for 3 epochs only: easy to beat."""
+def weak_champion(tmp_path, small_history_csv, runner):
+    """A registry whose champion trained on all but the last 13 weeks, for 3 epochs only: easy to beat."""
     root = tmp_path / "models"
-    result = invoke(runner, "train", "--data", str(small_csv), "--model-dir", str(root), "--epochs", "3", "--patience", "0")
+    result = invoke(runner, "train", "--data", str(small_history_csv), "--model-dir", str(root),
+                    "--preset", "log-large-batch", "--epochs", "3", "--patience", "0")
+    assert result.exit_code == 0, result.output
+    return root
+
+
+@pytest.fixture
+def good_champion(tmp_path, small_history_csv, runner):
+    """A fully trained champion that knows all but the last 13 weeks."""
+    root = tmp_path / "models"
+    result = invoke(runner, "train", "--data", str(small_history_csv), "--model-dir", str(root), "--preset", "log-large-batch")
     assert result.exit_code == 0, result.output
     return root
 
@@ -60,23 +70,56 @@ def test_better_challenger_is_promoted_with_both_figures_recorded(weak_champion,
     assert event["metrics"]["champion"]["wape"] == outcome["metrics"]["champion"]["wape"]
     # The challenger kept the champion's settings except what was overridden.
     assert registry.card("v2")["params"]["hidden"] == registry.card("v1")["params"]["hidden"]
-    assert registry.card("v2")["params"]["epochs"] == 150
+    assert registry.card("v2")["selection"]["preset"] == "custom"
+    # The published challenger was refit on every row, the new weeks included.
+    assert registry.card("v2")["trained_on"]["weeks"][1] == outcome["holdout_weeks"][1]
 
 
-def test_worse_challenger_is_rejected_and_kept_only_when_asked(weak_champion, small_csv, runner):
-    assert invoke(runner, "retrain", "--data", str(small_csv), "--model-dir", str(weak_champion), "--epochs", "150").exit_code == 0
+def test_the_gate_scores_both_models_only_on_weeks_the_champion_never_trained_on(weak_champion, small_csv, runner):
     registry = Registry(weak_champion)
-    assert registry.champion() == "v2"
-    rejected = invoke(runner, "retrain", "--data", str(small_csv), "--model-dir", str(weak_champion), "--epochs", "2", "--json")
+    champion_last_week = registry.card("v1")["trained_on"]["weeks"][1]
+    result = invoke(runner, "retrain", "--data", str(small_csv), "--model-dir", str(weak_champion), "--epochs", "150",
+                    "--keep-rejected", "--json")
+    assert result.exit_code == 0, result.output
+    outcome = json.loads(result.stdout)
+    first, last = outcome["holdout_weeks"]
+    assert first > champion_last_week
+    # Exactly the 13 new weeks of the 3 series, for every model compared.
+    for name in ("challenger", "champion", "naive", "linear"):
+        assert outcome["metrics"][name]["rows"] == NEW_WEEKS * 3
+    # The challenger's figures come from a model that never saw those weeks either.
+    evaluated = registry.card(outcome["challenger_version"])["evaluated_model"]
+    assert evaluated["trained_on"]["weeks"][1] < first and evaluated["validated_on"]["weeks"][1] < first
+    assert evaluated["scored_on"]["weeks"] == [first, last]
+
+
+def test_too_few_new_weeks_keep_the_champion_and_say_why(good_champion, small_history_csv, small_csv, runner):
+    registry = Registry(good_champion)
+    same = invoke(runner, "retrain", "--data", str(small_history_csv), "--model-dir", str(good_champion), "--json")
+    assert same.exit_code == 0, same.output
+    outcome = json.loads(same.stdout)
+    assert outcome["decision"] == "kept" and outcome["champion_after"] == "v1" and outcome["challenger_version"] is None
+    assert "only 0 week(s)" in outcome["reason"] and "at least 4" in outcome["reason"]
+    event = registry.history()[-1]
+    assert event["event"] == "skip" and event["reason"] == outcome["reason"]
+    fewer = invoke(runner, "retrain", "--data", str(small_csv), "--model-dir", str(good_champion),
+                   "--min-new-weeks", str(NEW_WEEKS + 1), "--json")
+    assert json.loads(fewer.stdout)["decision"] == "kept" and f"only {NEW_WEEKS} week(s)" in fewer.stdout
+    assert registry.versions() == ["v1"]
+
+
+def test_worse_challenger_is_rejected_and_kept_only_when_asked(good_champion, small_csv, runner):
+    registry = Registry(good_champion)
+    rejected = invoke(runner, "retrain", "--data", str(small_csv), "--model-dir", str(good_champion), "--epochs", "2", "--json")
     assert rejected.exit_code == 0, rejected.output
     outcome = json.loads(rejected.stdout)
     assert outcome["decision"] == "rejected" and outcome["challenger_version"] is None
-    assert registry.versions() == ["v1", "v2"] and registry.champion() == "v2"
+    assert registry.versions() == ["v1"] and registry.champion() == "v1"
     assert registry.history()[-1]["event"] == "reject" and registry.history()[-1]["kept"] is False
-    kept = invoke(runner, "retrain", "--data", str(small_csv), "--model-dir", str(weak_champion), "--epochs", "2", "--keep-rejected", "--json")
-    assert json.loads(kept.stdout)["challenger_version"] == "v3"
-    assert registry.champion() == "v2" and registry.versions() == ["v1", "v2", "v3"]
-    margin = invoke(runner, "retrain", "--data", str(small_csv), "--model-dir", str(weak_champion), "--epochs", "150",
+    kept = invoke(runner, "retrain", "--data", str(small_csv), "--model-dir", str(good_champion), "--epochs", "2", "--keep-rejected", "--json")
+    assert json.loads(kept.stdout)["challenger_version"] == "v2"
+    assert registry.champion() == "v1" and registry.versions() == ["v1", "v2"]
+    margin = invoke(runner, "retrain", "--data", str(small_csv), "--model-dir", str(good_champion),
                     "--min-improvement", "50", "--json")
     assert json.loads(margin.stdout)["decision"] == "rejected"
 

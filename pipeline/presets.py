@@ -1,0 +1,76 @@
+"""Training settings (the chapter's, the candidates of `--preset auto`) and evaluation settings.
+
+Plain data with no torch, so the command line can show every default
+instantly; pipeline.model builds the network from them.
+"""
+from dataclasses import asdict, dataclass, replace
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    hidden: tuple = (10, 5)
+    activation: str = "sigmoid"
+    optimizer: str = "sgd"
+    lr: float = 0.2
+    momentum: float = 0.9
+    epochs: int = 1000
+    batch_size: int = 0  # 0: the whole training set in every step
+    # With a batch size, at most this many steps per epoch (0: no cap): the
+    # batch grows with the data instead, so an epoch costs about the same
+    # number of optimizer steps on a thousand rows as on a million.
+    max_steps_per_epoch: int = 0
+    seed: int = 0
+    target_loss: float = 0.0  # stop once the training loss is at or below this (0: never)
+    patience: int = 0  # stop after this many epochs without a better validation loss (0: never)
+    device: str = "auto"
+    engine: str = "torch"
+    transform: str = "none"  # "log1p": fit on log(1 + value) of features and target
+
+    def with_overrides(self, **overrides):
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def describe(self):
+        out = asdict(self)
+        out["hidden"] = list(self.hidden)
+        return out
+
+
+    def batch_rows(self, n):
+        """Rows per optimizer step for a training set of `n` rows."""
+        if not 0 < self.batch_size < n:
+            return n
+        if self.max_steps_per_epoch:
+            return min(n, max(self.batch_size, -(-n // self.max_steps_per_epoch)))
+        return self.batch_size
+
+
+CHAPTER = TrainConfig()  # 3 -> 10 -> 5 -> 1, sigmoid, full-batch SGD lr 0.2 momentum 0.9, 1000 iterations
+
+# The candidates of `--preset auto`, fixed in code and each a preset of its
+# own: the scale the network learns on (raw units, or log(1 + value), where a
+# discount's lift is a percentage whatever the store's size), two network
+# sizes, and full-batch against mini-batch Adam. All keep the weights of their
+# best validation epoch. No single one wins on every data set, so `auto`
+# scores each on the validation window and keeps the best.
+_SCHEDULES = {
+    "full": dict(optimizer="adam", lr=0.01, momentum=0.0, epochs=1500, batch_size=0, patience=150),
+    "batch": dict(optimizer="adam", lr=0.003, momentum=0.0, epochs=200, batch_size=64, max_steps_per_epoch=16,
+                  patience=40),
+}
+_SIZES = {"small": (16, 16), "large": (64, 64)}
+_SCALES = {"raw": "none", "log": "log1p"}
+CANDIDATES = {
+    f"{scale}-{size}-{schedule}": TrainConfig(hidden=hidden, activation="tanh", transform=transform, **settings)
+    for scale, transform in _SCALES.items()
+    for size, hidden in _SIZES.items()
+    for schedule, settings in _SCHEDULES.items()
+}
+AUTO = "auto"
+PRESETS = {"chapter": CHAPTER, **CANDIDATES}
+PRESET_NAMES = (AUTO, *PRESETS)
+
+# The rolling-origin backtest: origins at the end of the history, and weeks forecast from each.
+BACKTEST_WINDOWS, BACKTEST_HORIZON = 4, 4
+# The retraining gate compares champion and challenger only on weeks after the
+# champion's last training week, and only when there are at least this many.
+MIN_NEW_WEEKS = 4

@@ -1,0 +1,91 @@
+"""Rolling-origin backtest: windows, recursion, baselines, output."""
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.backtest import backtest, chains, recursive, windows_of
+from pipeline.cli import main
+from pipeline.data import Dataset, load_csv
+from pipeline.registry import Registry
+
+from .conftest import FAST
+
+QUICK = dict(device="cpu", **FAST)
+
+
+@pytest.fixture(scope="module")
+def report(small_csv):
+    return backtest(load_csv(small_csv), windows=3, horizon=4, preset="log-large-batch", overrides=QUICK)
+
+
+def test_no_window_model_saw_its_own_window(report, small_csv):
+    data = load_csv(small_csv)
+    weeks = np.unique(data.week)
+    assert len(report["folds"]) == 3
+    for fold, later in zip(report["folds"], report["folds"][1:] + [None]):
+        first, last = fold["forecast"]["weeks"]
+        assert fold["trained_on"]["weeks"][1] < first  # asserted by dates
+        assert np.datetime64(fold["trained_on"]["weeks"][1]) == weeks[np.searchsorted(weeks, np.datetime64(first)) - 1]
+        assert fold["forecast"]["rows"] == 4 * 3  # 4 weeks of 3 series
+        if later:
+            assert later["forecast"]["weeks"][0] > last  # windows follow each other without overlap
+    assert report["folds"][-1]["forecast"]["weeks"][1] == data.date_range()[1]
+
+
+def test_every_method_is_scored_one_step_and_recursively(report):
+    for fold in report["folds"]:
+        for kind in ("one_step", "recursive"):
+            assert set(fold[kind]) == {"model", "naive", "linear", "gradient_boosting"}
+            for scores in fold[kind].values():
+                assert {"wape", "mase", "bias"} <= set(scores)
+            assert 0 <= fold[kind]["model"]["coverage"] <= 1
+        recursive_steps, one_steps = fold["recursive"]["model"]["wape_by_step"], fold["one_step"]["model"]["wape_by_step"]
+        assert len(recursive_steps) == len(one_steps) == 4
+        # Step 1 of the recursion is a one-step forecast; later steps feed forecasts back.
+        assert recursive_steps[0] == pytest.approx(one_steps[0])
+        assert recursive_steps[1:] != pytest.approx(one_steps[1:])
+    average = report["average"]["one_step"]["model"]["wape"]
+    assert average == pytest.approx(np.mean([f["one_step"]["model"]["wape"] for f in report["folds"]]))
+
+
+def test_recursion_feeds_each_series_its_own_forecast():
+    # Two series, three weeks; the "model" adds 10 to prev_week_sales.
+    week = np.array(["2024-01-01", "2024-01-01", "2024-01-08", "2024-01-08", "2024-01-15", "2024-01-15"], dtype="datetime64[D]")
+    series = np.array(["a", "b", "a", "b", "a", "b"])
+    X = np.array([[100, 0, 3], [500, 0, 3], [999, 0, 2], [999, 0, 2], [999, 0, 1], [999, 0, 1]], dtype=float)
+    future = Dataset(X, np.zeros(6), week, series)
+    grid = chains(future)
+    forecast = recursive(lambda rows: rows[:, 0] + 10, future, grid)
+    np.testing.assert_array_equal(forecast, [110, 510, 120, 520, 130, 530])
+    naive = recursive(lambda rows: rows[:, 0], future, grid)
+    np.testing.assert_array_equal(naive, [100, 500, 100, 500, 100, 500])  # persistence stays flat
+
+
+def test_a_backtest_needs_enough_weeks_before_the_first_origin(small_csv):
+    data = load_csv(small_csv)  # 60 weeks
+    assert len(windows_of(data, 4, 12)) == 4
+    with pytest.raises(Exception, match="at least 72 weeks"):
+        windows_of(data, 5, 12)
+
+
+def test_backtest_command_prints_a_table_json_and_a_plot(runner, small_csv, tmp_path):
+    plot = tmp_path / "bt.png"
+    args = ["backtest", "--data", str(small_csv), "--windows", "2", "--horizon", "3", "--preset", "log-small-full",
+            "--epochs", "40", "--plot", str(plot)]
+    table = runner.invoke(main, args)
+    assert table.exit_code == 0, table.output
+    assert "average" in table.stdout and "gradient_boosting" in table.stdout and "coverage" in table.stdout
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    document = json.loads(runner.invoke(main, [*args, "--json"]).stdout)
+    assert document["windows"] == 2 and document["horizon"] == 3 and len(document["folds"]) == 2
+
+
+def test_train_can_store_a_backtest_in_the_card(runner, small_csv, model_dir):
+    result = runner.invoke(main, ["train", "--data", str(small_csv), "--model-dir", str(model_dir), "--preset",
+                                  "log-small-full", "--epochs", "40", "--backtest", "2", "--horizon", "3"])
+    assert result.exit_code == 0, result.output
+    registry = Registry(model_dir)
+    card = registry.card("v1")
+    assert len(card["backtest"]["folds"]) == 2
+    assert (registry.path("v1") / "backtest.png").stat().st_size > 0
