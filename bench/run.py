@@ -36,13 +36,28 @@ def ensure_wrk():
         subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, capture_output=True)
 
 
+def timed_train(model_dir, *args):
+    started = time.perf_counter()
+    subprocess.run([*DEMAND, "train", "--model-dir", str(model_dir), "--promote", "--device", "cpu", *args],
+                   check=True, capture_output=True, cwd=ROOT)
+    return time.perf_counter() - started
+
+
 def time_training(model_dir, runs=3):
-    seconds = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        subprocess.run([*DEMAND, "train", "--model-dir", str(model_dir), "--promote"], check=True, capture_output=True, cwd=ROOT)
-        seconds.append(time.perf_counter() - started)
-    return seconds
+    return [timed_train(model_dir) for _ in range(runs)]
+
+
+def time_training_by_rows(folder, factors=(10, 100)):
+    """{rows: seconds} of one `demand train` on the generator's data at 10x and 100x the embedded stores."""
+    out = {}
+    for factor in factors:
+        data = folder / f"x{factor}.csv"
+        subprocess.run([*DEMAND, "data", "generate", "--series", str(6 * factor), "--output", str(data)],
+                       check=True, capture_output=True, cwd=ROOT)
+        rows = sum(1 for _ in data.open()) - 1
+        print(f"timing demand train on {rows} rows...", file=sys.stderr)
+        out[rows] = timed_train(folder / f"models-x{factor}", "--data", str(data))
+    return out
 
 
 def lua_script(folder, name, body, headers):
@@ -142,7 +157,7 @@ def machine():
     return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
 
 
-def report(training, comparison, service, args):
+def report(training, by_rows, comparison, service, args):
     s = service
     ratio = statistics.median(s["paired_ratios"])
     batch_rows = s["predict_batch"]["rps"] * 1000
@@ -161,11 +176,23 @@ def report(training, comparison, service, args):
         "",
         "## Training",
         "",
-        f"`demand train` on the embedded data (default preset, CPU), whole command wall time over {len(training)} runs: "
+        f"`demand train` on the embedded data (936 rows; `--preset auto`: 8 candidates, the mean of the best 3 "
+        f"refit on every row, export and report; CPU), whole command wall time over {len(training)} runs: "
         f"median {statistics.median(training):.1f} s (runs: {', '.join(f'{t:.1f}' for t in training)}). Target <= 15 s: "
         f"{verdict(max(training) <= 15)}.",
         "",
-        "## Model quality (holdout WAPE %, lower is better)",
+        "The same command on more rows (`demand data generate --series N`, one run each; linear growth from the "
+        "embedded data's median would be the last column):",
+        "",
+        "| rows | seconds | rows x embedded | seconds if linear |",
+        "|---|---|---|---|",
+        *[f"| {rows:,} | {seconds:.1f} | {rows / 936:.0f}x | {statistics.median(training) * rows / 936:.0f} |"
+          for rows, seconds in by_rows.items()],
+        "",
+        "## Model quality on data it was not tuned on",
+        "",
+        "WAPE % (lower is better) on the 13 weeks that follow each history; every method learns from the history "
+        "only (`python bench/compare_models.py`):",
         "",
         comparison,
         "",
@@ -211,11 +238,12 @@ def main():
         model_dir = folder / "models"
         print("timing demand train...", file=sys.stderr)
         training = time_training(model_dir)
+        by_rows = time_training_by_rows(folder)
         print("comparing presets and baselines...", file=sys.stderr)
         comparison = compare()
         print("loading the service...", file=sys.stderr)
         service = service_benchmarks(model_dir, folder, args.duration, args.connections)
-    text = report(training, comparison, service, args)
+    text = report(training, by_rows, comparison, service, args)
     print(text)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -126,6 +126,7 @@ def backtest(data, windows=DEFAULT_WINDOWS, horizon=DEFAULT_HORIZON, preset="aut
             "trained_on": trained_on,
             "forecast": rows_and_weeks(future),
             "chosen": trained.chosen,
+            "validation_wape": {c.name: c.validation["wape"] for c in trained.candidates},
             "one_step": score(future.y, one_step, scale, grid, interval),
             "recursive": None,
         }

@@ -241,11 +241,12 @@ def format_candidates(card):
     lines = [f"preset {selection['preset']}: validation WAPE of each candidate, weeks {selection['validation_weeks']}",
              f"  {'candidate':<18}{'WAPE %':>9}{'epochs':>8}{'seconds':>9}"]
     for c in selection["candidates"]:
-        mark = "*" if c["name"] == selection["chosen"] else " "
+        mark = "*" if c["name"] in selection["members"] else " "
         lines.append(f"{mark} {c['name']:<18}{c['validation_wape']:>9.2f}{c['kept_epoch']:>8}{c['seconds']:>9.1f}")
     trained_on = card["trained_on"]
-    lines.append(f"* chosen; published model trained on {trained_on['rows']} rows, weeks {trained_on['weeks']}: "
-                 f"{trained_on['what']}")
+    lines.append(f"* in the model ({selection['chosen']}): validation WAPE "
+                 f"{card['metrics']['validation']['model']['wape']:.2f}%")
+    lines.append(f"published model trained on {trained_on['rows']} rows, weeks {trained_on['weeks']}: {trained_on['what']}")
     found = {k: v for k, v in card["data_findings"].items() if v}
     if found:
         lines.append(f"data findings: {json.dumps(found)}")

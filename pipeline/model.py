@@ -33,6 +33,40 @@ class DemandMLP(nn.Module):
         return [m for m in self.net if isinstance(m, nn.Linear)]
 
 
+def average_of(mlps):
+    """One MLP that computes the mean of several of the same depth and activation.
+
+    The members' hidden layers sit side by side with block-diagonal weights, so
+    no unit sees another member's, and the output layer divides each member's
+    weights and bias by their number. The result is still the chapter's network,
+    only wider: it trains, exports and serves like any other.
+    """
+    if len(mlps) == 1:
+        return mlps[0]
+    if len({len(m.hidden) for m in mlps}) != 1 or len({m.activation for m in mlps}) != 1:
+        raise ValueError("only networks of the same depth and activation can be averaged into one")
+    hidden = tuple(sum(sizes) for sizes in zip(*(m.hidden for m in mlps)))
+    merged = DemandMLP(hidden, mlps[0].activation)
+    layers = merged.linear_layers()
+    with torch.no_grad():
+        for layer in layers:
+            layer.weight.zero_()
+            layer.bias.zero_()
+        rows = [0] * len(layers)  # where the next member's units start, per layer
+        for member in mlps:
+            for i, (source, target) in enumerate(zip(member.linear_layers(), layers)):
+                out_size, in_size = source.weight.shape
+                start_in = 0 if i == 0 else rows[i - 1] - in_size
+                if i == len(layers) - 1:  # the output: average over members
+                    target.weight[:, start_in : start_in + in_size] = source.weight / len(mlps)
+                    target.bias += source.bias / len(mlps)
+                else:
+                    target.weight[rows[i] : rows[i] + out_size, start_in : start_in + in_size] = source.weight
+                    target.bias[rows[i] : rows[i] + out_size] = source.bias
+                    rows[i] += out_size
+    return merged.eval()
+
+
 class RawUnitsModel(nn.Module):
     """The MLP with min-max normalization of inputs and target around it.
 

@@ -1,4 +1,5 @@
 """Training: one loop, two engines (torch autograd, or the hand-written backprop)."""
+import contextlib
 import copy
 import time
 from dataclasses import dataclass, field
@@ -10,6 +11,25 @@ from .errors import TrainingError
 from .backprop import ManualMLP, make_optimizer
 from .model import DemandMLP, TrainConfig
 from .normalize import TRANSFORMS, MinMaxStats
+
+
+# Below this many multiply-adds per layer and step (rows x widest layer) one CPU
+# thread is faster than several: the work is too small to split, and idle
+# OpenMP threads spinning beside other busy processes slow everything down.
+SINGLE_THREAD_WORK = 1_000_000
+
+
+@contextlib.contextmanager
+def cpu_threads_for(device, rows, hidden):
+    if device != "cpu" or rows * max(hidden, default=1) >= SINGLE_THREAD_WORK:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def resolve_device(requested):
@@ -136,6 +156,7 @@ class TrainResult:
     kept_epoch: int = 0
     stopped_because: str = "ran every epoch"
     seconds: float = 0.0
+    member_configs: list = field(default_factory=list)  # set on an average of several (workflow.combine)
 
     def describe(self):
         return {
@@ -186,33 +207,34 @@ def fit(train, validation, config, progress=None, initial=None):
     result = TrainResult(None, stats, config, device)
     early_stop = watching and config.patience > 0
     best_loss, best_state = float("inf"), None
-    for epoch in range(1, config.epochs + 1):
-        if batch == n:
-            epoch_loss = engine.value(engine.step(X, y))
-        else:
-            order = engine.index(shuffle.permutation(n))  # on the device, once per epoch
-            X_epoch, y_epoch = X[order], y[order]  # one gather per epoch; the steps take slices
-            losses = [engine.step(X_epoch[start : start + batch], y_epoch[start : start + batch])
-                      * min(batch, n - start) for start in range(0, n, batch)]
-            epoch_loss = engine.value(losses) / n
-        if not np.isfinite(epoch_loss):
-            raise TrainingError(f"training diverged at epoch {epoch} (loss {epoch_loss}); try a smaller --lr")
-        val_loss = engine.loss(X_val, y_val) if watching else float("nan")
-        result.train_loss.append(epoch_loss)
-        if watching:
-            result.validation_loss.append(val_loss)
-        if progress:
-            progress(epoch, config.epochs, epoch_loss, val_loss)
-        if watching and val_loss < best_loss:
-            best_loss, result.kept_epoch = val_loss, epoch
-            if early_stop:
-                best_state = engine.snapshot()
-        if config.target_loss and epoch_loss <= config.target_loss:
-            result.stopped_because = f"training loss reached {config.target_loss:g}"
-            break
-        if early_stop and epoch - result.kept_epoch >= config.patience:
-            result.stopped_because = f"no better validation loss for {config.patience} epochs"
-            break
+    with cpu_threads_for(device, batch, config.hidden):
+        for epoch in range(1, config.epochs + 1):
+            if batch == n:
+                epoch_loss = engine.value(engine.step(X, y))
+            else:
+                order = engine.index(shuffle.permutation(n))  # on the device, once per epoch
+                X_epoch, y_epoch = X[order], y[order]  # one gather per epoch; the steps take slices
+                losses = [engine.step(X_epoch[start : start + batch], y_epoch[start : start + batch])
+                          * min(batch, n - start) for start in range(0, n, batch)]
+                epoch_loss = engine.value(losses) / n
+            if not np.isfinite(epoch_loss):
+                raise TrainingError(f"training diverged at epoch {epoch} (loss {epoch_loss}); try a smaller --lr")
+            val_loss = engine.loss(X_val, y_val) if watching else float("nan")
+            result.train_loss.append(epoch_loss)
+            if watching:
+                result.validation_loss.append(val_loss)
+            if progress:
+                progress(epoch, config.epochs, epoch_loss, val_loss)
+            if watching and val_loss < best_loss:
+                best_loss, result.kept_epoch = val_loss, epoch
+                if early_stop:
+                    best_state = engine.snapshot()
+            if config.target_loss and epoch_loss <= config.target_loss:
+                result.stopped_because = f"training loss reached {config.target_loss:g}"
+                break
+            if early_stop and epoch - result.kept_epoch >= config.patience:
+                result.stopped_because = f"no better validation loss for {config.patience} epochs"
+                break
     if early_stop and best_state is not None:
         engine.restore(best_state)  # keep the weights of the best validation epoch
     else:

@@ -1,12 +1,14 @@
 """A model's life from data to what is published: select, evaluate, refit.
 
 1. Every candidate of the preset trains on the training window; the validation
-   window picks the best (pipeline.select).
+   window ranks them (pipeline.select). With `auto` the model is the mean of
+   the best ENSEMBLE_SIZE candidates on the winner's scale, merged into one
+   wider network; with any other preset it is that preset's network.
 2. That model, which never saw the holdout, is scored on it against the
    baselines, and its validation residuals calibrate the interval.
-3. The chosen settings are trained again on every row, holdout included, for
-   the epoch count the validation window chose: forecasts depend most on the
-   latest weeks, and this is the model that is published. `refit=False`
+3. The chosen settings are trained again on every row, holdout included, each
+   for the epoch count the validation window chose: forecasts depend most on
+   the latest weeks, and this is the model that is published. `refit=False`
    publishes the evaluated model itself.
 
 `demand train`, `demand retrain` and every window of `demand backtest` go
@@ -16,20 +18,24 @@ from dataclasses import dataclass, replace
 
 from .data import concat, findings, rows_and_weeks, time_split
 from .evaluate import evaluate
-from .presets import AUTO
+from .presets import AUTO, ENSEMBLE_SIZE
 from .select import CUSTOM, preset_configs, select
 
 
 @dataclass
 class Trained:
     preset: str
-    chosen: str  # the candidate that won (the preset's own name when there was one)
+    members: list  # names of the candidates averaged into the model, best first (one without auto)
     candidates: list  # Candidate, in the order tried
     evaluated: object  # TrainResult on the training window: produced every figure
     evaluation: dict  # evaluate(): holdout metrics, validation metrics, interval
     published: object  # TrainResult that is exported: the refit, or `evaluated`
     split: object
     data_findings: dict
+
+    @property
+    def chosen(self):
+        return self.members[0] if len(self.members) == 1 else "mean of " + ", ".join(self.members)
 
     @property
     def refit(self):
@@ -46,7 +52,8 @@ class Trained:
         split = self.split
         return {
             "selection": {
-                "preset": self.preset, "chosen": self.chosen, "scored_on": "validation WAPE in units",
+                "preset": self.preset, "chosen": self.chosen, "members": self.members,
+                "scored_on": "validation WAPE in units",
                 "validation_weeks": split.validation.date_range(),
                 "candidates": [c.describe() for c in self.candidates],
             },
@@ -60,8 +67,9 @@ class Trained:
             "trained_on": {
                 **rows_and_weeks(concat([split.train, split.validation, split.holdout]) if self.refit else split.train),
                 "refit": self.refit,
-                "what": (f"refit on every row for the {self.published.config.epochs} epochs chosen on validation"
+                "what": ("refit on every row, each member for the epochs chosen on validation"
                          if self.refit else "the evaluated model itself (--no-refit)"),
+                "epochs": {name: config.epochs for name, config in zip(self.members, self.published.member_configs)},
             },
             "data_findings": self.data_findings,
         }
@@ -78,17 +86,41 @@ def train_model(data, preset=AUTO, overrides=None, refit=True, split=None, progr
     split = split or time_split(data)
     configs = preset_configs(preset, overrides)
     best, tried = select(split, configs, progress if len(configs) == 1 else None, log)
-    evaluated = best.result
+    members = [best]
+    if preset == AUTO:
+        same_scale = [c for c in sorted(tried, key=lambda c: c.score)
+                      if c is not best and c.result.config.transform == best.result.config.transform]
+        members += same_scale[: ENSEMBLE_SIZE - 1]
+    evaluated = combine([m.result for m in members])
     evaluation = evaluate(split, lambda X: predict_units(evaluated.mlp, evaluated.stats, X),
                           scale=evaluated.config.transform)
     published = evaluated
     if refit:
-        # The same number of passes over the data as the evaluated model's
-        # best epoch; nothing is left to stop early on.
-        config = replace(evaluated.config, epochs=max(1, evaluated.kept_epoch), patience=0)
+        # Each member again for as many passes over the data as its best
+        # validation epoch; nothing is left to stop early on.
         everything = concat([split.train, split.validation, split.holdout])
-        if log:
-            log(f"refitting {best.name} on all {len(everything)} rows for {config.epochs} epochs")
-        published = fit(everything, None, config, progress)
+        refits = []
+        for member in members:
+            config = replace(member.result.config, epochs=max(1, member.result.kept_epoch), patience=0)
+            if log:
+                log(f"refitting {member.name} on all {len(everything)} rows for {config.epochs} epochs")
+            refits.append(fit(everything, None, config, progress))
+        published = combine(refits)
     label = preset if isinstance(preset, str) else CUSTOM
-    return Trained(label, best.name, tried, evaluated, evaluation, published, split, findings(data))
+    return Trained(label, [m.name for m in members], tried, evaluated, evaluation, published, split, findings(data))
+
+
+def combine(results):
+    """One TrainResult for the mean of several trained on the same rows and scale.
+
+    Its config is the first (best) member's with the merged hidden sizes; every
+    member's own config stays in `member_configs`.
+    """
+    from .model import average_of
+
+    first = results[0]
+    if any(r.stats != first.stats for r in results):
+        raise ValueError("members must share their normalization statistics (same rows, same scale)")
+    mlp = average_of([r.mlp for r in results])
+    return replace(first, mlp=mlp, config=replace(first.config, hidden=mlp.hidden),
+                   seconds=sum(r.seconds for r in results), member_configs=[r.config for r in results])

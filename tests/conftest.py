@@ -72,14 +72,15 @@ def model_dir(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def published(tmp_path_factory, small_csv):
-    """A registry with one small published champion, built by the real CLI."""
+def published(tmp_path_factory, small_history_csv):
+    """A registry with one small published champion, built by the real CLI from all but
+    the last NEW_WEEKS weeks of small_csv (so a retrain on small_csv has new weeks)."""
     from click.testing import CliRunner
 
     from pipeline.cli import main
 
     root = tmp_path_factory.mktemp("registry") / "models"
-    result = CliRunner().invoke(main, ["train", "--data", str(small_csv), "--model-dir", str(root), "--epochs", "80", "--json"])
+    result = CliRunner().invoke(main, ["train", "--data", str(small_history_csv), "--model-dir", str(root), "--epochs", "80", "--json"])
     assert result.exit_code == 0, result.output
     return root
 

@@ -79,3 +79,18 @@ def test_manual_engine_trains_a_useful_model_on_its_own(small_split):
     assert result.train_loss[-1] < result.train_loss[0] / 5
     scores = evaluate(small_split, lambda X: predict_units(result.mlp, result.stats, X))["holdout"]
     assert scores["model"]["wape"] < scores["naive"]["wape"]
+
+
+def test_an_average_of_networks_is_one_wider_network_computing_their_mean():
+    from pipeline.model import DemandMLP, average_of
+
+    torch.manual_seed(0)
+    members = [DemandMLP((8, 6), "tanh"), DemandMLP((3, 5), "tanh"), DemandMLP((8, 6), "tanh")]
+    merged = average_of(members)
+    assert merged.hidden == (19, 17) and isinstance(merged.net[1], torch.nn.Tanh)
+    x = torch.randn(40, 3)
+    with torch.no_grad():
+        expected = torch.stack([m(x) for m in members]).mean(0)
+        assert torch.allclose(merged(x), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="same depth"):
+        average_of([DemandMLP((4,), "tanh"), DemandMLP((4, 4), "tanh")])

@@ -43,8 +43,8 @@ def test_every_method_is_scored_one_step_and_recursively(report):
         recursive_steps, one_steps = fold["recursive"]["model"]["wape_by_step"], fold["one_step"]["model"]["wape_by_step"]
         assert len(recursive_steps) == len(one_steps) == 4
         # Step 1 of the recursion is a one-step forecast; later steps feed forecasts back.
-        assert recursive_steps[0] == pytest.approx(one_steps[0])
-        assert recursive_steps[1:] != pytest.approx(one_steps[1:])
+        assert recursive_steps[0] == pytest.approx(one_steps[0], rel=1e-4)  # float32, other batch shapes
+        assert recursive_steps[1:] != pytest.approx(one_steps[1:], rel=1e-4)
     average = report["average"]["one_step"]["model"]["wape"]
     assert average == pytest.approx(np.mean([f["one_step"]["model"]["wape"] for f in report["folds"]]))
 

@@ -223,7 +223,7 @@ def test_service_follows_retrain_promotion_and_rollback_under_load(published, tm
             raise AssertionError(f"{version} not served within {seconds} s; last: {results[-3:]}")
 
         try:
-            demand("retrain", "--data", str(small_csv), "--epochs", "150", "--keep-rejected")
+            demand("retrain", "--data", str(small_csv), "--preset", "log-small-batch", "--epochs", "150", "--keep-rejected")
             demand("models", "promote", "v2")
             served_within("v2")
             demand("models", "rollback")

@@ -5,12 +5,10 @@ import threading
 import pytest
 
 from pipeline import publish as publish_module
-from pipeline.data import load_csv, time_split
+from pipeline.data import load_csv
 from pipeline.errors import RegistryBusy, RegistryError
-from pipeline.evaluate import evaluate
-from pipeline.model import PRESETS
 from pipeline.registry import Registry
-from pipeline.train import fit, predict_units
+from pipeline.workflow import train_model
 
 from .conftest import FAST
 
@@ -18,10 +16,7 @@ from .conftest import FAST
 @pytest.fixture(scope="module")
 def trained(small_csv):
     data = load_csv(small_csv)
-    split = time_split(data)
-    result = fit(split.train, split.validation, PRESETS["log-large-batch"].with_overrides(device="cpu", **FAST))
-    evaluation = evaluate(split, lambda X: predict_units(result.mlp, result.stats, X), scale="log1p")
-    return result, data, split, evaluation
+    return train_model(data, "log-large-batch", dict(device="cpu", **FAST)), data
 
 
 def publish(registry, trained, promote=False):
@@ -53,7 +48,7 @@ def test_card_records_what_was_done(tmp_path, trained):
     version, _, _ = publish(registry, trained)
     card = registry.card(version)
     assert card["version"] == version
-    assert card["params"]["hidden"] == [32, 32] and card["params"]["transform"] == "log1p"
+    assert card["params"]["hidden"] == [64, 64] and card["params"]["transform"] == "log1p"
     assert len(card["data"]["sha256"]) == 64 and card["data"]["rows"] == 180
     assert card["data"]["date_range"][0] < card["data"]["date_range"][1]
     assert set(card["metrics"]["holdout"]) == {"model", "naive", "linear"}

@@ -7,7 +7,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.data import load_csv, time_split
 from pipeline.evaluate import conformal_half_width
-from pipeline.presets import CANDIDATES
+from pipeline.presets import CANDIDATES, ENSEMBLE_SIZE
 from pipeline.registry import Registry
 from pipeline.train import predict_units
 from pipeline.workflow import train_model
@@ -25,25 +25,43 @@ def trained(small_data):
     return train_model(small_data, "auto", dict(device="cpu", **FAST))
 
 
-def test_auto_tries_every_candidate_and_keeps_the_best_on_validation(trained, small_data):
+def wape(actual, forecast):
+    return 100 * np.abs(forecast - actual).sum() / actual.sum()
+
+
+def test_auto_tries_every_candidate_and_averages_the_best_on_the_winners_scale(trained, small_data):
     assert [c.name for c in trained.candidates] == list(CANDIDATES)
-    scores = {c.name: c.validation["wape"] for c in trained.candidates}
-    assert trained.chosen == min(scores, key=scores.get)
-    # The score is the evaluated model's own WAPE on the validation window, in units.
-    split = trained.split
-    forecast = predict_units(trained.evaluated.mlp, trained.evaluated.stats, split.validation.X)
-    wape = 100 * np.abs(forecast - split.validation.y).sum() / split.validation.y.sum()
-    assert scores[trained.chosen] == pytest.approx(wape)
-    assert trained.evaluation["validation"]["model"]["wape"] == pytest.approx(wape)
+    by_name = {c.name: c for c in trained.candidates}
+    scores = {name: c.validation["wape"] for name, c in by_name.items()}
     # Candidates really differ: the scale, the size and the schedule each change the score.
     assert len(set(scores.values())) == len(scores)
+    best = min(scores, key=scores.get)
+    scale = by_name[best].result.config.transform
+    same_scale = sorted((n for n in scores if by_name[n].result.config.transform == scale), key=scores.get)
+    assert trained.members == same_scale[:ENSEMBLE_SIZE] and trained.members[0] == best
+    # Each score is that candidate's own WAPE on the validation window, in units.
+    split = trained.split
+    forecasts = {n: predict_units(by_name[n].result.mlp, by_name[n].result.stats, split.validation.X)
+                 for n in trained.members}
+    for name, forecast in forecasts.items():
+        assert scores[name] == pytest.approx(wape(split.validation.y, forecast))
+    # The evaluated model is exactly the mean of its members on the scale they learn on
+    # (for log-scale members, the geometric mean of their forecasts in units).
+    stats = trained.evaluated.stats
+    assert all(by_name[n].result.stats == stats for n in trained.members)
+    mean = stats.denormalize_y(np.mean([stats.normalize_y(f) for f in forecasts.values()], axis=0))
+    evaluated = predict_units(trained.evaluated.mlp, stats, split.validation.X)
+    np.testing.assert_allclose(evaluated, mean, rtol=1e-4)
+    assert trained.evaluation["validation"]["model"]["wape"] == pytest.approx(wape(split.validation.y, mean), rel=1e-4)
 
 
 def test_the_published_model_is_refit_on_every_row_holdout_included(trained, small_data):
     split = trained.split
     assert trained.refit
-    assert len(trained.published.train_loss) == trained.evaluated.kept_epoch  # the epochs chosen on validation
-    assert trained.published.config.epochs == trained.evaluated.kept_epoch and not trained.published.validation_loss
+    by_name = {c.name: c for c in trained.candidates}
+    # Each member again for the epochs chosen on validation, with nothing to stop early on.
+    assert [c.epochs for c in trained.published.member_configs] == [by_name[n].result.kept_epoch for n in trained.members]
+    assert not trained.published.validation_loss
     # Its normalization was fitted on every row, so its training range includes the holdout's.
     assert trained.published.stats.raw_x_max == tuple(small_data.X.max(axis=0))
     described = trained.describe()
@@ -69,7 +87,7 @@ def test_no_refit_publishes_the_evaluated_model(small_data):
     trained = train_model(small_data, "log-small-full", dict(device="cpu", **FAST), refit=False)
     assert trained.published is trained.evaluated and not trained.refit
     assert trained.describe()["trained_on"]["weeks"] == trained.split.train.date_range()
-    assert [c.name for c in trained.candidates] == ["log-small-full"]
+    assert [c.name for c in trained.candidates] == trained.members == ["log-small-full"]
 
 
 def test_train_publishes_the_refit_and_checks_its_export(runner, small_csv, model_dir):
@@ -82,8 +100,9 @@ def test_train_publishes_the_refit_and_checks_its_export(runner, small_csv, mode
     registry = Registry(model_dir)
     card = registry.card("v1")
     assert card["selection"]["preset"] == "auto" and len(card["selection"]["candidates"]) == len(CANDIDATES)
-    chosen = min(card["selection"]["candidates"], key=lambda c: c["validation_wape"])
-    assert card["selection"]["chosen"] == chosen["name"]
+    best = min(card["selection"]["candidates"], key=lambda c: c["validation_wape"])
+    assert card["selection"]["members"][0] == best["name"] and len(card["selection"]["members"]) == ENSEMBLE_SIZE
+    assert card["model"]["hidden"] == [sum(s) for s in zip(*(CANDIDATES[n].hidden for n in card["selection"]["members"]))]
     assert card["trained_on"]["refit"] is True
     assert card["trained_on"]["weeks"][1] == card["data"]["splits"]["holdout"]["weeks"][1]
     assert card["evaluated_model"]["trained_on"]["weeks"] == card["data"]["splits"]["train"]["weeks"]
