@@ -2,7 +2,6 @@
 import torch
 from torch import nn
 
-from .presets import AUTO, CANDIDATES, PRESETS, TrainConfig  # noqa: F401  (re-exported)
 from .schema import FEATURES
 
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh}

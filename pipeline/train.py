@@ -9,7 +9,8 @@ import torch
 
 from .errors import TrainingError
 from .backprop import ManualMLP, make_optimizer
-from .model import DemandMLP, TrainConfig
+from .model import DemandMLP
+from .presets import TrainConfig
 from .normalize import TRANSFORMS, MinMaxStats
 
 

@@ -51,12 +51,17 @@ def default_split():
 
 
 @pytest.fixture(scope="session")
-def default_model(default_split):
-    """The default preset trained on the embedded data, as `demand train` does."""
-    from pipeline.model import PRESETS
-    from pipeline.train import fit
+def default_trained():
+    """`--preset auto` on the embedded data, exactly as `demand train` does (selection, evaluation, refit)."""
+    from pipeline.workflow import train_model
 
-    return fit(default_split.train, default_split.validation, PRESETS["log-large-batch"].with_overrides(device="cpu"))
+    return train_model(load_csv(DEFAULT_CSV), "auto", {"device": "cpu"})
+
+
+@pytest.fixture(scope="session")
+def default_model(default_trained):
+    """The model `demand train` publishes from the embedded data."""
+    return default_trained.published
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import torch
 
 from pipeline.backprop import ManualMLP
 from pipeline.gradcheck import autograd_gradients, gradcheck
-from pipeline.model import PRESETS
+from pipeline.presets import PRESETS
 from pipeline.train import fit, torch_to_manual
 
 

@@ -8,7 +8,7 @@ import torch
 
 from pipeline import export
 from pipeline.errors import ExportError
-from pipeline.model import PRESETS
+from pipeline.presets import PRESETS
 from pipeline.train import fit
 
 from .conftest import FAST

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pipeline.cli import main
-from pipeline.data import load_csv, time_split
+from pipeline.data import load_csv
 from pipeline.evaluate import conformal_half_width
 from pipeline.presets import CANDIDATES, ENSEMBLE_SIZE
 from pipeline.registry import Registry
