@@ -501,6 +501,10 @@ def models_show(version, model_dir, as_json):
     click.echo(f"  created {card['created_at']} by {card['created_by']}, git {(card.get('git') or {}).get('sha', 'unknown')}")
     click.echo(f"  network {card['model']['architecture']} {card['model']['activation']}; params {json.dumps(card['params'])}")
     click.echo(f"  trained on {card['training']['device']} in {card['training']['seconds']}s, {card['training']['stopped_because']}")
+    if "selection" in card:  # versions from before selection and refit have neither
+        click.echo(f"  preset {card['selection']['preset']}: {card['selection']['chosen']}")
+        trained_on = card["trained_on"]
+        click.echo(f"  published model trained on {trained_on['rows']} rows, weeks {trained_on['weeks']}: {trained_on['what']}")
     data_info = card["data"]
     click.echo(f"  data {data_info['path']} sha256 {data_info['sha256'][:12]} rows {data_info['rows']} weeks {data_info['date_range']}")
     click.echo(f"  ONNX opset {card['export']['opset']}, parity error {card['export']['parity_max_relative_error']:.2e}")

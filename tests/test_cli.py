@@ -72,6 +72,7 @@ def test_models_list_and_show(runner, published):
     assert "* v1" in table.stdout and "WAPE" in table.stdout
     shown = runner.invoke(main, ["models", "show", "v1", "--model-dir", str(published)])
     assert shown.exit_code == 0 and "naive" in shown.stdout and "linear" in shown.stdout and "parity" in shown.stdout
+    assert "preset auto: mean of" in shown.stdout and "refit on every row" in shown.stdout
     card = json.loads(runner.invoke(main, ["models", "show", "v1", "--model-dir", str(published), "--json"]).stdout)
     assert card["version"] == "v1"
     missing = runner.invoke(main, ["models", "show", "v99", "--model-dir", str(published)])
