@@ -41,6 +41,10 @@ class Trained:
     def refit(self):
         return self.published is not self.evaluated
 
+    def member_candidates(self):
+        by_name = {c.name: c for c in self.candidates}
+        return [by_name[name] for name in self.members]
+
     def predict(self, X):
         """The published model's forecasts in units (torch, CPU)."""
         from .train import predict_units
@@ -58,7 +62,8 @@ class Trained:
                 "candidates": [c.describe() for c in self.candidates],
             },
             "evaluated_model": {
-                "what": "the chosen candidate trained on the training window, early-stopped on validation",
+                "what": "the chosen model (its members averaged) trained on the training window, "
+                        "each member early-stopped on validation",
                 "trained_on": rows_and_weeks(split.train),
                 "validated_on": rows_and_weeks(split.validation),
                 "scored_on": rows_and_weeks(split.holdout),
@@ -69,7 +74,8 @@ class Trained:
                 "refit": self.refit,
                 "what": ("refit on every row, each member for the epochs chosen on validation"
                          if self.refit else "the evaluated model itself (--no-refit)"),
-                "epochs": {name: config.epochs for name, config in zip(self.members, self.published.member_configs)},
+                "epochs": {m.name: config.epochs if self.refit else m.result.kept_epoch
+                           for m, config in zip(self.member_candidates(), self.published.member_configs)},
             },
             "data_findings": self.data_findings,
         }

@@ -65,6 +65,7 @@ def test_the_published_model_is_refit_on_every_row_holdout_included(trained, sma
     # Its normalization was fitted on every row, so its training range includes the holdout's.
     assert trained.published.stats.raw_x_max == tuple(small_data.X.max(axis=0))
     described = trained.describe()
+    assert described["trained_on"]["epochs"] == {n: by_name[n].result.kept_epoch for n in trained.members}
     assert described["trained_on"]["rows"] == len(small_data)
     assert described["trained_on"]["weeks"][1] == split.holdout.date_range()[1] == small_data.date_range()[1]
     # The figures come from the other model, which never saw the holdout.
