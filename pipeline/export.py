@@ -34,8 +34,49 @@ def _f32(array):
     return np.asarray(array, dtype=np.float32)
 
 
-def build_onnx(mlp, stats, metadata):
-    """Return an onnx.ModelProto computing units sold from raw features."""
+def layer_arrays(mlp, stats):
+    """[(W [in, out], b)] per linear layer in float64, (x - min) / range folded into the first."""
+    arrays = []
+    for i, layer in enumerate(mlp.linear_layers()):
+        W = layer.weight.detach().cpu().double().numpy().T
+        b = layer.bias.detach().cpu().double().numpy()
+        if i == 0:
+            x_min, x_range = np.array(stats.x_min), np.array(stats.x_range)
+            W, b = W / x_range[:, None], b - (x_min / x_range) @ W
+        arrays.append((W, b))
+    return arrays
+
+
+def split_members(arrays, members):
+    """Each member's own layers, cut out of an average of networks (pipeline.model.average_of).
+
+    `members` lists their hidden sizes in the order they were merged. The output
+    bias is the members' mean and stays whole, so each member's last layer gets
+    none. Run apart, the members skip the merged layers' zero blocks: a third
+    of the arithmetic for three members.
+    """
+    start = [0] * (len(arrays) - 1)  # where the next member's units begin, per hidden layer
+    out = []
+    for sizes in members:
+        own = []
+        for i, (W, b) in enumerate(arrays):
+            rows = slice(None) if i == 0 else slice(start[i - 1], start[i - 1] + sizes[i - 1])
+            if i == len(arrays) - 1:
+                own.append((W[rows, :], None))
+            else:
+                cols = slice(start[i], start[i] + sizes[i])
+                own.append((W[rows, cols], b[cols]))
+        start = [s + size for s, size in zip(start, sizes)]
+        out.append(own)
+    return out
+
+
+def build_onnx(mlp, stats, metadata, members=None):
+    """Return an onnx.ModelProto computing units sold from raw features.
+
+    `members`: the hidden sizes of the networks `mlp` averages, which then run
+    as parallel branches summed before the output bias.
+    """
     init = []
 
     def const(name, value):
@@ -51,24 +92,29 @@ def build_onnx(mlp, stats, metadata):
             helper.make_node("Log", ["x_plus_one"], ["x_log"]),
         ]
         features = "x_log"
-    current = features
-    layers = mlp.linear_layers()
     activation = {"sigmoid": "Sigmoid", "tanh": "Tanh"}[mlp.activation]
-    for i, layer in enumerate(layers):
-        W = layer.weight.detach().cpu().double().numpy().T  # [in, out]
-        b = layer.bias.detach().cpu().double().numpy()
-        if i == 0:  # fold (x - min) / range into the first layer, in float64
-            x_min, x_range = np.array(stats.x_min), np.array(stats.x_range)
-            W, b = W / x_range[:, None], b - (x_min / x_range) @ W
-        weight = const(f"layer{i}.weight_t", W)
-        bias = const(f"layer{i}.bias", b)
-        nodes.append(helper.make_node("MatMul", [current, weight], [f"layer{i}.matmul"]))
-        last = i == len(layers) - 1
-        added = OUTPUT_NORMALIZED if last else f"layer{i}.linear"
-        nodes.append(helper.make_node("Add", [f"layer{i}.matmul", bias], [added]))
-        if not last:
-            nodes.append(helper.make_node(activation, [added], [f"layer{i}.{mlp.activation}"]))
-            current = f"layer{i}.{mlp.activation}"
+
+    def chain(layers, prefix):
+        """MatMul, Add, activation per hidden layer; returns the last layer's MatMul output (no bias)."""
+        current = features
+        for i, (W, b) in enumerate(layers):
+            matmul = f"{prefix}layer{i}.matmul"
+            nodes.append(helper.make_node("MatMul", [current, const(f"{prefix}layer{i}.weight_t", W)], [matmul]))
+            if i == len(layers) - 1:
+                return matmul
+            linear = f"{prefix}layer{i}.linear"
+            nodes.append(helper.make_node("Add", [matmul, const(f"{prefix}layer{i}.bias", b)], [linear]))
+            current = f"{prefix}layer{i}.{mlp.activation}"
+            nodes.append(helper.make_node(activation, [linear], [current]))
+
+    arrays = layer_arrays(mlp, stats)
+    output_bias = const(f"layer{len(arrays) - 1}.bias", arrays[-1][1])
+    if members and len(members) > 1:
+        branches = [chain(layers, f"member{j}.") for j, layers in enumerate(split_members(arrays, members))]
+        nodes.append(helper.make_node("Sum", branches, ["members.sum"]))
+        nodes.append(helper.make_node("Add", ["members.sum", output_bias], [OUTPUT_NORMALIZED]))
+    else:
+        nodes.append(helper.make_node("Add", [chain(arrays, ""), output_bias], [OUTPUT_NORMALIZED]))
     nodes += [
         helper.make_node("Mul", [OUTPUT_NORMALIZED, const("y_range", [stats.y_range])], ["y_scaled"]),
         helper.make_node("Add", ["y_scaled", const("y_min", [stats.y_min])], ["y_log" if log else OUTPUT]),
@@ -151,9 +197,9 @@ def parity_error(path, mlp, stats, inputs):
     return worst
 
 
-def export(path, mlp, stats, holdout_X, metadata):
+def export(path, mlp, stats, holdout_X, metadata, members=None):
     """Write, check and parity-test the ONNX file; raise ExportError on any failure."""
-    onnx.save_model(build_onnx(mlp, stats, metadata), str(path))
+    onnx.save_model(build_onnx(mlp, stats, metadata, members), str(path))
     check_file(path)
     error = parity_error(path, mlp, stats, parity_inputs(holdout_X, stats))
     if not error <= PARITY_TOLERANCE:

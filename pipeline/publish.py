@@ -124,6 +124,7 @@ def write_version(registry: Registry, trained, data, backtest=None):
             stage / "model.onnx", result.mlp, result.stats, split.holdout.X,
             {"version": version, "interval_half_width": interval["half_width"],
              "interval_scale": interval["scale"], "interval_level": interval["level"]},
+            members=[config.hidden for config in result.member_configs],
         )
         (stage / "normalization.json").write_text(json.dumps(result.stats.to_json(), indent=2) + "\n")
         torch.save(

@@ -65,8 +65,8 @@ def test_onnx_runtime_matches_torch_in_raw_units(exported, trained, small_split,
 def test_a_wrong_graph_fails_parity_and_is_refused(trained, small_split, tmp_path, monkeypatch):
     real_build = export.build_onnx
 
-    def tampered(mlp, stats, metadata):
-        model = real_build(mlp, stats, metadata)
+    def tampered(mlp, stats, metadata, members=None):
+        model = real_build(mlp, stats, metadata, members)
         for init in model.graph.initializer:
             if init.name == "layer0.bias":
                 values = onnx.numpy_helper.to_array(init).copy()
@@ -86,3 +86,25 @@ def test_an_invalid_graph_is_refused_by_the_checker(tmp_path):
     onnx.save_model(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(bad))
     with pytest.raises(ExportError, match="checker"):
         export.check_file(bad)
+
+
+def test_an_average_of_networks_exports_as_parallel_branches_with_the_same_forecasts(small_split, tmp_path):
+    from pipeline.model import DemandMLP, RawUnitsModel, average_of
+    from pipeline.normalize import MinMaxStats
+
+    torch.manual_seed(1)
+    members = [DemandMLP((12, 12), "tanh"), DemandMLP((5, 5), "tanh"), DemandMLP((12, 12), "tanh")]
+    merged = average_of(members)
+    stats = MinMaxStats.fit(small_split.train.X, small_split.train.y, "log1p")
+    path = tmp_path / "average.onnx"
+    info = export.export(path, merged, stats, small_split.holdout.X, {"version": "v9"}, members=[m.hidden for m in members])
+    assert info["parity_max_relative_error"] <= export.PARITY_TOLERANCE
+    graph = onnx.load(str(path)).graph
+    assert [n.op_type for n in graph.node].count("MatMul") == 3 * 3 and "Sum" in [n.op_type for n in graph.node]
+    # No weight of the merged network's zero blocks is left in the file.
+    assert max(max(t.dims) for t in graph.initializer) == 12
+    X = np.asarray(small_split.holdout.X, dtype=np.float32)
+    units = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["units_sold"], {"features": X})[0]
+    with torch.no_grad():
+        expected = RawUnitsModel(merged, stats)(torch.from_numpy(X))[0].numpy()
+    np.testing.assert_allclose(units, expected, rtol=1e-4)
