@@ -90,6 +90,16 @@ def published(tmp_path_factory, small_history_csv):
     return root
 
 
+@pytest.fixture(scope="session")
+def expected_provider(published):
+    """The execution provider ONNX Runtime really gives the champion here (CPU, or CUDA on a GPU host)."""
+    from pipeline.bundle import make_session
+    from pipeline.registry import Registry
+
+    registry = Registry(published)
+    return make_session(registry.path(registry.champion()) / "model.onnx")[1]
+
+
 # ---------------------------------------------------------------- service
 
 INSTANCE = {"prev_week_sales": 76440, "discount_fraction": 63, "weeks_to_next_holidays": 2}
