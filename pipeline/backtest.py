@@ -15,8 +15,8 @@ import numpy as np
 from .data import min_periods, periods, rows_and_weeks, unit_name
 from .errors import DataError
 from .evaluate import LinearBaseline, interval_bounds, metrics, naive_forecast, naive_scale
+from .presets import BACKTEST_HORIZON, BACKTEST_WINDOWS
 
-from .presets import BACKTEST_HORIZON as DEFAULT_HORIZON, BACKTEST_WINDOWS as DEFAULT_WINDOWS
 SUMMARY = ("wape", "mase", "bias")
 
 
@@ -57,13 +57,12 @@ def chains(future):
     keys = future.series if future.series is not None else np.zeros(len(future), dtype=int)
     names, series_of = np.unique(keys, return_inverse=True)
     grid = np.full((len(distinct), len(names)), -1)
-    rows = np.arange(len(future))[order] if future.week is not None else order
     if future.week is not None:
-        grid[period_of_row, series_of[rows]] = rows
+        grid[period_of_row, series_of[order]] = order
         if np.count_nonzero(grid >= 0) != len(future):
             return None  # two rows of the same series in one week
-    else:
-        grid[:, 0] = rows
+    else:  # rows in file order are the weeks of one series
+        grid[:, 0] = order
     return grid
 
 
@@ -98,7 +97,7 @@ def score(actual, forecasts, scale, grid=None, interval=None):
     return out
 
 
-def backtest(data, windows=DEFAULT_WINDOWS, horizon=DEFAULT_HORIZON, preset="auto", overrides=None, log=None):
+def backtest(data, windows=BACKTEST_WINDOWS, horizon=BACKTEST_HORIZON, preset="auto", overrides=None, log=None):
     """Run the backtest; returns one JSON-ready document."""
     from .workflow import train_model
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from .presets import AUTO, BACKTEST_HORIZON as DEFAULT_HORIZON, BACKTEST_WINDOWS as DEFAULT_WINDOWS, MIN_NEW_WEEKS, PRESET_NAMES
+from .presets import AUTO, BACKTEST_HORIZON, BACKTEST_WINDOWS, MIN_NEW_WEEKS, PRESET_NAMES
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "demand.csv"
 
@@ -186,7 +186,7 @@ def data_option(command_name):
               help="Publish the chosen settings retrained on every row, holdout included (--no-refit: the evaluated model).")
 @click.option("--backtest", "backtest_windows", type=click.IntRange(0), default=0, show_default=True,
               help="Also run a rolling-origin backtest of this many windows and store it in the card.")
-@click.option("--horizon", type=click.IntRange(1), default=DEFAULT_HORIZON, show_default=True,
+@click.option("--horizon", type=click.IntRange(1), default=BACKTEST_HORIZON, show_default=True,
               help="Weeks per backtest window.")
 @click.option("--promote", is_flag=True, help="Make the new version champion (the first one always is).")
 @click.option("--wait", type=click.FloatRange(0), default=0, help="Seconds to wait for the registry lock.")
@@ -255,9 +255,9 @@ def format_candidates(card):
 
 @main.command()
 @data_option("backtest")
-@click.option("--windows", type=click.IntRange(1), default=DEFAULT_WINDOWS, show_default=True,
+@click.option("--windows", type=click.IntRange(1), default=BACKTEST_WINDOWS, show_default=True,
               help="Origins at the end of the history.")
-@click.option("--horizon", type=click.IntRange(1), default=DEFAULT_HORIZON, show_default=True,
+@click.option("--horizon", type=click.IntRange(1), default=BACKTEST_HORIZON, show_default=True,
               help="Weeks forecast from each origin.")
 @preset_option(AUTO)
 @training_options

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Dataset, load_csv
+from .data import concat, load_csv
 from .errors import DataError
 
 
@@ -35,33 +35,26 @@ def load_sources(paths, skip_bad_rows=False, warn=None):
     parts = [load_csv(f, skip_bad_rows, warn) for f in files]
     if len(parts) == 1:
         return parts[0]
-    keyed = all(p.week is not None and p.series is not None for p in parts)
-    X = np.concatenate([p.X for p in parts])
-    y = np.concatenate([p.y for p in parts])
-    week = np.concatenate([p.week for p in parts]) if all(p.week is not None for p in parts) else None
-    series = np.concatenate([p.series for p in parts]) if all(p.series is not None for p in parts) else None
-    keep = np.arange(len(y))
+    merged = concat(parts)
+    keep = np.arange(len(merged))
     replaced = 0
-    if keyed:
+    if merged.week is not None and merged.series is not None:
         last = {}
-        for i, key in enumerate(zip(week.tolist(), series.tolist())):
+        for i, key in enumerate(zip(merged.week.tolist(), merged.series.tolist())):
             last[key] = i  # a later file overwrites an earlier one
         keep = np.array(sorted(last.values()))
-        replaced = len(y) - len(keep)
+        replaced = len(merged) - len(keep)
         if replaced and warn:
             warn(f"{replaced} row(s) repeat a week and series of an earlier file; kept the latest file's values")
     digest = hashlib.sha256("".join(p.source["sha256"] for p in parts).encode()).hexdigest()
-    return Dataset(
-        X[keep], y[keep],
-        None if week is None else week[keep],
-        None if series is None else series[keep],
-        source={
-            "path": ", ".join(str(f) for f in files),
-            "files": [{"path": p.source["path"], "sha256": p.source["sha256"], "rows": p.source["rows"]} for p in parts],
-            "sha256": digest,
-            "rows": int(len(keep)),
-            "replaced_duplicates": int(replaced),
-            "skipped_rows": sum(p.source["skipped_rows"] for p in parts),
-            "skipped_reasons": dict(sum((Counter(p.source["skipped_reasons"]) for p in parts), Counter())),
-        },
-    )
+    whole = merged.take(keep)
+    whole.source = {
+        "path": ", ".join(str(f) for f in files),
+        "files": [{"path": p.source["path"], "sha256": p.source["sha256"], "rows": p.source["rows"]} for p in parts],
+        "sha256": digest,
+        "rows": int(len(keep)),
+        "replaced_duplicates": int(replaced),
+        "skipped_rows": sum(p.source["skipped_rows"] for p in parts),
+        "skipped_reasons": dict(sum((Counter(p.source["skipped_reasons"]) for p in parts), Counter())),
+    }
+    return whole

@@ -32,6 +32,7 @@ class Trained:
     published: object  # TrainResult that is exported: the refit, or `evaluated`
     split: object
     data_findings: dict
+    published_rows: dict  # rows and weeks the published model trained on
 
     @property
     def chosen(self):
@@ -70,7 +71,7 @@ class Trained:
                 "training": self.evaluated.describe(),
             },
             "trained_on": {
-                **rows_and_weeks(concat([split.train, split.validation, split.holdout]) if self.refit else split.train),
+                **self.published_rows,
                 "refit": self.refit,
                 "what": ("refit on every row, each member for the epochs chosen on validation"
                          if self.refit else "the evaluated model itself (--no-refit)"),
@@ -100,7 +101,7 @@ def train_model(data, preset=AUTO, overrides=None, refit=True, split=None, progr
     evaluated = combine([m.result for m in members])
     evaluation = evaluate(split, lambda X: predict_units(evaluated.mlp, evaluated.stats, X),
                           scale=evaluated.config.transform)
-    published = evaluated
+    published, published_rows = evaluated, rows_and_weeks(split.train)
     if refit:
         # Each member again for as many passes over the data as its best
         # validation epoch; nothing is left to stop early on.
@@ -111,9 +112,10 @@ def train_model(data, preset=AUTO, overrides=None, refit=True, split=None, progr
             if log:
                 log(f"refitting {member.name} on all {len(everything)} rows for {config.epochs} epochs")
             refits.append(fit(everything, None, config, progress))
-        published = combine(refits)
+        published, published_rows = combine(refits), rows_and_weeks(everything)
     label = preset if isinstance(preset, str) else CUSTOM
-    return Trained(label, [m.name for m in members], tried, evaluated, evaluation, published, split, findings(data))
+    return Trained(label, [m.name for m in members], tried, evaluated, evaluation, published, split, findings(data),
+                   published_rows)
 
 
 def combine(results):
