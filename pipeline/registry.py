@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -39,6 +40,15 @@ def _fsync_dir(path):
         os.close(fd)
 
 
+# A version is named v1, v2, ...: the only thing `champion` may hold, and
+# the only thing a version argument may be (never a path out of the registry).
+VERSION_NAME = re.compile(r"v[0-9]{1,9}")
+
+
+def is_version_name(name):
+    return isinstance(name, str) and VERSION_NAME.fullmatch(name) is not None
+
+
 def version_number(name):
     try:
         return int(name.removeprefix("v"))
@@ -64,23 +74,42 @@ class Registry:
         return sorted(names, key=version_number)
 
     def path(self, version):
+        if not is_version_name(version):
+            raise RegistryError(f"{str(version)[:64]!r} is not a version name (v1, v2, ...)")
         return self.versions_dir / version
 
     def exists(self, version):
-        return (self.path(version) / "card.json").is_file()
+        return is_version_name(version) and (self.path(version) / "card.json").is_file()
 
     def card(self, version):
         if not self.exists(version):
+            self.path(version)  # a name that is not a version's says so
             raise RegistryError(f"no version {version!r} in {self.versions_dir}")
         return json.loads((self.path(version) / "card.json").read_text())
 
     def champion(self):
-        """The version the service must serve, or None before the first publish."""
+        """The version the service must serve, or None before the first publish.
+
+        Raises RegistryError when the pointer holds anything but a version name.
+        """
         try:
-            version = self.champion_file.read_text().strip()
+            version = self.champion_file.read_text(errors="replace").strip()
         except FileNotFoundError:
             return None
-        return version or None
+        if not version:
+            return None
+        if not is_version_name(version):
+            raise RegistryError(f"the champion pointer {self.champion_file} holds {version[:64]!r}, "
+                                "not a version name (v1, v2, ...)")
+        return version
+
+    def champion_written(self):
+        """Changes whenever the champion pointer is written again (it is replaced, never edited)."""
+        try:
+            st = os.stat(self.champion_file)
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
 
     def history(self):
         if not self.history_file.exists():

@@ -67,6 +67,13 @@ def _instrument(app):
     def start_timer():
         g.started = time.perf_counter()
 
+    @app.before_request
+    def refuse_encoded_bodies():
+        # No route decompresses; an encoded body would be read as garbage.
+        if request.content_encoding not in (None, "", "identity"):
+            raise errors.ApiError(415, f"Content-Encoding {request.content_encoding[:64]!r} is not supported; "
+                                       "send the body uncompressed")
+
     @app.after_request
     def record(response):
         route = request.url_rule.rule if request.url_rule else "unmatched"

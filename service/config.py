@@ -15,6 +15,7 @@ class Settings:
     admin_token: str = ""  # enables POST /admin/reload; empty: the route does not exist
     max_body_bytes: int = 32 * 1024 * 1024
     max_rows: int = 200_000
+    client_timeout: float = 10.0  # seconds for a client to send its whole request: line, headers and body
     reload_interval: float = 2.0  # seconds between checks of the champion pointer
     provider: str = "auto"  # auto | cpu | cuda
     require_gpu: bool = False  # never become ready without the CUDA provider

@@ -19,6 +19,7 @@ def error_response(status, message, headers=None):
     return response
 
 
+INTERNAL_ERROR = "internal error; the details are in the server log"
 MESSAGES = {
     404: "not found: no such route",
     405: "method not allowed",
@@ -48,4 +49,4 @@ def register(app):
     @app.errorhandler(Exception)
     def unexpected(err):
         app.logger.exception("unhandled error")
-        return error_response(500, "internal error; the details are in the server log")
+        return error_response(500, INTERNAL_ERROR)

@@ -27,8 +27,22 @@ def require_json_content(request):
         raise ApiError(415, f"Content-Type must be application/json, got {request.mimetype or 'none'}")
 
 
-def parse_json(raw):
-    """Parse strict JSON; NaN and Infinity literals are reported by field later."""
+# A row of /predict is 7 JSON tokens (an object, 3 keys, 3 values) and one
+# of a V2 tensor 3 or 4, so this bound admits every request within the row
+# cap, with room for a few extra fields per row. It caps the Python objects a
+# body can make: 2.7 million empty objects fit in 8 MB and would cost 500 MB
+# of memory once parsed.
+TOKENS_PER_ROW = 10
+TOKEN_SLACK = 1024
+
+
+def parse_json(raw, max_rows):
+    """Parse strict JSON; NaN and Infinity literals are reported by field later.
+
+    Bodies that would make more Python objects than `max_rows` rows need
+    are refused before parsing, so memory stays bounded by the caps.
+    """
+    check_token_count(raw, max_rows)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as err:
@@ -37,6 +51,18 @@ def parse_json(raw):
         return json.loads(raw, parse_constant=lambda name: float(name.replace("Infinity", "inf")))
     except (ValueError, RecursionError):
         raise ApiError(400, f"malformed JSON body: {fallback}") from None
+
+
+def check_token_count(raw, max_rows):
+    limit = TOKENS_PER_ROW * max_rows + TOKEN_SLACK
+    if len(raw) <= limit:
+        return  # a token takes at least one byte: nothing to count
+    # Every key and value but the outermost follows one of these bytes (inside
+    # strings they overcount, never undercount).
+    tokens = raw.count(b",") + raw.count(b":") + raw.count(b"[") + raw.count(b"{")
+    if tokens > limit:
+        raise ApiError(413, f"body holds about {tokens} JSON values, more than {limit} for the limit of "
+                            f"{max_rows} rows per request (DEMAND_MAX_ROWS)")
 
 
 def instances_from_body(body):

@@ -18,7 +18,11 @@ ROWS = Counter("demand_rows_predicted_total", "Rows forecast, by protocol", ["pr
 ROWS_JSON, ROWS_V2 = ROWS.labels("json"), ROWS.labels("v2")
 EXTRAPOLATED = Counter("demand_extrapolated_rows_total", "Rows with a feature outside the training range")
 RELOADS = Counter("demand_model_reloads_total", "Models loaded and swapped in (the first load included)")
-RELOAD_FAILURES = Counter("demand_model_reload_failures_total", "New champions refused because they failed their checks")
+RELOAD_FAILURES = Counter("demand_model_reload_failures_total",
+                          "Champions that could not be served (a pointer that is not a version name, a missing folder, "
+                          "failed checks), counted once per write of the pointer")
+CLIENT_TIMEOUTS = Counter("demand_client_timeouts_total",
+                         "Connections closed because the request was not received in full within DEMAND_CLIENT_TIMEOUT")
 MODEL_INFO = Gauge(
     "demand_model_info", "1 for the version and execution provider a worker serves",
     ["version", "provider"], multiprocess_mode="liveall",

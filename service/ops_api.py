@@ -13,11 +13,16 @@ admin = Blueprint("admin", __name__, url_prefix="/admin")
 
 
 def model_status():
-    bundle = holder().bundle
+    """What this worker serves, for anyone: version names, never paths."""
+    serving = holder()
+    bundle = serving.bundle
     if bundle is None:
-        return {"ready": False, "reason": holder().last_error}
-    return {"ready": True, "model_version": bundle.version, "execution_provider": bundle.provider,
-            "interval_level": bundle.level, "created_at": bundle.card.get("created_at")}
+        return {"ready": False, "reason": serving.last_error}
+    status = {"ready": True, "model_version": bundle.version, "execution_provider": bundle.provider,
+              "interval_level": bundle.level, "created_at": bundle.card.get("created_at")}
+    if serving.fallback:  # serving an earlier champion: say which, and why
+        status.update(champion=serving.champion, fallback=True, reason=serving.last_error)
+    return status
 
 
 @bp.get("/healthz")

@@ -9,24 +9,26 @@ every error, goes through Flask, so there is one error path.
 """
 import hmac
 import io
+import logging
 
 import orjson
 from flask import Blueprint, Response, current_app, request
 
 from . import metrics
 from .auth import prediction_token_required
-from .errors import ApiError
+from .errors import INTERNAL_ERROR, ApiError
 from .inputs import instances_from_body, matrix_from_instances, parse_json, require_json_content
 from .serving import current_bundle
 
 bp = Blueprint("predict", __name__)
+log = logging.getLogger("service.app")
 ROUTES = ("/predict", "/v1/models/demand:predict")
 NOTHING_OUTSIDE = []  # shared by every row inside the training range; never mutated
 
 
 def forecast_json(raw, bundle, max_rows):
     """Request body bytes -> response body bytes; raises ApiError for bad input."""
-    instances, prefix = instances_from_body(parse_json(raw))
+    instances, prefix = instances_from_body(parse_json(raw, max_rows))
     X, ranges = matrix_from_instances(instances, prefix, max_rows)
     out = bundle.forecast(X, ranges)
     extrapolated = [NOTHING_OUTSIDE] * len(X)
@@ -71,7 +73,7 @@ class PredictFastPath:
         length = environ.get("CONTENT_LENGTH") or ""
         if (bundle is None or not length.isdigit() or int(length) > self.settings.max_body_bytes
                 or environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower() != "application/json"
-                or not self._authorized(environ)):
+                or environ.get("HTTP_CONTENT_ENCODING") or not self._authorized(environ)):
             return self.wsgi_app(environ, start_response)  # Flask says what is wrong
         raw = environ["wsgi.input"].read(int(length))
         try:
@@ -79,6 +81,13 @@ class PredictFastPath:
         except ApiError:
             environ["wsgi.input"] = io.BytesIO(raw)  # let Flask read it again and answer the error
             return self.wsgi_app(environ, start_response)
+        except Exception:  # the same answer, log line and metric as a failure in a Flask view
+            log.exception("unhandled error")
+            body = orjson.dumps({"error": INTERNAL_ERROR})
+            start_response("500 INTERNAL SERVER ERROR", [("Content-Type", "application/json"),
+                                                         ("Content-Length", str(len(body)))])
+            metrics.observe_request(environ["PATH_INFO"], "POST", 500, metrics.now() - started)
+            return [body]
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
         metrics.observe_request(environ["PATH_INFO"], "POST", 200, metrics.now() - started)
         return [body]

@@ -21,6 +21,7 @@ INPUT = "features"
 OUTPUTS = ("units_sold", "units_sold_normalized")
 DTYPES = {"FP32": "<f4", "FP64": "<f8", "INT32": "<i4", "INT64": "<i8"}
 BINARY_HEADER = "Inference-Header-Content-Length"
+MAX_ID_LENGTH = 256
 
 
 def server_version():
@@ -82,12 +83,11 @@ def read_request():
     """(JSON header, binary remainder) of an inference request."""
     raw = request.get_data(cache=False)
     length = request.headers.get(BINARY_HEADER)
-    if request.content_encoding not in (None, "", "identity"):
-        raise ApiError(415, f"Content-Encoding {request.content_encoding!r} is not supported; send the body uncompressed")
+    max_rows = current_app.config["SETTINGS"].max_rows
     if length is None:
         if request.mimetype not in ("", "application/json"):
             raise ApiError(415, f"Content-Type must be application/json (or use the binary extension), got {request.mimetype}")
-        return parse_json(raw), b""
+        return parse_json(raw, max_rows), b""
     if request.mimetype not in ("", "application/json", "application/octet-stream"):
         raise ApiError(415, f"Content-Type must be application/octet-stream or application/json, got {request.mimetype}")
     try:
@@ -96,7 +96,7 @@ def read_request():
         size = -1
     if not 0 < size <= len(raw):
         raise ApiError(400, f"{BINARY_HEADER} must be an integer between 1 and the body size ({len(raw)}), got {length!r}")
-    return parse_json(raw[:size]), memoryview(raw)[size:]
+    return parse_json(raw[:size], max_rows), memoryview(raw)[size:]
 
 
 def features_from(header, binary, max_rows):
@@ -105,13 +105,17 @@ def features_from(header, binary, max_rows):
     inputs = header.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise ApiError(400, "'inputs' must be a non-empty list of tensors")
+    if len(inputs) > 1:
+        names = [t.get("name") if isinstance(t, dict) else None for t in inputs]
+        raise ApiError(400, f"'inputs' names {len(inputs)} tensors ({', '.join(map(repr, names[:4]))}); "
+                            f"this model takes exactly one, {INPUT!r}")
     offset, X = 0, None
     for tensor in inputs:
         if not isinstance(tensor, dict):
             raise ApiError(400, "each entry of 'inputs' must be an object")
         name = tensor.get("name")
         if name != INPUT:
-            raise ApiError(400, f"unknown input {name!r}; this model takes one input named {INPUT!r}")
+            raise ApiError(400, f"unknown input {name!r:.80}; this model takes one input named {INPUT!r}")
         shape = tensor.get("shape")
         if not (isinstance(shape, list) and len(shape) == 2 and all(type(d) is int for d in shape) and shape[1] == 3 and shape[0] >= 1):
             raise ApiError(400, f"input {INPUT!r} shape must be [rows, 3] with rows >= 1, got {shape!r}")
@@ -121,9 +125,7 @@ def features_from(header, binary, max_rows):
         datatype = tensor.get("datatype")
         if datatype not in DTYPES:
             raise ApiError(400, f"input {INPUT!r} datatype must be one of {', '.join(DTYPES)}, got {datatype!r}")
-        parameters = tensor.get("parameters") or {}
-        if not isinstance(parameters, dict):
-            raise ApiError(400, "input 'parameters' must be an object")
+        parameters = parameters_of(tensor, f"input {INPUT!r}")
         if "binary_data_size" in parameters:
             size = parameters["binary_data_size"]
             dtype = np.dtype(DTYPES[datatype])
@@ -159,9 +161,29 @@ def _from_json_data(data, rows):
         raise ApiError(400, f"input {INPUT!r} data holds an integer too large for a float") from None
 
 
+def parameters_of(item, where):
+    """An object's `parameters`, with the types of the ones this server reads checked."""
+    parameters = item.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise ApiError(400, f"{where} 'parameters' must be an object")
+    for name in ("binary_data_output", "binary_data"):
+        if name in parameters and type(parameters[name]) is not bool:
+            raise ApiError(400, f"{where} parameter {name!r} must be true or false, got {parameters[name]!r:.40}")
+    return parameters
+
+
+def request_id(header):
+    """The request's `id`, echoed in the answer: a string, as the protocol says."""
+    value = header.get("id")
+    if value is not None and (not isinstance(value, str) or len(value) > MAX_ID_LENGTH):
+        raise ApiError(400, f"'id' must be a string of at most {MAX_ID_LENGTH} characters")
+    return value
+
+
 def requested_outputs(header):
-    parameters = header.get("parameters") or {}
-    binary_default = bool(parameters.get("binary_data_output", False)) if isinstance(parameters, dict) else False
+    binary_default = parameters_of(header, "request").get("binary_data_output", False)
     outputs = header.get("outputs")
     if outputs is None:
         return [(name, binary_default) for name in OUTPUTS]
@@ -171,9 +193,10 @@ def requested_outputs(header):
     for item in outputs:
         name = item.get("name") if isinstance(item, dict) else None
         if name not in OUTPUTS:
-            raise ApiError(400, f"unknown output {name!r}; outputs are {', '.join(OUTPUTS)}")
-        params = item.get("parameters") or {}
-        chosen.append((name, bool(params.get("binary_data", binary_default)) if isinstance(params, dict) else binary_default))
+            raise ApiError(400, f"unknown output {name!r:.80}; outputs are {', '.join(OUTPUTS)}")
+        if name in (n for n, _ in chosen):
+            raise ApiError(400, f"output {name!r} is requested twice")
+        chosen.append((name, parameters_of(item, f"output {name!r}").get("binary_data", binary_default)))
     return chosen
 
 
@@ -185,6 +208,7 @@ def infer(name, version=None):
     header, binary = read_request()
     X, ranges = features_from(header, binary, current_app.config["SETTINGS"].max_rows)
     outputs = requested_outputs(header)
+    echoed_id = request_id(header)
     units, normalized = bundle.run(np.ascontiguousarray(X, dtype=np.float32))
     values = {"units_sold": units, "units_sold_normalized": normalized}
     rows = len(X)
@@ -204,8 +228,8 @@ def infer(name, version=None):
             tensor["data"] = values[output].tolist()
         described.append(tensor)
     body = {"model_name": MODEL_NAME, "model_version": bundle.version, "outputs": described}
-    if "id" in header:
-        body["id"] = header["id"]
+    if echoed_id is not None:
+        body["id"] = echoed_id
     encoded = orjson.dumps(body)
     if not chunks:
         return Response(encoded, mimetype="application/json")

@@ -1,30 +1,251 @@
-"""gunicorn's threaded worker, with even load across workers and a stricter SIGTERM drain."""
-from gunicorn.sock import TCPSocket
+"""gunicorn's threaded worker, changed so that slow clients cannot starve it.
+
+The stock gthread worker hands a connection to a request thread as soon as
+its first byte arrives; the thread then blocks reading the rest of the head
+and the body. A few clients sending half a request occupy every thread and
+everyone else waits. Here the worker's event loop reads each request whole
+(service.http_framing says where it ends) under one deadline,
+DEMAND_CLIENT_TIMEOUT, for request line, headers and body together. Only a
+complete request reaches a thread. When the deadline passes first, the
+client gets a JSON 408 and the connection is closed. Idle kept-alive
+connections wait in the event loop too, as in the stock worker.
+
+Also:
+- gunicorn's own error pages (a bad request line, too many headers...) are
+  JSON {"error": ...} like every other answer of the service;
+- SIGTERM closes the listening sockets at once. The stock worker keeps them
+  open until in-flight requests finish, so new connections would hang in
+  the backlog and be reset at exit; closed, they are refused immediately and
+  a client or load balancer retries elsewhere.
+"""
+import errno
+import html
+import json
+import re
+import selectors
+import socket
+import time
+from functools import partial
+
 from gunicorn.workers.gthread import ThreadWorker
 
+from .config import Settings
+from .errors import INTERNAL_ERROR
+from .http_framing import CONTINUE, MORE, FramingError, RequestScanner
 
-class DrainingWorker(ThreadWorker):
-    """The gthread worker, changed in two ways.
+READ_SIZE = 256 * 1024
+REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
+           417: "Expectation Failed", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
+           501: "Not Implemented"}
 
-    Its own listening socket: with `reuse_port`, each worker also binds the
-    address with SO_REUSEPORT, and the kernel spreads new connections over
-    the workers' sockets. On the shared socket alone, whichever worker wakes
-    first accepts a burst of connections and keeps them (keep-alive): two
-    workers then often serve a load balancer's connections on one core.
 
-    SIGTERM closes the listening sockets at once. The stock worker only stops
-    accepting, keeping its copy of the listener open until in-flight requests
-    finish: meanwhile new connections pile up in the kernel backlog and hang,
-    to be reset at exit. Closed, they are refused immediately and a client or
-    load balancer retries elsewhere. Requests already accepted still run to
-    completion (graceful_timeout).
-    """
+def json_error(status, message):
+    """A whole HTTP/1.1 response that closes the connection."""
+    body = json.dumps({"error": message}).encode()
+    head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+    return head.encode() + body
 
+
+class ClientSocket:
+    """A client connection whose next reads come from what the event loop
+    already received; reads past that, and every write, are bounded by a deadline."""
+
+    def __init__(self, sock, timeout):
+        self.sock = sock
+        self.timeout = timeout
+        self.deadline = None  # of the request being read
+        self.continue_sent = False
+        self._pending = memoryview(b"")
+
+    def take_pending(self):
+        data, self._pending = bytes(self._pending), memoryview(b"")
+        return data
+
+    def give(self, data):
+        self._pending = memoryview(bytes(data))
+
+    def recv(self, size, *flags):
+        if self._pending:
+            data, self._pending = bytes(self._pending[:size]), self._pending[size:]
+            return data
+        if self.deadline is not None:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("client did not send the rest of its request in time")
+            self.sock.settimeout(min(remaining, self.timeout))
+        return self.sock.recv(size, *flags)
+
+    def setblocking(self, flag):
+        # "Blocking" in a request thread means blocking for at most the client
+        # timeout: a client that stops reading its answer cannot hold a thread.
+        self.sock.settimeout(self.timeout if flag else 0.0)
+
+    def send(self, data, *flags):
+        if self.continue_sent and data == CONTINUE:
+            return len(data)  # the event loop already said it, to get the body
+        return self.sock.send(data, *flags)
+
+    def __getattr__(self, name):  # sendall, fileno, shutdown, close, getsockname...
+        return getattr(self.sock, name)
+
+
+class JsonErrorSocket:
+    """Receives gunicorn's HTML error page and sends the same status as JSON."""
+
+    STATUS_LINE = re.compile(rb"HTTP/1\.1 (\d{3}) ")
+    MESSAGE = re.compile(r"</h1>\s*(.*?)\s*</body>", re.S)
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    def sendall(self, data):
+        status = self.STATUS_LINE.match(data)
+        code = int(status.group(1)) if status else 500
+        found = self.MESSAGE.search(data.decode("latin-1"))
+        message = found.group(1) if found and found.group(1) else REASONS.get(code, "error")
+        if code >= 500 and code != 501:
+            message = INTERNAL_ERROR
+        self.sock.sendall(json_error(code, html.unescape(message)))
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+class Worker(ThreadWorker):
     def init_process(self):
-        if self.cfg.reuse_port:
-            own = [type(s)(s.sock.getsockname()[:2], self.cfg, self.log) for s in self.sockets if isinstance(s, TCPSocket)]
-            self.sockets = [*self.sockets, *own]  # the shared socket still gets its share of connections
+        settings = Settings.from_env()
+        self.client_timeout = settings.client_timeout
+        self.max_body = settings.max_body_bytes
+        self.reading = set()  # connections whose request is being read by the event loop
         super().init_process()
+
+    # -- reading requests in the event loop
+
+    def accept(self, listener):
+        try:
+            client, address = listener.accept()
+        except OSError as err:
+            if err.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        conn = self._connection(client, address, listener.getsockname())
+        self._start_reading(conn)
+
+    def _connection(self, client, address, server):
+        from gunicorn.workers.gthread import TConn
+
+        conn = TConn(self.cfg, client, address, server)
+        conn.sock = ClientSocket(client, self.client_timeout)
+        return conn
+
+    def _start_reading(self, conn, received=b""):
+        conn.buffer = bytearray(received)
+        conn.scanner = RequestScanner(self.max_body)
+        conn.sock.deadline = time.monotonic() + self.client_timeout
+        conn.sock.continue_sent = False
+        conn.sock.setblocking(False)
+        self.reading.add(conn)
+        if received and self._scan(conn):
+            return
+        self.poller.register(conn.sock.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
+
+    def _on_readable(self, conn, _sock):
+        try:
+            data = conn.sock.sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the client went away
+            self._drop(conn)
+            return
+        conn.buffer += data
+        self._scan(conn, registered=True)
+
+    def _scan(self, conn, registered=False):
+        """Hand the request to a thread once whole. True when the loop is done with the connection."""
+        try:
+            state = conn.scanner.feed(conn.buffer)
+        except FramingError as err:
+            self._answer_and_close(conn, err.status, err.message)
+            return True
+        if state == MORE:
+            if conn.scanner.wants_continue(conn.buffer) and not conn.sock.continue_sent:
+                conn.sock.continue_sent = True
+                self._send_quietly(conn, CONTINUE)
+            return False
+        if registered:
+            self.poller.unregister(conn.sock.sock)
+        self.reading.discard(conn)
+        conn.sock.give(conn.buffer)
+        conn.buffer = None
+        conn.data_ready = True
+        self.enqueue_req(conn)
+        return True
+
+    def on_client_socket_readable(self, conn, client):
+        """A kept-alive connection sends its next request: read it in the loop too."""
+        self.poller.unregister(client)
+        self.keepalived_conns.remove(conn)
+        self._start_reading(conn)
+
+    def finish_request(self, conn, fs):
+        # Pipelined bytes already received belong to the next request: read
+        # it in the loop like any other, instead of in the thread.
+        if self.alive and not fs.cancelled() and fs.exception() is None and fs.result() is True:
+            ahead = conn.parser.unreader.take_buffered() + conn.sock.take_pending()
+            if ahead:
+                self._start_reading(conn, ahead)
+                return
+        super().finish_request(conn, fs)
+
+    def murder_pending(self):
+        super().murder_pending()
+        from . import metrics  # not at the top: the master imports this module before the metrics folder is set
+
+        now = time.monotonic()
+        for conn in [c for c in self.reading if c.sock.deadline <= now]:
+            metrics.CLIENT_TIMEOUTS.inc()
+            if conn.buffer:
+                self._answer_and_close(conn, 408, f"request not received in full within {self.client_timeout:g} s "
+                                                  "(DEMAND_CLIENT_TIMEOUT)")
+            else:
+                self._drop(conn)
+
+    def _answer_and_close(self, conn, status, message):
+        self._send_quietly(conn, json_error(status, message))
+        self.log.warning("closed connection from %s: %d %s", conn.client[0] if conn.client else "?", status, message)
+        self._drop(conn)
+
+    def _unregister(self, conn):
+        try:
+            self.poller.unregister(conn.sock.sock)
+        except (KeyError, ValueError, OSError):
+            pass
+
+    @staticmethod
+    def _send_quietly(conn, data):
+        try:
+            conn.sock.sock.send(data)  # small: fits the socket buffer, never blocks the loop
+        except OSError:
+            pass
+
+    def _drop(self, conn):
+        self._unregister(conn)
+        self.reading.discard(conn)
+        self.nr_conns -= 1
+        try:
+            conn.sock.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        conn.sock.sock.close()
+
+    # -- errors and shutdown
+
+    def handle_error(self, req, client, addr, exc):
+        super().handle_error(req, JsonErrorSocket(client), addr, exc)
 
     def handle_exit(self, sig, frame):
         if self.alive:

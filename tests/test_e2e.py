@@ -156,7 +156,7 @@ def test_hot_swap_under_load_with_zero_failed_requests(published, tmp_path):
         failures = [line for line in server.get("/metrics").text.splitlines() if line.startswith("demand_model_reload_failures_total")]
         assert float(failures[0].rsplit(" ", 1)[1]) == 2  # one per worker
         assert server.get("/readyz").status_code == 200
-        assert "refused new champion v3, still serving v2" in server.log()
+        assert "cannot serve champion v3, still serving v2" in server.log()
 
 
 def test_sigterm_lets_in_flight_requests_finish_and_takes_no_new_ones(published, tmp_path):
