@@ -5,8 +5,11 @@
 The app is not preloaded: each worker imports it and builds its own ONNX
 Runtime session after the fork, so the master never holds a model.
 """
+import errno
 import os
 import shutil
+import socket
+import sys
 import tempfile
 
 _env = os.environ.get
@@ -28,7 +31,28 @@ loglevel = _env("DEMAND_LOG_LEVEL") or "info"
 # Request line and header limits stay at gunicorn's defaults; body size is the app's (DEMAND_MAX_BODY_BYTES).
 
 
+def refuse_a_taken_address(host, port):
+    """Exit at once, status 1, when something already listens on the address.
+
+    gunicorn would retry for 5 s and then fail with a generic message.
+    Without SO_REUSEPORT (above) nothing can join our port later either.
+    """
+    if os.environ.get("GUNICORN_PID") or os.environ.get("LISTEN_FDS"):
+        return  # an upgrade or systemd hands over sockets we already own
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds: TIME_WAIT is no conflict
+        try:
+            probe.bind((host.strip("[]"), int(port)))
+        except OSError as err:
+            problem = "address already in use" if err.errno == errno.EADDRINUSE else err.strerror
+            print(f"error: cannot listen on {host}:{port}: {problem} (DEMAND_HOST, DEMAND_PORT)", file=sys.stderr)
+            sys.exit(1)
+
+
 def on_starting(server):
+    host, _, port = bind.rpartition(":")
+    refuse_a_taken_address(host, port)
     # Workers size their ONNX Runtime thread pools from this.
     os.environ["DEMAND_WORKERS"] = str(server.cfg.workers)
     # Prometheus multiprocess mode: one folder of metric files shared by the workers,

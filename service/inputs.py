@@ -27,13 +27,13 @@ def require_json_content(request):
         raise ApiError(415, f"Content-Type must be application/json, got {request.mimetype or 'none'}")
 
 
-# A row of /predict is 7 JSON tokens (an object, 3 keys, 3 values) and one
-# of a V2 tensor 3 or 4, so this bound admits every request within the row
-# cap, with room for a few extra fields per row. It caps the Python objects a
-# body can make: 2.7 million empty objects fit in 8 MB and would cost 500 MB
-# of memory once parsed.
+# What a body may hold before it is parsed, so that memory stays bounded by
+# the caps: 2.7 million empty objects fit in 8 MB and would cost 500 MB once
+# parsed. A row of /predict is one object and 7 JSON tokens (3 keys, 3 values
+# and a separator), a row of a V2 tensor at most one list and 4 tokens; the
+# bounds leave room for a few extra fields per row.
 TOKENS_PER_ROW = 10
-TOKEN_SLACK = 1024
+SLACK = 1024
 
 
 def parse_json(raw, max_rows):
@@ -54,15 +54,17 @@ def parse_json(raw, max_rows):
 
 
 def check_token_count(raw, max_rows):
-    limit = TOKENS_PER_ROW * max_rows + TOKEN_SLACK
-    if len(raw) <= limit:
+    """413 for a body that would make more objects than `max_rows` rows need."""
+    limit = TOKENS_PER_ROW * max_rows + SLACK
+    if len(raw) <= max_rows + SLACK:
         return  # a token takes at least one byte: nothing to count
-    # Every key and value but the outermost follows one of these bytes (inside
-    # strings they overcount, never undercount).
-    tokens = raw.count(b",") + raw.count(b":") + raw.count(b"[") + raw.count(b"{")
-    if tokens > limit:
-        raise ApiError(413, f"body holds about {tokens} JSON values, more than {limit} for the limit of "
-                            f"{max_rows} rows per request (DEMAND_MAX_ROWS)")
+    # Every key and value but the outermost follows one of these bytes
+    # (inside strings they overcount, never undercount).
+    containers = raw.count(b"{") + raw.count(b"[")
+    tokens = containers + raw.count(b",") + raw.count(b":")
+    if containers > max_rows + SLACK or tokens > limit:
+        raise ApiError(413, f"body holds about {tokens} JSON values in {containers} objects and lists, more than "
+                            f"{max_rows} rows need (DEMAND_MAX_ROWS)")
 
 
 def instances_from_body(body):

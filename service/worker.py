@@ -34,6 +34,7 @@ from .errors import INTERNAL_ERROR
 from .http_framing import CONTINUE, MORE, FramingError, RequestScanner
 
 READ_SIZE = 256 * 1024
+EMPTY = memoryview(b"")
 REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
            417: "Expectation Failed", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
            501: "Not Implemented"}
@@ -56,18 +57,20 @@ class ClientSocket:
         self.timeout = timeout
         self.deadline = None  # of the request being read
         self.continue_sent = False
-        self._pending = memoryview(b"")
+        self._pending = EMPTY
 
     def take_pending(self):
-        data, self._pending = bytes(self._pending), memoryview(b"")
+        data, self._pending = bytes(self._pending), EMPTY
         return data
 
     def give(self, data):
-        self._pending = memoryview(bytes(data))
+        self._pending = memoryview(data)
 
     def recv(self, size, *flags):
         if self._pending:
-            data, self._pending = bytes(self._pending[:size]), self._pending[size:]
+            data = bytes(self._pending[:size])
+            # Drop the view once used up: it keeps the whole request's buffer alive.
+            self._pending = self._pending[size:] if len(self._pending) > size else EMPTY
             return data
         if self.deadline is not None:
             remaining = self.deadline - time.monotonic()

@@ -1,0 +1,335 @@
+"""What a hostile or broken client, or a broken registry, can do to a real
+gunicorn on loopback: every loop here is bounded in time and count."""
+import json
+import os
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from pipeline.errors import RegistryError
+from pipeline.registry import Registry
+
+from .conftest import INSTANCE
+from .server import ROOT, free_port, running_service
+
+pytestmark = pytest.mark.slow
+PREDICT_BODY = json.dumps(INSTANCE).encode()
+
+
+@pytest.fixture(scope="module")
+def server(published, tmp_path_factory):
+    with running_service(published, tmp_path_factory.mktemp("gunicorn")) as s:
+        yield s
+
+
+def raw_exchange(server, data, wait=5.0):
+    """Send raw bytes, return everything the server answers until it closes (or `wait` passes)."""
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
+        sock.sendall(data)
+        answer, deadline = b"", time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except (socket.timeout, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            answer += chunk
+    return answer
+
+
+def status_and_json(answer):
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower(), answer[:300]
+    return int(head.split(b" ")[1]), json.loads(body)
+
+
+def metric(server, name):
+    lines = [line for line in server.get("/metrics").text.splitlines() if line.startswith(name + " ")]
+    return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+
+def worker_pids(server):
+    out = subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True).stdout
+    return [int(pid) for pid in out.split()]
+
+
+def peak_rss_mb(pid):
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM"))
+
+
+# ---------------------------------------------------------------- slow clients
+
+
+def test_slow_clients_get_408_and_cannot_starve_the_service(published, tmp_path):
+    """40 slow clients (20 stop half-way through the body, 20 send headers a
+    byte a second) and 10 idle kept-alive connections, for 12 s, against 2
+    workers x 4 threads: a probe still gets 90% of its answers in under 1 s.
+    Each slow client gets a JSON 408 after DEMAND_CLIENT_TIMEOUT (10 s)."""
+    with running_service(published, tmp_path) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        half_body = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+        for sock in half_body:
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 1000\r\n\r\n" + b" " * 500)
+        dribblers = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+        idle = [requests.Session() for _ in range(10)]
+        for session in idle:
+            assert session.post(server.url + "/predict", json=INSTANCE, timeout=5).status_code == 200
+        header = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Slow: " + b"a" * 100
+        answers = {sock: b"" for sock in half_body + dribblers}
+        probes, fast = 0, 0
+        started = time.monotonic()
+        sent = 0
+        while time.monotonic() - started < 12:
+            if time.monotonic() - started >= sent and sent < len(header):
+                for sock in dribblers:
+                    try:
+                        sock.send(header[sent:sent + 1])
+                    except OSError:
+                        pass  # closed by the server after its 408
+                sent += 1
+            readable, _, _ = select.select([s for s in answers if s.fileno() >= 0], [], [], 0)
+            for sock in readable:
+                try:
+                    answers[sock] += sock.recv(4096)
+                except OSError:
+                    pass
+            probes += 1
+            began = time.monotonic()
+            try:
+                ok = requests.post(server.url + "/predict", json=INSTANCE, timeout=1).status_code == 200
+            except requests.RequestException:
+                ok = False
+            fast += ok and time.monotonic() - began < 1
+            time.sleep(0.05)
+        for sock in answers:
+            sock.settimeout(1)
+            try:
+                while chunk := sock.recv(4096):
+                    answers[sock] += chunk
+            except OSError:
+                pass
+            sock.close()
+        assert probes >= 50 and fast / probes >= 0.9, (fast, probes)
+        timed_out = [status_and_json(a) for a in answers.values() if a]
+        assert len(timed_out) == 40
+        assert all(status == 408 and "DEMAND_CLIENT_TIMEOUT" in body["error"] for status, body in timed_out)
+        assert metric(server, "demand_client_timeouts_total") >= 40
+
+
+# ---------------------------------------------------------------- the port
+
+
+def test_serve_on_a_port_in_use_exits_at_once_with_status_1(server, published):
+    taken = int(server.url.rsplit(":", 1)[1])
+    with socket.socket() as other:  # a port held by any other program
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        for port in (taken, other.getsockname()[1]):
+            began = time.monotonic()
+            result = subprocess.run([sys.executable, "-m", "pipeline", "serve", "--port", str(port), "--workers", "1",
+                                     "--model-dir", str(published)], capture_output=True, text=True, timeout=30, cwd=ROOT)
+            assert result.returncode == 1
+            assert "address already in use" in result.stderr
+            assert time.monotonic() - began < 5
+    assert server.get("/readyz").status_code == 200  # the first server is untouched
+
+
+def test_no_listening_socket_is_shared_with_so_reuseport(server):
+    with socket.socket() as intruder:
+        intruder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        with pytest.raises(OSError):
+            intruder.bind(("127.0.0.1", int(server.url.rsplit(":", 1)[1])))
+
+
+# ---------------------------------------------------------------- memory
+
+
+@pytest.mark.parametrize("body, expected", [
+    pytest.param(b'{"instances":[' + b",".join([b"{}"] * 2_700_000) + b"]}", 413, id="2.7M empty objects (8 MB)"),
+    pytest.param(json.dumps({"instances": [{"prev_week_sales": 41512.125, "discount_fraction": 12.5,
+                                            "weeks_to_next_holidays": i % 30} for i in range(200_000)]}).encode(),
+                 200, id="200,000 rows, the row cap (15 MB)"),
+])
+def test_a_request_within_the_caps_raises_a_worker_peak_rss_by_at_most_256_mb(published, tmp_path, body, expected):
+    with running_service(published, tmp_path, workers=1) as server:
+        server.post("/predict", json=INSTANCE)
+        (pid,) = worker_pids(server)
+        before = peak_rss_mb(pid)
+        response = requests.post(server.url + "/predict", data=body, headers={"Content-Type": "application/json"}, timeout=60)
+        assert response.status_code == expected, response.text[:200]
+        assert peak_rss_mb(pid) - before <= 256
+
+
+# ---------------------------------------------------------------- the champion pointer
+
+
+def wait_for(condition, seconds=10):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def test_registry_accepts_only_version_names(tmp_path):
+    registry = Registry(tmp_path)
+    for pointer in ("../other/versions/v7", "/etc", "v1/../../x", "latest"):
+        registry.champion_file.parent.mkdir(parents=True, exist_ok=True)
+        registry.champion_file.write_text(pointer + "\n")
+        with pytest.raises(RegistryError, match="not a version name"):
+            registry.champion()
+        with pytest.raises(RegistryError, match="not a version name"):
+            registry.path(pointer)
+        assert not registry.exists(pointer)
+
+
+def test_a_pointer_outside_the_registry_is_refused_counted_and_v1_keeps_serving(published, tmp_path):
+    root = tmp_path / "models"
+    shutil.copytree(published, root)
+    outside = tmp_path / "other" / "versions" / "v7"
+    shutil.copytree(root / "versions" / "v1", outside)  # a loadable model, but not ours
+    with running_service(root, tmp_path, workers=1, reload_interval=0.2) as server:
+        for pointer in ("../other/versions/v7", str(outside)):
+            before = metric(server, "demand_model_reload_failures_total")
+            (root / "champion").write_text(pointer + "\n")
+            wait_for(lambda: metric(server, "demand_model_reload_failures_total") > before)
+            ready = server.get("/readyz").json()
+            assert ready["model_version"] == "v1" and "/" not in json.dumps(ready["model_version"])
+            assert server.post("/predict", json=INSTANCE).json()["model_version"] == "v1"
+        assert "not a version name" in server.log()
+
+
+def test_a_worker_starting_on_a_broken_champion_serves_the_last_one_that_loads(published, tmp_path):
+    root = tmp_path / "models"
+    shutil.copytree(published, root)
+    registry = Registry(root)
+    shutil.copytree(root / "versions" / "v1", root / "versions" / "v2")
+    (root / "versions" / "v2" / "model.onnx").write_bytes(b"\x08garbage")
+    with registry.lock():
+        registry.promote("v2", reason="test", by="test")
+    with running_service(root, tmp_path) as server:  # waits until both workers are ready
+        health = server.get("/healthz").json()
+        assert health["model_version"] == "v1" and health["champion"] == "v2" and health["fallback"] is True
+        assert server.get("/readyz").status_code == 200
+        assert server.post("/predict", json=INSTANCE).json()["model_version"] == "v1"
+        assert str(root) not in json.dumps(health)
+        # v2 failed its checks: not retried until the pointer is written again.
+        shutil.copy(root / "versions" / "v1" / "model.onnx", root / "versions" / "v2" / "model.onnx")
+        time.sleep(2.5)  # more than one check (every 2 s)
+        assert server.get("/readyz").json()["model_version"] == "v1"
+        registry.set_champion("v2")
+        wait_for(lambda: {server.get("/readyz").json()["model_version"] for _ in range(6)} == {"v2"})
+        assert "fallback" not in server.get("/healthz").json()
+
+
+def test_a_champion_whose_folder_appears_later_is_picked_up(published, tmp_path):
+    root = tmp_path / "models"
+    shutil.copytree(published, root)
+    with running_service(root, tmp_path, reload_interval=0.2) as server:
+        (root / "champion").write_text("v5\n")  # named before its folder exists
+        wait_for(lambda: server.get("/healthz").json().get("champion") == "v5")
+        assert server.post("/predict", json=INSTANCE).json()["model_version"] == "v1"
+        staged = root / "staging" / "v5"
+        shutil.copytree(root / "versions" / "v1", staged)
+        os.rename(staged, root / "versions" / "v5")
+        wait_for(lambda: {server.get("/readyz").json()["model_version"] for _ in range(6)} == {"v5"})
+
+
+def test_no_registry_path_in_answers_to_clients(tmp_path):
+    empty = tmp_path / "secret-registry-location"
+    with running_service(empty, tmp_path, wait_ready=False) as server:
+        for answer in (server.get("/healthz"), server.get("/readyz"), server.post("/predict", json=INSTANCE),
+                       server.get("/v2/health/ready")):
+            assert "secret-registry-location" not in answer.text and str(tmp_path) not in answer.text
+        assert server.get("/readyz").status_code == 503
+
+
+# ---------------------------------------------------------------- no 500, no HTML
+
+
+def test_hostile_v2_ids_get_400(server):
+    deep = {"id": json.loads("[" * 254 + "]" * 254), "inputs": [{"name": "features", "datatype": "FP32",
+                                                                  "shape": [1, 3], "data": [1, 2, 3]}]}
+    response = server.post("/v2/models/demand/infer", json=deep)
+    assert response.status_code == 400 and "'id' must be a string" in response.json()["error"]
+    huge = (b'{"id": 123456789012345678901234567890, "inputs": [{"name": "features", "datatype": "FP32",'
+            b' "shape": [1, 3], "data": [1, 2, NaN]}]}')
+    response = server.post("/v2/models/demand/infer", data=huge, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and response.json()["error"]
+
+
+def test_invalid_chunked_framing_gets_json_400(server):
+    answer = raw_exchange(server, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                  b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n")
+    status, body = status_and_json(answer)
+    assert status == 400 and "chunk" in body["error"]
+    # Well-formed chunked bodies still work.
+    response = requests.post(server.url + "/predict", data=iter([PREDICT_BODY[:10], PREDICT_BODY[10:]]),
+                             headers={"Content-Type": "application/json"}, timeout=10)
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("request_bytes, expected", [
+    (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    (b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Many: 1\r\n" * 120 + b"\r\n", 431),
+    (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", 400),
+    (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431),
+    (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999999\r\n\r\n", 413),
+    (b"NOT A REQUEST\r\n\r\n", 400),
+])
+def test_the_http_layer_answers_its_own_errors_in_json(server, request_bytes, expected):
+    status, body = status_and_json(raw_exchange(server, request_bytes))
+    assert status == expected and body["error"]
+
+
+def test_v2_duplicate_inputs_and_non_boolean_parameters_get_400(server):
+    tensor = {"name": "features", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}
+    cases = [
+        {"inputs": [tensor, tensor]},
+        {"inputs": [tensor], "parameters": {"binary_data_output": "false"}},
+        {"inputs": [tensor], "parameters": "binary"},
+        {"inputs": [tensor], "outputs": [{"name": "units_sold", "parameters": {"binary_data": 1}}]},
+        {"inputs": [tensor], "outputs": [{"name": "units_sold"}, {"name": "units_sold"}]},
+        {"inputs": [{**tensor, "parameters": {"binary_data_size": "12"}}]},
+    ]
+    for case in cases:
+        response = server.post("/v2/models/demand/infer", json=case)
+        assert response.status_code == 400 and response.json()["error"], case
+
+
+@pytest.mark.parametrize("method, path", [("post", "/predict"), ("post", "/v1/models/demand:predict"),
+                                          ("post", "/v2/models/demand/infer"), ("get", "/healthz")])
+def test_an_unsupported_content_encoding_gets_415_on_every_route(server, method, path):
+    response = getattr(requests, method)(server.url + path, data=PREDICT_BODY, timeout=10,
+                                         headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert response.status_code == 415 and "Content-Encoding" in response.json()["error"]
+
+
+def test_an_exception_on_the_fast_path_is_the_same_json_500_and_metric_as_in_flask(app, client, monkeypatch):
+    def count_500():
+        text = client.get("/metrics").get_data(as_text=True)
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("demand_http_requests_total{") and 'route="/predict"' in line and 'status="500"' in line)
+
+    holder = app.config["MODEL_HOLDER"]
+    monkeypatch.setattr(holder.bundle, "forecast", lambda *a: 1 / 0)
+    before = count_500()
+    fast = client.post("/predict", json=INSTANCE)
+    # The same request through the Flask view, without the fast path in front.
+    app.wsgi_app, middleware = app.wsgi_app.wsgi_app, app.wsgi_app
+    try:
+        slow = client.post("/predict", json=INSTANCE)
+    finally:
+        app.wsgi_app = middleware
+    assert fast.status_code == slow.status_code == 500
+    assert fast.get_json() == slow.get_json() == {"error": "internal error; the details are in the server log"}
+    assert count_500() - before == 2
