@@ -150,22 +150,28 @@ class Worker(ThreadWorker):
         conn.sock.continue_sent = False
         conn.sock.setblocking(False)
         self.reading.add(conn)
-        if received and self._scan(conn):
-            return
-        self.poller.register(conn.sock.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
+        # A small request has usually arrived whole by now: read it at once
+        # rather than after another turn of the event loop.
+        if self._receive(conn) and not self._scan(conn):
+            self.poller.register(conn.sock.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
 
     def _on_readable(self, conn, _sock):
+        if self._receive(conn):
+            self._scan(conn, registered=True)
+
+    def _receive(self, conn):
+        """Append what the socket has to the buffer. False when the client went away."""
         try:
             data = conn.sock.sock.recv(READ_SIZE)
         except (BlockingIOError, InterruptedError):
-            return
+            return True
         except OSError:
             data = b""
-        if not data:  # the client went away
+        if not data:
             self._drop(conn)
-            return
+            return False
         conn.buffer += data
-        self._scan(conn, registered=True)
+        return True
 
     def _scan(self, conn, registered=False):
         """Hand the request to a thread once whole. True when the loop is done with the connection."""
