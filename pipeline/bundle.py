@@ -13,10 +13,9 @@ from .evaluate import interval_bounds
 from .normalize import MinMaxStats
 from .errors import BundleError, RegistryError
 from .registry import Registry
-from .schema import FEATURES
+from .schema import FEATURES, INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR
 
 log = logging.getLogger("demand.bundle")
-INPUT, OUTPUT, OUTPUT_NORMALIZED = "features", "units_sold", "units_sold_normalized"
 # Rows per ONNX Runtime call, times the widest layer: big enough that the
 # per-call overhead vanishes, small enough that the intermediate tensors stay
 # in the cache and the memory arena small (8192 rows of a 32-unit layer).
@@ -113,14 +112,14 @@ class Bundle:
         """
         if len(X) <= self.chunk_rows:
             with self._compute:
-                units, normalized = self.session.run([OUTPUT, OUTPUT_NORMALIZED], {INPUT: X})
+                units, normalized = self.session.run([OUTPUT_TENSOR, NORMALIZED_TENSOR], {INPUT_TENSOR: X})
             return units.reshape(-1), normalized.reshape(-1)
         units = np.empty(len(X), dtype=np.float32)
         normalized = np.empty(len(X), dtype=np.float32)
         for start in range(0, len(X), self.chunk_rows):
             stop = start + self.chunk_rows
             with self._compute:  # per chunk, so small requests slip in between
-                u, n = self.session.run([OUTPUT, OUTPUT_NORMALIZED], {INPUT: X[start:stop]})
+                u, n = self.session.run([OUTPUT_TENSOR, NORMALIZED_TENSOR], {INPUT_TENSOR: X[start:stop]})
             units[start:stop], normalized[start:stop] = u.reshape(-1), n.reshape(-1)
         return units, normalized
 

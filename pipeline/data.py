@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
-from .schema import FEATURES, SERIES_COLUMN, TARGET, TIME_COLUMN, domain_problem
+from .schema import FEATURES, N_FEATURES, SERIES_COLUMN, TARGET, TIME_COLUMN, domain_problem
 
 SHOWN_ERRORS = 5
 
@@ -136,8 +136,8 @@ def load_csv(path, skip_bad_rows=False, warn=None, require_target=True):
 
     data = np.asarray(rows, dtype=np.float64)
     return Dataset(
-        X=data[:, :3],
-        y=data[:, 3] if require_target else np.full(len(data), np.nan),
+        X=data[:, :N_FEATURES],
+        y=data[:, N_FEATURES] if require_target else np.full(len(data), np.nan),
         week=np.array(weeks, dtype="datetime64[D]") if has_week else None,
         series=np.array(series) if has_series else None,
         source={

@@ -21,13 +21,10 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .errors import ExportError
-from .schema import FEATURES, TARGET
+from .schema import FEATURES, INPUT_TENSOR, N_FEATURES, NORMALIZED_TENSOR, OUTPUT_TENSOR
 
 OPSET = 17
 IR_VERSION = 8  # the IR that opset 17 shipped with; readable by every ONNX Runtime since 1.11
-INPUT = "features"
-OUTPUT = TARGET
-OUTPUT_NORMALIZED = f"{TARGET}_normalized"
 PARITY_TOLERANCE = 1e-5
 PARITY_BATCHES = (1, 7, 1024)
 
@@ -87,10 +84,10 @@ def build_onnx(mlp, stats, metadata, members=None):
 
     log = stats.transform == "log1p"
     nodes = []
-    features = INPUT
+    features = INPUT_TENSOR
     if log:
         nodes += [
-            helper.make_node("Add", [INPUT, const("one", [1.0])], ["x_plus_one"]),
+            helper.make_node("Add", [INPUT_TENSOR, const("one", [1.0])], ["x_plus_one"]),
             helper.make_node("Log", ["x_plus_one"], ["x_log"]),
         ]
         features = "x_log"
@@ -114,25 +111,25 @@ def build_onnx(mlp, stats, metadata, members=None):
     if members and len(members) > 1:
         branches = [chain(layers, f"member{j}.") for j, layers in enumerate(split_members(arrays, members))]
         nodes.append(helper.make_node("Sum", branches, ["members.sum"]))
-        nodes.append(helper.make_node("Add", ["members.sum", output_bias], [OUTPUT_NORMALIZED]))
+        nodes.append(helper.make_node("Add", ["members.sum", output_bias], [NORMALIZED_TENSOR]))
     else:
-        nodes.append(helper.make_node("Add", [chain(arrays, ""), output_bias], [OUTPUT_NORMALIZED]))
+        nodes.append(helper.make_node("Add", [chain(arrays, ""), output_bias], [NORMALIZED_TENSOR]))
     nodes += [
-        helper.make_node("Mul", [OUTPUT_NORMALIZED, const("y_range", [stats.y_range])], ["y_scaled"]),
-        helper.make_node("Add", ["y_scaled", const("y_min", [stats.y_min])], ["y_log" if log else OUTPUT]),
+        helper.make_node("Mul", [NORMALIZED_TENSOR, const("y_range", [stats.y_range])], ["y_scaled"]),
+        helper.make_node("Add", ["y_scaled", const("y_min", [stats.y_min])], ["y_log" if log else OUTPUT_TENSOR]),
     ]
     if log:
         nodes += [
             helper.make_node("Exp", ["y_log"], ["y_plus_one"]),
-            helper.make_node("Sub", ["y_plus_one", "one"], [OUTPUT]),
+            helper.make_node("Sub", ["y_plus_one", "one"], [OUTPUT_TENSOR]),
         ]
     graph = helper.make_graph(
         nodes,
         "demand_mlp",
-        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", len(FEATURES)])],
+        [helper.make_tensor_value_info(INPUT_TENSOR, TensorProto.FLOAT, ["batch", N_FEATURES])],
         [
-            helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", 1]),
-            helper.make_tensor_value_info(OUTPUT_NORMALIZED, TensorProto.FLOAT, ["batch", 1]),
+            helper.make_tensor_value_info(OUTPUT_TENSOR, TensorProto.FLOAT, ["batch", 1]),
+            helper.make_tensor_value_info(NORMALIZED_TENSOR, TensorProto.FLOAT, ["batch", 1]),
         ],
         initializer=init,
     )
@@ -164,7 +161,7 @@ def parity_inputs(holdout_X, stats, seed=0):
     """Holdout rows and random rows across (and a little beyond) the training range."""
     rng = np.random.default_rng(seed)
     low, high = np.array(stats.raw_x_min), np.array(stats.raw_x_max)
-    random_rows = rng.uniform(low, low + 1.25 * (high - low), size=(max(PARITY_BATCHES), len(FEATURES)))
+    random_rows = rng.uniform(low, low + 1.25 * (high - low), size=(max(PARITY_BATCHES), N_FEATURES))
     return {"holdout": _f32(holdout_X), "random": _f32(random_rows)}
 
 
@@ -188,8 +185,8 @@ def parity_error(path, mlp, stats, inputs):
     worst = 0.0
     for rows in inputs.values():
         for batch in PARITY_BATCHES:
-            x = np.resize(rows, (batch, len(FEATURES)))  # repeats rows when there are fewer
-            ort_units, ort_normalized = session.run([OUTPUT, OUTPUT_NORMALIZED], {INPUT: x})
+            x = np.resize(rows, (batch, N_FEATURES))  # repeats rows when there are fewer
+            ort_units, ort_normalized = session.run([OUTPUT_TENSOR, NORMALIZED_TENSOR], {INPUT_TENSOR: x})
             with torch.no_grad():
                 torch_units, torch_normalized = (t.numpy() for t in reference(torch.from_numpy(x)))
             if ort_units.shape != (batch, 1) or ort_normalized.shape != (batch, 1):

@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from .schema import FEATURES
+from .schema import N_FEATURES
 
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
@@ -13,7 +13,7 @@ class DemandMLP(nn.Module):
     Works on min-max normalized features and target, as in the chapter.
     """
 
-    def __init__(self, hidden=(10, 5), activation="sigmoid", n_features=len(FEATURES)):
+    def __init__(self, hidden=(10, 5), activation="sigmoid", n_features=N_FEATURES):
         super().__init__()
         sizes = [n_features, *hidden, 1]
         layers = []

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import export
 from .registry import Registry
-from .schema import DOMAIN, FEATURES, TARGET
+from .schema import DOMAIN, FEATURES, INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR, TARGET
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,7 +39,7 @@ def git_revision():
 def io_schema():
     return {
         "input": {
-            "name": export.INPUT,
+            "name": INPUT_TENSOR,
             "dtype": "float32",
             "shape": ["batch", len(FEATURES)],
             "features": [
@@ -48,8 +48,8 @@ def io_schema():
             ],
         },
         "outputs": [
-            {"name": export.OUTPUT, "dtype": "float32", "shape": ["batch", 1], "unit": "units"},
-            {"name": export.OUTPUT_NORMALIZED, "dtype": "float32", "shape": ["batch", 1], "unit": "min-max normalized"},
+            {"name": OUTPUT_TENSOR, "dtype": "float32", "shape": ["batch", 1], "unit": "units"},
+            {"name": NORMALIZED_TENSOR, "dtype": "float32", "shape": ["batch", 1], "unit": "min-max normalized"},
         ],
     }
 

@@ -6,9 +6,18 @@ value refused in one place is refused everywhere with the same words.
 import math
 
 FEATURES = ("prev_week_sales", "discount_fraction", "weeks_to_next_holidays")
+N_FEATURES = len(FEATURES)
 TARGET = "units_sold"
 TIME_COLUMN = "week"
 SERIES_COLUMN = "series"
+
+# The ONNX graph's tensors: one input of N_FEATURES columns in FEATURES order,
+# the forecast in units, and the network's own output before it is turned
+# back into units (see pipeline.export).
+INPUT_TENSOR = "features"
+OUTPUT_TENSOR = TARGET
+NORMALIZED_TENSOR = f"{TARGET}_normalized"
+OUTPUT_TENSORS = (OUTPUT_TENSOR, NORMALIZED_TENSOR)
 
 # The model reads float32: a larger value would become infinity inside it.
 FLOAT32_MAX = 3.4028234663852886e38

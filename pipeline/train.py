@@ -10,6 +10,7 @@ import torch
 from .errors import TrainingError
 from .backprop import ManualMLP, make_optimizer
 from .model import DemandMLP
+from .schema import N_FEATURES
 from .presets import TrainConfig
 from .normalize import TRANSFORMS, MinMaxStats
 
@@ -94,7 +95,7 @@ class ManualEngine:
     """Algorithm 8.5 in float64 NumPy; always runs on the CPU."""
 
     def __init__(self, config, device="cpu", initial=None):
-        sizes = [3, *config.hidden, 1]
+        sizes = [N_FEATURES, *config.hidden, 1]
         self.config = config
         self.net = initial or ManualMLP.initialize(sizes, config.activation, config.seed)
         self.optimizer = make_optimizer(config.optimizer, self.net.parameters(), config.lr, config.momentum)

@@ -12,7 +12,7 @@ import numpy as np
 import orjson
 
 from pipeline.normalize import column_ranges
-from pipeline.schema import DOMAIN, FEATURES, domain_problem
+from pipeline.schema import DOMAIN, FEATURES, N_FEATURES, domain_problem
 
 from .errors import ApiError
 
@@ -88,7 +88,7 @@ def matrix_from_instances(instances, prefix, max_rows):
         rows = list(map(features_of, instances))  # C-level loops throughout: this is the hot path
         if not set(map(type, chain.from_iterable(rows))) <= NUMBER_TYPES:  # bool is not a number here
             raise TypeError
-        X = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=3 * len(rows)).reshape(-1, 3)
+        X = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=N_FEATURES * len(rows)).reshape(-1, N_FEATURES)
     except (KeyError, TypeError, OverflowError, ValueError):
         _explain_instances(instances, prefix)
         raise  # unreachable: _explain_instances always raises here

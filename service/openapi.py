@@ -1,5 +1,12 @@
 """OpenAPI 3 description of every route the service answers."""
-from pipeline.schema import DOMAIN, FEATURES
+from pipeline.schema import DOMAIN, FEATURES, INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR, OUTPUT_TENSORS
+
+
+NORMALIZED_MEANING = (
+    "The network's own output: the forecast min-max scaled by the training data's range of the target, "
+    "(units_sold - min) / (max - min) for a model that learns in units; for a model that learns on "
+    "log(1 + units) (the card's transform is log1p), (log(1 + units_sold) - min) / (max - min) of log(1 + units). "
+    "0 and 1 are the lowest and highest target seen in training, on that scale.")
 
 
 def _error(description):
@@ -42,10 +49,10 @@ SCHEMAS = {
     },
     "Prediction": {
         "type": "object",
-        "required": ["units_sold", "units_sold_normalized", "interval", "extrapolated"],
+        "required": [OUTPUT_TENSOR, NORMALIZED_TENSOR, "interval", "extrapolated"],
         "properties": {
-            "units_sold": {"type": "number"},
-            "units_sold_normalized": {"type": "number"},
+            OUTPUT_TENSOR: {"type": "number", "description": "the forecast, in units"},
+            NORMALIZED_TENSOR: {"type": "number", "description": NORMALIZED_MEANING},
             "interval": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
             "extrapolated": {"type": "array", "items": {"type": "string", "enum": list(FEATURES)},
                              "description": "features outside the range the model was trained on"},
@@ -84,7 +91,7 @@ SCHEMAS = {
     "InferInput": {
         "type": "object", "required": ["name", "shape", "datatype"],
         "properties": {
-            "name": {"type": "string", "enum": ["features"]},
+            "name": {"type": "string", "enum": [INPUT_TENSOR]},
             "shape": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2, "maxItems": 2},
             "datatype": {"type": "string", "enum": ["FP32", "FP64", "INT32", "INT64"]},
             "data": {"type": "array", "items": {"type": "number", "minimum": 0}},
@@ -97,9 +104,9 @@ SCHEMAS = {
                        "Inference-Header-Content-Length bytes followed by little-endian tensor bytes.",
         "properties": {
             "id": {"type": "string"},
-            "inputs": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/InferInput"}},
+            "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {"$ref": "#/components/schemas/InferInput"}},
             "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
-                "name": {"type": "string", "enum": ["units_sold", "units_sold_normalized"]},
+                "name": {"type": "string", "enum": list(OUTPUT_TENSORS)},
                 "parameters": {"type": "object", "properties": {"binary_data": {"type": "boolean"}}}}}},
             "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean"}}},
         },

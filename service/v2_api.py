@@ -9,7 +9,7 @@ from . import metrics
 from .auth import prediction_token_required
 from .errors import ApiError
 from pipeline.normalize import column_ranges
-from pipeline.schema import FEATURES
+from pipeline.schema import FEATURES, INPUT_TENSOR, N_FEATURES, OUTPUT_TENSORS
 
 from .inputs import check_domain, parse_json
 from .serving import current_bundle
@@ -17,8 +17,7 @@ from .serving import current_bundle
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
 MODEL_NAME = "demand"
-INPUT = "features"
-OUTPUTS = ("units_sold", "units_sold_normalized")
+INPUT, OUTPUTS = INPUT_TENSOR, OUTPUT_TENSORS
 DTYPES = {"FP32": "<f4", "FP64": "<f8", "INT32": "<i4", "INT64": "<i8"}
 BINARY_HEADER = "Inference-Header-Content-Length"
 MAX_ID_LENGTH = 256
@@ -66,7 +65,7 @@ def model_metadata(name, version=None):
         name=MODEL_NAME,
         versions=[bundle.version],
         platform="onnxruntime_onnx",
-        inputs=[{"name": INPUT, "datatype": "FP32", "shape": [-1, 3]}],
+        inputs=[{"name": INPUT, "datatype": "FP32", "shape": [-1, N_FEATURES]}],
         outputs=[{"name": name, "datatype": "FP32", "shape": [-1, 1]} for name in OUTPUTS],
         parameters={"execution_provider": bundle.provider, "feature_order": list(FEATURES)},
     )
@@ -117,8 +116,8 @@ def features_from(header, binary, max_rows):
         if name != INPUT:
             raise ApiError(400, f"unknown input {name!r:.80}; this model takes one input named {INPUT!r}")
         shape = tensor.get("shape")
-        if not (isinstance(shape, list) and len(shape) == 2 and all(type(d) is int for d in shape) and shape[1] == 3 and shape[0] >= 1):
-            raise ApiError(400, f"input {INPUT!r} shape must be [rows, 3] with rows >= 1, got {shape!r}")
+        if not (isinstance(shape, list) and len(shape) == 2 and all(type(d) is int for d in shape) and shape[1] == N_FEATURES and shape[0] >= 1):
+            raise ApiError(400, f"input {INPUT!r} shape must be [rows, {N_FEATURES}] with rows >= 1, got {shape!r}")
         rows = shape[0]
         if rows > max_rows:
             raise ApiError(413, f"{rows} rows is more than the limit of {max_rows} per request (DEMAND_MAX_ROWS)")
@@ -129,11 +128,11 @@ def features_from(header, binary, max_rows):
         if "binary_data_size" in parameters:
             size = parameters["binary_data_size"]
             dtype = np.dtype(DTYPES[datatype])
-            if type(size) is not int or size != rows * 3 * dtype.itemsize:
-                raise ApiError(400, f"binary_data_size must be rows * 3 * {dtype.itemsize} = {rows * 3 * dtype.itemsize} for {datatype}, got {size!r}")
+            if type(size) is not int or size != rows * N_FEATURES * dtype.itemsize:
+                raise ApiError(400, f"binary_data_size must be rows * {N_FEATURES} * {dtype.itemsize} = {rows * N_FEATURES * dtype.itemsize} for {datatype}, got {size!r}")
             if offset + size > len(binary):
                 raise ApiError(400, f"binary tensor data is {len(binary) - offset} bytes, {size} expected")
-            X = np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(rows, 3)
+            X = np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(rows, N_FEATURES)
             offset += size
         else:
             X = _from_json_data(tensor.get("data"), rows)
@@ -148,15 +147,15 @@ def _from_json_data(data, rows):
     if not isinstance(data, list):
         raise ApiError(400, f"input {INPUT!r} needs 'data' (a list of numbers) or binary data")
     flat = data if not data or not isinstance(data[0], list) else [v for row in data for v in (row if isinstance(row, list) else [row])]
-    if len(flat) != rows * 3:
-        raise ApiError(400, f"input {INPUT!r} has {len(flat)} values; shape [{rows}, 3] needs {rows * 3}")
+    if len(flat) != rows * N_FEATURES:
+        raise ApiError(400, f"input {INPUT!r} has {len(flat)} values; shape [{rows}, {N_FEATURES}] needs {rows * N_FEATURES}")
     kinds = {type(v) for v in flat}
     if not kinds <= {int, float}:
         bad = next(v for v in flat if type(v) not in (int, float))
         kind = "a boolean" if isinstance(bad, bool) else "null" if bad is None else f"a {type(bad).__name__}"
         raise ApiError(400, f"input {INPUT!r} data must be numbers, got {kind}")
     try:
-        return np.array(flat, dtype=np.float64).reshape(rows, 3)
+        return np.array(flat, dtype=np.float64).reshape(rows, N_FEATURES)
     except OverflowError:
         raise ApiError(400, f"input {INPUT!r} data holds an integer too large for a float") from None
 
@@ -210,7 +209,7 @@ def infer(name, version=None):
     outputs = requested_outputs(header)
     echoed_id = request_id(header)
     units, normalized = bundle.run(np.ascontiguousarray(X, dtype=np.float32))
-    values = {"units_sold": units, "units_sold_normalized": normalized}
+    values = dict(zip(OUTPUTS, (units, normalized)))
     rows = len(X)
     metrics.ROWS_V2.inc(rows)
     outside, _ = bundle.stats.outside_training_range(X, ranges)
