@@ -32,7 +32,7 @@ ENV DEMAND_HOST=0.0.0.0 DEMAND_PORT=8000
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('DEMAND_PORT', '8000'), timeout=2)"]
-CMD ["gunicorn", "-c", "service/gunicorn_conf.py", "service.app:create_app()"]
+CMD ["demand", "serve"]
 
 FROM base AS trainer
 ARG ORT_PACKAGE=onnxruntime-gpu

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.server import running_service  # noqa: E402
+from service.testing import running_service  # noqa: E402
 
 DEMAND = [sys.executable, "-m", "pipeline"]
 ONE_ROW = {"prev_week_sales": 40000, "discount_fraction": 30, "weeks_to_next_holidays": 2}

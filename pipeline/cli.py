@@ -14,7 +14,9 @@ from pathlib import Path
 
 import click
 
+from .generate import DemandLaw, GeneratorConfig
 from .presets import AUTO, BACKTEST_HORIZON, BACKTEST_WINDOWS, MIN_NEW_WEEKS, PRESET_NAMES
+from .registry import DEFAULT_MODEL_DIR
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "demand.csv"
 
@@ -43,7 +45,7 @@ def friendly_errors(command):
 
 
 model_dir_option = click.option(
-    "--model-dir", envvar="DEMAND_MODEL_DIR", default="models", show_default=True,
+    "--model-dir", envvar="DEMAND_MODEL_DIR", default=DEFAULT_MODEL_DIR, show_default=True,
     type=click.Path(file_okay=False, path_type=Path), help="Model registry folder (env DEMAND_MODEL_DIR).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
@@ -66,18 +68,18 @@ def data():
 
 @data.command("generate")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DATA, show_default=True)
-@click.option("--seed", type=int, default=7, show_default=True)
-@click.option("--series", type=click.IntRange(1, 1000), default=6, show_default=True, help="Stores or products.")
-@click.option("--weeks", type=click.IntRange(10, 5200), default=156, show_default=True)
-@click.option("--start", default="2023-01-02", show_default=True, help="First week (ISO date).")
-@click.option("--noise", type=click.FloatRange(0, 1), default=0.06, show_default=True)
-@click.option("--promo-rate", type=click.FloatRange(0, 1), default=0.13, show_default=True)
-@click.option("--lift-max", type=click.FloatRange(0), default=0.42, show_default=True, help="Largest relative lift of a discount.")
-@click.option("--holiday-bump", type=click.FloatRange(0), default=0.18, show_default=True)
-@click.option("--carryover", type=click.FloatRange(0), default=0.89, show_default=True)
+@click.option("--seed", type=int, default=GeneratorConfig.seed, show_default=True)
+@click.option("--series", type=click.IntRange(1, 1000), default=GeneratorConfig.series, show_default=True, help="Stores or products.")
+@click.option("--weeks", type=click.IntRange(10, 5200), default=GeneratorConfig.weeks, show_default=True)
+@click.option("--start", default=GeneratorConfig.start, show_default=True, help="First week (ISO date).")
+@click.option("--noise", type=click.FloatRange(0, 1), default=GeneratorConfig.noise, show_default=True)
+@click.option("--promo-rate", type=click.FloatRange(0, 1), default=GeneratorConfig.promo_rate, show_default=True)
+@click.option("--lift-max", type=click.FloatRange(0), default=DemandLaw.lift_max, show_default=True, help="Largest relative lift of a discount.")
+@click.option("--holiday-bump", type=click.FloatRange(0), default=DemandLaw.holiday_bump, show_default=True)
+@click.option("--carryover", type=click.FloatRange(0), default=DemandLaw.carryover, show_default=True)
 def data_generate(output, seed, series, weeks, start, noise, promo_rate, lift_max, holiday_bump, carryover):
     """Write the deterministic synthetic weekly sales series."""
-    from .generate import DemandLaw, GeneratorConfig, generate, write_csv
+    from .generate import generate, write_csv
 
     law = DemandLaw(lift_max=lift_max, holiday_bump=holiday_bump, carryover=carryover)
     config = GeneratorConfig(seed=seed, series=series, weeks=weeks, start=start, noise=noise, promo_rate=promo_rate, law=law)
@@ -515,27 +517,30 @@ def models_show(version, model_dir, as_json):
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
-@click.option("--workers", type=click.IntRange(1), help="Worker processes [default: CPU cores].")
-@click.option("--threads", type=click.IntRange(1), default=4, show_default=True, help="Threads per worker.")
-@click.option("--timeout", type=click.IntRange(1), default=30, show_default=True, help="Seconds before a stuck worker is restarted.")
-@click.option("--graceful-timeout", type=click.IntRange(1), default=30, show_default=True, help="Seconds to finish in-flight requests on SIGTERM.")
+@click.option("--host", help="Address to listen on [env DEMAND_HOST; default 127.0.0.1].")
+@click.option("--port", type=click.IntRange(0, 65535), help="[env DEMAND_PORT; default 8000]")
+@click.option("--workers", type=click.IntRange(1), help="Worker processes [env DEMAND_WORKERS; default: CPU cores].")
+@click.option("--threads", type=click.IntRange(1), help="Threads per worker [env DEMAND_THREADS; default 4].")
+@click.option("--timeout", type=click.IntRange(1), help="Seconds before a stuck worker is restarted [env DEMAND_TIMEOUT; default 30].")
+@click.option("--graceful-timeout", type=click.IntRange(1),
+              help="Seconds to finish in-flight requests on SIGTERM [env DEMAND_GRACEFUL_TIMEOUT; default 30].")
 @model_dir_option
 def serve(host, port, workers, threads, timeout, graceful_timeout, model_dir):
-    """Serve the champion model over HTTP with gunicorn (replaces this process)."""
+    """Serve the champion model over HTTP with gunicorn (replaces this process).
+
+    Every setting is a DEMAND_* variable read by service/gunicorn_conf.py (its
+    defaults are there); an option given here sets its variable.
+    """
     import os
 
-    env = {"DEMAND_HOST": host, "DEMAND_PORT": str(port), "DEMAND_THREADS": str(threads),
-           "DEMAND_TIMEOUT": str(timeout), "DEMAND_GRACEFUL_TIMEOUT": str(graceful_timeout),
-           "DEMAND_MODEL_DIR": str(model_dir)}
-    if workers:
-        env["DEMAND_WORKERS"] = str(workers)
-    os.environ.update(env)
-    conf = Path(__file__).resolve().parent.parent / "service" / "gunicorn_conf.py"
-    args = [sys.executable, "-m", "gunicorn", "-c", str(conf), "service.app:create_app()"]
-    log(f"starting gunicorn on http://{host}:{port} with models from {model_dir}")
-    os.execv(sys.executable, args)
+    from service.launch import gunicorn_command
+
+    given = {"DEMAND_HOST": host, "DEMAND_PORT": port, "DEMAND_WORKERS": workers, "DEMAND_THREADS": threads,
+             "DEMAND_TIMEOUT": timeout, "DEMAND_GRACEFUL_TIMEOUT": graceful_timeout, "DEMAND_MODEL_DIR": model_dir}
+    os.environ.update({name: str(value) for name, value in given.items() if value is not None})
+    log(f"starting gunicorn with models from {model_dir}")
+    command = gunicorn_command()
+    os.execv(command[0], command)
 
 
 # ---------------------------------------------------------------- scoring

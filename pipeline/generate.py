@@ -15,9 +15,7 @@ chapter's Table 8.1 within 3%.
 """
 import csv
 import datetime as dt
-from dataclasses import asdict, dataclass
-
-import numpy as np
+from dataclasses import dataclass
 
 from .schema import FEATURES, SERIES_COLUMN, TARGET, TIME_COLUMN
 
@@ -38,6 +36,8 @@ class DemandLaw:
     level: float = 40_000.0  # units
 
     def expected_units(self, prev, discount, weeks):
+        import numpy as np  # here, not at the top: the command line reads the defaults without numpy
+
         prev = np.maximum(np.asarray(prev, dtype=float), 1.0)
         lift = 1 + self.lift_max * (1 - np.exp(-np.asarray(discount, dtype=float) / self.lift_scale))
         bump = 1 + self.holiday_bump * np.exp(-np.asarray(weeks, dtype=float) / self.holiday_reach)
@@ -54,9 +54,6 @@ class GeneratorConfig:
     promo_rate: float = 0.13  # chance per week that a campaign starts
     law: DemandLaw = DemandLaw()
 
-    def describe(self):
-        return asdict(self)
-
 
 def weeks_to_next_holiday(monday):
     """Whole weeks from this week to the next holiday week (0 in a holiday week)."""
@@ -69,6 +66,8 @@ def weeks_to_next_holiday(monday):
 
 def generate(config=GeneratorConfig()):
     """Return the rows as a list of dicts, oldest week first, series interleaved."""
+    import numpy as np
+
     rng = np.random.default_rng(config.seed)
     start = dt.date.fromisoformat(config.start)
     first = start - dt.timedelta(weeks=BURN_IN_WEEKS)

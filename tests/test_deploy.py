@@ -15,7 +15,7 @@ import requests
 import yaml
 
 from .conftest import INSTANCE, ROOT
-from .server import free_port
+from service.testing import free_port
 
 BIN = Path(sys.executable).parent
 

@@ -13,7 +13,7 @@ import requests
 from pipeline.registry import Registry
 
 from .conftest import INSTANCE
-from .server import ROOT, running_service
+from service.testing import ROOT, running_service
 
 pytestmark = pytest.mark.slow
 

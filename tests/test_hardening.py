@@ -16,7 +16,7 @@ from pipeline.errors import RegistryError
 from pipeline.registry import Registry
 
 from .conftest import INSTANCE
-from .server import ROOT, free_port, running_service
+from service.testing import ROOT, running_service
 
 pytestmark = pytest.mark.slow
 PREDICT_BODY = json.dumps(INSTANCE).encode()

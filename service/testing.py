@@ -1,14 +1,16 @@
-"""Run the real service under gunicorn on a free loopback port, for tests."""
+"""Run the real service under gunicorn on a free loopback port: for the tests
+and the benchmarks (which need `requests`, a test dependency)."""
 import contextlib
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import requests
+
+from .launch import gunicorn_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,7 +54,7 @@ def running_service(model_dir, tmp_path, workers=2, threads=4, wait_ready=True, 
     log_path = tmp_path / f"gunicorn-{port}.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "service" / "gunicorn_conf.py"), app],
+            gunicorn_command(app),
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     server = Server(f"http://127.0.0.1:{port}", process, log_path)
     try:

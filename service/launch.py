@@ -1,0 +1,12 @@
+"""The one command line that starts the service: `demand serve`, the tests and
+the benchmarks all run it (the images run `demand serve`)."""
+import sys
+from pathlib import Path
+
+CONFIG = Path(__file__).resolve().with_name("gunicorn_conf.py")
+APP = "service.app:create_app()"
+
+
+def gunicorn_command(app=APP):
+    """gunicorn with this service's settings (service/gunicorn_conf.py) serving `app`."""
+    return [sys.executable, "-m", "gunicorn", "-c", str(CONFIG), app]
