@@ -435,8 +435,8 @@ def models_promote(version, wait, model_dir):
     from .registry import Registry
 
     registry = Registry(model_dir)
-    with registry.lock(wait):
-        previous = registry.promote(version, "manual promotion", "demand models promote")
+    with registry.writer(wait) as writer:
+        previous = writer.promote(version, "manual promotion", "demand models promote")
     click.echo(f"champion: {version} (was {previous})")
 
 
@@ -449,8 +449,8 @@ def models_rollback(wait, model_dir):
     from .registry import Registry
 
     registry = Registry(model_dir)
-    with registry.lock(wait):
-        current, target = registry.rollback("demand models rollback")
+    with registry.writer(wait) as writer:
+        current, target = writer.rollback("demand models rollback")
     click.echo(f"champion: {target} (rolled back from {current})")
 
 
@@ -464,8 +464,8 @@ def models_prune(keep, wait, model_dir):
     from .registry import Registry
 
     registry = Registry(model_dir)
-    with registry.lock(wait):
-        removed = registry.prune(keep, "demand models prune")
+    with registry.writer(wait) as writer:
+        removed = writer.prune(keep, "demand models prune")
     click.echo(f"removed {', '.join(removed) if removed else 'nothing'}; kept {', '.join(registry.versions())}")
 
 

@@ -93,20 +93,20 @@ def publish(registry: Registry, trained, data, promote=False, wait=0.0, reason="
     check fails.
     """
     wape = trained.evaluation["holdout"]["model"]["wape"]
-    with registry.lock(wait):
-        version, card = write_version(registry, trained, data, backtest)
+    with registry.writer(wait) as writer:
+        version, card = write_version(writer, trained, data, backtest)
         previous = registry.champion()
         crowned = previous is None or promote
         if crowned:
-            registry.promote(version, "first model" if previous is None else "--promote", reason, holdout_wape=wape)
+            writer.promote(version, "first model" if previous is None else "--promote", reason, holdout_wape=wape)
         else:
-            registry.append_history({"event": "publish", "version": version, "previous_champion": previous,
-                                     "reason": "published without --promote", "by": reason, "holdout_wape": wape})
+            writer.record("publish", version, "published without --promote", reason, champion_before=previous,
+                          holdout_wape=wape)
     return version, card, crowned
 
 
-def write_version(registry: Registry, trained, data, backtest=None):
-    """Build, check and commit a new version; the caller holds the registry lock.
+def write_version(writer, trained, data, backtest=None):
+    """Build, check and commit a new version with a RegistryWriter.
 
     The export checks (ONNX checker, ORT-vs-torch parity) run on the published
     model; the report shows the evaluated one on the holdout it never saw.
@@ -118,8 +118,8 @@ def write_version(registry: Registry, trained, data, backtest=None):
 
     result, evaluated, split = trained.published, trained.evaluated, trained.split
     interval = trained.evaluation["interval"]
-    version = registry.next_version()
-    with registry.staging() as stage:
+    version = writer.next_version()
+    with writer.staging() as stage:
         export_info = export.export(
             stage / "model.onnx", result.mlp, result.stats, split.holdout.X,
             {"version": version, "interval_half_width": interval["half_width"],
@@ -140,5 +140,5 @@ def write_version(registry: Registry, trained, data, backtest=None):
             write_plot(stage / "backtest.png", backtest)
         card = build_card(version, trained, data, export_info, backtest)
         (stage / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-        registry.commit(stage, version)
+        writer.commit(stage, version)
     return version, card

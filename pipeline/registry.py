@@ -4,7 +4,10 @@ Crash safety comes from the file system, not from care at run time:
 - a version is built in `staging/` and appears in `versions/` by one rename;
 - `champion` is replaced by `os.replace` of a fully written temp file;
 - `history.jsonl` only ever gets whole lines appended.
-Writers hold an exclusive `flock` on `.lock`; readers never lock.
+Every change goes through a `RegistryWriter`, which only `Registry.writer()`
+hands out, while it holds an exclusive `flock` on `.lock`; readers never lock.
+Every decision is recorded by one function, `RegistryWriter.record`, with one
+set of keys.
 """
 import contextlib
 import fcntl
@@ -19,7 +22,6 @@ from pathlib import Path
 from .errors import RegistryBusy, RegistryError
 
 DEFAULT_MODEL_DIR = "models"
-CHAMPION_EVENTS = ("promote", "rollback")
 
 
 def crashpoint(name):
@@ -151,52 +153,16 @@ class Registry:
                 return version
         return None
 
-    # ---- writing (hold the lock) ----
-
-    def promote(self, version, reason, by, **details):
-        """Make `version` champion and record it (caller holds the lock)."""
-        previous = self.champion()
-        self.set_champion(version)
-        self.append_history({"event": "promote", "version": version, "previous_champion": previous,
-                             "reason": reason, "by": by, **details})
-        return previous
-
-    def rollback(self, by):
-        """Make the previous champion current again (caller holds the lock)."""
-        target = self.rollback_target()
-        current = self.champion()
-        if target is None:
-            raise RegistryError(f"no earlier champion to roll back to (the champion is {current})")
-        self.set_champion(target)
-        self.append_history({"event": "rollback", "version": target, "previous_champion": current,
-                             "reason": f"rolled back from {current}", "by": by})
-        return current, target
-
-    def prune(self, keep, by):
-        """Delete all but the `keep` newest versions, never the champion or the rollback target."""
-        if keep < 1:
-            raise RegistryError("--keep must be at least 1")
-        versions = self.versions()
-        protected = {self.champion(), self.rollback_target(), *versions[-keep:]}
-        removed = [v for v in versions if v not in protected]
-        for version in removed:
-            # Rename first: the version disappears from versions/ in one step.
-            doomed = self.staging_dir / f"pruned-{version}"
-            self.staging_dir.mkdir(parents=True, exist_ok=True)
-            os.rename(self.path(version), doomed)
-            shutil.rmtree(doomed, ignore_errors=True)
-        if removed:
-            _fsync_dir(self.versions_dir)
-            self.append_history({"event": "prune", "removed": removed, "kept": sorted(protected - {None}, key=version_number), "by": by})
-        return removed
-
-
     @contextlib.contextmanager
-    def lock(self, wait=0.0):
-        """Exclusive writer lock; waits up to `wait` seconds, then RegistryBusy."""
+    def writer(self, wait=0.0):
+        """The registry's writer, for as long as this holds the exclusive lock.
+
+        Waits up to `wait` seconds for another writer, then RegistryBusy.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + wait
+        writer = None
         try:
             while True:
                 try:
@@ -210,8 +176,11 @@ class Registry:
                         ) from None
                     time.sleep(0.05)
             self._remove_stale_staging()
-            yield self
+            writer = RegistryWriter(self, _LockHeld())
+            yield writer
         finally:
+            if writer is not None:
+                writer._lock.released = True  # a writer kept past its block can no longer write
             os.close(fd)  # closing releases the flock
 
     def _remove_stale_staging(self):
@@ -220,13 +189,73 @@ class Registry:
             for leftover in self.staging_dir.iterdir():
                 shutil.rmtree(leftover, ignore_errors=True)
 
+
+
+class _LockHeld:
+    released = False
+
+
+class RegistryWriter:
+    """Changes a registry; only `Registry.writer()` makes one, holding the lock."""
+
+    def __init__(self, registry, lock):
+        self.registry = registry
+        self._lock = lock
+
+    def __getattr__(self, name):  # reads go to the registry
+        return getattr(self.registry, name)
+
+    def _check(self):
+        if not isinstance(self._lock, _LockHeld) or self._lock.released:
+            raise RegistryError("the registry can only be changed inside `with registry.writer():`")
+
+    def promote(self, version, reason, by, **details):
+        """Make `version` champion and record it. Returns the previous champion."""
+        previous = self.registry.champion()
+        self.set_champion(version)
+        self.record("promote", version, reason, by, champion_before=previous, **details)
+        return previous
+
+    def rollback(self, by):
+        """Make the previous champion current again. Returns (previous, now)."""
+        self._check()
+        target = self.registry.rollback_target()
+        current = self.registry.champion()
+        if target is None:
+            raise RegistryError(f"no earlier champion to roll back to (the champion is {current})")
+        self.set_champion(target)
+        self.record("rollback", target, f"rolled back from {current}", by, champion_before=current)
+        return current, target
+
+    def prune(self, keep, by):
+        """Delete all but the `keep` newest versions, never the champion or the rollback target."""
+        self._check()
+        if keep < 1:
+            raise RegistryError("--keep must be at least 1")
+        versions = self.registry.versions()
+        protected = {self.registry.champion(), self.registry.rollback_target(), *versions[-keep:]}
+        removed = [v for v in versions if v not in protected]
+        for version in removed:
+            # Rename first: the version disappears from versions/ in one step.
+            doomed = self.staging_dir / f"pruned-{version}"
+            self.staging_dir.mkdir(parents=True, exist_ok=True)
+            os.rename(self.registry.path(version), doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+        if removed:
+            _fsync_dir(self.versions_dir)
+            self.record("prune", None, f"kept the {keep} newest, the champion and the rollback target", by,
+                        removed=removed, kept=sorted(protected - {None}, key=version_number))
+        return removed
+
     def next_version(self):
+        self._check()
         taken = [version_number(p.name) for p in self.versions_dir.iterdir()] if self.versions_dir.is_dir() else []
         return f"v{max(taken, default=0) + 1}"
 
     @contextlib.contextmanager
     def staging(self):
         """A fresh folder to build a version in; removed if the build fails."""
+        self._check()
         self.staging_dir.mkdir(parents=True, exist_ok=True)
         folder = Path(tempfile.mkdtemp(dir=self.staging_dir))
         folder.chmod(0o755)  # mkdtemp makes it private; the service may run as another user
@@ -237,6 +266,7 @@ class Registry:
 
     def commit(self, staged, version):
         """Make a fully built staging folder visible as `version`, in one rename."""
+        self._check()
         for f in staged.iterdir():
             with open(f, "rb") as handle:
                 os.fsync(handle.fileno())
@@ -251,6 +281,7 @@ class Registry:
         crashpoint("after-commit")
 
     def set_champion(self, version):
+        self._check()
         if not self.exists(version):
             raise RegistryError(f"cannot make {version!r} champion: no such version")
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".champion.")
@@ -268,8 +299,12 @@ class Registry:
             raise
         _fsync_dir(self.root)
 
-    def append_history(self, event):
-        line = json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **event}) + "\n"
+    def record(self, event, version, reason, by, champion_before=None, **details):
+        """Append one decision to history.jsonl: always these keys, then the event's own details."""
+        self._check()
+        entry = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "event": event, "version": version,
+                 "champion_before": champion_before, "reason": reason, "by": by, **details}
+        line = json.dumps(entry) + "\n"
         fd = os.open(self.history_file, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             size = os.fstat(fd).st_size

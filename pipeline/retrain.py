@@ -90,7 +90,7 @@ def retrain(registry: Registry, paths, overrides=None, min_improvement=0.0, keep
             min_new_weeks=MIN_NEW_WEEKS, log=None):
     from .workflow import train_model
 
-    with registry.lock(wait):
+    with registry.writer(wait) as writer:
         champion = registry.champion()
         card = registry.card(champion) if champion else None
         data = load_sources(paths, skip_bad_rows, warn)
@@ -101,8 +101,7 @@ def retrain(registry: Registry, paths, overrides=None, min_improvement=0.0, keep
         if champion:
             holdout_from, why_not = unseen_weeks(card, data, min_new_weeks)
             if why_not:
-                registry.append_history({"event": "skip", "version": None, "champion": champion,
-                                         "reason": why_not, "by": by})
+                writer.record("skip", None, why_not, by, champion_before=champion)
                 return {**outcome, "decision": "kept", "reason": why_not, "champion_after": champion,
                         "metrics": None, "holdout_weeks": None}
         split = time_split(data, holdout_from=holdout_from)
@@ -120,14 +119,14 @@ def retrain(registry: Registry, paths, overrides=None, min_improvement=0.0, keep
 
         version = None
         if promote or keep_rejected:
-            version, _ = write_version(registry, trained, data)
+            version, _ = write_version(writer, trained, data)
         figures = {"challenger": holdout["model"], "champion": champion_metrics,
                    "naive": holdout["naive"], "linear": holdout["linear"]}
         if promote:
-            registry.promote(version, reason, by, holdout_wape=holdout["model"]["wape"], metrics=figures)
+            writer.promote(version, reason, by, holdout_wape=holdout["model"]["wape"], metrics=figures)
         else:
-            registry.append_history({"event": "reject", "version": version, "champion": champion,
-                                     "reason": reason, "by": by, "kept": version is not None, "metrics": figures})
+            writer.record("reject", version, reason, by, champion_before=champion, kept=version is not None,
+                          metrics=figures)
         published = trained.published
         return {
             **outcome,

@@ -162,13 +162,15 @@ def test_hot_swap_and_a_bad_champion_is_refused(published, tmp_path):
     registry = Registry(root)
     # A copy of v1 published as v2 (a new, good version) becomes champion: swapped in.
     shutil.copytree(root / "versions" / "v1", root / "versions" / "v2")
-    registry.set_champion("v2")
+    with registry.writer() as writer:
+        writer.set_champion("v2")
     assert holder.refresh() == "v2"
     assert post(client, "/predict", INSTANCE).get_json()["model_version"] == "v2"
     # A broken v3: refused, counted, v2 keeps serving and readiness holds.
     shutil.copytree(root / "versions" / "v1", root / "versions" / "v3")
     (root / "versions" / "v3" / "model.onnx").write_bytes(b"not an onnx file")
-    registry.set_champion("v3")
+    with registry.writer() as writer:
+        writer.set_champion("v3")
     assert holder.refresh() == "v2"
     assert "v3" in holder.refused
     assert client.get("/readyz").status_code == 200

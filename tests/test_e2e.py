@@ -133,7 +133,8 @@ def test_hot_swap_under_load_with_zero_failed_requests(published, tmp_path):
         try:
             time.sleep(0.5)
             shutil.copytree(root / "versions" / "v1", root / "versions" / "v2")
-            registry.set_champion("v2")
+            with registry.writer() as writer:
+                writer.set_champion("v2")
             deadline = time.monotonic() + 10
             while not (results and results[-1][1] == "v2" and server.get("/readyz").json()["model_version"] == "v2"):
                 assert time.monotonic() < deadline, "the new champion was not picked up"
@@ -142,7 +143,8 @@ def test_hot_swap_under_load_with_zero_failed_requests(published, tmp_path):
             # A broken champion: refused by every worker, v2 keeps serving.
             shutil.copytree(root / "versions" / "v1", root / "versions" / "v3")
             (root / "versions" / "v3" / "model.onnx").write_bytes(b"\x08garbage")
-            registry.set_champion("v3")
+            with registry.writer() as writer:
+                writer.set_champion("v3")
             time.sleep(1.0)
         finally:
             stop.set()

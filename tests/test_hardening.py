@@ -214,8 +214,8 @@ def test_a_worker_starting_on_a_broken_champion_serves_the_last_one_that_loads(p
     registry = Registry(root)
     shutil.copytree(root / "versions" / "v1", root / "versions" / "v2")
     (root / "versions" / "v2" / "model.onnx").write_bytes(b"\x08garbage")
-    with registry.lock():
-        registry.promote("v2", reason="test", by="test")
+    with registry.writer() as writer:
+        writer.promote("v2", reason="test", by="test")
     with running_service(root, tmp_path) as server:  # waits until both workers are ready
         health = server.get("/healthz").json()
         assert health["model_version"] == "v1" and health["champion"] == "v2" and health["fallback"] is True
@@ -226,7 +226,8 @@ def test_a_worker_starting_on_a_broken_champion_serves_the_last_one_that_loads(p
         shutil.copy(root / "versions" / "v1" / "model.onnx", root / "versions" / "v2" / "model.onnx")
         time.sleep(2.5)  # more than one check (every 2 s)
         assert server.get("/readyz").json()["model_version"] == "v1"
-        registry.set_champion("v2")
+        with registry.writer() as writer:
+            writer.set_champion("v2")
         wait_for(lambda: {server.get("/readyz").json()["model_version"] for _ in range(6)} == {"v2"})
         assert "fallback" not in server.get("/healthz").json()
 

@@ -7,7 +7,7 @@ import pytest
 from pipeline import publish as publish_module
 from pipeline.data import load_csv
 from pipeline.errors import RegistryBusy, RegistryError
-from pipeline.registry import Registry
+from pipeline.registry import Registry, RegistryWriter
 from pipeline.workflow import train_model
 
 from .conftest import FAST
@@ -38,7 +38,7 @@ def test_first_version_is_champion_later_ones_only_when_promoted(tmp_path, train
     assert (v2, crowned, registry.champion()) == ("v2", False, "v1")
     v3, _, crowned = publish(registry, trained, promote=True)
     assert (v3, crowned, registry.champion()) == ("v3", True, "v3")
-    assert [(e["event"], e["version"], e["previous_champion"]) for e in registry.history()] == [
+    assert [(e["event"], e["version"], e["champion_before"]) for e in registry.history()] == [
         ("promote", "v1", None), ("publish", "v2", "v1"), ("promote", "v3", "v1")]
     assert list((tmp_path / "models" / "staging").iterdir()) == []
 
@@ -97,17 +97,17 @@ def test_a_failure_mid_publish_leaves_no_half_version_and_the_champion_unchanged
 
 def test_a_second_writer_waits_or_gets_a_clear_message(tmp_path):
     registry = Registry(tmp_path / "models")
-    with registry.lock():
+    with registry.writer():
         with pytest.raises(RegistryBusy, match="--wait"):
-            with Registry(tmp_path / "models").lock(wait=0.1):
+            with Registry(tmp_path / "models").writer(wait=0.1):
                 pass
     acquired = []
 
     def writer():
-        with Registry(tmp_path / "models").lock(wait=5):
+        with Registry(tmp_path / "models").writer(wait=5):
             acquired.append(True)
 
-    with registry.lock():
+    with registry.writer():
         thread = threading.Thread(target=writer)
         thread.start()
         thread.join(0.3)
@@ -120,7 +120,7 @@ def test_stale_staging_from_a_dead_writer_is_cleaned(tmp_path):
     registry = Registry(tmp_path / "models")
     (registry.staging_dir / "tmpdead").mkdir(parents=True)
     (registry.staging_dir / "tmpdead" / "model.onnx").write_bytes(b"half")
-    with registry.lock():
+    with registry.writer():
         pass
     assert list(registry.staging_dir.iterdir()) == []
     assert registry.versions() == []
@@ -128,17 +128,47 @@ def test_stale_staging_from_a_dead_writer_is_cleaned(tmp_path):
 
 def test_history_survives_a_line_cut_short(tmp_path):
     registry = Registry(tmp_path / "models")
-    registry.root.mkdir(parents=True)
-    registry.append_history({"event": "promote", "version": "v1"})
-    with open(registry.history_file, "a") as f:
-        f.write('{"event": "prom')  # a crash mid-write
-    registry.append_history({"event": "publish", "version": "v2"})
+    with registry.writer() as writer:
+        writer.record("promote", "v1", "test", "test")
+        with open(registry.history_file, "a") as f:
+            f.write('{"event": "prom')  # a crash mid-write
+        writer.record("publish", "v2", "test", "test")
     assert [e["version"] for e in registry.history()] == ["v1", "v2"]
+
+
+def test_every_decision_has_the_same_keys(tmp_path):
+    registry = Registry(tmp_path / "models")
+    with registry.writer() as writer:
+        writer.record("skip", None, "too few weeks", "demand retrain", champion_before="v1")
+        writer.record("reject", "v2", "worse", "demand retrain", champion_before="v1", metrics={})
+    for event in registry.history():
+        assert list(event)[:6] == ["at", "event", "version", "champion_before", "reason", "by"]
 
 
 def test_champion_must_name_a_published_version(tmp_path):
     registry = Registry(tmp_path / "models")
-    registry.root.mkdir(parents=True)
-    with pytest.raises(RegistryError, match="no such version"):
-        registry.set_champion("v7")
+    with registry.writer() as writer, pytest.raises(RegistryError, match="no such version"):
+        writer.set_champion("v7")
     assert registry.champion() is None
+
+
+def test_a_write_without_the_lock_is_impossible(tmp_path, trained):
+    registry = Registry(tmp_path / "models")
+    publish(registry, trained)
+    before = snapshot(registry)
+    # The reading side has no way to write.
+    for name in ("promote", "rollback", "prune", "commit", "set_champion", "record", "staging", "next_version"):
+        assert not hasattr(registry, name)
+    # A writer made by hand, or kept after its block released the lock, refuses every write.
+    with registry.writer() as kept:
+        pass
+    for writer in (RegistryWriter(registry, None), kept):
+        for write in (lambda: writer.promote("v1", "r", "b"), lambda: writer.rollback("b"),
+                      lambda: writer.prune(1, "b"), lambda: writer.record("promote", "v1", "r", "b"),
+                      lambda: writer.set_champion("v1"), lambda: writer.next_version()):
+            with pytest.raises(RegistryError, match="inside `with registry.writer"):
+                write()
+        with pytest.raises(RegistryError):
+            with writer.staging():
+                pass
+    assert snapshot(registry) == before

@@ -168,7 +168,7 @@ def test_promote_rollback_and_prune(weak_champion, small_csv, runner):
 
 def test_a_second_writer_waits_for_the_lock_or_says_why(weak_champion, small_csv):
     registry = Registry(weak_champion)
-    with registry.lock():
+    with registry.writer():
         busy = demand("retrain", "--data", str(small_csv), "--model-dir", str(weak_champion), "--epochs", "2")
         assert busy.returncode == 1
         assert "another writer holds the registry lock" in busy.stderr and "Traceback" not in busy.stderr
