@@ -106,7 +106,6 @@ def evaluate(split, predict, level=0.9, scale="none"):
             "holdout_coverage": coverage(holdout.y, predicted, half_width, scale),
             "holdout_mean_width_units": float(np.mean(high - low)),
         },
-        "linear_coefficients": [float(c) for c in linear.coef],
     }
 
 

@@ -6,30 +6,28 @@ from flask import Flask, g, request
 
 from . import errors, metrics
 from .config import Settings
+from .inputs import require_identity_encoding
 from .model_holder import ModelHolder
 from .predict_api import PredictFastPath
 
 
 def create_app(test_config=None):
-    """Build the app for one worker: settings from DEMAND_* and `test_config`,
-    the champion loaded into ONNX Runtime, and the champion watcher started.
+    """Build the app for one worker: settings read once from DEMAND_*, with
+    `test_config` (Settings fields, e.g. {"MODEL_DIR": ..., "RELOAD_INTERVAL": 0})
+    on top; the champion loaded into ONNX Runtime, and the champion watcher started.
 
     Under gunicorn this runs in each worker after fork, so every worker owns
     its ONNX Runtime session and the master never loads a model.
     """
-    test_config = dict(test_config or {})
-    watch = test_config.pop("WATCH", True)
-    settings = Settings.from_env(**{k.lower(): v for k, v in test_config.items() if k.lower() in Settings.__dataclass_fields__})
+    settings = Settings.from_env(**Settings.fields_from(test_config or {}))
     app = Flask(__name__)
     app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_body_bytes, DEBUG=False)
-    app.config.update({k: v for k, v in test_config.items() if k.isupper()})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
 
     holder = ModelHolder(settings)
     app.config["MODEL_HOLDER"] = holder
     holder.refresh()  # load and warm up before the first request
-    if watch:
-        holder.start_watching()
+    holder.start_watching()
     if holder.ready:
         app.logger.info("worker ready %.3f s after its process started", seconds_since_process_start())
 
@@ -69,10 +67,7 @@ def _instrument(app):
 
     @app.before_request
     def refuse_encoded_bodies():
-        # No route decompresses; an encoded body would be read as garbage.
-        if request.content_encoding not in (None, "", "identity"):
-            raise errors.ApiError(415, f"Content-Encoding {request.content_encoding[:64]!r} is not supported; "
-                                       "send the body uncompressed")
+        require_identity_encoding(request.headers.get("Content-Encoding"))
 
     @app.after_request
     def record(response):

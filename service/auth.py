@@ -8,10 +8,14 @@ from .errors import ApiError
 
 
 def check_bearer(expected):
+    check_token(request.headers.get("Authorization"), expected)
+
+
+def check_token(header, expected):
+    """401 or 403 unless the Authorization header `header` carries the token `expected` (if any)."""
     if not expected:
         return
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
+    scheme, _, token = (header or "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise ApiError(401, "missing bearer token: send 'Authorization: Bearer <token>'",
                        {"WWW-Authenticate": 'Bearer realm="demand"'})

@@ -20,7 +20,16 @@ class Settings:
     provider: str = "auto"  # auto | cpu | cuda
     require_gpu: bool = False  # never become ready without the CUDA provider
     intra_op_threads: int = 0  # 0: cores / workers
-    workers: int = 1  # used to size intra_op_threads
+    workers: int = 0  # gunicorn worker processes (service/gunicorn_conf.py); 0: one per core
+
+    @classmethod
+    def fields_from(cls, mapping):
+        """{"MODEL_DIR": ...} or {"model_dir": ...} -> field values; an unknown name is an error."""
+        values = {str(name).lower(): value for name, value in mapping.items()}
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown service settings {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        return values
 
     @classmethod
     def from_env(cls, environ=os.environ, **overrides):
@@ -33,7 +42,10 @@ class Settings:
             values[f.name] = _bool(raw) if kind is bool else kind(raw)
         return replace(cls(**values), **overrides)
 
+    def worker_count(self):
+        return self.workers or os.cpu_count() or 1
+
     def threads_per_session(self):
         if self.intra_op_threads > 0:
             return self.intra_op_threads
-        return max(1, (os.cpu_count() or 1) // max(1, self.workers))
+        return max(1, (os.cpu_count() or 1) // self.worker_count())

@@ -12,10 +12,12 @@ import socket
 import sys
 import tempfile
 
+from service.config import Settings
+
 _env = os.environ.get
 
 bind = f"{_env('DEMAND_HOST', '127.0.0.1')}:{_env('DEMAND_PORT', '8000')}"
-workers = int(_env("DEMAND_WORKERS") or os.cpu_count() or 1)
+workers = Settings.from_env().worker_count()  # the app sizes its ONNX Runtime threads from the same value
 threads = int(_env("DEMAND_THREADS") or 4)
 worker_class = "service.worker.Worker"  # gthread, reading whole requests in its event loop (see service/worker.py)
 timeout = int(_env("DEMAND_TIMEOUT") or 30)
@@ -50,19 +52,19 @@ def refuse_a_taken_address(host, port):
             sys.exit(1)
 
 
+# Prometheus multiprocess mode: one folder of metric files shared by the
+# workers, which read its name from their environment (gunicorn sets raw_env
+# in the master before it forks them).
+metrics_dir = _env("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="demand-metrics-")
+raw_env = [f"PROMETHEUS_MULTIPROC_DIR={metrics_dir}"]
+
+
 def on_starting(server):
     host, _, port = bind.rpartition(":")
     refuse_a_taken_address(host, port)
-    # Workers size their ONNX Runtime thread pools from this.
-    os.environ["DEMAND_WORKERS"] = str(server.cfg.workers)
-    # Prometheus multiprocess mode: one folder of metric files shared by the workers,
-    # emptied at every start so counters from a previous run do not leak in.
-    directory = _env("PROMETHEUS_MULTIPROC_DIR")
-    if directory:
-        shutil.rmtree(directory, ignore_errors=True)
-        os.makedirs(directory, exist_ok=True)
-    else:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="demand-metrics-")
+    # Emptied at every start, so that counters from a previous run do not leak in.
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    os.makedirs(metrics_dir, exist_ok=True)
 
 
 def child_exit(server, worker):
@@ -72,6 +74,5 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    directory = _env("PROMETHEUS_MULTIPROC_DIR", "")
-    if directory.startswith(tempfile.gettempdir() + "/demand-metrics-"):
-        shutil.rmtree(directory, ignore_errors=True)
+    if metrics_dir.startswith(tempfile.gettempdir() + "/demand-metrics-"):
+        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -22,9 +22,17 @@ NUMBER_TYPES = {int, float}
 features_of = itemgetter(*FEATURES)
 
 
-def require_json_content(request):
-    if request.mimetype != "application/json":
-        raise ApiError(415, f"Content-Type must be application/json, got {request.mimetype or 'none'}")
+def require_json(content_type):
+    """415 unless the Content-Type header `content_type` says JSON."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise ApiError(415, f"Content-Type must be application/json, got {media_type[:64] or 'none'}")
+
+
+def require_identity_encoding(content_encoding):
+    """415 for any Content-Encoding: no route decompresses, and an encoded body would be read as garbage."""
+    if content_encoding not in (None, "", "identity"):
+        raise ApiError(415, f"Content-Encoding {content_encoding[:64]!r} is not supported; send the body uncompressed")
 
 
 # What a body may hold before it is parsed, so that memory stays bounded by

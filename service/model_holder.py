@@ -21,6 +21,7 @@ Answers to clients name versions only; paths and details go to the log.
 """
 import logging
 import threading
+import time
 
 from pipeline.bundle import Bundle
 from pipeline.errors import PipelineError, RegistryError
@@ -51,7 +52,6 @@ class ModelHolder:
         self._pointer_written = None
         self._reported = set()  # problems already logged and counted, until the pointer changes
         self._swap_lock = threading.Lock()
-        self._stop = threading.Event()
         self._thread = None
 
     @property
@@ -156,11 +156,9 @@ class ModelHolder:
             self._thread = threading.Thread(target=self._watch, name="champion-watcher", daemon=True)
             self._thread.start()
 
-    def stop_watching(self):
-        self._stop.set()
-
     def _watch(self):
-        while not self._stop.wait(self.settings.reload_interval):
+        while True:
+            time.sleep(self.settings.reload_interval)
             try:
                 self.refresh()
             except Exception:  # keep watching whatever happens; the old model keeps serving

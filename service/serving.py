@@ -10,7 +10,11 @@ def holder():
 
 def current_bundle():
     """The checked model to use for this whole request, or 503 while there is none."""
-    bundle = holder().bundle
+    return ready_bundle(holder())
+
+
+def ready_bundle(model_holder):
+    bundle = model_holder.bundle
     if bundle is None:
-        raise ApiError(503, f"not ready: {holder().last_error}", {"Retry-After": "1"})
+        raise ApiError(503, f"not ready: {model_holder.last_error}", {"Retry-After": "1"})
     return bundle

@@ -34,9 +34,32 @@ class Server:
     def post(self, path, **kwargs):
         return requests.post(self.url + path, timeout=10, **kwargs)
 
+    def metric(self, name):
+        """The value of an unlabelled metric, merged across workers (0 before its first count)."""
+        lines = [line for line in self.get("/metrics").text.splitlines() if line.startswith(name + " ")]
+        return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
+
+    def serving(self):
+        """{version: number of workers serving it}."""
+        counts = {}
+        for line in self.get("/metrics").text.splitlines():
+            if line.startswith("demand_model_info{") and line.endswith(" 1.0"):
+                version = line.split('version="', 1)[1].split('"', 1)[0]
+                counts[version] = counts.get(version, 0) + 1
+        return counts
+
     def ready_workers(self):
         text = self.get("/metrics").text
         return sum(1 for line in text.splitlines() if line.startswith("demand_worker_ready{") and line.endswith(" 1.0"))
+
+
+def wait_until(condition, seconds=15.0, step=0.05):
+    """Poll `condition` until it is true; fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {seconds} s")
+        time.sleep(step)
 
 
 @contextlib.contextmanager

@@ -116,12 +116,14 @@ class JsonErrorSocket:
 
 
 class Worker(ThreadWorker):
-    def init_process(self):
-        settings = Settings.from_env()
+    def load_wsgi(self):
+        super().load_wsgi()
+        # The app's own settings (read once, in create_app); another WSGI app gets the defaults.
+        config = getattr(self.wsgi, "config", None) or {}
+        settings = config.get("SETTINGS") or Settings.from_env()
         self.client_timeout = settings.client_timeout
         self.max_body = settings.max_body_bytes
         self.reading = set()  # connections whose request is being read by the event loop
-        super().init_process()
 
     # -- reading requests in the event loop
 

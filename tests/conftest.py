@@ -109,7 +109,7 @@ INSTANCE = {"prev_week_sales": 76440, "discount_fraction": 63, "weeks_to_next_ho
 def app(published):
     from service.app import create_app
 
-    return create_app({"MODEL_DIR": str(published), "WATCH": False, "TESTING": True})
+    return create_app({"MODEL_DIR": str(published), "RELOAD_INTERVAL": 0})
 
 
 @pytest.fixture

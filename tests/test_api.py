@@ -82,7 +82,7 @@ def test_unknown_route_and_method_are_json(client):
 
 
 def test_body_cap_and_row_cap_are_413(published):
-    app = create_app({"MODEL_DIR": str(published), "WATCH": False, "MAX_BODY_BYTES": 2000, "MAX_ROWS": 3})
+    app = create_app({"MODEL_DIR": str(published), "RELOAD_INTERVAL": 0, "MAX_BODY_BYTES": 2000, "MAX_ROWS": 3})
     client = app.test_client()
     big = post(client, "/predict", {"instances": [INSTANCE] * 40})
     assert big.status_code == 413 and "DEMAND_MAX_BODY_BYTES" in big.get_json()["error"]
@@ -91,7 +91,7 @@ def test_body_cap_and_row_cap_are_413(published):
 
 
 def test_tokens(published):
-    app = create_app({"MODEL_DIR": str(published), "WATCH": False, "API_TOKEN": "s3cret", "ADMIN_TOKEN": "adm1n"})
+    app = create_app({"MODEL_DIR": str(published), "RELOAD_INTERVAL": 0, "API_TOKEN": "s3cret", "ADMIN_TOKEN": "adm1n"})
     client = app.test_client()
     missing = post(client, "/predict", INSTANCE)
     assert missing.status_code == 401 and "WWW-Authenticate" in missing.headers
@@ -110,7 +110,7 @@ def test_admin_routes_do_not_exist_without_an_admin_token(client):
 
 
 def test_not_ready_without_a_model(tmp_path):
-    app = create_app({"MODEL_DIR": str(tmp_path / "empty"), "WATCH": False})
+    app = create_app({"MODEL_DIR": str(tmp_path / "empty"), "RELOAD_INTERVAL": 0})
     client = app.test_client()
     assert client.get("/healthz").status_code == 200
     ready = client.get("/readyz")
@@ -126,20 +126,29 @@ def test_health_reports_the_provider_really_used(client, expected_provider):
 
 
 def test_require_gpu_keeps_a_cpu_worker_unready(published):
-    app = create_app({"MODEL_DIR": str(published), "WATCH": False, "REQUIRE_GPU": True})
+    app = create_app({"MODEL_DIR": str(published), "RELOAD_INTERVAL": 0, "REQUIRE_GPU": True})
     response = app.test_client().get("/readyz")
     assert response.status_code == 503 and "DEMAND_REQUIRE_GPU" in response.get_json()["error"]
 
 
-def test_metrics_exposition(client, expected_provider):
-    post(client, "/predict", {"instances": [INSTANCE, {**INSTANCE, "prev_week_sales": 9e6}]})
-    text = client.get("/metrics").get_data(as_text=True)
-    assert 'demand_http_requests_total{method="POST",route="/predict",status="200"}' in text
-    assert "demand_http_request_duration_seconds_bucket" in text
-    assert 'demand_rows_predicted_total{protocol="json"}' in text
-    assert "demand_extrapolated_rows_total" in text
-    assert f'demand_model_info{{provider="{expected_provider}",version="v1"}} 1.0' in text
-    assert "demand_model_reload_failures_total" in text
+def metric_value(client, series):
+    """The value of one exact series (name with labels) in /metrics, 0 if absent."""
+    for line in client.get("/metrics").get_data(as_text=True).splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_count_what_happened(client, expected_provider):
+    series = ['demand_http_requests_total{method="POST",route="/predict",status="200"}',
+              'demand_http_request_duration_seconds_count{route="/predict",status="200"}',
+              'demand_rows_predicted_total{protocol="json"}', "demand_extrapolated_rows_total"]
+    before = [metric_value(client, s) for s in series]
+    answer = post(client, "/predict", {"instances": [INSTANCE, {**INSTANCE, "prev_week_sales": 9e6}]}).get_json()
+    outside = sum(1 for p in answer["predictions"] if p["extrapolated"])
+    after = [metric_value(client, s) for s in series]
+    assert outside >= 1 and [b - a for a, b in zip(before, after)] == [1, 1, 2, outside]
+    assert metric_value(client, f'demand_model_info{{provider="{expected_provider}",version="v1"}}') == 1.0
 
 
 def test_openapi_describes_every_route(app, client):
@@ -156,7 +165,7 @@ def test_openapi_describes_every_route(app, client):
 def test_hot_swap_and_a_bad_champion_is_refused(published, tmp_path):
     root = tmp_path / "models"
     shutil.copytree(published, root)
-    app = create_app({"MODEL_DIR": str(root), "WATCH": False})
+    app = create_app({"MODEL_DIR": str(root), "RELOAD_INTERVAL": 0})
     holder = app.config["MODEL_HOLDER"]
     client = app.test_client()
     registry = Registry(root)
@@ -167,6 +176,7 @@ def test_hot_swap_and_a_bad_champion_is_refused(published, tmp_path):
     assert holder.refresh() == "v2"
     assert post(client, "/predict", INSTANCE).get_json()["model_version"] == "v2"
     # A broken v3: refused, counted, v2 keeps serving and readiness holds.
+    failures = metric_value(client, "demand_model_reload_failures_total")
     shutil.copytree(root / "versions" / "v1", root / "versions" / "v3")
     (root / "versions" / "v3" / "model.onnx").write_bytes(b"not an onnx file")
     with registry.writer() as writer:
@@ -175,22 +185,44 @@ def test_hot_swap_and_a_bad_champion_is_refused(published, tmp_path):
     assert "v3" in holder.refused
     assert client.get("/readyz").status_code == 200
     assert post(client, "/predict", INSTANCE).get_json()["model_version"] == "v2"
-    assert "demand_model_reload_failures_total" in client.get("/metrics").get_data(as_text=True)
+    assert metric_value(client, "demand_model_reload_failures_total") == failures + 1
 
 
-def test_fast_path_and_flask_view_give_the_same_answer(app, client):
-    body = {"instances": [INSTANCE, {**INSTANCE, "prev_week_sales": 9e6}]}
-    fast = post(client, "/predict", body)
+GOOD = {"instances": [INSTANCE, {**INSTANCE, "prev_week_sales": 9e6}]}
+JSON = "application/json"
+
+
+@pytest.mark.parametrize("body, content_type, headers", [
+    pytest.param(GOOD, JSON, {"Authorization": "Bearer s3cret"}, id="good"),
+    pytest.param(GOOD, JSON, {}, id="no token"),
+    pytest.param(GOOD, JSON, {"Authorization": "Bearer wrong"}, id="wrong token"),
+    pytest.param(GOOD, JSON, {"Authorization": "Basic s3cret"}, id="wrong scheme"),
+    pytest.param(GOOD, "text/plain", {"Authorization": "Bearer s3cret"}, id="content type"),
+    pytest.param(GOOD, JSON, {"Authorization": "Bearer s3cret", "Content-Encoding": "gzip"}, id="encoding"),
+    pytest.param(b"{", JSON, {"Authorization": "Bearer s3cret"}, id="malformed JSON"),
+    pytest.param({"instances": [{**INSTANCE, "discount_fraction": 130}]}, JSON, {"Authorization": "Bearer s3cret"},
+                 id="outside the domain"),
+    pytest.param({"instances": [INSTANCE] * 4}, JSON, {"Authorization": "Bearer s3cret"}, id="too many rows"),
+])
+def test_fast_path_and_flask_view_give_the_same_answer(published, body, content_type, headers):
+    app = create_app({"MODEL_DIR": str(published), "RELOAD_INTERVAL": 0, "API_TOKEN": "s3cret", "MAX_ROWS": 3})
+    client = app.test_client()
+    data = body if isinstance(body, bytes) else json.dumps(body)
+
+    def ask():
+        return client.post("/predict", data=data, content_type=content_type, headers=headers)
+
+    fast = ask()
     # Without the WSGI fast path, the Flask view answers the same request.
-    flask_only = app.wsgi_app.wsgi_app
-    app.wsgi_app, middleware = flask_only, app.wsgi_app
+    app.wsgi_app, middleware = app.wsgi_app.wsgi_app, app.wsgi_app
     try:
-        slow = post(client, "/predict", body)
+        slow = ask()
     finally:
         app.wsgi_app = middleware
-    assert fast.status_code == slow.status_code == 200
+    assert fast.status_code == slow.status_code
     assert fast.get_json() == slow.get_json()
     assert fast.headers["Content-Type"] == slow.headers["Content-Type"] == "application/json"
+    assert fast.headers.get("WWW-Authenticate") == slow.headers.get("WWW-Authenticate")
 
 
 def test_fast_path_counts_requests_and_leaves_errors_to_flask(client):
@@ -213,7 +245,7 @@ def test_the_service_never_imports_torch(published):
     from .conftest import ROOT
 
     code = ("import sys; from service.app import create_app; "
-            f"app = create_app({{'MODEL_DIR': {str(published)!r}, 'WATCH': False}}); "
+            f"app = create_app({{'MODEL_DIR': {str(published)!r}, 'RELOAD_INTERVAL': 0}}); "
             "app.test_client().post('/predict', json={'prev_week_sales': 1, 'discount_fraction': 2, 'weeks_to_next_holidays': 3}); "
             "print('torch' in sys.modules, 'matplotlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout

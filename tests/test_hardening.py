@@ -16,7 +16,7 @@ from pipeline.errors import RegistryError
 from pipeline.registry import Registry
 
 from .conftest import INSTANCE
-from service.testing import ROOT, running_service
+from service.testing import ROOT, running_service, wait_until
 
 pytestmark = pytest.mark.slow
 PREDICT_BODY = json.dumps(INSTANCE).encode()
@@ -49,11 +49,6 @@ def status_and_json(answer):
     head, _, body = answer.partition(b"\r\n\r\n")
     assert b"content-type: application/json" in head.lower(), answer[:300]
     return int(head.split(b" ")[1]), json.loads(body)
-
-
-def metric(server, name):
-    lines = [line for line in server.get("/metrics").text.splitlines() if line.startswith(name + " ")]
-    return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
 
 
 def worker_pids(server):
@@ -123,7 +118,7 @@ def test_slow_clients_get_408_and_cannot_starve_the_service(published, tmp_path)
         timed_out = [status_and_json(a) for a in answers.values() if a]
         assert len(timed_out) == 40
         assert all(status == 408 and "DEMAND_CLIENT_TIMEOUT" in body["error"] for status, body in timed_out)
-        assert metric(server, "demand_client_timeouts_total") >= 40
+        assert server.metric("demand_client_timeouts_total") >= 40
 
 
 # ---------------------------------------------------------------- the port
@@ -173,13 +168,6 @@ def test_a_request_within_the_caps_raises_a_worker_peak_rss_by_at_most_256_mb(pu
 # ---------------------------------------------------------------- the champion pointer
 
 
-def wait_for(condition, seconds=10):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
-
-
 def test_registry_accepts_only_version_names(tmp_path):
     registry = Registry(tmp_path)
     for pointer in ("../other/versions/v7", "/etc", "v1/../../x", "latest"):
@@ -199,9 +187,9 @@ def test_a_pointer_outside_the_registry_is_refused_counted_and_v1_keeps_serving(
     shutil.copytree(root / "versions" / "v1", outside)  # a loadable model, but not ours
     with running_service(root, tmp_path, workers=1, reload_interval=0.2) as server:
         for pointer in ("../other/versions/v7", str(outside)):
-            before = metric(server, "demand_model_reload_failures_total")
+            before = server.metric("demand_model_reload_failures_total")
             (root / "champion").write_text(pointer + "\n")
-            wait_for(lambda: metric(server, "demand_model_reload_failures_total") > before)
+            wait_until(lambda: server.metric("demand_model_reload_failures_total") > before)
             ready = server.get("/readyz").json()
             assert ready["model_version"] == "v1" and "/" not in json.dumps(ready["model_version"])
             assert server.post("/predict", json=INSTANCE).json()["model_version"] == "v1"
@@ -224,11 +212,11 @@ def test_a_worker_starting_on_a_broken_champion_serves_the_last_one_that_loads(p
         assert str(root) not in json.dumps(health)
         # v2 failed its checks: not retried until the pointer is written again.
         shutil.copy(root / "versions" / "v1" / "model.onnx", root / "versions" / "v2" / "model.onnx")
-        time.sleep(2.5)  # more than one check (every 2 s)
+        time.sleep(2.5)  # two checks (every 2 s): nothing to poll for, since nothing must happen
         assert server.get("/readyz").json()["model_version"] == "v1"
         with registry.writer() as writer:
             writer.set_champion("v2")
-        wait_for(lambda: {server.get("/readyz").json()["model_version"] for _ in range(6)} == {"v2"})
+        wait_until(lambda: {server.get("/readyz").json()["model_version"] for _ in range(6)} == {"v2"})
         assert "fallback" not in server.get("/healthz").json()
 
 
@@ -237,12 +225,12 @@ def test_a_champion_whose_folder_appears_later_is_picked_up(published, tmp_path)
     shutil.copytree(published, root)
     with running_service(root, tmp_path, reload_interval=0.2) as server:
         (root / "champion").write_text("v5\n")  # named before its folder exists
-        wait_for(lambda: server.get("/healthz").json().get("champion") == "v5")
+        wait_until(lambda: server.get("/healthz").json().get("champion") == "v5")
         assert server.post("/predict", json=INSTANCE).json()["model_version"] == "v1"
         staged = root / "staging" / "v5"
         shutil.copytree(root / "versions" / "v1", staged)
         os.rename(staged, root / "versions" / "v5")
-        wait_for(lambda: {server.get("/readyz").json()["model_version"] for _ in range(6)} == {"v5"})
+        wait_until(lambda: {server.get("/readyz").json()["model_version"] for _ in range(6)} == {"v5"})
 
 
 def test_no_registry_path_in_answers_to_clients(tmp_path):

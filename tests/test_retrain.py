@@ -251,33 +251,46 @@ def test_scheduler_runs_now_survives_a_failed_run_and_stops_on_sigterm(tmp_path)
     assert "received SIGTERM" in log and "scheduler stopped" in log
 
 
-def test_scheduler_never_overlaps_runs(monkeypatch):
+def test_scheduler_never_overlaps_runs_and_waits_for_the_next_slot_after_a_long_run(monkeypatch):
+    """A clock that runs 600 times faster than real time, moved by nothing but
+    time passing: a retrain that takes 3 minutes of it on a cron of every
+    minute is never overlapped, and the next run starts at the first slot
+    after it ends (no burst of missed runs)."""
     import datetime as dt
 
     from pipeline.schedule import Scheduler
 
-    scheduler = Scheduler("* * * * *", [], log=lambda m: None)
-    clock = [dt.datetime(2026, 1, 5, 3, 0, tzinfo=dt.timezone.utc)]
-    scheduler.now = lambda: clock[0]
+    speed, real_start = 600.0, time.monotonic()
+    start = dt.datetime(2026, 1, 5, 3, 0, 30, tzinfo=dt.timezone.utc)
+
+    def clock():
+        return start + dt.timedelta(seconds=(time.monotonic() - real_start) * speed)
+
+    scheduler = Scheduler("* * * * *", [], log=lambda m: None, now=clock)
+    real_wait = scheduler.stop.wait
+    monkeypatch.setattr(scheduler.stop, "wait", lambda timeout: real_wait(timeout / speed))
+    monkeypatch.setattr(signal, "signal", lambda *a: None)
     spans, running = [], []
 
-    def fake_run():
+    def three_minute_run():
         assert not running, "two retrains at once"
         running.append(True)
-        start = clock[0]
-        clock[0] += dt.timedelta(minutes=3)  # a run longer than the cron interval
-        spans.append((start, clock[0]))
+        began = clock()
+        time.sleep(180 / speed)
+        spans.append((began, clock()))
         running.pop()
         if len(spans) == 4:
             scheduler.stop.set()
         return 0
 
-    scheduler.run_once = fake_run
-    monkeypatch.setattr(signal, "signal", lambda *a: None)
-    scheduler.stop.wait = lambda timeout: scheduler.stop.is_set()
+    scheduler.run_once = three_minute_run
     scheduler.run(run_now=True)
     assert len(spans) == 4
-    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+    tolerance = dt.timedelta(seconds=15)  # 25 ms of real scheduling jitter
+    for (_, ended), (began, _) in zip(spans, spans[1:]):
+        assert began >= ended
+        next_slot = ended.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+        assert abs(began - next_slot) <= tolerance, (ended, began)
 
 
 def test_bad_cron_and_bad_retrain_options_are_refused_at_start(runner):
