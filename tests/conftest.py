@@ -106,10 +106,29 @@ INSTANCE = {"prev_week_sales": 76440, "discount_fraction": 63, "weeks_to_next_ho
 
 
 @pytest.fixture
-def app(published):
+def make_app(published):
+    """create_app on the published registry (no watcher), with settings on top: make_app(MAX_ROWS=3)."""
     from service.app import create_app
 
-    return create_app({"MODEL_DIR": str(published), "RELOAD_INTERVAL": 0})
+    def make(**settings):
+        return create_app({"MODEL_DIR": str(published), "RELOAD_INTERVAL": 0, **settings})
+
+    return make
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def own_registry(published, tmp_path):
+    """A copy of the published registry that a test may change."""
+    import shutil
+
+    root = tmp_path / "models"
+    shutil.copytree(published, root)
+    return root
 
 
 @pytest.fixture

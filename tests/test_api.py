@@ -81,8 +81,8 @@ def test_unknown_route_and_method_are_json(client):
     assert response.status_code == 405 and "POST" in response.headers["Allow"] and "error" in response.get_json()
 
 
-def test_body_cap_and_row_cap_are_413(published):
-    app = create_app({"MODEL_DIR": str(published), "RELOAD_INTERVAL": 0, "MAX_BODY_BYTES": 2000, "MAX_ROWS": 3})
+def test_body_cap_and_row_cap_are_413(make_app):
+    app = make_app(MAX_BODY_BYTES=2000, MAX_ROWS=3)
     client = app.test_client()
     big = post(client, "/predict", {"instances": [INSTANCE] * 40})
     assert big.status_code == 413 and "DEMAND_MAX_BODY_BYTES" in big.get_json()["error"]
@@ -90,8 +90,8 @@ def test_body_cap_and_row_cap_are_413(published):
     assert many.status_code == 413 and "DEMAND_MAX_ROWS" in many.get_json()["error"]
 
 
-def test_tokens(published):
-    app = create_app({"MODEL_DIR": str(published), "RELOAD_INTERVAL": 0, "API_TOKEN": "s3cret", "ADMIN_TOKEN": "adm1n"})
+def test_tokens(make_app):
+    app = make_app(API_TOKEN="s3cret", ADMIN_TOKEN="adm1n")
     client = app.test_client()
     missing = post(client, "/predict", INSTANCE)
     assert missing.status_code == 401 and "WWW-Authenticate" in missing.headers
@@ -125,8 +125,8 @@ def test_health_reports_the_provider_really_used(client, expected_provider):
     assert client.get("/healthz").get_json()["model_version"] == "v1"
 
 
-def test_require_gpu_keeps_a_cpu_worker_unready(published):
-    app = create_app({"MODEL_DIR": str(published), "RELOAD_INTERVAL": 0, "REQUIRE_GPU": True})
+def test_require_gpu_keeps_a_cpu_worker_unready(make_app):
+    app = make_app(REQUIRE_GPU=True)
     response = app.test_client().get("/readyz")
     assert response.status_code == 503 and "DEMAND_REQUIRE_GPU" in response.get_json()["error"]
 
@@ -162,9 +162,8 @@ def test_openapi_describes_every_route(app, client):
         assert path in documented, f"{path} is not in the OpenAPI document"
 
 
-def test_hot_swap_and_a_bad_champion_is_refused(published, tmp_path):
-    root = tmp_path / "models"
-    shutil.copytree(published, root)
+def test_hot_swap_and_a_bad_champion_is_refused(published, tmp_path, own_registry):
+    root = own_registry
     app = create_app({"MODEL_DIR": str(root), "RELOAD_INTERVAL": 0})
     holder = app.config["MODEL_HOLDER"]
     client = app.test_client()
@@ -204,8 +203,8 @@ JSON = "application/json"
                  id="outside the domain"),
     pytest.param({"instances": [INSTANCE] * 4}, JSON, {"Authorization": "Bearer s3cret"}, id="too many rows"),
 ])
-def test_fast_path_and_flask_view_give_the_same_answer(published, body, content_type, headers):
-    app = create_app({"MODEL_DIR": str(published), "RELOAD_INTERVAL": 0, "API_TOKEN": "s3cret", "MAX_ROWS": 3})
+def test_fast_path_and_flask_view_give_the_same_answer(body, content_type, headers, make_app):
+    app = make_app(API_TOKEN="s3cret", MAX_ROWS=3)
     client = app.test_client()
     data = body if isinstance(body, bytes) else json.dumps(body)
 

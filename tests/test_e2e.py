@@ -121,9 +121,8 @@ def load(server, stop, results, body):
             results.append((None, repr(err)))
 
 
-def test_hot_swap_under_load_with_zero_failed_requests(published, tmp_path):
-    root = tmp_path / "models"
-    shutil.copytree(published, root)
+def test_hot_swap_under_load_with_zero_failed_requests(tmp_path, own_registry):
+    root = own_registry
     registry = Registry(root)
     with running_service(root, tmp_path, reload_interval=0.2) as server:
         stop, results = threading.Event(), []
@@ -198,11 +197,10 @@ def test_openapi_fuzzing_finds_no_server_error_and_no_response_outside_the_spec(
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
 
 
-def test_service_follows_retrain_promotion_and_rollback_under_load(published, tmp_path, small_csv):
+def test_service_follows_retrain_promotion_and_rollback_under_load(tmp_path, small_csv, own_registry):
     """Real CLI commands change the champion; the service (default reload interval)
     follows within 5 s each time, and no request fails."""
-    root = tmp_path / "models"
-    shutil.copytree(published, root)
+    root = own_registry
 
     def demand(*args):
         result = subprocess.run([sys.executable, "-m", "pipeline", *args, "--model-dir", str(root)], cwd=ROOT,

@@ -180,9 +180,8 @@ def test_registry_accepts_only_version_names(tmp_path):
         assert not registry.exists(pointer)
 
 
-def test_a_pointer_outside_the_registry_is_refused_counted_and_v1_keeps_serving(published, tmp_path):
-    root = tmp_path / "models"
-    shutil.copytree(published, root)
+def test_a_pointer_outside_the_registry_is_refused_counted_and_v1_keeps_serving(tmp_path, own_registry):
+    root = own_registry
     outside = tmp_path / "other" / "versions" / "v7"
     shutil.copytree(root / "versions" / "v1", outside)  # a loadable model, but not ours
     with running_service(root, tmp_path, workers=1, reload_interval=0.2) as server:
@@ -196,9 +195,8 @@ def test_a_pointer_outside_the_registry_is_refused_counted_and_v1_keeps_serving(
         assert "not a version name" in server.log()
 
 
-def test_a_worker_starting_on_a_broken_champion_serves_the_last_one_that_loads(published, tmp_path):
-    root = tmp_path / "models"
-    shutil.copytree(published, root)
+def test_a_worker_starting_on_a_broken_champion_serves_the_last_one_that_loads(tmp_path, own_registry):
+    root = own_registry
     registry = Registry(root)
     shutil.copytree(root / "versions" / "v1", root / "versions" / "v2")
     (root / "versions" / "v2" / "model.onnx").write_bytes(b"\x08garbage")
@@ -220,9 +218,8 @@ def test_a_worker_starting_on_a_broken_champion_serves_the_last_one_that_loads(p
         assert "fallback" not in server.get("/healthz").json()
 
 
-def test_a_champion_whose_folder_appears_later_is_picked_up(published, tmp_path):
-    root = tmp_path / "models"
-    shutil.copytree(published, root)
+def test_a_champion_whose_folder_appears_later_is_picked_up(tmp_path, own_registry):
+    root = own_registry
     with running_service(root, tmp_path, reload_interval=0.2) as server:
         (root / "champion").write_text("v5\n")  # named before its folder exists
         wait_until(lambda: server.get("/healthz").json().get("champion") == "v5")

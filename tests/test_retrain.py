@@ -1,7 +1,6 @@
 """Retraining: champion/challenger, promotion, rollback, pruning, locking, scheduling."""
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -166,6 +165,7 @@ def test_promote_rollback_and_prune(weak_champion, small_csv, runner):
     assert "rollback" in history.stdout and "prune" in history.stdout
 
 
+@pytest.mark.slow
 def test_a_second_writer_waits_for_the_lock_or_says_why(weak_champion, small_csv):
     registry = Registry(weak_champion)
     with registry.writer():
@@ -214,9 +214,8 @@ def test_kill_9_at_each_step_of_a_publish_leaves_the_registry_consistent(weak_ch
 
 
 @pytest.mark.slow
-def test_kill_9_at_random_moments_of_train_and_retrain(published, tmp_path, small_csv):
-    root = tmp_path / "models"
-    shutil.copytree(published, root)
+def test_kill_9_at_random_moments_of_train_and_retrain(tmp_path, small_csv, own_registry):
+    root = own_registry
     for command, delay in [("train", 0.5), ("retrain", 1.5), ("train", 2.5), ("retrain", 3.0), ("train", 3.5), ("retrain", 4.5)]:
         process = subprocess.Popen([sys.executable, "-m", "pipeline", command, "--data", str(small_csv), "--model-dir", str(root),
                                     "--epochs", "300", "--patience", "0"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
