@@ -98,26 +98,26 @@ def matrix_from_instances(instances, prefix, max_rows):
             raise TypeError
         X = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=N_FEATURES * len(rows)).reshape(-1, N_FEATURES)
     except (KeyError, TypeError, OverflowError, ValueError):
-        _explain_instances(instances, prefix)
-        raise  # unreachable: _explain_instances always raises here
+        raise _first_problem(instances, prefix) from None
     ranges = column_ranges(X)
     check_domain(X, lambda i, name: f"{prefix}[{i}].{name}" if prefix == "instances" else name, ranges)
     return X, ranges
 
 
-def _explain_instances(instances, prefix):
+def _first_problem(instances, prefix):
+    """The 400 that names the first bad field, walking the rows one by one."""
     for i, item in enumerate(instances):
         where = f"{prefix}[{i}]" if prefix == "instances" else "body"
         if not isinstance(item, dict):
-            raise ApiError(400, f"{where} must be an object with {', '.join(FEATURES)}")
+            return ApiError(400, f"{where} must be an object with {', '.join(FEATURES)}")
         for name in FEATURES:
             field = f"{where}.{name}" if prefix == "instances" else name
             if name not in item:
-                raise ApiError(400, f"{field} is missing")
+                return ApiError(400, f"{field} is missing")
             problem = domain_problem(name, item[name])
             if problem:
-                raise ApiError(400, f"{field} {problem}")
-    raise ApiError(400, "instances could not be read as numbers")
+                return ApiError(400, f"{field} {problem}")
+    return ApiError(400, "instances could not be read as numbers")
 
 
 def check_domain(X, field_name, ranges):
