@@ -5,10 +5,18 @@ layer back to the first, and the gradients of every weight and bias from them.
 Rows are samples, so a layer is Z = A_prev @ W.T + b with W shaped [out, in]
 exactly like the chapter's W^(l) (target first, source second).
 
-The loss is the mean squared error over the batch, as torch.nn.MSELoss, so
-that gradients can be compared with autograd one for one.
+Two variants of the output layer and loss:
+- `output_activation="sigmoid"`, `loss="half-sse"`: Algorithm 8.5 literally,
+  L = 1/2 ||a(L) - y||^2 over the batch and delta(L) = (a(L) - y) * a(L) * (1 - a(L));
+- `"linear"`, `"mse"`: what the chapter's PyTorch code trains (a linear output
+  layer and torch.nn.MSELoss), so delta(L) = 2 (a(L) - y) / n. The presets use
+  this one: a sigmoid output can never reach the ends of the min-max range,
+  where the largest and smallest weeks sit.
+Each hidden delta is as in the chapter: (W(l+1)^T delta(l+1)) * sigma'(z(l)).
 """
 import numpy as np
+
+from .presets import LOSS_NAMES
 
 
 def _sigmoid(z):
@@ -19,17 +27,32 @@ def _sigmoid(z):
 ACTIVATIONS = {
     "sigmoid": (_sigmoid, lambda a: a * (1.0 - a)),
     "tanh": (np.tanh, lambda a: 1.0 - a * a),
+    "linear": (lambda z: z, lambda a: np.ones_like(a)),
 }
 
 
+def _mse(error):
+    """Mean squared error and its derivative by the output."""
+    return float(np.mean(error**2)), 2.0 * error / error.size
+
+
+def _half_sse(error):
+    """1/2 the sum of squared errors (Algorithm 8.5) and its derivative by the output."""
+    return 0.5 * float(np.sum(error**2)), error
+
+
+LOSSES = dict(zip(LOSS_NAMES, (_mse, _half_sse)))
+
+
 class ManualMLP:
-    def __init__(self, weights, biases, activation="sigmoid"):
+    def __init__(self, weights, biases, activation="sigmoid", output_activation="linear"):
         self.W = [np.array(w) for w in weights]
         self.b = [np.array(b) for b in biases]
         self.activation = activation
+        self.output_activation = output_activation
 
     @classmethod
-    def initialize(cls, sizes, activation="sigmoid", seed=0, dtype=np.float64):
+    def initialize(cls, sizes, activation="sigmoid", seed=0, dtype=np.float64, output_activation="linear"):
         """Uniform in +-1/sqrt(fan_in), the distribution torch.nn.Linear starts from."""
         rng = np.random.default_rng(seed)
         weights, biases = [], []
@@ -37,42 +60,46 @@ class ManualMLP:
             bound = 1.0 / np.sqrt(fan_in)
             weights.append(rng.uniform(-bound, bound, (fan_out, fan_in)).astype(dtype))
             biases.append(rng.uniform(-bound, bound, fan_out).astype(dtype))
-        return cls(weights, biases, activation)
+        return cls(weights, biases, activation, output_activation)
 
     def parameters(self):
         return [*self.W, *self.b]
 
     def forward(self, X):
-        """All layer outputs a^(0..L); the last one is the (linear) prediction."""
+        """All layer outputs a^(0..L); the last one is the prediction."""
         act, _ = ACTIVATIONS[self.activation]
+        out_act, _ = ACTIVATIONS[self.output_activation]
         outputs = [X]
         last = len(self.W) - 1
         for l, (W, b) in enumerate(zip(self.W, self.b)):
             z = outputs[-1] @ W.T + b
-            outputs.append(z if l == last else act(z))
+            outputs.append(out_act(z) if l == last else act(z))
         return outputs
 
     def predict(self, X):
         return self.forward(X)[-1]
 
-    def loss_and_gradients(self, X, y):
-        """MSE loss and its gradients for every W^(l) and b^(l)."""
+    def loss(self, X, y, loss="mse"):
+        prediction = self.predict(X)
+        return LOSSES[loss](prediction - y.reshape(prediction.shape))[0]
+
+    def loss_and_gradients(self, X, y, loss="mse"):
+        """The loss and its gradients for every W^(l) and b^(l)."""
         _, act_prime = ACTIVATIONS[self.activation]
+        _, out_prime = ACTIVATIONS[self.output_activation]
         a = self.forward(X)
-        y = y.reshape(a[-1].shape)
-        n = a[-1].size
-        loss = float(np.mean((a[-1] - y) ** 2))
+        value, d_output = LOSSES[loss](a[-1] - y.reshape(a[-1].shape))
 
         W_grads = [None] * len(self.W)
         b_grads = [None] * len(self.b)
-        # Last layer: the output is linear, so delta is just dLoss/dOutput.
-        delta = 2.0 * (a[-1] - y) / n
+        # Last layer: (a - y) * a * (1 - a) for Algorithm 8.5; 2 (a - y) / n for a linear output and MSE.
+        delta = d_output * out_prime(a[-1])
         for l in range(len(self.W) - 1, -1, -1):
             W_grads[l] = delta.T @ a[l]  # a[l] is the input of layer l
             b_grads[l] = delta.sum(axis=0)
             if l > 0:
                 delta = (delta @ self.W[l]) * act_prime(a[l])
-        return loss, W_grads, b_grads
+        return value, W_grads, b_grads
 
 
 class SGD:

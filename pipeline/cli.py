@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from .generate import DemandLaw, GeneratorConfig
-from .presets import AUTO, BACKTEST_HORIZON, BACKTEST_WINDOWS, MIN_NEW_WEEKS, PRESET_NAMES
+from .presets import AUTO, BACKTEST_HORIZON, BACKTEST_WINDOWS, LOSS_NAMES, MIN_NEW_WEEKS, OUTPUT_ACTIVATIONS, PRESET_NAMES
 from .registry import DEFAULT_MODEL_DIR
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "demand.csv"
@@ -163,6 +163,9 @@ def training_options(command):
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="auto takes CUDA when present."),
         click.option("--engine", type=click.Choice(["torch", "manual"]), help="manual: the hand-written backprop (CPU)."),
         click.option("--transform", type=click.Choice(["none", "log1p"]), help="log1p: learn on log(1 + value) of sales and features."),
+        click.option("--output-activation", type=click.Choice(OUTPUT_ACTIVATIONS),
+                     help="sigmoid with --loss half-sse: the chapter's Algorithm 8.5 (presets: linear)."),
+        click.option("--loss", type=click.Choice(LOSS_NAMES), help="half-sse: 1/2 the sum of squared errors (Algorithm 8.5)."),
     ]):
         command = option(command)
     return command

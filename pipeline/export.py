@@ -112,6 +112,9 @@ def build_onnx(mlp, stats, metadata, members=None):
         branches = [chain(layers, f"member{j}.") for j, layers in enumerate(split_members(arrays, members))]
         nodes.append(helper.make_node("Sum", branches, ["members.sum"]))
         nodes.append(helper.make_node("Add", ["members.sum", output_bias], [NORMALIZED_TENSOR]))
+    elif mlp.output_activation == "sigmoid":  # Algorithm 8.5's output layer
+        nodes.append(helper.make_node("Add", [chain(arrays, ""), output_bias], ["output.linear"]))
+        nodes.append(helper.make_node("Sigmoid", ["output.linear"], [NORMALIZED_TENSOR]))
     else:
         nodes.append(helper.make_node("Add", [chain(arrays, ""), output_bias], [NORMALIZED_TENSOR]))
     nodes += [
@@ -144,6 +147,7 @@ def build_onnx(mlp, stats, metadata, members=None):
         "normalization": json.dumps(stats.to_json()),
         "hidden": json.dumps(list(mlp.hidden)),
         "activation": mlp.activation,
+        "output_activation": mlp.output_activation,
         **{k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()},
     }
     helper.set_model_props(model, props)

@@ -5,18 +5,24 @@ import torch
 from .backprop import ManualMLP
 
 
-def autograd_gradients(net, X, y):
-    """Loss and gradients of the same network and MSE loss, by torch autograd."""
+ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "linear": lambda z: z}
+LOSSES = {"mse": torch.nn.functional.mse_loss, "half-sse": lambda a, y: 0.5 * torch.sum((a - y) ** 2)}
+
+
+def autograd_gradients(net, X, y, loss_name="mse"):
+    """Loss and gradients of the same network and loss, by torch autograd."""
     Ws = [torch.tensor(W, requires_grad=True) for W in net.W]
     bs = [torch.tensor(b, requires_grad=True) for b in net.b]
-    act = {"sigmoid": torch.sigmoid, "tanh": torch.tanh}[net.activation]
     a = torch.tensor(X)
     for l, (W, b) in enumerate(zip(Ws, bs)):
         z = a @ W.T + b
-        a = z if l == len(Ws) - 1 else act(z)
-    loss = torch.nn.functional.mse_loss(a, torch.tensor(y).reshape(a.shape))
+        a = ACTIVATIONS[net.output_activation if l == len(Ws) - 1 else net.activation](z)
+    loss = LOSSES[loss_name](a, torch.tensor(y).reshape(a.shape))
     loss.backward()
     return loss.item(), [W.grad.numpy() for W in Ws], [b.grad.numpy() for b in bs]
+
+
+VARIANTS = (("sigmoid", "half-sse"), ("linear", "mse"))  # Algorithm 8.5; the chapter's PyTorch code
 
 
 def relative_error(manual, reference):
@@ -25,22 +31,29 @@ def relative_error(manual, reference):
 
 
 def gradcheck(trials=50, seed=0):
-    """Largest relative gradient error (per tensor) over `trials` random cases, in float64."""
+    """Largest relative gradient error (per tensor) over `trials` random cases, in float64.
+
+    The cases alternate between the two variants: Algorithm 8.5 (sigmoid
+    output, 1/2 the sum of squared errors) and a linear output with MSE.
+    """
     rng = np.random.default_rng(seed)
     worst = {"relative_error": 0.0}
     for trial in range(trials):
         hidden = [int(h) for h in rng.integers(1, 9, size=rng.integers(1, 4))]
         activation = str(rng.choice(["sigmoid", "tanh"]))
+        output_activation, loss_name = VARIANTS[trial % len(VARIANTS)]
         n_in = int(rng.integers(1, 5))
-        net = ManualMLP.initialize([n_in, *hidden, 1], activation, seed=int(rng.integers(1 << 31)))
+        net = ManualMLP.initialize([n_in, *hidden, 1], activation, seed=int(rng.integers(1 << 31)),
+                                   output_activation=output_activation)
         n = int(rng.integers(1, 33))
         X = rng.normal(size=(n, n_in))
-        y = rng.normal(size=n)
-        loss, W_grads, b_grads = net.loss_and_gradients(X, y)
-        ref_loss, ref_W, ref_b = autograd_gradients(net, X, y)
+        y = rng.normal(size=n) if output_activation == "linear" else rng.uniform(size=n)
+        loss, W_grads, b_grads = net.loss_and_gradients(X, y, loss_name)
+        ref_loss, ref_W, ref_b = autograd_gradients(net, X, y, loss_name)
         errors = [relative_error(m, r) for m, r in zip([*W_grads, *b_grads], [*ref_W, *ref_b])]
         errors.append(abs(loss - ref_loss) / max(abs(ref_loss), 1e-300))
         if max(errors) >= worst["relative_error"]:
             worst = {"relative_error": max(errors), "trial": trial, "sizes": [n_in, *hidden, 1],
-                     "activation": activation, "rows": n}
-    return {"trials": trials, "dtype": "float64", "worst": worst, "max_relative_error": worst["relative_error"]}
+                     "activation": activation, "output_activation": output_activation, "loss": loss_name, "rows": n}
+    return {"trials": trials, "dtype": "float64", "variants": [f"{o} output, {l}" for o, l in VARIANTS],
+            "worst": worst, "max_relative_error": worst["relative_error"]}

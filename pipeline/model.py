@@ -13,7 +13,7 @@ class DemandMLP(nn.Module):
     Works on min-max normalized features and target, as in the chapter.
     """
 
-    def __init__(self, hidden=(10, 5), activation="sigmoid", n_features=N_FEATURES):
+    def __init__(self, hidden=(10, 5), activation="sigmoid", n_features=N_FEATURES, output_activation="linear"):
         super().__init__()
         sizes = [n_features, *hidden, 1]
         layers = []
@@ -21,9 +21,12 @@ class DemandMLP(nn.Module):
             layers.append(nn.Linear(fan_in, fan_out))
             if i < len(sizes) - 2:
                 layers.append(ACTIVATIONS[activation]())
+        if output_activation == "sigmoid":  # Algorithm 8.5's output layer
+            layers.append(nn.Sigmoid())
         self.net = nn.Sequential(*layers)
         self.hidden = tuple(hidden)
         self.activation = activation
+        self.output_activation = output_activation
 
     def forward(self, x):
         return self.net(x)
@@ -44,6 +47,8 @@ def average_of(mlps):
         return mlps[0]
     if len({len(m.hidden) for m in mlps}) != 1 or len({m.activation for m in mlps}) != 1:
         raise ValueError("only networks of the same depth and activation can be averaged into one")
+    if any(m.output_activation != "linear" for m in mlps):
+        raise ValueError("only networks with a linear output can be averaged into one")
     hidden = tuple(sum(sizes) for sizes in zip(*(m.hidden for m in mlps)))
     merged = DemandMLP(hidden, mlps[0].activation)
     layers = merged.linear_layers()

@@ -6,6 +6,10 @@ instantly; pipeline.model builds the network from them.
 from dataclasses import asdict, dataclass, replace
 
 
+OUTPUT_ACTIVATIONS = ("linear", "sigmoid")
+LOSS_NAMES = ("mse", "half-sse")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     hidden: tuple = (10, 5)
@@ -25,6 +29,11 @@ class TrainConfig:
     device: str = "auto"
     engine: str = "torch"
     transform: str = "none"  # "log1p": fit on log(1 + value) of features and target
+    # The output layer and loss. The chapter's PyTorch code (and every preset)
+    # uses a linear output and the mean squared error; its Algorithm 8.5 a
+    # sigmoid output and 1/2 the sum of squared errors (see pipeline.backprop).
+    output_activation: str = "linear"  # or "sigmoid"
+    loss: str = "mse"  # or "half-sse"
 
     def with_overrides(self, **overrides):
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})

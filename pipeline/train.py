@@ -34,6 +34,11 @@ def cpu_threads_for(device, rows, hidden):
         torch.set_num_threads(previous)
 
 
+def half_sse(prediction, target):
+    """Algorithm 8.5's loss: 1/2 the sum of squared errors over the batch."""
+    return 0.5 * torch.sum((prediction - target) ** 2)
+
+
 def resolve_device(requested):
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -48,7 +53,7 @@ class TorchEngine:
     def __init__(self, config, device):
         torch.manual_seed(config.seed)
         self.device = device
-        self.model = DemandMLP(config.hidden, config.activation).to(device)
+        self.model = DemandMLP(config.hidden, config.activation, output_activation=config.output_activation).to(device)
         params = self.model.parameters()
         if config.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
@@ -57,7 +62,7 @@ class TorchEngine:
             self.optimizer = torch.optim.Adam(params, lr=config.lr, fused=True)
         else:
             raise TrainingError(f"--optimizer must be sgd or adam, got {config.optimizer!r}")
-        self.loss_fn = torch.nn.MSELoss()
+        self.loss_fn = torch.nn.MSELoss() if config.loss == "mse" else half_sse
 
     def tensor(self, array):
         return torch.as_tensor(np.asarray(array, dtype=np.float32), device=self.device)
@@ -97,14 +102,15 @@ class ManualEngine:
     def __init__(self, config, device="cpu", initial=None):
         sizes = [N_FEATURES, *config.hidden, 1]
         self.config = config
-        self.net = initial or ManualMLP.initialize(sizes, config.activation, config.seed)
+        self.net = initial or ManualMLP.initialize(sizes, config.activation, config.seed,
+                                                    output_activation=config.output_activation)
         self.optimizer = make_optimizer(config.optimizer, self.net.parameters(), config.lr, config.momentum)
 
     def tensor(self, array):
         return np.asarray(array, dtype=np.float64)
 
     def step(self, X, y):
-        loss, W_grads, b_grads = self.net.loss_and_gradients(X, y)
+        loss, W_grads, b_grads = self.net.loss_and_gradients(X, y, self.config.loss)
         self.optimizer.step([*W_grads, *b_grads])
         return loss
 
@@ -116,7 +122,7 @@ class ManualEngine:
         return float(sum(losses)) if isinstance(losses, list) else float(losses)
 
     def loss(self, X, y):
-        return float(np.mean((self.net.predict(X) - y) ** 2))
+        return self.net.loss(X, y, self.config.loss)
 
     def snapshot(self):
         return [p.copy() for p in self.net.parameters()]
@@ -130,7 +136,7 @@ class ManualEngine:
 
 
 def manual_to_torch(net, hidden):
-    mlp = DemandMLP(hidden, net.activation)
+    mlp = DemandMLP(hidden, net.activation, output_activation=net.output_activation)
     with torch.no_grad():
         for layer, W, b in zip(mlp.linear_layers(), net.W, net.b):
             layer.weight.copy_(torch.from_numpy(W))
@@ -144,6 +150,7 @@ def torch_to_manual(mlp, dtype=np.float64):
         [l.weight.detach().cpu().numpy().astype(dtype) for l in layers],
         [l.bias.detach().cpu().numpy().astype(dtype) for l in layers],
         mlp.activation,
+        mlp.output_activation,
     )
 
 

@@ -94,3 +94,43 @@ def test_an_average_of_networks_is_one_wider_network_computing_their_mean():
         assert torch.allclose(merged(x), expected, atol=1e-6)
     with pytest.raises(ValueError, match="same depth"):
         average_of([DemandMLP((4,), "tanh"), DemandMLP((4, 4), "tanh")])
+
+
+# ---------------------------------------------------------------- Algorithm 8.5 literally
+
+ALGORITHM_8_5 = dict(output_activation="sigmoid", loss="half-sse")
+
+
+def test_algorithm_8_5_last_delta_is_the_chapters():
+    """delta(L) = (a - y) * a * (1 - a), the loss 1/2 ||a - y||^2 over the batch, and
+    the gradients of the last layer are delta(L) a(L-1)^T and delta(L)."""
+    rng = np.random.default_rng(3)
+    net = ManualMLP.initialize([3, 10, 5, 1], "sigmoid", seed=4, output_activation="sigmoid")
+    X, y = rng.uniform(size=(20, 3)), rng.uniform(size=20)
+    loss, W_grads, b_grads = net.loss_and_gradients(X, y, "half-sse")
+    a = net.forward(X)
+    delta = (a[-1] - y[:, None]) * a[-1] * (1 - a[-1])
+    assert loss == pytest.approx(0.5 * np.sum((a[-1].ravel() - y) ** 2))
+    np.testing.assert_allclose(W_grads[-1], delta.T @ a[-2], rtol=1e-12)
+    np.testing.assert_allclose(b_grads[-1], delta.sum(axis=0), rtol=1e-12)
+    # and the hidden deltas as in the chapter: (W(l+1)^T delta(l+1)) * a(l) * (1 - a(l))
+    hidden = (delta @ net.W[-1]) * a[-2] * (1 - a[-2])
+    np.testing.assert_allclose(W_grads[-2], hidden.T @ a[-3], rtol=1e-12)
+
+
+def test_gradcheck_covers_both_variants():
+    report = gradcheck(trials=20, seed=5)
+    assert report["variants"] == ["sigmoid output, half-sse", "linear output, mse"]
+    assert report["max_relative_error"] <= 1e-6
+
+
+def test_the_all_sigmoid_network_learns_with_algorithm_8_5(small_split):
+    """The chapter's 3-10-5-1 network, sigmoid everywhere, trained by the
+    hand-written Algorithm 8.5 on min-max data: its loss falls. The loss sums
+    over the batch, so the step is the chapter's r scaled down by the rows."""
+    config = PRESETS["chapter"].with_overrides(engine="manual", lr=0.2 / len(small_split.train.X), epochs=300,
+                                               **ALGORITHM_8_5)
+    result = fit(small_split.train, small_split.validation, config)
+    assert result.train_loss[-1] < 0.5 * result.train_loss[0]
+    assert result.mlp.output_activation == "sigmoid"
+    assert isinstance(result.mlp.net[-1], torch.nn.Sigmoid)

@@ -108,3 +108,13 @@ def test_an_average_of_networks_exports_as_parallel_branches_with_the_same_forec
     with torch.no_grad():
         expected = RawUnitsModel(merged, stats)(torch.from_numpy(X))[0].numpy()
     np.testing.assert_allclose(units, expected, rtol=1e-4)
+
+
+def test_a_sigmoid_output_exports_with_its_sigmoid(small_split, tmp_path):
+    config = PRESETS["chapter"].with_overrides(engine="manual", output_activation="sigmoid", loss="half-sse",
+                                               lr=0.001, epochs=50)
+    result = fit(small_split.train, small_split.validation, config)
+    path = tmp_path / "alg85.onnx"
+    info = export.export(path, result.mlp, result.stats, small_split.holdout.X, {"version": "v9"})
+    assert info["parity_max_relative_error"] <= export.PARITY_TOLERANCE
+    assert [n.op_type for n in onnx.load(str(path)).graph.node].count("Sigmoid") == 3  # two hidden layers and the output
