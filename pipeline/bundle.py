@@ -43,11 +43,29 @@ def make_session(path, provider="auto", threads=0):
         raise BundleError(f"provider must be auto, cpu or cuda, got {provider!r}")
     if provider == "auto" and "CUDAExecutionProvider" in wanted and not _cuda_driver_present():
         wanted = ["CPUExecutionProvider"]  # skip the noisy failed CUDA load on GPU-less hosts
+    if "CUDAExecutionProvider" in wanted:
+        preload_cuda_libraries(ort)
     session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
     active = session.get_providers()[0]
     if provider == "cuda" and active != "CUDAExecutionProvider":
         raise BundleError(f"CUDA was required but ONNX Runtime runs on {active}")
     return session, active
+
+
+def preload_cuda_libraries(ort):
+    """Load CUDA and cuDNN from NVIDIA's pip wheels (the GPU image's) before a CUDA session.
+
+    Without it ONNX Runtime looks for them on the system library path only,
+    finds none in a slim image, and silently runs on the CPU. Where they are
+    installed system-wide instead, this finds nothing to do.
+    """
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    try:
+        preload(cuda=True, cudnn=True, msvc=False)
+    except Exception as err:  # the session creation says what is really missing
+        log.warning("onnxruntime.preload_dlls failed: %s", err)
 
 
 def _cuda_driver_present():

@@ -132,3 +132,39 @@ def test_compose_commands_train_serve_retrain_promote(tmp_path):
     finally:
         os.killpg(api.pid, signal.SIGTERM)
         api.wait(20)
+
+
+def test_the_gpu_images_can_use_the_gpu():
+    """The service image brings CUDA and cuDNN for ONNX Runtime (pinned wheels,
+    checked at build time); the trainer's torch must be a CUDA build."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    service_stage = dockerfile.split("AS service")[1].split("FROM ")[0]
+    trainer_stage = dockerfile.split("AS trainer")[1]
+    assert "ARG ORT_PACKAGE=onnxruntime-gpu" in service_stage
+    assert "-r /tmp/requirements-gpu.txt" in service_stage
+    assert "'CUDAExecutionProvider' in ort.get_available_providers()" in service_stage
+    assert "torch.version.cuda is None" in trainer_stage
+    gpu = dict(line.split("==") for line in (ROOT / "deploy" / "requirements-gpu.txt").read_text().splitlines()
+               if line and not line.startswith("#"))
+    assert {"nvidia-cudnn-cu13", "nvidia-cublas", "nvidia-cuda-runtime"} <= set(gpu)
+    assert gpu["nvidia-cudnn-cu13"].startswith("9.") and gpu["nvidia-cuda-runtime"].startswith("13.")
+    trainer = (ROOT / "deploy" / "requirements-trainer.txt").read_text()
+    assert "torch==" in trainer and "+cpu" not in trainer and "download.pytorch.org/whl/cpu" not in dockerfile
+
+
+def test_a_cuda_session_preloads_the_cuda_libraries_first(published, monkeypatch):
+    import onnxruntime as ort
+
+    from pipeline import bundle
+    from pipeline.registry import Registry
+
+    calls = []
+    monkeypatch.setattr(bundle, "_cuda_driver_present", lambda: True)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "preload_dlls", lambda **kwargs: calls.append(kwargs), raising=False)
+    real_session = ort.InferenceSession
+    monkeypatch.setattr(ort, "InferenceSession", lambda *a, **k: calls.append("session") or real_session(
+        *a, **{**k, "providers": ["CPUExecutionProvider"]}))
+    registry = Registry(published)
+    bundle.make_session(registry.path(registry.champion()) / "model.onnx", "auto")
+    assert calls[0] == {"cuda": True, "cudnn": True, "msvc": False} and calls[1] == "session"
