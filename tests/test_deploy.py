@@ -168,3 +168,15 @@ def test_a_cuda_session_preloads_the_cuda_libraries_first(published, monkeypatch
     registry = Registry(published)
     bundle.make_session(registry.path(registry.champion()) / "model.onnx", "auto")
     assert calls[0] == {"cuda": True, "cudnn": True, "msvc": False} and calls[1] == "session"
+
+
+def test_the_proxy_limits_are_the_services():
+    """nginx cannot import the service's settings, so this test keeps the two in step."""
+    from service.config import Settings
+
+    conf = (ROOT / "deploy" / "nginx.conf").read_text()
+    size = re.search(r"client_max_body_size (\d+)m;", conf)
+    assert size and int(size[1]) * 1024 * 1024 == Settings.max_body_bytes
+    for directive in ("client_header_timeout", "client_body_timeout"):
+        found = re.search(rf"{directive} (\d+)s;", conf)
+        assert found and int(found[1]) == Settings.client_timeout
