@@ -151,13 +151,53 @@ def service_benchmarks(model_dir, folder, duration, connections):
     return results
 
 
+def memory_bodies(max_rows):
+    """Request bodies at the caps: {name: (route, body)}."""
+    rows = [{"prev_week_sales": 41512.125 + i % 977, "discount_fraction": 12.5, "weeks_to_next_holidays": i % 30}
+            for i in range(max_rows)]
+    v2 = {"inputs": [{"name": "features", "datatype": "FP64", "shape": [max_rows, 3],
+                      "data": [v for row in rows for v in row.values()]}]}
+    return {
+        f"{max_rows:,} rows, /predict JSON": ("/predict", json.dumps({"instances": rows}).encode()),
+        f"{max_rows:,} rows, V2 JSON tensor": ("/v2/models/demand/infer", json.dumps(v2).encode()),
+        f"{max_rows + 1000:,} one-key objects (parsed, then 413)":
+            ("/predict", b'{"instances":[' + b",".join([b'{"a":0}'] * (max_rows + 1000)) + b"]}"),
+        "2.7 million empty objects (413 before parsing)":
+            ("/predict", b'{"instances":[' + b",".join([b"{}"] * 2_700_000) + b"]}"),
+        "a 31 MiB string": ("/predict", b'{"instances":[' + json.dumps(ONE_ROW).encode() + b'],"x":"' + b"a" * (31 << 20) + b'"}'),
+    }
+
+
+def peak_rss_mb(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def memory_at_caps(model_dir, folder):
+    """Rise of one worker's peak RSS per request kind, each on a fresh one-worker server."""
+    from service.config import Settings
+
+    results = {}
+    for name, (route, body) in memory_bodies(Settings.max_rows).items():
+        with running_service(model_dir, folder, workers=1) as service:
+            service.post("/predict", json={"instances": [ONE_ROW]})
+            (pid,) = worker_pids(service.process.pid)
+            before = peak_rss_mb(pid)
+            response = service.post(route, data=body, headers={"Content-Type": "application/json"})
+            results[name] = {"bytes": len(body), "status": response.status_code,
+                             "rise_mb": peak_rss_mb(pid) - before}
+    return results
+
+
 def machine():
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
 
 
-def report(training, by_rows, comparison, service, args):
+def report(training, by_rows, comparison, service, memory, args):
     s = service
     ratio = statistics.median(s["paired_ratios"])
     batch_rows = s["predict_batch"]["rps"] * 1000
@@ -215,6 +255,18 @@ def report(training, by_rows, comparison, service, args):
         "Errors during the runs (non-2xx responses, socket errors): "
         + "; ".join(f"{k}: {v['non_2xx']}, {v['socket_errors'] or 'none'}" for k, v in s.items() if isinstance(v, dict)) + ".",
         "",
+        "## Memory at the caps",
+        "",
+        "Rise of a worker's peak RSS (VmHWM) for one request, each on a fresh one-worker server "
+        "(`DEMAND_MAX_BODY_BYTES` 32 MiB, `DEMAND_MAX_ROWS` 200,000). Target: <= 256 MB for any request within the caps.",
+        "",
+        "| request | body | status | peak RSS rise |",
+        "|---|---|---|---|",
+        *[f"| {name} | {m['bytes'] / 2**20:.1f} MiB | {m['status']} | {m['rise_mb']:.0f} MB |" for name, m in memory.items()],
+        "",
+        f"Largest rise {max(m['rise_mb'] for m in memory.values()):.0f} MB: "
+        f"{verdict(max(m['rise_mb'] for m in memory.values()) <= 256)}.",
+        "",
         "Single-row figures are medians of five alternated runs, the others of three. The JSON batch target is out of reach "
         "on two cores with one JSON object per row: parsing 1000 objects (orjson), validating them and building 1000 "
         "result objects costs about 0.8 ms of Python per request, which caps two workers near 2.5 M rows/s before the "
@@ -243,7 +295,9 @@ def main():
         comparison = compare()
         print("loading the service...", file=sys.stderr)
         service = service_benchmarks(model_dir, folder, args.duration, args.connections)
-    text = report(training, by_rows, comparison, service, args)
+        print("memory at the caps...", file=sys.stderr)
+        memory = memory_at_caps(model_dir, folder)
+    text = report(training, by_rows, comparison, service, memory, args)
     print(text)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
