@@ -9,6 +9,7 @@ import threading
 
 import numpy as np
 
+from .calibrate import half_width
 from .evaluate import interval_bounds
 from .normalize import MinMaxStats
 from .errors import BundleError, RegistryError
@@ -82,6 +83,7 @@ class Bundle:
         self.half_width = float(card["interval"]["half_width"])
         self.interval_scale = card["interval"].get("scale", "none")
         self.level = float(card["interval"]["level"])
+        self.calibration = card.get("calibration")  # several weeks ahead; None for older versions
         self.chunk_rows = max(1024, CHUNK_WORK // max(card["model"]["hidden"], default=1))
         # One inference at a time per session: the session already has its
         # share of the cores (intra-op threads), and request threads computing
@@ -156,6 +158,52 @@ class Bundle:
             "extrapolated_rows": rows,
             "extrapolated_flags": flags,
         }
+
+    def forecast_plan(self, prev_week_sales, plan, weeks, levels):
+        """Recursive forecasts of S series over up to H weeks each.
+
+        `prev_week_sales` [S]; `plan` [S, H, 2] of discount_fraction and
+        weeks_to_next_holidays; `weeks` [S] how many of the H each series has.
+        Week h of a series takes its forecast of week h-1 as prev_week_sales.
+        One ONNX Runtime call per step for all series still going. Returns a
+        dict: "units_sold" [S, H] (NaN past a series' weeks), "intervals"
+        {level: (low, high)} of [S, H] arrays (None without calibration),
+        "outside" [S, H, 3] features outside the training range, and
+        "interval_steps" [H]: the calibrated step each step's interval is from.
+        """
+        prev = np.asarray(prev_week_sales, dtype=np.float32)
+        plan = np.asarray(plan, dtype=np.float32)
+        weeks = np.asarray(weeks)
+        S, H = plan.shape[:2]
+        units = np.full((S, H), np.nan, dtype=np.float32)
+        outside = np.zeros((S, H, len(FEATURES)), dtype=bool)
+        X = np.empty((S, len(FEATURES)), dtype=np.float32)
+        X[:, 0] = prev
+        for h in range(H):
+            going = np.flatnonzero(weeks > h)
+            rows = X[going]
+            rows[:, 1:] = plan[going, h]
+            forecast, _ = self.run(rows)
+            units[going, h] = forecast
+            flagged, flags = self.stats.outside_training_range(rows)
+            outside[going[flagged], h] = flags
+            X[going, 0] = np.maximum(forecast, 0.0)
+        return {"units_sold": units, "outside": outside, **self.plan_intervals(units, levels)}
+
+    def plan_intervals(self, units, levels):
+        """{"intervals": {level: (low, high)} or None, "interval_steps": [H] or None} for forecasts [S, H]."""
+        if not self.calibration or not self.calibration.get("steps"):
+            return {"intervals": None, "interval_steps": None}
+        scale = self.calibration["scale"]
+        intervals, steps = {}, None
+        for level in levels:
+            widths, steps = zip(*(half_width(self.calibration, h + 1, level) for h in range(units.shape[1])))
+            low, high = interval_bounds(units, np.asarray(widths, dtype=np.float64), scale)
+            intervals[level] = (low, high)
+        return {"intervals": intervals, "interval_steps": list(steps)}
+
+    def calibrated_steps(self):
+        return len(self.calibration["steps"]) if self.calibration else 0
 
     def extrapolated_names(self, out):
         """{row index: [feature names outside the training range]} from forecast()."""

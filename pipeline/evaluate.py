@@ -42,7 +42,7 @@ class LinearBaseline:
         return np.column_stack([np.ones(len(X)), X]) @ self.coef
 
 
-def _scaled(values, scale):
+def on_model_scale(values, scale):
     values = np.asarray(values, dtype=float)
     return np.log1p(np.maximum(values, 0.0)) if scale == "log1p" else values
 
@@ -53,7 +53,7 @@ def conformal_half_width(actual, predicted, level=0.9, scale="none"):
     Residuals are taken on the model's own scale: in units, or in log(1 + units)
     for a log1p model, whose interval then widens in proportion to the forecast.
     """
-    residuals = np.sort(np.abs(_scaled(actual, scale) - _scaled(predicted, scale)))
+    residuals = np.sort(np.abs(on_model_scale(actual, scale) - on_model_scale(predicted, scale)))
     n = len(residuals)
     rank = min(n, math.ceil((n + 1) * level))
     return float(residuals[rank - 1])
@@ -61,7 +61,7 @@ def conformal_half_width(actual, predicted, level=0.9, scale="none"):
 
 def interval_bounds(predicted, half_width, scale="none"):
     """(low, high) around forecasts in units; never below zero sales."""
-    center = _scaled(predicted, scale)
+    center = on_model_scale(predicted, scale)
     low, high = center - half_width, center + half_width
     if scale == "log1p":
         low, high = np.expm1(low), np.expm1(high)

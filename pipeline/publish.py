@@ -65,7 +65,7 @@ def build_card(version, trained, data, export_info, backtest=None):
             "architecture": f"{len(FEATURES)} -> {' -> '.join(str(h) for h in result.config.hidden)} -> 1",
             "hidden": list(result.config.hidden),
             "activation": result.config.activation,
-            "output": "linear",
+            "output": result.config.output_activation,
         },
         "params": result.config.describe(),
         "training": result.describe(),
@@ -74,6 +74,8 @@ def build_card(version, trained, data, export_info, backtest=None):
         # Every figure comes from the evaluated model, on rows it never trained on.
         "metrics": {"holdout": evaluation["holdout"], "validation": evaluation["validation"]},
         "interval": evaluation["interval"],
+        # Several weeks ahead: half-widths by step and level (pipeline.calibrate); None without weeks to chain.
+        "calibration": evaluation.get("calibration"),
         "export": export_info,
         "software": software_versions(),
         "git": git_revision(),

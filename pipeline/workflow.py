@@ -5,7 +5,9 @@
    the best ENSEMBLE_SIZE candidates on the winner's scale, merged into one
    wider network; with any other preset it is that preset's network.
 2. That model, which never saw the holdout, is scored on it against the
-   baselines, and its validation residuals calibrate the interval.
+   baselines, and its validation residuals calibrate the interval; its
+   recursive forecasts over the validation and holdout weeks calibrate the
+   intervals of forecasts several weeks ahead (pipeline.calibrate).
 3. The chosen settings are trained again on every row, holdout included, each
    for the epoch count the validation window chose: forecasts depend most on
    the latest weeks, and this is the model that is published. `refit=False`
@@ -17,6 +19,7 @@ through this one function, so what a backtest measures is what train publishes.
 from dataclasses import dataclass, replace
 
 from .data import concat, findings, rows_and_weeks, time_split
+from .calibrate import per_step_calibration
 from .evaluate import evaluate
 from .presets import AUTO, ENSEMBLE_SIZE
 from .select import CUSTOM, preset_configs, select
@@ -99,8 +102,12 @@ def train_model(data, preset=AUTO, overrides=None, refit=True, split=None, progr
                       if c is not best and c.result.config.transform == best.result.config.transform]
         members += same_scale[: ENSEMBLE_SIZE - 1]
     evaluated = combine([m.result for m in members])
-    evaluation = evaluate(split, lambda X: predict_units(evaluated.mlp, evaluated.stats, X),
-                          scale=evaluated.config.transform)
+    def evaluated_predict(X):
+        return predict_units(evaluated.mlp, evaluated.stats, X)
+
+    evaluation = evaluate(split, evaluated_predict, scale=evaluated.config.transform)
+    evaluation["calibration"] = per_step_calibration(
+        evaluated_predict, concat([split.validation, split.holdout]), evaluated.config.transform)
     published, published_rows = evaluated, rows_and_weeks(split.train)
     if refit:
         # Each member again for as many passes over the data as its best

@@ -31,12 +31,14 @@ def create_app(test_config=None):
     if holder.ready:
         app.logger.info("worker ready %.3f s after its process started", seconds_since_process_start())
 
+    from .forecast_api import bp as forecast
     from .ops_api import admin, bp as ops
     from .predict_api import bp as predict
     from .v2_api import bp as v2
 
     app.register_blueprint(ops)
     app.register_blueprint(predict)
+    app.register_blueprint(forecast)
     app.register_blueprint(v2)
     if settings.admin_token:
         app.register_blueprint(admin)  # without a token the admin routes do not exist

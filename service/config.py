@@ -14,7 +14,8 @@ class Settings:
     api_token: str = ""  # bearer token for prediction routes; empty: open
     admin_token: str = ""  # enables POST /admin/reload; empty: the route does not exist
     max_body_bytes: int = 32 * 1024 * 1024
-    max_rows: int = 200_000
+    max_rows: int = 200_000  # rows per request; for /forecast, series x weeks
+    max_horizon: int = 52  # weeks per series in a /forecast plan
     client_timeout: float = 10.0  # seconds for a client to send its whole request: line, headers and body
     reload_interval: float = 2.0  # seconds between checks of the champion pointer
     provider: str = "auto"  # auto | cpu | cuda

@@ -16,6 +16,7 @@ LATENCY = Histogram(
 )
 ROWS = Counter("demand_rows_predicted_total", "Rows forecast, by protocol", ["protocol"])
 ROWS_JSON, ROWS_V2 = ROWS.labels("json"), ROWS.labels("v2")
+FORECAST_WEEKS = ROWS.labels("forecast")  # series x weeks of /forecast plans
 EXTRAPOLATED = Counter("demand_extrapolated_rows_total", "Rows with a feature outside the training range")
 RELOADS = Counter("demand_model_reloads_total", "Models loaded and swapped in (the first load included)")
 RELOAD_FAILURES = Counter("demand_model_reload_failures_total",

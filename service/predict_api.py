@@ -17,6 +17,8 @@ from . import metrics
 from .auth import check_token, prediction_token_required
 from .errors import INTERNAL_ERROR, ApiError
 from .inputs import instances_from_body, matrix_from_instances, parse_json, require_identity_encoding, require_json
+from .forecast_api import interval_notes
+from .plans import level_key, read_levels
 from .serving import current_bundle, ready_bundle
 
 bp = Blueprint("predict", __name__)
@@ -27,19 +29,45 @@ ROWS_PER_SLICE = 8192
 
 
 def forecast_json(raw, bundle, max_rows):
-    """Request body bytes -> response body bytes; raises ApiError for bad input."""
-    X, ranges = matrix_from_instances(*instances_from_body(parse_json(raw, max_rows)), max_rows)
-    out = bundle.forecast(X, ranges)  # the parsed body is garbage by now: memory for the answer
+    """Request body bytes -> response body bytes; raises ApiError for bad input.
+
+    With `levels` next to `instances`, each prediction also has `intervals`
+    at those levels (the first step's calibration of pipeline.calibrate);
+    without, the answer is what it always was.
+    """
+    body = parse_json(raw, max_rows)
+    levels = read_levels(body["levels"]) if isinstance(body, dict) and "levels" in body and "instances" in body else None
+    X, ranges = matrix_from_instances(*instances_from_body(body), max_rows)
+    del body  # garbage by now: memory for the answer
+    out = bundle.forecast(X, ranges)
     extrapolated = [NOTHING_OUTSIDE] * len(X)
     for i, names in bundle.extrapolated_names(out).items():
         extrapolated[i] = names
-    columns = (out["units_sold"].tolist(), out["units_sold_normalized"].tolist(), out["low"].tolist(),
-               out["high"].tolist(), extrapolated)
+    columns = [out["units_sold"].tolist(), out["units_sold_normalized"].tolist(), out["low"].tolist(),
+               out["high"].tolist(), extrapolated]
     metrics.ROWS_JSON.inc(len(X))
     if len(out["extrapolated_rows"]):
         metrics.EXTRAPOLATED.inc(len(out["extrapolated_rows"]))
-    head = orjson.dumps({"model_version": bundle.version, "interval_level": bundle.level})[:-1]
-    return b"".join([head, b',"predictions":[', b",".join(map(_predictions, _slices(columns, len(X)))), b"]}"])
+    head = {"model_version": bundle.version, "interval_level": bundle.level}
+    encode = _predictions
+    if levels is not None:
+        columns.append(_intervals(bundle, out["units_sold"], levels))
+        encode = _predictions_with_levels
+        if columns[-1][0] is None:
+            head["notes"] = interval_notes(bundle, None, 1)
+    head = orjson.dumps(head)[:-1]
+    return b"".join([head, b',"predictions":[', b",".join(map(encode, _slices(columns, len(X)))), b"]}"])
+
+
+def _intervals(bundle, units, levels):
+    """[{level: [low, high]}] per row, or [None] * rows without calibration."""
+    bounds = bundle.plan_intervals(units.reshape(-1, 1), levels)["intervals"]
+    if bounds is None:
+        return [None] * len(units)
+    keys = [level_key(level) for level in levels]
+    lows = [bounds[level][0][:, 0].tolist() for level in levels]
+    highs = [bounds[level][1][:, 0].tolist() for level in levels]
+    return [{key: [low[i], high[i]] for key, low, high in zip(keys, lows, highs)} for i in range(len(units))]
 
 
 def _slices(columns, rows):
@@ -56,6 +84,14 @@ def _predictions(columns):
     return orjson.dumps([
         {"units_sold": units, "units_sold_normalized": normalized, "interval": [low, high], "extrapolated": outside}
         for units, normalized, low, high, outside in zip(*columns)
+    ])[1:-1]
+
+
+def _predictions_with_levels(columns):
+    return orjson.dumps([
+        {"units_sold": units, "units_sold_normalized": normalized, "interval": [low, high], "intervals": intervals,
+         "extrapolated": outside}
+        for units, normalized, low, high, outside, intervals in zip(*columns)
     ])[1:-1]
 
 

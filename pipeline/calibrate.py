@@ -1,0 +1,90 @@
+"""Intervals for forecasts several weeks ahead, calibrated step by step.
+
+A plan's week h is forecast recursively: each week's forecast becomes the next
+week's `prev_week_sales`, so errors compound and the interval must widen with
+h. At training time the evaluated model (which never trained on the
+validation and holdout weeks) forecasts those weeks recursively from every
+origin in them, and the absolute residuals of each step, on the model's own
+scale, give split-conformal half-widths at every level of LEVELS. Serving
+reads them for any level from 0.5 to 0.99 (between two levels of the grid, it
+interpolates) and any step (past the last calibrated step, it uses that step's
+and says so).
+"""
+import math
+
+import numpy as np
+
+from .evaluate import on_model_scale
+
+LEVELS = tuple(round(0.50 + 0.01 * i, 2) for i in range(50))  # 0.50, 0.51, ..., 0.99
+MAX_STEPS = 13  # a quarter of weeks
+MIN_RESIDUALS = 20  # fewer residuals than this make a step's quantiles too rough to use
+DEFAULT_LEVELS = (0.8, 0.95)
+
+
+def recursive_residuals(predict, heldout, grid, max_steps=MAX_STEPS, scale="none"):
+    """[per step h = 1.., absolute residuals] of recursive forecasts from every origin.
+
+    `grid` is [weeks, series] of row indices of `heldout` (-1 where missing),
+    as pipeline.backtest.chains makes it. All origins move forward together,
+    so each step is one call of `predict`.
+    """
+    weeks = len(grid)
+    actual = on_model_scale(heldout.y, scale)
+    out, previous = [], None  # previous: [origins, series] forecasts of the last step
+    for h in range(min(max_steps, weeks)):
+        rows = grid[h:]  # origin o's row for step h is grid[o + h]
+        present = rows >= 0
+        X = heldout.X[rows[present]].copy()
+        if previous is not None:
+            fed = previous[: weeks - h][present]
+            X[:, 0] = np.where(np.isnan(fed), X[:, 0], np.maximum(fed, 0.0))
+        values = predict(X)
+        out.append(np.abs(actual[rows[present]] - on_model_scale(values, scale)))
+        previous = np.full(rows.shape, np.nan)
+        previous[present] = values
+    return out
+
+
+def calibrate(residuals_by_step, scale="none", min_residuals=MIN_RESIDUALS):
+    """The card's `calibration`: half-widths by step and level, never narrower at a later step."""
+    steps, floor = [], np.zeros(len(LEVELS))
+    for h, residuals in enumerate(residuals_by_step, start=1):
+        if len(residuals) < min_residuals:
+            break
+        ordered = np.sort(residuals)
+        n = len(ordered)
+        widths = np.array([ordered[min(n, math.ceil((n + 1) * level)) - 1] for level in LEVELS])
+        floor = np.maximum(floor, widths)  # uncertainty does not shrink further ahead
+        steps.append({"step": h, "residuals": n, "half_widths": [float(w) for w in floor]})
+    return {
+        "method": "split conformal on absolute residuals of recursive forecasts from every origin in the "
+                  "validation and holdout weeks, by the evaluated model; on the model's scale",
+        "scale": scale,
+        "levels": list(LEVELS),
+        "steps": steps,
+    }
+
+
+def per_step_calibration(predict, heldout, scale="none", max_steps=MAX_STEPS):
+    """Calibration from held-out weeks, or None when their steps cannot be told apart."""
+    from .backtest import chains
+
+    grid = chains(heldout)
+    if grid is None or len(heldout) == 0:
+        return None
+    calibration = calibrate(recursive_residuals(predict, heldout, grid, max_steps, scale), scale)
+    return calibration if calibration["steps"] else None
+
+
+def half_width(calibration, step, level):
+    """(half-width on the model's scale, the calibrated step it comes from) for 1-based `step`."""
+    steps = calibration["steps"]
+    used = steps[min(step, len(steps)) - 1]
+    widths = used["half_widths"]
+    position = (level - LEVELS[0]) / 0.01
+    low = int(math.floor(position + 1e-9))
+    if low >= len(LEVELS) - 1:
+        return widths[-1], used["step"]
+    fraction = position - low
+    return widths[low] + fraction * (widths[low + 1] - widths[low]), used["step"]

@@ -1,0 +1,131 @@
+"""Reading a promotion plan (POST /forecast) and interval levels from a JSON body.
+
+Well-formed plans go through a few vectorized checks; when something is
+wrong, the rows are walked to name the first bad field by its path, e.g.
+`series[2].weeks[5].discount_fraction must be <= 100 percent, got 130`.
+"""
+from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
+
+import numpy as np
+
+from pipeline.calibrate import DEFAULT_LEVELS, LEVELS
+from pipeline.schema import FEATURES, domain_problem
+
+from .errors import ApiError
+from .inputs import HIGH, LOW, NUMBER_TYPES
+
+PLANNED = FEATURES[1:]  # known in advance for every week; prev_week_sales is the series' start
+planned_of = itemgetter(*PLANNED)
+MAX_ID_LENGTH = 200
+MAX_LEVELS = 10
+
+
+@dataclass
+class Plan:
+    ids: list
+    prev_week_sales: np.ndarray  # [S]
+    features: np.ndarray  # [S, H, 2]: discount_fraction, weeks_to_next_holidays
+    weeks: np.ndarray  # [S] weeks of each series
+    levels: list
+
+
+def level_key(level):
+    """How a level names its interval in answers: 0.8 -> "0.8"."""
+    return f"{level:g}"
+
+
+def read_levels(value, where="levels"):
+    if value is None:
+        return list(DEFAULT_LEVELS)
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_LEVELS:
+        raise ApiError(400, f"{where} must be a list of 1 to {MAX_LEVELS} numbers between "
+                            f"{LEVELS[0]} and {LEVELS[-1]}")
+    for i, level in enumerate(value):
+        if type(level) not in NUMBER_TYPES or not LEVELS[0] <= level <= LEVELS[-1]:
+            raise ApiError(400, f"{where}[{i}] must be a number between {LEVELS[0]} and {LEVELS[-1]}, "
+                                f"got {str(level)[:40]}")
+    keys = [level_key(float(level)) for level in value]
+    if len(set(keys)) != len(keys):
+        raise ApiError(400, f"{where} names a level twice")
+    return [float(level) for level in value]
+
+
+def read_plan(body, max_horizon, max_rows):
+    """A validated Plan from the body of POST /forecast."""
+    if not isinstance(body, dict):
+        raise ApiError(400, 'body must be a JSON object: {"series": [...], "levels": [...]}')
+    series = body.get("series")
+    if not isinstance(series, list) or not series:
+        raise ApiError(400, "'series' must be a non-empty list of objects with id, prev_week_sales and weeks")
+    levels = read_levels(body.get("levels"))
+    if len(series) > max_rows:
+        raise ApiError(413, f"{len(series)} series is more than the limit of {max_rows} series x weeks "
+                            "per request (DEMAND_MAX_ROWS)")
+    ids, prevs, lengths, values = [], [], [], []
+    seen = {}
+    for i, item in enumerate(series):
+        where = f"series[{i}]"
+        if not isinstance(item, dict):
+            raise ApiError(400, f"{where} must be an object with id, prev_week_sales and weeks")
+        ident = item.get("id")
+        if not isinstance(ident, str) or not 0 < len(ident) <= MAX_ID_LENGTH:
+            raise ApiError(400, f"{where}.id must be a string of 1 to {MAX_ID_LENGTH} characters")
+        if ident in seen:
+            raise ApiError(400, f"{where}.id {ident!r} is the id of series[{seen[ident]}] too; ids must differ")
+        seen[ident] = i
+        if "prev_week_sales" not in item:
+            raise ApiError(400, f"{where}.prev_week_sales is missing")
+        problem = domain_problem(FEATURES[0], item["prev_week_sales"])
+        if problem:
+            raise ApiError(400, f"{where}.prev_week_sales {problem}")
+        weeks = item.get("weeks")
+        if not isinstance(weeks, list) or not weeks:
+            raise ApiError(400, f"{where}.weeks must be a non-empty list of objects with {', '.join(PLANNED)}")
+        if len(weeks) > max_horizon:
+            raise ApiError(413, f"{where}.weeks has {len(weeks)} weeks, more than the limit of {max_horizon} "
+                                "(DEMAND_MAX_HORIZON)")
+        try:
+            values.extend(chain.from_iterable(map(planned_of, weeks)))
+        except (KeyError, TypeError):
+            raise _first_problem(weeks, where) from None
+        ids.append(ident)
+        prevs.append(float(item["prev_week_sales"]))
+        lengths.append(len(weeks))
+    total = sum(lengths)
+    if total > max_rows:
+        raise ApiError(413, f"{total} series x weeks is more than the limit of {max_rows} per request (DEMAND_MAX_ROWS)")
+    if not set(map(type, values)) <= NUMBER_TYPES:  # bool is not a number here
+        raise _first_bad_value(series)
+    try:
+        flat = np.fromiter(values, dtype=np.float64, count=len(values)).reshape(-1, len(PLANNED))
+    except OverflowError:
+        raise _first_bad_value(series) from None
+    bad = ~np.isfinite(flat) | (flat < LOW[1:]) | (flat > HIGH[1:])
+    if bad.any():
+        raise _first_bad_value(series)
+    lengths = np.asarray(lengths)
+    features = np.zeros((len(series), int(lengths.max()), len(PLANNED)), dtype=np.float32)
+    features[np.arange(int(lengths.max())) < lengths[:, None]] = flat  # row-major: series by series, week by week
+    return Plan(ids, np.asarray(prevs), features, lengths, levels)
+
+
+def _first_problem(weeks, where):
+    for h, week in enumerate(weeks):
+        if not isinstance(week, dict):
+            return ApiError(400, f"{where}.weeks[{h}] must be an object with {', '.join(PLANNED)}")
+        for name in PLANNED:
+            if name not in week:
+                return ApiError(400, f"{where}.weeks[{h}].{name} is missing")
+    return ApiError(400, f"{where}.weeks could not be read")
+
+
+def _first_bad_value(series):
+    for i, item in enumerate(series):
+        for h, week in enumerate(item["weeks"]):
+            for name in PLANNED:
+                problem = domain_problem(name, week[name])
+                if problem:
+                    return ApiError(400, f"series[{i}].weeks[{h}].{name} {problem}")
+    return ApiError(400, "the weeks could not be read as numbers")
