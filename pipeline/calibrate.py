@@ -22,6 +22,11 @@ MIN_RESIDUALS = 20  # fewer residuals than this make a step's quantiles too roug
 DEFAULT_LEVELS = (0.8, 0.95)
 
 
+def level_key(level):
+    """How a level names its interval in answers and files: 0.8 -> "0.8"."""
+    return f"{level:g}"
+
+
 def recursive_residuals(predict, heldout, grid, max_steps=MAX_STEPS, scale="none"):
     """[per step h = 1.., absolute residuals] of recursive forecasts from every origin.
 

@@ -568,3 +568,49 @@ def predict(input_path, output_path, version, provider, model_dir, skip_bad_rows
     bundle = Bundle.load(Registry(model_dir), version, provider)
     count = write_forecasts(output_path, dataset, bundle)
     log(f"wrote {count} forecasts from model {bundle.version} ({bundle.provider}) to {output_path}")
+
+
+def interval_levels(ctx, param, value):
+    """--levels 0.8,0.95 -> [0.8, 0.95], each from 0.5 to 0.99."""
+    from .calibrate import LEVELS
+
+    try:
+        levels = [float(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"must be numbers separated by commas, got {value!r}") from None
+    if not levels or any(not LEVELS[0] <= level <= LEVELS[-1] for level in levels):
+        raise click.BadParameter(f"each level must be from {LEVELS[0]} to {LEVELS[-1]}, got {value!r}")
+    return levels
+
+
+@main.command()
+@click.option("--plan", "plan_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV: series, week, discount_fraction, weeks_to_next_holidays; prev_week_sales on each series' first week.")
+@click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--levels", default="0.8,0.95", show_default=True, callback=interval_levels,
+              help="Interval levels, from 0.5 to 0.99.")
+@click.option("--version", help="A published version; default the champion.")
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@model_dir_option
+@friendly_errors
+def forecast(plan_path, output_path, levels, version, provider, model_dir):
+    """Forecast a promotion plan week by week offline, through ONNX Runtime.
+
+    Each week's forecast becomes the next week's prev_week_sales, and the
+    intervals widen with the step, as POST /forecast answers.
+    """
+    from .bundle import Bundle
+    from .plan import read_plan, write_forecasts
+    from .registry import Registry
+
+    plan = read_plan(plan_path)
+    bundle = Bundle.load(Registry(model_dir), version, provider)
+    out = bundle.forecast_plan(plan["prev_week_sales"], plan["features"], plan["weeks"], levels)
+    count = write_forecasts(output_path, plan, out, levels)
+    if out["intervals"] is None:
+        log(f"model {bundle.version} has no per-step interval calibration: the interval columns are empty")
+    elif int(plan["weeks"].max()) > bundle.calibrated_steps():
+        log(f"weeks after {bundle.calibrated_steps()} use the interval of week {bundle.calibrated_steps()}, "
+            "the last step calibrated on held-out weeks")
+    log(f"wrote {count} forecasts of {len(plan['ids'])} series from model {bundle.version} ({bundle.provider}) "
+        f"to {output_path}")

@@ -53,7 +53,7 @@ class Split:
         }
 
 
-def _parse_number(text):
+def parse_number(text):
     try:
         return float(text)
     except ValueError:
@@ -99,7 +99,7 @@ def load_csv(path, skip_bad_rows=False, warn=None, require_target=True):
             if cell == "":
                 row_problems.append((column, "is empty"))
                 continue
-            value = _parse_number(cell)
+            value = parse_number(cell)
             problem = domain_problem(column, value)
             if problem:
                 row_problems.append((column, problem))

@@ -13,12 +13,13 @@ import numpy as np
 import orjson
 from flask import Blueprint, Response, current_app, request
 
+from pipeline.calibrate import level_key
 from pipeline.schema import FEATURES
 
 from . import metrics
 from .auth import prediction_token_required
 from .inputs import parse_json, require_json
-from .plans import level_key, read_plan
+from .plans import read_plan
 from .serving import current_bundle
 
 bp = Blueprint("forecast", __name__)

@@ -1,5 +1,9 @@
 """OpenAPI 3 description of every route the service answers."""
+from pipeline.calibrate import DEFAULT_LEVELS, LEVELS as CALIBRATED_LEVELS
 from pipeline.schema import DOMAIN, FEATURES, INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR, OUTPUT_TENSORS
+
+from .config import Settings
+from .plans import MAX_ID_LENGTH, MAX_LEVELS
 
 
 NORMALIZED_MEANING = (
@@ -27,14 +31,23 @@ ERRORS = {
 }
 
 
-def _instance():
+def _instance(features=FEATURES):
     properties = {}
-    for name in FEATURES:
+    for name in features:
         low, high, unit = DOMAIN[name]
         prop = {"type": "number", "minimum": low, "maximum": high, "description": unit}
         properties[name] = prop
-    return {"type": "object", "required": list(FEATURES), "properties": properties,
-            "example": {"prev_week_sales": 76440, "discount_fraction": 63, "weeks_to_next_holidays": 2}}
+    return {"type": "object", "required": list(features), "properties": properties,
+            "example": {name: value for name, value in zip(FEATURES, (76440, 63, 2)) if name in features}}
+
+
+LEVELS = {"type": "array", "minItems": 1, "maxItems": MAX_LEVELS, "default": list(DEFAULT_LEVELS),
+          "items": {"type": "number", "minimum": CALIBRATED_LEVELS[0], "maximum": CALIBRATED_LEVELS[-1]},
+          "description": "interval levels; each names its interval by its value, e.g. \"0.8\""}
+INTERVALS = {"type": "object", "nullable": True,
+             "additionalProperties": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+             "description": "{level: [low, high]}; null when the model has no per-step calibration"}
+NOTES = {"type": "array", "items": {"type": "string"}, "description": "what to know about the intervals"}
 
 
 SCHEMAS = {
@@ -43,7 +56,8 @@ SCHEMAS = {
     "PredictRequest": {
         "oneOf": [
             {"type": "object", "required": ["instances"],
-             "properties": {"instances": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Instance"}}}},
+             "properties": {"instances": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Instance"}},
+                            "levels": LEVELS}},
             {"$ref": "#/components/schemas/Instance"},
         ]
     },
@@ -54,8 +68,45 @@ SCHEMAS = {
             OUTPUT_TENSOR: {"type": "number", "description": "the forecast, in units"},
             NORMALIZED_TENSOR: {"type": "number", "description": NORMALIZED_MEANING},
             "interval": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+            "intervals": {**INTERVALS, "description": "only when the request has `levels`: " + INTERVALS["description"]},
             "extrapolated": {"type": "array", "items": {"type": "string", "enum": list(FEATURES)},
                              "description": "features outside the range the model was trained on"},
+        },
+    },
+    "PlannedWeek": _instance(FEATURES[1:]),
+    "SeriesPlan": {
+        "type": "object", "required": ["id", FEATURES[0], "weeks"],
+        "properties": {
+            "id": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
+            FEATURES[0]: _instance()["properties"][FEATURES[0]],
+            "weeks": {"type": "array", "minItems": 1, "maxItems": Settings.max_horizon,
+                      "items": {"$ref": "#/components/schemas/PlannedWeek"},
+                      "description": "the weeks to forecast, in order; at most DEMAND_MAX_HORIZON"},
+        },
+    },
+    "ForecastRequest": {
+        "type": "object", "required": ["series"],
+        "properties": {"series": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/SeriesPlan"}},
+                       "levels": LEVELS},
+    },
+    "ForecastWeek": {
+        "type": "object", "required": ["step", OUTPUT_TENSOR, "intervals", "extrapolated"],
+        "properties": {
+            "step": {"type": "integer", "minimum": 1},
+            OUTPUT_TENSOR: {"type": "number", "description": "the forecast, in units; the next step's prev_week_sales"},
+            "intervals": INTERVALS,
+            "extrapolated": {"type": "array", "items": {"type": "string", "enum": list(FEATURES)}},
+        },
+    },
+    "ForecastResponse": {
+        "type": "object", "required": ["model_version", "levels", "series"],
+        "properties": {
+            "model_version": {"type": "string"},
+            "levels": {"type": "array", "items": {"type": "number"}},
+            "series": {"type": "array", "items": {"type": "object", "required": ["id", "weeks"], "properties": {
+                "id": {"type": "string"},
+                "weeks": {"type": "array", "items": {"$ref": "#/components/schemas/ForecastWeek"}}}}},
+            "notes": NOTES,
         },
     },
     "PredictResponse": {
@@ -65,13 +116,15 @@ SCHEMAS = {
             "model_version": {"type": "string"},
             "interval_level": {"type": "number"},
             "predictions": {"type": "array", "items": {"$ref": "#/components/schemas/Prediction"}},
+            "notes": NOTES,
         },
     },
     "Health": {
         "type": "object", "required": ["status", "ready"],
         "properties": {"status": {"type": "string"}, "ready": {"type": "boolean"}, "model_version": {"type": "string"},
                        "execution_provider": {"type": "string"}, "reason": {"type": "string"},
-                       "interval_level": {"type": "number"}, "created_at": {"type": "string"}},
+                       "interval_level": {"type": "number"}, "created_at": {"type": "string"},
+                       "champion": {"type": "string"}, "fallback": {"type": "boolean"}},
     },
     "ServerMetadata": {"type": "object", "required": ["name", "version", "extensions"],
                        "properties": {"name": {"type": "string"}, "version": {"type": "string"},
@@ -165,6 +218,15 @@ def spec(admin_enabled=False):
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
         "/predict": _predict_operation("Forecast units sold for one or more instances"),
         "/v1/models/demand:predict": _predict_operation("The same, at the TF-Serving / KServe V1 address"),
+        "/forecast": {"post": {
+            "summary": "Forecast a promotion plan several weeks ahead: each week's forecast is the next week's "
+                       "prev_week_sales; intervals at several levels, calibrated step by step",
+            "security": SECURED,
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/ForecastRequest"}}}},
+            "responses": {"200": _json("ForecastResponse", "Forecasts by series and week, with intervals"),
+                          **_pick("400", "401", "403", "413", "415", "503")},
+        }},
         "/v2": _get("ServerMetadata", "Server metadata"),
         "/v2/health/live": _get("Live", "Server liveness"),
         "/v2/health/ready": _get("Ready", "Server readiness", extra=("503",)),

@@ -10,7 +10,7 @@ from operator import itemgetter
 
 import numpy as np
 
-from pipeline.calibrate import DEFAULT_LEVELS, LEVELS
+from pipeline.calibrate import DEFAULT_LEVELS, LEVELS, level_key
 from pipeline.schema import FEATURES, domain_problem
 
 from .errors import ApiError
@@ -29,11 +29,6 @@ class Plan:
     features: np.ndarray  # [S, H, 2]: discount_fraction, weeks_to_next_holidays
     weeks: np.ndarray  # [S] weeks of each series
     levels: list
-
-
-def level_key(level):
-    """How a level names its interval in answers: 0.8 -> "0.8"."""
-    return f"{level:g}"
 
 
 def read_levels(value, where="levels"):

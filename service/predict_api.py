@@ -13,12 +13,14 @@ import logging
 import orjson
 from flask import Blueprint, Response, current_app, request
 
+from pipeline.calibrate import level_key
+
 from . import metrics
 from .auth import check_token, prediction_token_required
 from .errors import INTERNAL_ERROR, ApiError
-from .inputs import instances_from_body, matrix_from_instances, parse_json, require_identity_encoding, require_json
 from .forecast_api import interval_notes
-from .plans import level_key, read_levels
+from .inputs import instances_from_body, matrix_from_instances, parse_json, require_identity_encoding, require_json
+from .plans import read_levels
 from .serving import current_bundle, ready_bundle
 
 bp = Blueprint("predict", __name__)

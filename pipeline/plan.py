@@ -1,0 +1,116 @@
+"""`demand forecast`: a promotion plan from a CSV, forecast week by week offline.
+
+The plan has one row per series and week: `series`, `week` (ISO date),
+`discount_fraction` and `weeks_to_next_holidays`, and `prev_week_sales` on
+each series' first week (blank or absent on the others, where the forecast of
+the week before takes its place). The output has one row per series and week
+with the forecast and the bounds of every interval.
+"""
+import csv
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+
+from .data import parse_number
+from .errors import DataError
+from .schema import FEATURES, SERIES_COLUMN, TIME_COLUMN, domain_problem
+
+PLANNED = FEATURES[1:]
+REQUIRED = (SERIES_COLUMN, TIME_COLUMN, *PLANNED)
+
+
+def read_plan(path, max_horizon=None):
+    """{"ids", "weeks_of" (ISO dates per series), "prev_week_sales" [S], "features" [S, H, 2], "weeks" [S]}."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read the plan: {getattr(err, 'strerror', None) or err}") from None
+    reader = csv.DictReader(text.splitlines())
+    header = [h.strip() for h in reader.fieldnames or []]
+    reader.fieldnames = header
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise DataError(f"{path}: missing required column(s) {', '.join(missing)}; the header has "
+                        f"{', '.join(header) if header else 'nothing'}")
+    plans, problems = {}, []
+    for line, record in enumerate(reader, start=2):
+        def bad(column, problem):
+            problems.append(f"{path}: line {line}, column {column!r}: {problem}")
+
+        name = (record.get(SERIES_COLUMN) or "").strip()
+        if not name:
+            bad(SERIES_COLUMN, "is empty")
+            continue
+        try:
+            week = dt.date.fromisoformat((record.get(TIME_COLUMN) or "").strip())
+        except ValueError:
+            bad(TIME_COLUMN, f"must be an ISO date like 2024-01-01, got {record.get(TIME_COLUMN)!r}")
+            continue
+        values = []
+        for column in PLANNED:
+            value = parse_number((record.get(column) or "").strip())
+            problem = "is empty" if value == "" else domain_problem(column, value)
+            if problem:
+                bad(column, problem)
+            values.append(value)
+        prev_cell = (record.get(FEATURES[0]) or "").strip()
+        prev = None
+        if prev_cell:
+            prev = parse_number(prev_cell)
+            problem = domain_problem(FEATURES[0], prev)
+            if problem:
+                bad(FEATURES[0], problem)
+        plans.setdefault(name, []).append((week, line, prev, values))
+    for name, weeks in plans.items():
+        weeks.sort(key=lambda w: w[0])
+        first_week, first_line, prev, _ = weeks[0]
+        if prev is None:
+            problems.append(f"{path}: line {first_line}, column {FEATURES[0]!r}: series {name!r} starts in week "
+                            f"{first_week} and needs prev_week_sales there")
+        dates = [w[0] for w in weeks]
+        if len(set(dates)) != len(dates):
+            problems.append(f"{path}: series {name!r} has a week twice")
+        if max_horizon and len(weeks) > max_horizon:
+            problems.append(f"{path}: series {name!r} has {len(weeks)} weeks, more than {max_horizon}")
+    if not plans and not problems:
+        problems.append(f"{path}: the plan has no rows")
+    if problems:
+        shown = "\n  ".join(problems[:10])
+        more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise DataError(f"{path}: plan refused:\n  {shown}{more}")
+    ids = list(plans)
+    weeks = np.array([len(plans[name]) for name in ids])
+    features = np.zeros((len(ids), int(weeks.max()), len(PLANNED)), dtype=np.float32)
+    for s, name in enumerate(ids):
+        features[s, : weeks[s]] = [values for _, _, _, values in plans[name]]
+    return {"ids": ids, "weeks_of": [[str(w[0]) for w in plans[name]] for name in ids],
+            "prev_week_sales": np.array([plans[name][0][2] for name in ids], dtype=np.float64),
+            "features": features, "weeks": weeks}
+
+
+def write_forecasts(path, plan, out, levels):
+    """One row per series and week: the forecast, every interval's bounds, and the extrapolated features."""
+    from .calibrate import level_key
+
+    keys = [level_key(level) for level in levels]
+    columns = ["series", "week", "step", "units_sold"]
+    columns += [f"{side}_{key}" for key in keys for side in ("low", "high")] + ["extrapolated"]
+    count = 0
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for s, name in enumerate(plan["ids"]):
+            for h, week in enumerate(plan["weeks_of"][s]):
+                bounds = []
+                for level in levels:
+                    if out["intervals"] is None:
+                        bounds += ["", ""]
+                    else:
+                        low, high = out["intervals"][level]
+                        bounds += [repr(float(low[s, h])), repr(float(high[s, h]))]
+                outside = ";".join(f for f, flag in zip(FEATURES, out["outside"][s, h]) if flag)
+                writer.writerow([name, week, h + 1, repr(float(out["units_sold"][s, h])), *bounds, outside])
+                count += 1
+    return count
