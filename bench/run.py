@@ -160,6 +160,10 @@ def memory_bodies(max_rows):
     return {
         f"{max_rows:,} rows, /predict JSON": ("/predict", json.dumps({"instances": rows}).encode()),
         f"{max_rows:,} rows, V2 JSON tensor": ("/v2/models/demand/infer", json.dumps(v2).encode()),
+        f"{max_rows:,} one-week series, /forecast":
+            ("/forecast", json.dumps({"series": [{"id": f"s{i}", "prev_week_sales": row["prev_week_sales"],
+                                                  "weeks": [{"discount_fraction": 12.5, "weeks_to_next_holidays": 3}]}
+                                                 for i, row in enumerate(rows)]}).encode()),
         f"{max_rows + 1000:,} one-key objects (parsed, then 413)":
             ("/predict", b'{"instances":[' + b",".join([b'{"a":0}'] * (max_rows + 1000)) + b"]}"),
         "2.7 million empty objects (413 before parsing)":

@@ -34,11 +34,12 @@ def forecast():
     require_json(request.headers.get("Content-Type"))
     bundle = current_bundle()
     settings = current_app.config["SETTINGS"]
-    plan = read_plan(parse_json(request.get_data(cache=False), settings.max_rows), settings.max_horizon,
-                     settings.max_rows)
+    body = parse_json(request.get_data(cache=False), settings.max_rows, row="plan")
+    plan = read_plan(body, settings.max_horizon, settings.max_rows)
+    del body  # memory for the answer
     out = bundle.forecast_plan(plan.prev_week_sales, plan.features, plan.weeks, plan.levels)
     metrics.FORECAST_WEEKS.inc(int(plan.weeks.sum()))
-    return Response(orjson.dumps(answer(bundle, plan, out)), mimetype="application/json")
+    return Response(answer(bundle, plan, out), mimetype="application/json")
 
 
 def interval_notes(bundle, steps_used, horizon):
@@ -53,26 +54,33 @@ def interval_notes(bundle, steps_used, horizon):
     return []
 
 
+SERIES_PER_SLICE = 2048
+
+
 def answer(bundle, plan, out):
-    units = out["units_sold"].tolist()
-    outside = out["outside"]
-    flags = [[OUTSIDE_NAMES[tuple(row)] for row in series] for series in outside.astype(int).tolist()]
-    keys = [level_key(level) for level in plan.levels]
-    if out["intervals"] is None:
-        bounds = None
-    else:  # [S][H] of {level: [low, high]}
-        lows = [out["intervals"][level][0].tolist() for level in plan.levels]
-        highs = [out["intervals"][level][1].tolist() for level in plan.levels]
-        bounds = [[{key: [low[s][h], high[s][h]] for key, low, high in zip(keys, lows, highs)}
-                   for h in range(n)] for s, n in enumerate(plan.weeks.tolist())]
-    series = []
-    for s, (ident, n) in enumerate(zip(plan.ids, plan.weeks.tolist())):
-        series.append({"id": ident, "weeks": [
-            {"step": h + 1, "units_sold": units[s][h], "intervals": bounds[s][h] if bounds else None,
-             "extrapolated": flags[s][h]}
-            for h in range(n)]})
-    body = {"model_version": bundle.version, "levels": plan.levels, "series": series}
+    """The JSON answer, encoded a slice of series at a time: their dicts cost far more memory than their JSON."""
+    head = {"model_version": bundle.version, "levels": plan.levels}
     notes = interval_notes(bundle, out["interval_steps"], int(plan.weeks.max()))
     if notes:
-        body["notes"] = notes
-    return body
+        head["notes"] = notes
+    slices = (_series_json(plan, out, start, start + SERIES_PER_SLICE)
+              for start in range(0, len(plan.ids), SERIES_PER_SLICE))
+    return b"".join([orjson.dumps(head)[:-1], b',"series":[', b",".join(slices), b"]}"])
+
+
+def _series_json(plan, out, start, stop):
+    keys = [level_key(level) for level in plan.levels]
+    units = out["units_sold"][start:stop].tolist()
+    flags = [[OUTSIDE_NAMES[tuple(row)] for row in series] for series in out["outside"][start:stop].astype(int).tolist()]
+    if out["intervals"] is not None:
+        lows = [out["intervals"][level][0][start:stop].tolist() for level in plan.levels]
+        highs = [out["intervals"][level][1][start:stop].tolist() for level in plan.levels]
+    series = []
+    for s, (ident, n) in enumerate(zip(plan.ids[start:stop], plan.weeks[start:stop].tolist())):
+        series.append({"id": ident, "weeks": [
+            {"step": h + 1, "units_sold": units[s][h],
+             "intervals": ({key: [low[s][h], high[s][h]] for key, low, high in zip(keys, lows, highs)}
+                           if out["intervals"] is not None else None),
+             "extrapolated": flags[s][h]}
+            for h in range(n)]})
+    return orjson.dumps(series)[1:-1]

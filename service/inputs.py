@@ -37,20 +37,23 @@ def require_identity_encoding(content_encoding):
 
 # What a body may hold before it is parsed, so that memory stays bounded by
 # the caps: 2.7 million empty objects fit in 8 MB and would cost 500 MB once
-# parsed. A row of /predict is one object and 7 JSON tokens (3 keys, 3 values
-# and a separator), a row of a V2 tensor at most one list and 4 tokens; the
-# bounds leave room for a few extra fields per row.
-TOKENS_PER_ROW = 10
+# parsed. (objects and lists, JSON tokens) per row: a row of /predict is one
+# object and 7 tokens (3 keys, 3 values and a separator), a row of a V2 tensor
+# at most one list and 4 tokens, a week of a /forecast plan at most 3 (when it
+# is a whole series: its object, its list of weeks and the week) and 12. The
+# bounds leave room for a few extra fields.
+ROW_BUDGET = {"instance": (1, 10), "plan": (3, 16)}
 SLACK = 1024
 
 
-def parse_json(raw, max_rows):
+def parse_json(raw, max_rows, row="instance"):
     """Parse strict JSON; NaN and Infinity literals are reported by field later.
 
-    Bodies that would make more Python objects than `max_rows` rows need
-    are refused before parsing, so memory stays bounded by the caps.
+    Bodies that would make more Python objects than `max_rows` rows of the
+    kind `row` (ROW_BUDGET) need are refused before parsing, so memory stays
+    bounded by the caps.
     """
-    check_token_count(raw, max_rows)
+    check_token_count(raw, max_rows, row)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as err:
@@ -61,16 +64,17 @@ def parse_json(raw, max_rows):
         raise ApiError(400, f"malformed JSON body: {fallback}") from None
 
 
-def check_token_count(raw, max_rows):
+def check_token_count(raw, max_rows, row="instance"):
     """413 for a body that would make more objects than `max_rows` rows need."""
-    limit = TOKENS_PER_ROW * max_rows + SLACK
+    containers_per_row, tokens_per_row = ROW_BUDGET[row]
+    limit = tokens_per_row * max_rows + SLACK
     if len(raw) <= max_rows + SLACK:
         return  # a token takes at least one byte: nothing to count
     # Every key and value but the outermost follows one of these bytes
     # (inside strings they overcount, never undercount).
     containers = raw.count(b"{") + raw.count(b"[")
     tokens = containers + raw.count(b",") + raw.count(b":")
-    if containers > max_rows + SLACK or tokens > limit:
+    if containers > containers_per_row * max_rows + SLACK or tokens > limit:
         raise ApiError(413, f"body holds about {tokens} JSON values in {containers} objects and lists, more than "
                             f"{max_rows} rows need (DEMAND_MAX_ROWS)")
 

@@ -64,6 +64,13 @@ def default_model(default_trained):
     return default_trained.published
 
 
+def invoke(runner, *args):
+    """Run the `demand` command line in-process (Click's runner)."""
+    from pipeline.cli import main
+
+    return runner.invoke(main, list(args))
+
+
 @pytest.fixture
 def runner():
     from click.testing import CliRunner

@@ -8,22 +8,16 @@ import time
 
 import pytest
 
-from pipeline.cli import main
 from pipeline.generate import GeneratorConfig, generate, write_csv
 from pipeline.registry import Registry
 from pipeline.retrain import decide
 
-from .conftest import NEW_WEEKS, ROOT
+from .conftest import NEW_WEEKS, ROOT, invoke
 
 
 def demand(*args, env=None, **kwargs):
     return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=120, **kwargs)
-
-
-def invoke(runner, *args):
-    result = runner.invoke(main, list(args))
-    return result
 
 
 @pytest.fixture
