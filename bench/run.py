@@ -115,7 +115,12 @@ def service_benchmarks(model_dir, folder, duration, connections):
                                      "parameters": {"binary_data_size": rows.nbytes}}],
                          "outputs": [{"name": "units_sold", "parameters": {"binary_data": True}}]}).encode()
     json_headers = {"Content-Type": "application/json"}
+    plan = json.dumps({"series": [
+        {"id": f"store-{i}", "prev_week_sales": 30000 + 37 * i,
+         "weeks": [{"discount_fraction": (10 * (i + w)) % 60, "weeks_to_next_holidays": (w + i) % 9} for w in range(8)]}
+        for i in range(1000)]}).encode()
     scripts = {
+        "forecast": lua_script(folder, "forecast", plan, json_headers),
         "one": lua_script(folder, "one", one, json_headers),
         "batch": lua_script(folder, "batch", batch, json_headers),
         "binary": lua_script(folder, "binary", header + rows.tobytes(),
@@ -141,6 +146,9 @@ def service_benchmarks(model_dir, folder, duration, connections):
             results[name]["all_rps"] = [round(r["rps"]) for r in measured]
         # Each /predict run against the ceiling run just before it: the machine's speed drifts.
         results["paired_ratios"] = [p["rps"] / c["rps"] for c, p in zip(runs["ceiling"], runs["predict_one"])]
+        forecast_runs = [wrk(service.url + "/forecast", scripts["forecast"], duration, 8) for _ in range(3)]
+        results["forecast"] = sorted(forecast_runs, key=lambda r: r["rps"])[1]
+        results["forecast"]["all_rps"] = [round(r["rps"], 1) for r in forecast_runs]
         binary_runs = [wrk(service.url + "/v2/models/demand/infer", scripts["binary"], duration, 8) for _ in range(3)]
         results["v2_binary"] = sorted(binary_runs, key=lambda r: r["rps"])[1]
         results["v2_binary"]["all_rps"] = [round(r["rps"], 1) for r in binary_runs]
@@ -253,6 +261,8 @@ def report(training, by_rows, comparison, service, memory, args):
         f"| >= 3 M rows/s | {verdict(batch_rows >= 3e6)} |",
         f"| V2 binary, 100k rows per request | {binary_rows / 1e6:.1f} M rows/s ({s['v2_binary']['rps']:,.1f} req/s, p99 {s['v2_binary']['p99_ms']:.1f} ms; runs: {s['v2_binary']['all_rps']}) "
         f"| >= 20 M rows/s | {verdict(binary_rows >= 20e6)} |",
+        f"| `/forecast`, 1,000 series x 8 weeks per request | {s['forecast']['rps'] * 8000 / 1e3:,.0f} k forecast weeks/s ({s['forecast']['rps']:,.1f} req/s, p99 {s['forecast']['p99_ms']:.0f} ms; runs: {s['forecast']['all_rps']}) "
+        f"| >= 500 k weeks/s | {verdict(s['forecast']['rps'] * 8000 >= 500e3)} |",
         f"| worker RSS after the runs | {', '.join(f'{r:.0f}' for r in s['worker_rss_mb'])} MB | <= 100 MB | {verdict(max(s['worker_rss_mb']) <= 100)} |",
         f"| worker ready after process start | {', '.join(f'{r:.2f}' for r in s['ready_s'])} s | <= 1 s | {verdict(max(s['ready_s']) <= 1)} |",
         "",

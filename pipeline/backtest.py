@@ -12,6 +12,7 @@ scikit-learn is installed.
 """
 import numpy as np
 
+from .calibrate import DEFAULT_LEVELS, half_width, level_key
 from .data import min_periods, periods, rows_and_weeks, unit_name
 from .errors import DataError
 from .evaluate import LinearBaseline, interval_bounds, metrics, naive_forecast, naive_scale
@@ -83,6 +84,21 @@ def recursive(predict, future, grid):
     return forecast
 
 
+def level_coverage(actual, forecast, grid, calibration, levels=DEFAULT_LEVELS):
+    """{level: share of actual weeks inside the per-step interval} of recursive forecasts, over all steps."""
+    out = {}
+    for level in levels:
+        inside = total = 0
+        for h, step in enumerate(grid):
+            rows = step[step >= 0]
+            width, _ = half_width(calibration, h + 1, level)
+            low, high = interval_bounds(forecast[rows], width, calibration["scale"])
+            inside += int(np.sum((actual[rows] >= low) & (actual[rows] <= high)))
+            total += len(rows)
+        out[level_key(level)] = inside / total if total else float("nan")
+    return out
+
+
 def score(actual, forecasts, scale, grid=None, interval=None):
     """Metrics of every method; the model's also with interval coverage, and per step when `grid` is given."""
     out = {}
@@ -132,6 +148,10 @@ def backtest(data, windows=BACKTEST_WINDOWS, horizon=BACKTEST_HORIZON, preset="a
         if grid is not None:
             stepped = {name: recursive(predict, future, grid) for name, predict in predictors.items()}
             fold["recursive"] = score(future.y, stepped, scale, grid, interval)
+            calibration = trained.evaluation.get("calibration")
+            if calibration:
+                fold["recursive"]["model"]["coverage_by_level"] = level_coverage(
+                    future.y, stepped["model"], grid, calibration)
         folds.append(fold)
         if log:
             one = fold["one_step"]
@@ -157,6 +177,10 @@ def average(folds):
             if "wape_by_step" in scored[0][name]:
                 steps = [s[name]["wape_by_step"] for s in scored]
                 out[kind][name]["wape_by_step"] = [float(np.mean(v)) for v in zip(*steps)]
+            if all("coverage_by_level" in s[name] for s in scored):
+                out[kind][name]["coverage_by_level"] = {
+                    key: float(np.mean([s[name]["coverage_by_level"][key] for s in scored]))
+                    for key in scored[0][name]["coverage_by_level"]}
     return out
 
 
@@ -177,6 +201,10 @@ def format_table(report):
     lines.append("  average bias (one step, units): " + ", ".join(f"{m} {avg[m]['bias']:.0f}" for m in methods))
     level = report["interval_level"]
     lines.append(f"  coverage: share of actuals inside the model's {level:.0%} interval, one step ahead")
+    by_level = (report["average"]["recursive"] or {}).get("model", {}).get("coverage_by_level")
+    if by_level:
+        lines.append("  recursive coverage over every step, per-step intervals: "
+                     + ", ".join(f"{float(key):.0%} interval {share:.0%}" for key, share in by_level.items()))
     return "\n".join(lines)
 
 

@@ -23,9 +23,9 @@ from .plans import read_plan
 from .serving import current_bundle
 
 bp = Blueprint("forecast", __name__)
-# The extrapolated features of a week, one shared list per combination of flags (never mutated).
-OUTSIDE_NAMES = {flags: [name for name, flag in zip(FEATURES, flags) if flag]
-                 for flags in np.ndindex(*(2,) * len(FEATURES))}
+# The extrapolated features of a week by its code (bit i: feature i outside), one shared list each (never mutated).
+OUTSIDE_NAMES = [[name for i, name in enumerate(FEATURES) if code >> i & 1] for code in range(2 ** len(FEATURES))]
+BITS = 1 << np.arange(len(FEATURES))
 
 
 @bp.post("/forecast")
@@ -69,18 +69,24 @@ def answer(bundle, plan, out):
 
 
 def _series_json(plan, out, start, stop):
+    """Series start..stop as JSON, without the list's brackets: the hot loop of the answer, kept to zips."""
     keys = [level_key(level) for level in plan.levels]
     units = out["units_sold"][start:stop].tolist()
-    flags = [[OUTSIDE_NAMES[tuple(row)] for row in series] for series in out["outside"][start:stop].astype(int).tolist()]
-    if out["intervals"] is not None:
-        lows = [out["intervals"][level][0][start:stop].tolist() for level in plan.levels]
-        highs = [out["intervals"][level][1][start:stop].tolist() for level in plan.levels]
-    series = []
-    for s, (ident, n) in enumerate(zip(plan.ids[start:stop], plan.weeks[start:stop].tolist())):
-        series.append({"id": ident, "weeks": [
-            {"step": h + 1, "units_sold": units[s][h],
-             "intervals": ({key: [low[s][h], high[s][h]] for key, low, high in zip(keys, lows, highs)}
-                           if out["intervals"] is not None else None),
-             "extrapolated": flags[s][h]}
-            for h in range(n)]})
+    codes = (out["outside"][start:stop] @ BITS).tolist()
+    if out["intervals"] is None:
+        bounds = [[None] * len(row) for row in units]
+    else:  # per series, per week: {level: [low, high]}
+        sides = [side[start:stop].tolist() for level in plan.levels for side in out["intervals"][level]]
+        if len(keys) == 2:  # the default levels: a literal is twice as fast as building from zips
+            k0, k1 = keys
+            bounds = [[{k0: [a, b], k1: [c, d]} for a, b, c, d in zip(*rows)] for rows in zip(*sides)]
+        else:
+            bounds = [[{key: [week[2 * i], week[2 * i + 1]] for i, key in enumerate(keys)} for week in zip(*rows)]
+                      for rows in zip(*sides)]
+    steps = range(1, units and len(units[0]) + 1 or 1)
+    series = [
+        {"id": ident, "weeks": [{"step": step, "units_sold": value, "intervals": interval, "extrapolated": OUTSIDE_NAMES[code]}
+                                for step, value, interval, code, _ in zip(steps, row, intervals, code_row, range(n))]}
+        for ident, n, row, intervals, code_row in zip(plan.ids[start:stop], plan.weeks[start:stop].tolist(), units, bounds, codes)
+    ]
     return orjson.dumps(series)[1:-1]
