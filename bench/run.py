@@ -127,9 +127,10 @@ def service_benchmarks(model_dir, folder, duration, connections):
                              {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": len(header)}),
     }
     results = {}
-    with running_service(model_dir, folder) as service, running_service(
-            model_dir, folder, app="bench.ceiling_app:create_app()", is_ready=lambda s: s.post("/predict", data=b"{}").ok
-    ) as ceiling:
+    # As the images run it: DEMAND_REUSE_PORT=1 (README, Security and limits).
+    with running_service(model_dir, folder, reuse_port=1) as service, running_service(
+            model_dir, folder, app="bench.ceiling_app:create_app()", is_ready=lambda s: s.post("/predict", data=b"{}").ok,
+            reuse_port=1) as ceiling:
         for url in (ceiling.url + "/predict", service.url + "/predict"):  # warm both up
             wrk(url, scripts["one"], 2, connections)
         # Alternate the runs so both apps see the same machine state; on a small
@@ -224,7 +225,7 @@ def report(training, by_rows, comparison, service, memory, args):
         f"Measured by `make bench` (`python bench/run.py --duration {args.duration} --connections {args.connections}`) "
         f"on {time.strftime('%Y-%m-%d')}, on {machine()}. Load generator: wrk (1 thread) on the same machine, "
         "so it competes with the server for the cores; gunicorn with the production config "
-        f"({s['workers']} workers, gthread).",
+        f"({s['workers']} workers, gthread, DEMAND_REUSE_PORT=1 as in the images).",
         "",
         "## Training",
         "",

@@ -27,6 +27,7 @@ import socket
 import time
 from functools import partial
 
+from gunicorn.sock import TCPSocket
 from gunicorn.workers.gthread import ThreadWorker
 
 from .config import Settings
@@ -116,6 +117,18 @@ class JsonErrorSocket:
 
 
 class Worker(ThreadWorker):
+    def init_process(self):
+        # With DEMAND_REUSE_PORT each worker also binds the address itself with
+        # SO_REUSEPORT, and the kernel spreads new connections evenly over the
+        # workers' sockets. On the shared socket alone, whichever worker wakes
+        # first accepts a burst of connections and keeps them (keep-alive):
+        # 16 connections then often all land on one of two workers, at a third
+        # of the throughput (docs/benchmarks.md).
+        if self.cfg.reuse_port:
+            own = [type(s)(s.sock.getsockname()[:2], self.cfg, self.log) for s in self.sockets if isinstance(s, TCPSocket)]
+            self.sockets = [*self.sockets, *own]  # the shared socket still gets its share of connections
+        super().init_process()
+
     def load_wsgi(self):
         super().load_wsgi()
         # The app's own settings (read once, in create_app); another WSGI app gets the defaults.
