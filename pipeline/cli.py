@@ -15,7 +15,8 @@ from pathlib import Path
 import click
 
 from .generate import DemandLaw, GeneratorConfig
-from .presets import AUTO, BACKTEST_HORIZON, BACKTEST_WINDOWS, LOSS_NAMES, MIN_NEW_WEEKS, OUTPUT_ACTIVATIONS, PRESET_NAMES
+from .presets import (AUTO, BACKTEST_HORIZON, BACKTEST_WINDOWS, GRADCHECK_SEED, GRADCHECK_TRIALS, LOSS_NAMES, MIN_NEW_WEEKS,
+                      OUTPUT_ACTIVATIONS, PRESET_NAMES)
 from .registry import DEFAULT_MODEL_DIR
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "demand.csv"
@@ -378,8 +379,8 @@ def schedule(cron, run_now, retrain_args):
 
 
 @main.command()
-@click.option("--trials", type=click.IntRange(1), default=50, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--trials", type=click.IntRange(1), default=GRADCHECK_TRIALS, show_default=True)
+@click.option("--seed", type=int, default=GRADCHECK_SEED, show_default=True)
 @json_option
 def gradcheck(trials, seed, as_json):
     """Check the hand-written backprop against autograd (float64)."""

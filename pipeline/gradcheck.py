@@ -3,6 +3,7 @@ import numpy as np
 import torch
 
 from .backprop import ManualMLP
+from .presets import GRADCHECK_SEED, GRADCHECK_TRIALS
 
 
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "linear": lambda z: z}
@@ -30,7 +31,7 @@ def relative_error(manual, reference):
     return float(np.max(np.abs(manual - reference))) / scale
 
 
-def gradcheck(trials=50, seed=0):
+def gradcheck(trials=GRADCHECK_TRIALS, seed=GRADCHECK_SEED):
     """Largest relative gradient error (per tensor) over `trials` random cases, in float64.
 
     The cases alternate between the two variants: Algorithm 8.5 (sigmoid

@@ -83,6 +83,9 @@ ENSEMBLE_SIZE = 3
 PRESETS = {"chapter": CHAPTER, **CANDIDATES}
 PRESET_NAMES = (AUTO, *PRESETS)
 
+# `demand gradcheck`: random networks compared with autograd, and the seed that draws them.
+GRADCHECK_TRIALS, GRADCHECK_SEED = 50, 0
+
 # The rolling-origin backtest: origins at the end of the history, and weeks forecast from each.
 BACKTEST_WINDOWS, BACKTEST_HORIZON = 4, 4
 # The retraining gate compares champion and challenger only on weeks after the
