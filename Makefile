@@ -30,6 +30,7 @@ train: install
 	$(BIN)/demand train
 
 test: install
+	@bash deploy/test-tools.sh
 	$(BIN)/python -m pytest -q
 
 bench: install

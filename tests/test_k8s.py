@@ -21,7 +21,7 @@ KSERVE_SCHEMA = ROOT / "tests" / "fixtures" / "kserve" / "inferenceservice-v1bet
 
 def render(overlay):
     kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl is needed to render the manifests (.ci/run installs it)"
+    assert kubectl, "kubectl is needed to render the manifests (make test installs it)"
     result = subprocess.run([kubectl, "kustomize", str(K8S / "overlays" / overlay)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     return result.stdout

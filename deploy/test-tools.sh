@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Programs the tests run for real, from Debian's packages when missing:
+# kubectl renders the Kubernetes manifests, nginx fronts the replicas of the
+# multi-replica test. Run by `make test`.
+set -euo pipefail
+missing=()
+command -v kubectl >/dev/null || missing+=(kubectl)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+[ ${#missing[@]} -eq 0 ] && exit 0
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "the tests need ${missing[*]}: install them (apt-get install ${missing[*]})" >&2; exit 1; }
+    sudo="sudo"
+fi
+echo "installing ${missing[*]} (Debian packages) for the tests..." >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
