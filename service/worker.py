@@ -160,6 +160,7 @@ class Worker(ThreadWorker):
 
     def _start_reading(self, conn, received=b""):
         conn.buffer = bytearray(received)
+        conn.client_done = False
         conn.scanner = RequestScanner(self.max_body)
         conn.sock.deadline = time.monotonic() + self.client_timeout
         conn.sock.continue_sent = False
@@ -182,9 +183,12 @@ class Worker(ThreadWorker):
             return True
         except OSError:
             data = b""
-        if not data:
-            self._drop(conn)
-            return False
+        if not data:  # the client is done sending: what it sent may still be a whole request
+            conn.client_done = True
+            if not conn.buffer:
+                self._drop(conn)
+                return False
+            return True
         conn.buffer += data
         return True
 
@@ -194,6 +198,9 @@ class Worker(ThreadWorker):
             state = conn.scanner.feed(conn.buffer)
         except FramingError as err:
             self._answer_and_close(conn, err.status, err.message)
+            return True
+        if state == MORE and conn.client_done:
+            self._drop(conn)  # half a request, and no more coming
             return True
         if state == MORE:
             if conn.scanner.wants_continue(conn.buffer) and not conn.sock.continue_sent:
