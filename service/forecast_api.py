@@ -77,11 +77,14 @@ def _series_json(plan, out, start, stop):
         bounds = [[None] * len(row) for row in units]
     else:  # per series, per week: {level: [low, high]}
         sides = [side[start:stop].tolist() for level in plan.levels for side in out["intervals"][level]]
-        if len(keys) == 2:  # the default levels: a literal is twice as fast as building from zips
+        # (low, high) tuples straight from zip: orjson writes a tuple as a JSON array, and
+        # making no list per bound is a third of the answer's time.
+        if len(keys) == 2:  # the default levels: a literal is twice as fast as a comprehension
             k0, k1 = keys
-            bounds = [[{k0: [a, b], k1: [c, d]} for a, b, c, d in zip(*rows)] for rows in zip(*sides)]
+            bounds = [[{k0: p, k1: q} for p, q in zip(zip(lo0, hi0), zip(lo1, hi1))]
+                      for lo0, hi0, lo1, hi1 in zip(*sides)]
         else:
-            bounds = [[{key: [week[2 * i], week[2 * i + 1]] for i, key in enumerate(keys)} for week in zip(*rows)]
+            bounds = [[dict(zip(keys, pairs)) for pairs in zip(*(zip(rows[2 * i], rows[2 * i + 1]) for i in range(len(keys))))]
                       for rows in zip(*sides)]
     steps = range(1, units and len(units[0]) + 1 or 1)
     series = [

@@ -48,7 +48,11 @@ def read_levels(value, where="levels"):
 
 
 def read_plan(body, max_horizon, max_rows):
-    """A validated Plan from the body of POST /forecast."""
+    """A validated Plan from the body of POST /forecast.
+
+    Well-formed plans pass C-level checks over all series at once; anything
+    odd sends the series through `_check_series`, which names the first bad field.
+    """
     if not isinstance(body, dict):
         raise ApiError(400, 'body must be a JSON object: {"series": [...], "levels": [...]}')
     series = body.get("series")
@@ -58,7 +62,44 @@ def read_plan(body, max_horizon, max_rows):
     if len(series) > max_rows:
         raise ApiError(413, f"{len(series)} series is more than the limit of {max_rows} series x weeks "
                             "per request (DEMAND_MAX_ROWS)")
-    ids, prevs, lengths, values = [], [], [], []
+    try:
+        ids, prevs, week_lists = zip(*map(series_fields, series))
+        lengths = list(map(len, week_lists))
+        well_formed = (set(map(type, ids)) == {str} and set(map(type, week_lists)) == {list}
+                       and set(map(type, prevs)) <= NUMBER_TYPES and 0 < min(map(len, ids))
+                       and max(map(len, ids)) <= MAX_ID_LENGTH and len(set(ids)) == len(ids)
+                       and min(lengths) > 0 and max(lengths) <= max_horizon)
+        values = list(chain.from_iterable(map(planned_of, chain.from_iterable(week_lists)))) if well_formed else None
+    except (KeyError, TypeError):
+        well_formed = False
+    if not well_formed:
+        _check_series(series, max_horizon)  # raises, naming the field
+        raise ApiError(400, "'series' could not be read")
+    total = sum(lengths)
+    if total > max_rows:
+        raise ApiError(413, f"{total} series x weeks is more than the limit of {max_rows} per request (DEMAND_MAX_ROWS)")
+    try:
+        prev = np.fromiter(prevs, dtype=np.float64, count=len(prevs))
+        if not set(map(type, values)) <= NUMBER_TYPES:  # bool is not a number here
+            raise TypeError
+        flat = np.fromiter(values, dtype=np.float64, count=len(values)).reshape(-1, len(PLANNED))
+    except (OverflowError, TypeError):
+        raise _first_bad_value(series) from None
+    if not (np.isfinite(prev).all() and (prev >= LOW[0]).all() and (prev <= HIGH[0]).all()):
+        raise _first_bad_value(series)
+    if not (np.isfinite(flat).all() and (flat >= LOW[1:]).all() and (flat <= HIGH[1:]).all()):
+        raise _first_bad_value(series)
+    lengths = np.asarray(lengths)
+    features = np.zeros((len(series), int(lengths.max()), len(PLANNED)), dtype=np.float32)
+    features[np.arange(int(lengths.max())) < lengths[:, None]] = flat  # row-major: series by series, week by week
+    return Plan(list(ids), prev, features, lengths, levels)
+
+
+series_fields = itemgetter("id", FEATURES[0], "weeks")
+
+
+def _check_series(series, max_horizon):
+    """Raise the 400 or 413 that names the first bad field of the first bad series."""
     seen = {}
     for i, item in enumerate(series):
         where = f"series[{i}]"
@@ -70,11 +111,11 @@ def read_plan(body, max_horizon, max_rows):
         if ident in seen:
             raise ApiError(400, f"{where}.id {ident!r} is the id of series[{seen[ident]}] too; ids must differ")
         seen[ident] = i
-        if "prev_week_sales" not in item:
-            raise ApiError(400, f"{where}.prev_week_sales is missing")
-        problem = domain_problem(FEATURES[0], item["prev_week_sales"])
+        if FEATURES[0] not in item:
+            raise ApiError(400, f"{where}.{FEATURES[0]} is missing")
+        problem = domain_problem(FEATURES[0], item[FEATURES[0]])
         if problem:
-            raise ApiError(400, f"{where}.prev_week_sales {problem}")
+            raise ApiError(400, f"{where}.{FEATURES[0]} {problem}")
         weeks = item.get("weeks")
         if not isinstance(weeks, list) or not weeks:
             raise ApiError(400, f"{where}.weeks must be a non-empty list of objects with {', '.join(PLANNED)}")
@@ -82,28 +123,9 @@ def read_plan(body, max_horizon, max_rows):
             raise ApiError(413, f"{where}.weeks has {len(weeks)} weeks, more than the limit of {max_horizon} "
                                 "(DEMAND_MAX_HORIZON)")
         try:
-            values.extend(chain.from_iterable(map(planned_of, weeks)))
+            list(map(planned_of, weeks))
         except (KeyError, TypeError):
             raise _first_problem(weeks, where) from None
-        ids.append(ident)
-        prevs.append(float(item["prev_week_sales"]))
-        lengths.append(len(weeks))
-    total = sum(lengths)
-    if total > max_rows:
-        raise ApiError(413, f"{total} series x weeks is more than the limit of {max_rows} per request (DEMAND_MAX_ROWS)")
-    if not set(map(type, values)) <= NUMBER_TYPES:  # bool is not a number here
-        raise _first_bad_value(series)
-    try:
-        flat = np.fromiter(values, dtype=np.float64, count=len(values)).reshape(-1, len(PLANNED))
-    except OverflowError:
-        raise _first_bad_value(series) from None
-    bad = ~np.isfinite(flat) | (flat < LOW[1:]) | (flat > HIGH[1:])
-    if bad.any():
-        raise _first_bad_value(series)
-    lengths = np.asarray(lengths)
-    features = np.zeros((len(series), int(lengths.max()), len(PLANNED)), dtype=np.float32)
-    features[np.arange(int(lengths.max())) < lengths[:, None]] = flat  # row-major: series by series, week by week
-    return Plan(ids, np.asarray(prevs), features, lengths, levels)
 
 
 def _first_problem(weeks, where):
@@ -118,6 +140,9 @@ def _first_problem(weeks, where):
 
 def _first_bad_value(series):
     for i, item in enumerate(series):
+        problem = domain_problem(FEATURES[0], item[FEATURES[0]])
+        if problem:
+            return ApiError(400, f"series[{i}].{FEATURES[0]} {problem}")
         for h, week in enumerate(item["weeks"]):
             for name in PLANNED:
                 problem = domain_problem(name, week[name])
