@@ -176,18 +176,16 @@ class Bundle:
         weeks = np.asarray(weeks)
         S, H = plan.shape[:2]
         units = np.full((S, H), np.nan, dtype=np.float32)
-        outside = np.zeros((S, H, len(FEATURES)), dtype=bool)
-        X = np.empty((S, len(FEATURES)), dtype=np.float32)
-        X[:, 0] = prev
+        inputs = np.zeros((S, H, len(FEATURES)), dtype=np.float32)  # what each week was forecast from
+        inputs[:, :, 1:] = plan
+        inputs[:, 0, 0] = prev
         for h in range(H):
             going = np.flatnonzero(weeks > h)
-            rows = X[going]
-            rows[:, 1:] = plan[going, h]
-            forecast, _ = self.run(rows)
+            forecast, _ = self.run(inputs[going, h])
             units[going, h] = forecast
-            flagged, flags = self.stats.outside_training_range(rows)
-            outside[going[flagged], h] = flags
-            X[going, 0] = np.maximum(forecast, 0.0)
+            if h + 1 < H:
+                inputs[going, h + 1, 0] = np.maximum(forecast, 0.0)
+        outside = self.stats.outside_flags(inputs) & (np.arange(H) < weeks[:, None])[:, :, None]
         return {"units_sold": units, "outside": outside, **self.plan_intervals(units, levels)}
 
     def plan_intervals(self, units, levels):

@@ -96,6 +96,11 @@ class MinMaxStats:
         rows = np.flatnonzero(flags.any(axis=1))
         return rows, flags[rows]
 
+    def outside_flags(self, X):
+        """[..., 3] booleans: each feature of each row outside what training saw."""
+        low, high = self._raw_bounds
+        return (X < low) | (X > high)
+
     @cached_property
     def _raw_bounds(self):
         return np.array(self.raw_x_min), np.array(self.raw_x_max)
