@@ -78,9 +78,15 @@ class RequestScanner:
             elif name == b"expect" and value.lower() == b"100-continue":
                 self.expects_continue = request_line[-1] == b"HTTP/1.1"
         if codings:
-            if lengths or codings != [b"chunked"]:
-                return False
-            self.chunked, self._chunk_pos = True, self.head_end
+            if lengths:
+                return False  # both framings: gunicorn refuses the head at once
+            listed = [c.strip() for value in codings for c in value.split(b",") if c.strip()]
+            if not listed or listed[-1] != b"chunked":
+                # Without chunked last the body's end cannot be found, and
+                # gunicorn would read it in a request thread at the client's pace.
+                raise FramingError(501, f"Transfer-Encoding {b', '.join(listed).decode('latin-1')[:64]!r} is not "
+                                        "supported: send the body with Content-Length or chunked")
+            self.chunked, self._chunk_pos = True, self.head_end  # the codings before it, gunicorn checks
             return True
         if len(lengths) > 1 or (lengths and not lengths[0].isdigit()):
             return False
