@@ -22,19 +22,22 @@ import errno
 import html
 import json
 import re
+import select
 import selectors
 import socket
 import time
 from functools import partial
 
 from gunicorn.sock import TCPSocket
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn import util
+from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from .config import Settings
 from .errors import INTERNAL_ERROR
 from .http_framing import CONTINUE, MORE, FramingError, RequestScanner
 
 READ_SIZE = 256 * 1024
+LINGER_SECONDS, MAX_LINGER_DRAIN = 2.0, 65536  # as gunicorn's close_graceful, without blocking the loop
 EMPTY = memoryview(b"")
 REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
            417: "Expectation Failed", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
@@ -50,14 +53,19 @@ def json_error(status, message):
 
 
 class ClientSocket:
-    """A client connection whose next reads come from what the event loop
-    already received; reads past that, and every write, are bounded by a deadline."""
+    """A client connection that never blocks its thread: its next reads come
+    from what the event loop already received (reads past that wait at most
+    until the request's deadline), and what a write cannot send at once is
+    left to the event loop. The socket stays non-blocking throughout, so no
+    call pays for a mode switch or a poll."""
 
     def __init__(self, sock, timeout):
         self.sock = sock
+        sock.setblocking(False)
         self.timeout = timeout
         self.deadline = None  # of the request being read
         self.continue_sent = False
+        self.outgoing = []  # answer bytes the client was not ready for: the event loop sends them
         self._pending = EMPTY
 
     def take_pending(self):
@@ -73,25 +81,75 @@ class ClientSocket:
             # Drop the view once used up: it keeps the whole request's buffer alive.
             self._pending = self._pending[size:] if len(self._pending) > size else EMPTY
             return data
-        if self.deadline is not None:
-            remaining = self.deadline - time.monotonic()
-            if remaining <= 0:
+        while True:  # past what the loop read (a head it handed over as it was): wait, up to the deadline
+            try:
+                return self.sock.recv(size, *flags)
+            except (BlockingIOError, InterruptedError):
+                pass
+            remaining = (self.deadline or time.monotonic() + self.timeout) - time.monotonic()
+            if remaining <= 0 or not select.select([self.sock], [], [], remaining)[0]:
                 raise TimeoutError("client did not send the rest of its request in time")
-            self.sock.settimeout(min(remaining, self.timeout))
-        return self.sock.recv(size, *flags)
 
     def setblocking(self, flag):
-        # "Blocking" in a request thread means blocking for at most the client
-        # timeout: a client that stops reading its answer cannot hold a thread.
-        self.sock.settimeout(self.timeout if flag else 0.0)
+        """Ignored: the socket stays non-blocking (see the class)."""
+
+    def gettimeout(self):
+        return 0.0
 
     def send(self, data, *flags):
         if self.continue_sent and data == CONTINUE:
             return len(data)  # the event loop already said it, to get the body
-        return self.sock.send(data, *flags)
+        try:
+            return self.sock.send(data, *flags)
+        except (BlockingIOError, InterruptedError):
+            return 0
 
-    def __getattr__(self, name):  # sendall, fileno, shutdown, close, getsockname...
+    def sendall(self, data):
+        """Send what the socket takes now; the rest waits for the event loop.
+
+        A client that stops reading its answer then holds a buffer, not a
+        request thread (it has DEMAND_CLIENT_TIMEOUT to take the rest).
+        """
+        if self.outgoing:
+            self.outgoing.append(bytes(data))
+            return
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[self.sock.send(view):]
+            except (BlockingIOError, InterruptedError):
+                self.outgoing.append(bytes(view))
+                return
+
+    def flush(self):
+        """Send buffered answer bytes. True once all are sent."""
+        while self.outgoing:
+            try:
+                sent = self.sock.send(self.outgoing[0])
+            except (BlockingIOError, InterruptedError):
+                return False
+            if sent < len(self.outgoing[0]):
+                self.outgoing[0] = self.outgoing[0][sent:]
+                return False
+            self.outgoing.pop(0)
+        return True
+
+    def __getattr__(self, name):  # fileno, shutdown, close, getsockname...
         return getattr(self.sock, name)
+
+
+class Connection(TConn):
+    """gunicorn's connection, closed gracefully by the event loop without blocking it."""
+
+    def __init__(self, worker, *args):
+        super().__init__(*args)
+        self.worker = worker
+
+    def close(self, graceful=False):
+        if graceful:
+            self.worker.linger(self)
+        else:
+            util.close(self.sock)
 
 
 class JsonErrorSocket:
@@ -137,6 +195,8 @@ class Worker(ThreadWorker):
         self.client_timeout = settings.client_timeout
         self.max_body = settings.max_body_bytes
         self.reading = set()  # connections whose request is being read by the event loop
+        self.writing = set()  # connections whose answer the event loop is still sending
+        self.lingering = set()  # closed for writing, waiting for the client to close (RFC 9112 9.6)
 
     # -- reading requests in the event loop
 
@@ -152,9 +212,7 @@ class Worker(ThreadWorker):
         self._start_reading(conn)
 
     def _connection(self, client, address, server):
-        from gunicorn.workers.gthread import TConn
-
-        conn = TConn(self.cfg, client, address, server)
+        conn = Connection(self, self.cfg, client, address, server)
         conn.sock = ClientSocket(client, self.client_timeout)
         return conn
 
@@ -164,7 +222,6 @@ class Worker(ThreadWorker):
         conn.scanner = RequestScanner(self.max_body)
         conn.sock.deadline = time.monotonic() + self.client_timeout
         conn.sock.continue_sent = False
-        conn.sock.setblocking(False)
         self.reading.add(conn)
         # A small request has usually arrived whole by now: read it at once
         # rather than after another turn of the event loop.
@@ -223,6 +280,11 @@ class Worker(ThreadWorker):
         self._start_reading(conn)
 
     def finish_request(self, conn, fs):
+        if conn.sock.outgoing:  # the answer is not all sent yet: the loop sends it, then carries on
+            conn.write_deadline = time.monotonic() + self.client_timeout
+            self.writing.add(conn)
+            self.poller.register(conn.sock.sock, selectors.EVENT_WRITE, partial(self._on_writable, conn, fs))
+            return
         # Pipelined bytes already received belong to the next request: read
         # it in the loop like any other, instead of in the thread.
         if self.alive and not fs.cancelled() and fs.exception() is None and fs.result() is True:
@@ -232,11 +294,63 @@ class Worker(ThreadWorker):
                 return
         super().finish_request(conn, fs)
 
+    def _on_writable(self, conn, fs, _sock):
+        try:
+            done = conn.sock.flush()
+        except OSError:  # the client went away
+            self._unregister(conn)
+            self.writing.discard(conn)
+            self.nr_conns -= 1
+            util.close(conn.sock.sock)
+            return
+        if done:
+            self._unregister(conn)
+            self.writing.discard(conn)
+            self.finish_request(conn, fs)
+
+    def linger(self, conn):
+        """Half-close, then wait in the loop (at most 2 s) for the client to close too."""
+        try:
+            conn.sock.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            util.close(conn.sock.sock)
+            return
+        conn.linger_deadline = time.monotonic() + LINGER_SECONDS
+        conn.drained = 0
+        self.lingering.add(conn)
+        self.poller.register(conn.sock.sock, selectors.EVENT_READ, partial(self._on_linger, conn))
+
+    def _on_linger(self, conn, _sock):
+        try:
+            data = conn.sock.sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        conn.drained += len(data)
+        if not data or conn.drained > MAX_LINGER_DRAIN:
+            self._end_linger(conn)
+
+    def _end_linger(self, conn):
+        self._unregister(conn)
+        self.lingering.discard(conn)
+        util.close(conn.sock.sock)
+
     def murder_pending(self):
         super().murder_pending()
         from . import metrics  # not at the top: the master imports this module before the metrics folder is set
 
         now = time.monotonic()
+        for conn in [c for c in self.lingering if c.linger_deadline <= now]:
+            self._end_linger(conn)
+        for conn in [c for c in self.writing if c.write_deadline <= now]:
+            metrics.CLIENT_TIMEOUTS.inc()
+            self.log.warning("closed connection from %s: answer not taken within %g s (DEMAND_CLIENT_TIMEOUT)",
+                             conn.client[0] if conn.client else "?", self.client_timeout)
+            self._unregister(conn)
+            self.writing.discard(conn)
+            self.nr_conns -= 1
+            util.close(conn.sock.sock)
         for conn in [c for c in self.reading if c.sock.deadline <= now]:
             metrics.CLIENT_TIMEOUTS.inc()
             if conn.buffer:
