@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .calibrate import level_key
 from .data import parse_number
 from .errors import DataError
 from .schema import FEATURES, SERIES_COLUMN, TIME_COLUMN, domain_problem
@@ -92,8 +93,6 @@ def read_plan(path, max_horizon=None):
 
 def write_forecasts(path, plan, out, levels):
     """One row per series and week: the forecast, every interval's bounds, and the extrapolated features."""
-    from .calibrate import level_key
-
     keys = [level_key(level) for level in levels]
     columns = ["series", "week", "step", "units_sold"]
     columns += [f"{side}_{key}" for key in keys for side in ("low", "high")] + ["extrapolated"]

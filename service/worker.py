@@ -298,10 +298,7 @@ class Worker(ThreadWorker):
         try:
             done = conn.sock.flush()
         except OSError:  # the client went away
-            self._unregister(conn)
-            self.writing.discard(conn)
-            self.nr_conns -= 1
-            util.close(conn.sock.sock)
+            self._drop(conn)
             return
         if done:
             self._unregister(conn)
@@ -347,10 +344,7 @@ class Worker(ThreadWorker):
             metrics.CLIENT_TIMEOUTS.inc()
             self.log.warning("closed connection from %s: answer not taken within %g s (DEMAND_CLIENT_TIMEOUT)",
                              conn.client[0] if conn.client else "?", self.client_timeout)
-            self._unregister(conn)
-            self.writing.discard(conn)
-            self.nr_conns -= 1
-            util.close(conn.sock.sock)
+            self._drop(conn)
         for conn in [c for c in self.reading if c.sock.deadline <= now]:
             metrics.CLIENT_TIMEOUTS.inc()
             if conn.buffer:
@@ -378,8 +372,10 @@ class Worker(ThreadWorker):
             pass
 
     def _drop(self, conn):
+        """Close a connection the loop is reading from or writing to."""
         self._unregister(conn)
         self.reading.discard(conn)
+        self.writing.discard(conn)
         self.nr_conns -= 1
         try:
             conn.sock.sock.shutdown(socket.SHUT_RDWR)
