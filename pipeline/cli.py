@@ -70,7 +70,7 @@ def data():
 @data.command("generate")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DATA, show_default=True)
 @click.option("--seed", type=int, default=GeneratorConfig.seed, show_default=True)
-@click.option("--series", type=click.IntRange(1, 1000), default=GeneratorConfig.series, show_default=True, help="Stores or products.")
+@click.option("--series", type=click.IntRange(1, 100_000), default=GeneratorConfig.series, show_default=True, help="Stores or products.")
 @click.option("--weeks", type=click.IntRange(10, 5200), default=GeneratorConfig.weeks, show_default=True)
 @click.option("--start", default=GeneratorConfig.start, show_default=True, help="First week (ISO date).")
 @click.option("--noise", type=click.FloatRange(0, 1), default=GeneratorConfig.noise, show_default=True)
@@ -97,9 +97,9 @@ def data_generate(output, seed, series, weeks, start, noise, promo_rate, lift_ma
 @friendly_errors
 def data_check(path, skip_bad_rows, as_json):
     """Validate a data file and show how it would be split."""
-    from .data import load_csv, time_split
+    from .data import load_file, time_split
 
-    dataset = load_csv(path, skip_bad_rows, warn=log)
+    dataset = load_file(path, skip_bad_rows, warn=log)
     summary = {**dataset.source, "date_range": dataset.date_range(), "splits": time_split(dataset).describe()}
     if as_json:
         emit_json(summary)
@@ -205,12 +205,12 @@ def train(data_path, preset, refit, backtest_windows, horizon, promote, wait, mo
     """Select, evaluate, refit, export and publish a model version."""
     import torch
 
-    from .data import load_csv
+    from .data import load_file
     from .publish import publish
     from .registry import Registry
     from .workflow import train_model
 
-    dataset = load_csv(data_path, skip_bad_rows, warn=log)
+    dataset = load_file(data_path, skip_bad_rows, warn=log)
     report = None
     if backtest_windows:
         from .backtest import backtest, format_table
@@ -280,9 +280,9 @@ def backtest(data_path, windows, horizon, preset, plot, skip_bad_rows, as_json, 
     for the model and the baselines.
     """
     from .backtest import backtest as run, format_table, write_plot
-    from .data import load_csv
+    from .data import load_file
 
-    dataset = load_csv(data_path, skip_bad_rows, warn=log)
+    dataset = load_file(data_path, skip_bad_rows, warn=log)
     report = run(dataset, windows, horizon, preset, overrides, log)
     write_plot(plot, report)
     log(f"wrote {plot}")
@@ -559,16 +559,20 @@ def serve(host, port, workers, threads, timeout, graceful_timeout, model_dir):
 @skip_option
 @friendly_errors
 def predict(input_path, output_path, version, provider, model_dir, skip_bad_rows):
-    """Score a CSV offline through ONNX Runtime, with intervals."""
-    from .bundle import Bundle
-    from .data import load_csv
-    from .registry import Registry
-    from .scoring import write_forecasts
+    """Score a CSV or Parquet file offline through ONNX Runtime, with intervals.
 
-    dataset = load_csv(input_path, skip_bad_rows, warn=log, require_target=False)
+    The file is streamed a chunk at a time, so its size is bounded by the
+    disk, not by memory. Every input column is passed through, and the
+    forecast columns are added; the output is CSV or Parquet by its extension.
+    """
+    from .bundle import Bundle
+    from .registry import Registry
+    from .scoring import score_file
+
     bundle = Bundle.load(Registry(model_dir), version, provider)
-    count = write_forecasts(output_path, dataset, bundle)
-    log(f"wrote {count} forecasts from model {bundle.version} ({bundle.provider}) to {output_path}")
+    counts = score_file(input_path, output_path, bundle, skip_bad_rows, warn=log)
+    log(f"wrote {counts['rows']} forecasts from model {bundle.version} ({bundle.provider}) to {output_path}"
+        + (f"; {counts['extrapolated_rows']} row(s) outside the training range" if counts["extrapolated_rows"] else ""))
 
 
 def interval_levels(ctx, param, value):

@@ -1,15 +1,16 @@
-"""Load a sales CSV, validate every row, and split it in time order."""
-import csv
-import datetime as dt
+"""Load a sales file (CSV or Parquet), validate every row, and split it in time order."""
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+
+from . import tables
 
 from .errors import DataError
-from .schema import FEATURES, N_FEATURES, SERIES_COLUMN, TARGET, TIME_COLUMN, domain_problem
+from .schema import FEATURES, SERIES_COLUMN, TARGET, TIME_COLUMN
 
 SHOWN_ERRORS = 5
 
@@ -53,15 +54,8 @@ class Split:
         }
 
 
-def parse_number(text):
-    try:
-        return float(text)
-    except ValueError:
-        return text  # domain_problem() reports it as text, naming the field
-
-
-def load_csv(path, skip_bad_rows=False, warn=None, require_target=True):
-    """Read and validate `path`.
+def load_file(path, skip_bad_rows=False, warn=None, require_target=True):
+    """Read and validate a CSV or Parquet file (by its extension).
 
     Every bad row is found, not just the first. Without `skip_bad_rows` a file
     with any bad row is refused whole; with it the bad rows are dropped and
@@ -73,81 +67,57 @@ def load_csv(path, skip_bad_rows=False, warn=None, require_target=True):
         raw = path.read_bytes()
     except OSError as err:
         raise DataError(f"{path}: cannot read the file: {err.strerror}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not a UTF-8 text file") from None
-
-    reader = csv.DictReader(text.splitlines())
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    reader.fieldnames = header
     columns = (*FEATURES, TARGET) if require_target else FEATURES
-    missing = [c for c in columns if c not in header]
-    if missing:
-        raise DataError(
-            f"{path}: missing required column(s) {', '.join(missing)}; "
-            f"the header has {', '.join(header) if header else 'nothing'}"
-        )
-    has_week = TIME_COLUMN in header
-    has_series = SERIES_COLUMN in header
+    parquet = tables.is_parquet(path)
+    kept_records = None
+    if parquet:
+        file, names, wanted = tables.read_parquet_table(pa.BufferReader(raw), path, columns)
+        table = file.read(columns=names).rename_columns(wanted)
+        checked = tables.check_columns(table, columns)
+        ragged = []
+    else:
+        table, _, ragged_rows = tables.read_csv_table(raw, path, columns)
+        checked = tables.check_columns(table, columns)
+        ragged, kept_records = tables.ragged_problems(ragged_rows, table.num_rows)
+    del table
 
-    rows, weeks, series, problems = [], [], [], []
-    for line_no, record in enumerate(reader, start=2):
-        values, row_problems = [], []
-        for column in columns:
-            cell = (record.get(column) or "").strip()
-            if cell == "":
-                row_problems.append((column, "is empty"))
-                continue
-            value = parse_number(cell)
-            problem = domain_problem(column, value)
-            if problem:
-                row_problems.append((column, problem))
-            values.append(value)
-        week = None
-        if has_week:
-            cell = (record.get(TIME_COLUMN) or "").strip()
-            try:
-                week = dt.date.fromisoformat(cell)
-            except ValueError:
-                row_problems.append((TIME_COLUMN, f"must be an ISO date like 2024-01-01, got {cell!r}"))
-        if None in record:  # more cells than header names
-            row_problems.append(("(row)", f"has {len(header) + len(record[None])} cells, the header has {len(header)}"))
-        if row_problems:
-            problems.extend((line_no, column, problem) for column, problem in row_problems)
-            continue
-        rows.append(values)
-        weeks.append(week)
-        series.append((record.get(SERIES_COLUMN) or "").strip())
-
-    bad_lines = sorted({line for line, _, _ in problems})
-    if problems and not skip_bad_rows:
-        shown = "\n".join(f"  {path}: line {line}, column {column!r}: {problem}" for line, column, problem in problems[:SHOWN_ERRORS])
-        more = f"\n  ... and {len(problems) - SHOWN_ERRORS} more" if len(problems) > SHOWN_ERRORS else ""
-        raise DataError(
-            f"{path}: {len(bad_lines)} bad row(s), file refused (use --skip-bad-rows to drop them):\n{shown}{more}"
-        )
-    skipped = Counter(f"{column}: {_reason(problem)}" for _, column, problem in problems)
-    if bad_lines and warn:
-        reasons = "; ".join(f"{reason} ({count})" for reason, count in skipped.most_common())
-        warn(f"{path}: skipped {len(bad_lines)} bad row(s): {reasons}")
-    if not rows:
+    # Messages count records as the file does: a dropped ragged row still has its line.
+    record_of = (lambda index: int(kept_records[index])) if kept_records is not None else (lambda index: index)
+    problems = [(record_of(index), column, problem) for index, column, problem in checked.problems] + ragged
+    bad_rows, skipped = report_problems(path, problems, tables.row_label(parquet), skip_bad_rows, warn)
+    keep = checked.good()
+    if not keep.any():
         raise DataError(f"{path}: no usable rows")
-
-    data = np.asarray(rows, dtype=np.float64)
+    values = checked.values
+    X = np.column_stack([values[name][keep] for name in FEATURES])
     return Dataset(
-        X=data[:, :N_FEATURES],
-        y=data[:, N_FEATURES] if require_target else np.full(len(data), np.nan),
-        week=np.array(weeks, dtype="datetime64[D]") if has_week else None,
-        series=np.array(series) if has_series else None,
+        X=X,
+        y=values[TARGET][keep] if require_target else np.full(len(X), np.nan),
+        week=values[TIME_COLUMN][keep] if TIME_COLUMN in values else None,
+        series=values[SERIES_COLUMN][keep].astype(str) if SERIES_COLUMN in values else None,
         source={
             "path": str(path),
             "sha256": hashlib.sha256(raw).hexdigest(),
-            "rows": len(rows),
-            "skipped_rows": len(bad_lines),
-            "skipped_reasons": dict(skipped),
+            "rows": int(keep.sum()),
+            "skipped_rows": bad_rows,
+            "skipped_reasons": skipped,
         },
     )
+
+
+def report_problems(path, problems, label, skip_bad_rows, warn=None):
+    """Refuse a file with bad rows (naming the first SHOWN_ERRORS), or, when
+    they are skipped, warn with their reasons. `problems`: (row index, column,
+    problem); `label` names a row index. Returns (bad rows, {reason: count})."""
+    bad_rows = len({index for index, _, _ in problems})
+    if problems and not skip_bad_rows:
+        shown = tables.problems_message(path, problems, label, SHOWN_ERRORS)
+        raise DataError(f"{path}: {bad_rows} bad row(s), file refused (use --skip-bad-rows to drop them):\n{shown}")
+    skipped = Counter(f"{column}: {_reason(problem)}" for _, column, problem in problems)
+    if bad_rows and warn:
+        reasons = "; ".join(f"{reason} ({count})" for reason, count in skipped.most_common())
+        warn(f"{path}: skipped {bad_rows} bad row(s): {reasons}")
+    return bad_rows, dict(skipped)
 
 
 def _reason(problem):
@@ -236,9 +206,8 @@ def findings(data):
     columns = dict(zip((*FEATURES, TARGET), np.column_stack([data.X, data.y]).T))
     found = {"constant_columns": [name for name, values in columns.items() if len(values) and np.ptp(values) == 0]}
     if data.series is not None:
-        sold = {}
-        for name, units in zip(data.series.tolist(), data.y.tolist()):
-            sold[name] = sold.get(name, 0.0) + units
-        found["all_zero_series"] = sorted(name for name, total in sold.items() if total == 0)
+        names, which = np.unique(data.series, return_inverse=True)
+        sold = np.bincount(which.ravel(), weights=data.y, minlength=len(names))
+        found["all_zero_series"] = sorted(names[sold == 0].tolist())
     found["all_zero_target"] = bool(len(data.y)) and not np.any(data.y)
     return found

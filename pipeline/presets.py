@@ -23,6 +23,11 @@ class TrainConfig:
     # batch grows with the data instead, so an epoch costs about the same
     # number of optimizer steps on a thousand rows as on a million.
     max_steps_per_epoch: int = 0
+    # At most this many rows per step (0: no cap). Past it an epoch is a
+    # random sample of the rows rather than a pass over them, so an epoch
+    # costs the same on a million rows as on a few thousand: the cost of
+    # training stops growing with the data once a step's gradient is precise.
+    max_batch_rows: int = 0
     seed: int = 0
     target_loss: float = 0.0  # stop once the training loss is at or below this (0: never)
     patience: int = 0  # stop after this many epochs without a better validation loss (0: never)
@@ -47,13 +52,30 @@ class TrainConfig:
     def batch_rows(self, n):
         """Rows per optimizer step for a training set of `n` rows."""
         if not 0 < self.batch_size < n:
-            return n
-        if self.max_steps_per_epoch:
-            return min(n, max(self.batch_size, -(-n // self.max_steps_per_epoch)))
-        return self.batch_size
+            rows = n
+        elif self.max_steps_per_epoch:
+            rows = min(n, max(self.batch_size, -(-n // self.max_steps_per_epoch)))
+        else:
+            rows = self.batch_size
+        return min(rows, self.max_batch_rows) if self.max_batch_rows else rows
+
+    def steps_per_epoch(self, n):
+        """Optimizer steps per epoch: one for a full batch (or its capped sample), else a pass over the rows."""
+        if self.batch_size == 0:
+            return 1
+        steps = -(-n // self.batch_rows(n))
+        return min(steps, self.max_steps_per_epoch) if self.max_steps_per_epoch else steps
 
 
 CHAPTER = TrainConfig()  # 3 -> 10 -> 5 -> 1, sigmoid, full-batch SGD lr 0.2 momentum 0.9, 1000 iterations
+
+# Rows per optimizer step of every candidate at most: above it a step's
+# gradient is already precise for networks this small, and more rows only cost
+# time (docs/benchmarks.md: training time by rows).
+STEP_ROWS = 1024
+# Early stopping watches at most this many validation rows each epoch, a
+# fixed random sample; candidates are still ranked on the whole window.
+WATCHED_VALIDATION_ROWS = 4096
 
 # The candidates of `--preset auto`, fixed in code and each a preset of its
 # own: the scale the network learns on (raw units, or log(1 + value), where a
@@ -62,9 +84,10 @@ CHAPTER = TrainConfig()  # 3 -> 10 -> 5 -> 1, sigmoid, full-batch SGD lr 0.2 mom
 # best validation epoch. No single one wins on every data set, so `auto`
 # scores each on the validation window and keeps the best.
 _SCHEDULES = {
-    "full": dict(optimizer="adam", lr=0.01, momentum=0.0, epochs=1500, batch_size=0, patience=150),
+    "full": dict(optimizer="adam", lr=0.01, momentum=0.0, epochs=1500, batch_size=0, patience=150,
+                 max_batch_rows=STEP_ROWS),
     "batch": dict(optimizer="adam", lr=0.003, momentum=0.0, epochs=200, batch_size=64, max_steps_per_epoch=16,
-                  patience=40),
+                  patience=40, max_batch_rows=STEP_ROWS),
 }
 _SIZES = {"small": (16, 16), "large": (64, 64)}
 _SCALES = {"raw": "none", "log": "log1p"}

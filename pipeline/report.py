@@ -8,6 +8,10 @@ import numpy as np  # noqa: E402
 
 from .evaluate import interval_bounds  # noqa: E402
 
+# Points drawn per panel at most: a random sample beyond it. A million dots
+# show nothing more than a few thousand and take minutes to draw.
+PLOTTED_POINTS = 5000
+
 
 def write_report(path, version, trained, predicted):
     """`predicted`: the evaluated model's forecasts of the holdout, which it never trained on."""
@@ -31,32 +35,41 @@ def write_report(path, version, trained, predicted):
     curves.set_title("Loss curves (MSE on the normalized scale)")
     curves.set_xlabel("epoch")
     curves.set_ylabel("loss")
-    curves.legend()
+    curves.legend(loc="upper right")
 
-    actual = holdout.y
+    shown = plotted(len(holdout))
+    actual, predicted = holdout.y[shown], np.asarray(predicted)[shown]
+    sampled = f" ({len(actual):,} of {len(holdout):,} rows)" if len(actual) < len(holdout) else ""
     scatter.scatter(actual, predicted, s=10, alpha=0.6)
     lims = [0, max(actual.max(), predicted.max()) * 1.05]
     scatter.plot(lims, lims, color="grey", linestyle="--", label="perfect forecast")
     scatter.set_xlim(lims)
     scatter.set_ylim(lims)
-    scatter.set_title("Holdout: predicted vs actual")
+    scatter.set_title(f"Holdout: predicted vs actual{sampled}")
     scatter.set_xlabel("actual units sold")
     scatter.set_ylabel("predicted units sold")
-    scatter.legend()
+    scatter.legend(loc="upper left")
 
     interval = evaluation["interval"]
     low, high = interval_bounds(predicted, interval["half_width"], interval["scale"])
-    when = holdout.week if holdout.week is not None else np.arange(len(actual))
+    when = holdout.week[shown] if holdout.week is not None else shown
     residuals.vlines(when, low - predicted, high - predicted, color="tab:green", alpha=0.25,
                      label=f"{interval['level']:.0%} interval ({interval['holdout_coverage']:.0%} covered)")
     residuals.scatter(when, actual - predicted, s=10, alpha=0.7, label="actual - predicted")
     residuals.axhline(0, color="grey")
-    residuals.set_title("Holdout residuals over time")
+    residuals.set_title(f"Holdout residuals over time{sampled}")
     residuals.set_xlabel("week" if holdout.week is not None else "row")
     residuals.set_ylabel("units")
-    residuals.legend()
+    residuals.legend(loc="upper left")
     residuals.tick_params(axis="x", labelrotation=30)
 
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def plotted(rows):
+    """Indexes of the rows drawn, in order: all, or a fixed random sample."""
+    if rows <= PLOTTED_POINTS:
+        return np.arange(rows)
+    return np.sort(np.random.default_rng(0).choice(rows, PLOTTED_POINTS, replace=False))

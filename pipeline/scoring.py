@@ -1,27 +1,132 @@
-"""Offline scoring: forecasts for every row of a CSV, written to another CSV."""
-import csv
+"""Batch scoring: forecasts added as columns to a table of weeks.
 
-from .schema import FEATURES, SERIES_COLUMN, TIME_COLUMN
+`demand predict` streams a CSV or Parquet file through here a chunk at a
+time, and POST /predict with a CSV body scores its table the same way, so the
+command line and the service answer the same rows with the same columns.
+Every input column is passed through unchanged (series, week, actual
+units_sold, anything else), then the forecast columns are added; an input
+column named like one of them is replaced.
+"""
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+
+from . import tables
+from .errors import DataError
+from .schema import FEATURES
+
+FORECAST_COLUMN, LOW_COLUMN, HIGH_COLUMN = "forecast_units_sold", "interval_low", "interval_high"
+EXTRAPOLATED_COLUMN, VERSION_COLUMN = "extrapolated", "model_version"
+FORECAST_COLUMNS = (FORECAST_COLUMN, LOW_COLUMN, HIGH_COLUMN, EXTRAPOLATED_COLUMN, VERSION_COLUMN)
+DECIMALS = 1  # forecasts are whole units; one decimal shows the model's own rounding
+
+# "extrapolated": the features outside the training range, joined by ";", for
+# each of the 2**N_FEATURES patterns of flags (bit i: FEATURES[i] is outside).
+_OUTSIDE_NAMES = [";".join(name for i, name in enumerate(FEATURES) if pattern >> i & 1)
+                  for pattern in range(2 ** len(FEATURES))]
 
 
-def write_forecasts(path, dataset, bundle):
-    out = bundle.forecast(dataset.X)
-    extrapolated = bundle.extrapolated_names(out)
-    columns = [c for c, present in ((TIME_COLUMN, dataset.week is not None), (SERIES_COLUMN, dataset.series is not None)) if present]
-    header = [*columns, *FEATURES, "forecast_units_sold", "interval_low", "interval_high", "extrapolated", "model_version"]
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(header)
-        for i in range(len(dataset)):
-            passthrough = [str(dataset.week[i]) if c == TIME_COLUMN else dataset.series[i] for c in columns]
-            outside = extrapolated.get(i, [])
-            writer.writerow([
-                *passthrough,
-                *(f"{v:g}" for v in dataset.X[i]),
-                f"{out['units_sold'][i]:.1f}",
-                f"{out['low'][i]:.1f}",
-                f"{out['high'][i]:.1f}",
-                ";".join(outside),
-                bundle.version,
-            ])
-    return len(dataset)
+def append_forecasts(table, X, bundle):
+    """(`table` with the forecast columns of the rows of `X` [n, 3] appended, rows outside the training range)."""
+    out = bundle.forecast(X)
+    n = len(X)
+    pattern = np.zeros(n, dtype=np.int8)
+    if len(out["extrapolated_rows"]):
+        flags = np.asarray(out["extrapolated_flags"], dtype=np.int8)
+        pattern[out["extrapolated_rows"]] = flags @ (1 << np.arange(len(FEATURES), dtype=np.int8))
+    columns = {
+        FORECAST_COLUMN: _rounded(out["units_sold"]),
+        LOW_COLUMN: _rounded(out["low"]),
+        HIGH_COLUMN: _rounded(out["high"]),
+        EXTRAPOLATED_COLUMN: _decoded(pattern, _OUTSIDE_NAMES),
+        VERSION_COLUMN: _decoded(np.zeros(n, dtype=np.int8), [bundle.version]),
+    }
+    kept = table.drop_columns([name for name in columns if name in table.column_names])
+    for name, values in columns.items():
+        kept = kept.append_column(name, values)
+    return kept, len(out["extrapolated_rows"])
+
+
+def _rounded(values):
+    return pa.array(np.round(values.astype(np.float64), DECIMALS))
+
+
+def _decoded(codes, names):
+    return pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names)).cast(pa.string())
+
+
+def features_of(checked, keep=None):
+    X = np.column_stack([checked.values[name] for name in FEATURES])
+    return X if keep is None else X[keep]
+
+
+class Output:
+    """Chunks written to a temporary file beside `path`, renamed into place only when all went well."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.partial = self.path.with_name(f".{self.path.name}.partial")
+        self.writer = None
+
+    def write(self, table):
+        if self.writer is None:
+            if tables.is_parquet(self.path):
+                self.writer = pq.ParquetWriter(self.partial, table.schema)
+            else:
+                self.writer = pa_csv.CSVWriter(self.partial, table.schema, write_options=tables.CSV_WRITE_OPTIONS)
+        self.writer.write_table(table)
+
+    def finish(self):
+        self.writer.close()
+        os.replace(self.partial, self.path)
+
+    def abandon(self):
+        if self.writer is not None:
+            self.writer.close()
+        self.partial.unlink(missing_ok=True)
+
+
+def score_file(input_path, output_path, bundle, skip_bad_rows=False, warn=None):
+    """Stream `input_path` (CSV or Parquet) through the model into `output_path`
+    (CSV or Parquet, by extension), a chunk at a time: memory stays flat
+    whatever the file's size. A bad row refuses the file, naming up to
+    SHOWN_ERRORS of them, unless `skip_bad_rows`; nothing is written then.
+    Returns counts."""
+    try:
+        return _score_file(input_path, output_path, bundle, skip_bad_rows, warn, threads=True)
+    except tables.LinesUnknown:
+        return _score_file(input_path, output_path, bundle, skip_bad_rows, warn, threads=False)
+
+
+def _score_file(input_path, output_path, bundle, skip_bad_rows, warn, threads):
+    from .data import report_problems
+
+    input_path = Path(input_path)
+    output = Output(output_path)
+    problems, written, outside = [], 0, 0
+    try:
+        for chunk, dropped, records in tables.stream(input_path, FEATURES, threads):
+            checked = tables.check_columns(chunk, FEATURES)
+            problems += dropped + [(int(records[index]), column, problem)
+                                   for index, column, problem in checked.problems]
+            if problems and not skip_bad_rows:
+                continue  # keep finding the bad rows, write nothing
+            keep = checked.good() if checked.problems else None
+            scored, chunk_outside = append_forecasts(chunk if keep is None else chunk.filter(keep),
+                                                     features_of(checked, keep), bundle)
+            output.write(scored)
+            written += scored.num_rows
+            outside += chunk_outside
+        label = tables.row_label(tables.is_parquet(input_path))
+        bad_rows, _ = report_problems(input_path, problems, label, skip_bad_rows, warn)
+        if not written:
+            raise DataError(f"{input_path}: no usable rows")
+        output.finish()
+    except BaseException:
+        output.abandon()
+        raise
+    return {"rows": written, "skipped_rows": bad_rows, "extrapolated_rows": outside}

@@ -51,12 +51,13 @@ def preset_configs(preset, overrides=None):
 
 def select(split, configs, progress=None, log=None):
     """(best Candidate, every Candidate in the order tried)."""
-    from .train import fit, predict_units
+    from .parallel import fit_all
+    from .train import predict_units
 
     scale = naive_scale(split.train)
     tried = []
-    for name, config in configs.items():
-        result = fit(split.train, split.validation, config, progress)
+    results = fit_all(list(configs.values()), split.train, split.validation, progress)
+    for name, result in zip(configs, results):
         forecast = predict_units(result.mlp, result.stats, split.validation.X)
         tried.append(Candidate(name, result, metrics(split.validation.y, forecast, scale)))
         if log:

@@ -1,23 +1,24 @@
-"""Reading training data from several files or folders of CSVs at once."""
+"""Reading training data from several files or folders of CSV and Parquet files at once."""
 import hashlib
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from .data import concat, load_csv
+from .data import concat, load_file
 from .errors import DataError
+from .tables import DATA_SUFFIXES
 
 
-def csv_files(paths):
-    """The CSV files named or found (not recursively) in the folders named,
+def data_files(paths):
+    """The CSV and Parquet files named or found (not recursively) in the folders named,
     oldest first by modification time, so that later files win."""
     files = []
     for path in map(Path, paths):
         if path.is_dir():
-            found = sorted(path.glob("*.csv"))
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in DATA_SUFFIXES)
             if not found:
-                raise DataError(f"{path}: no .csv files in this folder")
+                raise DataError(f"{path}: no {', '.join(DATA_SUFFIXES)} files in this folder")
             files.extend(found)
         elif path.exists():
             files.append(path)
@@ -31,8 +32,8 @@ def load_sources(paths, skip_bad_rows=False, warn=None):
     """One dataset from many files. A row whose (week, series) appears in more
     than one file is taken from the latest file only, with a warning that
     counts the replaced rows."""
-    files = csv_files(paths)
-    parts = [load_csv(f, skip_bad_rows, warn) for f in files]
+    files = data_files(paths)
+    parts = [load_file(f, skip_bad_rows, warn) for f in files]
     if len(parts) == 1:
         return parts[0]
     merged = concat(parts)

@@ -11,7 +11,7 @@ from .errors import TrainingError
 from .backprop import ManualMLP, make_optimizer
 from .model import DemandMLP
 from .schema import N_FEATURES
-from .presets import TrainConfig
+from .presets import WATCHED_VALIDATION_ROWS, TrainConfig
 from .normalize import TRANSFORMS, MinMaxStats
 
 
@@ -205,14 +205,16 @@ def fit(train, validation, config, progress=None, initial=None):
     stats = MinMaxStats.fit(train.X, train.y, config.transform)
     X = engine.tensor(stats.normalize_x(train.X))
     y = engine.tensor(stats.normalize_y(train.y).reshape(-1, 1))
+    shuffle = np.random.default_rng(config.seed)
     watching = validation is not None
     if watching:
-        X_val = engine.tensor(stats.normalize_x(validation.X))
-        y_val = engine.tensor(stats.normalize_y(validation.y).reshape(-1, 1))
+        watched = watched_rows(len(validation), shuffle)
+        X_val = engine.tensor(stats.normalize_x(validation.X[watched]))
+        y_val = engine.tensor(stats.normalize_y(validation.y[watched]).reshape(-1, 1))
 
     n = len(train)
-    batch = config.batch_rows(n)
-    shuffle = np.random.default_rng(config.seed)
+    batch, steps = config.batch_rows(n), config.steps_per_epoch(n)
+    sampled = batch * steps < n  # an epoch is a random sample of the rows, not a pass over them
     result = TrainResult(None, stats, config, device)
     early_stop = watching and config.patience > 0
     best_loss, best_state = float("inf"), None
@@ -221,11 +223,15 @@ def fit(train, validation, config, progress=None, initial=None):
             if batch == n:
                 epoch_loss = engine.value(engine.step(X, y))
             else:
-                order = engine.index(shuffle.permutation(n))  # on the device, once per epoch
+                # Drawn on the device, once per epoch; a sample is drawn with
+                # replacement, which costs its own size rather than the data's.
+                picks = shuffle.integers(0, n, batch * steps) if sampled else shuffle.permutation(n)
+                order = engine.index(picks)
+                n_epoch = len(picks)
                 X_epoch, y_epoch = X[order], y[order]  # one gather per epoch; the steps take slices
                 losses = [engine.step(X_epoch[start : start + batch], y_epoch[start : start + batch])
-                          * min(batch, n - start) for start in range(0, n, batch)]
-                epoch_loss = engine.value(losses) / n
+                          * min(batch, n_epoch - start) for start in range(0, n_epoch, batch)]
+                epoch_loss = engine.value(losses) / n_epoch
             if not np.isfinite(epoch_loss):
                 raise TrainingError(f"training diverged at epoch {epoch} (loss {epoch_loss}); try a smaller --lr")
             val_loss = engine.loss(X_val, y_val) if watching else float("nan")
@@ -251,6 +257,13 @@ def fit(train, validation, config, progress=None, initial=None):
     result.mlp = engine.to_mlp()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def watched_rows(n, rng):
+    """The validation rows early stopping watches: all, or a fixed random sample of them."""
+    if n <= WATCHED_VALIDATION_ROWS:
+        return slice(None)
+    return np.sort(rng.choice(n, WATCHED_VALIDATION_ROWS, replace=False))
 
 
 @torch.no_grad()

@@ -91,7 +91,8 @@ def train_model(data, preset=AUTO, overrides=None, refit=True, split=None, progr
     `split` replaces the usual latest-weeks split (the retraining gate holds
     out exactly the weeks the champion never saw).
     """
-    from .train import fit, predict_units
+    from .parallel import fit_all
+    from .train import predict_units
 
     split = split or time_split(data)
     configs = preset_configs(preset, overrides)
@@ -113,12 +114,11 @@ def train_model(data, preset=AUTO, overrides=None, refit=True, split=None, progr
         # Each member again for as many passes over the data as its best
         # validation epoch; nothing is left to stop early on.
         everything = concat([split.train, split.validation, split.holdout])
-        refits = []
-        for member in members:
-            config = replace(member.result.config, epochs=max(1, member.result.kept_epoch), patience=0)
-            if log:
+        configs = [replace(m.result.config, epochs=max(1, m.result.kept_epoch), patience=0) for m in members]
+        if log:
+            for member, config in zip(members, configs):
                 log(f"refitting {member.name} on all {len(everything)} rows for {config.epochs} epochs")
-            refits.append(fit(everything, None, config, progress))
+        refits = fit_all(configs, everything, None, progress)
         published, published_rows = combine(refits), rows_and_weeks(everything)
     label = preset if isinstance(preset, str) else CUSTOM
     return Trained(label, [m.name for m in members], tried, evaluated, evaluation, published, split, findings(data),

@@ -1,0 +1,52 @@
+"""Training several networks at once, one process per CPU core.
+
+A candidate's network is too small for its steps to be split across threads
+(pipeline.train.cpu_threads_for keeps each on one), so on a machine with
+several cores the candidates, and later the members of the refit, train side
+by side. Every fit seeds itself, so the results are those of training one
+after the other.
+"""
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+
+# Below this many training rows starting the processes (each imports torch)
+# costs more than training side by side saves.
+PARALLEL_MIN_ROWS = 20_000
+
+
+def usable_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def fit_all(configs, train, validation, progress=None):
+    """[TrainResult] for each config, in order: side by side when that pays."""
+    from .train import fit, resolve_device
+
+    workers = min(len(configs), usable_cores())
+    cpu_only = all(c.engine == "manual" or resolve_device(c.device) == "cpu" for c in configs)
+    if workers < 2 or not cpu_only or len(train) < PARALLEL_MIN_ROWS:
+        return [fit(train, validation, config, progress) for config in configs]
+    # Only what fit reads travels to the workers: no weeks or series.
+    train, validation = _bare(train), _bare(validation)
+    threads = max(1, usable_cores() // workers)
+    # spawn, not fork: a forked child of a process that has used OpenMP can hang.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_set_threads, initargs=(threads,)) as pool:
+        futures = [pool.submit(fit, train, validation, config) for config in configs]
+        return [future.result() for future in futures]
+
+
+def _bare(data):
+    from .data import Dataset
+
+    return None if data is None else Dataset(data.X, data.y)
+
+
+def _set_threads(threads):
+    import torch
+
+    torch.set_num_threads(threads)
