@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from pipeline.backtest import backtest
-from pipeline.data import load_csv
+from pipeline.data import load_file
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLLOWING_WEEKS = 13  # a quarter
@@ -39,7 +39,7 @@ def compare(seeds=(0, 1, 2), log=None):
               + ", ".join(map(str, seeds)) + ") |")
     lines = [header, "|---|---|---|---|---|---|"]
     for name, path in DATASETS.items():
-        data = load_csv(path)
+        data = load_file(path)
         chapter = following_weeks_wape(data, "chapter")
         auto = [following_weeks_wape(data, "auto", seed)["model"] for seed in seeds]
         lines.append(f"| {name} | {chapter['naive']:.2f} | {chapter['linear']:.2f} | "

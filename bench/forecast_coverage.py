@@ -12,7 +12,7 @@ import sys
 
 from bench.compare_models import DATASETS
 from pipeline.backtest import backtest
-from pipeline.data import load_csv
+from pipeline.data import load_file
 
 WINDOWS, HORIZON = 4, 8
 
@@ -21,7 +21,7 @@ def coverage_table(seed=0, log=None):
     lines = ["| data | 80% interval covers | 95% interval covers | WAPE model, steps 1-8 | WAPE naive, steps 1-8 |",
              "|---|---|---|---|---|"]
     for name, path in DATASETS.items():
-        report = backtest(load_csv(path), WINDOWS, HORIZON, "auto", {"seed": seed, "device": "cpu"})
+        report = backtest(load_file(path), WINDOWS, HORIZON, "auto", {"seed": seed, "device": "cpu"})
         model = report["average"]["recursive"]["model"]
         naive = report["average"]["recursive"]["naive"]
         cover = model["coverage_by_level"]

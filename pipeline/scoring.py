@@ -77,7 +77,7 @@ class Output:
             if tables.is_parquet(self.path):
                 self.writer = pq.ParquetWriter(self.partial, table.schema)
             else:
-                self.writer = pa_csv.CSVWriter(self.partial, table.schema, write_options=tables.CSV_WRITE_OPTIONS)
+                self.writer = pa_csv.CSVWriter(self.partial, table.schema)
         self.writer.write_table(table)
 
     def finish(self):
@@ -96,20 +96,22 @@ def score_file(input_path, output_path, bundle, skip_bad_rows=False, warn=None):
     whatever the file's size. A bad row refuses the file, naming up to
     SHOWN_ERRORS of them, unless `skip_bad_rows`; nothing is written then.
     Returns counts."""
-    try:
-        return _score_file(input_path, output_path, bundle, skip_bad_rows, warn, threads=True)
-    except tables.LinesUnknown:
-        return _score_file(input_path, output_path, bundle, skip_bad_rows, warn, threads=False)
+    settings = {}
+    while True:
+        try:
+            return _score_file(input_path, output_path, bundle, skip_bad_rows, warn, settings)
+        except tables.ReadAgain as again:
+            settings.update(again.settings)
 
 
-def _score_file(input_path, output_path, bundle, skip_bad_rows, warn, threads):
+def _score_file(input_path, output_path, bundle, skip_bad_rows, warn, settings):
     from .data import report_problems
 
     input_path = Path(input_path)
     output = Output(output_path)
     problems, written, outside = [], 0, 0
     try:
-        for chunk, dropped, records in tables.stream(input_path, FEATURES, threads):
+        for chunk, dropped, records in tables.stream(input_path, FEATURES, **settings):
             checked = tables.check_columns(chunk, FEATURES)
             problems += dropped + [(int(records[index]), column, problem)
                                    for index, column, problem in checked.problems]

@@ -84,31 +84,54 @@ class RaggedRows:
         return "skip"
 
 
-def csv_options(header, wanted, ragged, threads=True, block_size=None):
+def csv_options(header, wanted, ragged, numbers=(), threads=True, block_size=None):
+    """pyarrow's options to read the `wanted` columns: `numbers` parsed as
+    float64, the rest as text. With no `numbers` everything is text: the cast
+    in check_columns is strict, and a column that fails it is read cell by
+    cell with Python's own number parsing, to name each bad value."""
     read = pa_csv.ReadOptions(column_names=header, skip_rows=1, use_threads=threads,
                               **({"block_size": block_size} if block_size else {}))
     parse = pa_csv.ParseOptions(invalid_row_handler=ragged)
-    # Everything as text: the cast below is strict, and a column that fails
-    # it is read cell by cell with Python's own number parsing.
-    convert = pa_csv.ConvertOptions(include_columns=wanted, column_types={name: pa.string() for name in wanted},
+    types = {name: pa.float64() if name in numbers else pa.string() for name in wanted}
+    # Only an empty cell is missing: "NaN" is a number the domain check names.
+    convert = pa_csv.ConvertOptions(include_columns=wanted, column_types=types, null_values=[""],
                                     strings_can_be_null=False, quoted_strings_can_be_null=False)
     return dict(read_options=read, parse_options=parse, convert_options=convert)
 
 
+def read_csv(source, path, header, wanted, numbers, threads=True):
+    """(Table, RaggedRows) from a CSV file's bytes: numbers parsed by pyarrow
+    when every cell is one (the common case, and the fast one), else all text."""
+    for attempt in (numbers, ()):
+        ragged = RaggedRows()
+        try:
+            table = pa_csv.read_csv(pa.BufferReader(source), **csv_options(header, wanted, ragged, attempt, threads))
+        except pa.ArrowInvalid as err:
+            if attempt:
+                continue  # a cell is not a number: read it as text to name it
+            if not _is_utf8(source):
+                raise DataError(f"{path}: not a UTF-8 text file") from None
+            raise DataError(f"{path}: cannot be read as CSV: {_arrow_reason(err)}") from None
+        if threads and any(number is None for number, _, _ in ragged.rows):
+            # Threads do not know lines: read again on one thread to name them.
+            return read_csv(source, path, header, wanted, numbers, threads=False)
+        return table, ragged
+
+
+def _is_utf8(raw):
+    try:
+        raw.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
 def read_csv_table(raw, path, required, optional=(TIME_COLUMN, SERIES_COLUMN)):
-    """(pyarrow Table of the wanted columns, header, RaggedRows) from the bytes of a CSV file."""
+    """(pyarrow Table of the required and optional columns, header, RaggedRows) from the bytes of a CSV file."""
     header = csv_header(raw[:65536], path)
     require_columns(header, required, path)
     wanted = [*required, *(c for c in optional if c in header)]
-    ragged = RaggedRows()
-    try:
-        table = pa_csv.read_csv(pa.BufferReader(raw), **csv_options(header, wanted, ragged))
-    except pa.ArrowInvalid as err:
-        raise DataError(f"{path}: cannot be read as CSV: {_arrow_reason(err)}") from None
-    if ragged.rows and any(number is None for number, _, _ in ragged.rows):
-        # Threads do not know row numbers: read again on one thread to name the lines.
-        ragged = RaggedRows()
-        table = pa_csv.read_csv(pa.BufferReader(raw), **csv_options(header, wanted, ragged, threads=False))
+    table, ragged = read_csv(raw, path, header, wanted, required)
     return table, header, ragged
 
 
@@ -227,18 +250,24 @@ def _arrow_reason(err):
     return str(err).splitlines()[0][:200]
 
 
-class LinesUnknown(Exception):
-    """A row with the wrong number of cells was met by a parser running on
-    several threads, which does not know lines: read again on one."""
+class ReadAgain(Exception):
+    """A streamed file must be read again from the start with other settings:
+    on one thread, which knows the line of a row with the wrong number of
+    cells; or as text, when a cell is not a number and must be named."""
+
+    def __init__(self, **settings):
+        super().__init__(settings)
+        self.settings = settings
 
 
-def stream(path, required, threads=True):
+def stream(path, required, threads=True, numbers=True):
     """Chunks of a CSV or Parquet file, each as (pyarrow Table of every column,
     problems of rows the reader dropped, each kept row's record index).
 
-    A CSV's columns come as text (passed through verbatim); a row with the
-    wrong number of cells is dropped by the reader and named by its line.
-    With `threads` such a row raises LinesUnknown.
+    A CSV's `required` columns are parsed as numbers (with `numbers`), the
+    others come as text and are passed through verbatim; a row with the wrong
+    number of cells is dropped by the reader and named by its line. Raises
+    ReadAgain when the settings cannot name what is wrong.
     """
     if is_parquet(path):
         try:
@@ -260,22 +289,21 @@ def stream(path, required, threads=True):
         raise DataError(f"{path}: cannot read the file: {err.strerror}") from None
     require_columns(header, required, path)
     ragged = RaggedRows()
-    options = csv_options(header, header, ragged, threads=threads, block_size=STREAM_BLOCK_BYTES)
+    options = csv_options(header, header, ragged, required if numbers else (), threads, STREAM_BLOCK_BYTES)
     first = 0
     try:
-        reader = pa_csv.open_csv(path, **options)
-        for batch in reader:
+        for batch in pa_csv.open_csv(path, **options):
             if any(number is None for number, _, _ in ragged.rows):
-                raise LinesUnknown()
+                raise ReadAgain(threads=False)
             dropped = [number - 2 for number, _, _ in ragged.rows]
-            problems, _ = ragged_problems(ragged, 0) if ragged.rows else ([], None)
+            problems, _ = ragged_problems(ragged, 0)
             ragged.rows.clear()
             records = np.setdiff1d(np.arange(first, first + batch.num_rows + len(dropped)), dropped)
             yield pa.Table.from_batches([batch]), problems, records
             first += batch.num_rows + len(dropped)
     except pa.ArrowInvalid as err:
+        if numbers:
+            raise ReadAgain(numbers=False) from None
         raise DataError(f"{path}: cannot be read as CSV: {_arrow_reason(err)}") from None
 
 
-# Quotes only where a value needs them, as Python's csv module writes.
-CSV_WRITE_OPTIONS = pa_csv.WriteOptions(quoting_style="needed")

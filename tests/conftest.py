@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.data import load_csv, time_split
+from pipeline.data import load_file, time_split
 from pipeline.generate import GeneratorConfig, generate, write_csv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,12 +42,12 @@ def small_history_csv(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def small_split(small_csv):
-    return time_split(load_csv(small_csv))
+    return time_split(load_file(small_csv))
 
 
 @pytest.fixture(scope="session")
 def default_split():
-    return time_split(load_csv(DEFAULT_CSV))
+    return time_split(load_file(DEFAULT_CSV))
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +55,7 @@ def default_trained():
     """`--preset auto` on the embedded data, exactly as `demand train` does (selection, evaluation, refit)."""
     from pipeline.workflow import train_model
 
-    return train_model(load_csv(DEFAULT_CSV), "auto", {"device": "cpu"})
+    return train_model(load_file(DEFAULT_CSV), "auto", {"device": "cpu"})
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.backtest import backtest, chains, recursive, windows_of
 from pipeline.cli import main
-from pipeline.data import Dataset, load_csv
+from pipeline.data import Dataset, load_file
 from pipeline.registry import Registry
 
 from .conftest import FAST
@@ -16,11 +16,11 @@ QUICK = dict(device="cpu", **FAST)
 
 @pytest.fixture(scope="module")
 def report(small_csv):
-    return backtest(load_csv(small_csv), windows=3, horizon=4, preset="log-large-batch", overrides=QUICK)
+    return backtest(load_file(small_csv), windows=3, horizon=4, preset="log-large-batch", overrides=QUICK)
 
 
 def test_no_window_model_saw_its_own_window(report, small_csv):
-    data = load_csv(small_csv)
+    data = load_file(small_csv)
     weeks = np.unique(data.week)
     assert len(report["folds"]) == 3
     for fold, later in zip(report["folds"], report["folds"][1:] + [None]):
@@ -63,7 +63,7 @@ def test_recursion_feeds_each_series_its_own_forecast():
 
 
 def test_a_backtest_needs_enough_weeks_before_the_first_origin(small_csv):
-    data = load_csv(small_csv)  # 60 weeks
+    data = load_file(small_csv)  # 60 weeks
     assert len(windows_of(data, 4, 12)) == 4
     with pytest.raises(Exception, match="at least 72 weeks"):
         windows_of(data, 5, 12)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.data import load_csv, time_split
+from pipeline.data import load_file, time_split
 from pipeline.errors import DataError
 from pipeline.normalize import MinMaxStats
 from pipeline.schema import domain_problem
@@ -31,7 +31,7 @@ def test_each_bad_value_is_refused_naming_file_line_and_column(tmp_path, column,
     bad[header.index(column)] = value
     path = write_rows(tmp_path / "bad.csv", [GOOD, bad, GOOD])
     with pytest.raises(DataError) as err:
-        load_csv(path)
+        load_file(path)
     message = str(err.value)
     assert str(path) in message
     assert "line 3" in message  # header is line 1
@@ -42,31 +42,31 @@ def test_each_bad_value_is_refused_naming_file_line_and_column(tmp_path, column,
 def test_missing_column_is_named(tmp_path):
     path = write_rows(tmp_path / "x.csv", [[1, 2, 3]], header=("prev_week_sales", "discount_fraction", "units_sold"))
     with pytest.raises(DataError, match="missing required column.*weeks_to_next_holidays"):
-        load_csv(path)
+        load_file(path)
 
 
 def test_row_with_extra_cells_is_refused(tmp_path):
     path = write_rows(tmp_path / "x.csv", [GOOD, [*GOOD, "surprise"]])
     with pytest.raises(DataError, match="line 3.*has 6 cells, the header has 5"):
-        load_csv(path)
+        load_file(path)
 
 
 def test_unreadable_and_non_utf8_files(tmp_path):
     with pytest.raises(DataError, match="cannot read"):
-        load_csv(tmp_path / "absent.csv")
+        load_file(tmp_path / "absent.csv")
     binary = tmp_path / "bin.csv"
     binary.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(DataError, match="not a UTF-8"):
-        load_csv(binary)
+        load_file(binary)
 
 
 def test_bad_rows_refuse_the_whole_file_unless_skipped(tmp_path):
     rows = [GOOD, [1, 150, 2, 5, "2024-01-08"], GOOD, [-3, 10, 2, 5, "2024-01-15"], [4, 10, 2, "x", "2024-01-22"]]
     path = write_rows(tmp_path / "mixed.csv", rows)
     with pytest.raises(DataError, match="3 bad row"):
-        load_csv(path)
+        load_file(path)
     warnings = []
-    data = load_csv(path, skip_bad_rows=True, warn=warnings.append)
+    data = load_file(path, skip_bad_rows=True, warn=warnings.append)
     assert len(data) == 2
     assert data.source["skipped_rows"] == 3
     assert data.source["skipped_reasons"] == {
@@ -96,7 +96,7 @@ def test_split_is_by_week_and_holds_out_the_latest_weeks(small_split):
 def test_split_without_week_column_keeps_row_order(tmp_path):
     rows = [[i, 10, 2, i + 1] for i in range(20)]
     path = write_rows(tmp_path / "noweek.csv", rows, header=("prev_week_sales", "discount_fraction", "weeks_to_next_holidays", "units_sold"))
-    split = time_split(load_csv(path))
+    split = time_split(load_file(path))
     assert split.train.X[:, 0].tolist() == list(range(13))
     assert split.holdout.X[:, 0].tolist() == list(range(16, 20))
 
@@ -104,7 +104,7 @@ def test_split_without_week_column_keeps_row_order(tmp_path):
 def test_split_refuses_too_little_data(tmp_path):
     path = write_rows(tmp_path / "tiny.csv", [GOOD, GOOD])
     with pytest.raises(DataError, match="too few"):
-        time_split(load_csv(path))
+        time_split(load_file(path))
 
 
 def test_normalization_uses_training_window_only(small_split):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pipeline.data import load_csv
+from pipeline.data import load_file
 from pipeline.generate import DemandLaw, GeneratorConfig, generate, weeks_to_next_holiday, write_csv
 
 from .conftest import DEFAULT_CSV
@@ -42,7 +42,7 @@ def test_embedded_data_is_what_the_generator_writes(tmp_path):
 
 
 def test_embedded_data_shape_and_domain():
-    data = load_csv(DEFAULT_CSV)  # validates every row
+    data = load_file(DEFAULT_CSV)  # validates every row
     assert len(set(data.series.tolist())) >= 3
     weeks = np.unique(data.week)
     assert (weeks[-1] - weeks[0]).astype(int) >= 2 * 364

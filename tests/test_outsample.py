@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.backtest import backtest
-from pipeline.data import load_csv
+from pipeline.data import load_file
 
 OUTSAMPLE = Path(__file__).parent / "fixtures" / "outsample"
 FOLLOWING_WEEKS = 13
@@ -18,7 +18,7 @@ FOLLOWING_WEEKS = 13
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["additive", "stockouts", "trend_season", "small_series"])
 def test_the_default_beats_linear_regression_and_stays_near_gradient_boosting(name):
-    report = backtest(load_csv(OUTSAMPLE / f"{name}.csv"), windows=1, horizon=FOLLOWING_WEEKS, preset="auto",
+    report = backtest(load_file(OUTSAMPLE / f"{name}.csv"), windows=1, horizon=FOLLOWING_WEEKS, preset="auto",
                       overrides={"device": "cpu", "seed": 0})
     fold = report["folds"][0]
     assert fold["trained_on"]["weeks"][1] < fold["forecast"]["weeks"][0]
@@ -32,6 +32,6 @@ def test_the_default_beats_linear_regression_and_stays_near_gradient_boosting(na
 def test_per_step_intervals_cover_what_they_promise_several_weeks_ahead():
     """Recursive forecasts 8 weeks ahead in 4 backtest windows on a held-out set:
     the 80% interval covers 72-88% of actual weeks, the 95% one 90-98%."""
-    report = backtest(load_csv(OUTSAMPLE / "additive.csv"), 4, 8, "auto", {"seed": 0, "device": "cpu"})
+    report = backtest(load_file(OUTSAMPLE / "additive.csv"), 4, 8, "auto", {"seed": 0, "device": "cpu"})
     coverage = report["average"]["recursive"]["model"]["coverage_by_level"]
     assert 0.72 <= coverage["0.8"] <= 0.88 and 0.90 <= coverage["0.95"] <= 0.98, coverage

@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from pipeline import publish as publish_module
-from pipeline.data import load_csv
+from pipeline.data import load_file
 from pipeline.errors import RegistryBusy, RegistryError
 from pipeline.registry import Registry, RegistryWriter
 from pipeline.workflow import train_model
@@ -15,7 +15,7 @@ from .conftest import FAST
 
 @pytest.fixture(scope="module")
 def trained(small_csv):
-    data = load_csv(small_csv)
+    data = load_file(small_csv)
     return train_model(data, "log-large-batch", dict(device="cpu", **FAST)), data
 
 

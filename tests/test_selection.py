@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pipeline.cli import main
-from pipeline.data import load_csv
+from pipeline.data import load_file
 from pipeline.evaluate import conformal_half_width
 from pipeline.presets import CANDIDATES, ENSEMBLE_SIZE
 from pipeline.registry import Registry
@@ -17,7 +17,7 @@ from .conftest import FAST, write_rows
 
 @pytest.fixture(scope="module")
 def small_data(small_csv):
-    return load_csv(small_csv)
+    return load_file(small_csv)
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_train_publishes_the_refit_and_checks_its_export(runner, small_csv, mode
     mlp = DemandMLP(tuple(saved["config"]["hidden"]), saved["config"]["activation"])
     mlp.load_state_dict(saved["state_dict"])
     stats = MinMaxStats.from_json(saved["normalization"])
-    X = load_csv(small_csv).X
+    X = load_file(small_csv).X
     onnx_forecast = Bundle.load(registry, "v1", provider="cpu").forecast(X)["units_sold"]
     np.testing.assert_allclose(onnx_forecast, predict_units(mlp.eval(), stats, X), rtol=1e-4)
     assert stats.raw_x_max == tuple(X.max(axis=0))  # trained on every row
