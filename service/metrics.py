@@ -15,7 +15,7 @@ LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 ROWS = Counter("demand_rows_predicted_total", "Rows forecast, by protocol", ["protocol"])
-ROWS_JSON, ROWS_V2 = ROWS.labels("json"), ROWS.labels("v2")
+ROWS_JSON, ROWS_V2, ROWS_CSV = ROWS.labels("json"), ROWS.labels("v2"), ROWS.labels("csv")
 FORECAST_WEEKS = ROWS.labels("forecast")  # series x weeks of /forecast plans
 EXTRAPOLATED = Counter("demand_extrapolated_rows_total", "Rows with a feature outside the training range")
 RELOADS = Counter("demand_model_reloads_total", "Models loaded and swapped in (the first load included)")

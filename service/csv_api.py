@@ -1,0 +1,69 @@
+"""CSV over HTTP: POST /predict with Content-Type text/csv.
+
+A table of weeks in (a header row naming the feature columns; any other
+columns, such as series and week, ride along), the same table out as
+text/csv with the forecast columns added: what `demand predict` writes for
+the same rows, column for column (pipeline.scoring), so that
+
+    curl --data-binary @weeks.csv -H 'Content-Type: text/csv' http://host/predict
+
+answers a file ready to open in a spreadsheet. A bad row is a 400 naming its
+line and column, as `demand predict` names it.
+"""
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
+from pipeline import tables
+from pipeline.errors import DataError
+from pipeline.scoring import append_forecasts, features_of
+from pipeline.schema import FEATURES
+
+from . import metrics
+from .errors import ApiError
+
+MEDIA_TYPE = "text/csv"
+SOURCE = "body"  # what messages call the table: "body: line 3, column ..."
+SHOWN_PROBLEMS = 5
+
+
+def is_csv(content_type):
+    return (content_type or "").split(";", 1)[0].strip().lower() == MEDIA_TYPE
+
+
+def forecast_csv(raw, bundle, max_rows):
+    """CSV body bytes -> CSV answer bytes; raises ApiError for bad input."""
+    if not raw.strip():
+        raise ApiError(400, f"the CSV body is empty: send a header row naming {', '.join(FEATURES)}, then the rows")
+    # A row is a line: a body with more lines than the cap allows is refused before it is parsed.
+    if raw.count(b"\n") - 1 > max_rows:
+        raise ApiError(413, f"more than {max_rows} rows in the CSV body, the limit per request (DEMAND_MAX_ROWS)")
+    try:
+        header = tables.csv_header(raw[:65536], SOURCE)
+        tables.require_columns(header, FEATURES, SOURCE)
+        table, ragged = tables.read_csv(raw, SOURCE, header, header, FEATURES, threads=False)
+    except DataError as err:
+        raise ApiError(400, str(err)) from None
+    if table.num_rows == 0 and not ragged.rows:
+        raise ApiError(400, "the CSV body has a header but no rows")
+    checked = tables.check_columns(table, FEATURES)
+    dropped, records = tables.ragged_problems(ragged, table.num_rows)
+    record = (lambda index: int(records[index])) if records is not None else (lambda index: index)
+    problems = dropped + [(record(index), column, problem) for index, column, problem in checked.problems]
+    if problems:
+        raise ApiError(400, _problems_message(problems))
+    scored, outside = append_forecasts(table, features_of(checked), bundle)
+    sink = pa.BufferOutputStream()
+    pa_csv.write_csv(scored, sink)
+    metrics.ROWS_CSV.inc(table.num_rows)
+    if outside:
+        metrics.EXTRAPOLATED.inc(outside)
+    return sink.getvalue().to_pybytes()
+
+
+def _problems_message(problems):
+    bad_rows = len({index for index, _, _ in problems})
+    label = tables.row_label(parquet=False)
+    first = sorted(problems, key=lambda p: p[0])[:SHOWN_PROBLEMS]
+    named = "; ".join(f"{label(index)}, column {column!r}: {problem}" for index, column, problem in first)
+    more = f" (and {len(problems) - len(first)} more)" if len(problems) > len(first) else ""
+    return f"{bad_rows} bad row(s) in the CSV body: {named}{more}"

@@ -1,0 +1,168 @@
+"""CSV and Parquet, read by pyarrow: the same rows and the same messages
+either way, and `demand predict` streaming a file through the model."""
+import csv
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import tables
+from pipeline.bundle import Bundle
+from pipeline.data import load_file
+from pipeline.errors import DataError
+from pipeline.registry import Registry
+from pipeline.schema import FEATURES
+from pipeline.scoring import FORECAST_COLUMNS, score_file
+from pipeline.sources import load_sources
+
+from .conftest import DEFAULT_CSV, invoke, write_rows
+
+HEADER = ("prev_week_sales", "discount_fraction", "weeks_to_next_holidays", "units_sold", "week", "series")
+GOOD = [76440, 63, 2, 94182, "2024-01-01", "a"]
+
+
+def to_parquet(csv_path, path, **types):
+    """The CSV's cells as a Parquet file: numbers typed, unless `types` says text."""
+    table = pa_csv.read_csv(csv_path, convert_options=pa_csv.ConvertOptions(
+        column_types={name: pa.string() for name in types}, strings_can_be_null=False))
+    pq.write_table(table, path)
+    return path
+
+
+def test_csv_and_parquet_give_the_same_dataset(tmp_path):
+    from_csv = load_file(DEFAULT_CSV)
+    from_parquet = load_file(to_parquet(DEFAULT_CSV, tmp_path / "demand.parquet"))
+    assert np.array_equal(from_csv.X, from_parquet.X) and np.array_equal(from_csv.y, from_parquet.y)
+    assert np.array_equal(from_csv.week, from_parquet.week)
+    assert from_csv.series.tolist() == from_parquet.series.tolist()
+    assert from_parquet.source["rows"] == len(from_csv) == 936
+
+
+def test_every_bad_row_is_named_by_line_with_python_words(tmp_path):
+    rows = [GOOD, [76440, "1_0", 2, 5, "2024-01-01", "a"], [" 12 ", 63, 2, 5, "2024-01-08", "a"],
+            [-1, 63, 2, 5, "2024-01-15", "a"], [5, 63, 2, "", "2024-01-22", "a"], [5, 63, 2, "NaN", "2024-01-29", "a"],
+            [5, 63, 2, 1, "2024-02-31", "a"], [5, "lots", 2, 1, "2024-02-05", "a"]]
+    path = write_rows(tmp_path / "bad.csv", rows, header=HEADER)
+    with pytest.raises(DataError) as err:
+        load_file(path)
+    message = str(err.value)
+    # "1_0" and " 12 " are numbers to Python, and so here
+    assert "5 bad row(s)" in message
+    for line, column, problem in [(5, "prev_week_sales", "must be >= 0 units, got -1"),
+                                  (6, "units_sold", "is empty"),
+                                  (7, "units_sold", "must be a finite number, got NaN"),
+                                  (8, "week", "must be an ISO date like 2024-01-01, got '2024-02-31'"),
+                                  (9, "discount_fraction", "must be a number, got the text 'lots'")]:
+        assert f"line {line}, column {column!r}: {problem}" in message
+    data = load_file(path, skip_bad_rows=True)
+    assert data.X[:, 0].tolist() == [76440, 76440, 12]
+    assert data.source["skipped_reasons"]["units_sold: must be a finite number"] == 1
+
+
+def test_parquet_names_rows_and_reads_text_columns_cell_by_cell(tmp_path):
+    source = write_rows(tmp_path / "x.csv", [GOOD, [5, "130", 2, 1, "2024-01-08", "a"], [5, "x", 2, 1, "2024-01-15", "a"]],
+                        header=HEADER)
+    path = to_parquet(source, tmp_path / "x.parquet", discount_fraction=True)
+    with pytest.raises(DataError) as err:
+        load_file(path)
+    message = str(err.value)
+    assert "row 2, column 'discount_fraction': must be <= 100 percent, got 130" in message
+    assert "row 3, column 'discount_fraction': must be a number, got the text 'x'" in message
+
+
+def test_a_row_with_the_wrong_number_of_cells_keeps_the_lines_of_the_rows_after_it(tmp_path):
+    path = tmp_path / "ragged.csv"
+    path.write_text(",".join(HEADER) + "\n" + "1,2,3,4,2024-01-01,a\n" + "1,2,3,4,2024-01-08,a,extra\n"
+                    + "1,2,3\n" + "1,-2,3,4,2024-01-22,a\n")
+    with pytest.raises(DataError) as err:
+        load_file(path)
+    message = str(err.value)
+    assert "line 3, column '(row)': has 7 cells, the header has 6" in message
+    assert "line 4, column '(row)': has 3 cells, the header has 6" in message
+    assert "line 5, column 'discount_fraction': must be >= 0 percent, got -2" in message
+
+
+def test_a_missing_column_and_a_file_that_is_not_text_are_named(tmp_path):
+    path = write_rows(tmp_path / "m.csv", [[1, 2, 3]], header=("prev_week_sales", "discount_fraction", "units_sold"))
+    with pytest.raises(DataError, match="missing required column.*weeks_to_next_holidays"):
+        load_file(path)
+    parquet = tmp_path / "not.parquet"
+    parquet.write_bytes(b"not parquet at all")
+    with pytest.raises(DataError, match="cannot be read as Parquet"):
+        load_file(parquet)
+
+
+def test_a_folder_of_csv_and_parquet_files_loads_as_one(tmp_path):
+    folder = tmp_path / "history"
+    folder.mkdir()
+    write_rows(folder / "old.csv", [GOOD], header=HEADER)
+    newer = write_rows(tmp_path / "new.csv", [[1, 2, 3, 4, "2024-01-08", "a"]], header=HEADER)
+    to_parquet(newer, folder / "new.parquet")
+    data = load_sources([folder])
+    assert len(data) == 2 and data.source["rows"] == 2
+
+
+@pytest.fixture(scope="module")
+def champion(published):
+    return Bundle.load(Registry(published))
+
+
+def plain_forecasts(bundle, X):
+    return np.round(bundle.forecast(X)["units_sold"].astype(np.float64), 1)
+
+
+@pytest.mark.parametrize("source_format, output_format", [("csv", "csv"), ("csv", "parquet"), ("parquet", "csv"),
+                                                          ("parquet", "parquet")])
+def test_predict_streams_chunks_and_passes_every_column_through(tmp_path, champion, monkeypatch, source_format,
+                                                                output_format):
+    monkeypatch.setattr(tables, "STREAM_CHUNK_ROWS", 100)  # several chunks even from a small file
+    monkeypatch.setattr(tables, "STREAM_BLOCK_BYTES", 4096)
+    source = DEFAULT_CSV if source_format == "csv" else to_parquet(DEFAULT_CSV, tmp_path / "in.parquet")
+    out = tmp_path / f"out.{output_format}"
+    counts = score_file(source, out, champion)
+    expected = load_file(DEFAULT_CSV)
+    written = pq.read_table(out) if output_format == "parquet" else pa_csv.read_csv(out)
+    assert counts["rows"] == written.num_rows == len(expected)
+    assert written.column_names == [*HEADER, *FORECAST_COLUMNS]
+    # actuals ride along (as the CSV's text, when the input is a CSV)
+    assert np.allclose(written.column("units_sold").cast(pa.float64()).to_numpy(), expected.y)
+    assert np.allclose(written.column("forecast_units_sold").to_numpy(), plain_forecasts(champion, expected.X))
+    assert not any(name.startswith(".") for name in (p.name for p in tmp_path.iterdir()))
+
+
+def test_predict_refuses_a_bad_file_whole_and_leaves_no_output(tmp_path, champion, monkeypatch):
+    monkeypatch.setattr(tables, "STREAM_BLOCK_BYTES", 4096)
+    lines = DEFAULT_CSV.read_text().splitlines()
+    cells = lines[500].split(",")
+    lines[500] = ",".join([cells[0], "130", *cells[2:]])
+    lines[800] += ",surprise"
+    cells = lines[900].split(",")
+    lines[900] = ",".join(["lots", *cells[1:]])  # not a number: the file is read again as text
+    source = tmp_path / "bad.csv"
+    source.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.csv"
+    with pytest.raises(DataError) as err:
+        score_file(source, out, champion)
+    message = str(err.value)
+    assert "3 bad row(s)" in message
+    assert "line 901, column 'prev_week_sales': must be a number, got the text 'lots'" in message
+    assert "line 501, column 'discount_fraction': must be <= 100 percent, got 130" in message
+    assert "line 801, column '(row)': has 7 cells, the header has 6" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv"]  # nothing half written
+    counts = score_file(source, out, champion, skip_bad_rows=True)
+    assert counts["rows"] == len(lines) - 4 and counts["skipped_rows"] == 3
+
+
+def test_predict_command_agrees_with_the_loader(runner, published, tmp_path):
+    out = tmp_path / "scored.parquet"
+    result = invoke(runner, "predict", "--input", str(DEFAULT_CSV), "--output", str(out), "--model-dir", str(published))
+    assert result.exit_code == 0, result.output
+    assert f"wrote 936 forecasts from model v1" in result.stderr
+    table = pq.read_table(out)
+    assert table.column("model_version").unique().to_pylist() == ["v1"]
+    with open(DEFAULT_CSV) as handle:
+        first = next(csv.DictReader(handle))
+    assert table.column("series")[0].as_py() == first["series"]
+    assert [table.column(name)[0].as_py() for name in FEATURES] == [float(first[name]) for name in FEATURES]
