@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .calibrate import level_key
-from .data import parse_number
+from .tables import parse_number
 from .errors import DataError
 from .schema import FEATURES, SERIES_COLUMN, TIME_COLUMN, domain_problem
 

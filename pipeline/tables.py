@@ -193,18 +193,20 @@ def _number_column(column, name, offset, problems):
     return array
 
 
+def parse_number(text):
+    """A cell's text as Python reads a number, or the text itself for domain_problem to name."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def _numbers_cell_by_cell(column, name, offset, problems):
     array = np.full(len(column), np.nan)
     for index, cell in enumerate(column.to_pylist()):
         if isinstance(cell, str):
             cell = cell.strip()
-            if cell == "":
-                cell = None
-            else:
-                try:
-                    cell = float(cell)
-                except ValueError:
-                    pass  # domain_problem names it as text
+            cell = parse_number(cell) if cell else None
         if cell is None:
             problems.append((offset + index, name, "is empty"))
             continue
