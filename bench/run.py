@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.scale import measure as measure_scale, report as scale_report  # noqa: E402
 from service.testing import running_service  # noqa: E402
 
 DEMAND = [sys.executable, "-m", "pipeline"]
@@ -45,19 +46,6 @@ def timed_train(model_dir, *args):
 
 def time_training(model_dir, runs=3):
     return [timed_train(model_dir) for _ in range(runs)]
-
-
-def time_training_by_rows(folder, factors=(10, 100)):
-    """{rows: seconds} of one `demand train` on the generator's data at 10x and 100x the embedded stores."""
-    out = {}
-    for factor in factors:
-        data = folder / f"x{factor}.csv"
-        subprocess.run([*DEMAND, "data", "generate", "--series", str(6 * factor), "--output", str(data)],
-                       check=True, capture_output=True, cwd=ROOT)
-        rows = sum(1 for _ in data.open()) - 1
-        print(f"timing demand train on {rows} rows...", file=sys.stderr)
-        out[rows] = timed_train(folder / f"models-x{factor}", "--data", str(data))
-    return out
 
 
 def lua_script(folder, name, body, headers):
@@ -210,7 +198,7 @@ def machine():
     return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
 
 
-def report(training, by_rows, comparison, service, memory, args):
+def report(training, scale, comparison, service, memory, args):
     s = service
     ratio = statistics.median(s["paired_ratios"])
     batch_rows = s["predict_batch"]["rps"] * 1000
@@ -234,13 +222,7 @@ def report(training, by_rows, comparison, service, memory, args):
         f"median {statistics.median(training):.1f} s (runs: {', '.join(f'{t:.1f}' for t in training)}). Target <= 15 s: "
         f"{verdict(max(training) <= 15)}.",
         "",
-        "The same command on more rows (`demand data generate --series N`, one run each; linear growth from the "
-        "embedded data's median would be the last column):",
-        "",
-        "| rows | seconds | rows x embedded | seconds if linear |",
-        "|---|---|---|---|",
-        *[f"| {rows:,} | {seconds:.1f} | {rows / 936:.0f}x | {statistics.median(training) * rows / 936:.0f} |"
-          for rows, seconds in by_rows.items()],
+        scale_report(scale),
         "",
         "## Model quality on data it was not tuned on",
         "",
@@ -305,14 +287,15 @@ def main():
         model_dir = folder / "models"
         print("timing demand train...", file=sys.stderr)
         training = time_training(model_dir)
-        by_rows = time_training_by_rows(folder)
+        print("training, loading and scoring at scale...", file=sys.stderr)
+        scale = measure_scale()
         print("comparing presets and baselines...", file=sys.stderr)
         comparison = compare()
         print("loading the service...", file=sys.stderr)
         service = service_benchmarks(model_dir, folder, args.duration, args.connections)
         print("memory at the caps...", file=sys.stderr)
         memory = memory_at_caps(model_dir, folder)
-    text = report(training, by_rows, comparison, service, memory, args)
+    text = report(training, scale, comparison, service, memory, args)
     print(text)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -75,7 +75,7 @@ CHAPTER = TrainConfig()  # 3 -> 10 -> 5 -> 1, sigmoid, full-batch SGD lr 0.2 mom
 STEP_ROWS = 1024
 # Early stopping watches at most this many validation rows each epoch, a
 # fixed random sample; candidates are still ranked on the whole window.
-WATCHED_VALIDATION_ROWS = 4096
+WATCHED_VALIDATION_ROWS = 2048
 
 # The candidates of `--preset auto`, fixed in code and each a preset of its
 # own: the scale the network learns on (raw units, or log(1 + value), where a
