@@ -69,21 +69,18 @@ def load_file(path, skip_bad_rows=False, warn=None, require_target=True):
         raise DataError(f"{path}: cannot read the file: {err.strerror}") from None
     columns = (*FEATURES, TARGET) if require_target else FEATURES
     parquet = tables.is_parquet(path)
-    kept_records = None
     if parquet:
         file, names, wanted = tables.read_parquet_table(pa.BufferReader(raw), path, columns)
         table = file.read(columns=names).rename_columns(wanted)
-        checked = tables.check_columns(table, columns)
-        ragged = []
+        dropped = []
     else:
         table, _, ragged_rows = tables.read_csv_table(raw, path, columns)
-        checked = tables.check_columns(table, columns)
-        ragged, kept_records = tables.ragged_problems(ragged_rows, table.num_rows)
+        dropped = tables.ragged_problems(ragged_rows)
+    checked = tables.check_columns(table, columns)
     del table
-
     # Messages count records as the file does: a dropped ragged row still has its line.
-    record_of = (lambda index: int(kept_records[index])) if kept_records is not None else (lambda index: index)
-    problems = [(record_of(index), column, problem) for index, column, problem in checked.problems] + ragged
+    record_of = tables.kept_records(0, [index for index, _, _ in dropped])
+    problems = [(record_of(index), column, problem) for index, column, problem in checked.problems] + dropped
     bad_rows, skipped = report_problems(path, problems, tables.row_label(parquet), skip_bad_rows, warn)
     keep = checked.good()
     if not keep.any():

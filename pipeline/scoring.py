@@ -8,6 +8,7 @@ units_sold, anything else), then the forecast columns are added; an input
 column named like one of them is replaced.
 """
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -65,29 +66,48 @@ def features_of(checked, keep=None):
 
 
 class Output:
-    """Chunks written to a temporary file beside `path`, renamed into place only when all went well."""
+    """Chunks written to a temporary file beside `path`, renamed into place only when all went well.
+
+    Each chunk is written on a thread of its own while the next is read and
+    forecast (pyarrow's writers and ONNX Runtime release the GIL); at most
+    one chunk waits to be written, so memory stays at about two chunks.
+    """
 
     def __init__(self, path):
         self.path = Path(path)
         self.partial = self.path.with_name(f".{self.path.name}.partial")
         self.writer = None
+        self.pending = None
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="writer")
 
     def write(self, table):
+        self.wait()
         if self.writer is None:
             if tables.is_parquet(self.path):
                 self.writer = pq.ParquetWriter(self.partial, table.schema)
             else:
                 self.writer = pa_csv.CSVWriter(self.partial, table.schema)
-        self.writer.write_table(table)
+        self.pending = self.thread.submit(self.writer.write_table, table)
+
+    def wait(self):
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()
 
     def finish(self):
+        self.wait()
+        self.thread.shutdown()
         self.writer.close()
         os.replace(self.partial, self.path)
 
     def abandon(self):
-        if self.writer is not None:
-            self.writer.close()
-        self.partial.unlink(missing_ok=True)
+        try:
+            self.wait()
+        finally:
+            self.thread.shutdown()
+            if self.writer is not None:
+                self.writer.close()
+            self.partial.unlink(missing_ok=True)
 
 
 def score_file(input_path, output_path, bundle, skip_bad_rows=False, warn=None):
@@ -111,9 +131,9 @@ def _score_file(input_path, output_path, bundle, skip_bad_rows, warn, settings):
     output = Output(output_path)
     problems, written, outside = [], 0, 0
     try:
-        for chunk, dropped, records in tables.stream(input_path, FEATURES, **settings):
+        for chunk, dropped, record_of in tables.stream(input_path, FEATURES, **settings):
             checked = tables.check_columns(chunk, FEATURES)
-            problems += dropped + [(int(records[index]), column, problem)
+            problems += dropped + [(record_of(index), column, problem)
                                    for index, column, problem in checked.problems]
             if problems and not skip_bad_rows:
                 continue  # keep finding the bad rows, write nothing

@@ -24,8 +24,8 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 DATA_SUFFIXES = (".csv", *PARQUET_SUFFIXES)
 # Rows per chunk when a file is streamed (demand predict): big enough that
 # per-chunk costs vanish, small enough that memory stays flat.
-STREAM_CHUNK_ROWS = 1_000_000
-STREAM_BLOCK_BYTES = 32 << 20  # about 800k rows of a CSV like the embedded one
+STREAM_CHUNK_ROWS = 500_000
+STREAM_BLOCK_BYTES = 16 << 20  # about 400k rows of a CSV like the embedded one
 
 
 def is_parquet(path):
@@ -147,18 +147,11 @@ def read_parquet_table(source, path, required, optional=(TIME_COLUMN, SERIES_COL
     return parquet, [by_name[name] for name in wanted], wanted
 
 
-def ragged_problems(ragged, rows_read):
-    """Problems for rows the CSV reader dropped, and each kept row's record index (from 0).
-
-    pyarrow numbers rows by line, the header being line 1.
-    """
-    if not ragged.rows:
-        return [], None
-    dropped = sorted(number - 2 for number, _, _ in ragged.rows)
-    kept = np.setdiff1d(np.arange(rows_read + len(dropped)), dropped)
-    problems = [(number - 2, "(row)", f"has {cells} cells, the header has {expected}")
-                for number, cells, expected in sorted(ragged.rows)]
-    return problems, kept
+def ragged_problems(ragged):
+    """Problems for the rows the CSV reader dropped, by record index (pyarrow
+    numbers rows by line, the header being line 1)."""
+    return [(number - 2, "(row)", f"has {cells} cells, the header has {expected}")
+            for number, cells, expected in sorted(ragged.rows)]
 
 
 def check_columns(table, numbers, offset=0):
@@ -252,6 +245,18 @@ def _arrow_reason(err):
     return str(err).splitlines()[0][:200]
 
 
+def kept_records(kept_before, dropped):
+    """index -> record index of the rows of a chunk whose first row is the
+    `kept_before`-th row kept, when the reader has dropped the records
+    `dropped` (sorted; drops after the chunk may be among them: the parser
+    reads ahead)."""
+    if not dropped:
+        return lambda index: kept_before + index
+    # A drop is before kept row g exactly when fewer than g + 1 rows were kept before it.
+    kept_before_drop = np.asarray(dropped) - np.arange(len(dropped))
+    return lambda index: int(kept_before + index + np.searchsorted(kept_before_drop, kept_before + index, "right"))
+
+
 class ReadAgain(Exception):
     """A streamed file must be read again from the start with other settings:
     on one thread, which knows the line of a row with the wrong number of
@@ -264,7 +269,7 @@ class ReadAgain(Exception):
 
 def stream(path, required, threads=True, numbers=True):
     """Chunks of a CSV or Parquet file, each as (pyarrow Table of every column,
-    problems of rows the reader dropped, each kept row's record index).
+    problems of rows the reader dropped, kept_records() of the chunk).
 
     A CSV's `required` columns are parsed as numbers (with `numbers`), the
     others come as text and are passed through verbatim; a row with the wrong
@@ -278,11 +283,11 @@ def stream(path, required, threads=True, numbers=True):
             raise DataError(f"{path}: cannot be read as Parquet: {_arrow_reason(err)}") from None
         header = [name.strip() for name in parquet.schema_arrow.names]
         require_columns(header, required, path)
-        first = 0
+        kept = 0
         for batch in parquet.iter_batches(batch_size=STREAM_CHUNK_ROWS):
             table = pa.Table.from_batches([batch]).rename_columns(header)
-            yield table, [], np.arange(first, first + table.num_rows)
-            first += table.num_rows
+            yield table, [], kept_records(kept, [])
+            kept += table.num_rows
         return
     try:
         with open(path, "rb") as handle:
@@ -292,17 +297,16 @@ def stream(path, required, threads=True, numbers=True):
     require_columns(header, required, path)
     ragged = RaggedRows()
     options = csv_options(header, header, ragged, required if numbers else (), threads, STREAM_BLOCK_BYTES)
-    first = 0
+    kept, dropped = 0, []
     try:
         for batch in pa_csv.open_csv(path, **options):
             if any(number is None for number, _, _ in ragged.rows):
                 raise ReadAgain(threads=False)
-            dropped = [number - 2 for number, _, _ in ragged.rows]
-            problems, _ = ragged_problems(ragged, 0)
+            problems = ragged_problems(ragged)
+            dropped += [index for index, _, _ in problems]
             ragged.rows.clear()
-            records = np.setdiff1d(np.arange(first, first + batch.num_rows + len(dropped)), dropped)
-            yield pa.Table.from_batches([batch]), problems, records
-            first += batch.num_rows + len(dropped)
+            yield pa.Table.from_batches([batch]), problems, kept_records(kept, dropped)
+            kept += batch.num_rows
     except pa.ArrowInvalid as err:
         if numbers:
             raise ReadAgain(numbers=False) from None

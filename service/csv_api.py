@@ -46,9 +46,9 @@ def forecast_csv(raw, bundle, max_rows):
     if table.num_rows == 0 and not ragged.rows:
         raise ApiError(400, "the CSV body has a header but no rows")
     checked = tables.check_columns(table, FEATURES)
-    dropped, records = tables.ragged_problems(ragged, table.num_rows)
-    record = (lambda index: int(records[index])) if records is not None else (lambda index: index)
-    problems = dropped + [(record(index), column, problem) for index, column, problem in checked.problems]
+    dropped = tables.ragged_problems(ragged)
+    record_of = tables.kept_records(0, [index for index, _, _ in dropped])
+    problems = dropped + [(record_of(index), column, problem) for index, column, problem in checked.problems]
     if problems:
         raise ApiError(400, _problems_message(problems))
     scored, outside = append_forecasts(table, features_of(checked), bundle)
