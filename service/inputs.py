@@ -38,11 +38,12 @@ def require_identity_encoding(content_encoding):
 # What a body may hold before it is parsed, so that memory stays bounded by
 # the caps: 2.7 million empty objects fit in 8 MB and would cost 500 MB once
 # parsed. (objects and lists, JSON tokens) per row: a row of /predict is one
-# object and 7 tokens (3 keys, 3 values and a separator), a row of a V2 tensor
-# at most one list and 4 tokens, a week of a /forecast plan at most 3 (when it
-# is a whole series: its object, its list of weeks and the week) and 12. The
-# bounds leave room for a few extra fields.
-ROW_BUDGET = {"instance": (1, 10), "plan": (3, 16)}
+# object and 7 tokens (3 keys, 3 values and a separator), a columnar row of
+# /predict no container and 3 tokens (3 values, each with its separator), a
+# row of a V2 tensor at most one list and 4 tokens, a week of a /forecast plan
+# at most 3 (when it is a whole series: its object, its list of weeks and the
+# week) and 12. The bounds leave room for a few extra fields.
+ROW_BUDGET = {"instance": (1, 10), "columnar": (0, 4), "plan": (3, 16)}
 SLACK = 1024
 
 
@@ -51,7 +52,8 @@ def parse_json(raw, max_rows, row="instance"):
 
     Bodies that would make more Python objects than `max_rows` rows of the
     kind `row` (ROW_BUDGET) need are refused before parsing, so memory stays
-    bounded by the caps.
+    bounded by the caps. `row` may be a tuple of the kinds a route accepts:
+    the kind is unknown before parsing, so the largest budget applies.
     """
     check_token_count(raw, max_rows, row)
     try:
@@ -66,10 +68,11 @@ def parse_json(raw, max_rows, row="instance"):
 
 def check_token_count(raw, max_rows, row="instance"):
     """413 for a body that would make more objects than `max_rows` rows need."""
-    containers_per_row, tokens_per_row = ROW_BUDGET[row]
-    limit = tokens_per_row * max_rows + SLACK
     if len(raw) <= max_rows + SLACK:
         return  # a token takes at least one byte: nothing to count
+    budgets = [ROW_BUDGET[kind] for kind in ((row,) if isinstance(row, str) else row)]
+    containers_per_row, tokens_per_row = map(max, zip(*budgets))
+    limit = tokens_per_row * max_rows + SLACK
     # Every key and value but the outermost follows one of these bytes
     # (inside strings they overcount, never undercount).
     containers = raw.count(b"{") + raw.count(b"[")
@@ -93,9 +96,13 @@ def instances_from_body(body):
     raise ApiError(400, "body must be a JSON object: {\"instances\": [{...}, ...]} or one instance object")
 
 
+def check_row_count(rows, max_rows):
+    if rows > max_rows:
+        raise ApiError(413, f"{rows} rows is more than the limit of {max_rows} per request (DEMAND_MAX_ROWS)")
+
+
 def matrix_from_instances(instances, prefix, max_rows):
-    if len(instances) > max_rows:
-        raise ApiError(413, f"{len(instances)} rows is more than the limit of {max_rows} per request (DEMAND_MAX_ROWS)")
+    check_row_count(len(instances), max_rows)
     try:
         rows = list(map(features_of, instances))  # C-level loops throughout: this is the hot path
         if not set(map(type, chain.from_iterable(rows))) <= NUMBER_TYPES:  # bool is not a number here

@@ -2,6 +2,7 @@
 from pipeline.calibrate import DEFAULT_LEVELS, LEVELS as CALIBRATED_LEVELS
 from pipeline.schema import DOMAIN, FEATURES, INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR, OUTPUT_TENSORS
 
+from .columnar import OUTPUT_COLUMNS
 from .config import Settings
 from .plans import MAX_ID_LENGTH, MAX_LEVELS
 
@@ -48,6 +49,17 @@ INTERVALS = {"type": "object", "nullable": True,
              "additionalProperties": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
              "description": "{level: [low, high]}; null when the model has no per-step calibration"}
 NOTES = {"type": "array", "items": {"type": "string"}, "description": "what to know about the intervals"}
+EXTRAPOLATED = {"type": "array", "items": {"type": "string", "enum": list(FEATURES)},
+                "description": "features outside the range the model was trained on"}
+NUMBERS = {"type": "array", "items": {"type": "number"}}
+# The meaning of each output column of the columnar answer, by name (service.columnar.OUTPUT_COLUMNS).
+OUTPUT_COLUMN_SCHEMAS = dict(zip(OUTPUT_COLUMNS, [
+    {**NUMBERS, "description": "the forecast, in units"},
+    {**NUMBERS, "description": NORMALIZED_MEANING},
+    {**NUMBERS, "description": "the conformal interval's lower end, at interval_level"},
+    {**NUMBERS, "description": "the conformal interval's upper end, at interval_level"},
+    {"type": "array", "items": EXTRAPOLATED},
+], strict=True))
 
 
 SCHEMAS = {
@@ -58,8 +70,26 @@ SCHEMAS = {
             {"type": "object", "required": ["instances"],
              "properties": {"instances": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Instance"}},
                             "levels": LEVELS}},
+            {"$ref": "#/components/schemas/ColumnarRequest"},
             {"$ref": "#/components/schemas/Instance"},
         ]
+    },
+    "ColumnarRequest": {
+        "type": "object", "required": ["inputs"],
+        "description": "TF-Serving's columnar format: one list per feature, row i made of the i-th value of each; "
+                       "the answer is columnar too",
+        "properties": {
+            "inputs": {"type": "object", "required": list(FEATURES), "additionalProperties": False,
+                       "properties": {name: {"type": "array", "minItems": 1, "items": schema,
+                                             "description": "one value per row; every list has the same length"}
+                                      for name, schema in _instance()["properties"].items()}},
+            "fields": {"type": "array", "minItems": 1, "uniqueItems": True,
+                       "items": {"type": "string", "enum": list(OUTPUT_COLUMNS)},
+                       "description": "the output columns to answer, in this order; default: all"},
+            "levels": {**LEVELS, "description": "adds `intervals` to the outputs: " + LEVELS["description"]},
+        },
+        "example": {"inputs": {name: [value, value] for name, value in _instance()["example"].items()},
+                    "fields": list(OUTPUT_COLUMNS[:1])},
     },
     "Prediction": {
         "type": "object",
@@ -69,8 +99,7 @@ SCHEMAS = {
             NORMALIZED_TENSOR: {"type": "number", "description": NORMALIZED_MEANING},
             "interval": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
             "intervals": {**INTERVALS, "description": "only when the request has `levels`: " + INTERVALS["description"]},
-            "extrapolated": {"type": "array", "items": {"type": "string", "enum": list(FEATURES)},
-                             "description": "features outside the range the model was trained on"},
+            "extrapolated": EXTRAPOLATED,
         },
     },
     "PlannedWeek": _instance(FEATURES[1:]),
@@ -109,13 +138,39 @@ SCHEMAS = {
             "notes": NOTES,
         },
     },
-    "PredictResponse": {
+    "PredictResponse": {"oneOf": [{"$ref": "#/components/schemas/RowsResponse"},
+                                  {"$ref": "#/components/schemas/ColumnarResponse"}]},
+    "RowsResponse": {
         "type": "object",
         "required": ["model_version", "interval_level", "predictions"],
         "properties": {
             "model_version": {"type": "string"},
             "interval_level": {"type": "number"},
             "predictions": {"type": "array", "items": {"$ref": "#/components/schemas/Prediction"}},
+            "notes": NOTES,
+        },
+    },
+    "ColumnarResponse": {
+        "type": "object",
+        "required": ["model_version", "interval_level", "outputs"],
+        "description": "the answer to a ColumnarRequest: one list per output, in the order of the rows",
+        "properties": {
+            "model_version": {"type": "string"},
+            "interval_level": {"type": "number"},
+            "outputs": {
+                "type": "object",
+                "description": "the columns of `fields`, or all of them; `intervals` only when the request has `levels`",
+                "properties": {
+                    **OUTPUT_COLUMN_SCHEMAS,
+                    "intervals": {
+                        "type": "object", "nullable": True,
+                        "additionalProperties": {"type": "object", "required": ["low", "high"],
+                                                 "properties": {"low": NUMBERS, "high": NUMBERS}},
+                        "description": "{level: {low: [...], high: [...]}}; null when the model has no per-step "
+                                       "calibration",
+                    },
+                },
+            },
             "notes": NOTES,
         },
     },
@@ -216,7 +271,7 @@ def spec(admin_enabled=False):
         "/metrics": {"get": {"summary": "Prometheus metrics of all workers",
                              "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
-        "/predict": _predict_operation("Forecast units sold for one or more instances"),
+        "/predict": _predict_operation("Forecast units sold for one or more instances, as rows or as columns"),
         "/v1/models/demand:predict": _predict_operation("The same, at the TF-Serving / KServe V1 address"),
         "/forecast": {"post": {
             "summary": "Forecast a promotion plan several weeks ahead: each week's forecast is the next week's "

@@ -1,5 +1,6 @@
 """The simple JSON protocol: POST /predict and POST /v1/models/demand:predict
-(`instances` in, `predictions` out, as TF-Serving and KServe V1 do).
+(`instances` in, `predictions` out, as TF-Serving and KServe V1 do; or
+TF-Serving's columnar `inputs` in, `outputs` out: service/columnar.py).
 
 `forecast_json` does the work. The Flask view serves it with the usual request
 handling; `PredictFastPath`, a WSGI layer in front of Flask, serves the common
@@ -17,8 +18,9 @@ from pipeline.calibrate import level_key
 
 from . import metrics
 from .auth import check_token, prediction_token_required
+from .columnar import columnar_json, is_columnar, read_columnar
 from .errors import INTERNAL_ERROR, ApiError
-from .forecast_api import interval_notes
+from .forecast_api import BITS, OUTSIDE_NAMES, interval_notes
 from .inputs import instances_from_body, matrix_from_instances, parse_json, require_identity_encoding, require_json
 from .plans import read_levels
 from .serving import current_bundle, ready_bundle
@@ -26,8 +28,9 @@ from .serving import current_bundle, ready_bundle
 bp = Blueprint("predict", __name__)
 log = logging.getLogger("service.app")
 ROUTES = ("/predict", "/v1/models/demand:predict")
-NOTHING_OUTSIDE = []  # shared by every row inside the training range; never mutated
+NOTHING_OUTSIDE = OUTSIDE_NAMES[0]  # shared by every row inside the training range; never mutated
 ROWS_PER_SLICE = 8192
+BODY_KINDS = ("instance", "columnar")  # what a body of these routes may be (inputs.ROW_BUDGET)
 
 
 def forecast_json(raw, bundle, max_rows):
@@ -35,22 +38,22 @@ def forecast_json(raw, bundle, max_rows):
 
     With `levels` next to `instances`, each prediction also has `intervals`
     at those levels (the first step's calibration of pipeline.calibrate);
-    without, the answer is what it always was.
+    without, the answer is what it always was. A body with `inputs` is
+    columnar, and so is its answer.
     """
-    body = parse_json(raw, max_rows)
+    body = parse_json(raw, max_rows, row=BODY_KINDS)
+    if is_columnar(body):
+        request = read_columnar(body, max_rows)
+        del body  # garbage by now: memory for the answer
+        out, extrapolated = _forecast(bundle, request.X, request.ranges)
+        return columnar_json(_head(bundle), bundle, out, extrapolated, request)
     levels = read_levels(body["levels"]) if isinstance(body, dict) and "levels" in body and "instances" in body else None
     X, ranges = matrix_from_instances(*instances_from_body(body), max_rows)
     del body  # garbage by now: memory for the answer
-    out = bundle.forecast(X, ranges)
-    extrapolated = [NOTHING_OUTSIDE] * len(X)
-    for i, names in bundle.extrapolated_names(out).items():
-        extrapolated[i] = names
+    out, extrapolated = _forecast(bundle, X, ranges)
     columns = [out["units_sold"].tolist(), out["units_sold_normalized"].tolist(), out["low"].tolist(),
                out["high"].tolist(), extrapolated]
-    metrics.ROWS_JSON.inc(len(X))
-    if len(out["extrapolated_rows"]):
-        metrics.EXTRAPOLATED.inc(len(out["extrapolated_rows"]))
-    head = {"model_version": bundle.version, "interval_level": bundle.level}
+    head = _head(bundle)
     encode = _predictions
     if levels is not None:
         columns.append(_intervals(bundle, out["units_sold"], levels))
@@ -59,6 +62,25 @@ def forecast_json(raw, bundle, max_rows):
             head["notes"] = interval_notes(bundle, None, 1)
     head = orjson.dumps(head)[:-1]
     return b"".join([head, b',"predictions":[', b",".join(map(encode, _slices(columns, len(X)))), b"]}"])
+
+
+def _forecast(bundle, X, ranges):
+    """Bundle.forecast's answer, counted, and each row's extrapolated feature names."""
+    out = bundle.forecast(X, ranges)
+    extrapolated = [NOTHING_OUTSIDE] * len(X)
+    outside = out["extrapolated_rows"]
+    if len(outside):
+        # Shared lists by flag code: a new list per row (Bundle.extrapolated_names)
+        # cost twice the forecast when every row is outside.
+        for i, code in zip(outside.tolist(), (out["extrapolated_flags"] @ BITS).tolist()):
+            extrapolated[i] = OUTSIDE_NAMES[code]
+        metrics.EXTRAPOLATED.inc(len(outside))
+    metrics.ROWS_JSON.inc(len(X))
+    return out, extrapolated
+
+
+def _head(bundle):
+    return {"model_version": bundle.version, "interval_level": bundle.level}
 
 
 def _intervals(bundle, units, levels):

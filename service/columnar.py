@@ -1,0 +1,150 @@
+"""TF-Serving's columnar format of POST /predict: one list per feature in,
+one list per output out.
+
+    {"inputs": {"prev_week_sales": [76440, 20000], "discount_fraction": [63, 0], "weeks_to_next_holidays": [2, 3]},
+     "fields": ["units_sold", "interval_low", "interval_high"], "levels": [0.8]}
+    -> {"model_version": "v1", "interval_level": 0.9,
+        "outputs": {"units_sold": [...], "interval_low": [...], "interval_high": [...],
+                    "intervals": {"0.8": {"low": [...], "high": [...]}}}}
+
+Without `fields` every column of OUTPUT_COLUMNS comes back; `intervals` only
+with `levels` (null, with `notes`, for a model without per-step calibration).
+The values are those of the row format (`instances`) for the same rows.
+
+Columns are the cheap shape for large requests: no object per row on the way
+in or out. A well-formed body costs one type check and one numpy conversion
+per request, and the answer is encoded from the numpy arrays directly; only a
+bad body is walked value by value, to name the first bad one.
+"""
+from dataclasses import dataclass
+from itertools import chain
+
+import numpy as np
+import orjson
+
+from pipeline.calibrate import level_key
+from pipeline.normalize import column_ranges
+from pipeline.schema import FEATURES, NORMALIZED_TENSOR, OUTPUT_TENSOR, domain_problem
+
+from .errors import ApiError
+from .forecast_api import interval_notes
+from .inputs import NUMBER_TYPES, check_domain, check_row_count, features_of
+from .plans import read_levels
+
+# What one row of the answer has, in this order; `fields` picks among them.
+OUTPUT_COLUMNS = (OUTPUT_TENSOR, NORMALIZED_TENSOR, "interval_low", "interval_high", "extrapolated")
+FEATURE_LIST = ", ".join(FEATURES)
+OUTPUT_LIST = ", ".join(OUTPUT_COLUMNS)
+
+
+@dataclass
+class ColumnarRequest:
+    X: np.ndarray  # [rows, len(FEATURES)] float64, every value inside the domain
+    ranges: tuple  # column_ranges(X)
+    fields: tuple  # the output columns asked for, in the order asked
+    levels: list  # interval levels for `intervals`; None: no `intervals`
+
+
+def is_columnar(body):
+    return isinstance(body, dict) and "inputs" in body
+
+
+def read_columnar(body, max_rows):
+    """A validated ColumnarRequest from a parsed body with `inputs`; ApiError names what is wrong."""
+    if "instances" in body:
+        raise ApiError(400, "send either 'instances' (one object per row) or 'inputs' (one list per feature), not both")
+    fields = read_fields(body["fields"]) if "fields" in body else OUTPUT_COLUMNS
+    levels = read_levels(body["levels"]) if "levels" in body else None
+    X, ranges = matrix_from_columns(body["inputs"], max_rows)
+    return ColumnarRequest(X, ranges, fields, levels)
+
+
+def read_fields(value):
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise ApiError(400, f"fields must be a list of output names, some of {OUTPUT_LIST}")
+    if not value:
+        raise ApiError(400, f"fields is empty: name at least one of {OUTPUT_LIST}")
+    for i, name in enumerate(value):
+        if name not in OUTPUT_COLUMNS:
+            raise ApiError(400, f"fields[{i}] {name[:40]!r} is not an output; the outputs are {OUTPUT_LIST}")
+    if len(set(value)) != len(value):
+        raise ApiError(400, "fields names an output twice")
+    return tuple(value)
+
+
+def matrix_from_columns(inputs, max_rows):
+    """`inputs` {feature: [values]} -> (X [rows, features] float64, column ranges)."""
+    if not isinstance(inputs, dict):
+        raise ApiError(400, f"'inputs' must be an object with one list of numbers per feature: {FEATURE_LIST}")
+    try:
+        columns = features_of(inputs)
+    except KeyError:
+        missing = next(name for name in FEATURES if name not in inputs)
+        raise ApiError(400, f"inputs.{missing} is missing") from None
+    if len(inputs) != len(FEATURES):
+        unknown = next(name for name in inputs if name not in FEATURES)
+        raise ApiError(400, f"inputs.{unknown[:40]} is not a feature; the features are {FEATURE_LIST}")
+    for name, column in zip(FEATURES, columns):
+        if not isinstance(column, list):
+            raise ApiError(400, f"inputs.{name} must be a list of numbers, got {json_kind(column)}")
+    lengths = list(map(len, columns))
+    if len(set(lengths)) > 1:
+        raise ApiError(400, "the columns of inputs must have the same length, got "
+                            + ", ".join(f"{name}: {length}" for name, length in zip(FEATURES, lengths)))
+    if not lengths[0]:
+        raise ApiError(400, "the columns of inputs are empty: send at least one row")
+    check_row_count(lengths[0], max_rows)
+    try:
+        # numpy would take True as 1, "7" as 7 and null as NaN: only JSON numbers pass this.
+        if not set(map(type, chain.from_iterable(columns))) <= NUMBER_TYPES:
+            raise TypeError
+        X = np.array(columns, dtype=np.float64).T  # [features, rows] -> a [rows, features] view
+    except (TypeError, OverflowError, ValueError):
+        raise _first_bad_value(columns) from None
+    ranges = column_ranges(X)
+    check_domain(X, lambda i, name: f"inputs.{name}[{i}]", ranges)
+    return X, ranges
+
+
+def _first_bad_value(columns):
+    """The 400 naming the first bad value in row order, as check_domain names one."""
+    for i, values in enumerate(zip(*columns)):
+        for name, value in zip(FEATURES, values):
+            problem = domain_problem(name, value)
+            if problem:
+                return ApiError(400, f"inputs.{name}[{i}] {problem}")
+    return ApiError(400, "inputs could not be read as numbers")
+
+
+JSON_KINDS = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+              float: "a number", type(None): "null"}
+
+
+def json_kind(value):
+    """What a parsed JSON value is, in JSON's words."""
+    return JSON_KINDS.get(type(value), "a value")
+
+
+def columnar_json(head, bundle, out, extrapolated, request):
+    """The answer's bytes, from Bundle.forecast's `out` and the per-row `extrapolated` names.
+
+    orjson writes the numpy arrays itself, in C; float32 forecasts are widened
+    first, so each value is written as the row format writes it.
+    """
+    columns = dict(zip(OUTPUT_COLUMNS, [*map(_float64, (out["units_sold"], out["units_sold_normalized"], out["low"],
+                                                         out["high"])), extrapolated], strict=True))
+    outputs = {name: columns[name] for name in request.fields}
+    if request.levels is not None:
+        bounds = bundle.plan_intervals(out["units_sold"].reshape(-1, 1), request.levels)["intervals"]
+        if bounds is None:
+            head["notes"] = interval_notes(bundle, None, 1)
+            outputs["intervals"] = None
+        else:
+            outputs["intervals"] = {level_key(level): {"low": _float64(low[:, 0]), "high": _float64(high[:, 0])}
+                                    for level, (low, high) in bounds.items()}
+    head["outputs"] = outputs
+    return orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _float64(values):
+    return np.ascontiguousarray(values, dtype=np.float64)  # orjson writes only C-contiguous arrays
