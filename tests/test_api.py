@@ -126,7 +126,7 @@ def test_health_reports_the_provider_really_used(client, expected_provider):
 
 
 def test_require_gpu_keeps_a_cpu_worker_unready(make_app):
-    app = make_app(REQUIRE_GPU=True)
+    app = make_app(REQUIRE_GPU=True, PROVIDER="cpu")  # a CPU worker on any host, a GPU one too
     response = app.test_client().get("/readyz")
     assert response.status_code == 503 and "DEMAND_REQUIRE_GPU" in response.get_json()["error"]
 

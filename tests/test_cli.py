@@ -21,7 +21,7 @@ def test_train_json_on_stdout_progress_on_stderr(runner, small_csv, model_dir):
     result = runner.invoke(main, ["train", "--data", str(small_csv), "--model-dir", str(model_dir), "--epochs", "30", "--json"])
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
-    assert document["version"] == "v1" and document["champion"] is True and document["device"] == "cpu"
+    assert document["version"] == "v1" and document["champion"] is True and document["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     assert document["metrics"]["holdout"]["model"]["wape"] > 0
     assert "candidate log-large-batch" in result.stderr and "epoch 1/" in result.stderr and "published v1" in result.stderr
 
