@@ -22,11 +22,12 @@ NUMBER_TYPES = {int, float}
 features_of = itemgetter(*FEATURES)
 
 
-def require_json(content_type):
-    """415 unless the Content-Type header `content_type` says JSON."""
+def require_json(content_type, also=()):
+    """415 unless the Content-Type header `content_type` says JSON (`also`: other types the route takes, for the message)."""
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     if media_type != "application/json":
-        raise ApiError(415, f"Content-Type must be application/json, got {media_type[:64] or 'none'}")
+        accepted = " or ".join(("application/json", *also))
+        raise ApiError(415, f"Content-Type must be {accepted}, got {media_type[:64] or 'none'}")
 
 
 def require_identity_encoding(content_encoding):

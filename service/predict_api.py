@@ -19,6 +19,7 @@ from pipeline.calibrate import level_key
 from . import metrics
 from .auth import check_token, prediction_token_required
 from .columnar import columnar_json, is_columnar, read_columnar
+from .csv_api import MEDIA_TYPE as CSV_MEDIA_TYPE, forecast_csv, is_csv
 from .errors import INTERNAL_ERROR, ApiError
 from .forecast_api import BITS, OUTSIDE_NAMES, interval_notes
 from .inputs import instances_from_body, matrix_from_instances, parse_json, require_identity_encoding, require_json
@@ -123,7 +124,13 @@ def _predictions_with_levels(columns):
 @bp.post(ROUTES[1])
 @prediction_token_required
 def predict():
-    require_json(request.headers.get("Content-Type"))
+    content_type = request.headers.get("Content-Type")
+    if is_csv(content_type):  # a table of weeks in, the same table with forecasts out (service/csv_api.py)
+        require_identity_encoding(request.headers.get("Content-Encoding"))
+        bundle = current_bundle()
+        body = forecast_csv(request.get_data(cache=False), bundle, current_app.config["SETTINGS"].max_rows)
+        return Response(body, mimetype="text/csv")
+    require_json(content_type, also=(CSV_MEDIA_TYPE,))
     bundle = current_bundle()
     body = forecast_json(request.get_data(cache=False), bundle, current_app.config["SETTINGS"].max_rows)
     return Response(body, mimetype="application/json")
