@@ -19,6 +19,13 @@ OUTPUT_TENSOR = TARGET
 NORMALIZED_TENSOR = f"{TARGET}_normalized"
 OUTPUT_TENSORS = (OUTPUT_TENSOR, NORMALIZED_TENSOR)
 
+# The columns batch scoring adds to a table of weeks (`demand predict`, and
+# POST /predict with a CSV body). Named apart from TARGET, which a table of
+# past weeks may hold as the actual sales.
+FORECAST_COLUMN, LOW_COLUMN, HIGH_COLUMN = f"forecast_{TARGET}", "interval_low", "interval_high"
+EXTRAPOLATED_COLUMN, VERSION_COLUMN = "extrapolated", "model_version"
+FORECAST_COLUMNS = (FORECAST_COLUMN, LOW_COLUMN, HIGH_COLUMN, EXTRAPOLATED_COLUMN, VERSION_COLUMN)
+
 # The model reads float32: a larger value would become infinity inside it.
 FLOAT32_MAX = 3.4028234663852886e38
 

@@ -18,11 +18,8 @@ import pyarrow.parquet as pq
 
 from . import tables
 from .errors import DataError
-from .schema import FEATURES
+from .schema import EXTRAPOLATED_COLUMN, FEATURES, FORECAST_COLUMN, HIGH_COLUMN, LOW_COLUMN, VERSION_COLUMN
 
-FORECAST_COLUMN, LOW_COLUMN, HIGH_COLUMN = "forecast_units_sold", "interval_low", "interval_high"
-EXTRAPOLATED_COLUMN, VERSION_COLUMN = "extrapolated", "model_version"
-FORECAST_COLUMNS = (FORECAST_COLUMN, LOW_COLUMN, HIGH_COLUMN, EXTRAPOLATED_COLUMN, VERSION_COLUMN)
 DECIMALS = 1  # forecasts are whole units; one decimal shows the model's own rounding
 
 # "extrapolated": the features outside the training range, joined by ";", for

@@ -10,12 +10,7 @@ the same rows, column for column (pipeline.scoring), so that
 answers a file ready to open in a spreadsheet. A bad row is a 400 naming its
 line and column, as `demand predict` names it.
 """
-import pyarrow as pa
-import pyarrow.csv as pa_csv
-
-from pipeline import tables
 from pipeline.errors import DataError
-from pipeline.scoring import append_forecasts, features_of
 from pipeline.schema import FEATURES
 
 from . import metrics
@@ -32,6 +27,13 @@ def is_csv(content_type):
 
 def forecast_csv(raw, bundle, max_rows):
     """CSV body bytes -> CSV answer bytes; raises ApiError for bad input."""
+    # pyarrow is imported on the first CSV body: 40 MB that a worker serving only JSON never pays.
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    from pipeline import tables
+    from pipeline.scoring import append_forecasts, features_of
+
     if not raw.strip():
         raise ApiError(400, f"the CSV body is empty: send a header row naming {', '.join(FEATURES)}, then the rows")
     # A row is a line: a body with more lines than the cap allows is refused before it is parsed.
@@ -61,8 +63,10 @@ def forecast_csv(raw, bundle, max_rows):
 
 
 def _problems_message(problems):
+    from pipeline.tables import row_label
+
     bad_rows = len({index for index, _, _ in problems})
-    label = tables.row_label(parquet=False)
+    label = row_label(parquet=False)
     first = sorted(problems, key=lambda p: p[0])[:SHOWN_PROBLEMS]
     named = "; ".join(f"{label(index)}, column {column!r}: {problem}" for index, column, problem in first)
     more = f" (and {len(problems) - len(first)} more)" if len(problems) > len(first) else ""

@@ -1,6 +1,7 @@
 """OpenAPI 3 description of every route the service answers."""
 from pipeline.calibrate import DEFAULT_LEVELS, LEVELS as CALIBRATED_LEVELS
-from pipeline.schema import DOMAIN, FEATURES, INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR, OUTPUT_TENSORS
+from pipeline.schema import (DOMAIN, FEATURES, FORECAST_COLUMNS, INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR,
+                             OUTPUT_TENSORS)
 
 from .columnar import OUTPUT_COLUMNS
 from .config import Settings
@@ -242,11 +243,24 @@ def _pick(*codes):
     return {code: ERRORS[code] for code in codes}
 
 
+# A CSV table of weeks: a header row naming the features (other columns ride
+# along), then one row per week. The answer is that table with these added.
+CSV_REQUEST = {"type": "string", "description": "CSV with a header row naming " + ", ".join(FEATURES)
+               + "; any other columns are passed through",
+               "example": "series,week," + ",".join(FEATURES) + "\nstore-01,2026-01-05,40000,30,2\n"}
+CSV_ANSWER = {"type": "string", "description": "The request's table with the columns " + ", ".join(FORECAST_COLUMNS)
+              + " added, as `demand predict` writes it"}
+
+
 def _predict_operation(summary):
+    answer = _json("PredictResponse", "Forecasts with a conformal interval (JSON), or the CSV table with forecast columns")
+    answer["content"]["text/csv"] = {"schema": CSV_ANSWER}
     return {"post": {
         "summary": summary, "security": SECURED,
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}}},
-        "responses": {"200": _json("PredictResponse", "Forecasts with a conformal interval"), **_pick("400", "401", "403", "413", "415", "503")},
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}},
+            "text/csv": {"schema": CSV_REQUEST}}},
+        "responses": {"200": answer, **_pick("400", "401", "403", "413", "415", "503")},
     }}
 
 

@@ -6,7 +6,7 @@ import pyarrow.csv as pa_csv
 import pytest
 import requests
 
-from pipeline.scoring import FORECAST_COLUMNS
+from pipeline.schema import FORECAST_COLUMNS
 from service.testing import running_service
 
 from .conftest import DEFAULT_CSV, invoke

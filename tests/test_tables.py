@@ -13,8 +13,8 @@ from pipeline.bundle import Bundle
 from pipeline.data import load_file
 from pipeline.errors import DataError
 from pipeline.registry import Registry
-from pipeline.schema import FEATURES
-from pipeline.scoring import FORECAST_COLUMNS, score_file
+from pipeline.schema import FEATURES, FORECAST_COLUMNS
+from pipeline.scoring import score_file
 from pipeline.sources import load_sources
 
 from .conftest import DEFAULT_CSV, invoke, write_rows
@@ -159,7 +159,7 @@ def test_predict_command_agrees_with_the_loader(runner, published, tmp_path):
     out = tmp_path / "scored.parquet"
     result = invoke(runner, "predict", "--input", str(DEFAULT_CSV), "--output", str(out), "--model-dir", str(published))
     assert result.exit_code == 0, result.output
-    assert f"wrote 936 forecasts from model v1" in result.stderr
+    assert "wrote 936 forecasts from model v1" in result.stderr
     table = pq.read_table(out)
     assert table.column("model_version").unique().to_pylist() == ["v1"]
     with open(DEFAULT_CSV) as handle:
