@@ -24,7 +24,8 @@ import orjson
 
 from pipeline.calibrate import level_key
 from pipeline.normalize import column_ranges
-from pipeline.schema import FEATURES, NORMALIZED_TENSOR, OUTPUT_TENSOR, domain_problem
+from pipeline.schema import (EXTRAPOLATED_COLUMN, FEATURES, HIGH_COLUMN, LOW_COLUMN, NORMALIZED_TENSOR, OUTPUT_TENSOR,
+                             domain_problem)
 
 from .errors import ApiError
 from .forecast_api import interval_notes
@@ -32,7 +33,8 @@ from .inputs import NUMBER_TYPES, check_domain, check_row_count, features_of
 from .plans import read_levels
 
 # What one row of the answer has, in this order; `fields` picks among them.
-OUTPUT_COLUMNS = (OUTPUT_TENSOR, NORMALIZED_TENSOR, "interval_low", "interval_high", "extrapolated")
+# The interval and extrapolated columns are named as in batch scoring's tables.
+OUTPUT_COLUMNS = (OUTPUT_TENSOR, NORMALIZED_TENSOR, LOW_COLUMN, HIGH_COLUMN, EXTRAPOLATED_COLUMN)
 FEATURE_LIST = ", ".join(FEATURES)
 OUTPUT_LIST = ", ".join(OUTPUT_COLUMNS)
 
