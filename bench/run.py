@@ -93,6 +93,18 @@ def rss_mb(pid):
     return float("nan")
 
 
+CSV_ROWS = 10_000
+
+
+def csv_body(rows):
+    """The first `rows` weeks of the embedded data (repeated as needed), every column but the actual sales."""
+    lines = (ROOT / "data" / "demand.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    keep = [i for i, name in enumerate(header) if name != "units_sold"]
+    weeks = [",".join(line.split(",")[i] for i in keep) for line in lines[1:]]
+    return ("\n".join([",".join(header[i] for i in keep), *(weeks * (rows // len(weeks) + 1))[:rows]]) + "\n").encode()
+
+
 def service_benchmarks(model_dir, folder, duration, connections):
     one = json.dumps({"instances": [ONE_ROW]}).encode()
     batch = json.dumps({"instances": [ONE_ROW] * 1000}).encode()
@@ -108,6 +120,7 @@ def service_benchmarks(model_dir, folder, duration, connections):
          "weeks": [{"discount_fraction": (10 * (i + w)) % 60, "weeks_to_next_holidays": (w + i) % 9} for w in range(8)]}
         for i in range(1000)]}).encode()
     scripts = {
+        "csv": lua_script(folder, "csv", csv_body(CSV_ROWS), {"Content-Type": "text/csv"}),
         "forecast": lua_script(folder, "forecast", plan, json_headers),
         "one": lua_script(folder, "one", one, json_headers),
         "batch": lua_script(folder, "batch", batch, json_headers),
@@ -143,6 +156,15 @@ def service_benchmarks(model_dir, folder, duration, connections):
         results["v2_binary"]["all_rps"] = [round(r["rps"], 1) for r in binary_runs]
         pids = worker_pids(service.process.pid)
         results["worker_rss_mb"] = [round(rss_mb(p), 1) for p in pids]
+        # Formats for many rows: columns, and rows inside and outside the training range (bench/columnar.py)...
+        from bench.columnar import columnar_benchmarks  # here: it imports this module
+
+        results["columnar"] = columnar_benchmarks(service.url, folder, duration, connections)
+        # ... and a CSV table of 10k weeks; the worker imports pyarrow on the first one.
+        csv_runs = [wrk(service.url + "/predict", scripts["csv"], duration, 8) for _ in range(3)]
+        results["csv"] = sorted(csv_runs, key=lambda r: r["rps"])[1]
+        results["csv"]["all_rps"] = [round(r["rps"], 1) for r in csv_runs]
+        results["worker_rss_after_csv_mb"] = [round(rss_mb(p), 1) for p in pids]
         results["ready_s"] = [float(s) for s in re.findall(r"worker ready ([\d.]+) s after its process started", service.log())]
         results["workers"] = len(pids)
     return results
@@ -190,6 +212,20 @@ def memory_at_caps(model_dir, folder):
             results[name] = {"bytes": len(body), "status": response.status_code,
                              "rise_mb": peak_rss_mb(pid) - before}
     return results
+
+
+def columnar_lines(s, verdict):
+    """Report rows of bench/columnar.py's runs: 1000 rows per request in each format."""
+    c = s["columnar"]
+    names = {"columnar_inside": ("columnar JSON", ">= 3 M rows/s"), "columnar_outside": ("columnar JSON, rows outside the training range", ""),
+             "rows_inside": ("row JSON (`instances`)", ""), "rows_outside": ("row JSON, rows outside the training range", "")}
+    lines = []
+    for key, (label, target) in names.items():
+        r = c[key]
+        ok = verdict(r["rows_per_s"] >= 3e6) if target else ""
+        lines.append(f"| `/predict`, 1000 rows per request, {label} | {r['rows_per_s'] / 1e6:.2f} M rows/s ({r['rps']:,.0f} req/s, "
+                     f"p99 {r['p99_ms']:.1f} ms) | {target} | {ok} |")
+    return lines
 
 
 def machine():
@@ -244,9 +280,12 @@ def report(training, scale, comparison, service, memory, args):
         f"| >= 3 M rows/s | {verdict(batch_rows >= 3e6)} |",
         f"| V2 binary, 100k rows per request | {binary_rows / 1e6:.1f} M rows/s ({s['v2_binary']['rps']:,.1f} req/s, p99 {s['v2_binary']['p99_ms']:.1f} ms; runs: {s['v2_binary']['all_rps']}) "
         f"| >= 20 M rows/s | {verdict(binary_rows >= 20e6)} |",
+        *columnar_lines(s, verdict),
+        f"| CSV, {CSV_ROWS:,} rows per request (`text/csv`) | {s['csv']['rps'] * CSV_ROWS / 1e6:.2f} M rows/s ({s['csv']['rps']:,.1f} req/s, p99 {s['csv']['p99_ms']:.0f} ms; runs: {s['csv']['all_rps']}) "
+        f"| >= 2 M rows/s | {verdict(s['csv']['rps'] * CSV_ROWS >= 2e6)} |",
         f"| `/forecast`, 1,000 series x 8 weeks per request | {s['forecast']['rps'] * 8000 / 1e3:,.0f} k forecast weeks/s ({s['forecast']['rps']:,.1f} req/s, p99 {s['forecast']['p99_ms']:.0f} ms; runs: {s['forecast']['all_rps']}) "
         f"| >= 500 k weeks/s | {verdict(s['forecast']['rps'] * 8000 >= 500e3)} |",
-        f"| worker RSS after the runs | {', '.join(f'{r:.0f}' for r in s['worker_rss_mb'])} MB | <= 100 MB | {verdict(max(s['worker_rss_mb']) <= 100)} |",
+        f"| worker RSS after the runs | {', '.join(f'{r:.0f}' for r in s['worker_rss_mb'])} MB (after the CSV runs too, pyarrow loaded: {', '.join(f'{r:.0f}' for r in s['worker_rss_after_csv_mb'])} MB) | <= 100 MB | {verdict(max(s['worker_rss_mb']) <= 100)} |",
         f"| worker ready after process start | {', '.join(f'{r:.2f}' for r in s['ready_s'])} s | <= 1 s | {verdict(max(s['ready_s']) <= 1)} |",
         "",
         "Errors during the runs (non-2xx responses, socket errors): "
