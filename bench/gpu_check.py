@@ -1,9 +1,9 @@
-"""The measurements of bench/gpu_check.sh on the lent GPU machine, one subcommand per phase.
+"""The measurements of bench/gpu_check.sh on a GPU machine, one subcommand per phase.
 
 bench/gpu_check.sh installs onnxruntime-gpu and the service's packages, points
 the loader at the image's CUDA 13 and cuDNN 9 libraries, trains the served
 model and generates the data, then runs these in turn; each writes one small
-JSON file (the device call brings back at most 8 files):
+JSON file (the remote run brings back at most 8 files):
 
     env        what the machine and the Python environment are           env.json
     service    `demand serve` on CUDA with DEMAND_REQUIRE_GPU=1: /readyz,   service.json
@@ -35,11 +35,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
-AGREEMENT = 1e-5  # relative error allowed between CUDA's and the CPU's forecasts (issue 14)
+AGREEMENT = 1e-5  # relative error allowed between CUDA's and the CPU's forecasts
 REQUEST_ROWS = "10000,100000,1000000"
 # GPU_CHECK_REHEARSE=1: a rehearsal on a machine without a GPU (tests/test_gpu_check.py),
 # where the GPU side of every comparison runs on the CPU. Its figures mean nothing; it
-# proves the code still runs, so that a lent GPU machine's minutes are not spent on a typo.
+# proves the code still runs, so that a GPU machine's minutes are not spent on a typo.
 REHEARSAL = os.environ.get("GPU_CHECK_REHEARSE") == "1"
 GPU_DEVICE = "cpu" if REHEARSAL else "cuda"  # torch
 GPU_PROVIDER = CPU if REHEARSAL else CUDA  # ONNX Runtime

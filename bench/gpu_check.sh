@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The GPU path, proven on the lent GPU machine in ONE device call (issue 14):
+# The GPU path, proven on a GPU machine in ONE remote run:
 # ONNX Runtime's CUDA provider in the service, and training where the GPU pays.
 #
 #   bash bench/gpu_check.sh           the whole check; results under $OUT (8 files at most)
 #   bash bench/gpu_check.sh --parts   only say which onnxruntime-gpu wheel parts this machine holds
 #
-# Before it: `bash bench/gpu_prepare.sh` here, then the device calls it prints
+# Before it: `bash bench/gpu_prepare.sh` here, then the remote runs it prints
 # (each carries one part; the last one runs this). On a machine without a GPU
 # this says so and exits 0 at once, before anything is joined, installed,
 # generated or trained.

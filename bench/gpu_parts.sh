@@ -3,7 +3,7 @@
 # bench/gpu_prepare.sh splits (here), bench/gpu_check.sh joins (there), and
 # tests/test_gpu_check.py runs both halves on a small file.
 #
-# Why parts: one device call carries at most 64 MiB (working tree included) and
+# Why parts: one remote run carries at most 64 MiB (working tree included) and
 # the onnxruntime-gpu wheel is about 245 MiB. Why one folder per part: a call's
 # `carry` names whole paths, and a part carried earlier stays on the warm
 # machine only if the next call does not carry its folder again.
@@ -103,7 +103,7 @@ gpu_join() {
   echo "$out"
 }
 
-# gpu_plan_calls CAPACITY PATH...: the paths grouped into device calls, in
+# gpu_plan_calls CAPACITY PATH...: the paths grouped into remote runs, in
 # order, each group's total size (du -sb) at most CAPACITY bytes; one line per
 # call, the paths separated by spaces. Fails if one path alone is too big.
 gpu_plan_calls() {

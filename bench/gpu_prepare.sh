@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Run HERE (with network access), before bench/gpu_check.sh runs on the lent GPU machine.
+# Run HERE (with network access), before bench/gpu_check.sh runs on a GPU machine.
 #
 # The GPU machine has Python 3.12, torch (CUDA 13), the NVIDIA CUDA 13 and cuDNN 9
-# wheels and onnxruntime's CPU build, but can fetch nothing, and one device call
+# wheels and onnxruntime's CPU build, but can fetch nothing, and one remote run
 # carries at most 64 MiB. So this script downloads, for CPython 3.12 on x86-64 Linux:
 #   - the onnxruntime-gpu wheel (the version the Dockerfile pins, ~245 MiB), split
 #     into parts under 60 MiB, one folder each: .gpu/part1, .gpu/part2, ...
 #   - the small wheels the service, the training CLI and the check need that the
 #     machine's image lacks (Flask, gunicorn, orjson, croniter, tritonclient and
 #     its HTTP stack): .gpu/wheels
-# and prints the device calls to make, back to back, each carrying one folder,
+# and prints the remote runs to make, back to back, each carrying one folder,
 # the last one running the check. Everything is under .gpu/, which git ignores.
 #
 # Usage: bash bench/gpu_prepare.sh
@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 source bench/gpu_parts.sh
 
 GPU_DIR=.gpu
-LIMIT=$((64 << 20))     # what one device call may carry: working tree plus carried folders
+LIMIT=$((64 << 20))     # what one remote run may carry: working tree plus carried folders
 MARGIN=$((2 << 20))     # room for files others add to the tree before the calls are made
 PART_MAX=$((59 << 20))  # parts stay under 60 MiB
 PY=${PYTHON:-.venv/bin/python}
@@ -94,7 +94,7 @@ echo
 echo "$(basename "$WHEEL"): $(stat -c %s "$WHEEL") bytes in $parts parts of at most $part_bytes bytes;"
 echo "small wheels: $(ls "$GPU_DIR/wheels" | wc -l) files, $(du -sb "$GPU_DIR/wheels" | cut -f1) bytes; working tree: $tree bytes."
 {
-  echo "Device calls, ${#calls[@]} in all, back to back: the machine goes back after 30 s idle, and the"
+  echo "Remote runs, ${#calls[@]} in all, back to back: the machine goes back after 30 s idle, and the"
   echo "parts it holds with it. Each call before the last only reports the parts the machine holds;"
   echo "if one says a part sent earlier is missing, the machine went back: start again at call 1."
   echo "Give the last call timeout_s = min(600, budget_left_s - 30) and, when that is under 600,"

@@ -1,6 +1,6 @@
 """bench/gpu_check.sh and the wheel parts it joins, checked where there is no GPU.
 
-The check itself only means something on the lent GPU machine; here it must say
+The check itself only means something on a GPU machine; here it must say
 there is no GPU and stop at once, the split/join of bench/gpu_parts.sh must give
 back the very bytes, and a rehearsal (GPU_CHECK_REHEARSE=1, the GPU side on the
 CPU) must run every step, so that a GPU machine's few minutes are never spent on
@@ -164,7 +164,7 @@ def test_a_rehearsal_runs_every_step_and_brings_back_at_most_8_files(tmp_path):
     files = sorted(p.name for p in out.iterdir())
     assert files == ["env.json", "log.txt", "ort.json", "service.json", "summary.txt", "train_cli.json",
                      "train_epochs.json"]
-    assert all(re.fullmatch(r"[A-Za-z0-9._-]+", name) for name in files)  # what a device call brings back
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+", name) for name in files)  # what a remote run brings back
     summary = (out / "summary.txt").read_text()
     assert summary.startswith("GPU check: all checks passed") and "REHEARSAL" in summary
     for figure in ("HTTP V2 binary, cuda service", "cuda_one_run", "s/epoch", "demand train end to end"):
