@@ -214,6 +214,15 @@ def memory_at_caps(model_dir, folder):
     return results
 
 
+def runs_of(service):
+    """(name, wrk result) of every run, the columnar ones included."""
+    for name, value in service.items():
+        if isinstance(value, dict) and "non_2xx" in value:
+            yield name, value
+        elif isinstance(value, dict):
+            yield from ((f"{name} {inner}", run) for inner, run in value.items())
+
+
 def columnar_lines(s, verdict):
     """Report rows of bench/columnar.py's runs: 1000 rows per request in each format."""
     c = s["columnar"]
@@ -289,7 +298,7 @@ def report(training, scale, comparison, service, memory, args):
         f"| worker ready after process start | {', '.join(f'{r:.2f}' for r in s['ready_s'])} s | <= 1 s | {verdict(max(s['ready_s']) <= 1)} |",
         "",
         "Errors during the runs (non-2xx responses, socket errors): "
-        + "; ".join(f"{k}: {v['non_2xx']}, {v['socket_errors'] or 'none'}" for k, v in s.items() if isinstance(v, dict)) + ".",
+        + "; ".join(f"{k}: {v['non_2xx']}, {v['socket_errors'] or 'none'}" for k, v in runs_of(s)) + ".",
         "",
         "## Memory at the caps",
         "",
@@ -334,6 +343,10 @@ def main():
         service = service_benchmarks(model_dir, folder, args.duration, args.connections)
         print("memory at the caps...", file=sys.stderr)
         memory = memory_at_caps(model_dir, folder)
+    # The raw figures first: a report that fails to render loses none of them.
+    raw = (args.output or Path("benchmarks.md")).with_suffix(".json")
+    raw.write_text(json.dumps({"training": training, "scale": scale, "comparison": comparison, "service": service,
+                               "memory": memory}, indent=1, default=str))
     text = report(training, scale, comparison, service, memory, args)
     print(text)
     if args.output:

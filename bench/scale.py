@@ -22,6 +22,7 @@ TARGET_SECONDS = {"100k rows": 30, "1M rows": 180}
 TARGET_TRAIN_RSS_MB = 2048
 LOAD_TARGET_S, PREDICT_TARGET_RSS_MB, PREDICT_TARGET_ROWS_S = 3.0, 1024, 2e6
 PREDICT_ROWS = 10_000_000
+SINGLE_NETWORK = "log-small-batch"
 
 
 def tree_rss_mb(pid):
@@ -108,13 +109,21 @@ def predicting(folder):
     pa_csv.write_csv(big, folder / "weeks.csv")
     pq.write_table(big, folder / "weeks.parquet")
     del rows, big
+    # The default model averages three networks (about 8,400 multiply-adds a
+    # row); one small network shows what the streaming itself costs.
+    subprocess.run([*DEMAND, "train", "--data", str(folder / "train-641.csv"), "--preset", SINGLE_NETWORK,
+                    "--device", "cpu", "--model-dir", str(folder / "models-single")],
+                   check=True, capture_output=True, cwd=ROOT)
     out = {}
-    for source, target in (("csv", "csv"), ("parquet", "parquet"), ("csv", "parquet")):
-        print(f"timing demand predict {source} -> {target}...", file=sys.stderr)
+    for source, target, models in (("csv", "csv", "models-6410"), ("parquet", "parquet", "models-6410"),
+                                   ("csv", "parquet", "models-6410"), ("csv", "csv", "models-single"),
+                                   ("parquet", "parquet", "models-single")):
+        label = f"{source} -> {target}" + (f", one {SINGLE_NETWORK} network" if models == "models-single" else "")
+        print(f"timing demand predict {label}...", file=sys.stderr)
         seconds, peak, _ = measured([*DEMAND, "predict", "--input", str(folder / f"weeks.{source}"),
                                      "--output", str(folder / f"scored.{target}"),
-                                     "--model-dir", str(folder / "models-6410")])
-        out[f"{source} -> {target}"] = {"seconds": seconds, "peak_mb": peak, "rows_s": PREDICT_ROWS / seconds}
+                                     "--model-dir", str(folder / models)])
+        out[label] = {"seconds": seconds, "peak_mb": peak, "rows_s": PREDICT_ROWS / seconds}
     return out
 
 
