@@ -23,11 +23,13 @@ class TrainConfig:
     # batch grows with the data instead, so an epoch costs about the same
     # number of optimizer steps on a thousand rows as on a million.
     max_steps_per_epoch: int = 0
-    # At most this many rows per step (0: no cap). Past it an epoch is a
-    # random sample of the rows rather than a pass over them, so an epoch
-    # costs the same on a million rows as on a few thousand: the cost of
-    # training stops growing with the data once a step's gradient is precise.
+    # On more than `sample_above_rows` training rows, at most `max_batch_rows`
+    # rows per step (0: no cap). An epoch is then a random sample of the rows
+    # rather than a pass over them, so it costs the same on a million rows as
+    # on ten thousand: the cost of training stops growing with the data once
+    # a step's gradient is precise. Smaller sets train exactly as tuned.
     max_batch_rows: int = 0
+    sample_above_rows: int = 0
     seed: int = 0
     target_loss: float = 0.0  # stop once the training loss is at or below this (0: never)
     patience: int = 0  # stop after this many epochs without a better validation loss (0: never)
@@ -57,7 +59,7 @@ class TrainConfig:
             rows = min(n, max(self.batch_size, -(-n // self.max_steps_per_epoch)))
         else:
             rows = self.batch_size
-        return min(rows, self.max_batch_rows) if self.max_batch_rows else rows
+        return min(rows, self.max_batch_rows) if self.max_batch_rows and n > self.sample_above_rows else rows
 
     def steps_per_epoch(self, n):
         """Optimizer steps per epoch: one for a full batch (or its capped sample), else a pass over the rows."""
@@ -69,10 +71,14 @@ class TrainConfig:
 
 CHAPTER = TrainConfig()  # 3 -> 10 -> 5 -> 1, sigmoid, full-batch SGD lr 0.2 momentum 0.9, 1000 iterations
 
-# Rows per optimizer step of every candidate at most: above it a step's
-# gradient is already precise for networks this small, and more rows only cost
-# time (docs/benchmarks.md: training time by rows).
+# Rows per optimizer step of every candidate at most, on more than
+# SAMPLE_ABOVE_ROWS training rows: a step's gradient is then already precise
+# for networks this small, and more rows only cost time (docs/benchmarks.md:
+# training time by rows). Smaller sets, every tuning and held-out set among
+# them, train as the candidates were tuned: a full batch, or a pass of
+# mini-batches.
 STEP_ROWS = 1024
+SAMPLE_ABOVE_ROWS = 8 * STEP_ROWS
 # Early stopping watches at most this many validation rows each epoch, a
 # fixed random sample; candidates are still ranked on the whole window.
 WATCHED_VALIDATION_ROWS = 2048
@@ -85,9 +91,9 @@ WATCHED_VALIDATION_ROWS = 2048
 # scores each on the validation window and keeps the best.
 _SCHEDULES = {
     "full": dict(optimizer="adam", lr=0.01, momentum=0.0, epochs=1500, batch_size=0, patience=150,
-                 max_batch_rows=STEP_ROWS),
+                 max_batch_rows=STEP_ROWS, sample_above_rows=SAMPLE_ABOVE_ROWS),
     "batch": dict(optimizer="adam", lr=0.003, momentum=0.0, epochs=200, batch_size=64, max_steps_per_epoch=16,
-                  patience=40, max_batch_rows=STEP_ROWS),
+                  patience=40, max_batch_rows=STEP_ROWS, sample_above_rows=SAMPLE_ABOVE_ROWS),
 }
 _SIZES = {"small": (16, 16), "large": (64, 64)}
 _SCALES = {"raw": "none", "log": "log1p"}

@@ -7,7 +7,7 @@ import torch
 
 from pipeline import parallel, train
 from pipeline.data import Dataset
-from pipeline.presets import CANDIDATES, CHAPTER, STEP_ROWS, WATCHED_VALIDATION_ROWS
+from pipeline.presets import CANDIDATES, CHAPTER, SAMPLE_ABOVE_ROWS, STEP_ROWS, WATCHED_VALIDATION_ROWS
 
 
 def rows(n, seed=0):
@@ -18,15 +18,18 @@ def rows(n, seed=0):
 
 
 @pytest.mark.parametrize("name", sorted(CANDIDATES))
-def test_every_candidate_steps_on_at_most_step_rows_whatever_the_data(name):
+def test_past_sample_above_rows_every_candidate_steps_on_at_most_step_rows(name):
     config = CANDIDATES[name]
     for n in (600, 10_000, 1_000_000, 100_000_000):
         assert config.batch_rows(n) <= min(n, STEP_ROWS)
         assert config.batch_rows(n) * config.steps_per_epoch(n) <= max(n, 16 * STEP_ROWS)
-    # Small data trains as it always did: a full batch, or a pass of mini-batches.
+    # Up to SAMPLE_ABOVE_ROWS rows, training is what was tuned: a full batch, or a pass of mini-batches.
     full, batch = CANDIDATES["raw-small-full"], CANDIDATES["raw-small-batch"]
     assert (full.batch_rows(600), full.steps_per_epoch(600)) == (600, 1)
     assert (batch.batch_rows(600), batch.steps_per_epoch(600)) == (64, 10)
+    assert (full.batch_rows(SAMPLE_ABOVE_ROWS), full.steps_per_epoch(SAMPLE_ABOVE_ROWS)) == (SAMPLE_ABOVE_ROWS, 1)
+    assert (full.batch_rows(SAMPLE_ABOVE_ROWS + 1), full.steps_per_epoch(SAMPLE_ABOVE_ROWS + 1)) == (STEP_ROWS, 1)
+    assert batch.batch_rows(SAMPLE_ABOVE_ROWS) * batch.steps_per_epoch(SAMPLE_ABOVE_ROWS) >= SAMPLE_ABOVE_ROWS
 
 
 def test_the_chapter_preset_keeps_its_full_batch():
