@@ -4,8 +4,9 @@
 time, and POST /predict with a CSV body scores its table the same way, so the
 command line and the service answer the same rows with the same columns.
 Every input column is passed through unchanged (series, week, actual
-units_sold, anything else), then the forecast columns are added; an input
-column named like one of them is replaced.
+units_sold, anything else; from a CSV into a CSV, as the very text of its
+cells), then the forecast columns are added; an input column named like one
+of them is replaced.
 """
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -113,7 +114,9 @@ def score_file(input_path, output_path, bundle, skip_bad_rows=False, warn=None):
     whatever the file's size. A bad row refuses the file, naming up to
     SHOWN_ERRORS of them, unless `skip_bad_rows`; nothing is written then.
     Returns counts."""
-    settings = {}
+    # Into a CSV, a CSV's cells go as the text they were (and the numbers need
+    # no formatting back); into Parquet, its features go as numbers.
+    settings = {"numbers": tables.is_parquet(output_path)}
     while True:
         try:
             return _score_file(input_path, output_path, bundle, skip_bad_rows, warn, settings)
