@@ -40,10 +40,7 @@ def load_sources(paths, skip_bad_rows=False, warn=None):
     keep = np.arange(len(merged))
     replaced = 0
     if merged.week is not None and merged.series is not None:
-        last = {}
-        for i, key in enumerate(zip(merged.week.tolist(), merged.series.tolist())):
-            last[key] = i  # a later file overwrites an earlier one
-        keep = np.array(sorted(last.values()))
+        keep = last_of_each(merged.week, merged.series)
         replaced = len(merged) - len(keep)
         if replaced and warn:
             warn(f"{replaced} row(s) repeat a week and series of an earlier file; kept the latest file's values")
@@ -59,3 +56,11 @@ def load_sources(paths, skip_bad_rows=False, warn=None):
         "skipped_reasons": dict(sum((Counter(p.source["skipped_reasons"]) for p in parts), Counter())),
     }
     return whole
+
+
+def last_of_each(weeks, series):
+    """Sorted indexes of the last row of each (week, series): a later file overwrites an earlier one."""
+    names, series_code = np.unique(series, return_inverse=True)
+    key = weeks.astype("datetime64[D]").astype(np.int64) * len(names) + series_code.ravel()
+    _, first_from_end = np.unique(key[::-1], return_index=True)
+    return np.sort(len(key) - 1 - first_from_end)
