@@ -1,6 +1,5 @@
 """Load a sales file (CSV or Parquet), validate every row, and split it in time order."""
 import hashlib
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +11,6 @@ from . import tables
 from .errors import DataError
 from .schema import FEATURES, SERIES_COLUMN, TARGET, TIME_COLUMN
 
-SHOWN_ERRORS = 5
 
 
 @dataclass
@@ -71,7 +69,10 @@ def load_file(path, skip_bad_rows=False, warn=None, require_target=True):
     parquet = tables.is_parquet(path)
     if parquet:
         file, names, wanted = tables.read_parquet_table(pa.BufferReader(raw), path, columns)
-        table = file.read(columns=names).rename_columns(wanted)
+        try:
+            table = file.read(columns=names).rename_columns(wanted)
+        except (pa.ArrowException, OSError) as err:
+            raise DataError(f"{path}: cannot be read as Parquet: {err}") from None
         dropped = []
     else:
         table, _, ragged_rows = tables.read_csv_table(raw, path, columns)
@@ -81,7 +82,9 @@ def load_file(path, skip_bad_rows=False, warn=None, require_target=True):
     # Messages count records as the file does: a dropped ragged row still has its line.
     record_of = tables.kept_records(0, [index for index, _, _ in dropped])
     problems = [(record_of(index), column, problem) for index, column, problem in checked.problems] + dropped
-    bad_rows, skipped = report_problems(path, problems, tables.row_label(parquet), skip_bad_rows, warn)
+    tally = tables.ProblemTally()
+    tally.add(problems)
+    bad_rows, skipped = tally.report(path, tables.row_label(parquet), skip_bad_rows, warn)
     keep = checked.good()
     if not keep.any():
         raise DataError(f"{path}: no usable rows")
@@ -100,26 +103,6 @@ def load_file(path, skip_bad_rows=False, warn=None, require_target=True):
             "skipped_reasons": skipped,
         },
     )
-
-
-def report_problems(path, problems, label, skip_bad_rows, warn=None):
-    """Refuse a file with bad rows (naming the first SHOWN_ERRORS), or, when
-    they are skipped, warn with their reasons. `problems`: (row index, column,
-    problem); `label` names a row index. Returns (bad rows, {reason: count})."""
-    bad_rows = len({index for index, _, _ in problems})
-    if problems and not skip_bad_rows:
-        shown = tables.problems_message(path, problems, label, SHOWN_ERRORS)
-        raise DataError(f"{path}: {bad_rows} bad row(s), file refused (use --skip-bad-rows to drop them):\n{shown}")
-    skipped = Counter(f"{column}: {_reason(problem)}" for _, column, problem in problems)
-    if bad_rows and warn:
-        reasons = "; ".join(f"{reason} ({count})" for reason, count in skipped.most_common())
-        warn(f"{path}: skipped {bad_rows} bad row(s): {reasons}")
-    return bad_rows, dict(skipped)
-
-
-def _reason(problem):
-    """A problem without the offending value, so reasons can be counted."""
-    return problem.split(", got")[0]
 
 
 # The fewest weeks (or rows, without a week column) a model trains on before

@@ -3,8 +3,9 @@
 A candidate's network is too small for its steps to be split across threads
 (pipeline.train.cpu_threads_for keeps each on one), so on a machine with
 several cores the candidates, and later the members of the refit, train side
-by side. Every fit seeds itself, so the results are those of training one
-after the other.
+by side. Every fit seeds itself and runs on one thread either way, so the
+results are those of training one after the other. (Workers are spawned: a
+script that calls this needs the usual `if __name__ == "__main__":` guard.)
 """
 import multiprocessing
 import os
@@ -34,10 +35,20 @@ def fit_all(configs, train, validation, progress=None):
     train, validation = _bare(train), _bare(validation)
     threads = max(1, usable_cores() // workers)
     # spawn, not fork: a forked child of a process that has used OpenMP can hang.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_set_threads, initargs=(threads,)) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_set_threads, initargs=(threads,))
+    try:
         futures = [pool.submit(fit, train, validation, config) for config in configs]
-        return [future.result() for future in futures]
+        results = [future.result() for future in futures]
+    except BaseException:
+        # Ctrl-C, or a fit that failed: stop the others now rather than after every queued fit.
+        processes = list((pool._processes or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        raise
+    pool.shutdown()
+    return results
 
 
 def _bare(data):

@@ -80,17 +80,27 @@ class Output:
 
     def write(self, table):
         self.wait()
-        if self.writer is None:
-            if tables.is_parquet(self.path):
-                self.writer = pq.ParquetWriter(self.partial, table.schema)
-            else:
-                self.writer = pa_csv.CSVWriter(self.partial, table.schema)
+        try:
+            if self.writer is None:
+                if tables.is_parquet(self.path):
+                    self.writer = pq.ParquetWriter(self.partial, table.schema)
+                else:
+                    self.writer = pa_csv.CSVWriter(self.partial, table.schema)
+        except (pa.ArrowException, OSError) as err:
+            raise self.failed(err) from None
         self.pending = self.thread.submit(self.writer.write_table, table)
 
     def wait(self):
         if self.pending is not None:
             pending, self.pending = self.pending, None
-            pending.result()
+            try:
+                pending.result()
+            except (pa.ArrowException, OSError) as err:
+                raise self.failed(err) from None
+
+    def failed(self, err):
+        reason = getattr(err, "strerror", None) or str(err).splitlines()[0][:200]
+        return DataError(f"{self.path}: cannot be written: {reason}")
 
     def finish(self):
         self.wait()
@@ -100,11 +110,15 @@ class Output:
 
     def abandon(self):
         try:
-            self.wait()
+            try:
+                self.wait()
+            finally:
+                self.thread.shutdown()
+                if self.writer is not None:
+                    self.writer.close()
+        except Exception:
+            pass  # already failing: the error that brought us here is the one to report
         finally:
-            self.thread.shutdown()
-            if self.writer is not None:
-                self.writer.close()
             self.partial.unlink(missing_ok=True)
 
 
@@ -112,7 +126,7 @@ def score_file(input_path, output_path, bundle, skip_bad_rows=False, warn=None):
     """Stream `input_path` (CSV or Parquet) through the model into `output_path`
     (CSV or Parquet, by extension), a chunk at a time: memory stays flat
     whatever the file's size. A bad row refuses the file, naming up to
-    SHOWN_ERRORS of them, unless `skip_bad_rows`; nothing is written then.
+    tables.SHOWN_ERRORS of them, unless `skip_bad_rows`; nothing is written then.
     Returns counts."""
     # Into a CSV, a CSV's cells go as the text they were (and the numbers need
     # no formatting back); into Parquet, its features go as numbers.
@@ -125,26 +139,28 @@ def score_file(input_path, output_path, bundle, skip_bad_rows=False, warn=None):
 
 
 def _score_file(input_path, output_path, bundle, skip_bad_rows, warn, settings):
-    from .data import report_problems
-
     input_path = Path(input_path)
     output = Output(output_path)
-    problems, written, outside = [], 0, 0
+    into_parquet = tables.is_parquet(output_path)
+    tally, written, outside = tables.ProblemTally(), 0, 0
     try:
         for chunk, dropped, record_of in tables.stream(input_path, FEATURES, **settings):
             checked = tables.check_columns(chunk, FEATURES)
-            problems += dropped + [(record_of(index), column, problem)
-                                   for index, column, problem in checked.problems]
-            if problems and not skip_bad_rows:
-                continue  # keep finding the bad rows, write nothing
+            tally.add(dropped + [(record_of(index), column, problem) for index, column, problem in checked.problems])
+            if tally.bad_rows and not skip_bad_rows:
+                continue  # keep counting the bad rows, write nothing
             keep = checked.good() if checked.problems else None
-            scored, chunk_outside = append_forecasts(chunk if keep is None else chunk.filter(keep),
-                                                     features_of(checked, keep), bundle)
+            rows = chunk if keep is None else chunk.filter(keep)
+            X = features_of(checked, keep)
+            if into_parquet:  # the features as numbers, however the file had to be read
+                for i, name in enumerate(FEATURES):
+                    rows = rows.set_column(rows.column_names.index(name), name, pa.array(X[:, i]))
+            scored, chunk_outside = append_forecasts(rows, X, bundle)
             output.write(scored)
             written += scored.num_rows
             outside += chunk_outside
         label = tables.row_label(tables.is_parquet(input_path))
-        bad_rows, _ = report_problems(input_path, problems, label, skip_bad_rows, warn)
+        bad_rows, _ = tally.report(input_path, label, skip_bad_rows, warn)
         if not written:
             raise DataError(f"{input_path}: no usable rows")
         output.finish()

@@ -9,6 +9,7 @@ Parquet file.
 """
 import csv
 import datetime as dt
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,23 +55,53 @@ class Columns:
         return keep
 
 
-def csv_header(raw_head, path):
-    """The header's names, stripped, from the file's first bytes."""
+HEADER_READ_BYTES = 1 << 16  # read at a time while looking for the end of the header
+
+
+def header_line(read):
+    """The bytes of a CSV's first line, from `read(n)` (a file's read, or a slice of bytes in memory)."""
+    head = b""
+    while True:
+        block = read(HEADER_READ_BYTES)
+        head += block
+        end = min((i for i in (head.find(b"\n"), head.find(b"\r")) if i >= 0), default=-1)
+        if end >= 0:
+            return head[:end]
+        if not block:
+            return head
+
+
+def csv_header(line, path):
+    """The header's names, stripped, from its line's bytes."""
     try:
-        text = raw_head.decode("utf-8-sig")
+        text = line.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a UTF-8 text file") from None
-    first = text.splitlines()[0] if text else ""
-    return [name.strip() for name in next(csv.reader([first]), [])]
+    return [name.strip() for name in next(csv.reader([text]), [])]
 
 
 def require_columns(header, columns, path):
+    """A clear error for a missing required column or a name given twice (pyarrow would take one copy)."""
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise DataError(f"{path}: the header names {', '.join(map(repr, repeated))} more than once")
     missing = [c for c in columns if c not in header]
     if missing:
         raise DataError(
             f"{path}: missing required column(s) {', '.join(missing)}; "
             f"the header has {', '.join(header) if header else 'nothing'}"
         )
+
+
+def header_of_bytes(raw, path):
+    offset = [0]
+
+    def read(n):
+        block = raw[offset[0]:offset[0] + n]
+        offset[0] += n
+        return block
+
+    return csv_header(header_line(read), path)
 
 
 class RaggedRows:
@@ -91,7 +122,9 @@ def csv_options(header, wanted, ragged, numbers=(), threads=True, block_size=Non
     cell with Python's own number parsing, to name each bad value."""
     read = pa_csv.ReadOptions(column_names=header, skip_rows=1, use_threads=threads,
                               **({"block_size": block_size} if block_size else {}))
-    parse = pa_csv.ParseOptions(invalid_row_handler=ragged)
+    # A quoted cell may hold a line break (as Python's csv module reads it);
+    # without this a block boundary inside such a cell splits the record.
+    parse = pa_csv.ParseOptions(invalid_row_handler=ragged, newlines_in_values=True)
     types = {name: pa.float64() if name in numbers else pa.string() for name in wanted}
     # Only an empty cell is missing: "NaN" is a number the domain check names.
     convert = pa_csv.ConvertOptions(include_columns=wanted, column_types=types, null_values=[""],
@@ -102,6 +135,8 @@ def csv_options(header, wanted, ragged, numbers=(), threads=True, block_size=Non
 def read_csv(source, path, header, wanted, numbers, threads=True):
     """(Table, RaggedRows) from a CSV file's bytes: numbers parsed by pyarrow
     when every cell is one (the common case, and the fast one), else all text."""
+    if b"\n" not in source and b"\r" not in source:
+        source += b"\n"  # a header alone: no rows, rather than pyarrow's "could not skip initial rows"
     for attempt in (numbers, ()):
         ragged = RaggedRows()
         try:
@@ -128,7 +163,7 @@ def _is_utf8(raw):
 
 def read_csv_table(raw, path, required, optional=(TIME_COLUMN, SERIES_COLUMN)):
     """(pyarrow Table of the required and optional columns, header, RaggedRows) from the bytes of a CSV file."""
-    header = csv_header(raw[:65536], path)
+    header = header_of_bytes(raw, path)
     require_columns(header, required, path)
     wanted = [*required, *(c for c in optional if c in header)]
     table, ragged = read_csv(raw, path, header, wanted, required)
@@ -166,12 +201,14 @@ def check_columns(table, numbers, offset=0):
         series = table.column(SERIES_COLUMN)
         if not pa.types.is_string(series.type):
             series = pc.cast(series, pa.string())
-        values[SERIES_COLUMN] = pc.utf8_trim_whitespace(series).to_numpy(zero_copy_only=False)
+        values[SERIES_COLUMN] = pc.utf8_trim_whitespace(pc.fill_null(series, "")).to_numpy(zero_copy_only=False)
     return Columns(values, table.num_rows, problems)
 
 
 def _number_column(column, name, offset, problems):
     low, high, _ = DOMAIN[name]
+    if pa.types.is_boolean(column.type):  # refused as anywhere else, not read as 0 and 1
+        return _numbers_cell_by_cell(column, name, offset, problems)
     try:
         numbers = column if pa.types.is_floating(column.type) else pc.cast(column, pa.float64())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -226,6 +263,9 @@ def _week_column(column, offset, problems):
         if isinstance(cell, dt.date):
             out[index] = cell
             continue
+        if cell is None or (isinstance(cell, str) and not cell.strip()):
+            problems.append((offset + index, TIME_COLUMN, "is empty"))
+            continue
         text = (cell or "").strip() if isinstance(cell, str) or cell is None else str(cell)
         try:
             out[index] = dt.date.fromisoformat(text)
@@ -234,11 +274,43 @@ def _week_column(column, offset, problems):
     return out
 
 
-def problems_message(path, problems, label, shown):
-    lines = "\n".join(f"  {path}: {label(index)}, column {column!r}: {problem}"
-                      for index, column, problem in sorted(problems, key=lambda p: p[0])[:shown])
-    more = f"\n  ... and {len(problems) - shown} more" if len(problems) > shown else ""
-    return lines + more
+SHOWN_ERRORS = 5  # bad rows named in a refusal; the rest are counted
+
+
+class ProblemTally:
+    """The bad rows of a file, however many: the first SHOWN_ERRORS problems
+    in row order, how many rows were bad, and how often each reason came up.
+    Memory stays flat when a 10M-row file is bad on every row."""
+
+    def __init__(self):
+        self.first, self.problems, self.bad_rows, self.reasons = [], 0, 0, Counter()
+
+    def add(self, problems):
+        """Problems (row index, column, problem) of one chunk; chunks come in row order."""
+        if not problems:
+            return
+        self.problems += len(problems)
+        self.bad_rows += len({index for index, _, _ in problems})
+        self.reasons.update(f"{column}: {problem.split(', got')[0]}" for _, column, problem in problems)
+        self.first = sorted(self.first + sorted(problems, key=lambda p: p[0])[:SHOWN_ERRORS],
+                            key=lambda p: p[0])[:SHOWN_ERRORS]
+
+    def lines(self, label):
+        """The shown problems, one line each, `label` naming a row index ("line 3", "row 2")."""
+        return [f"{label(index)}, column {column!r}: {problem}" for index, column, problem in self.first]
+
+    def report(self, path, label, skip_bad_rows, warn=None):
+        """Refuse the file, naming the first bad rows, or when they are skipped
+        warn with their reasons. Returns (bad rows, {reason: count})."""
+        if self.bad_rows and not skip_bad_rows:
+            shown = "\n".join(f"  {path}: {line}" for line in self.lines(label))
+            more = self.problems - len(self.first)
+            raise DataError(f"{path}: {self.bad_rows} bad row(s), file refused (use --skip-bad-rows to drop them):"
+                            f"\n{shown}" + (f"\n  ... and {more} more" if more else ""))
+        if self.bad_rows and warn:
+            reasons = "; ".join(f"{reason} ({count})" for reason, count in self.reasons.most_common())
+            warn(f"{path}: skipped {self.bad_rows} bad row(s): {reasons}")
+        return self.bad_rows, dict(self.reasons)
 
 
 def _arrow_reason(err):
@@ -284,14 +356,17 @@ def stream(path, required, threads=True, numbers=True):
         header = [name.strip() for name in parquet.schema_arrow.names]
         require_columns(header, required, path)
         kept = 0
-        for batch in parquet.iter_batches(batch_size=STREAM_CHUNK_ROWS):
-            table = pa.Table.from_batches([batch]).rename_columns(header)
-            yield table, [], kept_records(kept, [])
-            kept += table.num_rows
+        try:
+            for batch in parquet.iter_batches(batch_size=STREAM_CHUNK_ROWS):
+                table = pa.Table.from_batches([batch]).rename_columns(header)
+                yield table, [], kept_records(kept, [])
+                kept += table.num_rows
+        except (pa.ArrowException, OSError) as err:
+            raise DataError(f"{path}: cannot be read as Parquet: {_arrow_reason(err)}") from None
         return
     try:
         with open(path, "rb") as handle:
-            header = csv_header(handle.read(65536), path)
+            header = csv_header(header_line(handle.read), path)
     except OSError as err:
         raise DataError(f"{path}: cannot read the file: {err.strerror}") from None
     require_columns(header, required, path)

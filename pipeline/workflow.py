@@ -114,7 +114,7 @@ def train_model(data, preset=AUTO, overrides=None, refit=True, split=None, progr
         # Each member again for as many passes over the data as its best
         # validation epoch; nothing is left to stop early on.
         everything = concat([split.train, split.validation, split.holdout])
-        configs = [replace(m.result.config, epochs=max(1, m.result.kept_epoch), patience=0) for m in members]
+        configs = [refit_config(m.result, len(split.train), len(everything)) for m in members]
         if log:
             for member, config in zip(members, configs):
                 log(f"refitting {member.name} on all {len(everything)} rows for {config.epochs} epochs")
@@ -123,6 +123,18 @@ def train_model(data, preset=AUTO, overrides=None, refit=True, split=None, progr
     label = preset if isinstance(preset, str) else CUSTOM
     return Trained(label, [m.name for m in members], tried, evaluated, evaluation, published, split, findings(data),
                    published_rows)
+
+
+def refit_config(result, trained_rows, all_rows):
+    """The settings to train `result`'s network again on every row: as many
+    epochs as its validation window chose, and steps as it was selected with:
+    a training window trained in full batches or passes is refit that way
+    too, even when all the rows together pass the size from which steps are
+    sampled (pipeline.presets.SAMPLE_ABOVE_ROWS)."""
+    config = result.config
+    sampled = bool(config.max_batch_rows) and trained_rows > config.sample_above_rows
+    return replace(config, epochs=max(1, result.kept_epoch), patience=0,
+                   sample_above_rows=config.sample_above_rows if sampled else max(config.sample_above_rows, all_rows))
 
 
 def combine(results):

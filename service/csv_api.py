@@ -18,7 +18,6 @@ from .errors import ApiError
 
 MEDIA_TYPE = "text/csv"
 SOURCE = "body"  # what messages call the table: "body: line 3, column ..."
-SHOWN_PROBLEMS = 5
 
 
 def is_csv(content_type):
@@ -36,11 +35,8 @@ def forecast_csv(raw, bundle, max_rows):
 
     if not raw.strip():
         raise ApiError(400, f"the CSV body is empty: send a header row naming {', '.join(FEATURES)}, then the rows")
-    # A row is a line: a body with more lines than the cap allows is refused before it is parsed.
-    if raw.count(b"\n") - 1 > max_rows:
-        raise ApiError(413, f"more than {max_rows} rows in the CSV body, the limit per request (DEMAND_MAX_ROWS)")
     try:
-        header = tables.csv_header(raw[:65536], SOURCE)
+        header = tables.header_of_bytes(raw, SOURCE)
         tables.require_columns(header, FEATURES, SOURCE)
         # As text: the cells go back verbatim, and text writes faster than numbers (as demand predict into a CSV).
         table, ragged = tables.read_csv(raw, SOURCE, header, header, numbers=(), threads=False)
@@ -48,6 +44,10 @@ def forecast_csv(raw, bundle, max_rows):
         raise ApiError(400, str(err)) from None
     if table.num_rows == 0 and not ragged.rows:
         raise ApiError(400, "the CSV body has a header but no rows")
+    # Counted once parsed (a quoted cell may hold a line break); the body cap bounds the parse itself.
+    if table.num_rows + len(ragged.rows) > max_rows:
+        raise ApiError(413, f"{table.num_rows + len(ragged.rows)} rows in the CSV body, more than the limit of "
+                            f"{max_rows} per request (DEMAND_MAX_ROWS)")
     checked = tables.check_columns(table, FEATURES)
     dropped = tables.ragged_problems(ragged)
     record_of = tables.kept_records(0, [index for index, _, _ in dropped])
@@ -64,11 +64,10 @@ def forecast_csv(raw, bundle, max_rows):
 
 
 def _problems_message(problems):
-    from pipeline.tables import row_label
+    from pipeline.tables import ProblemTally, row_label
 
-    bad_rows = len({index for index, _, _ in problems})
-    label = row_label(parquet=False)
-    first = sorted(problems, key=lambda p: p[0])[:SHOWN_PROBLEMS]
-    named = "; ".join(f"{label(index)}, column {column!r}: {problem}" for index, column, problem in first)
-    more = f" (and {len(problems) - len(first)} more)" if len(problems) > len(first) else ""
-    return f"{bad_rows} bad row(s) in the CSV body: {named}{more}"
+    tally = ProblemTally()
+    tally.add(problems)
+    named = "; ".join(tally.lines(row_label(parquet=False)))
+    more = tally.problems - len(tally.first)
+    return f"{tally.bad_rows} bad row(s) in the CSV body: {named}" + (f" (and {more} more)" if more else "")

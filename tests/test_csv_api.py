@@ -101,3 +101,18 @@ def test_csv_over_a_real_gunicorn(published, tmp_path):
         assert pa_csv.read_csv(io.BytesIO(answer.content)).num_rows == 936
         bad = requests.post(f"{server.url}/predict", data=HEADER + "\na,b,1,2\n", headers=CSV, timeout=10)
         assert bad.status_code == 400 and "line 2" in bad.json()["error"]
+
+
+def test_rows_are_counted_as_parsed_not_as_line_breaks(make_app):
+    client = make_app(MAX_ROWS=10).test_client()
+    cr_only = (HEADER + "\r" + "a,2026-01-05,1,2,3\r" * 11).encode()
+    refused = post_csv(client, cr_only)
+    assert refused.status_code == 413 and "11 rows in the CSV body" in refused.get_json()["error"]
+    quoted = HEADER + ",note\n" + 'a,2026-01-05,1,2,3,"two\nlines"\n' * 10 + "\n\n\n"
+    assert post_csv(client, quoted).status_code == 200
+
+
+def test_a_column_named_twice_is_a_400(client):
+    response = post_csv(client, HEADER + ",series\na,2026-01-05,1,2,3,b\n")
+    assert response.status_code == 400
+    assert "the header names 'series' more than once" in response.get_json()["error"]

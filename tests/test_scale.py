@@ -92,3 +92,17 @@ def test_side_by_side_training_gives_the_same_networks_as_one_after_the_other(mo
         assert one.train_loss == other.train_loss
         for a, b in zip(one.mlp.state_dict().values(), other.mlp.state_dict().values()):
             assert torch.equal(a, b)
+
+
+def test_the_refit_steps_as_the_selection_did():
+    from types import SimpleNamespace
+
+    from pipeline.workflow import refit_config
+
+    full = CANDIDATES["raw-large-full"]
+    selected_whole = SimpleNamespace(config=full, kept_epoch=700)
+    refit = refit_config(selected_whole, trained_rows=6_500, all_rows=10_000)
+    assert refit.epochs == 700 and refit.patience == 0
+    assert refit.batch_rows(10_000) == 10_000  # full batches, as on the 6,500 rows it was selected on
+    selected_sampled = SimpleNamespace(config=full, kept_epoch=700)
+    assert refit_config(selected_sampled, trained_rows=65_000, all_rows=100_000).batch_rows(100_000) == STEP_ROWS

@@ -166,3 +166,77 @@ def test_predict_command_agrees_with_the_loader(runner, published, tmp_path):
         first = next(csv.DictReader(handle))
     assert table.column("series")[0].as_py() == first["series"]
     assert [table.column(name)[0].as_py() for name in FEATURES] == [float(first[name]) for name in FEATURES]
+
+
+# ---------------------------------------------------------------- files as users write them
+
+FEATURE_HEADER = "prev_week_sales,discount_fraction,weeks_to_next_holidays"
+
+
+def test_line_breaks_inside_quoted_cells_are_one_record(tmp_path, champion, monkeypatch):
+    rows = "".join(f'{i},2,3,4,"first line\nsecond"\n' for i in range(40_000))  # 1.3 MB: several blocks
+    path = tmp_path / "notes.csv"
+    path.write_text(FEATURE_HEADER + ",units_sold,note\n" + rows)
+    assert len(load_file(path)) == 40_000
+    monkeypatch.setattr(tables, "STREAM_BLOCK_BYTES", 4099)  # a block boundary inside a quoted cell
+    assert score_file(path, tmp_path / "out.csv", champion)["rows"] == 40_000
+
+
+def test_a_name_given_twice_is_refused_plainly(tmp_path, champion):
+    path = tmp_path / "twice.csv"
+    path.write_text(FEATURE_HEADER + ",units_sold, prev_week_sales\n1,2,3,4,7\n")
+    for read in (lambda: load_file(path), lambda: score_file(path, tmp_path / "o.csv", champion)):
+        with pytest.raises(DataError, match="the header names 'prev_week_sales' more than once"):
+            read()
+
+
+def test_a_long_header_and_a_character_across_the_first_64_kib_are_read(tmp_path):
+    long = tmp_path / "long.csv"
+    extra = [f"note_{i:05d}" for i in range(6000)]  # a header of about 66 KB
+    long.write_text(",".join([FEATURE_HEADER, "units_sold", *extra]) + "\n" + ",".join(["1", "2", "3", "4", *"x" * 6000]) + "\n")
+    assert len(load_file(long)) == 1
+    straddling = tmp_path / "utf8.csv"
+    body = FEATURE_HEADER + ",units_sold,note\n"
+    filler = "a" * (65535 - len(body.encode()) - len("1,2,3,4,"))
+    straddling.write_bytes((body + "1,2,3,4," + filler + "é\n").encode())
+    assert len(load_file(straddling)) == 1
+
+
+def test_parquet_nulls_and_booleans_are_named_as_in_a_csv(tmp_path):
+    table = pa.table({"prev_week_sales": [1.0, 2.0, None], "discount_fraction": pa.array([True, False, True]),
+                      "weeks_to_next_holidays": [1, 2, 3], "units_sold": [1.0, 2.0, 3.0],
+                      "week": pa.array([None, "2024-01-08", "2024-01-15"]), "series": pa.array([None, "a", "b"])})
+    path = tmp_path / "nulls.parquet"
+    pq.write_table(table, path)
+    with pytest.raises(DataError) as err:
+        load_file(path)
+    message = str(err.value)
+    assert "row 1, column 'discount_fraction': must be a number, got a boolean" in message
+    assert "row 1, column 'week': is empty" in message
+    assert "row 3, column 'prev_week_sales': is empty" in message
+    pq.write_table(table.set_column(1, "discount_fraction", pa.array([1, 2, 3])).drop_columns(["week"]), path)
+    data = load_file(path, skip_bad_rows=True)
+    assert data.series.tolist() == ["", "a"]  # a missing series is no series, not "None"
+
+
+def test_parquet_output_keeps_numbers_even_when_the_file_is_read_as_text(tmp_path, champion):
+    source = write_rows(tmp_path / "in.csv", [[1, 2, 3, 4, "2024-01-01", "a"], [" 12 ", 2, 3, 4, "2024-01-08", "a"]],
+                        header=HEADER)
+    out = tmp_path / "out.parquet"
+    score_file(source, out, champion)
+    written = pq.read_table(out)
+    assert all(pa.types.is_floating(written.schema.field(name).type) for name in FEATURES)
+    assert written.column("prev_week_sales").to_pylist() == [1.0, 12.0]
+
+
+def test_unreadable_inputs_and_unwritable_outputs_are_clear_errors(tmp_path, champion):
+    corrupt = tmp_path / "corrupt.parquet"
+    pq.write_table(pa.table({name: list(range(2000)) for name in (*FEATURES, "units_sold")}), corrupt)
+    data = bytearray(corrupt.read_bytes())
+    data[200:400] = b"\xff" * 200
+    corrupt.write_bytes(bytes(data))
+    for read in (lambda: load_file(corrupt), lambda: score_file(corrupt, tmp_path / "o.csv", champion)):
+        with pytest.raises(DataError, match="cannot be read as Parquet"):
+            read()
+    with pytest.raises(DataError, match=r"no-such-folder/out.csv: cannot be written"):
+        score_file(DEFAULT_CSV, tmp_path / "no-such-folder" / "out.csv", champion)
