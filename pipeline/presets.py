@@ -50,7 +50,6 @@ class TrainConfig:
         out["hidden"] = list(self.hidden)
         return out
 
-
     def batch_rows(self, n):
         """Rows per optimizer step for a training set of `n` rows."""
         if not 0 < self.batch_size < n:

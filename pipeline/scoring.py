@@ -73,7 +73,8 @@ class Output:
 
     def __init__(self, path):
         self.path = Path(path)
-        self.partial = self.path.with_name(f".{self.path.name}.partial")
+        # Named by process, so two runs writing the same output never share one.
+        self.partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
         self.writer = None
         self.pending = None
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="writer")

@@ -185,7 +185,7 @@ def read_parquet_table(source, path, required, optional=(TIME_COLUMN, SERIES_COL
 def ragged_problems(ragged):
     """Problems for the rows the CSV reader dropped, by record index (pyarrow
     numbers rows by line, the header being line 1)."""
-    return [(number - 2, "(row)", f"has {cells} cells, the header has {expected}")
+    return [(number - 2, "(row)", f"has {cells} cell{'' if cells == 1 else 's'}, the header has {expected}")
             for number, cells, expected in sorted(ragged.rows)]
 
 
