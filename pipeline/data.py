@@ -68,14 +68,10 @@ def load_file(path, skip_bad_rows=False, warn=None, require_target=True):
     columns = (*FEATURES, TARGET) if require_target else FEATURES
     parquet = tables.is_parquet(path)
     if parquet:
-        file, names, wanted = tables.read_parquet_table(pa.BufferReader(raw), path, columns)
-        try:
-            table = file.read(columns=names).rename_columns(wanted)
-        except (pa.ArrowException, OSError) as err:
-            raise DataError(f"{path}: cannot be read as Parquet: {err}") from None
+        table = tables.read_parquet_table(pa.BufferReader(raw), path, columns)
         dropped = []
     else:
-        table, _, ragged_rows = tables.read_csv_table(raw, path, columns)
+        table, ragged_rows = tables.read_csv_table(raw, path, columns)
         dropped = tables.ragged_problems(ragged_rows)
     checked = tables.check_columns(table, columns)
     del table

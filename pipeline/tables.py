@@ -162,24 +162,33 @@ def _is_utf8(raw):
 
 
 def read_csv_table(raw, path, required, optional=(TIME_COLUMN, SERIES_COLUMN)):
-    """(pyarrow Table of the required and optional columns, header, RaggedRows) from the bytes of a CSV file."""
+    """(pyarrow Table of the required and optional columns, RaggedRows) from the bytes of a CSV file."""
     header = header_of_bytes(raw, path)
     require_columns(header, required, path)
     wanted = [*required, *(c for c in optional if c in header)]
-    table, ragged = read_csv(raw, path, header, wanted, required)
-    return table, header, ragged
+    return read_csv(raw, path, header, wanted, required)
 
 
-def read_parquet_table(source, path, required, optional=(TIME_COLUMN, SERIES_COLUMN)):
+def open_parquet(source, path, required):
+    """(ParquetFile, its column names stripped) once the required columns are known to be there."""
     try:
         parquet = pq.ParquetFile(source)
     except (pa.ArrowException, OSError) as err:
         raise DataError(f"{path}: cannot be read as Parquet: {_arrow_reason(err)}") from None
     header = [name.strip() for name in parquet.schema_arrow.names]
     require_columns(header, required, path)
+    return parquet, header
+
+
+def read_parquet_table(source, path, required, optional=(TIME_COLUMN, SERIES_COLUMN)):
+    """The required and optional columns of a Parquet file, named without stray spaces."""
+    parquet, header = open_parquet(source, path, required)
     wanted = [*required, *(c for c in optional if c in header)]
     by_name = dict(zip(header, parquet.schema_arrow.names))
-    return parquet, [by_name[name] for name in wanted], wanted
+    try:
+        return parquet.read(columns=[by_name[name] for name in wanted]).rename_columns(wanted)
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{path}: cannot be read as Parquet: {_arrow_reason(err)}") from None
 
 
 def ragged_problems(ragged):
@@ -349,12 +358,7 @@ def stream(path, required, threads=True, numbers=True):
     ReadAgain when the settings cannot name what is wrong.
     """
     if is_parquet(path):
-        try:
-            parquet = pq.ParquetFile(path)
-        except (pa.ArrowException, OSError) as err:
-            raise DataError(f"{path}: cannot be read as Parquet: {_arrow_reason(err)}") from None
-        header = [name.strip() for name in parquet.schema_arrow.names]
-        require_columns(header, required, path)
+        parquet, header = open_parquet(path, path, required)
         kept = 0
         try:
             for batch in parquet.iter_batches(batch_size=STREAM_CHUNK_ROWS):

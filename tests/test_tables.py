@@ -23,6 +23,13 @@ HEADER = ("prev_week_sales", "discount_fraction", "weeks_to_next_holidays", "uni
 GOOD = [76440, 63, 2, 94182, "2024-01-01", "a"]
 
 
+def refusal(read):
+    """The message of the DataError that `read()` raises."""
+    with pytest.raises(DataError) as err:
+        read()
+    return str(err.value)
+
+
 def to_parquet(csv_path, path, **types):
     """The CSV's cells as a Parquet file: numbers typed, unless `types` says text."""
     table = pa_csv.read_csv(csv_path, convert_options=pa_csv.ConvertOptions(
@@ -45,9 +52,7 @@ def test_every_bad_row_is_named_by_line_with_python_words(tmp_path):
             [-1, 63, 2, 5, "2024-01-15", "a"], [5, 63, 2, "", "2024-01-22", "a"], [5, 63, 2, "NaN", "2024-01-29", "a"],
             [5, 63, 2, 1, "2024-02-31", "a"], [5, "lots", 2, 1, "2024-02-05", "a"]]
     path = write_rows(tmp_path / "bad.csv", rows, header=HEADER)
-    with pytest.raises(DataError) as err:
-        load_file(path)
-    message = str(err.value)
+    message = refusal(lambda: load_file(path))
     # "1_0" and " 12 " are numbers to Python, and so here
     assert "5 bad row(s)" in message
     for line, column, problem in [(5, "prev_week_sales", "must be >= 0 units, got -1"),
@@ -65,9 +70,7 @@ def test_parquet_names_rows_and_reads_text_columns_cell_by_cell(tmp_path):
     source = write_rows(tmp_path / "x.csv", [GOOD, [5, "130", 2, 1, "2024-01-08", "a"], [5, "x", 2, 1, "2024-01-15", "a"]],
                         header=HEADER)
     path = to_parquet(source, tmp_path / "x.parquet", discount_fraction=True)
-    with pytest.raises(DataError) as err:
-        load_file(path)
-    message = str(err.value)
+    message = refusal(lambda: load_file(path))
     assert "row 2, column 'discount_fraction': must be <= 100 percent, got 130" in message
     assert "row 3, column 'discount_fraction': must be a number, got the text 'x'" in message
 
@@ -76,9 +79,7 @@ def test_a_row_with_the_wrong_number_of_cells_keeps_the_lines_of_the_rows_after_
     path = tmp_path / "ragged.csv"
     path.write_text(",".join(HEADER) + "\n" + "1,2,3,4,2024-01-01,a\n" + "1,2,3,4,2024-01-08,a,extra\n"
                     + "1,2,3\n" + "1,-2,3,4,2024-01-22,a\n")
-    with pytest.raises(DataError) as err:
-        load_file(path)
-    message = str(err.value)
+    message = refusal(lambda: load_file(path))
     assert "line 3, column '(row)': has 7 cells, the header has 6" in message
     assert "line 4, column '(row)': has 3 cells, the header has 6" in message
     assert "line 5, column 'discount_fraction': must be >= 0 percent, got -2" in message
@@ -143,9 +144,7 @@ def test_predict_refuses_a_bad_file_whole_and_leaves_no_output(tmp_path, champio
     source = tmp_path / "bad.csv"
     source.write_text("\n".join(lines) + "\n")
     out = tmp_path / "out.csv"
-    with pytest.raises(DataError) as err:
-        score_file(source, out, champion)
-    message = str(err.value)
+    message = refusal(lambda: score_file(source, out, champion))
     assert "3 bad row(s)" in message
     assert "line 901, column 'prev_week_sales': must be a number, got the text 'lots'" in message
     assert "line 501, column 'discount_fraction': must be <= 100 percent, got 130" in message
@@ -208,9 +207,7 @@ def test_parquet_nulls_and_booleans_are_named_as_in_a_csv(tmp_path):
                       "week": pa.array([None, "2024-01-08", "2024-01-15"]), "series": pa.array([None, "a", "b"])})
     path = tmp_path / "nulls.parquet"
     pq.write_table(table, path)
-    with pytest.raises(DataError) as err:
-        load_file(path)
-    message = str(err.value)
+    message = refusal(lambda: load_file(path))
     assert "row 1, column 'discount_fraction': must be a number, got a boolean" in message
     assert "row 1, column 'week': is empty" in message
     assert "row 3, column 'prev_week_sales': is empty" in message
