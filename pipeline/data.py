@@ -75,11 +75,8 @@ def load_file(path, skip_bad_rows=False, warn=None, require_target=True):
         dropped = tables.ragged_problems(ragged_rows)
     checked = tables.check_columns(table, columns)
     del table
-    # Messages count records as the file does: a dropped ragged row still has its line.
-    record_of = tables.kept_records(0, [index for index, _, _ in dropped])
-    problems = [(record_of(index), column, problem) for index, column, problem in checked.problems] + dropped
     tally = tables.ProblemTally()
-    tally.add(problems)
+    tally.add(tables.all_problems(checked, dropped))
     bad_rows, skipped = tally.report(path, tables.row_label(parquet), skip_bad_rows, warn)
     keep = checked.good()
     if not keep.any():

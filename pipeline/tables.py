@@ -338,6 +338,13 @@ def kept_records(kept_before, dropped):
     return lambda index: int(kept_before + index + np.searchsorted(kept_before_drop, kept_before + index, "right"))
 
 
+def all_problems(checked, dropped):
+    """The problems of a whole table by record index: its checked cells' and
+    the rows the reader dropped, which still count in the lines after them."""
+    record_of = kept_records(0, [index for index, _, _ in dropped])
+    return dropped + [(record_of(index), column, problem) for index, column, problem in checked.problems]
+
+
 class ReadAgain(Exception):
     """A streamed file must be read again from the start with other settings:
     on one thread, which knows the line of a row with the wrong number of

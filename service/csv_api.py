@@ -49,9 +49,7 @@ def forecast_csv(raw, bundle, max_rows):
         raise ApiError(413, f"{table.num_rows + len(ragged.rows)} rows in the CSV body, more than the limit of "
                             f"{max_rows} per request (DEMAND_MAX_ROWS)")
     checked = tables.check_columns(table, FEATURES)
-    dropped = tables.ragged_problems(ragged)
-    record_of = tables.kept_records(0, [index for index, _, _ in dropped])
-    problems = dropped + [(record_of(index), column, problem) for index, column, problem in checked.problems]
+    problems = tables.all_problems(checked, tables.ragged_problems(ragged))
     if problems:
         raise ApiError(400, _problems_message(problems))
     scored, outside = append_forecasts(table, features_of(checked), bundle)
