@@ -13,6 +13,10 @@ connections wait in the event loop too, as in the stock worker.
 Also:
 - gunicorn's own error pages (a bad request line, too many headers...) are
   JSON {"error": ...} like every other answer of the service;
+- a response's head leaves in the same send as the start of its body, so a
+  worker killed outright (SIGKILL, the OOM killer) never leaves a client or
+  load balancer holding a head without its body: it gets all of a small
+  answer or nothing, and nothing is safe to retry elsewhere;
 - SIGTERM closes the listening sockets at once. The stock worker keeps them
   open until in-flight requests finish, so new connections would hang in
   the backlog and be reset at exit; closed, they are refused immediately and
@@ -67,6 +71,8 @@ class ClientSocket:
         self.continue_sent = False
         self.outgoing = []  # answer bytes the client was not ready for: the event loop sends them
         self._pending = EMPTY
+        self._hold_next = False  # see hold_head
+        self._head = None
 
     def take_pending(self):
         data, self._pending = bytes(self._pending), EMPTY
@@ -104,22 +110,47 @@ class ClientSocket:
         except (BlockingIOError, InterruptedError):
             return 0
 
+    def hold_head(self):
+        """Keep the next write (gunicorn writes a response's head on its own)
+        until the one after it (the first body bytes), and send both in one
+        call; release_head sends a head that no body followed."""
+        self._hold_next, self._head = True, None
+
+    def release_head(self):
+        head, self._hold_next, self._head = self._head, False, None
+        if head is not None:
+            self._send([head])
+
     def sendall(self, data):
         """Send what the socket takes now; the rest waits for the event loop.
 
         A client that stops reading its answer then holds a buffer, not a
         request thread (it has DEMAND_CLIENT_TIMEOUT to take the rest).
         """
+        if self._hold_next:
+            self._hold_next, self._head = False, bytes(data)
+        elif self._head is not None:
+            head, self._head = self._head, None
+            self._send([head, data])
+        else:
+            self._send([data])
+
+    def _send(self, pieces):
         if self.outgoing:
-            self.outgoing.append(bytes(data))
+            self.outgoing.extend(bytes(piece) for piece in pieces)
             return
-        view = memoryview(data)
-        while view:
+        views = [memoryview(piece) for piece in pieces if len(piece)]
+        while views:
             try:
-                view = view[self.sock.send(view):]
+                sent = self.sock.sendmsg(views)  # one call for all pieces
             except (BlockingIOError, InterruptedError):
-                self.outgoing.append(bytes(view))
+                self.outgoing.extend(bytes(view) for view in views)
                 return
+            while views and sent >= len(views[0]):
+                sent -= len(views[0])
+                views.pop(0)
+            if views:
+                views[0] = views[0][sent:]
 
     def flush(self):
         """Send buffered answer bytes. True once all are sent."""
@@ -382,6 +413,16 @@ class Worker(ThreadWorker):
         except OSError:
             pass
         conn.sock.sock.close()
+
+    def handle(self, conn):
+        conn.sock.hold_head()
+        try:
+            return super().handle(conn)
+        finally:
+            try:
+                conn.sock.release_head()
+            except OSError:  # gunicorn closed the connection after an error: the head goes unsent
+                pass
 
     # -- errors and shutdown
 

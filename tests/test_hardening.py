@@ -379,3 +379,77 @@ def test_clients_that_never_close_after_connection_close_do_not_stall_the_event_
     assert time.monotonic() - began < 0.5
     for sock in lingering:
         sock.close()
+
+
+# ---------------------------------------------------------------- a worker killed mid-answer
+
+class CountedSends:
+    """A real socket that records what each call that sends was given."""
+
+    def __init__(self, sock):
+        self.sock, self.sends = sock, []
+
+    def sendmsg(self, buffers):
+        sent = self.sock.sendmsg(buffers)
+        self.sends.append(b"".join(buffers)[:sent])
+        return sent
+
+    def send(self, data, *flags):
+        sent = self.sock.send(data, *flags)
+        self.sends.append(bytes(data[:sent]))
+        return sent
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+def test_a_response_head_leaves_in_the_same_send_as_its_body():
+    """Killed between two sends, a worker would leave the load balancer a head
+    without a body, which it can neither retry nor complete."""
+    from service.worker import ClientSocket
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        counted = CountedSends(ours)
+        client = ClientSocket(counted, timeout=1)
+        client.hold_head()
+        client.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
+        assert counted.sends == []
+        client.sendall(b"body")
+        client.sendall(b"more")
+        client.release_head()
+        assert counted.sends == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"more"]
+        client.hold_head()  # a head with no body (HEAD, 204) goes at the end of the request
+        client.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+        client.release_head()
+        assert counted.sends[-1] == b"HTTP/1.1 204 No Content\r\n\r\n"
+        theirs.settimeout(1)
+        expected = b"HTTP/1.1 200 OK\r\n\r\nbodymoreHTTP/1.1 204 No Content\r\n\r\n"
+        received = b""
+        while len(received) < len(expected):
+            received += theirs.recv(65536)
+        assert received == expected
+
+
+def test_a_head_and_a_body_larger_than_the_socket_takes_arrive_whole_and_in_order():
+    from service.worker import ClientSocket
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        client = ClientSocket(ours, timeout=1)
+        head, body = b"HTTP/1.1 200 OK\r\nContent-Length: 8000000\r\n\r\n", os.urandom(8_000_000)
+        client.hold_head()
+        client.sendall(head)
+        client.sendall(body)
+        client.release_head()
+        assert client.outgoing, "the socket buffer cannot take 8 MB at once: the rest waits for the event loop"
+        received, deadline = bytearray(), time.monotonic() + 10
+        theirs.setblocking(False)
+        while len(received) < len(head) + len(body) and time.monotonic() < deadline:
+            client.flush()
+            try:
+                received += theirs.recv(1 << 20)
+            except BlockingIOError:
+                select.select([theirs], [], [], 0.1)
+        assert bytes(received) == head + body
+        assert client.flush()
