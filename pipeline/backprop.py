@@ -11,7 +11,8 @@ Two variants of the output layer and loss:
 - `"linear"`, `"mse"`: what the chapter's PyTorch code trains (a linear output
   layer and torch.nn.MSELoss), so delta(L) = 2 (a(L) - y) / n. The presets use
   this one: a sigmoid output can never reach the ends of the min-max range,
-  where the largest and smallest weeks sit.
+  where the largest and smallest weeks sit. `"mae"` (two candidates of
+  `auto`) is the same with delta(L) = sign(a(L) - y) / n.
 Each hidden delta is as in the chapter: (W(l+1)^T delta(l+1)) * sigma'(z(l)).
 """
 import numpy as np
@@ -41,7 +42,12 @@ def _half_sse(error):
     return 0.5 * float(np.sum(error**2)), error
 
 
-LOSSES = dict(zip(LOSS_NAMES, (_mse, _half_sse)))
+def _mae(error):
+    """Mean absolute error and its (sub)derivative by the output: sign(error) / n."""
+    return float(np.mean(np.abs(error))), np.sign(error) / error.size
+
+
+LOSSES = dict(zip(LOSS_NAMES, (_mse, _half_sse, _mae)))
 
 
 class ManualMLP:

@@ -7,7 +7,8 @@ from .presets import GRADCHECK_SEED, GRADCHECK_TRIALS
 
 
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "linear": lambda z: z}
-LOSSES = {"mse": torch.nn.functional.mse_loss, "half-sse": lambda a, y: 0.5 * torch.sum((a - y) ** 2)}
+LOSSES = {"mse": torch.nn.functional.mse_loss, "half-sse": lambda a, y: 0.5 * torch.sum((a - y) ** 2),
+          "mae": torch.nn.functional.l1_loss}
 
 
 def autograd_gradients(net, X, y, loss_name="mse"):
@@ -23,7 +24,8 @@ def autograd_gradients(net, X, y, loss_name="mse"):
     return loss.item(), [W.grad.numpy() for W in Ws], [b.grad.numpy() for b in bs]
 
 
-VARIANTS = (("sigmoid", "half-sse"), ("linear", "mse"))  # Algorithm 8.5; the chapter's PyTorch code
+# Algorithm 8.5; the chapter's PyTorch code; the absolute loss of two candidates
+VARIANTS = (("sigmoid", "half-sse"), ("linear", "mse"), ("linear", "mae"))
 
 
 def relative_error(manual, reference):
@@ -34,8 +36,9 @@ def relative_error(manual, reference):
 def gradcheck(trials=GRADCHECK_TRIALS, seed=GRADCHECK_SEED):
     """Largest relative gradient error (per tensor) over `trials` random cases, in float64.
 
-    The cases alternate between the two variants: Algorithm 8.5 (sigmoid
-    output, 1/2 the sum of squared errors) and a linear output with MSE.
+    The cases take the variants in turn: Algorithm 8.5 (sigmoid output, 1/2
+    the sum of squared errors), a linear output with MSE, and one with the
+    mean absolute error.
     """
     rng = np.random.default_rng(seed)
     worst = {"relative_error": 0.0}

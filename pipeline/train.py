@@ -62,7 +62,7 @@ class TorchEngine:
             self.optimizer = torch.optim.Adam(params, lr=config.lr, fused=True)
         else:
             raise TrainingError(f"--optimizer must be sgd or adam, got {config.optimizer!r}")
-        self.loss_fn = torch.nn.MSELoss() if config.loss == "mse" else half_sse
+        self.loss_fn = {"mse": torch.nn.MSELoss(), "mae": torch.nn.L1Loss(), "half-sse": half_sse}[config.loss]
 
     def tensor(self, array):
         return torch.as_tensor(np.asarray(array, dtype=np.float32), device=self.device)
