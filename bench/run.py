@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.scale import measure as measure_scale, report as scale_report  # noqa: E402
+from pipeline.presets import CANDIDATES, ENSEMBLE_SIZE  # noqa: E402
 from service.testing import running_service  # noqa: E402
 
 DEMAND = [sys.executable, "-m", "pipeline"]
@@ -262,7 +263,8 @@ def report(training, scale, comparison, service, memory, args):
         "",
         "## Training",
         "",
-        f"`demand train` on the embedded data (936 rows; `--preset auto`: 8 candidates, the mean of the best 3 "
+        f"`demand train` on the embedded data (936 rows; `--preset auto`: {len(CANDIDATES)} candidates, "
+        f"the mean of the best {ENSEMBLE_SIZE} "
         f"refit on every row, export and report; CPU), whole command wall time over {len(training)} runs: "
         f"median {statistics.median(training):.1f} s (runs: {', '.join(f'{t:.1f}' for t in training)}). Target <= 15 s: "
         f"{verdict(max(training) <= 15)}.",

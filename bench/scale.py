@@ -14,6 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from pipeline.presets import CANDIDATES, ENSEMBLE_SIZE  # noqa: E402
 
 DEMAND = [sys.executable, "-m", "pipeline"]
 EMBEDDED_SERIES, WEEKS = 6, 156  # the generator's defaults: the embedded data's shape
@@ -142,7 +143,8 @@ def report(results):
     lines = [
         "## Training time by rows",
         "",
-        "`demand train --device cpu` (`--preset auto`: 8 candidates, the mean of the best 3 refit on every row, export "
+        f"`demand train --device cpu` (`--preset auto`: {len(CANDIDATES)} candidates, the mean of the best "
+        f"{ENSEMBLE_SIZE} refit on every row, export "
         "and report) on `demand data generate --series N` (156 weeks); peak memory of the whole process tree, "
         "training workers included (`python bench/scale.py`):",
         "",
