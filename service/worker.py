@@ -43,6 +43,7 @@ from .http_framing import CONTINUE, MORE, FramingError, RequestScanner
 READ_SIZE = 256 * 1024
 LINGER_SECONDS, MAX_LINGER_DRAIN = 2.0, 65536  # as gunicorn's close_graceful, without blocking the loop
 EMPTY = memoryview(b"")
+INTERIM = re.compile(rb"HTTP/1\.[01] 1\d\d ")  # a 1xx status line: not the response's head
 REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
            417: "Expectation Failed", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
            501: "Not Implemented"}
@@ -111,9 +112,9 @@ class ClientSocket:
             return 0
 
     def hold_head(self):
-        """Keep the next write (gunicorn writes a response's head on its own)
-        until the one after it (the first body bytes), and send both in one
-        call; release_head sends a head that no body followed."""
+        """Keep the response's head (gunicorn writes it on its own) until the
+        first body bytes, and send both in one call; release_head sends a head
+        that no body followed. Interim answers (103 Early Hints) go at once."""
         self._hold_next, self._head = True, None
 
     def release_head(self):
@@ -127,7 +128,7 @@ class ClientSocket:
         A client that stops reading its answer then holds a buffer, not a
         request thread (it has DEMAND_CLIENT_TIMEOUT to take the rest).
         """
-        if self._hold_next:
+        if self._hold_next and not INTERIM.match(data):
             self._hold_next, self._head = False, bytes(data)
         elif self._head is not None:
             head, self._head = self._head, None
@@ -311,6 +312,8 @@ class Worker(ThreadWorker):
         self._start_reading(conn)
 
     def finish_request(self, conn, fs):
+        if conn.sock.outgoing and conn.sock.fileno() == -1:
+            conn.sock.outgoing.clear()  # gunicorn closed it on an error mid-answer: nothing more goes
         if conn.sock.outgoing:  # the answer is not all sent yet: the loop sends it, then carries on
             conn.write_deadline = time.monotonic() + self.client_timeout
             self.writing.add(conn)

@@ -343,7 +343,6 @@ def test_clients_that_stop_reading_their_answer_hold_no_thread(published, tmp_pa
         stalled = []
         for _ in range(12):
             sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             sock.connect(("127.0.0.1", port))
             sock.sendall(request)
             stalled.append(sock)
@@ -453,3 +452,60 @@ def test_a_head_and_a_body_larger_than_the_socket_takes_arrive_whole_and_in_orde
                 select.select([theirs], [], [], 0.1)
         assert bytes(received) == head + body
         assert client.flush()
+
+
+@pytest.fixture
+def bare_worker(tmp_path):
+    """The service's worker class and gunicorn config around tests/streaming_app.py."""
+    with running_service(tmp_path, tmp_path, workers=1, app="tests.streaming_app:app",
+                         is_ready=lambda s: s.get("/").ok) as s:
+        yield s
+
+
+def test_an_interim_103_goes_at_once_not_with_the_final_head(bare_worker):
+    port = int(bare_worker.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        began = time.monotonic()
+        sock.sendall(b"GET /early-hints HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 103 ") and b"HTTP/1.1 200" not in first, first
+        assert time.monotonic() - began < 0.4  # before the app's 0.5 s pause, not held back for the final head
+        rest = b""
+        while chunk := sock.recv(65536):
+            rest += chunk
+        assert rest.startswith(b"HTTP/1.1 200 OK") and rest.endswith(b"hello")
+
+
+def test_a_streamed_answer_that_fails_half_way_does_not_crash_the_worker(bare_worker):
+    """gunicorn closes the connection while unsent bytes wait for the event loop:
+    they are dropped, and the worker carries on (it had died on the closed socket)."""
+    workers_before = worker_pids(bare_worker)
+    port = int(bare_worker.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /fails-mid-stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(1.0)  # not reading: the answer backs up in the worker's event loop
+        received = b""
+        try:
+            while chunk := sock.recv(1 << 20):
+                received += chunk
+        except (ConnectionResetError, socket.timeout):
+            pass
+    assert len(received) < 32_000_000, "an answer that failed half-way must not look complete"
+    assert requests.get(bare_worker.url + "/", timeout=5).text == "ok"
+    assert worker_pids(bare_worker) == workers_before
+    assert "exited with code" not in bare_worker.log() and "Invalid file descriptor" not in bare_worker.log()
+
+
+def test_an_interim_answer_is_sent_at_once_and_the_head_still_waits_for_its_body():
+    from service.worker import ClientSocket
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        counted = CountedSends(ours)
+        client = ClientSocket(counted, timeout=1)
+        client.hold_head()
+        client.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n")
+        assert counted.sends == [b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"]
+        client.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
+        client.sendall(b"body")
+        assert counted.sends[1:] == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
