@@ -166,7 +166,9 @@ def training_options(command):
         click.option("--transform", type=click.Choice(["none", "log1p"]), help="log1p: learn on log(1 + value) of sales and features."),
         click.option("--output-activation", type=click.Choice(OUTPUT_ACTIVATIONS),
                      help="sigmoid with --loss half-sse: the chapter's Algorithm 8.5 (presets: linear)."),
-        click.option("--loss", type=click.Choice(LOSS_NAMES), help="half-sse: 1/2 the sum of squared errors (Algorithm 8.5)."),
+        click.option("--loss", type=click.Choice(LOSS_NAMES),
+                     help="mse (presets); mae: mean absolute error (the -mae candidates); "
+                          "half-sse: 1/2 the sum of squared errors (Algorithm 8.5)."),
     ]):
         command = option(command)
     return command
