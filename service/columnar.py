@@ -47,6 +47,10 @@ class ColumnarRequest:
     levels: list  # interval levels for `intervals`; None: no `intervals`
 
 
+# What a columnar body may hold: a misspelt option ("field") is an error, not ignored.
+REQUEST_KEYS = ("inputs", "fields", "levels")
+
+
 def is_columnar(body):
     return isinstance(body, dict) and "inputs" in body
 
@@ -55,6 +59,9 @@ def read_columnar(body, max_rows):
     """A validated ColumnarRequest from a parsed body with `inputs`; ApiError names what is wrong."""
     if "instances" in body:
         raise ApiError(400, "send either 'instances' (one object per row) or 'inputs' (one list per feature), not both")
+    unknown = next((key for key in body if key not in REQUEST_KEYS), None)
+    if unknown is not None:
+        raise ApiError(400, f"{unknown[:40]!r} is not a key of a columnar body; it takes {', '.join(REQUEST_KEYS)}")
     fields = read_fields(body["fields"]) if "fields" in body else OUTPUT_COLUMNS
     levels = read_levels(body["levels"]) if "levels" in body else None
     X, ranges = matrix_from_columns(body["inputs"], max_rows)

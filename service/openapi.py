@@ -76,7 +76,7 @@ SCHEMAS = {
         ]
     },
     "ColumnarRequest": {
-        "type": "object", "required": ["inputs"],
+        "type": "object", "required": ["inputs"], "additionalProperties": False,
         "description": "TF-Serving's columnar format: one list per feature, row i made of the i-th value of each; "
                        "the answer is columnar too",
         "properties": {

@@ -162,6 +162,8 @@ def test_columnar_rows_are_counted_like_the_row_formats(client):
     ({"inputs": columns(ROWS), "fields": None}, "fields must be a list of output names"),
     ({"inputs": columns(ROWS), "fields": ["units_sold", "units_sold"]}, "fields names an output twice"),
     ({"inputs": columns(ROWS), "levels": [0.3]}, "levels[0] must be a number between 0.5 and 0.99"),
+    ({"inputs": columns(ROWS), "field": ["units_sold"]},
+     "'field' is not a key of a columnar body; it takes inputs, fields, levels"),
 ])
 def test_bad_columnar_bodies_get_400_naming_the_column_and_index(client, body, message):
     response = post(client, "/predict", body)
@@ -286,3 +288,11 @@ def test_columnar_json_over_http(published, tmp_path):
         assert bad.status_code == 400 and bad.headers["Content-Type"] == "application/json"
         assert bad.json()["error"] == "inputs.discount_fraction[5] must be <= 100 percent, got 130"
         assert server.metric('demand_rows_predicted_total{protocol="json"}') >= 4000
+
+
+def test_the_api_description_lists_the_keys_a_columnar_body_takes():
+    from service.columnar import REQUEST_KEYS
+    from service.openapi import SCHEMAS
+
+    schema = SCHEMAS["ColumnarRequest"]
+    assert tuple(schema["properties"]) == REQUEST_KEYS and schema["additionalProperties"] is False
