@@ -10,7 +10,7 @@ def app(environ, start_response):
     path = environ["PATH_INFO"]
     if path == "/early-hints":
         environ["wsgi.early_hints"]([("Link", "</style.css>; rel=preload")])
-        time.sleep(0.5)
+        time.sleep(1.0)
         start_response("200 OK", [("Content-Length", "5")])
         return [b"hello"]
     if path == "/fails-mid-stream":
