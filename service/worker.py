@@ -137,10 +137,10 @@ class ClientSocket:
             self._send([data])
 
     def _send(self, pieces):
-        if self.outgoing:
-            self.outgoing.extend(bytes(piece) for piece in pieces)
-            return
         views = [memoryview(piece) for piece in pieces if len(piece)]
+        if self.outgoing:
+            self.outgoing.extend(bytes(view) for view in views)
+            return
         while views:
             try:
                 sent = self.sock.sendmsg(views)  # one call for all pieces

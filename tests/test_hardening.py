@@ -402,9 +402,9 @@ class CountedSends:
         return getattr(self.sock, name)
 
 
-def test_a_response_head_leaves_in_the_same_send_as_its_body():
-    """Killed between two sends, a worker would leave the load balancer a head
-    without a body, which it can neither retry nor complete."""
+@pytest.fixture
+def holding_client():
+    """(a ClientSocket holding the next head, its CountedSends, the other end of the socket)."""
     from service.worker import ClientSocket
 
     ours, theirs = socket.socketpair()
@@ -412,22 +412,29 @@ def test_a_response_head_leaves_in_the_same_send_as_its_body():
         counted = CountedSends(ours)
         client = ClientSocket(counted, timeout=1)
         client.hold_head()
-        client.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
-        assert counted.sends == []
-        client.sendall(b"body")
-        client.sendall(b"more")
-        client.release_head()
-        assert counted.sends == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"more"]
-        client.hold_head()  # a head with no body (HEAD, 204) goes at the end of the request
-        client.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
-        client.release_head()
-        assert counted.sends[-1] == b"HTTP/1.1 204 No Content\r\n\r\n"
-        theirs.settimeout(1)
-        expected = b"HTTP/1.1 200 OK\r\n\r\nbodymoreHTTP/1.1 204 No Content\r\n\r\n"
-        received = b""
-        while len(received) < len(expected):
-            received += theirs.recv(65536)
-        assert received == expected
+        yield client, counted, theirs
+
+
+def test_a_response_head_leaves_in_the_same_send_as_its_body(holding_client):
+    """Killed between two sends, a worker would leave the load balancer a head
+    without a body, which it can neither retry nor complete."""
+    client, counted, theirs = holding_client
+    client.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
+    assert counted.sends == []
+    client.sendall(b"body")
+    client.sendall(b"more")
+    client.release_head()
+    assert counted.sends == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"more"]
+    client.hold_head()  # a head with no body (HEAD, 204) goes at the end of the request
+    client.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+    client.release_head()
+    assert counted.sends[-1] == b"HTTP/1.1 204 No Content\r\n\r\n"
+    theirs.settimeout(1)
+    expected = b"HTTP/1.1 200 OK\r\n\r\nbodymoreHTTP/1.1 204 No Content\r\n\r\n"
+    received = b""
+    while len(received) < len(expected):
+        received += theirs.recv(65536)
+    assert received == expected
 
 
 def test_a_head_and_a_body_larger_than_the_socket_takes_arrive_whole_and_in_order():
@@ -494,16 +501,10 @@ def test_a_streamed_answer_that_fails_half_way_does_not_crash_the_worker(bare_wo
     assert "exited with code" not in bare_worker.log() and "Invalid file descriptor" not in bare_worker.log()
 
 
-def test_an_interim_answer_is_sent_at_once_and_the_head_still_waits_for_its_body():
-    from service.worker import ClientSocket
-
-    ours, theirs = socket.socketpair()
-    with ours, theirs:
-        counted = CountedSends(ours)
-        client = ClientSocket(counted, timeout=1)
-        client.hold_head()
-        client.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n")
-        assert counted.sends == [b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"]
-        client.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
-        client.sendall(b"body")
-        assert counted.sends[1:] == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
+def test_an_interim_answer_is_sent_at_once_and_the_head_still_waits_for_its_body(holding_client):
+    client, counted, _ = holding_client
+    client.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n")
+    assert counted.sends == [b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"]
+    client.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
+    client.sendall(b"body")
+    assert counted.sends[1:] == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
