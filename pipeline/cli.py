@@ -569,9 +569,9 @@ def predict(input_path, output_path, version, provider, model_dir, skip_bad_rows
     """
     from .bundle import Bundle
     from .registry import Registry
-    from .scoring import score_file
+    from .scoring import score_file, scoring_threads
 
-    bundle = Bundle.load(Registry(model_dir), version, provider)
+    bundle = Bundle.load(Registry(model_dir), version, provider, scoring_threads())
     counts = score_file(input_path, output_path, bundle, skip_bad_rows, warn=log)
     log(f"wrote {counts['rows']} forecasts from model {bundle.version} ({bundle.provider}) to {output_path}"
         + (f"; {counts['extrapolated_rows']} row(s) outside the training range" if counts["extrapolated_rows"] else ""))

@@ -14,7 +14,7 @@ from pipeline.data import load_file
 from pipeline.errors import DataError
 from pipeline.registry import Registry
 from pipeline.schema import FEATURES, FORECAST_COLUMNS
-from pipeline.scoring import score_file
+from pipeline.scoring import read_ahead, score_file
 from pipeline.sources import load_sources
 
 from .conftest import DEFAULT_CSV, invoke, write_rows
@@ -152,6 +152,31 @@ def test_predict_refuses_a_bad_file_whole_and_leaves_no_output(tmp_path, champio
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv"]  # nothing half written
     counts = score_file(source, out, champion, skip_bad_rows=True)
     assert counts["rows"] == len(lines) - 4 and counts["skipped_rows"] == 3
+
+
+def test_read_ahead_takes_one_item_ahead_in_order():
+    taken = []
+
+    def source():
+        for i in range(5):
+            taken.append(i)
+            yield i
+
+    items = read_ahead(source())
+    assert next(items) == 0
+    assert len(taken) <= 2  # the item in hand and at most the next one: memory stays at two chunks
+    assert list(items) == [1, 2, 3, 4]
+
+
+def test_read_ahead_raises_where_the_failing_item_would_have_come():
+    def source():
+        yield "first chunk"
+        raise DataError("second chunk: cannot be read")
+
+    items = read_ahead(source())
+    assert next(items) == "first chunk"
+    with pytest.raises(DataError, match="second chunk"):
+        next(items)
 
 
 def test_predict_command_agrees_with_the_loader(runner, published, tmp_path):
