@@ -168,7 +168,7 @@ def _score_file(input_path, output_path, bundle, skip_bad_rows, warn, settings):
     into_parquet = tables.is_parquet(output_path)
     tally, written, outside = tables.ProblemTally(), 0, 0
     try:
-        chunks = ((*chunk, tables.check_columns(chunk[0], FEATURES))
+        chunks = ((*chunk, tables.check_columns(chunk[0], FEATURES, series=False))
                   for chunk in tables.stream(input_path, FEATURES, **settings))
         for chunk, dropped, record_of, checked in read_ahead(chunks):
             tally.add(dropped + [(record_of(index), column, problem) for index, column, problem in checked.problems])

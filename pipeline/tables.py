@@ -198,15 +198,17 @@ def ragged_problems(ragged):
             for number, cells, expected in sorted(ragged.rows)]
 
 
-def check_columns(table, numbers, offset=0):
+def check_columns(table, numbers, offset=0, series=True):
     """Columns of `table` (pyarrow) checked: `numbers` against their domain, the
-    week as an ISO date, the series as text. Row indexes in problems start at `offset`."""
+    week as an ISO date, the series as text (only with `series`: scoring passes
+    it through untouched, and a Python string per row costs more than the
+    checks). Row indexes in problems start at `offset`."""
     values, problems = {}, []
     for name in numbers:
         values[name] = _number_column(table.column(name), name, offset, problems)
     if TIME_COLUMN in table.column_names:
         values[TIME_COLUMN] = _week_column(table.column(TIME_COLUMN), offset, problems)
-    if SERIES_COLUMN in table.column_names:
+    if series and SERIES_COLUMN in table.column_names:
         series = table.column(SERIES_COLUMN)
         if not pa.types.is_string(series.type):
             series = pc.cast(series, pa.string())

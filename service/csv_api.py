@@ -48,7 +48,7 @@ def forecast_csv(raw, bundle, max_rows):
     if table.num_rows + len(ragged.rows) > max_rows:
         raise ApiError(413, f"{table.num_rows + len(ragged.rows)} rows in the CSV body, more than the limit of "
                             f"{max_rows} per request (DEMAND_MAX_ROWS)")
-    checked = tables.check_columns(table, FEATURES)
+    checked = tables.check_columns(table, FEATURES, series=False)
     problems = tables.all_problems(checked, tables.ragged_problems(ragged))
     if problems:
         raise ApiError(400, _problems_message(problems))
