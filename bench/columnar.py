@@ -29,8 +29,8 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 
 def bodies(rows=ROWS):
     """{name: (request body, whether its rows are outside the training range)}."""
-    def columns(row):
-        return json.dumps({"inputs": {name: [row[name]] * rows for name in FEATURES}}).encode()
+    def columns(row, **options):
+        return json.dumps({"inputs": {name: [row[name]] * rows for name in FEATURES}, **options}).encode()
 
     def instances(row):
         return json.dumps({"instances": [row] * rows}).encode()
@@ -38,6 +38,8 @@ def bodies(rows=ROWS):
     return {
         "columnar_inside": (columns(ONE_ROW), False),
         "columnar_outside": (columns(OUTSIDE_ROW), True),
+        # What a client that needs only the forecast asks for: a fifth of the answer's bytes.
+        "columnar_units_only": (columns(ONE_ROW, fields=["units_sold", "extrapolated"]), False),
         "rows_inside": (instances(ONE_ROW), False),
         "rows_outside": (instances(OUTSIDE_ROW), True),
     }

@@ -228,6 +228,7 @@ def columnar_lines(s, verdict):
     """Report rows of bench/columnar.py's runs: 1000 rows per request in each format."""
     c = s["columnar"]
     names = {"columnar_inside": ("columnar JSON", ">= 3 M rows/s"), "columnar_outside": ("columnar JSON, rows outside the training range", ""),
+             "columnar_units_only": ("columnar JSON, `fields`: units_sold and extrapolated", ""),
              "rows_inside": ("row JSON (`instances`)", ""), "rows_outside": ("row JSON, rows outside the training range", "")}
     lines = []
     for key, (label, target) in names.items():
