@@ -103,12 +103,20 @@ class Output:
         self.pending = self.thread.submit(self.writer.write_table, table)
 
     def wait(self):
-        if self.pending is not None:
-            pending, self.pending = self.pending, None
-            try:
-                pending.result()
-            except (pa.ArrowException, OSError) as err:
-                raise self.failed(err) from None
+        pending, self.pending = self.pending, None
+        if pending is None:
+            return
+        try:
+            pending.result()
+            return
+        except (pa.ArrowException, OSError) as err:
+            failure = self.failed(err)
+        finally:
+            # The failed future holds the error, whose traceback holds this
+            # frame: without this the cycle would keep the files open until
+            # the garbage collector happened to run.
+            del pending
+        raise failure
 
     def failed(self, err):
         reason = getattr(err, "strerror", None) or str(err).splitlines()[0][:200]
@@ -141,7 +149,14 @@ def read_ahead(items):
     with ThreadPoolExecutor(1, thread_name_prefix="reader") as pool:
         end = object()
         pending = pool.submit(next, items, end)
-        while (item := pending.result()) is not end:
+        while True:
+            try:
+                item = pending.result()
+            except BaseException:
+                pending = None  # as in Output.wait: no cycle through the failed future
+                raise
+            if item is end:
+                return
             pending = pool.submit(next, items, end)
             yield item
 

@@ -1,6 +1,8 @@
 """CSV and Parquet, read by pyarrow: the same rows and the same messages
 either way, and `demand predict` streaming a file through the model."""
 import csv
+import gc
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -177,6 +179,33 @@ def test_read_ahead_raises_where_the_failing_item_would_have_come():
     assert next(items) == "first chunk"
     with pytest.raises(DataError, match="second chunk"):
         next(items)
+
+
+def open_files_under(folder):
+    paths = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass  # the listing's own descriptor, closed by now
+    return [path for path in paths if path.startswith(str(folder))]
+
+
+def test_a_file_refused_midway_leaves_no_file_open(tmp_path, champion, monkeypatch):
+    monkeypatch.setattr(tables, "STREAM_BLOCK_BYTES", 4096)  # the bad line is in a later chunk, read ahead
+    lines = DEFAULT_CSV.read_bytes().splitlines()
+    lines[700] = lines[700].replace(b"store", b"st\xffore")
+    source = tmp_path / "bad.csv"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    gc.disable()  # what stays open must be closed by reference counting, not by a collection that may never come
+    try:
+        with pytest.raises(DataError, match="cannot be read as CSV"):
+            score_file(source, tmp_path / "out.csv", champion)
+        left_open = open_files_under(tmp_path)
+    finally:
+        gc.enable()
+    assert left_open == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv"]
 
 
 def test_predict_command_agrees_with_the_loader(runner, published, tmp_path):
