@@ -45,6 +45,15 @@ def friendly_errors(command):
     return wrapper
 
 
+def unwind_on_sigterm():
+    """SIGTERM (docker stop, kill) unwinds as Ctrl-C does, so a half-written
+    output is removed on the way out; by default it kills on the spot and
+    leaves the temporary file behind."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 model_dir_option = click.option(
     "--model-dir", envvar="DEMAND_MODEL_DIR", default=DEFAULT_MODEL_DIR, show_default=True,
     type=click.Path(file_okay=False, path_type=Path), help="Model registry folder (env DEMAND_MODEL_DIR).",
@@ -571,6 +580,7 @@ def predict(input_path, output_path, version, provider, model_dir, skip_bad_rows
     from .registry import Registry
     from .scoring import score_file, scoring_threads
 
+    unwind_on_sigterm()
     bundle = Bundle.load(Registry(model_dir), version, provider, scoring_threads())
     counts = score_file(input_path, output_path, bundle, skip_bad_rows, warn=log)
     log(f"wrote {counts['rows']} forecasts from model {bundle.version} ({bundle.provider}) to {output_path}"

@@ -3,6 +3,10 @@ either way, and `demand predict` streaming a file through the model."""
 import csv
 import gc
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -206,6 +210,26 @@ def test_a_file_refused_midway_leaves_no_file_open(tmp_path, champion, monkeypat
         gc.enable()
     assert left_open == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv"]
+
+
+@pytest.mark.slow
+def test_predict_stopped_with_sigterm_leaves_nothing_half_written(tmp_path, published):
+    weeks = pa_csv.read_csv(DEFAULT_CSV)
+    source = tmp_path / "many.csv"
+    pa_csv.write_csv(pa.concat_tables([weeks] * 3200), source)  # 3M rows: seconds of work to stop in the middle of
+    out = tmp_path / "scored.csv"
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", "predict", "--input", str(source), "--output", str(out),
+                                "--model-dir", str(published)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    partial = tmp_path / f".scored.csv.{process.pid}.partial"
+    deadline = time.monotonic() + 60
+    while not partial.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert partial.exists(), "the output was never started"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert b"Traceback" not in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["many.csv"]
 
 
 def test_predict_command_agrees_with_the_loader(runner, published, tmp_path):
