@@ -64,6 +64,8 @@ def test_the_command_line_writes_the_same_bytes(client, runner, published, tmp_p
     ("", 400, "the CSV body is empty"),
     (HEADER + "\n", 400, "the CSV body has a header but no rows"),
     (b"prev_week_sales,discount_fraction,weeks_to_next_holidays\n1,2,3\n\xff\xfe,1,1\n", 400, "not a UTF-8 text file"),
+    (HEADER + '\na,2026-01-05,1,2,3\n"b,2026-01-12,1,2,3\nc,2026-01-19,1,2,3\n', 400,
+     "body: line 3: a quote opens a cell that is never closed, so the 1 line(s) after it would be read into that one cell"),
 ])
 def test_bad_bodies_get_json_errors_naming_line_and_column(client, body, status, message):
     response = post_csv(client, body)

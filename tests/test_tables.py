@@ -3,6 +3,7 @@ either way, and `demand predict` streaming a file through the model."""
 import csv
 import gc
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -257,6 +258,26 @@ def test_line_breaks_inside_quoted_cells_are_one_record(tmp_path, champion, monk
     assert len(load_file(path)) == 40_000
     monkeypatch.setattr(tables, "STREAM_BLOCK_BYTES", 4099)  # a block boundary inside a quoted cell
     assert score_file(path, tmp_path / "out.csv", champion)["rows"] == 40_000
+
+
+def test_a_quote_never_closed_refuses_the_file_naming_its_line(tmp_path, champion):
+    lines = DEFAULT_CSV.read_text().splitlines()
+    lines[500] = lines[500].replace("store-", '"store-')  # its cell would run on to the end of the file
+    source = tmp_path / "unclosed.csv"
+    source.write_text("\n".join(lines) + "\n")
+    message = re.escape(f"line 501: a quote opens a cell that is never closed, so the {len(lines) - 501} line(s) after it")
+    with pytest.raises(DataError, match=message):
+        load_file(source)
+    with pytest.raises(DataError, match=message):
+        score_file(source, tmp_path / "out.csv", champion)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["unclosed.csv"]
+
+
+def test_a_quote_inside_a_cell_is_a_character_of_it(tmp_path, champion):
+    path = tmp_path / "inches.csv"
+    path.write_text(FEATURE_HEADER + ',units_sold,series\n1,2,3,4,65" TV\n5,6,7,8,radio\n')
+    assert list(load_file(path).series) == ['65" TV', "radio"]
+    assert score_file(path, tmp_path / "out.csv", champion)["rows"] == 2
 
 
 def test_a_name_given_twice_is_refused_plainly(tmp_path, champion):
