@@ -8,6 +8,7 @@ with the forecast and the bounds of every interval.
 """
 import csv
 import datetime as dt
+import os
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,22 @@ def write_forecasts(path, plan, out, levels):
     keys = [level_key(level) for level in levels]
     columns = ["series", "week", "step", "units_sold"]
     columns += [f"{side}_{key}" for key in keys for side in ("low", "high")] + ["extrapolated"]
+    path = Path(path)
+    # Written beside the output and renamed into place: a failure leaves no half-written file.
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        count = _write_rows(partial, columns, plan, out, levels)
+        os.replace(partial, path)
+    except OSError as err:
+        partial.unlink(missing_ok=True)
+        raise DataError(f"{path}: cannot be written: {err.strerror or err}") from None
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return count
+
+
+def _write_rows(path, columns, plan, out, levels):
     count = 0
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)

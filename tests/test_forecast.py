@@ -197,3 +197,16 @@ def test_a_bad_plan_file_names_line_and_column(runner, tmp_path, published):
     assert result.exit_code == 1
     assert "line 2, column 'discount_fraction': must be <= 100 percent, got 130" in result.output
     assert "line 3, column 'prev_week_sales': series 'b' starts in week 2026-01-05" in result.output
+
+
+def test_an_output_that_cannot_be_written_is_a_clear_error(runner, tmp_path, published):
+    plan = tmp_path / "plan.csv"
+    plan.write_text("series,week,prev_week_sales,discount_fraction,weeks_to_next_holidays\na,2026-01-05,100,10,2\n")
+    out = tmp_path / "missing" / "o.csv"
+    result = invoke(runner, "forecast", "--plan", str(plan), "--output", str(out), "--model-dir", str(published))
+    assert result.exit_code == 1
+    assert f"{out}: cannot be written: No such file or directory" in result.output
+    assert "Traceback" not in result.output
+    written = tmp_path / "o.csv"
+    assert invoke(runner, "forecast", "--plan", str(plan), "--output", str(written), "--model-dir", str(published)).exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.csv", "plan.csv"]  # written by renaming: no temporary left
