@@ -107,21 +107,21 @@ def header_of_bytes(raw, path):
 QUOTE_SCAN_BYTES = 16 << 20  # read at a time by unclosed_quote on a file
 
 
-def unclosed_quote(blocks, records):
+def unclosed_quote(read_blocks, records):
     """What is wrong when a quote opened a cell that was never closed, else None.
 
-    `blocks`: the file's bytes, in pieces; `records`: the rows read, header
-    and dropped rows included. The cell then runs on to the end of the file
-    (or to the next quote), taking the lines after it, and pyarrow and
+    `read_blocks()`: the file's bytes, in pieces; `records`: the rows read,
+    header and dropped rows included. The cell then runs on to the end of the
+    file (or to the next quote), taking the lines after it, and pyarrow and
     Python's csv module both read that without a word: rows would be lost.
     Quotes pair up in a valid CSV (a quote inside a quoted cell is doubled),
-    so it shows as an odd number of them with fewer rows than lines. A quote
-    inside an unquoted cell (`65" TV`) is a character of it and loses
-    nothing: its file has as many rows as lines, and passes.
+    so it shows as an odd number of them with fewer rows than lines, blank
+    lines aside. A quote inside an unquoted cell (`65" TV`) is a character of
+    it and loses nothing: its file has as many rows as lines, and passes.
     """
     quotes = line_breaks = 0
     last_byte, last_quoted = b"\n", None  # (the last block with a quote, line breaks before it, the byte before it)
-    for block in blocks:
+    for block in read_blocks():
         codes = np.frombuffer(block, dtype=np.uint8)  # numpy counts bytes several times faster than bytes.count
         count = int(np.count_nonzero(codes == ord('"')))
         if count:
@@ -130,7 +130,7 @@ def unclosed_quote(blocks, records):
         line_breaks += int(np.count_nonzero(codes == ord("\n")))
         last_byte = block[-1:] or last_byte
     lines = line_breaks + (last_byte != b"\n")  # a last line without its line break counts too
-    if quotes % 2 == 0 or lines <= records:
+    if quotes % 2 == 0 or lines <= records or lines - blank_lines(read_blocks()) <= records:
         return None
     block, before, previous = last_quoted
     at = block.rfind(b'"')  # the one left open, when the cell it opens runs to the end
@@ -141,6 +141,18 @@ def unclosed_quote(blocks, records):
                 "after it would be read into that one cell; close the quote or remove it")
     return ("a quoted cell is never closed (the file has an odd number of \" characters and fewer rows than lines), "
             "so some lines would be read into another row's cell; check the quotes")
+
+
+def blank_lines(blocks):
+    """Empty lines (the readers skip them: no row of their own), with \n or \r\n endings."""
+    count, tail = 0, b"\n\n"  # the file's start counts as the end of a line
+    for block in blocks:
+        codes = np.frombuffer(tail + block, dtype=np.uint8)
+        at = np.flatnonzero(codes[2:] == ord("\n")) + 2
+        before, two_before = codes[at - 1], codes[at - 2]
+        count += int(np.count_nonzero((before == ord("\n")) | ((before == ord("\r")) & (two_before == ord("\n")))))
+        tail = (tail + block)[-2:]
+    return count
 
 
 def file_blocks(path, size=QUOTE_SCAN_BYTES):
@@ -194,7 +206,7 @@ def read_csv(source, path, header, wanted, numbers, threads=True):
         if threads and any(number is None for number, _, _ in ragged.rows):
             # Threads do not know lines: read again on one thread to name them.
             return read_csv(source, path, header, wanted, numbers, threads=False)
-        problem = unclosed_quote([source], table.num_rows + len(ragged.rows) + 1)
+        problem = unclosed_quote(lambda: [source], table.num_rows + len(ragged.rows) + 1)
         if problem:
             raise DataError(f"{path}: {problem}")
         return table, ragged
@@ -448,7 +460,7 @@ def stream(path, required, threads=True, numbers=True):
         raise DataError(f"{path}: cannot be read as CSV: {_arrow_reason(err)}") from None
     # Once every chunk is out (with read-ahead, while the last is forecast), and
     # before the output is put in place: a never-closed quote refuses the file.
-    problem = unclosed_quote(file_blocks(path), kept + len(dropped) + 1)
+    problem = unclosed_quote(lambda: file_blocks(path), kept + len(dropped) + 1)
     if problem:
         raise DataError(f"{path}: {problem}")
 

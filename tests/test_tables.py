@@ -275,7 +275,8 @@ def test_a_quote_never_closed_refuses_the_file_naming_its_line(tmp_path, champio
 
 def test_a_quote_inside_a_cell_is_a_character_of_it(tmp_path, champion):
     path = tmp_path / "inches.csv"
-    path.write_text(FEATURE_HEADER + ',units_sold,series\n1,2,3,4,65" TV\n5,6,7,8,radio\n')
+    # blank lines too, which have no row of their own either
+    path.write_text(FEATURE_HEADER + ',units_sold,series\n1,2,3,4,65" TV\n\n5,6,7,8,radio\n\n')
     assert list(load_file(path).series) == ['65" TV', "radio"]
     assert score_file(path, tmp_path / "out.csv", champion)["rows"] == 2
 
