@@ -106,16 +106,20 @@ def data_generate(output, seed, series, weeks, start, noise, promo_rate, lift_ma
 @friendly_errors
 def data_check(path, skip_bad_rows, as_json):
     """Validate a data file and show how it would be split."""
-    from .data import load_file, time_split
+    from .data import findings, load_file, time_split
 
     dataset = load_file(path, skip_bad_rows, warn=log)
-    summary = {**dataset.source, "date_range": dataset.date_range(), "splits": time_split(dataset).describe()}
+    summary = {**dataset.source, "date_range": dataset.date_range(), "splits": time_split(dataset).describe(),
+               "findings": findings(dataset)}
     if as_json:
         emit_json(summary)
     else:
         click.echo(f"{path}: {summary['rows']} valid rows, {summary['skipped_rows']} skipped, weeks {summary['date_range']}")
         for part, info in summary["splits"].items():
             click.echo(f"  {part:<10} {info['rows']:>6} rows  {info['weeks']}")
+        found = {name: value for name, value in summary["findings"].items() if value}
+        if found:
+            click.echo(f"  findings: {json.dumps(found)}")
 
 
 # ---------------------------------------------------------------- training

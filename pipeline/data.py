@@ -183,4 +183,14 @@ def findings(data):
         sold = np.bincount(which.ravel(), weights=data.y, minlength=len(names))
         found["all_zero_series"] = sorted(names[sold == 0].tolist())
     found["all_zero_target"] = bool(len(data.y)) and not np.any(data.y)
+    if data.week is not None and data.series is not None:
+        found["repeated_week_series_rows"] = repeated_week_series(data.week, data.series)
     return found
+
+
+def repeated_week_series(weeks, series):
+    """Rows whose (week, series) an earlier row already has: a double export,
+    most likely, whose targets the model would average without a word."""
+    names, code = np.unique(series, return_inverse=True)
+    key = weeks.astype("datetime64[D]").astype(np.int64) * len(names) + code.ravel()
+    return int(len(key) - len(np.unique(key)))

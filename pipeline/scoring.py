@@ -191,6 +191,8 @@ def _score_file(input_path, output_path, bundle, skip_bad_rows, warn, settings):
                 continue  # keep counting the bad rows, write nothing
             keep = checked.good() if checked.problems else None
             rows = chunk if keep is None else chunk.filter(keep)
+            if not rows.num_rows:
+                continue  # every row of the chunk skipped
             X = features_of(checked, keep)
             if into_parquet:  # the features as numbers, however the file had to be read
                 for i, name in enumerate(FEATURES):

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import concat, load_file
+from .data import concat, load_file, repeated_week_series
 from .errors import DataError
+from .schema import SERIES_COLUMN, TIME_COLUMN
 from .tables import DATA_SUFFIXES
 
 
@@ -36,14 +37,24 @@ def load_sources(paths, skip_bad_rows=False, warn=None):
     parts = [load_file(f, skip_bad_rows, warn) for f in files]
     if len(parts) == 1:
         return parts[0]
+    for column in (TIME_COLUMN, SERIES_COLUMN):
+        having = [f for f, part in zip(files, parts) if getattr(part, column) is not None]
+        if having and len(having) < len(files):
+            # Read together, the column would be dropped from every file: weeks out of the split, series out of the merge.
+            lacking = next(f for f, part in zip(files, parts) if getattr(part, column) is None)
+            raise DataError(f"{lacking}: has no '{column}' column, but {having[0]} has one: files read together "
+                            "must all have it or all lack it")
     merged = concat(parts)
     keep = np.arange(len(merged))
     replaced = 0
     if merged.week is not None and merged.series is not None:
         keep = last_of_each(merged.week, merged.series)
         replaced = len(merged) - len(keep)
-        if replaced and warn:
-            warn(f"{replaced} row(s) repeat a week and series of an earlier file; kept the latest file's values")
+        within = sum(repeated_week_series(part.week, part.series) for part in parts)
+        if replaced - within and warn:
+            warn(f"{replaced - within} row(s) repeat a week and series of an earlier file; kept the latest file's values")
+        if within and warn:
+            warn(f"{within} row(s) repeat a week and series of an earlier row of their own file; kept the last of each")
     digest = hashlib.sha256("".join(p.source["sha256"] for p in parts).encode()).hexdigest()
     whole = merged.take(keep)
     whole.source = {

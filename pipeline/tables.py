@@ -119,7 +119,7 @@ def unclosed_quote(read_blocks, records):
     lines aside. A quote inside an unquoted cell (`65" TV`) is a character of
     it and loses nothing: its file has as many rows as lines, and passes.
     """
-    quotes = line_breaks = 0
+    quotes = line_breaks = returns = 0
     last_byte, last_quoted = b"\n", None  # (the last block with a quote, line breaks before it, the byte before it)
     for block in read_blocks():
         codes = np.frombuffer(block, dtype=np.uint8)  # numpy counts bytes several times faster than bytes.count
@@ -128,7 +128,10 @@ def unclosed_quote(read_blocks, records):
             last_quoted = (block, line_breaks, last_byte)
         quotes += count
         line_breaks += int(np.count_nonzero(codes == ord("\n")))
+        returns += int(np.count_nonzero(codes == ord("\r")))
         last_byte = block[-1:] or last_byte
+    if not line_breaks and returns:  # lines that end in \r alone (old Mac files)
+        return unclosed_quote(lambda: (block.replace(b"\r", b"\n") for block in read_blocks()), records)
     lines = line_breaks + (last_byte != b"\n")  # a last line without its line break counts too
     if quotes % 2 == 0 or lines <= records or lines - blank_lines(read_blocks()) <= records:
         return None
@@ -319,6 +322,10 @@ def _numbers_cell_by_cell(column, name, offset, problems):
 
 
 def _week_column(column, offset, problems):
+    if pa.types.is_integer(column.type):
+        # As the text it would be in a CSV (20240101), whatever the integer's
+        # width: a cast would read an int32 as days since 1970.
+        column = pc.cast(column, pa.string())
     try:
         weeks = pc.cast(column, pa.date32())  # strict YYYY-MM-DD text, dates and timestamps
         if weeks.null_count:
@@ -446,7 +453,8 @@ def stream(path, required, threads=True, numbers=True):
     options = csv_options(header, header, ragged, required if numbers else (), threads, STREAM_BLOCK_BYTES)
     kept, dropped = 0, []
     try:
-        for batch in pa_csv.open_csv(path, **options):
+        reader = pa_csv.open_csv(path, **options)
+        for batch in reader:
             if any(number is None for number, _, _ in ragged.rows):
                 raise ReadAgain(threads=False)
             problems = ragged_problems(ragged)
@@ -454,6 +462,13 @@ def stream(path, required, threads=True, numbers=True):
             ragged.rows.clear()
             yield pa.Table.from_batches([batch]), problems, kept_records(kept, dropped)
             kept += batch.num_rows
+        if ragged.rows:  # rows dropped after the last batch, or in a file with no good row at all
+            if any(number is None for number, _, _ in ragged.rows):
+                raise ReadAgain(threads=False)
+            problems = ragged_problems(ragged)
+            dropped += [index for index, _, _ in problems]
+            ragged.rows.clear()
+            yield reader.schema.empty_table(), problems, kept_records(kept, dropped)
     except pa.ArrowInvalid as err:
         if numbers:
             raise ReadAgain(numbers=False) from None

@@ -2,6 +2,7 @@
 either way, and `demand predict` streaming a file through the model."""
 import csv
 import gc
+import json
 import os
 import re
 import signal
@@ -112,6 +113,35 @@ def test_a_folder_of_csv_and_parquet_files_loads_as_one(tmp_path):
     assert len(data) == 2 and data.source["rows"] == 2
 
 
+def test_files_read_together_must_agree_on_week_and_series(tmp_path):
+    folder = tmp_path / "history"
+    folder.mkdir()
+    write_rows(folder / "a.csv", [GOOD], header=HEADER)
+    os.utime(folder / "a.csv", (1, 1))  # the older file
+    write_rows(folder / "b.csv", [GOOD[:4]], header=HEADER[:4])  # no week, no series: they would vanish from a.csv too
+    assert refusal(lambda: load_sources([folder])) == (
+        f"{folder / 'b.csv'}: has no 'week' column, but {folder / 'a.csv'} has one: files read together must all have "
+        "it or all lack it")
+
+
+def test_integer_weeks_are_read_as_their_text_whatever_their_width(tmp_path):
+    for width in (pa.int32(), pa.int64()):
+        table = pa.table({**{name: [value] for name, value in zip(HEADER[:4], GOOD[:4])},
+                          "week": pa.array([20240101], width), "series": ["a"]})
+        pq.write_table(table, tmp_path / "weeks.parquet")
+        assert str(load_file(tmp_path / "weeks.parquet").week[0]) == "2024-01-01"  # not 20240101 days after 1970
+
+
+def test_rows_that_repeat_a_week_and_series_are_a_finding(runner, tmp_path):
+    lines = DEFAULT_CSV.read_text().splitlines()
+    cells = lines[-1].split(",")
+    path = tmp_path / "twice.csv"  # the last week of a store exported twice, with other sales
+    path.write_text("\n".join([*lines, ",".join([*cells[:3], "1", *cells[4:]])]) + "\n")
+    result = invoke(runner, "data", "check", str(path), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["findings"]["repeated_week_series_rows"] == 1
+
+
 @pytest.fixture(scope="module")
 def champion(published):
     return Bundle.load(Registry(published))
@@ -159,6 +189,35 @@ def test_predict_refuses_a_bad_file_whole_and_leaves_no_output(tmp_path, champio
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv"]  # nothing half written
     counts = score_file(source, out, champion, skip_bad_rows=True)
     assert counts["rows"] == len(lines) - 4 and counts["skipped_rows"] == 3
+
+
+def test_a_chunk_with_no_good_row_is_skipped_with_its_rows(tmp_path, champion, monkeypatch):
+    monkeypatch.setattr(tables, "STREAM_BLOCK_BYTES", 4096)
+    lines = DEFAULT_CSV.read_text().splitlines()
+    for i in range(1, 301):  # the first chunks, every row of them bad
+        cells = lines[i].split(",")
+        lines[i] = ",".join([cells[0], "130", *cells[2:]])
+    source = tmp_path / "bad_start.csv"
+    source.write_text("\n".join(lines) + "\n")
+    counts = score_file(source, tmp_path / "out.csv", champion, skip_bad_rows=True)
+    assert counts["skipped_rows"] == 300 and counts["rows"] == len(lines) - 301
+
+
+def test_a_file_whose_every_row_is_ragged_names_them(tmp_path, champion):
+    lines = DEFAULT_CSV.read_text().splitlines()
+    source = tmp_path / "ragged.csv"
+    source.write_text("\n".join([lines[0], *(line + "," for line in lines[1:])]) + "\n")
+    message = refusal(lambda: score_file(source, tmp_path / "out.csv", champion))
+    assert f"{len(lines) - 1} bad row(s)" in message and "line 2, column '(row)': has 7 cells, the header has 6" in message
+
+
+def test_a_quote_never_closed_is_found_with_cr_line_endings_too(tmp_path, champion):
+    lines = DEFAULT_CSV.read_text().splitlines()
+    lines[500] = lines[500].replace("store-", '"store-')
+    source = tmp_path / "old_mac.csv"
+    source.write_text("\r".join(lines) + "\r")
+    for read in (lambda: load_file(source), lambda: score_file(source, tmp_path / "out.csv", champion)):
+        assert "line 501: a quote opens a cell that is never closed" in refusal(read)
 
 
 def test_read_ahead_takes_one_item_ahead_in_order():
