@@ -9,6 +9,7 @@ Parquet file.
 """
 import csv
 import datetime as dt
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -445,10 +446,14 @@ def stream(path, required, threads=True, numbers=True):
         return
     try:
         with open(path, "rb") as handle:
-            header = csv_header(header_line(handle.read), path)
+            line = header_line(handle.read)
+            header = csv_header(line, path)
+            header_only = os.fstat(handle.fileno()).st_size <= len(line) + 2  # at most its line break after it
     except OSError as err:
         raise DataError(f"{path}: cannot read the file: {err.strerror}") from None
     require_columns(header, required, path)
+    if header_only:
+        return  # no rows (pyarrow would refuse to skip a header with no line break after it)
     ragged = RaggedRows()
     options = csv_options(header, header, ragged, required if numbers else (), threads, STREAM_BLOCK_BYTES)
     kept, dropped = 0, []

@@ -211,6 +211,13 @@ def test_a_file_whose_every_row_is_ragged_names_them(tmp_path, champion):
     assert f"{len(lines) - 1} bad row(s)" in message and "line 2, column '(row)': has 7 cells, the header has 6" in message
 
 
+def test_a_header_alone_has_no_usable_rows(tmp_path, champion):
+    for ending in ("", "\n", "\r\n"):  # with no line break after it, pyarrow would not even skip it
+        source = tmp_path / "header.csv"
+        source.write_text(FEATURE_HEADER + ending)
+        assert refusal(lambda: score_file(source, tmp_path / "out.csv", champion)) == f"{source}: no usable rows"
+
+
 def test_a_quote_never_closed_is_found_with_cr_line_endings_too(tmp_path, champion):
     lines = DEFAULT_CSV.read_text().splitlines()
     lines[500] = lines[500].replace("store-", '"store-')
