@@ -72,12 +72,24 @@ def header_line(read):
             return head
 
 
+# What a file that is not text most likely is, by its first bytes.
+NOT_TEXT = {b"\x1f\x8b": "it is gzip-compressed: decompress it first",
+            b"PAR1": "it is a Parquet file: name it .parquet",
+            b"PK\x03\x04": "it is a zip archive (an Excel workbook?): export it as CSV"}
+
+
+def not_text(path, start):
+    """The error for a file that is not UTF-8 text, with what it seems to be from its first bytes."""
+    hint = next((what for magic, what in NOT_TEXT.items() if start.startswith(magic)), None)
+    return DataError(f"{path}: not a UTF-8 text file" + (f"; {hint}" if hint else ""))
+
+
 def csv_header(line, path):
     """The header's names, stripped, from its line's bytes."""
     try:
         text = line.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise DataError(f"{path}: not a UTF-8 text file") from None
+        raise not_text(path, line) from None
     return [name.strip() for name in next(csv.reader([text]), [])]
 
 
@@ -205,7 +217,7 @@ def read_csv(source, path, header, wanted, numbers, threads=True):
             if attempt:
                 continue  # a cell is not a number: read it as text to name it
             if not _is_utf8(source):
-                raise DataError(f"{path}: not a UTF-8 text file") from None
+                raise not_text(path, source[:4]) from None
             raise DataError(f"{path}: cannot be read as CSV: {_arrow_reason(err)}") from None
         if threads and any(number is None for number, _, _ in ragged.rows):
             # Threads do not know lines: read again on one thread to name them.

@@ -2,6 +2,7 @@
 either way, and `demand predict` streaming a file through the model."""
 import csv
 import gc
+import gzip
 import json
 import os
 import re
@@ -209,6 +210,16 @@ def test_a_file_whose_every_row_is_ragged_names_them(tmp_path, champion):
     source.write_text("\n".join([lines[0], *(line + "," for line in lines[1:])]) + "\n")
     message = refusal(lambda: score_file(source, tmp_path / "out.csv", champion))
     assert f"{len(lines) - 1} bad row(s)" in message and "line 2, column '(row)': has 7 cells, the header has 6" in message
+
+
+def test_a_file_that_is_not_text_says_what_it_seems_to_be(tmp_path, champion):
+    zipped = tmp_path / "zipped.csv"
+    zipped.write_bytes(gzip.compress(DEFAULT_CSV.read_bytes()))
+    misnamed = tmp_path / "misnamed.csv"
+    to_parquet(DEFAULT_CSV, misnamed)
+    for path, hint in ((zipped, "it is gzip-compressed: decompress it first"), (misnamed, "it is a Parquet file: name it .parquet")):
+        for read in (lambda: load_file(path), lambda: score_file(path, tmp_path / "out.csv", champion)):
+            assert refusal(read) == f"{path}: not a UTF-8 text file; {hint}"
 
 
 def test_a_header_alone_has_no_usable_rows(tmp_path, champion):
