@@ -9,7 +9,6 @@ Parquet file.
 """
 import csv
 import datetime as dt
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -284,10 +283,10 @@ def check_columns(table, numbers, offset=0, series=True):
     if TIME_COLUMN in table.column_names:
         values[TIME_COLUMN] = _week_column(table.column(TIME_COLUMN), offset, problems)
     if series and SERIES_COLUMN in table.column_names:
-        series = table.column(SERIES_COLUMN)
-        if not pa.types.is_string(series.type):
-            series = pc.cast(series, pa.string())
-        values[SERIES_COLUMN] = pc.utf8_trim_whitespace(pc.fill_null(series, "")).to_numpy(zero_copy_only=False)
+        names = table.column(SERIES_COLUMN)
+        if not pa.types.is_string(names.type):
+            names = pc.cast(names, pa.string())
+        values[SERIES_COLUMN] = pc.utf8_trim_whitespace(pc.fill_null(names, "")).to_numpy(zero_copy_only=False)
     return Columns(values, table.num_rows, problems)
 
 
@@ -460,7 +459,8 @@ def stream(path, required, threads=True, numbers=True):
         with open(path, "rb") as handle:
             line = header_line(handle.read)
             header = csv_header(line, path)
-            header_only = os.fstat(handle.fileno()).st_size <= len(line) + 2  # at most its line break after it
+            handle.seek(len(line))
+            header_only = not handle.read(3).strip(b"\r\n")  # nothing after it but its line break
     except OSError as err:
         raise DataError(f"{path}: cannot read the file: {err.strerror}") from None
     require_columns(header, required, path)
