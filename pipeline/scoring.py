@@ -142,6 +142,14 @@ class Output:
             self.partial.unlink(missing_ok=True)
 
 
+def refuse_nested_columns(schema, input_path):
+    """A CSV cannot hold a list, a struct or a map (a Parquet input's column can): say so of the input, not the output."""
+    for field in schema:
+        if pa.types.is_nested(field.type):
+            raise DataError(f"{input_path}: column {field.name!r} holds {field.type}, which a CSV cannot hold: "
+                            "write the forecasts to a .parquet file, or leave the column out")
+
+
 def read_ahead(items):
     """The items of an iterator, each next one taken on a thread of its own
     while the one before is used: the next chunk is read and checked while
@@ -198,6 +206,8 @@ def _score_file(input_path, output_path, bundle, skip_bad_rows, warn, settings):
                 for i, name in enumerate(FEATURES):
                     rows = rows.set_column(rows.column_names.index(name), name, pa.array(X[:, i]))
             scored, chunk_outside = append_forecasts(rows, X, bundle)
+            if not into_parquet and not written:
+                refuse_nested_columns(scored.schema, input_path)
             output.write(scored)
             written += scored.num_rows
             outside += chunk_outside

@@ -222,6 +222,16 @@ def test_a_file_that_is_not_text_says_what_it_seems_to_be(tmp_path, champion):
             assert refusal(read) == f"{path}: not a UTF-8 text file; {hint}"
 
 
+def test_a_parquet_column_a_csv_cannot_hold_is_named(tmp_path, champion):
+    table = pa_csv.read_csv(DEFAULT_CSV)
+    source = tmp_path / "tags.parquet"
+    pq.write_table(table.append_column("tags", pa.array([["promo"]] * table.num_rows)), source)
+    message = refusal(lambda: score_file(source, tmp_path / "out.csv", champion))
+    assert message.startswith(f"{source}: column 'tags' holds list<")  # the input named, not the output
+    assert message.endswith("which a CSV cannot hold: write the forecasts to a .parquet file, or leave the column out")
+    assert score_file(source, tmp_path / "out.parquet", champion)["rows"] == table.num_rows
+
+
 def test_a_header_alone_has_no_usable_rows(tmp_path, champion):
     for ending in ("", "\n", "\r\n"):  # with no line break after it, pyarrow would not even skip it
         source = tmp_path / "header.csv"
