@@ -50,8 +50,10 @@ def unwind_on_sigterm():
     output is removed on the way out; by default it kills on the spot and
     leaves the temporary file behind."""
     import signal
+    import threading
 
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    if threading.current_thread() is threading.main_thread():  # only the main thread may set a handler
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 model_dir_option = click.option(
