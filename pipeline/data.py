@@ -188,9 +188,14 @@ def findings(data):
     return found
 
 
+def week_series_keys(weeks, series):
+    """One integer per row, equal for rows of the same week and series."""
+    names, code = np.unique(series, return_inverse=True)
+    return weeks.astype("datetime64[D]").astype(np.int64) * len(names) + code.ravel()
+
+
 def repeated_week_series(weeks, series):
     """Rows whose (week, series) an earlier row already has: a double export,
     most likely, whose targets the model would average without a word."""
-    names, code = np.unique(series, return_inverse=True)
-    key = weeks.astype("datetime64[D]").astype(np.int64) * len(names) + code.ravel()
+    key = week_series_keys(weeks, series)
     return int(len(key) - len(np.unique(key)))

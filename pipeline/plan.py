@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .calibrate import level_key
+from .scoring import partial_path
 from .tables import parse_number
 from .errors import DataError
 from .schema import FEATURES, SERIES_COLUMN, TIME_COLUMN, domain_problem
@@ -97,9 +98,8 @@ def write_forecasts(path, plan, out, levels):
     keys = [level_key(level) for level in levels]
     columns = ["series", "week", "step", "units_sold"]
     columns += [f"{side}_{key}" for key in keys for side in ("low", "high")] + ["extrapolated"]
-    path = Path(path)
     # Written beside the output and renamed into place: a failure leaves no half-written file.
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial = partial_path(path)
     try:
         count = _write_rows(partial, columns, plan, out, levels)
         os.replace(partial, path)

@@ -74,6 +74,13 @@ def features_of(checked, keep=None):
     return X if keep is None else X[keep]
 
 
+def partial_path(path):
+    """Where an output is written before it is renamed into place: beside it,
+    hidden, and named by process, so two runs writing the same output never share one."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.partial")
+
+
 class Output:
     """Chunks written to a temporary file beside `path`, renamed into place only when all went well.
 
@@ -84,8 +91,7 @@ class Output:
 
     def __init__(self, path):
         self.path = Path(path)
-        # Named by process, so two runs writing the same output never share one.
-        self.partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
+        self.partial = partial_path(self.path)
         self.writer = None
         self.pending = None
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="writer")

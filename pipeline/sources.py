@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import concat, load_file, repeated_week_series
+from .data import concat, load_file, repeated_week_series, week_series_keys
 from .errors import DataError
 from .schema import SERIES_COLUMN, TIME_COLUMN
 from .tables import DATA_SUFFIXES
@@ -71,7 +71,6 @@ def load_sources(paths, skip_bad_rows=False, warn=None):
 
 def last_of_each(weeks, series):
     """Sorted indexes of the last row of each (week, series): a later file overwrites an earlier one."""
-    names, series_code = np.unique(series, return_inverse=True)
-    key = weeks.astype("datetime64[D]").astype(np.int64) * len(names) + series_code.ravel()
+    key = week_series_keys(weeks, series)
     _, first_from_end = np.unique(key[::-1], return_index=True)
     return np.sort(len(key) - 1 - first_from_end)
