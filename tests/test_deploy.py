@@ -152,6 +152,27 @@ def test_the_gpu_images_can_use_the_gpu():
     assert "torch==" in trainer and "+cpu" not in trainer and "download.pytorch.org/whl/cpu" not in dockerfile
 
 
+def _pins(name):
+    lines = (ROOT / "deploy" / name).read_text().splitlines()
+    return dict(line.split("==") for line in lines if line and not line.startswith("#"))
+
+
+def _requirement_names(requirements):
+    return {re.split(r"[<>=!\[ ]", requirement, maxsplit=1)[0].lower() for requirement in requirements}
+
+
+def test_the_images_pin_every_dependency_the_package_declares():
+    """The images install their pins and then the package with --no-deps, so a
+    dependency missing from the pins is missing from the image."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    service, trainer = _pins("requirements-service.txt"), _pins("requirements-trainer.txt")
+    # ONNX Runtime's package is the Dockerfile's build argument (CPU or GPU build).
+    assert _requirement_names(project["dependencies"]) - {"onnxruntime-gpu"} == set(service)
+    assert _requirement_names(project["optional-dependencies"]["train"]) == set(trainer)
+
+
 def test_a_cuda_session_preloads_the_cuda_libraries_first(published, monkeypatch):
     import onnxruntime as ort
 
