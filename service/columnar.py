@@ -12,13 +12,17 @@ with `levels` (null, with `notes`, for a model without per-step calibration).
 The values are those of the row format (`instances`) for the same rows.
 
 Columns are the cheap shape for large requests: no object per row on the way
-in or out. A well-formed body costs one type check and one numpy conversion
-per request, and the answer is encoded from the numpy arrays directly; only a
-bad body is walked value by value, to name the first bad one.
+in or out. A well-formed body is decoded by msgspec against the shape below in
+one pass in C, each column straight to floats (`decode_columnar`), and the
+answer is encoded from the numpy arrays directly. Any body that shape refuses
+goes the general way (`read_columnar`), which names what is wrong; only a bad
+body is walked value by value, to name the first bad one.
 """
 from dataclasses import dataclass
 from itertools import chain
+from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 
@@ -53,6 +57,36 @@ REQUEST_KEYS = ("inputs", "fields", "levels")
 
 def is_columnar(body):
     return isinstance(body, dict) and "inputs" in body
+
+
+# The shape of a well-formed columnar body, for msgspec: every feature a list
+# of JSON numbers (ints are widened; true, "7" and null are refused, where numpy
+# would take them as 1, 7 and NaN), no other key, the options as parsed JSON.
+_INPUTS = msgspec.defstruct("ColumnarInputs", [(name, list[float]) for name in FEATURES], forbid_unknown_fields=True)
+_BODY = msgspec.defstruct("ColumnarBody", [(REQUEST_KEYS[0], _INPUTS), *((key, Any, msgspec.UNSET) for key in REQUEST_KEYS[1:])],
+                          forbid_unknown_fields=True)
+_DECODER = msgspec.json.Decoder(_BODY)
+
+
+def decode_columnar(raw, max_rows):
+    """A validated ColumnarRequest from the bytes of a well-formed columnar body, or
+    None for any other body (read_columnar then says what is wrong with it).
+
+    Checks what read_columnar checks, in the same order, with the same words.
+    """
+    try:
+        body = _DECODER.decode(raw)
+    except (msgspec.DecodeError, ValueError):  # not this shape, or not JSON (ValueError: bad UTF-8)
+        return None
+    fields = OUTPUT_COLUMNS if body.fields is msgspec.UNSET else read_fields(body.fields)
+    levels = None if body.levels is msgspec.UNSET else read_levels(body.levels)
+    columns = msgspec.structs.astuple(body.inputs)
+    del body
+    check_lengths(columns, max_rows)
+    X = np.array(columns, dtype=np.float64).T  # [features, rows] -> a [rows, features] view
+    ranges = column_ranges(X)
+    check_domain(X, lambda i, name: f"inputs.{name}[{i}]", ranges)
+    return ColumnarRequest(X, ranges, fields, levels)
 
 
 def read_columnar(body, max_rows):
@@ -96,13 +130,7 @@ def matrix_from_columns(inputs, max_rows):
     for name, column in zip(FEATURES, columns):
         if not isinstance(column, list):
             raise ApiError(400, f"inputs.{name} must be a list of numbers, got {json_kind(column)}")
-    lengths = list(map(len, columns))
-    if len(set(lengths)) > 1:
-        raise ApiError(400, "the columns of inputs must have the same length, got "
-                            + ", ".join(f"{name}: {length}" for name, length in zip(FEATURES, lengths)))
-    if not lengths[0]:
-        raise ApiError(400, "the columns of inputs are empty: send at least one row")
-    check_row_count(lengths[0], max_rows)
+    check_lengths(columns, max_rows)
     try:
         # numpy would take True as 1, "7" as 7 and null as NaN: only JSON numbers pass this.
         if not set(map(type, chain.from_iterable(columns))) <= NUMBER_TYPES:
@@ -113,6 +141,17 @@ def matrix_from_columns(inputs, max_rows):
     ranges = column_ranges(X)
     check_domain(X, lambda i, name: f"inputs.{name}[{i}]", ranges)
     return X, ranges
+
+
+def check_lengths(columns, max_rows):
+    """400 unless the feature columns are one length and not empty; 413 past `max_rows`."""
+    lengths = list(map(len, columns))
+    if len(set(lengths)) > 1:
+        raise ApiError(400, "the columns of inputs must have the same length, got "
+                            + ", ".join(f"{name}: {length}" for name, length in zip(FEATURES, lengths)))
+    if not lengths[0]:
+        raise ApiError(400, "the columns of inputs are empty: send at least one row")
+    check_row_count(lengths[0], max_rows)
 
 
 def _first_bad_value(columns):

@@ -57,6 +57,11 @@ def parse_json(raw, max_rows, row="instance"):
     the kind is unknown before parsing, so the largest budget applies.
     """
     check_token_count(raw, max_rows, row)
+    return load_json(raw)
+
+
+def load_json(raw):
+    """parse_json without the count, for a body already counted."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as err:

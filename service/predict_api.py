@@ -18,11 +18,12 @@ from pipeline.calibrate import level_key
 
 from . import metrics
 from .auth import check_token, prediction_token_required
-from .columnar import columnar_json, is_columnar, read_columnar
+from .columnar import columnar_json, decode_columnar, is_columnar, read_columnar
 from .csv_api import MEDIA_TYPE as CSV_MEDIA_TYPE, forecast_csv, is_csv
 from .errors import INTERNAL_ERROR, ApiError
 from .forecast_api import BITS, OUTSIDE_NAMES, interval_notes
-from .inputs import instances_from_body, matrix_from_instances, parse_json, require_identity_encoding, require_json
+from .inputs import (check_token_count, instances_from_body, load_json, matrix_from_instances, require_identity_encoding,
+                     require_json)
 from .plans import read_levels
 from .serving import current_bundle, ready_bundle
 
@@ -42,10 +43,15 @@ def forecast_json(raw, bundle, max_rows):
     without, the answer is what it always was. A body with `inputs` is
     columnar, and so is its answer.
     """
-    body = parse_json(raw, max_rows, row=BODY_KINDS)
-    if is_columnar(body):
-        request = read_columnar(body, max_rows)
-        del body  # garbage by now: memory for the answer
+    check_token_count(raw, max_rows, BODY_KINDS)
+    request = decode_columnar(raw, max_rows)  # None unless a well-formed columnar body
+    body = None
+    if request is None:
+        body = load_json(raw)
+        if is_columnar(body):
+            request = read_columnar(body, max_rows)
+            body = None  # garbage by now: memory for the answer
+    if request is not None:
         out, extrapolated = _forecast(bundle, request.X, request.ranges)
         return columnar_json(_head(bundle), bundle, out, extrapolated, request)
     levels = read_levels(body["levels"]) if isinstance(body, dict) and "levels" in body and "instances" in body else None

@@ -1,11 +1,13 @@
 """TF-Serving's columnar format on POST /predict: `inputs` in, `outputs` out."""
 import json
+from itertools import chain
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from pipeline.schema import FEATURES
-from service.columnar import OUTPUT_COLUMNS
-from service.inputs import ROW_BUDGET, SLACK, check_token_count
+from service.columnar import OUTPUT_COLUMNS, decode_columnar, read_columnar
+from service.inputs import ROW_BUDGET, SLACK, check_token_count, load_json
 from service.errors import ApiError
 from service.predict_api import BODY_KINDS
 from service.testing import running_service
@@ -268,6 +270,77 @@ def test_openapi_describes_the_columnar_request_and_answer(client):
     assert request["inputs"]["required"] == list(FEATURES)
     assert request["fields"]["items"]["enum"] == list(OUTPUT_COLUMNS)
     assert set(schemas["ColumnarResponse"]["properties"]["outputs"]["properties"]) == {*OUTPUT_COLUMNS, "intervals"}
+
+
+# ---------------------------------------------------------------- the fast decoder
+
+
+def _outcome(decode, *args):
+    """What a reader makes of a body: its request's fields, or the error it raises."""
+    try:
+        request = decode(*args)
+    except ApiError as err:
+        return ("error", err.status, err.message)
+    if request is None:
+        return None
+    return ("ok", request.X.tolist(), request.fields, request.levels)
+
+
+NUMBERS = st.one_of(st.integers(-5, 10**6), st.floats(-10.0, 1e7, allow_nan=False))
+VALUES = st.one_of(NUMBERS, NUMBERS, NUMBERS, st.booleans(), st.none(),
+                   st.sampled_from(["7", "", [1], {"a": 1}, 10**400, 2**70]))
+
+
+@st.composite
+def inputs_of_every_shape(draw):
+    """Mostly every feature with columns of one length, sometimes a column missing,
+    misspelt, longer than the rest, or not a list at all."""
+    rows = draw(st.integers(0, 3))
+    inputs = {name: draw(st.lists(VALUES, min_size=rows, max_size=rows)) for name in FEATURES}
+    change = draw(st.sampled_from(["none"] * 6 + ["drop", "rename", "longer", "not a list", "not an object"]))
+    name = draw(st.sampled_from(FEATURES))
+    if change == "drop":
+        del inputs[name]
+    elif change == "rename":
+        inputs[name + "s"] = inputs.pop(name)
+    elif change == "longer":
+        inputs[name].append(1)
+    elif change == "not a list":
+        inputs[name] = draw(VALUES)
+    elif change == "not an object":
+        return list(inputs.values())
+    return inputs
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    inputs=inputs_of_every_shape(),
+    extra=st.dictionaries(st.sampled_from(["fields", "levels", "instances", "field"]),
+                          st.one_of(st.none(), st.lists(st.sampled_from([*OUTPUT_COLUMNS, "units", 0.8, 0.5, 2, True]),
+                                                        max_size=3), st.just("units_sold")), max_size=2),
+)
+def test_the_fast_decoder_reads_every_body_as_the_general_path_does(inputs, extra):
+    """decode_columnar either declines a body, or makes of it exactly what
+    read_columnar makes of the parsed body: the same request or the same error.
+    And it declines only what it must: bodies that are not the columnar shape."""
+    body = {"inputs": inputs, **extra}
+    raw = json.dumps(body).encode()
+    fast = _outcome(decode_columnar, raw, 3)
+    general = _outcome(read_columnar, load_json(raw), 3)
+    if fast is None:
+        well_formed = (isinstance(inputs, dict) and set(inputs) == set(FEATURES) and set(extra) <= {"fields", "levels"}
+                       and all(isinstance(column, list) for column in inputs.values())
+                       and all(type(value) in (int, float) and abs(value) < 1e308
+                               for value in chain.from_iterable(inputs.values())))
+        assert not well_formed, body
+    else:
+        assert fast == general
+
+
+def test_the_fast_decoder_takes_the_common_body():
+    request = decode_columnar(json.dumps({"inputs": columns(ROWS)}).encode(), 100)
+    assert request.X.tolist() == [[row[name] for name in FEATURES] for row in ROWS]
+    assert request.fields == OUTPUT_COLUMNS and request.levels is None
 
 
 # ---------------------------------------------------------------- a real gunicorn
