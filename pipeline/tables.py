@@ -286,8 +286,23 @@ def check_columns(table, numbers, offset=0, series=True):
         names = table.column(SERIES_COLUMN)
         if not pa.types.is_string(names.type):
             names = pc.cast(names, pa.string())
-        values[SERIES_COLUMN] = pc.utf8_trim_whitespace(pc.fill_null(names, "")).to_numpy(zero_copy_only=False)
+        names = pc.utf8_trim_whitespace(pc.fill_null(names, ""))
+        _joined_lines(names, offset, problems)
+        values[SERIES_COLUMN] = names.to_numpy(zero_copy_only=False)
     return Columns(values, table.num_rows, problems)
+
+
+def _joined_lines(names, offset, problems):
+    """A series name holding a line break is lines of the file read as one cell:
+    a stray quote opened it and a later one closed it, and the rows between
+    would be lost without a word (unclosed_quote finds a quote left open to the end)."""
+    joined = pc.match_substring_regex(names, r"[\r\n]")
+    if pc.any(joined).as_py():
+        for index in np.flatnonzero(joined.to_numpy(zero_copy_only=False)).tolist():
+            lines = names[index].as_py().replace("\r\n", "\n").replace("\r", "\n").count("\n")
+            problems.append((offset + index, SERIES_COLUMN,
+                             f"holds {lines} line break(s): a quote opens this cell and another closes it {lines} "
+                             "line(s) later, so those lines would be read into this one cell; remove the stray quotes"))
 
 
 def _number_column(column, name, offset, problems):

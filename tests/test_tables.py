@@ -248,6 +248,19 @@ def test_a_quote_never_closed_is_found_with_cr_line_endings_too(tmp_path, champi
         assert "line 501: a quote opens a cell that is never closed" in refusal(read)
 
 
+def test_lines_joined_by_two_stray_quotes_are_refused(tmp_path):
+    """A quote opens a series cell and another closes it nine lines later: the
+    quotes are even, so only the cell's line breaks show the eight rows gone."""
+    lines = DEFAULT_CSV.read_text().splitlines()
+    lines[500] = lines[500].replace("store-", '"store-')
+    lines[509] += '"'
+    source = tmp_path / "joined.csv"
+    source.write_text("\n".join(lines) + "\n")
+    assert pa_csv.read_csv(source).num_rows == len(lines) - 1 - 9  # what a reader makes of it, without a word
+    message = refusal(lambda: load_file(source))
+    assert "line 501, column 'series': holds 9 line break(s): a quote opens this cell and another closes it" in message
+
+
 def test_read_ahead_takes_one_item_ahead_in_order():
     taken = []
 
