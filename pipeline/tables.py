@@ -296,7 +296,7 @@ def _joined_lines(names, offset, problems):
     """A series name holding a line break is lines of the file read as one cell:
     a stray quote opened it and a later one closed it, and the rows between
     would be lost without a word (unclosed_quote finds a quote left open to the end)."""
-    joined = pc.match_substring_regex(names, r"[\r\n]")
+    joined = pc.or_(pc.match_substring(names, "\n"), pc.match_substring(names, "\r"))  # half a regex's time
     if pc.any(joined).as_py():
         for index in np.flatnonzero(joined.to_numpy(zero_copy_only=False)).tolist():
             lines = names[index].as_py().replace("\r\n", "\n").replace("\r", "\n").count("\n")
