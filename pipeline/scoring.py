@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
@@ -148,12 +149,19 @@ class Output:
             self.partial.unlink(missing_ok=True)
 
 
-def refuse_nested_columns(schema, input_path):
-    """A CSV cannot hold a list, a struct or a map (a Parquet input's column can): say so of the input, not the output."""
-    for field in schema:
+def refuse_what_a_csv_cannot_hold(table, input_path):
+    """A CSV cannot hold a list, a struct or a map, nor bytes that are not UTF-8
+    text (a Parquet input's column can): say so of the input, not the output."""
+    for field, column in zip(table.schema, table.columns):
         if pa.types.is_nested(field.type):
             raise DataError(f"{input_path}: column {field.name!r} holds {field.type}, which a CSV cannot hold: "
                             "write the forecasts to a .parquet file, or leave the column out")
+        if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
+            try:
+                pc.cast(column, pa.string())  # checks the bytes are UTF-8
+            except pa.ArrowInvalid:
+                raise DataError(f"{input_path}: column {field.name!r} holds bytes that are not UTF-8 text, which a "
+                                "CSV cannot hold: write the forecasts to a .parquet file, or leave the column out") from None
 
 
 def read_ahead(items):
@@ -212,8 +220,8 @@ def _score_file(input_path, output_path, bundle, skip_bad_rows, warn, settings):
                 for i, name in enumerate(FEATURES):
                     rows = rows.set_column(rows.column_names.index(name), name, pa.array(X[:, i]))
             scored, chunk_outside = append_forecasts(rows, X, bundle)
-            if not into_parquet and not written:
-                refuse_nested_columns(scored.schema, input_path)
+            if not into_parquet:
+                refuse_what_a_csv_cannot_hold(scored, input_path)
             output.write(scored)
             written += scored.num_rows
             outside += chunk_outside

@@ -232,6 +232,19 @@ def test_a_parquet_column_a_csv_cannot_hold_is_named(tmp_path, champion):
     assert score_file(source, tmp_path / "out.parquet", champion)["rows"] == table.num_rows
 
 
+def test_bytes_that_are_not_text_are_named_in_the_input(tmp_path, champion):
+    table = pa_csv.read_csv(DEFAULT_CSV)
+    blobs = [b"ok"] * table.num_rows
+    blobs[-1] = b"\xff\xfe"  # in the last row: the rows before it are fine
+    source = tmp_path / "blobs.parquet"
+    pq.write_table(table.append_column("blob", pa.array(blobs, pa.binary())), source)
+    message = refusal(lambda: score_file(source, tmp_path / "out.csv", champion))
+    assert message == (f"{source}: column 'blob' holds bytes that are not UTF-8 text, which a CSV cannot hold: "
+                       "write the forecasts to a .parquet file, or leave the column out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blobs.parquet"]
+    assert score_file(source, tmp_path / "out.parquet", champion)["rows"] == table.num_rows
+
+
 def test_a_header_alone_has_no_usable_rows(tmp_path, champion):
     for ending in ("", "\n", "\r\n"):  # with no line break after it, pyarrow would not even skip it
         source = tmp_path / "header.csv"
