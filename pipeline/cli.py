@@ -6,10 +6,12 @@ progress go to stderr. Heavy libraries are imported inside the commands, so
 environment as DEMAND_<COMMAND>_<OPTION> (e.g. DEMAND_TRAIN_EPOCHS), and the
 registry folder as DEMAND_MODEL_DIR.
 """
+import contextlib
 import functools
 import json
 import math
 import sys
+import types
 from pathlib import Path
 
 import click
@@ -31,18 +33,49 @@ def emit_json(document):
 
 
 def friendly_errors(command):
-    """Turn the pipeline's own errors into a one-line message and exit status 1."""
+    """Turn the pipeline's own errors into a one-line message and exit status 1,
+    and any error that a Ctrl-C caused into click's "Aborted!"."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         from .errors import PipelineError
 
-        try:
-            return command(*args, **kwargs)
-        except PipelineError as err:
-            raise click.ClickException(str(err)) from None
+        with watching_interrupts() as interrupts:
+            try:
+                return command(*args, **kwargs)
+            except Exception as err:
+                if interrupts.seen:
+                    raise click.Abort() from None
+                if isinstance(err, PipelineError):
+                    raise click.ClickException(str(err)) from None
+                raise
 
     return wrapper
+
+
+@contextlib.contextmanager
+def watching_interrupts():
+    """Ctrl-C raises KeyboardInterrupt as always, and is also remembered: one
+    that lands while a C extension is being imported (ONNX Runtime, numpy) is
+    swallowed there and comes out as an ImportError such as "initialization
+    failed", which would otherwise read as a broken model."""
+    import signal
+    import threading
+
+    interrupts = types.SimpleNamespace(seen=False)
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set a handler
+        yield interrupts
+        return
+
+    def remember(signum, frame):
+        interrupts.seen = True
+        signal.default_int_handler(signum, frame)
+
+    previous = signal.signal(signal.SIGINT, remember)
+    try:
+        yield interrupts
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def unwind_on_sigterm():

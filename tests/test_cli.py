@@ -108,6 +108,34 @@ def test_predict_without_a_champion_says_how_to_get_one(runner, tmp_path):
     assert result.exit_code == 1 and "demand train" in result.stderr
 
 
+def test_a_ctrl_c_that_an_import_swallowed_reads_as_aborted(runner, published, tmp_path, monkeypatch):
+    """A Ctrl-C landing while ONNX Runtime's C extension initializes is
+    swallowed there, and the import fails with "initialization failed": the
+    command says it was aborted, not that the model cannot be loaded."""
+    import os
+    import signal
+
+    from pipeline import bundle
+
+    def interrupted_import(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs as this call returns
+        except KeyboardInterrupt:
+            pass  # what the extension's C code does with it
+        raise ImportError("initialization failed")
+
+    monkeypatch.setattr(bundle, "make_session", interrupted_import)
+    good = write_rows(tmp_path / "good.csv", [[40000, 3, 2]], header=("prev_week_sales", "discount_fraction", "weeks_to_next_holidays"))
+    args = ["predict", "--input", str(good), "--output", str(tmp_path / "o.csv"), "--model-dir", str(published)]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 1 and "Aborted!" in result.stderr and "cannot load model" not in result.stderr
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back as it was
+
+    monkeypatch.setattr(bundle, "make_session", lambda *a, **k: (_ for _ in ()).throw(ImportError("initialization failed")))
+    result = runner.invoke(main, args)  # the same error with no Ctrl-C is the model's
+    assert result.exit_code == 1 and "cannot load model v1: initialization failed" in result.stderr
+
+
 def test_gradcheck_command(runner):
     result = runner.invoke(main, ["gradcheck", "--trials", "20", "--json"])
     assert result.exit_code == 0
