@@ -45,7 +45,7 @@ def domain_problem(name, value):
     refused as "not a number" rather than coerced.
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return f"must be a number, got {_describe(value)}"
+        return f"must be a number, got {describe_value(value)}"
     try:
         value = float(value)
     except OverflowError:
@@ -62,12 +62,18 @@ def domain_problem(name, value):
     return None
 
 
-def _describe(value):
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
+# What a parsed JSON value is, in JSON's words (a request body's values, or a data file's cells).
+JSON_KINDS = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+              float: "a number", type(None): "null"}
+
+
+def json_kind(value):
+    return JSON_KINDS.get(type(value), "a value")
+
+
+def describe_value(value):
+    """A value that is not a number, for an error message: the text itself, or its JSON kind."""
     if isinstance(value, str):
         shown = value if len(value) <= 20 else value[:20] + "..."
         return f"the text {shown!r}"
-    return f"a {type(value).__name__}"
+    return json_kind(value)

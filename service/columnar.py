@@ -20,7 +20,6 @@ body is walked value by value, to name the first bad one.
 """
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any
 
 import msgspec
 import numpy as np
@@ -29,11 +28,11 @@ import orjson
 from pipeline.calibrate import level_key
 from pipeline.normalize import column_ranges
 from pipeline.schema import (EXTRAPOLATED_COLUMN, FEATURES, HIGH_COLUMN, LOW_COLUMN, NORMALIZED_TENSOR, OUTPUT_TENSOR,
-                             domain_problem)
+                             domain_problem, json_kind)
 
 from .errors import ApiError
 from .forecast_api import interval_notes
-from .inputs import NUMBER_TYPES, check_domain, check_row_count, features_of
+from .inputs import NUMBER_TYPES, check_domain, check_row_count, features_of, load_json
 from .plans import read_levels
 
 # What one row of the answer has, in this order; `fields` picks among them.
@@ -61,9 +60,11 @@ def is_columnar(body):
 
 # The shape of a well-formed columnar body, for msgspec: every feature a list
 # of JSON numbers (ints are widened; true, "7" and null are refused, where numpy
-# would take them as 1, 7 and NaN), no other key, the options as parsed JSON.
+# would take them as 1, 7 and NaN), no other key. The options are kept as their
+# JSON text and parsed as the general way parses them, so they read the same.
 _INPUTS = msgspec.defstruct("ColumnarInputs", [(name, list[float]) for name in FEATURES], forbid_unknown_fields=True)
-_BODY = msgspec.defstruct("ColumnarBody", [(REQUEST_KEYS[0], _INPUTS), *((key, Any, msgspec.UNSET) for key in REQUEST_KEYS[1:])],
+_BODY = msgspec.defstruct("ColumnarBody", [(REQUEST_KEYS[0], _INPUTS),
+                                           *((key, msgspec.Raw, msgspec.UNSET) for key in REQUEST_KEYS[1:])],
                           forbid_unknown_fields=True)
 _DECODER = msgspec.json.Decoder(_BODY)
 
@@ -76,10 +77,10 @@ def decode_columnar(raw, max_rows):
     """
     try:
         body = _DECODER.decode(raw)
-    except (msgspec.DecodeError, ValueError):  # not this shape, or not JSON (ValueError: bad UTF-8)
+    except (msgspec.DecodeError, ValueError, RecursionError):  # not this shape, not JSON (bad UTF-8), too deep
         return None
-    fields = OUTPUT_COLUMNS if body.fields is msgspec.UNSET else read_fields(body.fields)
-    levels = None if body.levels is msgspec.UNSET else read_levels(body.levels)
+    fields = OUTPUT_COLUMNS if body.fields is msgspec.UNSET else read_fields(load_json(bytes(body.fields)))
+    levels = None if body.levels is msgspec.UNSET else read_levels(load_json(bytes(body.levels)))
     columns = msgspec.structs.astuple(body.inputs)
     del body
     check_lengths(columns, max_rows)
@@ -162,15 +163,6 @@ def _first_bad_value(columns):
             if problem:
                 return ApiError(400, f"inputs.{name}[{i}] {problem}")
     return ApiError(400, "inputs could not be read as numbers")
-
-
-JSON_KINDS = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
-              float: "a number", type(None): "null"}
-
-
-def json_kind(value):
-    """What a parsed JSON value is, in JSON's words."""
-    return JSON_KINDS.get(type(value), "a value")
 
 
 def columnar_json(head, bundle, out, extrapolated, request):

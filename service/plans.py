@@ -11,7 +11,7 @@ from operator import itemgetter
 import numpy as np
 
 from pipeline.calibrate import DEFAULT_LEVELS, LEVELS, level_key
-from pipeline.schema import FEATURES, domain_problem
+from pipeline.schema import FEATURES, describe_value, domain_problem
 
 from .errors import ApiError
 from .inputs import HIGH, LOW, NUMBER_TYPES
@@ -39,8 +39,8 @@ def read_levels(value, where="levels"):
                             f"{LEVELS[0]} and {LEVELS[-1]}")
     for i, level in enumerate(value):
         if type(level) not in NUMBER_TYPES or not LEVELS[0] <= level <= LEVELS[-1]:
-            raise ApiError(400, f"{where}[{i}] must be a number between {LEVELS[0]} and {LEVELS[-1]}, "
-                                f"got {str(level)[:40]}")
+            shown = str(level)[:40] if type(level) in NUMBER_TYPES else describe_value(level)
+            raise ApiError(400, f"{where}[{i}] must be a number between {LEVELS[0]} and {LEVELS[-1]}, got {shown}")
     keys = [level_key(float(level)) for level in value]
     if len(set(keys)) != len(keys):
         raise ApiError(400, f"{where} names a level twice")

@@ -337,6 +337,26 @@ def test_the_fast_decoder_reads_every_body_as_the_general_path_does(inputs, extr
         assert fast == general
 
 
+@pytest.mark.parametrize("depth, where, error", [
+    (1000, "levels", "levels[0] must be a number between 0.5 and 0.99, got a list"),
+    (1000, "fields", "fields must be a list of output names"),
+    (5000, "levels", "malformed JSON body"),  # past what the parsers take
+    (5000, "fields", "malformed JSON body"),
+])
+def test_deeply_nested_options_are_a_400(client, depth, where, error):
+    deep = "[" * depth + "]" * depth
+    body = json.dumps(body_with()).replace('"inputs": {', f'"{where}": {deep}, "inputs": {{', 1).encode()
+    response = post(client, "/predict", body)
+    assert response.status_code == 400 and response.get_json()["error"].startswith(error)
+
+
+def test_the_options_read_the_same_both_ways():
+    """A number past 64 bits in `levels` is worded as the general path words it."""
+    raw = json.dumps({**body_with(), "levels": [99999999999999999999999]}).encode()
+    assert _outcome(decode_columnar, raw, 100) == _outcome(read_columnar, load_json(raw), 100)
+    assert _outcome(decode_columnar, raw, 100)[2].endswith("got 1e+23")
+
+
 def test_the_fast_decoder_takes_the_common_body():
     request = decode_columnar(json.dumps({"inputs": columns(ROWS)}).encode(), 100)
     assert request.X.tolist() == [[row[name] for name in FEATURES] for row in ROWS]
