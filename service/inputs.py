@@ -66,10 +66,56 @@ def load_json(raw):
         return orjson.loads(raw)
     except orjson.JSONDecodeError as err:
         fallback = err
-    try:  # non-standard literals and huge integers: parse them so the field can be named
-        return json.loads(raw, parse_constant=lambda name: float(name.replace("Infinity", "inf")))
+    # Non-standard literals and huge integers: parse them so the field can be
+    # named. Only UTF-8 text, as RFC 8259 wants and orjson reads: json.loads
+    # would also take UTF-16, UTF-32 and encoded surrogates.
+    try:
+        text = bytes(raw).decode("utf-8")
+        body = json.loads(text, parse_constant=lambda name: float(name.replace("Infinity", "inf")), parse_int=_integer)
     except (ValueError, RecursionError):
         raise ApiError(400, f"malformed JSON body: {fallback}") from None
+    where = _unpaired_surrogate(body)
+    if where is not None:
+        raise ApiError(400, f"malformed JSON body: {where} holds an unpaired surrogate escape (\\ud800-\\udfff), "
+                            "which is not text")
+    return body
+
+
+MAX_INTEGER_DIGITS = 4000  # under Python's own limit; longer is no number a field takes
+
+
+def _integer(digits):
+    """A JSON integer; one too long for a float is infinity, as `1e400` is (and is named by its field)."""
+    return int(digits) if len(digits) <= MAX_INTEGER_DIGITS else float("inf")
+
+
+def _unpaired_surrogate(body):
+    """Where the first string holding an unpaired surrogate (`"\\ud800"`) is, as a JSON path, or None.
+
+    json.loads keeps such escapes as they are, and no answer that echoes the
+    string back (a series id, a request id) could be encoded.
+    """
+    stack = [(body, "body")]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, dict):
+            for key, item in reversed(value.items()):
+                if not _is_text(key):
+                    return f"a key in {where}"
+                stack.append((item, f"{where}.{key}" if where != "body" else key))
+        elif isinstance(value, list):
+            stack.extend((item, f"{where}[{i}]") for i, item in reversed(list(enumerate(value))))
+        elif isinstance(value, str) and not _is_text(value):
+            return where
+    return None
+
+
+def _is_text(value):
+    try:
+        value.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def check_token_count(raw, max_rows, row="instance"):

@@ -62,11 +62,31 @@ def test_predictions_match_offline_scoring(client, published):
     ('{"prev_week_sales": 1e999, "discount_fraction": 1, "weeks_to_next_holidays": 1}', "prev_week_sales must be a finite number"),
     ('{"prev_week_sales": 1e300, "discount_fraction": 1, "weeks_to_next_holidays": 1}', "prev_week_sales must be <= 3.40282e+38 units"),
     ('{"prev_week_sales": 1' + "0" * 400 + ', "discount_fraction": 1, "weeks_to_next_holidays": 1}', "too large"),
+    # Past Python's 4300 digits: still named by the field.
+    ('{"prev_week_sales": 1' + "0" * 5000 + ', "discount_fraction": 1, "weeks_to_next_holidays": 1}',
+     "prev_week_sales must be a finite number"),
+    # Only UTF-8 text: json.loads, which reads the literals above, would also take these.
+    ('{"instances": [{"prev_week_sales": 1}]}'.encode("utf-16"), "malformed JSON body"),
+    (b"\xef\xbb\xbf" + json.dumps(INSTANCE).encode(), "malformed JSON body"),
 ])
 def test_bad_requests_get_400_naming_the_field(client, body, message):
     response = post(client, "/predict", body)
     assert response.status_code == 400
     assert response.is_json and message in response.get_json()["error"]
+
+
+@pytest.mark.parametrize("path, body, where", [
+    ("/forecast", {"series": [{"id": "\ud800", "prev_week_sales": 1000,
+                               "weeks": [{"discount_fraction": 1, "weeks_to_next_holidays": 2}]}]}, "series[0].id"),
+    ("/v2/models/demand/infer", {"id": "\udfff", "inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 3],
+                                                            "data": [1000, 1, 2]}]}, "id"),
+])
+def test_a_string_that_is_not_text_is_a_400_naming_it(client, path, body, where):
+    """An unpaired surrogate escape is valid JSON syntax but not text: an answer echoing it could not be written."""
+    response = post(client, path, json.dumps(body))  # json.dumps writes the escape as it is
+    assert response.status_code == 400
+    assert response.get_json()["error"] == (f"malformed JSON body: {where} holds an unpaired surrogate escape "
+                                            "(\\ud800-\\udfff), which is not text")
 
 
 def test_wrong_content_type_is_415(client):
