@@ -32,7 +32,7 @@ def require_json(content_type, also=()):
 
 def require_identity_encoding(content_encoding):
     """415 for any Content-Encoding: no route decompresses, and an encoded body would be read as garbage."""
-    if content_encoding not in (None, "", "identity"):
+    if (content_encoding or "identity").strip().lower() != "identity":  # codings are case-insensitive (RFC 9110)
         raise ApiError(415, f"Content-Encoding {content_encoding[:64]!r} is not supported; send the body uncompressed")
 
 

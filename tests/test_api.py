@@ -89,6 +89,12 @@ def test_a_string_that_is_not_text_is_a_400_naming_it(client, path, body, where)
                                             "(\\ud800-\\udfff), which is not text")
 
 
+@pytest.mark.parametrize("coding", ["identity", "IDENTITY", " Identity "])
+def test_the_identity_coding_is_accepted_in_any_case(client, coding):
+    response = post(client, "/predict", INSTANCE, headers={"Content-Encoding": coding})
+    assert response.status_code == 200, response.get_json()
+
+
 def test_wrong_content_type_is_415(client):
     response = post(client, "/predict", json.dumps(INSTANCE), content_type="text/plain")
     assert response.status_code == 415 and "application/json" in response.get_json()["error"]
