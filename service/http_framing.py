@@ -15,6 +15,7 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 MAX_HEAD_BYTES = 4096 + 100 * 8192
 MAX_CHUNK_LINE = 1024
 CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 class FramingError(Exception):
@@ -45,6 +46,9 @@ class RequestScanner:
     def feed(self, buf):
         if self.head_end is None:
             end = buf.find(b"\r\n\r\n", max(0, self._searched - 3))
+            if BARE_LF.search(buf, max(0, self._searched - 1), len(buf) if end < 0 else end):
+                # gunicorn reads only CRLF lines: such a head would never end, and the client would wait for a 408.
+                raise FramingError(400, "the request's head lines must end in CRLF (\\r\\n), not a bare LF")
             if end < 0:
                 self._searched = len(buf)
                 return COMPLETE if len(buf) > MAX_HEAD_BYTES else MORE

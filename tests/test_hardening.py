@@ -280,6 +280,7 @@ def test_invalid_chunked_framing_gets_json_400(server):
     (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999999\r\n\r\n", 413),
     (b"NOT A REQUEST\r\n\r\n", 400),
     (b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc", 501),
+    (b"GET /healthz HTTP/1.1\nHost: x\n\n", 400),  # bare LF: at once, not a 408 after the client timeout
 ])
 def test_the_http_layer_answers_its_own_errors_in_json(server, request_bytes, expected):
     status, body = status_and_json(raw_exchange(server, request_bytes))
