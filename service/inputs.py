@@ -134,9 +134,17 @@ def check_token_count(raw, max_rows, row="instance"):
                             f"{max_rows} rows need (DEMAND_MAX_ROWS)")
 
 
+# What a body of the row format may hold beside its rows: a misspelt option ("level") is an error, not ignored.
+ROW_REQUEST_KEYS = ("instances", "levels")
+
+
 def instances_from_body(body):
     """`{"instances": [...]}` or a single instance object -> list of objects."""
     if isinstance(body, dict) and "instances" in body:
+        unknown = next((key for key in body if key not in ROW_REQUEST_KEYS), None)
+        if unknown is not None:
+            raise ApiError(400, f"{unknown[:40]!r} is not a key of a body with instances; it takes "
+                                f"{', '.join(ROW_REQUEST_KEYS)}")
         instances = body["instances"]
         if not isinstance(instances, list):
             raise ApiError(400, "'instances' must be a list of objects")

@@ -68,11 +68,12 @@ SCHEMAS = {
     "Instance": _instance(),
     "PredictRequest": {
         "oneOf": [
-            {"type": "object", "required": ["instances"],
+            {"type": "object", "required": ["instances"], "additionalProperties": False,
              "properties": {"instances": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/Instance"}},
                             "levels": LEVELS}},
             {"$ref": "#/components/schemas/ColumnarRequest"},
-            {"$ref": "#/components/schemas/Instance"},
+            {"allOf": [{"$ref": "#/components/schemas/Instance"}], "properties": {"levels": LEVELS},
+             "description": "one instance, with `levels` if wanted"},
         ]
     },
     "ColumnarRequest": {
@@ -115,7 +116,7 @@ SCHEMAS = {
         },
     },
     "ForecastRequest": {
-        "type": "object", "required": ["series"],
+        "type": "object", "required": ["series"], "additionalProperties": False,
         "properties": {"series": {"type": "array", "minItems": 1, "items": {"$ref": "#/components/schemas/SeriesPlan"}},
                        "levels": LEVELS},
     },

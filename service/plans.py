@@ -47,6 +47,9 @@ def read_levels(value, where="levels"):
     return [float(level) for level in value]
 
 
+PLAN_KEYS = ("series", "levels")
+
+
 def read_plan(body, max_horizon, max_rows):
     """A validated Plan from the body of POST /forecast.
 
@@ -55,6 +58,9 @@ def read_plan(body, max_horizon, max_rows):
     """
     if not isinstance(body, dict):
         raise ApiError(400, 'body must be a JSON object: {"series": [...], "levels": [...]}')
+    unknown = next((key for key in body if key not in PLAN_KEYS), None)
+    if unknown is not None:  # a misspelt option ("level") is an error, not ignored
+        raise ApiError(400, f"{unknown[:40]!r} is not a key of a plan; it takes {', '.join(PLAN_KEYS)}")
     series = body.get("series")
     if not isinstance(series, list) or not series:
         raise ApiError(400, "'series' must be a non-empty list of objects with id, prev_week_sales and weeks")

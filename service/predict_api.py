@@ -54,8 +54,9 @@ def forecast_json(raw, bundle, max_rows):
     if request is not None:
         out, extrapolated = _forecast(bundle, request.X, request.ranges)
         return columnar_json(_head(bundle), bundle, out, extrapolated, request)
-    levels = read_levels(body["levels"]) if isinstance(body, dict) and "levels" in body and "instances" in body else None
-    X, ranges = matrix_from_instances(*instances_from_body(body), max_rows)
+    instances, prefix = instances_from_body(body)
+    levels = read_levels(body["levels"]) if isinstance(body, dict) and "levels" in body else None  # one instance too
+    X, ranges = matrix_from_instances(instances, prefix, max_rows)
     del body  # garbage by now: memory for the answer
     out, extrapolated = _forecast(bundle, X, ranges)
     columns = [out["units_sold"].tolist(), out["units_sold_normalized"].tolist(), out["low"].tolist(),

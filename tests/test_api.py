@@ -95,6 +95,29 @@ def test_the_identity_coding_is_accepted_in_any_case(client, coding):
     assert response.status_code == 200, response.get_json()
 
 
+def test_a_misspelt_option_beside_instances_is_a_400(client):
+    response = post(client, "/predict", {"instances": [INSTANCE], "level": [0.5]})
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "'level' is not a key of a body with instances; it takes instances, levels"
+
+
+def test_one_instance_takes_levels_too(client):
+    answer = post(client, "/predict", {**INSTANCE, "levels": [0.8]}).get_json()
+    rows = post(client, "/predict", {"instances": [INSTANCE], "levels": [0.8]}).get_json()
+    assert answer == rows and set(answer["predictions"][0]["intervals"]) == {"0.8"}
+
+
+def test_the_api_description_lists_the_keys_of_each_body():
+    from service.inputs import ROW_REQUEST_KEYS
+    from service.openapi import SCHEMAS
+    from service.plans import PLAN_KEYS
+
+    rows = SCHEMAS["PredictRequest"]["oneOf"][0]
+    assert tuple(rows["properties"]) == ROW_REQUEST_KEYS and rows["additionalProperties"] is False
+    plan = SCHEMAS["ForecastRequest"]
+    assert tuple(plan["properties"]) == PLAN_KEYS and plan["additionalProperties"] is False
+
+
 def test_wrong_content_type_is_415(client):
     response = post(client, "/predict", json.dumps(INSTANCE), content_type="text/plain")
     assert response.status_code == 415 and "application/json" in response.get_json()["error"]

@@ -131,6 +131,7 @@ def test_weeks_past_the_calibration_say_so(server, published):
     (lambda b: b["series"][1].__setitem__("id", 7), 400, "series[1].id must be a string"),
     (lambda b: b.__setitem__("levels", [0.3]), 400, "levels[0] must be a number between 0.5 and 0.99"),
     (lambda b: b.__setitem__("levels", [0.8, 0.8]), 400, "levels names a level twice"),
+    (lambda b: b.__setitem__("level", [0.5]), 400, "'level' is not a key of a plan; it takes series, levels"),
     (lambda b: b.__setitem__("series", []), 400, "'series' must be a non-empty list"),
     (lambda b: b["series"][0].__setitem__("weeks", b["series"][0]["weeks"] * 18), 413, "DEMAND_MAX_HORIZON"),
     (lambda b: b.__setitem__("series", [{**b["series"][1], "id": str(i)} for i in range(3001)]), 413, "DEMAND_MAX_ROWS"),
