@@ -192,6 +192,8 @@ def memory_bodies(max_rows):
                       "data": [v for row in rows for v in row.values()]}]}
     return {
         f"{max_rows:,} rows, /predict JSON": ("/predict", json.dumps({"instances": rows}).encode()),
+        f"{max_rows:,} rows at 2 levels, /predict JSON":
+            ("/predict", json.dumps({"instances": rows, "levels": [0.8, 0.95]}).encode()),
         f"{max_rows:,} rows, V2 JSON tensor": ("/v2/models/demand/infer", json.dumps(v2).encode()),
         f"{max_rows:,} one-week series, /forecast":
             ("/forecast", json.dumps({"series": [{"id": f"s{i}", "prev_week_sales": row["prev_week_sales"],
@@ -201,7 +203,7 @@ def memory_bodies(max_rows):
             ("/predict", b'{"instances":[' + b",".join([b'{"a":0}'] * (max_rows + 1000)) + b"]}"),
         "2.7 million empty objects (413 before parsing)":
             ("/predict", b'{"instances":[' + b",".join([b"{}"] * 2_700_000) + b"]}"),
-        "a 31 MiB string": ("/predict", b'{"instances":[' + json.dumps(ONE_ROW).encode() + b'],"x":"' + b"a" * (31 << 20) + b'"}'),
+        "a 31 MiB string": ("/predict", b'{"instances":[' + json.dumps(ONE_ROW).encode()[:-1] + b',"x":"' + b"a" * (31 << 20) + b'"}]}'),
     }
 
 

@@ -31,6 +31,20 @@ class Plan:
     levels: list
 
 
+# Intervals an answer may hold, as a multiple of DEMAND_MAX_ROWS: the default
+# two levels for as many rows or weeks as the cap allows. A worker's memory
+# follows the answer, and ten levels make each row's JSON five times longer.
+INTERVALS_PER_ROW = len(DEFAULT_LEVELS)
+
+
+def check_interval_count(rows, levels, max_rows):
+    """413 when `rows` forecasts at `levels` (None: none asked for) are more intervals than an answer may hold."""
+    if levels is not None and rows * len(levels) > INTERVALS_PER_ROW * max_rows:
+        raise ApiError(413, f"{rows} forecasts at {len(levels)} levels are {rows * len(levels)} intervals, more than "
+                            f"the limit of {INTERVALS_PER_ROW * max_rows} per request ({INTERVALS_PER_ROW} x "
+                            "DEMAND_MAX_ROWS): ask for fewer levels, or send fewer rows")
+
+
 def read_levels(value, where="levels"):
     if value is None:
         return list(DEFAULT_LEVELS)
@@ -84,6 +98,7 @@ def read_plan(body, max_horizon, max_rows):
     total = sum(lengths)
     if total > max_rows:
         raise ApiError(413, f"{total} series x weeks is more than the limit of {max_rows} per request (DEMAND_MAX_ROWS)")
+    check_interval_count(total, levels, max_rows)
     try:
         prev = np.fromiter(prevs, dtype=np.float64, count=len(prevs))
         if not set(map(type, values)) <= NUMBER_TYPES:  # bool is not a number here

@@ -24,7 +24,7 @@ from .errors import INTERNAL_ERROR, ApiError
 from .forecast_api import BITS, OUTSIDE_NAMES, interval_notes
 from .inputs import (check_token_count, instances_from_body, load_json, matrix_from_instances, require_identity_encoding,
                      require_json)
-from .plans import read_levels
+from .plans import check_interval_count, read_levels
 from .serving import current_bundle, ready_bundle
 
 bp = Blueprint("predict", __name__)
@@ -52,11 +52,13 @@ def forecast_json(raw, bundle, max_rows):
             request = read_columnar(body, max_rows)
             body = None  # garbage by now: memory for the answer
     if request is not None:
+        check_interval_count(len(request.X), request.levels, max_rows)
         out, extrapolated = _forecast(bundle, request.X, request.ranges)
         return columnar_json(_head(bundle), bundle, out, extrapolated, request)
     instances, prefix = instances_from_body(body)
     levels = read_levels(body["levels"]) if isinstance(body, dict) and "levels" in body else None  # one instance too
     X, ranges = matrix_from_instances(instances, prefix, max_rows)
+    check_interval_count(len(X), levels, max_rows)
     del body  # garbage by now: memory for the answer
     out, extrapolated = _forecast(bundle, X, ranges)
     columns = [out["units_sold"].tolist(), out["units_sold_normalized"].tolist(), out["low"].tolist(),
@@ -66,7 +68,7 @@ def forecast_json(raw, bundle, max_rows):
     if levels is not None:
         columns.append(_intervals(bundle, out["units_sold"], levels))
         encode = _predictions_with_levels
-        if columns[-1][0] is None:
+        if not isinstance(columns[-1], IntervalRows):  # no calibration: [None] * rows
             head["notes"] = interval_notes(bundle, None, 1)
     head = orjson.dumps(head)[:-1]
     return b"".join([head, b',"predictions":[', b",".join(map(encode, _slices(columns, len(X)))), b"]}"])
@@ -92,14 +94,26 @@ def _head(bundle):
 
 
 def _intervals(bundle, units, levels):
-    """[{level: [low, high]}] per row, or [None] * rows without calibration."""
+    """Each row's {level: [low, high]} (IntervalRows), or [None] * rows without calibration."""
     bounds = bundle.plan_intervals(units.reshape(-1, 1), levels)["intervals"]
     if bounds is None:
         return [None] * len(units)
-    keys = [level_key(level) for level in levels]
-    lows = [bounds[level][0][:, 0].tolist() for level in levels]
-    highs = [bounds[level][1][:, 0].tolist() for level in levels]
-    return [{key: [low[i], high[i]] for key, low, high in zip(keys, lows, highs)} for i in range(len(units))]
+    return IntervalRows([level_key(level) for level in levels], [bounds[level][0][:, 0] for level in levels],
+                        [bounds[level][1][:, 0] for level in levels])
+
+
+class IntervalRows:
+    """Rows of {level: [low, high]}, made a slice at a time as the answer is
+    encoded: a dict per row for all 200,000 rows of a request, at ten levels,
+    cost half a gigabyte before a byte was written."""
+
+    def __init__(self, keys, lows, highs):
+        self.keys, self.lows, self.highs = keys, lows, highs
+
+    def __getitem__(self, rows):
+        lows = [low[rows].tolist() for low in self.lows]
+        highs = [high[rows].tolist() for high in self.highs]
+        return [{key: [low[i], high[i]] for key, low, high in zip(self.keys, lows, highs)} for i in range(len(lows[0]))]
 
 
 def _slices(columns, rows):

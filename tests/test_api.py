@@ -139,6 +139,21 @@ def test_body_cap_and_row_cap_are_413(make_app):
     assert many.status_code == 413 and "DEMAND_MAX_ROWS" in many.get_json()["error"]
 
 
+def test_intervals_count_against_the_row_cap(make_app):
+    """Each level adds an interval to every row's answer: rows x levels may be at
+    most twice DEMAND_MAX_ROWS (the default two levels for as many rows as the cap)."""
+    client = make_app(MAX_ROWS=4).test_client()
+    four = {"instances": [INSTANCE] * 4}
+    assert post(client, "/predict", {**four, "levels": [0.8, 0.95]}).status_code == 200
+    for body in ({**four, "levels": [0.8, 0.9, 0.95]},
+                 {"inputs": {name: [value] * 3 for name, value in INSTANCE.items()}, "levels": [0.5, 0.6, 0.7]}):
+        response = post(client, "/predict", body)
+        assert response.status_code == 413
+        assert response.get_json()["error"].endswith("intervals, more than the limit of 8 per request "
+                                                    "(2 x DEMAND_MAX_ROWS): ask for fewer levels, or send fewer rows")
+    assert post(client, "/predict", four).status_code == 200  # without levels, no intervals to count
+
+
 def test_tokens(make_app):
     app = make_app(API_TOKEN="s3cret", ADMIN_TOKEN="adm1n")
     client = app.test_client()

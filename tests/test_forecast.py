@@ -137,6 +137,9 @@ def test_weeks_past_the_calibration_say_so(server, published):
     (lambda b: b.__setitem__("series", [{**b["series"][1], "id": str(i)} for i in range(3001)]), 413, "DEMAND_MAX_ROWS"),
     (lambda b: b.__setitem__("series", [{**b["series"][0], "id": str(i)} for i in range(1001)]), 413,
      "3003 series x weeks is more than the limit of 3000 per request (DEMAND_MAX_ROWS)"),
+    (lambda b: b.update(series=[{**b["series"][0], "id": str(i)} for i in range(201)], levels=[0.5, 0.6, 0.7, 0.8, 0.9,
+                                                                                              0.95, 0.99, 0.55, 0.65, 0.75]),
+     413, "603 forecasts at 10 levels are 6030 intervals, more than the limit of 6000 per request"),
 ])
 def test_every_bad_plan_gets_its_status_and_names_the_field(server, change, status, message):
     body = json.loads(json.dumps(PLAN))
