@@ -34,13 +34,14 @@ def emit_json(document):
 
 def friendly_errors(command):
     """Turn the pipeline's own errors into a one-line message and exit status 1,
-    and any error that a Ctrl-C caused into click's "Aborted!"."""
+    any error that a Ctrl-C caused into click's "Aborted!", and a SIGTERM into
+    the same unwinding as a Ctrl-C (see signals_unwind)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         from .errors import PipelineError
 
-        with watching_interrupts() as interrupts:
+        with signals_unwind() as interrupts:
             try:
                 return command(*args, **kwargs)
             except Exception as err:
@@ -54,11 +55,17 @@ def friendly_errors(command):
 
 
 @contextlib.contextmanager
-def watching_interrupts():
-    """Ctrl-C raises KeyboardInterrupt as always, and is also remembered: one
-    that lands while a C extension is being imported (ONNX Runtime, numpy) is
-    swallowed there and comes out as an ImportError such as "initialization
-    failed", which would otherwise read as a broken model."""
+def signals_unwind():
+    """While a command runs:
+    - SIGTERM (docker stop, kill, the scheduler stopping a retrain) unwinds as
+      Ctrl-C does and exits 143: a half-written output is removed and training
+      workers are stopped on the way out, where by default the process dies on
+      the spot, leaving the temporary file and orphaned workers behind;
+    - Ctrl-C raises KeyboardInterrupt as always, and is also remembered: one
+      that lands while a C extension is being imported (ONNX Runtime, numpy)
+      is swallowed there and comes out as an ImportError such as
+      "initialization failed", which would otherwise read as a broken model.
+    Both handlers are put back afterwards."""
     import signal
     import threading
 
@@ -71,22 +78,17 @@ def watching_interrupts():
         interrupts.seen = True
         signal.default_int_handler(signum, frame)
 
-    previous = signal.signal(signal.SIGINT, remember)
+    def unwind(signum, frame):
+        interrupts.seen = True
+        sys.exit(128 + signum)
+
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, remember),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, unwind)}
     try:
         yield interrupts
     finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def unwind_on_sigterm():
-    """SIGTERM (docker stop, kill) unwinds as Ctrl-C does, so a half-written
-    output is removed on the way out; by default it kills on the spot and
-    leaves the temporary file behind."""
-    import signal
-    import threading
-
-    if threading.current_thread() is threading.main_thread():  # only the main thread may set a handler
-        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 model_dir_option = click.option(
@@ -619,7 +621,6 @@ def predict(input_path, output_path, version, provider, model_dir, skip_bad_rows
     from .registry import Registry
     from .scoring import score_file, scoring_threads
 
-    unwind_on_sigterm()
     bundle = Bundle.load(Registry(model_dir), version, provider, scoring_threads())
     counts = score_file(input_path, output_path, bundle, skip_bad_rows, warn=log)
     log(f"wrote {counts['rows']} forecasts from model {bundle.version} ({bundle.provider}) to {output_path}"

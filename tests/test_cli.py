@@ -136,6 +136,39 @@ def test_a_ctrl_c_that_an_import_swallowed_reads_as_aborted(runner, published, t
     assert result.exit_code == 1 and "cannot load model v1: initialization failed" in result.stderr
 
 
+@pytest.mark.slow
+def test_train_stopped_with_sigterm_stops_its_training_workers(tmp_path):
+    """SIGTERM (docker stop, the scheduler) unwinds like Ctrl-C: the spawned
+    training workers are stopped too, not left running as orphans."""
+    import os
+    import signal
+    import time
+
+    from pipeline.parallel import PARALLEL_MIN_ROWS
+
+    data = tmp_path / "many.csv"
+    weeks = 2 * PARALLEL_MIN_ROWS // 100 + 20  # enough training rows for the workers to start
+    subprocess.run([sys.executable, "-m", "pipeline", "data", "generate", "-o", str(data), "--series", "100",
+                    "--weeks", str(weeks)], check=True, capture_output=True)
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", "train", "--data", str(data), "--model-dir",
+                                str(tmp_path / "models")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    workers, deadline = [], time.monotonic() + 120
+    while len(workers) < 2 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        found = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
+        workers = [int(pid) for pid in found]
+    assert len(workers) >= 2, "the training workers never started"
+    time.sleep(1)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM and b"Traceback" not in stderr
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{pid}") for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}")], "training workers outlived the command"
+    assert not (tmp_path / "models" / "champion").exists()
+
+
 def test_gradcheck_command(runner):
     result = runner.invoke(main, ["gradcheck", "--trials", "20", "--json"])
     assert result.exit_code == 0
