@@ -18,7 +18,7 @@ import numpy as np
 from .bundle import Bundle
 from .data import time_split
 from .evaluate import beats_baselines, metrics, naive_scale
-from .presets import AUTO, MIN_NEW_WEEKS, TrainConfig
+from .presets import AUTO, CANDIDATES, MIN_NEW_WEEKS, TrainConfig
 from .publish import write_version
 from .registry import Registry
 from .sources import load_sources
@@ -27,25 +27,47 @@ from .sources import load_sources
 
 
 def champion_config(card):
-    """The TrainConfig a champion was trained with, from its card."""
+    """The TrainConfig the champion was selected with, from its card: its
+    chosen candidate's settings, early stopping included. `params` are those
+    of its refit, which trains a fixed number of epochs without stopping early
+    (pipeline.workflow.refit_config): reused, every later generation would
+    be frozen at that count. Cards from before selection keep only `params`."""
     known = {f.name for f in fields(TrainConfig)}
-    params = {k: v for k, v in card["params"].items() if k in known}
+    params = {k: v for k, v in (_chosen_params(card) or card["params"]).items() if k in known}
     if "hidden" in params:
         params["hidden"] = tuple(params["hidden"])
     return TrainConfig(**params)
 
 
-def challenger_preset(card, preset):
-    """What the challenger tries: `preset` when given, else what made the champion.
+def champion_overrides(card):
+    """The training options an `auto` champion was trained with (`--seed 5`,
+    `--epochs 300`): where its chosen candidate's settings differ from that
+    candidate's defaults."""
+    chosen, params = card.get("selection", {}).get("chosen"), _chosen_params(card)
+    if params is None or chosen not in CANDIDATES:
+        return {}
+    defaults = CANDIDATES[chosen].describe()
+    return {k: tuple(v) if k == "hidden" else v for k, v in params.items() if k in defaults and v != defaults[k]}
 
-    A champion chosen by `auto` gets a new selection (the data may favour
-    another candidate now); any other champion's exact settings are reused.
-    """
+
+def _chosen_params(card):
+    selection = card.get("selection") or {}
+    return next((c.get("params") for c in selection.get("candidates", []) if c.get("name") == selection.get("chosen")),
+                None)
+
+
+def challenger_settings(card, preset, overrides=None):
+    """(preset, overrides) the challenger is trained with: `preset` when given,
+    else what made the champion. A champion chosen by `auto` gets a new
+    selection (the data may favour another candidate now) with the options it
+    was trained with; any other champion's exact settings are reused. Options
+    given now win over the champion's."""
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
     if preset or card is None:
-        return preset or AUTO
+        return preset or AUTO, given
     if card.get("selection", {}).get("preset") == AUTO:
-        return AUTO
-    return champion_config(card)
+        return AUTO, {**champion_overrides(card), **given}
+    return champion_config(card), given
 
 
 def last_trained_week(card):
@@ -105,7 +127,7 @@ def retrain(registry: Registry, paths, overrides=None, min_improvement=0.0, keep
                 return {**outcome, "decision": "kept", "reason": why_not, "champion_after": champion,
                         "metrics": None, "holdout_weeks": None}
         split = time_split(data, holdout_from=holdout_from)
-        trained = train_model(data, challenger_preset(card, preset), overrides, split=split,
+        trained = train_model(data, *challenger_settings(card, preset, overrides), split=split,
                               progress=progress, log=log)
         holdout = trained.evaluation["holdout"]
 

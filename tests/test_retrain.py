@@ -50,6 +50,31 @@ def test_decision_rules():
     assert promote is False and "does not beat naive" in reason
 
 
+def test_a_challenger_is_made_as_the_champion_was_selected_not_as_it_was_refit(good_champion):
+    """The refit trains a fixed number of epochs with no early stopping; the
+    challenger gets the candidate's own settings, early stopping included."""
+    from pipeline.presets import PRESETS
+    from pipeline.retrain import challenger_settings
+
+    registry = Registry(good_champion)
+    card = registry.card(registry.champion())
+    assert card["params"]["patience"] == 0  # the refit's
+    config, overrides = challenger_settings(card, None, {"seed": None})
+    assert config == PRESETS["log-large-batch"] and overrides == {}
+    assert challenger_settings(card, "chapter", {"epochs": 9}) == ("chapter", {"epochs": 9})
+
+
+def test_an_auto_champion_is_challenged_by_auto_with_the_options_it_was_trained_with():
+    from pipeline.presets import AUTO, CANDIDATES
+    from pipeline.retrain import challenger_settings
+
+    chosen = CANDIDATES["raw-small-full"].with_overrides(seed=5, epochs=30)
+    card = {"params": {}, "selection": {"preset": AUTO, "chosen": "raw-small-full",
+                                        "candidates": [{"name": "raw-small-full", "params": chosen.describe()}]}}
+    assert challenger_settings(card, None, {}) == (AUTO, {"seed": 5, "epochs": 30})
+    assert challenger_settings(card, None, {"seed": 7, "lr": None}) == (AUTO, {"seed": 7, "epochs": 30})
+
+
 def test_better_challenger_is_promoted_with_both_figures_recorded(weak_champion, small_csv, runner):
     result = invoke(runner, "retrain", "--data", str(small_csv), "--model-dir", str(weak_champion), "--epochs", "150", "--json")
     assert result.exit_code == 0, result.output
