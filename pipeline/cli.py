@@ -137,15 +137,16 @@ def data_generate(output, seed, series, weeks, start, noise, promo_rate, lift_ma
 
 
 @data.command("check")
-@click.argument("path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DATA)
+@click.argument("path", type=click.Path(path_type=Path), default=DEFAULT_DATA)
 @skip_option
 @json_option
 @friendly_errors
 def data_check(path, skip_bad_rows, as_json):
-    """Validate a data file and show how it would be split."""
-    from .data import findings, load_file, time_split
+    """Validate a data file (or a folder of them, read as train reads it) and show how it would be split."""
+    from .data import findings, time_split
+    from .sources import load_sources
 
-    dataset = load_file(path, skip_bad_rows, warn=log)
+    dataset = load_sources([path], skip_bad_rows, warn=log)
     summary = {**dataset.source, "date_range": dataset.date_range(), "splits": time_split(dataset).describe(),
                "findings": findings(dataset)}
     if as_json:
@@ -232,8 +233,9 @@ def preset_option(default):
 
 
 def data_option(command_name):
-    return click.option("--data", "data_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DATA,
-                        show_default=True, envvar=f"DEMAND_{command_name.upper()}_DATA", help="The sales history (CSV).")
+    return click.option("--data", "data_path", type=click.Path(path_type=Path), default=DEFAULT_DATA, show_default=True,
+                        envvar=f"DEMAND_{command_name.upper()}_DATA",
+                        help="The sales history: a CSV or Parquet file, or a folder of them.")
 
 
 @main.command()
@@ -257,12 +259,12 @@ def train(data_path, preset, refit, backtest_windows, horizon, promote, wait, mo
     """Select, evaluate, refit, export and publish a model version."""
     import torch
 
-    from .data import load_file
     from .publish import publish
     from .registry import Registry
+    from .sources import load_sources
     from .workflow import train_model
 
-    dataset = load_file(data_path, skip_bad_rows, warn=log)
+    dataset = load_sources([data_path], skip_bad_rows, warn=log)
     report = None
     if backtest_windows:
         from .backtest import backtest, format_table
@@ -332,9 +334,9 @@ def backtest(data_path, windows, horizon, preset, plot, skip_bad_rows, as_json, 
     for the model and the baselines.
     """
     from .backtest import backtest as run, format_table, write_plot
-    from .data import load_file
+    from .sources import load_sources
 
-    dataset = load_file(data_path, skip_bad_rows, warn=log)
+    dataset = load_sources([data_path], skip_bad_rows, warn=log)
     report = run(dataset, windows, horizon, preset, overrides, log)
     write_plot(plot, report)
     log(f"wrote {plot}")

@@ -25,7 +25,7 @@ def data_files(paths):
             files.append(path)
         else:
             raise DataError(f"{path}: no such file or folder")
-    unique = list(dict.fromkeys(p.resolve() for p in files))
+    unique = list({p.resolve(): p for p in reversed(files)}.values())[::-1]  # each file once, named as given
     return sorted(unique, key=lambda p: (p.stat().st_mtime_ns, str(p)))
 
 
@@ -55,6 +55,18 @@ def load_sources(paths, skip_bad_rows=False, warn=None):
             warn(f"{replaced - within} row(s) repeat a week and series of an earlier file; kept the latest file's values")
         if within and warn:
             warn(f"{within} row(s) repeat a week and series of an earlier row of their own file; kept the last of each")
+    elif merged.week is not None and warn:
+        # Without series a week may hold several stores' rows: a later file's row
+        # cannot be told to replace an earlier one, so both stay. Say so.
+        seen, overlapping = set(), 0
+        for part in parts:
+            weeks = part.week.astype("datetime64[D]")
+            overlapping += int(np.isin(weeks, np.array(sorted(seen), dtype="datetime64[D]")).sum()) if seen else 0
+            seen.update(weeks.tolist())
+        if overlapping:
+            warn(f"{overlapping} row(s) fall in weeks an earlier file has too; without a '{SERIES_COLUMN}' column "
+                 "they cannot replace that file's rows, so both are kept: add the column for corrections to "
+                 "replace what they correct")
     digest = hashlib.sha256("".join(p.source["sha256"] for p in parts).encode()).hexdigest()
     whole = merged.take(keep)
     whole.source = {

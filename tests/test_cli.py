@@ -183,3 +183,18 @@ def test_data_generate_and_check(runner, tmp_path):
     check = runner.invoke(main, ["data", "check", str(out), "--json"])
     summary = json.loads(check.stdout)
     assert summary["rows"] == 80 and summary["splits"]["holdout"]["rows"] == 16
+
+
+def test_data_check_and_train_take_a_folder_as_the_readme_says(runner, tmp_path):
+    folder = tmp_path / "history"
+    folder.mkdir()
+    runner.invoke(main, ["data", "generate", "--output", str(folder / "a.csv"), "--series", "2", "--weeks", "40"])
+    runner.invoke(main, ["data", "generate", "--output", str(folder / "b.csv"), "--series", "3", "--weeks", "40",
+                         "--start", "2030-01-07"])
+    check = runner.invoke(main, ["data", "check", str(folder), "--json"])
+    assert check.exit_code == 0, check.output
+    assert json.loads(check.stdout)["rows"] == 200
+    trained = runner.invoke(main, ["train", "--data", str(folder), "--preset", "log-small-full", "--epochs", "5",
+                                   "--model-dir", str(tmp_path / "models"), "--json"])
+    assert trained.exit_code == 0, trained.output
+    assert json.loads(trained.stdout)["trained_on"]["rows"] == 200

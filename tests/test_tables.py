@@ -125,6 +125,20 @@ def test_files_read_together_must_agree_on_week_and_series(tmp_path):
         "it or all lack it")
 
 
+def test_files_without_series_that_share_weeks_are_kept_whole_with_a_warning(tmp_path):
+    """A week may hold several unnamed stores' rows, so a later file cannot
+    replace an earlier one's: both stay, and the user is told why."""
+    old = write_rows(tmp_path / "old.csv", [GOOD[:5], [9, 9, 9, 9, "2024-01-08"]], header=HEADER[:5])
+    os.utime(old, (1, 1))
+    new = write_rows(tmp_path / "new.csv", [[1, 2, 3, 4, GOOD[4]]], header=HEADER[:5])
+    warnings = []
+    data = load_sources([old, new], warn=warnings.append)
+    assert len(data) == 3 and data.source["replaced_duplicates"] == 0
+    assert warnings == ["1 row(s) fall in weeks an earlier file has too; without a 'series' column they cannot "
+                        "replace that file's rows, so both are kept: add the column for corrections to replace what "
+                        "they correct"]
+
+
 def test_integer_weeks_are_read_as_their_text_whatever_their_width(tmp_path):
     for width in (pa.int32(), pa.int64()):
         table = pa.table({**{name: [value] for name, value in zip(HEADER[:4], GOOD[:4])},
