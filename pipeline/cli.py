@@ -19,6 +19,7 @@ import click
 from .generate import DemandLaw, GeneratorConfig
 from .presets import (AUTO, BACKTEST_HORIZON, BACKTEST_WINDOWS, GRADCHECK_SEED, GRADCHECK_TRIALS, LOSS_NAMES, MIN_NEW_WEEKS,
                       OUTPUT_ACTIVATIONS, PRESET_NAMES)
+from .documents import shown
 from .registry import DEFAULT_MODEL_DIR
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "demand.csv"
@@ -29,7 +30,9 @@ def log(message):
 
 
 def emit_json(document):
-    click.echo(json.dumps(document, indent=2, default=str))
+    from .documents import dumps
+
+    click.echo(dumps(document, indent=2, default=str))
 
 
 def friendly_errors(command):
@@ -302,10 +305,10 @@ def format_candidates(card):
              f"  {'candidate':<18}{'WAPE %':>9}{'epochs':>8}{'seconds':>9}"]
     for c in selection["candidates"]:
         mark = "*" if c["name"] in selection["members"] else " "
-        lines.append(f"{mark} {c['name']:<18}{c['validation_wape']:>9.2f}{c['kept_epoch']:>8}{c['seconds']:>9.1f}")
+        lines.append(f"{mark} {c['name']:<18}{shown(c['validation_wape'], '>9.2f')}{c['kept_epoch']:>8}{c['seconds']:>9.1f}")
     trained_on = card["trained_on"]
     lines.append(f"* in the model ({selection['chosen']}): validation WAPE "
-                 f"{card['metrics']['validation']['model']['wape']:.2f}%")
+                 f"{shown(card['metrics']['validation']['model']['wape'], '.2f')}%")
     lines.append(f"published model trained on {trained_on['rows']} rows, weeks {trained_on['weeks']}: {trained_on['what']}")
     found = {k: v for k, v in card["data_findings"].items() if v}
     if found:
@@ -352,7 +355,7 @@ def format_metrics(version, card):
              f"  {'':<8}{'WAPE %':>9}{'MAPE %':>9}{'MAE':>11}{'RMSE':>11}{'bias':>10}{'MASE':>7}"]
     for name in ("model", "naive", "linear"):
         m = holdout[name]
-        lines.append(f"  {name:<8}{m['wape']:>9.2f}{m['mape']:>9.2f}{m['mae']:>11.0f}{m['rmse']:>11.0f}{m['bias']:>10.0f}{m['mase']:>7.3f}")
+        lines.append(f"  {name:<8}{shown(m['wape'], '>9.2f')}{shown(m['mape'], '>9.2f')}{shown(m['mae'], '>11.0f')}{shown(m['rmse'], '>11.0f')}{shown(m['bias'], '>10.0f')}{shown(m['mase'], '>7.3f')}")
     interval = card["interval"]
     lines.append(f"  {interval['level']:.0%} interval: {interval['holdout_mean_width_units']:.0f} units wide on average, holdout coverage {interval['holdout_coverage']:.1%}")
     return "\n".join(lines)
@@ -405,7 +408,7 @@ def retrain(data_paths, min_improvement, min_new_weeks, keep_rejected, preset, w
         click.echo(f"  scored on weeks {outcome['holdout_weeks']} ({outcome['scored_on']})")
     for name in ("challenger", "champion", "naive", "linear"):
         if m.get(name):
-            click.echo(f"  {name:<11} WAPE {m[name]['wape']:6.2f}%  MAE {m[name]['mae']:10.0f}")
+            click.echo(f"  {name:<11} WAPE {shown(m[name]['wape'], '6.2f')}%  MAE {shown(m[name]['mae'], '10.0f')}")
     click.echo(f"  champion now: {outcome['champion_after']}")
 
 
@@ -458,6 +461,7 @@ def models():
 @models.command("list")
 @model_dir_option
 @json_option
+@friendly_errors
 def models_list(model_dir, as_json):
     """Every version, newest last, with its holdout WAPE."""
     from .registry import Registry
@@ -479,7 +483,7 @@ def models_list(model_dir, as_json):
     click.echo(f"  {'version':<9}{'created (UTC)':<27}{'network':<20}{'WAPE %':>8}")
     for r in rows:
         mark = "*" if r["champion"] else " "
-        click.echo(f"{mark} {r['version']:<9}{r['created_at']:<27}{r['architecture'] + ' ' + r['activation']:<20}{r['holdout_wape']:>8.2f}")
+        click.echo(f"{mark} {r['version']:<9}{r['created_at']:<27}{r['architecture'] + ' ' + r['activation']:<20}{shown(r['holdout_wape'], '>8.2f')}")
     click.echo("* champion")
 
 
@@ -530,6 +534,7 @@ def models_prune(keep, wait, model_dir):
 @models.command("history")
 @model_dir_option
 @json_option
+@friendly_errors
 def models_history(model_dir, as_json):
     """Promotions, rejections, rollbacks and prunes, oldest first."""
     from .registry import Registry

@@ -9,6 +9,7 @@ from importlib import metadata
 from pathlib import Path
 
 from . import export
+from .documents import dumps
 from .registry import Registry
 from .schema import DOMAIN, FEATURES, INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR, TARGET
 
@@ -141,6 +142,6 @@ def write_version(writer, trained, data, backtest=None):
 
             write_plot(stage / "backtest.png", backtest)
         card = build_card(version, trained, data, export_info, backtest)
-        (stage / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+        (stage / "card.json").write_text(dumps(card, indent=2) + "\n")
         writer.commit(stage, version)
     return version, card

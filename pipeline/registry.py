@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .documents import dumps
 from .errors import RegistryBusy, RegistryError
 
 DEFAULT_MODEL_DIR = "models"
@@ -87,7 +88,11 @@ class Registry:
         if not self.exists(version):
             self.path(version)  # a name that is not a version's says so
             raise RegistryError(f"no version {version!r} in {self.versions_dir}")
-        return json.loads((self.path(version) / "card.json").read_text())
+        path = self.path(version) / "card.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as err:  # a version damaged by hand: say which and why, no traceback
+            raise RegistryError(f"{path}: cannot be read: {getattr(err, 'strerror', None) or err}") from None
 
     def champion(self):
         """The version the service must serve, or None before the first publish.
@@ -304,7 +309,7 @@ class RegistryWriter:
         self._check()
         entry = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "event": event, "version": version,
                  "champion_before": champion_before, "reason": reason, "by": by, **details}
-        line = json.dumps(entry) + "\n"
+        line = dumps(entry) + "\n"
         fd = os.open(self.history_file, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             size = os.fstat(fd).st_size

@@ -198,3 +198,31 @@ def test_data_check_and_train_take_a_folder_as_the_readme_says(runner, tmp_path)
                                    "--model-dir", str(tmp_path / "models"), "--json"])
     assert trained.exit_code == 0, trained.output
     assert json.loads(trained.stdout)["trained_on"]["rows"] == 200
+
+
+def test_json_output_and_cards_are_strict_json_when_a_metric_is_undefined(runner, tmp_path):
+    """A holdout that sells nothing has no MAPE: null, never a bare NaN that strict readers refuse."""
+    import csv as csv_module
+
+    data = tmp_path / "zeros.csv"
+    runner.invoke(main, ["data", "generate", "--output", str(data), "--series", "1", "--weeks", "40"])
+    rows = list(csv_module.DictReader(data.open()))
+    for row in rows[-10:]:
+        row["units_sold"] = "0"
+    with data.open("w", newline="") as out:
+        writer = csv_module.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    models = tmp_path / "models"
+    result = runner.invoke(main, ["train", "--data", str(data), "--preset", "log-small-full", "--epochs", "3",
+                                  "--model-dir", str(models), "--json"])
+    assert result.exit_code == 0, result.output
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in JSON output"))
+
+    assert strict(result.stdout)["metrics"]["holdout"]["model"]["mape"] is None
+    assert strict((models / "versions" / "v1" / "card.json").read_text())["metrics"]["holdout"]["model"]["mape"] is None
+    listed = runner.invoke(main, ["models", "list", "--model-dir", str(models)])
+    shown = runner.invoke(main, ["models", "show", "v1", "--model-dir", str(models)])
+    assert listed.exit_code == 0 and shown.exit_code == 0 and "n/a" in shown.stdout, shown.output
