@@ -17,8 +17,8 @@ from pathlib import Path
 import click
 
 from .generate import DemandLaw, GeneratorConfig
-from .presets import (AUTO, BACKTEST_HORIZON, BACKTEST_WINDOWS, GRADCHECK_SEED, GRADCHECK_TRIALS, LOSS_NAMES, MIN_NEW_WEEKS,
-                      OUTPUT_ACTIVATIONS, PRESET_NAMES)
+from .presets import (AUTO, BACKTEST_HORIZON, BACKTEST_WINDOWS, GRADCHECK_SEED, GRADCHECK_TRIALS, LOSS_NAMES,
+                      MAX_HIDDEN_UNITS, MIN_NEW_WEEKS, OUTPUT_ACTIVATIONS, PRESET_NAMES)
 from .documents import shown
 from .registry import DEFAULT_MODEL_DIR
 
@@ -33,6 +33,19 @@ def emit_json(document):
     from .documents import dumps
 
     click.echo(dumps(document, indent=2, default=str))
+
+
+class FiniteRange(click.FloatRange):
+    """click's FloatRange, refusing NaN (which passes every comparison, so every range) and infinity."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+SEEDS = click.IntRange(0, 2**32 - 1)  # what numpy and torch take
 
 
 def friendly_errors(command):
@@ -118,15 +131,15 @@ def data():
 
 @data.command("generate")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DATA, show_default=True)
-@click.option("--seed", type=int, default=GeneratorConfig.seed, show_default=True)
+@click.option("--seed", type=SEEDS, default=GeneratorConfig.seed, show_default=True)
 @click.option("--series", type=click.IntRange(1, 100_000), default=GeneratorConfig.series, show_default=True, help="Stores or products.")
 @click.option("--weeks", type=click.IntRange(10, 5200), default=GeneratorConfig.weeks, show_default=True)
 @click.option("--start", default=GeneratorConfig.start, show_default=True, help="First week (ISO date).")
-@click.option("--noise", type=click.FloatRange(0, 1), default=GeneratorConfig.noise, show_default=True)
-@click.option("--promo-rate", type=click.FloatRange(0, 1), default=GeneratorConfig.promo_rate, show_default=True)
-@click.option("--lift-max", type=click.FloatRange(0), default=DemandLaw.lift_max, show_default=True, help="Largest relative lift of a discount.")
-@click.option("--holiday-bump", type=click.FloatRange(0), default=DemandLaw.holiday_bump, show_default=True)
-@click.option("--carryover", type=click.FloatRange(0), default=DemandLaw.carryover, show_default=True)
+@click.option("--noise", type=FiniteRange(0, 1), default=GeneratorConfig.noise, show_default=True)
+@click.option("--promo-rate", type=FiniteRange(0, 1), default=GeneratorConfig.promo_rate, show_default=True)
+@click.option("--lift-max", type=FiniteRange(0), default=DemandLaw.lift_max, show_default=True, help="Largest relative lift of a discount.")
+@click.option("--holiday-bump", type=FiniteRange(0), default=DemandLaw.holiday_bump, show_default=True)
+@click.option("--carryover", type=FiniteRange(0), default=DemandLaw.carryover, show_default=True)
 def data_generate(output, seed, series, weeks, start, noise, promo_rate, lift_max, holiday_bump, carryover):
     """Write the deterministic synthetic weekly sales series."""
     from .generate import generate, write_csv
@@ -199,7 +212,11 @@ def hidden_sizes(ctx, param, value):
         raise click.BadParameter("give layer sizes as integers separated by commas, e.g. 10,5") from None
     if not sizes or any(s < 1 for s in sizes):
         raise click.BadParameter("every hidden layer needs at least one unit")
+    if max(sizes) > MAX_HIDDEN_UNITS:
+        raise click.BadParameter(f"a hidden layer may have at most {MAX_HIDDEN_UNITS} units")
     return sizes
+
+
 
 
 def training_options(command):
@@ -208,12 +225,12 @@ def training_options(command):
         click.option("--hidden", callback=hidden_sizes, help="Hidden layer sizes, e.g. 10,5."),
         click.option("--activation", type=click.Choice(["sigmoid", "tanh"])),
         click.option("--optimizer", type=click.Choice(["sgd", "adam"])),
-        click.option("--lr", type=click.FloatRange(min=0, min_open=True)),
-        click.option("--momentum", type=click.FloatRange(0, 1)),
+        click.option("--lr", type=FiniteRange(min=0, min_open=True)),
+        click.option("--momentum", type=FiniteRange(0, 1)),
         click.option("--epochs", type=click.IntRange(1)),
         click.option("--batch-size", type=click.IntRange(0), help="Rows per step; 0 for the whole training set."),
-        click.option("--seed", type=int),
-        click.option("--target-loss", type=click.FloatRange(0), help="Stop once the training loss is at or below this."),
+        click.option("--seed", type=SEEDS),
+        click.option("--target-loss", type=FiniteRange(0), help="Stop once the training loss is at or below this."),
         click.option("--patience", type=click.IntRange(0), help="Early stop after N epochs without a better validation loss."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="auto takes CUDA when present."),
         click.option("--engine", type=click.Choice(["torch", "manual"]), help="manual: the hand-written backprop (CPU)."),
@@ -252,7 +269,7 @@ def data_option(command_name):
 @click.option("--horizon", type=click.IntRange(1), default=BACKTEST_HORIZON, show_default=True,
               help="Weeks per backtest window.")
 @click.option("--promote", is_flag=True, help="Make the new version champion (the first one always is).")
-@click.option("--wait", type=click.FloatRange(0), default=0, help="Seconds to wait for the registry lock.")
+@click.option("--wait", type=FiniteRange(0), default=0, help="Seconds to wait for the registry lock.")
 @model_dir_option
 @skip_option
 @json_option
@@ -365,14 +382,14 @@ def format_metrics(version, card):
 @click.option("--data", "data_paths", multiple=True, required=True, type=click.Path(path_type=Path), envvar="DEMAND_RETRAIN_DATA",
               help="A CSV file or a folder of CSVs; repeat for more. Rows of the same week and series "
                    "in several files are taken from the most recently modified file.")
-@click.option("--min-improvement", type=click.FloatRange(0), default=0.0, show_default=True,
+@click.option("--min-improvement", type=FiniteRange(0), default=0.0, show_default=True,
               help="WAPE points by which the challenger must beat the champion.")
 @click.option("--min-new-weeks", type=click.IntRange(1), default=MIN_NEW_WEEKS, show_default=True,
               help="Weeks after the champion's last training week needed to compare; fewer keep the champion.")
 @click.option("--keep-rejected", is_flag=True, help="Publish a rejected challenger as a (non-champion) version.")
 @preset_option(None)
 @training_options
-@click.option("--wait", type=click.FloatRange(0), default=0, show_default=True,
+@click.option("--wait", type=FiniteRange(0), default=0, show_default=True,
               help="Seconds to wait for another writer's registry lock before giving up.")
 @model_dir_option
 @skip_option
@@ -437,7 +454,7 @@ def schedule(cron, run_now, retrain_args):
 
 @main.command()
 @click.option("--trials", type=click.IntRange(1), default=GRADCHECK_TRIALS, show_default=True)
-@click.option("--seed", type=int, default=GRADCHECK_SEED, show_default=True)
+@click.option("--seed", type=SEEDS, default=GRADCHECK_SEED, show_default=True)
 @json_option
 def gradcheck(trials, seed, as_json):
     """Check the hand-written backprop against autograd (float64)."""
@@ -489,7 +506,7 @@ def models_list(model_dir, as_json):
 
 @models.command("promote")
 @click.argument("version")
-@click.option("--wait", type=click.FloatRange(0), default=0, show_default=True)
+@click.option("--wait", type=FiniteRange(0), default=0, show_default=True)
 @model_dir_option
 @friendly_errors
 def models_promote(version, wait, model_dir):
@@ -503,7 +520,7 @@ def models_promote(version, wait, model_dir):
 
 
 @models.command("rollback")
-@click.option("--wait", type=click.FloatRange(0), default=0, show_default=True)
+@click.option("--wait", type=FiniteRange(0), default=0, show_default=True)
 @model_dir_option
 @friendly_errors
 def models_rollback(wait, model_dir):
@@ -518,7 +535,7 @@ def models_rollback(wait, model_dir):
 
 @models.command("prune")
 @click.option("--keep", type=click.IntRange(1), required=True, help="How many of the newest versions to keep.")
-@click.option("--wait", type=click.FloatRange(0), default=0, show_default=True)
+@click.option("--wait", type=FiniteRange(0), default=0, show_default=True)
 @model_dir_option
 @friendly_errors
 def models_prune(keep, wait, model_dir):

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, replace
 
 
 OUTPUT_ACTIVATIONS = ("linear", "sigmoid")
+MAX_HIDDEN_UNITS = 4096  # per layer, for --hidden: far past what these data need, short of exhausting memory
 LOSS_NAMES = ("mse", "half-sse", "mae")
 
 

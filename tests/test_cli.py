@@ -226,3 +226,20 @@ def test_json_output_and_cards_are_strict_json_when_a_metric_is_undefined(runner
     listed = runner.invoke(main, ["models", "list", "--model-dir", str(models)])
     shown = runner.invoke(main, ["models", "show", "v1", "--model-dir", str(models)])
     assert listed.exit_code == 0 and shown.exit_code == 0 and "n/a" in shown.stdout, shown.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--lr", "nan"], "'nan' is not a finite number"),
+    (["train", "--momentum", "nan"], "'nan' is not a finite number"),
+    (["train", "--target-loss", "inf"], "'inf' is not a finite number"),
+    (["retrain", "--min-improvement", "nan"], "'nan' is not a finite number"),
+    (["models", "promote", "v1", "--wait", "nan"], "'nan' is not a finite number"),
+    (["train", "--seed", "-1"], "-1 is not in the range 0<=x<=4294967295"),
+    (["train", "--seed", "99999999999999999999"], "is not in the range"),
+    (["train", "--hidden", "99999999999999999999"], "a hidden layer may have at most 4096 units"),
+])
+def test_options_out_of_range_are_refused_before_any_work(runner, tmp_path, args, message):
+    """NaN passes every range comparison: it is refused by name, as is what numpy or torch would choke on later."""
+    result = runner.invoke(main, [*args, "--model-dir", str(tmp_path / "models")])
+    assert result.exit_code == 2 and message in result.stderr, result.output
+    assert not (tmp_path / "models").exists()
