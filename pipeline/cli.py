@@ -284,6 +284,7 @@ def train(data_path, preset, refit, backtest_windows, horizon, promote, wait, mo
     from .sources import load_sources
     from .workflow import train_model
 
+    Registry(model_dir).check_writable()  # before minutes of training, not after
     dataset = load_sources([data_path], skip_bad_rows, warn=log)
     report = None
     if backtest_windows:

@@ -158,14 +158,25 @@ class Registry:
                 return version
         return None
 
+    def open_lock(self):
+        """The lock file's descriptor, the folder made first; a folder that cannot be is a RegistryError."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            return os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise RegistryError(f"{self.root}: cannot hold a model registry: {err.strerror or err}") from None
+
+    def check_writable(self):
+        """Fail now, not after a training, when the registry folder cannot be written."""
+        os.close(self.open_lock())
+
     @contextlib.contextmanager
     def writer(self, wait=0.0):
         """The registry's writer, for as long as this holds the exclusive lock.
 
         Waits up to `wait` seconds for another writer, then RegistryBusy.
         """
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = self.open_lock()
         deadline = time.monotonic() + wait
         writer = None
         try:

@@ -243,3 +243,14 @@ def test_options_out_of_range_are_refused_before_any_work(runner, tmp_path, args
     result = runner.invoke(main, [*args, "--model-dir", str(tmp_path / "models")])
     assert result.exit_code == 2 and message in result.stderr, result.output
     assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize("command", [["train"], ["retrain", "--data", str(ROOT / "data" / "demand.csv")],
+                                     ["models", "promote", "v1"]])
+def test_a_registry_folder_that_cannot_be_is_one_line_before_any_training(runner, tmp_path, command):
+    a_file = tmp_path / "file.csv"
+    a_file.write_text("x\n")
+    result = runner.invoke(main, [*command, "--model-dir", str(a_file / "models")])
+    assert result.exit_code == 1
+    assert result.stderr.strip().endswith(f"Error: {a_file / 'models'}: cannot hold a model registry: Not a directory")
+    assert "Traceback" not in result.output and "candidate" not in result.stderr
