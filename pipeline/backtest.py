@@ -113,15 +113,17 @@ def score(actual, forecasts, scale, grid=None, interval=None):
     return out
 
 
-def backtest(data, windows=BACKTEST_WINDOWS, horizon=BACKTEST_HORIZON, preset="auto", overrides=None, log=None):
-    """Run the backtest; returns one JSON-ready document."""
+def backtest(data, windows=BACKTEST_WINDOWS, horizon=BACKTEST_HORIZON, preset="auto", overrides=None, log=None,
+             refit=True):
+    """Run the backtest; returns one JSON-ready document. `refit` as for
+    train_model: each window's model is made as `demand train` would publish it."""
     from .workflow import train_model
 
     folds = []
     for number, (history, future) in enumerate(windows_of(data, windows, horizon), start=1):
         if log:
             log(f"window {number}/{windows}: training on {history.date_range() or f'{len(history)} rows'}")
-        trained = train_model(history, preset, overrides)
+        trained = train_model(history, preset, overrides, refit=refit)
         trained_on = rows_and_weeks(history)
         forecast_weeks = future.date_range()
         if trained_on["weeks"] and trained_on["weeks"][1] >= forecast_weeks[0]:

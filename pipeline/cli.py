@@ -290,7 +290,7 @@ def train(data_path, preset, refit, backtest_windows, horizon, promote, wait, mo
     if backtest_windows:
         from .backtest import backtest, format_table
 
-        report = backtest(dataset, backtest_windows, horizon, preset, overrides, log)
+        report = backtest(dataset, backtest_windows, horizon, preset, overrides, log, refit=refit)
         log(format_table(report))
     progress = Progress()
     try:
@@ -357,14 +357,29 @@ def backtest(data_path, windows, horizon, preset, plot, skip_bad_rows, as_json, 
     from .backtest import backtest as run, format_table, write_plot
     from .sources import load_sources
 
+    check_plot_path(plot)  # before the trainings, not after
     dataset = load_sources([data_path], skip_bad_rows, warn=log)
     report = run(dataset, windows, horizon, preset, overrides, log)
-    write_plot(plot, report)
-    log(f"wrote {plot}")
-    if as_json:
+    if as_json:  # the report first: a figure that cannot be written must not lose it
         emit_json(report)
     else:
         click.echo(format_table(report))
+    try:
+        write_plot(plot, report)
+    except OSError as err:
+        raise click.ClickException(f"{plot}: cannot be written: {err.strerror or err}") from None
+    log(f"wrote {plot}")
+
+
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def check_plot_path(path):
+    if path.suffix.lower() not in PLOT_SUFFIXES:
+        raise click.BadParameter(f"{path}: the figure is written as {', '.join(PLOT_SUFFIXES)}; name it so",
+                                 param_hint="'--plot'")
+    if not path.parent.is_dir():
+        raise click.BadParameter(f"{path}: no folder {path.parent}", param_hint="'--plot'")
 
 
 def format_metrics(version, card):

@@ -89,3 +89,24 @@ def test_train_can_store_a_backtest_in_the_card(runner, small_csv, model_dir):
     card = registry.card("v1")
     assert len(card["backtest"]["folds"]) == 2
     assert (registry.path("v1") / "backtest.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("plot, message", [("nodir/bt.png", "no folder nodir"), ("bt.txt", "the figure is written as")])
+def test_a_plot_path_that_cannot_be_written_is_refused_before_the_trainings(runner, small_csv, tmp_path, monkeypatch,
+                                                                              plot, message):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(main, ["backtest", "--data", str(small_csv), "--plot", plot])
+    assert result.exit_code == 2 and message in result.stderr and "window 1" not in result.stderr
+
+
+def test_train_no_refit_backtests_models_that_are_not_refit(small_csv, monkeypatch):
+    """The card's backtest measures what train publishes, refit or not."""
+    from pipeline import workflow
+    from pipeline.backtest import backtest
+
+    refits = []
+    real = workflow.train_model
+    monkeypatch.setattr(workflow, "train_model", lambda *a, **k: refits.append(k.get("refit", True)) or real(*a, **k))
+    backtest(load_file(small_csv), 2, 3, "log-small-full", {"epochs": 5}, refit=False)
+    backtest(load_file(small_csv), 1, 3, "log-small-full", {"epochs": 5})
+    assert refits == [False, False, True]
