@@ -134,7 +134,8 @@ def data():
 @click.option("--seed", type=SEEDS, default=GeneratorConfig.seed, show_default=True)
 @click.option("--series", type=click.IntRange(1, 100_000), default=GeneratorConfig.series, show_default=True, help="Stores or products.")
 @click.option("--weeks", type=click.IntRange(10, 5200), default=GeneratorConfig.weeks, show_default=True)
-@click.option("--start", default=GeneratorConfig.start, show_default=True, help="First week (ISO date).")
+@click.option("--start", default=GeneratorConfig.start, show_default=True, callback=lambda ctx, param, value: iso_date(value),
+              help="First week (ISO date).")
 @click.option("--noise", type=FiniteRange(0, 1), default=GeneratorConfig.noise, show_default=True)
 @click.option("--promo-rate", type=FiniteRange(0, 1), default=GeneratorConfig.promo_rate, show_default=True)
 @click.option("--lift-max", type=FiniteRange(0), default=DemandLaw.lift_max, show_default=True, help="Largest relative lift of a discount.")
@@ -142,14 +143,35 @@ def data():
 @click.option("--carryover", type=FiniteRange(0), default=DemandLaw.carryover, show_default=True)
 def data_generate(output, seed, series, weeks, start, noise, promo_rate, lift_max, holiday_bump, carryover):
     """Write the deterministic synthetic weekly sales series."""
+    from .data import min_periods
     from .generate import generate, write_csv
+    from .schema import DOMAIN, FEATURES, TARGET
 
+    if weeks < min_periods():
+        raise click.BadParameter(f"{weeks} weeks cannot be trained on: at least {min_periods()} are needed to train, "
+                                 "select and evaluate", param_hint="'--weeks'")
     law = DemandLaw(lift_max=lift_max, holiday_bump=holiday_bump, carryover=carryover)
     config = GeneratorConfig(seed=seed, series=series, weeks=weeks, start=start, noise=noise, promo_rate=promo_rate, law=law)
     rows = generate(config)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    write_csv(rows, output)
+    largest = max(max(row[TARGET], row[FEATURES[0]]) for row in rows)
+    if not largest <= DOMAIN[TARGET][1]:  # NaN too
+        raise click.UsageError(f"these settings make sales of {largest:g} units, past the largest a model takes "
+                               f"({DOMAIN[TARGET][1]:g}): lower --carryover, --lift-max or --holiday-bump")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        write_csv(rows, output)
+    except OSError as err:
+        raise click.ClickException(f"{output}: cannot be written: {err.strerror or err}") from None
     log(f"wrote {len(rows)} rows ({series} series x {weeks} weeks) to {output}")
+
+
+def iso_date(value):
+    import datetime as dt
+
+    try:
+        return dt.date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO date like 2023-01-02", param_hint="'--start'") from None
 
 
 @data.command("check")

@@ -22,6 +22,10 @@ class Scheduler:
         self.retrain_args = list(retrain_args)
         self.log = log
         self.now = now or (lambda: dt.datetime.now().astimezone())
+        try:
+            self.next_run()
+        except Exception:  # croniter's CroniterBadDateError: valid fields that no date has (the 30th of February)
+            raise ValueError(f"--cron {cron!r} names no date that exists, so it would never run") from None
         self.stop = threading.Event()
         self.child = None
         self.runs = []  # exit codes, in order

@@ -254,3 +254,22 @@ def test_a_registry_folder_that_cannot_be_is_one_line_before_any_training(runner
     assert result.exit_code == 1
     assert result.stderr.strip().endswith(f"Error: {a_file / 'models'}: cannot hold a model registry: Not a directory")
     assert "Traceback" not in result.output and "candidate" not in result.stderr
+
+
+@pytest.mark.parametrize("args, status, message", [
+    (["--start", "notadate"], 2, "'notadate' is not an ISO date like 2023-01-02"),
+    (["--weeks", "10"], 2, "10 weeks cannot be trained on: at least 12 are needed"),
+    (["--carryover", "100", "--weeks", "400", "--series", "1"], 2, "past the largest a model takes"),
+])
+def test_data_generate_refuses_what_it_could_not_make_usefully(runner, tmp_path, args, status, message):
+    out = tmp_path / "gen.csv"
+    result = runner.invoke(main, ["data", "generate", "--output", str(out), *args])
+    assert result.exit_code == status and message in result.stderr, result.output
+    assert not out.exists()
+
+
+def test_data_generate_into_a_place_that_cannot_hold_a_file_is_one_line(runner, tmp_path):
+    a_file = tmp_path / "file.csv"
+    a_file.write_text("x\n")
+    result = runner.invoke(main, ["data", "generate", "--output", str(a_file / "gen.csv")])
+    assert result.exit_code == 1 and result.stderr.startswith(f"Error: {a_file / 'gen.csv'}: cannot be written")

@@ -314,5 +314,7 @@ def test_scheduler_never_overlaps_runs_and_waits_for_the_next_slot_after_a_long_
 def test_bad_cron_and_bad_retrain_options_are_refused_at_start(runner):
     bad_cron = invoke(runner, "schedule", "--cron", "every monday", "--data", "x.csv")
     assert bad_cron.exit_code == 2 and "not a valid cron expression" in bad_cron.output
+    never = invoke(runner, "schedule", "--cron", "0 3 30 2 *", "--data", "x.csv")  # valid fields, no such date
+    assert never.exit_code == 2 and "names no date that exists, so it would never run" in never.output
     bad_option = invoke(runner, "schedule", "--cron", "0 3 * * 1", "--data", "x.csv", "--epochs", "many")
     assert bad_option.exit_code == 2 and "retrain options" in bad_option.output
