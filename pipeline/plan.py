@@ -75,6 +75,16 @@ def read_plan(path, max_horizon=None):
         dates = [w[0] for w in weeks]
         if len(set(dates)) != len(dates):
             problems.append(f"{path}: series {name!r} has a week twice")
+        else:  # each week's forecast is the next week's prev_week_sales: a gap would be forecast as the next week
+            gap = next(((a, b) for a, b in zip(weeks, weeks[1:]) if (b[0] - a[0]).days != 7), None)
+            if gap:
+                problems.append(f"{path}: line {gap[1][1]}: series {name!r} goes from week {gap[0][0]} to {gap[1][0]}; "
+                                "its weeks must follow one another, 7 days apart")
+        given_later = next((w for w in weeks[1:] if w[2] is not None), None)
+        if given_later:
+            problems.append(f"{path}: line {given_later[1]}, column {FEATURES[0]!r}: series {name!r} gives it in week "
+                            f"{given_later[0]}, after its first; only the first week takes it (the forecast of the week "
+                            "before stands in for it on the others): leave it blank")
         if max_horizon and len(weeks) > max_horizon:
             problems.append(f"{path}: series {name!r} has {len(weeks)} weeks, more than {max_horizon}")
     if not plans and not problems:

@@ -203,6 +203,20 @@ def test_a_bad_plan_file_names_line_and_column(runner, tmp_path, published):
     assert "line 3, column 'prev_week_sales': series 'b' starts in week 2026-01-05" in result.output
 
 
+def test_a_plan_whose_weeks_skip_or_that_gives_sales_later_is_refused(runner, tmp_path, published):
+    """Each week's forecast is the next week's prev_week_sales: a gap would be
+    forecast as the next week, and sales given later would be ignored."""
+    plan = tmp_path / "plan.csv"
+    plan.write_text("series,week,prev_week_sales,discount_fraction,weeks_to_next_holidays\n"
+                    "a,2024-01-01,100,10,2\na,2024-01-08,,10,1\na,2024-03-04,,10,0\n"
+                    "b,2024-01-01,100,10,2\nb,2024-01-08,,10,1\nb,2024-01-15,999999,10,0\n")
+    result = invoke(runner, "forecast", "--plan", str(plan), "--output", str(tmp_path / "o.csv"), "--model-dir", str(published))
+    assert result.exit_code == 1 and not (tmp_path / "o.csv").exists()
+    assert "line 4: series 'a' goes from week 2024-01-08 to 2024-03-04; its weeks must follow one another" in result.output
+    assert ("line 7, column 'prev_week_sales': series 'b' gives it in week 2024-01-15, after its first; only the "
+            "first week takes it") in result.output
+
+
 def test_an_output_that_cannot_be_written_is_a_clear_error(runner, tmp_path, published):
     plan = tmp_path / "plan.csv"
     plan.write_text("series,week,prev_week_sales,discount_fraction,weeks_to_next_holidays\na,2026-01-05,100,10,2\n")
