@@ -183,6 +183,10 @@ def findings(data):
         sold = np.bincount(which.ravel(), weights=data.y, minlength=len(names))
         found["all_zero_series"] = sorted(names[sold == 0].tolist())
     found["all_zero_target"] = bool(len(data.y)) and not np.any(data.y)
+    # Percent is expected (0 to 100): a file of fractions (0.2 for 20% off) is
+    # valid, but every discount would read as under 1% off.
+    discounts = columns[FEATURES[1]]
+    found["discounts_all_at_most_1_percent"] = bool(len(discounts) and 0 < discounts.max() <= 1)
     if data.week is not None and data.series is not None:
         found["repeated_week_series_rows"] = repeated_week_series(data.week, data.series)
     return found

@@ -82,8 +82,9 @@ def last_trained_week(card):
 def decide(challenger_wape, champion_wape, min_improvement, holdout):
     """(promote?, reason). WAPE is in percent; the margin is in WAPE points."""
     if not beats_baselines(holdout):
-        return False, (f"challenger WAPE {challenger_wape:.2f}% does not beat naive "
-                       f"({holdout['naive']['wape']:.2f}%) and linear ({holdout['linear']['wape']:.2f}%)")
+        unbeaten = [f"{name} ({holdout[name]['wape']:.2f}%)" for name in ("naive", "linear")
+                    if not challenger_wape < holdout[name]["wape"]]
+        return False, f"challenger WAPE {challenger_wape:.2f}% does not beat {' or '.join(unbeaten)}"
     if champion_wape is None:
         return True, "no champion yet; the challenger beats the baselines"
     if challenger_wape < champion_wape and champion_wape - challenger_wape >= min_improvement:

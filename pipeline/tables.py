@@ -235,9 +235,21 @@ def _is_utf8(raw):
         return False
 
 
+def refuse_names_in_another_case(header, names, path):
+    """`Week` for `week`: the column would be left out without a word (the split
+    would then follow row order, one store perhaps held out whole)."""
+    exact = set(header)
+    for column in header:
+        meant = next((name for name in names if column.lower() == name.lower() and column != name), None)
+        if meant and meant not in exact:
+            raise DataError(f"{path}: column {column!r} is not read as {meant!r}: column names are case-sensitive; "
+                            f"rename it {meant!r}")
+
+
 def read_csv_table(raw, path, required, optional=(TIME_COLUMN, SERIES_COLUMN)):
     """(pyarrow Table of the required and optional columns, RaggedRows) from the bytes of a CSV file."""
     header = header_of_bytes(raw, path)
+    refuse_names_in_another_case(header, (*required, *optional), path)
     require_columns(header, required, path)
     wanted = [*required, *(c for c in optional if c in header)]
     return read_csv(raw, path, header, wanted, required)
@@ -257,6 +269,7 @@ def open_parquet(source, path, required):
 def read_parquet_table(source, path, required, optional=(TIME_COLUMN, SERIES_COLUMN)):
     """The required and optional columns of a Parquet file, named without stray spaces."""
     parquet, header = open_parquet(source, path, required)
+    refuse_names_in_another_case(header, optional, path)  # open_parquet has found the required ones
     wanted = [*required, *(c for c in optional if c in header)]
     by_name = dict(zip(header, parquet.schema_arrow.names))
     try:

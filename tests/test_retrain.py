@@ -47,7 +47,10 @@ def test_decision_rules():
     assert decide(10.0, 10.5, 1.0, holdout) == (False, "challenger WAPE 10.00% does not beat champion 10.50% by the required 1 points")
     worse_than_linear = {"model": {"wape": 13.0}, "naive": {"wape": 15.0}, "linear": {"wape": 12.0}}
     promote, reason = decide(13.0, 20.0, 0, worse_than_linear)
-    assert promote is False and "does not beat naive" in reason
+    assert (promote, reason) == (False, "challenger WAPE 13.00% does not beat linear (12.00%)")  # it beat naive
+    worse_than_both = {"model": {"wape": 16.0}, "naive": {"wape": 15.0}, "linear": {"wape": 12.0}}
+    assert decide(16.0, 20.0, 0, worse_than_both)[1] == ("challenger WAPE 16.00% does not beat naive (15.00%) "
+                                                         "or linear (12.00%)")
 
 
 def test_a_challenger_is_made_as_the_champion_was_selected_not_as_it_was_refit(good_champion):

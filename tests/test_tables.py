@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
@@ -155,6 +156,31 @@ def test_rows_that_repeat_a_week_and_series_are_a_finding(runner, tmp_path):
     result = invoke(runner, "data", "check", str(path), "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["findings"]["repeated_week_series_rows"] == 1
+
+
+def test_discounts_given_as_fractions_are_a_finding(runner, tmp_path):
+    table = pa_csv.read_csv(DEFAULT_CSV)
+    path = tmp_path / "fractions.csv"
+    as_fractions = pc.divide(pc.cast(table["discount_fraction"], pa.float64()), 100.0)
+    pa_csv.write_csv(table.set_column(table.column_names.index("discount_fraction"), "discount_fraction", as_fractions),
+                     path)
+    found = json.loads(invoke(runner, "data", "check", str(path), "--json").stdout)["findings"]
+    assert found["discounts_all_at_most_1_percent"] is True
+    found = json.loads(invoke(runner, "data", "check", str(DEFAULT_CSV), "--json").stdout)["findings"]
+    assert found["discounts_all_at_most_1_percent"] is False
+
+
+@pytest.mark.parametrize("name, meant", [("Week", "week"), ("SERIES", "series"), ("Units_Sold", "units_sold")])
+def test_a_column_named_in_another_case_is_refused_by_name(tmp_path, name, meant):
+    lines = DEFAULT_CSV.read_text().splitlines()
+    path = tmp_path / "cased.csv"
+    header = ",".join(name if cell == meant else cell for cell in lines[0].split(","))
+    path.write_text("\n".join([header, *lines[1:]]) + "\n")
+    assert refusal(lambda: load_file(path)) == (f"{path}: column {name!r} is not read as {meant!r}: column names are "
+                                                f"case-sensitive; rename it {meant!r}")
+    to_parquet(path, tmp_path / "cased.parquet")
+    if meant != "units_sold":  # a required column is named as missing by the Parquet reader first
+        assert f"column {name!r} is not read as {meant!r}" in refusal(lambda: load_file(tmp_path / "cased.parquet"))
 
 
 @pytest.fixture(scope="module")
