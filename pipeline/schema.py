@@ -56,10 +56,18 @@ def domain_problem(name, value):
         return "must be a finite number, got infinity"
     low, high, unit = DOMAIN[name]
     if value < low:
-        return f"must be >= {low:g} {unit}, got {value:g}"
+        limit, shown = _apart(low, value)
+        return f"must be >= {limit} {unit}, got {shown}"
     if value > high:
-        return f"must be <= {high:g} {unit}, got {value:g}"
+        limit, shown = _apart(high, value)
+        return f"must be <= {limit} {unit}, got {shown}"
     return None
+
+
+def _apart(limit, value):
+    """Both numbers short (`:g`), unless that rounds them alike ("must be <= 100, got 100" for 100.00000000000001)."""
+    short = f"{limit:g}", f"{value:g}"
+    return short if short[0] != short[1] else (repr(float(limit)), repr(float(value)))
 
 
 # What a parsed JSON value is, in JSON's words (a request body's values, or a data file's cells).

@@ -39,6 +39,9 @@ def forecast():
     del body  # memory for the answer
     out = bundle.forecast_plan(plan.prev_week_sales, plan.features, plan.weeks, plan.levels)
     metrics.FORECAST_WEEKS.inc(int(plan.weeks.sum()))
+    outside = int(out["outside"].any(axis=2).sum())  # weeks past a series' own are all False
+    if outside:
+        metrics.EXTRAPOLATED.inc(outside)
     return Response(answer(bundle, plan, out), mimetype="application/json")
 
 

@@ -44,6 +44,16 @@ def observe_request(route, method, status, seconds):
     pair[1].observe(seconds)
 
 
+# The route and method of a request answered before it could be routed: a
+# body too large by its Content-Length, framing or a head gunicorn refuses.
+UNROUTED = "(none)"
+
+
+def observe_refused(status):
+    """Count a request the worker answered itself, before the app saw it."""
+    REQUESTS.labels(UNROUTED, UNROUTED, str(status)).inc()
+
+
 def model_loaded(version, provider, previous=None):
     if previous is not None:
         MODEL_INFO.labels(previous.version, previous.provider).set(0)

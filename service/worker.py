@@ -200,6 +200,9 @@ class JsonErrorSocket:
         message = found.group(1) if found and found.group(1) else REASONS.get(code, "error")
         if code >= 500 and code != 501:
             message = INTERNAL_ERROR
+        from . import metrics  # not at the top: see Worker.murder_pending
+
+        metrics.observe_refused(code)
         self.sock.sendall(json_error(code, html.unescape(message)))
 
     def __getattr__(self, name):
@@ -388,6 +391,9 @@ class Worker(ThreadWorker):
                 self._drop(conn)
 
     def _answer_and_close(self, conn, status, message):
+        from . import metrics  # not at the top: see murder_pending
+
+        metrics.observe_refused(status)
         self._send_quietly(conn, json_error(status, message))
         self.log.warning("closed connection from %s: %d %s", conn.client[0] if conn.client else "?", status, message)
         self._drop(conn)

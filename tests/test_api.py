@@ -56,6 +56,9 @@ def test_predictions_match_offline_scoring(client, published):
     ({"instances": [{**INSTANCE, "prev_week_sales": None}]}, "must be a number, got null"),
     ({"instances": [{**INSTANCE, "prev_week_sales": -1}]}, "instances[0].prev_week_sales must be >= 0 units, got -1"),
     ({"instances": [{**INSTANCE, "discount_fraction": 101}]}, "instances[0].discount_fraction must be <= 100 percent, got 101"),
+    # Past the limit by less than a short number shows: both in full, so that the reason shows.
+    ({"instances": [{**INSTANCE, "discount_fraction": 100.00000000000001}]},
+     "instances[0].discount_fraction must be <= 100.0 percent, got 100.00000000000001"),
     ({"instances": [{**INSTANCE, "weeks_to_next_holidays": -0.5}]}, "weeks_to_next_holidays must be >= 0"),
     ('{"instances": [{"prev_week_sales": NaN, "discount_fraction": 1, "weeks_to_next_holidays": 1}]}', "instances[0].prev_week_sales must be a finite number, got NaN"),
     ('{"prev_week_sales": 1, "discount_fraction": Infinity, "weeks_to_next_holidays": 1}', "discount_fraction must be a finite number, got infinity"),

@@ -109,6 +109,17 @@ def test_intervals_nest_and_widen_or_stay_level_with_the_step(server):
         previous = width
 
 
+def test_weeks_outside_the_training_range_are_counted_as_for_predict(server):
+    before = server.metric("demand_extrapolated_rows_total")
+    plan = {"series": [{"id": "far", "prev_week_sales": 40000,
+                        "weeks": [{"discount_fraction": 10, "weeks_to_next_holidays": 500}] * 3},
+                       {"id": "near", "prev_week_sales": 40000,
+                        "weeks": [{"discount_fraction": 10, "weeks_to_next_holidays": 2}]}]}
+    weeks = [week for series in ask(server, plan).json()["series"] for week in series["weeks"]]
+    flagged = sum(bool(week["extrapolated"]) for week in weeks)
+    assert flagged >= 3 and server.metric("demand_extrapolated_rows_total") == before + flagged
+
+
 def test_weeks_past_the_calibration_say_so(server, published):
     card = Registry(published).card("v1")
     calibrated = len(card["calibration"]["steps"])

@@ -283,8 +283,11 @@ def test_invalid_chunked_framing_gets_json_400(server):
     (b"GET /healthz HTTP/1.1\nHost: x\n\n", 400),  # bare LF: at once, not a 408 after the client timeout
 ])
 def test_the_http_layer_answers_its_own_errors_in_json(server, request_bytes, expected):
+    counted = f'demand_http_requests_total{{method="(none)",route="(none)",status="{expected}"}}'
+    before = server.metric(counted)
     status, body = status_and_json(raw_exchange(server, request_bytes))
     assert status == expected and body["error"]
+    assert server.metric(counted) == before + 1  # counted, though the app never saw it
 
 
 def test_v2_duplicate_inputs_and_non_boolean_parameters_get_400(server):
