@@ -6,6 +6,7 @@ from pipeline.schema import (DOMAIN, FEATURES, FORECAST_COLUMNS, INPUT_TENSOR, N
 from .columnar import OUTPUT_COLUMNS
 from .config import Settings
 from .plans import MAX_ID_LENGTH, MAX_LEVELS
+from .v2_api import BINARY_HEADER
 
 
 NORMALIZED_MEANING = (
@@ -265,11 +266,25 @@ def _predict_operation(summary):
     }}
 
 
+BINARY_BODY = {"schema": {"type": "string", "format": "binary"},
+               "description": f"the binary tensor extension: the JSON header (InferRequest) in its first "
+                              f"{BINARY_HEADER} bytes, then each tensor's raw little-endian bytes in the order of "
+                              "`inputs` (`parameters.binary_data_size`)"}
+HEADER_LENGTH = {"name": BINARY_HEADER, "in": "header", "required": False, "schema": {"type": "integer", "minimum": 1},
+                 "description": "with a binary body: the length of its JSON header, in bytes"}
+
+
 def _infer_operation(parameters):
+    answer = _json("InferResponse")
+    answer["content"]["application/octet-stream"] = {
+        **BINARY_BODY, "description": "when an output asks for `binary_data`: the JSON header, then the tensors"}
     return {"post": {
-        "summary": "Open Inference Protocol inference (JSON or binary tensors)", "security": SECURED, "parameters": parameters,
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}}}},
-        "responses": {"200": _json("InferResponse"), "404": _error("Unknown model or version"),
+        "summary": "Open Inference Protocol inference (JSON or binary tensors)", "security": SECURED,
+        "parameters": [*parameters, HEADER_LENGTH],
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}},
+            "application/octet-stream": BINARY_BODY}},
+        "responses": {"200": answer, "404": _error("Unknown model or version"),
                       **_pick("400", "401", "403", "413", "415", "503")},
     }}
 

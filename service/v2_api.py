@@ -9,7 +9,7 @@ from . import metrics
 from .auth import prediction_token_required
 from .errors import ApiError
 from pipeline.normalize import column_ranges
-from pipeline.schema import FEATURES, INPUT_TENSOR, N_FEATURES, OUTPUT_TENSORS
+from pipeline.schema import FEATURES, INPUT_TENSOR, N_FEATURES, OUTPUT_TENSORS, json_kind
 
 from .inputs import check_domain, parse_json
 from .serving import current_bundle
@@ -89,10 +89,7 @@ def read_request():
         return parse_json(raw, max_rows), b""
     if request.mimetype not in ("", "application/json", "application/octet-stream"):
         raise ApiError(415, f"Content-Type must be application/octet-stream or application/json, got {request.mimetype}")
-    try:
-        size = int(length)
-    except ValueError:
-        size = -1
+    size = int(length) if length.isascii() and length.isdigit() else -1  # int() would take "+9", " 9 " and "1_0"
     if not 0 < size <= len(raw):
         raise ApiError(400, f"{BINARY_HEADER} must be an integer between 1 and the body size ({len(raw)}), got {length!r}")
     return parse_json(raw[:size], max_rows), memoryview(raw)[size:]
@@ -135,7 +132,7 @@ def features_from(header, binary, max_rows):
             X = np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(rows, N_FEATURES)
             offset += size
         else:
-            X = _from_json_data(tensor.get("data"), rows)
+            X = _from_json_data(tensor.get("data"), rows, datatype)
     if offset != len(binary):
         raise ApiError(400, f"{len(binary) - offset} bytes of binary data are not claimed by any input")
     ranges = column_ranges(X)
@@ -143,17 +140,24 @@ def features_from(header, binary, max_rows):
     return X, ranges
 
 
-def _from_json_data(data, rows):
+def _from_json_data(data, rows, datatype):
     if not isinstance(data, list):
         raise ApiError(400, f"input {INPUT!r} needs 'data' (a list of numbers) or binary data")
-    flat = data if not data or not isinstance(data[0], list) else [v for row in data for v in (row if isinstance(row, list) else [row])]
+    flat = data
+    if data and isinstance(data[0], list):  # nested as the shape is: one list per row, each of every feature
+        if len(data) != rows or set(map(type, data)) != {list} or set(map(len, data)) != {N_FEATURES}:
+            raise ApiError(400, f"input {INPUT!r} data must be flat ({rows * N_FEATURES} numbers) or nested as its "
+                                f"shape ({rows} lists of {N_FEATURES} numbers)")
+        flat = [v for row in data for v in row]
     if len(flat) != rows * N_FEATURES:
         raise ApiError(400, f"input {INPUT!r} has {len(flat)} values; shape [{rows}, {N_FEATURES}] needs {rows * N_FEATURES}")
     kinds = {type(v) for v in flat}
     if not kinds <= {int, float}:
         bad = next(v for v in flat if type(v) not in (int, float))
-        kind = "a boolean" if isinstance(bad, bool) else "null" if bad is None else f"a {type(bad).__name__}"
-        raise ApiError(400, f"input {INPUT!r} data must be numbers, got {kind}")
+        raise ApiError(400, f"input {INPUT!r} data must be numbers, got {json_kind(bad)}")
+    if float in kinds and np.dtype(DTYPES[datatype]).kind == "i":
+        bad = next(v for v in flat if type(v) is float)
+        raise ApiError(400, f"input {INPUT!r} is {datatype}: its data must be whole numbers, got {bad!r}")
     try:
         return np.array(flat, dtype=np.float64).reshape(rows, N_FEATURES)
     except OverflowError:

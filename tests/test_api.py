@@ -316,3 +316,34 @@ def test_the_service_never_imports_torch(published):
             "print('torch' in sys.modules, 'matplotlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False False"
+
+
+V2 = "/v2/models/demand/infer"
+
+
+def v2_body(data, datatype="FP32", rows=2):
+    return {"inputs": [{"name": "features", "datatype": datatype, "shape": [rows, 3], "data": data}]}
+
+
+@pytest.mark.parametrize("body, message", [
+    (v2_body([[76440, 63], [2, 20000, 0, 3]]), "must be flat (6 numbers) or nested as its shape (2 lists of 3 numbers)"),
+    (v2_body([[76440, 63, 2, 20000], 0, 3]), "must be flat (6 numbers) or nested as its shape"),
+    (v2_body([76440, 63, 2, 20000, [0], 3]), "data must be numbers, got a list"),
+    (v2_body([76440, 63, 2, 20000, 0, 1.5], "INT32"), "is INT32: its data must be whole numbers, got 1.5"),
+])
+def test_v2_data_must_match_its_shape_and_type(client, body, message):
+    response = post(client, V2, body)
+    assert response.status_code == 400 and message in response.get_json()["error"]
+
+
+def test_v2_data_nested_as_its_shape_or_flat_read_the_same(client):
+    flat = post(client, V2, v2_body([76440, 63, 2, 20000, 0, 3], "INT64")).get_json()["outputs"]
+    nested = post(client, V2, v2_body([[76440, 63, 2], [20000, 0, 3]], "INT64")).get_json()["outputs"]
+    assert flat == nested and len(flat[0]["data"]) == 2
+
+
+@pytest.mark.parametrize("length", ["+40", " 40 ", "4_0", "４０"])
+def test_the_binary_header_length_is_plain_digits(client, length):
+    response = client.post(V2, data=b"{}" + b"\0" * 40, content_type="application/octet-stream",
+                           headers={"Inference-Header-Content-Length": length})
+    assert response.status_code == 400 and "must be an integer" in response.get_json()["error"]
