@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.scale import measure as measure_scale, report as scale_report  # noqa: E402
 from pipeline.presets import CANDIDATES, ENSEMBLE_SIZE  # noqa: E402
+from pipeline.schema import FEATURES  # noqa: E402
 from service.testing import running_service  # noqa: E402
 
 DEMAND = [sys.executable, "-m", "pipeline"]
@@ -204,7 +205,15 @@ def memory_bodies(max_rows):
         "2.7 million empty objects (413 before parsing)":
             ("/predict", b'{"instances":[' + b",".join([b"{}"] * 2_700_000) + b"]}"),
         "a 31 MiB string": ("/predict", b'{"instances":[' + json.dumps(ONE_ROW).encode()[:-1] + b',"x":"' + b"a" * (31 << 20) + b'"}]}'),
+        f"{max_rows:,} rows x 16 columns, CSV (the cell cap)": ("/predict", wide_csv(max_rows, 16)),
     }
+
+
+def wide_csv(rows, columns):
+    """A CSV body of the features and `columns` - 3 text columns riding along."""
+    header = ",".join([*FEATURES, *(f"note_{i}" for i in range(columns - len(FEATURES)))])
+    line = "41512.125,12.5,3" + ",store-123" * (columns - len(FEATURES))
+    return (header + "\n" + (line + "\n") * rows).encode()
 
 
 def peak_rss_mb(pid):
@@ -222,9 +231,12 @@ def memory_at_caps(model_dir, folder):
     for name, (route, body) in memory_bodies(Settings.max_rows).items():
         with running_service(model_dir, folder, workers=1) as service:
             service.post("/predict", json={"instances": [ONE_ROW]})
+            is_csv = body[:len(FEATURES[0])] == FEATURES[0].encode()
+            if is_csv:  # pyarrow is loaded on a worker's first CSV body, once: not this request's cost
+                service.post("/predict", data=wide_csv(10, 4), headers={"Content-Type": "text/csv"})
             (pid,) = worker_pids(service.process.pid)
             before = peak_rss_mb(pid)
-            response = service.post(route, data=body, headers={"Content-Type": "application/json"})
+            response = service.post(route, data=body, headers={"Content-Type": "text/csv" if is_csv else "application/json"})
             results[name] = {"bytes": len(body), "status": response.status_code,
                              "rise_mb": peak_rss_mb(pid) - before}
     return results

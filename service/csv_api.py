@@ -25,7 +25,8 @@ def is_csv(content_type):
 
 
 def forecast_csv(raw, bundle, max_rows):
-    """CSV body bytes -> CSV answer bytes; raises ApiError for bad input."""
+    """CSV body bytes -> the CSV answer's bytes (past ROWS_PER_PIECE rows, an iterator of them, sent chunked);
+    raises ApiError for bad input, before any byte of the answer."""
     # pyarrow is imported on the first CSV body: 40 MB that a worker serving only JSON never pays.
     import pyarrow as pa
     import pyarrow.csv as pa_csv
@@ -38,6 +39,7 @@ def forecast_csv(raw, bundle, max_rows):
     try:
         header = tables.header_of_bytes(raw, SOURCE)
         tables.require_columns(header, FEATURES, SOURCE)
+        check_cell_count(raw, len(header), max_rows)
         # As text: the cells go back verbatim, and text writes faster than numbers (as demand predict into a CSV).
         table, ragged = tables.read_csv(raw, SOURCE, header, header, numbers=(), threads=False)
     except DataError as err:
@@ -53,12 +55,41 @@ def forecast_csv(raw, bundle, max_rows):
     if problems:
         raise ApiError(400, _problems_message(problems))
     scored, outside = append_forecasts(table, features_of(checked), bundle)
-    sink = pa.BufferOutputStream()
-    pa_csv.write_csv(scored, sink)
     metrics.ROWS_CSV.inc(table.num_rows)
     if outside:
         metrics.EXTRAPOLATED.inc(outside)
-    return sink.getvalue().to_pybytes()
+    pieces = _csv_pieces(scored, pa, pa_csv)
+    return next(pieces) if scored.num_rows <= ROWS_PER_PIECE else pieces  # one piece: sent with its length
+
+
+ROWS_PER_PIECE = 16384
+
+
+def _csv_pieces(table, pa, pa_csv):
+    """The answer a slice of rows at a time, as it is sent (chunked): the whole
+    text at once, and the copy made of it, had cost twice the answer's size on
+    top of the table (a 28 MiB body grew a worker by 300 MB)."""
+    for start in range(0, max(table.num_rows, 1), ROWS_PER_PIECE):
+        sink = pa.BufferOutputStream()
+        pa_csv.write_csv(table.slice(start, ROWS_PER_PIECE), sink,
+                         write_options=pa_csv.WriteOptions(include_header=start == 0))
+        yield sink.getvalue().to_pybytes()
+
+
+# Cells a CSV body may hold, as a multiple of DEMAND_MAX_ROWS: a parsed cell
+# costs a worker about 28 bytes whatever its text, so a body of a thousand
+# one-character columns within the body cap had grown a worker by 460 MB.
+CELLS_PER_ROW = 16
+
+
+def check_cell_count(raw, columns, max_rows):
+    """413 before parsing when the body's lines times its columns pass the budget
+    (a quoted line break counts as a line: never fewer cells than there are)."""
+    lines = raw.count(b"\n") + (not raw.endswith(b"\n")) - 1  # the header aside
+    if lines * columns > CELLS_PER_ROW * max_rows:
+        raise ApiError(413, f"the CSV body has {columns} columns and about {lines} rows, more than "
+                            f"{CELLS_PER_ROW * max_rows} cells ({CELLS_PER_ROW} x DEMAND_MAX_ROWS): send fewer rows "
+                            "or leave out columns the forecast does not need")
 
 
 def _problems_message(problems):

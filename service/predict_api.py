@@ -59,7 +59,7 @@ def forecast_json(raw, bundle, max_rows):
     levels = read_levels(body["levels"]) if isinstance(body, dict) and "levels" in body else None  # one instance too
     X, ranges = matrix_from_instances(instances, prefix, max_rows)
     check_interval_count(len(X), levels, max_rows)
-    del body  # garbage by now: memory for the answer
+    del body, instances  # garbage by now (a dict per row): memory for the answer
     out, extrapolated = _forecast(bundle, X, ranges)
     columns = [out["units_sold"].tolist(), out["units_sold_normalized"].tolist(), out["low"].tolist(),
                out["high"].tolist(), extrapolated]

@@ -49,6 +49,13 @@ def test_the_command_line_writes_the_same_bytes(client, runner, published, tmp_p
     response = post_csv(client, DEFAULT_CSV.read_bytes())
     assert response.status_code == 200
     assert response.get_data() == out.read_bytes()
+    # Sent a slice of rows at a time past ROWS_PER_PIECE: still the same bytes, one header.
+    lines = DEFAULT_CSV.read_text().splitlines()
+    many = tmp_path / "many.csv"
+    many.write_text("\n".join([lines[0], *lines[1:] * 40]) + "\n")  # 37,440 rows: three pieces
+    result = invoke(runner, "predict", "--input", str(many), "--output", str(out), "--model-dir", str(published))
+    assert result.exit_code == 0, result.output
+    assert post_csv(client, many.read_bytes()).get_data() == out.read_bytes()
 
 
 @pytest.mark.parametrize("body, status, message", [
@@ -82,6 +89,19 @@ def test_row_and_body_caps_apply(make_app):
     assert post_csv(client, HEADER + "\n" + "a,2026-01-05,1,2,3\n" * 2).status_code == 200
     huge = HEADER + "\n" + "a" * 3000 + ",2026-01-05,1,2,3\n"
     assert post_csv(client, huge).status_code == 413
+
+
+def test_cells_count_against_the_row_cap(make_app):
+    """Sixteen cells per row of DEMAND_MAX_ROWS: a thousand narrow columns cost a worker as much as long rows."""
+    client = make_app(MAX_ROWS=4).test_client()  # 64 cells
+    narrow = HEADER + "".join(f",c{i}" for i in range(11)) + "\n" + ("a,2026-01-05,1,2,3" + ",x" * 11 + "\n") * 4
+    assert post_csv(client, narrow).status_code == 200
+    wide = HEADER + "".join(f",c{i}" for i in range(12)) + "\n" + ("a,2026-01-05,1,2,3" + ",x" * 12 + "\n") * 4
+    response = post_csv(client, wide)
+    assert response.status_code == 413
+    assert response.get_json()["error"] == ("the CSV body has 17 columns and about 4 rows, more than 64 cells "
+                                            "(16 x DEMAND_MAX_ROWS): send fewer rows or leave out columns the "
+                                            "forecast does not need")
 
 
 def test_a_charset_parameter_is_accepted_and_rows_are_counted(client):
