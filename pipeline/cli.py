@@ -10,6 +10,7 @@ import contextlib
 import functools
 import json
 import math
+import os
 import sys
 import types
 from pathlib import Path
@@ -36,16 +37,21 @@ def emit_json(document):
 
 
 class FiniteRange(click.FloatRange):
-    """click's FloatRange, refusing NaN (which passes every comparison, so every range) and infinity."""
+    """click's FloatRange, refusing NaN (which passes every comparison, so every
+    range) and, unless `infinity` is a meaningful value (`--wait inf`), infinity."""
+
+    def __init__(self, *args, infinity=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.infinity = infinity
 
     def convert(self, value, param, ctx):
         number = super().convert(value, param, ctx)
-        if not math.isfinite(number):
+        if math.isnan(number) or (math.isinf(number) and not self.infinity):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
         return number
 
 
-SEEDS = click.IntRange(0, 2**32 - 1)  # what numpy and torch take
+SEEDS = click.IntRange(0, 2**64 - 1)  # what numpy and torch take
 
 
 def friendly_errors(command):
@@ -98,8 +104,11 @@ def signals_unwind():
         interrupts.seen = True
         sys.exit(128 + signum)
 
-    previous = {signal.SIGINT: signal.signal(signal.SIGINT, remember),
-                signal.SIGTERM: signal.signal(signal.SIGTERM, unwind)}
+    # A signal the process was started ignoring stays ignored (a background job
+    # of a script, nohup): Ctrl-C meant for the script must not stop it.
+    previous = {signum: signal.signal(signum, handler)
+                for signum, handler in ((signal.SIGINT, remember), (signal.SIGTERM, unwind))
+                if signal.getsignal(signum) is not signal.SIG_IGN}
     try:
         yield interrupts
     finally:
@@ -141,6 +150,7 @@ def data():
 @click.option("--lift-max", type=FiniteRange(0), default=DemandLaw.lift_max, show_default=True, help="Largest relative lift of a discount.")
 @click.option("--holiday-bump", type=FiniteRange(0), default=DemandLaw.holiday_bump, show_default=True)
 @click.option("--carryover", type=FiniteRange(0), default=DemandLaw.carryover, show_default=True)
+@friendly_errors
 def data_generate(output, seed, series, weeks, start, noise, promo_rate, lift_max, holiday_bump, carryover):
     """Write the deterministic synthetic weekly sales series."""
     from .data import min_periods
@@ -157,11 +167,18 @@ def data_generate(output, seed, series, weeks, start, noise, promo_rate, lift_ma
     if not largest <= DOMAIN[TARGET][1]:  # NaN too
         raise click.UsageError(f"these settings make sales of {largest:g} units, past the largest a model takes "
                                f"({DOMAIN[TARGET][1]:g}): lower --carryover, --lift-max or --holiday-bump")
-    try:
+    from .scoring import partial_path
+
+    partial = partial_path(output)
+    try:  # written beside the output and renamed into place: an interrupted run leaves no half-written file
         output.parent.mkdir(parents=True, exist_ok=True)
-        write_csv(rows, output)
+        write_csv(rows, partial)
+        os.replace(partial, output)
     except OSError as err:
         raise click.ClickException(f"{output}: cannot be written: {err.strerror or err}") from None
+    finally:
+        with contextlib.suppress(OSError):  # none was made where no file can be
+            partial.unlink(missing_ok=True)
     log(f"wrote {len(rows)} rows ({series} series x {weeks} weeks) to {output}")
 
 
@@ -291,7 +308,7 @@ def data_option(command_name):
 @click.option("--horizon", type=click.IntRange(1), default=BACKTEST_HORIZON, show_default=True,
               help="Weeks per backtest window.")
 @click.option("--promote", is_flag=True, help="Make the new version champion (the first one always is).")
-@click.option("--wait", type=FiniteRange(0), default=0, help="Seconds to wait for the registry lock.")
+@click.option("--wait", type=FiniteRange(0, infinity=True), default=0, help="Seconds to wait for the registry lock.")
 @model_dir_option
 @skip_option
 @json_option
@@ -393,12 +410,12 @@ def backtest(data_path, windows, horizon, preset, plot, skip_bad_rows, as_json, 
     log(f"wrote {plot}")
 
 
-PLOT_SUFFIXES = (".png", ".svg", ".pdf")
-
-
 def check_plot_path(path):
-    if path.suffix.lower() not in PLOT_SUFFIXES:
-        raise click.BadParameter(f"{path}: the figure is written as {', '.join(PLOT_SUFFIXES)}; name it so",
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix.lower().lstrip(".") not in formats:
+        raise click.BadParameter(f"{path}: the figure is written as one of .{', .'.join(sorted(formats))}; name it so",
                                  param_hint="'--plot'")
     if not path.parent.is_dir():
         raise click.BadParameter(f"{path}: no folder {path.parent}", param_hint="'--plot'")
@@ -427,7 +444,7 @@ def format_metrics(version, card):
 @click.option("--keep-rejected", is_flag=True, help="Publish a rejected challenger as a (non-champion) version.")
 @preset_option(None)
 @training_options
-@click.option("--wait", type=FiniteRange(0), default=0, show_default=True,
+@click.option("--wait", type=FiniteRange(0, infinity=True), default=0, show_default=True,
               help="Seconds to wait for another writer's registry lock before giving up.")
 @model_dir_option
 @skip_option
@@ -494,6 +511,7 @@ def schedule(cron, run_now, retrain_args):
 @click.option("--trials", type=click.IntRange(1), default=GRADCHECK_TRIALS, show_default=True)
 @click.option("--seed", type=SEEDS, default=GRADCHECK_SEED, show_default=True)
 @json_option
+@friendly_errors
 def gradcheck(trials, seed, as_json):
     """Check the hand-written backprop against autograd (float64)."""
     from .gradcheck import gradcheck as run
@@ -544,7 +562,7 @@ def models_list(model_dir, as_json):
 
 @models.command("promote")
 @click.argument("version")
-@click.option("--wait", type=FiniteRange(0), default=0, show_default=True)
+@click.option("--wait", type=FiniteRange(0, infinity=True), default=0, show_default=True)
 @model_dir_option
 @friendly_errors
 def models_promote(version, wait, model_dir):
@@ -558,7 +576,7 @@ def models_promote(version, wait, model_dir):
 
 
 @models.command("rollback")
-@click.option("--wait", type=FiniteRange(0), default=0, show_default=True)
+@click.option("--wait", type=FiniteRange(0, infinity=True), default=0, show_default=True)
 @model_dir_option
 @friendly_errors
 def models_rollback(wait, model_dir):
@@ -573,7 +591,7 @@ def models_rollback(wait, model_dir):
 
 @models.command("prune")
 @click.option("--keep", type=click.IntRange(1), required=True, help="How many of the newest versions to keep.")
-@click.option("--wait", type=FiniteRange(0), default=0, show_default=True)
+@click.option("--wait", type=FiniteRange(0, infinity=True), default=0, show_default=True)
 @model_dir_option
 @friendly_errors
 def models_prune(keep, wait, model_dir):
@@ -649,8 +667,6 @@ def serve(host, port, workers, threads, timeout, graceful_timeout, model_dir):
     Every setting is a DEMAND_* variable read by service/gunicorn_conf.py (its
     defaults are there); an option given here sets its variable.
     """
-    import os
-
     from service.launch import gunicorn_command
 
     given = {"DEMAND_HOST": host, "DEMAND_PORT": port, "DEMAND_WORKERS": workers, "DEMAND_THREADS": threads,

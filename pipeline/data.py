@@ -73,7 +73,7 @@ def load_file(path, skip_bad_rows=False, warn=None, require_target=True):
     else:
         table, ragged_rows = tables.read_csv_table(raw, path, columns)
         dropped = tables.ragged_problems(ragged_rows)
-    checked = tables.check_columns(table, columns)
+    checked = tables.check_columns(table, columns, csv=not parquet)
     del table
     tally = tables.ProblemTally()
     tally.add(tables.all_problems(checked, dropped))

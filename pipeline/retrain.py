@@ -41,19 +41,29 @@ def champion_config(card):
 
 def champion_overrides(card):
     """The training options an `auto` champion was trained with (`--seed 5`,
-    `--epochs 300`): where its chosen candidate's settings differ from that
+    `--epochs 300`): where its best candidate's settings differ from that
     candidate's defaults."""
-    chosen, params = card.get("selection", {}).get("chosen"), _chosen_params(card)
-    if params is None or chosen not in CANDIDATES:
+    name, params = _best_candidate(card)
+    if params is None or name not in CANDIDATES:
         return {}
-    defaults = CANDIDATES[chosen].describe()
+    defaults = CANDIDATES[name].describe()
     return {k: tuple(v) if k == "hidden" else v for k, v in params.items() if k in defaults and v != defaults[k]}
 
 
 def _chosen_params(card):
+    return _best_candidate(card)[1]
+
+
+def _best_candidate(card):
+    """(name, settings) of the candidate that won the champion's selection, or (None, None).
+
+    An `auto` champion publishes the mean of several, and its `chosen` names
+    them all ("mean of a, b, c"); its `members` list them, the best first.
+    """
     selection = card.get("selection") or {}
-    return next((c.get("params") for c in selection.get("candidates", []) if c.get("name") == selection.get("chosen")),
-                None)
+    name = (selection.get("members") or [selection.get("chosen")])[0]
+    params = next((c.get("params") for c in selection.get("candidates", []) if c.get("name") == name), None)
+    return name, params
 
 
 def challenger_settings(card, preset, overrides=None):

@@ -53,7 +53,7 @@ def domain_problem(name, value):
     if math.isnan(value):
         return "must be a finite number, got NaN"
     if math.isinf(value):
-        return "must be a finite number, got infinity"
+        return f"must be a finite number, got {'-' if value < 0 else ''}infinity"
     low, high, unit = DOMAIN[name]
     if value < low:
         limit, shown = _apart(low, value)

@@ -285,7 +285,7 @@ def ragged_problems(ragged):
             for number, cells, expected in sorted(ragged.rows)]
 
 
-def check_columns(table, numbers, offset=0, series=True):
+def check_columns(table, numbers, offset=0, series=True, csv=False):
     """Columns of `table` (pyarrow) checked: `numbers` against their domain, the
     week as an ISO date, the series as text (only with `series`: scoring passes
     it through untouched, and a Python string per row costs more than the
@@ -300,7 +300,8 @@ def check_columns(table, numbers, offset=0, series=True):
         if not pa.types.is_string(names.type):
             names = pc.cast(names, pa.string())
         names = pc.utf8_trim_whitespace(pc.fill_null(names, ""))
-        _joined_lines(names, offset, problems)
+        if csv:  # only a CSV's quotes can join lines; a Parquet name may hold a line break as it is
+            _joined_lines(names, offset, problems)
         values[SERIES_COLUMN] = names.to_numpy(zero_copy_only=False)
     return Columns(values, table.num_rows, problems)
 

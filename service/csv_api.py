@@ -85,7 +85,8 @@ CELLS_PER_ROW = 16
 def check_cell_count(raw, columns, max_rows):
     """413 before parsing when the body's lines times its columns pass the budget
     (a quoted line break counts as a line: never fewer cells than there are)."""
-    lines = raw.count(b"\n") + (not raw.endswith(b"\n")) - 1  # the header aside
+    breaks = max(raw.count(b"\n"), raw.count(b"\r"))  # a bare \r ends a row too
+    lines = breaks + (not raw.endswith((b"\n", b"\r"))) - 1  # the header aside
     if lines * columns > CELLS_PER_ROW * max_rows:
         raise ApiError(413, f"the CSV body has {columns} columns and about {lines} rows, more than "
                             f"{CELLS_PER_ROW * max_rows} cells ({CELLS_PER_ROW} x DEMAND_MAX_ROWS): send fewer rows "

@@ -86,7 +86,7 @@ MAX_INTEGER_DIGITS = 4000  # under Python's own limit; longer is no number a fie
 
 def _integer(digits):
     """A JSON integer; one too long for a float is infinity, as `1e400` is (and is named by its field)."""
-    return int(digits) if len(digits) <= MAX_INTEGER_DIGITS else float("inf")
+    return int(digits) if len(digits) <= MAX_INTEGER_DIGITS else float("-inf" if digits.startswith("-") else "inf")
 
 
 def _unpaired_surrogate(body):

@@ -1,6 +1,8 @@
 """The Open Inference Protocol (KServe V2) over REST, with Triton's binary
 tensor data extension: a JSON header of `Inference-Header-Content-Length`
 bytes, then the raw tensors, in the order of the inputs (and outputs)."""
+import math
+
 import numpy as np
 import orjson
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -156,8 +158,10 @@ def _from_json_data(data, rows, datatype):
         bad = next(v for v in flat if type(v) not in (int, float))
         raise ApiError(400, f"input {INPUT!r} data must be numbers, got {json_kind(bad)}")
     if float in kinds and np.dtype(DTYPES[datatype]).kind == "i":
-        bad = next(v for v in flat if type(v) is float)
-        raise ApiError(400, f"input {INPUT!r} is {datatype}: its data must be whole numbers, got {bad!r}")
+        # 76440.0 is a whole number; a value that is not finite is named by the domain check
+        bad = next((v for v in flat if type(v) is float and math.isfinite(v) and not v.is_integer()), None)
+        if bad is not None:
+            raise ApiError(400, f"input {INPUT!r} is {datatype}: its data must be whole numbers, got {bad!r}")
     try:
         return np.array(flat, dtype=np.float64).reshape(rows, N_FEATURES)
     except OverflowError:

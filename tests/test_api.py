@@ -68,6 +68,8 @@ def test_predictions_match_offline_scoring(client, published):
     # Past Python's 4300 digits: still named by the field.
     ('{"prev_week_sales": 1' + "0" * 5000 + ', "discount_fraction": 1, "weeks_to_next_holidays": 1}',
      "prev_week_sales must be a finite number"),
+    ('{"prev_week_sales": 1, "discount_fraction": -1' + "0" * 5000 + ', "weeks_to_next_holidays": 1}',
+     "discount_fraction must be a finite number, got -infinity"),
     # Only UTF-8 text: json.loads, which reads the literals above, would also take these.
     ('{"instances": [{"prev_week_sales": 1}]}'.encode("utf-16"), "malformed JSON body"),
     (b"\xef\xbb\xbf" + json.dumps(INSTANCE).encode(), "malformed JSON body"),
@@ -338,6 +340,7 @@ def test_v2_data_must_match_its_shape_and_type(client, body, message):
 
 def test_v2_data_nested_as_its_shape_or_flat_read_the_same(client):
     flat = post(client, V2, v2_body([76440, 63, 2, 20000, 0, 3], "INT64")).get_json()["outputs"]
+    assert post(client, V2, v2_body([76440.0, 63.0, 2, 20000, 0, 3], "INT64")).get_json()["outputs"] == flat
     nested = post(client, V2, v2_body([[76440, 63, 2], [20000, 0, 3]], "INT64")).get_json()["outputs"]
     assert flat == nested and len(flat[0]["data"]) == 2
 

@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import click
 import pytest
 import torch
 
@@ -234,7 +235,7 @@ def test_json_output_and_cards_are_strict_json_when_a_metric_is_undefined(runner
     (["train", "--target-loss", "inf"], "'inf' is not a finite number"),
     (["retrain", "--min-improvement", "nan"], "'nan' is not a finite number"),
     (["models", "promote", "v1", "--wait", "nan"], "'nan' is not a finite number"),
-    (["train", "--seed", "-1"], "-1 is not in the range 0<=x<=4294967295"),
+    (["train", "--seed", "-1"], "-1 is not in the range 0<=x<=18446744073709551615"),
     (["train", "--seed", "99999999999999999999"], "is not in the range"),
     (["train", "--hidden", "99999999999999999999"], "a hidden layer may have at most 4096 units"),
 ])
@@ -273,3 +274,39 @@ def test_data_generate_into_a_place_that_cannot_hold_a_file_is_one_line(runner, 
     a_file.write_text("x\n")
     result = runner.invoke(main, ["data", "generate", "--output", str(a_file / "gen.csv")])
     assert result.exit_code == 1 and result.stderr.startswith(f"Error: {a_file / 'gen.csv'}: cannot be written")
+
+
+def test_seeds_past_32_bits_and_an_endless_wait_are_taken(runner, tmp_path):
+    out = tmp_path / "gen.csv"
+    assert runner.invoke(main, ["data", "generate", "--output", str(out), "--series", "2", "--weeks", "40",
+                                "--seed", "20240101123"]).exit_code == 0
+    result = runner.invoke(main, ["models", "promote", "v1", "--wait", "inf", "--model-dir", str(tmp_path / "m")])
+    assert result.exit_code == 1 and "v1" in result.stderr  # past the option: no such version
+
+
+def test_a_command_started_ignoring_ctrl_c_keeps_ignoring_it(tmp_path):
+    """A background job of a script starts with SIGINT ignored: Ctrl-C meant for the script must not stop it."""
+    import signal
+    import time
+
+    data = tmp_path / "gen.csv"
+    subprocess.run([sys.executable, "-m", "pipeline", "data", "generate", "-o", str(data), "--series", "2",
+                    "--weeks", "40"], check=True, capture_output=True)
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", "train", "--data", str(data), "--preset",
+                                "raw-small-full", "--epochs", "400", "--patience", "0", "--model-dir",
+                                str(tmp_path / "models")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    time.sleep(3)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr.decode()[-500:]
+    assert (tmp_path / "models" / "champion").exists()
+
+
+def test_plots_take_every_format_matplotlib_writes(tmp_path):
+    from pipeline.cli import check_plot_path
+
+    for name in ("bt.png", "bt.jpg", "bt.svgz", "bt.pdf"):
+        check_plot_path(tmp_path / name)
+    with pytest.raises(click.BadParameter, match="the figure is written as one of"):
+        check_plot_path(tmp_path / "bt.txt")

@@ -146,7 +146,7 @@ def test_columnar_rows_are_counted_like_the_row_formats(client):
     ('{"inputs": {"prev_week_sales": [1, NaN], "discount_fraction": [1, 2], "weeks_to_next_holidays": [1, 2]}}',
      "inputs.prev_week_sales[1] must be a finite number, got NaN"),
     ('{"inputs": {"prev_week_sales": [1, 2], "discount_fraction": [1, 2], "weeks_to_next_holidays": [-Infinity, 2]}}',
-     "inputs.weeks_to_next_holidays[0] must be a finite number, got infinity"),
+     "inputs.weeks_to_next_holidays[0] must be a finite number, got -infinity"),
     ('{"inputs": {"prev_week_sales": [1, 1e300], "discount_fraction": [1, 2], "weeks_to_next_holidays": [1, 2]}}',
      "inputs.prev_week_sales[1] must be <= 3.40282e+38 units, got 1e+300"),
     ('{"inputs": {"prev_week_sales": [1, 1' + "0" * 400 + '], "discount_fraction": [1, 2], "weeks_to_next_holidays": [1, 2]}}',

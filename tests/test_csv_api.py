@@ -98,6 +98,7 @@ def test_cells_count_against_the_row_cap(make_app):
     assert post_csv(client, narrow).status_code == 200
     wide = HEADER + "".join(f",c{i}" for i in range(12)) + "\n" + ("a,2026-01-05,1,2,3" + ",x" * 12 + "\n") * 4
     response = post_csv(client, wide)
+    assert post_csv(client, wide.replace("\n", "\r")).status_code == 413  # a bare CR ends a row too
     assert response.status_code == 413
     assert response.get_json()["error"] == ("the CSV body has 17 columns and about 4 rows, more than 64 cells "
                                             "(16 x DEMAND_MAX_ROWS): send fewer rows or leave out columns the "

@@ -78,6 +78,20 @@ def test_an_auto_champion_is_challenged_by_auto_with_the_options_it_was_trained_
     assert challenger_settings(card, None, {"seed": 7, "lr": None}) == (AUTO, {"seed": 7, "epochs": 30})
 
 
+def test_an_auto_champion_trained_with_options_hands_them_to_its_challenger(tmp_path, small_history_csv, runner):
+    """A real auto card: its choice is a mean of several, named in `members`."""
+    from pipeline.presets import AUTO
+    from pipeline.retrain import challenger_settings
+
+    root = tmp_path / "models"
+    result = invoke(runner, "train", "--data", str(small_history_csv), "--model-dir", str(root), "--epochs", "3",
+                    "--seed", "5")
+    assert result.exit_code == 0, result.output
+    card = Registry(root).card("v1")
+    assert card["selection"]["chosen"].startswith("mean of ")
+    assert challenger_settings(card, None, {}) == (AUTO, {"epochs": 3, "seed": 5})
+
+
 def test_better_challenger_is_promoted_with_both_figures_recorded(weak_champion, small_csv, runner):
     result = invoke(runner, "retrain", "--data", str(small_csv), "--model-dir", str(weak_champion), "--epochs", "150", "--json")
     assert result.exit_code == 0, result.output

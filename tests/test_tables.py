@@ -312,6 +312,12 @@ def test_lines_joined_by_two_stray_quotes_are_refused(tmp_path):
     assert pa_csv.read_csv(source).num_rows == len(lines) - 1 - 9  # what a reader makes of it, without a word
     message = refusal(lambda: load_file(source))
     assert "line 501, column 'series': holds 9 line break(s): a quote opens this cell and another closes it" in message
+    # In Parquet no quote can join lines: a name holding a line break is taken as it is.
+    table = pa_csv.read_csv(DEFAULT_CSV)
+    names = pc.replace_substring(table["series"], "store-01", "Store 01\nNorth")
+    multiline = tmp_path / "multiline.parquet"
+    pq.write_table(table.set_column(table.column_names.index("series"), "series", names), multiline)
+    assert len(load_file(multiline)) == table.num_rows
 
 
 def test_read_ahead_takes_one_item_ahead_in_order():
