@@ -256,8 +256,6 @@ def hidden_sizes(ctx, param, value):
     return sizes
 
 
-
-
 def training_options(command):
     """The options that override a preset's (or a champion's) training settings."""
     for option in reversed([

@@ -33,7 +33,7 @@ def champion_config(card):
     (pipeline.workflow.refit_config): reused, every later generation would
     be frozen at that count. Cards from before selection keep only `params`."""
     known = {f.name for f in fields(TrainConfig)}
-    params = {k: v for k, v in (_chosen_params(card) or card["params"]).items() if k in known}
+    params = {k: v for k, v in (_best_candidate(card)[1] or card["params"]).items() if k in known}
     if "hidden" in params:
         params["hidden"] = tuple(params["hidden"])
     return TrainConfig(**params)
@@ -48,10 +48,6 @@ def champion_overrides(card):
         return {}
     defaults = CANDIDATES[name].describe()
     return {k: tuple(v) if k == "hidden" else v for k, v in params.items() if k in defaults and v != defaults[k]}
-
-
-def _chosen_params(card):
-    return _best_candidate(card)[1]
 
 
 def _best_candidate(card):

@@ -58,11 +58,11 @@ def load_sources(paths, skip_bad_rows=False, warn=None):
     elif merged.week is not None and warn:
         # Without series a week may hold several stores' rows: a later file's row
         # cannot be told to replace an earlier one, so both stay. Say so.
-        seen, overlapping = set(), 0
+        earlier, overlapping = np.array([], dtype="datetime64[D]"), 0
         for part in parts:
             weeks = part.week.astype("datetime64[D]")
-            overlapping += int(np.isin(weeks, np.array(sorted(seen), dtype="datetime64[D]")).sum()) if seen else 0
-            seen.update(weeks.tolist())
+            overlapping += int(np.isin(weeks, earlier).sum())
+            earlier = np.union1d(earlier, weeks)
         if overlapping:
             warn(f"{overlapping} row(s) fall in weeks an earlier file has too; without a '{SERIES_COLUMN}' column "
                  "they cannot replace that file's rows, so both are kept: add the column for corrections to "
