@@ -118,3 +118,19 @@ def test_a_sigmoid_output_exports_with_its_sigmoid(small_split, tmp_path):
     info = export.export(path, result.mlp, result.stats, small_split.holdout.X, {"version": "v9"})
     assert info["parity_max_relative_error"] <= export.PARITY_TOLERANCE
     assert [n.op_type for n in onnx.load(str(path)).graph.node].count("Sigmoid") == 3  # two hidden layers and the output
+
+
+ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Exp", "Log", "Sigmoid", "Tanh", "Sum"}
+
+
+def test_no_elementwise_step_works_on_a_column_of_rows(exported):
+    """Every elementwise step after the output layer works on a flat [N] tensor:
+    ONNX Runtime broadcasts over an [N, 1] tensor one row at a time."""
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(exported[0])))
+    ranks = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+             for v in [*model.graph.value_info, *model.graph.output]}
+    broadcast_over_a_column = [node.output[0] for node in model.graph.node
+                               if node.op_type in ELEMENTWISE and node.op_type != "Sum"
+                               and ranks[node.output[0]][1:] == [1]]
+    assert broadcast_over_a_column == []
+    assert [ranks[name] for name in ("units_sold", "units_sold_normalized")] == [["batch", 1]] * 2
