@@ -167,18 +167,13 @@ def data_generate(output, seed, series, weeks, start, noise, promo_rate, lift_ma
     if not largest <= DOMAIN[TARGET][1]:  # NaN too
         raise click.UsageError(f"these settings make sales of {largest:g} units, past the largest a model takes "
                                f"({DOMAIN[TARGET][1]:g}): lower --carryover, --lift-max or --holiday-bump")
-    from .scoring import partial_path
+    from .atomic import write_atomically
 
-    partial = partial_path(output)
-    try:  # written beside the output and renamed into place: an interrupted run leaves no half-written file
+    def write(partial):
         output.parent.mkdir(parents=True, exist_ok=True)
         write_csv(rows, partial)
-        os.replace(partial, output)
-    except OSError as err:
-        raise click.ClickException(f"{output}: cannot be written: {err.strerror or err}") from None
-    finally:
-        with contextlib.suppress(OSError):  # none was made where no file can be
-            partial.unlink(missing_ok=True)
+
+    write_atomically(output, write)
     log(f"wrote {len(rows)} rows ({series} series x {weeks} weeks) to {output}")
 
 

@@ -8,13 +8,12 @@ with the forecast and the bounds of every interval.
 """
 import csv
 import datetime as dt
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .calibrate import level_key
-from .scoring import partial_path
+from .atomic import write_atomically
 from .tables import parse_number
 from .errors import DataError
 from .schema import FEATURES, SERIES_COLUMN, TIME_COLUMN, domain_problem
@@ -108,18 +107,7 @@ def write_forecasts(path, plan, out, levels):
     keys = [level_key(level) for level in levels]
     columns = ["series", "week", "step", "units_sold"]
     columns += [f"{side}_{key}" for key in keys for side in ("low", "high")] + ["extrapolated"]
-    # Written beside the output and renamed into place: a failure leaves no half-written file.
-    partial = partial_path(path)
-    try:
-        count = _write_rows(partial, columns, plan, out, levels)
-        os.replace(partial, path)
-    except OSError as err:
-        partial.unlink(missing_ok=True)
-        raise DataError(f"{path}: cannot be written: {err.strerror or err}") from None
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    return count
+    return write_atomically(path, lambda partial: _write_rows(partial, columns, plan, out, levels))
 
 
 def _write_rows(path, columns, plan, out, levels):

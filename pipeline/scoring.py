@@ -19,6 +19,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from . import tables
+from .atomic import partial_path
 from .errors import DataError
 from .parallel import usable_cores
 from .schema import EXTRAPOLATED_COLUMN, FEATURES, FORECAST_COLUMN, HIGH_COLUMN, LOW_COLUMN, VERSION_COLUMN
@@ -73,13 +74,6 @@ def _decoded(codes, names):
 def features_of(checked, keep=None):
     X = np.column_stack([checked.values[name] for name in FEATURES])
     return X if keep is None else X[keep]
-
-
-def partial_path(path):
-    """Where an output is written before it is renamed into place: beside it,
-    hidden, and named by process, so two runs writing the same output never share one."""
-    path = Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}.partial")
 
 
 class Output:

@@ -7,6 +7,7 @@ import click
 import pytest
 import torch
 
+from pipeline.errors import DataError
 from pipeline.cli import main
 
 from .conftest import ROOT, write_rows
@@ -310,3 +311,19 @@ def test_plots_take_every_format_matplotlib_writes(tmp_path):
         check_plot_path(tmp_path / name)
     with pytest.raises(click.BadParameter, match="the figure is written as one of"):
         check_plot_path(tmp_path / "bt.txt")
+
+
+def test_a_failed_write_leaves_the_earlier_file_and_no_partial_one(tmp_path):
+    from pipeline.atomic import write_atomically
+
+    path = tmp_path / "out.csv"
+    path.write_text("earlier\n")
+
+    def fail(partial):
+        partial.write_text("half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(DataError, match=r"out.csv: cannot be written: No space left on device"):
+        write_atomically(path, fail)
+    assert path.read_text() == "earlier\n" and [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+    assert write_atomically(path, lambda partial: partial.write_text("new\n")) == 4 and path.read_text() == "new\n"
