@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 from bench.scale import measure as measure_scale, report as scale_report  # noqa: E402
 from pipeline.presets import CANDIDATES, ENSEMBLE_SIZE  # noqa: E402
 from pipeline.schema import FEATURES  # noqa: E402
+from service.config import Settings  # noqa: E402
 from service.testing import running_service  # noqa: E402
 
 DEMAND = [sys.executable, "-m", "pipeline"]
@@ -171,6 +172,10 @@ def service_benchmarks(model_dir, folder, duration, connections):
         results["worker_rss_after_csv_mb"] = [round(rss_mb(p), 1) for p in pids]
         results["ready_s"] = [float(s) for s in re.findall(r"worker ready ([\d.]+) s after its process started", service.log())]
         results["workers"] = len(pids)
+    # Single rows beside larger requests, on request threads only and with the default (bench/mixed.py).
+    from bench.mixed import mixed_benchmarks
+
+    results["mixed"] = mixed_benchmarks(model_dir, folder, duration, connections)
     return results
 
 
@@ -270,6 +275,28 @@ def columnar_lines(s, verdict):
     return lines
 
 
+def mixed_lines(s):
+    """Report section of bench/mixed.py's runs: single rows beside larger requests."""
+    runs = s.get("mixed")
+    if not runs:  # absent from reports of runs before it was measured
+        return []
+    from bench.mixed import LARGER_ROWS
+
+    lines = ["## Small requests beside larger ones", "",
+             f"Single-row `/predict` under wrk ({s['workers']} workers) while two clients keep posting {LARGER_ROWS}-row JSON "
+             f"bodies ({runs[0]['larger_body_bytes'] / 1024:.0f} KiB) (`python bench/mixed.py`), alternated: every request "
+             "on request threads (`DEMAND_INLINE_REQUEST_BYTES=0`), and the default, which answers requests of up to "
+             f"{Settings.inline_request_bytes // 1024} KiB on the worker's event-loop thread.", "",
+             f"| requests answered on the loop | single rows | p50 | p99 | {LARGER_ROWS}-row requests | their p50 | non-2xx |",
+             "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        one = r["single_row"]
+        where = f"up to {r['inline_request_bytes'] // 1024} KiB" if r["inline_request_bytes"] else "none"
+        lines.append(f"| {where} | {one['rps']:,.0f} req/s | {one['p50_ms']:.2f} ms | {one['p99_ms']:.2f} ms | "
+                     f"{r['larger_rps']:.0f} req/s | {r['larger_p50_ms']:.1f} ms | {one['non_2xx']} |")
+    return [*lines, ""]
+
+
 def model_ceiling_note(s):
     m = s.get("model_ceiling")
     if not m:
@@ -344,6 +371,7 @@ def report(training, scale, comparison, service, memory, args):
         "Errors during the runs (non-2xx responses, socket errors): "
         + "; ".join(f"{k}: {v['non_2xx']}, {v['socket_errors'] or 'none'}" for k, v in runs_of(s)) + ".",
         "",
+        *mixed_lines(s),
         "## Memory at the caps",
         "",
         "Rise of a worker's peak RSS (VmHWM) for one request, each on a fresh one-worker server "

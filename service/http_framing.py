@@ -30,7 +30,8 @@ class RequestScanner:
     """Feed it the growing buffer of one connection; it says MORE or COMPLETE.
 
     COMPLETE also covers "hand it over as it is": a malformed head or
-    framing gunicorn refuses with its own status.
+    framing gunicorn refuses with its own status. `framed` tells the two
+    apart: True once the request's end was found by its own framing.
     """
 
     def __init__(self, max_body):
@@ -39,6 +40,7 @@ class RequestScanner:
         self.content_length = None
         self.chunked = False
         self.expects_continue = False
+        self.framed = False  # COMPLETE because the request's end was found, not handed over as it is
         self._searched = 0  # head bytes already searched for the blank line
         self._chunk_pos = None  # where the next chunk-size line starts
         self._chunk_total = 0
@@ -56,10 +58,13 @@ class RequestScanner:
             if not self._read_head(bytes(buf[:end])):
                 return COMPLETE  # gunicorn answers it
         if self.chunked:
-            return self._scan_chunks(buf)
-        if self.content_length:
-            return COMPLETE if len(buf) - self.head_end >= self.content_length else MORE
-        return COMPLETE
+            state = self._scan_chunks(buf)
+        elif self.content_length:
+            state = COMPLETE if len(buf) - self.head_end >= self.content_length else MORE
+        else:
+            state = COMPLETE
+        self.framed = state == COMPLETE
+        return state
 
     def wants_continue(self, buf):
         """True when the client waits for 100 Continue before sending its body."""

@@ -1,6 +1,7 @@
 """A bare WSGI app for the worker's own tests: answers the service never
-gives (interim 103 answers, a streamed body that fails half-way), run under
-the real worker class and gunicorn config."""
+gives (interim 103 answers, a streamed body that fails half-way, which thread
+answered), run under the real worker class and gunicorn config."""
+import threading
 import time
 
 BIG = 32_000_000
@@ -21,5 +22,11 @@ def app(environ, start_response):
             raise RuntimeError("failed half-way through the answer")
 
         return chunks()
+    if path == "/thread":  # which thread answers, and the query string, to tell pipelined answers apart
+        environ["wsgi.input"].read()
+        where = "loop" if threading.current_thread() is threading.main_thread() else "request thread"
+        body = f"{where} {environ.get('QUERY_STRING', '')}".encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
     start_response("200 OK", [("Content-Length", "2")])
     return [b"ok"]

@@ -16,6 +16,8 @@ from pipeline.errors import RegistryError
 from pipeline.registry import Registry
 
 from .conftest import INSTANCE
+from service.config import Settings
+from service.http_framing import COMPLETE, RequestScanner
 from service.testing import ROOT, running_service, wait_until
 
 pytestmark = pytest.mark.slow
@@ -512,3 +514,43 @@ def test_an_interim_answer_is_sent_at_once_and_the_head_still_waits_for_its_body
     client.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
     client.sendall(b"body")
     assert counted.sends[1:] == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
+
+
+def test_a_small_request_is_answered_on_the_event_loop_and_a_large_one_on_a_request_thread(bare_worker):
+    small = requests.post(bare_worker.url + "/thread", data=b"x" * 100, timeout=5)
+    large = requests.post(bare_worker.url + "/thread", data=b"x" * (Settings.inline_request_bytes + 1), timeout=5)
+    assert (small.text, large.text) == ("loop ", "request thread ")
+
+
+def test_with_inline_requests_off_every_request_goes_to_a_request_thread(tmp_path):
+    with running_service(tmp_path, tmp_path, workers=1, app="tests.streaming_app:app", inline_request_bytes=0,
+                         is_ready=lambda s: s.get("/").ok) as s:
+        assert requests.post(s.url + "/thread", data=b"x", timeout=5).text == "request thread "
+
+
+def test_a_long_pipeline_of_small_requests_is_answered_whole_and_in_order(bare_worker):
+    """Each answered on the loop or on a thread, never one inside another's answer (no deep recursion)."""
+    port = int(bare_worker.url.rsplit(":", 1)[1])
+    count = 2000
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"".join(b"GET /thread?%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(count)))
+        received, deadline = b"", time.monotonic() + 20
+        while received.count(b"HTTP/1.1 200 OK") < count and time.monotonic() < deadline:
+            received += sock.recv(1 << 20)
+    bodies = [answer.rsplit(b"\r\n\r\n", 1)[-1] for answer in received.split(b"HTTP/1.1 200 OK")[1:]]
+    assert [body.split(b" ")[-1] for body in bodies] == [b"%d" % i for i in range(count)]
+    assert {body.rsplit(b" ", 1)[0] for body in bodies} == {b"loop", b"request thread"}
+    assert "RecursionError" not in bare_worker.log()
+
+
+@pytest.mark.parametrize("request_bytes, framed", [
+    (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", True),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok", True),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", True),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +2\r\n\r\nok", False),  # gunicorn refuses it
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok", False),
+])
+def test_only_a_request_the_loop_framed_itself_can_be_answered_on_it(request_bytes, framed):
+    scanner = RequestScanner(max_body=1 << 20)
+    assert scanner.feed(bytearray(request_bytes)) == COMPLETE
+    assert scanner.framed is framed
