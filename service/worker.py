@@ -20,11 +20,13 @@ load on a request thread against about 190 µs on the loop. The price is
 that a small request may wait for a larger one to finish on the loop: with
 requests just under 32 KiB beside single rows, the single rows' median
 latency rose by about a millisecond while their p99 fell by half and the
-larger requests were answered twice as fast (bench/mixed.py). The app never
-waits on anything but the CPU: the
-request is all in memory, and an answer the client is not ready to take is
-left to the loop, as below. A request the loop cannot frame itself (handed
-over as it is, for gunicorn to refuse) always goes to a thread.
+larger requests were answered twice as fast (bench/mixed.py). Nothing on
+the loop waits for a client: the request is all in memory (a read past it
+fails at once rather than wait), and an answer the client is not ready to
+take is left to the loop, as below. The longest small request is a rare
+POST /admin/reload that loads a new model: a fraction of a second. A request
+the loop cannot frame itself (handed over as it is, for gunicorn to refuse)
+always goes to a thread.
 
 Also:
 - gunicorn's own error pages (a bad request line, too many headers...) are
