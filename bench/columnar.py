@@ -55,24 +55,31 @@ def extrapolated_flags(url, body):
     return [prediction["extrapolated"] for prediction in answer["predictions"]]
 
 
-def columnar_benchmarks(base_url, folder, duration=5, connections=16):
-    """{body name: rows/s, req/s, p50 and p99 in ms, non-2xx answers, socket errors} of one wrk run each.
+def columnar_benchmarks(base_url, folder, duration=5, connections=16, runs=3):
+    """{body name: rows/s, req/s, p50 and p99 in ms, non-2xx answers, socket errors} of the median of `runs`
+    wrk runs each (by req/s; every run's req/s in "all_rps"), the bodies taking turns.
 
     Each body is posted once first, to check that its rows are inside or
     outside the served model's training range as its name says.
     """
     folder = Path(folder)
     url = base_url.rstrip("/") + "/predict"
-    results = {}
+    scripts = {}
     for name, (body, outside) in bodies().items():
         flags = extrapolated_flags(url, body)
         if len(flags) != ROWS or any(bool(names) != outside for names in flags):
             raise RuntimeError(f"the {name} body is not {'outside' if outside else 'inside'} the training range "
                                f"of the model served at {base_url}")
-        script = lua_script(folder, name, body, JSON_HEADERS)
-        wrk(url, script, 1, connections)  # warm up: connections, caches, the answer path
-        measured = wrk(url, script, duration, connections)
-        results[name] = {"rows_per_s": measured["rps"] * ROWS, **measured}
+        scripts[name] = lua_script(folder, name, body, JSON_HEADERS)
+        wrk(url, scripts[name], 1, connections)  # warm up: connections, caches, the answer path
+    measured = {name: [] for name in scripts}
+    for _ in range(runs):  # in turns, so every body sees the machine's drift alike
+        for name, script in scripts.items():
+            measured[name].append(wrk(url, script, duration, connections))
+    results = {}
+    for name, all_runs in measured.items():
+        median = sorted(all_runs, key=lambda r: r["rps"])[len(all_runs) // 2]
+        results[name] = {"rows_per_s": median["rps"] * ROWS, **median, "all_rps": [round(r["rps"]) for r in all_runs]}
     return results
 
 

@@ -266,8 +266,9 @@ def columnar_lines(s, verdict):
     for key, (label, target) in names.items():
         r = c[key]
         ok = verdict(r["rows_per_s"] >= 3e6) if target else ""
+        runs = f"; runs: {r['all_rps']}" if "all_rps" in r else ""  # one run each before medians were taken
         lines.append(f"| `/predict`, 1000 rows per request, {label} | {r['rows_per_s'] / 1e6:.2f} M rows/s ({r['rps']:,.0f} req/s, "
-                     f"p99 {r['p99_ms']:.1f} ms) | {target} | {ok} |")
+                     f"p99 {r['p99_ms']:.1f} ms{runs}) | {target} | {ok} |")
     m = s.get("model_ceiling")
     if m:  # absent from reports of runs before it was measured
         lines.append(f"| model-only app (bench/ceiling_app.py): the columnar body read, the model run on 1000 rows, a constant "
@@ -384,8 +385,8 @@ def report(training, scale, comparison, service, memory, args):
         f"Largest rise {max(m['rise_mb'] for m in memory.values()):.0f} MB: "
         f"{verdict(max(m['rise_mb'] for m in memory.values()) <= 256)}.",
         "",
-        "Single-row figures are medians of five alternated runs, the others of three (the formats at 1000 rows: one run "
-        "each, after a warm-up). " + model_ceiling_note(s) + "Columns cost about "
+        "Single-row figures are medians of five alternated runs, the others of three (the formats at 1000 rows: the "
+        "five bodies in turns, after a warm-up; the model-only app: one run). " + model_ceiling_note(s) + "Columns cost about "
         "0.36 ms of a core per request in process (0.19 of them ONNX Runtime, which took 0.21 before the graph's last "
         "steps worked on a flat tensor; 0.43 ms in all before well-formed columns were decoded by msgspec), rows about 1.4 ms; under gunicorn a worker spent about 0.6 ms of user time per columnar "
         "request, gunicorn's own request and response handling most of the difference (the ceiling app: 0.18 ms a "
