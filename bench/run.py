@@ -388,9 +388,10 @@ def report(training, scale, comparison, service, memory, args):
         "Single-row figures are medians of five alternated runs, the others of three (the formats at 1000 rows: the "
         "five bodies in turns, after a warm-up; the model-only app: one run). " + model_ceiling_note(s) + "Columns cost about "
         "0.36 ms of a core per request in process (0.19 of them ONNX Runtime, which took 0.21 before the graph's last "
-        "steps worked on a flat tensor; 0.43 ms in all before well-formed columns were decoded by msgspec), rows about 1.4 ms; under gunicorn a worker spent about 0.6 ms of user time per columnar "
-        "request, gunicorn's own request and response handling most of the difference (the ceiling app: 0.18 ms a "
-        "request under gunicorn, 0.05 ms in process). Asking only for the "
+        "steps worked on a flat tensor; 0.43 ms in all before well-formed columns were decoded by msgspec), rows about 1.4 ms; under gunicorn a worker spent about 0.5 ms of user time per columnar "
+        "request (0.6 ms before requests this small were answered on the event loop's thread), gunicorn's own request "
+        "and response handling most of the difference (the ceiling app: 0.15 ms a request under gunicorn, 0.05 ms in "
+        "process). Asking only for the "
         "columns needed (`fields`) saves the answer's encoding and a fifth of its bytes, not the model. CSV at 10k rows "
         "and `demand predict` pay for the same three networks (about 8,400 multiply-adds a row), and for reading and "
         "writing CSV text besides; `demand predict` reads and checks the next chunk while it forecasts this one.",

@@ -19,8 +19,8 @@ lets it go, so a one-row forecast cost a worker about 240 µs of CPU under
 load on a request thread against about 190 µs on the loop. The price is
 that a small request may wait for a larger one to finish on the loop: with
 requests just under 32 KiB beside single rows, the single rows' median
-latency rose by about a millisecond while their p99 fell by half and the
-larger requests were answered twice as fast (bench/mixed.py). Nothing on
+latency rose by up to a millisecond while their p99 fell and the larger
+requests were answered 1.3 to 2 times as often (bench/mixed.py). Nothing on
 the loop waits for a client: the request is all in memory (a read past it
 fails at once rather than wait), and an answer the client is not ready to
 take is left to the loop, as below. The longest small request is a rare
