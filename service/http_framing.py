@@ -55,7 +55,9 @@ class RequestScanner:
                 self._searched = len(buf)
                 return COMPLETE if len(buf) > MAX_HEAD_BYTES else MORE
             self.head_end = end + 4
-            if not self._read_head(bytes(buf[:end])):
+            # One empty line before the request line is allowed (RFC 9112 2.2), and gunicorn skips it.
+            start = 2 if buf.startswith(b"\r\n") and end > 0 else 0
+            if not self._read_head(bytes(buf[start:end])):
                 return COMPLETE  # gunicorn answers it
         if self.chunked:
             state = self._scan_chunks(buf)
@@ -73,6 +75,8 @@ class RequestScanner:
     def _read_head(self, head):
         """Note the body's framing. False when the head is one gunicorn refuses."""
         lines = head.split(b"\r\n")
+        if not lines[0]:
+            return False  # no request line: gunicorn refuses it
         request_line = lines[0].split(b" ")
         lengths, codings = [], []
         for line in lines[1:]:

@@ -258,8 +258,17 @@ class Worker(ThreadWorker):
     # -- reading requests in the event loop
 
     def accept(self, listener):
+        # Stopping: handle_exit closed the listeners, perhaps while the loop
+        # was still working through the events of one select() that had them
+        # readable. gunicorn's socket wrapper then has no socket to accept on.
+        if not self.alive:
+            return
         try:
             client, address = listener.accept()
+        except AttributeError:  # closed in between by handle_exit (a signal runs between any two steps)
+            if self.alive:
+                raise
+            return
         except OSError as err:
             if err.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 raise
@@ -343,10 +352,13 @@ class Worker(ThreadWorker):
         self._inline = conn.sock.inline = True
         try:
             done = Future()
-            done.set_result(self.handle(conn))
+            try:
+                done.set_result(self.handle(conn))
+            finally:
+                conn.sock.inline = False  # before finish_request may hand the next request to a thread
             self.finish_request(conn, done)
         finally:
-            self._inline = conn.sock.inline = False
+            self._inline = False
 
     def on_client_socket_readable(self, conn, client):
         """A kept-alive connection sends its next request: read it in the loop too."""

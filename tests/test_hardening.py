@@ -4,9 +4,11 @@ import json
 import os
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -554,3 +556,52 @@ def test_only_a_request_the_loop_framed_itself_can_be_answered_on_it(request_byt
     scanner = RequestScanner(max_body=1 << 20)
     assert scanner.feed(bytearray(request_bytes)) == COMPLETE
     assert scanner.framed is framed
+
+
+def test_a_request_after_one_empty_line_is_still_read_whole_by_the_event_loop(published, tmp_path):
+    """gunicorn skips one CRLF before the request line; so does the loop's framing,
+    so such a client cannot hold a request thread with a half-sent body."""
+    with running_service(published, tmp_path, client_timeout=1) as server:
+        answer = raw_exchange(server, b"\r\nPOST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                      b"Content-Length: 100\r\n\r\n{", wait=5)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        whole = json.dumps(INSTANCE).encode()
+        answer = raw_exchange(server, b"\r\nPOST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                      b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(whole), whole))
+        assert answer.startswith(b"HTTP/1.1 200 OK"), answer[:200]
+        assert "Traceback" not in server.log()
+
+
+def test_sigterm_while_small_requests_arrive_stops_every_worker_cleanly(published, tmp_path):
+    """handle_exit closes the listeners at once; a listener the loop's last select()
+    reported readable must not then crash the worker (it exited 255 without draining)."""
+    body = json.dumps(INSTANCE).encode()
+    request = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    for attempt in range(3):
+        (tmp_path / str(attempt)).mkdir()
+        with running_service(published, tmp_path / str(attempt), workers=2, reuse_port=1) as server:
+            port, stop = int(server.url.rsplit(":", 1)[1]), threading.Event()
+
+            def new_connections():
+                while not stop.is_set():
+                    try:
+                        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+                            sock.sendall(request)
+                            while sock.recv(65536):
+                                pass
+                    except OSError:
+                        time.sleep(0.005)
+
+            clients = [threading.Thread(target=new_connections) for _ in range(8)]
+            for client in clients:
+                client.start()
+            time.sleep(1.0)
+            server.process.send_signal(signal.SIGTERM)
+            server.process.wait(30)
+            stop.set()
+            for client in clients:
+                client.join()
+            log = server.log()
+            assert "Exception in worker process" not in log and "exited with code" not in log, log[-3000:]
+            assert server.process.returncode == 0
