@@ -8,6 +8,9 @@ It is stricter than needed only where gunicorn would also refuse.
 """
 import re
 
+from gunicorn.http.body import CHUNK_EXT_RE
+from gunicorn.http.message import RFC9110_6_5_1_FORBIDDEN_TRAILER, TOKEN_RE
+
 MORE, COMPLETE = "more", "complete"
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # gunicorn's defaults: a 4094-byte request line, 100 header fields of 8190
@@ -117,15 +120,22 @@ class RequestScanner:
                 if len(buf) - pos >= MAX_CHUNK_LINE:
                     raise FramingError(400, "invalid chunked body: chunk-size line too long")
                 break
-            size_text = bytes(buf[pos:eol]).split(b";", 1)[0]
+            size_text, semicolon, extension = bytes(buf[pos:eol]).partition(b";")
+            if semicolon:  # spaces before an extension are allowed (RFC 9112 7.1.1), as gunicorn allows them
+                size_text = size_text.rstrip(b" \t")
             if not CHUNK_SIZE.fullmatch(size_text):
                 raise FramingError(400, f"invalid chunked body: bad chunk size {size_text[:32]!r}")
+            # Checked here by gunicorn's own rules: refused later, in the app's
+            # read of the body, it was a 500 that kept the connection open.
+            if semicolon and not CHUNK_EXT_RE.fullmatch(b";" + extension):
+                raise FramingError(400, f"invalid chunked body: bad chunk extension {extension[:32]!r}")
             size = int(size_text, 16)
             if size == 0:
                 if buf[eol + 2:eol + 4] == b"\r\n":
                     return COMPLETE
                 trailer_end = buf.find(b"\r\n\r\n", eol)
                 if trailer_end >= 0:
+                    _check_trailers(bytes(buf[eol + 2:trailer_end]))
                     return COMPLETE
                 if len(buf) - eol > MAX_HEAD_BYTES:
                     raise FramingError(431, "chunked body trailers too large")
@@ -143,3 +153,12 @@ class RequestScanner:
             pos = data_end + 2
         self._chunk_pos = pos
         return MORE
+
+
+def _check_trailers(section):
+    """400 for a trailer field gunicorn refuses: a name that is not a token, or one
+    RFC 9110 6.5.1 forbids in trailers (Content-Length, Host...)."""
+    for line in section.split(b"\r\n"):
+        name, colon, _ = line.decode("latin-1").partition(":")
+        if not colon or not TOKEN_RE.fullmatch(name) or name.upper() in RFC9110_6_5_1_FORBIDDEN_TRAILER:
+            raise FramingError(400, f"invalid chunked body: bad trailer field {name[:40]!r}")

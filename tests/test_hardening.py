@@ -265,12 +265,29 @@ def test_hostile_v2_ids_get_400(server):
     assert response.status_code == 400 and response.json()["error"]
 
 
-def test_invalid_chunked_framing_gets_json_400(server):
+@pytest.mark.parametrize("chunks", [
+    b"zz\r\n{}\r\n0\r\n\r\n",
+    b"2;\x01\r\n{}\r\n0\r\n\r\n",  # gunicorn refuses such an extension: it was a 500 that kept the connection
+    b"2\r\n{}\r\n0\r\nContent-Length: 5\r\n\r\n",  # a field trailers may not carry
+    b"2\r\n{}\r\n0\r\nBad Name: 5\r\n\r\n",
+])
+def test_invalid_chunked_framing_gets_json_400_and_a_closed_connection(server, chunks):
     answer = raw_exchange(server, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                                  b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n")
+                                  b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     status, body = status_and_json(answer)
-    assert status == 400 and "chunk" in body["error"]
-    # Well-formed chunked bodies still work.
+    assert status == 400 and "chunk" in body["error"] and b"Connection: close" in answer
+    assert answer.count(b"HTTP/1.1 ") == 1  # nothing read past the bad body
+
+
+def test_chunk_extensions_and_trailers_gunicorn_accepts_are_accepted(server):
+    whole = json.dumps(INSTANCE).encode()
+    for chunked in (b"%x;a=b\r\n%s\r\n0\r\n\r\n", b"%x ;a=\"q\"\r\n%s\r\n0\r\nX-Checksum: abc\r\n\r\n"):
+        answer = raw_exchange(server, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                      b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunked % (len(whole), whole))
+        assert answer.startswith(b"HTTP/1.1 200 OK"), answer[:300]
+
+
+def test_well_formed_chunked_bodies_still_work(server):
     response = requests.post(server.url + "/predict", data=iter([PREDICT_BODY[:10], PREDICT_BODY[10:]]),
                              headers={"Content-Type": "application/json"}, timeout=10)
     assert response.status_code == 200
