@@ -22,12 +22,12 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.columnar import JSON_HEADERS  # noqa: E402
 from bench.run import ONE_ROW, lua_script, wrk  # noqa: E402
 from service.config import Settings  # noqa: E402
 from service.testing import running_service  # noqa: E402
 
 LARGER_ROWS = 350
-JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 def larger_body(rows=LARGER_ROWS):

@@ -266,9 +266,8 @@ def columnar_lines(s, verdict):
     for key, (label, target) in names.items():
         r = c[key]
         ok = verdict(r["rows_per_s"] >= 3e6) if target else ""
-        runs = f"; runs: {r['all_rps']}" if "all_rps" in r else ""  # one run each before medians were taken
         lines.append(f"| `/predict`, 1000 rows per request, {label} | {r['rows_per_s'] / 1e6:.2f} M rows/s ({r['rps']:,.0f} req/s, "
-                     f"p99 {r['p99_ms']:.1f} ms{runs}) | {target} | {ok} |")
+                     f"p99 {r['p99_ms']:.1f} ms; runs: {r['all_rps']}) | {target} | {ok} |")
     m = s.get("model_ceiling")
     if m:  # absent from reports of runs before it was measured
         lines.append(f"| model-only app (bench/ceiling_app.py): the columnar body read, the model run on 1000 rows, a constant "
@@ -278,10 +277,9 @@ def columnar_lines(s, verdict):
 
 def mixed_lines(s):
     """Report section of bench/mixed.py's runs: single rows beside larger requests."""
-    runs = s.get("mixed")
-    if not runs:  # absent from reports of runs before it was measured
-        return []
     from bench.mixed import LARGER_ROWS
+
+    runs = s["mixed"]
 
     lines = ["## Small requests beside larger ones", "",
              f"Single-row `/predict` under wrk ({s['workers']} workers) while two clients keep posting {LARGER_ROWS}-row JSON "
