@@ -264,6 +264,9 @@ class Worker(ThreadWorker):
         if not self.alive:
             return
         try:
+            # The address is read before accept(): once a client is accepted,
+            # nothing may touch the listener a signal can close.
+            server = listener.getsockname()
             client, address = listener.accept()
         except AttributeError:  # closed in between by handle_exit (a signal runs between any two steps)
             if self.alive:
@@ -274,7 +277,7 @@ class Worker(ThreadWorker):
                 raise
             return
         self.nr_conns += 1
-        conn = self._connection(client, address, listener.getsockname())
+        conn = self._connection(client, address, server)
         self._start_reading(conn)
 
     def _connection(self, client, address, server):

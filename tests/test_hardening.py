@@ -1,6 +1,7 @@
 """What a hostile or broken client, or a broken registry, can do to a real
 gunicorn on loopback: every loop here is bounded in time and count."""
 import json
+import logging
 import os
 import select
 import shutil
@@ -587,6 +588,35 @@ def test_a_request_after_one_empty_line_is_still_read_whole_by_the_event_loop(pu
                                       b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(whole), whole))
         assert answer.startswith(b"HTTP/1.1 200 OK"), answer[:200]
         assert "Traceback" not in server.log()
+
+
+def test_a_listener_closed_by_a_signal_just_after_accept_does_not_crash_the_worker():
+    """The interleaving that the SIGTERM test below hits only now and then, made certain:
+    handle_exit closes the listener right after it accepted a client. The accepted
+    client is still served (it is drained like any other), and nothing raises."""
+    from gunicorn.config import Config
+    from gunicorn.sock import TCPSocket
+    from service.worker import Worker
+
+    listener = TCPSocket(("127.0.0.1", 0), Config(), logging.getLogger("test"))
+    accept = listener.sock.accept
+
+    def accept_then_signal():
+        accepted = accept()
+        listener.close()  # what handle_exit does
+        return accepted
+
+    listener.accept = accept_then_signal
+    worker, served = Worker.__new__(Worker), []
+    worker.alive, worker.nr_conns = True, 0
+    worker._connection = lambda client, address, server: (client, server)
+    worker._start_reading = served.append
+    address = listener.getsockname()
+    with socket.create_connection(address[:2]):
+        worker.accept(listener)
+    assert listener.sock is None
+    assert len(served) == 1 and served[0][1] == address
+    served[0][0].close()
 
 
 def test_sigterm_while_small_requests_arrive_stops_every_worker_cleanly(published, tmp_path):
