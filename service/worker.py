@@ -35,10 +35,11 @@ Also:
   worker killed outright (SIGKILL, the OOM killer) never leaves a client or
   load balancer holding a head without its body: it gets all of a small
   answer or nothing, and nothing is safe to retry elsewhere;
-- SIGTERM closes the listening sockets at once. The stock worker keeps them
-  open until in-flight requests finish, so new connections would hang in
-  the backlog and be reset at exit; closed, they are refused immediately and
-  a client or load balancer retries elsewhere.
+- SIGTERM closes the listening sockets as soon as the event loop wakes to
+  it. The stock worker keeps them open until in-flight requests finish, so
+  new connections would hang in the backlog and be reset at exit; closed,
+  they are refused immediately and a client or load balancer retries
+  elsewhere.
 """
 import errno
 import html
@@ -258,26 +259,19 @@ class Worker(ThreadWorker):
     # -- reading requests in the event loop
 
     def accept(self, listener):
-        # Stopping: handle_exit closed the listeners, perhaps while the loop
-        # was still working through the events of one select() that had them
-        # readable. gunicorn's socket wrapper then has no socket to accept on.
+        # Stopping: the rest of this select()'s events may still hold the
+        # listener readable. A connection left in the backlog is refused when
+        # the listener closes, so the client can retry elsewhere at once.
         if not self.alive:
             return
         try:
-            # The address is read before accept(): once a client is accepted,
-            # nothing may touch the listener a signal can close.
-            server = listener.getsockname()
             client, address = listener.accept()
-        except AttributeError:  # closed in between by handle_exit (a signal runs between any two steps)
-            if self.alive:
-                raise
-            return
         except OSError as err:
             if err.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 raise
             return
         self.nr_conns += 1
-        conn = self._connection(client, address, server)
+        conn = self._connection(client, address, listener.getsockname())
         self._start_reading(conn)
 
     def _connection(self, client, address, server):
@@ -493,9 +487,13 @@ class Worker(ThreadWorker):
     def handle_error(self, req, client, addr, exc):
         super().handle_error(req, JsonErrorSocket(client), addr, exc)
 
-    def handle_exit(self, sig, frame):
-        if self.alive:
-            self.set_accept_enabled(False)
+    def set_accept_enabled(self, enabled):
+        super().set_accept_enabled(enabled)
+        # Stopping (SIGTERM, then the loop's last turn): close the listeners
+        # here, on the loop's own thread. The signal handler only wakes the
+        # loop: closing them there raced whatever step of the loop the signal
+        # interrupted, which could then find a listener without a socket
+        # (accept, getsockname, setblocking all crashed the worker).
+        if not enabled and not self.alive:
             for listener in self.sockets:
                 listener.close()
-        super().handle_exit(sig, frame)

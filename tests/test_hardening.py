@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import select
+import selectors
 import shutil
 import signal
 import socket
@@ -590,33 +591,32 @@ def test_a_request_after_one_empty_line_is_still_read_whole_by_the_event_loop(pu
         assert "Traceback" not in server.log()
 
 
-def test_a_listener_closed_by_a_signal_just_after_accept_does_not_crash_the_worker():
-    """The interleaving that the SIGTERM test below hits only now and then, made certain:
-    handle_exit closes the listener right after it accepted a client. The accepted
-    client is still served (it is drained like any other), and nothing raises."""
+def test_sigterm_between_two_steps_of_the_loop_leaves_the_listeners_to_the_loop():
+    """The interleaving the SIGTERM test below hits only now and then, made certain.
+    The signal lands after the loop's `while alive` check and before it turns
+    accepting back on. The handler must not have closed the listeners (that
+    crashed the worker, exit 255, without draining); the loop's last turn closes
+    them, so connections still waiting in the backlog are refused at once."""
     from gunicorn.config import Config
     from gunicorn.sock import TCPSocket
+    from gunicorn.workers.gthread import PollableMethodQueue
     from service.worker import Worker
 
     listener = TCPSocket(("127.0.0.1", 0), Config(), logging.getLogger("test"))
-    accept = listener.sock.accept
-
-    def accept_then_signal():
-        accepted = accept()
-        listener.close()  # what handle_exit does
-        return accepted
-
-    listener.accept = accept_then_signal
-    worker, served = Worker.__new__(Worker), []
-    worker.alive, worker.nr_conns = True, 0
-    worker._connection = lambda client, address, server: (client, server)
-    worker._start_reading = served.append
-    address = listener.getsockname()
-    with socket.create_connection(address[:2]):
-        worker.accept(listener)
-    assert listener.sock is None
-    assert len(served) == 1 and served[0][1] == address
-    served[0][0].close()
+    worker = Worker.__new__(Worker)
+    worker.alive, worker._accepting, worker.sockets = True, False, [listener]
+    worker.poller, worker.method_queue = selectors.DefaultSelector(), PollableMethodQueue()
+    worker.method_queue.init()
+    try:
+        worker.handle_exit(signal.SIGTERM, None)
+        worker.set_accept_enabled(True)  # what the loop does next when it had stopped accepting
+        assert listener.sock is not None
+        worker.set_accept_enabled(False)  # the loop's last turn
+        assert listener.sock is None
+    finally:
+        listener.close()
+        worker.poller.close()
+        worker.method_queue.close()
 
 
 def test_sigterm_while_small_requests_arrive_stops_every_worker_cleanly(published, tmp_path):
