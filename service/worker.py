@@ -36,10 +36,10 @@ Also:
   load balancer holding a head without its body: it gets all of a small
   answer or nothing, and nothing is safe to retry elsewhere;
 - SIGTERM closes the listening sockets as soon as the event loop wakes to
-  it. The stock worker keeps them open until in-flight requests finish, so
-  new connections would hang in the backlog and be reset at exit; closed,
-  they are refused immediately and a client or load balancer retries
-  elsewhere.
+  it, after taking the connections already waiting on them. The stock worker
+  keeps them open until in-flight requests finish, so new connections would
+  hang in the backlog and be reset at exit; closed, they are refused
+  immediately and a client or load balancer retries elsewhere.
 """
 import errno
 import html
@@ -259,20 +259,17 @@ class Worker(ThreadWorker):
     # -- reading requests in the event loop
 
     def accept(self, listener):
-        # Stopping: the rest of this select()'s events may still hold the
-        # listener readable. A connection left in the backlog is refused when
-        # the listener closes, so the client can retry elsewhere at once.
-        if not self.alive:
-            return
         try:
             client, address = listener.accept()
         except OSError as err:
             if err.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 raise
             return
+        self._start_serving(client, address, listener.getsockname())
+
+    def _start_serving(self, client, address, server):
         self.nr_conns += 1
-        conn = self._connection(client, address, listener.getsockname())
-        self._start_reading(conn)
+        self._start_reading(self._connection(client, address, server))
 
     def _connection(self, client, address, server):
         conn = Connection(self, self.cfg, client, address, server)
@@ -489,11 +486,63 @@ class Worker(ThreadWorker):
 
     def set_accept_enabled(self, enabled):
         super().set_accept_enabled(enabled)
-        # Stopping (SIGTERM, then the loop's last turn): close the listeners
-        # here, on the loop's own thread. The signal handler only wakes the
-        # loop: closing them there raced whatever step of the loop the signal
-        # interrupted, which could then find a listener without a socket
-        # (accept, getsockname, setblocking all crashed the worker).
-        if not enabled and not self.alive:
-            for listener in self.sockets:
-                listener.close()
+        if not enabled and not self.alive:  # the loop's last turn: the worker is stopping
+            self._close_listeners()
+
+    def _close_listeners(self):
+        """Take the connections already waiting on each listener, then close it.
+
+        Closing a listener refuses new connections at once, so a client or load
+        balancer retries elsewhere, but it also resets every connection still
+        waiting in its queue, whose clients have often sent their request. With
+        DEMAND_REUSE_PORT each worker's own socket has its own queue, which the
+        kernel keeps filling until it closes, even in a reload (SIGHUP) or a
+        single worker's restart while the service stays up. So the waiting
+        connections are accepted first, and answered while the worker drains.
+
+        This runs on the loop's own thread: the signal handler only wakes the
+        loop. Closing in the handler raced whatever step of the loop the signal
+        interrupted, which then met a listener without a socket and crashed.
+        """
+        waiting = []
+        for listener in self.sockets:
+            if listener.sock is None:
+                continue
+            server = listener.getsockname()
+            listener.setblocking(False)
+            # At most what its queue can hold, and what this worker may serve.
+            limit = len(waiting) + min(self.cfg.backlog, self.worker_connections - self.nr_conns - len(waiting))
+            while len(waiting) < limit:
+                try:
+                    client, address = listener.accept()
+                except OSError as err:
+                    if err.errno == errno.ECONNABORTED:  # gone; others may wait behind it
+                        continue
+                    break  # none left (EAGAIN), or no descriptor for one more: the rest is refused
+                waiting.append((client, address, server))
+            listener.close()
+        # Answered only once every listener is closed: a request answered on
+        # this thread meanwhile lets its client connect again at once, and the
+        # queue would never empty.
+        for client, address, server in waiting:
+            self._start_serving(client, address, server)
+
+    def is_parent_alive(self):
+        # The master died (SIGKILL, the OOM killer): stop as on SIGTERM, so the
+        # listeners close and kept-alive clients are told "Connection: close",
+        # rather than new connections hanging until the graceful timeout.
+        if super().is_parent_alive():
+            return True
+        self.alive = False
+        return False
+
+    def handle_quit(self, sig, frame):
+        # SIGQUIT or SIGINT: stop now. gunicorn exits from inside the signal
+        # handler; landing while the loop's thread answers a request itself,
+        # that exit would be caught by gunicorn's request handling, logged as
+        # an error, and turned into a graceful stop. So the loop exits as soon
+        # as that answer is out.
+        if getattr(self, "_inline", False):
+            self.method_queue.defer(super().handle_quit, sig, frame)
+        else:
+            super().handle_quit(sig, frame)

@@ -591,22 +591,36 @@ def test_a_request_after_one_empty_line_is_still_read_whole_by_the_event_loop(pu
         assert "Traceback" not in server.log()
 
 
+def stopped_worker(listener):
+    """A Worker as gunicorn's loop leaves it, with one real listener, for its shutdown steps alone."""
+    from gunicorn.workers.gthread import PollableMethodQueue
+    from service.worker import Worker
+
+    from gunicorn.config import Config
+
+    worker = Worker.__new__(Worker)
+    worker.alive, worker._accepting, worker.sockets, worker.cfg = True, False, [listener], Config()
+    worker.nr_conns, worker.worker_connections = 0, 1000
+    worker.poller, worker.method_queue = selectors.DefaultSelector(), PollableMethodQueue()
+    worker.method_queue.init()
+    return worker
+
+
+def a_listener():
+    from gunicorn.config import Config
+    from gunicorn.sock import TCPSocket
+
+    return TCPSocket(("127.0.0.1", 0), Config(), logging.getLogger("test"))
+
+
 def test_sigterm_between_two_steps_of_the_loop_leaves_the_listeners_to_the_loop():
     """The interleaving the SIGTERM test below hits only now and then, made certain.
     The signal lands after the loop's `while alive` check and before it turns
     accepting back on. The handler must not have closed the listeners (that
     crashed the worker, exit 255, without draining); the loop's last turn closes
-    them, so connections still waiting in the backlog are refused at once."""
-    from gunicorn.config import Config
-    from gunicorn.sock import TCPSocket
-    from gunicorn.workers.gthread import PollableMethodQueue
-    from service.worker import Worker
-
-    listener = TCPSocket(("127.0.0.1", 0), Config(), logging.getLogger("test"))
-    worker = Worker.__new__(Worker)
-    worker.alive, worker._accepting, worker.sockets = True, False, [listener]
-    worker.poller, worker.method_queue = selectors.DefaultSelector(), PollableMethodQueue()
-    worker.method_queue.init()
+    them."""
+    listener = a_listener()
+    worker = stopped_worker(listener)
     try:
         worker.handle_exit(signal.SIGTERM, None)
         worker.set_accept_enabled(True)  # what the loop does next when it had stopped accepting
@@ -617,6 +631,78 @@ def test_sigterm_between_two_steps_of_the_loop_leaves_the_listeners_to_the_loop(
         listener.close()
         worker.poller.close()
         worker.method_queue.close()
+
+
+def test_a_worker_whose_master_died_stops_as_on_sigterm():
+    """Orphaned (the master killed), it must close its listeners and answer
+    "Connection: close", not keep them open for the whole graceful timeout."""
+    listener = a_listener()
+    worker = stopped_worker(listener)
+    worker.ppid, worker.log = os.getpid() + 1, logging.getLogger("test")  # not our parent: the master is gone
+    try:
+        assert worker.is_parent_alive() is False
+        assert worker.alive is False
+        worker.set_accept_enabled(False)  # the loop's last turn, as after SIGTERM
+        assert listener.sock is None
+    finally:
+        listener.close()
+        worker.poller.close()
+        worker.method_queue.close()
+
+
+def test_sigquit_while_the_loop_answers_a_request_exits_once_the_answer_is_out():
+    """gunicorn exits from inside the SIGQUIT/SIGINT handler. On the loop's thread,
+    answering a small request itself, that exit landed in gunicorn's request
+    handling, was logged as an error and became a graceful stop instead."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    listener = a_listener()
+    worker = stopped_worker(listener)
+    worker._inline, worker.tpool = True, ThreadPoolExecutor(1)
+    try:
+        worker.handle_quit(signal.SIGQUIT, None)  # lands mid-answer: nothing may raise into it
+        assert worker.alive
+        worker._inline = False  # the answer is out; the loop turns to its next events
+        with pytest.raises(SystemExit):
+            worker.method_queue.run_callbacks(None)
+        assert not worker.alive
+    finally:
+        listener.close()
+        worker.poller.close()
+        worker.method_queue.close()
+
+
+def test_connections_waiting_when_a_worker_stops_are_answered_not_reset(published, tmp_path):
+    """With DEMAND_REUSE_PORT each worker's own socket has its own queue of
+    connections, reset when it closes, though the service stays up (a reload,
+    one worker's restart). The worker takes them before closing it. Made
+    certain: the worker is paused while clients connect and send, then told to
+    stop."""
+    body = json.dumps(INSTANCE).encode()
+    request = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    with running_service(published, tmp_path, workers=1, reuse_port=1) as server:
+        port, (worker,) = int(server.url.rsplit(":", 1)[1]), worker_pids(server)
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            clients = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(12)]
+            for client in clients:
+                client.sendall(request)
+            os.kill(worker, signal.SIGTERM)
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        answers = []
+        for client in clients:
+            with client:
+                answer = b""
+                try:
+                    while chunk := client.recv(65536):
+                        answer += chunk
+                except ConnectionResetError:
+                    answer += b"(reset)"
+                answers.append(answer.split(b"\r\n", 1)[0])
+        assert answers == [b"HTTP/1.1 200 OK"] * len(clients)
+        assert "Traceback" not in server.log()
 
 
 def test_sigterm_while_small_requests_arrive_stops_every_worker_cleanly(published, tmp_path):
