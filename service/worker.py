@@ -499,6 +499,11 @@ class Worker(ThreadWorker):
         kernel keeps filling until it closes, even in a reload (SIGHUP) or a
         single worker's restart while the service stays up. So the waiting
         connections are accepted first, and answered while the worker drains.
+        (On the shared socket, which the master and the other workers keep
+        open, this only takes connections a sibling would have answered; in a
+        full stop it answers what the last worker to close would reset.) Only
+        a connection that arrives in the instant between the last accept and
+        the close is still reset: moving it needs the kernel's tcp_migrate_req.
 
         This runs on the loop's own thread: the signal handler only wakes the
         loop. Closing in the handler raced whatever step of the loop the signal
@@ -510,8 +515,10 @@ class Worker(ThreadWorker):
                 continue
             server = listener.getsockname()
             listener.setblocking(False)
-            # At most what its queue can hold, and what this worker may serve.
-            limit = len(waiting) + min(self.cfg.backlog, self.worker_connections - self.nr_conns - len(waiting))
+            # At most what its queue can hold. Past worker_connections if need be:
+            # a busy worker is where the queues are longest, and stopping, it
+            # takes no more after these.
+            limit = len(waiting) + self.cfg.backlog
             while len(waiting) < limit:
                 try:
                     client, address = listener.accept()

@@ -672,6 +672,27 @@ def test_sigquit_while_the_loop_answers_a_request_exits_once_the_answer_is_out()
         worker.method_queue.close()
 
 
+def test_a_full_worker_still_takes_the_connections_waiting_when_it_stops():
+    """Busy past worker_connections is when the queues are longest: closing the
+    listener would reset them all."""
+    listener = a_listener()
+    worker = stopped_worker(listener)
+    worker.nr_conns = worker.worker_connections = 2
+    taken = []
+    worker._start_serving = lambda client, address, server: taken.append(client)
+    clients = [socket.create_connection(listener.getsockname()[:2]) for _ in range(5)]
+    try:
+        worker.alive = False
+        worker.set_accept_enabled(False)  # the loop's last turn
+        assert len(taken) == 5 and listener.sock is None
+    finally:
+        for sock in taken + clients:
+            sock.close()
+        listener.close()
+        worker.poller.close()
+        worker.method_queue.close()
+
+
 def test_connections_waiting_when_a_worker_stops_are_answered_not_reset(published, tmp_path):
     """With DEMAND_REUSE_PORT each worker's own socket has its own queue of
     connections, reset when it closes, though the service stays up (a reload,
@@ -706,8 +727,9 @@ def test_connections_waiting_when_a_worker_stops_are_answered_not_reset(publishe
 
 
 def test_sigterm_while_small_requests_arrive_stops_every_worker_cleanly(published, tmp_path):
-    """handle_exit closes the listeners at once; a listener the loop's last select()
-    reported readable must not then crash the worker (it exited 255 without draining)."""
+    """A stopping worker closes its listeners while clients keep connecting: no step
+    of its loop may then meet a closed one (it exited 255 without draining), and
+    taking the connections waiting on them must end though the clients connect again."""
     body = json.dumps(INSTANCE).encode()
     request = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
                b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
