@@ -231,6 +231,8 @@ class JsonErrorSocket:
 
 
 class Worker(ThreadWorker):
+    _inline = False  # a request is being answered on the loop's thread (_handle_inline)
+
     def init_process(self):
         # With DEMAND_REUSE_PORT each worker also binds the address itself with
         # SO_REUSEPORT, and the kernel spreads new connections evenly over the
@@ -251,7 +253,6 @@ class Worker(ThreadWorker):
         self.client_timeout = settings.client_timeout
         self.max_body = settings.max_body_bytes
         self.inline_bytes = settings.inline_request_bytes
-        self._inline = False  # a request is being answered on the loop's thread (_handle_inline)
         self.reading = set()  # connections whose request is being read by the event loop
         self.writing = set()  # connections whose answer the event loop is still sending
         self.lingering = set()  # closed for writing, waiting for the client to close (RFC 9112 9.6)
@@ -549,7 +550,7 @@ class Worker(ThreadWorker):
         # that exit would be caught by gunicorn's request handling, logged as
         # an error, and turned into a graceful stop. So the loop exits as soon
         # as that answer is out.
-        if getattr(self, "_inline", False):
+        if self._inline:
             self.method_queue.defer(super().handle_quit, sig, frame)
         else:
             super().handle_quit(sig, frame)
