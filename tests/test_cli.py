@@ -122,10 +122,7 @@ def test_a_ctrl_c_that_an_import_swallowed_reads_as_aborted(runner, published, t
 
     def interrupted_import(*args, **kwargs):
         try:
-            # To this thread, so that the handler runs as this call returns.
-            # os.kill(os.getpid(), ...) may land on another of the process's
-            # threads, and the handler then runs only after the import failed.
-            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)  # to this thread: the handler runs as this call returns
         except KeyboardInterrupt:
             swallowed.append(True)  # what the extension's C code does with it
         raise ImportError("initialization failed")
@@ -133,10 +130,17 @@ def test_a_ctrl_c_that_an_import_swallowed_reads_as_aborted(runner, published, t
     monkeypatch.setattr(bundle, "make_session", interrupted_import)
     good = write_rows(tmp_path / "good.csv", [[40000, 3, 2]], header=("prev_week_sales", "discount_fraction", "weeks_to_next_holidays"))
     args = ["predict", "--input", str(good), "--output", str(tmp_path / "o.csv"), "--model-dir", str(published)]
-    result = runner.invoke(main, args)
+    # A test run started ignoring Ctrl-C (a background job of a shell) would
+    # pass that on to the command, which then rightly keeps ignoring it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        result = runner.invoke(main, args)
+        after = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert swallowed, "the Ctrl-C did not land inside the import"
     assert result.exit_code == 1 and "Aborted!" in result.stderr and "cannot load model" not in result.stderr
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back as it was
+    assert after is signal.default_int_handler  # the command put back the handler it found
 
     monkeypatch.setattr(bundle, "make_session", lambda *a, **k: (_ for _ in ()).throw(ImportError("initialization failed")))
     result = runner.invoke(main, args)  # the same error with no Ctrl-C is the model's
