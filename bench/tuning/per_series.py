@@ -10,34 +10,29 @@ as bench/compare_models.py: the history, then the 13 weeks that follow.
 from pathlib import Path
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingRegressor
-from sklearn.linear_model import LinearRegression
 
 from bench.compare_models import FOLLOWING_WEEKS
+from pipeline.backtest import gradient_boosting, windows_of
 from pipeline.data import load_file
+from pipeline.evaluate import LinearBaseline, metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = sorted((ROOT / "bench" / "tuning").glob("*.csv")) + [ROOT / "data" / "demand.csv"]
 
 
-def wape(y, forecast):
-    return 100 * np.abs(y - forecast).sum() / np.abs(y).sum()
-
-
 def scores(data):
-    cut = np.unique(data.week)[-FOLLOWING_WEEKS]
-    history, following = data.take(data.week < cut), data.take(data.week >= cut)
+    [(history, following)] = windows_of(data, 1, FOLLOWING_WEEKS)
     per_series = np.empty(len(following))
     for name in np.unique(following.series):
-        fit = LinearRegression().fit(history.X[history.series == name], history.y[history.series == name])
+        own = history.series == name
         here = following.series == name
-        per_series[here] = fit.predict(following.X[here])
-    return {
-        "linear": wape(following.y, LinearRegression().fit(history.X, history.y).predict(following.X)),
-        "gradient boosting": wape(following.y, HistGradientBoostingRegressor(random_state=0)
-                                  .fit(history.X, history.y).predict(following.X)),
-        "linear per series": wape(following.y, per_series),
+        per_series[here] = LinearBaseline(history.X[own], history.y[own]).predict(following.X[here])
+    forecasts = {
+        "linear": LinearBaseline(history.X, history.y).predict(following.X),
+        "gradient boosting": gradient_boosting(history).predict(following.X),
+        "linear per series": per_series,
     }
+    return {name: metrics(following.y, forecast, naive_scale=1.0)["wape"] for name, forecast in forecasts.items()}
 
 
 if __name__ == "__main__":
