@@ -18,16 +18,41 @@ from .errors import DataError
 from .evaluate import LinearBaseline, interval_bounds, metrics, naive_forecast, naive_scale
 from .presets import BACKTEST_HORIZON, BACKTEST_WINDOWS
 
+X_COLUMNS_WITH_SERIES = 4  # the three features, then the series' code
+MAX_CATEGORIES = 255  # HistGradientBoostingRegressor's limit on one categorical input
 SUMMARY = ("wape", "mase", "bias")
 
 
-def gradient_boosting(history):
-    """A fitted scikit-learn gradient boosting model, or None without scikit-learn."""
+def gradient_boosting(history, by_series=False):
+    """A fitted scikit-learn gradient boosting model's forecast, `predict(X, series)`,
+    or None without scikit-learn.
+
+    `by_series`: the series is a fourth, categorical input (None when the
+    history names no series), so the comparison with a model that tells the
+    series apart stays fair. A series it never saw counts as missing.
+    """
     try:
         from sklearn.ensemble import HistGradientBoostingRegressor
     except ImportError:
         return None
-    return HistGradientBoostingRegressor(random_state=0).fit(history.X, history.y)
+    if not by_series:
+        model = HistGradientBoostingRegressor(random_state=0).fit(history.X, history.y)
+        return lambda X, series=None: model.predict(X)
+    if history.series is None:
+        return None
+    names = np.unique(history.series)
+    if len(names) > MAX_CATEGORIES:
+        return None  # more than scikit-learn takes as one categorical input
+
+    def with_series(X, series):
+        at = np.searchsorted(names, series)
+        known = names[np.minimum(at, len(names) - 1)] == series
+        return np.column_stack([X, np.where(known, at, np.nan)])
+
+    model = HistGradientBoostingRegressor(random_state=0, categorical_features=[X_COLUMNS_WITH_SERIES - 1])
+    model.fit(with_series(history.X, history.series), history.y)
+    return lambda X, series=None: model.predict(
+        with_series(X, np.full(len(X), "") if series is None else np.asarray(series, dtype=str)))
 
 
 def windows_of(data, windows, horizon):
@@ -77,7 +102,7 @@ def recursive(predict, future, grid):
         if previous is not None:
             fed = previous[present]
             X[:, 0] = np.where(np.isnan(fed), X[:, 0], np.maximum(fed, 0.0))
-        values = predict(X)
+        values = predict(X, None if future.series is None else future.series[step[present]])
         forecast[step[present]] = values
         previous = np.full(len(step), np.nan)
         previous[present] = values
@@ -129,13 +154,14 @@ def backtest(data, windows=BACKTEST_WINDOWS, horizon=BACKTEST_HORIZON, preset="a
         if trained_on["weeks"] and trained_on["weeks"][1] >= forecast_weeks[0]:
             raise AssertionError("a backtest model trained on its own window")  # guarded by windows_of
         linear = LinearBaseline(history.X, history.y)
-        boosting = gradient_boosting(history)
         predictors = {"model": trained.predict, "naive": naive_forecast, "linear": linear.predict}
-        if boosting is not None:
-            predictors["gradient_boosting"] = boosting.predict
+        for name, by_series in (("gradient_boosting", False), ("gradient_boosting_by_series", True)):
+            boosting = gradient_boosting(history, by_series)
+            if boosting is not None:
+                predictors[name] = boosting
         scale = naive_scale(history)
         interval = trained.evaluation["interval"]
-        one_step = {name: predict(future.X) for name, predict in predictors.items()}
+        one_step = {name: predict(future.X, future.series) for name, predict in predictors.items()}
         grid = chains(future)
         fold = {
             "window": number,

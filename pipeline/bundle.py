@@ -14,7 +14,7 @@ from .evaluate import interval_bounds
 from .normalize import MinMaxStats
 from .errors import BundleError, RegistryError
 from .registry import Registry
-from .schema import FEATURES, INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR
+from .schema import FEATURES, INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR, SERIES_TENSOR, UNKNOWN_SERIES
 
 log = logging.getLogger("demand.bundle")
 # Rows per ONNX Runtime call, times the widest layer: big enough that the
@@ -88,6 +88,9 @@ class Bundle:
         self.level = float(card["interval"]["level"])
         self.calibration = card.get("calibration")  # several weeks ahead; None for older versions
         self.chunk_rows = max(1024, CHUNK_WORK // max(card["model"]["hidden"], default=1))
+        # A model that tells series apart takes each row's series index too;
+        # older versions and networks that do not have no such input.
+        self.knows_series = any(i.name == SERIES_TENSOR for i in session.get_inputs())
         # One inference at a time per session: the session already has its
         # share of the cores (intra-op threads), and request threads computing
         # side by side only thrash each other's caches.
@@ -126,31 +129,52 @@ class Bundle:
         if not np.all(np.isfinite(units)):
             raise BundleError(f"model {self.version} returned non-finite forecasts on its warm-up rows")
 
-    def run(self, X):
+    def series_codes(self, names):
+        """[n] int64 model indices of series `names` ([n] str, or None: unknown for every row)."""
+        return self.stats.series_codes(names)
+
+    def unknown_series(self, names):
+        """Indices of the rows of `names` whose series the model does not know
+        (every row, for a model that tells no series apart)."""
+        if not self.knows_series:
+            return np.arange(len(names))
+        return np.flatnonzero(self.series_codes(names) == UNKNOWN_SERIES)
+
+    def run(self, X, codes=None):
         """Raw ONNX outputs for float32 features [n, 3] -> (units [n], normalized [n]).
+
+        `codes`: [n] int64 series indices (series_codes), for a model that
+        knows series; None forecasts every row as a series it never saw.
 
         Large inputs go through in chunks: intermediate tensors stay in the
         cache and ONNX Runtime's memory arena stays small (a 100k-row batch
         runs faster this way, and a worker keeps its RSS).
         """
+        if self.knows_series and codes is None:
+            codes = np.full(len(X), UNKNOWN_SERIES, dtype=np.int64)
+
+        def feed(rows):
+            return {INPUT_TENSOR: X[rows], SERIES_TENSOR: codes[rows]} if self.knows_series else {INPUT_TENSOR: X[rows]}
+
         if len(X) <= self.chunk_rows:
             with self._compute:
-                units, normalized = self.session.run([OUTPUT_TENSOR, NORMALIZED_TENSOR], {INPUT_TENSOR: X})
+                units, normalized = self.session.run([OUTPUT_TENSOR, NORMALIZED_TENSOR], feed(slice(None)))
             return units.reshape(-1), normalized.reshape(-1)
         units = np.empty(len(X), dtype=np.float32)
         normalized = np.empty(len(X), dtype=np.float32)
         for start in range(0, len(X), self.chunk_rows):
             stop = start + self.chunk_rows
             with self._compute:  # per chunk, so small requests slip in between
-                u, n = self.session.run([OUTPUT_TENSOR, NORMALIZED_TENSOR], {INPUT_TENSOR: X[start:stop]})
+                u, n = self.session.run([OUTPUT_TENSOR, NORMALIZED_TENSOR], feed(slice(start, stop)))
             units[start:stop], normalized[start:stop] = u.reshape(-1), n.reshape(-1)
         return units, normalized
 
-    def forecast(self, X, ranges=None):
+    def forecast(self, X, ranges=None, series=None):
         """Forecasts with their interval, and the rows with features outside the
-        training range ("extrapolated_rows", and their "extrapolated_flags")."""
+        training range ("extrapolated_rows", and their "extrapolated_flags").
+        `series`: each row's series name, or None."""
         X = np.ascontiguousarray(X, dtype=np.float32).reshape(-1, len(FEATURES))
-        units, normalized = self.run(X)
+        units, normalized = self.run(X, self.series_codes(series) if self.knows_series else None)
         low, high = interval_bounds(units, self.half_width, self.interval_scale)
         rows, flags = self.stats.outside_training_range(X, ranges)
         return {
@@ -162,12 +186,13 @@ class Bundle:
             "extrapolated_flags": flags,
         }
 
-    def forecast_plan(self, prev_week_sales, plan, weeks, levels):
+    def forecast_plan(self, prev_week_sales, plan, weeks, levels, series=None):
         """Recursive forecasts of S series over up to H weeks each.
 
         `prev_week_sales` [S]; `plan` [S, H, 2] of discount_fraction and
         weeks_to_next_holidays; `weeks` [S] how many of the H each series has.
         Week h of a series takes its forecast of week h-1 as prev_week_sales.
+        `series` [S]: the series' names, for a model that knows series.
         One ONNX Runtime call per step for all series still going. Returns a
         dict: "units_sold" [S, H] (NaN past a series' weeks), "intervals"
         {level: (low, high)} of [S, H] arrays (None without calibration),
@@ -182,9 +207,10 @@ class Bundle:
         inputs = np.zeros((S, H, len(FEATURES)), dtype=np.float32)  # what each week was forecast from
         inputs[:, :, 1:] = plan
         inputs[:, 0, 0] = prev
+        codes = self.series_codes(series) if self.knows_series and series is not None else None
         for h in range(H):
             going = np.flatnonzero(weeks > h)
-            forecast, _ = self.run(inputs[going, h])
+            forecast, _ = self.run(inputs[going, h], None if codes is None else codes[going])
             units[going, h] = forecast
             if h + 1 < H:
                 inputs[going, h + 1, 0] = np.maximum(forecast, 0.0)

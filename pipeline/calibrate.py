@@ -44,7 +44,7 @@ def recursive_residuals(predict, heldout, grid, max_steps=MAX_STEPS, scale="none
         if previous is not None:
             fed = previous[: weeks - h][present]
             X[:, 0] = np.where(np.isnan(fed), X[:, 0], np.maximum(fed, 0.0))
-        values = predict(X)
+        values = predict(X, None if heldout.series is None else heldout.series[rows[present]])
         out.append(np.abs(actual[rows[present]] - on_model_scale(values, scale)))
         previous = np.full(rows.shape, np.nan)
         previous[present] = values

@@ -733,7 +733,7 @@ def forecast(plan_path, output_path, levels, version, provider, model_dir):
 
     plan = read_plan(plan_path)
     bundle = Bundle.load(Registry(model_dir), version, provider)
-    out = bundle.forecast_plan(plan["prev_week_sales"], plan["features"], plan["weeks"], levels)
+    out = bundle.forecast_plan(plan["prev_week_sales"], plan["features"], plan["weeks"], levels, plan["ids"])
     count = write_forecasts(output_path, plan, out, levels)
     if out["intervals"] is None:
         log(f"model {bundle.version} has no per-step interval calibration: the interval columns are empty")

@@ -26,7 +26,7 @@ def metrics(actual, predicted, naive_scale):
     }
 
 
-def naive_forecast(X):
+def naive_forecast(X, series=None):
     """Persistence: next week sells what last week sold."""
     return np.asarray(X)[:, 0].astype(float)
 
@@ -38,7 +38,7 @@ class LinearBaseline:
         design = np.column_stack([np.ones(len(X)), X])
         self.coef, *_ = np.linalg.lstsq(design, y, rcond=None)
 
-    def predict(self, X):
+    def predict(self, X, series=None):
         return np.column_stack([np.ones(len(X)), X]) @ self.coef
 
 
@@ -88,8 +88,8 @@ def evaluate(split, predict, level=0.9, scale="none"):
     train, validation, holdout = split.train, split.validation, split.holdout
     scale_mae = naive_scale(train)
     linear = LinearBaseline(train.X, train.y)
-    predicted = predict(holdout.X)
-    half_width = conformal_half_width(validation.y, predict(validation.X), level, scale)
+    predicted = predict(holdout.X, holdout.series)
+    half_width = conformal_half_width(validation.y, predict(validation.X, validation.series), level, scale)
     low, high = interval_bounds(predicted, half_width, scale)
     return {
         "holdout": {
@@ -97,7 +97,7 @@ def evaluate(split, predict, level=0.9, scale="none"):
             "naive": metrics(holdout.y, naive_forecast(holdout.X), scale_mae),
             "linear": metrics(holdout.y, linear.predict(holdout.X), scale_mae),
         },
-        "validation": {"model": metrics(validation.y, predict(validation.X), scale_mae)},
+        "validation": {"model": metrics(validation.y, predict(validation.X, validation.series), scale_mae)},
         "interval": {
             "level": level,
             "method": "split conformal on validation residuals",

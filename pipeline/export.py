@@ -14,6 +14,10 @@ Two elementwise passes fewer make large batches a quarter faster. An average
 of several networks (pipeline.model.average_of) runs as one branch per member,
 summed before the output bias, so the merged layers' zero blocks cost nothing.
 
+A model that tells series apart has a second input, `series_index` int64 [N]:
+each row's row of the series table (the first layer's weights for a one-hot
+series) is gathered and added to the first layer, so no one-hot is ever built.
+
 Everything after the output layer's MatMul works on a flat [N] tensor, and only
 the two outputs are reshaped to [N,1] at the end: ONNX Runtime broadcasts a
 constant over an [N,1] tensor one row at a time, which made each of those
@@ -27,7 +31,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .errors import ExportError
-from .schema import FEATURES, INPUT_TENSOR, N_FEATURES, NORMALIZED_TENSOR, OUTPUT_TENSOR
+from .schema import FEATURES, INPUT_TENSOR, N_FEATURES, NORMALIZED_TENSOR, OUTPUT_TENSOR, SERIES_TENSOR
 
 OPSET = 17
 IR_VERSION = 8  # the IR that opset 17 shipped with; readable by every ONNX Runtime since 1.11
@@ -90,6 +94,7 @@ def build_onnx(mlp, stats, metadata, members=None):
 
     log = stats.transform == "log1p"
     nodes = []
+    table = None if mlp.series_rows is None else mlp.series_rows.weight.detach().cpu().double().numpy()
     features = INPUT_TENSOR
     if log:
         nodes += [
@@ -99,7 +104,7 @@ def build_onnx(mlp, stats, metadata, members=None):
         features = "x_log"
     activation = {"sigmoid": "Sigmoid", "tanh": "Tanh"}[mlp.activation]
 
-    def chain(layers, prefix):
+    def chain(layers, prefix, series_table=None):
         """MatMul, Add, activation per hidden layer; returns the last layer's MatMul output (no bias)."""
         current = features
         for i, (W, b) in enumerate(layers):
@@ -109,6 +114,11 @@ def build_onnx(mlp, stats, metadata, members=None):
                 return matmul
             linear = f"{prefix}layer{i}.linear"
             nodes.append(helper.make_node("Add", [matmul, const(f"{prefix}layer{i}.bias", b)], [linear]))
+            if i == 0 and series_table is not None:
+                rows, linear = f"{prefix}series.rows", f"{prefix}layer0.with_series"
+                nodes.append(helper.make_node("Gather", [const(f"{prefix}series.table", series_table), SERIES_TENSOR],
+                                              [rows], axis=0))
+                nodes.append(helper.make_node("Add", [f"{prefix}layer0.linear", rows], [linear]))
             current = f"{prefix}layer{i}.{mlp.activation}"
             nodes.append(helper.make_node(activation, [linear], [current]))
 
@@ -116,11 +126,13 @@ def build_onnx(mlp, stats, metadata, members=None):
     output_bias = const(f"layer{len(arrays) - 1}.bias", arrays[-1][1])
     flat, column = const("flat_shape", [-1], np.int64), const("column_shape", [-1, 1], np.int64)
     if members and len(members) > 1:
-        branches = [chain(layers, f"member{j}.") for j, layers in enumerate(split_members(arrays, members))]
+        starts = np.cumsum([0] + [sizes[0] for sizes in members])
+        branches = [chain(layers, f"member{j}.", None if table is None else table[:, starts[j] : starts[j + 1]])
+                    for j, layers in enumerate(split_members(arrays, members))]
         nodes.append(helper.make_node("Sum", branches, ["members.sum"]))
         output = "members.sum"
     else:
-        output = chain(arrays, "")
+        output = chain(arrays, "", table)
     # [N, 1] -> [N]: see the module's docstring
     nodes.append(helper.make_node("Reshape", [output, flat], ["output.flat"]))
     normalized, units = "normalized.flat", "units.flat"  # the outputs, as [N, 1], at the end
@@ -145,7 +157,8 @@ def build_onnx(mlp, stats, metadata, members=None):
     graph = helper.make_graph(
         nodes,
         "demand_mlp",
-        [helper.make_tensor_value_info(INPUT_TENSOR, TensorProto.FLOAT, ["batch", N_FEATURES])],
+        [helper.make_tensor_value_info(INPUT_TENSOR, TensorProto.FLOAT, ["batch", N_FEATURES])]
+        + ([] if table is None else [helper.make_tensor_value_info(SERIES_TENSOR, TensorProto.INT64, ["batch"])]),
         [
             helper.make_tensor_value_info(OUTPUT_TENSOR, TensorProto.FLOAT, ["batch", 1]),
             helper.make_tensor_value_info(NORMALIZED_TENSOR, TensorProto.FLOAT, ["batch", 1]),
@@ -202,13 +215,18 @@ def parity_error(path, mlp, stats, inputs):
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     reference = RawUnitsModel(mlp, stats).eval()
+    draw = np.random.default_rng(0)
     worst = 0.0
     for rows in inputs.values():
         for batch in PARITY_BATCHES:
             x = np.resize(rows, (batch, N_FEATURES))  # repeats rows when there are fewer
-            ort_units, ort_normalized = session.run([OUTPUT_TENSOR, NORMALIZED_TENSOR], {INPUT_TENSOR: x})
+            feed, codes = {INPUT_TENSOR: x}, None
+            if mlp.n_series:  # every series the model knows, and the unknown one
+                codes = feed[SERIES_TENSOR] = draw.integers(0, mlp.n_series + 1, batch, dtype=np.int64)
+            ort_units, ort_normalized = session.run([OUTPUT_TENSOR, NORMALIZED_TENSOR], feed)
             with torch.no_grad():
-                torch_units, torch_normalized = (t.numpy() for t in reference(torch.from_numpy(x)))
+                torch_units, torch_normalized = (
+                    t.numpy() for t in reference(torch.from_numpy(x), None if codes is None else torch.from_numpy(codes)))
             if ort_units.shape != (batch, 1) or ort_normalized.shape != (batch, 1):
                 raise ExportError(f"ONNX output shape {ort_units.shape} at batch {batch}, expected ({batch}, 1)")
             scale = max(float(np.max(np.abs(torch_units))), 1.0)

@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from .schema import N_FEATURES
+from .schema import N_FEATURES, UNKNOWN_SERIES
 
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
@@ -13,7 +13,8 @@ class DemandMLP(nn.Module):
     Works on min-max normalized features and target, as in the chapter.
     """
 
-    def __init__(self, hidden=(10, 5), activation="sigmoid", n_features=N_FEATURES, output_activation="linear"):
+    def __init__(self, hidden=(10, 5), activation="sigmoid", n_features=N_FEATURES, output_activation="linear",
+                 n_series=0):
         super().__init__()
         sizes = [n_features, *hidden, 1]
         layers = []
@@ -27,9 +28,25 @@ class DemandMLP(nn.Module):
         self.hidden = tuple(hidden)
         self.activation = activation
         self.output_activation = output_activation
+        self.n_series = n_series
+        # With series: one row of first-layer offsets per series the model
+        # knows, and row UNKNOWN_SERIES for any other. It is the first layer's
+        # weights for a one-hot series input, looked up instead of multiplied.
+        # Zero at first, so every series starts from the shared network.
+        self.series_rows = nn.Embedding(n_series + 1, sizes[1]) if n_series else None
+        if self.series_rows is not None:
+            nn.init.zeros_(self.series_rows.weight)
 
-    def forward(self, x):
-        return self.net(x)
+    def forward(self, x, series=None):
+        """`series`: [n] int64 model indices of each row's series (None: unknown for all)."""
+        if self.series_rows is None:
+            return self.net(x)
+        first = self.net[0](x)
+        if series is None:
+            first = first + self.series_rows.weight[UNKNOWN_SERIES]
+        else:
+            first = first + self.series_rows(series)
+        return self.net[1:](first)
 
     def linear_layers(self):
         return [m for m in self.net if isinstance(m, nn.Linear)]
@@ -49,8 +66,10 @@ def average_of(mlps):
         raise ValueError("only networks of the same depth and activation can be averaged into one")
     if any(m.output_activation != "linear" for m in mlps):
         raise ValueError("only networks with a linear output can be averaged into one")
+    if len({m.n_series for m in mlps}) != 1:
+        raise ValueError("only networks that know the same series can be averaged into one")
     hidden = tuple(sum(sizes) for sizes in zip(*(m.hidden for m in mlps)))
-    merged = DemandMLP(hidden, mlps[0].activation)
+    merged = DemandMLP(hidden, mlps[0].activation, n_series=mlps[0].n_series)
     layers = merged.linear_layers()
     with torch.no_grad():
         for layer in layers:
@@ -68,6 +87,12 @@ def average_of(mlps):
                     target.weight[rows[i] : rows[i] + out_size, start_in : start_in + in_size] = source.weight
                     target.bias[rows[i] : rows[i] + out_size] = source.bias
                     rows[i] += out_size
+        if merged.series_rows is not None:  # side by side, like the first layer's units
+            start = 0
+            for member in mlps:
+                width = member.hidden[0]
+                merged.series_rows.weight[:, start : start + width] = member.series_rows.weight
+                start += width
     return merged.eval()
 
 
@@ -87,10 +112,10 @@ class RawUnitsModel(nn.Module):
         self.y_min = float(stats.y_min)
         self.y_range = float(stats.y_range)
 
-    def forward(self, features):
+    def forward(self, features, series=None):
         if self.log:
             features = torch.log(features + 1)
-        normalized = self.mlp((features - self.x_min) / self.x_range)
+        normalized = self.mlp((features - self.x_min) / self.x_range, series)
         units = normalized * self.y_range + self.y_min
         if self.log:
             units = torch.exp(units) - 1

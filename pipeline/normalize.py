@@ -11,7 +11,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .schema import FEATURES, TARGET
+from .schema import FEATURES, TARGET, UNKNOWN_SERIES
 
 TRANSFORMS = ("none", "log1p")
 
@@ -45,9 +45,13 @@ class MinMaxStats:
     raw_x_min: tuple  # per feature, raw units: the training range
     raw_x_max: tuple
     transform: str = "none"
+    # The series the training rows named, sorted: series i is the model's
+    # index i + 1 (0 is UNKNOWN_SERIES). Empty for a model that does not tell
+    # series apart.
+    series: tuple = ()
 
     @classmethod
-    def fit(cls, X, y, transform="none"):
+    def fit(cls, X, y, transform="none", series=None):
         if transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
         X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
@@ -60,7 +64,19 @@ class MinMaxStats:
             tuple(float(v) for v in X.min(axis=0)),
             tuple(float(v) for v in X.max(axis=0)),
             transform,
+            () if series is None else tuple(str(name) for name in np.unique(np.asarray(series, dtype=str))),
         )
+
+    def series_codes(self, names):
+        """[n] int64 model indices of series `names`: UNKNOWN_SERIES for a name
+        the model does not know, and for every row when `names` is None."""
+        if names is None or not self.series:
+            return None if names is None else np.full(len(names), UNKNOWN_SERIES, dtype=np.int64)
+        names = np.asarray(names, dtype=str)
+        known = np.asarray(self.series, dtype=str)
+        at = np.searchsorted(known, names)
+        found = known[np.minimum(at, len(known) - 1)] == names
+        return np.where(found, at + 1, UNKNOWN_SERIES).astype(np.int64)
 
     @property
     def x_range(self):
@@ -114,6 +130,7 @@ class MinMaxStats:
                 for name, lo, hi, rlo, rhi in zip(FEATURES, self.x_min, self.x_max, self.raw_x_min, self.raw_x_max)
             },
             "target": {"name": TARGET, "min": self.y_min, "max": self.y_max},
+            **({"series": list(self.series)} if self.series else {}),
         }
 
     @classmethod
@@ -128,4 +145,5 @@ class MinMaxStats:
             float(doc["target"]["min"]), float(doc["target"]["max"]),
             column("raw_min"), column("raw_max"),
             doc.get("transform", "none"),
+            tuple(str(name) for name in doc.get("series", ())),
         )

@@ -31,7 +31,7 @@ def fit_all(configs, train, validation, progress=None):
     cpu_only = all(c.engine == "manual" or resolve_device(c.device) == "cpu" for c in configs)
     if workers < 2 or not cpu_only or len(train) < PARALLEL_MIN_ROWS:
         return [fit(train, validation, config, progress) for config in configs]
-    # Only what fit reads travels to the workers: no weeks or series.
+    # Only what fit reads travels to the workers: no weeks.
     train, validation = _bare(train), _bare(validation)
     threads = max(1, usable_cores() // workers)
     # spawn, not fork: a forked child of a process that has used OpenMP can hang.
@@ -54,7 +54,7 @@ def fit_all(configs, train, validation, progress=None):
 def _bare(data):
     from .data import Dataset
 
-    return None if data is None else Dataset(data.X, data.y)
+    return None if data is None else Dataset(data.X, data.y, series=data.series)
 
 
 def _set_threads(threads):

@@ -42,6 +42,9 @@ class TrainConfig:
     # sigmoid output and 1/2 the sum of squared errors (see pipeline.backprop).
     output_activation: str = "linear"  # or "sigmoid"
     loss: str = "mse"  # or "half-sse", or "mae" (the mean absolute error, what WAPE sums)
+    # Learn each series' own first-layer offsets beside the shared network,
+    # when the data names its series (pipeline.model.DemandMLP).
+    by_series: bool = False
 
     def with_overrides(self, **overrides):
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -97,8 +100,12 @@ _SCHEDULES = {
 }
 _SIZES = {"small": (16, 16), "large": (64, 64)}
 _SCALES = {"raw": "none", "log": "log1p"}
+# Every candidate tells the series apart when the data names them: stores
+# of different sizes, elasticities and habits are one network's inputs apart,
+# not the same three numbers (bench/tuning/README.md).
 CANDIDATES = {
-    f"{scale}-{size}-{schedule}": TrainConfig(hidden=hidden, activation="tanh", transform=transform, **settings)
+    f"{scale}-{size}-{schedule}": TrainConfig(hidden=hidden, activation="tanh", transform=transform, by_series=True,
+                                              **settings)
     for scale, transform in _SCALES.items()
     for size, hidden in _SIZES.items()
     for schedule, settings in _SCHEDULES.items()
@@ -123,6 +130,11 @@ PRESET_NAMES = (AUTO, *PRESETS)
 
 # `demand gradcheck`: random networks compared with autograd, and the seed that draws them.
 GRADCHECK_TRIALS, GRADCHECK_SEED = 50, 0
+
+# The share of training rows that count as an unknown series in each step, so
+# that a series the model never saw (or a request that names none) gets the
+# forecast of a typical series rather than of nothing in particular.
+SERIES_HIDDEN_SHARE = 0.2
 
 # The rolling-origin backtest: origins at the end of the history, and weeks forecast from each.
 BACKTEST_WINDOWS, BACKTEST_HORIZON = 4, 4

@@ -135,7 +135,7 @@ def write_version(writer, trained, data, backtest=None):
              "normalization": result.stats.to_json()},
             stage / "model.pt",
         )
-        predicted = predict_units(evaluated.mlp, evaluated.stats, split.holdout.X)
+        predicted = predict_units(evaluated.mlp, evaluated.stats, split.holdout.X, split.holdout.series)
         write_report(stage / "report.png", version, trained, predicted)
         if backtest is not None:
             from .backtest import write_plot

@@ -141,7 +141,7 @@ def retrain(registry: Registry, paths, overrides=None, min_improvement=0.0, keep
         champion_metrics = None
         if champion:
             bundle = Bundle.load(registry, champion, provider="cpu")
-            forecast = bundle.forecast(split.holdout.X)["units_sold"]
+            forecast = bundle.forecast(split.holdout.X, series=split.holdout.series)["units_sold"]
             champion_metrics = metrics(split.holdout.y, forecast, naive_scale(split.train))
         promote, reason = decide(holdout["model"]["wape"], champion_metrics and champion_metrics["wape"],
                                  min_improvement, holdout)

@@ -17,6 +17,12 @@ SERIES_COLUMN = "series"
 INPUT_TENSOR = "features"
 OUTPUT_TENSOR = TARGET
 NORMALIZED_TENSOR = f"{TARGET}_normalized"
+# A model that learned each series' own level and response has a second
+# input: per row, the index of its series in the model's list of the series it
+# knows (pipeline.normalize.MinMaxStats.series), or UNKNOWN_SERIES for a series
+# it never saw or a row that names none.
+SERIES_TENSOR = "series_index"
+UNKNOWN_SERIES = 0
 OUTPUT_TENSORS = (OUTPUT_TENSOR, NORMALIZED_TENSOR)
 
 # The columns batch scoring adds to a table of weeks (`demand predict`, and
@@ -68,6 +74,22 @@ def _apart(limit, value):
     """Both numbers short (`:g`), unless that rounds them alike ("must be <= 100, got 100" for 100.00000000000001)."""
     short = f"{limit:g}", f"{value:g}"
     return short if short[0] != short[1] else (repr(float(limit)), repr(float(value)))
+
+
+# A series' name, wherever a row may give one (the series column of a file,
+# `series` beside a request's features, a plan's series id): text of at most
+# this many characters. A name the model does not know, and a row without one,
+# is forecast as a series it never saw.
+MAX_SERIES_NAME = 200
+
+
+def series_problem(value):
+    """Why `value` is not a series' name, or None when it is one."""
+    if not isinstance(value, str):
+        return f"must be text, the series' name, got {describe_value(value)}"
+    if len(value) > MAX_SERIES_NAME:
+        return f"must be at most {MAX_SERIES_NAME} characters, got {len(value)}"
+    return None
 
 
 # What a parsed JSON value is, in JSON's words (a request body's values, or a data file's cells).

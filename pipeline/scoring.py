@@ -22,7 +22,7 @@ from . import tables
 from .atomic import partial_path
 from .errors import DataError
 from .parallel import usable_cores
-from .schema import EXTRAPOLATED_COLUMN, FEATURES, FORECAST_COLUMN, HIGH_COLUMN, LOW_COLUMN, VERSION_COLUMN
+from .schema import EXTRAPOLATED_COLUMN, FEATURES, FORECAST_COLUMN, HIGH_COLUMN, LOW_COLUMN, SERIES_COLUMN, VERSION_COLUMN
 
 DECIMALS = 1  # forecasts are whole units; one decimal shows the model's own rounding
 
@@ -42,9 +42,11 @@ def scoring_threads():
     return max(1, usable_cores() // 2)
 
 
-def append_forecasts(table, X, bundle):
-    """(`table` with the forecast columns of the rows of `X` [n, 3] appended, rows outside the training range)."""
-    out = bundle.forecast(X)
+def append_forecasts(table, X, bundle, series=None):
+    """(`table` with the forecast columns of the rows of `X` [n, 3] appended, rows outside the training range).
+
+    `series`: each row's series name, for a model that tells series apart."""
+    out = bundle.forecast(X, series=series)
     n = len(X)
     pattern = np.zeros(n, dtype=np.int8)
     if len(out["extrapolated_rows"]):
@@ -199,7 +201,8 @@ def _score_file(input_path, output_path, bundle, skip_bad_rows, warn, settings):
     into_parquet = tables.is_parquet(output_path)
     tally, written, outside = tables.ProblemTally(), 0, 0
     try:
-        chunks = ((*chunk, tables.check_columns(chunk[0], FEATURES, series=False))
+        # The series column is read only for a model that uses it.
+        chunks = ((*chunk, tables.check_columns(chunk[0], FEATURES, series=bundle.knows_series))
                   for chunk in tables.stream(input_path, FEATURES, **settings))
         for chunk, dropped, record_of, checked in read_ahead(chunks):
             tally.add(dropped + [(record_of(index), column, problem) for index, column, problem in checked.problems])
@@ -213,7 +216,10 @@ def _score_file(input_path, output_path, bundle, skip_bad_rows, warn, settings):
             if into_parquet:  # the features as numbers, however the file had to be read
                 for i, name in enumerate(FEATURES):
                     rows = rows.set_column(rows.column_names.index(name), name, pa.array(X[:, i]))
-            scored, chunk_outside = append_forecasts(rows, X, bundle)
+            series = checked.values.get(SERIES_COLUMN)
+            if series is not None and keep is not None:
+                series = series[keep]
+            scored, chunk_outside = append_forecasts(rows, X, bundle, series)
             if not into_parquet:
                 refuse_what_a_csv_cannot_hold(scored, input_path)
             output.write(scored)

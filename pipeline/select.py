@@ -58,7 +58,7 @@ def select(split, configs, progress=None, log=None):
     tried = []
     results = fit_all(list(configs.values()), split.train, split.validation, progress)
     for name, result in zip(configs, results):
-        forecast = predict_units(result.mlp, result.stats, split.validation.X)
+        forecast = predict_units(result.mlp, result.stats, split.validation.X, split.validation.series)
         tried.append(Candidate(name, result, metrics(split.validation.y, forecast, scale)))
         if log:
             log(f"candidate {name}: validation WAPE {tried[-1].validation['wape']:.2f}% "

@@ -11,7 +11,7 @@ from .errors import TrainingError
 from .backprop import ManualMLP, make_optimizer
 from .model import DemandMLP
 from .schema import N_FEATURES
-from .presets import WATCHED_VALIDATION_ROWS, TrainConfig
+from .presets import SERIES_HIDDEN_SHARE, WATCHED_VALIDATION_ROWS, TrainConfig
 from .normalize import TRANSFORMS, MinMaxStats
 
 
@@ -50,10 +50,11 @@ def resolve_device(requested):
 
 
 class TorchEngine:
-    def __init__(self, config, device):
+    def __init__(self, config, device, n_series=0):
         torch.manual_seed(config.seed)
         self.device = device
-        self.model = DemandMLP(config.hidden, config.activation, output_activation=config.output_activation).to(device)
+        self.model = DemandMLP(config.hidden, config.activation, output_activation=config.output_activation,
+                               n_series=n_series).to(device)
         params = self.model.parameters()
         if config.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
@@ -67,10 +68,17 @@ class TorchEngine:
     def tensor(self, array):
         return torch.as_tensor(np.asarray(array, dtype=np.float32), device=self.device)
 
-    def step(self, X, y):
-        """One update; returns the loss as a tensor, so a GPU is not synchronized every step."""
+    def step(self, X, y, series=None):
+        """One update; returns the loss as a tensor, so a GPU is not synchronized every step.
+
+        A random SERIES_HIDDEN_SHARE of the rows count as an unknown series in
+        each step, so the shared row learns what a series the model never saw
+        is likely to do.
+        """
         self.optimizer.zero_grad()
-        loss = self.loss_fn(self.model(X), y)
+        if series is not None:
+            series = series * (torch.rand(len(series), device=self.device) >= SERIES_HIDDEN_SHARE)
+        loss = self.loss_fn(self.model(X, series), y)
         loss.backward()
         self.optimizer.step()
         return loss.detach()
@@ -83,8 +91,8 @@ class TorchEngine:
         return float(torch.stack(losses).sum()) if isinstance(losses, list) else float(losses)
 
     @torch.no_grad()
-    def loss(self, X, y):
-        return self.loss_fn(self.model(X), y).item()
+    def loss(self, X, y, series=None):
+        return self.loss_fn(self.model(X, series), y).item()
 
     def snapshot(self):
         return copy.deepcopy(self.model.state_dict())
@@ -109,7 +117,7 @@ class ManualEngine:
     def tensor(self, array):
         return np.asarray(array, dtype=np.float64)
 
-    def step(self, X, y):
+    def step(self, X, y, series=None):  # the chapter's network: no series
         loss, W_grads, b_grads = self.net.loss_and_gradients(X, y, self.config.loss)
         self.optimizer.step([*W_grads, *b_grads])
         return loss
@@ -121,7 +129,7 @@ class ManualEngine:
     def value(losses):
         return float(sum(losses)) if isinstance(losses, list) else float(losses)
 
-    def loss(self, X, y):
+    def loss(self, X, y, series=None):
         return self.net.loss(X, y, self.config.loss)
 
     def snapshot(self):
@@ -196,21 +204,28 @@ def fit(train, validation, config, progress=None, initial=None):
             raise TrainingError("the manual engine runs on the CPU only; use --device cpu or auto")
         device = "cpu"
         engine = ManualEngine(config, initial=initial)
-    elif config.engine == "torch":
-        device = resolve_device(config.device)
-        engine = TorchEngine(config, device)
-    else:
+    elif config.engine != "torch":
         raise TrainingError(f"--engine must be torch or manual, got {config.engine!r}")
+    # Series are told apart only by the torch engine (the manual one is the chapter's network).
+    by_series = config.by_series and config.engine == "torch" and train.series is not None
+    stats = MinMaxStats.fit(train.X, train.y, config.transform, train.series if by_series else None)
+    if config.engine == "torch":
+        device = resolve_device(config.device)
+        engine = TorchEngine(config, device, len(stats.series))
 
-    stats = MinMaxStats.fit(train.X, train.y, config.transform)
+    def codes(part, rows=slice(None)):
+        return engine.index(stats.series_codes(part.series[rows])) if stats.series and part.series is not None else None
+
     X = engine.tensor(stats.normalize_x(train.X))
     y = engine.tensor(stats.normalize_y(train.y).reshape(-1, 1))
+    S = codes(train)
     shuffle = np.random.default_rng(config.seed)
     watching = validation is not None
     if watching:
         watched = watched_rows(len(validation), shuffle)
         X_val = engine.tensor(stats.normalize_x(validation.X[watched]))
         y_val = engine.tensor(stats.normalize_y(validation.y[watched]).reshape(-1, 1))
+        S_val = codes(validation, watched)
 
     n = len(train)
     batch, steps = config.batch_rows(n), config.steps_per_epoch(n)
@@ -221,7 +236,7 @@ def fit(train, validation, config, progress=None, initial=None):
     with cpu_threads_for(device, batch, config.hidden):
         for epoch in range(1, config.epochs + 1):
             if batch == n:
-                epoch_loss = engine.value(engine.step(X, y))
+                epoch_loss = engine.value(engine.step(X, y, S))
             else:
                 # Drawn on the device, once per epoch; a sample is drawn with
                 # replacement, which costs its own size rather than the data's.
@@ -229,12 +244,14 @@ def fit(train, validation, config, progress=None, initial=None):
                 order = engine.index(picks)
                 n_epoch = len(picks)
                 X_epoch, y_epoch = X[order], y[order]  # one gather per epoch; the steps take slices
-                losses = [engine.step(X_epoch[start : start + batch], y_epoch[start : start + batch])
+                S_epoch = None if S is None else S[order]
+                losses = [engine.step(X_epoch[start : start + batch], y_epoch[start : start + batch],
+                                      None if S is None else S_epoch[start : start + batch])
                           * min(batch, n_epoch - start) for start in range(0, n_epoch, batch)]
                 epoch_loss = engine.value(losses) / n_epoch
             if not np.isfinite(epoch_loss):
                 raise TrainingError(f"training diverged at epoch {epoch} (loss {epoch_loss}); try a smaller --lr")
-            val_loss = engine.loss(X_val, y_val) if watching else float("nan")
+            val_loss = engine.loss(X_val, y_val, S_val) if watching else float("nan")
             result.train_loss.append(epoch_loss)
             if watching:
                 result.validation_loss.append(val_loss)
@@ -267,7 +284,9 @@ def watched_rows(n, rng):
 
 
 @torch.no_grad()
-def predict_units(mlp, stats, X):
-    """Forecast in raw units with the torch model (float32, CPU)."""
-    normalized = mlp(torch.as_tensor(stats.normalize_x(X), dtype=torch.float32)).numpy().ravel()
+def predict_units(mlp, stats, X, series=None):
+    """Forecast in raw units with the torch model (float32, CPU); `series`: each row's series name, if known."""
+    codes = stats.series_codes(series)
+    normalized = mlp(torch.as_tensor(stats.normalize_x(X), dtype=torch.float32),
+                     None if codes is None else torch.as_tensor(codes)).numpy().ravel()
     return stats.denormalize_y(normalized)

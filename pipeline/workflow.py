@@ -49,11 +49,11 @@ class Trained:
         by_name = {c.name: c for c in self.candidates}
         return [by_name[name] for name in self.members]
 
-    def predict(self, X):
-        """The published model's forecasts in units (torch, CPU)."""
+    def predict(self, X, series=None):
+        """The published model's forecasts in units (torch, CPU); `series` names each row's series."""
         from .train import predict_units
 
-        return predict_units(self.published.mlp, self.published.stats, X)
+        return predict_units(self.published.mlp, self.published.stats, X, series)
 
     def describe(self):
         """The card's account of what produced the figures and what is served."""
@@ -103,8 +103,8 @@ def train_model(data, preset=AUTO, overrides=None, refit=True, split=None, progr
                       if c is not best and c.result.config.transform == best.result.config.transform]
         members += same_scale[: ENSEMBLE_SIZE - 1]
     evaluated = combine([m.result for m in members])
-    def evaluated_predict(X):
-        return predict_units(evaluated.mlp, evaluated.stats, X)
+    def evaluated_predict(X, series=None):
+        return predict_units(evaluated.mlp, evaluated.stats, X, series)
 
     evaluation = evaluate(split, evaluated_predict, scale=evaluated.config.transform)
     evaluation["calibration"] = per_step_calibration(

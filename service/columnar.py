@@ -28,12 +28,13 @@ import orjson
 from pipeline.calibrate import level_key
 from pipeline.normalize import column_ranges
 from pipeline.schema import (EXTRAPOLATED_COLUMN, FEATURES, HIGH_COLUMN, LOW_COLUMN, NORMALIZED_TENSOR, OUTPUT_TENSOR,
-                             domain_problem, json_kind)
+                             SERIES_COLUMN, domain_problem, json_kind)
 
 from .errors import ApiError
 from .forecast_api import interval_notes
 from .inputs import NUMBER_TYPES, check_domain, check_row_count, features_of, load_json
 from .plans import read_levels
+from .series import names_from_values
 
 # What one row of the answer has, in this order; `fields` picks among them.
 # The interval and extrapolated columns are named as in batch scoring's tables.
@@ -48,6 +49,7 @@ class ColumnarRequest:
     ranges: tuple  # column_ranges(X)
     fields: tuple  # the output columns asked for, in the order asked
     levels: list  # interval levels for `intervals`; None: no `intervals`
+    series: np.ndarray = None  # [rows] str, each row's series name ("" for none), when `inputs` has a series column
 
 
 # What a columnar body may hold: a misspelt option ("field") is an error, not ignored.
@@ -62,7 +64,9 @@ def is_columnar(body):
 # of JSON numbers (ints are widened; true, "7" and null are refused, where numpy
 # would take them as 1, 7 and NaN), no other key. The options are kept as their
 # JSON text and parsed as the general way parses them, so they read the same.
-_INPUTS = msgspec.defstruct("ColumnarInputs", [(name, list[float]) for name in FEATURES], forbid_unknown_fields=True)
+_INPUTS = msgspec.defstruct("ColumnarInputs", [*((name, list[float]) for name in FEATURES),
+                                                (SERIES_COLUMN, list[str] | msgspec.UnsetType, msgspec.UNSET)],
+                            forbid_unknown_fields=True)
 _BODY = msgspec.defstruct("ColumnarBody", [(REQUEST_KEYS[0], _INPUTS),
                                            *((key, msgspec.Raw, msgspec.UNSET) for key in REQUEST_KEYS[1:])],
                           forbid_unknown_fields=True)
@@ -81,13 +85,14 @@ def decode_columnar(raw, max_rows):
         return None
     fields = OUTPUT_COLUMNS if body.fields is msgspec.UNSET else read_fields(load_json(bytes(body.fields)))
     levels = None if body.levels is msgspec.UNSET else read_levels(load_json(bytes(body.levels)))
-    columns = msgspec.structs.astuple(body.inputs)
+    columns = tuple(getattr(body.inputs, name) for name in FEATURES)
+    series = getattr(body.inputs, SERIES_COLUMN)
     del body
     check_lengths(columns, max_rows)
     X = np.array(columns, dtype=np.float64).T  # [features, rows] -> a [rows, features] view
     ranges = column_ranges(X)
     check_domain(X, lambda i, name: f"inputs.{name}[{i}]", ranges)
-    return ColumnarRequest(X, ranges, fields, levels)
+    return ColumnarRequest(X, ranges, fields, levels, None if series is msgspec.UNSET else series_column(series, len(X)))
 
 
 def read_columnar(body, max_rows):
@@ -100,7 +105,18 @@ def read_columnar(body, max_rows):
     fields = read_fields(body["fields"]) if "fields" in body else OUTPUT_COLUMNS
     levels = read_levels(body["levels"]) if "levels" in body else None
     X, ranges = matrix_from_columns(body["inputs"], max_rows)
-    return ColumnarRequest(X, ranges, fields, levels)
+    series = body["inputs"].get(SERIES_COLUMN)
+    return ColumnarRequest(X, ranges, fields, levels, None if series is None else series_column(series, len(X)))
+
+
+def series_column(values, rows):
+    """inputs.series: one name (or null) per row, checked."""
+    if not isinstance(values, list):
+        raise ApiError(400, f"inputs.{SERIES_COLUMN} must be a list of series names, got {json_kind(values)}")
+    if len(values) != rows:
+        raise ApiError(400, f"inputs.{SERIES_COLUMN} has {len(values)} names for {rows} rows; give one per row "
+                            "(null for a row of no particular series)")
+    return names_from_values(values, lambda i: f"inputs.{SERIES_COLUMN}[{i}]")
 
 
 def read_fields(value):
@@ -125,9 +141,10 @@ def matrix_from_columns(inputs, max_rows):
     except KeyError:
         missing = next(name for name in FEATURES if name not in inputs)
         raise ApiError(400, f"inputs.{missing} is missing") from None
-    if len(inputs) != len(FEATURES):
-        unknown = next(name for name in inputs if name not in FEATURES)
-        raise ApiError(400, f"inputs.{unknown[:40]} is not a feature; the features are {FEATURE_LIST}")
+    if len(inputs) != len(FEATURES) + (SERIES_COLUMN in inputs):
+        unknown = next(name for name in inputs if name not in FEATURES and name != SERIES_COLUMN)
+        raise ApiError(400, f"inputs.{unknown[:40]} is not a feature; the features are {FEATURE_LIST} "
+                            f"(and {SERIES_COLUMN}, the series' names)")
     for name, column in zip(FEATURES, columns):
         if not isinstance(column, list):
             raise ApiError(400, f"inputs.{name} must be a list of numbers, got {json_kind(column)}")

@@ -1,7 +1,8 @@
 """CSV over HTTP: POST /predict with Content-Type text/csv.
 
 A table of weeks in (a header row naming the feature columns; any other
-columns, such as series and week, ride along), the same table out as
+columns, such as series and week, ride along; a model that tells series
+apart reads the series column), the same table out as
 text/csv with the forecast columns added: what `demand predict` writes for
 the same rows, column for column (pipeline.scoring), so that
 
@@ -11,7 +12,7 @@ answers a file ready to open in a spreadsheet. A bad row is a 400 naming its
 line and column, as `demand predict` names it.
 """
 from pipeline.errors import DataError
-from pipeline.schema import FEATURES
+from pipeline.schema import FEATURES, SERIES_COLUMN
 
 from . import metrics
 from .errors import ApiError
@@ -50,11 +51,12 @@ def forecast_csv(raw, bundle, max_rows):
     if table.num_rows + len(ragged.rows) > max_rows:
         raise ApiError(413, f"{table.num_rows + len(ragged.rows)} rows in the CSV body, more than the limit of "
                             f"{max_rows} per request (DEMAND_MAX_ROWS)")
-    checked = tables.check_columns(table, FEATURES, series=False)
+    # A series column is read for a model that tells series apart, as `demand predict` reads it.
+    checked = tables.check_columns(table, FEATURES, series=bundle.knows_series, csv=True)
     problems = tables.all_problems(checked, tables.ragged_problems(ragged))
     if problems:
         raise ApiError(400, _problems_message(problems))
-    scored, outside = append_forecasts(table, features_of(checked), bundle)
+    scored, outside = append_forecasts(table, features_of(checked), bundle, checked.values.get(SERIES_COLUMN))
     metrics.ROWS_CSV.inc(table.num_rows)
     if outside:
         metrics.EXTRAPOLATED.inc(outside)

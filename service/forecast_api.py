@@ -7,7 +7,9 @@ intervals at several levels that widen with the step.
 
 Week h of a series takes the forecast of week h-1 as prev_week_sales; every
 series moves forward together, one ONNX Runtime call per step
-(pipeline.bundle.Bundle.forecast_plan).
+(pipeline.bundle.Bundle.forecast_plan). A series' id is its name: a model
+that tells series apart forecasts the ones it knows with what it learned of
+them, and lists the others in `unknown_series`.
 """
 import numpy as np
 import orjson
@@ -20,6 +22,7 @@ from . import metrics
 from .auth import prediction_token_required
 from .inputs import parse_json, require_json
 from .plans import read_plan
+from .series import unknown_series
 from .serving import current_bundle
 
 bp = Blueprint("forecast", __name__)
@@ -37,7 +40,7 @@ def forecast():
     body = parse_json(request.get_data(cache=False), settings.max_rows, row="plan")
     plan = read_plan(body, settings.max_horizon, settings.max_rows)
     del body  # memory for the answer
-    out = bundle.forecast_plan(plan.prev_week_sales, plan.features, plan.weeks, plan.levels)
+    out = bundle.forecast_plan(plan.prev_week_sales, plan.features, plan.weeks, plan.levels, plan_names(plan))
     metrics.FORECAST_WEEKS.inc(int(plan.weeks.sum()))
     outside = int(out["outside"].any(axis=2).sum())  # weeks past a series' own are all False
     if outside:
@@ -60,9 +63,13 @@ def interval_notes(bundle, steps_used, horizon):
 SERIES_PER_SLICE = 2048
 
 
+def plan_names(plan):
+    return np.asarray(plan.ids, dtype=str)
+
+
 def answer(bundle, plan, out):
     """The JSON answer, encoded a slice of series at a time: their dicts cost far more memory than their JSON."""
-    head = {"model_version": bundle.version, "levels": plan.levels}
+    head = {"model_version": bundle.version, "levels": plan.levels, **unknown_series(bundle, plan_names(plan))}
     notes = interval_notes(bundle, out["interval_steps"], int(plan.weeks.max()))
     if notes:
         head["notes"] = notes

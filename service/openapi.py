@@ -1,11 +1,12 @@
 """OpenAPI 3 description of every route the service answers."""
 from pipeline.calibrate import DEFAULT_LEVELS, LEVELS as CALIBRATED_LEVELS
 from pipeline.schema import (DOMAIN, FEATURES, FORECAST_COLUMNS, INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR,
-                             OUTPUT_TENSORS)
+                             OUTPUT_TENSORS, MAX_SERIES_NAME, SERIES_COLUMN)
 
 from .columnar import OUTPUT_COLUMNS
 from .config import Settings
 from .plans import MAX_ID_LENGTH, MAX_LEVELS
+from .series import MAX_UNKNOWN_SHOWN
 from .v2_api import BINARY_HEADER
 
 
@@ -34,12 +35,26 @@ ERRORS = {
 }
 
 
-def _instance(features=FEATURES):
+SERIES_NAME = {"type": "string", "maxLength": MAX_SERIES_NAME,
+               "description": "the series' name, as in the training data's series column (optional): a model that "
+                              "tells series apart forecasts a series it knows with what it learned of it, and any "
+                              "other as a typical series"}
+UNKNOWN_SERIES = {
+    "unknown_series": {"type": "array", "items": {"type": "string"},
+                       "description": f"the named series the model does not know (at most {MAX_UNKNOWN_SHOWN}), "
+                                      "forecast as a typical series; absent when it knew them all"},
+    "unknown_series_count": {"type": "integer", "description": "how many named series the model does not know"},
+}
+
+
+def _instance(features=FEATURES, series=False):
     properties = {}
     for name in features:
         low, high, unit = DOMAIN[name]
         prop = {"type": "number", "minimum": low, "maximum": high, "description": unit}
         properties[name] = prop
+    if series:
+        properties[SERIES_COLUMN] = SERIES_NAME
     return {"type": "object", "required": list(features), "properties": properties,
             "example": {name: value for name, value in zip(FEATURES, (76440, 63, 2)) if name in features}}
 
@@ -66,7 +81,7 @@ OUTPUT_COLUMN_SCHEMAS = dict(zip(OUTPUT_COLUMNS, [
 
 SCHEMAS = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
-    "Instance": _instance(),
+    "Instance": _instance(series=True),
     "PredictRequest": {
         "oneOf": [
             {"type": "object", "required": ["instances"], "additionalProperties": False,
@@ -85,7 +100,10 @@ SCHEMAS = {
             "inputs": {"type": "object", "required": list(FEATURES), "additionalProperties": False,
                        "properties": {name: {"type": "array", "minItems": 1, "items": schema,
                                              "description": "one value per row; every list has the same length"}
-                                      for name, schema in _instance()["properties"].items()}},
+                                      for name, schema in _instance()["properties"].items()}
+                       | {SERIES_COLUMN: {"type": "array", "items": {**SERIES_NAME, "nullable": True},
+                                          "description": "optional: each row's series name (null for none), "
+                                                         "one per row"}}},
             "fields": {"type": "array", "minItems": 1, "uniqueItems": True,
                        "items": {"type": "string", "enum": list(OUTPUT_COLUMNS)},
                        "description": "the output columns to answer, in this order; default: all"},
@@ -109,7 +127,8 @@ SCHEMAS = {
     "SeriesPlan": {
         "type": "object", "required": ["id", FEATURES[0], "weeks"],
         "properties": {
-            "id": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
+            "id": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH,
+                   "description": "the series' name, as `series` beside an instance's features"},
             FEATURES[0]: _instance()["properties"][FEATURES[0]],
             "weeks": {"type": "array", "minItems": 1, "maxItems": Settings.max_horizon,
                       "items": {"$ref": "#/components/schemas/PlannedWeek"},
@@ -139,6 +158,7 @@ SCHEMAS = {
                 "id": {"type": "string"},
                 "weeks": {"type": "array", "items": {"$ref": "#/components/schemas/ForecastWeek"}}}}},
             "notes": NOTES,
+            **UNKNOWN_SERIES,
         },
     },
     "PredictResponse": {"oneOf": [{"$ref": "#/components/schemas/RowsResponse"},
@@ -151,6 +171,7 @@ SCHEMAS = {
             "interval_level": {"type": "number"},
             "predictions": {"type": "array", "items": {"$ref": "#/components/schemas/Prediction"}},
             "notes": NOTES,
+            **UNKNOWN_SERIES,
         },
     },
     "ColumnarResponse": {
@@ -175,6 +196,7 @@ SCHEMAS = {
                 },
             },
             "notes": NOTES,
+            **UNKNOWN_SERIES,
         },
     },
     "Health": {

@@ -11,14 +11,14 @@ from operator import itemgetter
 import numpy as np
 
 from pipeline.calibrate import DEFAULT_LEVELS, LEVELS, level_key
-from pipeline.schema import FEATURES, describe_value, domain_problem
+from pipeline.schema import FEATURES, MAX_SERIES_NAME, describe_value, domain_problem
 
 from .errors import ApiError
 from .inputs import HIGH, LOW, NUMBER_TYPES
 
 PLANNED = FEATURES[1:]  # known in advance for every week; prev_week_sales is the series' start
 planned_of = itemgetter(*PLANNED)
-MAX_ID_LENGTH = 200
+MAX_ID_LENGTH = MAX_SERIES_NAME  # an id is the series' name
 MAX_LEVELS = 10
 
 

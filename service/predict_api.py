@@ -25,6 +25,7 @@ from .forecast_api import BITS, OUTSIDE_NAMES, interval_notes
 from .inputs import (check_token_count, instances_from_body, load_json, matrix_from_instances, require_identity_encoding,
                      require_json)
 from .plans import check_interval_count, read_levels
+from .series import names_from_instances, unknown_series
 from .serving import current_bundle, ready_bundle
 
 bp = Blueprint("predict", __name__)
@@ -53,17 +54,18 @@ def forecast_json(raw, bundle, max_rows):
             body = None  # garbage by now: memory for the answer
     if request is not None:
         check_interval_count(len(request.X), request.levels, max_rows)
-        out, extrapolated = _forecast(bundle, request.X, request.ranges)
-        return columnar_json(_head(bundle), bundle, out, extrapolated, request)
+        out, extrapolated = _forecast(bundle, request.X, request.ranges, request.series)
+        return columnar_json(_head(bundle, request.series), bundle, out, extrapolated, request)
     instances, prefix = instances_from_body(body)
     levels = read_levels(body["levels"]) if isinstance(body, dict) and "levels" in body else None  # one instance too
     X, ranges = matrix_from_instances(instances, prefix, max_rows)
+    series = names_from_instances(instances, prefix)
     check_interval_count(len(X), levels, max_rows)
     del body, instances  # garbage by now (a dict per row): memory for the answer
-    out, extrapolated = _forecast(bundle, X, ranges)
+    out, extrapolated = _forecast(bundle, X, ranges, series)
     columns = [out["units_sold"].tolist(), out["units_sold_normalized"].tolist(), out["low"].tolist(),
                out["high"].tolist(), extrapolated]
-    head = _head(bundle)
+    head = _head(bundle, series)
     encode = _predictions
     if levels is not None:
         columns.append(_intervals(bundle, out["units_sold"], levels))
@@ -74,9 +76,9 @@ def forecast_json(raw, bundle, max_rows):
     return b"".join([head, b',"predictions":[', b",".join(map(encode, _slices(columns, len(X)))), b"]}"])
 
 
-def _forecast(bundle, X, ranges):
+def _forecast(bundle, X, ranges, series=None):
     """Bundle.forecast's answer, counted, and each row's extrapolated feature names."""
-    out = bundle.forecast(X, ranges)
+    out = bundle.forecast(X, ranges, series)
     extrapolated = [NOTHING_OUTSIDE] * len(X)
     outside = out["extrapolated_rows"]
     if len(outside):
@@ -89,8 +91,8 @@ def _forecast(bundle, X, ranges):
     return out, extrapolated
 
 
-def _head(bundle):
-    return {"model_version": bundle.version, "interval_level": bundle.level}
+def _head(bundle, series=None):
+    return {"model_version": bundle.version, "interval_level": bundle.level, **unknown_series(bundle, series)}
 
 
 def _intervals(bundle, units, levels):

@@ -11,15 +11,18 @@ from . import metrics
 from .auth import prediction_token_required
 from .errors import ApiError
 from pipeline.normalize import column_ranges
-from pipeline.schema import FEATURES, INPUT_TENSOR, N_FEATURES, OUTPUT_TENSORS, json_kind
+from pipeline.schema import FEATURES, INPUT_TENSOR, N_FEATURES, OUTPUT_TENSORS, SERIES_COLUMN, json_kind
 
 from .inputs import check_domain, parse_json
+from .series import names_from_values, unknown_series
 from .serving import current_bundle
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
 MODEL_NAME = "demand"
 INPUT, OUTPUTS = INPUT_TENSOR, OUTPUT_TENSORS
+SERIES_INPUT = SERIES_COLUMN  # the protocol's name for the series' names; the model itself takes their indices
+INPUTS = (INPUT, SERIES_INPUT)
 DTYPES = {"FP32": "<f4", "FP64": "<f8", "INT32": "<i4", "INT64": "<i8"}
 BINARY_HEADER = "Inference-Header-Content-Length"
 MAX_ID_LENGTH = 256
@@ -67,9 +70,11 @@ def model_metadata(name, version=None):
         name=MODEL_NAME,
         versions=[bundle.version],
         platform="onnxruntime_onnx",
-        inputs=[{"name": INPUT, "datatype": "FP32", "shape": [-1, N_FEATURES]}],
+        inputs=[{"name": INPUT, "datatype": "FP32", "shape": [-1, N_FEATURES]},
+                *([{"name": SERIES_INPUT, "datatype": "BYTES", "shape": [-1]}] if bundle.knows_series else [])],
         outputs=[{"name": name, "datatype": "FP32", "shape": [-1, 1]} for name in OUTPUTS],
-        parameters={"execution_provider": bundle.provider, "feature_order": list(FEATURES)},
+        parameters={"execution_provider": bundle.provider, "feature_order": list(FEATURES),
+                    **({"optional_inputs": [SERIES_INPUT]} if bundle.knows_series else {})},
     )
 
 
@@ -98,48 +103,108 @@ def read_request():
 
 
 def features_from(header, binary, max_rows):
+    """(X [rows, 3], its column ranges, series names [rows] or None) from an inference request.
+
+    The inputs: `features` FP32/FP64/INT32/INT64 [rows, 3], and optionally
+    `series` BYTES [rows], each row's series name (for a model that tells
+    series apart; ignored by one that does not), in either order.
+    """
     if not isinstance(header, dict):
         raise ApiError(400, "inference request must be a JSON object with 'inputs'")
     inputs = header.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise ApiError(400, "'inputs' must be a non-empty list of tensors")
-    if len(inputs) > 1:
+    if len(inputs) > len(INPUTS):
         names = [t.get("name") if isinstance(t, dict) else None for t in inputs]
         raise ApiError(400, f"'inputs' names {len(inputs)} tensors ({', '.join(map(repr, names[:4]))}); "
-                            f"this model takes exactly one, {INPUT!r}")
-    offset, X = 0, None
+                            f"this model takes {INPUT!r} and, optionally, {SERIES_INPUT!r}")
+    offset, X, series = 0, None, None
     for tensor in inputs:
         if not isinstance(tensor, dict):
             raise ApiError(400, "each entry of 'inputs' must be an object")
         name = tensor.get("name")
-        if name != INPUT:
-            raise ApiError(400, f"unknown input {name!r:.80}; this model takes one input named {INPUT!r}")
-        shape = tensor.get("shape")
-        if not (isinstance(shape, list) and len(shape) == 2 and all(type(d) is int for d in shape) and shape[1] == N_FEATURES and shape[0] >= 1):
-            raise ApiError(400, f"input {INPUT!r} shape must be [rows, {N_FEATURES}] with rows >= 1, got {shape!r}")
-        rows = shape[0]
-        if rows > max_rows:
-            raise ApiError(413, f"{rows} rows is more than the limit of {max_rows} per request (DEMAND_MAX_ROWS)")
-        datatype = tensor.get("datatype")
-        if datatype not in DTYPES:
-            raise ApiError(400, f"input {INPUT!r} datatype must be one of {', '.join(DTYPES)}, got {datatype!r}")
-        parameters = parameters_of(tensor, f"input {INPUT!r}")
-        if "binary_data_size" in parameters:
-            size = parameters["binary_data_size"]
-            dtype = np.dtype(DTYPES[datatype])
-            if type(size) is not int or size != rows * N_FEATURES * dtype.itemsize:
-                raise ApiError(400, f"binary_data_size must be rows * {N_FEATURES} * {dtype.itemsize} = {rows * N_FEATURES * dtype.itemsize} for {datatype}, got {size!r}")
-            if offset + size > len(binary):
-                raise ApiError(400, f"binary tensor data is {len(binary) - offset} bytes, {size} expected")
-            X = np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(rows, N_FEATURES)
-            offset += size
+        if name not in INPUTS:
+            raise ApiError(400, f"unknown input {name!r:.80}; this model takes {INPUT!r} and, optionally, "
+                                f"{SERIES_INPUT!r}")
+        if (X if name == INPUT else series) is not None:
+            raise ApiError(400, f"input {name!r} is given twice")
+        if name == INPUT:
+            X, offset = _features_tensor(tensor, binary, offset, max_rows)
         else:
-            X = _from_json_data(tensor.get("data"), rows, datatype)
+            series, offset = _series_tensor(tensor, binary, offset, max_rows)
+    if X is None:
+        raise ApiError(400, f"'inputs' has no tensor named {INPUT!r}: the features, [rows, {N_FEATURES}]")
+    if series is not None and len(series) != len(X):
+        raise ApiError(400, f"input {SERIES_INPUT!r} has {len(series)} names for the {len(X)} rows of {INPUT!r}")
     if offset != len(binary):
         raise ApiError(400, f"{len(binary) - offset} bytes of binary data are not claimed by any input")
     ranges = column_ranges(X)
     check_domain(X, lambda i, name: f"{INPUT}[{i}].{name}", ranges)
-    return X, ranges
+    return X, ranges, series
+
+
+def _features_tensor(tensor, binary, offset, max_rows):
+    """(X, the offset after its binary data) of the `features` tensor."""
+    shape = tensor.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 2 and all(type(d) is int for d in shape) and shape[1] == N_FEATURES and shape[0] >= 1):
+        raise ApiError(400, f"input {INPUT!r} shape must be [rows, {N_FEATURES}] with rows >= 1, got {shape!r}")
+    rows = shape[0]
+    if rows > max_rows:
+        raise ApiError(413, f"{rows} rows is more than the limit of {max_rows} per request (DEMAND_MAX_ROWS)")
+    datatype = tensor.get("datatype")
+    if datatype not in DTYPES:
+        raise ApiError(400, f"input {INPUT!r} datatype must be one of {', '.join(DTYPES)}, got {datatype!r}")
+    parameters = parameters_of(tensor, f"input {INPUT!r}")
+    if "binary_data_size" not in parameters:
+        return _from_json_data(tensor.get("data"), rows, datatype), offset
+    size = parameters["binary_data_size"]
+    dtype = np.dtype(DTYPES[datatype])
+    if type(size) is not int or size != rows * N_FEATURES * dtype.itemsize:
+        raise ApiError(400, f"binary_data_size must be rows * {N_FEATURES} * {dtype.itemsize} = {rows * N_FEATURES * dtype.itemsize} for {datatype}, got {size!r}")
+    if offset + size > len(binary):
+        raise ApiError(400, f"binary tensor data is {len(binary) - offset} bytes, {size} expected")
+    return np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(rows, N_FEATURES), offset + size
+
+
+def _series_tensor(tensor, binary, offset, max_rows):
+    """(names [rows] str, the offset after its binary data) of the `series` tensor: BYTES, [rows] or [rows, 1].
+
+    As binary data, BYTES are each element's length (4 bytes, little-endian), then its UTF-8 text.
+    """
+    where = f"input {SERIES_INPUT!r}"
+    shape = tensor.get("shape")
+    if not (isinstance(shape, list) and len(shape) in (1, 2) and all(type(d) is int for d in shape)
+            and shape[0] >= 1 and shape[1:] in ([], [1])):
+        raise ApiError(400, f"{where} shape must be [rows] or [rows, 1], got {shape!r:.80}")
+    rows = shape[0]
+    if rows > max_rows:
+        raise ApiError(413, f"{rows} rows is more than the limit of {max_rows} per request (DEMAND_MAX_ROWS)")
+    if tensor.get("datatype") != "BYTES":
+        raise ApiError(400, f"{where} datatype must be BYTES, got {tensor.get('datatype')!r:.40}")
+    parameters = parameters_of(tensor, where)
+    if "binary_data_size" not in parameters:
+        data = tensor.get("data")
+        if not isinstance(data, list) or len(data) != rows:
+            raise ApiError(400, f"{where} needs 'data', a list of {rows} series names, or binary data")
+        return names_from_values(data, lambda i: f"{SERIES_INPUT}[{i}]"), offset
+    size = parameters["binary_data_size"]
+    if type(size) is not int or not 0 <= size <= len(binary) - offset:
+        raise ApiError(400, f"{where} binary_data_size must be a whole number of bytes within the "
+                            f"{len(binary) - offset} left, got {size!r:.40}")
+    data, names, at = bytes(binary[offset : offset + size]), [], 0
+    for i in range(rows):
+        length = int.from_bytes(data[at : at + 4], "little") if at + 4 <= size else -1
+        if length < 0 or at + 4 + length > size:
+            raise ApiError(400, f"{where} binary data ends inside element {i}: BYTES elements are a 4-byte "
+                                "little-endian length, then that many bytes")
+        try:
+            names.append(data[at + 4 : at + 4 + length].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ApiError(400, f"{SERIES_INPUT}[{i}] is not UTF-8 text") from None
+        at += 4 + length
+    if at != size:
+        raise ApiError(400, f"{where} binary data holds {size - at} bytes past its {rows} elements")
+    return names_from_values(names, lambda i: f"{SERIES_INPUT}[{i}]"), offset + size
 
 
 def _from_json_data(data, rows, datatype):
@@ -213,10 +278,11 @@ def requested_outputs(header):
 def infer(name, version=None):
     bundle = model_or_404(name, version)
     header, binary = read_request()
-    X, ranges = features_from(header, binary, current_app.config["SETTINGS"].max_rows)
+    X, ranges, series = features_from(header, binary, current_app.config["SETTINGS"].max_rows)
     outputs = requested_outputs(header)
     echoed_id = request_id(header)
-    units, normalized = bundle.run(np.ascontiguousarray(X, dtype=np.float32))
+    units, normalized = bundle.run(np.ascontiguousarray(X, dtype=np.float32),
+                                   bundle.series_codes(series) if bundle.knows_series else None)
     values = dict(zip(OUTPUTS, (units, normalized)))
     rows = len(X)
     metrics.ROWS_V2.inc(rows)
@@ -235,6 +301,9 @@ def infer(name, version=None):
             tensor["data"] = values[output].tolist()
         described.append(tensor)
     body = {"model_name": MODEL_NAME, "model_version": bundle.version, "outputs": described}
+    unknown = unknown_series(bundle, series)
+    if unknown:
+        body["parameters"] = unknown
     if echoed_id is not None:
         body["id"] = echoed_id
     encoded = orjson.dumps(body)

@@ -26,15 +26,21 @@ def exported(trained, small_split, tmp_path_factory):
     return path, info
 
 
-def test_single_file_pinned_opset_named_io_dynamic_batch(exported):
+def test_single_file_pinned_opset_named_io_dynamic_batch(exported, trained):
     path, info = exported
     model = onnx.load(str(path))
     assert [o.version for o in model.opset_import] == [export.OPSET] == [info["opset"]]
     assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
-    (inp,) = model.graph.input
+    inp, *series = model.graph.input
     assert inp.name == "features"
     assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim] == ["batch", 3]
+    if trained.stats.series:  # a network that tells series apart: each row's series index beside its features
+        (index,) = series
+        assert index.name == "series_index" and index.type.tensor_type.elem_type == onnx.TensorProto.INT64
+        assert [d.dim_param or d.dim_value for d in index.type.tensor_type.shape.dim] == ["batch"]
+    else:
+        assert series == []
     assert [o.name for o in model.graph.output] == ["units_sold", "units_sold_normalized"]
     onnx.checker.check_model(model, full_check=True)
 
@@ -53,9 +59,13 @@ def test_onnx_runtime_matches_torch_in_raw_units(exported, trained, small_split,
 
     session = ort.InferenceSession(str(exported[0]), providers=["CPUExecutionProvider"])
     x = np.resize(small_split.holdout.X.astype(np.float32), (batch, 3))
-    units, normalized = session.run(None, {"features": x})
+    feed, codes = {"features": x}, None
+    if trained.stats.series:  # each series the model knows, and the unknown one (0)
+        codes = feed["series_index"] = np.arange(batch, dtype=np.int64) % (len(trained.stats.series) + 1)
+    units, normalized = session.run(None, feed)
     with torch.no_grad():
-        ref_units, ref_normalized = (t.numpy() for t in RawUnitsModel(trained.mlp, trained.stats)(torch.from_numpy(x)))
+        ref_units, ref_normalized = (t.numpy() for t in RawUnitsModel(trained.mlp, trained.stats)(
+            torch.from_numpy(x), None if codes is None else torch.from_numpy(codes)))
     assert units.shape == normalized.shape == (batch, 1)
     assert np.max(np.abs(units - ref_units)) / np.max(np.abs(ref_units)) <= 1e-5
     np.testing.assert_allclose(normalized, ref_normalized, rtol=1e-4, atol=1e-6)

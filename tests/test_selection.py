@@ -41,7 +41,8 @@ def test_auto_tries_every_candidate_and_averages_the_best_on_the_winners_scale(t
     assert trained.members == same_scale[:ENSEMBLE_SIZE] and trained.members[0] == best
     # Each score is that candidate's own WAPE on the validation window, in units.
     split = trained.split
-    forecasts = {n: predict_units(by_name[n].result.mlp, by_name[n].result.stats, split.validation.X)
+    forecasts = {n: predict_units(by_name[n].result.mlp, by_name[n].result.stats, split.validation.X,
+                                   split.validation.series)
                  for n in trained.members}
     for name, forecast in forecasts.items():
         assert scores[name] == pytest.approx(wape(split.validation.y, forecast))

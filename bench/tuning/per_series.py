@@ -29,7 +29,7 @@ def scores(data):
         per_series[here] = LinearBaseline(history.X[own], history.y[own]).predict(following.X[here])
     forecasts = {
         "linear": LinearBaseline(history.X, history.y).predict(following.X),
-        "gradient boosting": gradient_boosting(history).predict(following.X),
+        "gradient boosting": gradient_boosting(history)(following.X),
         "linear per series": per_series,
     }
     return {name: metrics(following.y, forecast, naive_scale=1.0)["wape"] for name, forecast in forecasts.items()}
