@@ -192,12 +192,25 @@ def triton_infer(client, X, outputs=("units_sold", "units_sold_normalized")):
     return [result.as_numpy(name).ravel() for name in outputs]
 
 
+def feed(session, X):
+    """A session's inputs for feature rows X: with a series input, every row an unknown series, as a
+    request that names none."""
+    import numpy as np
+
+    from pipeline.schema import INPUT_TENSOR, SERIES_TENSOR, UNKNOWN_SERIES
+
+    inputs = {INPUT_TENSOR: X}
+    if any(i.name == SERIES_TENSOR for i in session.get_inputs()):
+        inputs[SERIES_TENSOR] = np.full(len(X), UNKNOWN_SERIES, dtype=np.int64)
+    return inputs
+
+
 def service(args):
     import tritonclient.http as triton
 
     from pipeline.bundle import make_session
     from pipeline.normalize import MinMaxStats
-    from pipeline.schema import INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR
+    from pipeline.schema import NORMALIZED_TENSOR, OUTPUT_TENSOR
 
     registry, version = champion(args.models)
     model = registry.path(version) / "model.onnx"
@@ -242,7 +255,7 @@ def service(args):
         X = feature_rows(stats, max(sizes[:2]), seed=1)
         units, normalized = triton_infer(client, X)
         session, active = make_session(model, "cpu")
-        cpu_units, cpu_normalized = session.run([OUTPUT_TENSOR, NORMALIZED_TENSOR], {INPUT_TENSOR: X})
+        cpu_units, cpu_normalized = session.run([OUTPUT_TENSOR, NORMALIZED_TENSOR], feed(session, X))
         doc["triton_vs_cpu"] = {"rows": len(X), "cpu_session": active,
                                 "units_relative_error": relative_error(units, cpu_units),
                                 "normalized_relative_error": relative_error(normalized, cpu_normalized),
@@ -279,7 +292,7 @@ def ort_phase(args):
     import onnxruntime as ort
 
     from pipeline.bundle import Bundle, make_session
-    from pipeline.schema import INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR
+    from pipeline.schema import NORMALIZED_TENSOR, OUTPUT_TENSOR
 
     registry, version = champion(args.models)
     model = str(registry.path(version) / "model.onnx")
@@ -317,10 +330,10 @@ def ort_phase(args):
             # The whole request in one session run, and as the service runs it
             # (Bundle.run: in chunks of chunk_rows, sized for the CPU's caches).
             doc["rows_per_s"].setdefault(f"{name}_one_run", {})[rows] = rate(
-                lambda: session.run([OUTPUT_TENSOR], {INPUT_TENSOR: X}), rows)
+                lambda: session.run([OUTPUT_TENSOR], feed(session, X)), rows)
             if name in bundles:
                 doc["rows_per_s"].setdefault(f"{name}_bundle", {})[rows] = rate(lambda: bundles[name].run(X), rows)
-            outputs[name] = session.run([OUTPUT_TENSOR, NORMALIZED_TENSOR], {INPUT_TENSOR: X})
+            outputs[name] = session.run([OUTPUT_TENSOR, NORMALIZED_TENSOR], feed(session, X))
         for name in outputs:
             if name != "cpu" and "cpu" in outputs:
                 doc["agreement"].setdefault(name, {})[rows] = {

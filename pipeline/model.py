@@ -48,6 +48,11 @@ class DemandMLP(nn.Module):
             first = first + self.series_rows(series)
         return self.net[1:](first)
 
+    def args(self):
+        """What rebuilds this network, before its weights are loaded: DemandMLP(**mlp.args())."""
+        return {"hidden": list(self.hidden), "activation": self.activation,
+                "output_activation": self.output_activation, "n_series": self.n_series}
+
     def linear_layers(self):
         return [m for m in self.net if isinstance(m, nn.Linear)]
 

@@ -131,7 +131,7 @@ def write_version(writer, trained, data, backtest=None):
         )
         (stage / "normalization.json").write_text(json.dumps(result.stats.to_json(), indent=2) + "\n")
         torch.save(
-            {"state_dict": result.mlp.state_dict(), "config": result.config.describe(),
+            {"state_dict": result.mlp.state_dict(), "model_args": result.mlp.args(), "config": result.config.describe(),
              "normalization": result.stats.to_json()},
             stage / "model.pt",
         )

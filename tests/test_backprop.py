@@ -77,7 +77,7 @@ def test_manual_engine_trains_a_useful_model_on_its_own(small_split):
     result = fit(small_split.train, small_split.validation, config)
     assert result.device == "cpu"
     assert result.train_loss[-1] < result.train_loss[0] / 5
-    scores = evaluate(small_split, lambda X: predict_units(result.mlp, result.stats, X))["holdout"]
+    scores = evaluate(small_split, lambda X, series=None: predict_units(result.mlp, result.stats, X))["holdout"]
     assert scores["model"]["wape"] < scores["naive"]["wape"]
 
 

@@ -36,7 +36,8 @@ def test_no_window_model_saw_its_own_window(report, small_csv):
 def test_every_method_is_scored_one_step_and_recursively(report):
     for fold in report["folds"]:
         for kind in ("one_step", "recursive"):
-            assert set(fold[kind]) == {"model", "naive", "linear", "gradient_boosting"}
+            # Gradient boosting also with the series as an input, as the model has them.
+            assert set(fold[kind]) == {"model", "naive", "linear", "gradient_boosting", "gradient_boosting_by_series"}
             for scores in fold[kind].values():
                 assert {"wape", "mase", "bias"} <= set(scores)
             assert 0 <= fold[kind]["model"]["coverage"] <= 1
@@ -56,9 +57,11 @@ def test_recursion_feeds_each_series_its_own_forecast():
     X = np.array([[100, 0, 3], [500, 0, 3], [999, 0, 2], [999, 0, 2], [999, 0, 1], [999, 0, 1]], dtype=float)
     future = Dataset(X, np.zeros(6), week, series)
     grid = chains(future)
-    forecast = recursive(lambda rows: rows[:, 0] + 10, future, grid)
+    named = []
+    forecast = recursive(lambda rows, names: named.append(names.tolist()) or rows[:, 0] + 10, future, grid)
     np.testing.assert_array_equal(forecast, [110, 510, 120, 520, 130, 530])
-    naive = recursive(lambda rows: rows[:, 0], future, grid)
+    assert named == [["a", "b"]] * 3  # each row forecast as its own series
+    naive = recursive(lambda rows, names: rows[:, 0], future, grid)
     np.testing.assert_array_equal(naive, [100, 500, 100, 500, 100, 500])  # persistence stays flat
 
 

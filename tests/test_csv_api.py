@@ -36,8 +36,8 @@ def test_the_table_comes_back_with_forecast_columns(client):
 
 def test_answers_agree_with_the_json_rows(client):
     csv_units = pa_csv.read_csv(io.BytesIO(post_csv(client, WEEKS).get_data())).column("forecast_units_sold")
-    rows = [{"prev_week_sales": 40000, "discount_fraction": 30, "weeks_to_next_holidays": 2},
-            {"prev_week_sales": 9000000, "discount_fraction": 10, "weeks_to_next_holidays": 0}]
+    rows = [{"prev_week_sales": 40000, "discount_fraction": 30, "weeks_to_next_holidays": 2, "series": "store-01"},
+            {"prev_week_sales": 9000000, "discount_fraction": 10, "weeks_to_next_holidays": 0, "series": "store-02"}]
     json_units = [p["units_sold"] for p in client.post("/predict", json={"instances": rows}).get_json()["predictions"]]
     assert csv_units.to_pylist() == [round(u, 1) for u in json_units]
 

@@ -32,7 +32,8 @@ def test_recursive_residuals_feed_each_forecast_forward():
     grid = np.arange(10).reshape(5, 2)  # week w of series s is row 2w + s
     seen = []
 
-    def predict(rows):
+    def predict(rows, series):
+        assert series is None  # the data names no series
         seen.append(rows[:, 0].copy())
         return rows[:, 0] + 1  # next week sells one more than this one
 

@@ -43,13 +43,13 @@ class Recorder:
         self.steps, self.watched = [], []
         step, loss = train.TorchEngine.step, train.TorchEngine.loss
 
-        def recording_step(engine, X, y):
+        def recording_step(engine, X, y, series=None):
             self.steps.append(len(X))
-            return step(engine, X, y)
+            return step(engine, X, y, series)
 
-        def recording_loss(engine, X, y):
+        def recording_loss(engine, X, y, series=None):
             self.watched.append(len(X))
-            return loss(engine, X, y)
+            return loss(engine, X, y, series)
 
         monkeypatch.setattr(train.TorchEngine, "step", recording_step)
         monkeypatch.setattr(train.TorchEngine, "loss", recording_loss)

@@ -51,7 +51,7 @@ def test_auto_tries_every_candidate_and_averages_the_best_on_the_winners_scale(t
     stats = trained.evaluated.stats
     assert all(by_name[n].result.stats == stats for n in trained.members)
     mean = stats.denormalize_y(np.mean([stats.normalize_y(f) for f in forecasts.values()], axis=0))
-    evaluated = predict_units(trained.evaluated.mlp, stats, split.validation.X)
+    evaluated = predict_units(trained.evaluated.mlp, stats, split.validation.X, split.validation.series)
     np.testing.assert_allclose(evaluated, mean, rtol=1e-4)
     assert trained.evaluation["validation"]["model"]["wape"] == pytest.approx(wape(split.validation.y, mean), rel=1e-4)
 
@@ -80,7 +80,7 @@ def test_the_published_model_is_refit_on_every_row_holdout_included(trained, sma
 
 def test_the_interval_is_calibrated_on_validation_residuals_of_the_evaluated_model(trained):
     split = trained.split
-    forecast = predict_units(trained.evaluated.mlp, trained.evaluated.stats, split.validation.X)
+    forecast = predict_units(trained.evaluated.mlp, trained.evaluated.stats, split.validation.X, split.validation.series)
     interval = trained.evaluation["interval"]
     assert interval["half_width"] == conformal_half_width(split.validation.y, forecast, 0.9, interval["scale"])
 
@@ -115,12 +115,14 @@ def test_train_publishes_the_refit_and_checks_its_export(runner, small_csv, mode
     from pipeline.normalize import MinMaxStats
 
     saved = torch.load(registry.path("v1") / "model.pt")
-    mlp = DemandMLP(tuple(saved["config"]["hidden"]), saved["config"]["activation"])
+    mlp = DemandMLP(**saved["model_args"])  # the checkpoint says what network it holds
     mlp.load_state_dict(saved["state_dict"])
     stats = MinMaxStats.from_json(saved["normalization"])
-    X = load_file(small_csv).X
-    onnx_forecast = Bundle.load(registry, "v1", provider="cpu").forecast(X)["units_sold"]
-    np.testing.assert_allclose(onnx_forecast, predict_units(mlp.eval(), stats, X), rtol=1e-4)
+    data = load_file(small_csv)
+    X = data.X
+    assert mlp.n_series == len(stats.series) == len(np.unique(data.series))
+    onnx_forecast = Bundle.load(registry, "v1", provider="cpu").forecast(X, series=data.series)["units_sold"]
+    np.testing.assert_allclose(onnx_forecast, predict_units(mlp.eval(), stats, X, data.series), rtol=1e-4)
     assert stats.raw_x_max == tuple(X.max(axis=0))  # trained on every row
     assert card["export"]["parity_max_relative_error"] <= 1e-5
 

@@ -188,8 +188,8 @@ def champion(published):
     return Bundle.load(Registry(published))
 
 
-def plain_forecasts(bundle, X):
-    return np.round(bundle.forecast(X)["units_sold"].astype(np.float64), 1)
+def plain_forecasts(bundle, X, series=None):
+    return np.round(bundle.forecast(X, series=series)["units_sold"].astype(np.float64), 1)
 
 
 @pytest.mark.parametrize("source_format, output_format", [("csv", "csv"), ("csv", "parquet"), ("parquet", "csv"),
@@ -207,7 +207,7 @@ def test_predict_streams_chunks_and_passes_every_column_through(tmp_path, champi
     assert written.column_names == [*HEADER, *FORECAST_COLUMNS]
     # actuals ride along (as the CSV's text, when the input is a CSV)
     assert np.allclose(written.column("units_sold").cast(pa.float64()).to_numpy(), expected.y)
-    assert np.allclose(written.column("forecast_units_sold").to_numpy(), plain_forecasts(champion, expected.X))
+    assert np.allclose(written.column("forecast_units_sold").to_numpy(), plain_forecasts(champion, expected.X, expected.series))
     assert not any(name.startswith(".") for name in (p.name for p in tmp_path.iterdir()))
 
 

@@ -55,8 +55,9 @@ def test_early_stopping_keeps_the_best_validation_epoch(small_split):
     assert len(result.train_loss) == result.kept_epoch + 15 or len(result.train_loss) == 300
     X = torch.as_tensor(result.stats.normalize_x(small_split.validation.X), dtype=torch.float32)
     y = torch.as_tensor(result.stats.normalize_y(small_split.validation.y), dtype=torch.float32).reshape(-1, 1)
+    series = torch.as_tensor(result.stats.series_codes(small_split.validation.series))
     with torch.no_grad():
-        kept_loss = torch.nn.functional.mse_loss(result.mlp(X), y).item()
+        kept_loss = torch.nn.functional.mse_loss(result.mlp(X, series), y).item()
     assert kept_loss == pytest.approx(min(result.validation_loss), rel=1e-5)
 
 
