@@ -11,7 +11,8 @@ from pathlib import Path
 from . import export
 from .documents import dumps
 from .registry import Registry
-from .schema import DOMAIN, FEATURES, INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR, TARGET
+from .schema import (DOMAIN, FEATURES, INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR, SERIES_TENSOR, TARGET,
+                     UNKNOWN_SERIES)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,8 +38,8 @@ def git_revision():
     return {"sha": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 
-def io_schema():
-    return {
+def io_schema(knows_series=False):
+    schema = {
         "input": {
             "name": INPUT_TENSOR,
             "dtype": "float32",
@@ -53,6 +54,11 @@ def io_schema():
             {"name": NORMALIZED_TENSOR, "dtype": "float32", "shape": ["batch", 1], "unit": "min-max normalized"},
         ],
     }
+    if knows_series:
+        schema["series_input"] = {"name": SERIES_TENSOR, "dtype": "int64", "shape": ["batch"],
+                                  "values": f"i + 1 for the i-th series in normalization.json; {UNKNOWN_SERIES} "
+                                            "for a series the model does not know"}
+    return schema
 
 
 def build_card(version, trained, data, export_info, backtest=None):
@@ -67,6 +73,8 @@ def build_card(version, trained, data, export_info, backtest=None):
             "hidden": list(result.config.hidden),
             "activation": result.config.activation,
             "output": result.config.output_activation,
+            # Series with their own first-layer offsets (listed in normalization.json); 0: none told apart.
+            "series_known": len(result.stats.series),
         },
         "params": result.config.describe(),
         "training": result.describe(),
@@ -80,7 +88,7 @@ def build_card(version, trained, data, export_info, backtest=None):
         "export": export_info,
         "software": software_versions(),
         "git": git_revision(),
-        "schema": io_schema(),
+        "schema": io_schema(bool(result.stats.series)),
         "target": TARGET,
     }
     if backtest is not None:

@@ -85,6 +85,8 @@ def test_the_published_model_knows_the_series_of_its_history(published):
     version = registry.champion()
     normalization = json.loads((registry.path(version) / "normalization.json").read_text())
     assert normalization["series"] == KNOWN
+    card = registry.card(version)
+    assert card["model"]["series_known"] == 3 and card["schema"]["series_input"]["name"] == "series_index"
     bundle = Bundle.load(registry)
     assert bundle.knows_series
     X = np.array([list(INSTANCE.values())] * 5, dtype=np.float32)
