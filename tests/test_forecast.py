@@ -195,6 +195,9 @@ def test_the_offline_cli_agrees_with_the_http_answer(server, published, tmp_path
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(out.open()))
     answer = ask(server, PLAN).json()
+    # The model knows store-01 to store-03: both say so of these two.
+    assert answer["unknown_series"] == ["store-7", "store-9"]
+    assert "2 of the plan's series are not known to model" in result.output
     expected = [(s["id"], w) for s in answer["series"] for w in s["weeks"]]
     assert len(rows) == len(expected) == 4
     for row, (ident, week) in zip(rows, expected):
