@@ -272,6 +272,9 @@ def training_options(command):
         click.option("--loss", type=click.Choice(LOSS_NAMES),
                      help="mse (presets); mae: mean absolute error (the -mae candidates); "
                           "half-sse: 1/2 the sum of squared errors (Algorithm 8.5)."),
+        click.option("--series/--no-series", "by_series", default=None,
+                     help="Learn each series' own offsets when the data has a series column "
+                          "(auto's candidates do; chapter does not)."),
     ]):
         command = option(command)
     return command

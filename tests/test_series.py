@@ -95,6 +95,15 @@ def test_the_published_model_knows_the_series_of_its_history(published):
     assert out[3] == out[4] == bundle.forecast(X[:1])["units_sold"][0]  # unknown, unnamed, no series: the same
 
 
+def test_no_series_trains_a_default_model_that_tells_none_apart(tmp_path, small_csv, runner):
+    result = invoke(runner, "train", "--data", str(small_csv), "--model-dir", str(tmp_path), "--preset",
+                    "log-small-full", "--epochs", "20", "--no-series")
+    assert result.exit_code == 0, result.output
+    registry = Registry(tmp_path)
+    assert not Bundle.load(registry).knows_series
+    assert registry.card(registry.champion())["model"]["series_known"] == 0
+
+
 def test_a_chapter_model_has_no_series_input(tmp_path, small_csv, runner):
     result = invoke(runner, "train", "--data", str(small_csv), "--model-dir", str(tmp_path), "--preset", "chapter",
                     "--epochs", "20")
