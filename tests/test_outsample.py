@@ -17,15 +17,19 @@ FOLLOWING_WEEKS = 13
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["additive", "stockouts", "trend_season", "small_series"])
-def test_the_default_beats_linear_regression_and_stays_near_gradient_boosting(name):
+def test_the_default_beats_the_baselines_and_gradient_boosting_where_the_readme_says(name):
     report = backtest(load_file(OUTSAMPLE / f"{name}.csv"), windows=1, horizon=FOLLOWING_WEEKS, preset="auto",
                       overrides={"device": "cpu", "seed": 0})
     fold = report["folds"][0]
     assert fold["trained_on"]["weeks"][1] < fold["forecast"]["weeks"][0]
     wape = {method: scores["wape"] for method, scores in fold["one_step"].items()}
-    assert wape["model"] < wape["linear"], wape
-    # Gradient boosting is ahead on one set (additive effects, by about a tenth): a guard, not a claim to beat it.
-    assert wape["model"] <= 1.15 * wape["gradient_boosting"], wape
+    assert wape["model"] < wape["linear"] and wape["model"] < wape["naive"], wape
+    if name == "additive":
+        # Gradient boosting is ahead here, by about a twentieth: a guard, not a claim to beat it.
+        assert wape["model"] <= 1.10 * wape["gradient_boosting"], wape
+    else:  # ahead of it by 15% or more; given the series, level with it on stock-outs and ahead elsewhere
+        assert wape["model"] < 0.9 * wape["gradient_boosting"], wape
+        assert wape["model"] <= 1.05 * wape["gradient_boosting_by_series"], wape
 
 
 @pytest.mark.slow
