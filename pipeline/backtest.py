@@ -19,7 +19,7 @@ from .evaluate import LinearBaseline, interval_bounds, metrics, naive_forecast, 
 from .presets import BACKTEST_HORIZON, BACKTEST_WINDOWS
 
 X_COLUMNS_WITH_SERIES = 4  # the three features, then the series' code
-MAX_CATEGORIES = 255  # HistGradientBoostingRegressor's limit on one categorical input
+MAX_CATEGORIES = 255  # HistGradientBoostingRegressor's limit on one categorical input (its bins, less one)
 SUMMARY = ("wape", "mase", "bias")
 
 
@@ -40,9 +40,9 @@ def gradient_boosting(history, by_series=False):
         return lambda X, series=None: model.predict(X)
     if history.series is None:
         return None
-    names = np.unique(history.series)
-    if len(names) > MAX_CATEGORIES:
-        return None  # more than scikit-learn takes as one categorical input
+    names, rows = np.unique(history.series, return_counts=True)
+    if len(names) > MAX_CATEGORIES:  # more than scikit-learn takes as one input: the rest count as missing
+        names = np.sort(names[np.argsort(-rows, kind="stable")[:MAX_CATEGORIES]])
 
     def with_series(X, series):
         at = np.searchsorted(names, series)

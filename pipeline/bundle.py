@@ -130,15 +130,16 @@ class Bundle:
             raise BundleError(f"model {self.version} returned non-finite forecasts on its warm-up rows")
 
     def series_codes(self, names):
-        """[n] int64 model indices of series `names` ([n] str, or None: unknown for every row)."""
+        """[n] int64 model indices of series `names` (str each, or None: unknown for every row)."""
         return self.stats.series_codes(names)
 
     def unknown_series(self, names):
-        """Indices of the rows of `names` whose series the model does not know
-        (every row, for a model that tells no series apart)."""
-        if not self.knows_series:
-            return np.arange(len(names))
-        return np.flatnonzero(self.series_codes(names) == UNKNOWN_SERIES)
+        """Indices of the rows of `names` (a list of str) that name a series the model does not
+        know; none for a model that tells no series apart, or for a blank name (no series)."""
+        if names is None or not self.knows_series:
+            return np.empty(0, dtype=np.intp)
+        unknown = np.flatnonzero(self.series_codes(names) == UNKNOWN_SERIES)
+        return unknown[[names[i] != "" for i in unknown.tolist()]] if len(unknown) else unknown
 
     def run(self, X, codes=None):
         """Raw ONNX outputs for float32 features [n, 3] -> (units [n], normalized [n]).

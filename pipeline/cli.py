@@ -698,7 +698,9 @@ def predict(input_path, output_path, version, provider, model_dir, skip_bad_rows
     bundle = Bundle.load(Registry(model_dir), version, provider, scoring_threads())
     counts = score_file(input_path, output_path, bundle, skip_bad_rows, warn=log)
     log(f"wrote {counts['rows']} forecasts from model {bundle.version} ({bundle.provider}) to {output_path}"
-        + (f"; {counts['extrapolated_rows']} row(s) outside the training range" if counts["extrapolated_rows"] else ""))
+        + (f"; {counts['extrapolated_rows']} row(s) outside the training range" if counts["extrapolated_rows"] else "")
+        + (f"; {counts['unknown_series_rows']} row(s) of series the model does not know, forecast as a typical "
+           "series" if counts["unknown_series_rows"] else ""))
 
 
 def interval_levels(ctx, param, value):
@@ -743,7 +745,7 @@ def forecast(plan_path, output_path, levels, version, provider, model_dir):
     elif int(plan["weeks"].max()) > bundle.calibrated_steps():
         log(f"weeks after {bundle.calibrated_steps()} use the interval of week {bundle.calibrated_steps()}, "
             "the last step calibrated on held-out weeks")
-    unknown = bundle.unknown_series(plan["ids"])
+    unknown = bundle.unknown_series(list(plan["ids"]))
     if len(unknown):
         log(f"{len(unknown)} of the plan's series are not known to model {bundle.version} and were forecast as a "
             f"typical series: {', '.join(plan['ids'][i] for i in unknown[:5])}{', ...' if len(unknown) > 5 else ''}")

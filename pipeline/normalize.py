@@ -8,6 +8,7 @@ The raw training range is kept as well, to flag forecasts outside it.
 """
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import repeat
 
 import numpy as np
 
@@ -64,19 +65,34 @@ class MinMaxStats:
             tuple(float(v) for v in X.min(axis=0)),
             tuple(float(v) for v in X.max(axis=0)),
             transform,
-            () if series is None else tuple(str(name) for name in np.unique(np.asarray(series, dtype=str))),
+            # A blank name is no series: its rows train the unknown row, as a request naming none is served.
+            () if series is None else tuple(str(name) for name in np.unique(series) if name != ""),
         )
 
     def series_codes(self, names):
-        """[n] int64 model indices of series `names`: UNKNOWN_SERIES for a name
-        the model does not know, and for every row when `names` is None."""
-        if names is None or not self.series:
-            return None if names is None else np.full(len(names), UNKNOWN_SERIES, dtype=np.int64)
-        names = np.asarray(names, dtype=str)
-        known = np.asarray(self.series, dtype=str)
-        at = np.searchsorted(known, names)
-        found = known[np.minimum(at, len(known) - 1)] == names
-        return np.where(found, at + 1, UNKNOWN_SERIES).astype(np.int64)
+        """[n] int64 model indices of series `names` (a sequence of str, or a
+        pyarrow string array): UNKNOWN_SERIES for a name the model does not
+        know or a blank one; None when `names` is None.
+
+        Looked up name by name, never widened into a fixed-width array: one
+        long name among 200,000 would make every row that long.
+        """
+        if names is None:
+            return None
+        if not self.series:
+            return np.full(len(names), UNKNOWN_SERIES, dtype=np.int64)
+        if type(names).__module__.startswith("pyarrow"):  # a file's column, in C
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
+            at = pc.index_in(names, value_set=pa.array(self.series, pa.string()))
+            return pc.fill_null(at, -1).to_numpy(zero_copy_only=False).astype(np.int64) + 1
+        return np.fromiter(map(self._series_index.get, names, repeat(UNKNOWN_SERIES)), dtype=np.int64,
+                           count=len(names))
+
+    @cached_property
+    def _series_index(self):
+        return {name: i for i, name in enumerate(self.series, start=1)}
 
     @property
     def x_range(self):

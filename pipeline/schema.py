@@ -84,7 +84,10 @@ MAX_SERIES_NAME = 200
 
 
 def series_problem(value):
-    """Why `value` is not a series' name, or None when it is one."""
+    """Why `value` is not a series' name, or None when it is one: text, or a
+    whole number (a store numbered 7 is the series "7" of a file)."""
+    if type(value) is int:  # not a bool
+        value = str(value)
     if not isinstance(value, str):
         return f"must be text, the series' name, got {describe_value(value)}"
     if len(value) > MAX_SERIES_NAME:

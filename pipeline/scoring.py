@@ -22,7 +22,8 @@ from . import tables
 from .atomic import partial_path
 from .errors import DataError
 from .parallel import usable_cores
-from .schema import EXTRAPOLATED_COLUMN, FEATURES, FORECAST_COLUMN, HIGH_COLUMN, LOW_COLUMN, SERIES_COLUMN, VERSION_COLUMN
+from .schema import (EXTRAPOLATED_COLUMN, FEATURES, FORECAST_COLUMN, HIGH_COLUMN, LOW_COLUMN, SERIES_COLUMN,
+                     UNKNOWN_SERIES, VERSION_COLUMN)
 
 DECIMALS = 1  # forecasts are whole units; one decimal shows the model's own rounding
 
@@ -63,6 +64,25 @@ def append_forecasts(table, X, bundle, series=None):
     for name, values in columns.items():
         kept = kept.append_column(name, values)
     return kept, len(out["extrapolated_rows"])
+
+
+def series_of(table, bundle, source):
+    """The rows' series names (pyarrow), for a model that tells series apart and a
+    table with a series column; else None. Any other column passes through untouched."""
+    if not bundle.knows_series or SERIES_COLUMN not in table.column_names:
+        return None
+    try:
+        return tables.series_names(table)
+    except DataError as err:
+        raise DataError(f"{source}: {err}") from None
+
+
+def unknown_series_rows(bundle, series):
+    """How many rows of `series` (from series_of) name a series the model does not know."""
+    if series is None:
+        return 0
+    named = pc.not_equal(series, "").to_numpy(zero_copy_only=False)
+    return int(np.count_nonzero((bundle.series_codes(series) == UNKNOWN_SERIES) & named))
 
 
 def _rounded(values):
@@ -199,10 +219,9 @@ def _score_file(input_path, output_path, bundle, skip_bad_rows, warn, settings):
     input_path = Path(input_path)
     output = Output(output_path)
     into_parquet = tables.is_parquet(output_path)
-    tally, written, outside = tables.ProblemTally(), 0, 0
+    tally, written, outside, unknown = tables.ProblemTally(), 0, 0, 0
     try:
-        # The series column is read only for a model that uses it.
-        chunks = ((*chunk, tables.check_columns(chunk[0], FEATURES, series=bundle.knows_series))
+        chunks = ((*chunk, tables.check_columns(chunk[0], FEATURES, series=False))
                   for chunk in tables.stream(input_path, FEATURES, **settings))
         for chunk, dropped, record_of, checked in read_ahead(chunks):
             tally.add(dropped + [(record_of(index), column, problem) for index, column, problem in checked.problems])
@@ -216,10 +235,9 @@ def _score_file(input_path, output_path, bundle, skip_bad_rows, warn, settings):
             if into_parquet:  # the features as numbers, however the file had to be read
                 for i, name in enumerate(FEATURES):
                     rows = rows.set_column(rows.column_names.index(name), name, pa.array(X[:, i]))
-            series = checked.values.get(SERIES_COLUMN)
-            if series is not None and keep is not None:
-                series = series[keep]
+            series = series_of(rows, bundle, input_path)
             scored, chunk_outside = append_forecasts(rows, X, bundle, series)
+            unknown += unknown_series_rows(bundle, series)
             if not into_parquet:
                 refuse_what_a_csv_cannot_hold(scored, input_path)
             output.write(scored)
@@ -233,4 +251,4 @@ def _score_file(input_path, output_path, bundle, skip_bad_rows, warn, settings):
     except BaseException:
         output.abandon()
         raise
-    return {"rows": written, "skipped_rows": bad_rows, "extrapolated_rows": outside}
+    return {"rows": written, "skipped_rows": bad_rows, "extrapolated_rows": outside, "unknown_series_rows": unknown}

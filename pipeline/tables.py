@@ -296,14 +296,24 @@ def check_columns(table, numbers, offset=0, series=True, csv=False):
     if TIME_COLUMN in table.column_names:
         values[TIME_COLUMN] = _week_column(table.column(TIME_COLUMN), offset, problems)
     if series and SERIES_COLUMN in table.column_names:
-        names = table.column(SERIES_COLUMN)
-        if not pa.types.is_string(names.type):
-            names = pc.cast(names, pa.string())
-        names = pc.utf8_trim_whitespace(pc.fill_null(names, ""))
+        names = series_names(table)
         if csv:  # only a CSV's quotes can join lines; a Parquet name may hold a line break as it is
             _joined_lines(names, offset, problems)
         values[SERIES_COLUMN] = names.to_numpy(zero_copy_only=False)
     return Columns(values, table.num_rows, problems)
+
+
+def series_names(table):
+    """The series column of `table` as trimmed text (pyarrow), a null as blank; a DataError
+    when the column cannot be text (a Parquet column of lists, or bytes that are not UTF-8)."""
+    names = table.column(SERIES_COLUMN)
+    if not pa.types.is_string(names.type):
+        try:
+            names = pc.cast(names, pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+            raise DataError(f"column '{SERIES_COLUMN}' of type {names.type} cannot be read as series names: "
+                            f"{_arrow_reason(err)}") from None
+    return pc.utf8_trim_whitespace(pc.fill_null(names, ""))
 
 
 def _joined_lines(names, offset, problems):

@@ -49,7 +49,7 @@ class ColumnarRequest:
     ranges: tuple  # column_ranges(X)
     fields: tuple  # the output columns asked for, in the order asked
     levels: list  # interval levels for `intervals`; None: no `intervals`
-    series: np.ndarray = None  # [rows] str, each row's series name ("" for none), when `inputs` has a series column
+    series: list = None  # each row's series name ("" for none), when `inputs` has a series column
 
 
 # What a columnar body may hold: a misspelt option ("field") is an error, not ignored.

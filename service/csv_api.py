@@ -12,7 +12,7 @@ answers a file ready to open in a spreadsheet. A bad row is a 400 naming its
 line and column, as `demand predict` names it.
 """
 from pipeline.errors import DataError
-from pipeline.schema import FEATURES, SERIES_COLUMN
+from pipeline.schema import FEATURES
 
 from . import metrics
 from .errors import ApiError
@@ -33,7 +33,7 @@ def forecast_csv(raw, bundle, max_rows):
     import pyarrow.csv as pa_csv
 
     from pipeline import tables
-    from pipeline.scoring import append_forecasts, features_of
+    from pipeline.scoring import append_forecasts, features_of, series_of
 
     if not raw.strip():
         raise ApiError(400, f"the CSV body is empty: send a header row naming {', '.join(FEATURES)}, then the rows")
@@ -51,12 +51,12 @@ def forecast_csv(raw, bundle, max_rows):
     if table.num_rows + len(ragged.rows) > max_rows:
         raise ApiError(413, f"{table.num_rows + len(ragged.rows)} rows in the CSV body, more than the limit of "
                             f"{max_rows} per request (DEMAND_MAX_ROWS)")
-    # A series column is read for a model that tells series apart, as `demand predict` reads it.
-    checked = tables.check_columns(table, FEATURES, series=bundle.knows_series, csv=True)
+    checked = tables.check_columns(table, FEATURES, series=False)
     problems = tables.all_problems(checked, tables.ragged_problems(ragged))
     if problems:
         raise ApiError(400, _problems_message(problems))
-    scored, outside = append_forecasts(table, features_of(checked), bundle, checked.values.get(SERIES_COLUMN))
+    # The series column is read as `demand predict` reads it, for a model that tells series apart.
+    scored, outside = append_forecasts(table, features_of(checked), bundle, series_of(table, bundle, SOURCE))
     metrics.ROWS_CSV.inc(table.num_rows)
     if outside:
         metrics.EXTRAPOLATED.inc(outside)

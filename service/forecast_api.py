@@ -64,7 +64,7 @@ SERIES_PER_SLICE = 2048
 
 
 def plan_names(plan):
-    return np.asarray(plan.ids, dtype=str)
+    return plan.ids  # a list of str, checked by read_plan
 
 
 def answer(bundle, plan, out):

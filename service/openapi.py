@@ -237,11 +237,27 @@ SCHEMAS = {
                        "Inference-Header-Content-Length bytes followed by little-endian tensor bytes.",
         "properties": {
             "id": {"type": "string"},
-            "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": {"$ref": "#/components/schemas/InferInput"}},
+            "inputs": {"type": "array", "minItems": 1, "maxItems": 2,
+                       "items": {"oneOf": [{"$ref": "#/components/schemas/InferInput"},
+                                           {"$ref": "#/components/schemas/SeriesInput"}]},
+                       "description": f"{INPUT_TENSOR}, and optionally {SERIES_COLUMN}"},
             "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
                 "name": {"type": "string", "enum": list(OUTPUT_TENSORS)},
                 "parameters": {"type": "object", "properties": {"binary_data": {"type": "boolean"}}}}}},
             "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean"}}},
+        },
+    },
+    "SeriesInput": {
+        "type": "object", "required": ["name", "shape", "datatype"],
+        "description": "each row's series name, for a model that tells series apart (ignored by one that does "
+                       "not); as binary data, each name's length in 4 bytes (little-endian), then its UTF-8 bytes",
+        "properties": {
+            "name": {"type": "string", "enum": [SERIES_COLUMN]},
+            "shape": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1, "maxItems": 2,
+                      "description": "[rows] or [rows, 1]"},
+            "datatype": {"type": "string", "enum": ["BYTES"]},
+            "data": {"type": "array", "items": {**SERIES_NAME, "nullable": True}},
+            "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer", "minimum": 0}}},
         },
     },
     "InferOutput": {
@@ -254,7 +270,9 @@ SCHEMAS = {
     "InferResponse": {
         "type": "object", "required": ["model_name", "model_version", "outputs"],
         "properties": {"model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
-                       "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/InferOutput"}}},
+                       "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/InferOutput"}},
+                       "parameters": {"type": "object", "properties": UNKNOWN_SERIES,
+                                      "description": "only when the request named series the model does not know"}},
     },
 }
 
@@ -270,7 +288,8 @@ def _pick(*codes):
 # A CSV table of weeks: a header row naming the features (other columns ride
 # along), then one row per week. The answer is that table with these added.
 CSV_REQUEST = {"type": "string", "description": "CSV with a header row naming " + ", ".join(FEATURES)
-               + "; any other columns are passed through",
+               + "; any other columns are passed through, and a series column also names each row's series "
+                 "for a model that tells series apart",
                "example": "series,week," + ",".join(FEATURES) + "\nstore-01,2026-01-05,40000,30,2\n"}
 CSV_ANSWER = {"type": "string", "description": "The request's table with the columns " + ", ".join(FORECAST_COLUMNS)
               + " added, as `demand predict` writes it"}

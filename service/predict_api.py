@@ -59,7 +59,7 @@ def forecast_json(raw, bundle, max_rows):
     instances, prefix = instances_from_body(body)
     levels = read_levels(body["levels"]) if isinstance(body, dict) and "levels" in body else None  # one instance too
     X, ranges = matrix_from_instances(instances, prefix, max_rows)
-    series = names_from_instances(instances, prefix)
+    series = names_from_instances(instances, prefix) if bundle.knows_series else None  # others ignore the key, as ever
     check_interval_count(len(X), levels, max_rows)
     del body, instances  # garbage by now (a dict per row): memory for the answer
     out, extrapolated = _forecast(bundle, X, ranges, series)

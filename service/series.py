@@ -4,10 +4,12 @@ A model that learned each series' own level and response forecasts a row
 better when the row names its series (`series` beside the features, a plan's
 series `id`). A row without one, and a series the model never saw, is
 forecast as a typical series; the answer lists the names the model did not
-know (`unknown_series`), so a client can tell.
-"""
-import numpy as np
+know (`unknown_series`), so a client can tell. A model that tells no series
+apart ignores the names, as it always did.
 
+Names are kept as Python strings, never as a fixed-width numpy array: one
+long name among 200,000 would make every row that long.
+"""
 from pipeline.schema import MAX_SERIES_NAME, SERIES_COLUMN, series_problem
 
 from .errors import ApiError
@@ -17,16 +19,21 @@ MAX_UNKNOWN_SHOWN = 100  # names listed in `unknown_series`; `unknown_series_cou
 
 
 def names_from_values(values, field_name):
-    """[n] str array of series names from a list of JSON values (None: no name),
-    or a 400 naming the first value that is not one (`field_name(i)` says where)."""
+    """A list of series names from JSON values (text, a whole number, or null for
+    none), trimmed as a file's are; or a 400 naming the first value that is not
+    one (`field_name(i)` says where)."""
     if all(type(value) is str for value in values) and max(map(len, values), default=0) <= MAX_SERIES_NAME:
-        return np.asarray(values, dtype=str) if values else np.empty(0, dtype=str)
+        return list(map(str.strip, values))
+    names = []
     for i, value in enumerate(values):
-        if value is not None:
-            problem = series_problem(value)
-            if problem:
-                raise ApiError(400, f"{field_name(i)} {problem}")
-    return np.asarray([UNNAMED if value is None else value for value in values], dtype=str)
+        if value is None:
+            names.append(UNNAMED)
+            continue
+        problem = series_problem(value)
+        if problem:
+            raise ApiError(400, f"{field_name(i)} {problem}")
+        names.append(str(value).strip())
+    return names
 
 
 def names_from_instances(instances, prefix):
@@ -40,10 +47,8 @@ def names_from_instances(instances, prefix):
 
 def unknown_series(bundle, names):
     """{"unknown_series": [...], "unknown_series_count": n} for the named series the model does not know; {} if none."""
-    if names is None:
+    rows = bundle.unknown_series(names)
+    if not len(rows):
         return {}
-    named = names[names != UNNAMED]
-    unknown = np.unique(named[bundle.unknown_series(named)]) if len(named) else named
-    if not len(unknown):
-        return {}
-    return {"unknown_series": unknown[:MAX_UNKNOWN_SHOWN].tolist(), "unknown_series_count": int(len(unknown))}
+    unknown = sorted({names[i] for i in rows.tolist()})
+    return {"unknown_series": unknown[:MAX_UNKNOWN_SHOWN], "unknown_series_count": len(unknown)}

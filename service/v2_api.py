@@ -184,6 +184,8 @@ def _series_tensor(tensor, binary, offset, max_rows):
     parameters = parameters_of(tensor, where)
     if "binary_data_size" not in parameters:
         data = tensor.get("data")
+        if isinstance(data, list) and len(shape) == 2 and all(type(row) is list and len(row) == 1 for row in data):
+            data = [row[0] for row in data]  # nested as the shape is
         if not isinstance(data, list) or len(data) != rows:
             raise ApiError(400, f"{where} needs 'data', a list of {rows} series names, or binary data")
         return names_from_values(data, lambda i: f"{SERIES_INPUT}[{i}]"), offset

@@ -27,7 +27,7 @@ def test_the_default_beats_the_baselines_and_gradient_boosting_where_the_readme_
     if name == "additive":
         # Gradient boosting is ahead here, by about a twentieth: a guard, not a claim to beat it.
         assert wape["model"] <= 1.10 * wape["gradient_boosting"], wape
-    else:  # ahead of it by 15% or more; given the series, level with it on stock-outs and ahead elsewhere
+    else:  # ahead of it by 11% or more; given the series, level with it on stock-outs and ahead elsewhere
         assert wape["model"] < 0.9 * wape["gradient_boosting"], wape
         assert wape["model"] <= 1.05 * wape["gradient_boosting_by_series"], wape
 

@@ -9,9 +9,12 @@ import json
 import struct
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
+from pipeline.backtest import gradient_boosting
 from pipeline.bundle import Bundle
 from pipeline.data import Dataset
 from pipeline.model import DemandMLP, average_of
@@ -19,6 +22,8 @@ from pipeline.normalize import MinMaxStats
 from pipeline.presets import CANDIDATES
 from pipeline.registry import Registry
 from pipeline.train import fit, predict_units
+
+from service.series import names_from_values
 
 from .conftest import INSTANCE, invoke
 
@@ -40,11 +45,28 @@ def units(answer):
 
 
 def test_series_codes_give_each_known_name_its_index_and_any_other_the_unknown_one():
-    stats = MinMaxStats.fit(np.ones((4, 3)), np.ones(4), series=np.array(["b", "a", "b", "c"]))
+    # A blank name is no series: its rows train the unknown row, and a blank request row takes it.
+    stats = MinMaxStats.fit(np.ones((5, 3)), np.ones(5), series=np.array(["b", "a", "", "b", "c"]))
     assert stats.series == ("a", "b", "c")
-    assert stats.series_codes(np.array(["c", "a", "zz", "", "b"])).tolist() == [3, 1, 0, 0, 2]
+    names = ["c", "a", "zz", "", "b"]
+    assert stats.series_codes(names).tolist() == [3, 1, 0, 0, 2]
+    assert stats.series_codes(pa.array(names)).tolist() == [3, 1, 0, 0, 2]  # a file's column, looked up in C
     assert stats.series_codes(None) is None
     assert MinMaxStats.from_json(json.loads(json.dumps(stats.to_json()))) == stats
+
+
+def test_request_names_are_trimmed_text_and_a_whole_number_names_a_series():
+    assert names_from_values([" store-01 ", 7, None], str) == ["store-01", "7", ""]
+
+
+def test_gradient_boosting_given_the_series_takes_the_most_frequent_when_there_are_too_many():
+    """scikit-learn takes at most 255 categories in one input: the rest count as missing, so a
+    backtest of many series still has this baseline in every window."""
+    rng = np.random.default_rng(0)
+    names = np.array([f"s{i:03d}" for i in range(300)] + ["s000"] * 50)
+    history = Dataset(rng.uniform(0, 100, (len(names), 3)), rng.uniform(0, 100, len(names)), series=names)
+    predict = gradient_boosting(history, by_series=True)
+    assert predict(history.X[:3], history.series[:3]).shape == (3,)
 
 
 def test_an_average_of_networks_that_know_series_is_the_mean_of_their_forecasts():
@@ -104,15 +126,32 @@ def test_no_series_trains_a_default_model_that_tells_none_apart(tmp_path, small_
     assert registry.card(registry.champion())["model"]["series_known"] == 0
 
 
-def test_a_chapter_model_has_no_series_input(tmp_path, small_csv, runner):
+def test_a_chapter_model_has_no_series_input_and_ignores_names_as_it_always_did(tmp_path, small_csv, runner):
     result = invoke(runner, "train", "--data", str(small_csv), "--model-dir", str(tmp_path), "--preset", "chapter",
                     "--epochs", "20")
     assert result.exit_code == 0, result.output
     bundle = Bundle.load(Registry(tmp_path))
     assert not bundle.knows_series
     X = np.array([list(INSTANCE.values())] * 2, dtype=np.float32)
-    out = bundle.forecast(X, series=np.array(KNOWN[:2]))["units_sold"]
+    out = bundle.forecast(X, series=KNOWN[:2])["units_sold"]
     assert out[0] == out[1]
+    assert len(bundle.unknown_series(["store-77"])) == 0  # it knows no series: none is news
+    from service.app import create_app
+
+    client = create_app({"MODEL_DIR": str(tmp_path), "RELOAD_INTERVAL": 0}).test_client()
+    answer = forecasts(client, [dict(INSTANCE, series=7.5), dict(INSTANCE, series="store-77")])
+    assert "unknown_series" not in answer and len(set(units(answer))) == 1
+
+
+def test_demand_predict_refuses_a_series_column_that_is_not_text_by_name(published, tmp_path, runner):
+    weeks = tmp_path / "weeks.parquet"
+    pq.write_table(pa.table({"prev_week_sales": [76440.0], "discount_fraction": [63.0],
+                             "weeks_to_next_holidays": [2.0], "series": [["store-01"]]}), weeks)
+    result = invoke(runner, "predict", "--input", str(weeks), "--output", str(tmp_path / "out.csv"),
+                    "--model-dir", str(published))
+    assert result.exit_code != 0
+    assert "weeks.parquet: column 'series' of type list<element: string> cannot be read as series names" in result.output
+    assert "Traceback" not in result.output
 
 
 # ---------------------------------------------------------------- the service, every format
@@ -136,7 +175,8 @@ def test_an_unknown_or_missing_series_is_forecast_as_a_typical_one_and_listed(cl
 
 
 @pytest.mark.parametrize("value, problem", [
-    (7, "must be text, the series' name, got a number"),
+    (7.5, "must be text, the series' name, got a number"),
+    (True, "must be text, the series' name, got a boolean"),
     (["store-01"], "must be text, the series' name, got a list"),
     ("x" * 201, "must be at most 200 characters, got 201"),
 ])
@@ -157,7 +197,7 @@ def test_columns_take_a_series_column(client):
     short = client.post("/predict", json={"inputs": {**inputs, "series": KNOWN}})
     assert short.status_code == 400
     assert short.get_json()["error"].startswith("inputs.series has 3 names for 4 rows")
-    bad = client.post("/predict", json={"inputs": {**inputs, "series": [*KNOWN, 5]}})
+    bad = client.post("/predict", json={"inputs": {**inputs, "series": [*KNOWN, 5.5]}})
     assert bad.get_json()["error"] == "inputs.series[3] must be text, the series' name, got a number"
 
 
@@ -214,9 +254,24 @@ def test_demand_predict_reads_the_series_column(published, tmp_path, runner, cli
     expected = units(forecasts(client, ROWS))
     weeks = tmp_path / "weeks.csv"
     weeks.write_text("series,prev_week_sales,discount_fraction,weeks_to_next_holidays\n" + "".join(
-        f"{name},76440,63,2\n" for name in KNOWN))
+        f"{name},76440,63,2\n" for name in KNOWN) + "store-99,76440,63,2\n,76440,63,2\n")
     out = tmp_path / "out.csv"
     result = invoke(runner, "predict", "--input", str(weeks), "--output", str(out), "--model-dir", str(published))
     assert result.exit_code == 0, result.output
+    assert "1 row(s) of series the model does not know" in result.output
     rows = csv.DictReader(io.StringIO(out.read_text()))
+    # the unknown store and the row that names none are both forecast as a typical series
+    expected += units(forecasts(client, [INSTANCE, INSTANCE]))
     assert [float(row["forecast_units_sold"]) for row in rows] == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_api_description_has_the_series_in_every_format():
+    from service.openapi import SCHEMAS
+
+    assert "series" in SCHEMAS["Instance"]["properties"]
+    assert "series" in SCHEMAS["ColumnarRequest"]["properties"]["inputs"]["properties"]
+    assert SCHEMAS["SeriesInput"]["properties"]["datatype"]["enum"] == ["BYTES"]
+    assert SCHEMAS["InferRequest"]["properties"]["inputs"]["maxItems"] == 2
+    for answer in ("RowsResponse", "ColumnarResponse", "ForecastResponse"):
+        assert "unknown_series" in SCHEMAS[answer]["properties"]
+    assert "unknown_series" in SCHEMAS["InferResponse"]["properties"]["parameters"]["properties"]
