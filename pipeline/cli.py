@@ -274,7 +274,7 @@ def training_options(command):
                           "half-sse: 1/2 the sum of squared errors (Algorithm 8.5)."),
         click.option("--series/--no-series", "by_series", default=None,
                      help="Learn each series' own offsets when the data has a series column "
-                          "(auto's candidates do; chapter does not)."),
+                          "(auto's candidates do; chapter and the manual engine do not)."),
     ]):
         command = option(command)
     return command
