@@ -102,6 +102,26 @@ def test_a_network_told_the_series_learns_that_one_sells_three_times_the_other()
     assert plain.stats.series == () and plain.mlp.series_rows is None
 
 
+def test_a_series_row_moves_only_in_the_steps_that_see_it():
+    """Lazy Adam for the series' rows: with steps of sampled rows most series are absent from
+    most steps, and plain Adam would keep moving their rows on momentum alone."""
+    from pipeline.train import TorchEngine
+
+    engine = TorchEngine(CANDIDATES["log-small-full"].with_overrides(device="cpu"), "cpu", n_series=3)
+    rows = engine.model.series_rows.weight
+    X, y = torch.rand(8, 3), torch.rand(8, 1)
+
+    def step(series):
+        before = rows.detach().clone()
+        engine.step(X, y, torch.full((8,), series))
+        return (rows.detach() != before).any(dim=1).tolist()
+
+    moved = step(1)
+    assert moved[1] and not moved[2] and not moved[3]  # (row 0 moves with the rows hidden as unknown)
+    moved = step(2)
+    assert moved[2] and not moved[1] and not moved[3]  # series 1, absent now, stays where its step left it
+
+
 def test_the_published_model_knows_the_series_of_its_history(published):
     registry = Registry(published)
     version = registry.champion()
