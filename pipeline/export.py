@@ -16,7 +16,8 @@ summed before the output bias, so the merged layers' zero blocks cost nothing.
 
 A model that tells series apart has a second input, `series_index` int64 [N]:
 each row's row of the series table (the first layer's weights for a one-hot
-series) is gathered and added to the first layer, so no one-hot is ever built.
+series, plus its bias) is gathered and added to the first layer's MatMul, so
+no one-hot is ever built and the layer still costs one Add.
 
 Everything after the output layer's MatMul works on a flat [N] tensor, and only
 the two outputs are reshaped to [N,1] at the end: ONNX Runtime broadcasts a
@@ -113,12 +114,14 @@ def build_onnx(mlp, stats, metadata, members=None):
             if i == len(layers) - 1:
                 return matmul
             linear = f"{prefix}layer{i}.linear"
-            nodes.append(helper.make_node("Add", [matmul, const(f"{prefix}layer{i}.bias", b)], [linear]))
             if i == 0 and series_table is not None:
-                rows, linear = f"{prefix}series.rows", f"{prefix}layer0.with_series"
-                nodes.append(helper.make_node("Gather", [const(f"{prefix}series.table", series_table), SERIES_TENSOR],
-                                              [rows], axis=0))
-                nodes.append(helper.make_node("Add", [f"{prefix}layer0.linear", rows], [linear]))
+                # The bias is folded into every row of the series table: one Add, as without series.
+                rows = f"{prefix}series.rows"
+                nodes.append(helper.make_node("Gather", [const(f"{prefix}series.table_plus_bias", series_table + b),
+                                                         SERIES_TENSOR], [rows], axis=0))
+                nodes.append(helper.make_node("Add", [matmul, rows], [linear]))
+            else:
+                nodes.append(helper.make_node("Add", [matmul, const(f"{prefix}layer{i}.bias", b)], [linear]))
             current = f"{prefix}layer{i}.{mlp.activation}"
             nodes.append(helper.make_node(activation, [linear], [current]))
 

@@ -50,25 +50,28 @@ def resolve_device(requested):
 
 
 class TorchEngine:
-    def __init__(self, config, device, n_series=0):
+    def __init__(self, config, device, n_series=0, lazy_series=True):
         torch.manual_seed(config.seed)
         self.device = device
         self.model = DemandMLP(config.hidden, config.activation, output_activation=config.output_activation,
                                n_series=n_series).to(device)
         series_rows = self.model.series_rows
-        params = [p for p in self.model.parameters() if series_rows is None or p is not series_rows.weight]
         if config.optimizer == "sgd":
             self.optimizers = [torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum)]
         elif config.optimizer == "adam":
             # The fused kernel does the whole update in one call: a third off each step of these tiny nets.
-            self.optimizers = [torch.optim.Adam(params, lr=config.lr, fused=True)]
-            if series_rows is not None:
+            self.optimizers = [torch.optim.Adam(self.model.parameters(), lr=config.lr, fused=True)]
+            if series_rows is not None and lazy_series:
                 # A series' row moves only in the steps that see its rows (lazy Adam). Plain Adam
                 # keeps moving a row on its momentum long after its last gradient: with thousands of
                 # series and steps of a thousand sampled rows, each row of noise grew into a large
-                # offset (holdout WAPE 6.8% against 5.7% on 1M generated rows).
+                # offset (holdout WAPE 6.8% against 5.7% on 1M generated rows). Only where epochs
+                # sample the rows: on smaller sets both forecast alike (bench/tuning/README.md), and
+                # plain Adam's fused step is the faster by a fifth of `demand train`.
                 series_rows.sparse = True
-                self.optimizers.append(torch.optim.SparseAdam([series_rows.weight], lr=config.lr))
+                shared = [p for p in self.model.parameters() if p is not series_rows.weight]
+                self.optimizers = [torch.optim.Adam(shared, lr=config.lr, fused=True),
+                                   torch.optim.SparseAdam([series_rows.weight], lr=config.lr)]
         else:
             raise TrainingError(f"--optimizer must be sgd or adam, got {config.optimizer!r}")
         self.loss_fn = {"mse": torch.nn.MSELoss(), "mae": torch.nn.L1Loss(), "half-sse": half_sse}[config.loss]
@@ -219,9 +222,11 @@ def fit(train, validation, config, progress=None, initial=None):
     # Series are told apart only by the torch engine (the manual one is the chapter's network).
     by_series = config.by_series and config.engine == "torch" and train.series is not None
     stats = MinMaxStats.fit(train.X, train.y, config.transform, train.series if by_series else None)
+    n = len(train)
+    batch, steps = config.batch_rows(n), config.steps_per_epoch(n)
     if config.engine == "torch":
         device = resolve_device(config.device)
-        engine = TorchEngine(config, device, len(stats.series))
+        engine = TorchEngine(config, device, len(stats.series), lazy_series=batch * steps < n)
 
     def codes(part, rows=slice(None)):
         return engine.index(stats.series_codes(part.series[rows])) if stats.series and part.series is not None else None
@@ -237,8 +242,6 @@ def fit(train, validation, config, progress=None, initial=None):
         y_val = engine.tensor(stats.normalize_y(validation.y[watched]).reshape(-1, 1))
         S_val = codes(validation, watched)
 
-    n = len(train)
-    batch, steps = config.batch_rows(n), config.steps_per_epoch(n)
     sampled = batch * steps < n  # an epoch is a random sample of the rows, not a pass over them
     result = TrainResult(None, stats, config, device)
     early_stop = watching and config.patience > 0

@@ -122,6 +122,24 @@ def test_a_series_row_moves_only_in_the_steps_that_see_it():
     assert moved[2] and not moved[1] and not moved[3]  # series 1, absent now, stays where its step left it
 
 
+def test_lazy_adam_is_used_where_epochs_sample_the_rows(monkeypatch):
+    from pipeline import train
+
+    chosen, real = [], train.TorchEngine.__init__
+
+    def recording(engine, config, device, n_series=0, lazy_series=True):
+        chosen.append(lazy_series)
+        real(engine, config, device, n_series, lazy_series)
+
+    monkeypatch.setattr(train.TorchEngine, "__init__", recording)
+    rng = np.random.default_rng(0)
+    for rows in (900, 9000):  # below and above SAMPLE_ABOVE_ROWS (8,192)
+        data = Dataset(rng.uniform(1, 100, (rows, 3)), rng.uniform(1, 100, rows),
+                       series=np.array([f"s{i % 50}" for i in range(rows)]))
+        fit(data, None, CANDIDATES["log-small-full"].with_overrides(device="cpu", epochs=1))
+    assert chosen == [False, True]
+
+
 def test_the_published_model_knows_the_series_of_its_history(published):
     registry = Registry(published)
     version = registry.champion()
