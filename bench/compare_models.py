@@ -3,10 +3,10 @@ weeks that follow it; every method learns from the history alone and
 forecasts the following weeks (one step ahead, from the real last week's sales).
 
 The `auto` default, the chapter preset and the baselines (naive persistence,
-linear regression and scikit-learn's gradient boosting, without and with
-the series as an input, all fitted on the same history) go through the one-window backtest, the same path as
-`demand backtest --windows 1`, so each network is exactly what `demand train`
-would have published from that history. The data sets under
+linear regression and scikit-learn's gradient boosting, without and with the
+series as an input, all fitted on the same history) go through the one-window
+backtest, the same path as `demand backtest --windows 1`, so each network is
+exactly what `demand train` would have published from that history. The data sets under
 tests/fixtures/outsample/ differ in structure from `demand data generate`
 (additive effects, stock-outs, trend and season, many small series); nothing
 was tuned on them.

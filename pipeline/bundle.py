@@ -133,13 +133,22 @@ class Bundle:
         """[n] int64 model indices of series `names` (str each, or None: unknown for every row)."""
         return self.stats.series_codes(names)
 
-    def unknown_series(self, names):
-        """Indices of the rows of `names` (a list of str) that name a series the model does not
-        know; none for a model that tells no series apart, or for a blank name (no series)."""
+    def unknown_series(self, names, codes=None):
+        """Indices of the rows of `names` (str each, or a pyarrow string array) that name a series
+        the model does not know; none for a model that tells no series apart, or for a blank name
+        (no series). `codes`: series_codes(names), when they are at hand."""
         if names is None or not self.knows_series:
             return np.empty(0, dtype=np.intp)
-        unknown = np.flatnonzero(self.series_codes(names) == UNKNOWN_SERIES)
-        return unknown[[names[i] != "" for i in unknown.tolist()]] if len(unknown) else unknown
+        unknown = np.flatnonzero((self.series_codes(names) if codes is None else codes) == UNKNOWN_SERIES)
+        if not len(unknown):
+            return unknown
+        if type(names).__module__.startswith("pyarrow"):
+            import pyarrow.compute as pc
+
+            named = pc.take(names, unknown).to_numpy(zero_copy_only=False)
+        else:
+            named = np.array([names[i] for i in unknown.tolist()], dtype=object)
+        return unknown[named != ""]
 
     def run(self, X, codes=None):
         """Raw ONNX outputs for float32 features [n, 3] -> (units [n], normalized [n]).
@@ -171,11 +180,13 @@ class Bundle:
         return units, normalized
 
     def forecast(self, X, ranges=None, series=None):
-        """Forecasts with their interval, and the rows with features outside the
-        training range ("extrapolated_rows", and their "extrapolated_flags").
+        """Forecasts with their interval, the rows with features outside the
+        training range ("extrapolated_rows", and their "extrapolated_flags"),
+        and the rows naming a series the model does not know ("unknown_series").
         `series`: each row's series name, or None."""
         X = np.ascontiguousarray(X, dtype=np.float32).reshape(-1, len(FEATURES))
-        units, normalized = self.run(X, self.series_codes(series) if self.knows_series else None)
+        codes = self.series_codes(series) if self.knows_series else None
+        units, normalized = self.run(X, codes)
         low, high = interval_bounds(units, self.half_width, self.interval_scale)
         rows, flags = self.stats.outside_training_range(X, ranges)
         return {
@@ -185,6 +196,7 @@ class Bundle:
             "high": high,
             "extrapolated_rows": rows,
             "extrapolated_flags": flags,
+            "unknown_series": self.unknown_series(series, codes),
         }
 
     def forecast_plan(self, prev_week_sales, plan, weeks, levels, series=None):
@@ -197,7 +209,8 @@ class Bundle:
         One ONNX Runtime call per step for all series still going. Returns a
         dict: "units_sold" [S, H] (NaN past a series' weeks), "intervals"
         {level: (low, high)} of [S, H] arrays (None without calibration),
-        "outside" [S, H, 3] features outside the training range, and
+        "outside" [S, H, 3] features outside the training range, "unknown_series"
+        the series the model does not know (Bundle.unknown_series), and
         "interval_steps" [H]: the calibrated step each step's interval is from.
         """
         prev = np.asarray(prev_week_sales, dtype=np.float32)
@@ -208,7 +221,7 @@ class Bundle:
         inputs = np.zeros((S, H, len(FEATURES)), dtype=np.float32)  # what each week was forecast from
         inputs[:, :, 1:] = plan
         inputs[:, 0, 0] = prev
-        codes = self.series_codes(series) if self.knows_series and series is not None else None
+        codes = self.series_codes(series) if self.knows_series else None
         for h in range(H):
             going = np.flatnonzero(weeks > h)
             forecast, _ = self.run(inputs[going, h], None if codes is None else codes[going])
@@ -216,7 +229,8 @@ class Bundle:
             if h + 1 < H:
                 inputs[going, h + 1, 0] = np.maximum(forecast, 0.0)
         outside = self.stats.outside_flags(inputs) & (np.arange(H) < weeks[:, None])[:, :, None]
-        return {"units_sold": units, "outside": outside, **self.plan_intervals(units, levels)}
+        return {"units_sold": units, "outside": outside, "unknown_series": self.unknown_series(series, codes),
+                **self.plan_intervals(units, levels)}
 
     def plan_intervals(self, units, levels):
         """{"intervals": {level: (low, high)} or None, "interval_steps": [H] or None} for forecasts [S, H]."""

@@ -745,7 +745,7 @@ def forecast(plan_path, output_path, levels, version, provider, model_dir):
     elif int(plan["weeks"].max()) > bundle.calibrated_steps():
         log(f"weeks after {bundle.calibrated_steps()} use the interval of week {bundle.calibrated_steps()}, "
             "the last step calibrated on held-out weeks")
-    unknown = bundle.unknown_series(list(plan["ids"]))
+    unknown = out["unknown_series"]
     if len(unknown):
         log(f"{len(unknown)} of the plan's series are not known to model {bundle.version} and were forecast as a "
             f"typical series: {', '.join(plan['ids'][i] for i in unknown[:5])}{', ...' if len(unknown) > 5 else ''}")

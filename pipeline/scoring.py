@@ -22,8 +22,7 @@ from . import tables
 from .atomic import partial_path
 from .errors import DataError
 from .parallel import usable_cores
-from .schema import (EXTRAPOLATED_COLUMN, FEATURES, FORECAST_COLUMN, HIGH_COLUMN, LOW_COLUMN, SERIES_COLUMN,
-                     UNKNOWN_SERIES, VERSION_COLUMN)
+from .schema import EXTRAPOLATED_COLUMN, FEATURES, FORECAST_COLUMN, HIGH_COLUMN, LOW_COLUMN, SERIES_COLUMN, VERSION_COLUMN
 
 DECIMALS = 1  # forecasts are whole units; one decimal shows the model's own rounding
 
@@ -44,7 +43,8 @@ def scoring_threads():
 
 
 def append_forecasts(table, X, bundle, series=None):
-    """(`table` with the forecast columns of the rows of `X` [n, 3] appended, rows outside the training range).
+    """(`table` with the forecast columns of the rows of `X` [n, 3] appended, rows outside the training
+    range, rows naming a series the model does not know).
 
     `series`: each row's series name, for a model that tells series apart."""
     out = bundle.forecast(X, series=series)
@@ -63,7 +63,7 @@ def append_forecasts(table, X, bundle, series=None):
     kept = table.drop_columns([name for name in columns if name in table.column_names])
     for name, values in columns.items():
         kept = kept.append_column(name, values)
-    return kept, len(out["extrapolated_rows"])
+    return kept, len(out["extrapolated_rows"]), len(out["unknown_series"])
 
 
 def series_of(table, bundle, source):
@@ -75,14 +75,6 @@ def series_of(table, bundle, source):
         return tables.series_names(table)
     except DataError as err:
         raise DataError(f"{source}: {err}") from None
-
-
-def unknown_series_rows(bundle, series):
-    """How many rows of `series` (from series_of) name a series the model does not know."""
-    if series is None:
-        return 0
-    named = pc.not_equal(series, "").to_numpy(zero_copy_only=False)
-    return int(np.count_nonzero((bundle.series_codes(series) == UNKNOWN_SERIES) & named))
 
 
 def _rounded(values):
@@ -235,14 +227,13 @@ def _score_file(input_path, output_path, bundle, skip_bad_rows, warn, settings):
             if into_parquet:  # the features as numbers, however the file had to be read
                 for i, name in enumerate(FEATURES):
                     rows = rows.set_column(rows.column_names.index(name), name, pa.array(X[:, i]))
-            series = series_of(rows, bundle, input_path)
-            scored, chunk_outside = append_forecasts(rows, X, bundle, series)
-            unknown += unknown_series_rows(bundle, series)
+            scored, chunk_outside, chunk_unknown = append_forecasts(rows, X, bundle, series_of(rows, bundle, input_path))
             if not into_parquet:
                 refuse_what_a_csv_cannot_hold(scored, input_path)
             output.write(scored)
             written += scored.num_rows
             outside += chunk_outside
+            unknown += chunk_unknown
         label = tables.row_label(tables.is_parquet(input_path))
         bad_rows, _ = tally.report(input_path, label, skip_bad_rows, warn)
         if not written:

@@ -56,7 +56,7 @@ def forecast_csv(raw, bundle, max_rows):
     if problems:
         raise ApiError(400, _problems_message(problems))
     # The series column is read as `demand predict` reads it, for a model that tells series apart.
-    scored, outside = append_forecasts(table, features_of(checked), bundle, series_of(table, bundle, SOURCE))
+    scored, outside, _ = append_forecasts(table, features_of(checked), bundle, series_of(table, bundle, SOURCE))
     metrics.ROWS_CSV.inc(table.num_rows)
     if outside:
         metrics.EXTRAPOLATED.inc(outside)

@@ -40,7 +40,7 @@ def forecast():
     body = parse_json(request.get_data(cache=False), settings.max_rows, row="plan")
     plan = read_plan(body, settings.max_horizon, settings.max_rows)
     del body  # memory for the answer
-    out = bundle.forecast_plan(plan.prev_week_sales, plan.features, plan.weeks, plan.levels, plan_names(plan))
+    out = bundle.forecast_plan(plan.prev_week_sales, plan.features, plan.weeks, plan.levels, plan.ids)
     metrics.FORECAST_WEEKS.inc(int(plan.weeks.sum()))
     outside = int(out["outside"].any(axis=2).sum())  # weeks past a series' own are all False
     if outside:
@@ -63,13 +63,9 @@ def interval_notes(bundle, steps_used, horizon):
 SERIES_PER_SLICE = 2048
 
 
-def plan_names(plan):
-    return plan.ids  # a list of str, checked by read_plan
-
-
 def answer(bundle, plan, out):
     """The JSON answer, encoded a slice of series at a time: their dicts cost far more memory than their JSON."""
-    head = {"model_version": bundle.version, "levels": plan.levels, **unknown_series(bundle, plan_names(plan))}
+    head = {"model_version": bundle.version, "levels": plan.levels, **unknown_series(plan.ids, out["unknown_series"])}
     notes = interval_notes(bundle, out["interval_steps"], int(plan.weeks.max()))
     if notes:
         head["notes"] = notes

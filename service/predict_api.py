@@ -55,7 +55,7 @@ def forecast_json(raw, bundle, max_rows):
     if request is not None:
         check_interval_count(len(request.X), request.levels, max_rows)
         out, extrapolated = _forecast(bundle, request.X, request.ranges, request.series)
-        return columnar_json(_head(bundle, request.series), bundle, out, extrapolated, request)
+        return columnar_json(_head(bundle, request.series, out), bundle, out, extrapolated, request)
     instances, prefix = instances_from_body(body)
     levels = read_levels(body["levels"]) if isinstance(body, dict) and "levels" in body else None  # one instance too
     X, ranges = matrix_from_instances(instances, prefix, max_rows)
@@ -65,7 +65,7 @@ def forecast_json(raw, bundle, max_rows):
     out, extrapolated = _forecast(bundle, X, ranges, series)
     columns = [out["units_sold"].tolist(), out["units_sold_normalized"].tolist(), out["low"].tolist(),
                out["high"].tolist(), extrapolated]
-    head = _head(bundle, series)
+    head = _head(bundle, series, out)
     encode = _predictions
     if levels is not None:
         columns.append(_intervals(bundle, out["units_sold"], levels))
@@ -91,8 +91,9 @@ def _forecast(bundle, X, ranges, series=None):
     return out, extrapolated
 
 
-def _head(bundle, series=None):
-    return {"model_version": bundle.version, "interval_level": bundle.level, **unknown_series(bundle, series)}
+def _head(bundle, series, out):
+    return {"model_version": bundle.version, "interval_level": bundle.level,
+            **unknown_series(series, out["unknown_series"])}
 
 
 def _intervals(bundle, units, levels):

@@ -45,9 +45,9 @@ def names_from_instances(instances, prefix):
                              else SERIES_COLUMN)
 
 
-def unknown_series(bundle, names):
-    """{"unknown_series": [...], "unknown_series_count": n} for the named series the model does not know; {} if none."""
-    rows = bundle.unknown_series(names)
+def unknown_series(names, rows):
+    """{"unknown_series": [...], "unknown_series_count": n} for the rows of `names` that name a series
+    the model does not know (Bundle.unknown_series); {} if none."""
     if not len(rows):
         return {}
     unknown = sorted({names[i] for i in rows.tolist()})

@@ -283,8 +283,8 @@ def infer(name, version=None):
     X, ranges, series = features_from(header, binary, current_app.config["SETTINGS"].max_rows)
     outputs = requested_outputs(header)
     echoed_id = request_id(header)
-    units, normalized = bundle.run(np.ascontiguousarray(X, dtype=np.float32),
-                                   bundle.series_codes(series) if bundle.knows_series else None)
+    codes = bundle.series_codes(series) if bundle.knows_series else None
+    units, normalized = bundle.run(np.ascontiguousarray(X, dtype=np.float32), codes)
     values = dict(zip(OUTPUTS, (units, normalized)))
     rows = len(X)
     metrics.ROWS_V2.inc(rows)
@@ -303,7 +303,7 @@ def infer(name, version=None):
             tensor["data"] = values[output].tolist()
         described.append(tensor)
     body = {"model_name": MODEL_NAME, "model_version": bundle.version, "outputs": described}
-    unknown = unknown_series(bundle, series)
+    unknown = unknown_series(series, bundle.unknown_series(series, codes))
     if unknown:
         body["parameters"] = unknown
     if echoed_id is not None:

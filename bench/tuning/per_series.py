@@ -1,9 +1,10 @@
 """How much the series' identity is worth: linear regression fitted per series
-against the models that see only the three features.
+against the baselines that see only the three features.
 
-Every series gets its own least-squares fit of units on the three features;
-the served model cannot do this, since a request names no series. Same cut
-as bench/compare_models.py: the history, then the 13 weeks that follow.
+Every series gets its own least-squares fit of units on the three features.
+This is what first showed that the series were worth naming in a request
+(the default now learns them: README, "Series"). Same cut as
+bench/compare_models.py: the history, then the 13 weeks that follow.
 
     .venv/bin/python -m bench.tuning.per_series
 """
