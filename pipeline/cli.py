@@ -18,8 +18,8 @@ from pathlib import Path
 import click
 
 from .generate import DemandLaw, GeneratorConfig
-from .presets import (AUTO, BACKTEST_HORIZON, BACKTEST_WINDOWS, GRADCHECK_SEED, GRADCHECK_TRIALS, LOSS_NAMES,
-                      MAX_HIDDEN_UNITS, MIN_NEW_WEEKS, OUTPUT_ACTIVATIONS, PRESET_NAMES)
+from .presets import (AUTO, BACKTEST_HORIZON, BACKTEST_WINDOWS, GRADCHECK_SEED, GRADCHECK_TRIALS, HIDDEN_ACTIVATIONS,
+                      LOSS_NAMES, MAX_HIDDEN_UNITS, MIN_NEW_WEEKS, OUTPUT_ACTIVATIONS, PRESET_NAMES)
 from .documents import shown
 from .registry import DEFAULT_MODEL_DIR
 
@@ -255,7 +255,7 @@ def training_options(command):
     """The options that override a preset's (or a champion's) training settings."""
     for option in reversed([
         click.option("--hidden", callback=hidden_sizes, help="Hidden layer sizes, e.g. 10,5."),
-        click.option("--activation", type=click.Choice(["sigmoid", "tanh"])),
+        click.option("--activation", type=click.Choice(HIDDEN_ACTIVATIONS), help="gelu: the candidates' (torch engine only)."),
         click.option("--optimizer", type=click.Choice(["sgd", "adam"])),
         click.option("--lr", type=FiniteRange(min=0, min_open=True)),
         click.option("--momentum", type=FiniteRange(0, 1)),

@@ -103,7 +103,23 @@ def build_onnx(mlp, stats, metadata, members=None):
             helper.make_node("Log", ["x_plus_one"], ["x_log"]),
         ]
         features = "x_log"
-    activation = {"sigmoid": "Sigmoid", "tanh": "Tanh"}[mlp.activation]
+    if mlp.activation == "gelu":
+        gelu_constants = const("gelu.sqrt2", [np.sqrt(2.0)]), const("gelu.one", [1.0]), const("gelu.half", [0.5])
+
+    def activate(linear, out):
+        if mlp.activation != "gelu":
+            nodes.append(helper.make_node({"sigmoid": "Sigmoid", "tanh": "Tanh"}[mlp.activation], [linear], [out]))
+            return
+        # GELU(x) = x * (1 + erf(x / sqrt 2)) / 2, spelled in opset 17 (which
+        # has no Gelu) in the pattern ONNX Runtime fuses into its own Gelu kernel.
+        sqrt2, one, half = gelu_constants
+        nodes.extend([
+            helper.make_node("Div", [linear, sqrt2], [f"{out}.scaled"]),
+            helper.make_node("Erf", [f"{out}.scaled"], [f"{out}.erf"]),
+            helper.make_node("Add", [f"{out}.erf", one], [f"{out}.erf_plus_one"]),
+            helper.make_node("Mul", [linear, f"{out}.erf_plus_one"], [f"{out}.twice"]),
+            helper.make_node("Mul", [f"{out}.twice", half], [out]),
+        ])
 
     def chain(layers, prefix, series_table=None):
         """MatMul, Add, activation per hidden layer; returns the last layer's MatMul output (no bias)."""
@@ -123,7 +139,7 @@ def build_onnx(mlp, stats, metadata, members=None):
             else:
                 nodes.append(helper.make_node("Add", [matmul, const(f"{prefix}layer{i}.bias", b)], [linear]))
             current = f"{prefix}layer{i}.{mlp.activation}"
-            nodes.append(helper.make_node(activation, [linear], [current]))
+            activate(linear, current)
 
     arrays = layer_arrays(mlp, stats)
     output_bias = const(f"layer{len(arrays) - 1}.bias", arrays[-1][1])

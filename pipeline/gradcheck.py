@@ -3,7 +3,7 @@ import numpy as np
 import torch
 
 from .backprop import ManualMLP
-from .presets import GRADCHECK_SEED, GRADCHECK_TRIALS
+from .presets import GRADCHECK_SEED, GRADCHECK_TRIALS, MANUAL_ACTIVATIONS
 
 
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "linear": lambda z: z}
@@ -44,7 +44,7 @@ def gradcheck(trials=GRADCHECK_TRIALS, seed=GRADCHECK_SEED):
     worst = {"relative_error": 0.0}
     for trial in range(trials):
         hidden = [int(h) for h in rng.integers(1, 9, size=rng.integers(1, 4))]
-        activation = str(rng.choice(["sigmoid", "tanh"]))
+        activation = str(rng.choice(MANUAL_ACTIVATIONS))
         output_activation, loss_name = VARIANTS[trial % len(VARIANTS)]
         n_in = int(rng.integers(1, 5))
         net = ManualMLP.initialize([n_in, *hidden, 1], activation, seed=int(rng.integers(1 << 31)),

@@ -2,9 +2,10 @@
 import torch
 from torch import nn
 
+from .presets import HIDDEN_ACTIVATIONS
 from .schema import N_FEATURES, UNKNOWN_SERIES
 
-ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+ACTIVATIONS = dict(zip(HIDDEN_ACTIVATIONS, (nn.Sigmoid, nn.Tanh, nn.GELU)))  # GELU: the exact, erf form
 
 
 class DemandMLP(nn.Module):

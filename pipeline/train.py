@@ -11,7 +11,7 @@ from .errors import TrainingError
 from .backprop import ManualMLP, make_optimizer
 from .model import DemandMLP
 from .schema import N_FEATURES
-from .presets import SERIES_HIDDEN_SHARE, WATCHED_VALIDATION_ROWS, TrainConfig
+from .presets import MANUAL_ACTIVATIONS, SERIES_HIDDEN_SHARE, WATCHED_VALIDATION_ROWS, TrainConfig
 from .normalize import TRANSFORMS, MinMaxStats
 
 
@@ -215,6 +215,9 @@ def fit(train, validation, config, progress=None, initial=None):
     if config.engine == "manual":
         if config.device == "cuda":
             raise TrainingError("the manual engine runs on the CPU only; use --device cpu or auto")
+        if config.activation not in MANUAL_ACTIVATIONS:
+            raise TrainingError(f"the manual engine has the {' and '.join(MANUAL_ACTIVATIONS)} activations, "
+                                f"not {config.activation}; use --engine torch")
         device = "cpu"
         engine = ManualEngine(config, initial=initial)
     elif config.engine != "torch":

@@ -51,6 +51,14 @@ def test_bad_options_are_named(runner, small_csv, model_dir, args, message):
     assert message in result.output
 
 
+def test_gelu_needs_the_torch_engine_and_says_so(runner, small_csv, model_dir):
+    result = runner.invoke(main, ["train", "--data", str(small_csv), "--model-dir", str(model_dir), "--preset", "chapter",
+                                  "--activation", "gelu", "--engine", "manual", "--epochs", "3"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "the manual engine has the sigmoid and tanh activations, not gelu; use --engine torch" in result.stderr
+    assert not (model_dir / "versions").exists()
+
+
 def test_bad_data_is_a_clear_error_not_a_traceback(runner, tmp_path, model_dir):
     path = write_rows(tmp_path / "bad.csv", [[10, 120, 2, 5, "2024-01-01"]])
     result = runner.invoke(main, ["train", "--data", str(path), "--model-dir", str(model_dir)])

@@ -130,7 +130,7 @@ def test_a_sigmoid_output_exports_with_its_sigmoid(small_split, tmp_path):
     assert [n.op_type for n in onnx.load(str(path)).graph.node].count("Sigmoid") == 3  # two hidden layers and the output
 
 
-ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Exp", "Log", "Sigmoid", "Tanh", "Sum"}
+ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Exp", "Log", "Sigmoid", "Tanh", "Erf", "Sum"}
 
 
 def test_no_elementwise_step_works_on_a_column_of_rows(exported):
@@ -144,3 +144,25 @@ def test_no_elementwise_step_works_on_a_column_of_rows(exported):
                                and ranks[node.output[0]][1:] == [1]]
     assert broadcast_over_a_column == []
     assert [ranks[name] for name in ("units_sold", "units_sold_normalized")] == [["batch", 1]] * 2
+
+
+def test_gelu_units_run_as_onnx_runtimes_own_gelu_kernel(small_split, tmp_path):
+    """Opset 17 has no Gelu, so the graph spells out x * (1 + erf(x / sqrt 2)) / 2;
+    written in the pattern ONNX Runtime fuses, each layer runs as one kernel."""
+    from pipeline.model import DemandMLP, average_of
+    from pipeline.normalize import MinMaxStats
+
+    torch.manual_seed(0)
+    members = [DemandMLP((12, 12), "gelu"), DemandMLP((5, 5), "gelu")]
+    mlp = average_of(members)
+    stats = MinMaxStats.fit(small_split.train.X, small_split.train.y)
+    path = tmp_path / "gelu.onnx"
+    info = export.export(path, mlp, stats, small_split.holdout.X, {"version": "v9"}, [m.hidden for m in members])
+    assert info["parity_max_relative_error"] <= export.PARITY_TOLERANCE
+    assert [n.op_type for n in onnx.load(str(path)).graph.node].count("Erf") == 4  # two layers of two members
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]
+    assert ops.count("Gelu") == 4 and "Erf" not in ops
