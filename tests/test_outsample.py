@@ -24,10 +24,9 @@ def test_the_default_beats_the_baselines_and_gradient_boosting_where_the_readme_
     assert fold["trained_on"]["weeks"][1] < fold["forecast"]["weeks"][0]
     wape = {method: scores["wape"] for method, scores in fold["one_step"].items()}
     assert wape["model"] < wape["linear"] and wape["model"] < wape["naive"], wape
-    if name == "additive":
-        # Gradient boosting is ahead here, by about a twentieth: a guard, not a claim to beat it.
-        assert wape["model"] <= 1.10 * wape["gradient_boosting"], wape
-    else:  # ahead of it by 11% or more; given the series, level with it on stock-outs and ahead elsewhere
+    if name == "additive":  # the closest set: at least level with gradient boosting, as the README says
+        assert wape["model"] <= wape["gradient_boosting"], wape
+    else:  # ahead of it by an eighth or more; given the series, level with it or ahead
         assert wape["model"] < 0.9 * wape["gradient_boosting"], wape
         assert wape["model"] <= 1.05 * wape["gradient_boosting_by_series"], wape
 
