@@ -2,6 +2,7 @@
 import torch
 from torch import nn
 
+from .normalize import EXTRAPOLATION_RANGES
 from .presets import HIDDEN_ACTIVATIONS
 from .schema import N_FEATURES, UNKNOWN_SERIES
 
@@ -121,7 +122,8 @@ class RawUnitsModel(nn.Module):
     def forward(self, features, series=None):
         if self.log:
             features = torch.log(features + 1)
-        normalized = self.mlp((features - self.x_min) / self.x_range, series)
+        inputs = ((features - self.x_min) / self.x_range).clamp(-EXTRAPOLATION_RANGES, 1 + EXTRAPOLATION_RANGES)
+        normalized = self.mlp(inputs, series).clamp(-EXTRAPOLATION_RANGES, 1 + EXTRAPOLATION_RANGES)
         units = normalized * self.y_range + self.y_min
         if self.log:
             units = torch.exp(units) - 1

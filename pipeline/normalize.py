@@ -15,6 +15,13 @@ import numpy as np
 from .schema import FEATURES, TARGET, UNKNOWN_SERIES
 
 TRANSFORMS = ("none", "log1p")
+# How far past its training range, in widths of that range, a model's input
+# and forecast may go (on the model's scale): a feature beyond it is held at
+# the bound, and so is the forecast. The candidates' GELU units extrapolate
+# about linearly rather than saturating, so without a bound an absurd input
+# (1e38 weeks to a holiday) gives an absurd or infinite forecast; within it,
+# a store twice the size of any seen still gets the network's extrapolation.
+EXTRAPOLATION_RANGES = 1.0
 
 
 def column_ranges(X):
@@ -104,14 +111,24 @@ class MinMaxStats:
         return (self.y_max - self.y_min) or 1.0
 
     def normalize_x(self, X):
-        return (_forward(X, self.transform) - np.array(self.x_min)) / np.array(self.x_range)
+        """Features on the model's scale, each held within EXTRAPOLATION_RANGES of its training range."""
+        normalized = (_forward(X, self.transform) - np.array(self.x_min)) / np.array(self.x_range)
+        return np.clip(normalized, -EXTRAPOLATION_RANGES, 1.0 + EXTRAPOLATION_RANGES)
 
     def normalize_y(self, y):
         return (_forward(y, self.transform) - self.y_min) / self.y_range
 
     def denormalize_y(self, y_normalized):
-        y = np.asarray(y_normalized) * self.y_range + self.y_min
+        """Units from the network's output, held within EXTRAPOLATION_RANGES of the target's range."""
+        y = np.clip(np.asarray(y_normalized), -EXTRAPOLATION_RANGES, 1.0 + EXTRAPOLATION_RANGES)
+        y = y * self.y_range + self.y_min
         return np.expm1(y) if self.transform == "log1p" else y
+
+    @property
+    def x_bounds(self):
+        """(low, high) per feature on the model's scale (after the transform): where inputs are held."""
+        x_min, x_range = np.array(self.x_min), np.array(self.x_range)
+        return x_min - EXTRAPOLATION_RANGES * x_range, x_min + (1.0 + EXTRAPOLATION_RANGES) * x_range
 
     def outside_training_range(self, X, ranges=None):
         """Rows with a feature outside what training saw: (row indices, their [k, 3] flags).

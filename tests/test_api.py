@@ -36,6 +36,22 @@ def test_predict_accepts_a_single_object_and_flags_extrapolation(client):
     assert prediction["extrapolated"] == ["prev_week_sales", "weeks_to_next_holidays"]
 
 
+def test_an_absurd_input_is_held_at_its_bound_and_still_gets_a_forecast(client, published):
+    """GELU units extrapolate about linearly: a feature far past the training
+    range is held EXTRAPOLATION_RANGES widths past it, so the forecast stays a number."""
+    from pipeline.bundle import Bundle
+    from pipeline.schema import FLOAT32_MAX
+
+    stats = Bundle.load(Registry(published)).stats
+    (_, high) = stats.x_bounds
+    at_bound = float(np.expm1(high[2]) if stats.transform == "log1p" else high[2])
+    rows = [{**INSTANCE, "weeks_to_next_holidays": weeks} for weeks in (FLOAT32_MAX, 1e12, at_bound)]
+    absurd, huge, bound = post(client, "/predict", {"instances": rows}).get_json()["predictions"]
+    assert "weeks_to_next_holidays" in absurd["extrapolated"]
+    assert np.isfinite(absurd["units_sold"]) and np.isfinite(absurd["interval"]).all()
+    assert absurd["units_sold"] == huge["units_sold"] == pytest.approx(bound["units_sold"], rel=1e-5)
+
+
 def test_predictions_match_offline_scoring(client, published):
     from pipeline.bundle import Bundle
 

@@ -112,7 +112,7 @@ def test_an_average_of_networks_exports_as_parallel_branches_with_the_same_forec
     graph = onnx.load(str(path)).graph
     assert [n.op_type for n in graph.node].count("MatMul") == 3 * 3 and "Sum" in [n.op_type for n in graph.node]
     # No weight of the merged network's zero blocks is left in the file.
-    assert max(max(t.dims) for t in graph.initializer) == 12
+    assert max(max(t.dims, default=1) for t in graph.initializer) == 12
     X = np.asarray(small_split.holdout.X, dtype=np.float32)
     units = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["units_sold"], {"features": X})[0]
     with torch.no_grad():
@@ -166,3 +166,20 @@ def test_gelu_units_run_as_onnx_runtimes_own_gelu_kernel(small_split, tmp_path):
     ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     ops = [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]
     assert ops.count("Gelu") == 4 and "Erf" not in ops
+
+
+def test_inputs_far_past_the_training_range_are_held_alike_in_onnx_and_torch(exported, trained):
+    from pipeline.model import RawUnitsModel
+    from pipeline.normalize import EXTRAPOLATION_RANGES
+
+    far = np.array([[3e38, 100, 3e38], [0, 0, 1e30], [1e9, 100, 0]], dtype=np.float32)
+    session = ort.InferenceSession(str(exported[0]), providers=["CPUExecutionProvider"])
+    feed = {"features": far}
+    if trained.stats.series:
+        feed["series_index"] = np.zeros(len(far), dtype=np.int64)
+    units, normalized = session.run(["units_sold", "units_sold_normalized"], feed)
+    assert np.isfinite(units).all()
+    assert (-EXTRAPOLATION_RANGES <= normalized).all() and (normalized <= 1 + EXTRAPOLATION_RANGES).all()
+    with torch.no_grad():
+        expected, _ = RawUnitsModel(trained.mlp, trained.stats)(torch.from_numpy(far))
+    np.testing.assert_allclose(units, expected.numpy(), rtol=1e-4)
