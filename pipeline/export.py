@@ -4,10 +4,12 @@ The graph is written node by node from the weights: the network is a chain of
 MatMul, Add and an activation, so spelling it out keeps the file small and the
 opset pinned. The normalization is inside it:
 
-    features [N,3] raw units -> [log(x + 1)] -> (x - min) / range -> MLP -> units_sold_normalized [N,1]
-                                -> * range + min -> [exp(y) - 1] -> units_sold [N,1]
+    features [N,3] raw units -> [log(x + 1)] -> held within bounds -> (x - min) / range -> MLP
+        -> held within bounds = units_sold_normalized [N,1] -> * range + min -> [exp(y) - 1] -> units_sold [N,1]
 
-(the bracketed steps only for models trained with the log1p transform), with
+(the bracketed steps only for models trained with the log1p transform; the
+bounds are pipeline.normalize.EXTRAPOLATION_RANGES widths of the training
+range past either end), with
 the input scaling folded into the first layer, which is the same affine map:
 ((x - min) / range) @ W + b = x @ (W / range) + (b - (min / range) @ W).
 Two elementwise passes fewer make large batches a quarter faster. An average
