@@ -34,8 +34,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .errors import ExportError
-from .normalize import EXTRAPOLATION_RANGES
-from .schema import FEATURES, INPUT_TENSOR, N_FEATURES, NORMALIZED_TENSOR, OUTPUT_TENSOR, SERIES_TENSOR
+from .normalize import NORMALIZED_BOUNDS
+from .schema import FEATURES, FLOAT32_MAX, INPUT_TENSOR, N_FEATURES, NORMALIZED_TENSOR, OUTPUT_TENSOR, SERIES_TENSOR
 
 OPSET = 17
 IR_VERSION = 8  # the IR that opset 17 shipped with; readable by every ONNX Runtime since 1.11
@@ -174,8 +174,8 @@ def build_onnx(mlp, stats, metadata, members=None):
         nodes.append(helper.make_node("Sigmoid", ["output.linear"], ["output.free"]))
     else:
         nodes.append(helper.make_node("Add", ["output.flat", output_bias], ["output.free"]))
-    nodes.append(helper.make_node("Clip", ["output.free", const("y_low", -EXTRAPOLATION_RANGES),
-                                           const("y_high", 1.0 + EXTRAPOLATION_RANGES)], [normalized]))
+    nodes.append(helper.make_node("Clip", ["output.free", const("y_low", NORMALIZED_BOUNDS[0]),
+                                           const("y_high", NORMALIZED_BOUNDS[1])], [normalized]))
     nodes += [
         helper.make_node("Mul", [normalized, const("y_range", [stats.y_range])], ["y_scaled"]),
         helper.make_node("Add", ["y_scaled", const("y_min", [stats.y_min])], ["y_log" if log else units]),
@@ -226,11 +226,15 @@ def check_file(path):
 
 
 def parity_inputs(holdout_X, stats, seed=0):
-    """Holdout rows and random rows across (and a little beyond) the training range."""
+    """Holdout rows, random rows across (and a little beyond) the training
+    range, and rows far past it, where features and forecast are held at their
+    bounds: up to four ranges out, and the largest float32 in one column."""
     rng = np.random.default_rng(seed)
     low, high = np.array(stats.raw_x_min), np.array(stats.raw_x_max)
     random_rows = rng.uniform(low, low + 1.25 * (high - low), size=(max(PARITY_BATCHES), N_FEATURES))
-    return {"holdout": _f32(holdout_X), "random": _f32(random_rows)}
+    far_rows = rng.uniform(low, low + 5 * (high - low), size=(max(PARITY_BATCHES), N_FEATURES))
+    far_rows[np.arange(0, len(far_rows), 7), rng.integers(0, N_FEATURES, len(far_rows[::7]))] = FLOAT32_MAX
+    return {"holdout": _f32(holdout_X), "random": _f32(random_rows), "far": _f32(far_rows)}
 
 
 def parity_error(path, mlp, stats, inputs):
@@ -238,8 +242,8 @@ def parity_error(path, mlp, stats, inputs):
 
     For each input set at each batch size in PARITY_BATCHES:
     max|ort - torch| / max|torch| over the batch. Norm-wise, because both sides
-    compute in float32 with different kernels (MLAS approximates sigmoid and
-    tanh), so on a row whose forecast is small next to the others their
+    compute in float32 with different kernels (MLAS approximates sigmoid,
+    tanh and erf), so on a row whose forecast is small next to the others their
     rounding differences alone can exceed 1e-5 of that row; a wrong weight or
     statistic shows up orders of magnitude above the tolerance either way.
     """

@@ -2,11 +2,12 @@
 import torch
 from torch import nn
 
-from .normalize import EXTRAPOLATION_RANGES
+from .normalize import NORMALIZED_BOUNDS
 from .presets import HIDDEN_ACTIVATIONS
 from .schema import N_FEATURES, UNKNOWN_SERIES
 
-ACTIVATIONS = dict(zip(HIDDEN_ACTIVATIONS, (nn.Sigmoid, nn.Tanh, nn.GELU)))  # GELU: the exact, erf form
+ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU}  # GELU: the exact, erf form
+assert set(ACTIVATIONS) == set(HIDDEN_ACTIVATIONS)
 
 
 class DemandMLP(nn.Module):
@@ -122,8 +123,8 @@ class RawUnitsModel(nn.Module):
     def forward(self, features, series=None):
         if self.log:
             features = torch.log(features + 1)
-        inputs = ((features - self.x_min) / self.x_range).clamp(-EXTRAPOLATION_RANGES, 1 + EXTRAPOLATION_RANGES)
-        normalized = self.mlp(inputs, series).clamp(-EXTRAPOLATION_RANGES, 1 + EXTRAPOLATION_RANGES)
+        inputs = ((features - self.x_min) / self.x_range).clamp(*NORMALIZED_BOUNDS)
+        normalized = self.mlp(inputs, series).clamp(*NORMALIZED_BOUNDS)
         units = normalized * self.y_range + self.y_min
         if self.log:
             units = torch.exp(units) - 1

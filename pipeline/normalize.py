@@ -22,6 +22,7 @@ TRANSFORMS = ("none", "log1p")
 # (1e38 weeks to a holiday) gives an absurd or infinite forecast; within it,
 # a store twice the size of any seen still gets the network's extrapolation.
 EXTRAPOLATION_RANGES = 1.0
+NORMALIZED_BOUNDS = (-EXTRAPOLATION_RANGES, 1.0 + EXTRAPOLATION_RANGES)  # after min-max scaling
 
 
 def column_ranges(X):
@@ -113,22 +114,24 @@ class MinMaxStats:
     def normalize_x(self, X):
         """Features on the model's scale, each held within EXTRAPOLATION_RANGES of its training range."""
         normalized = (_forward(X, self.transform) - np.array(self.x_min)) / np.array(self.x_range)
-        return np.clip(normalized, -EXTRAPOLATION_RANGES, 1.0 + EXTRAPOLATION_RANGES)
+        return np.clip(normalized, *NORMALIZED_BOUNDS)
 
     def normalize_y(self, y):
         return (_forward(y, self.transform) - self.y_min) / self.y_range
 
     def denormalize_y(self, y_normalized):
         """Units from the network's output, held within EXTRAPOLATION_RANGES of the target's range."""
-        y = np.clip(np.asarray(y_normalized), -EXTRAPOLATION_RANGES, 1.0 + EXTRAPOLATION_RANGES)
+        y = np.clip(np.asarray(y_normalized), *NORMALIZED_BOUNDS)
         y = y * self.y_range + self.y_min
         return np.expm1(y) if self.transform == "log1p" else y
 
     @property
     def x_bounds(self):
-        """(low, high) per feature on the model's scale (after the transform): where inputs are held."""
+        """(low, high) per feature where inputs are held, after the transform
+        (log(1 + value) or raw units) and before min-max scaling."""
         x_min, x_range = np.array(self.x_min), np.array(self.x_range)
-        return x_min - EXTRAPOLATION_RANGES * x_range, x_min + (1.0 + EXTRAPOLATION_RANGES) * x_range
+        low, high = NORMALIZED_BOUNDS
+        return x_min + low * x_range, x_min + high * x_range
 
     def outside_training_range(self, X, ranges=None):
         """Rows with a feature outside what training saw: (row indices, their [k, 3] flags).

@@ -39,15 +39,25 @@ def champion_config(card):
     return TrainConfig(**params)
 
 
+# Settings that were every candidate's default in cards that did not record
+# their options: a card that shows them did not choose them (the candidates'
+# hidden units were tanh before GELU).
+FORMER_CANDIDATE_DEFAULTS = {"activation": "tanh"}
+
+
 def champion_overrides(card):
     """The training options an `auto` champion was trained with (`--seed 5`,
-    `--epochs 300`): where its best candidate's settings differ from that
-    candidate's defaults."""
+    `--epochs 300`), as its card records them. Cards that do not: where its
+    best candidate's settings differ from that candidate's defaults, then or now."""
+    options = (card.get("selection") or {}).get("options")
+    if options is not None:
+        return {k: tuple(v) if k == "hidden" else v for k, v in options.items()}
     name, params = _best_candidate(card)
     if params is None or name not in CANDIDATES:
         return {}
     defaults = CANDIDATES[name].describe()
-    return {k: tuple(v) if k == "hidden" else v for k, v in params.items() if k in defaults and v != defaults[k]}
+    return {k: tuple(v) if k == "hidden" else v for k, v in params.items()
+            if k in defaults and v != defaults[k] and FORMER_CANDIDATE_DEFAULTS.get(k) != v}
 
 
 def _best_candidate(card):

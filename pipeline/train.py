@@ -217,7 +217,8 @@ def fit(train, validation, config, progress=None, initial=None):
             raise TrainingError("the manual engine runs on the CPU only; use --device cpu or auto")
         if config.activation not in MANUAL_ACTIVATIONS:
             raise TrainingError(f"the manual engine has the {' and '.join(MANUAL_ACTIVATIONS)} activations, "
-                                f"not {config.activation}; use --engine torch")
+                                f"not {config.activation} (the auto candidates' units); use --engine torch, "
+                                f"or --activation {MANUAL_ACTIVATIONS[-1]} with it")
         device = "cpu"
         engine = ManualEngine(config, initial=initial)
     elif config.engine != "torch":

@@ -36,6 +36,7 @@ class Trained:
     split: object
     data_findings: dict
     published_rows: dict  # rows and weeks the published model trained on
+    options: dict  # the training options given over the preset's (--seed 5, --epochs 300)
 
     @property
     def chosen(self):
@@ -62,6 +63,7 @@ class Trained:
             "selection": {
                 "preset": self.preset, "chosen": self.chosen, "members": self.members,
                 "scored_on": "validation WAPE in units",
+                "options": {k: list(v) if isinstance(v, tuple) else v for k, v in self.options.items()},
                 "validation_weeks": split.validation.date_range(),
                 "candidates": [c.describe() for c in self.candidates],
             },
@@ -121,8 +123,9 @@ def train_model(data, preset=AUTO, overrides=None, refit=True, split=None, progr
         refits = fit_all(configs, everything, None, progress)
         published, published_rows = combine(refits), rows_and_weeks(everything)
     label = preset if isinstance(preset, str) else CUSTOM
+    options = {k: v for k, v in (overrides or {}).items() if v is not None}
     return Trained(label, [m.name for m in members], tried, evaluated, evaluation, published, split, findings(data),
-                   published_rows)
+                   published_rows, options)
 
 
 def refit_config(result, trained_rows, all_rows):

@@ -183,3 +183,40 @@ def test_inputs_far_past_the_training_range_are_held_alike_in_onnx_and_torch(exp
     with torch.no_grad():
         expected, _ = RawUnitsModel(trained.mlp, trained.stats)(torch.from_numpy(far))
     np.testing.assert_allclose(units, expected.numpy(), rtol=1e-4)
+    from pipeline.train import predict_units
+
+    np.testing.assert_allclose(units.ravel(), predict_units(trained.mlp, trained.stats, far), rtol=1e-4)
+
+
+@pytest.mark.parametrize("transform", ["none", "log1p"])
+def test_a_forecast_past_its_bound_is_held_there_in_onnx_torch_and_numpy(small_split, tmp_path, transform):
+    """A network with large weights forecasts far past the target's range: every
+    path holds it at the same bound."""
+    from pipeline.model import DemandMLP
+    from pipeline.normalize import NORMALIZED_BOUNDS, MinMaxStats
+    from pipeline.train import predict_units
+
+    torch.manual_seed(0)
+    mlp = DemandMLP((16, 16), "gelu")
+    stats = MinMaxStats.fit(small_split.train.X, small_split.train.y, transform)
+    X = small_split.holdout.X.astype(np.float32)
+    with torch.no_grad():  # outputs spread over [-1.5, 2.5]: past both bounds, and between them
+        out, last = mlp(torch.as_tensor(stats.normalize_x(X), dtype=torch.float32)).ravel(), mlp.linear_layers()[-1]
+        scale = 4 / float(out.max() - out.min())
+        last.weight.mul_(scale)
+        last.bias.copy_((last.bias - out.min()) * scale - 1.5)
+    path = tmp_path / "loud.onnx"
+    export.export(path, mlp, stats, small_split.holdout.X, {"version": "v9"})
+    units, normalized = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        ["units_sold", "units_sold_normalized"], {"features": X})
+    rounded = np.round(normalized.ravel(), 6)
+    assert set(rounded) >= set(NORMALIZED_BOUNDS) and not np.isin(rounded, NORMALIZED_BOUNDS).all()
+    np.testing.assert_allclose(units.ravel(), predict_units(mlp, stats, X), rtol=1e-4)
+
+
+def test_every_hidden_activation_is_built_and_the_manual_engine_has_its_own():
+    from pipeline import backprop, model
+    from pipeline.presets import HIDDEN_ACTIVATIONS, MANUAL_ACTIVATIONS
+
+    assert set(model.ACTIVATIONS) == set(HIDDEN_ACTIVATIONS)
+    assert set(MANUAL_ACTIVATIONS) <= set(backprop.ACTIVATIONS) and set(MANUAL_ACTIVATIONS) <= set(HIDDEN_ACTIVATIONS)

@@ -26,7 +26,7 @@ def test_the_default_beats_the_baselines_and_gradient_boosting_where_the_readme_
     assert wape["model"] < wape["linear"] and wape["model"] < wape["naive"], wape
     if name == "additive":  # the closest set: at least level with gradient boosting, as the README says
         assert wape["model"] <= wape["gradient_boosting"], wape
-    else:  # ahead of it by an eighth or more; given the series, level with it or ahead
+    else:  # at least a tenth ahead of it; given the series, at most 5% behind it
         assert wape["model"] < 0.9 * wape["gradient_boosting"], wape
         assert wape["model"] <= 1.05 * wape["gradient_boosting_by_series"], wape
 

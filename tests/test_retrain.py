@@ -78,6 +78,21 @@ def test_an_auto_champion_is_challenged_by_auto_with_the_options_it_was_trained_
     assert challenger_settings(card, None, {"seed": 7, "lr": None}) == (AUTO, {"seed": 7, "epochs": 30})
 
 
+def test_an_older_card_with_tanh_candidates_is_challenged_by_todays_candidates():
+    """Cards that did not record their options: tanh was then every candidate's
+    unit, not a choice, so the challenger gets today's units."""
+    from pipeline.presets import AUTO, CANDIDATES
+    from pipeline.retrain import challenger_settings
+
+    chosen = CANDIDATES["raw-small-full"].with_overrides(activation="tanh", seed=5)
+    card = {"params": {}, "selection": {"preset": AUTO, "chosen": "raw-small-full",
+                                        "candidates": [{"name": "raw-small-full", "params": chosen.describe()}]}}
+    assert challenger_settings(card, None, {}) == (AUTO, {"seed": 5})
+    # A card that records its options is taken at its word, tanh included.
+    card["selection"]["options"] = {"activation": "tanh", "hidden": [8, 8]}
+    assert challenger_settings(card, None, {"seed": 1}) == (AUTO, {"activation": "tanh", "hidden": (8, 8), "seed": 1})
+
+
 def test_an_auto_champion_trained_with_options_hands_them_to_its_challenger(tmp_path, small_history_csv, runner):
     """A real auto card: its choice is a mean of several, named in `members`."""
     from pipeline.presets import AUTO
@@ -90,6 +105,7 @@ def test_an_auto_champion_trained_with_options_hands_them_to_its_challenger(tmp_
     card = Registry(root).card("v1")
     assert card["selection"]["chosen"].startswith("mean of ")
     assert challenger_settings(card, None, {}) == (AUTO, {"epochs": 3, "seed": 5})
+    assert card["selection"]["options"] == {"epochs": 3, "seed": 5}
 
 
 def test_better_challenger_is_promoted_with_both_figures_recorded(weak_champion, small_csv, runner):
