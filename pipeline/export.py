@@ -34,7 +34,6 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .errors import ExportError
-from .normalize import NORMALIZED_BOUNDS
 from .schema import FEATURES, FLOAT32_MAX, INPUT_TENSOR, N_FEATURES, NORMALIZED_TENSOR, OUTPUT_TENSOR, SERIES_TENSOR
 
 OPSET = 17
@@ -174,8 +173,9 @@ def build_onnx(mlp, stats, metadata, members=None):
         nodes.append(helper.make_node("Sigmoid", ["output.linear"], ["output.free"]))
     else:
         nodes.append(helper.make_node("Add", ["output.flat", output_bias], ["output.free"]))
-    nodes.append(helper.make_node("Clip", ["output.free", const("y_low", NORMALIZED_BOUNDS[0]),
-                                           const("y_high", NORMALIZED_BOUNDS[1])], [normalized]))
+    y_low, y_high = stats.y_bounds
+    nodes.append(helper.make_node("Clip", ["output.free", const("y_low", y_low), const("y_high", y_high)],
+                                  [normalized]))
     nodes += [
         helper.make_node("Mul", [normalized, const("y_range", [stats.y_range])], ["y_scaled"]),
         helper.make_node("Add", ["y_scaled", const("y_min", [stats.y_min])], ["y_log" if log else units]),

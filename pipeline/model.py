@@ -119,12 +119,13 @@ class RawUnitsModel(nn.Module):
         self.register_buffer("x_range", torch.tensor(stats.x_range, dtype=torch.float32))
         self.y_min = float(stats.y_min)
         self.y_range = float(stats.y_range)
+        self.y_bounds = stats.y_bounds
 
     def forward(self, features, series=None):
         if self.log:
             features = torch.log(features + 1)
         inputs = ((features - self.x_min) / self.x_range).clamp(*NORMALIZED_BOUNDS)
-        normalized = self.mlp(inputs, series).clamp(*NORMALIZED_BOUNDS)
+        normalized = self.mlp(inputs, series).clamp(*self.y_bounds)
         units = normalized * self.y_range + self.y_min
         if self.log:
             units = torch.exp(units) - 1

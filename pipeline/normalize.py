@@ -17,7 +17,7 @@ from .schema import FEATURES, TARGET, UNKNOWN_SERIES
 TRANSFORMS = ("none", "log1p")
 # How far past its training range, in widths of that range, a model's input
 # and forecast may go (on the model's scale): a feature beyond it is held at
-# the bound, and so is the forecast. The candidates' GELU units extrapolate
+# the bound, and so is the forecast, which never goes below zero units either. The candidates' GELU units extrapolate
 # about linearly rather than saturating, so without a bound an absurd input
 # (1e38 weeks to a holiday) gives an absurd or infinite forecast; within it,
 # a store twice the size of any seen still gets the network's extrapolation.
@@ -120,10 +120,17 @@ class MinMaxStats:
         return (_forward(y, self.transform) - self.y_min) / self.y_range
 
     def denormalize_y(self, y_normalized):
-        """Units from the network's output, held within EXTRAPOLATION_RANGES of the target's range."""
-        y = np.clip(np.asarray(y_normalized), *NORMALIZED_BOUNDS)
+        """Units from the network's output, held within `y_bounds`."""
+        y = np.clip(np.asarray(y_normalized), *self.y_bounds)
         y = y * self.y_range + self.y_min
         return np.expm1(y) if self.transform == "log1p" else y
+
+    @property
+    def y_bounds(self):
+        """(low, high) where the network's output is held, after min-max scaling:
+        within EXTRAPOLATION_RANGES of the target's range, and never below zero units."""
+        zero_units = -self.y_min / self.y_range  # log(1 + 0) is 0 too
+        return max(NORMALIZED_BOUNDS[0], zero_units), NORMALIZED_BOUNDS[1]
 
     @property
     def x_bounds(self):
