@@ -17,10 +17,11 @@ from .schema import FEATURES, TARGET, UNKNOWN_SERIES
 TRANSFORMS = ("none", "log1p")
 # How far past its training range, in widths of that range, a model's input
 # and forecast may go (on the model's scale): a feature beyond it is held at
-# the bound, and so is the forecast, which never goes below zero units either. The candidates' GELU units extrapolate
-# about linearly rather than saturating, so without a bound an absurd input
-# (1e38 weeks to a holiday) gives an absurd or infinite forecast; within it,
-# a store twice the size of any seen still gets the network's extrapolation.
+# the bound, and so is the forecast, which never goes below zero units either.
+# The candidates' GELU units extrapolate about linearly rather than
+# saturating, so without a bound an absurd input (1e38 weeks to a holiday)
+# gives an absurd or infinite forecast; within it, a store twice the size of
+# any seen still gets the network's extrapolation.
 EXTRAPOLATION_RANGES = 1.0
 NORMALIZED_BOUNDS = (-EXTRAPOLATION_RANGES, 1.0 + EXTRAPOLATION_RANGES)  # after min-max scaling
 

@@ -171,6 +171,7 @@ def test_gelu_units_run_as_onnx_runtimes_own_gelu_kernel(small_split, tmp_path):
 def test_inputs_far_past_the_training_range_are_held_alike_in_onnx_and_torch(exported, trained):
     from pipeline.model import RawUnitsModel
     from pipeline.normalize import EXTRAPOLATION_RANGES
+    from pipeline.train import predict_units
 
     far = np.array([[3e38, 100, 3e38], [0, 0, 1e30], [1e9, 100, 0]], dtype=np.float32)
     session = ort.InferenceSession(str(exported[0]), providers=["CPUExecutionProvider"])
@@ -183,8 +184,6 @@ def test_inputs_far_past_the_training_range_are_held_alike_in_onnx_and_torch(exp
     with torch.no_grad():
         expected, _ = RawUnitsModel(trained.mlp, trained.stats)(torch.from_numpy(far))
     np.testing.assert_allclose(units, expected.numpy(), rtol=1e-4)
-    from pipeline.train import predict_units
-
     np.testing.assert_allclose(units.ravel(), predict_units(trained.mlp, trained.stats, far), rtol=1e-4)
 
 
