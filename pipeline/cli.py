@@ -21,6 +21,7 @@ from .generate import DemandLaw, GeneratorConfig
 from .presets import (AUTO, BACKTEST_HORIZON, BACKTEST_WINDOWS, GRADCHECK_SEED, GRADCHECK_TRIALS, HIDDEN_ACTIVATIONS,
                       LOSS_NAMES, MAX_HIDDEN_UNITS, MIN_NEW_WEEKS, OUTPUT_ACTIVATIONS, PRESET_NAMES)
 from .documents import shown
+from .errors import DataError
 from .registry import DEFAULT_MODEL_DIR
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "demand.csv"
@@ -280,6 +281,49 @@ def training_options(command):
     return command
 
 
+def names_list(ctx, param, value):
+    """A comma-separated list of column names, blanks dropped; None when not given."""
+    if value is None:
+        return None
+    names = tuple(name.strip() for name in value.split(",") if name.strip())
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise click.BadParameter(f"names {', '.join(repeated)} more than once")
+    return names
+
+
+def feature_options(command):
+    """What the model reads from a file, and what the file calls its columns (pipeline.features)."""
+    for option in reversed([
+        click.option("--known", callback=names_list,
+                     help="Covariates known in advance, a value per week, comma-separated "
+                          "(default: discount_fraction,weeks_to_next_holidays)."),
+        click.option("--static", callback=names_list,
+                     help="Covariates with one number per series, comma-separated (a store's size)."),
+        click.option("--history/--no-history", default=False, show_default=True,
+                     help="Lags of 2-4 and 52 weeks and rolling means of 4 and 13 weeks, from each series' own "
+                          "earlier weeks (needs a week column)."),
+        click.option("--calendar/--no-calendar", default=False, show_default=True,
+                     help="The week's place in the year, so years of history teach the yearly season."),
+        click.option("--series-column", help="The file's name for the series column (default: series)."),
+        click.option("--week-column", help="The file's name for the week column (default: week)."),
+        click.option("--target-column", help="The file's name for the units sold (default: units_sold)."),
+    ]):
+        command = option(command)
+    return command
+
+
+def spec_of(known, static, history, calendar, series_column, week_column, target_column):
+    from .features import CHAPTER_KNOWN, FeatureSpec
+
+    taken = [*(known or ()), *(static or ())]
+    twice = sorted({n for n in taken if taken.count(n) > 1})
+    if twice:
+        raise DataError(f"--known and --static both name {', '.join(twice)}: a covariate is one or the other")
+    spec = FeatureSpec(CHAPTER_KNOWN if known is None else known, static or (), history, calendar)
+    return spec.with_columns(series=series_column, week=week_column, target=target_column)
+
+
 def preset_option(default):
     return click.option(
         "--preset", type=click.Choice(PRESET_NAMES), default=default, show_default=default is not None,
@@ -297,6 +341,7 @@ def data_option(command_name):
 @data_option("train")
 @preset_option(AUTO)
 @training_options
+@feature_options
 @click.option("--refit/--no-refit", default=True, show_default=True,
               help="Publish the chosen settings retrained on every row, holdout included (--no-refit: the evaluated model).")
 @click.option("--backtest", "backtest_windows", type=click.IntRange(0), default=0, show_default=True,
@@ -310,7 +355,7 @@ def data_option(command_name):
 @json_option
 @friendly_errors
 def train(data_path, preset, refit, backtest_windows, horizon, promote, wait, model_dir, skip_bad_rows, as_json,
-          **overrides):
+          known, static, history, calendar, series_column, week_column, target_column, **overrides):
     """Select, evaluate, refit, export and publish a model version."""
     import torch
 
@@ -319,8 +364,12 @@ def train(data_path, preset, refit, backtest_windows, horizon, promote, wait, mo
     from .sources import load_sources
     from .workflow import train_model
 
+    spec = spec_of(known, static, history, calendar, series_column, week_column, target_column)
+    if preset == "chapter" and not spec.is_chapter:
+        raise DataError("--preset chapter is the book's network on its three inputs: leave out --known, --static, "
+                        "--history and --calendar, or pick another preset")
     Registry(model_dir).check_writable()  # before minutes of training, not after
-    dataset = load_sources([data_path], skip_bad_rows, warn=log)
+    dataset = load_sources([data_path], skip_bad_rows, warn=log, spec=spec)
     report = None
     if backtest_windows:
         from .backtest import backtest, format_table

@@ -5,21 +5,23 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from . import tables
-
 from .errors import DataError
+from .features import CHAPTER, LAG_1, feature_matrix
 from .schema import FEATURES, SERIES_COLUMN, TARGET, TIME_COLUMN
-
 
 
 @dataclass
 class Dataset:
-    X: np.ndarray  # [n, 3] float64, columns in FEATURES order, raw units
+    X: np.ndarray  # [n, k] float64, columns in spec.names order, raw units
     y: np.ndarray  # [n] float64, units sold
     week: np.ndarray | None = None  # [n] datetime64[D], when the file has a week column
     series: np.ndarray | None = None  # [n] str, when the file has a series column
     source: dict = field(default_factory=dict)  # path, sha256, rows, skipped
+    spec: object = CHAPTER  # pipeline.features.FeatureSpec: what X's columns are
+    tails: dict = field(default_factory=dict)  # series -> sales of the weeks before the one after its last
 
     def __len__(self):
         return len(self.y)
@@ -31,6 +33,7 @@ class Dataset:
             None if self.week is None else self.week[index],
             None if self.series is None else self.series[index],
             self.source,
+            self.spec,
         )
 
     def date_range(self):
@@ -52,28 +55,44 @@ class Split:
         }
 
 
-def load_file(path, skip_bad_rows=False, warn=None, require_target=True):
-    """Read and validate a CSV or Parquet file (by its extension).
+def load_file(path, skip_bad_rows=False, warn=None, require_target=True, spec=CHAPTER):
+    """Read and validate a CSV or Parquet file (by its extension) into the features of `spec`.
 
     Every bad row is found, not just the first. Without `skip_bad_rows` a file
     with any bad row is refused whole; with it the bad rows are dropped and
     counted by reason in `source["skipped_reasons"]`. Without `require_target`
-    (files to forecast) only the features are read and `y` is NaN.
+    (files to forecast) only the features are read and `y` is NaN. A column
+    the spec does not read is named in a warning (`warn`), never dropped
+    without a word. With history features a row's last week comes from the
+    series' own earlier weeks, so `prev_week_sales` may be left out: a row
+    with no earlier week and no prev_week_sales is not trained on, and counted.
     """
     path = Path(path)
     try:
         raw = path.read_bytes()
     except OSError as err:
         raise DataError(f"{path}: cannot read the file: {err.strerror}") from None
-    columns = (*FEATURES, TARGET) if require_target else FEATURES
+    columns = (*(() if spec.history else (LAG_1,)), *spec.known, *spec.static, *((TARGET,) if require_target else ()))
+    optional = (TIME_COLUMN, SERIES_COLUMN, *((LAG_1,) if spec.history else ()))
     parquet = tables.is_parquet(path)
+    renames = spec.renames()
     if parquet:
-        table = tables.read_parquet_table(pa.BufferReader(raw), path, columns)
+        table = tables.read_parquet_table(pa.BufferReader(raw), path, columns, optional, renames)
+        header = tables.renamed([n.strip() for n in pq.ParquetFile(pa.BufferReader(raw)).schema_arrow.names],
+                                renames, path)
         dropped = []
     else:
-        table, ragged_rows = tables.read_csv_table(raw, path, columns)
+        table, ragged_rows = tables.read_csv_table(raw, path, columns, optional, renames)
+        header = tables.renamed(tables.header_of_bytes(raw, path), renames, path)
         dropped = tables.ragged_problems(ragged_rows)
-    checked = tables.check_columns(table, columns, csv=not parquet)
+    unread = [name for name in header if name not in (*columns, *optional, TARGET)]
+    if unread and warn:
+        warn(f"{path}: column(s) {', '.join(unread)} not read: the model's features are {', '.join(spec.names)}; "
+             "declare a column with --known (a value per week) or --static (one per series) to use it")
+    if spec.history and TIME_COLUMN not in table.column_names:
+        raise DataError(f"{path}: history features need a {spec.week_column!r} column to order each series' weeks")
+    numbers = (*columns, *((LAG_1,) if LAG_1 in table.column_names and LAG_1 not in columns else ()))
+    checked = tables.check_columns(table, numbers, csv=not parquet)
     del table
     tally = tables.ProblemTally()
     tally.add(tables.all_problems(checked, dropped))
@@ -81,21 +100,53 @@ def load_file(path, skip_bad_rows=False, warn=None, require_target=True):
     keep = checked.good()
     if not keep.any():
         raise DataError(f"{path}: no usable rows")
-    values = checked.values
-    X = np.column_stack([values[name][keep] for name in FEATURES])
-    return Dataset(
-        X=X,
-        y=values[TARGET][keep] if require_target else np.full(len(X), np.nan),
-        week=values[TIME_COLUMN][keep] if TIME_COLUMN in values else None,
-        series=values[SERIES_COLUMN][keep].astype(str) if SERIES_COLUMN in values else None,
+    values = {name: column[keep] for name, column in checked.values.items()}
+    if SERIES_COLUMN in values:
+        values[SERIES_COLUMN] = values[SERIES_COLUMN].astype(str)
+    y = values[TARGET] if require_target else np.full(int(keep.sum()), np.nan)
+    check_static(path, spec, values)
+    features = feature_matrix(spec, values, sales=y)
+    usable = ~np.isnan(features.X).any(axis=1)  # a row whose last week is unknown has nothing to go on
+    without_history = int((~usable).sum())
+    if not usable.any():
+        raise DataError(f"{path}: no row has a week before it to forecast from; give each series' "
+                        f"{LAG_1} or more weeks")
+    data = Dataset(
+        X=features.X,
+        y=y,
+        week=values.get(TIME_COLUMN),
+        series=values.get(SERIES_COLUMN),
         source={
             "path": str(path),
             "sha256": hashlib.sha256(raw).hexdigest(),
-            "rows": int(keep.sum()),
+            "rows": int(usable.sum()),
             "skipped_rows": bad_rows,
             "skipped_reasons": skipped,
+            **({"rows_without_an_earlier_week": without_history} if without_history else {}),
         },
+        spec=spec,
     )
+    data = data if usable.all() else data.take(np.flatnonzero(usable))
+    data.tails = features.tails
+    return data
+
+
+def check_static(path, spec, values):
+    """A static covariate has one value per series: a clear error naming the series where it changes."""
+    if not spec.static:
+        return
+    series = values.get(SERIES_COLUMN, np.zeros(len(next(iter(values.values()))), dtype=str))
+    names, code = np.unique(series, return_inverse=True)
+    for column in spec.static:
+        low = np.full(len(names), np.inf)
+        high = np.full(len(names), -np.inf)
+        np.minimum.at(low, code.ravel(), values[column])
+        np.maximum.at(high, code.ravel(), values[column])
+        changing = np.flatnonzero(low != high)
+        if len(changing):
+            shown = ", ".join(repr(str(names[i])) for i in changing[:5])
+            raise DataError(f"{path}: column {column!r} is declared static (one value per series) but changes "
+                            f"within series {shown}{' and more' if len(changing) > 5 else ''}")
 
 
 # The fewest weeks (or rows, without a week column) a model trains on before
@@ -166,7 +217,7 @@ def concat(parts):
         return None if any(v is None for v in values) else np.concatenate(values)
 
     return Dataset(np.concatenate([p.X for p in parts]), np.concatenate([p.y for p in parts]),
-                   joined("week"), joined("series"), parts[0].source)
+                   joined("week"), joined("series"), parts[0].source, parts[0].spec, parts[-1].tails)
 
 
 def rows_and_weeks(data):
@@ -176,7 +227,7 @@ def rows_and_weeks(data):
 
 def findings(data):
     """Things in the data worth knowing that are not errors: constant columns, series that never sell."""
-    columns = dict(zip((*FEATURES, TARGET), np.column_stack([data.X, data.y]).T))
+    columns = dict(zip((*data.spec.names, TARGET), np.column_stack([data.X, data.y]).T))
     found = {"constant_columns": [name for name, values in columns.items() if len(values) and np.ptp(values) == 0]}
     if data.series is not None:
         names, which = np.unique(data.series, return_inverse=True)
@@ -185,8 +236,9 @@ def findings(data):
     found["all_zero_target"] = bool(len(data.y)) and not np.any(data.y)
     # Percent is expected (0 to 100): a file of fractions (0.2 for 20% off) is
     # valid, but every discount would read as under 1% off.
-    discounts = columns[FEATURES[1]]
-    found["discounts_all_at_most_1_percent"] = bool(len(discounts) and 0 < discounts.max() <= 1)
+    discounts = columns.get(FEATURES[1])
+    found["discounts_all_at_most_1_percent"] = bool(discounts is not None and len(discounts)
+                                                    and 0 < discounts.max() <= 1)
     if data.week is not None and data.series is not None:
         found["repeated_week_series_rows"] = repeated_week_series(data.week, data.series)
     return found

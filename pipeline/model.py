@@ -54,6 +54,7 @@ class DemandMLP(nn.Module):
     def args(self):
         """What rebuilds this network, before its weights are loaded: DemandMLP(**mlp.args())."""
         return {"hidden": list(self.hidden), "activation": self.activation,
+                "n_features": self.linear_layers()[0].in_features,
                 "output_activation": self.output_activation, "n_series": self.n_series}
 
     def linear_layers(self):
@@ -77,7 +78,8 @@ def average_of(mlps):
     if len({m.n_series for m in mlps}) != 1:
         raise ValueError("only networks that know the same series can be averaged into one")
     hidden = tuple(sum(sizes) for sizes in zip(*(m.hidden for m in mlps)))
-    merged = DemandMLP(hidden, mlps[0].activation, n_series=mlps[0].n_series)
+    n_features = mlps[0].linear_layers()[0].in_features
+    merged = DemandMLP(hidden, mlps[0].activation, n_features, n_series=mlps[0].n_series)
     layers = merged.linear_layers()
     with torch.no_grad():
         for layer in layers:
@@ -115,6 +117,7 @@ class RawUnitsModel(nn.Module):
         super().__init__()
         self.mlp = mlp
         self.log = stats.transform == "log1p"
+        self.register_buffer("logged", torch.tensor(stats.log_columns, dtype=torch.bool))
         self.register_buffer("x_min", torch.tensor(stats.x_min, dtype=torch.float32))
         self.register_buffer("x_range", torch.tensor(stats.x_range, dtype=torch.float32))
         self.y_min = float(stats.y_min)
@@ -123,7 +126,7 @@ class RawUnitsModel(nn.Module):
 
     def forward(self, features, series=None):
         if self.log:
-            features = torch.log(features + 1)
+            features = torch.where(self.logged, torch.log(features.clamp(min=0) + 1), features)
         inputs = ((features - self.x_min) / self.x_range).clamp(*NORMALIZED_BOUNDS)
         normalized = self.mlp(inputs, series).clamp(*self.y_bounds)
         units = normalized * self.y_range + self.y_min

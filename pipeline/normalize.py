@@ -41,9 +41,17 @@ def column_ranges(X):
     return np.array([X[:, j].min() for j in columns]), np.array([X[:, j].max() for j in columns])
 
 
-def _forward(values, transform):
+def _forward(values, transform, logged=None):
+    """`values` through the transform; for features, only the columns `logged` marks ([k] bools, None: all)."""
     values = np.asarray(values, dtype=float)
-    return np.log1p(values) if transform == "log1p" else values
+    if transform != "log1p":
+        return values
+    if logged is None or all(logged):
+        return np.log1p(values)
+    out = values.copy()
+    columns = np.flatnonzero(logged)
+    out[..., columns] = np.log1p(values[..., columns])
+    return out
 
 
 @dataclass(frozen=True)
@@ -59,13 +67,18 @@ class MinMaxStats:
     # index i + 1 (0 is UNKNOWN_SERIES). Empty for a model that does not tell
     # series apart.
     series: tuple = ()
+    names: tuple = FEATURES  # the features, in the order of X's columns
+    logged: tuple = ()  # per feature, whether transform log1p applies to it (empty: to every one)
 
     @classmethod
-    def fit(cls, X, y, transform="none", series=None):
+    def fit(cls, X, y, transform="none", series=None, spec=None):
+        """`spec` (pipeline.features.FeatureSpec) names X's columns; without it they are FEATURES."""
         if transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
+        names = FEATURES if spec is None else spec.names
+        logged = () if spec is None or all(spec.logged()) else spec.logged()
         X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
-        tX, ty = _forward(X, transform), _forward(y, transform)
+        tX, ty = _forward(X, transform, logged or None), _forward(y, transform)
         return cls(
             tuple(float(v) for v in tX.min(axis=0)),
             tuple(float(v) for v in tX.max(axis=0)),
@@ -76,7 +89,14 @@ class MinMaxStats:
             transform,
             # A blank name is no series: its rows train the unknown row, as a request naming none is served.
             () if series is None else tuple(str(name) for name in np.unique(series) if name != ""),
+            tuple(names),
+            tuple(logged),
         )
+
+    @property
+    def log_columns(self):
+        """[k] bools: the features transform log1p applies to."""
+        return tuple(self.logged) or (True,) * len(self.names)
 
     def series_codes(self, names):
         """[n] int64 model indices of series `names` (a sequence of str, or a
@@ -114,7 +134,7 @@ class MinMaxStats:
 
     def normalize_x(self, X):
         """Features on the model's scale, each held within EXTRAPOLATION_RANGES of its training range."""
-        normalized = (_forward(X, self.transform) - np.array(self.x_min)) / np.array(self.x_range)
+        normalized = (_forward(X, self.transform, self.log_columns) - np.array(self.x_min)) / np.array(self.x_range)
         return np.clip(normalized, *NORMALIZED_BOUNDS)
 
     def normalize_y(self, y):
@@ -170,8 +190,10 @@ class MinMaxStats:
             "method": "min-max, fitted on the training window",
             "transform": self.transform,
             "features": {
-                name: {"min": lo, "max": hi, "raw_min": rlo, "raw_max": rhi}
-                for name, lo, hi, rlo, rhi in zip(FEATURES, self.x_min, self.x_max, self.raw_x_min, self.raw_x_max)
+                name: {"min": lo, "max": hi, "raw_min": rlo, "raw_max": rhi,
+                       **({"logged": bool(log)} if self.logged else {})}
+                for name, lo, hi, rlo, rhi, log in zip(self.names, self.x_min, self.x_max, self.raw_x_min,
+                                                       self.raw_x_max, self.log_columns)
             },
             "target": {"name": TARGET, "min": self.y_min, "max": self.y_max},
             **({"series": list(self.series)} if self.series else {}),
@@ -180,9 +202,10 @@ class MinMaxStats:
     @classmethod
     def from_json(cls, doc):
         features = doc["features"]
+        names = tuple(features)
 
         def column(key):
-            return tuple(float(features[name][key]) for name in FEATURES)
+            return tuple(float(features[name][key]) for name in names)
 
         return cls(
             column("min"), column("max"),
@@ -190,4 +213,6 @@ class MinMaxStats:
             column("raw_min"), column("raw_max"),
             doc.get("transform", "none"),
             tuple(str(name) for name in doc.get("series", ())),
+            names,
+            tuple(bool(features[name]["logged"]) for name in names) if "logged" in features[names[0]] else (),
         )

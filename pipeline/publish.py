@@ -11,8 +11,12 @@ from pathlib import Path
 from . import export
 from .documents import dumps
 from .registry import Registry
-from .schema import (DOMAIN, FEATURES, INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR, SERIES_TENSOR, TARGET,
-                     UNKNOWN_SERIES)
+from .features import CHAPTER
+from .schema import INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR, SERIES_TENSOR, TARGET, UNKNOWN_SERIES, domain_of
+
+# Each series' last weeks of sales from the published model's training rows,
+# which the weeks after them are forecast from (pipeline.features).
+TAILS_FILE = "history.json"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,15 +42,15 @@ def git_revision():
     return {"sha": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 
-def io_schema(knows_series=False):
+def io_schema(knows_series=False, spec=CHAPTER):
     schema = {
         "input": {
             "name": INPUT_TENSOR,
             "dtype": "float32",
-            "shape": ["batch", len(FEATURES)],
+            "shape": ["batch", len(spec.names)],
             "features": [
-                {"name": name, "unit": DOMAIN[name][2], "min": DOMAIN[name][0], "max": DOMAIN[name][1]}
-                for name in FEATURES
+                {"name": name, "unit": domain_of(name)[2], "min": domain_of(name)[0], "max": domain_of(name)[1]}
+                for name in spec.names
             ],
         },
         "outputs": [
@@ -69,7 +73,7 @@ def build_card(version, trained, data, export_info, backtest=None):
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "created_by": f"{getpass.getuser()}@{socket.gethostname()}",
         "model": {
-            "architecture": f"{len(FEATURES)} -> {' -> '.join(str(h) for h in result.config.hidden)} -> 1",
+            "architecture": f"{len(data.spec.names)} -> {' -> '.join(str(h) for h in result.config.hidden)} -> 1",
             "hidden": list(result.config.hidden),
             "activation": result.config.activation,
             "output": result.config.output_activation,
@@ -88,8 +92,9 @@ def build_card(version, trained, data, export_info, backtest=None):
         "export": export_info,
         "software": software_versions(),
         "git": git_revision(),
-        "schema": io_schema(bool(result.stats.series)),
+        "schema": io_schema(bool(result.stats.series), data.spec),
         "target": TARGET,
+        "features": data.spec.to_json(),
     }
     if backtest is not None:
         card["backtest"] = backtest
@@ -138,6 +143,8 @@ def write_version(writer, trained, data, backtest=None):
             members=[config.hidden for config in result.member_configs],
         )
         (stage / "normalization.json").write_text(json.dumps(result.stats.to_json(), indent=2) + "\n")
+        if data.spec.history:
+            (stage / TAILS_FILE).write_text(json.dumps(tails_document(data)) + "\n")
         torch.save(
             {"state_dict": result.mlp.state_dict(), "model_args": result.mlp.args(), "config": result.config.describe(),
              "normalization": result.stats.to_json()},
@@ -153,3 +160,15 @@ def write_version(writer, trained, data, backtest=None):
         (stage / "card.json").write_text(dumps(card, indent=2) + "\n")
         writer.commit(stage, version)
     return version, card
+
+
+def tails_document(data):
+    """{"next_week": {series: ISO week}, "sales": {series: [WINDOW_WEEKS sales, oldest first, null unknown]}}."""
+    import numpy as np
+
+    from .features import SeriesWeeks
+
+    layout = SeriesWeeks.of(data.week, data.series)
+    next_week = dict(zip(map(str, layout.names), map(str, layout.next_week())))
+    return {"next_week": next_week,
+            "sales": {name: [None if np.isnan(v) else float(v) for v in tail] for name, tail in data.tails.items()}}

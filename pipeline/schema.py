@@ -43,6 +43,14 @@ DOMAIN = {
     "units_sold": (0.0, FLOAT32_MAX, "units"),
 }
 
+# A declared covariate (a price, a temperature): any finite number.
+COVARIATE_DOMAIN = (-FLOAT32_MAX, FLOAT32_MAX, "")
+
+
+def domain_of(name):
+    """(lowest, highest, unit) of a column: the chapter's own, or any finite number for a covariate."""
+    return DOMAIN.get(name, COVARIATE_DOMAIN)
+
 
 def domain_problem(name, value):
     """Return why `value` is not a valid `name`, or None when it is valid.
@@ -60,13 +68,13 @@ def domain_problem(name, value):
         return "must be a finite number, got NaN"
     if math.isinf(value):
         return f"must be a finite number, got {'-' if value < 0 else ''}infinity"
-    low, high, unit = DOMAIN[name]
+    low, high, unit = domain_of(name)
     if value < low:
         limit, shown = _apart(low, value)
-        return f"must be >= {limit} {unit}, got {shown}"
+        return f"must be >= {limit}{' ' + unit if unit else ''}, got {shown}"
     if value > high:
         limit, shown = _apart(high, value)
-        return f"must be <= {limit} {unit}, got {shown}"
+        return f"must be <= {limit}{' ' + unit if unit else ''}, got {shown}"
     return None
 
 

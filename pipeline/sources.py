@@ -7,6 +7,7 @@ import numpy as np
 
 from .data import concat, load_file, repeated_week_series, week_series_keys
 from .errors import DataError
+from .features import CHAPTER
 from .schema import SERIES_COLUMN, TIME_COLUMN
 from .tables import DATA_SUFFIXES
 
@@ -29,12 +30,12 @@ def data_files(paths):
     return sorted(unique, key=lambda p: (p.stat().st_mtime_ns, str(p)))
 
 
-def load_sources(paths, skip_bad_rows=False, warn=None):
+def load_sources(paths, skip_bad_rows=False, warn=None, spec=None):
     """One dataset from many files. A row whose (week, series) appears in more
     than one file is taken from the latest file only, with a warning that
     counts the replaced rows."""
     files = data_files(paths)
-    parts = [load_file(f, skip_bad_rows, warn) for f in files]
+    parts = [load_file(f, skip_bad_rows, warn, spec=spec or CHAPTER) for f in files]
     if len(parts) == 1:
         return parts[0]
     for column in (TIME_COLUMN, SERIES_COLUMN):

@@ -19,7 +19,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from .errors import DataError
-from .schema import DOMAIN, SERIES_COLUMN, TIME_COLUMN, domain_problem
+from .schema import SERIES_COLUMN, TIME_COLUMN, domain_of, domain_problem
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 DATA_SUFFIXES = (".csv", *PARQUET_SUFFIXES)
@@ -103,6 +103,17 @@ def require_columns(header, columns, path):
             f"{path}: missing required column(s) {', '.join(missing)}; "
             f"the header has {', '.join(header) if header else 'nothing'}"
         )
+
+
+def renamed(header, renames, path):
+    """The header with a file's own names for the series, week and target read as ours."""
+    if not renames:
+        return header
+    for theirs, ours in renames.items():
+        if ours in header and theirs in header:
+            raise DataError(f"{path}: the header has both {theirs!r} and {ours!r}; {theirs!r} was named to be read as "
+                            f"{ours!r}: drop or rename one of them")
+    return [renames.get(name, name) for name in header]
 
 
 def header_of_bytes(raw, path):
@@ -246,29 +257,33 @@ def refuse_names_in_another_case(header, names, path):
                             f"rename it {meant!r}")
 
 
-def read_csv_table(raw, path, required, optional=(TIME_COLUMN, SERIES_COLUMN)):
-    """(pyarrow Table of the required and optional columns, RaggedRows) from the bytes of a CSV file."""
-    header = header_of_bytes(raw, path)
+def read_csv_table(raw, path, required, optional=(TIME_COLUMN, SERIES_COLUMN), renames=None):
+    """(pyarrow Table of the required and optional columns, RaggedRows) from the bytes of a CSV file.
+
+    `renames` {the file's name: the name used here} reads a file that names
+    its series, week or target its own way.
+    """
+    header = renamed(header_of_bytes(raw, path), renames, path)
     refuse_names_in_another_case(header, (*required, *optional), path)
     require_columns(header, required, path)
     wanted = [*required, *(c for c in optional if c in header)]
     return read_csv(raw, path, header, wanted, required)
 
 
-def open_parquet(source, path, required):
+def open_parquet(source, path, required, renames=None):
     """(ParquetFile, its column names stripped) once the required columns are known to be there."""
     try:
         parquet = pq.ParquetFile(source)
     except (pa.ArrowException, OSError) as err:
         raise DataError(f"{path}: cannot be read as Parquet: {_arrow_reason(err)}") from None
-    header = [name.strip() for name in parquet.schema_arrow.names]
+    header = renamed([name.strip() for name in parquet.schema_arrow.names], renames, path)
     require_columns(header, required, path)
     return parquet, header
 
 
-def read_parquet_table(source, path, required, optional=(TIME_COLUMN, SERIES_COLUMN)):
-    """The required and optional columns of a Parquet file, named without stray spaces."""
-    parquet, header = open_parquet(source, path, required)
+def read_parquet_table(source, path, required, optional=(TIME_COLUMN, SERIES_COLUMN), renames=None):
+    """The required and optional columns of a Parquet file, named without stray spaces (and as `renames` says)."""
+    parquet, header = open_parquet(source, path, required, renames)
     refuse_names_in_another_case(header, optional, path)  # open_parquet has found the required ones
     wanted = [*required, *(c for c in optional if c in header)]
     by_name = dict(zip(header, parquet.schema_arrow.names))
@@ -330,7 +345,7 @@ def _joined_lines(names, offset, problems):
 
 
 def _number_column(column, name, offset, problems):
-    low, high, _ = DOMAIN[name]
+    low, high, _ = domain_of(name)
     if pa.types.is_boolean(column.type):  # refused as anywhere else, not read as 0 and 1
         return _numbers_cell_by_cell(column, name, offset, problems)
     try:

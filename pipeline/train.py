@@ -50,10 +50,10 @@ def resolve_device(requested):
 
 
 class TorchEngine:
-    def __init__(self, config, device, n_series=0, lazy_series=True):
+    def __init__(self, config, device, n_series=0, lazy_series=True, n_features=N_FEATURES):
         torch.manual_seed(config.seed)
         self.device = device
-        self.model = DemandMLP(config.hidden, config.activation, output_activation=config.output_activation,
+        self.model = DemandMLP(config.hidden, config.activation, n_features, output_activation=config.output_activation,
                                n_series=n_series).to(device)
         series_rows = self.model.series_rows
         if config.optimizer == "sgd":
@@ -120,8 +120,8 @@ class TorchEngine:
 class ManualEngine:
     """Algorithm 8.5 in float64 NumPy; always runs on the CPU."""
 
-    def __init__(self, config, device="cpu", initial=None):
-        sizes = [N_FEATURES, *config.hidden, 1]
+    def __init__(self, config, device="cpu", initial=None, n_features=N_FEATURES):
+        sizes = [n_features, *config.hidden, 1]
         self.config = config
         self.net = initial or ManualMLP.initialize(sizes, config.activation, config.seed,
                                                     output_activation=config.output_activation)
@@ -220,17 +220,18 @@ def fit(train, validation, config, progress=None, initial=None):
                                 f"not {config.activation} (the auto candidates' units); use --engine torch, "
                                 f"or --activation {MANUAL_ACTIVATIONS[-1]} with it")
         device = "cpu"
-        engine = ManualEngine(config, initial=initial)
+        engine = ManualEngine(config, initial=initial, n_features=train.X.shape[1])
     elif config.engine != "torch":
         raise TrainingError(f"--engine must be torch or manual, got {config.engine!r}")
     # Series are told apart only by the torch engine (the manual one is the chapter's network).
     by_series = config.by_series and config.engine == "torch" and train.series is not None
-    stats = MinMaxStats.fit(train.X, train.y, config.transform, train.series if by_series else None)
+    stats = MinMaxStats.fit(train.X, train.y, config.transform, train.series if by_series else None, train.spec)
     n = len(train)
     batch, steps = config.batch_rows(n), config.steps_per_epoch(n)
     if config.engine == "torch":
         device = resolve_device(config.device)
-        engine = TorchEngine(config, device, len(stats.series), lazy_series=batch * steps < n)
+        engine = TorchEngine(config, device, len(stats.series), lazy_series=batch * steps < n,
+                             n_features=train.X.shape[1])
 
     def codes(part, rows=slice(None)):
         return engine.index(stats.series_codes(part.series[rows])) if stats.series and part.series is not None else None

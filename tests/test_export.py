@@ -67,9 +67,9 @@ def test_onnx_runtime_matches_torch_in_raw_units(exported, trained, small_split,
         ref_units, ref_normalized = (t.numpy() for t in RawUnitsModel(trained.mlp, trained.stats)(
             torch.from_numpy(x), None if codes is None else torch.from_numpy(codes)))
     assert units.shape == normalized.shape == (batch, 1)
-    assert np.max(np.abs(units - ref_units)) / np.max(np.abs(ref_units)) <= 1e-5
+    assert np.max(np.abs(units - ref_units)) / np.max(np.abs(ref_units)) <= export.PARITY_TOLERANCE
     np.testing.assert_allclose(normalized, ref_normalized, rtol=1e-4, atol=1e-6)
-    assert exported[1]["parity_max_relative_error"] <= 1e-5
+    assert exported[1]["parity_max_relative_error"] <= export.PARITY_TOLERANCE
 
 
 def test_a_wrong_graph_fails_parity_and_is_refused(trained, small_split, tmp_path, monkeypatch):
@@ -221,3 +221,96 @@ def test_every_hidden_activation_is_built_and_the_manual_engine_has_its_own():
 
     assert set(model.ACTIVATIONS) == set(HIDDEN_ACTIVATIONS)
     assert set(MANUAL_ACTIVATIONS) <= set(backprop.ACTIVATIONS) and set(MANUAL_ACTIVATIONS) <= set(HIDDEN_ACTIVATIONS)
+
+
+def loud_network(split, transform):
+    """A GELU network whose forecasts span past both output bounds: its last
+    layer's weights are scaled up, and its rounding errors with them."""
+    from pipeline.model import DemandMLP
+    from pipeline.normalize import MinMaxStats
+
+    torch.manual_seed(0)
+    mlp = DemandMLP((16, 16), "gelu")
+    stats = MinMaxStats.fit(split.train.X, split.train.y, transform)
+    with torch.no_grad():
+        out = mlp(torch.as_tensor(stats.normalize_x(split.holdout.X), dtype=torch.float32)).ravel()
+        last = mlp.linear_layers()[-1]
+        scale = 4 / float(out.max() - out.min())
+        last.weight.mul_(scale)
+        last.bias.copy_((last.bias - out.min()) * scale - 1.5)
+    return mlp, stats
+
+
+@pytest.mark.parametrize("flaw", ["weight", "statistic"])
+def test_a_layer_or_statistic_off_by_one_percent_fails_parity_by_orders_of_magnitude(small_split, tmp_path, flaw):
+    """The tolerance sits far below what a real mistake gives: the graph is
+    built from a layer's weights or a statistic 1% off, and compared with the true network."""
+    from dataclasses import replace
+
+    mlp, stats = loud_network(small_split, "none")
+    flawed_mlp, flawed_stats = mlp, stats
+    if flaw == "weight":
+        import copy
+
+        flawed_mlp = copy.deepcopy(mlp)
+        with torch.no_grad():
+            flawed_mlp.linear_layers()[0].weight.mul_(1.01)
+    else:
+        flawed_stats = replace(stats, y_min=stats.y_min + 0.01 * stats.y_range)
+    path = tmp_path / "flawed.onnx"
+    onnx.save_model(export.build_onnx(flawed_mlp, flawed_stats, {}), str(path))
+    error = export.parity_error(path, mlp, stats, export.parity_inputs(small_split.holdout.X, stats))
+    assert error > 100 * export.PARITY_TOLERANCE, error
+
+
+# Instruction sets ONNX Runtime's CPU kernels pick at run time, each emulated
+# by qemu's user mode (installed by `make test`) on any x86-64 host.
+EMULATED_CPUS = {"AVX2 without AVX-512 (AMD EPYC Rome)": "EPYC-Rome", "SSE4.2 only (Nehalem)": "Nehalem"}
+RUN_ORT = """
+import sys, numpy as np, onnxruntime as ort
+data = np.load(sys.argv[2])
+session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+worst = 0.0
+for name in data.files:
+    if name.endswith(".x"):
+        x, exact = data[name], data[name[:-2] + ".exact"]
+        scale = max(float(np.abs(exact).max()), 1.0)
+        for batch in [int(b) for b in sys.argv[3:]]:
+            units = session.run(["units_sold"], {"features": x[:batch]})[0]
+            worst = max(worst, float(np.abs(units - exact[:batch]).max()) / scale)
+print(worst)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("transform", ["none", "log1p"])
+@pytest.mark.parametrize("cpu", list(EMULATED_CPUS))
+def test_parity_holds_on_other_instruction_sets(small_split, tmp_path, transform, cpu):
+    """The loud network's ONNX forecasts, computed by ONNX Runtime on an
+    emulated CPU of another instruction set, are within PARITY_TOLERANCE of the
+    exact network, measured as parity_error measures."""
+    import copy
+    import shutil
+    import subprocess
+    import sys
+
+    from pipeline.model import RawUnitsModel
+
+    qemu = shutil.which("qemu-x86_64")
+    assert qemu, "qemu-x86_64 (Debian's qemu-user) is missing: `make test` installs it"
+    mlp, stats = loud_network(small_split, transform)
+    path = tmp_path / "loud.onnx"
+    onnx.save_model(export.build_onnx(mlp, stats, {}), str(path))
+    exact = RawUnitsModel(copy.deepcopy(mlp), stats).double().eval()
+    arrays = {}
+    for name, rows in export.parity_inputs(small_split.holdout.X, stats).items():
+        x = np.resize(rows, (max(export.PARITY_BATCHES), rows.shape[1]))
+        with torch.no_grad():
+            arrays[f"{name}.x"], arrays[f"{name}.exact"] = x, exact(torch.from_numpy(x.astype(np.float64)))[0].numpy()
+    np.savez(tmp_path / "rows.npz", **arrays)
+    done = subprocess.run([qemu, "-cpu", EMULATED_CPUS[cpu], sys.executable, "-c", RUN_ORT, str(path),
+                           str(tmp_path / "rows.npz"), *map(str, export.PARITY_BATCHES)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    error = float(done.stdout.split()[-1])
+    assert error <= export.PARITY_TOLERANCE, (cpu, error)

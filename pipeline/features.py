@@ -1,0 +1,256 @@
+"""What a model sees: the feature spec, and the one function that turns sales history into features.
+
+A model's inputs come from three places, declared at training and recorded in
+its card:
+
+- the series' own history: last week's sales (`prev_week_sales`, the chapter's
+  first input), more lags and rolling means, computed from the series' earlier
+  weeks only, never from the week being forecast;
+- the calendar: where the week falls in the year, as a point on a circle, so
+  two or more years of history teach the yearly season;
+- the file's covariates: `known` ones have a value per week that is known in
+  advance (a planned discount, a price, the weeks to the next holiday);
+  `static` ones have one number per series (a store's size).
+
+The chapter's network is the spec with no history and no calendar, whose known
+covariates are the discount and the weeks to the next holiday: exactly
+pipeline.schema.FEATURES.
+
+History is a window of the weeks before the forecast week, oldest first,
+NaN where the series has no week yet. Training takes every row's window out of
+one matrix per series; a plan appends each week's forecast to the window
+before the next week. Both call `history_columns`, so a feature means the same
+in every path. Where a series has fewer weeks than a feature reaches, the
+feature is filled from what it has: a lag past the first week takes the
+oldest week there is, a rolling mean is the mean of the weeks there are, and
+with no week at all every history feature is last week's sales. The filled
+features are reported per row.
+"""
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .schema import FEATURES, SERIES_COLUMN, TARGET, TIME_COLUMN
+
+LAG_1 = FEATURES[0]  # prev_week_sales: last week's sales
+CHAPTER_KNOWN = FEATURES[1:]  # the chapter's planned covariates
+HISTORY_LAGS = (2, 3, 4, 52)  # weeks back, beside last week's
+ROLLING_MEANS = (4, 13)  # weeks averaged, the last one included
+HISTORY = (*(f"sales_lag_{k}" for k in HISTORY_LAGS), *(f"sales_mean_{w}" for w in ROLLING_MEANS))
+CALENDAR = ("year_cycle_sin", "year_cycle_cos")
+WINDOW_WEEKS = max(*HISTORY_LAGS, *ROLLING_MEANS)  # the tail a published version keeps per series
+DAYS_PER_YEAR = 365.2425
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Which features a model reads, and what a file calls its columns."""
+
+    known: tuple = CHAPTER_KNOWN
+    static: tuple = ()
+    history: bool = False
+    calendar: bool = False
+    series_column: str = SERIES_COLUMN
+    week_column: str = TIME_COLUMN
+    target_column: str = TARGET
+
+    @property
+    def names(self):
+        """The feature matrix's columns, in order: the ONNX input's columns too."""
+        return (LAG_1, *self.known, *(HISTORY if self.history else ()), *(CALENDAR if self.calendar else ()),
+                *self.static)
+
+    @property
+    def is_chapter(self):
+        return self.names == FEATURES
+
+    @property
+    def covariates(self):
+        return (*self.known, *self.static)
+
+    @property
+    def sales_features(self):
+        """The features in units sold (on the log scale with transform log1p), by position."""
+        return tuple(i for i, name in enumerate(self.names) if name == LAG_1 or name in HISTORY)
+
+    def logged(self):
+        """Per feature, whether transform log1p applies to it: sales, and the
+        chapter's own covariates (as the chapter's log model always did);
+        not the calendar or other covariates, which may be below zero."""
+        return tuple(i in self.sales_features or name in CHAPTER_KNOWN for i, name in enumerate(self.names))
+
+    def renames(self):
+        """{a file's column name: the name used here} for columns named otherwise."""
+        pairs = ((self.series_column, SERIES_COLUMN), (self.week_column, TIME_COLUMN), (self.target_column, TARGET))
+        return {theirs: ours for theirs, ours in pairs if theirs != ours}
+
+    def to_json(self):
+        return {"names": list(self.names), "known": list(self.known), "static": list(self.static),
+                "history": {"lags": [1, *HISTORY_LAGS], "rolling_means": list(ROLLING_MEANS),
+                            "window_weeks": WINDOW_WEEKS} if self.history else None,
+                "calendar": list(CALENDAR) if self.calendar else None,
+                "columns": {"series": self.series_column, "week": self.week_column, "target": self.target_column}}
+
+    @classmethod
+    def from_json(cls, doc):
+        if not doc:
+            return cls()
+        columns = doc.get("columns", {})
+        return cls(tuple(doc.get("known", CHAPTER_KNOWN)), tuple(doc.get("static", ())), bool(doc.get("history")),
+                   bool(doc.get("calendar")), columns.get("series", SERIES_COLUMN),
+                   columns.get("week", TIME_COLUMN), columns.get("target", TARGET))
+
+    def with_columns(self, **names):
+        return replace(self, **{f"{k}_column": v for k, v in names.items() if v})
+
+
+CHAPTER = FeatureSpec()
+
+
+def history_columns(window, last_week=None):
+    """[n, len(HISTORY)] lags and rolling means from `window` [n, L] (L >= WINDOW_WEEKS),
+    and [n, len(HISTORY)] flags of the features that were filled.
+
+    `window[:, -1]` is last week, NaN before a series' first week. `last_week`
+    [n] replaces last week's sales where the window has none (a row's own
+    prev_week_sales).
+    """
+    window = np.asarray(window, dtype=np.float64)
+    if last_week is not None:
+        window = window.copy()
+        missing = np.isnan(window[:, -1])
+        window[missing, -1] = np.asarray(last_week, dtype=np.float64)[missing]
+    n, L = window.shape
+    known = ~np.isnan(window)
+    count = known.sum(axis=1)  # weeks this row's window holds, the most recent ones
+    oldest = window[np.arange(n), np.clip(L - count, 0, L - 1)]
+    columns, filled = [], []
+    for lag in HISTORY_LAGS:
+        value = window[:, L - lag]
+        short = np.isnan(value)
+        columns.append(np.where(short, oldest, value))
+        filled.append(short)
+    for weeks in ROLLING_MEANS:
+        recent = window[:, L - weeks:]
+        have = known[:, L - weeks:].sum(axis=1)
+        total = np.where(known[:, L - weeks:], recent, 0.0).sum(axis=1)
+        columns.append(np.divide(total, have, out=np.full(n, np.nan), where=have > 0))
+        filled.append(have < weeks)
+    return np.column_stack(columns), np.column_stack(filled)
+
+
+def calendar_columns(weeks):
+    """[n, 2] the week's place in the year as a point on the unit circle."""
+    weeks = np.asarray(weeks, dtype="datetime64[D]")
+    day = (weeks - weeks.astype("datetime64[Y]").astype("datetime64[D]")).astype(np.float64)
+    angle = 2 * np.pi * day / DAYS_PER_YEAR
+    return np.column_stack([np.sin(angle), np.cos(angle)])
+
+
+@dataclass
+class SeriesWeeks:
+    """Each row's place in its series' run of weeks: the layout every window is taken from.
+
+    Rows of one series are laid on consecutive weeks from its first week; a
+    week the series skips is filled with the week before it (its last known
+    sales carry on).
+    """
+
+    series_of_row: np.ndarray  # [n] index into names
+    position: np.ndarray  # [n] weeks since the first week of the row's series
+    names: np.ndarray  # [S] series names
+    first_week: np.ndarray  # [S] datetime64[D]
+    span: np.ndarray  # [S] weeks from first to last, inclusive
+
+    @classmethod
+    def of(cls, weeks, series=None):
+        weeks = np.asarray(weeks, dtype="datetime64[D]")
+        series = np.zeros(len(weeks), dtype=object) if series is None else np.asarray(series)
+        names, code = np.unique(series.astype(str), return_inverse=True)
+        code = code.ravel()
+        day = weeks.astype(np.int64)
+        first = np.full(len(names), np.iinfo(np.int64).max)
+        np.minimum.at(first, code, day)
+        position = (day - first[code]) // 7
+        span = np.zeros(len(names), dtype=np.int64)
+        np.maximum.at(span, code, position + 1)
+        return cls(code, position, names, first.astype("datetime64[D]"), span)
+
+    def matrix(self, values, before_first=None):
+        """[S, WINDOW_WEEKS + max span] of `values` laid out by series and week,
+        carried forward over skipped weeks; NaN before each series' first week,
+        except the week just before it, which takes `before_first` [S] when given."""
+        S, T = len(self.names), int(self.span.max(initial=0))
+        grid = np.full((S, WINDOW_WEEKS + T), np.nan)
+        grid[self.series_of_row, WINDOW_WEEKS + self.position] = values
+        if before_first is not None:
+            grid[:, WINDOW_WEEKS - 1] = before_first
+        # Carry the last known week forward over skipped weeks, within each series' span.
+        inside = np.arange(WINDOW_WEEKS + T)[None, :] < (WINDOW_WEEKS + self.span)[:, None]
+        index = np.where(~np.isnan(grid), np.arange(grid.shape[1])[None, :], 0)
+        np.maximum.accumulate(index, axis=1, out=index)
+        carried = grid[np.arange(S)[:, None], index]
+        carried[:, :WINDOW_WEEKS][np.isnan(grid[:, :WINDOW_WEEKS])] = np.nan
+        return np.where(inside, carried, np.nan)
+
+    def windows(self, grid):
+        """[n, WINDOW_WEEKS] each row's window: the weeks before it, from `grid` (matrix())."""
+        offsets = np.arange(-WINDOW_WEEKS, 0)
+        return grid[self.series_of_row[:, None], WINDOW_WEEKS + self.position[:, None] + offsets[None, :]]
+
+    def tails(self, grid):
+        """[S, WINDOW_WEEKS] each series' last weeks, for the week after its last."""
+        ends = WINDOW_WEEKS + self.span
+        return grid[np.arange(len(self.names))[:, None], ends[:, None] + np.arange(-WINDOW_WEEKS, 0)[None, :]]
+
+    def next_week(self):
+        """[S] the week after each series' last."""
+        return self.first_week + (self.span * 7).astype("timedelta64[D]")
+
+
+@dataclass
+class Features:
+    """A feature matrix and what went into it."""
+
+    X: np.ndarray  # [n, len(spec.names)] raw units
+    filled: np.ndarray  # [n, len(HISTORY)] history features filled for lack of weeks (no columns without history)
+    tails: dict = field(default_factory=dict)  # series name -> [WINDOW_WEEKS] sales before its next week
+
+
+def feature_matrix(spec, columns, sales=None, tail_of=None):
+    """The features of a table's rows, in spec.names order.
+
+    `columns`: {name: [n] array} of the table, with the week, series and
+    covariates under the names used here (FeatureSpec.renames). `sales`: [n]
+    each row's own actual sales (NaN where unknown), which later rows' history
+    reads; `tail_of`: {series: [WINDOW_WEEKS] window} a published version
+    stored, which a series' rows continue from. A row's own prev_week_sales,
+    when the table has it, is its last week's sales as given.
+    """
+    n = len(next(iter(columns.values())))
+    given_last = columns.get(LAG_1)
+    parts, filled = [], np.zeros((n, len(HISTORY) if spec.history else 0), dtype=bool)
+    tails = {}
+    if spec.history:
+        layout = SeriesWeeks.of(columns[TIME_COLUMN], columns.get(SERIES_COLUMN))
+        values = np.full(n, np.nan) if sales is None else np.asarray(sales, dtype=np.float64)
+        grid = layout.matrix(values)
+        if tail_of:
+            for s, name in enumerate(layout.names):
+                tail = tail_of.get(str(name))
+                if tail is not None:
+                    grid[s, :WINDOW_WEEKS] = tail
+        windows = layout.windows(grid)
+        history, filled = history_columns(windows, given_last)
+        last = windows[:, -1] if given_last is None else np.where(np.isnan(given_last), windows[:, -1], given_last)
+        parts.append(last[:, None])
+        tails = dict(zip(map(str, layout.names), layout.tails(grid)))
+    else:
+        parts.append(np.asarray(given_last, dtype=np.float64)[:, None])
+    parts += [np.asarray(columns[name], dtype=np.float64)[:, None] for name in spec.known]
+    if spec.history:
+        parts.append(history)
+    if spec.calendar:
+        parts.append(calendar_columns(columns[TIME_COLUMN]))
+    parts += [np.asarray(columns[name], dtype=np.float64)[:, None] for name in spec.static]
+    return Features(np.column_stack(parts), filled, tails)
