@@ -1,0 +1,191 @@
+"""The feature spec: history, calendar and declared covariates, computed alike in every path."""
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.data import load_file
+from pipeline.errors import DataError
+from pipeline.features import (CHAPTER, HISTORY, HISTORY_LAGS, ROLLING_MEANS, WINDOW_WEEKS, FeatureSpec, SeriesWeeks,
+                               calendar_columns, feature_matrix, history_columns)
+from pipeline.schema import FEATURES, SERIES_COLUMN, TIME_COLUMN
+
+from .conftest import DEFAULT_CSV, FAST, invoke
+
+HISTORY_SPEC = FeatureSpec(history=True, calendar=True)
+
+
+def weekly_rows(series=("a", "b"), weeks=70, seed=0, start="2023-01-02"):
+    """{column: array} of consecutive weeks per series, with sales and a price."""
+    rng = np.random.default_rng(seed)
+    week = np.repeat(np.datetime64(start) + 7 * np.arange(weeks), len(series)).astype("datetime64[D]")
+    names = np.tile(np.array(series), weeks)
+    return {TIME_COLUMN: week, SERIES_COLUMN: names,
+            "discount_fraction": rng.integers(0, 60, len(week)).astype(float),
+            "weeks_to_next_holidays": rng.integers(0, 10, len(week)).astype(float),
+            "units_sold": rng.integers(100, 1000, len(week)).astype(float)}
+
+
+def test_the_chapter_spec_is_the_three_inputs():
+    assert CHAPTER.names == FEATURES and CHAPTER.is_chapter
+    assert HISTORY_SPEC.names[: len(FEATURES)] == FEATURES
+    assert not HISTORY_SPEC.is_chapter
+    assert FeatureSpec.from_json(json.loads(json.dumps(HISTORY_SPEC.to_json()))) == HISTORY_SPEC
+
+
+def test_no_feature_of_a_row_reads_its_own_week_or_later():
+    """Changing one week's sales moves only the features of that series' later weeks."""
+    columns = weekly_rows(weeks=100)
+    sales = columns["units_sold"]
+    before = feature_matrix(HISTORY_SPEC, columns, sales).X
+    changed = sales.copy()
+    row = 40 * 2  # series "a", week 40
+    changed[row] *= 10
+    after = feature_matrix(HISTORY_SPEC, columns, changed).X
+    same = (before == after) | (np.isnan(before) & np.isnan(after))
+    moved = np.flatnonzero(~same.all(axis=1))
+    assert len(moved) and all(columns[SERIES_COLUMN][moved] == "a")
+    assert columns[TIME_COLUMN][moved].min() > columns[TIME_COLUMN][row]
+    # ... and exactly those the lags and means reach: weeks 41..40 + 52
+    assert columns[TIME_COLUMN][moved].max() == columns[TIME_COLUMN][row] + 7 * max(HISTORY_LAGS)
+
+
+def test_lags_and_means_are_the_weeks_before():
+    columns = weekly_rows(series=("a",), weeks=60)
+    sales = columns["units_sold"]
+    X = feature_matrix(HISTORY_SPEC, columns, sales).X
+    names = HISTORY_SPEC.names
+    t = 55
+    assert X[t, names.index("prev_week_sales")] == sales[t - 1]
+    for lag in HISTORY_LAGS:
+        assert X[t, names.index(f"sales_lag_{lag}")] == sales[t - lag]
+    for weeks in ROLLING_MEANS:
+        assert X[t, names.index(f"sales_mean_{weeks}")] == pytest.approx(sales[t - weeks : t].mean())
+
+
+def test_a_short_history_is_filled_from_what_it_has_and_says_so():
+    window = np.full((3, WINDOW_WEEKS), np.nan)
+    window[1, -3:] = [10.0, 20.0, 30.0]  # three weeks
+    window[2, :] = np.arange(WINDOW_WEEKS)  # a full window
+    history, filled = history_columns(window, last_week=np.array([7.0, np.nan, np.nan]))
+    # No week at all but last week's sales given: every history feature is last week's sales.
+    assert (history[0] == 7.0).all() and filled[0].all()
+    lag = {k: HISTORY.index(f"sales_lag_{k}") for k in HISTORY_LAGS}
+    mean = {w: HISTORY.index(f"sales_mean_{w}") for w in ROLLING_MEANS}
+    assert history[1, lag[2]] == 20 and history[1, lag[3]] == 10 and history[1, lag[4]] == 10  # the oldest week
+    assert history[1, mean[4]] == pytest.approx(20.0) and filled[1, mean[4]] and not filled[1, lag[2]]
+    assert not filled[2].any()
+
+
+def test_a_window_built_week_by_week_gives_the_training_rows_features():
+    """The plan path (a window the forecasts are appended to) and the training
+    path (every row's window from one matrix) agree feature by feature."""
+    columns = weekly_rows(series=("a", "b", "c"), weeks=80, seed=2)
+    sales = columns["units_sold"]
+    X = feature_matrix(HISTORY_SPEC, columns, sales).X
+    history_at = slice(len(FEATURES), len(FEATURES) + len(HISTORY))
+    for s in ("a", "c"):
+        own = np.flatnonzero(columns[SERIES_COLUMN] == s)
+        for t in (1, 5, 30, 79):
+            window = np.full(WINDOW_WEEKS, np.nan)
+            past = sales[own[:t]][-WINDOW_WEEKS:]
+            window[WINDOW_WEEKS - len(past):] = past
+            history, _ = history_columns(window[None, :])
+            np.testing.assert_array_equal(history[0], X[own[t], history_at])
+
+
+def test_skipped_weeks_carry_the_last_known_sales():
+    weeks = np.array(["2024-01-01", "2024-01-08", "2024-01-29"], dtype="datetime64[D]")
+    layout = SeriesWeeks.of(weeks, np.array(["a", "a", "a"]))
+    assert layout.position.tolist() == [0, 1, 4] and layout.span.tolist() == [5]
+    grid = layout.matrix(np.array([1.0, 2.0, 3.0]))
+    assert grid[0, WINDOW_WEEKS:].tolist() == [1.0, 2.0, 2.0, 2.0, 3.0]
+
+
+def test_the_calendar_is_a_smooth_yearly_circle():
+    weeks = np.array(["2023-01-02", "2023-07-03", "2024-01-01", "2023-12-25"], dtype="datetime64[D]")
+    sin_cos = calendar_columns(weeks)
+    np.testing.assert_allclose(np.hypot(sin_cos[:, 0], sin_cos[:, 1]), 1.0)
+    assert np.abs(sin_cos[0] - sin_cos[2]).max() < 0.05  # a year apart: the same place
+    assert sin_cos[1, 1] < -0.99  # midsummer: the far side
+    assert np.abs(sin_cos[3] - sin_cos[2]).max() < 0.15  # a week apart across new year: neighbours
+
+
+def write_table(path, columns):
+    names = list(columns)
+    with open(path, "w") as out:
+        out.write(",".join(names) + "\n")
+        for row in zip(*(columns[n] for n in names)):
+            out.write(",".join(str(v) for v in row) + "\n")
+    return path
+
+
+def retailer_file(tmp_path, **changes):
+    rng = np.random.default_rng(1)
+    columns = weekly_rows(series=("s1", "s2", "s3"), weeks=60)
+    n = len(columns[TIME_COLUMN])
+    table = {"date": columns[TIME_COLUMN], "store": columns[SERIES_COLUMN], "sales": columns["units_sold"],
+             "price": np.round(rng.uniform(1, 3, n), 2), "temperature": np.round(rng.normal(10, 8, n), 1),
+             "store_size": np.repeat([[100.0, 250.0, 400.0]], 60, axis=0).ravel(), "colour": ["red"] * n}
+    table.update(changes)
+    return write_table(tmp_path / "retailer.csv", table)
+
+
+RETAILER = FeatureSpec(known=("price", "temperature"), static=("store_size",), history=True, calendar=True,
+                       series_column="store", week_column="date", target_column="sales")
+
+
+def test_a_retailers_file_is_read_by_its_own_names_and_unread_columns_are_named(tmp_path):
+    warnings = []
+    data = load_file(retailer_file(tmp_path), warn=warnings.append, spec=RETAILER)
+    assert data.X.shape[1] == len(RETAILER.names) and np.isfinite(data.X).all()
+    assert any("colour" in w and "--known" in w for w in warnings), warnings
+    # The first week of each series has no week before it and no prev_week_sales: not trained on, and counted.
+    assert data.source["rows_without_an_earlier_week"] == 3 and len(data) == 3 * 59
+    assert sorted(data.tails) == ["s1", "s2", "s3"]
+
+
+def test_a_missing_or_bad_declared_column_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="missing required column.*humidity"):
+        load_file(retailer_file(tmp_path), spec=FeatureSpec(known=("humidity",), history=True, series_column="store",
+                                                             week_column="date", target_column="sales"))
+    path = retailer_file(tmp_path, price=["cheap"] + [1.5] * 179)
+    with pytest.raises(DataError, match=r"line 2.*price.*must be a number"):
+        load_file(path, spec=RETAILER)
+
+
+def test_a_static_covariate_that_changes_within_a_series_is_refused(tmp_path):
+    sizes = np.repeat([[100.0, 250.0, 400.0]], 60, axis=0).ravel()
+    sizes[30] = 999.0
+    with pytest.raises(DataError, match="store_size.*static.*changes within series"):
+        load_file(retailer_file(tmp_path, store_size=sizes), spec=RETAILER)
+
+
+def test_a_three_input_file_reads_as_before():
+    data = load_file(DEFAULT_CSV)
+    assert data.spec == CHAPTER and data.X.shape[1] == 3 and not data.tails
+
+
+@pytest.mark.slow
+def test_train_with_history_calendar_and_covariates_publishes_the_spec_and_the_tails(tmp_path, runner):
+    path = retailer_file(tmp_path)
+    done = invoke(runner, "train", "--data", str(path), "--preset", "raw-small-full", "--epochs", str(FAST["epochs"]),
+                  "--patience", "0", "--history", "--calendar", "--known", "price,temperature", "--static",
+                  "store_size", "--series-column", "store", "--week-column", "date", "--target-column", "sales",
+                  "--model-dir", str(tmp_path / "models"), "--device", "cpu")
+    assert done.exit_code == 0, done.output
+    assert "colour" in done.output  # the unread column, named
+    version = (tmp_path / "models" / "champion").read_text().strip()
+    folder = tmp_path / "models" / "versions" / version
+    card = json.loads((folder / "card.json").read_text())
+    assert card["features"]["names"] == list(RETAILER.names)
+    assert card["features"]["columns"] == {"series": "store", "week": "date", "target": "sales"}
+    assert card["schema"]["input"]["shape"] == ["batch", len(RETAILER.names)]
+    tails = json.loads((folder / "history.json").read_text())
+    assert tails["next_week"]["s1"] == str(np.datetime64("2023-01-02") + 7 * 60)
+    assert len(tails["sales"]["s2"]) == WINDOW_WEEKS and tails["sales"]["s2"][-1] is not None
+
+
+def test_the_chapter_preset_refuses_other_features(tmp_path, runner):
+    done = invoke(runner, "train", "--preset", "chapter", "--history", "--model-dir", str(tmp_path / "m"))
+    assert done.exit_code != 0 and "three inputs" in done.output
