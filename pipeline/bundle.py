@@ -14,7 +14,8 @@ from .evaluate import interval_bounds
 from .normalize import MinMaxStats
 from .errors import BundleError, RegistryError
 from .registry import Registry
-from .schema import FEATURES, INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR, SERIES_TENSOR, UNKNOWN_SERIES
+from .features import FeatureSpec
+from .schema import INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR, SERIES_TENSOR, UNKNOWN_SERIES
 
 log = logging.getLogger("demand.bundle")
 # Rows per ONNX Runtime call, times the widest layer: big enough that the
@@ -77,10 +78,13 @@ def _cuda_driver_present():
 
 
 class Bundle:
-    def __init__(self, version, card, stats, session, provider):
+    def __init__(self, version, card, stats, session, provider, tails=None):
         self.version = version
         self.card = card
         self.stats = stats
+        self.spec = FeatureSpec.from_json(card.get("features"))
+        # {series: (the week after its last training week, [WINDOW_WEEKS] sales before it)}
+        self.tails = tails or {}
         self.session = session
         self.provider = provider
         self.half_width = float(card["interval"]["half_width"])
@@ -106,6 +110,7 @@ class Bundle:
             card = registry.card(version)
             folder = registry.path(version)
             stats = MinMaxStats.from_json(json.loads((folder / "normalization.json").read_text()))
+            tails = read_tails(folder) if (card.get("features") or {}).get("history") else None
             session, active = make_session(folder / "model.onnx", provider, threads)
         except BundleError:
             raise
@@ -113,9 +118,14 @@ class Bundle:
             raise BundleError(f"cannot load model {version}: {err}") from None
         except Exception as err:  # ONNX Runtime's own load errors
             raise BundleError(f"cannot load model {version}: {err}") from None
-        bundle = cls(version, card, stats, session, active)
+        bundle = cls(version, card, stats, session, active, tails)
         bundle.check()
         return bundle
+
+    @property
+    def reads_three_inputs(self):
+        """Whether the model reads the chapter's three inputs and nothing else."""
+        return self.spec.is_chapter
 
     def check(self):
         """Warm-up inference that also proves the outputs are usable."""
@@ -184,7 +194,7 @@ class Bundle:
         training range ("extrapolated_rows", and their "extrapolated_flags"),
         and the rows naming a series the model does not know ("unknown_series").
         `series`: each row's series name, or None."""
-        X = np.ascontiguousarray(X, dtype=np.float32).reshape(-1, len(FEATURES))
+        X = np.ascontiguousarray(X, dtype=np.float32).reshape(-1, len(self.stats.names))
         codes = self.series_codes(series) if self.knows_series else None
         units, normalized = self.run(X, codes)
         low, high = interval_bounds(units, self.half_width, self.interval_scale)
@@ -218,7 +228,10 @@ class Bundle:
         weeks = np.asarray(weeks)
         S, H = plan.shape[:2]
         units = np.full((S, H), np.nan, dtype=np.float32)
-        inputs = np.zeros((S, H, len(FEATURES)), dtype=np.float32)  # what each week was forecast from
+        if not self.reads_three_inputs:
+            raise BundleError(f"model {self.version} reads {', '.join(self.spec.names)}: plans several weeks ahead "
+                              "are forecast for models of the three inputs only in this version")
+        inputs = np.zeros((S, H, len(self.stats.names)), dtype=np.float32)  # what each week was forecast from
         inputs[:, :, 1:] = plan
         inputs[:, 0, 0] = prev
         codes = self.series_codes(series) if self.knows_series else None
@@ -249,5 +262,19 @@ class Bundle:
 
     def extrapolated_names(self, out):
         """{row index: [feature names outside the training range]} from forecast()."""
-        return {int(i): [name for name, flag in zip(FEATURES, flags) if flag]
+        return {int(i): [name for name, flag in zip(self.stats.names, flags) if flag]
                 for i, flags in zip(out["extrapolated_rows"], out["extrapolated_flags"])}
+
+
+def read_tails(folder):
+    """A published version's history.json as {series: (next week, [WINDOW_WEEKS] float64 sales, NaN unknown)}."""
+    from .publish import TAILS_FILE
+
+    return tails_from_document(json.loads((folder / TAILS_FILE).read_text()))
+
+
+def tails_from_document(doc):
+    """pipeline.publish.tails_document's JSON, as read_tails returns it."""
+    return {name: (np.datetime64(doc["next_week"][name], "D"),
+                   np.array([np.nan if v is None else v for v in sales], dtype=np.float64))
+            for name, sales in doc["sales"].items()}

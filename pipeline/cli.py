@@ -742,10 +742,11 @@ def predict(input_path, output_path, version, provider, model_dir, skip_bad_rows
     """
     from .bundle import Bundle
     from .registry import Registry
-    from .scoring import score_file, scoring_threads
+    from .scoring import score_file, score_history_file, scoring_threads
 
     bundle = Bundle.load(Registry(model_dir), version, provider, scoring_threads())
-    counts = score_file(input_path, output_path, bundle, skip_bad_rows, warn=log)
+    score = score_file if bundle.reads_three_inputs else score_history_file
+    counts = score(input_path, output_path, bundle, skip_bad_rows, warn=log)
     log(f"wrote {counts['rows']} forecasts from model {bundle.version} ({bundle.provider}) to {output_path}"
         + (f"; {counts['extrapolated_rows']} row(s) outside the training range" if counts["extrapolated_rows"] else "")
         + (f"; {counts['unknown_series_rows']} row(s) of series the model does not know, forecast as a typical "

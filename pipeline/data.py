@@ -55,7 +55,7 @@ class Split:
         }
 
 
-def load_file(path, skip_bad_rows=False, warn=None, require_target=True, spec=CHAPTER):
+def load_file(path, skip_bad_rows=False, warn=None, require_target=True, spec=CHAPTER, tails=None):
     """Read and validate a CSV or Parquet file (by its extension) into the features of `spec`.
 
     Every bad row is found, not just the first. Without `skip_bad_rows` a file
@@ -105,7 +105,7 @@ def load_file(path, skip_bad_rows=False, warn=None, require_target=True, spec=CH
         values[SERIES_COLUMN] = values[SERIES_COLUMN].astype(str)
     y = values[TARGET] if require_target else np.full(int(keep.sum()), np.nan)
     check_static(path, spec, values)
-    features = feature_matrix(spec, values, sales=y)
+    features = feature_matrix(spec, values, sales=y, tail_of=tails)
     usable = ~np.isnan(features.X).any(axis=1)  # a row whose last week is unknown has nothing to go on
     without_history = int((~usable).sum())
     if not usable.any():
@@ -128,7 +128,19 @@ def load_file(path, skip_bad_rows=False, warn=None, require_target=True, spec=CH
     )
     data = data if usable.all() else data.take(np.flatnonzero(usable))
     data.tails = features.tails
+    data.filled = features.filled if usable.all() else features.filled[usable]
     return data
+
+
+def has_column(path, name, spec=CHAPTER):
+    """Whether a CSV or Parquet file has column `name` (after the spec's renames)."""
+    path = Path(path)
+    if tables.is_parquet(path):
+        names = [n.strip() for n in pq.ParquetFile(path).schema_arrow.names]
+    else:
+        with open(path, "rb") as handle:
+            names = tables.csv_header(tables.header_line(handle.read), path)
+    return name in tables.renamed(names, spec.renames(), path)
 
 
 def check_static(path, spec, values):

@@ -185,13 +185,7 @@ class SeriesWeeks:
         grid[self.series_of_row, WINDOW_WEEKS + self.position] = values
         if before_first is not None:
             grid[:, WINDOW_WEEKS - 1] = before_first
-        # Carry the last known week forward over skipped weeks, within each series' span.
-        inside = np.arange(WINDOW_WEEKS + T)[None, :] < (WINDOW_WEEKS + self.span)[:, None]
-        index = np.where(~np.isnan(grid), np.arange(grid.shape[1])[None, :], 0)
-        np.maximum.accumulate(index, axis=1, out=index)
-        carried = grid[np.arange(S)[:, None], index]
-        carried[:, :WINDOW_WEEKS][np.isnan(grid[:, :WINDOW_WEEKS])] = np.nan
-        return np.where(inside, carried, np.nan)
+        return carried_forward(grid, self)
 
     def windows(self, grid):
         """[n, WINDOW_WEEKS] each row's window: the weeks before it, from `grid` (matrix())."""
@@ -206,6 +200,25 @@ class SeriesWeeks:
     def next_week(self):
         """[S] the week after each series' last."""
         return self.first_week + (self.span * 7).astype("timedelta64[D]")
+
+
+def aligned_tail(next_week, tail, first_week):
+    """The WINDOW_WEEKS weeks before `first_week` from a tail that ends before `next_week`:
+    shifted, the weeks between carrying the tail's last sales, or cut where the rows overlap it."""
+    gap = int((np.datetime64(first_week, "D") - np.datetime64(next_week, "D")).astype(np.int64) // 7)
+    if gap >= 0:
+        return np.concatenate([tail, np.full(gap, tail[-1])])[-WINDOW_WEEKS:] if gap else tail
+    return np.concatenate([np.full(min(-gap, WINDOW_WEEKS), np.nan), tail[: max(WINDOW_WEEKS + gap, 0)]])
+
+
+def carried_forward(grid, layout):
+    """`grid` with every unknown week inside a series' span taking the last known week before it."""
+    inside = np.arange(grid.shape[1])[None, :] < (WINDOW_WEEKS + layout.span)[:, None]
+    index = np.where(~np.isnan(grid), np.arange(grid.shape[1])[None, :], 0)
+    np.maximum.accumulate(index, axis=1, out=index)
+    carried = grid[np.arange(len(grid))[:, None], index]
+    carried[np.isnan(grid[np.arange(len(grid))[:, None], index])] = np.nan
+    return np.where(inside, carried, np.nan)
 
 
 @dataclass
@@ -223,8 +236,9 @@ def feature_matrix(spec, columns, sales=None, tail_of=None):
     `columns`: {name: [n] array} of the table, with the week, series and
     covariates under the names used here (FeatureSpec.renames). `sales`: [n]
     each row's own actual sales (NaN where unknown), which later rows' history
-    reads; `tail_of`: {series: [WINDOW_WEEKS] window} a published version
-    stored, which a series' rows continue from. A row's own prev_week_sales,
+    reads; `tail_of`: {series: (next week, [WINDOW_WEEKS] window)} a
+    published version stored, which a series' rows continue from (weeks
+    between its next week and the series' first row here carry its last sales). A row's own prev_week_sales,
     when the table has it, is its last week's sales as given.
     """
     n = len(next(iter(columns.values())))
@@ -237,9 +251,9 @@ def feature_matrix(spec, columns, sales=None, tail_of=None):
         grid = layout.matrix(values)
         if tail_of:
             for s, name in enumerate(layout.names):
-                tail = tail_of.get(str(name))
-                if tail is not None:
-                    grid[s, :WINDOW_WEEKS] = tail
+                if str(name) in tail_of:
+                    grid[s, :WINDOW_WEEKS] = aligned_tail(*tail_of[str(name)], layout.first_week[s])
+            grid = carried_forward(grid, layout)
         windows = layout.windows(grid)
         history, filled = history_columns(windows, given_last)
         last = windows[:, -1] if given_last is None else np.where(np.isnan(given_last), windows[:, -1], given_last)

@@ -189,3 +189,77 @@ def test_train_with_history_calendar_and_covariates_publishes_the_spec_and_the_t
 def test_the_chapter_preset_refuses_other_features(tmp_path, runner):
     done = invoke(runner, "train", "--preset", "chapter", "--history", "--model-dir", str(tmp_path / "m"))
     assert done.exit_code != 0 and "three inputs" in done.output
+
+
+def split_file(tmp_path, new_weeks=13):
+    """The embedded data as a history and the weeks that follow it, in two files."""
+    lines = DEFAULT_CSV.read_text().splitlines()
+    header, rows = lines[0], lines[1:]
+    week_at = header.split(",").index("week")
+    last = sorted({r.split(",")[week_at] for r in rows})[-new_weeks:]
+    history, new = tmp_path / "history.csv", tmp_path / "new.csv"
+    history.write_text("\n".join([header] + [r for r in rows if r.split(",")[week_at] not in last]) + "\n")
+    new.write_text("\n".join([header] + [r for r in rows if r.split(",")[week_at] in last]) + "\n")
+    return history, new
+
+
+def test_the_stored_tails_continue_exactly_where_training_stopped(tmp_path):
+    """The weeks after a history, read with the tails published from it, get
+    the features they have in the whole file: one step ahead as the backtest scores them."""
+    from pipeline.bundle import tails_from_document
+    from pipeline.publish import tails_document
+
+    history, new = split_file(tmp_path)
+    tails = tails_from_document(json.loads(json.dumps(tails_document(load_file(history, spec=HISTORY_SPEC)))))
+    later = load_file(new, spec=HISTORY_SPEC, tails=tails)
+    whole = load_file(DEFAULT_CSV, spec=HISTORY_SPEC)
+    same_weeks = whole.week >= later.week.min()
+    order = np.lexsort((whole.series[same_weeks], whole.week[same_weeks]))
+    np.testing.assert_array_equal(later.X, whole.X[same_weeks][order])
+    assert not later.filled.any()  # nothing filled: the tails reach back far enough
+    without = load_file(new, spec=HISTORY_SPEC)  # and without them, the first weeks are filled and say so
+    assert without.filled.any()
+
+
+@pytest.mark.slow
+def test_demand_predict_scores_the_weeks_after_training_from_the_stored_tails(tmp_path, runner):
+    import csv
+
+    from pipeline.bundle import Bundle
+    from pipeline.registry import Registry
+
+    history, new = split_file(tmp_path)
+    models = str(tmp_path / "models")
+    done = invoke(runner, "train", "--data", str(history), "--preset", "log-large-batch", "--epochs", "40",
+                  "--patience", "0", "--history", "--calendar", "--model-dir", models, "--device", "cpu")
+    assert done.exit_code == 0, done.output
+    output = tmp_path / "forecasts.csv"
+    done = invoke(runner, "predict", "--input", str(new), "--output", str(output), "--model-dir", models)
+    assert done.exit_code == 0, done.output
+    rows = list(csv.DictReader(output.open()))
+    assert len(rows) == len(new.read_text().splitlines()) - 1 and all(r["filled_features"] == "" for r in rows)
+    bundle = Bundle.load(Registry(models))
+    whole = load_file(DEFAULT_CSV, spec=bundle.spec)
+    expected = dict(zip(zip(whole.series, whole.week.astype(str)), bundle.forecast(whole.X, series=whole.series)["units_sold"]))
+    for row in rows:
+        assert float(row["forecast_units_sold"]) == pytest.approx(float(expected[row["series"], row["week"]]), rel=1e-5)
+
+
+
+@pytest.mark.slow
+def test_the_service_refuses_a_model_whose_features_requests_cannot_carry_and_says_why(tmp_path, runner):
+    """A history model made champion: the service does not serve it with the
+    wrong inputs; readiness names its features and points to `demand predict`."""
+    from service.app import create_app
+
+    models = str(tmp_path / "models")
+    done = invoke(runner, "train", "--data", str(DEFAULT_CSV), "--preset", "log-large-batch", "--epochs", "20",
+                  "--patience", "0", "--history", "--model-dir", models, "--device", "cpu")
+    assert done.exit_code == 0, done.output
+    client = create_app({"MODEL_DIR": models, "RELOAD_INTERVAL": 0}).test_client()
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert "sales_lag_52" in ready.get_json()["error"] and "demand predict" in ready.get_json()["error"]
+    answer = client.post("/predict", json={"instances": [{"prev_week_sales": 1, "discount_fraction": 1,
+                                                          "weeks_to_next_holidays": 1}]})
+    assert answer.status_code == 503 and "error" in answer.get_json()
