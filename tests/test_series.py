@@ -127,9 +127,9 @@ def test_lazy_adam_is_used_where_epochs_sample_the_rows(monkeypatch):
 
     chosen, real = [], train.TorchEngine.__init__
 
-    def recording(engine, config, device, n_series=0, lazy_series=True):
+    def recording(engine, config, device, n_series=0, lazy_series=True, **rest):
         chosen.append(lazy_series)
-        real(engine, config, device, n_series, lazy_series)
+        real(engine, config, device, n_series, lazy_series, **rest)
 
     monkeypatch.setattr(train.TorchEngine, "__init__", recording)
     rng = np.random.default_rng(0)
