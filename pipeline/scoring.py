@@ -257,7 +257,7 @@ def score_history_file(input_path, output_path, bundle, skip_bad_rows=False, war
     from .atomic import write_atomically
     from .data import has_column, load_file
     from .features import HISTORY
-    from .schema import TARGET, TIME_COLUMN
+    from .schema import TARGET
 
     spec = bundle.spec
     data = load_file(input_path, skip_bad_rows, warn, require_target=has_column(input_path, TARGET, spec), spec=spec,
@@ -277,4 +277,4 @@ def score_history_file(input_path, output_path, bundle, skip_bad_rows=False, war
     else:
         write_atomically(output_path, lambda partial: pa_csv.write_csv(table, partial))
     return {"rows": len(data), "extrapolated_rows": len(out["extrapolated_rows"]),
-            "unknown_series_rows": len(out["unknown_series"]), "weeks": TIME_COLUMN}
+            "unknown_series_rows": len(out["unknown_series"])}
