@@ -15,6 +15,7 @@ import numpy as np
 from .calibrate import DEFAULT_LEVELS, half_width, level_key
 from .data import min_periods, periods, rows_and_weeks, unit_name
 from .errors import DataError
+from .features import WINDOW_WEEKS, with_history
 from .evaluate import LinearBaseline, interval_bounds, metrics, naive_forecast, naive_scale
 from .presets import BACKTEST_HORIZON, BACKTEST_WINDOWS
 
@@ -92,20 +93,39 @@ def chains(future):
     return grid
 
 
-def recursive(predict, future, grid):
-    """Forecasts where step h's prev_week_sales is step h-1's forecast of the same series."""
-    forecast = np.full(len(future), np.nan)
-    previous = None  # [S] forecast of the last step, NaN where the series had no row
-    for step in grid:
+def forecast_chains(predict, data, steps):
+    """[H, M] forecasts of M chains of rows of `data`, `steps` [H, M] their row indices (-1: no row that week).
+
+    Step h of a chain reads the chain's own forecasts of the steps before as
+    its sales history (pipeline.features.with_history): last week's sales,
+    and for a history model the lags and rolling means too, over the actual
+    weeks before the chain's first row and the forecasts after. A chain with
+    no row at a step carries its last week on, as a skipped week does in
+    training; a chapter model's chain takes such a row's own prev_week_sales.
+    """
+    H, M = steps.shape
+    spec = data.spec
+    out = np.full((H, M), np.nan)
+    window = np.full((M, WINDOW_WEEKS), np.nan)
+    started = np.zeros(M, dtype=bool)
+    for h, step in enumerate(steps):
         present = step >= 0
-        X = future.X[step[present]].copy()
-        if previous is not None:
-            fed = previous[present]
-            X[:, 0] = np.where(np.isnan(fed), X[:, 0], np.maximum(fed, 0.0))
-        values = predict(X, None if future.series is None else future.series[step[present]])
-        forecast[step[present]] = values
-        previous = np.full(len(step), np.nan)
-        previous[present] = values
+        fresh = present & ~started
+        window[fresh] = data.windows(step[fresh])
+        rows = step[present]
+        X = with_history(spec, data.X[rows], window[present])
+        out[h, present] = predict(X, None if data.series is None else data.series[rows])
+        started |= present
+        carried = window[:, -1] if spec.history else np.full(M, np.nan)
+        window = np.column_stack([window[:, 1:], np.where(present, np.maximum(out[h], 0.0), carried)])
+    return out
+
+
+def recursive(predict, future, grid):
+    """Forecasts where each week's sales history is the same series' forecasts of the weeks before (forecast_chains)."""
+    forecast = np.full(len(future), np.nan)
+    stepped = forecast_chains(predict, future, grid)
+    forecast[grid[grid >= 0]] = stepped[grid >= 0]
     return forecast
 
 

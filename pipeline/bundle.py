@@ -14,7 +14,7 @@ from .evaluate import interval_bounds
 from .normalize import MinMaxStats
 from .errors import BundleError, RegistryError
 from .registry import Registry
-from .features import FeatureSpec
+from .features import CALENDAR, WINDOW_WEEKS, FeatureSpec, assemble, calendar_columns, history_columns
 from .schema import INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR, SERIES_TENSOR, UNKNOWN_SERIES
 
 log = logging.getLogger("demand.bundle")
@@ -78,13 +78,14 @@ def _cuda_driver_present():
 
 
 class Bundle:
-    def __init__(self, version, card, stats, session, provider, tails=None):
+    def __init__(self, version, card, stats, session, provider, tails=None, statics=None):
         self.version = version
         self.card = card
         self.stats = stats
         self.spec = FeatureSpec.from_json(card.get("features"))
         # {series: (the week after its last training week, [WINDOW_WEEKS] sales before it)}
         self.tails = tails or {}
+        self.statics = statics or {}  # {series: its static covariates, as trained}
         self.session = session
         self.provider = provider
         self.half_width = float(card["interval"]["half_width"])
@@ -110,7 +111,8 @@ class Bundle:
             card = registry.card(version)
             folder = registry.path(version)
             stats = MinMaxStats.from_json(json.loads((folder / "normalization.json").read_text()))
-            tails = read_tails(folder) if (card.get("features") or {}).get("history") else None
+            features = card.get("features") or {}
+            tails, statics = read_tails(folder) if features.get("history") or features.get("static") else (None, None)
             session, active = make_session(folder / "model.onnx", provider, threads)
         except BundleError:
             raise
@@ -118,7 +120,7 @@ class Bundle:
             raise BundleError(f"cannot load model {version}: {err}") from None
         except Exception as err:  # ONNX Runtime's own load errors
             raise BundleError(f"cannot load model {version}: {err}") from None
-        bundle = cls(version, card, stats, session, active, tails)
+        bundle = cls(version, card, stats, session, active, tails, statics)
         bundle.check()
         return bundle
 
@@ -147,8 +149,14 @@ class Bundle:
         """Indices of the rows of `names` (str each, or a pyarrow string array) that name a series
         the model does not know; none for a model that tells no series apart, or for a blank name
         (no series). `codes`: series_codes(names), when they are at hand."""
-        if names is None or not self.knows_series:
+        if names is None:
             return np.empty(0, dtype=np.intp)
+        if not self.knows_series:  # a model of history or static covariates knows the series it stored
+            trained = self.tails.keys() | self.statics.keys()
+            if not trained:
+                return np.empty(0, dtype=np.intp)
+            listed = names.to_pylist() if type(names).__module__.startswith("pyarrow") else names
+            return np.array([i for i, name in enumerate(listed) if name and str(name) not in trained], dtype=np.intp)
         unknown = np.flatnonzero((self.series_codes(names) if codes is None else codes) == UNKNOWN_SERIES)
         if not len(unknown):
             return unknown
@@ -209,41 +217,97 @@ class Bundle:
             "unknown_series": self.unknown_series(series, codes),
         }
 
-    def forecast_plan(self, prev_week_sales, plan, weeks, levels, series=None):
+    def forecast_plan(self, start, plan, weeks, levels, series=None, dates=None, static=None):
         """Recursive forecasts of S series over up to H weeks each.
 
-        `prev_week_sales` [S]; `plan` [S, H, 2] of discount_fraction and
-        weeks_to_next_holidays; `weeks` [S] how many of the H each series has.
-        Week h of a series takes its forecast of week h-1 as prev_week_sales.
-        `series` [S]: the series' names, for a model that knows series.
-        One ONNX Runtime call per step for all series still going. Returns a
-        dict: "units_sold" [S, H] (NaN past a series' weeks), "intervals"
-        {level: (low, high)} of [S, H] arrays (None without calibration),
-        "outside" [S, H, 3] features outside the training range, "unknown_series"
-        the series the model does not know (Bundle.unknown_series), and
-        "interval_steps" [H]: the calibrated step each step's interval is from.
+        `start` [S] each series' last week's sales, or [S, WINDOW_WEEKS] its
+        weeks before the plan (oldest first, NaN unknown; plan_start) for a
+        model that reads history; `plan` [S, H, len(spec.known)] the known
+        covariates of each week; `weeks` [S] how many of the H each series
+        has; `dates` [S, H] each week's date (NaT: unknown, the calendar is
+        then filled) for a model that reads the calendar; `static` [S,
+        len(spec.static)]. Week h of a series reads its forecasts of the
+        weeks before as its sales history, exactly as files are featured
+        (pipeline.features). `series` [S]: the series' names. One ONNX
+        Runtime call per step for all series still going. Returns a dict:
+        "units_sold" [S, H] (NaN past a series' weeks), "intervals" {level:
+        (low, high)} of [S, H] arrays (None without calibration), "outside"
+        [S, H, k] features outside the training range, "filled" [S, H,
+        len(spec.fillable)] features filled for lack of weeks, "unknown_series"
+        (Bundle.unknown_series), and "interval_steps" [H]: the calibrated
+        step each step's interval is from.
         """
-        prev = np.asarray(prev_week_sales, dtype=np.float32)
+        spec = self.spec
         plan = np.asarray(plan, dtype=np.float32)
         weeks = np.asarray(weeks)
         S, H = plan.shape[:2]
+        start = np.asarray(start, dtype=np.float64)
+        window = start if start.ndim == 2 else None
+        last = window[:, -1].copy() if window is not None else start.copy()
         units = np.full((S, H), np.nan, dtype=np.float32)
-        if not self.reads_three_inputs:
-            raise BundleError(f"model {self.version} reads {', '.join(self.spec.names)}: plans several weeks ahead "
-                              "are forecast for models of the three inputs only in this version")
         inputs = np.zeros((S, H, len(self.stats.names)), dtype=np.float32)  # what each week was forecast from
-        inputs[:, :, 1:] = plan
-        inputs[:, 0, 0] = prev
+        filled = np.zeros((S, H, len(spec.fillable)), dtype=bool)
         codes = self.series_codes(series) if self.knows_series else None
+        if spec.history and window is None:
+            window = np.full((S, WINDOW_WEEKS), np.nan)
+            window[:, -1] = last
+        if spec.is_chapter:  # the hot path of the chapter's model: no window, no calendar
+            inputs[:, :, 1:] = plan
+            inputs[:, 0, 0] = last
         for h in range(H):
             going = np.flatnonzero(weeks > h)
+            if spec.is_chapter:
+                if h:
+                    inputs[going, h, 0] = last[going]
+            else:
+                history = calendar = None
+                flags = []
+                if spec.history:
+                    history, history_filled = history_columns(window[going], last[going])
+                    flags.append(history_filled)
+                if spec.calendar:
+                    day = np.asarray(dates, dtype="datetime64[D]")[going, h] if dates is not None \
+                        else np.full(len(going), np.datetime64("NaT"), dtype="datetime64[D]")
+                    calendar = np.zeros((len(going), len(CALENDAR)))
+                    known_day = ~np.isnat(day)
+                    calendar[known_day] = calendar_columns(day[known_day])
+                    flags.append(np.repeat(~known_day[:, None], len(CALENDAR), axis=1))
+                inputs[going, h] = assemble(spec, last[going], plan[going, h], history, calendar,
+                                            None if static is None else np.asarray(static)[going])
+                if flags:
+                    filled[going, h] = np.column_stack(flags)
             forecast, _ = self.run(inputs[going, h], None if codes is None else codes[going])
             units[going, h] = forecast
-            if h + 1 < H:
-                inputs[going, h + 1, 0] = np.maximum(forecast, 0.0)
+            last[going] = np.maximum(forecast, 0.0)
+            if window is not None:
+                window[going] = np.column_stack([window[going, 1:], last[going]])
         outside = self.stats.outside_flags(inputs) & (np.arange(H) < weeks[:, None])[:, :, None]
-        return {"units_sold": units, "outside": outside, "unknown_series": self.unknown_series(series, codes),
-                **self.plan_intervals(units, levels)}
+        return {"units_sold": units, "outside": outside, "filled": filled,
+                "unknown_series": self.unknown_series(series, codes), **self.plan_intervals(units, levels)}
+
+    def plan_start(self, ids, prev_week_sales=None, histories=None):
+        """Where each plan's series starts: ([S, WINDOW_WEEKS] its weeks before the plan, [S] the plan's
+        first week when known (NaT otherwise), [S] bool: a series that has no last week to start from).
+
+        A series' `histories` entry (recent weekly sales, oldest first) replaces
+        the tail its version stored; without either, the window is empty. A
+        `prev_week_sales` that is not NaN is last week's sales in any case.
+        The first week is the one after the stored tail (none after a given history).
+        """
+        S = len(ids)
+        window = np.full((S, WINDOW_WEEKS), np.nan)
+        first = np.full(S, np.datetime64("NaT"), dtype="datetime64[D]")
+        for i, name in enumerate(ids):
+            given = None if histories is None else histories[i]
+            if given is not None and len(given):
+                recent = np.asarray(given, dtype=np.float64)[-WINDOW_WEEKS:]
+                window[i, WINDOW_WEEKS - len(recent):] = recent
+            elif self.spec.history and name in self.tails:
+                first[i], window[i] = self.tails[name][0], self.tails[name][1]
+        if prev_week_sales is not None:
+            prev = np.asarray(prev_week_sales, dtype=np.float64)
+            window[:, -1] = np.where(np.isnan(prev), window[:, -1], prev)
+        return window, first, np.isnan(window[:, -1])
 
     def plan_intervals(self, units, levels):
         """{"intervals": {level: (low, high)} or None, "interval_steps": [H] or None} for forecasts [S, H]."""
@@ -267,14 +331,16 @@ class Bundle:
 
 
 def read_tails(folder):
-    """A published version's history.json as {series: (next week, [WINDOW_WEEKS] float64 sales, NaN unknown)}."""
+    """A published version's history.json as ({series: (next week, [WINDOW_WEEKS] float64 sales, NaN unknown)},
+    {series: [static covariates]})."""
     from .publish import TAILS_FILE
 
-    return tails_from_document(json.loads((folder / TAILS_FILE).read_text()))
+    doc = json.loads((folder / TAILS_FILE).read_text())
+    return tails_from_document(doc), {name: np.asarray(v, dtype=np.float64) for name, v in doc.get("static", {}).items()}
 
 
 def tails_from_document(doc):
-    """pipeline.publish.tails_document's JSON, as read_tails returns it."""
+    """pipeline.publish.tails_document's stored sales, as read_tails returns them."""
     return {name: (np.datetime64(doc["next_week"][name], "D"),
                    np.array([np.nan if v is None else v for v in sales], dtype=np.float64))
             for name, sales in doc["sales"].items()}

@@ -34,21 +34,18 @@ def recursive_residuals(predict, heldout, grid, max_steps=MAX_STEPS, scale="none
     as pipeline.backtest.chains makes it. All origins move forward together,
     so each step is one call of `predict`.
     """
-    weeks = len(grid)
+    from .backtest import forecast_chains
+
+    weeks, series = grid.shape
+    horizon = min(max_steps, weeks)
+    steps = np.full((horizon, weeks, series), -1)  # [step, origin, series]
+    for h in range(horizon):
+        steps[h, : weeks - h] = grid[h:]
+    steps = steps.reshape(horizon, -1)
+    forecasts = forecast_chains(predict, heldout, steps)
     actual = on_model_scale(heldout.y, scale)
-    out, previous = [], None  # previous: [origins, series] forecasts of the last step
-    for h in range(min(max_steps, weeks)):
-        rows = grid[h:]  # origin o's row for step h is grid[o + h]
-        present = rows >= 0
-        X = heldout.X[rows[present]].copy()
-        if previous is not None:
-            fed = previous[: weeks - h][present]
-            X[:, 0] = np.where(np.isnan(fed), X[:, 0], np.maximum(fed, 0.0))
-        values = predict(X, None if heldout.series is None else heldout.series[rows[present]])
-        out.append(np.abs(actual[rows[present]] - on_model_scale(values, scale)))
-        previous = np.full(rows.shape, np.nan)
-        previous[present] = values
-    return out
+    return [np.abs(actual[step[step >= 0]] - on_model_scale(forecast[step >= 0], scale))
+            for step, forecast in zip(steps, forecasts)]
 
 
 def calibrate(residuals_by_step, scale="none", min_residuals=MIN_RESIDUALS):

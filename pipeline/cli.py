@@ -768,7 +768,9 @@ def interval_levels(ctx, param, value):
 
 @main.command()
 @click.option("--plan", "plan_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="CSV: series, week, discount_fraction, weeks_to_next_holidays; prev_week_sales on each series' first week.")
+              help="CSV: series, week and the model's known covariates per week (discount_fraction, "
+                   "weeks_to_next_holidays for the chapter's); prev_week_sales on each series' first week unless "
+                   "the model stored its weeks; static covariates unless stored.")
 @click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--levels", default="0.8,0.95", show_default=True, callback=interval_levels,
               help="Interval levels, from 0.5 to 0.99.")
@@ -782,14 +784,22 @@ def forecast(plan_path, output_path, levels, version, provider, model_dir):
     Each week's forecast becomes the next week's prev_week_sales, and the
     intervals widen with the step, as POST /forecast answers.
     """
+    import numpy as np
+
     from .bundle import Bundle
     from .plan import read_plan, write_forecasts
     from .registry import Registry
 
-    plan = read_plan(plan_path)
     bundle = Bundle.load(Registry(model_dir), version, provider)
-    out = bundle.forecast_plan(plan["prev_week_sales"], plan["features"], plan["weeks"], levels, plan["ids"])
-    count = write_forecasts(output_path, plan, out, levels)
+    spec = bundle.spec
+    plan = read_plan(plan_path, spec=spec, stored=bundle.tails if spec.history else (), statics=bundle.statics)
+    start = plan["prev_week_sales"]
+    if spec.history:  # each series continues from the weeks its version stored
+        start, _, _ = bundle.plan_start(plan["ids"], start)
+    dates = np.array([[np.datetime64(w, "D") for w in weeks] + [np.datetime64("NaT", "D")] * (
+        int(plan["weeks"].max()) - len(weeks)) for weeks in plan["weeks_of"]])
+    out = bundle.forecast_plan(start, plan["features"], plan["weeks"], levels, plan["ids"], dates, plan["static"])
+    count = write_forecasts(output_path, plan, out, levels, spec)
     if out["intervals"] is None:
         log(f"model {bundle.version} has no per-step interval calibration: the interval columns are empty")
     elif int(plan["weeks"].max()) > bundle.calibrated_steps():

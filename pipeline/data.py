@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 
 from . import tables
 from .errors import DataError
-from .features import CHAPTER, LAG_1, feature_matrix
+from .features import CHAPTER, LAG_1, WINDOW_WEEKS, feature_matrix, week_windows
 from .schema import FEATURES, SERIES_COLUMN, TARGET, TIME_COLUMN
 
 
@@ -22,6 +22,9 @@ class Dataset:
     source: dict = field(default_factory=dict)  # path, sha256, rows, skipped
     spec: object = CHAPTER  # pipeline.features.FeatureSpec: what X's columns are
     tails: dict = field(default_factory=dict)  # series -> sales of the weeks before the one after its last
+    filled: np.ndarray | None = None  # [n, len(spec.fillable)] features filled for lack of weeks
+    grid: np.ndarray | None = None  # sales by series and week, shared by every part taken (features.Features)
+    slots: np.ndarray | None = None  # [n, 2] each row's place in grid
 
     def __len__(self):
         return len(self.y)
@@ -34,7 +37,16 @@ class Dataset:
             None if self.series is None else self.series[index],
             self.source,
             self.spec,
+            filled=None if self.filled is None else self.filled[index],
+            grid=self.grid,
+            slots=None if self.slots is None else self.slots[index],
         )
+
+    def windows(self, rows):
+        """[len(rows), WINDOW_WEEKS] the actual sales of the weeks before each of `rows` (NaN: unknown)."""
+        if self.slots is None:
+            return np.full((len(rows), WINDOW_WEEKS), np.nan)
+        return week_windows(self.grid, self.slots[rows])
 
     def date_range(self):
         if self.week is None or len(self) == 0:
@@ -125,10 +137,12 @@ def load_file(path, skip_bad_rows=False, warn=None, require_target=True, spec=CH
             **({"rows_without_an_earlier_week": without_history} if without_history else {}),
         },
         spec=spec,
+        filled=features.filled,
+        grid=features.grid,
+        slots=features.slots,
     )
     data = data if usable.all() else data.take(np.flatnonzero(usable))
     data.tails = features.tails
-    data.filled = features.filled if usable.all() else features.filled[usable]
     return data
 
 
@@ -228,8 +242,20 @@ def concat(parts):
         values = [getattr(p, name) for p in parts]
         return None if any(v is None for v in values) else np.concatenate(values)
 
+    grids = [p.grid for p in parts]
+    if any(p.slots is None for p in parts) or all(g is parts[0].grid for g in grids):  # one source: its grid as it is
+        grid = parts[0].grid
+        slots = joined("slots")
+    else:  # parts of several files: their grids stacked, each part's rows moved to its own
+        grids = [np.full((0, WINDOW_WEEKS), np.nan) if g is None else g for g in grids]
+        width = max(g.shape[1] for g in grids)
+        offsets = np.cumsum([0] + [len(g) for g in grids[:-1]])
+        grid = np.vstack([np.pad(g, ((0, 0), (0, width - g.shape[1])), constant_values=np.nan) for g in grids])
+        slots = np.concatenate([np.where(p.slots[:, :1] >= 0, p.slots + [offset, 0], p.slots)
+                                for p, offset in zip(parts, offsets)])
     return Dataset(np.concatenate([p.X for p in parts]), np.concatenate([p.y for p in parts]),
-                   joined("week"), joined("series"), parts[0].source, parts[0].spec, parts[-1].tails)
+                   joined("week"), joined("series"), parts[0].source, parts[0].spec, parts[-1].tails,
+                   joined("filled"), grid, slots)
 
 
 def rows_and_weeks(data):

@@ -65,6 +65,11 @@ class FeatureSpec:
         return self.names == FEATURES
 
     @property
+    def fillable(self):
+        """The features a row may lack the weeks (or the week) for, filled as feature_matrix says."""
+        return (*(HISTORY if self.history else ()), *(CALENDAR if self.calendar else ()))
+
+    @property
     def covariates(self):
         return (*self.known, *self.static)
 
@@ -226,8 +231,52 @@ class Features:
     """A feature matrix and what went into it."""
 
     X: np.ndarray  # [n, len(spec.names)] raw units
-    filled: np.ndarray  # [n, len(HISTORY)] history features filled for lack of weeks (no columns without history)
+    filled: np.ndarray  # [n, len(spec.fillable)] features filled for lack of weeks (or of a week, for the calendar)
     tails: dict = field(default_factory=dict)  # series name -> [WINDOW_WEEKS] sales before its next week
+    grid: np.ndarray | None = None  # [S, WINDOW_WEEKS + T] sales by series and week (SeriesWeeks.matrix)
+    slots: np.ndarray | None = None  # [n, 2] each row's (series, column) in grid; -1 for a row without a week
+
+
+def assemble(spec, last, known, history=None, calendar=None, static=None):
+    """The feature matrix [n, len(spec.names)] from its parts, in spec.names order.
+
+    `last` [n] last week's sales; `known` [n, len(spec.known)]; `history`
+    [n, len(HISTORY)]; `calendar` [n, 2]; `static` [n, len(spec.static)].
+    The one place the order of spec.names is laid out, for files, requests and plans.
+    """
+    parts = [np.asarray(last, dtype=np.float64).reshape(-1, 1), np.asarray(known, dtype=np.float64).reshape(len(last), -1)]
+    if spec.history:
+        parts.append(history)
+    if spec.calendar:
+        parts.append(calendar)
+    if spec.static:
+        parts.append(np.asarray(static, dtype=np.float64).reshape(len(last), -1))
+    return np.column_stack(parts)
+
+
+def with_history(spec, X, window):
+    """`X` with its sales features (last week's, lags, rolling means) taken from `window` [n, WINDOW_WEEKS]
+    instead: a chain of forecasts feeds each week's into the next week's window. Rows whose window has
+    no last week keep theirs."""
+    X = np.array(X, dtype=np.float64)
+    last = window[:, -1]
+    X[:, 0] = np.where(np.isnan(last), X[:, 0], last)
+    if spec.history:
+        start = 1 + len(spec.known)
+        X[:, start:start + len(HISTORY)] = history_columns(window, X[:, 0])[0]
+    return X
+
+
+def week_windows(grid, slots, weeks_back=WINDOW_WEEKS):
+    """[n, weeks_back] the weeks before each row from `grid`, by the rows' `slots` (Features.slots); NaN
+    for a row without a week."""
+    offsets = np.arange(-weeks_back, 0)
+    placed = slots[:, 0] >= 0
+    out = np.full((len(slots), weeks_back), np.nan)
+    if grid is not None and placed.any():
+        rows, columns = slots[placed, 0], slots[placed, 1]
+        out[placed] = grid[rows[:, None], columns[:, None] + offsets[None, :]]
+    return out
 
 
 def feature_matrix(spec, columns, sales=None, tail_of=None):
@@ -239,32 +288,59 @@ def feature_matrix(spec, columns, sales=None, tail_of=None):
     reads; `tail_of`: {series: (next week, [WINDOW_WEEKS] window)} a
     published version stored, which a series' rows continue from (weeks
     between its next week and the series' first row here carry its last sales). A row's own prev_week_sales,
-    when the table has it, is its last week's sales as given.
+    when the table has it, is its last week's sales as given; where it is NaN, the week before's.
+
+    A row without a week (NaT, or no week column) stands alone: a series with
+    a stored tail is forecast for the week after it; otherwise its history
+    features are its prev_week_sales and its calendar the year's centre (0, 0),
+    both flagged as filled.
     """
     n = len(next(iter(columns.values())))
     given_last = columns.get(LAG_1)
-    parts, filled = [], np.zeros((n, len(HISTORY) if spec.history else 0), dtype=bool)
-    tails = {}
-    if spec.history:
-        layout = SeriesWeeks.of(columns[TIME_COLUMN], columns.get(SERIES_COLUMN))
-        values = np.full(n, np.nan) if sales is None else np.asarray(sales, dtype=np.float64)
+    given_last = np.full(n, np.nan) if given_last is None else np.asarray(given_last, dtype=np.float64)
+    known = np.column_stack([np.asarray(columns[name], dtype=np.float64) for name in spec.known]) if spec.known \
+        else np.zeros((n, 0))
+    static = np.column_stack([np.asarray(columns[name], dtype=np.float64) for name in spec.static]) if spec.static \
+        else None
+    if not (spec.history or spec.calendar):
+        return Features(assemble(spec, given_last, known, static=static), np.zeros((n, 0), dtype=bool))
+    weeks = columns.get(TIME_COLUMN)
+    weeks = np.full(n, np.datetime64("NaT"), dtype="datetime64[D]") if weeks is None \
+        else np.asarray(weeks, dtype="datetime64[D]")
+    series = columns.get(SERIES_COLUMN)
+    if tail_of and series is not None and np.isnat(weeks).any():  # a known series' next week
+        weeks = weeks.copy()
+        for i in np.flatnonzero(np.isnat(weeks)):
+            stored = tail_of.get(str(series[i]))
+            if stored is not None:
+                weeks[i] = stored[0]
+    dated = ~np.isnat(weeks)
+    window = np.full((n, WINDOW_WEEKS), np.nan)
+    slots = np.full((n, 2), -1, dtype=np.int64)
+    grid, tails = None, {}
+    if spec.history and dated.any():
+        rows = np.flatnonzero(dated)
+        layout = SeriesWeeks.of(weeks[rows], None if series is None else np.asarray(series)[rows])
+        values = np.full(len(rows), np.nan) if sales is None else np.asarray(sales, dtype=np.float64)[rows]
         grid = layout.matrix(values)
         if tail_of:
             for s, name in enumerate(layout.names):
                 if str(name) in tail_of:
                     grid[s, :WINDOW_WEEKS] = aligned_tail(*tail_of[str(name)], layout.first_week[s])
             grid = carried_forward(grid, layout)
-        windows = layout.windows(grid)
-        history, filled = history_columns(windows, given_last)
-        last = windows[:, -1] if given_last is None else np.where(np.isnan(given_last), windows[:, -1], given_last)
-        parts.append(last[:, None])
+        slots[rows] = np.column_stack([layout.series_of_row, WINDOW_WEEKS + layout.position])
+        window[rows] = layout.windows(grid)
         tails = dict(zip(map(str, layout.names), layout.tails(grid)))
-    else:
-        parts.append(np.asarray(given_last, dtype=np.float64)[:, None])
-    parts += [np.asarray(columns[name], dtype=np.float64)[:, None] for name in spec.known]
+    last = np.where(np.isnan(given_last), window[:, -1], given_last)
+    filled = []
+    history = None
     if spec.history:
-        parts.append(history)
+        history, history_filled = history_columns(window, last)
+        filled.append(history_filled)
+    calendar = None
     if spec.calendar:
-        parts.append(calendar_columns(columns[TIME_COLUMN]))
-    parts += [np.asarray(columns[name], dtype=np.float64)[:, None] for name in spec.static]
-    return Features(np.column_stack(parts), filled, tails)
+        calendar = np.zeros((n, len(CALENDAR)))
+        calendar[dated] = calendar_columns(weeks[dated])
+        filled.append(np.repeat(~dated[:, None], len(CALENDAR), axis=1))
+    X = assemble(spec, last, known, history, calendar, static)
+    return Features(X, np.column_stack(filled), tails, grid, slots)

@@ -16,14 +16,22 @@ from .calibrate import level_key
 from .atomic import write_atomically
 from .tables import parse_number
 from .errors import DataError
-from .schema import FEATURES, SERIES_COLUMN, TIME_COLUMN, domain_problem
+from .features import CHAPTER
+from .schema import FEATURES, domain_problem
 
-PLANNED = FEATURES[1:]
-REQUIRED = (SERIES_COLUMN, TIME_COLUMN, *PLANNED)
+def read_plan(path, max_horizon=None, spec=CHAPTER, stored=(), statics=None):
+    """{"ids", "weeks_of" (ISO dates per series), "prev_week_sales" [S] (NaN: from the stored history),
+    "features" [S, H, len(spec.known)], "weeks" [S], "static" [S, len(spec.static)]}.
 
-
-def read_plan(path, max_horizon=None):
-    """{"ids", "weeks_of" (ISO dates per series), "prev_week_sales" [S], "features" [S, H, 2], "weeks" [S]}."""
+    The plan's columns are named as the model's card records (spec's series,
+    week and covariate names). A series in `stored` (one whose weeks the
+    model's version stored) needs no prev_week_sales; its static covariates
+    default to `statics` {series: values}.
+    """
+    PLANNED = spec.known
+    SERIES_COLUMN, TIME_COLUMN = spec.series_column, spec.week_column
+    REQUIRED = (SERIES_COLUMN, TIME_COLUMN, *PLANNED)
+    statics = statics or {}
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -64,11 +72,20 @@ def read_plan(path, max_horizon=None):
             problem = domain_problem(FEATURES[0], prev)
             if problem:
                 bad(FEATURES[0], problem)
-        plans.setdefault(name, []).append((week, line, prev, values))
+        static = []
+        for column in spec.static:
+            cell = (record.get(column) or "").strip()
+            value = parse_number(cell) if cell else (statics[name][spec.static.index(column)] if name in statics else "")
+            problem = (f"is empty, and the model has no value stored for series {name!r}" if value == ""
+                       else domain_problem(column, value))
+            if problem:
+                bad(column, problem)
+            static.append(value)
+        plans.setdefault(name, []).append((week, line, prev, values, static))
     for name, weeks in plans.items():
         weeks.sort(key=lambda w: w[0])
-        first_week, first_line, prev, _ = weeks[0]
-        if prev is None:
+        first_week, first_line, prev = weeks[0][:3]
+        if prev is None and name not in stored:
             problems.append(f"{path}: line {first_line}, column {FEATURES[0]!r}: series {name!r} starts in week "
                             f"{first_week} and needs prev_week_sales there")
         dates = [w[0] for w in weeks]
@@ -96,21 +113,26 @@ def read_plan(path, max_horizon=None):
     weeks = np.array([len(plans[name]) for name in ids])
     features = np.zeros((len(ids), int(weeks.max()), len(PLANNED)), dtype=np.float32)
     for s, name in enumerate(ids):
-        features[s, : weeks[s]] = [values for _, _, _, values in plans[name]]
+        features[s, : weeks[s]] = np.array([w[3] for w in plans[name]], dtype=np.float32).reshape(weeks[s], -1)
+    prev = [plans[name][0][2] for name in ids]
     return {"ids": ids, "weeks_of": [[str(w[0]) for w in plans[name]] for name in ids],
-            "prev_week_sales": np.array([plans[name][0][2] for name in ids], dtype=np.float64),
-            "features": features, "weeks": weeks}
+            "prev_week_sales": np.array([np.nan if v is None else v for v in prev], dtype=np.float64),
+            "features": features, "weeks": weeks,
+            "static": np.array([plans[name][0][4] for name in ids], dtype=np.float64).reshape(len(ids), -1)}
 
 
-def write_forecasts(path, plan, out, levels):
-    """One row per series and week: the forecast, every interval's bounds, and the extrapolated features."""
+def write_forecasts(path, plan, out, levels, spec=CHAPTER):
+    """One row per series and week: the forecast, every interval's bounds, and the extrapolated features
+    (and, for a model that reads history or the calendar, the features filled for lack of weeks)."""
     keys = [level_key(level) for level in levels]
     columns = ["series", "week", "step", "units_sold"]
     columns += [f"{side}_{key}" for key in keys for side in ("low", "high")] + ["extrapolated"]
-    return write_atomically(path, lambda partial: _write_rows(partial, columns, plan, out, levels))
+    if spec.fillable:
+        columns.append("filled_features")
+    return write_atomically(path, lambda partial: _write_rows(partial, columns, plan, out, levels, spec))
 
 
-def _write_rows(path, columns, plan, out, levels):
+def _write_rows(path, columns, plan, out, levels, spec):
     count = 0
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -124,7 +146,9 @@ def _write_rows(path, columns, plan, out, levels):
                     else:
                         low, high = out["intervals"][level]
                         bounds += [repr(float(low[s, h])), repr(float(high[s, h]))]
-                outside = ";".join(f for f, flag in zip(FEATURES, out["outside"][s, h]) if flag)
-                writer.writerow([name, week, h + 1, repr(float(out["units_sold"][s, h])), *bounds, outside])
+                outside = ";".join(f for f, flag in zip(spec.names, out["outside"][s, h]) if flag)
+                filled = [";".join(f for f, flag in zip(spec.fillable, out["filled"][s, h]) if flag)] \
+                    if spec.fillable else []
+                writer.writerow([name, week, h + 1, repr(float(out["units_sold"][s, h])), *bounds, outside, *filled])
                 count += 1
     return count

@@ -143,7 +143,7 @@ def write_version(writer, trained, data, backtest=None):
             members=[config.hidden for config in result.member_configs],
         )
         (stage / "normalization.json").write_text(json.dumps(result.stats.to_json(), indent=2) + "\n")
-        if data.spec.history:
+        if data.spec.history or data.spec.static:
             (stage / TAILS_FILE).write_text(json.dumps(tails_document(data)) + "\n")
         torch.save(
             {"state_dict": result.mlp.state_dict(), "model_args": result.mlp.args(), "config": result.config.describe(),
@@ -163,12 +163,20 @@ def write_version(writer, trained, data, backtest=None):
 
 
 def tails_document(data):
-    """{"next_week": {series: ISO week}, "sales": {series: [WINDOW_WEEKS sales, oldest first, null unknown]}}."""
+    """What scoring and plans continue from, per series: {"next_week": {series: ISO week}, "sales": {series:
+    [WINDOW_WEEKS sales, oldest first, null unknown]}, "static": {series: [its static covariates]}}."""
     import numpy as np
 
     from .features import SeriesWeeks
 
-    layout = SeriesWeeks.of(data.week, data.series)
-    next_week = dict(zip(map(str, layout.names), map(str, layout.next_week())))
-    return {"next_week": next_week,
-            "sales": {name: [None if np.isnan(v) else float(v) for v in tail] for name, tail in data.tails.items()}}
+    doc = {"next_week": {}, "sales": {}, "static": {}}
+    if data.week is not None and data.spec.history:
+        layout = SeriesWeeks.of(data.week, data.series)
+        doc["next_week"] = dict(zip(map(str, layout.names), map(str, layout.next_week())))
+        doc["sales"] = {name: [None if np.isnan(v) else float(v) for v in tail] for name, tail in data.tails.items()}
+    if data.spec.static and data.series is not None:
+        names, last = np.unique(data.series[::-1], return_index=True)  # each series' last row
+        columns = [data.spec.names.index(name) for name in data.spec.static]
+        values = data.X[len(data) - 1 - last][:, columns]
+        doc["static"] = {str(name): row.tolist() for name, row in zip(names, values)}
+    return doc

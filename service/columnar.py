@@ -119,14 +119,15 @@ def series_column(values, rows):
     return names_from_values(values, lambda i: f"inputs.{SERIES_COLUMN}[{i}]")
 
 
-def read_fields(value):
+def read_fields(value, outputs=OUTPUT_COLUMNS):
+    listed = ", ".join(outputs)
     if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
-        raise ApiError(400, f"fields must be a list of output names, some of {OUTPUT_LIST}")
+        raise ApiError(400, f"fields must be a list of output names, some of {listed}")
     if not value:
-        raise ApiError(400, f"fields is empty: name at least one of {OUTPUT_LIST}")
+        raise ApiError(400, f"fields is empty: name at least one of {listed}")
     for i, name in enumerate(value):
-        if name not in OUTPUT_COLUMNS:
-            raise ApiError(400, f"fields[{i}] {name[:40]!r} is not an output; the outputs are {OUTPUT_LIST}")
+        if name not in outputs:
+            raise ApiError(400, f"fields[{i}] {name[:40]!r} is not an output; the outputs are {listed}")
     if len(set(value)) != len(value):
         raise ApiError(400, "fields names an output twice")
     return tuple(value)

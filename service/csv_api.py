@@ -35,6 +35,10 @@ def forecast_csv(raw, bundle, max_rows):
     from pipeline import tables
     from pipeline.scoring import append_forecasts, features_of, series_of
 
+    if not bundle.reads_three_inputs:  # rows by name, featured as files are (service/feature_rows.py)
+        from .feature_rows import predict_csv
+
+        return predict_csv(raw, bundle, max_rows)
     if not raw.strip():
         raise ApiError(400, f"the CSV body is empty: send a header row naming {', '.join(FEATURES)}, then the rows")
     try:

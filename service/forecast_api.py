@@ -38,6 +38,14 @@ def forecast():
     bundle = current_bundle()
     settings = current_app.config["SETTINGS"]
     body = parse_json(request.get_data(cache=False), settings.max_rows, row="plan")
+    if not bundle.reads_three_inputs:  # history, calendar and covariates (service/feature_rows.py)
+        from .feature_rows import plan_answer, read_feature_plan
+
+        ids, start, dates, known, static, lengths, levels = read_feature_plan(
+            body, bundle, settings.max_horizon, settings.max_rows)
+        out = bundle.forecast_plan(start, known, lengths, levels, ids, dates, static)
+        metrics.FORECAST_WEEKS.inc(int(lengths.sum()))
+        return Response(plan_answer(bundle, ids, dates, lengths, levels, out), mimetype="application/json")
     plan = read_plan(body, settings.max_horizon, settings.max_rows)
     del body  # memory for the answer
     out = bundle.forecast_plan(plan.prev_week_sales, plan.features, plan.weeks, plan.levels, plan.ids)

@@ -111,13 +111,6 @@ class ModelHolder:
                 raise Unservable(f"champion {version} is not in the registry (yet)", str(err), retry=True) from None
             self.refused.add(version)
             raise Unservable(f"model {version} failed its checks", str(err), retry=False) from None
-        if not bundle.reads_three_inputs:
-            # Requests carry the chapter's three inputs; history and covariates reach the service in a later version.
-            self.refused.add(version)
-            reason = (f"model {version} reads {', '.join(bundle.spec.names)}; the service serves models of the three "
-                      "inputs (prev_week_sales, discount_fraction, weeks_to_next_holidays) only: score it with "
-                      "`demand predict`")
-            raise Unservable(reason, reason, retry=False)
         if self.settings.require_gpu and bundle.provider != CUDA:
             self.refused.add(version)
             reason = f"DEMAND_REQUIRE_GPU is set but model {version} runs on {bundle.provider}"

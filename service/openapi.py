@@ -335,7 +335,41 @@ def _get(ref, summary, parameters=(), extra=()):
                     "responses": {"200": _json(ref), **{code: ERRORS.get(code) or _error("Unknown model or version") for code in extra}}}}
 
 
-def spec(admin_enabled=False):
+def feature_schemas(features):
+    """The request schemas of a model that reads history, the calendar or declared covariates
+    (pipeline.features.FeatureSpec `features`): rows by column name (service/feature_rows.py)."""
+    number = {"type": "number"}
+    row = {name: {**number, "description": "known in advance, required in every row"} for name in features.known}
+    row.update({name: {**number, "description": "one value per series; optional for a series the model trained on"}
+                for name in features.static})
+    row[features.series_column] = SERIES_NAME
+    row[features.week_column] = {"type": "string", "format": "date", "description": "the week forecast; default: "
+                                 "the week after the series' stored history"}
+    row[FEATURES[0]] = {**_instance()["properties"][FEATURES[0]],
+                        "description": "last week's sales; optional for a series whose stored history reaches the "
+                                       "week before"}
+    row[features.target_column] = {**number, "description": "the week's actual sales, read as history by later rows"}
+    plan = {"id": {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH},
+            FEATURES[0]: row[FEATURES[0]], features.week_column: {**row[features.week_column],
+                                                                 "description": "the plan's first week"},
+            "history": {"type": "array", "items": number, "description": "recent weekly sales, oldest first; "
+                                                                          "replaces the stored history"},
+            **{name: row[name] for name in features.static},
+            "weeks": {"type": "array", "minItems": 1, "maxItems": Settings.max_horizon,
+                      "items": {"$ref": "#/components/schemas/PlannedWeek"}}}
+    return {
+        "Instance": {"type": "object", "required": list(features.known), "additionalProperties": False,
+                     "properties": row, "description": "features: " + ", ".join(features.names)},
+        "PlannedWeek": {"type": "object", "required": list(features.known), "additionalProperties": False,
+                        "properties": {name: row[name] for name in features.known}},
+        "SeriesPlan": {"type": "object", "required": ["id", "weeks"], "additionalProperties": False,
+                       "properties": plan},
+    }
+
+
+def spec(admin_enabled=False, features=None):
+    """The OpenAPI document; `features`: the served model's FeatureSpec, when it reads more than the three inputs."""
+    schemas = SCHEMAS if features is None or features.is_chapter else {**SCHEMAS, **feature_schemas(features)}
     paths = {
         "/healthz": _get("Health", "Liveness; also tells what is served"),
         "/readyz": _get("Health", "Readiness: 200 only while a checked model is loaded", extra=("503",)),
@@ -373,5 +407,5 @@ def spec(admin_enabled=False):
         "info": {"title": "Demand forecaster", "version": "1",
                  "description": "Weekly units-sold forecasts from last week's sales, the discount and the weeks to the next holiday."},
         "paths": paths,
-        "components": {"schemas": SCHEMAS, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }

@@ -47,7 +47,9 @@ def prometheus():
 
 @bp.get("/openapi.json")
 def openapi():
-    return jsonify(spec(admin_enabled=bool(current_app.config["SETTINGS"].admin_token)))
+    served = holder().bundle
+    return jsonify(spec(admin_enabled=bool(current_app.config["SETTINGS"].admin_token),
+                        features=served.spec if served is not None else None))
 
 
 @admin.post("/reload")

@@ -45,6 +45,10 @@ def forecast_json(raw, bundle, max_rows):
     columnar, and so is its answer.
     """
     check_token_count(raw, max_rows, BODY_KINDS)
+    if not bundle.reads_three_inputs:  # rows by name, featured as files are (service/feature_rows.py)
+        from .feature_rows import predict_json
+
+        return predict_json(load_json(raw), bundle, max_rows)
     request = decode_columnar(raw, max_rows)  # None unless a well-formed columnar body
     body = None
     if request is None:

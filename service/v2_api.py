@@ -66,6 +66,8 @@ def model_or_404(name, version=None):
 @bp.get("/models/<name>/versions/<version>")
 def model_metadata(name, version=None):
     bundle = model_or_404(name, version)
+    if not bundle.reads_three_inputs:
+        return jsonify(**feature_metadata(bundle))
     return jsonify(
         name=MODEL_NAME,
         versions=[bundle.version],
@@ -280,6 +282,8 @@ def requested_outputs(header):
 def infer(name, version=None):
     bundle = model_or_404(name, version)
     header, binary = read_request()
+    if not bundle.reads_three_inputs:
+        return Response(infer_by_column(bundle, header, binary), mimetype="application/json")
     X, ranges, series = features_from(header, binary, current_app.config["SETTINGS"].max_rows)
     outputs = requested_outputs(header)
     echoed_id = request_id(header)
@@ -314,3 +318,76 @@ def infer(name, version=None):
     response = Response(b"".join([encoded, *chunks]), mimetype="application/octet-stream")
     response.headers[BINARY_HEADER] = str(len(encoded))
     return response
+
+
+# A model that reads history, the calendar or declared covariates takes one tensor per column of a row, named
+# as its card names them (service/feature_rows.py), and featured as `demand predict` features a file.
+FILLED_OUTPUT = "filled"
+
+
+def feature_metadata(bundle):
+    from .feature_rows import row_keys
+
+    spec = bundle.spec
+    text = {spec.series_column, spec.week_column}
+    optional = [spec.series_column, spec.week_column, FEATURES[0], spec.target_column, *spec.static]
+    inputs = [{"name": key, "datatype": "BYTES" if key in text else "FP32", "shape": [-1]} for key in row_keys(spec)]
+    return dict(name=MODEL_NAME, versions=[bundle.version], platform="onnxruntime_onnx", inputs=inputs,
+                outputs=[*({"name": name, "datatype": "FP32", "shape": [-1, 1]} for name in OUTPUTS),
+                         {"name": FILLED_OUTPUT, "datatype": "BYTES", "shape": [-1]}],
+                parameters={"execution_provider": bundle.provider, "feature_order": list(spec.names),
+                            "optional_inputs": optional})
+
+
+def infer_by_column(bundle, header, binary):
+    """The answer's bytes for a request of one tensor per column (JSON data only)."""
+    from .feature_rows import columns_from_rows, forecast_columns, row_keys
+    from .inputs import check_row_count
+
+    if not isinstance(header, dict):
+        raise ApiError(400, "inference request must be a JSON object with 'inputs'")
+    if len(binary):
+        raise ApiError(400, f"model {bundle.version} takes its tensors as JSON 'data', one per column; binary data is "
+                            "for models of the three inputs")
+    inputs = header.get("inputs")
+    keys = row_keys(bundle.spec)
+    if not isinstance(inputs, list) or not inputs:
+        raise ApiError(400, f"'inputs' must be a non-empty list of tensors, one per column: {', '.join(keys)}")
+    columns = {}
+    for i, tensor in enumerate(inputs):
+        name = tensor.get("name") if isinstance(tensor, dict) else None
+        if name not in keys:
+            raise ApiError(400, f"inputs[{i}]: unknown input {name!r:.80}; model {bundle.version} takes "
+                                f"{', '.join(keys)}, one tensor each")
+        if name in columns:
+            raise ApiError(400, f"input {name!r} is given twice")
+        data = tensor.get("data")
+        if not isinstance(data, list) or not data:
+            raise ApiError(400, f"input {name!r} must have 'data', a non-empty list of its rows' values")
+        if set(map(type, data)) <= {list}:  # nested as [rows, 1]
+            data = [row[0] if len(row) == 1 else row for row in data]
+        columns[name] = data
+    lengths = {len(v) for v in columns.values()}
+    if len(lengths) != 1:
+        raise ApiError(400, "the inputs must have as many rows each, got "
+                            + ", ".join(f"{k}: {len(v)}" for k, v in columns.items()))
+    rows = len(next(iter(columns.values())))
+    check_row_count(rows, current_app.config["SETTINGS"].max_rows)
+    outputs = requested_outputs(header)
+    echoed_id = request_id(header)
+    where = lambda i, key: f"input {key!r}[{i}]" if key else f"row {i}"  # noqa: E731
+    out = forecast_columns(bundle, columns_from_rows([dict(zip(columns, values)) for values in zip(*columns.values())],
+                                                     bundle, where), where)
+    metrics.ROWS_V2.inc(rows)
+    values = dict(zip(OUTPUTS, (out["units_sold"], out["units_sold_normalized"])))
+    described = [{"name": output, "datatype": "FP32", "shape": [rows, 1], "data": values[output].tolist()}
+                 for output, _ in outputs]
+    described.append({"name": FILLED_OUTPUT, "datatype": "BYTES", "shape": [rows],
+                      "data": [";".join(names) for names in out["filled"]]})
+    body = {"model_name": MODEL_NAME, "model_version": bundle.version, "outputs": described}
+    unknown = unknown_series(out["series"] or [""] * rows, out["unknown_series"])
+    if unknown:
+        body["parameters"] = unknown
+    if echoed_id is not None:
+        body["id"] = echoed_id
+    return orjson.dumps(body)

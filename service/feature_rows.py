@@ -1,0 +1,446 @@
+"""Requests to a model that reads more than the chapter's three inputs: rows by name, featured as files are.
+
+A row names its series and week (under the column names the model's card
+records), carries the model's known covariates for that week and its series'
+static covariates (those of a series the model trained on may be left out),
+and may carry `prev_week_sales` (last week's sales) and the target column
+(the week's actual sales, which later rows of the same series then read as
+their history). History and calendar features come from
+pipeline.features.feature_matrix with the version's stored tails, exactly as
+`demand predict` computes them for the same rows:
+
+- a row of a series the version stored continues from its stored weeks, so a
+  row for the week after training needs no prev_week_sales; a row without a
+  week is that next week;
+- a row of any other series needs prev_week_sales, and its missing history
+  is filled from it; a row without a week gets the year's centre for its
+  calendar;
+- every answer names the features that were filled (`filled`), and the
+  series the model never trained on (`unknown_series`).
+
+The same reading serves the row format, the columnar format, CSV bodies and
+plans several weeks ahead (service/plans.py, service/forecast_api.py).
+"""
+import numpy as np
+import orjson
+
+from pipeline.calibrate import level_key
+from pipeline.features import LAG_1, feature_matrix
+from pipeline.schema import (EXTRAPOLATED_COLUMN, HIGH_COLUMN, LOW_COLUMN, NORMALIZED_TENSOR, OUTPUT_TENSOR,
+                             SERIES_COLUMN, TARGET, TIME_COLUMN, domain_problem, series_problem)
+
+from . import metrics
+from .errors import ApiError
+from .forecast_api import interval_notes
+from .inputs import check_row_count
+from .plans import check_interval_count, read_levels
+
+FILLED = "filled"
+OUTPUT_COLUMNS = (OUTPUT_TENSOR, NORMALIZED_TENSOR, LOW_COLUMN, HIGH_COLUMN, EXTRAPOLATED_COLUMN, FILLED)
+
+
+def row_keys(spec):
+    """{a request's key: the name used here} for every key a row of this model's requests may hold."""
+    keys = {spec.series_column: SERIES_COLUMN, spec.week_column: TIME_COLUMN, LAG_1: LAG_1,
+            spec.target_column: TARGET}
+    keys.update({name: name for name in spec.covariates})
+    return keys
+
+
+def describe_row(spec):
+    """What a row holds, for messages."""
+    parts = [f"{', '.join(spec.known)} (known, every row)"] if spec.known else []
+    if spec.static:
+        parts.append(f"{', '.join(spec.static)} (static, unless the series is one the model trained on)")
+    parts.append(f"{spec.series_column}, {spec.week_column} and {LAG_1} where the model has no stored week before "
+                 "the row's")
+    return "; ".join(parts)
+
+
+def week_value(value):
+    """A week as numpy's day, or None when `value` is not an ISO date (text or None for none)."""
+    if value is None or value == "":
+        return np.datetime64("NaT", "D")
+    if not isinstance(value, str) or len(value) > 32:
+        return None
+    try:
+        return np.datetime64(value.strip(), "D")
+    except ValueError:
+        return None
+
+
+def columns_from_rows(rows, bundle, where):
+    """{name used here: [n] values} from rows (dicts of a request's keys); a 400 naming the first bad field,
+    `where(i, key)` saying where row i's key is."""
+    spec = bundle.spec
+    keys = row_keys(spec)
+    n = len(rows)
+    series = [""] * n
+    weeks = np.full(n, np.datetime64("NaT"), dtype="datetime64[D]")
+    numbers = {name: np.full(n, np.nan) for name in (LAG_1, TARGET, *spec.covariates)}
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ApiError(400, f"{where(i, None)} must be an object with {describe_row(spec)}")
+        for key, value in row.items():
+            name = keys.get(key)
+            if name is None:
+                raise ApiError(400, f"{where(i, key)} is not a column of model {bundle.version}, which reads "
+                                    f"{describe_row(spec)}")
+            if name == SERIES_COLUMN:
+                if value is not None:
+                    problem = series_problem(value)
+                    if problem:
+                        raise ApiError(400, f"{where(i, key)} {problem}")
+                    series[i] = str(value).strip()
+            elif name == TIME_COLUMN:
+                week = week_value(value)
+                if week is None:
+                    raise ApiError(400, f"{where(i, key)} must be an ISO date like 2024-01-01, got {str(value)[:40]!r}")
+                weeks[i] = week
+            elif value is not None:
+                problem = domain_problem(name, value)
+                if problem:
+                    raise ApiError(400, f"{where(i, key)} {problem}")
+                numbers[name][i] = value
+            elif name in spec.known:
+                raise ApiError(400, f"{where(i, key)} must be a number, got null")
+    for name in spec.known:
+        missing = np.flatnonzero(np.isnan(numbers[name]))
+        if len(missing):
+            raise ApiError(400, f"{where(int(missing[0]), name)} is missing: model {bundle.version} reads {name}, "
+                                "a value known in advance for every week")
+    for j, name in enumerate(spec.static):
+        for i in np.flatnonzero(np.isnan(numbers[name])).tolist():
+            stored = bundle.statics.get(series[i])
+            if stored is None:
+                raise ApiError(400, f"{where(i, name)} is missing: model {bundle.version} reads {name}, one value per "
+                                    "series, and has none stored for "
+                                    + (f"series {series[i]!r}" if series[i] else "a row without a series"))
+            numbers[name][i] = stored[j]
+    return {SERIES_COLUMN: np.array(series, dtype=object), TIME_COLUMN: weeks, **numbers}
+
+
+def forecast_columns(bundle, columns, where):
+    """Bundle.forecast's answer for featured rows, with "filled" [n] lists of filled feature names and
+    "extrapolated" [n] lists of features outside the training range; a 400 for a row with no last week."""
+    spec = bundle.spec
+    sales = columns.pop(TARGET)
+    features = feature_matrix(spec, columns, sales=sales, tail_of=bundle.tails)
+    lacking = np.flatnonzero(np.isnan(features.X[:, 0]))
+    if len(lacking):
+        i = int(lacking[0])
+        name = columns[SERIES_COLUMN][i]
+        raise ApiError(400, f"{where(i, LAG_1)} is missing, and model {bundle.version} has no stored week before this "
+                            "row's for " + (f"series {name!r}" if name else "a row without a series")
+                            + f": send {LAG_1} (last week's sales)")
+    series = list(columns[SERIES_COLUMN])
+    out = bundle.forecast(features.X, series=series)
+    out["filled"] = [[name for name, flag in zip(spec.fillable, row) if flag] for row in features.filled.tolist()]
+    extrapolated = [[] for _ in range(len(features.X))]
+    for i, names in bundle.extrapolated_names(out).items():
+        extrapolated[i] = names
+    if len(out["extrapolated_rows"]):
+        metrics.EXTRAPOLATED.inc(len(out["extrapolated_rows"]))
+    out["extrapolated"] = extrapolated
+    out["series"] = series
+    out["X"] = features.X
+    return out
+
+
+def _head(bundle, out):
+    from .series import unknown_series
+
+    return {"model_version": bundle.version, "interval_level": bundle.level,
+            "features": list(bundle.spec.names), **unknown_series(out["series"], out["unknown_series"])}
+
+
+def predict_json(body, bundle, max_rows):
+    """A parsed JSON body (instances, one instance, or columnar `inputs`) -> the answer's bytes."""
+    from .columnar import REQUEST_KEYS, read_fields
+    from .inputs import instances_from_body
+
+    if isinstance(body, dict) and "inputs" in body:
+        unknown = next((key for key in body if key not in REQUEST_KEYS), None)
+        if unknown is not None:
+            raise ApiError(400, f"{unknown[:40]!r} is not a key of a columnar body; it takes {', '.join(REQUEST_KEYS)}")
+        inputs = body["inputs"]
+        if not isinstance(inputs, dict) or not inputs:
+            raise ApiError(400, "'inputs' must be an object of columns, one list per column")
+        lengths = {key: len(values) if isinstance(values, list) else None for key, values in inputs.items()}
+        bad = next((key for key, length in lengths.items() if length is None), None)
+        if bad is not None:
+            raise ApiError(400, f"inputs.{bad[:40]} must be a list")
+        if len(set(lengths.values())) != 1:
+            raise ApiError(400, "the columns of 'inputs' must have the same length, got "
+                                + ", ".join(f"{key[:40]}: {length}" for key, length in lengths.items()))
+        n = next(iter(lengths.values()))
+        if not n:
+            raise ApiError(400, "the columns of 'inputs' are empty: send at least one row")
+        check_row_count(n, max_rows)
+        rows = [dict(zip(inputs, values)) for values in zip(*inputs.values())]
+        fields = read_fields(body["fields"], OUTPUT_COLUMNS) if "fields" in body else OUTPUT_COLUMNS
+        levels = read_levels(body["levels"]) if "levels" in body else None
+        check_interval_count(n, levels, max_rows)
+        where = lambda i, key: f"inputs.{key}[{i}]" if key is not None else f"row {i} of inputs"  # noqa: E731
+        out = forecast_columns(bundle, columns_from_rows(rows, bundle, where), where)
+        return _columnar_answer(bundle, out, fields, levels)
+    instances, prefix = instances_from_body(body)
+    check_row_count(len(instances), max_rows)
+    levels = read_levels(body["levels"]) if isinstance(body, dict) and "levels" in body else None
+    check_interval_count(len(instances), levels, max_rows)
+
+    def where(i, key):
+        at = f"instances[{i}]" if prefix == "instances" else "body"
+        return at if key is None else (f"{at}.{key}" if prefix == "instances" else key)
+
+    columns = columns_from_rows(instances, bundle, where)
+    out = forecast_columns(bundle, columns, where)
+    metrics.ROWS_JSON.inc(len(instances))
+    head = _head(bundle, out)
+    rows = [{"units_sold": units, "units_sold_normalized": normalized, "interval": [low, high],
+             "extrapolated": outside, "filled": filled}
+            for units, normalized, low, high, outside, filled in zip(
+                out["units_sold"].tolist(), out["units_sold_normalized"].tolist(), out["low"].tolist(),
+                out["high"].tolist(), out["extrapolated"], out["filled"])]
+    if levels is not None:
+        bounds = bundle.plan_intervals(out["units_sold"].reshape(-1, 1), levels)["intervals"]
+        if bounds is None:
+            head["notes"] = interval_notes(bundle, None, 1)
+        for i, row in enumerate(rows):
+            row["intervals"] = None if bounds is None else {
+                level_key(level): [float(low[i, 0]), float(high[i, 0])] for level, (low, high) in bounds.items()}
+    head["predictions"] = rows
+    return orjson.dumps(head)
+
+
+def _columnar_answer(bundle, out, fields, levels):
+    metrics.ROWS_JSON.inc(len(out["units_sold"]))
+    columns = dict(zip(OUTPUT_COLUMNS, [*(np.asarray(out[k], dtype=np.float64) for k in
+                                          ("units_sold", "units_sold_normalized", "low", "high")),
+                                        out["extrapolated"], out["filled"]]))
+    head = _head(bundle, out)
+    outputs = {name: columns[name] for name in fields}
+    if levels is not None:
+        bounds = bundle.plan_intervals(out["units_sold"].reshape(-1, 1), levels)["intervals"]
+        if bounds is None:
+            head["notes"] = interval_notes(bundle, None, 1)
+            outputs["intervals"] = None
+        else:
+            outputs["intervals"] = {level_key(level): {"low": np.ascontiguousarray(low[:, 0], dtype=np.float64),
+                                                       "high": np.ascontiguousarray(high[:, 0], dtype=np.float64)}
+                                    for level, (low, high) in bounds.items()}
+    head["outputs"] = outputs
+    return orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def predict_csv(raw, bundle, max_rows):
+    """A CSV body -> the CSV answer: the rows' series and week, the forecast columns and the filled features,
+    as `demand predict` writes them for the same rows (pipeline.scoring.score_history_file)."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    from pipeline import tables
+    from pipeline.errors import DataError
+    from pipeline.schema import FORECAST_COLUMN, VERSION_COLUMN
+
+    from .csv_api import SOURCE, check_cell_count
+
+    spec = bundle.spec
+    keys = row_keys(spec)
+    if not raw.strip():
+        raise ApiError(400, f"the CSV body is empty: send a header row naming {describe_row(spec)}, then the rows")
+    try:
+        header = tables.header_of_bytes(raw, SOURCE)
+        check_cell_count(raw, len(header), max_rows)
+        table, ragged = tables.read_csv(raw, SOURCE, header, header, numbers=(), threads=False)
+    except DataError as err:
+        raise ApiError(400, str(err)) from None
+    if ragged.rows:
+        number, cells, expected = sorted(ragged.rows, key=lambda r: r[0] or 0)[0]
+        raise ApiError(400, f"{SOURCE}: line {number or '?'} has {cells} cell(s), the header has {expected}")
+    if table.num_rows == 0:
+        raise ApiError(400, "the CSV body has a header but no rows")
+    check_row_count(table.num_rows, max_rows)
+    read = [name for name in table.column_names if name in keys]
+    values = {name: table.column(name).to_pylist() for name in read}
+    rows = []
+    for i in range(table.num_rows):
+        row = {}
+        for name in read:
+            cell = (values[name][i] or "").strip()
+            if not cell:
+                continue
+            if keys[name] in (SERIES_COLUMN, TIME_COLUMN):
+                row[name] = cell
+            else:
+                row[name] = tables.parse_number(cell)
+        rows.append(row)
+    where = lambda i, key: f"{SOURCE}: line {i + 2}" + (f", column {key!r}" if key else "")  # noqa: E731
+    out = forecast_columns(bundle, columns_from_rows(rows, bundle, where), where)
+    metrics.ROWS_CSV.inc(table.num_rows)
+    answer = pa.table({spec.series_column: values.get(spec.series_column, [""] * table.num_rows),
+                       spec.week_column: values.get(spec.week_column, [""] * table.num_rows),
+                       FORECAST_COLUMN: np.round(out["units_sold"].astype(np.float64), 1),
+                       LOW_COLUMN: np.round(out["low"].astype(np.float64), 1),
+                       HIGH_COLUMN: np.round(out["high"].astype(np.float64), 1),
+                       EXTRAPOLATED_COLUMN: [";".join(names) for names in out["extrapolated"]],
+                       "filled_features": [";".join(names) for names in out["filled"]],
+                       VERSION_COLUMN: [bundle.version] * table.num_rows})
+    sink = pa.BufferOutputStream()
+    pa_csv.write_csv(answer, sink)
+    return sink.getvalue().to_pybytes()
+
+
+PLAN_SERIES_KEYS = ("id", LAG_1, "history", "weeks")
+MAX_HISTORY = 520  # weeks a plan's series may carry: ten years; the features read the last WINDOW_WEEKS
+
+
+def read_feature_plan(body, bundle, max_horizon, max_rows):
+    """A plan for a model of any spec: (ids, start windows, first weeks, known [S, H, k], static [S, s], lengths,
+    levels); a 400 naming the first bad field.
+
+        {"series": [{"id": "store-7", "week": "2026-01-05", "history": [41000, 39500, ...],
+                     "store_size": 1200, "weeks": [{"price": 4.5, "display": 1}, ...]}], "levels": [0.8]}
+
+    `week` (the card's week column) is the plan's first week; without it, the
+    week after the series' stored history. `history` (recent weekly sales,
+    oldest first) replaces the stored history; `prev_week_sales` is last
+    week's sales. A series the model stored needs none of the three.
+    """
+    from .plans import PLAN_KEYS
+
+    spec = bundle.spec
+    if not isinstance(body, dict):
+        raise ApiError(400, 'body must be a JSON object: {"series": [...], "levels": [...]}')
+    unknown = next((key for key in body if key not in PLAN_KEYS), None)
+    if unknown is not None:
+        raise ApiError(400, f"{unknown[:40]!r} is not a key of a plan; it takes {', '.join(PLAN_KEYS)}")
+    series = body.get("series")
+    if not isinstance(series, list) or not series:
+        raise ApiError(400, "'series' must be a non-empty list of objects with id and weeks")
+    levels = read_levels(body.get("levels"))
+    if len(series) > max_rows:
+        raise ApiError(413, f"{len(series)} series is more than the limit of {max_rows} series x weeks per request "
+                            "(DEMAND_MAX_ROWS)")
+    allowed = (*PLAN_SERIES_KEYS, spec.week_column, *spec.static)
+    ids, prevs, histories, firsts, statics, plans = [], [], [], [], [], []
+    seen = {}
+    for i, item in enumerate(series):
+        where = f"series[{i}]"
+        if not isinstance(item, dict):
+            raise ApiError(400, f"{where} must be an object with id and weeks")
+        bad = next((key for key in item if key not in allowed), None)
+        if bad is not None:
+            raise ApiError(400, f"{where}.{bad[:40]} is not a key of a plan's series; it takes {', '.join(allowed)}")
+        ident = item.get("id")
+        problem = series_problem(ident) if ident is not None else "is missing"
+        if problem or not str(ident).strip():
+            raise ApiError(400, f"{where}.id {problem or 'must not be empty'}")
+        ident = str(ident).strip()
+        if ident in seen:
+            raise ApiError(400, f"{where}.id {ident!r} is the id of series[{seen[ident]}] too; ids must differ")
+        seen[ident] = i
+        ids.append(ident)
+        prev = item.get(LAG_1)
+        if prev is not None:
+            problem = domain_problem(LAG_1, prev)
+            if problem:
+                raise ApiError(400, f"{where}.{LAG_1} {problem}")
+        prevs.append(np.nan if prev is None else float(prev))
+        history = item.get("history")
+        if history is not None:
+            if not isinstance(history, list) or not 0 < len(history) <= MAX_HISTORY:
+                raise ApiError(400, f"{where}.history must be a list of 1 to {MAX_HISTORY} weekly sales, oldest first")
+            for h, value in enumerate(history):
+                problem = domain_problem(TARGET, value)
+                if problem:
+                    raise ApiError(400, f"{where}.history[{h}] {problem}")
+        histories.append(history)
+        first = week_value(item.get(spec.week_column))
+        if first is None:
+            raise ApiError(400, f"{where}.{spec.week_column} must be an ISO date like 2024-01-01, the plan's first week")
+        firsts.append(first)
+        weeks = item.get("weeks")
+        if not isinstance(weeks, list) or not weeks:
+            raise ApiError(400, f"{where}.weeks must be a non-empty list of objects with {', '.join(spec.known)}")
+        if len(weeks) > max_horizon:
+            raise ApiError(413, f"{where}.weeks has {len(weeks)} weeks, more than the limit of {max_horizon} "
+                                "(DEMAND_MAX_HORIZON)")
+        rows = []
+        for h, week in enumerate(weeks):
+            if not isinstance(week, dict):
+                raise ApiError(400, f"{where}.weeks[{h}] must be an object with {', '.join(spec.known)}")
+            extra = next((key for key in week if key not in spec.known), None)
+            if extra is not None:
+                raise ApiError(400, f"{where}.weeks[{h}].{extra[:40]} is not a known covariate of model "
+                                    f"{bundle.version}; a plan's week takes {', '.join(spec.known) or 'nothing'}")
+            for name in spec.known:
+                if name not in week:
+                    raise ApiError(400, f"{where}.weeks[{h}].{name} is missing: model {bundle.version} reads {name}, "
+                                        "known in advance for every week")
+                problem = domain_problem(name, week[name])
+                if problem:
+                    raise ApiError(400, f"{where}.weeks[{h}].{name} {problem}")
+            rows.append([float(week[name]) for name in spec.known])
+        plans.append(rows)
+        values = []
+        for name in spec.static:
+            value = item.get(name)
+            if value is None:
+                stored = bundle.statics.get(ident)
+                if stored is None:
+                    raise ApiError(400, f"{where}.{name} is missing: model {bundle.version} reads {name}, one value "
+                                        f"per series, and has none stored for series {ident!r}")
+                value = float(stored[spec.static.index(name)])
+            problem = domain_problem(name, value)
+            if problem:
+                raise ApiError(400, f"{where}.{name} {problem}")
+            values.append(float(value))
+        statics.append(values)
+    lengths = np.array([len(p) for p in plans])
+    total = int(lengths.sum())
+    if total > max_rows:
+        raise ApiError(413, f"{total} series x weeks is more than the limit of {max_rows} per request (DEMAND_MAX_ROWS)")
+    check_interval_count(total, levels, max_rows)
+    windows, stored_first, lacking = bundle.plan_start(ids, np.array(prevs), histories)
+    if lacking.any():
+        i = int(np.flatnonzero(lacking)[0])
+        raise ApiError(400, f"series[{i}].{LAG_1} is missing, and model {bundle.version} has no stored weeks of series "
+                            f"{ids[i]!r}: send {LAG_1} (last week's sales) or history (recent weekly sales)")
+    first = np.where(np.isnat(np.array(firsts)), stored_first, np.array(firsts))
+    H = int(lengths.max())
+    known = np.zeros((len(ids), H, len(spec.known)), dtype=np.float32)
+    for i, rows in enumerate(plans):
+        if spec.known:
+            known[i, :len(rows)] = rows
+    dates = first[:, None] + (7 * np.arange(H)).astype("timedelta64[D]")[None, :]
+    static = np.array(statics, dtype=np.float64).reshape(len(ids), len(spec.static))
+    return ids, (windows if spec.history else windows[:, -1]), dates, known, static, lengths, levels
+
+
+def plan_answer(bundle, ids, dates, lengths, levels, out):
+    """The /forecast answer for a model of any spec: per series and week, the week, the forecast, its
+    intervals, what was outside the training range and what was filled."""
+    from .series import unknown_series
+
+    keys = [level_key(level) for level in levels]
+    head = {"model_version": bundle.version, "levels": levels, "features": list(bundle.spec.names),
+            **unknown_series(ids, out["unknown_series"])}
+    notes = interval_notes(bundle, out["interval_steps"], int(lengths.max()))
+    if notes:
+        head["notes"] = notes
+    names, fillable = bundle.spec.names, bundle.spec.fillable
+    answer = []
+    for i, ident in enumerate(ids):
+        weeks = []
+        for h in range(int(lengths[i])):
+            intervals = None if out["intervals"] is None else {
+                key: [float(out["intervals"][level][0][i, h]), float(out["intervals"][level][1][i, h])]
+                for key, level in zip(keys, levels)}
+            weeks.append({"step": h + 1, "week": None if np.isnat(dates[i, h]) else str(dates[i, h]),
+                          "units_sold": float(out["units_sold"][i, h]), "intervals": intervals,
+                          "extrapolated": [n for n, flag in zip(names, out["outside"][i, h]) if flag],
+                          "filled": [n for n, flag in zip(fillable, out["filled"][i, h]) if flag]})
+        answer.append({"id": ident, "weeks": weeks})
+    head["series"] = answer
+    return orjson.dumps(head)
