@@ -134,6 +134,46 @@ def main():
 # ---------------------------------------------------------------- data
 
 
+def names_list(ctx, param, value):
+    """A comma-separated list of column names, blanks dropped; None when not given."""
+    if value is None:
+        return None
+    names = tuple(name.strip() for name in value.split(",") if name.strip())
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise click.BadParameter(f"names {', '.join(repeated)} more than once")
+    return names
+
+
+def feature_options(command):
+    """What the model reads from a file, and what the file calls its columns (pipeline.features)."""
+    for option in reversed([
+        click.option("--known", callback=names_list,
+                     help="Covariates known in advance, a value per week, comma-separated "
+                          "(default: discount_fraction,weeks_to_next_holidays)."),
+        click.option("--static", callback=names_list,
+                     help="Covariates with one number per series, comma-separated (a store's size)."),
+        click.option("--history/--no-history", default=None,
+                     help="Lags of 2-4 and 52 weeks and rolling means of 4 and 13 weeks, from each series' own "
+                          "earlier weeks (needs a week column)."),
+        click.option("--calendar/--no-calendar", default=None,
+                     help="The week's place in the year, so years of history teach the yearly season."),
+        click.option("--series-column", help="The file's name for the series column (default: series)."),
+        click.option("--week-column", help="The file's name for the week column (default: week)."),
+        click.option("--target-column", help="The file's name for the units sold (default: units_sold)."),
+    ]):
+        command = option(command)
+    return command
+
+
+def spec_of(known, static, history, calendar, series_column, week_column, target_column, base=None):
+    """The FeatureSpec the options ask for; what they leave out is `base`'s (default: the chapter's three inputs)."""
+    from .features import CHAPTER, with_options
+
+    return with_options(base or CHAPTER, known=known, static=static, history=history, calendar=calendar,
+                        series_column=series_column, week_column=week_column, target_column=target_column)
+
+
 @main.group()
 def data():
     """Create and check data files."""
@@ -189,15 +229,18 @@ def iso_date(value):
 
 @data.command("check")
 @click.argument("path", type=click.Path(path_type=Path), default=DEFAULT_DATA)
+@feature_options
 @skip_option
 @json_option
 @friendly_errors
-def data_check(path, skip_bad_rows, as_json):
-    """Validate a data file (or a folder of them, read as train reads it) and show how it would be split."""
+def data_check(path, skip_bad_rows, as_json, **features):
+    """Validate a data file (or a folder of them, read as train reads it) and show how it would be split.
+
+    Takes train's feature options, so a column train would not read is named here too."""
     from .data import findings, time_split
     from .sources import load_sources
 
-    dataset = load_sources([path], skip_bad_rows, warn=log)
+    dataset = load_sources([path], skip_bad_rows, warn=log, spec=spec_of(**features))
     summary = {**dataset.source, "date_range": dataset.date_range(), "splits": time_split(dataset).describe(),
                "findings": findings(dataset)}
     if as_json:
@@ -279,49 +322,6 @@ def training_options(command):
     ]):
         command = option(command)
     return command
-
-
-def names_list(ctx, param, value):
-    """A comma-separated list of column names, blanks dropped; None when not given."""
-    if value is None:
-        return None
-    names = tuple(name.strip() for name in value.split(",") if name.strip())
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise click.BadParameter(f"names {', '.join(repeated)} more than once")
-    return names
-
-
-def feature_options(command):
-    """What the model reads from a file, and what the file calls its columns (pipeline.features)."""
-    for option in reversed([
-        click.option("--known", callback=names_list,
-                     help="Covariates known in advance, a value per week, comma-separated "
-                          "(default: discount_fraction,weeks_to_next_holidays)."),
-        click.option("--static", callback=names_list,
-                     help="Covariates with one number per series, comma-separated (a store's size)."),
-        click.option("--history/--no-history", default=False, show_default=True,
-                     help="Lags of 2-4 and 52 weeks and rolling means of 4 and 13 weeks, from each series' own "
-                          "earlier weeks (needs a week column)."),
-        click.option("--calendar/--no-calendar", default=False, show_default=True,
-                     help="The week's place in the year, so years of history teach the yearly season."),
-        click.option("--series-column", help="The file's name for the series column (default: series)."),
-        click.option("--week-column", help="The file's name for the week column (default: week)."),
-        click.option("--target-column", help="The file's name for the units sold (default: units_sold)."),
-    ]):
-        command = option(command)
-    return command
-
-
-def spec_of(known, static, history, calendar, series_column, week_column, target_column):
-    from .features import CHAPTER_KNOWN, FeatureSpec
-
-    taken = [*(known or ()), *(static or ())]
-    twice = sorted({n for n in taken if taken.count(n) > 1})
-    if twice:
-        raise DataError(f"--known and --static both name {', '.join(twice)}: a covariate is one or the other")
-    spec = FeatureSpec(CHAPTER_KNOWN if known is None else known, static or (), history, calendar)
-    return spec.with_columns(series=series_column, week=week_column, target=target_column)
 
 
 def preset_option(default):
@@ -426,12 +426,14 @@ def format_candidates(card):
               help="Weeks forecast from each origin.")
 @preset_option(AUTO)
 @training_options
+@feature_options
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=Path("backtest.png"),
               show_default=True, help="Where to draw the figures.")
 @skip_option
 @json_option
 @friendly_errors
-def backtest(data_path, windows, horizon, preset, plot, skip_bad_rows, as_json, **overrides):
+def backtest(data_path, windows, horizon, preset, plot, skip_bad_rows, as_json, known, static, history, calendar,
+             series_column, week_column, target_column, **overrides):
     """Rolling-origin backtest: train before each origin, forecast the weeks after it.
 
     Reports WAPE, MASE, bias and interval coverage per window and on average,
@@ -442,7 +444,10 @@ def backtest(data_path, windows, horizon, preset, plot, skip_bad_rows, as_json, 
     from .sources import load_sources
 
     check_plot_path(plot)  # before the trainings, not after
-    dataset = load_sources([data_path], skip_bad_rows, warn=log)
+    spec = spec_of(known, static, history, calendar, series_column, week_column, target_column)
+    if preset == "chapter" and not spec.is_chapter:
+        raise DataError("--preset chapter is the book's network on its three inputs; it takes no other features")
+    dataset = load_sources([data_path], skip_bad_rows, warn=log, spec=spec)
     report = run(dataset, windows, horizon, preset, overrides, log)
     if as_json:  # the report first: a figure that cannot be written must not lose it
         emit_json(report)
@@ -489,6 +494,7 @@ def format_metrics(version, card):
 @click.option("--keep-rejected", is_flag=True, help="Publish a rejected challenger as a (non-champion) version.")
 @preset_option(None)
 @training_options
+@feature_options
 @click.option("--wait", type=FiniteRange(0, infinity=True), default=0, show_default=True,
               help="Seconds to wait for another writer's registry lock before giving up.")
 @model_dir_option
@@ -496,14 +502,16 @@ def format_metrics(version, card):
 @json_option
 @friendly_errors
 def retrain(data_paths, min_improvement, min_new_weeks, keep_rejected, preset, wait, model_dir, skip_bad_rows, as_json,
-            **overrides):
+            known, static, history, calendar, series_column, week_column, target_column, **overrides):
     """Train a challenger; promote it only if it beats the champion and the baselines
     on the weeks the champion never trained on.
 
     Without --preset the challenger is made as the champion was: a new auto
     selection, or the champion's own settings. Exit status 0 when the
     challenger was promoted or the champion kept; 1 for errors (bad data, lock
-    held by another writer, failed export checks).
+    held by another writer, failed export checks). The challenger reads the
+    champion's features unless the feature options say otherwise; each is
+    scored on the same weeks reading its own.
     """
     from .registry import Registry
     from .retrain import retrain as run
@@ -512,7 +520,10 @@ def retrain(data_paths, min_improvement, min_new_weeks, keep_rejected, preset, w
     log(f"retraining from {', '.join(map(str, data_paths))} into {model_dir}")
     try:
         outcome = run(Registry(model_dir), data_paths, overrides, min_improvement, keep_rejected, wait,
-                      skip_bad_rows, warn=log, progress=progress, preset=preset, min_new_weeks=min_new_weeks, log=log)
+                      skip_bad_rows, warn=log, progress=progress, preset=preset, min_new_weeks=min_new_weeks, log=log,
+                      features=dict(known=known, static=static, history=history, calendar=calendar,
+                                    series_column=series_column, week_column=week_column,
+                                    target_column=target_column))
     finally:
         progress.close()
     log(f"{outcome['decision']}: {outcome['reason']}")

@@ -112,6 +112,21 @@ class FeatureSpec:
 CHAPTER = FeatureSpec()
 
 
+def with_options(base, known=None, static=None, history=None, calendar=None, series_column=None, week_column=None,
+                 target_column=None):
+    """`base` with what command-line options asked for (None: left as `base` has it)."""
+    from .errors import DataError
+
+    taken = [*(base.known if known is None else known), *(base.static if static is None else static)]
+    twice = sorted({n for n in taken if taken.count(n) > 1})
+    if twice:
+        raise DataError(f"--known and --static both name {', '.join(twice)}: a covariate is one or the other")
+    spec = replace(base, **{name: tuple(value) if isinstance(value, list) else value for name, value in
+                            (("known", known), ("static", static), ("history", history), ("calendar", calendar))
+                            if value is not None})
+    return spec.with_columns(series=series_column, week=week_column, target=target_column)
+
+
 def history_columns(window, last_week=None):
     """[n, len(HISTORY)] lags and rolling means from `window` [n, L] (L >= WINDOW_WEEKS),
     and [n, len(HISTORY)] flags of the features that were filled.

@@ -16,7 +16,8 @@ from dataclasses import fields
 import numpy as np
 
 from .bundle import Bundle
-from .data import time_split
+from .data import time_split, week_series_keys
+from .features import CHAPTER, FeatureSpec, with_options
 from .evaluate import beats_baselines, metrics, naive_scale
 from .presets import AUTO, CANDIDATES, MIN_NEW_WEEKS, TrainConfig
 from .publish import write_version
@@ -124,15 +125,38 @@ def unseen_weeks(card, data, min_new_weeks):
     return str(new[0]), None
 
 
+def score_champion(bundle, split, paths, spec, skip_bad_rows):
+    """The champion's metrics on the challenger's holdout rows, each model reading its own features: a champion
+    of other features reads the same files its own way, and is scored on the same (week, series) rows."""
+    holdout = split.holdout
+    if bundle.spec == spec:
+        forecast = bundle.forecast(holdout.X, series=holdout.series)["units_sold"]
+        return metrics(holdout.y, forecast, naive_scale(split.train))
+    own = load_sources(paths, skip_bad_rows, warn=None, spec=bundle.spec)
+    theirs = week_series_keys(own.week, own.series if own.series is not None else np.zeros(len(own), dtype=str))
+    ours = week_series_keys(holdout.week, holdout.series if holdout.series is not None
+                            else np.zeros(len(holdout), dtype=str))
+    order = np.argsort(theirs, kind="stable")
+    at = np.minimum(np.searchsorted(theirs, ours, sorter=order), len(order) - 1)
+    found = theirs[order[at]] == ours
+    rows = order[at[found]]
+    forecast = bundle.forecast(own.X[rows], series=None if own.series is None else own.series[rows])["units_sold"]
+    return metrics(holdout.y[found], forecast, naive_scale(split.train))
+
+
 def retrain(registry: Registry, paths, overrides=None, min_improvement=0.0, keep_rejected=False, wait=0.0,
             skip_bad_rows=False, warn=None, progress=None, by="demand retrain", preset=None,
-            min_new_weeks=MIN_NEW_WEEKS, log=None):
+            min_new_weeks=MIN_NEW_WEEKS, log=None, features=None):
+    """`features`: feature options (pipeline.features.with_options) over the champion's own spec; the
+    challenger reads what the champion reads unless they say otherwise."""
     from .workflow import train_model
 
     with registry.writer(wait) as writer:
         champion = registry.champion()
         card = registry.card(champion) if champion else None
-        data = load_sources(paths, skip_bad_rows, warn)
+        champion_spec = FeatureSpec.from_json(card.get("features")) if card else CHAPTER
+        spec = with_options(champion_spec, **(features or {}))
+        data = load_sources(paths, skip_bad_rows, warn, spec=spec)
         outcome = {"champion_before": champion, "challenger_version": None,
                    "data": {"files": data.source.get("files", [data.source]), "rows": len(data),
                             "replaced_duplicates": data.source.get("replaced_duplicates", 0)}}
@@ -151,8 +175,7 @@ def retrain(registry: Registry, paths, overrides=None, min_improvement=0.0, keep
         champion_metrics = None
         if champion:
             bundle = Bundle.load(registry, champion, provider="cpu")
-            forecast = bundle.forecast(split.holdout.X, series=split.holdout.series)["units_sold"]
-            champion_metrics = metrics(split.holdout.y, forecast, naive_scale(split.train))
+            champion_metrics = score_champion(bundle, split, paths, spec, skip_bad_rows)
         promote, reason = decide(holdout["model"]["wape"], champion_metrics and champion_metrics["wape"],
                                  min_improvement, holdout)
 

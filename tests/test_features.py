@@ -243,23 +243,3 @@ def test_demand_predict_scores_the_weeks_after_training_from_the_stored_tails(tm
     expected = dict(zip(zip(whole.series, whole.week.astype(str)), bundle.forecast(whole.X, series=whole.series)["units_sold"]))
     for row in rows:
         assert float(row["forecast_units_sold"]) == pytest.approx(float(expected[row["series"], row["week"]]), rel=1e-5)
-
-
-
-@pytest.mark.slow
-def test_the_service_refuses_a_model_whose_features_requests_cannot_carry_and_says_why(tmp_path, runner):
-    """A history model made champion: the service does not serve it with the
-    wrong inputs; readiness names its features and points to `demand predict`."""
-    from service.app import create_app
-
-    models = str(tmp_path / "models")
-    done = invoke(runner, "train", "--data", str(DEFAULT_CSV), "--preset", "log-large-batch", "--epochs", "20",
-                  "--patience", "0", "--history", "--model-dir", models, "--device", "cpu")
-    assert done.exit_code == 0, done.output
-    client = create_app({"MODEL_DIR": models, "RELOAD_INTERVAL": 0}).test_client()
-    ready = client.get("/readyz")
-    assert ready.status_code == 503
-    assert "sales_lag_52" in ready.get_json()["error"] and "demand predict" in ready.get_json()["error"]
-    answer = client.post("/predict", json={"instances": [{"prev_week_sales": 1, "discount_fraction": 1,
-                                                          "weeks_to_next_holidays": 1}]})
-    assert answer.status_code == 503 and "error" in answer.get_json()

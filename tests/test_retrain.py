@@ -351,3 +351,31 @@ def test_bad_cron_and_bad_retrain_options_are_refused_at_start(runner):
     assert never.exit_code == 2 and "names no date that exists, so it would never run" in never.output
     bad_option = invoke(runner, "schedule", "--cron", "0 3 * * 1", "--data", "x.csv", "--epochs", "many")
     assert bad_option.exit_code == 2 and "retrain options" in bad_option.output
+
+
+@pytest.mark.slow
+def test_a_challenger_of_other_features_is_scored_beside_the_champion_on_the_same_weeks(weak_champion, small_csv, runner):
+    """A champion of the three inputs, challenged by one of history and calendar: each reads the
+    file its own way, and both are scored on the same (week, series) rows."""
+    from pipeline.bundle import Bundle
+    from pipeline.data import load_file, time_split
+    from pipeline.evaluate import metrics, naive_scale
+    from pipeline.features import FeatureSpec
+    from pipeline.registry import Registry
+
+    champion = Registry(weak_champion).champion()
+    result = invoke(runner, "retrain", "--data", str(small_csv), "--model-dir", str(weak_champion), "--preset",
+                    "log-large-batch", "--epochs", "20", "--patience", "0", "--history", "--calendar",
+                    "--keep-rejected", "--json")
+    assert result.exit_code == 0, result.output
+    outcome = json.loads(result.stdout)
+    challenger = Registry(weak_champion).card(outcome["challenger_version"])
+    assert challenger["features"]["history"] and challenger["features"]["calendar"]
+    # the champion's figure is its own reading of the same weeks
+    own = load_file(small_csv)
+    split = time_split(own, holdout_from=outcome["holdout_weeks"][0])
+    bundle = Bundle.load(Registry(weak_champion), champion, provider="cpu")
+    expected = metrics(split.holdout.y, bundle.forecast(split.holdout.X, series=split.holdout.series)["units_sold"],
+                       naive_scale(split.train))
+    assert outcome["metrics"]["champion"]["wape"] == pytest.approx(expected["wape"], rel=1e-6)
+    assert FeatureSpec.from_json(challenger["features"]) != FeatureSpec()

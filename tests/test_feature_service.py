@@ -1,0 +1,254 @@
+"""A model of history, calendar and declared covariates, served: every path features the same rows the same way.
+
+One model is trained (in-process, as `demand train` runs) on a retailer's file
+that names its columns its own way, without its last weeks; the weeks after
+are then scored by `demand predict`, by POST /predict as rows, columns and CSV,
+by V2 and by plans, and every answer must agree.
+"""
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.data import load_file
+from pipeline.features import HISTORY, FeatureSpec
+
+from .conftest import DEFAULT_CSV, invoke
+from .test_outsample import OUTSAMPLE
+
+NEW_WEEKS = 6
+STORES = 4
+KNOWN = ("price", "display", "temperature")
+SPEC = FeatureSpec(KNOWN, ("store_size",), history=True, calendar=True).with_columns(
+    series="store", week="date", target="sales")
+FEATURE_OPTIONS = ("--history", "--calendar", "--known", ",".join(KNOWN), "--static", "store_size",
+                   "--series-column", "store", "--week-column", "date", "--target-column", "sales")
+
+
+@pytest.fixture(scope="module")
+def retailer(tmp_path_factory):
+    """(models folder, the later weeks' file, its rows) with a champion trained on the weeks before."""
+    from click.testing import CliRunner
+
+    folder = tmp_path_factory.mktemp("retailer")
+    rows = list(csv.DictReader((OUTSAMPLE / "retail_covariates.csv").open()))
+    stores = sorted({r["store"] for r in rows})[:STORES]
+    rows = [r for r in rows if r["store"] in stores]
+    later = sorted({r["date"] for r in rows})[-NEW_WEEKS:]
+    header = list(rows[0])
+    header.remove("category")  # left out: a column the model is not told about is warned of, tested elsewhere
+    history, new = folder / "history.csv", folder / "new.csv"
+    for path, part in ((history, [r for r in rows if r["date"] not in later]),
+                       (new, [r for r in rows if r["date"] in later])):
+        with path.open("w", newline="") as out:
+            writer = csv.DictWriter(out, header, extrasaction="ignore", lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(part)
+    models = folder / "models"
+    done = invoke(CliRunner(), "train", "--data", str(history), "--preset", "log-large-batch", "--epochs", "30",
+                  "--patience", "0", *FEATURE_OPTIONS, "--model-dir", str(models), "--device", "cpu")
+    assert done.exit_code == 0, done.output
+    return models, new, list(csv.DictReader(new.open()))
+
+
+@pytest.fixture(scope="module")
+def served(retailer):
+    from service.app import create_app
+
+    return create_app({"MODEL_DIR": str(retailer[0]), "RELOAD_INTERVAL": 0}).test_client()
+
+
+@pytest.fixture(scope="module")
+def bundle(retailer):
+    from pipeline.bundle import Bundle
+    from pipeline.registry import Registry
+
+    return Bundle.load(Registry(retailer[0]))
+
+
+@pytest.fixture(scope="module")
+def predicted(retailer, tmp_path_factory):
+    """`demand predict` on the later weeks: {(store, date): forecast}."""
+    from click.testing import CliRunner
+
+    models, new, _ = retailer
+    output = tmp_path_factory.mktemp("predicted") / "forecasts.csv"
+    done = invoke(CliRunner(), "predict", "--input", str(new), "--output", str(output), "--model-dir", str(models))
+    assert done.exit_code == 0, done.output
+    return {(r["store"], r["date"]): float(r["forecast_units_sold"]) for r in csv.DictReader(output.open())}
+
+
+def row_of(record, *, actual=True):
+    """A file's row as a request's row: numbers as numbers; the actual sales only when `actual`."""
+    row = {"store": record["store"], "date": record["date"],
+           **{name: float(record[name]) for name in (*KNOWN, "store_size")}}
+    if actual:
+        row["sales"] = float(record["sales"])
+    return row
+
+
+def test_the_rows_of_a_request_get_exactly_the_features_of_the_file(retailer, bundle):
+    """The service's reading of rows and `demand predict`'s reading of the file: the same matrix."""
+    from service.feature_rows import columns_from_rows, forecast_columns
+
+    _, new, rows = retailer
+    from_file = load_file(new, spec=bundle.spec, tails=bundle.tails)
+    where = lambda i, key: f"row {i}"  # noqa: E731
+    out = forecast_columns(bundle, columns_from_rows([row_of(r) for r in rows], bundle, where), where)
+    np.testing.assert_array_equal(out["X"], from_file.X)
+    assert not from_file.filled.any() and not any(out["filled"])  # the stored weeks reach back far enough
+
+
+def test_rows_columns_csv_and_v2_answer_what_demand_predict_writes(retailer, served, predicted):
+    _, new, rows = retailer
+    expected = [predicted[r["store"], r["date"]] for r in rows]
+    instances = served.post("/predict", json={"instances": [row_of(r) for r in rows]})
+    assert instances.status_code == 200, instances.get_json()
+    assert [p["units_sold"] for p in instances.get_json()["predictions"]] == pytest.approx(expected, rel=1e-6)
+    assert instances.get_json()["features"] == list(SPEC.names)
+    columns = {key: [row_of(r)[key] for r in rows] for key in row_of(rows[0])}
+    columnar = served.post("/predict", json={"inputs": columns})
+    assert columnar.get_json()["outputs"]["units_sold"] == pytest.approx(expected, rel=1e-6)
+    as_csv = served.post("/predict", data=new.read_bytes(), content_type="text/csv")
+    assert as_csv.status_code == 200, as_csv.get_data(as_text=True)
+    answered = list(csv.DictReader(as_csv.get_data(as_text=True).splitlines()))
+    assert [float(r["forecast_units_sold"]) for r in answered] == pytest.approx(expected, abs=0.051)
+    v2 = served.post("/v2/models/demand/infer", json={"inputs": [
+        {"name": key, "datatype": "BYTES" if key in ("store", "date") else "FP32", "shape": [len(rows)], "data": values}
+        for key, values in columns.items()]})
+    assert v2.status_code == 200, v2.get_json()
+    assert v2.get_json()["outputs"][0]["data"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_plan_feeds_each_weeks_forecast_into_the_next_weeks_history(retailer, served):
+    """Week 1 of a plan is the one-step forecast of the week after training; week 2 is what a row of
+    week 2 gets when week 1 sold what was forecast: the lags and the means read the forecast."""
+    _, _, rows = retailer
+    store = rows[0]["store"]
+    weeks = [r for r in rows if r["store"] == store][:3]
+    plan = {"series": [{"id": store, "weeks": [{name: float(w[name]) for name in KNOWN} for w in weeks]}]}
+    answer = served.post("/forecast", json=plan)
+    assert answer.status_code == 200, answer.get_json()
+    planned = answer.get_json()["series"][0]["weeks"]
+    assert [w["week"] for w in planned] == [w["date"] for w in weeks]
+    first = served.post("/predict", json={name: value for name, value in row_of(weeks[0], actual=False).items()
+                                          if name not in ("date", "store_size")})
+    assert planned[0]["units_sold"] == pytest.approx(first.get_json()["predictions"][0]["units_sold"], rel=1e-6)
+    fed = [{**row_of(weeks[0], actual=False), "sales": max(planned[0]["units_sold"], 0.0)},
+           row_of(weeks[1], actual=False)]
+    second = served.post("/predict", json={"instances": fed})
+    assert planned[1]["units_sold"] == pytest.approx(second.get_json()["predictions"][1]["units_sold"], rel=1e-6)
+
+
+def test_a_covariate_changed_in_week_3_moves_week_3_and_not_weeks_1_and_2(retailer, served, tmp_path, runner):
+    _, _, rows = retailer
+    store = rows[0]["store"]
+    weeks = [{name: float(r[name]) for name in KNOWN} for r in rows if r["store"] == store][:5]
+    changed = [dict(w) for w in weeks]
+    changed[2]["display"] = 1.0 - weeks[2]["display"]
+    changed[2]["price"] = weeks[2]["price"] * 0.6
+
+    def plan(of):
+        answer = served.post("/forecast", json={"series": [{"id": store, "weeks": of}], "levels": [0.8]})
+        assert answer.status_code == 200, answer.get_json()
+        return [w["units_sold"] for w in answer.get_json()["series"][0]["weeks"]]
+
+    before, after = plan(weeks), plan(changed)
+    assert after[:2] == before[:2]
+    assert abs(after[2] - before[2]) > 1e-3 * before[2]
+    # `demand forecast` reads the same plan from a CSV, named as the file names its columns
+    plan_csv = tmp_path / "plan.csv"
+    first = np.datetime64(rows[0]["date"], "D")
+    with plan_csv.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["store", "date", *KNOWN])
+        for h, week in enumerate(changed):
+            writer.writerow([store, str(first + 7 * h), *(week[name] for name in KNOWN)])
+    output = tmp_path / "out.csv"
+    done = invoke(runner, "forecast", "--plan", str(plan_csv), "--output", str(output), "--model-dir",
+                  str(retailer[0]))
+    assert done.exit_code == 0, done.output
+    offline = [float(r["units_sold"]) for r in csv.DictReader(output.open())]
+    assert offline == pytest.approx(after, rel=1e-6)
+
+
+def test_a_plans_history_replaces_the_stored_weeks(bundle, served):
+    store, (next_week, tail) = next(iter(bundle.tails.items()))
+    week = {name: 1.0 for name in KNOWN}
+
+    def first_week(**series):
+        answer = served.post("/forecast", json={"series": [{"id": store, "weeks": [week], **series}]})
+        assert answer.status_code == 200, answer.get_json()
+        return answer.get_json()["series"][0]["weeks"][0]
+
+    stored = first_week()["units_sold"]
+    assert first_week(history=tail.tolist(), date=str(next_week))["units_sold"] == pytest.approx(stored, rel=1e-6)
+    halved = first_week(history=(tail / 2).tolist(), date=str(next_week))
+    assert halved["units_sold"] < stored and halved["filled"] == []
+    undated = first_week(history=tail.tolist())  # after a history of its own, the week is the plan's to say
+    assert undated["week"] is None and undated["filled"] == ["year_cycle_sin", "year_cycle_cos"]
+
+
+def test_a_series_never_seen_is_served_filled_and_flagged(served):
+    row = {"store": "nowhere-99", "prev_week_sales": 300, "store_size": 1000, "price": 2.0, "display": 0,
+           "temperature": 10}
+    answer = served.post("/predict", json=row)
+    assert answer.status_code == 200, answer.get_json()
+    body = answer.get_json()
+    assert body["unknown_series"] == ["nowhere-99"]
+    assert body["predictions"][0]["filled"] == [*HISTORY, "year_cycle_sin", "year_cycle_cos"]
+    dated = served.post("/predict", json={**row, "date": "2024-03-04"}).get_json()
+    assert dated["predictions"][0]["filled"] == list(HISTORY)  # the calendar is known from the week
+
+
+@pytest.mark.parametrize("body, named", [
+    ({"store": "aalborg-01", "price": 1.0, "display": 0}, "temperature is missing"),
+    ({"store": "aalborg-01", "price": 1.0, "display": 0, "temperature": "warm"}, "temperature must be a number"),
+    ({"store": "aalborg-01", "price": 1.0, "display": 0, "temperature": 1, "colour": 2}, "colour is not a column"),
+    ({"store": "new-1", "price": 1.0, "display": 0, "temperature": 1, "prev_week_sales": 3}, "store_size is missing"),
+    ({"store": "new-1", "price": 1.0, "display": 0, "temperature": 1, "store_size": 9}, "prev_week_sales is missing"),
+    ({"store": "aalborg-01", "price": 1.0, "display": 0, "temperature": 1, "date": "soon"}, "date must be an ISO date"),
+])
+def test_a_request_without_what_the_model_reads_is_a_400_naming_it(served, body, named):
+    answer = served.post("/predict", json={"instances": [body]})
+    assert answer.status_code == 400 and named in answer.get_json()["error"], answer.get_json()
+    assert answer.get_json()["error"].startswith("instances[0].")
+
+
+def test_a_plan_without_a_covariate_in_week_3_is_a_400_naming_it(served):
+    weeks = [{name: 1.0 for name in KNOWN} for _ in range(4)]
+    del weeks[2]["display"]
+    answer = served.post("/forecast", json={"series": [{"id": "aalborg-01", "weeks": weeks}]})
+    assert answer.status_code == 400
+    assert answer.get_json()["error"].startswith("series[0].weeks[2].display is missing"), answer.get_json()
+
+
+def test_openapi_and_v2_metadata_follow_the_spec(served):
+    schemas = served.get("/openapi.json").get_json()["components"]["schemas"]
+    assert schemas["Instance"]["required"] == list(KNOWN)
+    assert {"store", "date", "store_size", "prev_week_sales"} <= set(schemas["Instance"]["properties"])
+    assert schemas["PlannedWeek"]["required"] == list(KNOWN)
+    metadata = served.get("/v2/models/demand").get_json()
+    assert metadata["parameters"]["feature_order"] == list(SPEC.names)
+    assert {t["name"] for t in metadata["inputs"]} >= {"store", "date", *KNOWN}
+
+
+@pytest.mark.slow
+def test_a_history_model_of_the_three_inputs_answers_the_quick_starts_one_row(tmp_path, runner):
+    """The quick start's curl: three inputs, no series, no week. The history and the calendar are filled, and said so."""
+    from service.app import create_app
+
+    models = str(tmp_path / "models")
+    done = invoke(runner, "train", "--data", str(DEFAULT_CSV), "--preset", "log-large-batch", "--epochs", "20",
+                  "--patience", "0", "--history", "--calendar", "--model-dir", models, "--device", "cpu")
+    assert done.exit_code == 0, done.output
+    client = create_app({"MODEL_DIR": models, "RELOAD_INTERVAL": 0}).test_client()
+    assert client.get("/readyz").status_code == 200
+    answer = client.post("/predict", json={"prev_week_sales": 76440, "discount_fraction": 63,
+                                           "weeks_to_next_holidays": 2})
+    assert answer.status_code == 200, answer.get_json()
+    prediction = answer.get_json()["predictions"][0]
+    assert prediction["units_sold"] > 0 and prediction["filled"] == [*HISTORY, "year_cycle_sin", "year_cycle_cos"]
+    card = json.loads(next((tmp_path / "models" / "versions").iterdir()).joinpath("card.json").read_text())
+    assert card["features"]["history"] and card["features"]["calendar"]
