@@ -183,10 +183,12 @@ def mlforecast_lgbm(history, following, spec, lags=(1, 2, 3, 4, 52), exogenous=T
 def ours(history, following, spec):
     """`demand train`'s default (`auto`) with history, calendar and the file's numeric covariates,
     trained on the history; one step ahead on `following` from the tails it published, as
-    `demand predict` scores a file of later weeks. Recursive plans of such models are not
-    forecast yet, and neither are category columns (left out here): "n/a" in the table."""
+    `demand predict` scores a file of later weeks; recursively over the first weeks as a
+    plan is forecast, each week's forecast feeding the next week's lags and means
+    (pipeline.backtest.forecast_chains). Category columns are not read (left out here)."""
     import tempfile
 
+    from pipeline.backtest import chains, recursive
     from pipeline.bundle import tails_from_document
     from pipeline.data import load_file
     from pipeline.features import FeatureSpec
@@ -204,7 +206,9 @@ def ours(history, following, spec):
         trained = train_model(data, "auto", {"device": "cpu", "seed": 0})
         tails = tails_from_document(tails_document(data))
         later = load_file(paths[1], spec=features, tails=tails)
-    return {"default": (np.maximum(trained.predict(later.X, later.series), 0.0), None)}
+    head = later.take(np.flatnonzero(later.week < np.sort(np.unique(later.week))[RECURSIVE_WEEKS]))
+    stepped = recursive(trained.predict, head, chains(head))
+    return {"default": (np.maximum(trained.predict(later.X, later.series), 0.0), np.maximum(stepped, 0.0))}
 
 
 OURS = ("default", "chapter preset")

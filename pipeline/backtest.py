@@ -19,7 +19,6 @@ from .features import WINDOW_WEEKS, with_history
 from .evaluate import LinearBaseline, interval_bounds, metrics, naive_forecast, naive_scale
 from .presets import BACKTEST_HORIZON, BACKTEST_WINDOWS
 
-X_COLUMNS_WITH_SERIES = 4  # the three features, then the series' code
 MAX_CATEGORIES = 255  # HistGradientBoostingRegressor's limit on one categorical input (its bins, less one)
 SUMMARY = ("wape", "mase", "bias")
 
@@ -50,7 +49,7 @@ def gradient_boosting(history, by_series=False):
         known = names[np.minimum(at, len(names) - 1)] == series
         return np.column_stack([X, np.where(known, at, np.nan)])
 
-    model = HistGradientBoostingRegressor(random_state=0, categorical_features=[X_COLUMNS_WITH_SERIES - 1])
+    model = HistGradientBoostingRegressor(random_state=0, categorical_features=[history.X.shape[1]])  # the series, last
     model.fit(with_series(history.X, history.series), history.y)
     return lambda X, series=None: model.predict(
         with_series(X, np.full(len(X), "") if series is None else np.asarray(series, dtype=str)))

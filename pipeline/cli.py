@@ -155,7 +155,8 @@ def feature_options(command):
                      help="Covariates with one number per series, comma-separated (a store's size)."),
         click.option("--history/--no-history", default=None,
                      help="Lags of 2-4 and 52 weeks and rolling means of 4 and 13 weeks, from each series' own "
-                          "earlier weeks (needs a week column)."),
+                          "earlier weeks (needs a week column). Default: on, with --calendar, for data with two "
+                          "years of weeks or more, or without a prev_week_sales column."),
         click.option("--calendar/--no-calendar", default=None,
                      help="The week's place in the year, so years of history teach the yearly season."),
         click.option("--series-column", help="The file's name for the series column (default: series)."),
@@ -166,12 +167,26 @@ def feature_options(command):
     return command
 
 
-def spec_of(known, static, history, calendar, series_column, week_column, target_column, base=None):
-    """The FeatureSpec the options ask for; what they leave out is `base`'s (default: the chapter's three inputs)."""
+def spec_of(known, static, history, calendar, series_column, week_column, target_column, base=None, data=None):
+    """The FeatureSpec the options ask for; what they leave out is `base`'s (default: the chapter's three inputs).
+
+    With `data` (the paths to train on), history and calendar left unsaid are
+    on where pipeline.sources.history_by_default says so, unless the
+    covariates asked for are exactly the chapter's and the preset is the chapter's.
+    """
     from .features import CHAPTER, with_options
 
-    return with_options(base or CHAPTER, known=known, static=static, history=history, calendar=calendar,
+    spec = with_options(base or CHAPTER, known=known, static=static, history=history, calendar=calendar,
                         series_column=series_column, week_column=week_column, target_column=target_column)
+    if data is not None and history is None and calendar is None:
+        from .sources import history_by_default
+
+        try:
+            if history_by_default(data, spec):
+                spec = with_options(spec, history=True, calendar=True)
+        except (OSError, DataError):
+            pass  # the loader says what is wrong with the data, in its own words
+    return spec
 
 
 @main.group()
@@ -364,10 +379,13 @@ def train(data_path, preset, refit, backtest_windows, horizon, promote, wait, mo
     from .sources import load_sources
     from .workflow import train_model
 
-    spec = spec_of(known, static, history, calendar, series_column, week_column, target_column)
+    spec = spec_of(known, static, history, calendar, series_column, week_column, target_column,
+                   data=None if preset == "chapter" else [data_path])
     if preset == "chapter" and not spec.is_chapter:
         raise DataError("--preset chapter is the book's network on its three inputs: leave out --known, --static, "
                         "--history and --calendar, or pick another preset")
+    if not spec.is_chapter:
+        log(f"features: {', '.join(spec.names)}")
     Registry(model_dir).check_writable()  # before minutes of training, not after
     dataset = load_sources([data_path], skip_bad_rows, warn=log, spec=spec)
     report = None
@@ -444,7 +462,8 @@ def backtest(data_path, windows, horizon, preset, plot, skip_bad_rows, as_json, 
     from .sources import load_sources
 
     check_plot_path(plot)  # before the trainings, not after
-    spec = spec_of(known, static, history, calendar, series_column, week_column, target_column)
+    spec = spec_of(known, static, history, calendar, series_column, week_column, target_column,
+                   data=None if preset == "chapter" else [data_path])
     if preset == "chapter" and not spec.is_chapter:
         raise DataError("--preset chapter is the book's network on its three inputs; it takes no other features")
     dataset = load_sources([data_path], skip_bad_rows, warn=log, spec=spec)

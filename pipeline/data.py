@@ -67,7 +67,7 @@ class Split:
         }
 
 
-def load_file(path, skip_bad_rows=False, warn=None, require_target=True, spec=CHAPTER, tails=None):
+def load_file(path, skip_bad_rows=False, warn=None, require_target=True, spec=CHAPTER, tails=None, raw_values=False):
     """Read and validate a CSV or Parquet file (by its extension) into the features of `spec`.
 
     Every bad row is found, not just the first. Without `skip_bad_rows` a file
@@ -78,6 +78,8 @@ def load_file(path, skip_bad_rows=False, warn=None, require_target=True, spec=CH
     without a word. With history features a row's last week comes from the
     series' own earlier weeks, so `prev_week_sales` may be left out: a row
     with no earlier week and no prev_week_sales is not trained on, and counted.
+    `raw_values`: (checked columns, targets, source) before featuring, for
+    several files featured together (pipeline.sources).
     """
     path = Path(path)
     try:
@@ -116,6 +118,15 @@ def load_file(path, skip_bad_rows=False, warn=None, require_target=True, spec=CH
     if SERIES_COLUMN in values:
         values[SERIES_COLUMN] = values[SERIES_COLUMN].astype(str)
     y = values[TARGET] if require_target else np.full(int(keep.sum()), np.nan)
+    source = {"path": str(path), "sha256": hashlib.sha256(raw).hexdigest(), "rows": int(keep.sum()),
+              "skipped_rows": bad_rows, "skipped_reasons": skipped}
+    if raw_values:
+        return values, y, source
+    return featured(path, values, y, spec, source, tails)
+
+
+def featured(path, values, y, spec, source, tails=None):
+    """The Dataset of checked columns `values` (names used here) and targets `y`, in `spec`'s features."""
     check_static(path, spec, values)
     features = feature_matrix(spec, values, sales=y, tail_of=tails)
     usable = ~np.isnan(features.X).any(axis=1)  # a row whose last week is unknown has nothing to go on
@@ -128,14 +139,8 @@ def load_file(path, skip_bad_rows=False, warn=None, require_target=True, spec=CH
         y=y,
         week=values.get(TIME_COLUMN),
         series=values.get(SERIES_COLUMN),
-        source={
-            "path": str(path),
-            "sha256": hashlib.sha256(raw).hexdigest(),
-            "rows": int(usable.sum()),
-            "skipped_rows": bad_rows,
-            "skipped_reasons": skipped,
-            **({"rows_without_an_earlier_week": without_history} if without_history else {}),
-        },
+        source={**source, "rows": int(usable.sum()),
+                **({"rows_without_an_earlier_week": without_history} if without_history else {})},
         spec=spec,
         filled=features.filled,
         grid=features.grid,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import concat, load_file, repeated_week_series, week_series_keys
+from .data import concat, featured, load_file, repeated_week_series, week_series_keys
 from .errors import DataError
 from .features import CHAPTER
 from .schema import SERIES_COLUMN, TIME_COLUMN
@@ -35,7 +35,10 @@ def load_sources(paths, skip_bad_rows=False, warn=None, spec=None):
     than one file is taken from the latest file only, with a warning that
     counts the replaced rows."""
     files = data_files(paths)
-    parts = [load_file(f, skip_bad_rows, warn, spec=spec or CHAPTER) for f in files]
+    spec = spec or CHAPTER
+    if spec.history and len(files) > 1:
+        return history_across_files(files, skip_bad_rows, warn, spec)
+    parts = [load_file(f, skip_bad_rows, warn, spec=spec) for f in files]
     if len(parts) == 1:
         return parts[0]
     for column in (TIME_COLUMN, SERIES_COLUMN):
@@ -87,3 +90,51 @@ def last_of_each(weeks, series):
     key = week_series_keys(weeks, series)
     _, first_from_end = np.unique(key[::-1], return_index=True)
     return np.sort(len(key) - 1 - first_from_end)
+
+
+def history_across_files(files, skip_bad_rows, warn, spec):
+    """One dataset of history features from many files (a folder of weekly exports): the files' rows are
+    put together first (a later file's row replacing an earlier one of the same week and series), then
+    featured once, so a week's lags reach into the files before it."""
+    read = [load_file(f, skip_bad_rows, warn, spec=spec, raw_values=True) for f in files]
+    names = set().union(*(values for values, _, _ in read))
+    lacking = next(((f, name) for f, (values, _, _) in zip(files, read) for name in (SERIES_COLUMN,)
+                    if name in names and name not in values), None)
+    if lacking:
+        raise DataError(f"{lacking[0]}: has no '{lacking[1]}' column, but another file has one: files read together "
+                        "must all have it or all lack it")
+    merged = {}
+    for name in names:
+        parts = [values[name] if name in values else np.full(len(y), np.nan) for values, y, _ in read]
+        merged[name] = np.concatenate(parts)
+    y = np.concatenate([y for _, y, _ in read])
+    keep = np.arange(len(y))
+    if SERIES_COLUMN in merged:
+        keep = last_of_each(merged[TIME_COLUMN], merged[SERIES_COLUMN])
+        replaced = len(y) - len(keep)
+        if replaced and warn:
+            warn(f"{replaced} row(s) repeat a week and series of an earlier row or file; kept the latest values")
+    merged = {name: values[keep] for name, values in merged.items()}
+    sources = [source for _, _, source in read]
+    source = {
+        "path": ", ".join(str(f) for f in files),
+        "files": [{"path": s["path"], "sha256": s["sha256"], "rows": s["rows"]} for s in sources],
+        "sha256": hashlib.sha256("".join(s["sha256"] for s in sources).encode()).hexdigest(),
+        "replaced_duplicates": int(len(y) - len(keep)),
+        "skipped_rows": sum(s["skipped_rows"] for s in sources),
+        "skipped_reasons": dict(sum((Counter(s["skipped_reasons"]) for s in sources), Counter())),
+    }
+    return featured(source["path"], merged, y[keep], spec, source)
+
+
+def history_by_default(paths, spec):
+    """Whether `demand train` reads history and the calendar when not told: when the data has a week
+    column but no prev_week_sales column (a plain sales history, as retailers export it), the series'
+    own weeks are the only way to last week's sales. A file in the chapter's form (its own
+    prev_week_sales) keeps the chapter's inputs: on the held-out sets of that form, history and the
+    calendar gained on some and lost on others (docs/benchmarks.md), so they are asked for with --history."""
+    from .data import has_column
+    from .features import LAG_1
+
+    files = data_files(paths)
+    return all(has_column(f, TIME_COLUMN, spec) for f in files) and not any(has_column(f, LAG_1, spec) for f in files)

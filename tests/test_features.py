@@ -243,3 +243,46 @@ def test_demand_predict_scores_the_weeks_after_training_from_the_stored_tails(tm
     expected = dict(zip(zip(whole.series, whole.week.astype(str)), bundle.forecast(whole.X, series=whole.series)["units_sold"]))
     for row in rows:
         assert float(row["forecast_units_sold"]) == pytest.approx(float(expected[row["series"], row["week"]]), rel=1e-5)
+
+
+def test_a_folder_of_weekly_files_is_featured_as_one_history(tmp_path):
+    """Files read together (a folder of weekly exports) are featured after they are put together:
+    a week's lags reach into the files before it, exactly as in one file."""
+    from pipeline.sources import load_sources
+
+    lines = DEFAULT_CSV.read_text().splitlines()
+    header, rows = lines[0], lines[1:]
+    week_at = header.split(",").index("week")
+    folder = tmp_path / "weeks"
+    folder.mkdir()
+    for week in sorted({r.split(",")[week_at] for r in rows}):
+        (folder / f"{week}.csv").write_text("\n".join([header] + [r for r in rows if r.split(",")[week_at] == week]) + "\n")
+    together = load_sources([folder], spec=HISTORY_SPEC)
+    whole = load_file(DEFAULT_CSV, spec=HISTORY_SPEC)
+    order = np.lexsort((together.series, together.week))
+    expected = np.lexsort((whole.series, whole.week))
+    np.testing.assert_array_equal(together.X[order], whole.X[expected])
+    assert len(together.source["files"]) == len(list(folder.iterdir()))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("with_last_week", [True, False])
+def test_a_plain_sales_history_reads_history_and_calendar_by_default(tmp_path, runner, with_last_week):
+    """A file of series, week and sales only (no prev_week_sales of its own) gets its last week, lags and
+    means from its own weeks; a file in the chapter's form keeps the chapter's three inputs."""
+    import csv
+
+    rows = list(csv.DictReader(DEFAULT_CSV.open()))
+    path = tmp_path / "sales.csv"
+    columns = [c for c in rows[0] if with_last_week or c != "prev_week_sales"]
+    with path.open("w", newline="") as out:
+        writer = csv.DictWriter(out, columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    models = tmp_path / "models"
+    done = invoke(runner, "train", "--data", str(path), "--preset", "log-large-batch", "--epochs", "3", "--patience",
+                  "0", "--model-dir", str(models), "--device", "cpu")
+    assert done.exit_code == 0, done.output
+    card = json.loads(next((models / "versions").iterdir()).joinpath("card.json").read_text())
+    reads_history = not with_last_week
+    assert bool(card["features"]["history"]) is reads_history and bool(card["features"]["calendar"]) is reads_history
