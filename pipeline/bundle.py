@@ -14,7 +14,8 @@ from .evaluate import interval_bounds
 from .normalize import MinMaxStats
 from .errors import BundleError, RegistryError
 from .registry import Registry
-from .features import CALENDAR, WINDOW_WEEKS, FeatureSpec, assemble, calendar_columns, history_columns
+from .features import (CALENDAR, WINDOW_WEEKS, FeatureSpec, assemble, calendar_columns, history_columns,
+                       static_matrix)
 from .schema import INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR, SERIES_TENSOR, UNKNOWN_SERIES
 
 log = logging.getLogger("demand.bundle")
@@ -85,7 +86,7 @@ class Bundle:
         self.spec = FeatureSpec.from_json(card.get("features"))
         # {series: (the week after its last training week, [WINDOW_WEEKS] sales before it)}
         self.tails = tails or {}
-        self.statics = statics or {}  # {series: its static covariates, as trained}
+        self.statics = statics or {}  # {series: {static covariate: its value, as trained}}
         self.session = session
         self.provider = provider
         self.half_width = float(card["interval"]["half_width"])
@@ -225,8 +226,8 @@ class Bundle:
         model that reads history; `plan` [S, H, len(spec.known)] the known
         covariates of each week; `weeks` [S] how many of the H each series
         has; `dates` [S, H] each week's date (NaT: unknown, the calendar is
-        then filled) for a model that reads the calendar; `static` [S,
-        len(spec.static)]. Week h of a series reads its forecasts of the
+        then filled) for a model that reads the calendar; `static` {name:
+        [S] its number or category} per static covariate. Week h of a series reads its forecasts of the
         weeks before as its sales history, exactly as files are featured
         (pipeline.features). `series` [S]: the series' names. One ONNX
         Runtime call per step for all series still going. Returns a dict:
@@ -248,6 +249,7 @@ class Bundle:
         inputs = np.zeros((S, H, len(self.stats.names)), dtype=np.float32)  # what each week was forecast from
         filled = np.zeros((S, H, len(spec.fillable)), dtype=bool)
         codes = self.series_codes(series) if self.knows_series else None
+        static_X, unseen = static_matrix(spec, static or {}, S) if spec.static else (None, np.zeros((S, 0), bool))
         if spec.history and window is None:
             window = np.full((S, WINDOW_WEEKS), np.nan)
             window[:, -1] = last
@@ -273,9 +275,9 @@ class Bundle:
                     calendar[known_day] = calendar_columns(day[known_day])
                     flags.append(np.repeat(~known_day[:, None], len(CALENDAR), axis=1))
                 inputs[going, h] = assemble(spec, last[going], plan[going, h], history, calendar,
-                                            None if static is None else np.asarray(static)[going])
-                if flags:
-                    filled[going, h] = np.column_stack(flags)
+                                            None if static_X is None else static_X[going])
+                flags.append(unseen[going])
+                filled[going, h] = np.column_stack(flags)
             forecast, _ = self.run(inputs[going, h], None if codes is None else codes[going])
             units[going, h] = forecast
             last[going] = np.maximum(forecast, 0.0)
@@ -332,11 +334,11 @@ class Bundle:
 
 def read_tails(folder):
     """A published version's history.json as ({series: (next week, [WINDOW_WEEKS] float64 sales, NaN unknown)},
-    {series: [static covariates]})."""
+    {series: {static covariate: its number or category}})."""
     from .publish import TAILS_FILE
 
     doc = json.loads((folder / TAILS_FILE).read_text())
-    return tails_from_document(doc), {name: np.asarray(v, dtype=np.float64) for name, v in doc.get("static", {}).items()}
+    return tails_from_document(doc), doc.get("static", {})
 
 
 def tails_from_document(doc):

@@ -1,6 +1,6 @@
 """Load a sales file (CSV or Parquet), validate every row, and split it in time order."""
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -105,8 +105,14 @@ def load_file(path, skip_bad_rows=False, warn=None, require_target=True, spec=CH
              "declare a column with --known (a value per week) or --static (one per series) to use it")
     if spec.history and TIME_COLUMN not in table.column_names:
         raise DataError(f"{path}: history features need a {spec.week_column!r} column to order each series' weeks")
-    numbers = (*columns, *((LAG_1,) if LAG_1 in table.column_names and LAG_1 not in columns else ()))
-    checked = tables.check_columns(table, numbers, csv=not parquet)
+    categories = [name for name in spec.static if spec.vocabulary(name) is not None
+                  or not tables.holds_numbers(table.column(name))]
+    new = [name for name in categories if spec.vocabulary(name) is None]
+    if new and warn:
+        warn(f"{path}: static column(s) {', '.join(new)} hold text, read as categories (one value per series)")
+    numbers = (*(c for c in columns if c not in categories),
+               *((LAG_1,) if LAG_1 in table.column_names and LAG_1 not in columns else ()))
+    checked = tables.check_columns(table, numbers, csv=not parquet, text=categories)
     del table
     tally = tables.ProblemTally()
     tally.add(tables.all_problems(checked, dropped))
@@ -126,8 +132,15 @@ def load_file(path, skip_bad_rows=False, warn=None, require_target=True, spec=CH
 
 
 def featured(path, values, y, spec, source, tails=None):
-    """The Dataset of checked columns `values` (names used here) and targets `y`, in `spec`'s features."""
+    """The Dataset of checked columns `values` (names used here) and targets `y`, in `spec`'s features.
+
+    A static column of text that `spec` has no values for yet is a category of the values it holds here
+    (training); the Dataset's spec records them."""
     check_static(path, spec, values)
+    learned = tuple((name, tuple(sorted(set(values[name].tolist())))) for name in spec.static
+                    if spec.vocabulary(name) is None and values[name].dtype == object)
+    if learned:
+        spec = replace(spec, categories=spec.categories + learned)
     features = feature_matrix(spec, values, sales=y, tail_of=tails)
     usable = ~np.isnan(features.X).any(axis=1)  # a row whose last week is unknown has nothing to go on
     without_history = int((~usable).sum())
@@ -169,10 +182,13 @@ def check_static(path, spec, values):
     series = values.get(SERIES_COLUMN, np.zeros(len(next(iter(values.values()))), dtype=str))
     names, code = np.unique(series, return_inverse=True)
     for column in spec.static:
+        cells = values[column]
+        if cells.dtype == object:  # a category: compared by its values' codes
+            cells = np.unique(cells.astype(str), return_inverse=True)[1].ravel().astype(np.float64)
         low = np.full(len(names), np.inf)
         high = np.full(len(names), -np.inf)
-        np.minimum.at(low, code.ravel(), values[column])
-        np.maximum.at(high, code.ravel(), values[column])
+        np.minimum.at(low, code.ravel(), cells)
+        np.maximum.at(high, code.ravel(), cells)
         changing = np.flatnonzero(low != high)
         if len(changing):
             shown = ", ".join(repr(str(names[i])) for i in changing[:5])

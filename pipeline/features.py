@@ -53,12 +53,27 @@ class FeatureSpec:
     series_column: str = SERIES_COLUMN
     week_column: str = TIME_COLUMN
     target_column: str = TARGET
+    # Static covariates that are categories, with the values training saw: ((name, (value, ...)), ...).
+    # Each is one column per value (1 for the series' value, 0 otherwise); a value training never saw is
+    # all zeros, and flagged as filled.
+    categories: tuple = ()
+
+    def vocabulary(self, name):
+        """The values of category `name` as training saw them, or None for a numeric covariate."""
+        return dict(self.categories).get(name)
+
+    @property
+    def static_names(self):
+        """The static covariates' feature columns: a number's own name, a category's `name=value` per value."""
+        return tuple(column for name in self.static for column in
+                     ((f"{name}={value}" for value in self.vocabulary(name)) if self.vocabulary(name) is not None
+                      else (name,)))
 
     @property
     def names(self):
         """The feature matrix's columns, in order: the ONNX input's columns too."""
         return (LAG_1, *self.known, *(HISTORY if self.history else ()), *(CALENDAR if self.calendar else ()),
-                *self.static)
+                *self.static_names)
 
     @property
     def is_chapter(self):
@@ -66,8 +81,10 @@ class FeatureSpec:
 
     @property
     def fillable(self):
-        """The features a row may lack the weeks (or the week) for, filled as feature_matrix says."""
-        return (*(HISTORY if self.history else ()), *(CALENDAR if self.calendar else ()))
+        """What a row may lack and have filled (feature_matrix): the weeks of history, the week for the
+        calendar, a category value training saw."""
+        return (*(HISTORY if self.history else ()), *(CALENDAR if self.calendar else ()),
+                *(name for name, _ in self.categories))
 
     @property
     def covariates(self):
@@ -94,6 +111,7 @@ class FeatureSpec:
                 "history": {"lags": [1, *HISTORY_LAGS], "rolling_means": list(ROLLING_MEANS),
                             "window_weeks": WINDOW_WEEKS} if self.history else None,
                 "calendar": list(CALENDAR) if self.calendar else None,
+                "categories": {name: list(values) for name, values in self.categories},
                 "columns": {"series": self.series_column, "week": self.week_column, "target": self.target_column}}
 
     @classmethod
@@ -103,7 +121,8 @@ class FeatureSpec:
         columns = doc.get("columns", {})
         return cls(tuple(doc.get("known", CHAPTER_KNOWN)), tuple(doc.get("static", ())), bool(doc.get("history")),
                    bool(doc.get("calendar")), columns.get("series", SERIES_COLUMN),
-                   columns.get("week", TIME_COLUMN), columns.get("target", TARGET))
+                   columns.get("week", TIME_COLUMN), columns.get("target", TARGET),
+                   tuple((name, tuple(values)) for name, values in (doc.get("categories") or {}).items()))
 
     def with_columns(self, **names):
         return replace(self, **{f"{k}_column": v for k, v in names.items() if v})
@@ -256,7 +275,7 @@ def assemble(spec, last, known, history=None, calendar=None, static=None):
     """The feature matrix [n, len(spec.names)] from its parts, in spec.names order.
 
     `last` [n] last week's sales; `known` [n, len(spec.known)]; `history`
-    [n, len(HISTORY)]; `calendar` [n, 2]; `static` [n, len(spec.static)].
+    [n, len(HISTORY)]; `calendar` [n, 2]; `static` [n, len(spec.static_names)] (static_matrix).
     The one place the order of spec.names is laid out, for files, requests and plans.
     """
     parts = [np.asarray(last, dtype=np.float64).reshape(-1, 1), np.asarray(known, dtype=np.float64).reshape(len(last), -1)]
@@ -294,6 +313,23 @@ def week_windows(grid, slots, weeks_back=WINDOW_WEEKS):
     return out
 
 
+def static_matrix(spec, columns, n):
+    """([n, len(spec.static_names)] the static covariates' columns, [n, len(spec.categories)] rows whose
+    category value training never saw) from `columns` {name: [n] values}: numbers, or a category's text."""
+    parts, unseen = [], []
+    for name in spec.static:
+        vocabulary = spec.vocabulary(name)
+        if vocabulary is None:
+            parts.append(np.asarray(columns[name], dtype=np.float64).reshape(n, 1))
+            continue
+        values = np.asarray(columns[name]).astype(str)
+        hot = values[:, None] == np.asarray(vocabulary, dtype=str)[None, :]
+        parts.append(hot.astype(np.float64))
+        unseen.append(~hot.any(axis=1))
+    return (np.column_stack(parts) if parts else np.zeros((n, 0)),
+            np.column_stack(unseen) if unseen else np.zeros((n, 0), dtype=bool))
+
+
 def feature_matrix(spec, columns, sales=None, tail_of=None):
     """The features of a table's rows, in spec.names order.
 
@@ -315,10 +351,9 @@ def feature_matrix(spec, columns, sales=None, tail_of=None):
     given_last = np.full(n, np.nan) if given_last is None else np.asarray(given_last, dtype=np.float64)
     known = np.column_stack([np.asarray(columns[name], dtype=np.float64) for name in spec.known]) if spec.known \
         else np.zeros((n, 0))
-    static = np.column_stack([np.asarray(columns[name], dtype=np.float64) for name in spec.static]) if spec.static \
-        else None
+    static, unseen = static_matrix(spec, columns, n)
     if not (spec.history or spec.calendar):
-        return Features(assemble(spec, given_last, known, static=static), np.zeros((n, 0), dtype=bool))
+        return Features(assemble(spec, given_last, known, static=static), unseen)
     weeks = columns.get(TIME_COLUMN)
     weeks = np.full(n, np.datetime64("NaT"), dtype="datetime64[D]") if weeks is None \
         else np.asarray(weeks, dtype="datetime64[D]")
@@ -358,4 +393,4 @@ def feature_matrix(spec, columns, sales=None, tail_of=None):
         calendar[dated] = calendar_columns(weeks[dated])
         filled.append(np.repeat(~dated[:, None], len(CALENDAR), axis=1))
     X = assemble(spec, last, known, history, calendar, static)
-    return Features(X, np.column_stack(filled), tails, grid, slots)
+    return Features(X, np.column_stack([*filled, unseen]), tails, grid, slots)

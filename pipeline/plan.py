@@ -21,12 +21,12 @@ from .schema import FEATURES, domain_problem
 
 def read_plan(path, max_horizon=None, spec=CHAPTER, stored=(), statics=None):
     """{"ids", "weeks_of" (ISO dates per series), "prev_week_sales" [S] (NaN: from the stored history),
-    "features" [S, H, len(spec.known)], "weeks" [S], "static" [S, len(spec.static)]}.
+    "features" [S, H, len(spec.known)], "weeks" [S], "static" {covariate: [S] its number or category}}.
 
     The plan's columns are named as the model's card records (spec's series,
     week and covariate names). A series in `stored` (one whose weeks the
     model's version stored) needs no prev_week_sales; its static covariates
-    default to `statics` {series: values}.
+    default to `statics` {series: {covariate: value}}.
     """
     PLANNED = spec.known
     SERIES_COLUMN, TIME_COLUMN = spec.series_column, spec.week_column
@@ -75,9 +75,10 @@ def read_plan(path, max_horizon=None, spec=CHAPTER, stored=(), statics=None):
         static = []
         for column in spec.static:
             cell = (record.get(column) or "").strip()
-            value = parse_number(cell) if cell else (statics[name][spec.static.index(column)] if name in statics else "")
+            category = spec.vocabulary(column) is not None
+            value = (cell if category else parse_number(cell)) if cell else statics.get(name, {}).get(column, "")
             problem = (f"is empty, and the model has no value stored for series {name!r}" if value == ""
-                       else domain_problem(column, value))
+                       else None if category else domain_problem(column, value))
             if problem:
                 bad(column, problem)
             static.append(value)
@@ -118,7 +119,7 @@ def read_plan(path, max_horizon=None, spec=CHAPTER, stored=(), statics=None):
     return {"ids": ids, "weeks_of": [[str(w[0]) for w in plans[name]] for name in ids],
             "prev_week_sales": np.array([np.nan if v is None else v for v in prev], dtype=np.float64),
             "features": features, "weeks": weeks,
-            "static": np.array([plans[name][0][4] for name in ids], dtype=np.float64).reshape(len(ids), -1)}
+            "static": {column: [plans[name][0][4][j] for name in ids] for j, column in enumerate(spec.static)}}
 
 
 def write_forecasts(path, plan, out, levels, spec=CHAPTER):

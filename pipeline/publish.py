@@ -164,7 +164,7 @@ def write_version(writer, trained, data, backtest=None):
 
 def tails_document(data):
     """What scoring and plans continue from, per series: {"next_week": {series: ISO week}, "sales": {series:
-    [WINDOW_WEEKS sales, oldest first, null unknown]}, "static": {series: [its static covariates]}}."""
+    [WINDOW_WEEKS sales, oldest first, null unknown]}, "static": {series: {covariate: its number or category}}}."""
     import numpy as np
 
     from .features import SeriesWeeks
@@ -176,7 +176,15 @@ def tails_document(data):
         doc["sales"] = {name: [None if np.isnan(v) else float(v) for v in tail] for name, tail in data.tails.items()}
     if data.spec.static and data.series is not None:
         names, last = np.unique(data.series[::-1], return_index=True)  # each series' last row
-        columns = [data.spec.names.index(name) for name in data.spec.static]
-        values = data.X[len(data) - 1 - last][:, columns]
-        doc["static"] = {str(name): row.tolist() for name, row in zip(names, values)}
+        rows = data.X[len(data) - 1 - last]
+        spec = data.spec
+        values = {}
+        for name in spec.static:
+            vocabulary = spec.vocabulary(name)
+            if vocabulary is None:
+                values[name] = rows[:, spec.names.index(name)].tolist()
+            else:  # the value whose column is 1
+                first = spec.names.index(f"{name}={vocabulary[0]}")
+                values[name] = [vocabulary[i] for i in rows[:, first:first + len(vocabulary)].argmax(axis=1)]
+        doc["static"] = {str(series): {name: values[name][i] for name in spec.static} for i, series in enumerate(names)}
     return doc

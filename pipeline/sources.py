@@ -36,7 +36,7 @@ def load_sources(paths, skip_bad_rows=False, warn=None, spec=None):
     counts the replaced rows."""
     files = data_files(paths)
     spec = spec or CHAPTER
-    if spec.history and len(files) > 1:
+    if (spec.history or spec.static) and len(files) > 1:
         return history_across_files(files, skip_bad_rows, warn, spec)
     parts = [load_file(f, skip_bad_rows, warn, spec=spec) for f in files]
     if len(parts) == 1:
@@ -95,7 +95,8 @@ def last_of_each(weeks, series):
 def history_across_files(files, skip_bad_rows, warn, spec):
     """One dataset of history features from many files (a folder of weekly exports): the files' rows are
     put together first (a later file's row replacing an earlier one of the same week and series), then
-    featured once, so a week's lags reach into the files before it."""
+    featured once, so a week's lags reach into the files before it and a category's values are those
+    of every file."""
     read = [load_file(f, skip_bad_rows, warn, spec=spec, raw_values=True) for f in files]
     names = set().union(*(values for values, _, _ in read))
     lacking = next(((f, name) for f, (values, _, _) in zip(files, read) for name in (SERIES_COLUMN,)
@@ -106,6 +107,8 @@ def history_across_files(files, skip_bad_rows, warn, spec):
     merged = {}
     for name in names:
         parts = [values[name] if name in values else np.full(len(y), np.nan) for values, y, _ in read]
+        if any(part.dtype == object for part in parts):  # a category: text throughout
+            parts = [part.astype(object) for part in parts]
         merged[name] = np.concatenate(parts)
     y = np.concatenate([y for _, y, _ in read])
     keep = np.arange(len(y))

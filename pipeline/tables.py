@@ -300,14 +300,20 @@ def ragged_problems(ragged):
             for number, cells, expected in sorted(ragged.rows)]
 
 
-def check_columns(table, numbers, offset=0, series=True, csv=False):
+def check_columns(table, numbers, offset=0, series=True, csv=False, text=()):
     """Columns of `table` (pyarrow) checked: `numbers` against their domain, the
     week as an ISO date, the series as text (only with `series`: scoring passes
     it through untouched, and a Python string per row costs more than the
-    checks). Row indexes in problems start at `offset`."""
+    checks), `text` (categories) as trimmed text that is not empty. Row indexes in problems start at `offset`."""
     values, problems = {}, []
     for name in numbers:
         values[name] = _number_column(table.column(name), name, offset, problems)
+    for name in text:
+        cells = pc.utf8_trim_whitespace(pc.fill_null(pc.cast(table.column(name), pa.string()), ""))
+        array = cells.to_numpy(zero_copy_only=False).astype(object)
+        for index in np.flatnonzero(array == "").tolist():
+            problems.append((offset + index, name, "is empty"))
+        values[name] = array
     if TIME_COLUMN in table.column_names:
         values[TIME_COLUMN] = _week_column(table.column(TIME_COLUMN), offset, problems)
     if series and SERIES_COLUMN in table.column_names:
@@ -316,6 +322,17 @@ def check_columns(table, numbers, offset=0, series=True, csv=False):
             _joined_lines(names, offset, problems)
         values[SERIES_COLUMN] = names.to_numpy(zero_copy_only=False)
     return Columns(values, table.num_rows, problems)
+
+
+def holds_numbers(column):
+    """Whether a column's cells are numbers (or empty): a static covariate of text is a category."""
+    if pa.types.is_boolean(column.type):
+        return True  # refused by the number check, naming the cell, rather than read as a category
+    try:
+        pc.cast(column, pa.float64())
+        return True
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
 
 
 def series_names(table):

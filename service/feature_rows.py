@@ -77,7 +77,8 @@ def columns_from_rows(rows, bundle, where):
     n = len(rows)
     series = [""] * n
     weeks = np.full(n, np.datetime64("NaT"), dtype="datetime64[D]")
-    numbers = {name: np.full(n, np.nan) for name in (LAG_1, TARGET, *spec.covariates)}
+    categories = {name: [None] * n for name in spec.static if spec.vocabulary(name) is not None}
+    numbers = {name: np.full(n, np.nan) for name in (LAG_1, TARGET, *spec.covariates) if name not in categories}
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise ApiError(400, f"{where(i, None)} must be an object with {describe_row(spec)}")
@@ -97,6 +98,12 @@ def columns_from_rows(rows, bundle, where):
                 if week is None:
                     raise ApiError(400, f"{where(i, key)} must be an ISO date like 2024-01-01, got {str(value)[:40]!r}")
                 weeks[i] = week
+            elif name in categories:
+                if value is not None:
+                    problem = category_problem(value)
+                    if problem:
+                        raise ApiError(400, f"{where(i, key)} {problem}")
+                    categories[name][i] = str(value).strip()
             elif value is not None:
                 problem = domain_problem(name, value)
                 if problem:
@@ -109,15 +116,33 @@ def columns_from_rows(rows, bundle, where):
         if len(missing):
             raise ApiError(400, f"{where(int(missing[0]), name)} is missing: model {bundle.version} reads {name}, "
                                 "a value known in advance for every week")
-    for j, name in enumerate(spec.static):
-        for i in np.flatnonzero(np.isnan(numbers[name])).tolist():
-            stored = bundle.statics.get(series[i])
+    for name in spec.static:
+        given = categories.get(name)
+        missing = [i for i, v in enumerate(given) if v is None] if given is not None \
+            else np.flatnonzero(np.isnan(numbers[name])).tolist()
+        for i in missing:
+            stored = bundle.statics.get(series[i], {}).get(name)
             if stored is None:
                 raise ApiError(400, f"{where(i, name)} is missing: model {bundle.version} reads {name}, one value per "
                                     "series, and has none stored for "
                                     + (f"series {series[i]!r}" if series[i] else "a row without a series"))
-            numbers[name][i] = stored[j]
-    return {SERIES_COLUMN: np.array(series, dtype=object), TIME_COLUMN: weeks, **numbers}
+            (given if given is not None else numbers[name])[i] = stored
+    return {SERIES_COLUMN: np.array(series, dtype=object), TIME_COLUMN: weeks, **numbers,
+            **{name: np.array(values, dtype=object) for name, values in categories.items()}}
+
+
+MAX_CATEGORY = 200  # characters of a category's value, as of a series' name
+
+
+def category_problem(value):
+    """Why `value` is not a category's value (text, or a whole number), or None."""
+    if type(value) is int:
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        return "must be text, a category's value"
+    if len(value) > MAX_CATEGORY:
+        return f"must be at most {MAX_CATEGORY} characters, got {len(value)}"
+    return None
 
 
 def forecast_columns(bundle, columns, where):
@@ -270,7 +295,7 @@ def predict_csv(raw, bundle, max_rows):
             cell = (values[name][i] or "").strip()
             if not cell:
                 continue
-            if keys[name] in (SERIES_COLUMN, TIME_COLUMN):
+            if keys[name] in (SERIES_COLUMN, TIME_COLUMN) or spec.vocabulary(keys[name]) is not None:
                 row[name] = cell
             else:
                 row[name] = tables.parse_number(cell)
@@ -387,15 +412,15 @@ def read_feature_plan(body, bundle, max_horizon, max_rows):
         for name in spec.static:
             value = item.get(name)
             if value is None:
-                stored = bundle.statics.get(ident)
-                if stored is None:
+                value = bundle.statics.get(ident, {}).get(name)
+                if value is None:
                     raise ApiError(400, f"{where}.{name} is missing: model {bundle.version} reads {name}, one value "
                                         f"per series, and has none stored for series {ident!r}")
-                value = float(stored[spec.static.index(name)])
-            problem = domain_problem(name, value)
+            category = spec.vocabulary(name) is not None
+            problem = category_problem(value) if category else domain_problem(name, value)
             if problem:
                 raise ApiError(400, f"{where}.{name} {problem}")
-            values.append(float(value))
+            values.append(str(value).strip() if category else float(value))
         statics.append(values)
     lengths = np.array([len(p) for p in plans])
     total = int(lengths.sum())
@@ -414,7 +439,7 @@ def read_feature_plan(body, bundle, max_horizon, max_rows):
         if spec.known:
             known[i, :len(rows)] = rows
     dates = first[:, None] + (7 * np.arange(H)).astype("timedelta64[D]")[None, :]
-    static = np.array(statics, dtype=np.float64).reshape(len(ids), len(spec.static))
+    static = {name: [values[j] for values in statics] for j, name in enumerate(spec.static)}
     return ids, (windows if spec.history else windows[:, -1]), dates, known, static, lengths, levels
 
 

@@ -340,7 +340,11 @@ def feature_schemas(features):
     (pipeline.features.FeatureSpec `features`): rows by column name (service/feature_rows.py)."""
     number = {"type": "number"}
     row = {name: {**number, "description": "known in advance, required in every row"} for name in features.known}
-    row.update({name: {**number, "description": "one value per series; optional for a series the model trained on"}
+    row.update({name: {**(number if features.vocabulary(name) is None else
+                          {"type": "string", "example": features.vocabulary(name)[0]}),
+                       "description": "one value per series; optional for a series the model trained on"
+                                      + ("" if features.vocabulary(name) is None else
+                                         "; a value training never saw is served, and named in `filled`")}
                 for name in features.static})
     row[features.series_column] = SERIES_NAME
     row[features.week_column] = {"type": "string", "format": "date", "description": "the week forecast; default: "

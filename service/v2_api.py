@@ -329,7 +329,7 @@ def feature_metadata(bundle):
     from .feature_rows import row_keys
 
     spec = bundle.spec
-    text = {spec.series_column, spec.week_column}
+    text = {spec.series_column, spec.week_column, *(name for name, _ in spec.categories)}
     optional = [spec.series_column, spec.week_column, FEATURES[0], spec.target_column, *spec.static]
     inputs = [{"name": key, "datatype": "BYTES" if key in text else "FP32", "shape": [-1]} for key in row_keys(spec)]
     return dict(name=MODEL_NAME, versions=[bundle.version], platform="onnxruntime_onnx", inputs=inputs,

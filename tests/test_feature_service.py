@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipeline.data import load_file
-from pipeline.features import HISTORY, FeatureSpec
+from pipeline.features import HISTORY
 
 from .conftest import DEFAULT_CSV, invoke
 from .test_outsample import OUTSAMPLE
@@ -20,9 +20,7 @@ from .test_outsample import OUTSAMPLE
 NEW_WEEKS = 6
 STORES = 4
 KNOWN = ("price", "display", "temperature")
-SPEC = FeatureSpec(KNOWN, ("store_size",), history=True, calendar=True).with_columns(
-    series="store", week="date", target="sales")
-FEATURE_OPTIONS = ("--history", "--calendar", "--known", ",".join(KNOWN), "--static", "store_size",
+FEATURE_OPTIONS = ("--history", "--calendar", "--known", ",".join(KNOWN), "--static", "store_size,category",
                    "--series-column", "store", "--week-column", "date", "--target-column", "sales")
 
 
@@ -37,7 +35,6 @@ def retailer(tmp_path_factory):
     rows = [r for r in rows if r["store"] in stores]
     later = sorted({r["date"] for r in rows})[-NEW_WEEKS:]
     header = list(rows[0])
-    header.remove("category")  # left out: a column the model is not told about is warned of, tested elsewhere
     history, new = folder / "history.csv", folder / "new.csv"
     for path, part in ((history, [r for r in rows if r["date"] not in later]),
                        (new, [r for r in rows if r["date"] in later])):
@@ -81,7 +78,7 @@ def predicted(retailer, tmp_path_factory):
 
 def row_of(record, *, actual=True):
     """A file's row as a request's row: numbers as numbers; the actual sales only when `actual`."""
-    row = {"store": record["store"], "date": record["date"],
+    row = {"store": record["store"], "date": record["date"], "category": record["category"],
            **{name: float(record[name]) for name in (*KNOWN, "store_size")}}
     if actual:
         row["sales"] = float(record["sales"])
@@ -106,7 +103,8 @@ def test_rows_columns_csv_and_v2_answer_what_demand_predict_writes(retailer, ser
     instances = served.post("/predict", json={"instances": [row_of(r) for r in rows]})
     assert instances.status_code == 200, instances.get_json()
     assert [p["units_sold"] for p in instances.get_json()["predictions"]] == pytest.approx(expected, rel=1e-6)
-    assert instances.get_json()["features"] == list(SPEC.names)
+    assert instances.get_json()["features"][-4:] == ["category=cold_drinks", "category=fresh_bread",
+                                                     "category=snacks", "category=soup"]
     columns = {key: [row_of(r)[key] for r in rows] for key in row_of(rows[0])}
     columnar = served.post("/predict", json={"inputs": columns})
     assert columnar.get_json()["outputs"]["units_sold"] == pytest.approx(expected, rel=1e-6)
@@ -115,7 +113,8 @@ def test_rows_columns_csv_and_v2_answer_what_demand_predict_writes(retailer, ser
     answered = list(csv.DictReader(as_csv.get_data(as_text=True).splitlines()))
     assert [float(r["forecast_units_sold"]) for r in answered] == pytest.approx(expected, abs=0.051)
     v2 = served.post("/v2/models/demand/infer", json={"inputs": [
-        {"name": key, "datatype": "BYTES" if key in ("store", "date") else "FP32", "shape": [len(rows)], "data": values}
+        {"name": key, "datatype": "BYTES" if key in ("store", "date", "category") else "FP32", "shape": [len(rows)],
+         "data": values}
         for key, values in columns.items()]})
     assert v2.status_code == 200, v2.get_json()
     assert v2.get_json()["outputs"][0]["data"] == pytest.approx(expected, rel=1e-6)
@@ -133,7 +132,7 @@ def test_a_plan_feeds_each_weeks_forecast_into_the_next_weeks_history(retailer, 
     planned = answer.get_json()["series"][0]["weeks"]
     assert [w["week"] for w in planned] == [w["date"] for w in weeks]
     first = served.post("/predict", json={name: value for name, value in row_of(weeks[0], actual=False).items()
-                                          if name not in ("date", "store_size")})
+                                          if name not in ("date", "store_size", "category")})
     assert planned[0]["units_sold"] == pytest.approx(first.get_json()["predictions"][0]["units_sold"], rel=1e-6)
     fed = [{**row_of(weeks[0], actual=False), "sales": max(planned[0]["units_sold"], 0.0)},
            row_of(weeks[1], actual=False)]
@@ -191,8 +190,8 @@ def test_a_plans_history_replaces_the_stored_weeks(bundle, served):
 
 
 def test_a_series_never_seen_is_served_filled_and_flagged(served):
-    row = {"store": "nowhere-99", "prev_week_sales": 300, "store_size": 1000, "price": 2.0, "display": 0,
-           "temperature": 10}
+    row = {"store": "nowhere-99", "prev_week_sales": 300, "store_size": 1000, "category": "soup", "price": 2.0,
+           "display": 0, "temperature": 10}
     answer = served.post("/predict", json=row)
     assert answer.status_code == 200, answer.get_json()
     body = answer.get_json()
@@ -200,14 +199,23 @@ def test_a_series_never_seen_is_served_filled_and_flagged(served):
     assert body["predictions"][0]["filled"] == [*HISTORY, "year_cycle_sin", "year_cycle_cos"]
     dated = served.post("/predict", json={**row, "date": "2024-03-04"}).get_json()
     assert dated["predictions"][0]["filled"] == list(HISTORY)  # the calendar is known from the week
+    toys = served.post("/predict", json={**row, "date": "2024-03-04", "category": "toys"}).get_json()
+    assert toys["predictions"][0]["filled"] == [*HISTORY, "category"]  # a category never seen: served, and said so
+    assert toys["predictions"][0]["units_sold"] != dated["predictions"][0]["units_sold"]
 
 
 @pytest.mark.parametrize("body, named", [
     ({"store": "aalborg-01", "price": 1.0, "display": 0}, "temperature is missing"),
     ({"store": "aalborg-01", "price": 1.0, "display": 0, "temperature": "warm"}, "temperature must be a number"),
     ({"store": "aalborg-01", "price": 1.0, "display": 0, "temperature": 1, "colour": 2}, "colour is not a column"),
-    ({"store": "new-1", "price": 1.0, "display": 0, "temperature": 1, "prev_week_sales": 3}, "store_size is missing"),
-    ({"store": "new-1", "price": 1.0, "display": 0, "temperature": 1, "store_size": 9}, "prev_week_sales is missing"),
+    ({"store": "new-1", "price": 1.0, "display": 0, "temperature": 1, "prev_week_sales": 3, "category": "soup"},
+     "store_size is missing"),
+    ({"store": "new-1", "price": 1.0, "display": 0, "temperature": 1, "prev_week_sales": 3, "store_size": 9},
+     "category is missing"),
+    ({"store": "new-1", "price": 1.0, "display": 0, "temperature": 1, "store_size": 9, "category": "soup"},
+     "prev_week_sales is missing"),
+    ({"store": "new-1", "price": 1.0, "display": 0, "temperature": 1, "store_size": 9, "category": True,
+      "prev_week_sales": 3}, "category must be text"),
     ({"store": "aalborg-01", "price": 1.0, "display": 0, "temperature": 1, "date": "soon"}, "date must be an ISO date"),
 ])
 def test_a_request_without_what_the_model_reads_is_a_400_naming_it(served, body, named):
@@ -229,8 +237,9 @@ def test_openapi_and_v2_metadata_follow_the_spec(served):
     assert schemas["Instance"]["required"] == list(KNOWN)
     assert {"store", "date", "store_size", "prev_week_sales"} <= set(schemas["Instance"]["properties"])
     assert schemas["PlannedWeek"]["required"] == list(KNOWN)
+    assert schemas["Instance"]["properties"]["category"]["type"] == "string"
     metadata = served.get("/v2/models/demand").get_json()
-    assert metadata["parameters"]["feature_order"] == list(SPEC.names)
+    assert metadata["parameters"]["feature_order"][:4] == ["prev_week_sales", *KNOWN]
     assert {t["name"] for t in metadata["inputs"]} >= {"store", "date", *KNOWN}
 
 

@@ -161,6 +161,28 @@ def test_a_static_covariate_that_changes_within_a_series_is_refused(tmp_path):
         load_file(retailer_file(tmp_path, store_size=sizes), spec=RETAILER)
 
 
+def test_a_static_column_of_text_is_a_category_of_one_column_per_value(tmp_path):
+    """A category becomes one column per value training saw; scoring keeps those values, and a value
+    never seen is all zeros and flagged; a category that changes within a series is refused."""
+    kinds = np.repeat([["bread", "soup", "bread"]], 60, axis=0).ravel()
+    spec = FeatureSpec(known=("price",), static=("store_size", "kind"), history=True, series_column="store",
+                       week_column="date", target_column="sales")
+    warnings = []
+    data = load_file(retailer_file(tmp_path, kind=kinds), warn=warnings.append, spec=spec)
+    assert data.spec.vocabulary("kind") == ("bread", "soup") and any("kind" in w and "categor" in w for w in warnings)
+    assert data.spec.names[-2:] == ("kind=bread", "kind=soup")
+    assert FeatureSpec.from_json(json.loads(json.dumps(data.spec.to_json()))) == data.spec
+    hot = data.X[:, -2:]
+    assert set(map(tuple, hot)) == {(1.0, 0.0), (0.0, 1.0)}
+    later = load_file(retailer_file(tmp_path, kind=np.where(kinds == "soup", "toys", kinds)), spec=data.spec)
+    assert later.spec == data.spec
+    toys = later.filled[:, later.spec.fillable.index("kind")]
+    assert toys.sum() == 59 and (later.X[toys, -2:] == 0).all()
+    kinds[42] = "soup"  # a row of s1, whose own is bread: it changes in week 14
+    with pytest.raises(DataError, match="kind.*static.*changes within series 's1'"):
+        load_file(retailer_file(tmp_path, kind=kinds), spec=spec)
+
+
 def test_a_three_input_file_reads_as_before():
     data = load_file(DEFAULT_CSV)
     assert data.spec == CHAPTER and data.X.shape[1] == 3 and not data.tails
