@@ -181,11 +181,12 @@ def mlforecast_lgbm(history, following, spec, lags=(1, 2, 3, 4, 52), exogenous=T
 
 # ---------------------------------------------------------- the forecaster
 def ours(history, following, spec):
-    """`demand train`'s default (`auto`) with history, calendar and the file's numeric covariates,
+    """`demand train`'s default (`auto`) with history, calendar and the file's covariates,
     trained on the history; one step ahead on `following` from the tails it published, as
     `demand predict` scores a file of later weeks; recursively over the first weeks as a
     plan is forecast, each week's forecast feeding the next week's lags and means
-    (pipeline.backtest.forecast_chains). Category columns are not read (left out here)."""
+    (pipeline.backtest.forecast_chains). A category column is a static covariate of one
+    column per value."""
     import tempfile
 
     from pipeline.backtest import chains, recursive
@@ -195,8 +196,7 @@ def ours(history, following, spec):
     from pipeline.publish import tails_document
     from pipeline.workflow import train_model
 
-    numeric = [c for c in spec.static if pd.api.types.is_numeric_dtype(history[c])]
-    features = FeatureSpec(known=tuple(spec.dynamic), static=tuple(numeric), history=True, calendar=True,
+    features = FeatureSpec(known=tuple(spec.dynamic), static=tuple(spec.static), history=True, calendar=True,
                            series_column=spec.series, week_column=spec.time, target_column=spec.target)
     with tempfile.TemporaryDirectory() as folder:
         paths = [Path(folder) / "history.csv", Path(folder) / "following.csv"]
