@@ -312,7 +312,7 @@ def machine():
     return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
 
 
-def report(training, scale, comparison, service, memory, args):
+def report(training, scale, comparison, service, memory, args, features=None):
     s = service
     ratio = statistics.median(s["paired_ratios"])
     batch_rows = s["predict_batch"]["rps"] * 1000
@@ -395,6 +395,10 @@ def report(training, scale, comparison, service, memory, args):
         "writing CSV text besides; `demand predict` reads and checks the next chunk while it forecasts this one.",
         "",
     ]
+    if features is not None:
+        from bench.features import report as features_report
+
+        lines.append(features_report(features))
     return "\n".join(lines)
 
 
@@ -420,11 +424,15 @@ def main():
         service = service_benchmarks(model_dir, folder, args.duration, args.connections)
         print("memory at the caps...", file=sys.stderr)
         memory = memory_at_caps(model_dir, folder)
+    print("models of history, calendar and covariates...", file=sys.stderr)
+    from bench.features import measure as measure_features
+
+    features = measure_features()
     # The raw figures first: a report that fails to render loses none of them.
     raw = (args.output or Path("benchmarks.md")).with_suffix(".json")
     raw.write_text(json.dumps({"training": training, "scale": scale, "comparison": comparison, "service": service,
-                               "memory": memory}, indent=1, default=str))
-    text = report(training, scale, comparison, service, memory, args)
+                               "memory": memory, "features": features}, indent=1, default=str))
+    text = report(training, scale, comparison, service, memory, args, features)
     print(text)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

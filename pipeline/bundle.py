@@ -84,6 +84,8 @@ class Bundle:
         self.card = card
         self.stats = stats
         self.spec = FeatureSpec.from_json(card.get("features"))
+        # Whether the model reads the chapter's three inputs and nothing else: requests take the fast paths.
+        self.reads_three_inputs = self.spec.is_chapter
         # {series: (the week after its last training week, [WINDOW_WEEKS] sales before it)}
         self.tails = tails or {}
         self.statics = statics or {}  # {series: {static covariate: its value, as trained}}
@@ -124,11 +126,6 @@ class Bundle:
         bundle = cls(version, card, stats, session, active, tails, statics)
         bundle.check()
         return bundle
-
-    @property
-    def reads_three_inputs(self):
-        """Whether the model reads the chapter's three inputs and nothing else."""
-        return self.spec.is_chapter
 
     def check(self):
         """Warm-up inference that also proves the outputs are usable."""
@@ -253,12 +250,12 @@ class Bundle:
         if spec.history and window is None:
             window = np.full((S, WINDOW_WEEKS), np.nan)
             window[:, -1] = last
-        if spec.is_chapter:  # the hot path of the chapter's model: no window, no calendar
+        if self.reads_three_inputs:  # the hot path of the chapter's model: no window, no calendar
             inputs[:, :, 1:] = plan
             inputs[:, 0, 0] = last
         for h in range(H):
             going = np.flatnonzero(weeks > h)
-            if spec.is_chapter:
+            if self.reads_three_inputs:
                 if h:
                     inputs[going, h, 0] = last[going]
             else:

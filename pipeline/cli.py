@@ -409,7 +409,7 @@ def train(data_path, preset, refit, backtest_windows, horizon, promote, wait, mo
     log(f"published {version} in {model_dir}{' as champion' if crowned else ''}")
     if as_json:
         emit_json({"version": version, "champion": crowned, "device": published.device,
-                   "selection": card["selection"], "trained_on": card["trained_on"],
+                   "features": card["features"], "data": card["data"], "selection": card["selection"], "trained_on": card["trained_on"],
                    "evaluated_model": card["evaluated_model"], "data_findings": card["data_findings"],
                    "metrics": card["metrics"], "interval": card["interval"], "training": card["training"],
                    "backtest": report})
@@ -588,14 +588,26 @@ def schedule(cron, run_now, retrain_args):
 @json_option
 @friendly_errors
 def gradcheck(trials, seed, as_json):
-    """Check the hand-written backprop against autograd (float64)."""
+    """Check the hand-written backprop against autograd (float64).
+
+    Each gradient element must be within 1e-10 + 1e-7 x |autograd's| of
+    autograd's, as torch.autograd.gradcheck compares; exit status 1 when any is not.
+    """
     from .gradcheck import gradcheck as run
 
     report = run(trials, seed)
     if as_json:
         emit_json(report)
     else:
-        click.echo(f"{trials} random networks, float64: largest relative gradient error {report['max_relative_error']:.3e}")
+        tolerance = report["tolerance"]
+        click.echo(f"{trials} random networks, float64, each gradient within {tolerance['atol']:g} + "
+                   f"{tolerance['rtol']:g} x |autograd's|:")
+        for variant in report["variants"]:
+            click.echo(f"  {variant['variant']:<26} {variant['cases']:>4} cases  worst |error| "
+                       f"{variant['worst_abs_error']:.1e}, {variant['worst_ratio']:.1e} of the tolerance  "
+                       f"{'ok' if variant['passed'] else 'FAILED'}")
+    if not report["passed"]:
+        raise click.ClickException("the hand-written gradients differ from autograd's beyond the tolerance")
 
 
 # ---------------------------------------------------------------- registry

@@ -40,6 +40,7 @@ HISTORY = (*(f"sales_lag_{k}" for k in HISTORY_LAGS), *(f"sales_mean_{w}" for w 
 CALENDAR = ("year_cycle_sin", "year_cycle_cos")
 WINDOW_WEEKS = max(*HISTORY_LAGS, *ROLLING_MEANS)  # the tail a published version keeps per series
 DAYS_PER_YEAR = 365.2425
+WINDOW_ROWS = 65536  # rows whose windows are laid out at once (features of a large file, a chunk at a time)
 
 
 @dataclass(frozen=True)
@@ -365,7 +366,6 @@ def feature_matrix(spec, columns, sales=None, tail_of=None):
             if stored is not None:
                 weeks[i] = stored[0]
     dated = ~np.isnat(weeks)
-    window = np.full((n, WINDOW_WEEKS), np.nan)
     slots = np.full((n, 2), -1, dtype=np.int64)
     grid, tails = None, {}
     if spec.history and dated.any():
@@ -379,13 +379,19 @@ def feature_matrix(spec, columns, sales=None, tail_of=None):
                     grid[s, :WINDOW_WEEKS] = aligned_tail(*tail_of[str(name)], layout.first_week[s])
             grid = carried_forward(grid, layout)
         slots[rows] = np.column_stack([layout.series_of_row, WINDOW_WEEKS + layout.position])
-        window[rows] = layout.windows(grid)
         tails = dict(zip(map(str, layout.names), layout.tails(grid)))
-    last = np.where(np.isnan(given_last), window[:, -1], given_last)
+    last = given_last.copy()
     filled = []
     history = None
     if spec.history:
-        history, history_filled = history_columns(window, last)
+        # A chunk of rows' windows at a time: all of them at once would be WINDOW_WEEKS numbers per row.
+        history = np.empty((n, len(HISTORY)))
+        history_filled = np.empty((n, len(HISTORY)), dtype=bool)
+        for start in range(0, n, WINDOW_ROWS):
+            chunk = slice(start, start + WINDOW_ROWS)
+            window = week_windows(grid, slots[chunk])
+            last[chunk] = np.where(np.isnan(given_last[chunk]), window[:, -1], given_last[chunk])
+            history[chunk], history_filled[chunk] = history_columns(window, last[chunk])
         filled.append(history_filled)
     calendar = None
     if spec.calendar:

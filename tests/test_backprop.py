@@ -11,7 +11,7 @@ from pipeline.train import fit, torch_to_manual
 
 def test_gradients_match_autograd_on_random_networks():
     report = gradcheck(trials=100, seed=1)
-    assert report["max_relative_error"] <= 1e-6
+    assert report["passed"] and report["worst_ratio"] < 0.1  # an order of magnitude inside the tolerance
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
@@ -120,8 +120,17 @@ def test_algorithm_8_5_last_delta_is_the_chapters():
 
 def test_gradcheck_covers_every_variant():
     report = gradcheck(trials=21, seed=5)
-    assert report["variants"] == ["sigmoid output, half-sse", "linear output, mse", "linear output, mae"]
-    assert report["max_relative_error"] <= 1e-6
+    assert [v["variant"] for v in report["variants"]] == ["sigmoid output, half-sse", "linear output, mse",
+                                                          "linear output, mae"]
+    assert all(v["cases"] == 7 and v["passed"] for v in report["variants"])
+
+
+def test_a_gradient_zero_in_exact_arithmetic_passes_on_the_absolute_floor():
+    """A bias gradient of 3e-17 against -3e-17 (residuals that cancel under the absolute loss) is no error."""
+    from pipeline.gradcheck import tolerance_ratio
+
+    assert tolerance_ratio(np.array([3e-17]), np.array([-3e-17])) < 1e-6
+    assert tolerance_ratio(np.array([1.0 + 1e-5]), np.array([1.0])) > 1  # a real difference still fails
 
 
 def test_the_all_sigmoid_network_learns_with_algorithm_8_5(small_split):

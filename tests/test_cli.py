@@ -192,7 +192,18 @@ def test_train_stopped_with_sigterm_stops_its_training_workers(tmp_path):
 def test_gradcheck_command(runner):
     result = runner.invoke(main, ["gradcheck", "--trials", "20", "--json"])
     assert result.exit_code == 0
-    assert json.loads(result.stdout)["max_relative_error"] <= 1e-6
+    assert json.loads(result.stdout)["passed"]
+    shown = runner.invoke(main, ["gradcheck", "--trials", "6"])
+    assert shown.exit_code == 0 and shown.output.count(" ok") == 3 and "sigmoid output, half-sse" in shown.output
+
+
+def test_gradcheck_exits_non_zero_on_a_wrong_derivative(runner, monkeypatch):
+    from pipeline import backprop
+
+    sigmoid = backprop.ACTIVATIONS["sigmoid"]
+    monkeypatch.setitem(backprop.ACTIVATIONS, "sigmoid", (sigmoid[0], lambda a: a))  # the (1 - a) factor dropped
+    result = runner.invoke(main, ["gradcheck", "--trials", "6"])
+    assert result.exit_code == 1 and "FAILED" in result.output and "beyond the tolerance" in result.output
 
 
 def test_data_generate_and_check(runner, tmp_path):

@@ -261,3 +261,20 @@ def test_a_history_model_of_the_three_inputs_answers_the_quick_starts_one_row(tm
     assert prediction["units_sold"] > 0 and prediction["filled"] == [*HISTORY, "year_cycle_sin", "year_cycle_cos"]
     card = json.loads(next((tmp_path / "models" / "versions").iterdir()).joinpath("card.json").read_text())
     assert card["features"]["history"] and card["features"]["calendar"]
+
+
+def test_a_backtests_recursive_forecasts_are_the_plans_forecasts(retailer, bundle, served):
+    """The backtest and the calibration chain forecasts through the features (pipeline.backtest.forecast_chains);
+    plans do it in the bundle (Bundle.forecast_plan): the same weeks from the same start give the same forecasts."""
+    from pipeline.backtest import chains, forecast_chains
+
+    _, new, rows = retailer
+    later = load_file(new, spec=bundle.spec, tails=bundle.tails)
+    grid = chains(later)
+    stepped = forecast_chains(lambda X, series: bundle.forecast(X, series=series)["units_sold"], later, grid)
+    for s, store in enumerate(sorted({r["store"] for r in rows})):
+        weeks = [{name: float(r[name]) for name in KNOWN} for r in rows if r["store"] == store]
+        answer = served.post("/forecast", json={"series": [{"id": store, "weeks": weeks}]})
+        planned = [w["units_sold"] for w in answer.get_json()["series"][0]["weeks"]]
+        assert later.series[grid[0, s]] == store
+        assert planned == pytest.approx(stepped[:, s].tolist(), rel=1e-5)
