@@ -3,6 +3,7 @@ interrupted write never leaves a half-written output (and never replaces a
 good one with it)."""
 import contextlib
 import os
+import stat
 from pathlib import Path
 
 from .errors import DataError
@@ -10,9 +11,29 @@ from .errors import DataError
 
 def partial_path(path):
     """Where an output is written before it is renamed into place: beside it,
-    hidden, and named by process, so two runs writing the same output never share one."""
+    hidden, and named by process, so two runs writing the same output never share one.
+    Refuses an output that is there and is not a regular file (check_output)."""
     path = Path(path)
+    check_output(path)
     return path.with_name(f".{path.name}.{os.getpid()}.partial")
+
+
+KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISCHR, "a device"),
+         (stat.S_ISBLK, "a device"), (stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket"))
+
+
+def check_output(path):
+    """A DataError unless `path` is a regular file or nothing yet: renaming into place would replace a device
+    (/dev/full), a pipe or a link with a regular file."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise DataError(f"{path}: cannot be written: {err.strerror or err}") from None
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in KINDS if test(mode)), "not a regular file")
+        raise DataError(f"{path}: is {kind}; name a regular file or a new path for the output")
 
 
 def write_atomically(path, write):

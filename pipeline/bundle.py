@@ -123,6 +123,8 @@ class Bundle:
             raise BundleError(f"cannot load model {version}: {err}") from None
         except Exception as err:  # ONNX Runtime's own load errors
             raise BundleError(f"cannot load model {version}: {err}") from None
+        static_names = FeatureSpec.from_json(card.get("features")).static
+        statics = {name: dict(zip(static_names, v)) if isinstance(v, list) else v for name, v in (statics or {}).items()}
         bundle = cls(version, card, stats, session, active, tails, statics)
         bundle.check()
         return bundle

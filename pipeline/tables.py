@@ -83,18 +83,41 @@ def not_text(path, start):
     return DataError(f"{path}: not a UTF-8 text file" + (f"; {hint}" if hint else ""))
 
 
+# Columns a table may have: a forecast reads a dozen. Far more is no sales
+# table, and each column costs every step of the reading.
+MAX_COLUMNS = 10_000
+MAX_HEADER_NAME = 1_000  # characters of a column's name
+
+
 def csv_header(line, path):
     """The header's names, stripped, from its line's bytes."""
     try:
         text = line.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise not_text(path, line) from None
-    return [name.strip() for name in next(csv.reader([text]), [])]
+    try:
+        header = [name.strip() for name in next(csv.reader([text]), [])]
+    except csv.Error as err:  # a field over the csv module's limit, a NUL byte
+        raise DataError(f"{path}: the header cannot be read: {err}") from None
+    check_header(header, path)
+    return header
+
+
+def check_header(header, path):
+    """A clear error for a header of more than MAX_COLUMNS columns or a name longer than MAX_HEADER_NAME."""
+    if len(header) > MAX_COLUMNS:
+        raise DataError(f"{path}: the header has {len(header):,} columns, more than the limit of {MAX_COLUMNS:,}")
+    long = next((name for name in header if len(name) > MAX_HEADER_NAME), None)
+    if long is not None:
+        raise DataError(f"{path}: a column name in the header has {len(long):,} characters, more than the limit of "
+                        f"{MAX_HEADER_NAME:,}: {long[:40]!r}...")
 
 
 def require_columns(header, columns, path):
     """A clear error for a missing required column or a name given twice (pyarrow would take one copy)."""
-    repeated = sorted({name for name in header if header.count(name) > 1})
+    check_header(header, path)
+    counts = Counter(header)
+    repeated = sorted(name for name, count in counts.items() if count > 1)
     if repeated:
         raise DataError(f"{path}: the header names {', '.join(map(repr, repeated))} more than once")
     missing = [c for c in columns if c not in header]

@@ -1,5 +1,6 @@
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import torch
 from pipeline.errors import DataError
 from pipeline.cli import main
 
-from .conftest import ROOT, write_rows
+from .conftest import DEFAULT_CSV, ROOT, write_rows
 
 
 def test_help_is_instant_because_torch_is_not_imported():
@@ -356,3 +357,23 @@ def test_a_failed_write_leaves_the_earlier_file_and_no_partial_one(tmp_path):
         write_atomically(path, fail)
     assert path.read_text() == "earlier\n" and [p.name for p in tmp_path.iterdir()] == ["out.csv"]
     assert write_atomically(path, lambda partial: partial.write_text("new\n")) == 4 and path.read_text() == "new\n"
+
+
+def test_an_output_that_is_not_a_regular_file_is_refused_and_left_as_it_was(runner, tmp_path, published):
+    """`--output /dev/full` had replaced the device with a regular file; a link or a pipe would have been too."""
+    import stat
+
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+    done = runner.invoke(main, ["predict", "--input", str(DEFAULT_CSV), "--output", "/dev/full",
+                                "--model-dir", str(published)])
+    assert done.exit_code == 1 and "/dev/full: is a device" in done.output
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+    target = tmp_path / "kept.csv"
+    target.write_text("kept\n")
+    link, pipe = tmp_path / "link.csv", tmp_path / "pipe.csv"
+    link.symlink_to(target)
+    os.mkfifo(pipe)
+    for path, kind in ((link, "a symbolic link"), (pipe, "a pipe")):
+        done = runner.invoke(main, ["data", "generate", "--output", str(path), "--series", "1", "--weeks", "20"])
+        assert done.exit_code == 1 and f"is {kind}" in done.output, done.output
+    assert link.is_symlink() and target.read_text() == "kept\n" and stat.S_ISFIFO(os.stat(pipe).st_mode)

@@ -448,6 +448,33 @@ def test_a_name_given_twice_is_refused_plainly(tmp_path, champion):
             read()
 
 
+def test_a_header_field_past_the_csv_modules_limit_is_a_clear_error_everywhere(tmp_path, champion, runner, published,
+                                                                            client):
+    path = tmp_path / "long_name.csv"
+    path.write_text(FEATURE_HEADER + ",units_sold," + "x" * 140_000 + "\n1,2,3,4,5\n")
+    for read in (lambda: load_file(path), lambda: score_file(path, tmp_path / "o.csv", champion)):
+        with pytest.raises(DataError, match="the header cannot be read: field larger than field limit"):
+            read()
+    done = invoke(runner, "predict", "--input", str(path), "--output", str(tmp_path / "o.csv"), "--model-dir",
+                  str(published))
+    assert done.exit_code == 1 and done.output.startswith("Error:") and "Traceback" not in done.output
+    answer = client.post("/predict", data=path.read_bytes(), content_type="text/csv")
+    assert answer.status_code == 400 and "the header cannot be read" in answer.get_json()["error"]
+
+
+def test_a_header_of_too_many_columns_is_refused_by_count_without_reading_on(tmp_path, champion, client):
+    """100,000 columns: refused by their number, with the limit; the name check is linear, not quadratic."""
+    path = tmp_path / "wide.csv"
+    names = [f"c{i}" for i in range(100_000)]
+    path.write_text(",".join([FEATURE_HEADER, *names]) + "\n" + ",".join(["1"] * 100_003) + "\n")
+    with pytest.raises(DataError, match="the header has 100,003 columns, more than the limit of 10,000"):
+        score_file(path, tmp_path / "o.csv", champion)
+    with pytest.raises(DataError, match="the header names 'c7' more than once"):
+        tables.require_columns([*names[:9000], "c7"], FEATURES, "body")
+    answer = client.post("/predict", data=path.read_bytes(), content_type="text/csv")
+    assert answer.status_code in (400, 413) and "error" in answer.get_json()
+
+
 def test_a_long_header_and_a_character_across_the_first_64_kib_are_read(tmp_path):
     long = tmp_path / "long.csv"
     extra = [f"note_{i:05d}" for i in range(6000)]  # a header of about 66 KB
