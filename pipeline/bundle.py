@@ -13,7 +13,7 @@ from .calibrate import half_width
 from .evaluate import interval_bounds
 from .normalize import MinMaxStats
 from .errors import BundleError, RegistryError
-from .registry import Registry
+from .registry import TAILS_FILE, Registry
 from .features import (CALENDAR, WINDOW_WEEKS, FeatureSpec, assemble, calendar_columns, history_columns,
                        static_matrix)
 from .schema import INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR, SERIES_TENSOR, UNKNOWN_SERIES
@@ -112,11 +112,11 @@ class Bundle:
             raise BundleError(f"no champion model in {registry.root}; train one with `demand train`")
         try:
             card = registry.card(version)
-            folder = registry.path(version)
-            stats = MinMaxStats.from_json(json.loads((folder / "normalization.json").read_text()))
+            stats = MinMaxStats.from_json(json.loads(registry.file(version, "normalization.json").read_text()))
             features = card.get("features") or {}
-            tails, statics = read_tails(folder) if features.get("history") or features.get("static") else (None, None)
-            session, active = make_session(folder / "model.onnx", provider, threads)
+            tails, statics = (read_tails(registry.file(version, TAILS_FILE)) if features.get("history")
+                              or features.get("static") else (None, None))
+            session, active = make_session(registry.file(version, "model.onnx"), provider, threads)
         except BundleError:
             raise
         except (RegistryError, OSError, KeyError, ValueError) as err:
@@ -331,12 +331,10 @@ class Bundle:
                 for i, flags in zip(out["extrapolated_rows"], out["extrapolated_flags"])}
 
 
-def read_tails(folder):
-    """A published version's history.json as ({series: (next week, [WINDOW_WEEKS] float64 sales, NaN unknown)},
+def read_tails(path):
+    """A published version's history.json (`path`) as ({series: (next week, [WINDOW_WEEKS] float64 sales, NaN unknown)},
     {series: {static covariate: its number or category}})."""
-    from .publish import TAILS_FILE
-
-    doc = json.loads((folder / TAILS_FILE).read_text())
+    doc = json.loads(path.read_text())
     return tails_from_document(doc), doc.get("static", {})
 
 

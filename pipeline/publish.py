@@ -10,13 +10,12 @@ from pathlib import Path
 
 from . import export
 from .documents import dumps
-from .registry import Registry
+from .registry import TAILS_FILE, Registry
 from .features import CHAPTER
 from .schema import INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR, SERIES_TENSOR, TARGET, UNKNOWN_SERIES, domain_of
 
 # Each series' last weeks of sales from the published model's training rows,
 # which the weeks after them are forecast from (pipeline.features).
-TAILS_FILE = "history.json"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -46,6 +47,8 @@ def _fsync_dir(path):
 # A version is named v1, v2, ...: the only thing `champion` may hold, and
 # the only thing a version argument may be (never a path out of the registry).
 VERSION_NAME = re.compile(r"v[0-9]{1,9}")
+TAILS_FILE = "history.json"  # a version's stored weeks and static values per series (pipeline.publish.tails_document)
+MAX_POINTER_BYTES = 64  # the champion pointer holds a version name and a line break
 
 
 def is_version_name(name):
@@ -77,18 +80,32 @@ class Registry:
         return sorted(names, key=version_number)
 
     def path(self, version):
+        """A version's folder; a RegistryError for a name that is not a version's, or a folder that is a link
+        or resolves outside the registry's versions (it would serve files from anywhere)."""
         if not is_version_name(version):
             raise RegistryError(f"{str(version)[:64]!r} is not a version name (v1, v2, ...)")
-        return self.versions_dir / version
+        folder = self.versions_dir / version
+        if folder.is_symlink() or (folder.exists() and folder.resolve() != self.versions_dir.resolve() / version):
+            raise RegistryError(f"{folder} is a link out of the registry; a version is a folder of its own")
+        return folder
 
     def exists(self, version):
-        return is_version_name(version) and (self.path(version) / "card.json").is_file()
+        """Whether a version's card is there (a folder that is a link is, and is refused when read)."""
+        return is_version_name(version) and (self.versions_dir / version / "card.json").is_file()
+
+    def file(self, version, name):
+        """A file of a version, refused when it is a link out of the version's folder."""
+        folder = self.path(version)
+        path = folder / name
+        if path.is_symlink() and path.resolve().parent != folder.resolve():
+            raise RegistryError(f"{path} is a link out of its version's folder")
+        return path
 
     def card(self, version):
         if not self.exists(version):
             self.path(version)  # a name that is not a version's says so
             raise RegistryError(f"no version {version!r} in {self.versions_dir}")
-        path = self.path(version) / "card.json"
+        path = self.file(version, "card.json")
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError) as err:  # a version damaged by hand: say which and why, no traceback
@@ -100,7 +117,14 @@ class Registry:
         Raises RegistryError when the pointer holds anything but a version name.
         """
         try:
-            version = self.champion_file.read_text(errors="replace").strip()
+            mode = os.lstat(self.champion_file).st_mode
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISREG(mode):  # a pipe would hang the read, a link point anywhere
+            raise RegistryError(f"the champion pointer {self.champion_file} is not a regular file")
+        try:
+            with open(self.champion_file, "rb") as pointer:
+                version = pointer.read(MAX_POINTER_BYTES + 1).decode("utf-8", errors="replace").strip()
         except FileNotFoundError:
             return None
         if not version:

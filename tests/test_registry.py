@@ -172,3 +172,47 @@ def test_a_write_without_the_lock_is_impossible(tmp_path, trained):
             with writer.staging():
                 pass
     assert snapshot(registry) == before
+
+
+def test_a_version_folder_or_file_that_links_out_of_the_registry_is_refused(tmp_path, published):
+    """A stranger's `versions/v2 -> /elsewhere` was loaded and served; now neither the folder nor a file
+    of a version may be a link out of it."""
+    import shutil
+
+    from pipeline.bundle import Bundle
+    from pipeline.errors import BundleError
+
+    root = tmp_path / "models"
+    shutil.copytree(published, root)
+    registry = Registry(root)
+    version = registry.champion()
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(registry.path(version), outside)
+    shutil.rmtree(registry.versions_dir / version)
+    (registry.versions_dir / version).symlink_to(outside)
+    with pytest.raises(BundleError, match="link out of the registry"):
+        Bundle.load(registry, version, provider="cpu")
+    (registry.versions_dir / version).unlink()
+    shutil.copytree(outside, registry.versions_dir / version)
+    onnx = registry.versions_dir / version / "model.onnx"
+    onnx.unlink()
+    onnx.symlink_to(outside / "model.onnx")
+    with pytest.raises(BundleError, match="link out of its version's folder"):
+        Bundle.load(registry, version, provider="cpu")
+
+
+def test_a_champion_pointer_that_is_not_a_regular_file_is_refused_at_once(tmp_path, published, runner):
+    """A FIFO as the pointer hung `demand predict` on its read."""
+    import shutil
+
+    from .conftest import DEFAULT_CSV, invoke
+
+    root = tmp_path / "models"
+    shutil.copytree(published, root)
+    (root / "champion").unlink()
+    os.mkfifo(root / "champion")
+    with pytest.raises(RegistryError, match="is not a regular file"):
+        Registry(root).champion()
+    done = invoke(runner, "predict", "--input", str(DEFAULT_CSV), "--output", str(tmp_path / "o.csv"), "--model-dir",
+                  str(root))
+    assert done.exit_code == 1 and "not a regular file" in done.output
