@@ -54,7 +54,9 @@ def fit_all(configs, train, validation, progress=None):
 def _bare(data):
     from .data import Dataset
 
-    return None if data is None else Dataset(data.X, data.y, series=data.series)
+    # What a fit reads, and no more (the grid of weeks, the tails): the spec names X's columns and says
+    # which are on the log scale.
+    return None if data is None else Dataset(data.X, data.y, series=data.series, spec=data.spec)
 
 
 def _set_threads(threads):

@@ -183,6 +183,20 @@ def test_a_static_column_of_text_is_a_category_of_one_column_per_value(tmp_path)
         load_file(retailer_file(tmp_path, kind=kinds), spec=spec)
 
 
+def test_every_candidate_of_auto_reads_the_specs_features(tmp_path):
+    """The candidates train in worker processes: each must still know the spec (the names of its columns,
+    and which are on the log scale: a temperature below -1 is no log1p)."""
+    from pipeline.workflow import train_model
+
+    data = load_file(retailer_file(tmp_path, temperature=np.linspace(-20, 30, 180)), spec=RETAILER)
+    trained = train_model(data, "auto", {"device": "cpu", "epochs": 2, "patience": 0}, refit=False)
+    assert len(trained.candidates) > 1
+    for candidate in trained.candidates:
+        assert candidate.result.stats.names == RETAILER.names
+        assert np.isfinite(candidate.result.stats.x_min).all()
+    assert trained.evaluated.stats.names == RETAILER.names
+
+
 def test_a_three_input_file_reads_as_before():
     data = load_file(DEFAULT_CSV)
     assert data.spec == CHAPTER and data.X.shape[1] == 3 and not data.tails
