@@ -79,11 +79,9 @@ class Replica:
         self.process.wait(30)
 
 
-@pytest.fixture
-def cluster(own_registry, tmp_path):
-    replicas = [Replica(free_port(), own_registry, tmp_path) for _ in range(REPLICAS)]
-    proxy_port = free_port()
-    (tmp_path / "demand.conf").write_text(render_proxy([r.port for r in replicas], proxy_port))
+def write_proxy_config(tmp_path, ports, proxy_port):
+    """An nginx.conf in `tmp_path` running deploy/nginx.conf in front of `ports`."""
+    (tmp_path / "demand.conf").write_text(render_proxy(ports, proxy_port))
     user = "user root;\n" if os.geteuid() == 0 else ""
     (tmp_path / "nginx.conf").write_text(
         f"{user}worker_processes 1;\npid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/nginx-error.log warn;\n"
@@ -91,6 +89,13 @@ def cluster(own_registry, tmp_path):
         f"http {{\n  access_log off;\n  client_body_temp_path {tmp_path}/body;\n  proxy_temp_path {tmp_path}/proxy;\n"
         f"  fastcgi_temp_path {tmp_path}/fastcgi;\n  uwsgi_temp_path {tmp_path}/uwsgi;\n  scgi_temp_path {tmp_path}/scgi;\n"
         f"  include {tmp_path}/demand.conf;\n}}\n")
+
+
+@pytest.fixture
+def cluster(own_registry, tmp_path):
+    replicas = [Replica(free_port(), own_registry, tmp_path) for _ in range(REPLICAS)]
+    proxy_port = free_port()
+    write_proxy_config(tmp_path, [r.port for r in replicas], proxy_port)
     proxy = None
     try:
         for replica in replicas:
@@ -169,3 +174,52 @@ def test_rolling_restart_kill_9_and_a_new_champion_fail_no_request(cluster):
     failed = [r for r in results if r[0] != 200]
     assert not failed, failed[:5]
     assert results[-1][1] == "v2" and len(results) > 300
+
+
+@pytest.mark.slow
+def test_what_nginx_answers_itself_is_json(tmp_path):
+    """nginx's own 400s (a malformed request, headers too large), 413, 414 and 502 are JSON like every answer
+    of the service, not HTML."""
+    import json
+    import socket
+
+    proxy_port = free_port()
+    write_proxy_config(tmp_path, [free_port()], proxy_port)  # an upstream nobody listens on
+    proxy = subprocess.Popen([nginx(), "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def raw(request):
+        with socket.create_connection(("127.0.0.1", proxy_port), timeout=5) as conn:
+            conn.sendall(request)
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        return int(head.split()[1]), head.decode("latin-1").lower(), body
+
+    def up():
+        assert proxy.poll() is None, proxy.stderr.read()
+        try:
+            socket.create_connection(("127.0.0.1", proxy_port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    try:
+        wait_until(up, 10)
+        cases = [
+            (400, "malformed", b"GARBAGE\r\n\r\n"),
+            (413, "larger than", b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 40000000\r\n\r\n"),
+            (414, "line too long", b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            (400, "headers too large", b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 20000 + b"\r\n\r\n"),
+            (404, "not found", b"GET /.errors/400 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            (502, "no api replica", b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        ]
+        for status, words, request in cases:
+            got, head, body = raw(request)
+            assert got == status, (status, head)
+            assert "content-type: application/json" in head, head
+            assert words in json.loads(body)["error"], body
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
