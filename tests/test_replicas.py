@@ -212,7 +212,6 @@ def test_what_nginx_answers_itself_is_json(tmp_path):
             (413, "larger than", b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 40000000\r\n\r\n"),
             (414, "line too long", b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
             (400, "headers too large", b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 20000 + b"\r\n\r\n"),
-            (404, "not found", b"GET /.errors/400 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
             (502, "no api replica", b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
         ]
         for status, words, request in cases:
