@@ -189,12 +189,16 @@ def test_what_nginx_answers_itself_is_json(tmp_path):
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def raw(request):
+        """(status, head, body) of one answer, read to its Content-Length: nginx may keep the connection."""
         with socket.create_connection(("127.0.0.1", proxy_port), timeout=5) as conn:
             conn.sendall(request)
             answer = b""
-            while chunk := conn.recv(65536):
-                answer += chunk
-        head, _, body = answer.partition(b"\r\n\r\n")
+            while b"\r\n\r\n" not in answer:
+                answer += conn.recv(65536)
+            head, _, body = answer.partition(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+            while len(body) < length:
+                body += conn.recv(65536)
         return int(head.split()[1]), head.decode("latin-1").lower(), body
 
     def up():
