@@ -261,6 +261,20 @@ def carried_forward(grid, layout):
     return np.where(inside, carried, np.nan)
 
 
+def filled_patterns(spec, filled):
+    """([the names of each distinct pattern of filled features], [n] each row's pattern) from `filled`
+    [n, len(spec.fillable)]: a name list per pattern, not per row."""
+    if not filled.shape[1]:
+        return [[]], np.zeros(len(filled), dtype=np.int64)
+    names = spec.fillable
+    if len(names) < 63:  # each row's flags as the bits of one integer: a sort of numbers, not of rows
+        bits = filled.astype(np.int64) @ (1 << np.arange(len(names), dtype=np.int64))
+        patterns, codes = np.unique(bits, return_inverse=True)
+        return [[name for i, name in enumerate(names) if int(p) >> i & 1] for p in patterns], codes.ravel()
+    patterns, codes = np.unique(filled, axis=0, return_inverse=True)
+    return [[name for name, flag in zip(names, row) if flag] for row in patterns.tolist()], codes.ravel()
+
+
 @dataclass
 class Features:
     """A feature matrix and what went into it."""

@@ -256,6 +256,7 @@ def score_history_file(input_path, output_path, bundle, skip_bad_rows=False, war
     """
     from .atomic import write_atomically
     from .data import has_column, load_file
+    from .features import filled_patterns
     from .schema import TARGET
 
     spec = bundle.spec
@@ -265,7 +266,8 @@ def score_history_file(input_path, output_path, bundle, skip_bad_rows=False, war
     if dropped and warn:
         warn(f"{dropped} row(s) of series the model has no earlier week of, and without {spec.names[0]}: not forecast")
     out = bundle.forecast(data.X, series=data.series)
-    filled = [";".join(name for name, flag in zip(spec.fillable, row) if flag) for row in data.filled]
+    patterns, codes = filled_patterns(spec, data.filled)
+    filled = _decoded(codes, [";".join(names) for names in patterns])
     columns = {spec.series_column: data.series if data.series is not None else [""] * len(data),
                spec.week_column: data.week.astype(str) if data.week is not None else [""] * len(data),
                FORECAST_COLUMN: out["units_sold"], LOW_COLUMN: out["low"], HIGH_COLUMN: out["high"],

@@ -21,13 +21,16 @@ pipeline.features.feature_matrix with the version's stored tails, exactly as
 The same reading serves the row format, the columnar format, CSV bodies and
 plans several weeks ahead (service/plans.py, service/forecast_api.py).
 """
+from itertools import chain
+from operator import itemgetter
+
 import numpy as np
 import orjson
 
 from pipeline.calibrate import level_key
-from pipeline.features import LAG_1, feature_matrix
+from pipeline.features import LAG_1, feature_matrix, filled_patterns
 from pipeline.schema import (EXTRAPOLATED_COLUMN, HIGH_COLUMN, LOW_COLUMN, NORMALIZED_TENSOR, OUTPUT_TENSOR,
-                             SERIES_COLUMN, TARGET, TIME_COLUMN, domain_problem, series_problem)
+                             SERIES_COLUMN, TARGET, TIME_COLUMN, domain_of, domain_problem, series_problem)
 
 from . import metrics
 from .errors import ApiError
@@ -160,7 +163,8 @@ def forecast_columns(bundle, columns, where):
                             + f": send {LAG_1} (last week's sales)")
     series = list(columns[SERIES_COLUMN])
     out = bundle.forecast(features.X, series=series)
-    out["filled"] = [[name for name, flag in zip(spec.fillable, row) if flag] for row in features.filled.tolist()]
+    patterns, codes = filled_patterns(spec, features.filled)
+    out["filled"] = [patterns[code] for code in codes.tolist()]  # shared lists, one per pattern
     extrapolated = [[] for _ in range(len(features.X))]
     for i, names in bundle.extrapolated_names(out).items():
         extrapolated[i] = names
@@ -391,23 +395,7 @@ def read_feature_plan(body, bundle, max_horizon, max_rows):
         if len(weeks) > max_horizon:
             raise ApiError(413, f"{where}.weeks has {len(weeks)} weeks, more than the limit of {max_horizon} "
                                 "(DEMAND_MAX_HORIZON)")
-        rows = []
-        for h, week in enumerate(weeks):
-            if not isinstance(week, dict):
-                raise ApiError(400, f"{where}.weeks[{h}] must be an object with {', '.join(spec.known)}")
-            extra = next((key for key in week if key not in spec.known), None)
-            if extra is not None:
-                raise ApiError(400, f"{where}.weeks[{h}].{extra[:40]} is not a known covariate of model "
-                                    f"{bundle.version}; a plan's week takes {', '.join(spec.known) or 'nothing'}")
-            for name in spec.known:
-                if name not in week:
-                    raise ApiError(400, f"{where}.weeks[{h}].{name} is missing: model {bundle.version} reads {name}, "
-                                        "known in advance for every week")
-                problem = domain_problem(name, week[name])
-                if problem:
-                    raise ApiError(400, f"{where}.weeks[{h}].{name} {problem}")
-            rows.append([float(week[name]) for name in spec.known])
-        plans.append(rows)
+        plans.append(weeks)
         values = []
         for name in spec.static:
             value = item.get(name)
@@ -423,6 +411,11 @@ def read_feature_plan(body, bundle, max_horizon, max_rows):
             values.append(str(value).strip() if category else float(value))
         statics.append(values)
     lengths = np.array([len(p) for p in plans])
+    rows = _known_values(list(chain.from_iterable(plans)), spec.known)  # every week of every series at once
+    if rows is None:  # something is wrong: walk the weeks to name it
+        for i, weeks in enumerate(plans):
+            if _known_values(weeks, spec.known) is None:
+                _check_weeks(weeks, f"series[{i}]", bundle)
     total = int(lengths.sum())
     if total > max_rows:
         raise ApiError(413, f"{total} series x weeks is more than the limit of {max_rows} per request (DEMAND_MAX_ROWS)")
@@ -435,37 +428,92 @@ def read_feature_plan(body, bundle, max_horizon, max_rows):
     first = np.where(np.isnat(np.array(firsts)), stored_first, np.array(firsts))
     H = int(lengths.max())
     known = np.zeros((len(ids), H, len(spec.known)), dtype=np.float32)
-    for i, rows in enumerate(plans):
-        if spec.known:
-            known[i, :len(rows)] = rows
+    if spec.known:
+        known[np.arange(H) < lengths[:, None]] = rows  # series by series, week by week
     dates = first[:, None] + (7 * np.arange(H)).astype("timedelta64[D]")[None, :]
     static = {name: [values[j] for values in statics] for j, name in enumerate(spec.static)}
     return ids, (windows if spec.history else windows[:, -1]), dates, known, static, lengths, levels
 
 
+def _known_values(weeks, known):
+    """[weeks, len(known)] float64 of well-formed weeks, in a few C-level passes; None when any week is not."""
+    try:
+        if set(map(type, weeks)) != {dict} or set(map(len, weeks)) != {len(known)}:
+            return None
+        if not known:
+            return np.zeros((len(weeks), 0))
+        values = list(chain.from_iterable(map(itemgetter(*known), weeks))) if len(known) > 1 \
+            else list(map(itemgetter(known[0]), weeks))
+        if not set(map(type, values)) <= {int, float}:
+            return None
+        rows = np.fromiter(values, dtype=np.float64, count=len(values)).reshape(len(weeks), len(known))
+    except (KeyError, OverflowError):
+        return None
+    low, high = np.array([domain_of(n)[0] for n in known]), np.array([domain_of(n)[1] for n in known])
+    return rows if ((rows >= low) & (rows <= high)).all() else None  # NaN fails too
+
+
+def _check_weeks(weeks, where, bundle):
+    """The 400 naming the first bad field of a plan's weeks."""
+    spec = bundle.spec
+    for h, week in enumerate(weeks):
+        if not isinstance(week, dict):
+            raise ApiError(400, f"{where}.weeks[{h}] must be an object with {', '.join(spec.known)}")
+        extra = next((key for key in week if key not in spec.known), None)
+        if extra is not None:
+            raise ApiError(400, f"{where}.weeks[{h}].{extra[:40]} is not a known covariate of model "
+                                f"{bundle.version}; a plan's week takes {', '.join(spec.known) or 'nothing'}")
+        for name in spec.known:
+            if name not in week:
+                raise ApiError(400, f"{where}.weeks[{h}].{name} is missing: model {bundle.version} reads {name}, "
+                                    "known in advance for every week")
+            problem = domain_problem(name, week[name])
+            if problem:
+                raise ApiError(400, f"{where}.weeks[{h}].{name} {problem}")
+    raise ApiError(400, f"{where}.weeks could not be read")
+
+
 def plan_answer(bundle, ids, dates, lengths, levels, out):
     """The /forecast answer for a model of any spec: per series and week, the week, the forecast, its
-    intervals, what was outside the training range and what was filled."""
+    intervals, what was outside the training range and what was filled (one shared list per pattern)."""
     from .series import unknown_series
 
+    spec = bundle.spec
     keys = [level_key(level) for level in levels]
-    head = {"model_version": bundle.version, "levels": levels, "features": list(bundle.spec.names),
+    head = {"model_version": bundle.version, "levels": levels, "features": list(spec.names),
             **unknown_series(ids, out["unknown_series"])}
     notes = interval_notes(bundle, out["interval_steps"], int(lengths.max()))
     if notes:
         head["notes"] = notes
-    names, fillable = bundle.spec.names, bundle.spec.fillable
-    answer = []
-    for i, ident in enumerate(ids):
-        weeks = []
-        for h in range(int(lengths[i])):
-            intervals = None if out["intervals"] is None else {
-                key: [float(out["intervals"][level][0][i, h]), float(out["intervals"][level][1][i, h])]
-                for key, level in zip(keys, levels)}
-            weeks.append({"step": h + 1, "week": None if np.isnat(dates[i, h]) else str(dates[i, h]),
-                          "units_sold": float(out["units_sold"][i, h]), "intervals": intervals,
-                          "extrapolated": [n for n, flag in zip(names, out["outside"][i, h]) if flag],
-                          "filled": [n for n, flag in zip(fillable, out["filled"][i, h]) if flag]})
-        answer.append({"id": ident, "weeks": weeks})
-    head["series"] = answer
+    S, H = out["units_sold"].shape
+    outside_names, outside = _patterns(spec.names, out["outside"].reshape(S * H, -1))
+    filled_names, filled = _patterns(spec.fillable, out["filled"].reshape(S * H, -1))
+    outside, filled = outside.reshape(S, H).tolist(), filled.reshape(S, H).tolist()
+    units = out["units_sold"].tolist()
+    days = np.where(np.isnat(dates), np.datetime64("1970-01-01"), dates)
+    weeks = np.where(np.isnat(dates), None, np.datetime_as_string(days, unit="D").astype(object)).tolist()
+    if out["intervals"] is None:
+        bounds = [[None] * H] * S
+    else:  # per series, per week: {level: (low, high)}
+        sides = [[side.tolist() for side in out["intervals"][level]] for level in levels]
+        bounds = [[dict(zip(keys, pairs)) for pairs in zip(*(zip(low[i], high[i]) for low, high in sides))]
+                  for i in range(S)]
+    steps = list(range(1, H + 1))
+    head["series"] = [
+        {"id": ident, "weeks": [{"step": step, "week": week, "units_sold": value, "intervals": interval,
+                                 "extrapolated": outside_names[o], "filled": filled_names[f]}
+                                for step, week, value, interval, o, f, _ in zip(steps, week_row, row, bound_row,
+                                                                               outside_row, filled_row, range(n))]}
+        for ident, n, week_row, row, bound_row, outside_row, filled_row in zip(
+            ids, lengths.tolist(), weeks, units, bounds, outside, filled)]
     return orjson.dumps(head)
+
+
+def _patterns(names, flags):
+    """([names of each distinct row of `flags`], [rows] each row's pattern), as pipeline.features.filled_patterns."""
+    if not flags.shape[1]:
+        return [[]], np.zeros(len(flags), dtype=np.int64)
+    patterns, codes = np.unique(flags, axis=0, return_inverse=True) if len(names) >= 63 else \
+        np.unique(flags.astype(np.int64) @ (1 << np.arange(len(names), dtype=np.int64)), return_inverse=True)
+    rows = patterns.tolist() if patterns.ndim == 2 else [[int(p) >> i & 1 for i in range(len(names))] for p in patterns]
+    return [[name for name, flag in zip(names, row) if flag] for row in rows], codes.ravel()
