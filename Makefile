@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export DEMAND_MODEL_DIR ?= models
 
-.PHONY: install run train test bench clean
+.PHONY: install run train test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,11 @@ train: install
 test: install
 	@bash deploy/test-tools.sh
 	$(BIN)/python -m pytest -q
+
+# ruff's lint and its formatter, configured in pyproject.toml.
+lint: install
+	$(BIN)/ruff check pipeline service tests bench
+	$(BIN)/ruff format --check pipeline service tests bench
 
 bench: install
 	$(BIN)/python bench/run.py --output docs/benchmarks.md

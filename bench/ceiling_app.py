@@ -8,6 +8,7 @@ gunicorn config as the service:
   on 1000 fixed rows before the same constant answer: what the cores can do
   at 1000 rows per request before any JSON is read or written.
 """
+
 import os
 
 import numpy as np

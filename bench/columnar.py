@@ -7,6 +7,7 @@ flagged in `extrapolated`, which costs the answer more).
 
 or `columnar_benchmarks(url, folder)` against a service already running.
 """
+
 import argparse
 import json
 import sys
@@ -29,6 +30,7 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 
 def bodies(rows=ROWS):
     """{name: (request body, whether its rows are outside the training range)}."""
+
     def columns(row, **options):
         return json.dumps({"inputs": {name: [row[name]] * rows for name in FEATURES}, **options}).encode()
 
@@ -68,8 +70,10 @@ def columnar_benchmarks(base_url, folder, duration=5, connections=16, runs=3):
     for name, (body, outside) in bodies().items():
         flags = extrapolated_flags(url, body)
         if len(flags) != ROWS or any(bool(names) != outside for names in flags):
-            raise RuntimeError(f"the {name} body is not {'outside' if outside else 'inside'} the training range "
-                               f"of the model served at {base_url}")
+            raise RuntimeError(
+                f"the {name} body is not {'outside' if outside else 'inside'} the training range "
+                f"of the model served at {base_url}"
+            )
         scripts[name] = lua_script(folder, name, body, JSON_HEADERS)
         wrk(url, scripts[name], 1, connections)  # warm up: connections, caches, the answer path
     measured = {name: [] for name in scripts}
@@ -96,8 +100,10 @@ def main():
         with running_service(args.model_dir, Path(tmp), reuse_port=1) as service:
             results = columnar_benchmarks(service.url, tmp, args.duration, args.connections)
     for name, r in results.items():
-        print(f"{name:17} {r['rows_per_s'] / 1e6:5.2f} M rows/s  {r['rps']:7,.0f} req/s  p50 {r['p50_ms']:6.2f} ms  "
-              f"p99 {r['p99_ms']:6.2f} ms  non-2xx {r['non_2xx']}  socket errors {r['socket_errors'] or 'none'}")
+        print(
+            f"{name:17} {r['rows_per_s'] / 1e6:5.2f} M rows/s  {r['rps']:7,.0f} req/s  p50 {r['p50_ms']:6.2f} ms  "
+            f"p99 {r['p99_ms']:6.2f} ms  non-2xx {r['non_2xx']}  socket errors {r['socket_errors'] or 'none'}"
+        )
     print(json.dumps(results))
 
 

@@ -33,6 +33,7 @@ Every column of a file other than the date and the target is an input of the
 linear and boosted baselines, so a file's own previous-week-sales column would hand
 them the actual sales in the recursive scoring: leave such a column out first.
 """
+
 import sys
 import time
 from dataclasses import dataclass
@@ -49,20 +50,34 @@ RECURSIVE_WEEKS = 8
 @dataclass(frozen=True)
 class Spec:
     """How to read one file: which column is which."""
+
     name: str
     path: Path
     time: str
     series: str
     target: str
     dynamic: tuple = ()  # per-week covariates, known in advance
-    static: tuple = ()   # constant per series
+    static: tuple = ()  # constant per series
 
 
 DATASETS = [
-    Spec("retail: price, display, temperature, 16 stores", ROOT / "tests/fixtures/outsample/retail_covariates.csv",
-         "date", "store", "sales", ("price", "display", "temperature"), ("store_size", "category")),
-    Spec("grocery: promotions, feature ads, 20 items", ROOT / "tests/fixtures/outsample/grocery_promos.csv",
-         "week", "item", "units", ("discount_fraction", "weeks_to_next_holidays", "feature_ad", "shelf_price")),
+    Spec(
+        "retail: price, display, temperature, 16 stores",
+        ROOT / "tests/fixtures/outsample/retail_covariates.csv",
+        "date",
+        "store",
+        "sales",
+        ("price", "display", "temperature"),
+        ("store_size", "category"),
+    ),
+    Spec(
+        "grocery: promotions, feature ads, 20 items",
+        ROOT / "tests/fixtures/outsample/grocery_promos.csv",
+        "week",
+        "item",
+        "units",
+        ("discount_fraction", "weeks_to_next_holidays", "feature_ad", "shelf_price"),
+    ),
 ]
 
 
@@ -95,15 +110,17 @@ def with_lag(df, spec, lags=(1,)):
 def following_with_lags(history, following, spec, lags=(1,)):
     """`following` (same index) plus lagged actual sales, reaching back into the history."""
     full = with_lag(pd.concat([history, following], ignore_index=True), spec, lags)
-    return full.iloc[len(history):].set_axis(following.index)
+    return full.iloc[len(history) :].set_axis(following.index)
 
 
 def naive(history, following, spec):
     one = following_with_lags(history, following, spec, (1, 52))
     last = history.groupby(spec.series, observed=True)[spec.target].last()
     head = first_weeks(following, spec)
-    return {"naive": (one["lag1"].to_numpy(), head[spec.series].map(last).to_numpy(float)),
-            "seasonal naive": (one["lag52"].to_numpy(), one.loc[head.index, "lag52"].to_numpy())}
+    return {
+        "naive": (one["lag1"].to_numpy(), head[spec.series].map(last).to_numpy(float)),
+        "seasonal naive": (one["lag52"].to_numpy(), one.loc[head.index, "lag52"].to_numpy()),
+    }
 
 
 def first_weeks(following, spec, weeks=RECURSIVE_WEEKS):
@@ -113,8 +130,7 @@ def first_weeks(following, spec, weeks=RECURSIVE_WEEKS):
 def design(df, spec, one_hot):
     """Every column of the file except the date and the target, plus lag1."""
     x = df.drop(columns=[spec.time, spec.target])
-    return pd.get_dummies(x, dtype=float) if one_hot else x.apply(
-        lambda c: c.cat.codes if c.dtype == "category" else c)
+    return pd.get_dummies(x, dtype=float) if one_hot else x.apply(lambda c: c.cat.codes if c.dtype == "category" else c)
 
 
 def regressions(history, following, spec):
@@ -127,8 +143,9 @@ def regressions(history, following, spec):
     weeks = np.sort(head[spec.time].unique())
     last = history.groupby(spec.series, observed=True)[spec.target].last()
     codes = design(train, spec, False)
-    trees = HistGradientBoostingRegressor(random_state=0, categorical_features=[
-        train[c].dtype == "category" for c in codes.columns])
+    trees = HistGradientBoostingRegressor(
+        random_state=0, categorical_features=[train[c].dtype == "category" for c in codes.columns]
+    )
     out = {}
     for label, model, one_hot in (("linear", LinearRegression(), True), ("gradient boosting", trees, False)):
         model.fit(design(train, spec, one_hot), train[spec.target])
@@ -137,8 +154,9 @@ def regressions(history, following, spec):
         prev = last
         for week in weeks:  # feed each forecast back as the next week's lag1
             rows = head[head[spec.time] == week]
-            pred = np.maximum(model.predict(design(rows.assign(lag1=rows[spec.series].map(prev).astype(float)),
-                                                   spec, one_hot)), 0.0)
+            pred = np.maximum(
+                model.predict(design(rows.assign(lag1=rows[spec.series].map(prev).astype(float)), spec, one_hot)), 0.0
+            )
             rec[rows.index] = pred
             prev = pd.Series(pred, index=rows[spec.series].to_numpy())
         out[label] = (step, rec.to_numpy())
@@ -159,14 +177,19 @@ def mlforecast_lgbm(history, following, spec, lags=(1, 2, 3, 4, 52), exogenous=T
         return df.rename(columns=cols)[keep]
 
     def make():
-        return MLForecast(models={"lgbm": LGBMRegressor(verbosity=-1, random_state=0, **lgbm)}, freq="W-MON",
-                          lags=list(lags), lag_transforms={1: [RollingMean(4), RollingMean(13)]},
-                          date_features=["week"])
+        return MLForecast(
+            models={"lgbm": LGBMRegressor(verbosity=-1, random_state=0, **lgbm)},
+            freq="W-MON",
+            lags=list(lags),
+            lag_transforms={1: [RollingMean(4), RollingMean(13)]},
+            date_features=["week"],
+        )
 
     fcst = make().fit(nixtla(history), static_features=list(spec.static))
     model = fcst.models_["lgbm"]
-    feats = make().preprocess(nixtla(pd.concat([history, following], ignore_index=True)),
-                              static_features=list(spec.static), dropna=False)
+    feats = make().preprocess(
+        nixtla(pd.concat([history, following], ignore_index=True)), static_features=list(spec.static), dropna=False
+    )
     feats = feats[feats["ds"] >= following[spec.time].min()]
     feats = feats.assign(lgbm=model.predict(feats[fcst.ts.features_order_]))
     head = first_weeks(following, spec)
@@ -176,6 +199,7 @@ def mlforecast_lgbm(history, following, spec, lags=(1, 2, 3, 4, 52), exogenous=T
     def aligned(rows, pred):  # forecasts in the order of `rows`
         keys = rows.rename(columns=cols)[["unique_id", "ds"]]
         return keys.merge(pred[["unique_id", "ds", "lgbm"]], on=["unique_id", "ds"], how="left")["lgbm"].to_numpy()
+
     return {"mlforecast LightGBM": (aligned(following, feats), aligned(head, rec))}
 
 
@@ -196,8 +220,15 @@ def ours(history, following, spec):
     from pipeline.publish import tails_document
     from pipeline.workflow import train_model
 
-    features = FeatureSpec(known=tuple(spec.dynamic), static=tuple(spec.static), history=True, calendar=True,
-                           series_column=spec.series, week_column=spec.time, target_column=spec.target)
+    features = FeatureSpec(
+        known=tuple(spec.dynamic),
+        static=tuple(spec.static),
+        history=True,
+        calendar=True,
+        series_column=spec.series,
+        week_column=spec.time,
+        target_column=spec.target,
+    )
     with tempfile.TemporaryDirectory() as folder:
         paths = [Path(folder) / "history.csv", Path(folder) / "following.csv"]
         for frame, path in zip((history, following), paths):
@@ -229,11 +260,14 @@ def evaluate(spec, log=None):
             pass
         if log:
             log(f"{spec.name}: {method.__name__} {time.perf_counter() - start:.1f} s")
+
     def scored(actual, forecast):
         return None if forecast is None else wape(actual, np.maximum(forecast, 0))
 
-    return {m: (scored(actual, forecasts[m][0]), scored(actual_rec, forecasts[m][1])) if m in forecasts else None
-            for m in METHODS}
+    return {
+        m: (scored(actual, forecasts[m][0]), scored(actual_rec, forecasts[m][1])) if m in forecasts else None
+        for m in METHODS
+    }
 
 
 def compare(datasets=DATASETS, log=None):

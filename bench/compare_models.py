@@ -11,6 +11,7 @@ tests/fixtures/outsample/ differ in structure from `demand data generate`
 (additive effects, stock-outs, trend and season, many small series); nothing
 was tuned on them.
 """
+
 import sys
 from pathlib import Path
 
@@ -30,22 +31,28 @@ DATASETS = {
 
 def following_weeks_wape(data, preset, seed=0):
     """{method: WAPE %} on the following weeks, each method learning from the history only."""
-    report = backtest(data, windows=1, horizon=FOLLOWING_WEEKS, preset=preset, overrides={"seed": seed, "device": "cpu"})
+    report = backtest(
+        data, windows=1, horizon=FOLLOWING_WEEKS, preset=preset, overrides={"seed": seed, "device": "cpu"}
+    )
     return {name: m["wape"] for name, m in report["folds"][0]["one_step"].items()}
 
 
 def compare(seeds=(0, 1, 2), log=None):
-    header = ("| data | naive | linear | gradient boosting | gradient boosting given the series | chapter preset "
-              "| default `auto` (seeds " + ", ".join(map(str, seeds)) + ") |")
+    header = (
+        "| data | naive | linear | gradient boosting | gradient boosting given the series | chapter preset "
+        "| default `auto` (seeds " + ", ".join(map(str, seeds)) + ") |"
+    )
     lines = [header, "|---|---|---|---|---|---|---|"]
     for name, path in DATASETS.items():
         data = load_file(path)
         chapter = following_weeks_wape(data, "chapter")
         auto = [following_weeks_wape(data, "auto", seed)["model"] for seed in seeds]
-        lines.append(f"| {name} | {chapter['naive']:.2f} | {chapter['linear']:.2f} | "
-                     f"{chapter['gradient_boosting']:.2f} | {chapter['gradient_boosting_by_series']:.2f} | "
-                     f"{chapter['model']:.2f} | "
-                     f"{' / '.join(f'{w:.2f}' for w in auto)} |")
+        lines.append(
+            f"| {name} | {chapter['naive']:.2f} | {chapter['linear']:.2f} | "
+            f"{chapter['gradient_boosting']:.2f} | {chapter['gradient_boosting_by_series']:.2f} | "
+            f"{chapter['model']:.2f} | "
+            f"{' / '.join(f'{w:.2f}' for w in auto)} |"
+        )
         if log:
             log(lines[-1])
     return "\n".join(lines)

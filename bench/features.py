@@ -11,6 +11,7 @@
 
     python -m bench.features          # prints the markdown section
 """
+
 import json
 import sys
 import tempfile
@@ -39,25 +40,54 @@ def training(folder):
     generated = folder / "generated.csv"
     import subprocess
 
-    subprocess.run([*DEMAND, "data", "generate", "--series", "6410", "--output", str(generated)], check=True,
-                   capture_output=True, cwd=ROOT)
+    subprocess.run(
+        [*DEMAND, "data", "generate", "--series", "6410", "--output", str(generated)],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
     for label, source in (("embedded data", ROOT / "data" / "demand.csv"), ("1M rows", generated)):
         data = plain_sales(source, folder / f"plain-{source.stem}.csv")
         print(f"timing demand train on {label} (history, calendar)...", file=sys.stderr)
-        seconds, peak, stdout = measured([*DEMAND, "train", "--data", str(data), "--device", "cpu", "--json",
-                                          "--model-dir", str(folder / f"models-{source.stem}")])
+        seconds, peak, stdout = measured(
+            [
+                *DEMAND,
+                "train",
+                "--data",
+                str(data),
+                "--device",
+                "cpu",
+                "--json",
+                "--model-dir",
+                str(folder / f"models-{source.stem}"),
+            ]
+        )
         card = json.loads(stdout)
         assert card["features"]["history"], "a plain sales history reads history by default"
-        out[label] = {"rows": card["data"]["rows"], "seconds": seconds, "peak_mb": peak,
-                      "holdout_wape": card["metrics"]["holdout"]["model"]["wape"]}
+        out[label] = {
+            "rows": card["data"]["rows"],
+            "seconds": seconds,
+            "peak_mb": peak,
+            "holdout_wape": card["metrics"]["holdout"]["model"]["wape"],
+        }
     return out
 
 
 def predicting(folder):
     data = folder / "plain-generated.csv"
     print("timing demand predict of a history model on 1M rows...", file=sys.stderr)
-    seconds, peak, _ = measured([*DEMAND, "predict", "--input", str(data), "--output", str(folder / "scored.csv"),
-                                 "--model-dir", str(folder / "models-generated")])
+    seconds, peak, _ = measured(
+        [
+            *DEMAND,
+            "predict",
+            "--input",
+            str(data),
+            "--output",
+            str(folder / "scored.csv"),
+            "--model-dir",
+            str(folder / "models-generated"),
+        ]
+    )
     rows = sum(1 for _ in data.open()) - 1
     return {"rows": rows, "seconds": seconds, "peak_mb": peak, "rows_s": rows / seconds}
 
@@ -93,10 +123,18 @@ def three_inputs():
     out = {}
     for name in ("additive", "stockouts", "trend_season", "small_series"):
         out[name] = {}
-        for label, spec in (("chapter inputs", CHAPTER), ("history, calendar", FeatureSpec(history=True, calendar=True))):
+        for label, spec in (
+            ("chapter inputs", CHAPTER),
+            ("history, calendar", FeatureSpec(history=True, calendar=True)),
+        ):
             print(f"backtest {name}, {label}...", file=sys.stderr)
-            report = backtest(load_file(OUTSAMPLE / f"{name}.csv", spec=spec), windows=1, horizon=13, preset="auto",
-                              overrides={"device": "cpu", "seed": 0})
+            report = backtest(
+                load_file(OUTSAMPLE / f"{name}.csv", spec=spec),
+                windows=1,
+                horizon=13,
+                preset="auto",
+                overrides={"device": "cpu", "seed": 0},
+            )
             fold = report["folds"][0]
             out[name][label] = (fold["one_step"]["model"]["wape"], fold["recursive"]["model"]["wape"])
     return out
@@ -114,37 +152,57 @@ def report(results):
     def verdict(ok):
         return "met" if ok else "**not met**"
 
-    lines = ["## Features", "",
-             "Models of history and the calendar (`python -m bench.features`): `demand train --device cpu` on a plain "
-             "sales history (the file without its prev_week_sales column, so history and the calendar come on by "
-             "default), whole command; peak memory of the process tree.", "",
-             "| measurement | rows | seconds | peak RSS | result | target | |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Features",
+        "",
+        "Models of history and the calendar (`python -m bench.features`): `demand train --device cpu` on a plain "
+        "sales history (the file without its prev_week_sales column, so history and the calendar come on by "
+        "default), whole command; peak memory of the process tree.",
+        "",
+        "| measurement | rows | seconds | peak RSS | result | target | |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for label, r in results["training"].items():
         target = TRAIN_TARGETS[label]
-        lines.append(f"| `demand train`, {label} | {r['rows']:,} | {r['seconds']:.1f} | {r['peak_mb']:,.0f} MB "
-                     f"| holdout WAPE {r['holdout_wape']:.2f}% | <= {target} s | {verdict(r['seconds'] <= target)} |")
+        lines.append(
+            f"| `demand train`, {label} | {r['rows']:,} | {r['seconds']:.1f} | {r['peak_mb']:,.0f} MB "
+            f"| holdout WAPE {r['holdout_wape']:.2f}% | <= {target} s | {verdict(r['seconds'] <= target)} |"
+        )
     p = results["predict"]
-    lines.append(f"| `demand predict`, csv -> csv | {p['rows']:,} | {p['seconds']:.1f} | {p['peak_mb']:,.0f} MB "
-                 f"| {p['rows_s'] / 1e6:.2f} M rows/s | | |")
+    lines.append(
+        f"| `demand predict`, csv -> csv | {p['rows']:,} | {p['seconds']:.1f} | {p['peak_mb']:,.0f} MB "
+        f"| {p['rows_s'] / 1e6:.2f} M rows/s | | |"
+    )
     f = results["forecast"]
-    lines.append(f"| POST /forecast, {PLAN_SERIES:,} series x {PLAN_WEEKS} weeks, in process | | | "
-                 f"| {f['weeks_s'] / 1e3:,.0f} k forecast weeks/s ({f['requests_s']:.1f} req/s) "
-                 f"| >= {FORECAST_TARGET // 1000} k weeks/s | {verdict(f['weeks_s'] >= FORECAST_TARGET)} |")
-    lines += ["",
-              "`demand predict` of a history model reads the whole file (a row's features read its series' earlier "
-              "weeks), so its memory grows with the file, unlike the three-input models' streaming; features are "
-              "computed from one [series, weeks] matrix, a chunk of rows' windows at a time, with no Python loop per "
-              "row. Plans answer through the generic path (a JSON object per week), not the three-input model's "
-              "encoder.", "",
-              "Three-input held-out sets, backtest of one window of 13 weeks, `--preset auto`, seed 0, WAPE % of the "
-              "model one step ahead / recursively (a window's figures move by a point or more with the seed):", "",
-              "| data | chapter inputs | history, calendar |", "|---|---|---|"]
+    lines.append(
+        f"| POST /forecast, {PLAN_SERIES:,} series x {PLAN_WEEKS} weeks, in process | | | "
+        f"| {f['weeks_s'] / 1e3:,.0f} k forecast weeks/s ({f['requests_s']:.1f} req/s) "
+        f"| >= {FORECAST_TARGET // 1000} k weeks/s | {verdict(f['weeks_s'] >= FORECAST_TARGET)} |"
+    )
+    lines += [
+        "",
+        "`demand predict` of a history model reads the whole file (a row's features read its series' earlier "
+        "weeks), so its memory grows with the file, unlike the three-input models' streaming; features are "
+        "computed from one [series, weeks] matrix, a chunk of rows' windows at a time, with no Python loop per "
+        "row. Plans answer through the generic path (a JSON object per week), not the three-input model's "
+        "encoder.",
+        "",
+        "Three-input held-out sets, backtest of one window of 13 weeks, `--preset auto`, seed 0, WAPE % of the "
+        "model one step ahead / recursively (a window's figures move by a point or more with the seed):",
+        "",
+        "| data | chapter inputs | history, calendar |",
+        "|---|---|---|",
+    ]
     for name, scores in results["three_inputs"].items():
         cells = [f"{one:.2f} / {rec:.2f}" for one, rec in scores.values()]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "History and the calendar gained on the sets with a trend or a season and lost a little on the "
-                  "others: a file of the chapter's form keeps its three inputs by default, and `--history "
-                  "--calendar` asks for more.", ""]
+    lines += [
+        "",
+        "History and the calendar gained on the sets with a trend or a season and lost a little on the "
+        "others: a file of the chapter's form keeps its three inputs by default, and `--history "
+        "--calendar` asks for more.",
+        "",
+    ]
     return "\n".join(lines)
 
 

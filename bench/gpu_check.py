@@ -19,6 +19,7 @@ JSON file (the remote run brings back at most 8 files):
 Every phase stops starting new work once --deadline (a Unix time) is near, and
 records what it skipped: a partial result beats a killed call.
 """
+
 import argparse
 import json
 import os
@@ -76,8 +77,10 @@ def relative_error(got, reference):
     got = np.asarray(got, dtype=np.float64).ravel()
     reference = np.asarray(reference, dtype=np.float64).ravel()
     difference = np.abs(got - reference)
-    return {"norm_wise": float(np.max(difference) / max(float(np.max(np.abs(reference))), 1.0)),
-            "per_row": float(np.max(difference / np.maximum(np.abs(reference), 1.0)))}
+    return {
+        "norm_wise": float(np.max(difference) / max(float(np.max(np.abs(reference))), 1.0)),
+        "per_row": float(np.max(difference / np.maximum(np.abs(reference), 1.0))),
+    }
 
 
 def rate(run, rows, min_seconds=1.0, min_runs=3, max_runs=30):
@@ -115,15 +118,26 @@ def champion(models):
 
 
 def env(args):
-    doc = {"python": sys.version.split()[0], "executable": sys.executable, "cores": cores(),
-           "machine": platform.machine(), "ld_library_path": os.environ.get("LD_LIBRARY_PATH", "").split(":")}
+    doc = {
+        "python": sys.version.split()[0],
+        "executable": sys.executable,
+        "cores": cores(),
+        "machine": platform.machine(),
+        "ld_library_path": os.environ.get("LD_LIBRARY_PATH", "").split(":"),
+    }
     try:
-        doc["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        doc["cpu"] = next(
+            line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     try:
-        doc["gpu"] = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-                                    capture_output=True, text=True, timeout=30).stdout.strip()
+        doc["gpu"] = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError) as err:
         doc["gpu"] = f"nvidia-smi failed: {err}"
     import onnxruntime as ort
@@ -131,8 +145,12 @@ def env(args):
     doc["onnxruntime"] = {"version": ort.__version__, "file": ort.__file__, "providers": ort.get_available_providers()}
     import torch
 
-    doc["torch"] = {"version": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
-                    "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    doc["torch"] = {
+        "version": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
     write(args.out, doc)
 
 
@@ -145,13 +163,33 @@ def start_service(models, work, workers, **settings):
 
     port = free_port()
     log_path = Path(work) / f"serve-{port}.log"
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(Path(work) / f"metrics-{port}"),
-           **{f"DEMAND_{k.upper()}": str(v) for k, v in settings.items()}}
+    env = {
+        **os.environ,
+        "PROMETHEUS_MULTIPROC_DIR": str(Path(work) / f"metrics-{port}"),
+        **{f"DEMAND_{k.upper()}": str(v) for k, v in settings.items()},
+    }
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", str(workers), "--model-dir", str(models)],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--model-dir",
+                str(models),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     return Server(f"http://127.0.0.1:{port}", process, log_path)
 
 
@@ -188,7 +226,9 @@ def triton_infer(client, X, outputs=("units_sold", "units_sold_normalized")):
 
     tensor = triton.InferInput("features", list(X.shape), "FP32")
     tensor.set_data_from_numpy(X, binary_data=True)
-    result = client.infer("demand", [tensor], outputs=[triton.InferRequestedOutput(name, binary_data=True) for name in outputs])
+    result = client.infer(
+        "demand", [tensor], outputs=[triton.InferRequestedOutput(name, binary_data=True) for name in outputs]
+    )
     return [result.as_numpy(name).ravel() for name in outputs]
 
 
@@ -244,23 +284,32 @@ def service(args):
         info = [line for line in metrics if line.startswith("demand_model_info{") and line.endswith(" 1.0")]
         doc["metrics_model_info"] = info
         doc["metrics_ready_workers"] = cuda.ready_workers()
-        doc["checks"]["metrics_report_cuda"] = (len(info) == workers and all(f'provider="{GPU_PROVIDER}"' in line for line in info)
-                                               and cuda.ready_workers() == workers)
+        doc["checks"]["metrics_report_cuda"] = (
+            len(info) == workers
+            and all(f'provider="{GPU_PROVIDER}"' in line for line in info)
+            and cuda.ready_workers() == workers
+        )
         doc["v2_model_provider"] = cuda.get("/v2/models/demand").json().get("parameters", {}).get("execution_provider")
         doc["serving_log_lines"] = [line for line in cuda.log().splitlines() if "serving model" in line]
 
         # The same rows through tritonclient's binary protocol (CUDA) and a CPU session.
-        client = triton.InferenceServerClient(url=cuda.url.removeprefix("http://"), connection_timeout=60.0,
-                                              network_timeout=300.0)
+        client = triton.InferenceServerClient(
+            url=cuda.url.removeprefix("http://"), connection_timeout=60.0, network_timeout=300.0
+        )
         X = feature_rows(stats, max(sizes[:2]), seed=1)
         units, normalized = triton_infer(client, X)
         session, active = make_session(model, "cpu")
         cpu_units, cpu_normalized = session.run([OUTPUT_TENSOR, NORMALIZED_TENSOR], feed(session, X))
-        doc["triton_vs_cpu"] = {"rows": len(X), "cpu_session": active,
-                                "units_relative_error": relative_error(units, cpu_units),
-                                "normalized_relative_error": relative_error(normalized, cpu_normalized),
-                                "allowed": AGREEMENT}
-        doc["checks"]["triton_binary_agrees_with_cpu"] = doc["triton_vs_cpu"]["units_relative_error"]["norm_wise"] <= AGREEMENT
+        doc["triton_vs_cpu"] = {
+            "rows": len(X),
+            "cpu_session": active,
+            "units_relative_error": relative_error(units, cpu_units),
+            "normalized_relative_error": relative_error(normalized, cpu_normalized),
+            "allowed": AGREEMENT,
+        }
+        doc["checks"]["triton_binary_agrees_with_cpu"] = (
+            doc["triton_vs_cpu"]["units_relative_error"]["norm_wise"] <= AGREEMENT
+        )
 
         # Rows per second per request over HTTP: the CPU provider's service beside CUDA's.
         servers["cpu"] = start_service(args.models, args.work, workers, provider="cpu", **common)
@@ -268,8 +317,12 @@ def service(args):
             doc["cpu_log_tail"] = servers["cpu"].log()[-4000:]
             return
         doc["cpu_service_provider"] = servers["cpu"].get("/readyz").json().get("execution_provider")
-        clients = {name: triton.InferenceServerClient(url=s.url.removeprefix("http://"), connection_timeout=60.0,
-                                                      network_timeout=300.0) for name, s in servers.items()}
+        clients = {
+            name: triton.InferenceServerClient(
+                url=s.url.removeprefix("http://"), connection_timeout=60.0, network_timeout=300.0
+            )
+            for name, s in servers.items()
+        }
         doc["http_rows_per_s"] = {}
         for rows in sizes:
             X = feature_rows(stats, rows, seed=2)
@@ -278,7 +331,8 @@ def service(args):
                     doc["http_rows_per_s"].setdefault("skipped", []).append(f"{name} {rows}: out of time")
                     continue
                 doc["http_rows_per_s"].setdefault(name, {})[rows] = rate(
-                    lambda: triton_infer(clients[name], X, outputs=("units_sold",)), rows)
+                    lambda: triton_infer(clients[name], X, outputs=("units_sold",)), rows
+                )
     finally:
         for server in servers.values():
             stop(server)
@@ -313,8 +367,9 @@ def ort_phase(args):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         try:
-            sessions["cuda_no_tf32"] = ort.InferenceSession(model, sess_options=options, providers=[
-                (CUDA, {"use_tf32": "0"}), CPU])
+            sessions["cuda_no_tf32"] = ort.InferenceSession(
+                model, sess_options=options, providers=[(CUDA, {"use_tf32": "0"}), CPU]
+            )
         except Exception as err:
             doc["errors"]["cuda_no_tf32"] = str(err)
     if REHEARSAL:
@@ -330,7 +385,8 @@ def ort_phase(args):
             # The whole request in one session run, and as the service runs it
             # (Bundle.run: in chunks of chunk_rows, sized for the CPU's caches).
             doc["rows_per_s"].setdefault(f"{name}_one_run", {})[rows] = rate(
-                lambda: session.run([OUTPUT_TENSOR], feed(session, X)), rows)
+                lambda: session.run([OUTPUT_TENSOR], feed(session, X)), rows
+            )
             if name in bundles:
                 doc["rows_per_s"].setdefault(f"{name}_bundle", {})[rows] = rate(lambda: bundles[name].run(X), rows)
             outputs[name] = session.run([OUTPUT_TENSOR, NORMALIZED_TENSOR], feed(session, X))
@@ -338,7 +394,8 @@ def ort_phase(args):
             if name != "cpu" and "cpu" in outputs:
                 doc["agreement"].setdefault(name, {})[rows] = {
                     "units": relative_error(outputs[name][0], outputs["cpu"][0]),
-                    "normalized": relative_error(outputs[name][1], outputs["cpu"][1])}
+                    "normalized": relative_error(outputs[name][1], outputs["cpu"][1]),
+                }
     doc["agreement_allowed"] = AGREEMENT
     if "cuda" in doc["agreement"]:
         doc["cuda_agrees"] = max(v["units"]["norm_wise"] for v in doc["agreement"]["cuda"].values()) <= AGREEMENT
@@ -393,29 +450,47 @@ def epochs_phase(args):
                     walls, seconds = {}, {}
                     actual = GPU_DEVICE if device == "cuda" else "cpu"
                     for epochs in counts[preset]:
-                        configs = list(preset_configs(preset, {"device": actual, "epochs": epochs, "patience": 0,
-                                                               "target_loss": 0.0}).values())
+                        configs = list(
+                            preset_configs(
+                                preset, {"device": actual, "epochs": epochs, "patience": 0, "target_loss": 0.0}
+                            ).values()
+                        )
                         t = time.perf_counter()
                         results = fit_all(configs, split.train, split.validation)
                         walls[epochs] = time.perf_counter() - t
                         seconds[epochs] = [r.seconds for r in results]
                     e1, e2 = counts[preset]
                     networks = [(b - a) / (e2 - e1) for a, b in zip(seconds[e1], seconds[e2])]
-                    side_by_side = (actual == "cpu" and len(configs) > 1 and usable_cores() > 1
-                                    and len(split.train) >= PARALLEL_MIN_ROWS)
+                    side_by_side = (
+                        actual == "cpu"
+                        and len(configs) > 1
+                        and usable_cores() > 1
+                        and len(split.train) >= PARALLEL_MIN_ROWS
+                    )
                     workers = min(len(configs), usable_cores()) if side_by_side else 1
                     per_epoch = max(max(networks), sum(networks) / workers)
                     wall_per_epoch = (walls[e2] - walls[e1]) / (e2 - e1)
-                    run = {"data": label, "rows": len(data), "train_rows": len(split.train), "load_s": loaded,
-                           "preset": preset, "device": device, "networks": len(configs), "workers": workers,
-                           "seconds_per_epoch": round(per_epoch, 5),
-                           "network_seconds_per_epoch": [round(v, 5) for v in networks],
-                           "fixed_s": round(walls[e1] - e1 * per_epoch, 3),
-                           "wall_s": {str(k): round(v, 3) for k, v in walls.items()},
-                           "wall_seconds_per_epoch": round(wall_per_epoch, 5)}
+                    run = {
+                        "data": label,
+                        "rows": len(data),
+                        "train_rows": len(split.train),
+                        "load_s": loaded,
+                        "preset": preset,
+                        "device": device,
+                        "networks": len(configs),
+                        "workers": workers,
+                        "seconds_per_epoch": round(per_epoch, 5),
+                        "network_seconds_per_epoch": [round(v, 5) for v in networks],
+                        "fixed_s": round(walls[e1] - e1 * per_epoch, 3),
+                        "wall_s": {str(k): round(v, 3) for k, v in walls.items()},
+                        "wall_seconds_per_epoch": round(wall_per_epoch, 5),
+                    }
                     doc["runs"].append(run)
-                    print(f"{label} {preset} {device}: {per_epoch:.4f} s/epoch ({workers} at a time; "
-                          f"by wall time {wall_per_epoch:.4f}), fixed {run['fixed_s']} s", flush=True)
+                    print(
+                        f"{label} {preset} {device}: {per_epoch:.4f} s/epoch ({workers} at a time; "
+                        f"by wall time {wall_per_epoch:.4f}), fixed {run['fixed_s']} s",
+                        flush=True,
+                    )
     finally:
         write(args.out, doc)
 
@@ -433,9 +508,23 @@ def cli_phase(args):
                         doc["skipped"].append(f"{label} {preset} {device}: out of time")
                         continue
                     models = Path(args.work) / f"cli-{label}-{preset}-{device}"
-                    command = [sys.executable, "-m", "pipeline", "train", "--data", path, "--preset", preset,
-                               "--device", GPU_DEVICE if device == "cuda" else "cpu", "--epochs", str(args.epochs),
-                               "--model-dir", str(models), "--json"]
+                    command = [
+                        sys.executable,
+                        "-m",
+                        "pipeline",
+                        "train",
+                        "--data",
+                        path,
+                        "--preset",
+                        preset,
+                        "--device",
+                        GPU_DEVICE if device == "cuda" else "cpu",
+                        "--epochs",
+                        str(args.epochs),
+                        "--model-dir",
+                        str(models),
+                        "--json",
+                    ]
                     run = {"data": label, "preset": preset, "device": device, "epochs": args.epochs}
                     t = time.perf_counter()
                     try:
@@ -449,13 +538,21 @@ def cli_phase(args):
                         run["error"] = done.stderr[-2000:]
                     else:
                         card = json.loads(done.stdout)
-                        run.update(trained_on=card["device"], published_training=card["training"],
-                                   candidates=[{k: c[k] for k in ("name", "epochs_run", "seconds")}
-                                               for c in card["selection"]["candidates"]],
-                                   holdout_wape=card["metrics"]["holdout"]["model"]["wape"])
+                        run.update(
+                            trained_on=card["device"],
+                            published_training=card["training"],
+                            candidates=[
+                                {k: c[k] for k in ("name", "epochs_run", "seconds")}
+                                for c in card["selection"]["candidates"]
+                            ],
+                            holdout_wape=card["metrics"]["holdout"]["model"]["wape"],
+                        )
                     doc["runs"].append(run)
-                    print(f"demand train {label} {preset} {device}: {run['wall_s']} s"
-                          f"{' (failed)' if 'error' in run else ''}", flush=True)
+                    print(
+                        f"demand train {label} {preset} {device}: {run['wall_s']} s"
+                        f"{' (failed)' if 'error' in run else ''}",
+                        flush=True,
+                    )
     finally:
         write(out, doc)
 
@@ -477,33 +574,49 @@ def summary(args):
     lines, checks = [], {}
     environment = load(folder, "env.json") or {}
     lines.append(f"machine: {environment.get('gpu')}; {environment.get('cores')} cores ({environment.get('cpu')})")
-    lines.append(f"onnxruntime {environment.get('onnxruntime', {}).get('version')} "
-                 f"providers {environment.get('onnxruntime', {}).get('providers')}; torch {environment.get('torch', {}).get('version')}")
+    lines.append(
+        f"onnxruntime {environment.get('onnxruntime', {}).get('version')} "
+        f"providers {environment.get('onnxruntime', {}).get('providers')}; torch {environment.get('torch', {}).get('version')}"
+    )
     served = load(folder, "service.json")
     if served is None:
         checks["service_ran"] = False
     else:
         checks.update(served.get("checks", {}))
         agreement = served.get("triton_vs_cpu", {})
-        lines.append(f"service: /readyz provider {served.get('readyz', {}).get('execution_provider')}, "
-                     f"metrics {served.get('metrics_model_info')}, ready in {served.get('cuda_ready_s')} s")
+        lines.append(
+            f"service: /readyz provider {served.get('readyz', {}).get('execution_provider')}, "
+            f"metrics {served.get('metrics_model_info')}, ready in {served.get('cuda_ready_s')} s"
+        )
         if agreement:
             error = agreement["units_relative_error"]
-            lines.append(f"tritonclient binary (CUDA service) against a CPU session, {agreement['rows']:,} rows: relative "
-                         f"error {error['norm_wise']:.2e} norm-wise (allowed {AGREEMENT:g}), {error['per_row']:.2e} per row")
+            lines.append(
+                f"tritonclient binary (CUDA service) against a CPU session, {agreement['rows']:,} rows: relative "
+                f"error {error['norm_wise']:.2e} norm-wise (allowed {AGREEMENT:g}), {error['per_row']:.2e} per row"
+            )
         for name, by_rows in served.get("http_rows_per_s", {}).items():
             if name != "skipped":
-                lines.append(f"  HTTP V2 binary, {name} service: " + ", ".join(
-                    f"{int(rows):,} rows/request {v['rows_per_s']:,} rows/s" for rows, v in by_rows.items()))
+                lines.append(
+                    f"  HTTP V2 binary, {name} service: "
+                    + ", ".join(f"{int(rows):,} rows/request {v['rows_per_s']:,} rows/s" for rows, v in by_rows.items())
+                )
     direct = load(folder, "ort.json")
     if direct is not None:
         lines.append(f"ONNX Runtime direct ({direct.get('threads')} CPU threads), rows/s:")
         for name, by_rows in direct.get("rows_per_s", {}).items():
             if name != "skipped":
-                lines.append(f"  {name:<22}" + ", ".join(f"{int(r):>9,} rows {v['rows_per_s']:>13,}/s" for r, v in by_rows.items()))
+                lines.append(
+                    f"  {name:<22}"
+                    + ", ".join(f"{int(r):>9,} rows {v['rows_per_s']:>13,}/s" for r, v in by_rows.items())
+                )
         for name, by_rows in direct.get("agreement", {}).items():
-            lines.append(f"  {name} against CPU, relative error norm-wise / per row: " + ", ".join(
-                f"{int(r):,} rows {v['units']['norm_wise']:.2e} / {v['units']['per_row']:.2e}" for r, v in by_rows.items()))
+            lines.append(
+                f"  {name} against CPU, relative error norm-wise / per row: "
+                + ", ".join(
+                    f"{int(r):,} rows {v['units']['norm_wise']:.2e} / {v['units']['per_row']:.2e}"
+                    for r, v in by_rows.items()
+                )
+            )
         if direct.get("errors"):
             lines.append(f"  errors: {direct['errors']}")
         if "cuda_agrees" in direct:
@@ -512,9 +625,11 @@ def summary(args):
     if epochs is not None:
         lines.append("training, seconds per epoch (fixed seconds per run apart):")
         for run in epochs.get("runs", []):
-            lines.append(f"  {run['data']:>4} {run['preset']:<8}{run['device']:<5}{run['seconds_per_epoch']:>10.4f} s/epoch"
-                         f"   fixed {run['fixed_s']:>7.2f} s   ({run['networks']} networks, {run['workers']} at a time, "
-                         f"{run['train_rows']:,} training rows)")
+            lines.append(
+                f"  {run['data']:>4} {run['preset']:<8}{run['device']:<5}{run['seconds_per_epoch']:>10.4f} s/epoch"
+                f"   fixed {run['fixed_s']:>7.2f} s   ({run['networks']} networks, {run['workers']} at a time, "
+                f"{run['train_rows']:,} training rows)"
+            )
         lines += [f"  skipped: {s}" for s in epochs.get("skipped", [])]
         # What --device auto's rule needs: how many times faster an epoch is on CUDA.
         per_epoch = {(r["data"], r["preset"], r["device"]): r["seconds_per_epoch"] for r in epochs.get("runs", [])}
@@ -526,8 +641,14 @@ def summary(args):
     if cli is not None:
         lines.append("demand train end to end (wall seconds):")
         for run in cli.get("runs", []):
-            result = "failed: " + run["error"].strip().splitlines()[-1][:200] if "error" in run else f"on {run.get('trained_on')}"
-            lines.append(f"  {run['data']:>4} {run['preset']:<8}{run['device']:<5}{run['wall_s']:>9.1f} s  {run['epochs']} epochs, {result}")
+            result = (
+                "failed: " + run["error"].strip().splitlines()[-1][:200]
+                if "error" in run
+                else f"on {run.get('trained_on')}"
+            )
+            lines.append(
+                f"  {run['data']:>4} {run['preset']:<8}{run['device']:<5}{run['wall_s']:>9.1f} s  {run['epochs']} epochs, {result}"
+            )
         lines += [f"  skipped: {s}" for s in cli.get("skipped", [])]
         checks["cli_training_ran"] = all("error" not in run for run in cli.get("runs", []))
     tests = folder / "tests.txt"
@@ -535,14 +656,21 @@ def summary(args):
         # bench/gpu_check.sh ends the file with "pytest exit status N"; before it, pytest's own last line.
         text = [line for line in tests.read_text().splitlines() if line.strip()]
         status = text[-1] if text and text[-1].startswith("pytest exit status") else "pytest exit status unknown"
-        outcome = next((line for line in reversed(text) if " passed" in line or " failed" in line or " error" in line), "")
+        outcome = next(
+            (line for line in reversed(text) if " passed" in line or " failed" in line or " error" in line), ""
+        )
         lines.append(f"provider-sensitive tests: {outcome.strip('= ')} ({status})")
         checks["tests_pass"] = status == "pytest exit status 0"
     failed = [name for name, ok in checks.items() if not ok]
     if environment.get("rehearsal"):
-        lines.insert(0, "REHEARSAL (GPU_CHECK_REHEARSE=1): the GPU side ran on the CPU, on small data; the figures mean nothing")
-    lines.insert(0, f"GPU check: {'all checks passed' if not failed else 'FAILED: ' + ', '.join(failed)}"
-                    f" ({', '.join(name for name, ok in checks.items() if ok) or 'none passed'})")
+        lines.insert(
+            0, "REHEARSAL (GPU_CHECK_REHEARSE=1): the GPU side ran on the CPU, on small data; the figures mean nothing"
+        )
+    lines.insert(
+        0,
+        f"GPU check: {'all checks passed' if not failed else 'FAILED: ' + ', '.join(failed)}"
+        f" ({', '.join(name for name, ok in checks.items() if ok) or 'none passed'})",
+    )
     text = "\n".join(lines) + "\n"
     (folder / "summary.txt").write_text(text)
     print(text, end="")
@@ -568,8 +696,14 @@ def main(argv=None):
         p.add_argument("--rows", default=REQUEST_ROWS, help="service, ort: rows per request, comma-separated")
         p.add_argument("--presets", default="chapter,auto", help="cli: the presets to train, comma-separated")
     args = parser.parse_args(argv)
-    phases = {"env": env, "service": service, "ort": ort_phase, "epochs": epochs_phase, "cli": cli_phase,
-              "summary": summary}
+    phases = {
+        "env": env,
+        "service": service,
+        "ort": ort_phase,
+        "epochs": epochs_phase,
+        "cli": cli_phase,
+        "summary": summary,
+    }
     return phases[args.phase](args) or 0
 
 

@@ -9,6 +9,7 @@ them wait behind the larger ones.
 
 or `mixed_benchmarks(model_dir, folder)` from bench/run.py.
 """
+
 import argparse
 import json
 import sys
@@ -60,14 +61,21 @@ def one_run(model_dir, folder, inline_bytes, duration, connections, clients=2):
             for thread in threads:
                 thread.join()
     seconds.sort()
-    return {"inline_request_bytes": inline_bytes, "larger_body_bytes": len(body), "single_row": small,
-            "larger_rps": len(seconds) / duration, "larger_p50_ms": 1e3 * seconds[len(seconds) // 2]}
+    return {
+        "inline_request_bytes": inline_bytes,
+        "larger_body_bytes": len(body),
+        "single_row": small,
+        "larger_rps": len(seconds) / duration,
+        "larger_p50_ms": 1e3 * seconds[len(seconds) // 2],
+    }
 
 
 def mixed_benchmarks(model_dir, folder, duration=6, connections=16, pairs=2):
     """Alternated runs on request threads only and with the default, `pairs` of each."""
     settings = [0, Settings.inline_request_bytes]
-    return [one_run(model_dir, Path(folder), inline, duration, connections) for _ in range(pairs) for inline in settings]
+    return [
+        one_run(model_dir, Path(folder), inline, duration, connections) for _ in range(pairs) for inline in settings
+    ]
 
 
 def main():
@@ -79,8 +87,10 @@ def main():
         runs = mixed_benchmarks(args.model_dir, tmp, args.duration)
     for r in runs:
         s = r["single_row"]
-        print(f"inline up to {r['inline_request_bytes']:>6} bytes: single row {s['rps']:7,.0f} req/s p50 {s['p50_ms']:5.2f} ms "
-              f"p99 {s['p99_ms']:5.2f} ms; {LARGER_ROWS}-row requests {r['larger_rps']:6.1f}/s p50 {r['larger_p50_ms']:5.1f} ms")
+        print(
+            f"inline up to {r['inline_request_bytes']:>6} bytes: single row {s['rps']:7,.0f} req/s p50 {s['p50_ms']:5.2f} ms "
+            f"p99 {s['p99_ms']:5.2f} ms; {LARGER_ROWS}-row requests {r['larger_rps']:6.1f}/s p50 {r['larger_p50_ms']:5.1f} ms"
+        )
     print(json.dumps(runs))
 
 

@@ -4,6 +4,7 @@ peak memory (the whole process tree: training workers included).
 
     python bench/scale.py            # prints the markdown section
 """
+
 import json
 import subprocess
 import sys
@@ -63,8 +64,12 @@ def measured(command):
 
 
 def generate(path, series, weeks=WEEKS):
-    subprocess.run([*DEMAND, "data", "generate", "--series", str(series), "--weeks", str(weeks), "--output", str(path)],
-                   check=True, capture_output=True, cwd=ROOT)
+    subprocess.run(
+        [*DEMAND, "data", "generate", "--series", str(series), "--weeks", str(weeks), "--output", str(path)],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
     return path
 
 
@@ -74,12 +79,27 @@ def training(folder):
     for label, series in TRAIN_SERIES.items():
         data = generate(folder / f"train-{series}.csv", series)
         print(f"timing demand train on {label}...", file=sys.stderr)
-        seconds, peak, stdout = measured([*DEMAND, "train", "--data", str(data), "--device", "cpu", "--json",
-                                          "--model-dir", str(folder / f"models-{series}")])
+        seconds, peak, stdout = measured(
+            [
+                *DEMAND,
+                "train",
+                "--data",
+                str(data),
+                "--device",
+                "cpu",
+                "--json",
+                "--model-dir",
+                str(folder / f"models-{series}"),
+            ]
+        )
         card = json.loads(stdout)
-        out[label] = {"rows": series * WEEKS, "seconds": seconds, "peak_mb": peak,
-                      "holdout_wape": card["metrics"]["holdout"]["model"]["wape"],
-                      "fits_seconds": sum(c["seconds"] for c in card["selection"]["candidates"])}
+        out[label] = {
+            "rows": series * WEEKS,
+            "seconds": seconds,
+            "peak_mb": peak,
+            "holdout_wape": card["metrics"]["holdout"]["model"]["wape"],
+            "fits_seconds": sum(c["seconds"] for c in card["selection"]["candidates"]),
+        }
     return out
 
 
@@ -112,18 +132,45 @@ def predicting(folder):
     del rows, big
     # The default model averages three networks (about 8,400 multiply-adds a
     # row); one small network shows what the streaming itself costs.
-    subprocess.run([*DEMAND, "train", "--data", str(folder / "train-641.csv"), "--preset", SINGLE_NETWORK,
-                    "--device", "cpu", "--model-dir", str(folder / "models-single")],
-                   check=True, capture_output=True, cwd=ROOT)
+    subprocess.run(
+        [
+            *DEMAND,
+            "train",
+            "--data",
+            str(folder / "train-641.csv"),
+            "--preset",
+            SINGLE_NETWORK,
+            "--device",
+            "cpu",
+            "--model-dir",
+            str(folder / "models-single"),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=ROOT,
+    )
     out = {}
-    for source, target, models in (("csv", "csv", "models-6410"), ("parquet", "parquet", "models-6410"),
-                                   ("csv", "parquet", "models-6410"), ("csv", "csv", "models-single"),
-                                   ("parquet", "parquet", "models-single")):
+    for source, target, models in (
+        ("csv", "csv", "models-6410"),
+        ("parquet", "parquet", "models-6410"),
+        ("csv", "parquet", "models-6410"),
+        ("csv", "csv", "models-single"),
+        ("parquet", "parquet", "models-single"),
+    ):
         label = f"{source} -> {target}" + (f", one {SINGLE_NETWORK} network" if models == "models-single" else "")
         print(f"timing demand predict {label}...", file=sys.stderr)
-        seconds, peak, _ = measured([*DEMAND, "predict", "--input", str(folder / f"weeks.{source}"),
-                                     "--output", str(folder / f"scored.{target}"),
-                                     "--model-dir", str(folder / models)])
+        seconds, peak, _ = measured(
+            [
+                *DEMAND,
+                "predict",
+                "--input",
+                str(folder / f"weeks.{source}"),
+                "--output",
+                str(folder / f"scored.{target}"),
+                "--model-dir",
+                str(folder / models),
+            ]
+        )
         out[label] = {"seconds": seconds, "peak_mb": peak, "rows_s": PREDICT_ROWS / seconds}
     return out
 
@@ -153,12 +200,15 @@ def report(results):
     ]
     for label, r in train.items():
         target = TARGET_SECONDS.get(label)
-        ok = target is None or (r["seconds"] <= target and r["peak_mb"] <= TARGET_TRAIN_RSS_MB
-                                and r["holdout_wape"] <= base * 1.05)
-        lines.append(f"| {label} | {r['rows']:,} | {r['seconds']:.1f} | {r['fits_seconds']:.1f} | {r['peak_mb']:,.0f} MB "
-                     f"| {r['holdout_wape']:.2f}% | "
-                     + (f"<= {target} s, <= 2 GB, WAPE no worse than {base:.2f}%: {verdict(ok)}" if target else "")
-                     + " |")
+        ok = target is None or (
+            r["seconds"] <= target and r["peak_mb"] <= TARGET_TRAIN_RSS_MB and r["holdout_wape"] <= base * 1.05
+        )
+        lines.append(
+            f"| {label} | {r['rows']:,} | {r['seconds']:.1f} | {r['fits_seconds']:.1f} | {r['peak_mb']:,.0f} MB "
+            f"| {r['holdout_wape']:.2f}% | "
+            + (f"<= {target} s, <= 2 GB, WAPE no worse than {base:.2f}%: {verdict(ok)}" if target else "")
+            + " |"
+        )
     lines += [
         "",
         "Holdout WAPE counts as no worse within 5% of today's (a few hundredths of a point: the holdout weeks differ).",
@@ -169,13 +219,17 @@ def report(results):
         "|---|---|---|---|---|---|",
     ]
     for name, r in load.items():
-        lines.append(f"| `demand data check`, 999,960 rows, {name} ({r['bytes'] / 2**20:.0f} MiB) | {r['seconds']:.2f} "
-                     f"| {r['peak_mb']:,.0f} MB | {999_960 / r['seconds'] / 1e6:.2f} M | <= {LOAD_TARGET_S:.0f} s "
-                     f"| {verdict(r['seconds'] <= LOAD_TARGET_S)} |")
+        lines.append(
+            f"| `demand data check`, 999,960 rows, {name} ({r['bytes'] / 2**20:.0f} MiB) | {r['seconds']:.2f} "
+            f"| {r['peak_mb']:,.0f} MB | {999_960 / r['seconds'] / 1e6:.2f} M | <= {LOAD_TARGET_S:.0f} s "
+            f"| {verdict(r['seconds'] <= LOAD_TARGET_S)} |"
+        )
     for name, r in predict.items():
         ok = r["peak_mb"] <= PREDICT_TARGET_RSS_MB and r["rows_s"] >= PREDICT_TARGET_ROWS_S
-        lines.append(f"| `demand predict`, {PREDICT_ROWS:,} rows, {name} | {r['seconds']:.1f} | {r['peak_mb']:,.0f} MB "
-                     f"| {r['rows_s'] / 1e6:.2f} M | <= 1 GB, >= 2 M rows/s | {verdict(ok)} |")
+        lines.append(
+            f"| `demand predict`, {PREDICT_ROWS:,} rows, {name} | {r['seconds']:.1f} | {r['peak_mb']:,.0f} MB "
+            f"| {r['rows_s'] / 1e6:.2f} M | <= 1 GB, >= 2 M rows/s | {verdict(ok)} |"
+        )
     lines.append("")
     return "\n".join(lines)
 

@@ -1,6 +1,7 @@
 """Files written beside their final path and renamed into place, so a failed or
 interrupted write never leaves a half-written output (and never replaces a
 good one with it)."""
+
 import contextlib
 import os
 import stat
@@ -18,8 +19,14 @@ def partial_path(path):
     return path.with_name(f".{path.name}.{os.getpid()}.partial")
 
 
-KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISCHR, "a device"),
-         (stat.S_ISBLK, "a device"), (stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket"))
+KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+    (stat.S_ISFIFO, "a pipe"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def check_output(path):

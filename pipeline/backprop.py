@@ -15,6 +15,7 @@ Two variants of the output layer and loss:
   `auto`) is the same with delta(L) = sign(a(L) - y) / n.
 Each hidden delta is as in the chapter: (W(l+1)^T delta(l+1)) * sigma'(z(l)).
 """
+
 import numpy as np
 
 from .presets import LOSS_NAMES

@@ -10,13 +10,14 @@ The baselines get the same history and the same two forecasts: naive
 persistence, least-squares linear regression, and gradient boosting when
 scikit-learn is installed.
 """
+
 import numpy as np
 
 from .calibrate import DEFAULT_LEVELS, half_width, level_key
 from .data import min_periods, periods, rows_and_weeks, unit_name
 from .errors import DataError
-from .features import WINDOW_WEEKS, with_history
 from .evaluate import LinearBaseline, interval_bounds, metrics, naive_forecast, naive_scale
+from .features import WINDOW_WEEKS, with_history
 from .presets import BACKTEST_HORIZON, BACKTEST_WINDOWS
 
 MAX_CATEGORIES = 255  # HistGradientBoostingRegressor's limit on one categorical input (its bins, less one)
@@ -52,7 +53,8 @@ def gradient_boosting(history, by_series=False):
     model = HistGradientBoostingRegressor(random_state=0, categorical_features=[history.X.shape[1]])  # the series, last
     model.fit(with_series(history.X, history.series), history.y)
     return lambda X, series=None: model.predict(
-        with_series(X, np.full(len(X), "") if series is None else np.asarray(series, dtype=str)))
+        with_series(X, np.full(len(X), "") if series is None else np.asarray(series, dtype=str))
+    )
 
 
 def windows_of(data, windows, horizon):
@@ -64,7 +66,8 @@ def windows_of(data, windows, horizon):
         raise DataError(
             f"{data.source.get('path', 'data')}: {len(distinct)} {unit} are too few for a backtest of {windows} "
             f"window(s) of {horizon} {unit}: at least {needed} {unit} are needed ({min_periods()} before the "
-            f"first origin to train and evaluate on)")
+            f"first origin to train and evaluate on)"
+        )
     out = []
     for k in range(windows, 0, -1):
         start = len(distinct) - k * horizon
@@ -157,8 +160,9 @@ def score(actual, forecasts, scale, grid=None, interval=None):
     return out
 
 
-def backtest(data, windows=BACKTEST_WINDOWS, horizon=BACKTEST_HORIZON, preset="auto", overrides=None, log=None,
-             refit=True):
+def backtest(
+    data, windows=BACKTEST_WINDOWS, horizon=BACKTEST_HORIZON, preset="auto", overrides=None, log=None, refit=True
+):
     """Run the backtest; returns one JSON-ready document. `refit` as for
     train_model: each window's model is made as `demand train` would publish it."""
     from .workflow import train_model
@@ -198,15 +202,24 @@ def backtest(data, windows=BACKTEST_WINDOWS, horizon=BACKTEST_HORIZON, preset="a
             calibration = trained.evaluation.get("calibration")
             if calibration:
                 fold["recursive"]["model"]["coverage_by_level"] = level_coverage(
-                    future.y, stepped["model"], grid, calibration)
+                    future.y, stepped["model"], grid, calibration
+                )
         folds.append(fold)
         if log:
             one = fold["one_step"]
-            log(f"window {number}: one-step WAPE model {one['model']['wape']:.2f}%, naive {one['naive']['wape']:.2f}%, "
-                f"linear {one['linear']['wape']:.2f}% ({trained.chosen})")
-    return {"windows": windows, "horizon": horizon, "unit": unit_name(data), "preset": preset,
-            "interval_level": trained.evaluation["interval"]["level"],
-            "folds": folds, "average": average(folds)}
+            log(
+                f"window {number}: one-step WAPE model {one['model']['wape']:.2f}%, naive {one['naive']['wape']:.2f}%, "
+                f"linear {one['linear']['wape']:.2f}% ({trained.chosen})"
+            )
+    return {
+        "windows": windows,
+        "horizon": horizon,
+        "unit": unit_name(data),
+        "preset": preset,
+        "interval_level": trained.evaluation["interval"]["level"],
+        "folds": folds,
+        "average": average(folds),
+    }
 
 
 def average(folds):
@@ -227,18 +240,23 @@ def average(folds):
             if all("coverage_by_level" in s[name] for s in scored):
                 out[kind][name]["coverage_by_level"] = {
                     key: float(np.mean([s[name]["coverage_by_level"][key] for s in scored]))
-                    for key in scored[0][name]["coverage_by_level"]}
+                    for key in scored[0][name]["coverage_by_level"]
+                }
     return out
 
 
 def format_table(report):
     """The readable table `demand backtest` prints."""
     methods = list(report["folds"][0]["one_step"])
-    lines = [f"rolling-origin backtest: {report['windows']} window(s) of {report['horizon']} {report['unit']}, "
-             f"preset {report['preset']}, WAPE % (one step ahead / recursive over the window)"]
+    lines = [
+        f"rolling-origin backtest: {report['windows']} window(s) of {report['horizon']} {report['unit']}, "
+        f"preset {report['preset']}, WAPE % (one step ahead / recursive over the window)"
+    ]
     lines.append(f"  {'window':<26}" + "".join(f"{m:>20}" for m in methods) + f"{'coverage':>12}  chosen")
-    rows = [(f"{f['forecast']['weeks'] or f['forecast']['rows']}", f["one_step"], f["recursive"], f["chosen"])
-            for f in report["folds"]]
+    rows = [
+        (f"{f['forecast']['weeks'] or f['forecast']['rows']}", f["one_step"], f["recursive"], f["chosen"])
+        for f in report["folds"]
+    ]
     rows.append(("average", report["average"]["one_step"], report["average"]["recursive"], ""))
     for label, one, rec, chosen in rows:
         cells = "".join(f"{one[m]['wape']:>11.2f} / {rec[m]['wape'] if rec else float('nan'):>6.2f}" for m in methods)
@@ -250,8 +268,10 @@ def format_table(report):
     lines.append(f"  coverage: share of actuals inside the model's {level:.0%} interval, one step ahead")
     by_level = (report["average"]["recursive"] or {}).get("model", {}).get("coverage_by_level")
     if by_level:
-        lines.append("  recursive coverage over every step, per-step intervals: "
-                     + ", ".join(f"{float(key):.0%} interval {share:.0%}" for key, share in by_level.items()))
+        lines.append(
+            "  recursive coverage over every step, per-step intervals: "
+            + ", ".join(f"{float(key):.0%} interval {share:.0%}" for key, share in by_level.items())
+        )
     return "\n".join(lines)
 
 

@@ -2,6 +2,7 @@
 
 Shared by `demand predict` and the prediction service; imports no torch.
 """
+
 import json
 import logging
 import os
@@ -10,12 +11,11 @@ import threading
 import numpy as np
 
 from .calibrate import half_width
-from .evaluate import interval_bounds
-from .normalize import MinMaxStats
 from .errors import BundleError, RegistryError
+from .evaluate import interval_bounds
+from .features import CALENDAR, WINDOW_WEEKS, FeatureSpec, assemble, calendar_columns, history_columns, static_matrix
+from .normalize import MinMaxStats
 from .registry import TAILS_FILE, Registry
-from .features import (CALENDAR, WINDOW_WEEKS, FeatureSpec, assemble, calendar_columns, history_columns,
-                       static_matrix)
 from .schema import INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR, SERIES_TENSOR, UNKNOWN_SERIES
 
 log = logging.getLogger("demand.bundle")
@@ -114,8 +114,11 @@ class Bundle:
             card = registry.card(version)
             stats = MinMaxStats.from_json(json.loads(registry.file(version, "normalization.json").read_text()))
             features = card.get("features") or {}
-            tails, statics = (read_tails(registry.file(version, TAILS_FILE)) if features.get("history")
-                              or features.get("static") else (None, None))
+            tails, statics = (
+                read_tails(registry.file(version, TAILS_FILE))
+                if features.get("history") or features.get("static")
+                else (None, None)
+            )
             session, active = make_session(registry.file(version, "model.onnx"), provider, threads)
         except BundleError:
             raise
@@ -124,7 +127,9 @@ class Bundle:
         except Exception as err:  # ONNX Runtime's own load errors
             raise BundleError(f"cannot load model {version}: {err}") from None
         static_names = FeatureSpec.from_json(card.get("features")).static
-        statics = {name: dict(zip(static_names, v)) if isinstance(v, list) else v for name, v in (statics or {}).items()}
+        statics = {
+            name: dict(zip(static_names, v)) if isinstance(v, list) else v for name, v in (statics or {}).items()
+        }
         bundle = cls(version, card, stats, session, active, tails, statics)
         bundle.check()
         return bundle
@@ -267,14 +272,18 @@ class Bundle:
                     history, history_filled = history_columns(window[going], last[going])
                     flags.append(history_filled)
                 if spec.calendar:
-                    day = np.asarray(dates, dtype="datetime64[D]")[going, h] if dates is not None \
+                    day = (
+                        np.asarray(dates, dtype="datetime64[D]")[going, h]
+                        if dates is not None
                         else np.full(len(going), np.datetime64("NaT"), dtype="datetime64[D]")
+                    )
                     calendar = np.zeros((len(going), len(CALENDAR)))
                     known_day = ~np.isnat(day)
                     calendar[known_day] = calendar_columns(day[known_day])
                     flags.append(np.repeat(~known_day[:, None], len(CALENDAR), axis=1))
-                inputs[going, h] = assemble(spec, last[going], plan[going, h], history, calendar,
-                                            None if static_X is None else static_X[going])
+                inputs[going, h] = assemble(
+                    spec, last[going], plan[going, h], history, calendar, None if static_X is None else static_X[going]
+                )
                 flags.append(unseen[going])
                 filled[going, h] = np.column_stack(flags)
             forecast, _ = self.run(inputs[going, h], None if codes is None else codes[going])
@@ -283,8 +292,13 @@ class Bundle:
             if window is not None:
                 window[going] = np.column_stack([window[going, 1:], last[going]])
         outside = self.stats.outside_flags(inputs) & (np.arange(H) < weeks[:, None])[:, :, None]
-        return {"units_sold": units, "outside": outside, "filled": filled,
-                "unknown_series": self.unknown_series(series, codes), **self.plan_intervals(units, levels)}
+        return {
+            "units_sold": units,
+            "outside": outside,
+            "filled": filled,
+            "unknown_series": self.unknown_series(series, codes),
+            **self.plan_intervals(units, levels),
+        }
 
     def plan_start(self, ids, prev_week_sales=None, histories=None):
         """Where each plan's series starts: ([S, WINDOW_WEEKS] its weeks before the plan, [S] the plan's
@@ -302,7 +316,7 @@ class Bundle:
             given = None if histories is None else histories[i]
             if given is not None and len(given):
                 recent = np.asarray(given, dtype=np.float64)[-WINDOW_WEEKS:]
-                window[i, WINDOW_WEEKS - len(recent):] = recent
+                window[i, WINDOW_WEEKS - len(recent) :] = recent
             elif self.spec.history and name in self.tails:
                 first[i], window[i] = self.tails[name][0], self.tails[name][1]
         if prev_week_sales is not None:
@@ -327,8 +341,10 @@ class Bundle:
 
     def extrapolated_names(self, out):
         """{row index: [feature names outside the training range]} from forecast()."""
-        return {int(i): [name for name, flag in zip(self.stats.names, flags) if flag]
-                for i, flags in zip(out["extrapolated_rows"], out["extrapolated_flags"])}
+        return {
+            int(i): [name for name, flag in zip(self.stats.names, flags) if flag]
+            for i, flags in zip(out["extrapolated_rows"], out["extrapolated_flags"])
+        }
 
 
 def read_tails(path):
@@ -340,6 +356,10 @@ def read_tails(path):
 
 def tails_from_document(doc):
     """pipeline.publish.tails_document's stored sales, as read_tails returns them."""
-    return {name: (np.datetime64(doc["next_week"][name], "D"),
-                   np.array([np.nan if v is None else v for v in sales], dtype=np.float64))
-            for name, sales in doc["sales"].items()}
+    return {
+        name: (
+            np.datetime64(doc["next_week"][name], "D"),
+            np.array([np.nan if v is None else v for v in sales], dtype=np.float64),
+        )
+        for name, sales in doc["sales"].items()
+    }

@@ -10,6 +10,7 @@ reads them for any level from 0.5 to 0.99 (between two levels of the grid, it
 interpolates) and any step (past the last calibrated step, it uses that step's
 and says so).
 """
+
 import math
 
 import numpy as np
@@ -44,8 +45,10 @@ def recursive_residuals(predict, heldout, grid, max_steps=MAX_STEPS, scale="none
     steps = steps.reshape(horizon, -1)
     forecasts = forecast_chains(predict, heldout, steps)
     actual = on_model_scale(heldout.y, scale)
-    return [np.abs(actual[step[step >= 0]] - on_model_scale(forecast[step >= 0], scale))
-            for step, forecast in zip(steps, forecasts)]
+    return [
+        np.abs(actual[step[step >= 0]] - on_model_scale(forecast[step >= 0], scale))
+        for step, forecast in zip(steps, forecasts)
+    ]
 
 
 def calibrate(residuals_by_step, scale="none", min_residuals=MIN_RESIDUALS):
@@ -61,7 +64,7 @@ def calibrate(residuals_by_step, scale="none", min_residuals=MIN_RESIDUALS):
         steps.append({"step": h, "residuals": n, "half_widths": [float(w) for w in floor]})
     return {
         "method": "split conformal on absolute residuals of recursive forecasts from every origin in the "
-                  "validation and holdout weeks, by the evaluated model; on the model's scale",
+        "validation and holdout weeks, by the evaluated model; on the model's scale",
         "scale": scale,
         "levels": list(LEVELS),
         "steps": steps,

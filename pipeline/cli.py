@@ -6,6 +6,7 @@ progress go to stderr. Heavy libraries are imported inside the commands, so
 environment as DEMAND_<COMMAND>_<OPTION> (e.g. DEMAND_TRAIN_EPOCHS), and the
 registry folder as DEMAND_MODEL_DIR.
 """
+
 import contextlib
 import functools
 import json
@@ -17,11 +18,22 @@ from pathlib import Path
 
 import click
 
-from .generate import DemandLaw, GeneratorConfig
-from .presets import (AUTO, BACKTEST_HORIZON, BACKTEST_WINDOWS, GRADCHECK_SEED, GRADCHECK_TRIALS, HIDDEN_ACTIVATIONS,
-                      LOSS_NAMES, MAX_HIDDEN_UNITS, MIN_NEW_WEEKS, OUTPUT_ACTIVATIONS, PRESET_NAMES)
 from .documents import shown
 from .errors import DataError
+from .generate import DemandLaw, GeneratorConfig
+from .presets import (
+    AUTO,
+    BACKTEST_HORIZON,
+    BACKTEST_WINDOWS,
+    GRADCHECK_SEED,
+    GRADCHECK_TRIALS,
+    HIDDEN_ACTIVATIONS,
+    LOSS_NAMES,
+    MAX_HIDDEN_UNITS,
+    MIN_NEW_WEEKS,
+    OUTPUT_ACTIVATIONS,
+    PRESET_NAMES,
+)
 from .registry import DEFAULT_MODEL_DIR
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "demand.csv"
@@ -107,9 +119,11 @@ def signals_unwind():
 
     # A signal the process was started ignoring stays ignored (a background job
     # of a script, nohup): Ctrl-C meant for the script must not stop it.
-    previous = {signum: signal.signal(signum, handler)
-                for signum, handler in ((signal.SIGINT, remember), (signal.SIGTERM, unwind))
-                if signal.getsignal(signum) is not signal.SIG_IGN}
+    previous = {
+        signum: signal.signal(signum, handler)
+        for signum, handler in ((signal.SIGINT, remember), (signal.SIGTERM, unwind))
+        if signal.getsignal(signum) is not signal.SIG_IGN
+    }
     try:
         yield interrupts
     finally:
@@ -118,11 +132,17 @@ def signals_unwind():
 
 
 model_dir_option = click.option(
-    "--model-dir", envvar="DEMAND_MODEL_DIR", default=DEFAULT_MODEL_DIR, show_default=True,
-    type=click.Path(file_okay=False, path_type=Path), help="Model registry folder (env DEMAND_MODEL_DIR).",
+    "--model-dir",
+    envvar="DEMAND_MODEL_DIR",
+    default=DEFAULT_MODEL_DIR,
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Model registry folder (env DEMAND_MODEL_DIR).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-skip_option = click.option("--skip-bad-rows", is_flag=True, help="Drop invalid rows (counted on stderr) instead of refusing the file.")
+skip_option = click.option(
+    "--skip-bad-rows", is_flag=True, help="Drop invalid rows (counted on stderr) instead of refusing the file."
+)
 
 
 @click.group(context_settings={"auto_envvar_prefix": "DEMAND", "help_option_names": ["-h", "--help"]})
@@ -147,22 +167,36 @@ def names_list(ctx, param, value):
 
 def feature_options(command):
     """What the model reads from a file, and what the file calls its columns (pipeline.features)."""
-    for option in reversed([
-        click.option("--known", callback=names_list,
-                     help="Covariates known in advance, a value per week, comma-separated "
-                          "(default: discount_fraction,weeks_to_next_holidays)."),
-        click.option("--static", callback=names_list,
-                     help="Covariates with one number per series, comma-separated (a store's size)."),
-        click.option("--history/--no-history", default=None,
-                     help="Lags of 2-4 and 52 weeks and rolling means of 4 and 13 weeks, from each series' own "
-                          "earlier weeks (needs a week column). Default: on, with --calendar, for data with two "
-                          "years of weeks or more, or without a prev_week_sales column."),
-        click.option("--calendar/--no-calendar", default=None,
-                     help="The week's place in the year, so years of history teach the yearly season."),
-        click.option("--series-column", help="The file's name for the series column (default: series)."),
-        click.option("--week-column", help="The file's name for the week column (default: week)."),
-        click.option("--target-column", help="The file's name for the units sold (default: units_sold)."),
-    ]):
+    for option in reversed(
+        [
+            click.option(
+                "--known",
+                callback=names_list,
+                help="Covariates known in advance, a value per week, comma-separated "
+                "(default: discount_fraction,weeks_to_next_holidays).",
+            ),
+            click.option(
+                "--static",
+                callback=names_list,
+                help="Covariates with one number per series, comma-separated (a store's size).",
+            ),
+            click.option(
+                "--history/--no-history",
+                default=None,
+                help="Lags of 2-4 and 52 weeks and rolling means of 4 and 13 weeks, from each series' own "
+                "earlier weeks (needs a week column). Default: on, with --calendar, for data with two "
+                "years of weeks or more, or without a prev_week_sales column.",
+            ),
+            click.option(
+                "--calendar/--no-calendar",
+                default=None,
+                help="The week's place in the year, so years of history teach the yearly season.",
+            ),
+            click.option("--series-column", help="The file's name for the series column (default: series)."),
+            click.option("--week-column", help="The file's name for the week column (default: week)."),
+            click.option("--target-column", help="The file's name for the units sold (default: units_sold)."),
+        ]
+    ):
         command = option(command)
     return command
 
@@ -176,8 +210,16 @@ def spec_of(known, static, history, calendar, series_column, week_column, target
     """
     from .features import CHAPTER, with_options
 
-    spec = with_options(base or CHAPTER, known=known, static=static, history=history, calendar=calendar,
-                        series_column=series_column, week_column=week_column, target_column=target_column)
+    spec = with_options(
+        base or CHAPTER,
+        known=known,
+        static=static,
+        history=history,
+        calendar=calendar,
+        series_column=series_column,
+        week_column=week_column,
+        target_column=target_column,
+    )
     if data is not None and history is None and calendar is None:
         from .sources import history_by_default
 
@@ -195,15 +237,34 @@ def data():
 
 
 @data.command("generate")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DATA, show_default=True)
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DATA, show_default=True
+)
 @click.option("--seed", type=SEEDS, default=GeneratorConfig.seed, show_default=True)
-@click.option("--series", type=click.IntRange(1, 100_000), default=GeneratorConfig.series, show_default=True, help="Stores or products.")
+@click.option(
+    "--series",
+    type=click.IntRange(1, 100_000),
+    default=GeneratorConfig.series,
+    show_default=True,
+    help="Stores or products.",
+)
 @click.option("--weeks", type=click.IntRange(10, 5200), default=GeneratorConfig.weeks, show_default=True)
-@click.option("--start", default=GeneratorConfig.start, show_default=True, callback=lambda ctx, param, value: iso_date(value),
-              help="First week (ISO date).")
+@click.option(
+    "--start",
+    default=GeneratorConfig.start,
+    show_default=True,
+    callback=lambda ctx, param, value: iso_date(value),
+    help="First week (ISO date).",
+)
 @click.option("--noise", type=FiniteRange(0, 1), default=GeneratorConfig.noise, show_default=True)
 @click.option("--promo-rate", type=FiniteRange(0, 1), default=GeneratorConfig.promo_rate, show_default=True)
-@click.option("--lift-max", type=FiniteRange(0), default=DemandLaw.lift_max, show_default=True, help="Largest relative lift of a discount.")
+@click.option(
+    "--lift-max",
+    type=FiniteRange(0),
+    default=DemandLaw.lift_max,
+    show_default=True,
+    help="Largest relative lift of a discount.",
+)
 @click.option("--holiday-bump", type=FiniteRange(0), default=DemandLaw.holiday_bump, show_default=True)
 @click.option("--carryover", type=FiniteRange(0), default=DemandLaw.carryover, show_default=True)
 @friendly_errors
@@ -214,15 +275,21 @@ def data_generate(output, seed, series, weeks, start, noise, promo_rate, lift_ma
     from .schema import DOMAIN, FEATURES, TARGET
 
     if weeks < min_periods():
-        raise click.BadParameter(f"{weeks} weeks cannot be trained on: at least {min_periods()} are needed to train, "
-                                 "select and evaluate", param_hint="'--weeks'")
+        raise click.BadParameter(
+            f"{weeks} weeks cannot be trained on: at least {min_periods()} are needed to train, select and evaluate",
+            param_hint="'--weeks'",
+        )
     law = DemandLaw(lift_max=lift_max, holiday_bump=holiday_bump, carryover=carryover)
-    config = GeneratorConfig(seed=seed, series=series, weeks=weeks, start=start, noise=noise, promo_rate=promo_rate, law=law)
+    config = GeneratorConfig(
+        seed=seed, series=series, weeks=weeks, start=start, noise=noise, promo_rate=promo_rate, law=law
+    )
     rows = generate(config)
     largest = max(max(row[TARGET], row[FEATURES[0]]) for row in rows)
     if not largest <= DOMAIN[TARGET][1]:  # NaN too
-        raise click.UsageError(f"these settings make sales of {largest:g} units, past the largest a model takes "
-                               f"({DOMAIN[TARGET][1]:g}): lower --carryover, --lift-max or --holiday-bump")
+        raise click.UsageError(
+            f"these settings make sales of {largest:g} units, past the largest a model takes "
+            f"({DOMAIN[TARGET][1]:g}): lower --carryover, --lift-max or --holiday-bump"
+        )
     from .atomic import write_atomically
 
     def write(partial):
@@ -256,12 +323,18 @@ def data_check(path, skip_bad_rows, as_json, **features):
     from .sources import load_sources
 
     dataset = load_sources([path], skip_bad_rows, warn=log, spec=spec_of(**features))
-    summary = {**dataset.source, "date_range": dataset.date_range(), "splits": time_split(dataset).describe(),
-               "findings": findings(dataset)}
+    summary = {
+        **dataset.source,
+        "date_range": dataset.date_range(),
+        "splits": time_split(dataset).describe(),
+        "findings": findings(dataset),
+    }
     if as_json:
         emit_json(summary)
     else:
-        click.echo(f"{path}: {summary['rows']} valid rows, {summary['skipped_rows']} skipped, weeks {summary['date_range']}")
+        click.echo(
+            f"{path}: {summary['rows']} valid rows, {summary['skipped_rows']} skipped, weeks {summary['date_range']}"
+        )
         for part, info in summary["splits"].items():
             click.echo(f"  {part:<10} {info['rows']:>6} rows  {info['weeks']}")
         found = {name: value for name, value in summary["findings"].items() if value}
@@ -312,44 +385,76 @@ def hidden_sizes(ctx, param, value):
 
 def training_options(command):
     """The options that override a preset's (or a champion's) training settings."""
-    for option in reversed([
-        click.option("--hidden", callback=hidden_sizes, help="Hidden layer sizes, e.g. 10,5."),
-        click.option("--activation", type=click.Choice(HIDDEN_ACTIVATIONS), help="gelu: the candidates' (torch engine only)."),
-        click.option("--optimizer", type=click.Choice(["sgd", "adam"])),
-        click.option("--lr", type=FiniteRange(min=0, min_open=True)),
-        click.option("--momentum", type=FiniteRange(0, 1)),
-        click.option("--epochs", type=click.IntRange(1)),
-        click.option("--batch-size", type=click.IntRange(0), help="Rows per step; 0 for the whole training set."),
-        click.option("--seed", type=SEEDS),
-        click.option("--target-loss", type=FiniteRange(0), help="Stop once the training loss is at or below this."),
-        click.option("--patience", type=click.IntRange(0), help="Early stop after N epochs without a better validation loss."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="auto takes CUDA when present."),
-        click.option("--engine", type=click.Choice(["torch", "manual"]), help="manual: the hand-written backprop (CPU)."),
-        click.option("--transform", type=click.Choice(["none", "log1p"]), help="log1p: learn on log(1 + value) of sales and features."),
-        click.option("--output-activation", type=click.Choice(OUTPUT_ACTIVATIONS),
-                     help="sigmoid with --loss half-sse: the chapter's Algorithm 8.5 (presets: linear)."),
-        click.option("--loss", type=click.Choice(LOSS_NAMES),
-                     help="mse (presets); mae: mean absolute error (the -mae candidates); "
-                          "half-sse: 1/2 the sum of squared errors (Algorithm 8.5)."),
-        click.option("--series/--no-series", "by_series", default=None,
-                     help="Learn each series' own offsets when the data has a series column "
-                          "(auto's candidates do; chapter and the manual engine do not)."),
-    ]):
+    for option in reversed(
+        [
+            click.option("--hidden", callback=hidden_sizes, help="Hidden layer sizes, e.g. 10,5."),
+            click.option(
+                "--activation", type=click.Choice(HIDDEN_ACTIVATIONS), help="gelu: the candidates' (torch engine only)."
+            ),
+            click.option("--optimizer", type=click.Choice(["sgd", "adam"])),
+            click.option("--lr", type=FiniteRange(min=0, min_open=True)),
+            click.option("--momentum", type=FiniteRange(0, 1)),
+            click.option("--epochs", type=click.IntRange(1)),
+            click.option("--batch-size", type=click.IntRange(0), help="Rows per step; 0 for the whole training set."),
+            click.option("--seed", type=SEEDS),
+            click.option("--target-loss", type=FiniteRange(0), help="Stop once the training loss is at or below this."),
+            click.option(
+                "--patience", type=click.IntRange(0), help="Early stop after N epochs without a better validation loss."
+            ),
+            click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="auto takes CUDA when present."),
+            click.option(
+                "--engine", type=click.Choice(["torch", "manual"]), help="manual: the hand-written backprop (CPU)."
+            ),
+            click.option(
+                "--transform",
+                type=click.Choice(["none", "log1p"]),
+                help="log1p: learn on log(1 + value) of sales and features.",
+            ),
+            click.option(
+                "--output-activation",
+                type=click.Choice(OUTPUT_ACTIVATIONS),
+                help="sigmoid with --loss half-sse: the chapter's Algorithm 8.5 (presets: linear).",
+            ),
+            click.option(
+                "--loss",
+                type=click.Choice(LOSS_NAMES),
+                help="mse (presets); mae: mean absolute error (the -mae candidates); "
+                "half-sse: 1/2 the sum of squared errors (Algorithm 8.5).",
+            ),
+            click.option(
+                "--series/--no-series",
+                "by_series",
+                default=None,
+                help="Learn each series' own offsets when the data has a series column "
+                "(auto's candidates do; chapter and the manual engine do not).",
+            ),
+        ]
+    ):
         command = option(command)
     return command
 
 
 def preset_option(default):
     return click.option(
-        "--preset", type=click.Choice(PRESET_NAMES), default=default, show_default=default is not None,
+        "--preset",
+        type=click.Choice(PRESET_NAMES),
+        default=default,
+        show_default=default is not None,
         help="auto: try every candidate and keep the best on the validation window; chapter: the book's "
-             "3-10-5-1 sigmoid net and SGD schedule; or force one candidate.")
+        "3-10-5-1 sigmoid net and SGD schedule; or force one candidate.",
+    )
 
 
 def data_option(command_name):
-    return click.option("--data", "data_path", type=click.Path(path_type=Path), default=DEFAULT_DATA, show_default=True,
-                        envvar=f"DEMAND_{command_name.upper()}_DATA",
-                        help="The sales history: a CSV or Parquet file, or a folder of them.")
+    return click.option(
+        "--data",
+        "data_path",
+        type=click.Path(path_type=Path),
+        default=DEFAULT_DATA,
+        show_default=True,
+        envvar=f"DEMAND_{command_name.upper()}_DATA",
+        help="The sales history: a CSV or Parquet file, or a folder of them.",
+    )
 
 
 @main.command()
@@ -357,20 +462,49 @@ def data_option(command_name):
 @preset_option(AUTO)
 @training_options
 @feature_options
-@click.option("--refit/--no-refit", default=True, show_default=True,
-              help="Publish the chosen settings retrained on every row, holdout included (--no-refit: the evaluated model).")
-@click.option("--backtest", "backtest_windows", type=click.IntRange(0), default=0, show_default=True,
-              help="Also run a rolling-origin backtest of this many windows and store it in the card.")
-@click.option("--horizon", type=click.IntRange(1), default=BACKTEST_HORIZON, show_default=True,
-              help="Weeks per backtest window.")
+@click.option(
+    "--refit/--no-refit",
+    default=True,
+    show_default=True,
+    help="Publish the chosen settings retrained on every row, holdout included (--no-refit: the evaluated model).",
+)
+@click.option(
+    "--backtest",
+    "backtest_windows",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Also run a rolling-origin backtest of this many windows and store it in the card.",
+)
+@click.option(
+    "--horizon", type=click.IntRange(1), default=BACKTEST_HORIZON, show_default=True, help="Weeks per backtest window."
+)
 @click.option("--promote", is_flag=True, help="Make the new version champion (the first one always is).")
 @click.option("--wait", type=FiniteRange(0, infinity=True), default=0, help="Seconds to wait for the registry lock.")
 @model_dir_option
 @skip_option
 @json_option
 @friendly_errors
-def train(data_path, preset, refit, backtest_windows, horizon, promote, wait, model_dir, skip_bad_rows, as_json,
-          known, static, history, calendar, series_column, week_column, target_column, **overrides):
+def train(
+    data_path,
+    preset,
+    refit,
+    backtest_windows,
+    horizon,
+    promote,
+    wait,
+    model_dir,
+    skip_bad_rows,
+    as_json,
+    known,
+    static,
+    history,
+    calendar,
+    series_column,
+    week_column,
+    target_column,
+    **overrides,
+):
     """Select, evaluate, refit, export and publish a model version."""
     import torch
 
@@ -379,11 +513,21 @@ def train(data_path, preset, refit, backtest_windows, horizon, promote, wait, mo
     from .sources import load_sources
     from .workflow import train_model
 
-    spec = spec_of(known, static, history, calendar, series_column, week_column, target_column,
-                   data=None if preset == "chapter" else [data_path])
+    spec = spec_of(
+        known,
+        static,
+        history,
+        calendar,
+        series_column,
+        week_column,
+        target_column,
+        data=None if preset == "chapter" else [data_path],
+    )
     if preset == "chapter" and not spec.is_chapter:
-        raise DataError("--preset chapter is the book's network on its three inputs: leave out --known, --static, "
-                        "--history and --calendar, or pick another preset")
+        raise DataError(
+            "--preset chapter is the book's network on its three inputs: leave out --known, --static, "
+            "--history and --calendar, or pick another preset"
+        )
     if not spec.is_chapter:
         log(f"features: {', '.join(spec.names)}")
     Registry(model_dir).check_writable()  # before minutes of training, not after
@@ -400,19 +544,35 @@ def train(data_path, preset, refit, backtest_windows, horizon, promote, wait, mo
     finally:
         progress.close()
     split = trained.split
-    log(f"data {data_path}: {len(dataset)} rows; train {len(split.train)}, validation {len(split.validation)}, "
-        f"holdout {len(split.holdout)}")
+    log(
+        f"data {data_path}: {len(dataset)} rows; train {len(split.train)}, validation {len(split.validation)}, "
+        f"holdout {len(split.holdout)}"
+    )
     published = trained.published
-    log(f"chose {trained.chosen}; trained on {published.device} ({published.config.engine} engine, torch "
-        f"{torch.__version__}) in {published.seconds:.1f}s: {published.stopped_because}")
+    log(
+        f"chose {trained.chosen}; trained on {published.device} ({published.config.engine} engine, torch "
+        f"{torch.__version__}) in {published.seconds:.1f}s: {published.stopped_because}"
+    )
     version, card, crowned = publish(Registry(model_dir), trained, dataset, promote, wait, backtest=report)
     log(f"published {version} in {model_dir}{' as champion' if crowned else ''}")
     if as_json:
-        emit_json({"version": version, "champion": crowned, "device": published.device,
-                   "features": card["features"], "data": card["data"], "selection": card["selection"], "trained_on": card["trained_on"],
-                   "evaluated_model": card["evaluated_model"], "data_findings": card["data_findings"],
-                   "metrics": card["metrics"], "interval": card["interval"], "training": card["training"],
-                   "backtest": report})
+        emit_json(
+            {
+                "version": version,
+                "champion": crowned,
+                "device": published.device,
+                "features": card["features"],
+                "data": card["data"],
+                "selection": card["selection"],
+                "trained_on": card["trained_on"],
+                "evaluated_model": card["evaluated_model"],
+                "data_findings": card["data_findings"],
+                "metrics": card["metrics"],
+                "interval": card["interval"],
+                "training": card["training"],
+                "backtest": report,
+            }
+        )
     else:
         click.echo(format_candidates(card))
         click.echo(format_metrics(version, card))
@@ -421,15 +581,23 @@ def train(data_path, preset, refit, backtest_windows, horizon, promote, wait, mo
 
 def format_candidates(card):
     selection = card["selection"]
-    lines = [f"preset {selection['preset']}: validation WAPE of each candidate, weeks {selection['validation_weeks']}",
-             f"  {'candidate':<18}{'WAPE %':>9}{'epochs':>8}{'seconds':>9}"]
+    lines = [
+        f"preset {selection['preset']}: validation WAPE of each candidate, weeks {selection['validation_weeks']}",
+        f"  {'candidate':<18}{'WAPE %':>9}{'epochs':>8}{'seconds':>9}",
+    ]
     for c in selection["candidates"]:
         mark = "*" if c["name"] in selection["members"] else " "
-        lines.append(f"{mark} {c['name']:<18}{shown(c['validation_wape'], '>9.2f')}{c['kept_epoch']:>8}{c['seconds']:>9.1f}")
+        lines.append(
+            f"{mark} {c['name']:<18}{shown(c['validation_wape'], '>9.2f')}{c['kept_epoch']:>8}{c['seconds']:>9.1f}"
+        )
     trained_on = card["trained_on"]
-    lines.append(f"* in the model ({selection['chosen']}): validation WAPE "
-                 f"{shown(card['metrics']['validation']['model']['wape'], '.2f')}%")
-    lines.append(f"published model trained on {trained_on['rows']} rows, weeks {trained_on['weeks']}: {trained_on['what']}")
+    lines.append(
+        f"* in the model ({selection['chosen']}): validation WAPE "
+        f"{shown(card['metrics']['validation']['model']['wape'], '.2f')}%"
+    )
+    lines.append(
+        f"published model trained on {trained_on['rows']} rows, weeks {trained_on['weeks']}: {trained_on['what']}"
+    )
     found = {k: v for k, v in card["data_findings"].items() if v}
     if found:
         lines.append(f"data findings: {json.dumps(found)}")
@@ -438,32 +606,71 @@ def format_candidates(card):
 
 @main.command()
 @data_option("backtest")
-@click.option("--windows", type=click.IntRange(1), default=BACKTEST_WINDOWS, show_default=True,
-              help="Origins at the end of the history.")
-@click.option("--horizon", type=click.IntRange(1), default=BACKTEST_HORIZON, show_default=True,
-              help="Weeks forecast from each origin.")
+@click.option(
+    "--windows",
+    type=click.IntRange(1),
+    default=BACKTEST_WINDOWS,
+    show_default=True,
+    help="Origins at the end of the history.",
+)
+@click.option(
+    "--horizon",
+    type=click.IntRange(1),
+    default=BACKTEST_HORIZON,
+    show_default=True,
+    help="Weeks forecast from each origin.",
+)
 @preset_option(AUTO)
 @training_options
 @feature_options
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=Path("backtest.png"),
-              show_default=True, help="Where to draw the figures.")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("backtest.png"),
+    show_default=True,
+    help="Where to draw the figures.",
+)
 @skip_option
 @json_option
 @friendly_errors
-def backtest(data_path, windows, horizon, preset, plot, skip_bad_rows, as_json, known, static, history, calendar,
-             series_column, week_column, target_column, **overrides):
+def backtest(
+    data_path,
+    windows,
+    horizon,
+    preset,
+    plot,
+    skip_bad_rows,
+    as_json,
+    known,
+    static,
+    history,
+    calendar,
+    series_column,
+    week_column,
+    target_column,
+    **overrides,
+):
     """Rolling-origin backtest: train before each origin, forecast the weeks after it.
 
     Reports WAPE, MASE, bias and interval coverage per window and on average,
     one step ahead and recursively (forecasts fed back as prev_week_sales),
     for the model and the baselines.
     """
-    from .backtest import backtest as run, format_table, write_plot
+    from .backtest import backtest as run
+    from .backtest import format_table, write_plot
     from .sources import load_sources
 
     check_plot_path(plot)  # before the trainings, not after
-    spec = spec_of(known, static, history, calendar, series_column, week_column, target_column,
-                   data=None if preset == "chapter" else [data_path])
+    spec = spec_of(
+        known,
+        static,
+        history,
+        calendar,
+        series_column,
+        week_column,
+        target_column,
+        data=None if preset == "chapter" else [data_path],
+    )
     if preset == "chapter" and not spec.is_chapter:
         raise DataError("--preset chapter is the book's network on its three inputs; it takes no other features")
     dataset = load_sources([data_path], skip_bad_rows, warn=log, spec=spec)
@@ -484,44 +691,90 @@ def check_plot_path(path):
 
     formats = FigureCanvasBase.get_supported_filetypes()
     if path.suffix.lower().lstrip(".") not in formats:
-        raise click.BadParameter(f"{path}: the figure is written as one of .{', .'.join(sorted(formats))}; name it so",
-                                 param_hint="'--plot'")
+        raise click.BadParameter(
+            f"{path}: the figure is written as one of .{', .'.join(sorted(formats))}; name it so", param_hint="'--plot'"
+        )
     if not path.parent.is_dir():
         raise click.BadParameter(f"{path}: no folder {path.parent}", param_hint="'--plot'")
 
 
 def format_metrics(version, card):
     holdout = card["metrics"]["holdout"]
-    lines = [f"{version}: holdout of {holdout['model']['rows']} rows, weeks {card['data']['splits']['holdout']['weeks']}",
-             f"  {'':<8}{'WAPE %':>9}{'MAPE %':>9}{'MAE':>11}{'RMSE':>11}{'bias':>10}{'MASE':>7}"]
+    lines = [
+        f"{version}: holdout of {holdout['model']['rows']} rows, weeks {card['data']['splits']['holdout']['weeks']}",
+        f"  {'':<8}{'WAPE %':>9}{'MAPE %':>9}{'MAE':>11}{'RMSE':>11}{'bias':>10}{'MASE':>7}",
+    ]
     for name in ("model", "naive", "linear"):
         m = holdout[name]
-        lines.append(f"  {name:<8}{shown(m['wape'], '>9.2f')}{shown(m['mape'], '>9.2f')}{shown(m['mae'], '>11.0f')}{shown(m['rmse'], '>11.0f')}{shown(m['bias'], '>10.0f')}{shown(m['mase'], '>7.3f')}")
+        lines.append(
+            f"  {name:<8}{shown(m['wape'], '>9.2f')}{shown(m['mape'], '>9.2f')}{shown(m['mae'], '>11.0f')}{shown(m['rmse'], '>11.0f')}{shown(m['bias'], '>10.0f')}{shown(m['mase'], '>7.3f')}"
+        )
     interval = card["interval"]
-    lines.append(f"  {interval['level']:.0%} interval: {interval['holdout_mean_width_units']:.0f} units wide on average, holdout coverage {interval['holdout_coverage']:.1%}")
+    lines.append(
+        f"  {interval['level']:.0%} interval: {interval['holdout_mean_width_units']:.0f} units wide on average, holdout coverage {interval['holdout_coverage']:.1%}"
+    )
     return "\n".join(lines)
 
 
 @main.command()
-@click.option("--data", "data_paths", multiple=True, required=True, type=click.Path(path_type=Path), envvar="DEMAND_RETRAIN_DATA",
-              help="A CSV file or a folder of CSVs; repeat for more. Rows of the same week and series "
-                   "in several files are taken from the most recently modified file.")
-@click.option("--min-improvement", type=FiniteRange(0), default=0.0, show_default=True,
-              help="WAPE points by which the challenger must beat the champion.")
-@click.option("--min-new-weeks", type=click.IntRange(1), default=MIN_NEW_WEEKS, show_default=True,
-              help="Weeks after the champion's last training week needed to compare; fewer keep the champion.")
+@click.option(
+    "--data",
+    "data_paths",
+    multiple=True,
+    required=True,
+    type=click.Path(path_type=Path),
+    envvar="DEMAND_RETRAIN_DATA",
+    help="A CSV file or a folder of CSVs; repeat for more. Rows of the same week and series "
+    "in several files are taken from the most recently modified file.",
+)
+@click.option(
+    "--min-improvement",
+    type=FiniteRange(0),
+    default=0.0,
+    show_default=True,
+    help="WAPE points by which the challenger must beat the champion.",
+)
+@click.option(
+    "--min-new-weeks",
+    type=click.IntRange(1),
+    default=MIN_NEW_WEEKS,
+    show_default=True,
+    help="Weeks after the champion's last training week needed to compare; fewer keep the champion.",
+)
 @click.option("--keep-rejected", is_flag=True, help="Publish a rejected challenger as a (non-champion) version.")
 @preset_option(None)
 @training_options
 @feature_options
-@click.option("--wait", type=FiniteRange(0, infinity=True), default=0, show_default=True,
-              help="Seconds to wait for another writer's registry lock before giving up.")
+@click.option(
+    "--wait",
+    type=FiniteRange(0, infinity=True),
+    default=0,
+    show_default=True,
+    help="Seconds to wait for another writer's registry lock before giving up.",
+)
 @model_dir_option
 @skip_option
 @json_option
 @friendly_errors
-def retrain(data_paths, min_improvement, min_new_weeks, keep_rejected, preset, wait, model_dir, skip_bad_rows, as_json,
-            known, static, history, calendar, series_column, week_column, target_column, **overrides):
+def retrain(
+    data_paths,
+    min_improvement,
+    min_new_weeks,
+    keep_rejected,
+    preset,
+    wait,
+    model_dir,
+    skip_bad_rows,
+    as_json,
+    known,
+    static,
+    history,
+    calendar,
+    series_column,
+    week_column,
+    target_column,
+    **overrides,
+):
     """Train a challenger; promote it only if it beats the champion and the baselines
     on the weeks the champion never trained on.
 
@@ -538,11 +791,29 @@ def retrain(data_paths, min_improvement, min_new_weeks, keep_rejected, preset, w
     progress = Progress()
     log(f"retraining from {', '.join(map(str, data_paths))} into {model_dir}")
     try:
-        outcome = run(Registry(model_dir), data_paths, overrides, min_improvement, keep_rejected, wait,
-                      skip_bad_rows, warn=log, progress=progress, preset=preset, min_new_weeks=min_new_weeks, log=log,
-                      features=dict(known=known, static=static, history=history, calendar=calendar,
-                                    series_column=series_column, week_column=week_column,
-                                    target_column=target_column))
+        outcome = run(
+            Registry(model_dir),
+            data_paths,
+            overrides,
+            min_improvement,
+            keep_rejected,
+            wait,
+            skip_bad_rows,
+            warn=log,
+            progress=progress,
+            preset=preset,
+            min_new_weeks=min_new_weeks,
+            log=log,
+            features=dict(
+                known=known,
+                static=static,
+                history=history,
+                calendar=calendar,
+                series_column=series_column,
+                week_column=week_column,
+                target_column=target_column,
+            ),
+        )
     finally:
         progress.close()
     log(f"{outcome['decision']}: {outcome['reason']}")
@@ -600,12 +871,16 @@ def gradcheck(trials, seed, as_json):
         emit_json(report)
     else:
         tolerance = report["tolerance"]
-        click.echo(f"{trials} random networks, float64, each gradient within {tolerance['atol']:g} + "
-                   f"{tolerance['rtol']:g} x |autograd's|:")
+        click.echo(
+            f"{trials} random networks, float64, each gradient within {tolerance['atol']:g} + "
+            f"{tolerance['rtol']:g} x |autograd's|:"
+        )
         for variant in report["variants"]:
-            click.echo(f"  {variant['variant']:<26} {variant['cases']:>4} cases  worst |error| "
-                       f"{variant['worst_abs_error']:.1e}, {variant['worst_ratio']:.1e} of the tolerance  "
-                       f"{'ok' if variant['passed'] else 'FAILED'}")
+            click.echo(
+                f"  {variant['variant']:<26} {variant['cases']:>4} cases  worst |error| "
+                f"{variant['worst_abs_error']:.1e}, {variant['worst_ratio']:.1e} of the tolerance  "
+                f"{'ok' if variant['passed'] else 'FAILED'}"
+            )
     if not report["passed"]:
         raise click.ClickException("the hand-written gradients differ from autograd's beyond the tolerance")
 
@@ -631,9 +906,16 @@ def models_list(model_dir, as_json):
     rows = []
     for version in registry.versions():
         card = registry.card(version)
-        rows.append({"version": version, "champion": version == champion, "created_at": card["created_at"],
-                     "architecture": card["model"]["architecture"], "activation": card["model"]["activation"],
-                     "holdout_wape": card["metrics"]["holdout"]["model"]["wape"]})
+        rows.append(
+            {
+                "version": version,
+                "champion": version == champion,
+                "created_at": card["created_at"],
+                "architecture": card["model"]["architecture"],
+                "activation": card["model"]["activation"],
+                "holdout_wape": card["metrics"]["holdout"]["model"]["wape"],
+            }
+        )
     if as_json:
         emit_json({"champion": champion, "versions": rows})
         return
@@ -643,7 +925,9 @@ def models_list(model_dir, as_json):
     click.echo(f"  {'version':<9}{'created (UTC)':<27}{'network':<20}{'WAPE %':>8}")
     for r in rows:
         mark = "*" if r["champion"] else " "
-        click.echo(f"{mark} {r['version']:<9}{r['created_at']:<27}{r['architecture'] + ' ' + r['activation']:<20}{shown(r['holdout_wape'], '>8.2f')}")
+        click.echo(
+            f"{mark} {r['version']:<9}{r['created_at']:<27}{r['architecture'] + ' ' + r['activation']:<20}{shown(r['holdout_wape'], '>8.2f')}"
+        )
     click.echo("* champion")
 
 
@@ -704,7 +988,9 @@ def models_history(model_dir, as_json):
         emit_json(events)
         return
     for e in events:
-        click.echo(f"{e.get('at', '?'):<22} {e.get('event', '?'):<9} {e.get('version') or '-':<6} {e.get('reason', '')}")
+        click.echo(
+            f"{e.get('at', '?'):<22} {e.get('event', '?'):<9} {e.get('version') or '-':<6} {e.get('reason', '')}"
+        )
 
 
 @models.command("show")
@@ -723,16 +1009,28 @@ def models_show(version, model_dir, as_json):
         return
     click.echo(format_metrics(version, card))
     click.echo(f"  champion: {'yes' if registry.champion() == version else 'no'}")
-    click.echo(f"  created {card['created_at']} by {card['created_by']}, git {(card.get('git') or {}).get('sha', 'unknown')}")
-    click.echo(f"  network {card['model']['architecture']} {card['model']['activation']}; params {json.dumps(card['params'])}")
-    click.echo(f"  trained on {card['training']['device']} in {card['training']['seconds']}s, {card['training']['stopped_because']}")
+    click.echo(
+        f"  created {card['created_at']} by {card['created_by']}, git {(card.get('git') or {}).get('sha', 'unknown')}"
+    )
+    click.echo(
+        f"  network {card['model']['architecture']} {card['model']['activation']}; params {json.dumps(card['params'])}"
+    )
+    click.echo(
+        f"  trained on {card['training']['device']} in {card['training']['seconds']}s, {card['training']['stopped_because']}"
+    )
     if "selection" in card:  # versions from before selection and refit have neither
         click.echo(f"  preset {card['selection']['preset']}: {card['selection']['chosen']}")
         trained_on = card["trained_on"]
-        click.echo(f"  published model trained on {trained_on['rows']} rows, weeks {trained_on['weeks']}: {trained_on['what']}")
+        click.echo(
+            f"  published model trained on {trained_on['rows']} rows, weeks {trained_on['weeks']}: {trained_on['what']}"
+        )
     data_info = card["data"]
-    click.echo(f"  data {data_info['path']} sha256 {data_info['sha256'][:12]} rows {data_info['rows']} weeks {data_info['date_range']}")
-    click.echo(f"  ONNX opset {card['export']['opset']}, parity error {card['export']['parity_max_relative_error']:.2e}")
+    click.echo(
+        f"  data {data_info['path']} sha256 {data_info['sha256'][:12]} rows {data_info['rows']} weeks {data_info['date_range']}"
+    )
+    click.echo(
+        f"  ONNX opset {card['export']['opset']}, parity error {card['export']['parity_max_relative_error']:.2e}"
+    )
     click.echo(f"  files in {registry.path(version)}")
 
 
@@ -744,9 +1042,16 @@ def models_show(version, model_dir, as_json):
 @click.option("--port", type=click.IntRange(0, 65535), help="[env DEMAND_PORT; default 8000]")
 @click.option("--workers", type=click.IntRange(1), help="Worker processes [env DEMAND_WORKERS; default: CPU cores].")
 @click.option("--threads", type=click.IntRange(1), help="Threads per worker [env DEMAND_THREADS; default 4].")
-@click.option("--timeout", type=click.IntRange(1), help="Seconds before a stuck worker is restarted [env DEMAND_TIMEOUT; default 30].")
-@click.option("--graceful-timeout", type=click.IntRange(1),
-              help="Seconds to finish in-flight requests on SIGTERM [env DEMAND_GRACEFUL_TIMEOUT; default 30].")
+@click.option(
+    "--timeout",
+    type=click.IntRange(1),
+    help="Seconds before a stuck worker is restarted [env DEMAND_TIMEOUT; default 30].",
+)
+@click.option(
+    "--graceful-timeout",
+    type=click.IntRange(1),
+    help="Seconds to finish in-flight requests on SIGTERM [env DEMAND_GRACEFUL_TIMEOUT; default 30].",
+)
 @model_dir_option
 def serve(host, port, workers, threads, timeout, graceful_timeout, model_dir):
     """Serve the champion model over HTTP with gunicorn (replaces this process).
@@ -756,8 +1061,15 @@ def serve(host, port, workers, threads, timeout, graceful_timeout, model_dir):
     """
     from service.launch import gunicorn_command
 
-    given = {"DEMAND_HOST": host, "DEMAND_PORT": port, "DEMAND_WORKERS": workers, "DEMAND_THREADS": threads,
-             "DEMAND_TIMEOUT": timeout, "DEMAND_GRACEFUL_TIMEOUT": graceful_timeout, "DEMAND_MODEL_DIR": model_dir}
+    given = {
+        "DEMAND_HOST": host,
+        "DEMAND_PORT": port,
+        "DEMAND_WORKERS": workers,
+        "DEMAND_THREADS": threads,
+        "DEMAND_TIMEOUT": timeout,
+        "DEMAND_GRACEFUL_TIMEOUT": graceful_timeout,
+        "DEMAND_MODEL_DIR": model_dir,
+    }
     os.environ.update({name: str(value) for name, value in given.items() if value is not None})
     log(f"starting gunicorn with models from {model_dir}")
     command = gunicorn_command()
@@ -789,10 +1101,15 @@ def predict(input_path, output_path, version, provider, model_dir, skip_bad_rows
     bundle = Bundle.load(Registry(model_dir), version, provider, scoring_threads())
     score = score_file if bundle.reads_three_inputs else score_history_file
     counts = score(input_path, output_path, bundle, skip_bad_rows, warn=log)
-    log(f"wrote {counts['rows']} forecasts from model {bundle.version} ({bundle.provider}) to {output_path}"
+    log(
+        f"wrote {counts['rows']} forecasts from model {bundle.version} ({bundle.provider}) to {output_path}"
         + (f"; {counts['extrapolated_rows']} row(s) outside the training range" if counts["extrapolated_rows"] else "")
-        + (f"; {counts['unknown_series_rows']} row(s) of series the model does not know, forecast as a typical "
-           "series" if counts["unknown_series_rows"] else ""))
+        + (
+            f"; {counts['unknown_series_rows']} row(s) of series the model does not know, forecast as a typical series"
+            if counts["unknown_series_rows"]
+            else ""
+        )
+    )
 
 
 def interval_levels(ctx, param, value):
@@ -809,13 +1126,23 @@ def interval_levels(ctx, param, value):
 
 
 @main.command()
-@click.option("--plan", "plan_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="CSV: series, week and the model's known covariates per week (discount_fraction, "
-                   "weeks_to_next_holidays for the chapter's); prev_week_sales on each series' first week unless "
-                   "the model stored its weeks; static covariates unless stored.")
+@click.option(
+    "--plan",
+    "plan_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV: series, week and the model's known covariates per week (discount_fraction, "
+    "weeks_to_next_holidays for the chapter's); prev_week_sales on each series' first week unless "
+    "the model stored its weeks; static covariates unless stored.",
+)
 @click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--levels", default="0.8,0.95", show_default=True, callback=interval_levels,
-              help="Interval levels, from 0.5 to 0.99.")
+@click.option(
+    "--levels",
+    default="0.8,0.95",
+    show_default=True,
+    callback=interval_levels,
+    help="Interval levels, from 0.5 to 0.99.",
+)
 @click.option("--version", help="A published version; default the champion.")
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @model_dir_option
@@ -838,18 +1165,29 @@ def forecast(plan_path, output_path, levels, version, provider, model_dir):
     start = plan["prev_week_sales"]
     if spec.history:  # each series continues from the weeks its version stored
         start, _, _ = bundle.plan_start(plan["ids"], start)
-    dates = np.array([[np.datetime64(w, "D") for w in weeks] + [np.datetime64("NaT", "D")] * (
-        int(plan["weeks"].max()) - len(weeks)) for weeks in plan["weeks_of"]])
+    dates = np.array(
+        [
+            [np.datetime64(w, "D") for w in weeks]
+            + [np.datetime64("NaT", "D")] * (int(plan["weeks"].max()) - len(weeks))
+            for weeks in plan["weeks_of"]
+        ]
+    )
     out = bundle.forecast_plan(start, plan["features"], plan["weeks"], levels, plan["ids"], dates, plan["static"])
     count = write_forecasts(output_path, plan, out, levels, spec)
     if out["intervals"] is None:
         log(f"model {bundle.version} has no per-step interval calibration: the interval columns are empty")
     elif int(plan["weeks"].max()) > bundle.calibrated_steps():
-        log(f"weeks after {bundle.calibrated_steps()} use the interval of week {bundle.calibrated_steps()}, "
-            "the last step calibrated on held-out weeks")
+        log(
+            f"weeks after {bundle.calibrated_steps()} use the interval of week {bundle.calibrated_steps()}, "
+            "the last step calibrated on held-out weeks"
+        )
     unknown = out["unknown_series"]
     if len(unknown):
-        log(f"{len(unknown)} of the plan's series are not known to model {bundle.version} and were forecast as a "
-            f"typical series: {', '.join(plan['ids'][i] for i in unknown[:5])}{', ...' if len(unknown) > 5 else ''}")
-    log(f"wrote {count} forecasts of {len(plan['ids'])} series from model {bundle.version} ({bundle.provider}) "
-        f"to {output_path}")
+        log(
+            f"{len(unknown)} of the plan's series are not known to model {bundle.version} and were forecast as a "
+            f"typical series: {', '.join(plan['ids'][i] for i in unknown[:5])}{', ...' if len(unknown) > 5 else ''}"
+        )
+    log(
+        f"wrote {count} forecasts of {len(plan['ids'])} series from model {bundle.version} ({bundle.provider}) "
+        f"to {output_path}"
+    )

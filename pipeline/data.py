@@ -1,4 +1,5 @@
 """Load a sales file (CSV or Parquet), validate every row, and split it in time order."""
+
 import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -92,8 +93,9 @@ def load_file(path, skip_bad_rows=False, warn=None, require_target=True, spec=CH
     renames = spec.renames()
     if parquet:
         table = tables.read_parquet_table(pa.BufferReader(raw), path, columns, optional, renames)
-        header = tables.renamed([n.strip() for n in pq.ParquetFile(pa.BufferReader(raw)).schema_arrow.names],
-                                renames, path)
+        header = tables.renamed(
+            [n.strip() for n in pq.ParquetFile(pa.BufferReader(raw)).schema_arrow.names], renames, path
+        )
         dropped = []
     else:
         table, ragged_rows = tables.read_csv_table(raw, path, columns, optional, renames)
@@ -101,17 +103,24 @@ def load_file(path, skip_bad_rows=False, warn=None, require_target=True, spec=CH
         dropped = tables.ragged_problems(ragged_rows)
     unread = [name for name in header if name not in (*columns, *optional, TARGET)]
     if unread and warn:
-        warn(f"{path}: column(s) {', '.join(unread)} not read: the model's features are {', '.join(spec.names)}; "
-             "declare a column with --known (a value per week) or --static (one per series) to use it")
+        warn(
+            f"{path}: column(s) {', '.join(unread)} not read: the model's features are {', '.join(spec.names)}; "
+            "declare a column with --known (a value per week) or --static (one per series) to use it"
+        )
     if spec.history and TIME_COLUMN not in table.column_names:
         raise DataError(f"{path}: history features need a {spec.week_column!r} column to order each series' weeks")
-    categories = [name for name in spec.static if spec.vocabulary(name) is not None
-                  or not tables.holds_numbers(table.column(name))]
+    categories = [
+        name
+        for name in spec.static
+        if spec.vocabulary(name) is not None or not tables.holds_numbers(table.column(name))
+    ]
     new = [name for name in categories if spec.vocabulary(name) is None]
     if new and warn:
         warn(f"{path}: static column(s) {', '.join(new)} hold text, read as categories (one value per series)")
-    numbers = (*(c for c in columns if c not in categories),
-               *((LAG_1,) if LAG_1 in table.column_names and LAG_1 not in columns else ()))
+    numbers = (
+        *(c for c in columns if c not in categories),
+        *((LAG_1,) if LAG_1 in table.column_names and LAG_1 not in columns else ()),
+    )
     checked = tables.check_columns(table, numbers, csv=not parquet, text=categories)
     del table
     tally = tables.ProblemTally()
@@ -124,8 +133,13 @@ def load_file(path, skip_bad_rows=False, warn=None, require_target=True, spec=CH
     if SERIES_COLUMN in values:
         values[SERIES_COLUMN] = values[SERIES_COLUMN].astype(str)
     y = values[TARGET] if require_target else np.full(int(keep.sum()), np.nan)
-    source = {"path": str(path), "sha256": hashlib.sha256(raw).hexdigest(), "rows": int(keep.sum()),
-              "skipped_rows": bad_rows, "skipped_reasons": skipped}
+    source = {
+        "path": str(path),
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        "rows": int(keep.sum()),
+        "skipped_rows": bad_rows,
+        "skipped_reasons": skipped,
+    }
     if raw_values:
         return values, y, source
     return featured(path, values, y, spec, source, tails)
@@ -137,23 +151,30 @@ def featured(path, values, y, spec, source, tails=None):
     A static column of text that `spec` has no values for yet is a category of the values it holds here
     (training); the Dataset's spec records them."""
     check_static(path, spec, values)
-    learned = tuple((name, tuple(sorted(set(values[name].tolist())))) for name in spec.static
-                    if spec.vocabulary(name) is None and values[name].dtype == object)
+    learned = tuple(
+        (name, tuple(sorted(set(values[name].tolist()))))
+        for name in spec.static
+        if spec.vocabulary(name) is None and values[name].dtype == object
+    )
     if learned:
         spec = replace(spec, categories=spec.categories + learned)
     features = feature_matrix(spec, values, sales=y, tail_of=tails)
     usable = ~np.isnan(features.X).any(axis=1)  # a row whose last week is unknown has nothing to go on
     without_history = int((~usable).sum())
     if not usable.any():
-        raise DataError(f"{path}: no row has a week before it to forecast from; give each series' "
-                        f"{LAG_1} or more weeks")
+        raise DataError(
+            f"{path}: no row has a week before it to forecast from; give each series' {LAG_1} or more weeks"
+        )
     data = Dataset(
         X=features.X,
         y=y,
         week=values.get(TIME_COLUMN),
         series=values.get(SERIES_COLUMN),
-        source={**source, "rows": int(usable.sum()),
-                **({"rows_without_an_earlier_week": without_history} if without_history else {})},
+        source={
+            **source,
+            "rows": int(usable.sum()),
+            **({"rows_without_an_earlier_week": without_history} if without_history else {}),
+        },
         spec=spec,
         filled=features.filled,
         grid=features.grid,
@@ -192,8 +213,10 @@ def check_static(path, spec, values):
         changing = np.flatnonzero(low != high)
         if len(changing):
             shown = ", ".join(repr(str(names[i])) for i in changing[:5])
-            raise DataError(f"{path}: column {column!r} is declared static (one value per series) but changes "
-                            f"within series {shown}{' and more' if len(changing) > 5 else ''}")
+            raise DataError(
+                f"{path}: column {column!r} is declared static (one value per series) but changes "
+                f"within series {shown}{' and more' if len(changing) > 5 else ''}"
+            )
 
 
 # The fewest weeks (or rows, without a week column) a model trains on before
@@ -245,20 +268,27 @@ def time_split(data, validation_fraction=VALIDATION_FRACTION, holdout_fraction=H
     if n_train < MIN_TRAIN_PERIODS:
         unit = unit_name(data)
         if holdout_from is not None:
-            needed = f"{n_holdout + n_validation + MIN_TRAIN_PERIODS} {unit} are needed: {MIN_TRAIN_PERIODS} to train on, " \
-                     f"then {n_validation} to validate, before the {n_holdout} held out"
+            needed = (
+                f"{n_holdout + n_validation + MIN_TRAIN_PERIODS} {unit} are needed: {MIN_TRAIN_PERIODS} to train on, "
+                f"then {n_validation} to validate, before the {n_holdout} held out"
+            )
         else:
-            needed = (f"{min_periods(validation_fraction, holdout_fraction)} {unit} are needed: {MIN_TRAIN_PERIODS} to "
-                      f"train on, then the latest {validation_fraction:.0%} to validate and {holdout_fraction:.0%} "
-                      "to hold out")
-        raise DataError(f"{data.source.get('path', 'data')}: {n} {unit} are too few to train, select and evaluate "
-                        f"a model: at least {needed}")
+            needed = (
+                f"{min_periods(validation_fraction, holdout_fraction)} {unit} are needed: {MIN_TRAIN_PERIODS} to "
+                f"train on, then the latest {validation_fraction:.0%} to validate and {holdout_fraction:.0%} "
+                "to hold out"
+            )
+        raise DataError(
+            f"{data.source.get('path', 'data')}: {n} {unit} are too few to train, select and evaluate "
+            f"a model: at least {needed}"
+        )
     parts = np.digitize(period_of_row, [n_train, n_train + n_validation])
     return Split(*(data.take(order[parts == p]) for p in range(3)))
 
 
 def concat(parts):
     """One dataset from time-ordered parts of the same source (e.g. a split, whole again)."""
+
     def joined(name):
         values = [getattr(p, name) for p in parts]
         return None if any(v is None for v in values) else np.concatenate(values)
@@ -272,11 +302,21 @@ def concat(parts):
         width = max(g.shape[1] for g in grids)
         offsets = np.cumsum([0] + [len(g) for g in grids[:-1]])
         grid = np.vstack([np.pad(g, ((0, 0), (0, width - g.shape[1])), constant_values=np.nan) for g in grids])
-        slots = np.concatenate([np.where(p.slots[:, :1] >= 0, p.slots + [offset, 0], p.slots)
-                                for p, offset in zip(parts, offsets)])
-    return Dataset(np.concatenate([p.X for p in parts]), np.concatenate([p.y for p in parts]),
-                   joined("week"), joined("series"), parts[0].source, parts[0].spec, parts[-1].tails,
-                   joined("filled"), grid, slots)
+        slots = np.concatenate(
+            [np.where(p.slots[:, :1] >= 0, p.slots + [offset, 0], p.slots) for p, offset in zip(parts, offsets)]
+        )
+    return Dataset(
+        np.concatenate([p.X for p in parts]),
+        np.concatenate([p.y for p in parts]),
+        joined("week"),
+        joined("series"),
+        parts[0].source,
+        parts[0].spec,
+        parts[-1].tails,
+        joined("filled"),
+        grid,
+        slots,
+    )
 
 
 def rows_and_weeks(data):
@@ -296,8 +336,9 @@ def findings(data):
     # Percent is expected (0 to 100): a file of fractions (0.2 for 20% off) is
     # valid, but every discount would read as under 1% off.
     discounts = columns.get(FEATURES[1])
-    found["discounts_all_at_most_1_percent"] = bool(discounts is not None and len(discounts)
-                                                    and 0 < discounts.max() <= 1)
+    found["discounts_all_at_most_1_percent"] = bool(
+        discounts is not None and len(discounts) and 0 < discounts.max() <= 1
+    )
     if data.week is not None and data.series is not None:
         found["repeated_week_series_rows"] = repeated_week_series(data.week, data.series)
     return found

@@ -3,6 +3,7 @@ strict JSON: a NaN or an infinity (the MAPE of a holdout that sells nothing,
 the MASE of a constant series) is written as null. Python's json module would
 write a bare NaN, which JavaScript's JSON.parse and other strict readers refuse.
 """
+
 import json
 import math
 

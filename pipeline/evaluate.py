@@ -1,4 +1,5 @@
 """Holdout metrics, the baselines a forecast must beat, and a conformal interval."""
+
 import math
 
 import numpy as np

@@ -27,6 +27,7 @@ constant over an [N,1] tensor one row at a time, which made each of those
 elementwise steps cost as much as a hidden layer's tanh (about 7 ns a row,
 against 0.03 on [N]).
 """
+
 import json
 
 import numpy as np
@@ -121,12 +122,17 @@ def build_onnx(mlp, stats, metadata, members=None):
     if log and not log_all:
         for i, column in enumerate(columns):
             if stats.log_columns[i]:
-                nodes += [helper.make_node("Add", [column, one], [f"{column}.plus_one"]),
-                          helper.make_node("Log", [f"{column}.plus_one"], [f"{column}.log"])]
+                nodes += [
+                    helper.make_node("Add", [column, one], [f"{column}.plus_one"]),
+                    helper.make_node("Log", [f"{column}.plus_one"], [f"{column}.log"]),
+                ]
                 columns[i] = f"{column}.log"
     for column, low, high in zip(columns, *stats.x_bounds):
-        nodes.append(helper.make_node("Clip", [column, const(f"{column}.low", low), const(f"{column}.high", high)],
-                                      [f"{column}.held"]))
+        nodes.append(
+            helper.make_node(
+                "Clip", [column, const(f"{column}.low", low), const(f"{column}.high", high)], [f"{column}.held"]
+            )
+        )
     nodes.append(helper.make_node("Concat", [f"{c}.held" for c in columns], ["x_held"], axis=1))
     features = "x_held"
     if mlp.activation == "gelu":
@@ -139,13 +145,15 @@ def build_onnx(mlp, stats, metadata, members=None):
         # GELU(x) = x * (1 + erf(x / sqrt 2)) / 2, spelled in opset 17 (which
         # has no Gelu) in the pattern ONNX Runtime fuses into its own Gelu kernel.
         sqrt2, one, half = gelu_constants
-        nodes.extend([
-            helper.make_node("Div", [linear, sqrt2], [f"{out}.scaled"]),
-            helper.make_node("Erf", [f"{out}.scaled"], [f"{out}.erf"]),
-            helper.make_node("Add", [f"{out}.erf", one], [f"{out}.erf_plus_one"]),
-            helper.make_node("Mul", [linear, f"{out}.erf_plus_one"], [f"{out}.twice"]),
-            helper.make_node("Mul", [f"{out}.twice", half], [out]),
-        ])
+        nodes.extend(
+            [
+                helper.make_node("Div", [linear, sqrt2], [f"{out}.scaled"]),
+                helper.make_node("Erf", [f"{out}.scaled"], [f"{out}.erf"]),
+                helper.make_node("Add", [f"{out}.erf", one], [f"{out}.erf_plus_one"]),
+                helper.make_node("Mul", [linear, f"{out}.erf_plus_one"], [f"{out}.twice"]),
+                helper.make_node("Mul", [f"{out}.twice", half], [out]),
+            ]
+        )
 
     def chain(layers, prefix, series_table=None):
         """MatMul, Add, activation per hidden layer; returns the last layer's MatMul output (no bias)."""
@@ -159,8 +167,14 @@ def build_onnx(mlp, stats, metadata, members=None):
             if i == 0 and series_table is not None:
                 # The bias is folded into every row of the series table: one Add, as without series.
                 rows = f"{prefix}series.rows"
-                nodes.append(helper.make_node("Gather", [const(f"{prefix}series.table_plus_bias", series_table + b),
-                                                         SERIES_TENSOR], [rows], axis=0))
+                nodes.append(
+                    helper.make_node(
+                        "Gather",
+                        [const(f"{prefix}series.table_plus_bias", series_table + b), SERIES_TENSOR],
+                        [rows],
+                        axis=0,
+                    )
+                )
                 nodes.append(helper.make_node("Add", [matmul, rows], [linear]))
             else:
                 nodes.append(helper.make_node("Add", [matmul, const(f"{prefix}layer{i}.bias", b)], [linear]))
@@ -172,8 +186,10 @@ def build_onnx(mlp, stats, metadata, members=None):
     flat, column = const("flat_shape", [-1], np.int64), const("column_shape", [-1, 1], np.int64)
     if members and len(members) > 1:
         starts = np.cumsum([0] + [sizes[0] for sizes in members])
-        branches = [chain(layers, f"member{j}.", None if table is None else table[:, starts[j] : starts[j + 1]])
-                    for j, layers in enumerate(split_members(arrays, members))]
+        branches = [
+            chain(layers, f"member{j}.", None if table is None else table[:, starts[j] : starts[j + 1]])
+            for j, layers in enumerate(split_members(arrays, members))
+        ]
         nodes.append(helper.make_node("Sum", branches, ["members.sum"]))
         output = "members.sum"
     else:
@@ -187,8 +203,9 @@ def build_onnx(mlp, stats, metadata, members=None):
     else:
         nodes.append(helper.make_node("Add", ["output.flat", output_bias], ["output.free"]))
     y_low, y_high = stats.y_bounds
-    nodes.append(helper.make_node("Clip", ["output.free", const("y_low", y_low), const("y_high", y_high)],
-                                  [normalized]))
+    nodes.append(
+        helper.make_node("Clip", ["output.free", const("y_low", y_low), const("y_high", y_high)], [normalized])
+    )
     nodes += [
         helper.make_node("Mul", [normalized, const("y_range", [stats.y_range])], ["y_scaled"]),
         helper.make_node("Add", ["y_scaled", const("y_min", [stats.y_min])], ["y_log" if log else units]),
@@ -280,8 +297,9 @@ def parity_error(path, mlp, stats, inputs, provider="CPUExecutionProvider"):
         if mlp.n_series:  # every series the model knows, and the unknown one
             codes_all = draw.integers(0, mlp.n_series + 1, len(x_all), dtype=np.int64)
         with torch.no_grad():
-            exact_units = exact(torch.from_numpy(x_all.astype(np.float64)),
-                                None if codes_all is None else torch.from_numpy(codes_all))[0].numpy()
+            exact_units = exact(
+                torch.from_numpy(x_all.astype(np.float64)), None if codes_all is None else torch.from_numpy(codes_all)
+            )[0].numpy()
         scale = max(float(np.max(np.abs(exact_units))), 1.0)
         for batch in PARITY_BATCHES:
             feed = {INPUT_TENSOR: x_all[:batch]}

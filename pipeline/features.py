@@ -26,6 +26,7 @@ oldest week there is, a rolling mean is the mean of the weeks there are, and
 with no week at all every history feature is last week's sales. The filled
 features are reported per row.
 """
+
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -66,15 +67,24 @@ class FeatureSpec:
     @property
     def static_names(self):
         """The static covariates' feature columns: a number's own name, a category's `name=value` per value."""
-        return tuple(column for name in self.static for column in
-                     ((f"{name}={value}" for value in self.vocabulary(name)) if self.vocabulary(name) is not None
-                      else (name,)))
+        return tuple(
+            column
+            for name in self.static
+            for column in (
+                (f"{name}={value}" for value in self.vocabulary(name)) if self.vocabulary(name) is not None else (name,)
+            )
+        )
 
     @property
     def names(self):
         """The feature matrix's columns, in order: the ONNX input's columns too."""
-        return (LAG_1, *self.known, *(HISTORY if self.history else ()), *(CALENDAR if self.calendar else ()),
-                *self.static_names)
+        return (
+            LAG_1,
+            *self.known,
+            *(HISTORY if self.history else ()),
+            *(CALENDAR if self.calendar else ()),
+            *self.static_names,
+        )
 
     @property
     def is_chapter(self):
@@ -84,8 +94,11 @@ class FeatureSpec:
     def fillable(self):
         """What a row may lack and have filled (feature_matrix): the weeks of history, the week for the
         calendar, a category value training saw."""
-        return (*(HISTORY if self.history else ()), *(CALENDAR if self.calendar else ()),
-                *(name for name, _ in self.categories))
+        return (
+            *(HISTORY if self.history else ()),
+            *(CALENDAR if self.calendar else ()),
+            *(name for name, _ in self.categories),
+        )
 
     @property
     def covariates(self):
@@ -108,22 +121,33 @@ class FeatureSpec:
         return {theirs: ours for theirs, ours in pairs if theirs != ours}
 
     def to_json(self):
-        return {"names": list(self.names), "known": list(self.known), "static": list(self.static),
-                "history": {"lags": [1, *HISTORY_LAGS], "rolling_means": list(ROLLING_MEANS),
-                            "window_weeks": WINDOW_WEEKS} if self.history else None,
-                "calendar": list(CALENDAR) if self.calendar else None,
-                "categories": {name: list(values) for name, values in self.categories},
-                "columns": {"series": self.series_column, "week": self.week_column, "target": self.target_column}}
+        return {
+            "names": list(self.names),
+            "known": list(self.known),
+            "static": list(self.static),
+            "history": {"lags": [1, *HISTORY_LAGS], "rolling_means": list(ROLLING_MEANS), "window_weeks": WINDOW_WEEKS}
+            if self.history
+            else None,
+            "calendar": list(CALENDAR) if self.calendar else None,
+            "categories": {name: list(values) for name, values in self.categories},
+            "columns": {"series": self.series_column, "week": self.week_column, "target": self.target_column},
+        }
 
     @classmethod
     def from_json(cls, doc):
         if not doc:
             return cls()
         columns = doc.get("columns", {})
-        return cls(tuple(doc.get("known", CHAPTER_KNOWN)), tuple(doc.get("static", ())), bool(doc.get("history")),
-                   bool(doc.get("calendar")), columns.get("series", SERIES_COLUMN),
-                   columns.get("week", TIME_COLUMN), columns.get("target", TARGET),
-                   tuple((name, tuple(values)) for name, values in (doc.get("categories") or {}).items()))
+        return cls(
+            tuple(doc.get("known", CHAPTER_KNOWN)),
+            tuple(doc.get("static", ())),
+            bool(doc.get("history")),
+            bool(doc.get("calendar")),
+            columns.get("series", SERIES_COLUMN),
+            columns.get("week", TIME_COLUMN),
+            columns.get("target", TARGET),
+            tuple((name, tuple(values)) for name, values in (doc.get("categories") or {}).items()),
+        )
 
     def with_columns(self, **names):
         return replace(self, **{f"{k}_column": v for k, v in names.items() if v})
@@ -132,8 +156,9 @@ class FeatureSpec:
 CHAPTER = FeatureSpec()
 
 
-def with_options(base, known=None, static=None, history=None, calendar=None, series_column=None, week_column=None,
-                 target_column=None):
+def with_options(
+    base, known=None, static=None, history=None, calendar=None, series_column=None, week_column=None, target_column=None
+):
     """`base` with what command-line options asked for (None: left as `base` has it)."""
     from .errors import DataError
 
@@ -141,9 +166,14 @@ def with_options(base, known=None, static=None, history=None, calendar=None, ser
     twice = sorted({n for n in taken if taken.count(n) > 1})
     if twice:
         raise DataError(f"--known and --static both name {', '.join(twice)}: a covariate is one or the other")
-    spec = replace(base, **{name: tuple(value) if isinstance(value, list) else value for name, value in
-                            (("known", known), ("static", static), ("history", history), ("calendar", calendar))
-                            if value is not None})
+    spec = replace(
+        base,
+        **{
+            name: tuple(value) if isinstance(value, list) else value
+            for name, value in (("known", known), ("static", static), ("history", history), ("calendar", calendar))
+            if value is not None
+        },
+    )
     return spec.with_columns(series=series_column, week=week_column, target=target_column)
 
 
@@ -171,9 +201,9 @@ def history_columns(window, last_week=None):
         columns.append(np.where(short, oldest, value))
         filled.append(short)
     for weeks in ROLLING_MEANS:
-        recent = window[:, L - weeks:]
-        have = known[:, L - weeks:].sum(axis=1)
-        total = np.where(known[:, L - weeks:], recent, 0.0).sum(axis=1)
+        recent = window[:, L - weeks :]
+        have = known[:, L - weeks :].sum(axis=1)
+        total = np.where(known[:, L - weeks :], recent, 0.0).sum(axis=1)
         columns.append(np.divide(total, have, out=np.full(n, np.nan), where=have > 0))
         filled.append(have < weeks)
     return np.column_stack(columns), np.column_stack(filled)
@@ -293,7 +323,10 @@ def assemble(spec, last, known, history=None, calendar=None, static=None):
     [n, len(HISTORY)]; `calendar` [n, 2]; `static` [n, len(spec.static_names)] (static_matrix).
     The one place the order of spec.names is laid out, for files, requests and plans.
     """
-    parts = [np.asarray(last, dtype=np.float64).reshape(-1, 1), np.asarray(known, dtype=np.float64).reshape(len(last), -1)]
+    parts = [
+        np.asarray(last, dtype=np.float64).reshape(-1, 1),
+        np.asarray(known, dtype=np.float64).reshape(len(last), -1),
+    ]
     if spec.history:
         parts.append(history)
     if spec.calendar:
@@ -312,7 +345,7 @@ def with_history(spec, X, window):
     X[:, 0] = np.where(np.isnan(last), X[:, 0], last)
     if spec.history:
         start = 1 + len(spec.known)
-        X[:, start:start + len(HISTORY)] = history_columns(window, X[:, 0])[0]
+        X[:, start : start + len(HISTORY)] = history_columns(window, X[:, 0])[0]
     return X
 
 
@@ -341,8 +374,10 @@ def static_matrix(spec, columns, n):
         hot = values[:, None] == np.asarray(vocabulary, dtype=str)[None, :]
         parts.append(hot.astype(np.float64))
         unseen.append(~hot.any(axis=1))
-    return (np.column_stack(parts) if parts else np.zeros((n, 0)),
-            np.column_stack(unseen) if unseen else np.zeros((n, 0), dtype=bool))
+    return (
+        np.column_stack(parts) if parts else np.zeros((n, 0)),
+        np.column_stack(unseen) if unseen else np.zeros((n, 0), dtype=bool),
+    )
 
 
 def feature_matrix(spec, columns, sales=None, tail_of=None):
@@ -364,14 +399,20 @@ def feature_matrix(spec, columns, sales=None, tail_of=None):
     n = len(next(iter(columns.values())))
     given_last = columns.get(LAG_1)
     given_last = np.full(n, np.nan) if given_last is None else np.asarray(given_last, dtype=np.float64)
-    known = np.column_stack([np.asarray(columns[name], dtype=np.float64) for name in spec.known]) if spec.known \
+    known = (
+        np.column_stack([np.asarray(columns[name], dtype=np.float64) for name in spec.known])
+        if spec.known
         else np.zeros((n, 0))
+    )
     static, unseen = static_matrix(spec, columns, n)
     if not (spec.history or spec.calendar):
         return Features(assemble(spec, given_last, known, static=static), unseen)
     weeks = columns.get(TIME_COLUMN)
-    weeks = np.full(n, np.datetime64("NaT"), dtype="datetime64[D]") if weeks is None \
+    weeks = (
+        np.full(n, np.datetime64("NaT"), dtype="datetime64[D]")
+        if weeks is None
         else np.asarray(weeks, dtype="datetime64[D]")
+    )
     series = columns.get(SERIES_COLUMN)
     if tail_of and series is not None and np.isnat(weeks).any():  # a known series' next week
         weeks = weeks.copy()

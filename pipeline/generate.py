@@ -13,6 +13,7 @@ units become this week's `prev_week_sales`; the weak pull towards `level`
 keeps every series bounded. The defaults agree with the four rows of the
 chapter's Table 8.1 within 3%.
 """
+
 import csv
 import datetime as dt
 from dataclasses import dataclass

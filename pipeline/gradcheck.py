@@ -1,14 +1,17 @@
 """Compare the hand-written backprop with torch autograd on random networks."""
+
 import numpy as np
 import torch
 
 from .backprop import ManualMLP
 from .presets import GRADCHECK_SEED, GRADCHECK_TRIALS, MANUAL_ACTIVATIONS
 
-
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "linear": lambda z: z}
-LOSSES = {"mse": torch.nn.functional.mse_loss, "half-sse": lambda a, y: 0.5 * torch.sum((a - y) ** 2),
-          "mae": torch.nn.functional.l1_loss}
+LOSSES = {
+    "mse": torch.nn.functional.mse_loss,
+    "half-sse": lambda a, y: 0.5 * torch.sum((a - y) ** 2),
+    "mae": torch.nn.functional.l1_loss,
+}
 
 
 def autograd_gradients(net, X, y, loss_name="mse"):
@@ -49,15 +52,24 @@ def gradcheck(trials=GRADCHECK_TRIALS, seed=GRADCHECK_SEED):
     passes when every gradient element and loss is within the tolerance.
     """
     rng = np.random.default_rng(seed)
-    variants = {f"{o} output, {l}": {"variant": f"{o} output, {l}", "cases": 0, "worst_ratio": 0.0,
-                                      "worst_abs_error": 0.0, "worst_case": None} for o, l in VARIANTS}
+    variants = {
+        f"{o} output, {l}": {
+            "variant": f"{o} output, {l}",
+            "cases": 0,
+            "worst_ratio": 0.0,
+            "worst_abs_error": 0.0,
+            "worst_case": None,
+        }
+        for o, l in VARIANTS
+    }
     for trial in range(trials):
         hidden = [int(h) for h in rng.integers(1, 9, size=rng.integers(1, 4))]
         activation = str(rng.choice(MANUAL_ACTIVATIONS))
         output_activation, loss_name = VARIANTS[trial % len(VARIANTS)]
         n_in = int(rng.integers(1, 5))
-        net = ManualMLP.initialize([n_in, *hidden, 1], activation, seed=int(rng.integers(1 << 31)),
-                                   output_activation=output_activation)
+        net = ManualMLP.initialize(
+            [n_in, *hidden, 1], activation, seed=int(rng.integers(1 << 31)), output_activation=output_activation
+        )
         n = int(rng.integers(1, 33))
         X = rng.normal(size=(n, n_in))
         y = rng.normal(size=n) if output_activation == "linear" else rng.uniform(size=n)
@@ -74,6 +86,11 @@ def gradcheck(trials=GRADCHECK_TRIALS, seed=GRADCHECK_SEED):
             report["worst_case"] = {"trial": trial, "sizes": [n_in, *hidden, 1], "activation": activation, "rows": n}
     for report in variants.values():
         report["passed"] = report["worst_ratio"] <= 1.0
-    return {"trials": trials, "dtype": "float64", "tolerance": {"atol": ATOL, "rtol": RTOL},
-            "variants": list(variants.values()), "passed": all(v["passed"] for v in variants.values()),
-            "worst_ratio": max(v["worst_ratio"] for v in variants.values())}
+    return {
+        "trials": trials,
+        "dtype": "float64",
+        "tolerance": {"atol": ATOL, "rtol": RTOL},
+        "variants": list(variants.values()),
+        "passed": all(v["passed"] for v in variants.values()),
+        "worst_ratio": max(v["worst_ratio"] for v in variants.values()),
+    }

@@ -1,4 +1,5 @@
 """The chapter's multilayer perceptron (its settings are in pipeline.presets)."""
+
 import torch
 from torch import nn
 
@@ -16,8 +17,9 @@ class DemandMLP(nn.Module):
     Works on min-max normalized features and target, as in the chapter.
     """
 
-    def __init__(self, hidden=(10, 5), activation="sigmoid", n_features=N_FEATURES, output_activation="linear",
-                 n_series=0):
+    def __init__(
+        self, hidden=(10, 5), activation="sigmoid", n_features=N_FEATURES, output_activation="linear", n_series=0
+    ):
         super().__init__()
         sizes = [n_features, *hidden, 1]
         layers = []
@@ -53,9 +55,13 @@ class DemandMLP(nn.Module):
 
     def args(self):
         """What rebuilds this network, before its weights are loaded: DemandMLP(**mlp.args())."""
-        return {"hidden": list(self.hidden), "activation": self.activation,
-                "n_features": self.linear_layers()[0].in_features,
-                "output_activation": self.output_activation, "n_series": self.n_series}
+        return {
+            "hidden": list(self.hidden),
+            "activation": self.activation,
+            "n_features": self.linear_layers()[0].in_features,
+            "output_activation": self.output_activation,
+            "n_series": self.n_series,
+        }
 
     def linear_layers(self):
         return [m for m in self.net if isinstance(m, nn.Linear)]

@@ -6,6 +6,7 @@ and on the log scale a store selling 10,000 units and one selling 300,000 get
 the same relative accuracy. Min-max scaling then applies to the log values.
 The raw training range is kept as well, to flag forecasts outside it.
 """
+
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import repeat
@@ -116,8 +117,7 @@ class MinMaxStats:
 
             at = pc.index_in(names, value_set=pa.array(self.series, pa.string()))
             return pc.fill_null(at, -1).to_numpy(zero_copy_only=False).astype(np.int64) + 1
-        return np.fromiter(map(self._series_index.get, names, repeat(UNKNOWN_SERIES)), dtype=np.int64,
-                           count=len(names))
+        return np.fromiter(map(self._series_index.get, names, repeat(UNKNOWN_SERIES)), dtype=np.int64, count=len(names))
 
     @cached_property
     def _series_index(self):
@@ -190,10 +190,16 @@ class MinMaxStats:
             "method": "min-max, fitted on the training window",
             "transform": self.transform,
             "features": {
-                name: {"min": lo, "max": hi, "raw_min": rlo, "raw_max": rhi,
-                       **({"logged": bool(log)} if self.logged else {})}
-                for name, lo, hi, rlo, rhi, log in zip(self.names, self.x_min, self.x_max, self.raw_x_min,
-                                                       self.raw_x_max, self.log_columns)
+                name: {
+                    "min": lo,
+                    "max": hi,
+                    "raw_min": rlo,
+                    "raw_max": rhi,
+                    **({"logged": bool(log)} if self.logged else {}),
+                }
+                for name, lo, hi, rlo, rhi, log in zip(
+                    self.names, self.x_min, self.x_max, self.raw_x_min, self.raw_x_max, self.log_columns
+                )
             },
             "target": {"name": TARGET, "min": self.y_min, "max": self.y_max},
             **({"series": list(self.series)} if self.series else {}),
@@ -208,9 +214,12 @@ class MinMaxStats:
             return tuple(float(features[name][key]) for name in names)
 
         return cls(
-            column("min"), column("max"),
-            float(doc["target"]["min"]), float(doc["target"]["max"]),
-            column("raw_min"), column("raw_max"),
+            column("min"),
+            column("max"),
+            float(doc["target"]["min"]),
+            float(doc["target"]["max"]),
+            column("raw_min"),
+            column("raw_max"),
             doc.get("transform", "none"),
             tuple(str(name) for name in doc.get("series", ())),
             names,

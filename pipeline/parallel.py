@@ -7,6 +7,7 @@ by side. Every fit seeds itself and runs on one thread either way, so the
 results are those of training one after the other. (Workers are spawned: a
 script that calls this needs the usual `if __name__ == "__main__":` guard.)
 """
+
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -35,8 +36,9 @@ def fit_all(configs, train, validation, progress=None):
     train, validation = _bare(train), _bare(validation)
     threads = max(1, usable_cores() // workers)
     # spawn, not fork: a forked child of a process that has used OpenMP can hang.
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_set_threads, initargs=(threads,))
+    pool = ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_set_threads, initargs=(threads,)
+    )
     try:
         futures = [pool.submit(fit, train, validation, config) for config in configs]
         results = [future.result() for future in futures]

@@ -6,18 +6,20 @@ each series' first week (blank or absent on the others, where the forecast of
 the week before takes its place). The output has one row per series and week
 with the forecast and the bounds of every interval.
 """
+
 import csv
 import datetime as dt
 from pathlib import Path
 
 import numpy as np
 
-from .calibrate import level_key
 from .atomic import write_atomically
-from .tables import parse_number
+from .calibrate import level_key
 from .errors import DataError
 from .features import CHAPTER
 from .schema import FEATURES, domain_problem
+from .tables import parse_number
+
 
 def read_plan(path, max_horizon=None, spec=CHAPTER, stored=(), statics=None):
     """{"ids", "weeks_of" (ISO dates per series), "prev_week_sales" [S] (NaN: from the stored history),
@@ -42,10 +44,13 @@ def read_plan(path, max_horizon=None, spec=CHAPTER, stored=(), statics=None):
     reader.fieldnames = header
     missing = [c for c in REQUIRED if c not in header]
     if missing:
-        raise DataError(f"{path}: missing required column(s) {', '.join(missing)}; the header has "
-                        f"{', '.join(header) if header else 'nothing'}")
+        raise DataError(
+            f"{path}: missing required column(s) {', '.join(missing)}; the header has "
+            f"{', '.join(header) if header else 'nothing'}"
+        )
     plans, problems = {}, []
     for line, record in enumerate(reader, start=2):
+
         def bad(column, problem):
             problems.append(f"{path}: line {line}, column {column!r}: {problem}")
 
@@ -77,8 +82,13 @@ def read_plan(path, max_horizon=None, spec=CHAPTER, stored=(), statics=None):
             cell = (record.get(column) or "").strip()
             category = spec.vocabulary(column) is not None
             value = (cell if category else parse_number(cell)) if cell else statics.get(name, {}).get(column, "")
-            problem = (f"is empty, and the model has no value stored for series {name!r}" if value == ""
-                       else None if category else domain_problem(column, value))
+            problem = (
+                f"is empty, and the model has no value stored for series {name!r}"
+                if value == ""
+                else None
+                if category
+                else domain_problem(column, value)
+            )
             if problem:
                 bad(column, problem)
             static.append(value)
@@ -87,21 +97,27 @@ def read_plan(path, max_horizon=None, spec=CHAPTER, stored=(), statics=None):
         weeks.sort(key=lambda w: w[0])
         first_week, first_line, prev = weeks[0][:3]
         if prev is None and name not in stored:
-            problems.append(f"{path}: line {first_line}, column {FEATURES[0]!r}: series {name!r} starts in week "
-                            f"{first_week} and needs prev_week_sales there")
+            problems.append(
+                f"{path}: line {first_line}, column {FEATURES[0]!r}: series {name!r} starts in week "
+                f"{first_week} and needs prev_week_sales there"
+            )
         dates = [w[0] for w in weeks]
         if len(set(dates)) != len(dates):
             problems.append(f"{path}: series {name!r} has a week twice")
         else:  # each week's forecast is the next week's prev_week_sales: a gap would be forecast as the next week
             gap = next(((a, b) for a, b in zip(weeks, weeks[1:]) if (b[0] - a[0]).days != 7), None)
             if gap:
-                problems.append(f"{path}: line {gap[1][1]}: series {name!r} goes from week {gap[0][0]} to {gap[1][0]}; "
-                                "its weeks must follow one another, 7 days apart")
+                problems.append(
+                    f"{path}: line {gap[1][1]}: series {name!r} goes from week {gap[0][0]} to {gap[1][0]}; "
+                    "its weeks must follow one another, 7 days apart"
+                )
         given_later = next((w for w in weeks[1:] if w[2] is not None), None)
         if given_later:
-            problems.append(f"{path}: line {given_later[1]}, column {FEATURES[0]!r}: series {name!r} gives it in week "
-                            f"{given_later[0]}, after its first; only the first week takes it (the forecast of the week "
-                            "before stands in for it on the others): leave it blank")
+            problems.append(
+                f"{path}: line {given_later[1]}, column {FEATURES[0]!r}: series {name!r} gives it in week "
+                f"{given_later[0]}, after its first; only the first week takes it (the forecast of the week "
+                "before stands in for it on the others): leave it blank"
+            )
         if max_horizon and len(weeks) > max_horizon:
             problems.append(f"{path}: series {name!r} has {len(weeks)} weeks, more than {max_horizon}")
     if not plans and not problems:
@@ -116,10 +132,14 @@ def read_plan(path, max_horizon=None, spec=CHAPTER, stored=(), statics=None):
     for s, name in enumerate(ids):
         features[s, : weeks[s]] = np.array([w[3] for w in plans[name]], dtype=np.float32).reshape(weeks[s], -1)
     prev = [plans[name][0][2] for name in ids]
-    return {"ids": ids, "weeks_of": [[str(w[0]) for w in plans[name]] for name in ids],
-            "prev_week_sales": np.array([np.nan if v is None else v for v in prev], dtype=np.float64),
-            "features": features, "weeks": weeks,
-            "static": {column: [plans[name][0][4][j] for name in ids] for j, column in enumerate(spec.static)}}
+    return {
+        "ids": ids,
+        "weeks_of": [[str(w[0]) for w in plans[name]] for name in ids],
+        "prev_week_sales": np.array([np.nan if v is None else v for v in prev], dtype=np.float64),
+        "features": features,
+        "weeks": weeks,
+        "static": {column: [plans[name][0][4][j] for name in ids] for j, column in enumerate(spec.static)},
+    }
 
 
 def write_forecasts(path, plan, out, levels, spec=CHAPTER):
@@ -148,8 +168,11 @@ def _write_rows(path, columns, plan, out, levels, spec):
                         low, high = out["intervals"][level]
                         bounds += [repr(float(low[s, h])), repr(float(high[s, h]))]
                 outside = ";".join(f for f, flag in zip(spec.names, out["outside"][s, h]) if flag)
-                filled = [";".join(f for f, flag in zip(spec.fillable, out["filled"][s, h]) if flag)] \
-                    if spec.fillable else []
+                filled = (
+                    [";".join(f for f, flag in zip(spec.fillable, out["filled"][s, h]) if flag)]
+                    if spec.fillable
+                    else []
+                )
                 writer.writerow([name, week, h + 1, repr(float(out["units_sold"][s, h])), *bounds, outside, *filled])
                 count += 1
     return count

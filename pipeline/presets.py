@@ -3,8 +3,8 @@
 Plain data with no torch, so the command line can show every default
 instantly; pipeline.model builds the network from them.
 """
-from dataclasses import asdict, dataclass, replace
 
+from dataclasses import asdict, dataclass, replace
 
 # The hidden layers' activation: the chapter's sigmoid, tanh, or GELU
 # (x * Phi(x), Phi the standard normal's distribution function), which the
@@ -103,10 +103,27 @@ WATCHED_VALIDATION_ROWS = 2048
 # saturating tanh does. Against tanh it forecast every tuning set better, and
 # 10 of 12 fresh draws (bench/tuning/README.md).
 _SCHEDULES = {
-    "full": dict(optimizer="adam", lr=0.01, momentum=0.0, epochs=1500, batch_size=0, patience=150,
-                 max_batch_rows=STEP_ROWS, sample_above_rows=SAMPLE_ABOVE_ROWS),
-    "batch": dict(optimizer="adam", lr=0.003, momentum=0.0, epochs=200, batch_size=64, max_steps_per_epoch=16,
-                  patience=40, max_batch_rows=STEP_ROWS, sample_above_rows=SAMPLE_ABOVE_ROWS),
+    "full": dict(
+        optimizer="adam",
+        lr=0.01,
+        momentum=0.0,
+        epochs=1500,
+        batch_size=0,
+        patience=150,
+        max_batch_rows=STEP_ROWS,
+        sample_above_rows=SAMPLE_ABOVE_ROWS,
+    ),
+    "batch": dict(
+        optimizer="adam",
+        lr=0.003,
+        momentum=0.0,
+        epochs=200,
+        batch_size=64,
+        max_steps_per_epoch=16,
+        patience=40,
+        max_batch_rows=STEP_ROWS,
+        sample_above_rows=SAMPLE_ABOVE_ROWS,
+    ),
 }
 _SIZES = {"small": (16, 16), "large": (64, 64)}
 _SCALES = {"raw": "none", "log": "log1p"}
@@ -114,8 +131,9 @@ _SCALES = {"raw": "none", "log": "log1p"}
 # of different sizes, elasticities and habits are one network's inputs apart,
 # not the same three numbers (bench/tuning/README.md).
 CANDIDATES = {
-    f"{scale}-{size}-{schedule}": TrainConfig(hidden=hidden, activation="gelu", transform=transform, by_series=True,
-                                              **settings)
+    f"{scale}-{size}-{schedule}": TrainConfig(
+        hidden=hidden, activation="gelu", transform=transform, by_series=True, **settings
+    )
     for scale, transform in _SCALES.items()
     for size, hidden in _SIZES.items()
     for schedule, settings in _SCHEDULES.items()
@@ -126,9 +144,9 @@ CANDIDATES = {
 # and is not pulled by the few weeks of bulk orders or stock-outs. Added, they
 # improved the default on five of the six tuning sets, most where sales are
 # skewed, and the large networks on this loss did no better (bench/tuning/README.md).
-CANDIDATES.update({
-    f"{scale}-small-full-mae": replace(CANDIDATES[f"{scale}-small-full"], loss="mae") for scale in _SCALES
-})
+CANDIDATES.update(
+    {f"{scale}-small-full-mae": replace(CANDIDATES[f"{scale}-small-full"], loss="mae") for scale in _SCALES}
+)
 AUTO = "auto"
 # `auto` publishes the mean of the best few candidates that learn on the
 # winner's scale: one network, wider (pipeline.model.average_of). Averaging

@@ -1,4 +1,5 @@
 """Turn a trained model into a published, immutable version in the registry."""
+
 import datetime as dt
 import getpass
 import json
@@ -10,8 +11,8 @@ from pathlib import Path
 
 from . import export
 from .documents import dumps
-from .registry import TAILS_FILE, Registry
 from .features import CHAPTER
+from .registry import TAILS_FILE, Registry
 from .schema import INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR, SERIES_TENSOR, TARGET, UNKNOWN_SERIES, domain_of
 
 # Each series' last weeks of sales from the published model's training rows,
@@ -33,7 +34,9 @@ def software_versions():
 def git_revision():
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if sha.returncode != 0:
@@ -58,9 +61,13 @@ def io_schema(knows_series=False, spec=CHAPTER):
         ],
     }
     if knows_series:
-        schema["series_input"] = {"name": SERIES_TENSOR, "dtype": "int64", "shape": ["batch"],
-                                  "values": f"i + 1 for the i-th series in normalization.json; {UNKNOWN_SERIES} "
-                                            "for a series the model does not know"}
+        schema["series_input"] = {
+            "name": SERIES_TENSOR,
+            "dtype": "int64",
+            "shape": ["batch"],
+            "values": f"i + 1 for the i-th series in normalization.json; {UNKNOWN_SERIES} "
+            "for a series the model does not know",
+        }
     return schema
 
 
@@ -115,8 +122,9 @@ def publish(registry: Registry, trained, data, promote=False, wait=0.0, reason="
         if crowned:
             writer.promote(version, "first model" if previous is None else "--promote", reason, holdout_wape=wape)
         else:
-            writer.record("publish", version, "published without --promote", reason, champion_before=previous,
-                          holdout_wape=wape)
+            writer.record(
+                "publish", version, "published without --promote", reason, champion_before=previous, holdout_wape=wape
+            )
     return version, card, crowned
 
 
@@ -136,17 +144,28 @@ def write_version(writer, trained, data, backtest=None):
     version = writer.next_version()
     with writer.staging() as stage:
         export_info = export.export(
-            stage / "model.onnx", result.mlp, result.stats, split.holdout.X,
-            {"version": version, "interval_half_width": interval["half_width"],
-             "interval_scale": interval["scale"], "interval_level": interval["level"]},
+            stage / "model.onnx",
+            result.mlp,
+            result.stats,
+            split.holdout.X,
+            {
+                "version": version,
+                "interval_half_width": interval["half_width"],
+                "interval_scale": interval["scale"],
+                "interval_level": interval["level"],
+            },
             members=[config.hidden for config in result.member_configs],
         )
         (stage / "normalization.json").write_text(json.dumps(result.stats.to_json(), indent=2) + "\n")
         if data.spec.history or data.spec.static:
             (stage / TAILS_FILE).write_text(json.dumps(tails_document(data)) + "\n")
         torch.save(
-            {"state_dict": result.mlp.state_dict(), "model_args": result.mlp.args(), "config": result.config.describe(),
-             "normalization": result.stats.to_json()},
+            {
+                "state_dict": result.mlp.state_dict(),
+                "model_args": result.mlp.args(),
+                "config": result.config.describe(),
+                "normalization": result.stats.to_json(),
+            },
             stage / "model.pt",
         )
         predicted = predict_units(evaluated.mlp, evaluated.stats, split.holdout.X, split.holdout.series)
@@ -184,6 +203,6 @@ def tails_document(data):
                 values[name] = rows[:, spec.names.index(name)].tolist()
             else:  # the value whose column is 1
                 first = spec.names.index(f"{name}={vocabulary[0]}")
-                values[name] = [vocabulary[i] for i in rows[:, first:first + len(vocabulary)].argmax(axis=1)]
+                values[name] = [vocabulary[i] for i in rows[:, first : first + len(vocabulary)].argmax(axis=1)]
         doc["static"] = {str(series): {name: values[name][i] for name in spec.static} for i, series in enumerate(names)}
     return doc

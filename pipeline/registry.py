@@ -9,6 +9,7 @@ hands out, while it holds an exclusive `flock` on `.lock`; readers never lock.
 Every decision is recorded by one function, `RegistryWriter.record`, with one
 set of keys.
 """
+
 import contextlib
 import fcntl
 import json
@@ -130,8 +131,9 @@ class Registry:
         if not version:
             return None
         if not is_version_name(version):
-            raise RegistryError(f"the champion pointer {self.champion_file} holds {version[:64]!r}, "
-                                "not a version name (v1, v2, ...)")
+            raise RegistryError(
+                f"the champion pointer {self.champion_file} holds {version[:64]!r}, not a version name (v1, v2, ...)"
+            )
         return version
 
     def champion_written(self):
@@ -230,7 +232,6 @@ class Registry:
                 shutil.rmtree(leftover, ignore_errors=True)
 
 
-
 class _LockHeld:
     released = False
 
@@ -283,8 +284,14 @@ class RegistryWriter:
             shutil.rmtree(doomed, ignore_errors=True)
         if removed:
             _fsync_dir(self.versions_dir)
-            self.record("prune", None, f"kept the {keep} newest, the champion and the rollback target", by,
-                        removed=removed, kept=sorted(protected - {None}, key=version_number))
+            self.record(
+                "prune",
+                None,
+                f"kept the {keep} newest, the champion and the rollback target",
+                by,
+                removed=removed,
+                kept=sorted(protected - {None}, key=version_number),
+            )
         return removed
 
     def next_version(self):
@@ -342,8 +349,15 @@ class RegistryWriter:
     def record(self, event, version, reason, by, champion_before=None, **details):
         """Append one decision to history.jsonl: always these keys, then the event's own details."""
         self._check()
-        entry = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "event": event, "version": version,
-                 "champion_before": champion_before, "reason": reason, "by": by, **details}
+        entry = {
+            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "event": event,
+            "version": version,
+            "champion_before": champion_before,
+            "reason": reason,
+            "by": by,
+            **details,
+        }
         line = dumps(entry) + "\n"
         fd = os.open(self.history_file, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:

@@ -1,4 +1,5 @@
 """report.png: how training went and how the model does on the holdout."""
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window
@@ -53,8 +54,14 @@ def write_report(path, version, trained, predicted):
     interval = evaluation["interval"]
     low, high = interval_bounds(predicted, interval["half_width"], interval["scale"])
     when = holdout.week[shown] if holdout.week is not None else shown
-    residuals.vlines(when, low - predicted, high - predicted, color="tab:green", alpha=0.25,
-                     label=f"{interval['level']:.0%} interval ({interval['holdout_coverage']:.0%} covered)")
+    residuals.vlines(
+        when,
+        low - predicted,
+        high - predicted,
+        color="tab:green",
+        alpha=0.25,
+        label=f"{interval['level']:.0%} interval ({interval['holdout_coverage']:.0%} covered)",
+    )
     residuals.scatter(when, actual - predicted, s=10, alpha=0.7, label="actual - predicted")
     residuals.axhline(0, color="grey")
     residuals.set_title(f"Holdout residuals over time{sampled}")

@@ -11,20 +11,19 @@ with its figures, goes to history.jsonl. The registry lock is held from start
 to finish, so two retrains never interleave and the champion cannot change
 under a decision.
 """
+
 from dataclasses import fields
 
 import numpy as np
 
 from .bundle import Bundle
 from .data import time_split, week_series_keys
-from .features import CHAPTER, FeatureSpec, with_options
 from .evaluate import beats_baselines, metrics, naive_scale
+from .features import CHAPTER, FeatureSpec, with_options
 from .presets import AUTO, CANDIDATES, MIN_NEW_WEEKS, TrainConfig
 from .publish import write_version
 from .registry import Registry
 from .sources import load_sources
-
-
 
 
 def champion_config(card):
@@ -57,8 +56,11 @@ def champion_overrides(card):
     if params is None or name not in CANDIDATES:
         return {}
     defaults = CANDIDATES[name].describe()
-    return {k: tuple(v) if k == "hidden" else v for k, v in params.items()
-            if k in defaults and v != defaults[k] and FORMER_CANDIDATE_DEFAULTS.get(k) != v}
+    return {
+        k: tuple(v) if k == "hidden" else v
+        for k, v in params.items()
+        if k in defaults and v != defaults[k] and FORMER_CANDIDATE_DEFAULTS.get(k) != v
+    }
 
 
 def _best_candidate(card):
@@ -99,16 +101,23 @@ def last_trained_week(card):
 def decide(challenger_wape, champion_wape, min_improvement, holdout):
     """(promote?, reason). WAPE is in percent; the margin is in WAPE points."""
     if not beats_baselines(holdout):
-        unbeaten = [f"{name} ({holdout[name]['wape']:.2f}%)" for name in ("naive", "linear")
-                    if not challenger_wape < holdout[name]["wape"]]
+        unbeaten = [
+            f"{name} ({holdout[name]['wape']:.2f}%)"
+            for name in ("naive", "linear")
+            if not challenger_wape < holdout[name]["wape"]
+        ]
         return False, f"challenger WAPE {challenger_wape:.2f}% does not beat {' or '.join(unbeaten)}"
     if champion_wape is None:
         return True, "no champion yet; the challenger beats the baselines"
     if challenger_wape < champion_wape and champion_wape - challenger_wape >= min_improvement:
-        return True, (f"challenger WAPE {challenger_wape:.2f}% beats champion {champion_wape:.2f}% "
-                      f"by {champion_wape - challenger_wape:.2f} points (required {min_improvement:g})")
-    return False, (f"challenger WAPE {challenger_wape:.2f}% does not beat champion {champion_wape:.2f}% "
-                   f"by the required {min_improvement:g} points")
+        return True, (
+            f"challenger WAPE {challenger_wape:.2f}% beats champion {champion_wape:.2f}% "
+            f"by {champion_wape - challenger_wape:.2f} points (required {min_improvement:g})"
+        )
+    return False, (
+        f"challenger WAPE {challenger_wape:.2f}% does not beat champion {champion_wape:.2f}% "
+        f"by the required {min_improvement:g} points"
+    )
 
 
 def unseen_weeks(card, data, min_new_weeks):
@@ -120,8 +129,10 @@ def unseen_weeks(card, data, min_new_weeks):
         return None, "the data has no week column, so weeks the champion never saw cannot be told apart"
     new = np.unique(data.week[data.week > np.datetime64(cutoff, "D")])
     if len(new) < min_new_weeks:
-        return None, (f"only {len(new)} week(s) of the data come after the champion's last training week "
-                      f"{cutoff}; at least {min_new_weeks} are needed to compare on weeks it never saw")
+        return None, (
+            f"only {len(new)} week(s) of the data come after the champion's last training week "
+            f"{cutoff}; at least {min_new_weeks} are needed to compare on weeks it never saw"
+        )
     return str(new[0]), None
 
 
@@ -134,8 +145,9 @@ def score_champion(bundle, split, paths, spec, skip_bad_rows):
         return metrics(holdout.y, forecast, naive_scale(split.train))
     own = load_sources(paths, skip_bad_rows, warn=None, spec=bundle.spec)
     theirs = week_series_keys(own.week, own.series if own.series is not None else np.zeros(len(own), dtype=str))
-    ours = week_series_keys(holdout.week, holdout.series if holdout.series is not None
-                            else np.zeros(len(holdout), dtype=str))
+    ours = week_series_keys(
+        holdout.week, holdout.series if holdout.series is not None else np.zeros(len(holdout), dtype=str)
+    )
     order = np.argsort(theirs, kind="stable")
     at = np.minimum(np.searchsorted(theirs, ours, sorter=order), len(order) - 1)
     found = theirs[order[at]] == ours
@@ -144,9 +156,22 @@ def score_champion(bundle, split, paths, spec, skip_bad_rows):
     return metrics(holdout.y[found], forecast, naive_scale(split.train))
 
 
-def retrain(registry: Registry, paths, overrides=None, min_improvement=0.0, keep_rejected=False, wait=0.0,
-            skip_bad_rows=False, warn=None, progress=None, by="demand retrain", preset=None,
-            min_new_weeks=MIN_NEW_WEEKS, log=None, features=None):
+def retrain(
+    registry: Registry,
+    paths,
+    overrides=None,
+    min_improvement=0.0,
+    keep_rejected=False,
+    wait=0.0,
+    skip_bad_rows=False,
+    warn=None,
+    progress=None,
+    by="demand retrain",
+    preset=None,
+    min_new_weeks=MIN_NEW_WEEKS,
+    log=None,
+    features=None,
+):
     """`features`: feature options (pipeline.features.with_options) over the champion's own spec; the
     challenger reads what the champion reads unless they say otherwise."""
     from .workflow import train_model
@@ -157,38 +182,57 @@ def retrain(registry: Registry, paths, overrides=None, min_improvement=0.0, keep
         champion_spec = FeatureSpec.from_json(card.get("features")) if card else CHAPTER
         spec = with_options(champion_spec, **(features or {}))
         data = load_sources(paths, skip_bad_rows, warn, spec=spec)
-        outcome = {"champion_before": champion, "challenger_version": None,
-                   "data": {"files": data.source.get("files", [data.source]), "rows": len(data),
-                            "replaced_duplicates": data.source.get("replaced_duplicates", 0)}}
+        outcome = {
+            "champion_before": champion,
+            "challenger_version": None,
+            "data": {
+                "files": data.source.get("files", [data.source]),
+                "rows": len(data),
+                "replaced_duplicates": data.source.get("replaced_duplicates", 0),
+            },
+        }
         holdout_from = None
         if champion:
             holdout_from, why_not = unseen_weeks(card, data, min_new_weeks)
             if why_not:
                 writer.record("skip", None, why_not, by, champion_before=champion)
-                return {**outcome, "decision": "kept", "reason": why_not, "champion_after": champion,
-                        "metrics": None, "holdout_weeks": None}
+                return {
+                    **outcome,
+                    "decision": "kept",
+                    "reason": why_not,
+                    "champion_after": champion,
+                    "metrics": None,
+                    "holdout_weeks": None,
+                }
         split = time_split(data, holdout_from=holdout_from)
-        trained = train_model(data, *challenger_settings(card, preset, overrides), split=split,
-                              progress=progress, log=log)
+        trained = train_model(
+            data, *challenger_settings(card, preset, overrides), split=split, progress=progress, log=log
+        )
         holdout = trained.evaluation["holdout"]
 
         champion_metrics = None
         if champion:
             bundle = Bundle.load(registry, champion, provider="cpu")
             champion_metrics = score_champion(bundle, split, paths, spec, skip_bad_rows)
-        promote, reason = decide(holdout["model"]["wape"], champion_metrics and champion_metrics["wape"],
-                                 min_improvement, holdout)
+        promote, reason = decide(
+            holdout["model"]["wape"], champion_metrics and champion_metrics["wape"], min_improvement, holdout
+        )
 
         version = None
         if promote or keep_rejected:
             version, _ = write_version(writer, trained, data)
-        figures = {"challenger": holdout["model"], "champion": champion_metrics,
-                   "naive": holdout["naive"], "linear": holdout["linear"]}
+        figures = {
+            "challenger": holdout["model"],
+            "champion": champion_metrics,
+            "naive": holdout["naive"],
+            "linear": holdout["linear"],
+        }
         if promote:
             writer.promote(version, reason, by, holdout_wape=holdout["model"]["wape"], metrics=figures)
         else:
-            writer.record("reject", version, reason, by, champion_before=champion, kept=version is not None,
-                          metrics=figures)
+            writer.record(
+                "reject", version, reason, by, champion_before=champion, kept=version is not None, metrics=figures
+            )
         published = trained.published
         return {
             **outcome,

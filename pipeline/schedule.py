@@ -5,6 +5,7 @@ the scheduler down; runs happen one after the other, never two at once (and
 the registry lock keeps out any retrain started elsewhere). Cron expressions
 are read by croniter, in the machine's local time (UTC in the containers).
 """
+
 import datetime as dt
 import signal
 import subprocess
@@ -17,7 +18,7 @@ class Scheduler:
         from croniter import croniter
 
         if not croniter.is_valid(cron):
-            raise ValueError(f"--cron {cron!r} is not a valid cron expression (e.g. \"0 3 * * 1\": Mondays at 03:00)")
+            raise ValueError(f'--cron {cron!r} is not a valid cron expression (e.g. "0 3 * * 1": Mondays at 03:00)')
         self.cron = cron
         self.retrain_args = list(retrain_args)
         self.log = log

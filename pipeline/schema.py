@@ -3,6 +3,7 @@
 One definition used by the CSV loader, the CLI and the prediction service, so a
 value refused in one place is refused everywhere with the same words.
 """
+
 import math
 
 FEATURES = ("prev_week_sales", "discount_fraction", "weeks_to_next_holidays")
@@ -104,8 +105,15 @@ def series_problem(value):
 
 
 # What a parsed JSON value is, in JSON's words (a request body's values, or a data file's cells).
-JSON_KINDS = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
-              float: "a number", type(None): "null"}
+JSON_KINDS = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    type(None): "null",
+}
 
 
 def json_kind(value):

@@ -8,6 +8,7 @@ units_sold, anything else; from a CSV into a CSV, as the very text of its
 cells), then the forecast columns are added; an input column named like one
 of them is replaced.
 """
+
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,14 +23,23 @@ from . import tables
 from .atomic import partial_path
 from .errors import DataError
 from .parallel import usable_cores
-from .schema import EXTRAPOLATED_COLUMN, FEATURES, FORECAST_COLUMN, HIGH_COLUMN, LOW_COLUMN, SERIES_COLUMN, VERSION_COLUMN
+from .schema import (
+    EXTRAPOLATED_COLUMN,
+    FEATURES,
+    FORECAST_COLUMN,
+    HIGH_COLUMN,
+    LOW_COLUMN,
+    SERIES_COLUMN,
+    VERSION_COLUMN,
+)
 
 DECIMALS = 1  # forecasts are whole units; one decimal shows the model's own rounding
 
 # "extrapolated": the features outside the training range, joined by ";", for
 # each of the 2**N_FEATURES patterns of flags (bit i: FEATURES[i] is outside).
-_OUTSIDE_NAMES = [";".join(name for i, name in enumerate(FEATURES) if pattern >> i & 1)
-                  for pattern in range(2 ** len(FEATURES))]
+_OUTSIDE_NAMES = [
+    ";".join(name for i, name in enumerate(FEATURES) if pattern >> i & 1) for pattern in range(2 ** len(FEATURES))
+]
 
 
 def scoring_threads():
@@ -162,14 +172,18 @@ def refuse_what_a_csv_cannot_hold(table, input_path):
     text (a Parquet input's column can): say so of the input, not the output."""
     for field, column in zip(table.schema, table.columns):
         if pa.types.is_nested(field.type):
-            raise DataError(f"{input_path}: column {field.name!r} holds {field.type}, which a CSV cannot hold: "
-                            "write the forecasts to a .parquet file, or leave the column out")
+            raise DataError(
+                f"{input_path}: column {field.name!r} holds {field.type}, which a CSV cannot hold: "
+                "write the forecasts to a .parquet file, or leave the column out"
+            )
         if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
             try:
                 pc.cast(column, pa.string())  # checks the bytes are UTF-8
             except pa.ArrowInvalid:
-                raise DataError(f"{input_path}: column {field.name!r} holds bytes that are not UTF-8 text, which a "
-                                "CSV cannot hold: write the forecasts to a .parquet file, or leave the column out") from None
+                raise DataError(
+                    f"{input_path}: column {field.name!r} holds bytes that are not UTF-8 text, which a "
+                    "CSV cannot hold: write the forecasts to a .parquet file, or leave the column out"
+                ) from None
 
 
 def read_ahead(items):
@@ -213,8 +227,10 @@ def _score_file(input_path, output_path, bundle, skip_bad_rows, warn, settings):
     into_parquet = tables.is_parquet(output_path)
     tally, written, outside, unknown = tables.ProblemTally(), 0, 0, 0
     try:
-        chunks = ((*chunk, tables.check_columns(chunk[0], FEATURES, series=False))
-                  for chunk in tables.stream(input_path, FEATURES, **settings))
+        chunks = (
+            (*chunk, tables.check_columns(chunk[0], FEATURES, series=False))
+            for chunk in tables.stream(input_path, FEATURES, **settings)
+        )
         for chunk, dropped, record_of, checked in read_ahead(chunks):
             tally.add(dropped + [(record_of(index), column, problem) for index, column, problem in checked.problems])
             if tally.bad_rows and not skip_bad_rows:
@@ -227,7 +243,9 @@ def _score_file(input_path, output_path, bundle, skip_bad_rows, warn, settings):
             if into_parquet:  # the features as numbers, however the file had to be read
                 for i, name in enumerate(FEATURES):
                     rows = rows.set_column(rows.column_names.index(name), name, pa.array(X[:, i]))
-            scored, chunk_outside, chunk_unknown = append_forecasts(rows, X, bundle, series_of(rows, bundle, input_path))
+            scored, chunk_outside, chunk_unknown = append_forecasts(
+                rows, X, bundle, series_of(rows, bundle, input_path)
+            )
             if not into_parquet:
                 refuse_what_a_csv_cannot_hold(scored, input_path)
             output.write(scored)
@@ -260,22 +278,36 @@ def score_history_file(input_path, output_path, bundle, skip_bad_rows=False, war
     from .schema import TARGET
 
     spec = bundle.spec
-    data = load_file(input_path, skip_bad_rows, warn, require_target=has_column(input_path, TARGET, spec), spec=spec,
-                     tails=bundle.tails)
+    data = load_file(
+        input_path,
+        skip_bad_rows,
+        warn,
+        require_target=has_column(input_path, TARGET, spec),
+        spec=spec,
+        tails=bundle.tails,
+    )
     dropped = data.source.get("rows_without_an_earlier_week", 0)
     if dropped and warn:
         warn(f"{dropped} row(s) of series the model has no earlier week of, and without {spec.names[0]}: not forecast")
     out = bundle.forecast(data.X, series=data.series)
     patterns, codes = filled_patterns(spec, data.filled)
     filled = _decoded(codes, [";".join(names) for names in patterns])
-    columns = {spec.series_column: data.series if data.series is not None else [""] * len(data),
-               spec.week_column: data.week.astype(str) if data.week is not None else [""] * len(data),
-               FORECAST_COLUMN: out["units_sold"], LOW_COLUMN: out["low"], HIGH_COLUMN: out["high"],
-               "filled_features": filled, VERSION_COLUMN: [bundle.version] * len(data)}
+    columns = {
+        spec.series_column: data.series if data.series is not None else [""] * len(data),
+        spec.week_column: data.week.astype(str) if data.week is not None else [""] * len(data),
+        FORECAST_COLUMN: out["units_sold"],
+        LOW_COLUMN: out["low"],
+        HIGH_COLUMN: out["high"],
+        "filled_features": filled,
+        VERSION_COLUMN: [bundle.version] * len(data),
+    }
     table = pa.table(columns)
     if str(output_path).lower().endswith((".parquet", ".pq")):
         write_atomically(output_path, lambda partial: pq.write_table(table, partial))
     else:
         write_atomically(output_path, lambda partial: pa_csv.write_csv(table, partial))
-    return {"rows": len(data), "extrapolated_rows": len(out["extrapolated_rows"]),
-            "unknown_series_rows": len(out["unknown_series"])}
+    return {
+        "rows": len(data),
+        "extrapolated_rows": len(out["extrapolated_rows"]),
+        "unknown_series_rows": len(out["unknown_series"]),
+    }

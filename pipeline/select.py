@@ -4,6 +4,7 @@ on the validation window by WAPE in units, keep the best.
 The holdout plays no part here, so the chosen model's holdout figures stay an
 honest estimate of how it forecasts weeks it has never seen.
 """
+
 import math
 from dataclasses import dataclass
 
@@ -27,10 +28,15 @@ class Candidate:
         return wape if math.isfinite(wape) else self.validation["mae"]
 
     def describe(self):
-        return {"name": self.name, "validation_wape": self.validation["wape"],
-                "validation_mae": self.validation["mae"], "params": self.result.config.describe(),
-                "epochs_run": len(self.result.train_loss), "kept_epoch": self.result.kept_epoch,
-                "seconds": round(self.result.seconds, 3)}
+        return {
+            "name": self.name,
+            "validation_wape": self.validation["wape"],
+            "validation_mae": self.validation["mae"],
+            "params": self.result.config.describe(),
+            "epochs_run": len(self.result.train_loss),
+            "kept_epoch": self.result.kept_epoch,
+            "seconds": round(self.result.seconds, 3),
+        }
 
 
 def preset_configs(preset, overrides=None):
@@ -61,7 +67,9 @@ def select(split, configs, progress=None, log=None):
         forecast = predict_units(result.mlp, result.stats, split.validation.X, split.validation.series)
         tried.append(Candidate(name, result, metrics(split.validation.y, forecast, scale)))
         if log:
-            log(f"candidate {name}: validation WAPE {tried[-1].validation['wape']:.2f}% "
-                f"({len(result.train_loss)} epochs, {result.seconds:.1f}s)")
+            log(
+                f"candidate {name}: validation WAPE {tried[-1].validation['wape']:.2f}% "
+                f"({len(result.train_loss)} epochs, {result.seconds:.1f}s)"
+            )
     best = min(tried, key=lambda c: c.score)  # the first of equals: candidates are tried in a fixed order
     return best, tried

@@ -1,4 +1,5 @@
 """Reading training data from several files or folders of CSV and Parquet files at once."""
+
 import hashlib
 from collections import Counter
 from pathlib import Path
@@ -46,8 +47,10 @@ def load_sources(paths, skip_bad_rows=False, warn=None, spec=None):
         if having and len(having) < len(files):
             # Read together, the column would be dropped from every file: weeks out of the split, series out of the merge.
             lacking = next(f for f, part in zip(files, parts) if getattr(part, column) is None)
-            raise DataError(f"{lacking}: has no '{column}' column, but {having[0]} has one: files read together "
-                            "must all have it or all lack it")
+            raise DataError(
+                f"{lacking}: has no '{column}' column, but {having[0]} has one: files read together "
+                "must all have it or all lack it"
+            )
     merged = concat(parts)
     keep = np.arange(len(merged))
     replaced = 0
@@ -56,7 +59,9 @@ def load_sources(paths, skip_bad_rows=False, warn=None, spec=None):
         replaced = len(merged) - len(keep)
         within = sum(repeated_week_series(part.week, part.series) for part in parts)
         if replaced - within and warn:
-            warn(f"{replaced - within} row(s) repeat a week and series of an earlier file; kept the latest file's values")
+            warn(
+                f"{replaced - within} row(s) repeat a week and series of an earlier file; kept the latest file's values"
+            )
         if within and warn:
             warn(f"{within} row(s) repeat a week and series of an earlier row of their own file; kept the last of each")
     elif merged.week is not None and warn:
@@ -68,9 +73,11 @@ def load_sources(paths, skip_bad_rows=False, warn=None, spec=None):
             overlapping += int(np.isin(weeks, earlier).sum())
             earlier = np.union1d(earlier, weeks)
         if overlapping:
-            warn(f"{overlapping} row(s) fall in weeks an earlier file has too; without a '{SERIES_COLUMN}' column "
-                 "they cannot replace that file's rows, so both are kept: add the column for corrections to "
-                 "replace what they correct")
+            warn(
+                f"{overlapping} row(s) fall in weeks an earlier file has too; without a '{SERIES_COLUMN}' column "
+                "they cannot replace that file's rows, so both are kept: add the column for corrections to "
+                "replace what they correct"
+            )
     digest = hashlib.sha256("".join(p.source["sha256"] for p in parts).encode()).hexdigest()
     whole = merged.take(keep)
     whole.source = {
@@ -99,11 +106,20 @@ def history_across_files(files, skip_bad_rows, warn, spec):
     of every file."""
     read = [load_file(f, skip_bad_rows, warn, spec=spec, raw_values=True) for f in files]
     names = set().union(*(values for values, _, _ in read))
-    lacking = next(((f, name) for f, (values, _, _) in zip(files, read) for name in (SERIES_COLUMN,)
-                    if name in names and name not in values), None)
+    lacking = next(
+        (
+            (f, name)
+            for f, (values, _, _) in zip(files, read)
+            for name in (SERIES_COLUMN,)
+            if name in names and name not in values
+        ),
+        None,
+    )
     if lacking:
-        raise DataError(f"{lacking[0]}: has no '{lacking[1]}' column, but another file has one: files read together "
-                        "must all have it or all lack it")
+        raise DataError(
+            f"{lacking[0]}: has no '{lacking[1]}' column, but another file has one: files read together "
+            "must all have it or all lack it"
+        )
     merged = {}
     for name in names:
         parts = [values[name] if name in values else np.full(len(y), np.nan) for values, y, _ in read]

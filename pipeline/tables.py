@@ -7,6 +7,7 @@ uses (pipeline.schema.domain_problem). Problems are (row index, column,
 problem); the caller turns row indexes into lines of a CSV or rows of a
 Parquet file.
 """
+
 import csv
 import datetime as dt
 from collections import Counter
@@ -41,6 +42,7 @@ def row_label(parquet):
 @dataclass
 class Columns:
     """Checked columns of one table (or chunk): numbers as float64, weeks as datetime64[D]."""
+
     values: dict  # name -> np.ndarray (NaN where a number was bad)
     rows: int
     problems: list = field(default_factory=list)  # (row index, column, problem)
@@ -72,9 +74,11 @@ def header_line(read):
 
 
 # What a file that is not text most likely is, by its first bytes.
-NOT_TEXT = {b"\x1f\x8b": "it is gzip-compressed: decompress it first",
-            b"PAR1": "it is a Parquet file: name it .parquet",
-            b"PK\x03\x04": "it is a zip archive (an Excel workbook?): export it as CSV"}
+NOT_TEXT = {
+    b"\x1f\x8b": "it is gzip-compressed: decompress it first",
+    b"PAR1": "it is a Parquet file: name it .parquet",
+    b"PK\x03\x04": "it is a zip archive (an Excel workbook?): export it as CSV",
+}
 
 
 def not_text(path, start):
@@ -109,8 +113,10 @@ def check_header(header, path):
         raise DataError(f"{path}: the header has {len(header):,} columns, more than the limit of {MAX_COLUMNS:,}")
     long = next((name for name in header if len(name) > MAX_HEADER_NAME), None)
     if long is not None:
-        raise DataError(f"{path}: a column name in the header has {len(long):,} characters, more than the limit of "
-                        f"{MAX_HEADER_NAME:,}: {long[:40]!r}...")
+        raise DataError(
+            f"{path}: a column name in the header has {len(long):,} characters, more than the limit of "
+            f"{MAX_HEADER_NAME:,}: {long[:40]!r}..."
+        )
 
 
 def require_columns(header, columns, path):
@@ -134,8 +140,10 @@ def renamed(header, renames, path):
         return header
     for theirs, ours in renames.items():
         if ours in header and theirs in header:
-            raise DataError(f"{path}: the header has both {theirs!r} and {ours!r}; {theirs!r} was named to be read as "
-                            f"{ours!r}: drop or rename one of them")
+            raise DataError(
+                f"{path}: the header has both {theirs!r} and {ours!r}; {theirs!r} was named to be read as "
+                f"{ours!r}: drop or rename one of them"
+            )
     return [renames.get(name, name) for name in header]
 
 
@@ -143,7 +151,7 @@ def header_of_bytes(raw, path):
     offset = [0]
 
     def read(n):
-        block = raw[offset[0]:offset[0] + n]
+        block = raw[offset[0] : offset[0] + n]
         offset[0] += n
         return block
 
@@ -183,13 +191,17 @@ def unclosed_quote(read_blocks, records):
         return None
     block, before, previous = last_quoted
     at = block.rfind(b'"')  # the one left open, when the cell it opens runs to the end
-    opens_cell = (block[at - 1:at] if at else previous) in (b",", b"\n", b"\r")
+    opens_cell = (block[at - 1 : at] if at else previous) in (b",", b"\n", b"\r")
     quote_line = before + block.count(b"\n", 0, at) + 1
     if opens_cell:
-        return (f"line {quote_line}: a quote opens a cell that is never closed, so the {lines - quote_line} line(s) "
-                "after it would be read into that one cell; close the quote or remove it")
-    return ("a quoted cell is never closed (the file has an odd number of \" characters and fewer rows than lines), "
-            "so some lines would be read into another row's cell; check the quotes")
+        return (
+            f"line {quote_line}: a quote opens a cell that is never closed, so the {lines - quote_line} line(s) "
+            "after it would be read into that one cell; close the quote or remove it"
+        )
+    return (
+        'a quoted cell is never closed (the file has an odd number of " characters and fewer rows than lines), '
+        "so some lines would be read into another row's cell; check the quotes"
+    )
 
 
 def blank_lines(blocks):
@@ -225,15 +237,21 @@ def csv_options(header, wanted, ragged, numbers=(), threads=True, block_size=Non
     float64, the rest as text. With no `numbers` everything is text: the cast
     in check_columns is strict, and a column that fails it is read cell by
     cell with Python's own number parsing, to name each bad value."""
-    read = pa_csv.ReadOptions(column_names=header, skip_rows=1, use_threads=threads,
-                              **({"block_size": block_size} if block_size else {}))
+    read = pa_csv.ReadOptions(
+        column_names=header, skip_rows=1, use_threads=threads, **({"block_size": block_size} if block_size else {})
+    )
     # A quoted cell may hold a line break (as Python's csv module reads it);
     # without this a block boundary inside such a cell splits the record.
     parse = pa_csv.ParseOptions(invalid_row_handler=ragged, newlines_in_values=True)
     types = {name: pa.float64() if name in numbers else pa.string() for name in wanted}
     # Only an empty cell is missing: "NaN" is a number the domain check names.
-    convert = pa_csv.ConvertOptions(include_columns=wanted, column_types=types, null_values=[""],
-                                    strings_can_be_null=False, quoted_strings_can_be_null=False)
+    convert = pa_csv.ConvertOptions(
+        include_columns=wanted,
+        column_types=types,
+        null_values=[""],
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
     return dict(read_options=read, parse_options=parse, convert_options=convert)
 
 
@@ -276,8 +294,10 @@ def refuse_names_in_another_case(header, names, path):
     for column in header:
         meant = next((name for name in names if column.lower() == name.lower() and column != name), None)
         if meant and meant not in exact:
-            raise DataError(f"{path}: column {column!r} is not read as {meant!r}: column names are case-sensitive; "
-                            f"rename it {meant!r}")
+            raise DataError(
+                f"{path}: column {column!r} is not read as {meant!r}: column names are case-sensitive; "
+                f"rename it {meant!r}"
+            )
 
 
 def read_csv_table(raw, path, required, optional=(TIME_COLUMN, SERIES_COLUMN), renames=None):
@@ -319,8 +339,10 @@ def read_parquet_table(source, path, required, optional=(TIME_COLUMN, SERIES_COL
 def ragged_problems(ragged):
     """Problems for the rows the CSV reader dropped, by record index (pyarrow
     numbers rows by line, the header being line 1)."""
-    return [(number - 2, "(row)", f"has {cells} cell{'' if cells == 1 else 's'}, the header has {expected}")
-            for number, cells, expected in sorted(ragged.rows)]
+    return [
+        (number - 2, "(row)", f"has {cells} cell{'' if cells == 1 else 's'}, the header has {expected}")
+        for number, cells, expected in sorted(ragged.rows)
+    ]
 
 
 def check_columns(table, numbers, offset=0, series=True, csv=False, text=()):
@@ -366,8 +388,9 @@ def series_names(table):
         try:
             names = pc.cast(names, pa.string())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
-            raise DataError(f"column '{SERIES_COLUMN}' of type {names.type} cannot be read as series names: "
-                            f"{_arrow_reason(err)}") from None
+            raise DataError(
+                f"column '{SERIES_COLUMN}' of type {names.type} cannot be read as series names: {_arrow_reason(err)}"
+            ) from None
     return pc.utf8_trim_whitespace(pc.fill_null(names, ""))
 
 
@@ -379,9 +402,14 @@ def _joined_lines(names, offset, problems):
     if pc.any(joined).as_py():
         for index in np.flatnonzero(joined.to_numpy(zero_copy_only=False)).tolist():
             lines = names[index].as_py().replace("\r\n", "\n").replace("\r", "\n").count("\n")
-            problems.append((offset + index, SERIES_COLUMN,
-                             f"holds {lines} line break(s): a quote opens this cell and another closes it {lines} "
-                             "line(s) later, so those lines would be read into this one cell; remove the stray quotes"))
+            problems.append(
+                (
+                    offset + index,
+                    SERIES_COLUMN,
+                    f"holds {lines} line break(s): a quote opens this cell and another closes it {lines} "
+                    "line(s) later, so those lines would be read into this one cell; remove the stray quotes",
+                )
+            )
 
 
 def _number_column(column, name, offset, problems):
@@ -475,8 +503,9 @@ class ProblemTally:
         self.problems += len(problems)
         self.bad_rows += len({index for index, _, _ in problems})
         self.reasons.update(f"{column}: {problem.split(', got')[0]}" for _, column, problem in problems)
-        self.first = sorted(self.first + sorted(problems, key=lambda p: p[0])[:SHOWN_ERRORS],
-                            key=lambda p: p[0])[:SHOWN_ERRORS]
+        self.first = sorted(self.first + sorted(problems, key=lambda p: p[0])[:SHOWN_ERRORS], key=lambda p: p[0])[
+            :SHOWN_ERRORS
+        ]
 
     def lines(self, label):
         """The shown problems, one line each, `label` naming a row index ("line 3", "row 2")."""
@@ -488,8 +517,10 @@ class ProblemTally:
         if self.bad_rows and not skip_bad_rows:
             shown = "\n".join(f"  {path}: {line}" for line in self.lines(label))
             more = self.problems - len(self.first)
-            raise DataError(f"{path}: {self.bad_rows} bad row(s), file refused (use --skip-bad-rows to drop them):"
-                            f"\n{shown}" + (f"\n  ... and {more} more" if more else ""))
+            raise DataError(
+                f"{path}: {self.bad_rows} bad row(s), file refused (use --skip-bad-rows to drop them):"
+                f"\n{shown}" + (f"\n  ... and {more} more" if more else "")
+            )
         if self.bad_rows and warn:
             reasons = "; ".join(f"{reason} ({count})" for reason, count in self.reasons.most_common())
             warn(f"{path}: skipped {self.bad_rows} bad row(s): {reasons}")
@@ -589,5 +620,3 @@ def stream(path, required, threads=True, numbers=True):
     problem = unclosed_quote(lambda: file_blocks(path), kept + len(dropped) + 1)
     if problem:
         raise DataError(f"{path}: {problem}")
-
-

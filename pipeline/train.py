@@ -1,4 +1,5 @@
 """Training: one loop, two engines (torch autograd, or the hand-written backprop)."""
+
 import contextlib
 import copy
 import time
@@ -7,13 +8,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .errors import TrainingError
 from .backprop import ManualMLP, make_optimizer
+from .errors import TrainingError
 from .model import DemandMLP
-from .schema import N_FEATURES
-from .presets import MANUAL_ACTIVATIONS, SERIES_HIDDEN_SHARE, WATCHED_VALIDATION_ROWS, TrainConfig
 from .normalize import TRANSFORMS, MinMaxStats
-
+from .presets import MANUAL_ACTIVATIONS, SERIES_HIDDEN_SHARE, WATCHED_VALIDATION_ROWS, TrainConfig
+from .schema import N_FEATURES
 
 # Below this many multiply-adds per layer and step (rows x widest layer) one CPU
 # thread is faster than several: the work is too small to split, and idle
@@ -53,8 +53,9 @@ class TorchEngine:
     def __init__(self, config, device, n_series=0, lazy_series=True, n_features=N_FEATURES):
         torch.manual_seed(config.seed)
         self.device = device
-        self.model = DemandMLP(config.hidden, config.activation, n_features, output_activation=config.output_activation,
-                               n_series=n_series).to(device)
+        self.model = DemandMLP(
+            config.hidden, config.activation, n_features, output_activation=config.output_activation, n_series=n_series
+        ).to(device)
         series_rows = self.model.series_rows
         if config.optimizer == "sgd":
             self.optimizers = [torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum)]
@@ -70,8 +71,10 @@ class TorchEngine:
                 # plain Adam's fused step is the faster by a fifth of `demand train`.
                 series_rows.sparse = True
                 shared = [p for p in self.model.parameters() if p is not series_rows.weight]
-                self.optimizers = [torch.optim.Adam(shared, lr=config.lr, fused=True),
-                                   torch.optim.SparseAdam([series_rows.weight], lr=config.lr)]
+                self.optimizers = [
+                    torch.optim.Adam(shared, lr=config.lr, fused=True),
+                    torch.optim.SparseAdam([series_rows.weight], lr=config.lr),
+                ]
         else:
             raise TrainingError(f"--optimizer must be sgd or adam, got {config.optimizer!r}")
         self.loss_fn = {"mse": torch.nn.MSELoss(), "mae": torch.nn.L1Loss(), "half-sse": half_sse}[config.loss]
@@ -123,8 +126,9 @@ class ManualEngine:
     def __init__(self, config, device="cpu", initial=None, n_features=N_FEATURES):
         sizes = [n_features, *config.hidden, 1]
         self.config = config
-        self.net = initial or ManualMLP.initialize(sizes, config.activation, config.seed,
-                                                    output_activation=config.output_activation)
+        self.net = initial or ManualMLP.initialize(
+            sizes, config.activation, config.seed, output_activation=config.output_activation
+        )
         self.optimizer = make_optimizer(config.optimizer, self.net.parameters(), config.lr, config.momentum)
 
     def tensor(self, array):
@@ -216,9 +220,11 @@ def fit(train, validation, config, progress=None, initial=None):
         if config.device == "cuda":
             raise TrainingError("the manual engine runs on the CPU only; use --device cpu or auto")
         if config.activation not in MANUAL_ACTIVATIONS:
-            raise TrainingError(f"the manual engine has the {' and '.join(MANUAL_ACTIVATIONS)} activations, "
-                                f"not {config.activation} (the auto candidates' units); use --engine torch, "
-                                f"or --activation {MANUAL_ACTIVATIONS[-1]} with it")
+            raise TrainingError(
+                f"the manual engine has the {' and '.join(MANUAL_ACTIVATIONS)} activations, "
+                f"not {config.activation} (the auto candidates' units); use --engine torch, "
+                f"or --activation {MANUAL_ACTIVATIONS[-1]} with it"
+            )
         device = "cpu"
         engine = ManualEngine(config, initial=initial, n_features=train.X.shape[1])
     elif config.engine != "torch":
@@ -230,8 +236,9 @@ def fit(train, validation, config, progress=None, initial=None):
     batch, steps = config.batch_rows(n), config.steps_per_epoch(n)
     if config.engine == "torch":
         device = resolve_device(config.device)
-        engine = TorchEngine(config, device, len(stats.series), lazy_series=batch * steps < n,
-                             n_features=train.X.shape[1])
+        engine = TorchEngine(
+            config, device, len(stats.series), lazy_series=batch * steps < n, n_features=train.X.shape[1]
+        )
 
     def codes(part, rows=slice(None)):
         return engine.index(stats.series_codes(part.series[rows])) if stats.series and part.series is not None else None
@@ -263,9 +270,15 @@ def fit(train, validation, config, progress=None, initial=None):
                 n_epoch = len(picks)
                 X_epoch, y_epoch = X[order], y[order]  # one gather per epoch; the steps take slices
                 S_epoch = None if S is None else S[order]
-                losses = [engine.step(X_epoch[start : start + batch], y_epoch[start : start + batch],
-                                      None if S is None else S_epoch[start : start + batch])
-                          * min(batch, n_epoch - start) for start in range(0, n_epoch, batch)]
+                losses = [
+                    engine.step(
+                        X_epoch[start : start + batch],
+                        y_epoch[start : start + batch],
+                        None if S is None else S_epoch[start : start + batch],
+                    )
+                    * min(batch, n_epoch - start)
+                    for start in range(0, n_epoch, batch)
+                ]
                 epoch_loss = engine.value(losses) / n_epoch
             if not np.isfinite(epoch_loss):
                 raise TrainingError(f"training diverged at epoch {epoch} (loss {epoch_loss}); try a smaller --lr")
@@ -305,6 +318,12 @@ def watched_rows(n, rng):
 def predict_units(mlp, stats, X, series=None):
     """Forecast in raw units with the torch model (float32, CPU); `series`: each row's series name, if known."""
     codes = stats.series_codes(series)
-    normalized = mlp(torch.as_tensor(stats.normalize_x(X), dtype=torch.float32),
-                     None if codes is None else torch.as_tensor(codes)).numpy().ravel()
+    normalized = (
+        mlp(
+            torch.as_tensor(stats.normalize_x(X), dtype=torch.float32),
+            None if codes is None else torch.as_tensor(codes),
+        )
+        .numpy()
+        .ravel()
+    )
     return stats.denormalize_y(normalized)

@@ -16,10 +16,11 @@
 `demand train`, `demand retrain` and every window of `demand backtest` go
 through this one function, so what a backtest measures is what train publishes.
 """
+
 from dataclasses import dataclass, replace
 
-from .data import concat, findings, rows_and_weeks, time_split
 from .calibrate import per_step_calibration
+from .data import concat, findings, rows_and_weeks, time_split
 from .evaluate import evaluate
 from .presets import AUTO, ENSEMBLE_SIZE
 from .select import CUSTOM, preset_configs, select
@@ -61,7 +62,9 @@ class Trained:
         split = self.split
         return {
             "selection": {
-                "preset": self.preset, "chosen": self.chosen, "members": self.members,
+                "preset": self.preset,
+                "chosen": self.chosen,
+                "members": self.members,
                 "scored_on": "validation WAPE in units",
                 "options": {k: list(v) if isinstance(v, tuple) else v for k, v in self.options.items()},
                 "validation_weeks": split.validation.date_range(),
@@ -69,7 +72,7 @@ class Trained:
             },
             "evaluated_model": {
                 "what": "the chosen model (its members averaged) trained on the training window, "
-                        "each member early-stopped on validation",
+                "each member early-stopped on validation",
                 "trained_on": rows_and_weeks(split.train),
                 "validated_on": rows_and_weeks(split.validation),
                 "scored_on": rows_and_weeks(split.holdout),
@@ -78,10 +81,15 @@ class Trained:
             "trained_on": {
                 **self.published_rows,
                 "refit": self.refit,
-                "what": ("refit on every row, each member for the epochs chosen on validation"
-                         if self.refit else "the evaluated model itself (--no-refit)"),
-                "epochs": {m.name: config.epochs if self.refit else m.result.kept_epoch
-                           for m, config in zip(self.member_candidates(), self.published.member_configs)},
+                "what": (
+                    "refit on every row, each member for the epochs chosen on validation"
+                    if self.refit
+                    else "the evaluated model itself (--no-refit)"
+                ),
+                "epochs": {
+                    m.name: config.epochs if self.refit else m.result.kept_epoch
+                    for m, config in zip(self.member_candidates(), self.published.member_configs)
+                },
             },
             "data_findings": self.data_findings,
         }
@@ -101,16 +109,21 @@ def train_model(data, preset=AUTO, overrides=None, refit=True, split=None, progr
     best, tried = select(split, configs, progress if len(configs) == 1 else None, log)
     members = [best]
     if preset == AUTO:
-        same_scale = [c for c in sorted(tried, key=lambda c: c.score)
-                      if c is not best and c.result.config.transform == best.result.config.transform]
+        same_scale = [
+            c
+            for c in sorted(tried, key=lambda c: c.score)
+            if c is not best and c.result.config.transform == best.result.config.transform
+        ]
         members += same_scale[: ENSEMBLE_SIZE - 1]
     evaluated = combine([m.result for m in members])
+
     def evaluated_predict(X, series=None):
         return predict_units(evaluated.mlp, evaluated.stats, X, series)
 
     evaluation = evaluate(split, evaluated_predict, scale=evaluated.config.transform)
     evaluation["calibration"] = per_step_calibration(
-        evaluated_predict, concat([split.validation, split.holdout]), evaluated.config.transform)
+        evaluated_predict, concat([split.validation, split.holdout]), evaluated.config.transform
+    )
     published, published_rows = evaluated, rows_and_weeks(split.train)
     if refit:
         # Each member again for as many passes over the data as its best
@@ -124,8 +137,18 @@ def train_model(data, preset=AUTO, overrides=None, refit=True, split=None, progr
         published, published_rows = combine(refits), rows_and_weeks(everything)
     label = preset if isinstance(preset, str) else CUSTOM
     options = {k: v for k, v in (overrides or {}).items() if v is not None}
-    return Trained(label, [m.name for m in members], tried, evaluated, evaluation, published, split, findings(data),
-                   published_rows, options)
+    return Trained(
+        label,
+        [m.name for m in members],
+        tried,
+        evaluated,
+        evaluation,
+        published,
+        split,
+        findings(data),
+        published_rows,
+        options,
+    )
 
 
 def refit_config(result, trained_rows, all_rows):
@@ -136,8 +159,12 @@ def refit_config(result, trained_rows, all_rows):
     sampled (pipeline.presets.SAMPLE_ABOVE_ROWS)."""
     config = result.config
     sampled = bool(config.max_batch_rows) and trained_rows > config.sample_above_rows
-    return replace(config, epochs=max(1, result.kept_epoch), patience=0,
-                   sample_above_rows=config.sample_above_rows if sampled else max(config.sample_above_rows, all_rows))
+    return replace(
+        config,
+        epochs=max(1, result.kept_epoch),
+        patience=0,
+        sample_above_rows=config.sample_above_rows if sampled else max(config.sample_above_rows, all_rows),
+    )
 
 
 def combine(results):
@@ -152,5 +179,10 @@ def combine(results):
     if any(r.stats != first.stats for r in results):
         raise ValueError("members must share their normalization statistics (same rows, same scale)")
     mlp = average_of([r.mlp for r in results])
-    return replace(first, mlp=mlp, config=replace(first.config, hidden=mlp.hidden),
-                   seconds=sum(r.seconds for r in results), member_configs=[r.config for r in results])
+    return replace(
+        first,
+        mlp=mlp,
+        config=replace(first.config, hidden=mlp.hidden),
+        seconds=sum(r.seconds for r in results),
+        member_configs=[r.config for r in results],
+    )

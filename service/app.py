@@ -1,4 +1,5 @@
 """The Flask application factory."""
+
 import gc
 import logging
 import time
@@ -33,7 +34,8 @@ def create_app(test_config=None):
         app.logger.info("worker ready %.3f s after its process started", seconds_since_process_start())
 
     from .forecast_api import bp as forecast
-    from .ops_api import admin, bp as ops
+    from .ops_api import admin
+    from .ops_api import bp as ops
     from .predict_api import bp as predict
     from .v2_api import bp as v2
 
@@ -80,6 +82,7 @@ def _instrument(app):
     @app.after_request
     def record(response):
         route = request.url_rule.rule if request.url_rule else "unmatched"
-        metrics.observe_request(route, request.method, response.status_code,
-                                time.perf_counter() - g.get("started", time.perf_counter()))
+        metrics.observe_request(
+            route, request.method, response.status_code, time.perf_counter() - g.get("started", time.perf_counter())
+        )
         return response

@@ -1,4 +1,5 @@
 """Optional bearer tokens: DEMAND_API_TOKEN for predictions, DEMAND_ADMIN_TOKEN for admin."""
+
 import functools
 import hmac
 
@@ -17,8 +18,11 @@ def check_token(header, expected):
         return
     scheme, _, token = (header or "").partition(" ")
     if scheme.lower() != "bearer" or not token:
-        raise ApiError(401, "missing bearer token: send 'Authorization: Bearer <token>'",
-                       {"WWW-Authenticate": 'Bearer realm="demand"'})
+        raise ApiError(
+            401,
+            "missing bearer token: send 'Authorization: Bearer <token>'",
+            {"WWW-Authenticate": 'Bearer realm="demand"'},
+        )
     if not hmac.compare_digest(token.strip().encode(), expected.encode()):
         raise ApiError(403, "bearer token not accepted")
 

@@ -18,6 +18,7 @@ answer is encoded from the numpy arrays directly. Any body that shape refuses
 goes the general way (`read_columnar`), which names what is wrong; only a bad
 body is walked value by value, to name the first bad one.
 """
+
 from dataclasses import dataclass
 from itertools import chain
 
@@ -27,8 +28,17 @@ import orjson
 
 from pipeline.calibrate import level_key
 from pipeline.normalize import column_ranges
-from pipeline.schema import (EXTRAPOLATED_COLUMN, FEATURES, HIGH_COLUMN, LOW_COLUMN, NORMALIZED_TENSOR, OUTPUT_TENSOR,
-                             SERIES_COLUMN, domain_problem, json_kind)
+from pipeline.schema import (
+    EXTRAPOLATED_COLUMN,
+    FEATURES,
+    HIGH_COLUMN,
+    LOW_COLUMN,
+    NORMALIZED_TENSOR,
+    OUTPUT_TENSOR,
+    SERIES_COLUMN,
+    domain_problem,
+    json_kind,
+)
 
 from .errors import ApiError
 from .forecast_api import interval_notes
@@ -64,12 +74,16 @@ def is_columnar(body):
 # of JSON numbers (ints are widened; true, "7" and null are refused, where numpy
 # would take them as 1, 7 and NaN), no other key. The options are kept as their
 # JSON text and parsed as the general way parses them, so they read the same.
-_INPUTS = msgspec.defstruct("ColumnarInputs", [*((name, list[float]) for name in FEATURES),
-                                                (SERIES_COLUMN, list[str] | msgspec.UnsetType, msgspec.UNSET)],
-                            forbid_unknown_fields=True)
-_BODY = msgspec.defstruct("ColumnarBody", [(REQUEST_KEYS[0], _INPUTS),
-                                           *((key, msgspec.Raw, msgspec.UNSET) for key in REQUEST_KEYS[1:])],
-                          forbid_unknown_fields=True)
+_INPUTS = msgspec.defstruct(
+    "ColumnarInputs",
+    [*((name, list[float]) for name in FEATURES), (SERIES_COLUMN, list[str] | msgspec.UnsetType, msgspec.UNSET)],
+    forbid_unknown_fields=True,
+)
+_BODY = msgspec.defstruct(
+    "ColumnarBody",
+    [(REQUEST_KEYS[0], _INPUTS), *((key, msgspec.Raw, msgspec.UNSET) for key in REQUEST_KEYS[1:])],
+    forbid_unknown_fields=True,
+)
 _DECODER = msgspec.json.Decoder(_BODY)
 
 
@@ -92,7 +106,9 @@ def decode_columnar(raw, max_rows):
     X = np.array(columns, dtype=np.float64).T  # [features, rows] -> a [rows, features] view
     ranges = column_ranges(X)
     check_domain(X, lambda i, name: f"inputs.{name}[{i}]", ranges)
-    return ColumnarRequest(X, ranges, fields, levels, None if series is msgspec.UNSET else series_column(series, len(X)))
+    return ColumnarRequest(
+        X, ranges, fields, levels, None if series is msgspec.UNSET else series_column(series, len(X))
+    )
 
 
 def read_columnar(body, max_rows):
@@ -114,8 +130,11 @@ def series_column(values, rows):
     if not isinstance(values, list):
         raise ApiError(400, f"inputs.{SERIES_COLUMN} must be a list of series names, got {json_kind(values)}")
     if len(values) != rows:
-        raise ApiError(400, f"inputs.{SERIES_COLUMN} has {len(values)} names for {rows} rows; give one per row "
-                            "(null for a row of no particular series)")
+        raise ApiError(
+            400,
+            f"inputs.{SERIES_COLUMN} has {len(values)} names for {rows} rows; give one per row "
+            "(null for a row of no particular series)",
+        )
     return names_from_values(values, lambda i: f"inputs.{SERIES_COLUMN}[{i}]")
 
 
@@ -144,8 +163,11 @@ def matrix_from_columns(inputs, max_rows):
         raise ApiError(400, f"inputs.{missing} is missing") from None
     if len(inputs) != len(FEATURES) + (SERIES_COLUMN in inputs):
         unknown = next(name for name in inputs if name not in FEATURES and name != SERIES_COLUMN)
-        raise ApiError(400, f"inputs.{unknown[:40]} is not a feature; the features are {FEATURE_LIST} "
-                            f"(and {SERIES_COLUMN}, the series' names)")
+        raise ApiError(
+            400,
+            f"inputs.{unknown[:40]} is not a feature; the features are {FEATURE_LIST} "
+            f"(and {SERIES_COLUMN}, the series' names)",
+        )
     for name, column in zip(FEATURES, columns):
         if not isinstance(column, list):
             raise ApiError(400, f"inputs.{name} must be a list of numbers, got {json_kind(column)}")
@@ -166,8 +188,11 @@ def check_lengths(columns, max_rows):
     """400 unless the feature columns are one length and not empty; 413 past `max_rows`."""
     lengths = list(map(len, columns))
     if len(set(lengths)) > 1:
-        raise ApiError(400, "the columns of inputs must have the same length, got "
-                            + ", ".join(f"{name}: {length}" for name, length in zip(FEATURES, lengths)))
+        raise ApiError(
+            400,
+            "the columns of inputs must have the same length, got "
+            + ", ".join(f"{name}: {length}" for name, length in zip(FEATURES, lengths)),
+        )
     if not lengths[0]:
         raise ApiError(400, "the columns of inputs are empty: send at least one row")
     check_row_count(lengths[0], max_rows)
@@ -189,8 +214,13 @@ def columnar_json(head, bundle, out, extrapolated, request):
     orjson writes the numpy arrays itself, in C; float32 forecasts are widened
     first, so each value is written as the row format writes it.
     """
-    columns = dict(zip(OUTPUT_COLUMNS, [*map(_float64, (out["units_sold"], out["units_sold_normalized"], out["low"],
-                                                         out["high"])), extrapolated], strict=True))
+    columns = dict(
+        zip(
+            OUTPUT_COLUMNS,
+            [*map(_float64, (out["units_sold"], out["units_sold_normalized"], out["low"], out["high"])), extrapolated],
+            strict=True,
+        )
+    )
     outputs = {name: columns[name] for name in request.fields}
     if request.levels is not None:
         bounds = bundle.plan_intervals(out["units_sold"].reshape(-1, 1), request.levels)["intervals"]
@@ -198,8 +228,10 @@ def columnar_json(head, bundle, out, extrapolated, request):
             head["notes"] = interval_notes(bundle, None, 1)
             outputs["intervals"] = None
         else:
-            outputs["intervals"] = {level_key(level): {"low": _float64(low[:, 0]), "high": _float64(high[:, 0])}
-                                    for level, (low, high) in bounds.items()}
+            outputs["intervals"] = {
+                level_key(level): {"low": _float64(low[:, 0]), "high": _float64(high[:, 0])}
+                for level, (low, high) in bounds.items()
+            }
     head["outputs"] = outputs
     return orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
 

@@ -1,5 +1,6 @@
 """Service settings: defaults, overridden by DEMAND_* environment variables,
 overridden by the mapping passed to create_app()."""
+
 import os
 from dataclasses import dataclass, fields, replace
 

@@ -11,6 +11,7 @@ the same rows, column for column (pipeline.scoring), so that
 answers a file ready to open in a spreadsheet. A bad row is a 400 naming its
 line and column, as `demand predict` names it.
 """
+
 from pipeline.errors import DataError
 from pipeline.schema import FEATURES
 
@@ -53,8 +54,11 @@ def forecast_csv(raw, bundle, max_rows):
         raise ApiError(400, "the CSV body has a header but no rows")
     # Counted once parsed (a quoted cell may hold a line break); the body cap bounds the parse itself.
     if table.num_rows + len(ragged.rows) > max_rows:
-        raise ApiError(413, f"{table.num_rows + len(ragged.rows)} rows in the CSV body, more than the limit of "
-                            f"{max_rows} per request (DEMAND_MAX_ROWS)")
+        raise ApiError(
+            413,
+            f"{table.num_rows + len(ragged.rows)} rows in the CSV body, more than the limit of "
+            f"{max_rows} per request (DEMAND_MAX_ROWS)",
+        )
     checked = tables.check_columns(table, FEATURES, series=False)
     problems = tables.all_problems(checked, tables.ragged_problems(ragged))
     if problems:
@@ -77,8 +81,9 @@ def _csv_pieces(table, pa, pa_csv):
     top of the table (a 28 MiB body grew a worker by 300 MB)."""
     for start in range(0, max(table.num_rows, 1), ROWS_PER_PIECE):
         sink = pa.BufferOutputStream()
-        pa_csv.write_csv(table.slice(start, ROWS_PER_PIECE), sink,
-                         write_options=pa_csv.WriteOptions(include_header=start == 0))
+        pa_csv.write_csv(
+            table.slice(start, ROWS_PER_PIECE), sink, write_options=pa_csv.WriteOptions(include_header=start == 0)
+        )
         yield sink.getvalue().to_pybytes()
 
 
@@ -94,9 +99,12 @@ def check_cell_count(raw, columns, max_rows):
     breaks = max(raw.count(b"\n"), raw.count(b"\r"))  # a bare \r ends a row too
     lines = breaks + (not raw.endswith((b"\n", b"\r"))) - 1  # the header aside
     if lines * columns > CELLS_PER_ROW * max_rows:
-        raise ApiError(413, f"the CSV body has {columns} columns and about {lines} rows, more than "
-                            f"{CELLS_PER_ROW * max_rows} cells ({CELLS_PER_ROW} x DEMAND_MAX_ROWS): send fewer rows "
-                            "or leave out columns the forecast does not need")
+        raise ApiError(
+            413,
+            f"the CSV body has {columns} columns and about {lines} rows, more than "
+            f"{CELLS_PER_ROW * max_rows} cells ({CELLS_PER_ROW} x DEMAND_MAX_ROWS): send fewer rows "
+            "or leave out columns the forecast does not need",
+        )
 
 
 def _problems_message(problems):

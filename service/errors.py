@@ -1,4 +1,5 @@
 """Every error leaves the service as JSON {"error": "..."} with a 4xx/5xx status."""
+
 from flask import jsonify
 from werkzeug.exceptions import HTTPException
 

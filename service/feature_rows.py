@@ -21,6 +21,7 @@ pipeline.features.feature_matrix with the version's stored tails, exactly as
 The same reading serves the row format, the columnar format, CSV bodies and
 plans several weeks ahead (service/plans.py, service/forecast_api.py).
 """
+
 from itertools import chain
 from operator import itemgetter
 
@@ -29,8 +30,19 @@ import orjson
 
 from pipeline.calibrate import level_key
 from pipeline.features import LAG_1, feature_matrix, filled_patterns
-from pipeline.schema import (EXTRAPOLATED_COLUMN, HIGH_COLUMN, LOW_COLUMN, NORMALIZED_TENSOR, OUTPUT_TENSOR,
-                             SERIES_COLUMN, TARGET, TIME_COLUMN, domain_of, domain_problem, series_problem)
+from pipeline.schema import (
+    EXTRAPOLATED_COLUMN,
+    HIGH_COLUMN,
+    LOW_COLUMN,
+    NORMALIZED_TENSOR,
+    OUTPUT_TENSOR,
+    SERIES_COLUMN,
+    TARGET,
+    TIME_COLUMN,
+    domain_of,
+    domain_problem,
+    series_problem,
+)
 
 from . import metrics
 from .errors import ApiError
@@ -44,8 +56,7 @@ OUTPUT_COLUMNS = (OUTPUT_TENSOR, NORMALIZED_TENSOR, LOW_COLUMN, HIGH_COLUMN, EXT
 
 def row_keys(spec):
     """{a request's key: the name used here} for every key a row of this model's requests may hold."""
-    keys = {spec.series_column: SERIES_COLUMN, spec.week_column: TIME_COLUMN, LAG_1: LAG_1,
-            spec.target_column: TARGET}
+    keys = {spec.series_column: SERIES_COLUMN, spec.week_column: TIME_COLUMN, LAG_1: LAG_1, spec.target_column: TARGET}
     keys.update({name: name for name in spec.covariates})
     return keys
 
@@ -55,8 +66,9 @@ def describe_row(spec):
     parts = [f"{', '.join(spec.known)} (known, every row)"] if spec.known else []
     if spec.static:
         parts.append(f"{', '.join(spec.static)} (static, unless the series is one the model trained on)")
-    parts.append(f"{spec.series_column}, {spec.week_column} and {LAG_1} where the model has no stored week before "
-                 "the row's")
+    parts.append(
+        f"{spec.series_column}, {spec.week_column} and {LAG_1} where the model has no stored week before the row's"
+    )
     return "; ".join(parts)
 
 
@@ -88,8 +100,9 @@ def columns_from_rows(rows, bundle, where):
         for key, value in row.items():
             name = keys.get(key)
             if name is None:
-                raise ApiError(400, f"{where(i, key)} is not a column of model {bundle.version}, which reads "
-                                    f"{describe_row(spec)}")
+                raise ApiError(
+                    400, f"{where(i, key)} is not a column of model {bundle.version}, which reads {describe_row(spec)}"
+                )
             if name == SERIES_COLUMN:
                 if value is not None:
                     problem = series_problem(value)
@@ -117,21 +130,34 @@ def columns_from_rows(rows, bundle, where):
     for name in spec.known:
         missing = np.flatnonzero(np.isnan(numbers[name]))
         if len(missing):
-            raise ApiError(400, f"{where(int(missing[0]), name)} is missing: model {bundle.version} reads {name}, "
-                                "a value known in advance for every week")
+            raise ApiError(
+                400,
+                f"{where(int(missing[0]), name)} is missing: model {bundle.version} reads {name}, "
+                "a value known in advance for every week",
+            )
     for name in spec.static:
         given = categories.get(name)
-        missing = [i for i, v in enumerate(given) if v is None] if given is not None \
+        missing = (
+            [i for i, v in enumerate(given) if v is None]
+            if given is not None
             else np.flatnonzero(np.isnan(numbers[name])).tolist()
+        )
         for i in missing:
             stored = bundle.statics.get(series[i], {}).get(name)
             if stored is None:
-                raise ApiError(400, f"{where(i, name)} is missing: model {bundle.version} reads {name}, one value per "
-                                    "series, and has none stored for "
-                                    + (f"series {series[i]!r}" if series[i] else "a row without a series"))
+                raise ApiError(
+                    400,
+                    f"{where(i, name)} is missing: model {bundle.version} reads {name}, one value per "
+                    "series, and has none stored for "
+                    + (f"series {series[i]!r}" if series[i] else "a row without a series"),
+                )
             (given if given is not None else numbers[name])[i] = stored
-    return {SERIES_COLUMN: np.array(series, dtype=object), TIME_COLUMN: weeks, **numbers,
-            **{name: np.array(values, dtype=object) for name, values in categories.items()}}
+    return {
+        SERIES_COLUMN: np.array(series, dtype=object),
+        TIME_COLUMN: weeks,
+        **numbers,
+        **{name: np.array(values, dtype=object) for name, values in categories.items()},
+    }
 
 
 MAX_CATEGORY = 200  # characters of a category's value, as of a series' name
@@ -158,9 +184,13 @@ def forecast_columns(bundle, columns, where):
     if len(lacking):
         i = int(lacking[0])
         name = columns[SERIES_COLUMN][i]
-        raise ApiError(400, f"{where(i, LAG_1)} is missing, and model {bundle.version} has no stored week before this "
-                            "row's for " + (f"series {name!r}" if name else "a row without a series")
-                            + f": send {LAG_1} (last week's sales)")
+        raise ApiError(
+            400,
+            f"{where(i, LAG_1)} is missing, and model {bundle.version} has no stored week before this "
+            "row's for "
+            + (f"series {name!r}" if name else "a row without a series")
+            + f": send {LAG_1} (last week's sales)",
+        )
     series = list(columns[SERIES_COLUMN])
     out = bundle.forecast(features.X, series=series)
     patterns, codes = filled_patterns(spec, features.filled)
@@ -179,8 +209,12 @@ def forecast_columns(bundle, columns, where):
 def _head(bundle, out):
     from .series import unknown_series
 
-    return {"model_version": bundle.version, "interval_level": bundle.level,
-            "features": list(bundle.spec.names), **unknown_series(out["series"], out["unknown_series"])}
+    return {
+        "model_version": bundle.version,
+        "interval_level": bundle.level,
+        "features": list(bundle.spec.names),
+        **unknown_series(out["series"], out["unknown_series"]),
+    }
 
 
 def predict_json(body, bundle, max_rows):
@@ -200,8 +234,11 @@ def predict_json(body, bundle, max_rows):
         if bad is not None:
             raise ApiError(400, f"inputs.{bad[:40]} must be a list")
         if len(set(lengths.values())) != 1:
-            raise ApiError(400, "the columns of 'inputs' must have the same length, got "
-                                + ", ".join(f"{key[:40]}: {length}" for key, length in lengths.items()))
+            raise ApiError(
+                400,
+                "the columns of 'inputs' must have the same length, got "
+                + ", ".join(f"{key[:40]}: {length}" for key, length in lengths.items()),
+            )
         n = next(iter(lengths.values()))
         if not n:
             raise ApiError(400, "the columns of 'inputs' are empty: send at least one row")
@@ -226,27 +263,49 @@ def predict_json(body, bundle, max_rows):
     out = forecast_columns(bundle, columns, where)
     metrics.ROWS_JSON.inc(len(instances))
     head = _head(bundle, out)
-    rows = [{"units_sold": units, "units_sold_normalized": normalized, "interval": [low, high],
-             "extrapolated": outside, "filled": filled}
-            for units, normalized, low, high, outside, filled in zip(
-                out["units_sold"].tolist(), out["units_sold_normalized"].tolist(), out["low"].tolist(),
-                out["high"].tolist(), out["extrapolated"], out["filled"])]
+    rows = [
+        {
+            "units_sold": units,
+            "units_sold_normalized": normalized,
+            "interval": [low, high],
+            "extrapolated": outside,
+            "filled": filled,
+        }
+        for units, normalized, low, high, outside, filled in zip(
+            out["units_sold"].tolist(),
+            out["units_sold_normalized"].tolist(),
+            out["low"].tolist(),
+            out["high"].tolist(),
+            out["extrapolated"],
+            out["filled"],
+        )
+    ]
     if levels is not None:
         bounds = bundle.plan_intervals(out["units_sold"].reshape(-1, 1), levels)["intervals"]
         if bounds is None:
             head["notes"] = interval_notes(bundle, None, 1)
         for i, row in enumerate(rows):
-            row["intervals"] = None if bounds is None else {
-                level_key(level): [float(low[i, 0]), float(high[i, 0])] for level, (low, high) in bounds.items()}
+            row["intervals"] = (
+                None
+                if bounds is None
+                else {level_key(level): [float(low[i, 0]), float(high[i, 0])] for level, (low, high) in bounds.items()}
+            )
     head["predictions"] = rows
     return orjson.dumps(head)
 
 
 def _columnar_answer(bundle, out, fields, levels):
     metrics.ROWS_JSON.inc(len(out["units_sold"]))
-    columns = dict(zip(OUTPUT_COLUMNS, [*(np.asarray(out[k], dtype=np.float64) for k in
-                                          ("units_sold", "units_sold_normalized", "low", "high")),
-                                        out["extrapolated"], out["filled"]]))
+    columns = dict(
+        zip(
+            OUTPUT_COLUMNS,
+            [
+                *(np.asarray(out[k], dtype=np.float64) for k in ("units_sold", "units_sold_normalized", "low", "high")),
+                out["extrapolated"],
+                out["filled"],
+            ],
+        )
+    )
     head = _head(bundle, out)
     outputs = {name: columns[name] for name in fields}
     if levels is not None:
@@ -255,9 +314,13 @@ def _columnar_answer(bundle, out, fields, levels):
             head["notes"] = interval_notes(bundle, None, 1)
             outputs["intervals"] = None
         else:
-            outputs["intervals"] = {level_key(level): {"low": np.ascontiguousarray(low[:, 0], dtype=np.float64),
-                                                       "high": np.ascontiguousarray(high[:, 0], dtype=np.float64)}
-                                    for level, (low, high) in bounds.items()}
+            outputs["intervals"] = {
+                level_key(level): {
+                    "low": np.ascontiguousarray(low[:, 0], dtype=np.float64),
+                    "high": np.ascontiguousarray(high[:, 0], dtype=np.float64),
+                }
+                for level, (low, high) in bounds.items()
+            }
     head["outputs"] = outputs
     return orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
 
@@ -307,14 +370,18 @@ def predict_csv(raw, bundle, max_rows):
     where = lambda i, key: f"{SOURCE}: line {i + 2}" + (f", column {key!r}" if key else "")  # noqa: E731
     out = forecast_columns(bundle, columns_from_rows(rows, bundle, where), where)
     metrics.ROWS_CSV.inc(table.num_rows)
-    answer = pa.table({spec.series_column: values.get(spec.series_column, [""] * table.num_rows),
-                       spec.week_column: values.get(spec.week_column, [""] * table.num_rows),
-                       FORECAST_COLUMN: np.round(out["units_sold"].astype(np.float64), 1),
-                       LOW_COLUMN: np.round(out["low"].astype(np.float64), 1),
-                       HIGH_COLUMN: np.round(out["high"].astype(np.float64), 1),
-                       EXTRAPOLATED_COLUMN: [";".join(names) for names in out["extrapolated"]],
-                       "filled_features": [";".join(names) for names in out["filled"]],
-                       VERSION_COLUMN: [bundle.version] * table.num_rows})
+    answer = pa.table(
+        {
+            spec.series_column: values.get(spec.series_column, [""] * table.num_rows),
+            spec.week_column: values.get(spec.week_column, [""] * table.num_rows),
+            FORECAST_COLUMN: np.round(out["units_sold"].astype(np.float64), 1),
+            LOW_COLUMN: np.round(out["low"].astype(np.float64), 1),
+            HIGH_COLUMN: np.round(out["high"].astype(np.float64), 1),
+            EXTRAPOLATED_COLUMN: [";".join(names) for names in out["extrapolated"]],
+            "filled_features": [";".join(names) for names in out["filled"]],
+            VERSION_COLUMN: [bundle.version] * table.num_rows,
+        }
+    )
     sink = pa.BufferOutputStream()
     pa_csv.write_csv(answer, sink)
     return sink.getvalue().to_pybytes()
@@ -349,8 +416,10 @@ def read_feature_plan(body, bundle, max_horizon, max_rows):
         raise ApiError(400, "'series' must be a non-empty list of objects with id and weeks")
     levels = read_levels(body.get("levels"))
     if len(series) > max_rows:
-        raise ApiError(413, f"{len(series)} series is more than the limit of {max_rows} series x weeks per request "
-                            "(DEMAND_MAX_ROWS)")
+        raise ApiError(
+            413,
+            f"{len(series)} series is more than the limit of {max_rows} series x weeks per request (DEMAND_MAX_ROWS)",
+        )
     allowed = (*PLAN_SERIES_KEYS, spec.week_column, *spec.static)
     ids, prevs, histories, firsts, statics, plans = [], [], [], [], [], []
     seen = {}
@@ -387,14 +456,17 @@ def read_feature_plan(body, bundle, max_horizon, max_rows):
         histories.append(history)
         first = week_value(item.get(spec.week_column))
         if first is None:
-            raise ApiError(400, f"{where}.{spec.week_column} must be an ISO date like 2024-01-01, the plan's first week")
+            raise ApiError(
+                400, f"{where}.{spec.week_column} must be an ISO date like 2024-01-01, the plan's first week"
+            )
         firsts.append(first)
         weeks = item.get("weeks")
         if not isinstance(weeks, list) or not weeks:
             raise ApiError(400, f"{where}.weeks must be a non-empty list of objects with {', '.join(spec.known)}")
         if len(weeks) > max_horizon:
-            raise ApiError(413, f"{where}.weeks has {len(weeks)} weeks, more than the limit of {max_horizon} "
-                                "(DEMAND_MAX_HORIZON)")
+            raise ApiError(
+                413, f"{where}.weeks has {len(weeks)} weeks, more than the limit of {max_horizon} (DEMAND_MAX_HORIZON)"
+            )
         plans.append(weeks)
         values = []
         for name in spec.static:
@@ -402,8 +474,11 @@ def read_feature_plan(body, bundle, max_horizon, max_rows):
             if value is None:
                 value = bundle.statics.get(ident, {}).get(name)
                 if value is None:
-                    raise ApiError(400, f"{where}.{name} is missing: model {bundle.version} reads {name}, one value "
-                                        f"per series, and has none stored for series {ident!r}")
+                    raise ApiError(
+                        400,
+                        f"{where}.{name} is missing: model {bundle.version} reads {name}, one value "
+                        f"per series, and has none stored for series {ident!r}",
+                    )
             category = spec.vocabulary(name) is not None
             problem = category_problem(value) if category else domain_problem(name, value)
             if problem:
@@ -418,13 +493,18 @@ def read_feature_plan(body, bundle, max_horizon, max_rows):
                 _check_weeks(weeks, f"series[{i}]", bundle)
     total = int(lengths.sum())
     if total > max_rows:
-        raise ApiError(413, f"{total} series x weeks is more than the limit of {max_rows} per request (DEMAND_MAX_ROWS)")
+        raise ApiError(
+            413, f"{total} series x weeks is more than the limit of {max_rows} per request (DEMAND_MAX_ROWS)"
+        )
     check_interval_count(total, levels, max_rows)
     windows, stored_first, lacking = bundle.plan_start(ids, np.array(prevs), histories)
     if lacking.any():
         i = int(np.flatnonzero(lacking)[0])
-        raise ApiError(400, f"series[{i}].{LAG_1} is missing, and model {bundle.version} has no stored weeks of series "
-                            f"{ids[i]!r}: send {LAG_1} (last week's sales) or history (recent weekly sales)")
+        raise ApiError(
+            400,
+            f"series[{i}].{LAG_1} is missing, and model {bundle.version} has no stored weeks of series "
+            f"{ids[i]!r}: send {LAG_1} (last week's sales) or history (recent weekly sales)",
+        )
     first = np.where(np.isnat(np.array(firsts)), stored_first, np.array(firsts))
     H = int(lengths.max())
     known = np.zeros((len(ids), H, len(spec.known)), dtype=np.float32)
@@ -442,8 +522,11 @@ def _known_values(weeks, known):
             return None
         if not known:
             return np.zeros((len(weeks), 0))
-        values = list(chain.from_iterable(map(itemgetter(*known), weeks))) if len(known) > 1 \
+        values = (
+            list(chain.from_iterable(map(itemgetter(*known), weeks)))
+            if len(known) > 1
             else list(map(itemgetter(known[0]), weeks))
+        )
         if not set(map(type, values)) <= {int, float}:
             return None
         rows = np.fromiter(values, dtype=np.float64, count=len(values)).reshape(len(weeks), len(known))
@@ -461,12 +544,18 @@ def _check_weeks(weeks, where, bundle):
             raise ApiError(400, f"{where}.weeks[{h}] must be an object with {', '.join(spec.known)}")
         extra = next((key for key in week if key not in spec.known), None)
         if extra is not None:
-            raise ApiError(400, f"{where}.weeks[{h}].{extra[:40]} is not a known covariate of model "
-                                f"{bundle.version}; a plan's week takes {', '.join(spec.known) or 'nothing'}")
+            raise ApiError(
+                400,
+                f"{where}.weeks[{h}].{extra[:40]} is not a known covariate of model "
+                f"{bundle.version}; a plan's week takes {', '.join(spec.known) or 'nothing'}",
+            )
         for name in spec.known:
             if name not in week:
-                raise ApiError(400, f"{where}.weeks[{h}].{name} is missing: model {bundle.version} reads {name}, "
-                                    "known in advance for every week")
+                raise ApiError(
+                    400,
+                    f"{where}.weeks[{h}].{name} is missing: model {bundle.version} reads {name}, "
+                    "known in advance for every week",
+                )
             problem = domain_problem(name, week[name])
             if problem:
                 raise ApiError(400, f"{where}.weeks[{h}].{name} {problem}")
@@ -480,8 +569,12 @@ def plan_answer(bundle, ids, dates, lengths, levels, out):
 
     spec = bundle.spec
     keys = [level_key(level) for level in levels]
-    head = {"model_version": bundle.version, "levels": levels, "features": list(spec.names),
-            **unknown_series(ids, out["unknown_series"])}
+    head = {
+        "model_version": bundle.version,
+        "levels": levels,
+        "features": list(spec.names),
+        **unknown_series(ids, out["unknown_series"]),
+    }
     notes = interval_notes(bundle, out["interval_steps"], int(lengths.max()))
     if notes:
         head["notes"] = notes
@@ -496,16 +589,31 @@ def plan_answer(bundle, ids, dates, lengths, levels, out):
         bounds = [[None] * H] * S
     else:  # per series, per week: {level: (low, high)}
         sides = [[side.tolist() for side in out["intervals"][level]] for level in levels]
-        bounds = [[dict(zip(keys, pairs)) for pairs in zip(*(zip(low[i], high[i]) for low, high in sides))]
-                  for i in range(S)]
+        bounds = [
+            [dict(zip(keys, pairs)) for pairs in zip(*(zip(low[i], high[i]) for low, high in sides))] for i in range(S)
+        ]
     steps = list(range(1, H + 1))
     head["series"] = [
-        {"id": ident, "weeks": [{"step": step, "week": week, "units_sold": value, "intervals": interval,
-                                 "extrapolated": outside_names[o], "filled": filled_names[f]}
-                                for step, week, value, interval, o, f, _ in zip(steps, week_row, row, bound_row,
-                                                                               outside_row, filled_row, range(n))]}
+        {
+            "id": ident,
+            "weeks": [
+                {
+                    "step": step,
+                    "week": week,
+                    "units_sold": value,
+                    "intervals": interval,
+                    "extrapolated": outside_names[o],
+                    "filled": filled_names[f],
+                }
+                for step, week, value, interval, o, f, _ in zip(
+                    steps, week_row, row, bound_row, outside_row, filled_row, range(n)
+                )
+            ],
+        }
         for ident, n, week_row, row, bound_row, outside_row, filled_row in zip(
-            ids, lengths.tolist(), weeks, units, bounds, outside, filled)]
+            ids, lengths.tolist(), weeks, units, bounds, outside, filled
+        )
+    ]
     return orjson.dumps(head)
 
 
@@ -513,7 +621,10 @@ def _patterns(names, flags):
     """([names of each distinct row of `flags`], [rows] each row's pattern), as pipeline.features.filled_patterns."""
     if not flags.shape[1]:
         return [[]], np.zeros(len(flags), dtype=np.int64)
-    patterns, codes = np.unique(flags, axis=0, return_inverse=True) if len(names) >= 63 else \
-        np.unique(flags.astype(np.int64) @ (1 << np.arange(len(names), dtype=np.int64)), return_inverse=True)
+    patterns, codes = (
+        np.unique(flags, axis=0, return_inverse=True)
+        if len(names) >= 63
+        else np.unique(flags.astype(np.int64) @ (1 << np.arange(len(names), dtype=np.int64)), return_inverse=True)
+    )
     rows = patterns.tolist() if patterns.ndim == 2 else [[int(p) >> i & 1 for i in range(len(names))] for p in patterns]
     return [[name for name, flag in zip(names, row) if flag] for row in rows], codes.ravel()

@@ -11,6 +11,7 @@ series moves forward together, one ONNX Runtime call per step
 that tells series apart forecasts the ones it knows with what it learned of
 them, and lists the others in `unknown_series`.
 """
+
 import numpy as np
 import orjson
 from flask import Blueprint, Response, current_app, request
@@ -42,7 +43,8 @@ def forecast():
         from .feature_rows import plan_answer, read_feature_plan
 
         ids, start, dates, known, static, lengths, levels = read_feature_plan(
-            body, bundle, settings.max_horizon, settings.max_rows)
+            body, bundle, settings.max_horizon, settings.max_rows
+        )
         out = bundle.forecast_plan(start, known, lengths, levels, ids, dates, static)
         metrics.FORECAST_WEEKS.inc(int(lengths.sum()))
         return Response(plan_answer(bundle, ids, dates, lengths, levels, out), mimetype="application/json")
@@ -59,12 +61,15 @@ def forecast():
 def interval_notes(bundle, steps_used, horizon):
     """What the answer must say about its intervals: none, or reused from the last calibrated step."""
     if steps_used is None:
-        return [f"model {bundle.version} has no per-step interval calibration (its training data had no weeks to "
-                "chain); intervals are null: retrain it to get them"]
+        return [
+            f"model {bundle.version} has no per-step interval calibration (its training data had no weeks to "
+            "chain); intervals are null: retrain it to get them"
+        ]
     last = bundle.calibrated_steps()
     if horizon > last:
-        return [f"weeks {last + 1} to {horizon} use the interval of week {last}, the last step calibrated on "
-                "held-out weeks"]
+        return [
+            f"weeks {last + 1} to {horizon} use the interval of week {last}, the last step calibrated on held-out weeks"
+        ]
     return []
 
 
@@ -77,8 +82,9 @@ def answer(bundle, plan, out):
     notes = interval_notes(bundle, out["interval_steps"], int(plan.weeks.max()))
     if notes:
         head["notes"] = notes
-    slices = (_series_json(plan, out, start, start + SERIES_PER_SLICE)
-              for start in range(0, len(plan.ids), SERIES_PER_SLICE))
+    slices = (
+        _series_json(plan, out, start, start + SERIES_PER_SLICE) for start in range(0, len(plan.ids), SERIES_PER_SLICE)
+    )
     return b"".join([orjson.dumps(head)[:-1], b',"series":[', b",".join(slices), b"]}"])
 
 
@@ -95,15 +101,28 @@ def _series_json(plan, out, start, stop):
         # making no list per bound is a third of the answer's time.
         if len(keys) == 2:  # the default levels: a literal is twice as fast as a comprehension
             k0, k1 = keys
-            bounds = [[{k0: p, k1: q} for p, q in zip(zip(lo0, hi0), zip(lo1, hi1))]
-                      for lo0, hi0, lo1, hi1 in zip(*sides)]
+            bounds = [
+                [{k0: p, k1: q} for p, q in zip(zip(lo0, hi0), zip(lo1, hi1))] for lo0, hi0, lo1, hi1 in zip(*sides)
+            ]
         else:
-            bounds = [[dict(zip(keys, pairs)) for pairs in zip(*(zip(rows[2 * i], rows[2 * i + 1]) for i in range(len(keys))))]
-                      for rows in zip(*sides)]
+            bounds = [
+                [
+                    dict(zip(keys, pairs))
+                    for pairs in zip(*(zip(rows[2 * i], rows[2 * i + 1]) for i in range(len(keys))))
+                ]
+                for rows in zip(*sides)
+            ]
     steps = range(1, units and len(units[0]) + 1 or 1)
     series = [
-        {"id": ident, "weeks": [{"step": step, "units_sold": value, "intervals": interval, "extrapolated": OUTSIDE_NAMES[code]}
-                                for step, value, interval, code, _ in zip(steps, row, intervals, code_row, range(n))]}
-        for ident, n, row, intervals, code_row in zip(plan.ids[start:stop], plan.weeks[start:stop].tolist(), units, bounds, codes)
+        {
+            "id": ident,
+            "weeks": [
+                {"step": step, "units_sold": value, "intervals": interval, "extrapolated": OUTSIDE_NAMES[code]}
+                for step, value, interval, code, _ in zip(steps, row, intervals, code_row, range(n))
+            ],
+        }
+        for ident, n, row, intervals, code_row in zip(
+            plan.ids[start:stop], plan.weeks[start:stop].tolist(), units, bounds, codes
+        )
     ]
     return orjson.dumps(series)[1:-1]

@@ -5,6 +5,7 @@
 The app is not preloaded: each worker imports it and builds its own ONNX
 Runtime session after the fork, so the master never holds a model.
 """
+
 import errno
 import os
 import shutil

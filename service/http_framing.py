@@ -6,6 +6,7 @@ thread. This module only finds the end of the request: anything it cannot
 judge, it hands over as it is, and gunicorn's own parser answers the error.
 It is stricter than needed only where gunicorn would also refuse.
 """
+
 import re
 
 from gunicorn.http.body import CHUNK_EXT_RE
@@ -100,16 +101,22 @@ class RequestScanner:
             if not listed or listed[-1] != b"chunked":
                 # Without chunked last the body's end cannot be found, and
                 # gunicorn would read it in a request thread at the client's pace.
-                raise FramingError(501, f"Transfer-Encoding {b', '.join(listed).decode('latin-1')[:64]!r} is not "
-                                        "supported: send the body with Content-Length or chunked")
+                raise FramingError(
+                    501,
+                    f"Transfer-Encoding {b', '.join(listed).decode('latin-1')[:64]!r} is not "
+                    "supported: send the body with Content-Length or chunked",
+                )
             self.chunked, self._chunk_pos = True, self.head_end  # the codings before it, gunicorn checks
             return True
         if len(lengths) > 1 or (lengths and not lengths[0].isdigit()):
             return False
         self.content_length = int(lengths[0]) if lengths else 0
         if self.content_length > self.max_body:
-            raise FramingError(413, f"request body of {self.content_length} bytes is larger than the limit of "
-                                    f"{self.max_body} bytes (DEMAND_MAX_BODY_BYTES)")
+            raise FramingError(
+                413,
+                f"request body of {self.content_length} bytes is larger than the limit of "
+                f"{self.max_body} bytes (DEMAND_MAX_BODY_BYTES)",
+            )
         return True
 
     def _scan_chunks(self, buf):
@@ -131,24 +138,25 @@ class RequestScanner:
                 raise FramingError(400, f"invalid chunked body: bad chunk extension {extension[:32]!r}")
             size = int(size_text, 16)
             if size == 0:
-                if buf[eol + 2:eol + 4] == b"\r\n":
+                if buf[eol + 2 : eol + 4] == b"\r\n":
                     return COMPLETE
                 trailer_end = buf.find(b"\r\n\r\n", eol)
                 if trailer_end >= 0:
-                    _check_trailers(bytes(buf[eol + 2:trailer_end]))
+                    _check_trailers(bytes(buf[eol + 2 : trailer_end]))
                     return COMPLETE
                 if len(buf) - eol > MAX_HEAD_BYTES:
                     raise FramingError(431, "chunked body trailers too large")
                 break
             self._chunk_total += size
             if self._chunk_total > self.max_body:
-                raise FramingError(413, f"chunked request body larger than the limit of {self.max_body} bytes "
-                                        "(DEMAND_MAX_BODY_BYTES)")
+                raise FramingError(
+                    413, f"chunked request body larger than the limit of {self.max_body} bytes (DEMAND_MAX_BODY_BYTES)"
+                )
             data_end = eol + 2 + size
             if len(buf) < data_end + 2:
                 self._chunk_total -= size  # counted again when the chunk is complete
                 break
-            if buf[data_end:data_end + 2] != b"\r\n":
+            if buf[data_end : data_end + 2] != b"\r\n":
                 raise FramingError(400, "invalid chunked body: chunk data not followed by CRLF")
             pos = data_end + 2
         self._chunk_pos = pos

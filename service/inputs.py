@@ -4,6 +4,7 @@ The fast path handles well-formed requests with a few vectorized checks; only
 when something is wrong does a slow path walk the rows to name the first bad
 field exactly.
 """
+
 import json
 from itertools import chain
 from operator import itemgetter
@@ -76,8 +77,9 @@ def load_json(raw):
         raise ApiError(400, f"malformed JSON body: {fallback}") from None
     where = _unpaired_surrogate(body)
     if where is not None:
-        raise ApiError(400, f"malformed JSON body: {where} holds an unpaired surrogate escape (\\ud800-\\udfff), "
-                            "which is not text")
+        raise ApiError(
+            400, f"malformed JSON body: {where} holds an unpaired surrogate escape (\\ud800-\\udfff), which is not text"
+        )
     return body
 
 
@@ -130,8 +132,11 @@ def check_token_count(raw, max_rows, row="instance"):
     containers = raw.count(b"{") + raw.count(b"[")
     tokens = containers + raw.count(b",") + raw.count(b":")
     if containers > containers_per_row * max_rows + SLACK or tokens > limit:
-        raise ApiError(413, f"body holds about {tokens} JSON values in {containers} objects and lists, more than "
-                            f"{max_rows} rows need (DEMAND_MAX_ROWS)")
+        raise ApiError(
+            413,
+            f"body holds about {tokens} JSON values in {containers} objects and lists, more than "
+            f"{max_rows} rows need (DEMAND_MAX_ROWS)",
+        )
 
 
 # What a body of the row format may hold beside its rows: a misspelt option ("level") is an error, not ignored.
@@ -143,8 +148,9 @@ def instances_from_body(body):
     if isinstance(body, dict) and "instances" in body:
         unknown = next((key for key in body if key not in ROW_REQUEST_KEYS), None)
         if unknown is not None:
-            raise ApiError(400, f"{unknown[:40]!r} is not a key of a body with instances; it takes "
-                                f"{', '.join(ROW_REQUEST_KEYS)}")
+            raise ApiError(
+                400, f"{unknown[:40]!r} is not a key of a body with instances; it takes {', '.join(ROW_REQUEST_KEYS)}"
+            )
         instances = body["instances"]
         if not isinstance(instances, list):
             raise ApiError(400, "'instances' must be a list of objects")
@@ -153,7 +159,7 @@ def instances_from_body(body):
         return instances, "instances"
     if isinstance(body, dict):
         return [body], "instance"
-    raise ApiError(400, "body must be a JSON object: {\"instances\": [{...}, ...]} or one instance object")
+    raise ApiError(400, 'body must be a JSON object: {"instances": [{...}, ...]} or one instance object')
 
 
 def check_row_count(rows, max_rows):
@@ -167,7 +173,9 @@ def matrix_from_instances(instances, prefix, max_rows):
         rows = list(map(features_of, instances))  # C-level loops throughout: this is the hot path
         if not set(map(type, chain.from_iterable(rows))) <= NUMBER_TYPES:  # bool is not a number here
             raise TypeError
-        X = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=N_FEATURES * len(rows)).reshape(-1, N_FEATURES)
+        X = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=N_FEATURES * len(rows)).reshape(
+            -1, N_FEATURES
+        )
     except (KeyError, TypeError, OverflowError, ValueError):
         raise _first_problem(instances, prefix) from None
     ranges = column_ranges(X)

@@ -1,5 +1,6 @@
 """The one command line that starts the service: `demand serve`, the tests and
 the benchmarks all run it (the images run `demand serve`)."""
+
 import sys
 from pathlib import Path
 

@@ -4,14 +4,19 @@ gunicorn_conf sets PROMETHEUS_MULTIPROC_DIR before any worker imports this
 module; without it (Flask's test client, one process) the default registry
 is used.
 """
+
 import os
 from time import perf_counter as now  # noqa: F401  (the clock request durations are measured with)
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-REQUESTS = Counter("demand_http_requests_total", "HTTP requests by route, method and status", ["route", "method", "status"])
+REQUESTS = Counter(
+    "demand_http_requests_total", "HTTP requests by route, method and status", ["route", "method", "status"]
+)
 LATENCY = Histogram(
-    "demand_http_request_duration_seconds", "Time to answer a request, by route and status", ["route", "status"],
+    "demand_http_request_duration_seconds",
+    "Time to answer a request, by route and status",
+    ["route", "status"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 ROWS = Counter("demand_rows_predicted_total", "Rows forecast, by protocol", ["protocol"])
@@ -19,14 +24,20 @@ ROWS_JSON, ROWS_V2, ROWS_CSV = ROWS.labels("json"), ROWS.labels("v2"), ROWS.labe
 FORECAST_WEEKS = ROWS.labels("forecast")  # series x weeks of /forecast plans
 EXTRAPOLATED = Counter("demand_extrapolated_rows_total", "Rows with a feature outside the training range")
 RELOADS = Counter("demand_model_reloads_total", "Models loaded and swapped in (the first load included)")
-RELOAD_FAILURES = Counter("demand_model_reload_failures_total",
-                          "Champions that could not be served (a pointer that is not a version name, a missing folder, "
-                          "failed checks), counted once per write of the pointer")
-CLIENT_TIMEOUTS = Counter("demand_client_timeouts_total",
-                         "Connections closed because the request was not received in full within DEMAND_CLIENT_TIMEOUT")
+RELOAD_FAILURES = Counter(
+    "demand_model_reload_failures_total",
+    "Champions that could not be served (a pointer that is not a version name, a missing folder, "
+    "failed checks), counted once per write of the pointer",
+)
+CLIENT_TIMEOUTS = Counter(
+    "demand_client_timeouts_total",
+    "Connections closed because the request was not received in full within DEMAND_CLIENT_TIMEOUT",
+)
 MODEL_INFO = Gauge(
-    "demand_model_info", "1 for the version and execution provider a worker serves",
-    ["version", "provider"], multiprocess_mode="liveall",
+    "demand_model_info",
+    "1 for the version and execution provider a worker serves",
+    ["version", "provider"],
+    multiprocess_mode="liveall",
 )
 READY = Gauge("demand_worker_ready", "1 while a worker has a checked model loaded", multiprocess_mode="liveall")
 

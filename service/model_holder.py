@@ -19,6 +19,7 @@ What a worker does when the champion cannot be served:
 
 Answers to clients name versions only; paths and details go to the log.
 """
+
 import logging
 import threading
 import time
@@ -94,16 +95,22 @@ class ModelHolder:
         except RegistryError as err:
             raise Unservable("the champion pointer does not name a version", str(err), retry=False) from None
         if champion is None:
-            raise Unservable("no champion in the registry yet; train one with `demand train`",
-                             f"no champion model in {self.registry.root}", retry=True)
+            raise Unservable(
+                "no champion in the registry yet; train one with `demand train`",
+                f"no champion model in {self.registry.root}",
+                retry=True,
+            )
         return champion
 
     def _load(self, version):
         if version in self.refused:
             raise Unservable(f"model {version} failed its checks", f"model {version} was refused", retry=False)
         if not self.registry.exists(version):
-            raise Unservable(f"champion {version} is not in the registry (yet)",
-                             f"champion {version} has no folder {self.registry.path(version)}", retry=True)
+            raise Unservable(
+                f"champion {version} is not in the registry (yet)",
+                f"champion {version} has no folder {self.registry.path(version)}",
+                retry=True,
+            )
         try:
             bundle = Bundle.load(self.registry, version, self.settings.provider, self.settings.threads_per_session())
         except PipelineError as err:
@@ -128,8 +135,13 @@ class ModelHolder:
             return
         metrics.RELOAD_FAILURES.inc()
         served = f", still serving {self.bundle.version}" if self.bundle else ""
-        log.error("cannot serve champion %s%s: %s%s", self.champion or "(no version named)", served, err.detail,
-                  " (tried again at every check)" if err.retry else "")
+        log.error(
+            "cannot serve champion %s%s: %s%s",
+            self.champion or "(no version named)",
+            served,
+            err.detail,
+            " (tried again at every check)" if err.retry else "",
+        )
 
     def _fall_back(self):
         """Serve the latest earlier champion that loads; the worker then stays ready."""
@@ -148,8 +160,12 @@ class ModelHolder:
     def _swap(self, bundle):
         previous, self.bundle = self.bundle, bundle
         metrics.model_loaded(bundle.version, bundle.provider, previous)
-        log.info("serving model %s on %s%s", bundle.version, bundle.provider,
-                 f" (was {previous.version})" if previous else "")
+        log.info(
+            "serving model %s on %s%s",
+            bundle.version,
+            bundle.provider,
+            f" (was {previous.version})" if previous else "",
+        )
 
     def start_watching(self):
         if self._thread is None and self.settings.reload_interval > 0:

@@ -1,5 +1,6 @@
 """What operators and orchestrators call: liveness, readiness, metrics, the
 OpenAPI description, and (only when DEMAND_ADMIN_TOKEN is set) a reload."""
+
 from flask import Blueprint, Response, current_app, jsonify
 
 from . import metrics
@@ -18,8 +19,13 @@ def model_status():
     bundle = serving.bundle
     if bundle is None:
         return {"ready": False, "reason": serving.last_error}
-    status = {"ready": True, "model_version": bundle.version, "execution_provider": bundle.provider,
-              "interval_level": bundle.level, "created_at": bundle.card.get("created_at")}
+    status = {
+        "ready": True,
+        "model_version": bundle.version,
+        "execution_provider": bundle.provider,
+        "interval_level": bundle.level,
+        "created_at": bundle.card.get("created_at"),
+    }
     if serving.fallback:  # serving an earlier champion: say which, and why
         status.update(champion=serving.champion, fallback=True, reason=serving.last_error)
     return status
@@ -48,8 +54,12 @@ def prometheus():
 @bp.get("/openapi.json")
 def openapi():
     served = holder().bundle
-    return jsonify(spec(admin_enabled=bool(current_app.config["SETTINGS"].admin_token),
-                        features=served.spec if served is not None else None))
+    return jsonify(
+        spec(
+            admin_enabled=bool(current_app.config["SETTINGS"].admin_token),
+            features=served.spec if served is not None else None,
+        )
+    )
 
 
 @admin.post("/reload")

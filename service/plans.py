@@ -4,6 +4,7 @@ Well-formed plans go through a few vectorized checks; when something is
 wrong, the rows are walked to name the first bad field by its path, e.g.
 `series[2].weeks[5].discount_fraction must be <= 100 percent, got 130`.
 """
+
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
@@ -40,17 +41,19 @@ INTERVALS_PER_ROW = len(DEFAULT_LEVELS)
 def check_interval_count(rows, levels, max_rows):
     """413 when `rows` forecasts at `levels` (None: none asked for) are more intervals than an answer may hold."""
     if levels is not None and rows * len(levels) > INTERVALS_PER_ROW * max_rows:
-        raise ApiError(413, f"{rows} forecasts at {len(levels)} levels are {rows * len(levels)} intervals, more than "
-                            f"the limit of {INTERVALS_PER_ROW * max_rows} per request ({INTERVALS_PER_ROW} x "
-                            "DEMAND_MAX_ROWS): ask for fewer levels, or send fewer rows")
+        raise ApiError(
+            413,
+            f"{rows} forecasts at {len(levels)} levels are {rows * len(levels)} intervals, more than "
+            f"the limit of {INTERVALS_PER_ROW * max_rows} per request ({INTERVALS_PER_ROW} x "
+            "DEMAND_MAX_ROWS): ask for fewer levels, or send fewer rows",
+        )
 
 
 def read_levels(value, where="levels"):
     if value is None:
         return list(DEFAULT_LEVELS)
     if not isinstance(value, list) or not 1 <= len(value) <= MAX_LEVELS:
-        raise ApiError(400, f"{where} must be a list of 1 to {MAX_LEVELS} numbers between "
-                            f"{LEVELS[0]} and {LEVELS[-1]}")
+        raise ApiError(400, f"{where} must be a list of 1 to {MAX_LEVELS} numbers between {LEVELS[0]} and {LEVELS[-1]}")
     for i, level in enumerate(value):
         if type(level) not in NUMBER_TYPES or not LEVELS[0] <= level <= LEVELS[-1]:
             shown = str(level)[:40] if type(level) in NUMBER_TYPES else describe_value(level)
@@ -80,15 +83,23 @@ def read_plan(body, max_horizon, max_rows):
         raise ApiError(400, "'series' must be a non-empty list of objects with id, prev_week_sales and weeks")
     levels = read_levels(body.get("levels"))
     if len(series) > max_rows:
-        raise ApiError(413, f"{len(series)} series is more than the limit of {max_rows} series x weeks "
-                            "per request (DEMAND_MAX_ROWS)")
+        raise ApiError(
+            413,
+            f"{len(series)} series is more than the limit of {max_rows} series x weeks per request (DEMAND_MAX_ROWS)",
+        )
     try:
         ids, prevs, week_lists = zip(*map(series_fields, series))
         lengths = list(map(len, week_lists))
-        well_formed = (set(map(type, ids)) == {str} and set(map(type, week_lists)) == {list}
-                       and set(map(type, prevs)) <= NUMBER_TYPES and 0 < min(map(len, ids))
-                       and max(map(len, ids)) <= MAX_ID_LENGTH and len(set(ids)) == len(ids)
-                       and min(lengths) > 0 and max(lengths) <= max_horizon)
+        well_formed = (
+            set(map(type, ids)) == {str}
+            and set(map(type, week_lists)) == {list}
+            and set(map(type, prevs)) <= NUMBER_TYPES
+            and 0 < min(map(len, ids))
+            and max(map(len, ids)) <= MAX_ID_LENGTH
+            and len(set(ids)) == len(ids)
+            and min(lengths) > 0
+            and max(lengths) <= max_horizon
+        )
         values = list(chain.from_iterable(map(planned_of, chain.from_iterable(week_lists)))) if well_formed else None
     except (KeyError, TypeError):
         well_formed = False
@@ -97,7 +108,9 @@ def read_plan(body, max_horizon, max_rows):
         raise ApiError(400, "'series' could not be read")
     total = sum(lengths)
     if total > max_rows:
-        raise ApiError(413, f"{total} series x weeks is more than the limit of {max_rows} per request (DEMAND_MAX_ROWS)")
+        raise ApiError(
+            413, f"{total} series x weeks is more than the limit of {max_rows} per request (DEMAND_MAX_ROWS)"
+        )
     check_interval_count(total, levels, max_rows)
     try:
         prev = np.fromiter(prevs, dtype=np.float64, count=len(prevs))
@@ -141,8 +154,9 @@ def _check_series(series, max_horizon):
         if not isinstance(weeks, list) or not weeks:
             raise ApiError(400, f"{where}.weeks must be a non-empty list of objects with {', '.join(PLANNED)}")
         if len(weeks) > max_horizon:
-            raise ApiError(413, f"{where}.weeks has {len(weeks)} weeks, more than the limit of {max_horizon} "
-                                "(DEMAND_MAX_HORIZON)")
+            raise ApiError(
+                413, f"{where}.weeks has {len(weeks)} weeks, more than the limit of {max_horizon} (DEMAND_MAX_HORIZON)"
+            )
         try:
             list(map(planned_of, weeks))
         except (KeyError, TypeError):

@@ -8,6 +8,7 @@ case (a well-formed request) without Flask's request and response objects,
 which cost more than the forecast itself for one row. Anything unusual, and
 every error, goes through Flask, so there is one error path.
 """
+
 import io
 import logging
 
@@ -19,11 +20,18 @@ from pipeline.calibrate import level_key
 from . import metrics
 from .auth import check_token, prediction_token_required
 from .columnar import columnar_json, decode_columnar, is_columnar, read_columnar
-from .csv_api import MEDIA_TYPE as CSV_MEDIA_TYPE, forecast_csv, is_csv
+from .csv_api import MEDIA_TYPE as CSV_MEDIA_TYPE
+from .csv_api import forecast_csv, is_csv
 from .errors import INTERNAL_ERROR, ApiError
 from .forecast_api import BITS, OUTSIDE_NAMES, interval_notes
-from .inputs import (check_token_count, instances_from_body, load_json, matrix_from_instances, require_identity_encoding,
-                     require_json)
+from .inputs import (
+    check_token_count,
+    instances_from_body,
+    load_json,
+    matrix_from_instances,
+    require_identity_encoding,
+    require_json,
+)
 from .plans import check_interval_count, read_levels
 from .series import names_from_instances, unknown_series
 from .serving import current_bundle, ready_bundle
@@ -67,8 +75,13 @@ def forecast_json(raw, bundle, max_rows):
     check_interval_count(len(X), levels, max_rows)
     del body, instances  # garbage by now (a dict per row): memory for the answer
     out, extrapolated = _forecast(bundle, X, ranges, series)
-    columns = [out["units_sold"].tolist(), out["units_sold_normalized"].tolist(), out["low"].tolist(),
-               out["high"].tolist(), extrapolated]
+    columns = [
+        out["units_sold"].tolist(),
+        out["units_sold_normalized"].tolist(),
+        out["low"].tolist(),
+        out["high"].tolist(),
+        extrapolated,
+    ]
     head = _head(bundle, series, out)
     encode = _predictions
     if levels is not None:
@@ -96,8 +109,11 @@ def _forecast(bundle, X, ranges, series=None):
 
 
 def _head(bundle, series, out):
-    return {"model_version": bundle.version, "interval_level": bundle.level,
-            **unknown_series(series, out["unknown_series"])}
+    return {
+        "model_version": bundle.version,
+        "interval_level": bundle.level,
+        **unknown_series(series, out["unknown_series"]),
+    }
 
 
 def _intervals(bundle, units, levels):
@@ -105,8 +121,11 @@ def _intervals(bundle, units, levels):
     bounds = bundle.plan_intervals(units.reshape(-1, 1), levels)["intervals"]
     if bounds is None:
         return [None] * len(units)
-    return IntervalRows([level_key(level) for level in levels], [bounds[level][0][:, 0] for level in levels],
-                        [bounds[level][1][:, 0] for level in levels])
+    return IntervalRows(
+        [level_key(level) for level in levels],
+        [bounds[level][0][:, 0] for level in levels],
+        [bounds[level][1][:, 0] for level in levels],
+    )
 
 
 class IntervalRows:
@@ -125,7 +144,7 @@ class IntervalRows:
 
 def _slices(columns, rows):
     for start in range(0, rows, ROWS_PER_SLICE):
-        yield [column[start:start + ROWS_PER_SLICE] for column in columns]
+        yield [column[start : start + ROWS_PER_SLICE] for column in columns]
 
 
 def _predictions(columns):
@@ -134,18 +153,27 @@ def _predictions(columns):
     The answer is encoded a slice at a time: a row's dict costs more memory
     than its JSON, so 200,000 of them at once would double a worker's peak.
     """
-    return orjson.dumps([
-        {"units_sold": units, "units_sold_normalized": normalized, "interval": [low, high], "extrapolated": outside}
-        for units, normalized, low, high, outside in zip(*columns)
-    ])[1:-1]
+    return orjson.dumps(
+        [
+            {"units_sold": units, "units_sold_normalized": normalized, "interval": [low, high], "extrapolated": outside}
+            for units, normalized, low, high, outside in zip(*columns)
+        ]
+    )[1:-1]
 
 
 def _predictions_with_levels(columns):
-    return orjson.dumps([
-        {"units_sold": units, "units_sold_normalized": normalized, "interval": [low, high], "intervals": intervals,
-         "extrapolated": outside}
-        for units, normalized, low, high, outside, intervals in zip(*columns)
-    ])[1:-1]
+    return orjson.dumps(
+        [
+            {
+                "units_sold": units,
+                "units_sold_normalized": normalized,
+                "interval": [low, high],
+                "intervals": intervals,
+                "extrapolated": outside,
+            }
+            for units, normalized, low, high, outside, intervals in zip(*columns)
+        ]
+    )[1:-1]
 
 
 @bp.post(ROUTES[0])
@@ -195,11 +223,11 @@ class PredictFastPath:
         except Exception:  # the same answer, log line and metric as a failure in a Flask view
             log.exception("unhandled error")
             body = orjson.dumps({"error": INTERNAL_ERROR})
-            start_response("500 INTERNAL SERVER ERROR", [("Content-Type", "application/json"),
-                                                         ("Content-Length", str(len(body)))])
+            start_response(
+                "500 INTERNAL SERVER ERROR", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+            )
             metrics.observe_request(environ["PATH_INFO"], "POST", 500, metrics.now() - started)
             return [body]
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
         metrics.observe_request(environ["PATH_INFO"], "POST", 200, metrics.now() - started)
         return [body]
-

@@ -10,6 +10,7 @@ apart ignores the names, as it always did.
 Names are kept as Python strings, never as a fixed-width numpy array: one
 long name among 200,000 would make every row that long.
 """
+
 from pipeline.schema import MAX_SERIES_NAME, SERIES_COLUMN, series_problem
 
 from .errors import ApiError
@@ -41,8 +42,9 @@ def names_from_instances(instances, prefix):
     values = [item.get(SERIES_COLUMN) for item in instances]
     if not any(value is not None for value in values):
         return None
-    return names_from_values(values, lambda i: f"{prefix}[{i}].{SERIES_COLUMN}" if prefix == "instances"
-                             else SERIES_COLUMN)
+    return names_from_values(
+        values, lambda i: f"{prefix}[{i}].{SERIES_COLUMN}" if prefix == "instances" else SERIES_COLUMN
+    )
 
 
 def unknown_series(names, rows):

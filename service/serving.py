@@ -1,4 +1,5 @@
 """Access to the worker's model from request handlers."""
+
 from flask import current_app
 
 from .errors import ApiError

@@ -1,5 +1,6 @@
 """Run the real service under gunicorn on a free loopback port: for the tests
 and the benchmarks (which need `requests`, a test dependency)."""
+
 import contextlib
 import os
 import signal
@@ -63,22 +64,37 @@ def wait_until(condition, seconds=15.0, step=0.05):
 
 
 @contextlib.contextmanager
-def running_service(model_dir, tmp_path, workers=2, threads=4, wait_ready=True, app="service.app:create_app()", is_ready=None, **settings):
+def running_service(
+    model_dir,
+    tmp_path,
+    workers=2,
+    threads=4,
+    wait_ready=True,
+    app="service.app:create_app()",
+    is_ready=None,
+    **settings,
+):
     """Yield a Server once every worker is ready; stop it (SIGTERM) afterwards.
 
     `is_ready(server)` replaces the default check (every worker reports a
     loaded model in /metrics); with `wait_ready=False` answering /healthz is enough.
     """
     port = free_port()
-    env = {**os.environ, "DEMAND_MODEL_DIR": str(model_dir), "DEMAND_HOST": "127.0.0.1", "DEMAND_PORT": str(port),
-           "DEMAND_WORKERS": str(workers), "DEMAND_THREADS": str(threads),
-           "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / f"metrics-{port}")}
+    env = {
+        **os.environ,
+        "DEMAND_MODEL_DIR": str(model_dir),
+        "DEMAND_HOST": "127.0.0.1",
+        "DEMAND_PORT": str(port),
+        "DEMAND_WORKERS": str(workers),
+        "DEMAND_THREADS": str(threads),
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / f"metrics-{port}"),
+    }
     env.update({f"DEMAND_{k.upper()}": str(v) for k, v in settings.items()})
     log_path = tmp_path / f"gunicorn-{port}.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            gunicorn_command(app),
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            gunicorn_command(app), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     server = Server(f"http://127.0.0.1:{port}", process, log_path)
     try:
         deadline = time.monotonic() + 30

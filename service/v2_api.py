@@ -1,18 +1,19 @@
 """The Open Inference Protocol (KServe V2) over REST, with Triton's binary
 tensor data extension: a JSON header of `Inference-Header-Content-Length`
 bytes, then the raw tensors, in the order of the inputs (and outputs)."""
+
 import math
 
 import numpy as np
 import orjson
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from . import metrics
-from .auth import prediction_token_required
-from .errors import ApiError
 from pipeline.normalize import column_ranges
 from pipeline.schema import FEATURES, INPUT_TENSOR, N_FEATURES, OUTPUT_TENSORS, SERIES_COLUMN, json_kind
 
+from . import metrics
+from .auth import prediction_token_required
+from .errors import ApiError
 from .inputs import check_domain, parse_json
 from .series import names_from_values, unknown_series
 from .serving import current_bundle
@@ -72,11 +73,16 @@ def model_metadata(name, version=None):
         name=MODEL_NAME,
         versions=[bundle.version],
         platform="onnxruntime_onnx",
-        inputs=[{"name": INPUT, "datatype": "FP32", "shape": [-1, N_FEATURES]},
-                *([{"name": SERIES_INPUT, "datatype": "BYTES", "shape": [-1]}] if bundle.knows_series else [])],
+        inputs=[
+            {"name": INPUT, "datatype": "FP32", "shape": [-1, N_FEATURES]},
+            *([{"name": SERIES_INPUT, "datatype": "BYTES", "shape": [-1]}] if bundle.knows_series else []),
+        ],
         outputs=[{"name": name, "datatype": "FP32", "shape": [-1, 1]} for name in OUTPUTS],
-        parameters={"execution_provider": bundle.provider, "feature_order": list(FEATURES),
-                    **({"optional_inputs": [SERIES_INPUT]} if bundle.knows_series else {})},
+        parameters={
+            "execution_provider": bundle.provider,
+            "feature_order": list(FEATURES),
+            **({"optional_inputs": [SERIES_INPUT]} if bundle.knows_series else {}),
+        },
     )
 
 
@@ -94,13 +100,19 @@ def read_request():
     max_rows = current_app.config["SETTINGS"].max_rows
     if length is None:
         if request.mimetype not in ("", "application/json"):
-            raise ApiError(415, f"Content-Type must be application/json (or use the binary extension), got {request.mimetype}")
+            raise ApiError(
+                415, f"Content-Type must be application/json (or use the binary extension), got {request.mimetype}"
+            )
         return parse_json(raw, max_rows), b""
     if request.mimetype not in ("", "application/json", "application/octet-stream"):
-        raise ApiError(415, f"Content-Type must be application/octet-stream or application/json, got {request.mimetype}")
+        raise ApiError(
+            415, f"Content-Type must be application/octet-stream or application/json, got {request.mimetype}"
+        )
     size = int(length) if length.isascii() and length.isdigit() else -1  # int() would take "+9", " 9 " and "1_0"
     if not 0 < size <= len(raw):
-        raise ApiError(400, f"{BINARY_HEADER} must be an integer between 1 and the body size ({len(raw)}), got {length!r}")
+        raise ApiError(
+            400, f"{BINARY_HEADER} must be an integer between 1 and the body size ({len(raw)}), got {length!r}"
+        )
     return parse_json(raw[:size], max_rows), memoryview(raw)[size:]
 
 
@@ -118,16 +130,20 @@ def features_from(header, binary, max_rows):
         raise ApiError(400, "'inputs' must be a non-empty list of tensors")
     if len(inputs) > len(INPUTS):
         names = [t.get("name") if isinstance(t, dict) else None for t in inputs]
-        raise ApiError(400, f"'inputs' names {len(inputs)} tensors ({', '.join(map(repr, names[:4]))}); "
-                            f"this model takes {INPUT!r} and, optionally, {SERIES_INPUT!r}")
+        raise ApiError(
+            400,
+            f"'inputs' names {len(inputs)} tensors ({', '.join(map(repr, names[:4]))}); "
+            f"this model takes {INPUT!r} and, optionally, {SERIES_INPUT!r}",
+        )
     offset, X, series = 0, None, None
     for tensor in inputs:
         if not isinstance(tensor, dict):
             raise ApiError(400, "each entry of 'inputs' must be an object")
         name = tensor.get("name")
         if name not in INPUTS:
-            raise ApiError(400, f"unknown input {name!r:.80}; this model takes {INPUT!r} and, optionally, "
-                                f"{SERIES_INPUT!r}")
+            raise ApiError(
+                400, f"unknown input {name!r:.80}; this model takes {INPUT!r} and, optionally, {SERIES_INPUT!r}"
+            )
         if (X if name == INPUT else series) is not None:
             raise ApiError(400, f"input {name!r} is given twice")
         if name == INPUT:
@@ -148,7 +164,13 @@ def features_from(header, binary, max_rows):
 def _features_tensor(tensor, binary, offset, max_rows):
     """(X, the offset after its binary data) of the `features` tensor."""
     shape = tensor.get("shape")
-    if not (isinstance(shape, list) and len(shape) == 2 and all(type(d) is int for d in shape) and shape[1] == N_FEATURES and shape[0] >= 1):
+    if not (
+        isinstance(shape, list)
+        and len(shape) == 2
+        and all(type(d) is int for d in shape)
+        and shape[1] == N_FEATURES
+        and shape[0] >= 1
+    ):
         raise ApiError(400, f"input {INPUT!r} shape must be [rows, {N_FEATURES}] with rows >= 1, got {shape!r}")
     rows = shape[0]
     if rows > max_rows:
@@ -162,7 +184,10 @@ def _features_tensor(tensor, binary, offset, max_rows):
     size = parameters["binary_data_size"]
     dtype = np.dtype(DTYPES[datatype])
     if type(size) is not int or size != rows * N_FEATURES * dtype.itemsize:
-        raise ApiError(400, f"binary_data_size must be rows * {N_FEATURES} * {dtype.itemsize} = {rows * N_FEATURES * dtype.itemsize} for {datatype}, got {size!r}")
+        raise ApiError(
+            400,
+            f"binary_data_size must be rows * {N_FEATURES} * {dtype.itemsize} = {rows * N_FEATURES * dtype.itemsize} for {datatype}, got {size!r}",
+        )
     if offset + size > len(binary):
         raise ApiError(400, f"binary tensor data is {len(binary) - offset} bytes, {size} expected")
     return np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(rows, N_FEATURES), offset + size
@@ -175,8 +200,13 @@ def _series_tensor(tensor, binary, offset, max_rows):
     """
     where = f"input {SERIES_INPUT!r}"
     shape = tensor.get("shape")
-    if not (isinstance(shape, list) and len(shape) in (1, 2) and all(type(d) is int for d in shape)
-            and shape[0] >= 1 and shape[1:] in ([], [1])):
+    if not (
+        isinstance(shape, list)
+        and len(shape) in (1, 2)
+        and all(type(d) is int for d in shape)
+        and shape[0] >= 1
+        and shape[1:] in ([], [1])
+    ):
         raise ApiError(400, f"{where} shape must be [rows] or [rows, 1], got {shape!r:.80}")
     rows = shape[0]
     if rows > max_rows:
@@ -193,14 +223,20 @@ def _series_tensor(tensor, binary, offset, max_rows):
         return names_from_values(data, lambda i: f"{SERIES_INPUT}[{i}]"), offset
     size = parameters["binary_data_size"]
     if type(size) is not int or not 0 <= size <= len(binary) - offset:
-        raise ApiError(400, f"{where} binary_data_size must be a whole number of bytes within the "
-                            f"{len(binary) - offset} left, got {size!r:.40}")
+        raise ApiError(
+            400,
+            f"{where} binary_data_size must be a whole number of bytes within the "
+            f"{len(binary) - offset} left, got {size!r:.40}",
+        )
     data, names, at = bytes(binary[offset : offset + size]), [], 0
     for i in range(rows):
         length = int.from_bytes(data[at : at + 4], "little") if at + 4 <= size else -1
         if length < 0 or at + 4 + length > size:
-            raise ApiError(400, f"{where} binary data ends inside element {i}: BYTES elements are a 4-byte "
-                                "little-endian length, then that many bytes")
+            raise ApiError(
+                400,
+                f"{where} binary data ends inside element {i}: BYTES elements are a 4-byte "
+                "little-endian length, then that many bytes",
+            )
         try:
             names.append(data[at + 4 : at + 4 + length].decode("utf-8"))
         except UnicodeDecodeError:
@@ -217,11 +253,16 @@ def _from_json_data(data, rows, datatype):
     flat = data
     if data and isinstance(data[0], list):  # nested as the shape is: one list per row, each of every feature
         if len(data) != rows or set(map(type, data)) != {list} or set(map(len, data)) != {N_FEATURES}:
-            raise ApiError(400, f"input {INPUT!r} data must be flat ({rows * N_FEATURES} numbers) or nested as its "
-                                f"shape ({rows} lists of {N_FEATURES} numbers)")
+            raise ApiError(
+                400,
+                f"input {INPUT!r} data must be flat ({rows * N_FEATURES} numbers) or nested as its "
+                f"shape ({rows} lists of {N_FEATURES} numbers)",
+            )
         flat = [v for row in data for v in row]
     if len(flat) != rows * N_FEATURES:
-        raise ApiError(400, f"input {INPUT!r} has {len(flat)} values; shape [{rows}, {N_FEATURES}] needs {rows * N_FEATURES}")
+        raise ApiError(
+            400, f"input {INPUT!r} has {len(flat)} values; shape [{rows}, {N_FEATURES}] needs {rows * N_FEATURES}"
+        )
     kinds = {type(v) for v in flat}
     if not kinds <= {int, float}:
         bad = next(v for v in flat if type(v) not in (int, float))
@@ -332,11 +373,21 @@ def feature_metadata(bundle):
     text = {spec.series_column, spec.week_column, *(name for name, _ in spec.categories)}
     optional = [spec.series_column, spec.week_column, FEATURES[0], spec.target_column, *spec.static]
     inputs = [{"name": key, "datatype": "BYTES" if key in text else "FP32", "shape": [-1]} for key in row_keys(spec)]
-    return dict(name=MODEL_NAME, versions=[bundle.version], platform="onnxruntime_onnx", inputs=inputs,
-                outputs=[*({"name": name, "datatype": "FP32", "shape": [-1, 1]} for name in OUTPUTS),
-                         {"name": FILLED_OUTPUT, "datatype": "BYTES", "shape": [-1]}],
-                parameters={"execution_provider": bundle.provider, "feature_order": list(spec.names),
-                            "optional_inputs": optional})
+    return dict(
+        name=MODEL_NAME,
+        versions=[bundle.version],
+        platform="onnxruntime_onnx",
+        inputs=inputs,
+        outputs=[
+            *({"name": name, "datatype": "FP32", "shape": [-1, 1]} for name in OUTPUTS),
+            {"name": FILLED_OUTPUT, "datatype": "BYTES", "shape": [-1]},
+        ],
+        parameters={
+            "execution_provider": bundle.provider,
+            "feature_order": list(spec.names),
+            "optional_inputs": optional,
+        },
+    )
 
 
 def infer_by_column(bundle, header, binary):
@@ -347,8 +398,11 @@ def infer_by_column(bundle, header, binary):
     if not isinstance(header, dict):
         raise ApiError(400, "inference request must be a JSON object with 'inputs'")
     if len(binary):
-        raise ApiError(400, f"model {bundle.version} takes its tensors as JSON 'data', one per column; binary data is "
-                            "for models of the three inputs")
+        raise ApiError(
+            400,
+            f"model {bundle.version} takes its tensors as JSON 'data', one per column; binary data is "
+            "for models of the three inputs",
+        )
     inputs = header.get("inputs")
     keys = row_keys(bundle.spec)
     if not isinstance(inputs, list) or not inputs:
@@ -357,8 +411,11 @@ def infer_by_column(bundle, header, binary):
     for i, tensor in enumerate(inputs):
         name = tensor.get("name") if isinstance(tensor, dict) else None
         if name not in keys:
-            raise ApiError(400, f"inputs[{i}]: unknown input {name!r:.80}; model {bundle.version} takes "
-                                f"{', '.join(keys)}, one tensor each")
+            raise ApiError(
+                400,
+                f"inputs[{i}]: unknown input {name!r:.80}; model {bundle.version} takes "
+                f"{', '.join(keys)}, one tensor each",
+            )
         if name in columns:
             raise ApiError(400, f"input {name!r} is given twice")
         data = tensor.get("data")
@@ -369,21 +426,34 @@ def infer_by_column(bundle, header, binary):
         columns[name] = data
     lengths = {len(v) for v in columns.values()}
     if len(lengths) != 1:
-        raise ApiError(400, "the inputs must have as many rows each, got "
-                            + ", ".join(f"{k}: {len(v)}" for k, v in columns.items()))
+        raise ApiError(
+            400,
+            "the inputs must have as many rows each, got " + ", ".join(f"{k}: {len(v)}" for k, v in columns.items()),
+        )
     rows = len(next(iter(columns.values())))
     check_row_count(rows, current_app.config["SETTINGS"].max_rows)
     outputs = requested_outputs(header)
     echoed_id = request_id(header)
     where = lambda i, key: f"input {key!r}[{i}]" if key else f"row {i}"  # noqa: E731
-    out = forecast_columns(bundle, columns_from_rows([dict(zip(columns, values)) for values in zip(*columns.values())],
-                                                     bundle, where), where)
+    out = forecast_columns(
+        bundle,
+        columns_from_rows([dict(zip(columns, values)) for values in zip(*columns.values())], bundle, where),
+        where,
+    )
     metrics.ROWS_V2.inc(rows)
     values = dict(zip(OUTPUTS, (out["units_sold"], out["units_sold_normalized"])))
-    described = [{"name": output, "datatype": "FP32", "shape": [rows, 1], "data": values[output].tolist()}
-                 for output, _ in outputs]
-    described.append({"name": FILLED_OUTPUT, "datatype": "BYTES", "shape": [rows],
-                      "data": [";".join(names) for names in out["filled"]]})
+    described = [
+        {"name": output, "datatype": "FP32", "shape": [rows, 1], "data": values[output].tolist()}
+        for output, _ in outputs
+    ]
+    described.append(
+        {
+            "name": FILLED_OUTPUT,
+            "datatype": "BYTES",
+            "shape": [rows],
+            "data": [";".join(names) for names in out["filled"]],
+        }
+    )
     body = {"model_name": MODEL_NAME, "model_version": bundle.version, "outputs": described}
     unknown = unknown_series(out["series"] or [""] * rows, out["unknown_series"])
     if unknown:

@@ -41,6 +41,7 @@ Also:
   hang in the backlog and be reset at exit; closed, they are refused
   immediately and a client or load balancer retries elsewhere.
 """
+
 import errno
 import html
 import json
@@ -52,8 +53,8 @@ import time
 from concurrent.futures import Future
 from functools import partial
 
-from gunicorn.sock import TCPSocket
 from gunicorn import util
+from gunicorn.sock import TCPSocket
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from .config import Settings
@@ -64,16 +65,25 @@ READ_SIZE = 256 * 1024
 LINGER_SECONDS, MAX_LINGER_DRAIN = 2.0, 65536  # as gunicorn's close_graceful, without blocking the loop
 EMPTY = memoryview(b"")
 INTERIM = re.compile(rb"HTTP/1\.[01] 1\d\d ")  # a 1xx status line: not the response's head
-REASONS = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
-           417: "Expectation Failed", 431: "Request Header Fields Too Large", 500: "Internal Server Error",
-           501: "Not Implemented"}
+REASONS = {
+    400: "Bad Request",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    417: "Expectation Failed",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+}
 
 
 def json_error(status, message):
     """A whole HTTP/1.1 response that closes the connection."""
     body = json.dumps({"error": message}).encode()
-    head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+    head = (
+        f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
     return head.encode() + body
 
 
@@ -241,7 +251,9 @@ class Worker(ThreadWorker):
         # 16 connections then often all land on one of two workers, at a third
         # of the throughput (docs/benchmarks.md).
         if self.cfg.reuse_port:
-            own = [type(s)(s.sock.getsockname()[:2], self.cfg, self.log) for s in self.sockets if isinstance(s, TCPSocket)]
+            own = [
+                type(s)(s.sock.getsockname()[:2], self.cfg, self.log) for s in self.sockets if isinstance(s, TCPSocket)
+            ]
             self.sockets = [*self.sockets, *own]  # the shared socket still gets its share of connections
         super().init_process()
 
@@ -426,14 +438,18 @@ class Worker(ThreadWorker):
             self._end_linger(conn)
         for conn in [c for c in self.writing if c.write_deadline <= now]:
             metrics.CLIENT_TIMEOUTS.inc()
-            self.log.warning("closed connection from %s: answer not taken within %g s (DEMAND_CLIENT_TIMEOUT)",
-                             conn.client[0] if conn.client else "?", self.client_timeout)
+            self.log.warning(
+                "closed connection from %s: answer not taken within %g s (DEMAND_CLIENT_TIMEOUT)",
+                conn.client[0] if conn.client else "?",
+                self.client_timeout,
+            )
             self._drop(conn)
         for conn in [c for c in self.reading if c.sock.deadline <= now]:
             metrics.CLIENT_TIMEOUTS.inc()
             if conn.buffer:
-                self._answer_and_close(conn, 408, f"request not received in full within {self.client_timeout:g} s "
-                                                  "(DEMAND_CLIENT_TIMEOUT)")
+                self._answer_and_close(
+                    conn, 408, f"request not received in full within {self.client_timeout:g} s (DEMAND_CLIENT_TIMEOUT)"
+                )
             else:
                 self._drop(conn)
 

@@ -1,4 +1,5 @@
 """Shared fixtures: small real data, real trained models, real registries on disk."""
+
 import csv
 from pathlib import Path
 
@@ -12,7 +13,9 @@ DEFAULT_CSV = ROOT / "data" / "demand.csv"
 FAST = dict(epochs=60, patience=0)  # enough to train something real in a second
 
 
-def write_rows(path, rows, header=("prev_week_sales", "discount_fraction", "weeks_to_next_holidays", "units_sold", "week")):
+def write_rows(
+    path, rows, header=("prev_week_sales", "discount_fraction", "weeks_to_next_holidays", "units_sold", "week")
+):
     with open(path, "w", newline="") as out:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(header)
@@ -92,7 +95,9 @@ def published(tmp_path_factory, small_history_csv):
     from pipeline.cli import main
 
     root = tmp_path_factory.mktemp("registry") / "models"
-    result = CliRunner().invoke(main, ["train", "--data", str(small_history_csv), "--model-dir", str(root), "--epochs", "80", "--json"])
+    result = CliRunner().invoke(
+        main, ["train", "--data", str(small_history_csv), "--model-dir", str(root), "--epochs", "80", "--json"]
+    )
     assert result.exit_code == 0, result.output
     return root
 

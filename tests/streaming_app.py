@@ -1,6 +1,7 @@
 """A bare WSGI app for the worker's own tests: answers the service never
 gives (interim 103 answers, a streamed body that fails half-way, which thread
 answered), run under the real worker class and gunicorn config."""
+
 import threading
 import time
 

@@ -1,4 +1,5 @@
 """The HTTP API through Flask's test client: every route and every error code."""
+
 import json
 import shutil
 
@@ -12,13 +13,21 @@ from .conftest import INSTANCE
 
 
 def post(client, path, body, **kwargs):
-    return client.post(path, data=json.dumps(body) if not isinstance(body, (bytes, str)) else body,
-                       content_type=kwargs.pop("content_type", "application/json"), **kwargs)
+    return client.post(
+        path,
+        data=json.dumps(body) if not isinstance(body, (bytes, str)) else body,
+        content_type=kwargs.pop("content_type", "application/json"),
+        **kwargs,
+    )
 
 
 @pytest.mark.parametrize("path", ["/predict", "/v1/models/demand:predict"])
 def test_predict_instances(client, path):
-    typical = {"prev_week_sales": 20000, "discount_fraction": 40, "weeks_to_next_holidays": 3}  # inside the training range
+    typical = {
+        "prev_week_sales": 20000,
+        "discount_fraction": 40,
+        "weeks_to_next_holidays": 3,
+    }  # inside the training range
     response = post(client, path, {"instances": [typical, {**typical, "discount_fraction": 0}]})
     assert response.status_code == 200
     body = response.get_json()
@@ -57,57 +66,113 @@ def test_predictions_match_offline_scoring(client, published):
 
     bundle = Bundle.load(Registry(published))
     expected = bundle.forecast(np.array([[76440, 63, 2]]))["units_sold"][0]
-    assert post(client, "/predict", INSTANCE).get_json()["predictions"][0]["units_sold"] == pytest.approx(float(expected))
+    assert post(client, "/predict", INSTANCE).get_json()["predictions"][0]["units_sold"] == pytest.approx(
+        float(expected)
+    )
 
 
-@pytest.mark.parametrize("body, message", [
-    ('{"instances": [', "malformed JSON"),
-    ([1, 2], "body must be a JSON object"),
-    ({"instances": {}}, "'instances' must be a list"),
-    ({"instances": []}, "'instances' is empty"),
-    ({"instances": [7]}, "instances[0] must be an object"),
-    ({"instances": [INSTANCE, {"discount_fraction": 5, "weeks_to_next_holidays": 1}]}, "instances[1].prev_week_sales is missing"),
-    ({"instances": [{**INSTANCE, "prev_week_sales": "many"}]}, "instances[0].prev_week_sales must be a number, got the text 'many'"),
-    ({"instances": [{**INSTANCE, "prev_week_sales": True}]}, "must be a number, got a boolean"),
-    ({"instances": [{**INSTANCE, "prev_week_sales": None}]}, "must be a number, got null"),
-    ({"instances": [{**INSTANCE, "prev_week_sales": -1}]}, "instances[0].prev_week_sales must be >= 0 units, got -1"),
-    ({"instances": [{**INSTANCE, "discount_fraction": 101}]}, "instances[0].discount_fraction must be <= 100 percent, got 101"),
-    # Past the limit by less than a short number shows: both in full, so that the reason shows.
-    ({"instances": [{**INSTANCE, "discount_fraction": 100.00000000000001}]},
-     "instances[0].discount_fraction must be <= 100.0 percent, got 100.00000000000001"),
-    ({"instances": [{**INSTANCE, "weeks_to_next_holidays": -0.5}]}, "weeks_to_next_holidays must be >= 0"),
-    ('{"instances": [{"prev_week_sales": NaN, "discount_fraction": 1, "weeks_to_next_holidays": 1}]}', "instances[0].prev_week_sales must be a finite number, got NaN"),
-    ('{"prev_week_sales": 1, "discount_fraction": Infinity, "weeks_to_next_holidays": 1}', "discount_fraction must be a finite number, got infinity"),
-    ('{"prev_week_sales": 1e999, "discount_fraction": 1, "weeks_to_next_holidays": 1}', "prev_week_sales must be a finite number"),
-    ('{"prev_week_sales": 1e300, "discount_fraction": 1, "weeks_to_next_holidays": 1}', "prev_week_sales must be <= 3.40282e+38 units"),
-    ('{"prev_week_sales": 1' + "0" * 400 + ', "discount_fraction": 1, "weeks_to_next_holidays": 1}', "too large"),
-    # Past Python's 4300 digits: still named by the field.
-    ('{"prev_week_sales": 1' + "0" * 5000 + ', "discount_fraction": 1, "weeks_to_next_holidays": 1}',
-     "prev_week_sales must be a finite number"),
-    ('{"prev_week_sales": 1, "discount_fraction": -1' + "0" * 5000 + ', "weeks_to_next_holidays": 1}',
-     "discount_fraction must be a finite number, got -infinity"),
-    # Only UTF-8 text: json.loads, which reads the literals above, would also take these.
-    ('{"instances": [{"prev_week_sales": 1}]}'.encode("utf-16"), "malformed JSON body"),
-    (b"\xef\xbb\xbf" + json.dumps(INSTANCE).encode(), "malformed JSON body"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ('{"instances": [', "malformed JSON"),
+        ([1, 2], "body must be a JSON object"),
+        ({"instances": {}}, "'instances' must be a list"),
+        ({"instances": []}, "'instances' is empty"),
+        ({"instances": [7]}, "instances[0] must be an object"),
+        (
+            {"instances": [INSTANCE, {"discount_fraction": 5, "weeks_to_next_holidays": 1}]},
+            "instances[1].prev_week_sales is missing",
+        ),
+        (
+            {"instances": [{**INSTANCE, "prev_week_sales": "many"}]},
+            "instances[0].prev_week_sales must be a number, got the text 'many'",
+        ),
+        ({"instances": [{**INSTANCE, "prev_week_sales": True}]}, "must be a number, got a boolean"),
+        ({"instances": [{**INSTANCE, "prev_week_sales": None}]}, "must be a number, got null"),
+        (
+            {"instances": [{**INSTANCE, "prev_week_sales": -1}]},
+            "instances[0].prev_week_sales must be >= 0 units, got -1",
+        ),
+        (
+            {"instances": [{**INSTANCE, "discount_fraction": 101}]},
+            "instances[0].discount_fraction must be <= 100 percent, got 101",
+        ),
+        # Past the limit by less than a short number shows: both in full, so that the reason shows.
+        (
+            {"instances": [{**INSTANCE, "discount_fraction": 100.00000000000001}]},
+            "instances[0].discount_fraction must be <= 100.0 percent, got 100.00000000000001",
+        ),
+        ({"instances": [{**INSTANCE, "weeks_to_next_holidays": -0.5}]}, "weeks_to_next_holidays must be >= 0"),
+        (
+            '{"instances": [{"prev_week_sales": NaN, "discount_fraction": 1, "weeks_to_next_holidays": 1}]}',
+            "instances[0].prev_week_sales must be a finite number, got NaN",
+        ),
+        (
+            '{"prev_week_sales": 1, "discount_fraction": Infinity, "weeks_to_next_holidays": 1}',
+            "discount_fraction must be a finite number, got infinity",
+        ),
+        (
+            '{"prev_week_sales": 1e999, "discount_fraction": 1, "weeks_to_next_holidays": 1}',
+            "prev_week_sales must be a finite number",
+        ),
+        (
+            '{"prev_week_sales": 1e300, "discount_fraction": 1, "weeks_to_next_holidays": 1}',
+            "prev_week_sales must be <= 3.40282e+38 units",
+        ),
+        ('{"prev_week_sales": 1' + "0" * 400 + ', "discount_fraction": 1, "weeks_to_next_holidays": 1}', "too large"),
+        # Past Python's 4300 digits: still named by the field.
+        (
+            '{"prev_week_sales": 1' + "0" * 5000 + ', "discount_fraction": 1, "weeks_to_next_holidays": 1}',
+            "prev_week_sales must be a finite number",
+        ),
+        (
+            '{"prev_week_sales": 1, "discount_fraction": -1' + "0" * 5000 + ', "weeks_to_next_holidays": 1}',
+            "discount_fraction must be a finite number, got -infinity",
+        ),
+        # Only UTF-8 text: json.loads, which reads the literals above, would also take these.
+        ('{"instances": [{"prev_week_sales": 1}]}'.encode("utf-16"), "malformed JSON body"),
+        (b"\xef\xbb\xbf" + json.dumps(INSTANCE).encode(), "malformed JSON body"),
+    ],
+)
 def test_bad_requests_get_400_naming_the_field(client, body, message):
     response = post(client, "/predict", body)
     assert response.status_code == 400
     assert response.is_json and message in response.get_json()["error"]
 
 
-@pytest.mark.parametrize("path, body, where", [
-    ("/forecast", {"series": [{"id": "\ud800", "prev_week_sales": 1000,
-                               "weeks": [{"discount_fraction": 1, "weeks_to_next_holidays": 2}]}]}, "series[0].id"),
-    ("/v2/models/demand/infer", {"id": "\udfff", "inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 3],
-                                                            "data": [1000, 1, 2]}]}, "id"),
-])
+@pytest.mark.parametrize(
+    "path, body, where",
+    [
+        (
+            "/forecast",
+            {
+                "series": [
+                    {
+                        "id": "\ud800",
+                        "prev_week_sales": 1000,
+                        "weeks": [{"discount_fraction": 1, "weeks_to_next_holidays": 2}],
+                    }
+                ]
+            },
+            "series[0].id",
+        ),
+        (
+            "/v2/models/demand/infer",
+            {
+                "id": "\udfff",
+                "inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 3], "data": [1000, 1, 2]}],
+            },
+            "id",
+        ),
+    ],
+)
 def test_a_string_that_is_not_text_is_a_400_naming_it(client, path, body, where):
     """An unpaired surrogate escape is valid JSON syntax but not text: an answer echoing it could not be written."""
     response = post(client, path, json.dumps(body))  # json.dumps writes the escape as it is
     assert response.status_code == 400
-    assert response.get_json()["error"] == (f"malformed JSON body: {where} holds an unpaired surrogate escape "
-                                            "(\\ud800-\\udfff), which is not text")
+    assert response.get_json()["error"] == (
+        f"malformed JSON body: {where} holds an unpaired surrogate escape (\\ud800-\\udfff), which is not text"
+    )
 
 
 @pytest.mark.parametrize("coding", ["identity", "IDENTITY", " Identity "])
@@ -166,12 +231,16 @@ def test_intervals_count_against_the_row_cap(make_app):
     client = make_app(MAX_ROWS=4).test_client()
     four = {"instances": [INSTANCE] * 4}
     assert post(client, "/predict", {**four, "levels": [0.8, 0.95]}).status_code == 200
-    for body in ({**four, "levels": [0.8, 0.9, 0.95]},
-                 {"inputs": {name: [value] * 3 for name, value in INSTANCE.items()}, "levels": [0.5, 0.6, 0.7]}):
+    for body in (
+        {**four, "levels": [0.8, 0.9, 0.95]},
+        {"inputs": {name: [value] * 3 for name, value in INSTANCE.items()}, "levels": [0.5, 0.6, 0.7]},
+    ):
         response = post(client, "/predict", body)
         assert response.status_code == 413
-        assert response.get_json()["error"].endswith("intervals, more than the limit of 8 per request "
-                                                    "(2 x DEMAND_MAX_ROWS): ask for fewer levels, or send fewer rows")
+        assert response.get_json()["error"].endswith(
+            "intervals, more than the limit of 8 per request "
+            "(2 x DEMAND_MAX_ROWS): ask for fewer levels, or send fewer rows"
+        )
     assert post(client, "/predict", four).status_code == 200  # without levels, no intervals to count
 
 
@@ -225,9 +294,12 @@ def metric_value(client, series):
 
 
 def test_metrics_count_what_happened(client, expected_provider):
-    series = ['demand_http_requests_total{method="POST",route="/predict",status="200"}',
-              'demand_http_request_duration_seconds_count{route="/predict",status="200"}',
-              'demand_rows_predicted_total{protocol="json"}', "demand_extrapolated_rows_total"]
+    series = [
+        'demand_http_requests_total{method="POST",route="/predict",status="200"}',
+        'demand_http_request_duration_seconds_count{route="/predict",status="200"}',
+        'demand_rows_predicted_total{protocol="json"}',
+        "demand_extrapolated_rows_total",
+    ]
     before = [metric_value(client, s) for s in series]
     answer = post(client, "/predict", {"instances": [INSTANCE, {**INSTANCE, "prev_week_sales": 9e6}]}).get_json()
     outside = sum(1 for p in answer["predictions"] if p["extrapolated"])
@@ -276,18 +348,25 @@ GOOD = {"instances": [INSTANCE, {**INSTANCE, "prev_week_sales": 9e6}]}
 JSON = "application/json"
 
 
-@pytest.mark.parametrize("body, content_type, headers", [
-    pytest.param(GOOD, JSON, {"Authorization": "Bearer s3cret"}, id="good"),
-    pytest.param(GOOD, JSON, {}, id="no token"),
-    pytest.param(GOOD, JSON, {"Authorization": "Bearer wrong"}, id="wrong token"),
-    pytest.param(GOOD, JSON, {"Authorization": "Basic s3cret"}, id="wrong scheme"),
-    pytest.param(GOOD, "text/plain", {"Authorization": "Bearer s3cret"}, id="content type"),
-    pytest.param(GOOD, JSON, {"Authorization": "Bearer s3cret", "Content-Encoding": "gzip"}, id="encoding"),
-    pytest.param(b"{", JSON, {"Authorization": "Bearer s3cret"}, id="malformed JSON"),
-    pytest.param({"instances": [{**INSTANCE, "discount_fraction": 130}]}, JSON, {"Authorization": "Bearer s3cret"},
-                 id="outside the domain"),
-    pytest.param({"instances": [INSTANCE] * 4}, JSON, {"Authorization": "Bearer s3cret"}, id="too many rows"),
-])
+@pytest.mark.parametrize(
+    "body, content_type, headers",
+    [
+        pytest.param(GOOD, JSON, {"Authorization": "Bearer s3cret"}, id="good"),
+        pytest.param(GOOD, JSON, {}, id="no token"),
+        pytest.param(GOOD, JSON, {"Authorization": "Bearer wrong"}, id="wrong token"),
+        pytest.param(GOOD, JSON, {"Authorization": "Basic s3cret"}, id="wrong scheme"),
+        pytest.param(GOOD, "text/plain", {"Authorization": "Bearer s3cret"}, id="content type"),
+        pytest.param(GOOD, JSON, {"Authorization": "Bearer s3cret", "Content-Encoding": "gzip"}, id="encoding"),
+        pytest.param(b"{", JSON, {"Authorization": "Bearer s3cret"}, id="malformed JSON"),
+        pytest.param(
+            {"instances": [{**INSTANCE, "discount_fraction": 130}]},
+            JSON,
+            {"Authorization": "Bearer s3cret"},
+            id="outside the domain",
+        ),
+        pytest.param({"instances": [INSTANCE] * 4}, JSON, {"Authorization": "Bearer s3cret"}, id="too many rows"),
+    ],
+)
 def test_fast_path_and_flask_view_give_the_same_answer(body, content_type, headers, make_app):
     app = make_app(API_TOKEN="s3cret", MAX_ROWS=3)
     client = app.test_client()
@@ -312,7 +391,11 @@ def test_fast_path_and_flask_view_give_the_same_answer(body, content_type, heade
 def test_fast_path_counts_requests_and_leaves_errors_to_flask(client):
     def count():
         text = client.get("/metrics").get_data(as_text=True)
-        line = [l for l in text.splitlines() if l.startswith('demand_http_requests_total{method="POST",route="/v1/models/demand:predict",status="200"}')]
+        line = [
+            l
+            for l in text.splitlines()
+            if l.startswith('demand_http_requests_total{method="POST",route="/v1/models/demand:predict",status="200"}')
+        ]
         return float(line[0].rsplit(" ", 1)[1]) if line else 0.0
 
     before = count()
@@ -328,10 +411,12 @@ def test_the_service_never_imports_torch(published):
 
     from .conftest import ROOT
 
-    code = ("import sys; from service.app import create_app; "
-            f"app = create_app({{'MODEL_DIR': {str(published)!r}, 'RELOAD_INTERVAL': 0}}); "
-            "app.test_client().post('/predict', json={'prev_week_sales': 1, 'discount_fraction': 2, 'weeks_to_next_holidays': 3}); "
-            "print('torch' in sys.modules, 'matplotlib' in sys.modules)")
+    code = (
+        "import sys; from service.app import create_app; "
+        f"app = create_app({{'MODEL_DIR': {str(published)!r}, 'RELOAD_INTERVAL': 0}}); "
+        "app.test_client().post('/predict', json={'prev_week_sales': 1, 'discount_fraction': 2, 'weeks_to_next_holidays': 3}); "
+        "print('torch' in sys.modules, 'matplotlib' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False False"
 
@@ -343,12 +428,18 @@ def v2_body(data, datatype="FP32", rows=2):
     return {"inputs": [{"name": "features", "datatype": datatype, "shape": [rows, 3], "data": data}]}
 
 
-@pytest.mark.parametrize("body, message", [
-    (v2_body([[76440, 63], [2, 20000, 0, 3]]), "must be flat (6 numbers) or nested as its shape (2 lists of 3 numbers)"),
-    (v2_body([[76440, 63, 2, 20000], 0, 3]), "must be flat (6 numbers) or nested as its shape"),
-    (v2_body([76440, 63, 2, 20000, [0], 3]), "data must be numbers, got a list"),
-    (v2_body([76440, 63, 2, 20000, 0, 1.5], "INT32"), "is INT32: its data must be whole numbers, got 1.5"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (
+            v2_body([[76440, 63], [2, 20000, 0, 3]]),
+            "must be flat (6 numbers) or nested as its shape (2 lists of 3 numbers)",
+        ),
+        (v2_body([[76440, 63, 2, 20000], 0, 3]), "must be flat (6 numbers) or nested as its shape"),
+        (v2_body([76440, 63, 2, 20000, [0], 3]), "data must be numbers, got a list"),
+        (v2_body([76440, 63, 2, 20000, 0, 1.5], "INT32"), "is INT32: its data must be whole numbers, got 1.5"),
+    ],
+)
 def test_v2_data_must_match_its_shape_and_type(client, body, message):
     response = post(client, V2, body)
     assert response.status_code == 400 and message in response.get_json()["error"]
@@ -363,6 +454,10 @@ def test_v2_data_nested_as_its_shape_or_flat_read_the_same(client):
 
 @pytest.mark.parametrize("length", ["+40", " 40 ", "4_0", "４０"])
 def test_the_binary_header_length_is_plain_digits(client, length):
-    response = client.post(V2, data=b"{}" + b"\0" * 40, content_type="application/octet-stream",
-                           headers={"Inference-Header-Content-Length": length})
+    response = client.post(
+        V2,
+        data=b"{}" + b"\0" * 40,
+        content_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": length},
+    )
     assert response.status_code == 400 and "must be an integer" in response.get_json()["error"]

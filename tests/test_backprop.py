@@ -1,4 +1,5 @@
 """The hand-written Algorithm 8.5 against PyTorch autograd."""
+
 import numpy as np
 import pytest
 import torch
@@ -56,7 +57,11 @@ def test_manual_training_steps_equal_torch_optimizer_steps(optimizer, lr, moment
     torch.manual_seed(0)
     model = DemandMLP((10, 5), "sigmoid").double()
     net = torch_to_manual(model)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum) if optimizer == "sgd" else torch.optim.Adam(model.parameters(), lr=lr)
+    opt = (
+        torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+        if optimizer == "sgd"
+        else torch.optim.Adam(model.parameters(), lr=lr)
+    )
     manual_opt = make_optimizer(optimizer, net.parameters(), lr, momentum)
     for _ in range(30):
         opt.zero_grad()
@@ -120,8 +125,11 @@ def test_algorithm_8_5_last_delta_is_the_chapters():
 
 def test_gradcheck_covers_every_variant():
     report = gradcheck(trials=21, seed=5)
-    assert [v["variant"] for v in report["variants"]] == ["sigmoid output, half-sse", "linear output, mse",
-                                                          "linear output, mae"]
+    assert [v["variant"] for v in report["variants"]] == [
+        "sigmoid output, half-sse",
+        "linear output, mse",
+        "linear output, mae",
+    ]
     assert all(v["cases"] == 7 and v["passed"] for v in report["variants"])
 
 
@@ -137,8 +145,9 @@ def test_the_all_sigmoid_network_learns_with_algorithm_8_5(small_split):
     """The chapter's 3-10-5-1 network, sigmoid everywhere, trained by the
     hand-written Algorithm 8.5 on min-max data: its loss falls. The loss sums
     over the batch, so the step is the chapter's r scaled down by the rows."""
-    config = PRESETS["chapter"].with_overrides(engine="manual", lr=0.2 / len(small_split.train.X), epochs=300,
-                                               **ALGORITHM_8_5)
+    config = PRESETS["chapter"].with_overrides(
+        engine="manual", lr=0.2 / len(small_split.train.X), epochs=300, **ALGORITHM_8_5
+    )
     result = fit(small_split.train, small_split.validation, config)
     assert result.train_loss[-1] < 0.5 * result.train_loss[0]
     assert result.mlp.output_activation == "sigmoid"

@@ -1,4 +1,5 @@
 """Rolling-origin backtest: windows, recursion, baselines, output."""
+
 import json
 
 import numpy as np
@@ -41,7 +42,10 @@ def test_every_method_is_scored_one_step_and_recursively(report):
             for scores in fold[kind].values():
                 assert {"wape", "mase", "bias"} <= set(scores)
             assert 0 <= fold[kind]["model"]["coverage"] <= 1
-        recursive_steps, one_steps = fold["recursive"]["model"]["wape_by_step"], fold["one_step"]["model"]["wape_by_step"]
+        recursive_steps, one_steps = (
+            fold["recursive"]["model"]["wape_by_step"],
+            fold["one_step"]["model"]["wape_by_step"],
+        )
         assert len(recursive_steps) == len(one_steps) == 4
         # Step 1 of the recursion is a one-step forecast; later steps feed forecasts back.
         assert recursive_steps[0] == pytest.approx(one_steps[0], rel=1e-4)  # float32, other batch shapes
@@ -52,7 +56,9 @@ def test_every_method_is_scored_one_step_and_recursively(report):
 
 def test_recursion_feeds_each_series_its_own_forecast():
     # Two series, three weeks; the "model" adds 10 to prev_week_sales.
-    week = np.array(["2024-01-01", "2024-01-01", "2024-01-08", "2024-01-08", "2024-01-15", "2024-01-15"], dtype="datetime64[D]")
+    week = np.array(
+        ["2024-01-01", "2024-01-01", "2024-01-08", "2024-01-08", "2024-01-15", "2024-01-15"], dtype="datetime64[D]"
+    )
     series = np.array(["a", "b", "a", "b", "a", "b"])
     X = np.array([[100, 0, 3], [500, 0, 3], [999, 0, 2], [999, 0, 2], [999, 0, 1], [999, 0, 1]], dtype=float)
     future = Dataset(X, np.zeros(6), week, series)
@@ -74,8 +80,21 @@ def test_a_backtest_needs_enough_weeks_before_the_first_origin(small_csv):
 
 def test_backtest_command_prints_a_table_json_and_a_plot(runner, small_csv, tmp_path):
     plot = tmp_path / "bt.png"
-    args = ["backtest", "--data", str(small_csv), "--windows", "2", "--horizon", "3", "--preset", "log-small-full",
-            "--epochs", "40", "--plot", str(plot)]
+    args = [
+        "backtest",
+        "--data",
+        str(small_csv),
+        "--windows",
+        "2",
+        "--horizon",
+        "3",
+        "--preset",
+        "log-small-full",
+        "--epochs",
+        "40",
+        "--plot",
+        str(plot),
+    ]
     table = runner.invoke(main, args)
     assert table.exit_code == 0, table.output
     assert "average" in table.stdout and "gradient_boosting" in table.stdout and "coverage" in table.stdout
@@ -85,8 +104,24 @@ def test_backtest_command_prints_a_table_json_and_a_plot(runner, small_csv, tmp_
 
 
 def test_train_can_store_a_backtest_in_the_card(runner, small_csv, model_dir):
-    result = runner.invoke(main, ["train", "--data", str(small_csv), "--model-dir", str(model_dir), "--preset",
-                                  "log-small-full", "--epochs", "40", "--backtest", "2", "--horizon", "3"])
+    result = runner.invoke(
+        main,
+        [
+            "train",
+            "--data",
+            str(small_csv),
+            "--model-dir",
+            str(model_dir),
+            "--preset",
+            "log-small-full",
+            "--epochs",
+            "40",
+            "--backtest",
+            "2",
+            "--horizon",
+            "3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     registry = Registry(model_dir)
     card = registry.card("v1")
@@ -95,8 +130,9 @@ def test_train_can_store_a_backtest_in_the_card(runner, small_csv, model_dir):
 
 
 @pytest.mark.parametrize("plot, message", [("nodir/bt.png", "no folder nodir"), ("bt.txt", "the figure is written as")])
-def test_a_plot_path_that_cannot_be_written_is_refused_before_the_trainings(runner, small_csv, tmp_path, monkeypatch,
-                                                                              plot, message):
+def test_a_plot_path_that_cannot_be_written_is_refused_before_the_trainings(
+    runner, small_csv, tmp_path, monkeypatch, plot, message
+):
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(main, ["backtest", "--data", str(small_csv), "--plot", plot])
     assert result.exit_code == 2 and message in result.stderr and "window 1" not in result.stderr

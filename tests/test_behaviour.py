@@ -1,4 +1,5 @@
 """Behaviour of the trained default model: what a demand planner expects of it."""
+
 import numpy as np
 import pytest
 

@@ -8,8 +8,8 @@ import click
 import pytest
 import torch
 
-from pipeline.errors import DataError
 from pipeline.cli import main
+from pipeline.errors import DataError
 
 from .conftest import DEFAULT_CSV, ROOT, write_rows
 
@@ -21,19 +21,44 @@ def test_help_is_instant_because_torch_is_not_imported():
 
 
 def test_train_json_on_stdout_progress_on_stderr(runner, small_csv, model_dir):
-    result = runner.invoke(main, ["train", "--data", str(small_csv), "--model-dir", str(model_dir), "--epochs", "30", "--json"])
+    result = runner.invoke(
+        main, ["train", "--data", str(small_csv), "--model-dir", str(model_dir), "--epochs", "30", "--json"]
+    )
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
-    assert document["version"] == "v1" and document["champion"] is True and document["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert (
+        document["version"] == "v1"
+        and document["champion"] is True
+        and document["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    )
     assert document["metrics"]["holdout"]["model"]["wape"] > 0
-    assert "candidate log-large-batch" in result.stderr and "epoch 1/" in result.stderr and "published v1" in result.stderr
+    assert (
+        "candidate log-large-batch" in result.stderr and "epoch 1/" in result.stderr and "published v1" in result.stderr
+    )
 
 
 def test_train_options_reach_the_model_and_the_env_sets_the_registry(runner, small_csv, tmp_path, monkeypatch):
     monkeypatch.setenv("DEMAND_MODEL_DIR", str(tmp_path / "from-env"))
     monkeypatch.setenv("DEMAND_TRAIN_EPOCHS", "7")
-    result = runner.invoke(main, ["train", "--data", str(small_csv), "--preset", "chapter", "--hidden", "6,4,3",
-                                  "--activation", "tanh", "--engine", "manual", "--seed", "3", "--json"])
+    result = runner.invoke(
+        main,
+        [
+            "train",
+            "--data",
+            str(small_csv),
+            "--preset",
+            "chapter",
+            "--hidden",
+            "6,4,3",
+            "--activation",
+            "tanh",
+            "--engine",
+            "manual",
+            "--seed",
+            "3",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     card = json.loads((tmp_path / "from-env" / "versions" / "v1" / "card.json").read_text())
     assert card["params"]["hidden"] == [6, 4, 3] and card["params"]["activation"] == "tanh"
@@ -41,11 +66,14 @@ def test_train_options_reach_the_model_and_the_env_sets_the_registry(runner, sma
     assert card["training"]["epochs_run"] == 7
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--hidden", "10,x"], "integers separated by commas"),
-    (["--lr", "-1"], "--lr"),
-    (["--device", "tpu"], "'tpu' is not one of"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--hidden", "10,x"], "integers separated by commas"),
+        (["--lr", "-1"], "--lr"),
+        (["--device", "tpu"], "'tpu' is not one of"),
+    ],
+)
 def test_bad_options_are_named(runner, small_csv, model_dir, args, message):
     result = runner.invoke(main, ["train", "--data", str(small_csv), "--model-dir", str(model_dir), *args])
     assert result.exit_code == 2
@@ -53,8 +81,24 @@ def test_bad_options_are_named(runner, small_csv, model_dir, args, message):
 
 
 def test_gelu_needs_the_torch_engine_and_says_so(runner, small_csv, model_dir):
-    result = runner.invoke(main, ["train", "--data", str(small_csv), "--model-dir", str(model_dir), "--preset", "chapter",
-                                  "--activation", "gelu", "--engine", "manual", "--epochs", "3"])
+    result = runner.invoke(
+        main,
+        [
+            "train",
+            "--data",
+            str(small_csv),
+            "--model-dir",
+            str(model_dir),
+            "--preset",
+            "chapter",
+            "--activation",
+            "gelu",
+            "--engine",
+            "manual",
+            "--epochs",
+            "3",
+        ],
+    )
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "the manual engine has the sigmoid and tanh activations, not gelu" in result.stderr
     assert "use --engine torch, or --activation tanh with it" in result.stderr
@@ -92,10 +136,15 @@ def test_models_list_and_show(runner, published):
 
 
 def test_predict_scores_a_csv_with_intervals_and_extrapolation_flags(runner, published, tmp_path):
-    source = write_rows(tmp_path / "in.csv", [[40000, 30, 2, "2026-01-05"], [9_000_000, 30, 2, "2026-01-05"]],
-                        header=("prev_week_sales", "discount_fraction", "weeks_to_next_holidays", "week"))
+    source = write_rows(
+        tmp_path / "in.csv",
+        [[40000, 30, 2, "2026-01-05"], [9_000_000, 30, 2, "2026-01-05"]],
+        header=("prev_week_sales", "discount_fraction", "weeks_to_next_holidays", "week"),
+    )
     out = tmp_path / "out.csv"
-    result = runner.invoke(main, ["predict", "--input", str(source), "--output", str(out), "--model-dir", str(published)])
+    result = runner.invoke(
+        main, ["predict", "--input", str(source), "--output", str(out), "--model-dir", str(published)]
+    )
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(out.open()))
     assert [r["week"] for r in rows] == ["2026-01-05", "2026-01-05"]
@@ -106,17 +155,45 @@ def test_predict_scores_a_csv_with_intervals_and_extrapolation_flags(runner, pub
 
 
 def test_predict_refuses_bad_rows_and_unknown_versions(runner, published, tmp_path):
-    source = write_rows(tmp_path / "in.csv", [[40000, -3, 2]], header=("prev_week_sales", "discount_fraction", "weeks_to_next_holidays"))
-    result = runner.invoke(main, ["predict", "--input", str(source), "--output", str(tmp_path / "o.csv"), "--model-dir", str(published)])
+    source = write_rows(
+        tmp_path / "in.csv", [[40000, -3, 2]], header=("prev_week_sales", "discount_fraction", "weeks_to_next_holidays")
+    )
+    result = runner.invoke(
+        main, ["predict", "--input", str(source), "--output", str(tmp_path / "o.csv"), "--model-dir", str(published)]
+    )
     assert result.exit_code == 1 and "discount_fraction" in result.stderr
-    good = write_rows(tmp_path / "good.csv", [[40000, 3, 2]], header=("prev_week_sales", "discount_fraction", "weeks_to_next_holidays"))
-    result = runner.invoke(main, ["predict", "--input", str(good), "--output", str(tmp_path / "o.csv"), "--version", "v42", "--model-dir", str(published)])
+    good = write_rows(
+        tmp_path / "good.csv",
+        [[40000, 3, 2]],
+        header=("prev_week_sales", "discount_fraction", "weeks_to_next_holidays"),
+    )
+    result = runner.invoke(
+        main,
+        [
+            "predict",
+            "--input",
+            str(good),
+            "--output",
+            str(tmp_path / "o.csv"),
+            "--version",
+            "v42",
+            "--model-dir",
+            str(published),
+        ],
+    )
     assert result.exit_code == 1 and "v42" in result.stderr
 
 
 def test_predict_without_a_champion_says_how_to_get_one(runner, tmp_path):
-    good = write_rows(tmp_path / "good.csv", [[40000, 3, 2]], header=("prev_week_sales", "discount_fraction", "weeks_to_next_holidays"))
-    result = runner.invoke(main, ["predict", "--input", str(good), "--output", str(tmp_path / "o.csv"), "--model-dir", str(tmp_path / "empty")])
+    good = write_rows(
+        tmp_path / "good.csv",
+        [[40000, 3, 2]],
+        header=("prev_week_sales", "discount_fraction", "weeks_to_next_holidays"),
+    )
+    result = runner.invoke(
+        main,
+        ["predict", "--input", str(good), "--output", str(tmp_path / "o.csv"), "--model-dir", str(tmp_path / "empty")],
+    )
     assert result.exit_code == 1 and "demand train" in result.stderr
 
 
@@ -138,7 +215,11 @@ def test_a_ctrl_c_that_an_import_swallowed_reads_as_aborted(runner, published, t
         raise ImportError("initialization failed")
 
     monkeypatch.setattr(bundle, "make_session", interrupted_import)
-    good = write_rows(tmp_path / "good.csv", [[40000, 3, 2]], header=("prev_week_sales", "discount_fraction", "weeks_to_next_holidays"))
+    good = write_rows(
+        tmp_path / "good.csv",
+        [[40000, 3, 2]],
+        header=("prev_week_sales", "discount_fraction", "weeks_to_next_holidays"),
+    )
     args = ["predict", "--input", str(good), "--output", str(tmp_path / "o.csv"), "--model-dir", str(published)]
     # A test run started ignoring Ctrl-C (a background job of a shell) would
     # pass that on to the command, which then rightly keeps ignoring it.
@@ -152,7 +233,9 @@ def test_a_ctrl_c_that_an_import_swallowed_reads_as_aborted(runner, published, t
     assert result.exit_code == 1 and "Aborted!" in result.stderr and "cannot load model" not in result.stderr
     assert after is signal.default_int_handler  # the command put back the handler it found
 
-    monkeypatch.setattr(bundle, "make_session", lambda *a, **k: (_ for _ in ()).throw(ImportError("initialization failed")))
+    monkeypatch.setattr(
+        bundle, "make_session", lambda *a, **k: (_ for _ in ()).throw(ImportError("initialization failed"))
+    )
     result = runner.invoke(main, args)  # the same error with no Ctrl-C is the model's
     assert result.exit_code == 1 and "cannot load model v1: initialization failed" in result.stderr
 
@@ -169,10 +252,28 @@ def test_train_stopped_with_sigterm_stops_its_training_workers(tmp_path):
 
     data = tmp_path / "many.csv"
     weeks = 2 * PARALLEL_MIN_ROWS // 100 + 20  # enough training rows for the workers to start
-    subprocess.run([sys.executable, "-m", "pipeline", "data", "generate", "-o", str(data), "--series", "100",
-                    "--weeks", str(weeks)], check=True, capture_output=True)
-    process = subprocess.Popen([sys.executable, "-m", "pipeline", "train", "--data", str(data), "--model-dir",
-                                str(tmp_path / "models")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "data",
+            "generate",
+            "-o",
+            str(data),
+            "--series",
+            "100",
+            "--weeks",
+            str(weeks),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "train", "--data", str(data), "--model-dir", str(tmp_path / "models")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     workers, deadline = [], time.monotonic() + 120
     while len(workers) < 2 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -209,7 +310,9 @@ def test_gradcheck_exits_non_zero_on_a_wrong_derivative(runner, monkeypatch):
 
 def test_data_generate_and_check(runner, tmp_path):
     out = tmp_path / "gen.csv"
-    result = runner.invoke(main, ["data", "generate", "--output", str(out), "--series", "2", "--weeks", "40", "--seed", "4"])
+    result = runner.invoke(
+        main, ["data", "generate", "--output", str(out), "--series", "2", "--weeks", "40", "--seed", "4"]
+    )
     assert result.exit_code == 0
     assert len(out.read_text().splitlines()) == 81
     check = runner.invoke(main, ["data", "check", str(out), "--json"])
@@ -221,13 +324,39 @@ def test_data_check_and_train_take_a_folder_as_the_readme_says(runner, tmp_path)
     folder = tmp_path / "history"
     folder.mkdir()
     runner.invoke(main, ["data", "generate", "--output", str(folder / "a.csv"), "--series", "2", "--weeks", "40"])
-    runner.invoke(main, ["data", "generate", "--output", str(folder / "b.csv"), "--series", "3", "--weeks", "40",
-                         "--start", "2030-01-07"])
+    runner.invoke(
+        main,
+        [
+            "data",
+            "generate",
+            "--output",
+            str(folder / "b.csv"),
+            "--series",
+            "3",
+            "--weeks",
+            "40",
+            "--start",
+            "2030-01-07",
+        ],
+    )
     check = runner.invoke(main, ["data", "check", str(folder), "--json"])
     assert check.exit_code == 0, check.output
     assert json.loads(check.stdout)["rows"] == 200
-    trained = runner.invoke(main, ["train", "--data", str(folder), "--preset", "log-small-full", "--epochs", "5",
-                                   "--model-dir", str(tmp_path / "models"), "--json"])
+    trained = runner.invoke(
+        main,
+        [
+            "train",
+            "--data",
+            str(folder),
+            "--preset",
+            "log-small-full",
+            "--epochs",
+            "5",
+            "--model-dir",
+            str(tmp_path / "models"),
+            "--json",
+        ],
+    )
     assert trained.exit_code == 0, trained.output
     assert json.loads(trained.stdout)["trained_on"]["rows"] == 200
 
@@ -246,8 +375,21 @@ def test_json_output_and_cards_are_strict_json_when_a_metric_is_undefined(runner
         writer.writeheader()
         writer.writerows(rows)
     models = tmp_path / "models"
-    result = runner.invoke(main, ["train", "--data", str(data), "--preset", "log-small-full", "--epochs", "3",
-                                  "--model-dir", str(models), "--json"])
+    result = runner.invoke(
+        main,
+        [
+            "train",
+            "--data",
+            str(data),
+            "--preset",
+            "log-small-full",
+            "--epochs",
+            "3",
+            "--model-dir",
+            str(models),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
 
     def strict(text):
@@ -260,16 +402,19 @@ def test_json_output_and_cards_are_strict_json_when_a_metric_is_undefined(runner
     assert listed.exit_code == 0 and shown.exit_code == 0 and "n/a" in shown.stdout, shown.output
 
 
-@pytest.mark.parametrize("args, message", [
-    (["train", "--lr", "nan"], "'nan' is not a finite number"),
-    (["train", "--momentum", "nan"], "'nan' is not a finite number"),
-    (["train", "--target-loss", "inf"], "'inf' is not a finite number"),
-    (["retrain", "--min-improvement", "nan"], "'nan' is not a finite number"),
-    (["models", "promote", "v1", "--wait", "nan"], "'nan' is not a finite number"),
-    (["train", "--seed", "-1"], "-1 is not in the range 0<=x<=18446744073709551615"),
-    (["train", "--seed", "99999999999999999999"], "is not in the range"),
-    (["train", "--hidden", "99999999999999999999"], "a hidden layer may have at most 4096 units"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--lr", "nan"], "'nan' is not a finite number"),
+        (["train", "--momentum", "nan"], "'nan' is not a finite number"),
+        (["train", "--target-loss", "inf"], "'inf' is not a finite number"),
+        (["retrain", "--min-improvement", "nan"], "'nan' is not a finite number"),
+        (["models", "promote", "v1", "--wait", "nan"], "'nan' is not a finite number"),
+        (["train", "--seed", "-1"], "-1 is not in the range 0<=x<=18446744073709551615"),
+        (["train", "--seed", "99999999999999999999"], "is not in the range"),
+        (["train", "--hidden", "99999999999999999999"], "a hidden layer may have at most 4096 units"),
+    ],
+)
 def test_options_out_of_range_are_refused_before_any_work(runner, tmp_path, args, message):
     """NaN passes every range comparison: it is refused by name, as is what numpy or torch would choke on later."""
     result = runner.invoke(main, [*args, "--model-dir", str(tmp_path / "models")])
@@ -277,8 +422,9 @@ def test_options_out_of_range_are_refused_before_any_work(runner, tmp_path, args
     assert not (tmp_path / "models").exists()
 
 
-@pytest.mark.parametrize("command", [["train"], ["retrain", "--data", str(ROOT / "data" / "demand.csv")],
-                                     ["models", "promote", "v1"]])
+@pytest.mark.parametrize(
+    "command", [["train"], ["retrain", "--data", str(ROOT / "data" / "demand.csv")], ["models", "promote", "v1"]]
+)
 def test_a_registry_folder_that_cannot_be_is_one_line_before_any_training(runner, tmp_path, command):
     a_file = tmp_path / "file.csv"
     a_file.write_text("x\n")
@@ -288,11 +434,14 @@ def test_a_registry_folder_that_cannot_be_is_one_line_before_any_training(runner
     assert "Traceback" not in result.output and "candidate" not in result.stderr
 
 
-@pytest.mark.parametrize("args, status, message", [
-    (["--start", "notadate"], 2, "'notadate' is not an ISO date like 2023-01-02"),
-    (["--weeks", "10"], 2, "10 weeks cannot be trained on: at least 12 are needed"),
-    (["--carryover", "100", "--weeks", "400", "--series", "1"], 2, "past the largest a model takes"),
-])
+@pytest.mark.parametrize(
+    "args, status, message",
+    [
+        (["--start", "notadate"], 2, "'notadate' is not an ISO date like 2023-01-02"),
+        (["--weeks", "10"], 2, "10 weeks cannot be trained on: at least 12 are needed"),
+        (["--carryover", "100", "--weeks", "400", "--series", "1"], 2, "past the largest a model takes"),
+    ],
+)
 def test_data_generate_refuses_what_it_could_not_make_usefully(runner, tmp_path, args, status, message):
     out = tmp_path / "gen.csv"
     result = runner.invoke(main, ["data", "generate", "--output", str(out), *args])
@@ -309,8 +458,12 @@ def test_data_generate_into_a_place_that_cannot_hold_a_file_is_one_line(runner, 
 
 def test_seeds_past_32_bits_and_an_endless_wait_are_taken(runner, tmp_path):
     out = tmp_path / "gen.csv"
-    assert runner.invoke(main, ["data", "generate", "--output", str(out), "--series", "2", "--weeks", "40",
-                                "--seed", "20240101123"]).exit_code == 0
+    assert (
+        runner.invoke(
+            main, ["data", "generate", "--output", str(out), "--series", "2", "--weeks", "40", "--seed", "20240101123"]
+        ).exit_code
+        == 0
+    )
     result = runner.invoke(main, ["models", "promote", "v1", "--wait", "inf", "--model-dir", str(tmp_path / "m")])
     assert result.exit_code == 1 and "v1" in result.stderr  # past the option: no such version
 
@@ -321,12 +474,32 @@ def test_a_command_started_ignoring_ctrl_c_keeps_ignoring_it(tmp_path):
     import time
 
     data = tmp_path / "gen.csv"
-    subprocess.run([sys.executable, "-m", "pipeline", "data", "generate", "-o", str(data), "--series", "2",
-                    "--weeks", "40"], check=True, capture_output=True)
-    process = subprocess.Popen([sys.executable, "-m", "pipeline", "train", "--data", str(data), "--preset",
-                                "raw-small-full", "--epochs", "400", "--patience", "0", "--model-dir",
-                                str(tmp_path / "models")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    subprocess.run(
+        [sys.executable, "-m", "pipeline", "data", "generate", "-o", str(data), "--series", "2", "--weeks", "40"],
+        check=True,
+        capture_output=True,
+    )
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "train",
+            "--data",
+            str(data),
+            "--preset",
+            "raw-small-full",
+            "--epochs",
+            "400",
+            "--patience",
+            "0",
+            "--model-dir",
+            str(tmp_path / "models"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
     time.sleep(3)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
@@ -364,8 +537,9 @@ def test_an_output_that_is_not_a_regular_file_is_refused_and_left_as_it_was(runn
     import stat
 
     assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
-    done = runner.invoke(main, ["predict", "--input", str(DEFAULT_CSV), "--output", "/dev/full",
-                                "--model-dir", str(published)])
+    done = runner.invoke(
+        main, ["predict", "--input", str(DEFAULT_CSV), "--output", "/dev/full", "--model-dir", str(published)]
+    )
     assert done.exit_code == 1 and "/dev/full: is a device" in done.output
     assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
     target = tmp_path / "kept.csv"

@@ -1,14 +1,16 @@
 """TF-Serving's columnar format on POST /predict: `inputs` in, `outputs` out."""
+
 import json
 from itertools import chain
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline.schema import FEATURES
 from service.columnar import OUTPUT_COLUMNS, decode_columnar, read_columnar
-from service.inputs import ROW_BUDGET, SLACK, check_token_count, load_json
 from service.errors import ApiError
+from service.inputs import ROW_BUDGET, SLACK, check_token_count, load_json
 from service.predict_api import BODY_KINDS
 from service.testing import running_service
 
@@ -17,8 +19,14 @@ from .test_api import metric_value, post
 
 INSIDE = {"prev_week_sales": 20000, "discount_fraction": 40, "weeks_to_next_holidays": 3}  # inside the training range
 OUTSIDE = {**INSIDE, "prev_week_sales": 5_000_000.5, "weeks_to_next_holidays": 500}
-ROWS = [INSIDE, {**INSIDE, "discount_fraction": 0}, {**INSIDE, "discount_fraction": 12.25}, INSTANCE, OUTSIDE,
-        {**INSIDE, "prev_week_sales": 5_000_000}]
+ROWS = [
+    INSIDE,
+    {**INSIDE, "discount_fraction": 0},
+    {**INSIDE, "discount_fraction": 12.25},
+    INSTANCE,
+    OUTSIDE,
+    {**INSIDE, "prev_week_sales": 5_000_000},
+]
 
 
 def columns(rows):
@@ -44,11 +52,13 @@ def rows_answer(client, rows, **extra):
 
 def as_columns(predictions):
     """The row format's predictions rearranged into the columnar answer's outputs."""
-    return {"units_sold": [p["units_sold"] for p in predictions],
-            "units_sold_normalized": [p["units_sold_normalized"] for p in predictions],
-            "interval_low": [p["interval"][0] for p in predictions],
-            "interval_high": [p["interval"][1] for p in predictions],
-            "extrapolated": [p["extrapolated"] for p in predictions]}
+    return {
+        "units_sold": [p["units_sold"] for p in predictions],
+        "units_sold_normalized": [p["units_sold_normalized"] for p in predictions],
+        "interval_low": [p["interval"][0] for p in predictions],
+        "interval_high": [p["interval"][1] for p in predictions],
+        "extrapolated": [p["extrapolated"] for p in predictions],
+    }
 
 
 # ---------------------------------------------------------------- answers
@@ -124,61 +134,109 @@ def test_columnar_rows_are_counted_like_the_row_formats(client):
 # ---------------------------------------------------------------- errors
 
 
-@pytest.mark.parametrize("body, message", [
-    (body_with(discount_fraction=None), "inputs.discount_fraction is missing"),
-    (body_with(weeks_to_next_holidays=None), "inputs.weeks_to_next_holidays is missing"),
-    ({"inputs": {**columns(ROWS), "store": [1] * len(ROWS)}},
-     "inputs.store is not a feature; the features are prev_week_sales, discount_fraction, weeks_to_next_holidays"),
-    (body_with(prev_week_sales=5), "inputs.prev_week_sales must be a list of numbers, got a number"),
-    (body_with(prev_week_sales={"0": 5}), "inputs.prev_week_sales must be a list of numbers, got an object"),
-    (body_with(discount_fraction="1,2"), "inputs.discount_fraction must be a list of numbers, got a string"),
-    ({"inputs": {**columns(ROWS), "weeks_to_next_holidays": None}},
-     "inputs.weeks_to_next_holidays must be a list of numbers, got null"),
-    (body_with(discount_fraction=[1, 2]), "the columns of inputs must have the same length, got prev_week_sales: 6, "
-                                          "discount_fraction: 2, weeks_to_next_holidays: 6"),
-    ({"inputs": {name: [] for name in FEATURES}}, "the columns of inputs are empty: send at least one row"),
-    (body_with(discount_fraction=[10, 20, 30, 40, 50, 130]), "inputs.discount_fraction[5] must be <= 100 percent, got 130"),
-    (body_with(prev_week_sales=[1, 2, -3, 4, 5, 6]), "inputs.prev_week_sales[2] must be >= 0 units, got -3"),
-    (body_with(weeks_to_next_holidays=[1, True, 1, 1, 1, 1]), "inputs.weeks_to_next_holidays[1] must be a number, got a boolean"),
-    (body_with(prev_week_sales=[1, 2, 3, 4, 5, "6"]), "inputs.prev_week_sales[5] must be a number, got the text '6'"),
-    (body_with(discount_fraction=[1, 2, 3, None, 5, 6]), "inputs.discount_fraction[3] must be a number, got null"),
-    (body_with(discount_fraction=[1, 2, 3, [4], 5, 6]), "inputs.discount_fraction[3] must be a number, got a list"),
-    ('{"inputs": {"prev_week_sales": [1, NaN], "discount_fraction": [1, 2], "weeks_to_next_holidays": [1, 2]}}',
-     "inputs.prev_week_sales[1] must be a finite number, got NaN"),
-    ('{"inputs": {"prev_week_sales": [1, 2], "discount_fraction": [1, 2], "weeks_to_next_holidays": [-Infinity, 2]}}',
-     "inputs.weeks_to_next_holidays[0] must be a finite number, got -infinity"),
-    ('{"inputs": {"prev_week_sales": [1, 1e300], "discount_fraction": [1, 2], "weeks_to_next_holidays": [1, 2]}}',
-     "inputs.prev_week_sales[1] must be <= 3.40282e+38 units, got 1e+300"),
-    ('{"inputs": {"prev_week_sales": [1, 1' + "0" * 400 + '], "discount_fraction": [1, 2], "weeks_to_next_holidays": [1, 2]}}',
-     "inputs.prev_week_sales[1] must be a finite number, got an integer too large for a float"),
-    ({"inputs": [[1, 2, 3]]}, "'inputs' must be an object with one list of numbers per feature: prev_week_sales, "
-                              "discount_fraction, weeks_to_next_holidays"),
-    ({"inputs": columns(ROWS), "instances": ROWS},
-     "send either 'instances' (one object per row) or 'inputs' (one list per feature), not both"),
-    ({"inputs": columns(ROWS), "fields": ["units_sold", "forecast"]},
-     "fields[1] 'forecast' is not an output; the outputs are units_sold, units_sold_normalized, interval_low, "
-     "interval_high, extrapolated"),
-    ({"inputs": columns(ROWS), "fields": []}, "fields is empty: name at least one of units_sold"),
-    ({"inputs": columns(ROWS), "fields": "units_sold"}, "fields must be a list of output names, some of units_sold"),
-    ({"inputs": columns(ROWS), "fields": ["units_sold", 1]}, "fields must be a list of output names"),
-    ({"inputs": columns(ROWS), "fields": None}, "fields must be a list of output names"),
-    ({"inputs": columns(ROWS), "fields": ["units_sold", "units_sold"]}, "fields names an output twice"),
-    ({"inputs": columns(ROWS), "levels": [0.3]}, "levels[0] must be a number between 0.5 and 0.99"),
-    ({"inputs": columns(ROWS), "field": ["units_sold"]},
-     "'field' is not a key of a columnar body; it takes inputs, fields, levels"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (body_with(discount_fraction=None), "inputs.discount_fraction is missing"),
+        (body_with(weeks_to_next_holidays=None), "inputs.weeks_to_next_holidays is missing"),
+        (
+            {"inputs": {**columns(ROWS), "store": [1] * len(ROWS)}},
+            "inputs.store is not a feature; the features are prev_week_sales, discount_fraction, weeks_to_next_holidays",
+        ),
+        (body_with(prev_week_sales=5), "inputs.prev_week_sales must be a list of numbers, got a number"),
+        (body_with(prev_week_sales={"0": 5}), "inputs.prev_week_sales must be a list of numbers, got an object"),
+        (body_with(discount_fraction="1,2"), "inputs.discount_fraction must be a list of numbers, got a string"),
+        (
+            {"inputs": {**columns(ROWS), "weeks_to_next_holidays": None}},
+            "inputs.weeks_to_next_holidays must be a list of numbers, got null",
+        ),
+        (
+            body_with(discount_fraction=[1, 2]),
+            "the columns of inputs must have the same length, got prev_week_sales: 6, "
+            "discount_fraction: 2, weeks_to_next_holidays: 6",
+        ),
+        ({"inputs": {name: [] for name in FEATURES}}, "the columns of inputs are empty: send at least one row"),
+        (
+            body_with(discount_fraction=[10, 20, 30, 40, 50, 130]),
+            "inputs.discount_fraction[5] must be <= 100 percent, got 130",
+        ),
+        (body_with(prev_week_sales=[1, 2, -3, 4, 5, 6]), "inputs.prev_week_sales[2] must be >= 0 units, got -3"),
+        (
+            body_with(weeks_to_next_holidays=[1, True, 1, 1, 1, 1]),
+            "inputs.weeks_to_next_holidays[1] must be a number, got a boolean",
+        ),
+        (
+            body_with(prev_week_sales=[1, 2, 3, 4, 5, "6"]),
+            "inputs.prev_week_sales[5] must be a number, got the text '6'",
+        ),
+        (body_with(discount_fraction=[1, 2, 3, None, 5, 6]), "inputs.discount_fraction[3] must be a number, got null"),
+        (body_with(discount_fraction=[1, 2, 3, [4], 5, 6]), "inputs.discount_fraction[3] must be a number, got a list"),
+        (
+            '{"inputs": {"prev_week_sales": [1, NaN], "discount_fraction": [1, 2], "weeks_to_next_holidays": [1, 2]}}',
+            "inputs.prev_week_sales[1] must be a finite number, got NaN",
+        ),
+        (
+            '{"inputs": {"prev_week_sales": [1, 2], "discount_fraction": [1, 2], "weeks_to_next_holidays": [-Infinity, 2]}}',
+            "inputs.weeks_to_next_holidays[0] must be a finite number, got -infinity",
+        ),
+        (
+            '{"inputs": {"prev_week_sales": [1, 1e300], "discount_fraction": [1, 2], "weeks_to_next_holidays": [1, 2]}}',
+            "inputs.prev_week_sales[1] must be <= 3.40282e+38 units, got 1e+300",
+        ),
+        (
+            '{"inputs": {"prev_week_sales": [1, 1'
+            + "0" * 400
+            + '], "discount_fraction": [1, 2], "weeks_to_next_holidays": [1, 2]}}',
+            "inputs.prev_week_sales[1] must be a finite number, got an integer too large for a float",
+        ),
+        (
+            {"inputs": [[1, 2, 3]]},
+            "'inputs' must be an object with one list of numbers per feature: prev_week_sales, "
+            "discount_fraction, weeks_to_next_holidays",
+        ),
+        (
+            {"inputs": columns(ROWS), "instances": ROWS},
+            "send either 'instances' (one object per row) or 'inputs' (one list per feature), not both",
+        ),
+        (
+            {"inputs": columns(ROWS), "fields": ["units_sold", "forecast"]},
+            "fields[1] 'forecast' is not an output; the outputs are units_sold, units_sold_normalized, interval_low, "
+            "interval_high, extrapolated",
+        ),
+        ({"inputs": columns(ROWS), "fields": []}, "fields is empty: name at least one of units_sold"),
+        (
+            {"inputs": columns(ROWS), "fields": "units_sold"},
+            "fields must be a list of output names, some of units_sold",
+        ),
+        ({"inputs": columns(ROWS), "fields": ["units_sold", 1]}, "fields must be a list of output names"),
+        ({"inputs": columns(ROWS), "fields": None}, "fields must be a list of output names"),
+        ({"inputs": columns(ROWS), "fields": ["units_sold", "units_sold"]}, "fields names an output twice"),
+        ({"inputs": columns(ROWS), "levels": [0.3]}, "levels[0] must be a number between 0.5 and 0.99"),
+        (
+            {"inputs": columns(ROWS), "field": ["units_sold"]},
+            "'field' is not a key of a columnar body; it takes inputs, fields, levels",
+        ),
+    ],
+)
 def test_bad_columnar_bodies_get_400_naming_the_column_and_index(client, body, message):
     response = post(client, "/predict", body)
     assert response.status_code == 400, response.get_data(as_text=True)
     assert response.is_json and message in response.get_json()["error"], response.get_json()["error"]
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"discount_fraction": [10] * 4 + [101, 10], "weeks_to_next_holidays": [1] * 5 + [-1]},
-     "inputs.discount_fraction[4] must be <= 100 percent, got 101"),
-    ({"prev_week_sales": [1] * 5 + ["x"], "weeks_to_next_holidays": [1] * 4 + [None, 1]},
-     "inputs.weeks_to_next_holidays[4] must be a number, got null"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (
+            {"discount_fraction": [10] * 4 + [101, 10], "weeks_to_next_holidays": [1] * 5 + [-1]},
+            "inputs.discount_fraction[4] must be <= 100 percent, got 101",
+        ),
+        (
+            {"prev_week_sales": [1] * 5 + ["x"], "weeks_to_next_holidays": [1] * 4 + [None, 1]},
+            "inputs.weeks_to_next_holidays[4] must be a number, got null",
+        ),
+    ],
+)
 def test_the_first_bad_value_in_row_order_is_named(client, changes, message):
     """Bad values in two columns: the value of the earlier row is named, whichever its column."""
     assert post(client, "/predict", body_with(**changes)).get_json()["error"] == message
@@ -201,8 +259,13 @@ def test_a_body_with_more_values_than_the_cap_needs_is_413_before_parsing(make_a
 
 def test_the_token_budget_admits_a_full_columnar_body_and_takes_the_largest_kind():
     max_rows = 5000
-    full = json.dumps({"inputs": {name: [12345.5] * max_rows for name in FEATURES}, "fields": list(OUTPUT_COLUMNS),
-                       "levels": [0.8, 0.95]}).encode()
+    full = json.dumps(
+        {
+            "inputs": {name: [12345.5] * max_rows for name in FEATURES},
+            "fields": list(OUTPUT_COLUMNS),
+            "levels": [0.8, 0.95],
+        }
+    ).encode()
     assert len(full) > max_rows + SLACK  # long enough to be counted
     check_token_count(full, max_rows, "columnar")
     # Ten values a row: inside the row format's budget, past the columnar one's.
@@ -229,14 +292,17 @@ def test_the_row_format_keeps_its_answer_and_its_errors(client):
 GOOD = {"inputs": columns(ROWS)}
 
 
-@pytest.mark.parametrize("body", [
-    pytest.param(GOOD, id="good"),
-    pytest.param({**GOOD, "fields": ["interval_low", "extrapolated"], "levels": [0.9]}, id="fields and levels"),
-    pytest.param({"inputs": columns([INSTANCE] * 4)}, id="too many rows"),
-    pytest.param(body_with(discount_fraction=[10, 20, 30, 40, 50, 130]), id="outside the domain"),
-    pytest.param(body_with(discount_fraction=[1, 2]), id="lengths differ"),
-    pytest.param({**GOOD, "fields": ["nope"]}, id="unknown field"),
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(GOOD, id="good"),
+        pytest.param({**GOOD, "fields": ["interval_low", "extrapolated"], "levels": [0.9]}, id="fields and levels"),
+        pytest.param({"inputs": columns([INSTANCE] * 4)}, id="too many rows"),
+        pytest.param(body_with(discount_fraction=[10, 20, 30, 40, 50, 130]), id="outside the domain"),
+        pytest.param(body_with(discount_fraction=[1, 2]), id="lengths differ"),
+        pytest.param({**GOOD, "fields": ["nope"]}, id="unknown field"),
+    ],
+)
 def test_fast_path_and_flask_view_give_the_same_bytes(body, make_app):
     app = make_app(MAX_ROWS=len(ROWS))
     client = app.test_client()
@@ -287,8 +353,9 @@ def _outcome(decode, *args):
 
 
 NUMBERS = st.one_of(st.integers(-5, 10**6), st.floats(-10.0, 1e7, allow_nan=False))
-VALUES = st.one_of(NUMBERS, NUMBERS, NUMBERS, st.booleans(), st.none(),
-                   st.sampled_from(["7", "", [1], {"a": 1}, 10**400, 2**70]))
+VALUES = st.one_of(
+    NUMBERS, NUMBERS, NUMBERS, st.booleans(), st.none(), st.sampled_from(["7", "", [1], {"a": 1}, 10**400, 2**70])
+)
 
 
 @st.composite
@@ -315,9 +382,15 @@ def inputs_of_every_shape(draw):
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     inputs=inputs_of_every_shape(),
-    extra=st.dictionaries(st.sampled_from(["fields", "levels", "instances", "field"]),
-                          st.one_of(st.none(), st.lists(st.sampled_from([*OUTPUT_COLUMNS, "units", 0.8, 0.5, 2, True]),
-                                                        max_size=3), st.just("units_sold")), max_size=2),
+    extra=st.dictionaries(
+        st.sampled_from(["fields", "levels", "instances", "field"]),
+        st.one_of(
+            st.none(),
+            st.lists(st.sampled_from([*OUTPUT_COLUMNS, "units", 0.8, 0.5, 2, True]), max_size=3),
+            st.just("units_sold"),
+        ),
+        max_size=2,
+    ),
 )
 def test_the_fast_decoder_reads_every_body_as_the_general_path_does(inputs, extra):
     """decode_columnar either declines a body, or makes of it exactly what
@@ -328,21 +401,29 @@ def test_the_fast_decoder_reads_every_body_as_the_general_path_does(inputs, extr
     fast = _outcome(decode_columnar, raw, 3)
     general = _outcome(read_columnar, load_json(raw), 3)
     if fast is None:
-        well_formed = (isinstance(inputs, dict) and set(inputs) == set(FEATURES) and set(extra) <= {"fields", "levels"}
-                       and all(isinstance(column, list) for column in inputs.values())
-                       and all(type(value) in (int, float) and abs(value) < 1e308
-                               for value in chain.from_iterable(inputs.values())))
+        well_formed = (
+            isinstance(inputs, dict)
+            and set(inputs) == set(FEATURES)
+            and set(extra) <= {"fields", "levels"}
+            and all(isinstance(column, list) for column in inputs.values())
+            and all(
+                type(value) in (int, float) and abs(value) < 1e308 for value in chain.from_iterable(inputs.values())
+            )
+        )
         assert not well_formed, body
     else:
         assert fast == general
 
 
-@pytest.mark.parametrize("depth, where, error", [
-    (1000, "levels", "levels[0] must be a number between 0.5 and 0.99, got a list"),
-    (1000, "fields", "fields must be a list of output names"),
-    (5000, "levels", "malformed JSON body"),  # past what the parsers take
-    (5000, "fields", "malformed JSON body"),
-])
+@pytest.mark.parametrize(
+    "depth, where, error",
+    [
+        (1000, "levels", "levels[0] must be a number between 0.5 and 0.99, got a list"),
+        (1000, "fields", "fields must be a list of output names"),
+        (5000, "levels", "malformed JSON body"),  # past what the parsers take
+        (5000, "fields", "malformed JSON body"),
+    ],
+)
 def test_deeply_nested_options_are_a_400(client, depth, where, error):
     deep = "[" * depth + "]" * depth
     body = json.dumps(body_with()).replace('"inputs": {', f'"{where}": {deep}, "inputs": {{', 1).encode()

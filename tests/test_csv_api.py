@@ -1,5 +1,6 @@
 """POST /predict with a CSV body: the table back with the forecast columns,
 the same bytes `demand predict` writes, and every bad row named by line."""
+
 import io
 
 import pyarrow.csv as pa_csv
@@ -17,8 +18,7 @@ WEEKS = HEADER + "\nstore-01,2026-01-05,40000,30,2\nstore-02,2026-01-05,9000000,
 
 
 def post_csv(client, body, **headers):
-    return client.post("/predict", data=body.encode() if isinstance(body, str) else body,
-                       headers={**CSV, **headers})
+    return client.post("/predict", data=body.encode() if isinstance(body, str) else body, headers={**CSV, **headers})
 
 
 def test_the_table_comes_back_with_forecast_columns(client):
@@ -36,8 +36,10 @@ def test_the_table_comes_back_with_forecast_columns(client):
 
 def test_answers_agree_with_the_json_rows(client):
     csv_units = pa_csv.read_csv(io.BytesIO(post_csv(client, WEEKS).get_data())).column("forecast_units_sold")
-    rows = [{"prev_week_sales": 40000, "discount_fraction": 30, "weeks_to_next_holidays": 2, "series": "store-01"},
-            {"prev_week_sales": 9000000, "discount_fraction": 10, "weeks_to_next_holidays": 0, "series": "store-02"}]
+    rows = [
+        {"prev_week_sales": 40000, "discount_fraction": 30, "weeks_to_next_holidays": 2, "series": "store-01"},
+        {"prev_week_sales": 9000000, "discount_fraction": 10, "weeks_to_next_holidays": 0, "series": "store-02"},
+    ]
     json_units = [p["units_sold"] for p in client.post("/predict", json={"instances": rows}).get_json()["predictions"]]
     assert csv_units.to_pylist() == [round(u, 1) for u in json_units]
 
@@ -58,22 +60,44 @@ def test_the_command_line_writes_the_same_bytes(client, runner, published, tmp_p
     assert post_csv(client, many.read_bytes()).get_data() == out.read_bytes()
 
 
-@pytest.mark.parametrize("body, status, message", [
-    (HEADER + "\nstore-01,2026-01-05,40000,130,2\n", 400,
-     "1 bad row(s) in the CSV body: line 2, column 'discount_fraction': must be <= 100 percent, got 130"),
-    (HEADER + "\na,2026-01-05,40000,30,2\nb,2026-01-05,lots,30,2\nc,2026-01-05,1,,2\n", 400,
-     "2 bad row(s) in the CSV body: line 3, column 'prev_week_sales': must be a number, got the text 'lots'; "
-     "line 4, column 'discount_fraction': is empty"),
-    (HEADER + "\na,2026-01-05,40000,30,2,extra\nb,2026-01-05,1,-1,2\n", 400,
-     "line 2, column '(row)': has 6 cells, the header has 5; line 3, column 'discount_fraction': must be >= 0"),
-    ("series,prev_week_sales\na,1\n", 400,
-     "body: missing required column(s) discount_fraction, weeks_to_next_holidays; the header has series, prev_week_sales"),
-    ("", 400, "the CSV body is empty"),
-    (HEADER + "\n", 400, "the CSV body has a header but no rows"),
-    (b"prev_week_sales,discount_fraction,weeks_to_next_holidays\n1,2,3\n\xff\xfe,1,1\n", 400, "not a UTF-8 text file"),
-    (HEADER + '\na,2026-01-05,1,2,3\n"b,2026-01-12,1,2,3\nc,2026-01-19,1,2,3\n', 400,
-     "body: line 3: a quote opens a cell that is never closed, so the 1 line(s) after it would be read into that one cell"),
-])
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        (
+            HEADER + "\nstore-01,2026-01-05,40000,130,2\n",
+            400,
+            "1 bad row(s) in the CSV body: line 2, column 'discount_fraction': must be <= 100 percent, got 130",
+        ),
+        (
+            HEADER + "\na,2026-01-05,40000,30,2\nb,2026-01-05,lots,30,2\nc,2026-01-05,1,,2\n",
+            400,
+            "2 bad row(s) in the CSV body: line 3, column 'prev_week_sales': must be a number, got the text 'lots'; "
+            "line 4, column 'discount_fraction': is empty",
+        ),
+        (
+            HEADER + "\na,2026-01-05,40000,30,2,extra\nb,2026-01-05,1,-1,2\n",
+            400,
+            "line 2, column '(row)': has 6 cells, the header has 5; line 3, column 'discount_fraction': must be >= 0",
+        ),
+        (
+            "series,prev_week_sales\na,1\n",
+            400,
+            "body: missing required column(s) discount_fraction, weeks_to_next_holidays; the header has series, prev_week_sales",
+        ),
+        ("", 400, "the CSV body is empty"),
+        (HEADER + "\n", 400, "the CSV body has a header but no rows"),
+        (
+            b"prev_week_sales,discount_fraction,weeks_to_next_holidays\n1,2,3\n\xff\xfe,1,1\n",
+            400,
+            "not a UTF-8 text file",
+        ),
+        (
+            HEADER + '\na,2026-01-05,1,2,3\n"b,2026-01-12,1,2,3\nc,2026-01-19,1,2,3\n',
+            400,
+            "body: line 3: a quote opens a cell that is never closed, so the 1 line(s) after it would be read into that one cell",
+        ),
+    ],
+)
 def test_bad_bodies_get_json_errors_naming_line_and_column(client, body, status, message):
     response = post_csv(client, body)
     assert response.status_code == status
@@ -100,9 +124,11 @@ def test_cells_count_against_the_row_cap(make_app):
     response = post_csv(client, wide)
     assert post_csv(client, wide.replace("\n", "\r")).status_code == 413  # a bare CR ends a row too
     assert response.status_code == 413
-    assert response.get_json()["error"] == ("the CSV body has 17 columns and about 4 rows, more than 64 cells "
-                                            "(16 x DEMAND_MAX_ROWS): send fewer rows or leave out columns the "
-                                            "forecast does not need")
+    assert response.get_json()["error"] == (
+        "the CSV body has 17 columns and about 4 rows, more than 64 cells "
+        "(16 x DEMAND_MAX_ROWS): send fewer rows or leave out columns the "
+        "forecast does not need"
+    )
 
 
 def test_a_charset_parameter_is_accepted_and_rows_are_counted(client):

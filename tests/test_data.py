@@ -95,7 +95,11 @@ def test_split_is_by_week_and_holds_out_the_latest_weeks(small_split):
 
 def test_split_without_week_column_keeps_row_order(tmp_path):
     rows = [[i, 10, 2, i + 1] for i in range(20)]
-    path = write_rows(tmp_path / "noweek.csv", rows, header=("prev_week_sales", "discount_fraction", "weeks_to_next_holidays", "units_sold"))
+    path = write_rows(
+        tmp_path / "noweek.csv",
+        rows,
+        header=("prev_week_sales", "discount_fraction", "weeks_to_next_holidays", "units_sold"),
+    )
     split = time_split(load_file(path))
     assert split.train.X[:, 0].tolist() == list(range(13))
     assert split.holdout.X[:, 0].tolist() == list(range(16, 20))

@@ -1,5 +1,6 @@
 """The docker-compose deployment, checked without a Docker engine: the files are
 validated, and the commands the compose services run are run on this host."""
+
 import os
 import re
 import shutil
@@ -14,8 +15,9 @@ import pytest
 import requests
 import yaml
 
-from .conftest import INSTANCE, ROOT
 from service.testing import free_port
+
+from .conftest import INSTANCE, ROOT
 
 BIN = Path(sys.executable).parent
 
@@ -26,8 +28,18 @@ def tool(name):
 
 
 def test_compose_files_follow_the_compose_spec():
-    result = subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
-                             "docker-compose.yml", "docker-compose.gpu.yml"], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            tool("check-jsonschema"),
+            "--builtin-schema",
+            "vendor.compose-spec",
+            "docker-compose.yml",
+            "docker-compose.gpu.yml",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -81,9 +93,14 @@ def test_compose_commands_train_serve_retrain_promote(tmp_path):
     last_weeks = sorted({line.split(",")[week] for line in lines[1:]})[-13:]
     (data / "demand.csv").write_text("".join(l for l in lines if l.split(",")[week] not in last_weeks))
     port = free_port()
-    paths = {"DEMAND_MODEL_DIR": str(tmp_path / "models"), "DEMAND_TRAIN_DATA": str(data / "demand.csv"),
-             "DEMAND_RETRAIN_DATA": str(data), "DEMAND_HOST": "127.0.0.1", "DEMAND_PORT": str(port),
-             "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}
+    paths = {
+        "DEMAND_MODEL_DIR": str(tmp_path / "models"),
+        "DEMAND_TRAIN_DATA": str(data / "demand.csv"),
+        "DEMAND_RETRAIN_DATA": str(data),
+        "DEMAND_HOST": "127.0.0.1",
+        "DEMAND_PORT": str(port),
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
 
     # train (one-shot): a deliberately short first training, so that the retrain has something to beat.
     argv, env = service_process(compose, "train", {**paths, "DEMAND_TRAIN_EPOCHS": "3"})
@@ -94,7 +111,9 @@ def test_compose_commands_train_serve_retrain_promote(tmp_path):
 
     # api
     argv, env = service_process(compose, "api", paths)
-    api = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    api = subprocess.Popen(
+        argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -109,7 +128,9 @@ def test_compose_commands_train_serve_retrain_promote(tmp_path):
         assert requests.post(url + "/predict", json=INSTANCE, timeout=5).json()["model_version"] == "v1"
 
         # retrain (scheduler), asked to run once at start; the challenger trains fully.
-        argv, env = service_process(compose, "retrain", {**paths, "DEMAND_SCHEDULE_RUN_NOW": "1", "DEMAND_RETRAIN_EPOCHS": "150"})
+        argv, env = service_process(
+            compose, "retrain", {**paths, "DEMAND_SCHEDULE_RUN_NOW": "1", "DEMAND_RETRAIN_EPOCHS": "150"}
+        )
         assert argv[:3] == ["demand", "schedule", "--cron"] and argv[3] == "0 3 * * 1"
         retrain = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         lines = []
@@ -144,8 +165,11 @@ def test_the_gpu_images_can_use_the_gpu():
     assert "-r /tmp/requirements-gpu.txt" in service_stage
     assert "'CUDAExecutionProvider' in ort.get_available_providers()" in service_stage
     assert "torch.version.cuda is None" in trainer_stage
-    gpu = dict(line.split("==") for line in (ROOT / "deploy" / "requirements-gpu.txt").read_text().splitlines()
-               if line and not line.startswith("#"))
+    gpu = dict(
+        line.split("==")
+        for line in (ROOT / "deploy" / "requirements-gpu.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     assert {"nvidia-cudnn-cu13", "nvidia-cublas", "nvidia-cuda-runtime"} <= set(gpu)
     assert gpu["nvidia-cudnn-cu13"].startswith("9.") and gpu["nvidia-cuda-runtime"].startswith("13.")
     trainer = (ROOT / "deploy" / "requirements-trainer.txt").read_text()
@@ -184,8 +208,11 @@ def test_a_cuda_session_preloads_the_cuda_libraries_first(published, monkeypatch
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     monkeypatch.setattr(ort, "preload_dlls", lambda **kwargs: calls.append(kwargs), raising=False)
     real_session = ort.InferenceSession
-    monkeypatch.setattr(ort, "InferenceSession", lambda *a, **k: calls.append("session") or real_session(
-        *a, **{**k, "providers": ["CPUExecutionProvider"]}))
+    monkeypatch.setattr(
+        ort,
+        "InferenceSession",
+        lambda *a, **k: calls.append("session") or real_session(*a, **{**k, "providers": ["CPUExecutionProvider"]}),
+    )
     registry = Registry(published)
     bundle.make_session(registry.path(registry.champion()) / "model.onnx", "auto")
     assert calls[0] == {"cuda": True, "cudnn": True, "msvc": False} and calls[1] == "session"

@@ -1,4 +1,5 @@
 """The service as deployed: a real gunicorn with several workers on loopback."""
+
 import shutil
 import socket
 import subprocess
@@ -11,9 +12,9 @@ import pytest
 import requests
 
 from pipeline.registry import Registry
+from service.testing import ROOT, running_service, wait_until
 
 from .conftest import INSTANCE
-from service.testing import ROOT, running_service, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -47,8 +48,11 @@ def test_metrics_are_merged_across_workers(server, expected_provider):
     text = server.get("/metrics").text
     info = [line for line in text.splitlines() if line.startswith("demand_model_info{")]
     assert len(info) == 2 and all(f'provider="{expected_provider}"' in line and 'version="v1"' in line for line in info)
-    total = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                if line.startswith('demand_http_requests_total{method="POST",route="/predict",status="200"}'))
+    total = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith('demand_http_requests_total{method="POST",route="/predict",status="200"}')
+    )
     assert total >= 20
 
 
@@ -67,13 +71,25 @@ def test_triton_client_json_and_binary(server):
     assert client.is_model_ready("demand") and client.is_model_ready("demand", "v1")
 
     rows = np.array([[76440, 63, 2], [41512, 50, 3], [77395, 77, 9], [21532, 70, 4]], dtype=np.float32)
-    expected = [p["units_sold"] for p in server.post("/predict", json={"instances": [
-        dict(zip(("prev_week_sales", "discount_fraction", "weeks_to_next_holidays"), map(float, r))) for r in rows]}).json()["predictions"]]
+    expected = [
+        p["units_sold"]
+        for p in server.post(
+            "/predict",
+            json={
+                "instances": [
+                    dict(zip(("prev_week_sales", "discount_fraction", "weeks_to_next_holidays"), map(float, r)))
+                    for r in rows
+                ]
+            },
+        ).json()["predictions"]
+    ]
     for binary in (False, True):
         tensor = triton.InferInput("features", list(rows.shape), "FP32")
         tensor.set_data_from_numpy(rows, binary_data=binary)
-        outputs = [triton.InferRequestedOutput("units_sold", binary_data=binary),
-                   triton.InferRequestedOutput("units_sold_normalized", binary_data=binary)]
+        outputs = [
+            triton.InferRequestedOutput("units_sold", binary_data=binary),
+            triton.InferRequestedOutput("units_sold_normalized", binary_data=binary),
+        ]
         result = client.infer("demand", [tensor], outputs=outputs, request_id=f"req-{binary}")
         units = result.as_numpy("units_sold")
         assert units.shape == (4, 1)
@@ -97,17 +113,30 @@ def test_v2_binary_request_by_hand(server):
     import json
 
     rows = np.random.default_rng(0).uniform([1000, 0, 0], [60000, 80, 15], size=(1000, 3)).astype("<f4")
-    header = json.dumps({"inputs": [{"name": "features", "shape": [1000, 3], "datatype": "FP32",
-                                     "parameters": {"binary_data_size": rows.nbytes}}],
-                         "parameters": {"binary_data_output": True}}).encode()
-    response = server.post("/v2/models/demand/infer", data=header + rows.tobytes(),
-                           headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"})
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "features",
+                    "shape": [1000, 3],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": rows.nbytes},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    response = server.post(
+        "/v2/models/demand/infer",
+        data=header + rows.tobytes(),
+        headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
+    )
     assert response.status_code == 200
     length = int(response.headers["Inference-Header-Content-Length"])
     meta = json.loads(response.content[:length])
     sizes = [o["parameters"]["binary_data_size"] for o in meta["outputs"]]
     assert [o["name"] for o in meta["outputs"]] == ["units_sold", "units_sold_normalized"] and sizes == [4000, 4000]
-    units = np.frombuffer(response.content[length:length + 4000], dtype="<f4")
+    units = np.frombuffer(response.content[length : length + 4000], dtype="<f4")
     assert np.all(np.isfinite(units)) and units.shape == (1000,)
 
 
@@ -126,7 +155,10 @@ def test_hot_swap_under_load_with_zero_failed_requests(tmp_path, own_registry):
     registry = Registry(root)
     with running_service(root, tmp_path, reload_interval=0.2) as server:
         stop, results = threading.Event(), []
-        clients = [threading.Thread(target=load, args=(server, stop, results, {"instances": [INSTANCE] * 10})) for _ in range(6)]
+        clients = [
+            threading.Thread(target=load, args=(server, stop, results, {"instances": [INSTANCE] * 10}))
+            for _ in range(6)
+        ]
         for c in clients:
             c.start()
         try:
@@ -166,8 +198,11 @@ def test_sigterm_lets_in_flight_requests_finish_and_takes_no_new_ones(published,
         port = int(server.url.rsplit(":", 1)[1])
         # A request in flight: headers and half the body sent, the rest after SIGTERM.
         conn = socket.create_connection(("127.0.0.1", port))
-        conn.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body[:10])
+        conn.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body[:10]
+        )
         time.sleep(0.3)
         server.process.send_signal(15)
         time.sleep(0.5)
@@ -187,13 +222,32 @@ def test_sigterm_lets_in_flight_requests_finish_and_takes_no_new_ones(published,
 def test_openapi_fuzzing_finds_no_server_error_and_no_response_outside_the_spec(server, tmp_path):
     """Property-based fuzzing of every documented operation (bounded in time and count)."""
     result = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "schemathesis") if (ROOT / ".venv" / "bin" / "schemathesis").exists() else "schemathesis",
-         "run", server.url + "/openapi.json", "--checks", "not_a_server_error,status_code_conformance,"
-         "content_type_conformance,response_schema_conformance,response_headers_conformance,unsupported_method",
-         # One worker: CPython 3.11 can fail an ast.parse run from two threads at once
-         # ("AST constructor recursion depth mismatch"), which hypothesis does to describe strategies.
-         "--max-examples", "30", "--workers", "1", "--max-time", "45", "--seed", "1", "--no-color"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        [
+            str(ROOT / ".venv" / "bin" / "schemathesis")
+            if (ROOT / ".venv" / "bin" / "schemathesis").exists()
+            else "schemathesis",
+            "run",
+            server.url + "/openapi.json",
+            "--checks",
+            "not_a_server_error,status_code_conformance,"
+            "content_type_conformance,response_schema_conformance,response_headers_conformance,unsupported_method",
+            # One worker: CPython 3.11 can fail an ast.parse run from two threads at once
+            # ("AST constructor recursion depth mismatch"), which hypothesis does to describe strategies.
+            "--max-examples",
+            "30",
+            "--workers",
+            "1",
+            "--max-time",
+            "45",
+            "--seed",
+            "1",
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
 
 
@@ -203,14 +257,21 @@ def test_service_follows_retrain_promotion_and_rollback_under_load(tmp_path, sma
     root = own_registry
 
     def demand(*args):
-        result = subprocess.run([sys.executable, "-m", "pipeline", *args, "--model-dir", str(root)], cwd=ROOT,
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "pipeline", *args, "--model-dir", str(root)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 0, result.stderr
         return result
 
     with running_service(root, tmp_path) as server:
         stop, results = threading.Event(), []
-        clients = [threading.Thread(target=load, args=(server, stop, results, {"instances": [INSTANCE] * 5})) for _ in range(4)]
+        clients = [
+            threading.Thread(target=load, args=(server, stop, results, {"instances": [INSTANCE] * 5})) for _ in range(4)
+        ]
         for c in clients:
             c.start()
 
@@ -223,7 +284,9 @@ def test_service_follows_retrain_promotion_and_rollback_under_load(tmp_path, sma
             raise AssertionError(f"{version} not served within {seconds} s; last: {results[-3:]}")
 
         try:
-            demand("retrain", "--data", str(small_csv), "--preset", "log-small-batch", "--epochs", "150", "--keep-rejected")
+            demand(
+                "retrain", "--data", str(small_csv), "--preset", "log-small-batch", "--epochs", "150", "--keep-rejected"
+            )
             demand("models", "promote", "v2")
             served_within("v2")
             demand("models", "rollback")

@@ -64,8 +64,12 @@ def test_onnx_runtime_matches_torch_in_raw_units(exported, trained, small_split,
         codes = feed["series_index"] = np.arange(batch, dtype=np.int64) % (len(trained.stats.series) + 1)
     units, normalized = session.run(None, feed)
     with torch.no_grad():
-        ref_units, ref_normalized = (t.numpy() for t in RawUnitsModel(trained.mlp, trained.stats)(
-            torch.from_numpy(x), None if codes is None else torch.from_numpy(codes)))
+        ref_units, ref_normalized = (
+            t.numpy()
+            for t in RawUnitsModel(trained.mlp, trained.stats)(
+                torch.from_numpy(x), None if codes is None else torch.from_numpy(codes)
+            )
+        )
     assert units.shape == normalized.shape == (batch, 1)
     assert np.max(np.abs(units - ref_units)) / np.max(np.abs(ref_units)) <= export.PARITY_TOLERANCE
     np.testing.assert_allclose(normalized, ref_normalized, rtol=1e-4, atol=1e-6)
@@ -91,8 +95,12 @@ def test_a_wrong_graph_fails_parity_and_is_refused(trained, small_split, tmp_pat
 
 def test_an_invalid_graph_is_refused_by_the_checker(tmp_path):
     bad = tmp_path / "bad.onnx"
-    graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["missing"], ["y"])], "g", [],
-                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Relu", ["missing"], ["y"])],
+        "g",
+        [],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
     onnx.save_model(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)]), str(bad))
     with pytest.raises(ExportError, match="checker"):
         export.check_file(bad)
@@ -107,7 +115,9 @@ def test_an_average_of_networks_exports_as_parallel_branches_with_the_same_forec
     merged = average_of(members)
     stats = MinMaxStats.fit(small_split.train.X, small_split.train.y, "log1p")
     path = tmp_path / "average.onnx"
-    info = export.export(path, merged, stats, small_split.holdout.X, {"version": "v9"}, members=[m.hidden for m in members])
+    info = export.export(
+        path, merged, stats, small_split.holdout.X, {"version": "v9"}, members=[m.hidden for m in members]
+    )
     assert info["parity_max_relative_error"] <= export.PARITY_TOLERANCE
     graph = onnx.load(str(path)).graph
     assert [n.op_type for n in graph.node].count("MatMul") == 3 * 3 and "Sum" in [n.op_type for n in graph.node]
@@ -121,13 +131,16 @@ def test_an_average_of_networks_exports_as_parallel_branches_with_the_same_forec
 
 
 def test_a_sigmoid_output_exports_with_its_sigmoid(small_split, tmp_path):
-    config = PRESETS["chapter"].with_overrides(engine="manual", output_activation="sigmoid", loss="half-sse",
-                                               lr=0.001, epochs=50)
+    config = PRESETS["chapter"].with_overrides(
+        engine="manual", output_activation="sigmoid", loss="half-sse", lr=0.001, epochs=50
+    )
     result = fit(small_split.train, small_split.validation, config)
     path = tmp_path / "alg85.onnx"
     info = export.export(path, result.mlp, result.stats, small_split.holdout.X, {"version": "v9"})
     assert info["parity_max_relative_error"] <= export.PARITY_TOLERANCE
-    assert [n.op_type for n in onnx.load(str(path)).graph.node].count("Sigmoid") == 3  # two hidden layers and the output
+    assert [n.op_type for n in onnx.load(str(path)).graph.node].count(
+        "Sigmoid"
+    ) == 3  # two hidden layers and the output
 
 
 ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Exp", "Log", "Sigmoid", "Tanh", "Erf", "Sum"}
@@ -137,11 +150,15 @@ def test_no_elementwise_step_works_on_a_column_of_rows(exported):
     """Every elementwise step after the output layer works on a flat [N] tensor:
     ONNX Runtime broadcasts over an [N, 1] tensor one row at a time."""
     model = onnx.shape_inference.infer_shapes(onnx.load(str(exported[0])))
-    ranks = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
-             for v in [*model.graph.value_info, *model.graph.output]}
-    broadcast_over_a_column = [node.output[0] for node in model.graph.node
-                               if node.op_type in ELEMENTWISE and node.op_type != "Sum"
-                               and ranks[node.output[0]][1:] == [1]]
+    ranks = {
+        v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in [*model.graph.value_info, *model.graph.output]
+    }
+    broadcast_over_a_column = [
+        node.output[0]
+        for node in model.graph.node
+        if node.op_type in ELEMENTWISE and node.op_type != "Sum" and ranks[node.output[0]][1:] == [1]
+    ]
     assert broadcast_over_a_column == []
     assert [ranks[name] for name in ("units_sold", "units_sold_normalized")] == [["batch", 1]] * 2
 
@@ -207,7 +224,8 @@ def test_a_forecast_past_its_bound_is_held_there_in_onnx_torch_and_numpy(small_s
     path = tmp_path / "loud.onnx"
     export.export(path, mlp, stats, small_split.holdout.X, {"version": "v9"})
     units, normalized = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
-        ["units_sold", "units_sold_normalized"], {"features": X})
+        ["units_sold", "units_sold_normalized"], {"features": X}
+    )
     low, high = stats.y_bounds
     assert normalized.min() == pytest.approx(low, abs=1e-6) and normalized.max() == pytest.approx(high, abs=1e-6)
     assert ((normalized > low + 1e-3) & (normalized < high - 1e-3)).any()  # and others between them
@@ -308,9 +326,22 @@ def test_parity_holds_on_other_instruction_sets(small_split, tmp_path, transform
         with torch.no_grad():
             arrays[f"{name}.x"], arrays[f"{name}.exact"] = x, exact(torch.from_numpy(x.astype(np.float64)))[0].numpy()
     np.savez(tmp_path / "rows.npz", **arrays)
-    done = subprocess.run([qemu, "-cpu", EMULATED_CPUS[cpu], sys.executable, "-c", RUN_ORT, str(path),
-                           str(tmp_path / "rows.npz"), *map(str, export.PARITY_BATCHES)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            qemu,
+            "-cpu",
+            EMULATED_CPUS[cpu],
+            sys.executable,
+            "-c",
+            RUN_ORT,
+            str(path),
+            str(tmp_path / "rows.npz"),
+            *map(str, export.PARITY_BATCHES),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     error = float(done.stdout.split()[-1])
     assert error <= export.PARITY_TOLERANCE, (cpu, error)

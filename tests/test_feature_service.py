@@ -5,6 +5,7 @@ that names its columns its own way, without its last weeks; the weeks after
 are then scored by `demand predict`, by POST /predict as rows, columns and CSV,
 by V2 and by plans, and every answer must agree.
 """
+
 import csv
 import json
 
@@ -20,8 +21,20 @@ from .test_outsample import OUTSAMPLE
 NEW_WEEKS = 6
 STORES = 4
 KNOWN = ("price", "display", "temperature")
-FEATURE_OPTIONS = ("--history", "--calendar", "--known", ",".join(KNOWN), "--static", "store_size,category",
-                   "--series-column", "store", "--week-column", "date", "--target-column", "sales")
+FEATURE_OPTIONS = (
+    "--history",
+    "--calendar",
+    "--known",
+    ",".join(KNOWN),
+    "--static",
+    "store_size,category",
+    "--series-column",
+    "store",
+    "--week-column",
+    "date",
+    "--target-column",
+    "sales",
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +49,32 @@ def retailer(tmp_path_factory):
     later = sorted({r["date"] for r in rows})[-NEW_WEEKS:]
     header = list(rows[0])
     history, new = folder / "history.csv", folder / "new.csv"
-    for path, part in ((history, [r for r in rows if r["date"] not in later]),
-                       (new, [r for r in rows if r["date"] in later])):
+    for path, part in (
+        (history, [r for r in rows if r["date"] not in later]),
+        (new, [r for r in rows if r["date"] in later]),
+    ):
         with path.open("w", newline="") as out:
             writer = csv.DictWriter(out, header, extrasaction="ignore", lineterminator="\n")
             writer.writeheader()
             writer.writerows(part)
     models = folder / "models"
-    done = invoke(CliRunner(), "train", "--data", str(history), "--preset", "log-large-batch", "--epochs", "30",
-                  "--patience", "0", *FEATURE_OPTIONS, "--model-dir", str(models), "--device", "cpu")
+    done = invoke(
+        CliRunner(),
+        "train",
+        "--data",
+        str(history),
+        "--preset",
+        "log-large-batch",
+        "--epochs",
+        "30",
+        "--patience",
+        "0",
+        *FEATURE_OPTIONS,
+        "--model-dir",
+        str(models),
+        "--device",
+        "cpu",
+    )
     assert done.exit_code == 0, done.output
     return models, new, list(csv.DictReader(new.open()))
 
@@ -78,8 +108,12 @@ def predicted(retailer, tmp_path_factory):
 
 def row_of(record, *, actual=True):
     """A file's row as a request's row: numbers as numbers; the actual sales only when `actual`."""
-    row = {"store": record["store"], "date": record["date"], "category": record["category"],
-           **{name: float(record[name]) for name in (*KNOWN, "store_size")}}
+    row = {
+        "store": record["store"],
+        "date": record["date"],
+        "category": record["category"],
+        **{name: float(record[name]) for name in (*KNOWN, "store_size")},
+    }
     if actual:
         row["sales"] = float(record["sales"])
     return row
@@ -103,8 +137,12 @@ def test_rows_columns_csv_and_v2_answer_what_demand_predict_writes(retailer, ser
     instances = served.post("/predict", json={"instances": [row_of(r) for r in rows]})
     assert instances.status_code == 200, instances.get_json()
     assert [p["units_sold"] for p in instances.get_json()["predictions"]] == pytest.approx(expected, rel=1e-6)
-    assert instances.get_json()["features"][-4:] == ["category=cold_drinks", "category=fresh_bread",
-                                                     "category=snacks", "category=soup"]
+    assert instances.get_json()["features"][-4:] == [
+        "category=cold_drinks",
+        "category=fresh_bread",
+        "category=snacks",
+        "category=soup",
+    ]
     columns = {key: [row_of(r)[key] for r in rows] for key in row_of(rows[0])}
     columnar = served.post("/predict", json={"inputs": columns})
     assert columnar.get_json()["outputs"]["units_sold"] == pytest.approx(expected, rel=1e-6)
@@ -112,10 +150,20 @@ def test_rows_columns_csv_and_v2_answer_what_demand_predict_writes(retailer, ser
     assert as_csv.status_code == 200, as_csv.get_data(as_text=True)
     answered = list(csv.DictReader(as_csv.get_data(as_text=True).splitlines()))
     assert [float(r["forecast_units_sold"]) for r in answered] == pytest.approx(expected, abs=0.051)
-    v2 = served.post("/v2/models/demand/infer", json={"inputs": [
-        {"name": key, "datatype": "BYTES" if key in ("store", "date", "category") else "FP32", "shape": [len(rows)],
-         "data": values}
-        for key, values in columns.items()]})
+    v2 = served.post(
+        "/v2/models/demand/infer",
+        json={
+            "inputs": [
+                {
+                    "name": key,
+                    "datatype": "BYTES" if key in ("store", "date", "category") else "FP32",
+                    "shape": [len(rows)],
+                    "data": values,
+                }
+                for key, values in columns.items()
+            ]
+        },
+    )
     assert v2.status_code == 200, v2.get_json()
     assert v2.get_json()["outputs"][0]["data"] == pytest.approx(expected, rel=1e-6)
 
@@ -131,11 +179,19 @@ def test_a_plan_feeds_each_weeks_forecast_into_the_next_weeks_history(retailer, 
     assert answer.status_code == 200, answer.get_json()
     planned = answer.get_json()["series"][0]["weeks"]
     assert [w["week"] for w in planned] == [w["date"] for w in weeks]
-    first = served.post("/predict", json={name: value for name, value in row_of(weeks[0], actual=False).items()
-                                          if name not in ("date", "store_size", "category")})
+    first = served.post(
+        "/predict",
+        json={
+            name: value
+            for name, value in row_of(weeks[0], actual=False).items()
+            if name not in ("date", "store_size", "category")
+        },
+    )
     assert planned[0]["units_sold"] == pytest.approx(first.get_json()["predictions"][0]["units_sold"], rel=1e-6)
-    fed = [{**row_of(weeks[0], actual=False), "sales": max(planned[0]["units_sold"], 0.0)},
-           row_of(weeks[1], actual=False)]
+    fed = [
+        {**row_of(weeks[0], actual=False), "sales": max(planned[0]["units_sold"], 0.0)},
+        row_of(weeks[1], actual=False),
+    ]
     second = served.post("/predict", json={"instances": fed})
     assert planned[1]["units_sold"] == pytest.approx(second.get_json()["predictions"][1]["units_sold"], rel=1e-6)
 
@@ -165,8 +221,7 @@ def test_a_covariate_changed_in_week_3_moves_week_3_and_not_weeks_1_and_2(retail
         for h, week in enumerate(changed):
             writer.writerow([store, str(first + 7 * h), *(week[name] for name in KNOWN)])
     output = tmp_path / "out.csv"
-    done = invoke(runner, "forecast", "--plan", str(plan_csv), "--output", str(output), "--model-dir",
-                  str(retailer[0]))
+    done = invoke(runner, "forecast", "--plan", str(plan_csv), "--output", str(output), "--model-dir", str(retailer[0]))
     assert done.exit_code == 0, done.output
     offline = [float(r["units_sold"]) for r in csv.DictReader(output.open())]
     assert offline == pytest.approx(after, rel=1e-6)
@@ -190,8 +245,15 @@ def test_a_plans_history_replaces_the_stored_weeks(bundle, served):
 
 
 def test_a_series_never_seen_is_served_filled_and_flagged(served):
-    row = {"store": "nowhere-99", "prev_week_sales": 300, "store_size": 1000, "category": "soup", "price": 2.0,
-           "display": 0, "temperature": 10}
+    row = {
+        "store": "nowhere-99",
+        "prev_week_sales": 300,
+        "store_size": 1000,
+        "category": "soup",
+        "price": 2.0,
+        "display": 0,
+        "temperature": 10,
+    }
     answer = served.post("/predict", json=row)
     assert answer.status_code == 200, answer.get_json()
     body = answer.get_json()
@@ -204,20 +266,42 @@ def test_a_series_never_seen_is_served_filled_and_flagged(served):
     assert toys["predictions"][0]["units_sold"] != dated["predictions"][0]["units_sold"]
 
 
-@pytest.mark.parametrize("body, named", [
-    ({"store": "aalborg-01", "price": 1.0, "display": 0}, "temperature is missing"),
-    ({"store": "aalborg-01", "price": 1.0, "display": 0, "temperature": "warm"}, "temperature must be a number"),
-    ({"store": "aalborg-01", "price": 1.0, "display": 0, "temperature": 1, "colour": 2}, "colour is not a column"),
-    ({"store": "new-1", "price": 1.0, "display": 0, "temperature": 1, "prev_week_sales": 3, "category": "soup"},
-     "store_size is missing"),
-    ({"store": "new-1", "price": 1.0, "display": 0, "temperature": 1, "prev_week_sales": 3, "store_size": 9},
-     "category is missing"),
-    ({"store": "new-1", "price": 1.0, "display": 0, "temperature": 1, "store_size": 9, "category": "soup"},
-     "prev_week_sales is missing"),
-    ({"store": "new-1", "price": 1.0, "display": 0, "temperature": 1, "store_size": 9, "category": True,
-      "prev_week_sales": 3}, "category must be text"),
-    ({"store": "aalborg-01", "price": 1.0, "display": 0, "temperature": 1, "date": "soon"}, "date must be an ISO date"),
-])
+@pytest.mark.parametrize(
+    "body, named",
+    [
+        ({"store": "aalborg-01", "price": 1.0, "display": 0}, "temperature is missing"),
+        ({"store": "aalborg-01", "price": 1.0, "display": 0, "temperature": "warm"}, "temperature must be a number"),
+        ({"store": "aalborg-01", "price": 1.0, "display": 0, "temperature": 1, "colour": 2}, "colour is not a column"),
+        (
+            {"store": "new-1", "price": 1.0, "display": 0, "temperature": 1, "prev_week_sales": 3, "category": "soup"},
+            "store_size is missing",
+        ),
+        (
+            {"store": "new-1", "price": 1.0, "display": 0, "temperature": 1, "prev_week_sales": 3, "store_size": 9},
+            "category is missing",
+        ),
+        (
+            {"store": "new-1", "price": 1.0, "display": 0, "temperature": 1, "store_size": 9, "category": "soup"},
+            "prev_week_sales is missing",
+        ),
+        (
+            {
+                "store": "new-1",
+                "price": 1.0,
+                "display": 0,
+                "temperature": 1,
+                "store_size": 9,
+                "category": True,
+                "prev_week_sales": 3,
+            },
+            "category must be text",
+        ),
+        (
+            {"store": "aalborg-01", "price": 1.0, "display": 0, "temperature": 1, "date": "soon"},
+            "date must be an ISO date",
+        ),
+    ],
+)
 def test_a_request_without_what_the_model_reads_is_a_400_naming_it(served, body, named):
     answer = served.post("/predict", json={"instances": [body]})
     assert answer.status_code == 400 and named in answer.get_json()["error"], answer.get_json()
@@ -249,13 +333,30 @@ def test_a_history_model_of_the_three_inputs_answers_the_quick_starts_one_row(tm
     from service.app import create_app
 
     models = str(tmp_path / "models")
-    done = invoke(runner, "train", "--data", str(DEFAULT_CSV), "--preset", "log-large-batch", "--epochs", "20",
-                  "--patience", "0", "--history", "--calendar", "--model-dir", models, "--device", "cpu")
+    done = invoke(
+        runner,
+        "train",
+        "--data",
+        str(DEFAULT_CSV),
+        "--preset",
+        "log-large-batch",
+        "--epochs",
+        "20",
+        "--patience",
+        "0",
+        "--history",
+        "--calendar",
+        "--model-dir",
+        models,
+        "--device",
+        "cpu",
+    )
     assert done.exit_code == 0, done.output
     client = create_app({"MODEL_DIR": models, "RELOAD_INTERVAL": 0}).test_client()
     assert client.get("/readyz").status_code == 200
-    answer = client.post("/predict", json={"prev_week_sales": 76440, "discount_fraction": 63,
-                                           "weeks_to_next_holidays": 2})
+    answer = client.post(
+        "/predict", json={"prev_week_sales": 76440, "discount_fraction": 63, "weeks_to_next_holidays": 2}
+    )
     assert answer.status_code == 200, answer.get_json()
     prediction = answer.get_json()["predictions"][0]
     assert prediction["units_sold"] > 0 and prediction["filled"] == [*HISTORY, "year_cycle_sin", "year_cycle_cos"]

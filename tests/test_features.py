@@ -1,4 +1,5 @@
 """The feature spec: history, calendar and declared covariates, computed alike in every path."""
+
 import json
 
 import numpy as np
@@ -6,8 +7,18 @@ import pytest
 
 from pipeline.data import load_file
 from pipeline.errors import DataError
-from pipeline.features import (CHAPTER, HISTORY, HISTORY_LAGS, ROLLING_MEANS, WINDOW_WEEKS, FeatureSpec, SeriesWeeks,
-                               calendar_columns, feature_matrix, history_columns)
+from pipeline.features import (
+    CHAPTER,
+    HISTORY,
+    HISTORY_LAGS,
+    ROLLING_MEANS,
+    WINDOW_WEEKS,
+    FeatureSpec,
+    SeriesWeeks,
+    calendar_columns,
+    feature_matrix,
+    history_columns,
+)
 from pipeline.schema import FEATURES, SERIES_COLUMN, TIME_COLUMN
 
 from .conftest import DEFAULT_CSV, FAST, invoke
@@ -20,10 +31,13 @@ def weekly_rows(series=("a", "b"), weeks=70, seed=0, start="2023-01-02"):
     rng = np.random.default_rng(seed)
     week = np.repeat(np.datetime64(start) + 7 * np.arange(weeks), len(series)).astype("datetime64[D]")
     names = np.tile(np.array(series), weeks)
-    return {TIME_COLUMN: week, SERIES_COLUMN: names,
-            "discount_fraction": rng.integers(0, 60, len(week)).astype(float),
-            "weeks_to_next_holidays": rng.integers(0, 10, len(week)).astype(float),
-            "units_sold": rng.integers(100, 1000, len(week)).astype(float)}
+    return {
+        TIME_COLUMN: week,
+        SERIES_COLUMN: names,
+        "discount_fraction": rng.integers(0, 60, len(week)).astype(float),
+        "weeks_to_next_holidays": rng.integers(0, 10, len(week)).astype(float),
+        "units_sold": rng.integers(100, 1000, len(week)).astype(float),
+    }
 
 
 def test_the_chapter_spec_is_the_three_inputs():
@@ -89,7 +103,7 @@ def test_a_window_built_week_by_week_gives_the_training_rows_features():
         for t in (1, 5, 30, 79):
             window = np.full(WINDOW_WEEKS, np.nan)
             past = sales[own[:t]][-WINDOW_WEEKS:]
-            window[WINDOW_WEEKS - len(past):] = past
+            window[WINDOW_WEEKS - len(past) :] = past
             history, _ = history_columns(window[None, :])
             np.testing.assert_array_equal(history[0], X[own[t], history_at])
 
@@ -124,15 +138,28 @@ def retailer_file(tmp_path, **changes):
     rng = np.random.default_rng(1)
     columns = weekly_rows(series=("s1", "s2", "s3"), weeks=60)
     n = len(columns[TIME_COLUMN])
-    table = {"date": columns[TIME_COLUMN], "store": columns[SERIES_COLUMN], "sales": columns["units_sold"],
-             "price": np.round(rng.uniform(1, 3, n), 2), "temperature": np.round(rng.normal(10, 8, n), 1),
-             "store_size": np.repeat([[100.0, 250.0, 400.0]], 60, axis=0).ravel(), "colour": ["red"] * n}
+    table = {
+        "date": columns[TIME_COLUMN],
+        "store": columns[SERIES_COLUMN],
+        "sales": columns["units_sold"],
+        "price": np.round(rng.uniform(1, 3, n), 2),
+        "temperature": np.round(rng.normal(10, 8, n), 1),
+        "store_size": np.repeat([[100.0, 250.0, 400.0]], 60, axis=0).ravel(),
+        "colour": ["red"] * n,
+    }
     table.update(changes)
     return write_table(tmp_path / "retailer.csv", table)
 
 
-RETAILER = FeatureSpec(known=("price", "temperature"), static=("store_size",), history=True, calendar=True,
-                       series_column="store", week_column="date", target_column="sales")
+RETAILER = FeatureSpec(
+    known=("price", "temperature"),
+    static=("store_size",),
+    history=True,
+    calendar=True,
+    series_column="store",
+    week_column="date",
+    target_column="sales",
+)
 
 
 def test_a_retailers_file_is_read_by_its_own_names_and_unread_columns_are_named(tmp_path):
@@ -147,8 +174,12 @@ def test_a_retailers_file_is_read_by_its_own_names_and_unread_columns_are_named(
 
 def test_a_missing_or_bad_declared_column_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="missing required column.*humidity"):
-        load_file(retailer_file(tmp_path), spec=FeatureSpec(known=("humidity",), history=True, series_column="store",
-                                                             week_column="date", target_column="sales"))
+        load_file(
+            retailer_file(tmp_path),
+            spec=FeatureSpec(
+                known=("humidity",), history=True, series_column="store", week_column="date", target_column="sales"
+            ),
+        )
     path = retailer_file(tmp_path, price=["cheap"] + [1.5] * 179)
     with pytest.raises(DataError, match=r"line 2.*price.*must be a number"):
         load_file(path, spec=RETAILER)
@@ -165,8 +196,14 @@ def test_a_static_column_of_text_is_a_category_of_one_column_per_value(tmp_path)
     """A category becomes one column per value training saw; scoring keeps those values, and a value
     never seen is all zeros and flagged; a category that changes within a series is refused."""
     kinds = np.repeat([["bread", "soup", "bread"]], 60, axis=0).ravel()
-    spec = FeatureSpec(known=("price",), static=("store_size", "kind"), history=True, series_column="store",
-                       week_column="date", target_column="sales")
+    spec = FeatureSpec(
+        known=("price",),
+        static=("store_size", "kind"),
+        history=True,
+        series_column="store",
+        week_column="date",
+        target_column="sales",
+    )
     warnings = []
     data = load_file(retailer_file(tmp_path, kind=kinds), warn=warnings.append, spec=spec)
     assert data.spec.vocabulary("kind") == ("bread", "soup") and any("kind" in w and "categor" in w for w in warnings)
@@ -205,10 +242,34 @@ def test_a_three_input_file_reads_as_before():
 @pytest.mark.slow
 def test_train_with_history_calendar_and_covariates_publishes_the_spec_and_the_tails(tmp_path, runner):
     path = retailer_file(tmp_path)
-    done = invoke(runner, "train", "--data", str(path), "--preset", "raw-small-full", "--epochs", str(FAST["epochs"]),
-                  "--patience", "0", "--history", "--calendar", "--known", "price,temperature", "--static",
-                  "store_size", "--series-column", "store", "--week-column", "date", "--target-column", "sales",
-                  "--model-dir", str(tmp_path / "models"), "--device", "cpu")
+    done = invoke(
+        runner,
+        "train",
+        "--data",
+        str(path),
+        "--preset",
+        "raw-small-full",
+        "--epochs",
+        str(FAST["epochs"]),
+        "--patience",
+        "0",
+        "--history",
+        "--calendar",
+        "--known",
+        "price,temperature",
+        "--static",
+        "store_size",
+        "--series-column",
+        "store",
+        "--week-column",
+        "date",
+        "--target-column",
+        "sales",
+        "--model-dir",
+        str(tmp_path / "models"),
+        "--device",
+        "cpu",
+    )
     assert done.exit_code == 0, done.output
     assert "colour" in done.output  # the unread column, named
     version = (tmp_path / "models" / "champion").read_text().strip()
@@ -266,8 +327,24 @@ def test_demand_predict_scores_the_weeks_after_training_from_the_stored_tails(tm
 
     history, new = split_file(tmp_path)
     models = str(tmp_path / "models")
-    done = invoke(runner, "train", "--data", str(history), "--preset", "log-large-batch", "--epochs", "40",
-                  "--patience", "0", "--history", "--calendar", "--model-dir", models, "--device", "cpu")
+    done = invoke(
+        runner,
+        "train",
+        "--data",
+        str(history),
+        "--preset",
+        "log-large-batch",
+        "--epochs",
+        "40",
+        "--patience",
+        "0",
+        "--history",
+        "--calendar",
+        "--model-dir",
+        models,
+        "--device",
+        "cpu",
+    )
     assert done.exit_code == 0, done.output
     output = tmp_path / "forecasts.csv"
     done = invoke(runner, "predict", "--input", str(new), "--output", str(output), "--model-dir", models)
@@ -276,7 +353,9 @@ def test_demand_predict_scores_the_weeks_after_training_from_the_stored_tails(tm
     assert len(rows) == len(new.read_text().splitlines()) - 1 and all(r["filled_features"] == "" for r in rows)
     bundle = Bundle.load(Registry(models))
     whole = load_file(DEFAULT_CSV, spec=bundle.spec)
-    expected = dict(zip(zip(whole.series, whole.week.astype(str)), bundle.forecast(whole.X, series=whole.series)["units_sold"]))
+    expected = dict(
+        zip(zip(whole.series, whole.week.astype(str)), bundle.forecast(whole.X, series=whole.series)["units_sold"])
+    )
     for row in rows:
         assert float(row["forecast_units_sold"]) == pytest.approx(float(expected[row["series"], row["week"]]), rel=1e-5)
 
@@ -292,7 +371,9 @@ def test_a_folder_of_weekly_files_is_featured_as_one_history(tmp_path):
     folder = tmp_path / "weeks"
     folder.mkdir()
     for week in sorted({r.split(",")[week_at] for r in rows}):
-        (folder / f"{week}.csv").write_text("\n".join([header] + [r for r in rows if r.split(",")[week_at] == week]) + "\n")
+        (folder / f"{week}.csv").write_text(
+            "\n".join([header] + [r for r in rows if r.split(",")[week_at] == week]) + "\n"
+        )
     together = load_sources([folder], spec=HISTORY_SPEC)
     whole = load_file(DEFAULT_CSV, spec=HISTORY_SPEC)
     order = np.lexsort((together.series, together.week))
@@ -316,8 +397,22 @@ def test_a_plain_sales_history_reads_history_and_calendar_by_default(tmp_path, r
         writer.writeheader()
         writer.writerows(rows)
     models = tmp_path / "models"
-    done = invoke(runner, "train", "--data", str(path), "--preset", "log-large-batch", "--epochs", "3", "--patience",
-                  "0", "--model-dir", str(models), "--device", "cpu")
+    done = invoke(
+        runner,
+        "train",
+        "--data",
+        str(path),
+        "--preset",
+        "log-large-batch",
+        "--epochs",
+        "3",
+        "--patience",
+        "0",
+        "--model-dir",
+        str(models),
+        "--device",
+        "cpu",
+    )
     assert done.exit_code == 0, done.output
     card = json.loads(next((models / "versions").iterdir()).joinpath("card.json").read_text())
     reads_history = not with_last_week

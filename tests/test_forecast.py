@@ -1,5 +1,6 @@
 """Forecasts several weeks ahead: the calibration, POST /forecast against a
 real gunicorn, `levels` on /predict, and the offline `demand forecast`."""
+
 import csv
 import json
 
@@ -14,12 +15,21 @@ from service.testing import running_service
 
 from .conftest import INSTANCE, invoke
 
-PLAN = {"series": [
-    {"id": "store-7", "prev_week_sales": 41512,
-     "weeks": [{"discount_fraction": 50, "weeks_to_next_holidays": 3}, {"discount_fraction": 0, "weeks_to_next_holidays": 2},
-               {"discount_fraction": 10, "weeks_to_next_holidays": 1}]},
-    {"id": "store-9", "prev_week_sales": 76440, "weeks": [{"discount_fraction": 63, "weeks_to_next_holidays": 2}]},
-], "levels": [0.8, 0.95]}
+PLAN = {
+    "series": [
+        {
+            "id": "store-7",
+            "prev_week_sales": 41512,
+            "weeks": [
+                {"discount_fraction": 50, "weeks_to_next_holidays": 3},
+                {"discount_fraction": 0, "weeks_to_next_holidays": 2},
+                {"discount_fraction": 10, "weeks_to_next_holidays": 1},
+            ],
+        },
+        {"id": "store-9", "prev_week_sales": 76440, "weeks": [{"discount_fraction": 63, "weeks_to_next_holidays": 2}]},
+    ],
+    "levels": [0.8, 0.95],
+}
 
 
 # ---------------------------------------------------------------- calibration
@@ -56,7 +66,8 @@ def test_calibrated_intervals_nest_and_never_narrow_with_the_step():
             assert w80 >= half_width(calibration, step - 1, 0.8)[0]
     # any level between two of the grid is interpolated; the grid's own are exact
     assert half_width(calibration, 1, 0.805)[0] == pytest.approx(
-        np.mean([half_width(calibration, 1, 0.80)[0], half_width(calibration, 1, 0.81)[0]]))
+        np.mean([half_width(calibration, 1, 0.80)[0], half_width(calibration, 1, 0.81)[0]])
+    )
     assert len(calibration["levels"]) == len(LEVELS) == 50
 
 
@@ -86,8 +97,9 @@ def test_step_two_is_predict_fed_step_one(server):
     weeks = answer["series"][0]["weeks"]
     assert [w["step"] for w in weeks] == [1, 2, 3] and answer["model_version"] == "v1"
     first = {"prev_week_sales": 41512, **PLAN["series"][0]["weeks"][0]}
-    predict = lambda instance: requests.post(server.url + "/predict", json={"instances": [instance]}, headers=AUTH,
-                                             timeout=10).json()["predictions"][0]["units_sold"]
+    predict = lambda instance: requests.post(  # noqa: E731
+        server.url + "/predict", json={"instances": [instance]}, headers=AUTH, timeout=10
+    ).json()["predictions"][0]["units_sold"]
     assert weeks[0]["units_sold"] == pytest.approx(predict(first), rel=1e-6)
     second = {"prev_week_sales": weeks[0]["units_sold"], **PLAN["series"][0]["weeks"][1]}
     assert weeks[1]["units_sold"] == pytest.approx(predict(second), rel=1e-5)
@@ -97,9 +109,19 @@ def test_step_two_is_predict_fed_step_one(server):
 
 
 def test_intervals_nest_and_widen_or_stay_level_with_the_step(server):
-    weeks = ask(server, {"series": [{"id": "a", "prev_week_sales": 40000,
-                                     "weeks": [{"discount_fraction": 10, "weeks_to_next_holidays": 4}] * 20}],
-                         "levels": [0.8, 0.95]}).json()["series"][0]["weeks"]
+    weeks = ask(
+        server,
+        {
+            "series": [
+                {
+                    "id": "a",
+                    "prev_week_sales": 40000,
+                    "weeks": [{"discount_fraction": 10, "weeks_to_next_holidays": 4}] * 20,
+                }
+            ],
+            "levels": [0.8, 0.95],
+        },
+    ).json()["series"][0]["weeks"]
     previous = None
     for week in weeks:
         (low80, high80), (low95, high95) = week["intervals"]["0.8"], week["intervals"]["0.95"]
@@ -112,10 +134,16 @@ def test_intervals_nest_and_widen_or_stay_level_with_the_step(server):
 
 def test_weeks_outside_the_training_range_are_counted_as_for_predict(server):
     before = server.metric("demand_extrapolated_rows_total")
-    plan = {"series": [{"id": "far", "prev_week_sales": 40000,
-                        "weeks": [{"discount_fraction": 10, "weeks_to_next_holidays": 500}] * 3},
-                       {"id": "near", "prev_week_sales": 40000,
-                        "weeks": [{"discount_fraction": 10, "weeks_to_next_holidays": 2}]}]}
+    plan = {
+        "series": [
+            {
+                "id": "far",
+                "prev_week_sales": 40000,
+                "weeks": [{"discount_fraction": 10, "weeks_to_next_holidays": 500}] * 3,
+            },
+            {"id": "near", "prev_week_sales": 40000, "weeks": [{"discount_fraction": 10, "weeks_to_next_holidays": 2}]},
+        ]
+    }
     weeks = [week for series in ask(server, plan).json()["series"] for week in series["weeks"]]
     flagged = sum(bool(week["extrapolated"]) for week in weeks)
     assert flagged >= 3 and server.metric("demand_extrapolated_rows_total") == before + flagged
@@ -124,35 +152,71 @@ def test_weeks_outside_the_training_range_are_counted_as_for_predict(server):
 def test_weeks_past_the_calibration_say_so(server, published):
     card = Registry(published).card("v1")
     calibrated = len(card["calibration"]["steps"])
-    answer = ask(server, {"series": [{"id": "a", "prev_week_sales": 40000,
-                                      "weeks": [{"discount_fraction": 0, "weeks_to_next_holidays": 4}] * (calibrated + 2)}]}).json()
+    answer = ask(
+        server,
+        {
+            "series": [
+                {
+                    "id": "a",
+                    "prev_week_sales": 40000,
+                    "weeks": [{"discount_fraction": 0, "weeks_to_next_holidays": 4}] * (calibrated + 2),
+                }
+            ]
+        },
+    ).json()
     assert answer["levels"] == [0.8, 0.95]  # the default
     assert f"use the interval of week {calibrated}" in answer["notes"][0]
     weeks = answer["series"][0]["weeks"]
     assert weeks[-1]["intervals"]["0.95"] != weeks[0]["intervals"]["0.95"]
 
 
-@pytest.mark.parametrize("change, status, message", [
-    (lambda b: b["series"][1]["weeks"].__setitem__(0, {"discount_fraction": 130, "weeks_to_next_holidays": 2}), 400,
-     "series[1].weeks[0].discount_fraction must be <= 100 percent, got 130"),
-    (lambda b: b["series"][0]["weeks"][2].pop("weeks_to_next_holidays"), 400, "series[0].weeks[2].weeks_to_next_holidays is missing"),
-    (lambda b: b["series"][0].__setitem__("prev_week_sales", -1), 400, "series[0].prev_week_sales must be >= 0"),
-    (lambda b: b["series"][0]["weeks"][1].__setitem__("discount_fraction", True), 400, "series[0].weeks[1].discount_fraction must be a number"),
-    (lambda b: b["series"][1].__setitem__("id", "store-7"), 400, "ids must differ"),
-    (lambda b: b["series"][1].__setitem__("id", "x" * 201), 400, "series[1].id must be a string of 1 to 200"),
-    (lambda b: b["series"][1].__setitem__("id", 7), 400, "series[1].id must be a string"),
-    (lambda b: b.__setitem__("levels", [0.3]), 400, "levels[0] must be a number between 0.5 and 0.99"),
-    (lambda b: b.__setitem__("levels", [0.8, 0.8]), 400, "levels names a level twice"),
-    (lambda b: b.__setitem__("level", [0.5]), 400, "'level' is not a key of a plan; it takes series, levels"),
-    (lambda b: b.__setitem__("series", []), 400, "'series' must be a non-empty list"),
-    (lambda b: b["series"][0].__setitem__("weeks", b["series"][0]["weeks"] * 18), 413, "DEMAND_MAX_HORIZON"),
-    (lambda b: b.__setitem__("series", [{**b["series"][1], "id": str(i)} for i in range(3001)]), 413, "DEMAND_MAX_ROWS"),
-    (lambda b: b.__setitem__("series", [{**b["series"][0], "id": str(i)} for i in range(1001)]), 413,
-     "3003 series x weeks is more than the limit of 3000 per request (DEMAND_MAX_ROWS)"),
-    (lambda b: b.update(series=[{**b["series"][0], "id": str(i)} for i in range(201)], levels=[0.5, 0.6, 0.7, 0.8, 0.9,
-                                                                                              0.95, 0.99, 0.55, 0.65, 0.75]),
-     413, "603 forecasts at 10 levels are 6030 intervals, more than the limit of 6000 per request"),
-])
+@pytest.mark.parametrize(
+    "change, status, message",
+    [
+        (
+            lambda b: b["series"][1]["weeks"].__setitem__(0, {"discount_fraction": 130, "weeks_to_next_holidays": 2}),
+            400,
+            "series[1].weeks[0].discount_fraction must be <= 100 percent, got 130",
+        ),
+        (
+            lambda b: b["series"][0]["weeks"][2].pop("weeks_to_next_holidays"),
+            400,
+            "series[0].weeks[2].weeks_to_next_holidays is missing",
+        ),
+        (lambda b: b["series"][0].__setitem__("prev_week_sales", -1), 400, "series[0].prev_week_sales must be >= 0"),
+        (
+            lambda b: b["series"][0]["weeks"][1].__setitem__("discount_fraction", True),
+            400,
+            "series[0].weeks[1].discount_fraction must be a number",
+        ),
+        (lambda b: b["series"][1].__setitem__("id", "store-7"), 400, "ids must differ"),
+        (lambda b: b["series"][1].__setitem__("id", "x" * 201), 400, "series[1].id must be a string of 1 to 200"),
+        (lambda b: b["series"][1].__setitem__("id", 7), 400, "series[1].id must be a string"),
+        (lambda b: b.__setitem__("levels", [0.3]), 400, "levels[0] must be a number between 0.5 and 0.99"),
+        (lambda b: b.__setitem__("levels", [0.8, 0.8]), 400, "levels names a level twice"),
+        (lambda b: b.__setitem__("level", [0.5]), 400, "'level' is not a key of a plan; it takes series, levels"),
+        (lambda b: b.__setitem__("series", []), 400, "'series' must be a non-empty list"),
+        (lambda b: b["series"][0].__setitem__("weeks", b["series"][0]["weeks"] * 18), 413, "DEMAND_MAX_HORIZON"),
+        (
+            lambda b: b.__setitem__("series", [{**b["series"][1], "id": str(i)} for i in range(3001)]),
+            413,
+            "DEMAND_MAX_ROWS",
+        ),
+        (
+            lambda b: b.__setitem__("series", [{**b["series"][0], "id": str(i)} for i in range(1001)]),
+            413,
+            "3003 series x weeks is more than the limit of 3000 per request (DEMAND_MAX_ROWS)",
+        ),
+        (
+            lambda b: b.update(
+                series=[{**b["series"][0], "id": str(i)} for i in range(201)],
+                levels=[0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.55, 0.65, 0.75],
+            ),
+            413,
+            "603 forecasts at 10 levels are 6030 intervals, more than the limit of 6000 per request",
+        ),
+    ],
+)
 def test_every_bad_plan_gets_its_status_and_names_the_field(server, change, status, message):
     body = json.loads(json.dumps(PLAN))
     change(body)
@@ -168,8 +232,9 @@ def test_forecast_follows_the_token_rules(server):
 
 def test_predict_levels_and_an_unchanged_answer_without_them(server):
     plain = requests.post(server.url + "/predict", json={"instances": [INSTANCE]}, headers=AUTH, timeout=10)
-    with_levels = requests.post(server.url + "/predict", json={"instances": [INSTANCE], "levels": [0.5, 0.9]},
-                                headers=AUTH, timeout=10).json()
+    with_levels = requests.post(
+        server.url + "/predict", json={"instances": [INSTANCE], "levels": [0.5, 0.9]}, headers=AUTH, timeout=10
+    ).json()
     assert set(plain.json()["predictions"][0]) == {"units_sold", "units_sold_normalized", "interval", "extrapolated"}
     prediction = with_levels["predictions"][0]
     (low50, high50), (low90, high90) = prediction["intervals"]["0.5"], prediction["intervals"]["0.9"]
@@ -187,11 +252,28 @@ def test_the_offline_cli_agrees_with_the_http_answer(server, published, tmp_path
         writer.writerow(["series", "week", "prev_week_sales", "discount_fraction", "weeks_to_next_holidays"])
         for item in PLAN["series"]:
             for h, week in enumerate(item["weeks"]):
-                writer.writerow([item["id"], f"2026-01-{5 + 7 * h:02d}", item["prev_week_sales"] if h == 0 else "",
-                                 week["discount_fraction"], week["weeks_to_next_holidays"]])
+                writer.writerow(
+                    [
+                        item["id"],
+                        f"2026-01-{5 + 7 * h:02d}",
+                        item["prev_week_sales"] if h == 0 else "",
+                        week["discount_fraction"],
+                        week["weeks_to_next_holidays"],
+                    ]
+                )
     out = tmp_path / "out.csv"
-    result = invoke(runner, "forecast", "--plan", str(plan), "--output", str(out), "--levels", "0.8,0.95",
-                    "--model-dir", str(published))
+    result = invoke(
+        runner,
+        "forecast",
+        "--plan",
+        str(plan),
+        "--output",
+        str(out),
+        "--levels",
+        "0.8,0.95",
+        "--model-dir",
+        str(published),
+    )
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(out.open()))
     answer = ask(server, PLAN).json()
@@ -210,9 +292,13 @@ def test_the_offline_cli_agrees_with_the_http_answer(server, published, tmp_path
 
 def test_a_bad_plan_file_names_line_and_column(runner, tmp_path, published):
     plan = tmp_path / "plan.csv"
-    plan.write_text("series,week,prev_week_sales,discount_fraction,weeks_to_next_holidays\n"
-                    "a,2026-01-05,100,130,2\nb,2026-01-05,,10,2\n")
-    result = invoke(runner, "forecast", "--plan", str(plan), "--output", str(tmp_path / "o.csv"), "--model-dir", str(published))
+    plan.write_text(
+        "series,week,prev_week_sales,discount_fraction,weeks_to_next_holidays\n"
+        "a,2026-01-05,100,130,2\nb,2026-01-05,,10,2\n"
+    )
+    result = invoke(
+        runner, "forecast", "--plan", str(plan), "--output", str(tmp_path / "o.csv"), "--model-dir", str(published)
+    )
     assert result.exit_code == 1
     assert "line 2, column 'discount_fraction': must be <= 100 percent, got 130" in result.output
     assert "line 3, column 'prev_week_sales': series 'b' starts in week 2026-01-05" in result.output
@@ -222,14 +308,22 @@ def test_a_plan_whose_weeks_skip_or_that_gives_sales_later_is_refused(runner, tm
     """Each week's forecast is the next week's prev_week_sales: a gap would be
     forecast as the next week, and sales given later would be ignored."""
     plan = tmp_path / "plan.csv"
-    plan.write_text("series,week,prev_week_sales,discount_fraction,weeks_to_next_holidays\n"
-                    "a,2024-01-01,100,10,2\na,2024-01-08,,10,1\na,2024-03-04,,10,0\n"
-                    "b,2024-01-01,100,10,2\nb,2024-01-08,,10,1\nb,2024-01-15,999999,10,0\n")
-    result = invoke(runner, "forecast", "--plan", str(plan), "--output", str(tmp_path / "o.csv"), "--model-dir", str(published))
+    plan.write_text(
+        "series,week,prev_week_sales,discount_fraction,weeks_to_next_holidays\n"
+        "a,2024-01-01,100,10,2\na,2024-01-08,,10,1\na,2024-03-04,,10,0\n"
+        "b,2024-01-01,100,10,2\nb,2024-01-08,,10,1\nb,2024-01-15,999999,10,0\n"
+    )
+    result = invoke(
+        runner, "forecast", "--plan", str(plan), "--output", str(tmp_path / "o.csv"), "--model-dir", str(published)
+    )
     assert result.exit_code == 1 and not (tmp_path / "o.csv").exists()
-    assert "line 4: series 'a' goes from week 2024-01-08 to 2024-03-04; its weeks must follow one another" in result.output
-    assert ("line 7, column 'prev_week_sales': series 'b' gives it in week 2024-01-15, after its first; only the "
-            "first week takes it") in result.output
+    assert (
+        "line 4: series 'a' goes from week 2024-01-08 to 2024-03-04; its weeks must follow one another" in result.output
+    )
+    assert (
+        "line 7, column 'prev_week_sales': series 'b' gives it in week 2024-01-15, after its first; only the "
+        "first week takes it"
+    ) in result.output
 
 
 def test_an_output_that_cannot_be_written_is_a_clear_error(runner, tmp_path, published):
@@ -241,5 +335,10 @@ def test_an_output_that_cannot_be_written_is_a_clear_error(runner, tmp_path, pub
     assert f"{out}: cannot be written: No such file or directory" in result.output
     assert "Traceback" not in result.output
     written = tmp_path / "o.csv"
-    assert invoke(runner, "forecast", "--plan", str(plan), "--output", str(written), "--model-dir", str(published)).exit_code == 0
+    assert (
+        invoke(
+            runner, "forecast", "--plan", str(plan), "--output", str(written), "--model-dir", str(published)
+        ).exit_code
+        == 0
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.csv", "plan.csv"]  # written by renaming: no temporary left

@@ -31,8 +31,12 @@ def test_noise_has_mean_one_so_the_law_is_the_expected_value():
 
 
 def test_generation_is_deterministic_for_a_seed():
-    assert generate(GeneratorConfig(seed=5, series=2, weeks=20)) == generate(GeneratorConfig(seed=5, series=2, weeks=20))
-    assert generate(GeneratorConfig(seed=5, series=2, weeks=20)) != generate(GeneratorConfig(seed=6, series=2, weeks=20))
+    assert generate(GeneratorConfig(seed=5, series=2, weeks=20)) == generate(
+        GeneratorConfig(seed=5, series=2, weeks=20)
+    )
+    assert generate(GeneratorConfig(seed=5, series=2, weeks=20)) != generate(
+        GeneratorConfig(seed=6, series=2, weeks=20)
+    )
 
 
 def test_embedded_data_is_what_the_generator_writes(tmp_path):

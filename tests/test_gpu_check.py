@@ -6,6 +6,7 @@ back the very bytes, and a rehearsal (GPU_CHECK_REHEARSE=1, the GPU side on the
 CPU) must run every step, so that a GPU machine's few minutes are never spent on
 a script that broke since it last ran.
 """
+
 import os
 import re
 import shutil
@@ -23,20 +24,30 @@ MiB = 1 << 20
 
 
 def run_check(tmp_path, *args, path=None, **env):
-    environment = {**os.environ, "OUT": str(tmp_path / "out"), "GPU_CHECK_WORK": str(tmp_path / "work"),
-                   "GPU_PARTS_DIR": str(tmp_path / "parts"), **env}
+    environment = {
+        **os.environ,
+        "OUT": str(tmp_path / "out"),
+        "GPU_CHECK_WORK": str(tmp_path / "work"),
+        "GPU_PARTS_DIR": str(tmp_path / "parts"),
+        **env,
+    }
     if "GPU_CHECK_REHEARSE" not in env:
         environment.pop("GPU_CHECK_REHEARSE", None)  # a rehearsal only where a test asks for one
     if path is not None:
         environment["PATH"] = path
-    return subprocess.run(["bash", str(CHECK), *args], cwd=ROOT, env=environment, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        ["bash", str(CHECK), *args], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300
+    )
 
 
 def parts(*script_args, script):
     """Run `script` with bench/gpu_parts.sh sourced; $1... are script_args."""
-    return subprocess.run(["bash", "-c", f'source "{PARTS_LIB}"; {script}', "parts", *map(str, script_args)],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["bash", "-c", f'source "{PARTS_LIB}"; {script}', "parts", *map(str, script_args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def fake_nvidia_smi(tmp_path, status):
@@ -148,7 +159,11 @@ def test_calls_are_planned_in_order_within_what_one_call_carries(tmp_path):
     plan = parts(60 * MiB, *folders, script='gpu_plan_calls "$@"')
     assert plan.returncode == 0, plan.stderr
     calls = [line.split() for line in plan.stdout.splitlines()]
-    assert calls == [[str(tmp_path / "part1")], [str(tmp_path / "part2")], [str(tmp_path / "part3"), str(tmp_path / "wheels")]]
+    assert calls == [
+        [str(tmp_path / "part1")],
+        [str(tmp_path / "part2")],
+        [str(tmp_path / "part3"), str(tmp_path / "wheels")],
+    ]
     too_small = parts(50 * MiB, *folders, script='gpu_plan_calls "$@"')
     assert too_small.returncode != 0 and "larger than one call carries" in too_small.stderr
 
@@ -160,8 +175,15 @@ def test_a_rehearsal_runs_every_step_and_brings_back_at_most_8_files(tmp_path):
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     out = tmp_path / "out"
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["env.json", "log.txt", "ort.json", "service.json", "summary.txt", "train_cli.json",
-                     "train_epochs.json"]
+    assert files == [
+        "env.json",
+        "log.txt",
+        "ort.json",
+        "service.json",
+        "summary.txt",
+        "train_cli.json",
+        "train_epochs.json",
+    ]
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+", name) for name in files)  # what a remote run brings back
     summary = (out / "summary.txt").read_text()
     assert summary.startswith("GPU check: all checks passed") and "REHEARSAL" in summary

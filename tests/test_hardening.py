@@ -1,5 +1,6 @@
 """What a hostile or broken client, or a broken registry, can do to a real
 gunicorn on loopback: every loop here is bounded in time and count."""
+
 import json
 import logging
 import os
@@ -18,11 +19,11 @@ import requests
 
 from pipeline.errors import RegistryError
 from pipeline.registry import Registry
-
-from .conftest import INSTANCE
 from service.config import Settings
 from service.http_framing import COMPLETE, RequestScanner
 from service.testing import ROOT, running_service, wait_until
+
+from .conftest import INSTANCE
 
 pytestmark = pytest.mark.slow
 PREDICT_BODY = json.dumps(INSTANCE).encode()
@@ -107,7 +108,7 @@ def test_slow_clients_get_408_and_cannot_starve_the_service(published, tmp_path)
             if time.monotonic() - started >= sent and sent < len(header):
                 for sock in dribblers:
                     try:
-                        sock.send(header[sent:sent + 1])
+                        sock.send(header[sent : sent + 1])
                     except OSError:
                         pass  # closed by the server after its 408
                 sent += 1
@@ -145,8 +146,24 @@ def test_serve_on_a_port_in_use_exits_at_once_with_status_1(server, published):
         other.listen()
         for port in (taken, other.getsockname()[1]):
             began = time.monotonic()
-            result = subprocess.run([sys.executable, "-m", "pipeline", "serve", "--port", str(port), "--workers", "1",
-                                     "--model-dir", str(published)], capture_output=True, text=True, timeout=30, cwd=ROOT)
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pipeline",
+                    "serve",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    "1",
+                    "--model-dir",
+                    str(published),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                cwd=ROOT,
+            )
             assert result.returncode == 1
             assert "address already in use" in result.stderr
             assert time.monotonic() - began < 5
@@ -163,18 +180,32 @@ def test_no_listening_socket_is_shared_with_so_reuseport(server):
 # ---------------------------------------------------------------- memory
 
 
-@pytest.mark.parametrize("body, expected", [
-    pytest.param(b'{"instances":[' + b",".join([b"{}"] * 2_700_000) + b"]}", 413, id="2.7M empty objects (8 MB)"),
-    pytest.param(json.dumps({"instances": [{"prev_week_sales": 41512.125, "discount_fraction": 12.5,
-                                            "weeks_to_next_holidays": i % 30} for i in range(200_000)]}).encode(),
-                 200, id="200,000 rows, the row cap (15 MB)"),
-])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        pytest.param(b'{"instances":[' + b",".join([b"{}"] * 2_700_000) + b"]}", 413, id="2.7M empty objects (8 MB)"),
+        pytest.param(
+            json.dumps(
+                {
+                    "instances": [
+                        {"prev_week_sales": 41512.125, "discount_fraction": 12.5, "weeks_to_next_holidays": i % 30}
+                        for i in range(200_000)
+                    ]
+                }
+            ).encode(),
+            200,
+            id="200,000 rows, the row cap (15 MB)",
+        ),
+    ],
+)
 def test_a_request_within_the_caps_raises_a_worker_peak_rss_by_at_most_256_mb(published, tmp_path, body, expected):
     with running_service(published, tmp_path, workers=1) as server:
         server.post("/predict", json=INSTANCE)
         (pid,) = worker_pids(server)
         before = peak_rss_mb(pid)
-        response = requests.post(server.url + "/predict", data=body, headers={"Content-Type": "application/json"}, timeout=60)
+        response = requests.post(
+            server.url + "/predict", data=body, headers={"Content-Type": "application/json"}, timeout=60
+        )
         assert response.status_code == expected, response.text[:200]
         assert peak_rss_mb(pid) - before <= 256
 
@@ -247,8 +278,12 @@ def test_a_champion_whose_folder_appears_later_is_picked_up(tmp_path, own_regist
 def test_no_registry_path_in_answers_to_clients(tmp_path):
     empty = tmp_path / "secret-registry-location"
     with running_service(empty, tmp_path, wait_ready=False) as server:
-        for answer in (server.get("/healthz"), server.get("/readyz"), server.post("/predict", json=INSTANCE),
-                       server.get("/v2/health/ready")):
+        for answer in (
+            server.get("/healthz"),
+            server.get("/readyz"),
+            server.post("/predict", json=INSTANCE),
+            server.get("/v2/health/ready"),
+        ):
             assert "secret-registry-location" not in answer.text and str(tmp_path) not in answer.text
         assert server.get("/readyz").status_code == 503
 
@@ -257,25 +292,35 @@ def test_no_registry_path_in_answers_to_clients(tmp_path):
 
 
 def test_hostile_v2_ids_get_400(server):
-    deep = {"id": json.loads("[" * 254 + "]" * 254), "inputs": [{"name": "features", "datatype": "FP32",
-                                                                  "shape": [1, 3], "data": [1, 2, 3]}]}
+    deep = {
+        "id": json.loads("[" * 254 + "]" * 254),
+        "inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}],
+    }
     response = server.post("/v2/models/demand/infer", json=deep)
     assert response.status_code == 400 and "'id' must be a string" in response.json()["error"]
-    huge = (b'{"id": 123456789012345678901234567890, "inputs": [{"name": "features", "datatype": "FP32",'
-            b' "shape": [1, 3], "data": [1, 2, NaN]}]}')
+    huge = (
+        b'{"id": 123456789012345678901234567890, "inputs": [{"name": "features", "datatype": "FP32",'
+        b' "shape": [1, 3], "data": [1, 2, NaN]}]}'
+    )
     response = server.post("/v2/models/demand/infer", data=huge, headers={"Content-Type": "application/json"})
     assert response.status_code == 400 and response.json()["error"]
 
 
-@pytest.mark.parametrize("chunks", [
-    b"zz\r\n{}\r\n0\r\n\r\n",
-    b"2;\x01\r\n{}\r\n0\r\n\r\n",  # gunicorn refuses such an extension: it was a 500 that kept the connection
-    b"2\r\n{}\r\n0\r\nContent-Length: 5\r\n\r\n",  # a field trailers may not carry
-    b"2\r\n{}\r\n0\r\nBad Name: 5\r\n\r\n",
-])
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        b"zz\r\n{}\r\n0\r\n\r\n",
+        b"2;\x01\r\n{}\r\n0\r\n\r\n",  # gunicorn refuses such an extension: it was a 500 that kept the connection
+        b"2\r\n{}\r\n0\r\nContent-Length: 5\r\n\r\n",  # a field trailers may not carry
+        b"2\r\n{}\r\n0\r\nBad Name: 5\r\n\r\n",
+    ],
+)
 def test_invalid_chunked_framing_gets_json_400_and_a_closed_connection(server, chunks):
-    answer = raw_exchange(server, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                                  b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = raw_exchange(
+        server,
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + chunks + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
     status, body = status_and_json(answer)
     assert status == 400 and "chunk" in body["error"] and b"Connection: close" in answer
     assert answer.count(b"HTTP/1.1 ") == 1  # nothing read past the bad body
@@ -283,28 +328,38 @@ def test_invalid_chunked_framing_gets_json_400_and_a_closed_connection(server, c
 
 def test_chunk_extensions_and_trailers_gunicorn_accepts_are_accepted(server):
     whole = json.dumps(INSTANCE).encode()
-    for chunked in (b"%x;a=b\r\n%s\r\n0\r\n\r\n", b"%x ;a=\"q\"\r\n%s\r\n0\r\nX-Checksum: abc\r\n\r\n"):
-        answer = raw_exchange(server, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                                      b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunked % (len(whole), whole))
+    for chunked in (b"%x;a=b\r\n%s\r\n0\r\n\r\n", b'%x ;a="q"\r\n%s\r\n0\r\nX-Checksum: abc\r\n\r\n'):
+        answer = raw_exchange(
+            server,
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunked % (len(whole), whole),
+        )
         assert answer.startswith(b"HTTP/1.1 200 OK"), answer[:300]
 
 
 def test_well_formed_chunked_bodies_still_work(server):
-    response = requests.post(server.url + "/predict", data=iter([PREDICT_BODY[:10], PREDICT_BODY[10:]]),
-                             headers={"Content-Type": "application/json"}, timeout=10)
+    response = requests.post(
+        server.url + "/predict",
+        data=iter([PREDICT_BODY[:10], PREDICT_BODY[10:]]),
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
     assert response.status_code == 200
 
 
-@pytest.mark.parametrize("request_bytes, expected", [
-    (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
-    (b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Many: 1\r\n" * 120 + b"\r\n", 431),
-    (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", 400),
-    (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431),
-    (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999999\r\n\r\n", 413),
-    (b"NOT A REQUEST\r\n\r\n", 400),
-    (b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc", 501),
-    (b"GET /healthz HTTP/1.1\nHost: x\n\n", 400),  # bare LF: at once, not a 408 after the client timeout
-])
+@pytest.mark.parametrize(
+    "request_bytes, expected",
+    [
+        (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Many: 1\r\n" * 120 + b"\r\n", 431),
+        (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", 400),
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431),
+        (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999999\r\n\r\n", 413),
+        (b"NOT A REQUEST\r\n\r\n", 400),
+        (b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc", 501),
+        (b"GET /healthz HTTP/1.1\nHost: x\n\n", 400),  # bare LF: at once, not a 408 after the client timeout
+    ],
+)
 def test_the_http_layer_answers_its_own_errors_in_json(server, request_bytes, expected):
     counted = f'demand_http_requests_total{{method="(none)",route="(none)",status="{expected}"}}'
     before = server.metric(counted)
@@ -328,19 +383,33 @@ def test_v2_duplicate_inputs_and_non_boolean_parameters_get_400(server):
         assert response.status_code == 400 and response.json()["error"], case
 
 
-@pytest.mark.parametrize("method, path", [("post", "/predict"), ("post", "/v1/models/demand:predict"),
-                                          ("post", "/v2/models/demand/infer"), ("get", "/healthz")])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("post", "/predict"),
+        ("post", "/v1/models/demand:predict"),
+        ("post", "/v2/models/demand/infer"),
+        ("get", "/healthz"),
+    ],
+)
 def test_an_unsupported_content_encoding_gets_415_on_every_route(server, method, path):
-    response = getattr(requests, method)(server.url + path, data=PREDICT_BODY, timeout=10,
-                                         headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    response = getattr(requests, method)(
+        server.url + path,
+        data=PREDICT_BODY,
+        timeout=10,
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
     assert response.status_code == 415 and "Content-Encoding" in response.json()["error"]
 
 
 def test_an_exception_on_the_fast_path_is_the_same_json_500_and_metric_as_in_flask(app, client, monkeypatch):
     def count_500():
         text = client.get("/metrics").get_data(as_text=True)
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("demand_http_requests_total{") and 'route="/predict"' in line and 'status="500"' in line)
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("demand_http_requests_total{") and 'route="/predict"' in line and 'status="500"' in line
+        )
 
     holder = app.config["MODEL_HOLDER"]
     monkeypatch.setattr(holder.bundle, "forecast", lambda *a: 1 / 0)
@@ -363,8 +432,11 @@ def test_clients_that_stop_reading_their_answer_hold_no_thread(published, tmp_pa
     its answers in under 1 s, because the event loop, not a thread, waits to
     send the rest. After DEMAND_CLIENT_TIMEOUT the connections are closed."""
     body = json.dumps({"instances": [INSTANCE] * 60_000}).encode()
-    request = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-               + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    request = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
     with running_service(published, tmp_path, client_timeout=8) as server:
         port = int(server.url.rsplit(":", 1)[1])
         stalled = []
@@ -394,8 +466,11 @@ def test_clients_that_never_close_after_connection_close_do_not_stall_the_event_
     lingering = []
     for _ in range(20):
         sock = socket.create_connection(("127.0.0.1", port))
-        sock.sendall(b"POST /predict HTTP/1.0\r\nContent-Type: application/json\r\n"
-                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        sock.sendall(
+            b"POST /predict HTTP/1.0\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
         lingering.append(sock)
     for sock in lingering:
         sock.settimeout(5)
@@ -408,6 +483,7 @@ def test_clients_that_never_close_after_connection_close_do_not_stall_the_event_
 
 
 # ---------------------------------------------------------------- a worker killed mid-answer
+
 
 class CountedSends:
     """A real socket that records what each call that sends was given."""
@@ -491,8 +567,9 @@ def test_a_head_and_a_body_larger_than_the_socket_takes_arrive_whole_and_in_orde
 @pytest.fixture
 def bare_worker(tmp_path):
     """The service's worker class and gunicorn config around tests/streaming_app.py."""
-    with running_service(tmp_path, tmp_path, workers=1, app="tests.streaming_app:app",
-                         is_ready=lambda s: s.get("/").ok) as s:
+    with running_service(
+        tmp_path, tmp_path, workers=1, app="tests.streaming_app:app", is_ready=lambda s: s.get("/").ok
+    ) as s:
         yield s
 
 
@@ -544,8 +621,14 @@ def test_a_small_request_is_answered_on_the_event_loop_and_a_large_one_on_a_requ
 
 
 def test_with_inline_requests_off_every_request_goes_to_a_request_thread(tmp_path):
-    with running_service(tmp_path, tmp_path, workers=1, app="tests.streaming_app:app", inline_request_bytes=0,
-                         is_ready=lambda s: s.get("/").ok) as s:
+    with running_service(
+        tmp_path,
+        tmp_path,
+        workers=1,
+        app="tests.streaming_app:app",
+        inline_request_bytes=0,
+        is_ready=lambda s: s.get("/").ok,
+    ) as s:
         assert requests.post(s.url + "/thread", data=b"x", timeout=5).text == "request thread "
 
 
@@ -564,13 +647,16 @@ def test_a_long_pipeline_of_small_requests_is_answered_whole_and_in_order(bare_w
     assert "RecursionError" not in bare_worker.log()
 
 
-@pytest.mark.parametrize("request_bytes, framed", [
-    (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", True),
-    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok", True),
-    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", True),
-    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +2\r\n\r\nok", False),  # gunicorn refuses it
-    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok", False),
-])
+@pytest.mark.parametrize(
+    "request_bytes, framed",
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", True),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok", True),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", True),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +2\r\n\r\nok", False),  # gunicorn refuses it
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok", False),
+    ],
+)
 def test_only_a_request_the_loop_framed_itself_can_be_answered_on_it(request_bytes, framed):
     scanner = RequestScanner(max_body=1 << 20)
     assert scanner.feed(bytearray(request_bytes)) == COMPLETE
@@ -581,22 +667,28 @@ def test_a_request_after_one_empty_line_is_still_read_whole_by_the_event_loop(pu
     """gunicorn skips one CRLF before the request line; so does the loop's framing,
     so such a client cannot hold a request thread with a half-sent body."""
     with running_service(published, tmp_path, client_timeout=1) as server:
-        answer = raw_exchange(server, b"\r\nPOST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                                      b"Content-Length: 100\r\n\r\n{", wait=5)
+        answer = raw_exchange(
+            server,
+            b"\r\nPOST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+            wait=5,
+        )
         assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
         whole = json.dumps(INSTANCE).encode()
-        answer = raw_exchange(server, b"\r\nPOST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                                      b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(whole), whole))
+        answer = raw_exchange(
+            server,
+            b"\r\nPOST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(whole), whole),
+        )
         assert answer.startswith(b"HTTP/1.1 200 OK"), answer[:200]
         assert "Traceback" not in server.log()
 
 
 def stopped_worker(listener):
     """A Worker as gunicorn's loop leaves it, with one real listener, for its shutdown steps alone."""
-    from gunicorn.workers.gthread import PollableMethodQueue
-    from service.worker import Worker
-
     from gunicorn.config import Config
+    from gunicorn.workers.gthread import PollableMethodQueue
+
+    from service.worker import Worker
 
     worker = Worker.__new__(Worker)
     worker.alive, worker._accepting, worker.sockets, worker.cfg = True, False, [listener], Config()
@@ -700,8 +792,10 @@ def test_connections_waiting_when_a_worker_stops_are_answered_not_reset(publishe
     certain: the worker is paused while clients connect and send, then told to
     stop."""
     body = json.dumps(INSTANCE).encode()
-    request = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
-               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    request = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
     with running_service(published, tmp_path, workers=1, reuse_port=1) as server:
         port, (worker,) = int(server.url.rsplit(":", 1)[1]), worker_pids(server)
         os.kill(worker, signal.SIGSTOP)
@@ -731,8 +825,10 @@ def test_sigterm_while_small_requests_arrive_stops_every_worker_cleanly(publishe
     of its loop may then meet a closed one (it exited 255 without draining), and
     taking the connections waiting on them must end though the clients connect again."""
     body = json.dumps(INSTANCE).encode()
-    request = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
-               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    request = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
     for attempt in range(3):
         (tmp_path / str(attempt)).mkdir()
         with running_service(published, tmp_path / str(attempt), workers=2, reuse_port=1) as server:

@@ -1,6 +1,7 @@
 """The Kubernetes manifests and the KServe InferenceService, checked offline:
 rendered by kubectl kustomize, validated against a pinned Kubernetes version
 and KServe's CRD schema, and held to the policies a cluster admin expects."""
+
 import json
 import shutil
 import subprocess
@@ -50,14 +51,24 @@ def pod_specs(objects):
 
 def test_every_object_is_valid_kubernetes_in_strict_mode(rendered, tmp_path):
     overlay, text, objects = rendered
-    assert {o["kind"] for o in objects} >= {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
-                                            "Job", "CronJob", "NetworkPolicy", "ConfigMap", "Secret",
-                                            "PersistentVolumeClaim"}
+    assert {o["kind"] for o in objects} >= {
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "Job",
+        "CronJob",
+        "NetworkPolicy",
+        "ConfigMap",
+        "Secret",
+        "PersistentVolumeClaim",
+    }
     path = tmp_path / f"{overlay}.yaml"
     path.write_text(text)
     validate = Path(sys.executable).parent / "kubernetes-validate"
-    result = subprocess.run([str(validate), "--strict", "-k", KUBERNETES_VERSION, "--quiet", str(path)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [str(validate), "--strict", "-k", KUBERNETES_VERSION, "--quiet", str(path)], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -93,11 +104,15 @@ def test_the_api_is_probed_drains_before_it_is_killed_and_spreads(rendered):
     assert pod["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
     mounts = {m["name"]: m for m in container["volumeMounts"]}
     assert mounts["models"]["readOnly"] is True
-    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v
+    }
     (pvc,) = by_kind(objects, "PersistentVolumeClaim", claims["models"])
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
     assert {ref.get("configMapRef", ref.get("secretRef"))["name"] for ref in container["envFrom"]} == {
-        "demand-settings", "demand-tokens"}
+        "demand-settings",
+        "demand-tokens",
+    }
     (policy,) = by_kind(objects, "NetworkPolicy")
     assert policy["spec"]["ingress"] == [{"ports": [{"port": int(settings["data"]["DEMAND_PORT"]), "protocol": "TCP"}]}]
     (pdb,) = by_kind(objects, "PodDisruptionBudget")
@@ -165,14 +180,18 @@ def test_the_inference_service_follows_kserves_crd(kserve_schema):
     assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["DEMAND_PORT"] == "8080"
-    claims = [v["persistentVolumeClaim"]["claimName"] for v in service["spec"]["predictor"]["volumes"]
-              if "persistentVolumeClaim" in v]
+    claims = [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in service["spec"]["predictor"]["volumes"]
+        if "persistentVolumeClaim" in v
+    ]
     assert claims == ["demand-models"]
 
 
 def test_the_kserve_check_catches_a_misspelt_field(kserve_schema):
     service = yaml.safe_load((ROOT / "deploy" / "kserve" / "inferenceservice.yaml").read_text())
     service["spec"]["predictor"]["containers"][0]["readinesProbe"] = service["spec"]["predictor"]["containers"][0].pop(
-        "readinessProbe")
+        "readinessProbe"
+    )
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(service, kserve_schema)

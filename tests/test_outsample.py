@@ -4,6 +4,7 @@ Each set differs in structure from `demand data generate`; its README says how.
 As a user would: the history goes to the same path as `demand train`, and the
 published model forecasts the 13 weeks that follow, one step ahead.
 """
+
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,13 @@ FOLLOWING_WEEKS = 13
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["additive", "stockouts", "trend_season", "small_series"])
 def test_the_default_beats_the_baselines_and_gradient_boosting_where_the_readme_says(name):
-    report = backtest(load_file(OUTSAMPLE / f"{name}.csv"), windows=1, horizon=FOLLOWING_WEEKS, preset="auto",
-                      overrides={"device": "cpu", "seed": 0})
+    report = backtest(
+        load_file(OUTSAMPLE / f"{name}.csv"),
+        windows=1,
+        horizon=FOLLOWING_WEEKS,
+        preset="auto",
+        overrides={"device": "cpu", "seed": 0},
+    )
     fold = report["folds"][0]
     assert fold["trained_on"]["weeks"][1] < fold["forecast"]["weeks"][0]
     wape = {method: scores["wape"] for method, scores in fold["one_step"].items()}

@@ -24,7 +24,11 @@ def publish(registry, trained, promote=False):
 
 
 def snapshot(registry):
-    return (registry.versions(), registry.champion(), registry.history_file.read_bytes() if registry.history_file.exists() else b"")
+    return (
+        registry.versions(),
+        registry.champion(),
+        registry.history_file.read_bytes() if registry.history_file.exists() else b"",
+    )
 
 
 def test_first_version_is_champion_later_ones_only_when_promoted(tmp_path, trained):
@@ -33,13 +37,21 @@ def test_first_version_is_champion_later_ones_only_when_promoted(tmp_path, train
     v1, card, crowned = publish(registry, trained)
     assert (v1, crowned, registry.champion()) == ("v1", True, "v1")
     assert sorted(p.name for p in registry.path(v1).iterdir()) == [
-        "card.json", "model.onnx", "model.pt", "normalization.json", "report.png"]
+        "card.json",
+        "model.onnx",
+        "model.pt",
+        "normalization.json",
+        "report.png",
+    ]
     v2, _, crowned = publish(registry, trained)
     assert (v2, crowned, registry.champion()) == ("v2", False, "v1")
     v3, _, crowned = publish(registry, trained, promote=True)
     assert (v3, crowned, registry.champion()) == ("v3", True, "v3")
     assert [(e["event"], e["version"], e["champion_before"]) for e in registry.history()] == [
-        ("promote", "v1", None), ("publish", "v2", "v1"), ("promote", "v3", "v1")]
+        ("promote", "v1", None),
+        ("publish", "v2", "v1"),
+        ("promote", "v3", "v1"),
+    ]
     assert list((tmp_path / "models" / "staging").iterdir()) == []
 
 
@@ -59,7 +71,11 @@ def test_card_records_what_was_done(tmp_path, trained):
     assert card["schema"]["input"]["name"] == "features"
     assert card["training"]["device"] == "cpu"
     stats = json.loads((registry.path(version) / "normalization.json").read_text())
-    assert stats["transform"] == "log1p" and set(stats["features"]) == {"prev_week_sales", "discount_fraction", "weeks_to_next_holidays"}
+    assert stats["transform"] == "log1p" and set(stats["features"]) == {
+        "prev_week_sales",
+        "discount_fraction",
+        "weeks_to_next_holidays",
+    }
 
 
 def fail(*args, **kwargs):
@@ -163,9 +179,14 @@ def test_a_write_without_the_lock_is_impossible(tmp_path, trained):
     with registry.writer() as kept:
         pass
     for writer in (RegistryWriter(registry, None), kept):
-        for write in (lambda: writer.promote("v1", "r", "b"), lambda: writer.rollback("b"),
-                      lambda: writer.prune(1, "b"), lambda: writer.record("promote", "v1", "r", "b"),
-                      lambda: writer.set_champion("v1"), lambda: writer.next_version()):
+        for write in (
+            lambda: writer.promote("v1", "r", "b"),
+            lambda: writer.rollback("b"),
+            lambda: writer.prune(1, "b"),
+            lambda: writer.record("promote", "v1", "r", "b"),
+            lambda: writer.set_champion("v1"),
+            lambda: writer.next_version(),
+        ):
             with pytest.raises(RegistryError, match="inside `with registry.writer"):
                 write()
         with pytest.raises(RegistryError):
@@ -213,6 +234,7 @@ def test_a_champion_pointer_that_is_not_a_regular_file_is_refused_at_once(tmp_pa
     os.mkfifo(root / "champion")
     with pytest.raises(RegistryError, match="is not a regular file"):
         Registry(root).champion()
-    done = invoke(runner, "predict", "--input", str(DEFAULT_CSV), "--output", str(tmp_path / "o.csv"), "--model-dir",
-                  str(root))
+    done = invoke(
+        runner, "predict", "--input", str(DEFAULT_CSV), "--output", str(tmp_path / "o.csv"), "--model-dir", str(root)
+    )
     assert done.exit_code == 1 and "not a regular file" in done.output

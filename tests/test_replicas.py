@@ -3,6 +3,7 @@ proxy config rendered for their loopback ports), under concurrent load: a
 rolling restart, replicas killed with SIGKILL, and a new champion, all with
 no failed request. What a Kubernetes Deployment does to its pods, with real
 processes on one machine."""
+
 import os
 import re
 import shutil
@@ -59,9 +60,24 @@ class Replica:
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.folder / f"metrics-{self.port}")}
         log = open(self.folder / f"replica-{self.port}.log", "a")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "serve", "--port", str(self.port), "--workers", "1",
-             "--model-dir", str(self.model_dir)],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "serve",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+                "--model-dir",
+                str(self.model_dir),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         wait_until(self.ready, 30)
 
     def ready(self):
@@ -88,7 +104,8 @@ def write_proxy_config(tmp_path, ports, proxy_port):
         "events { worker_connections 1024; }\n"
         f"http {{\n  access_log off;\n  client_body_temp_path {tmp_path}/body;\n  proxy_temp_path {tmp_path}/proxy;\n"
         f"  fastcgi_temp_path {tmp_path}/fastcgi;\n  uwsgi_temp_path {tmp_path}/uwsgi;\n  scgi_temp_path {tmp_path}/scgi;\n"
-        f"  include {tmp_path}/demand.conf;\n}}\n")
+        f"  include {tmp_path}/demand.conf;\n}}\n"
+    )
 
 
 @pytest.fixture
@@ -100,8 +117,12 @@ def cluster(own_registry, tmp_path):
     try:
         for replica in replicas:
             replica.start()
-        proxy = subprocess.Popen([nginx(), "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proxy = subprocess.Popen(
+            [nginx(), "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         url = f"http://127.0.0.1:{proxy_port}"
 
         def proxy_up():
@@ -185,8 +206,12 @@ def test_what_nginx_answers_itself_is_json(tmp_path):
 
     proxy_port = free_port()
     write_proxy_config(tmp_path, [free_port()], proxy_port)  # an upstream nobody listens on
-    proxy = subprocess.Popen([nginx(), "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proxy = subprocess.Popen(
+        [nginx(), "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
     def raw(request):
         """(status, head, body) of one answer, read to its Content-Length: nginx may keep the connection."""

@@ -1,4 +1,5 @@
 """Retraining: champion/challenger, promotion, rollback, pruning, locking, scheduling."""
+
 import json
 import os
 import signal
@@ -16,16 +17,35 @@ from .conftest import NEW_WEEKS, ROOT, invoke
 
 
 def demand(*args, env=None, **kwargs):
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=120, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+        **kwargs,
+    )
 
 
 @pytest.fixture
 def weak_champion(tmp_path, small_history_csv, runner):
     """A registry whose champion trained on all but the last 13 weeks, for 3 epochs only: easy to beat."""
     root = tmp_path / "models"
-    result = invoke(runner, "train", "--data", str(small_history_csv), "--model-dir", str(root),
-                    "--preset", "log-large-batch", "--epochs", "3", "--patience", "0")
+    result = invoke(
+        runner,
+        "train",
+        "--data",
+        str(small_history_csv),
+        "--model-dir",
+        str(root),
+        "--preset",
+        "log-large-batch",
+        "--epochs",
+        "3",
+        "--patience",
+        "0",
+    )
     assert result.exit_code == 0, result.output
     return root
 
@@ -34,7 +54,9 @@ def weak_champion(tmp_path, small_history_csv, runner):
 def good_champion(tmp_path, small_history_csv, runner):
     """A fully trained champion that knows all but the last 13 weeks."""
     root = tmp_path / "models"
-    result = invoke(runner, "train", "--data", str(small_history_csv), "--model-dir", str(root), "--preset", "log-large-batch")
+    result = invoke(
+        runner, "train", "--data", str(small_history_csv), "--model-dir", str(root), "--preset", "log-large-batch"
+    )
     assert result.exit_code == 0, result.output
     return root
 
@@ -44,13 +66,17 @@ def test_decision_rules():
     assert decide(10.0, None, 0, holdout)[0] is True
     assert decide(10.0, 11.0, 0, holdout)[0] is True
     assert decide(10.0, 10.0, 0, holdout)[0] is False  # a tie keeps the champion
-    assert decide(10.0, 10.5, 1.0, holdout) == (False, "challenger WAPE 10.00% does not beat champion 10.50% by the required 1 points")
+    assert decide(10.0, 10.5, 1.0, holdout) == (
+        False,
+        "challenger WAPE 10.00% does not beat champion 10.50% by the required 1 points",
+    )
     worse_than_linear = {"model": {"wape": 13.0}, "naive": {"wape": 15.0}, "linear": {"wape": 12.0}}
     promote, reason = decide(13.0, 20.0, 0, worse_than_linear)
     assert (promote, reason) == (False, "challenger WAPE 13.00% does not beat linear (12.00%)")  # it beat naive
     worse_than_both = {"model": {"wape": 16.0}, "naive": {"wape": 15.0}, "linear": {"wape": 12.0}}
-    assert decide(16.0, 20.0, 0, worse_than_both)[1] == ("challenger WAPE 16.00% does not beat naive (15.00%) "
-                                                         "or linear (12.00%)")
+    assert decide(16.0, 20.0, 0, worse_than_both)[1] == (
+        "challenger WAPE 16.00% does not beat naive (15.00%) or linear (12.00%)"
+    )
 
 
 def test_a_challenger_is_made_as_the_champion_was_selected_not_as_it_was_refit(good_champion):
@@ -72,8 +98,14 @@ def test_an_auto_champion_is_challenged_by_auto_with_the_options_it_was_trained_
     from pipeline.retrain import challenger_settings
 
     chosen = CANDIDATES["raw-small-full"].with_overrides(seed=5, epochs=30)
-    card = {"params": {}, "selection": {"preset": AUTO, "chosen": "raw-small-full",
-                                        "candidates": [{"name": "raw-small-full", "params": chosen.describe()}]}}
+    card = {
+        "params": {},
+        "selection": {
+            "preset": AUTO,
+            "chosen": "raw-small-full",
+            "candidates": [{"name": "raw-small-full", "params": chosen.describe()}],
+        },
+    }
     assert challenger_settings(card, None, {}) == (AUTO, {"seed": 5, "epochs": 30})
     assert challenger_settings(card, None, {"seed": 7, "lr": None}) == (AUTO, {"seed": 7, "epochs": 30})
 
@@ -85,8 +117,14 @@ def test_an_older_card_with_tanh_candidates_is_challenged_by_todays_candidates()
     from pipeline.retrain import challenger_settings
 
     chosen = CANDIDATES["raw-small-full"].with_overrides(activation="tanh", seed=5)
-    card = {"params": {}, "selection": {"preset": AUTO, "chosen": "raw-small-full",
-                                        "candidates": [{"name": "raw-small-full", "params": chosen.describe()}]}}
+    card = {
+        "params": {},
+        "selection": {
+            "preset": AUTO,
+            "chosen": "raw-small-full",
+            "candidates": [{"name": "raw-small-full", "params": chosen.describe()}],
+        },
+    }
     assert challenger_settings(card, None, {}) == (AUTO, {"seed": 5})
     # A card that records its options is taken at its word, tanh included.
     card["selection"]["options"] = {"activation": "tanh", "hidden": [8, 8]}
@@ -99,8 +137,9 @@ def test_an_auto_champion_trained_with_options_hands_them_to_its_challenger(tmp_
     from pipeline.retrain import challenger_settings
 
     root = tmp_path / "models"
-    result = invoke(runner, "train", "--data", str(small_history_csv), "--model-dir", str(root), "--epochs", "3",
-                    "--seed", "5")
+    result = invoke(
+        runner, "train", "--data", str(small_history_csv), "--model-dir", str(root), "--epochs", "3", "--seed", "5"
+    )
     assert result.exit_code == 0, result.output
     card = Registry(root).card("v1")
     assert card["selection"]["chosen"].startswith("mean of ")
@@ -109,10 +148,14 @@ def test_an_auto_champion_trained_with_options_hands_them_to_its_challenger(tmp_
 
 
 def test_better_challenger_is_promoted_with_both_figures_recorded(weak_champion, small_csv, runner):
-    result = invoke(runner, "retrain", "--data", str(small_csv), "--model-dir", str(weak_champion), "--epochs", "150", "--json")
+    result = invoke(
+        runner, "retrain", "--data", str(small_csv), "--model-dir", str(weak_champion), "--epochs", "150", "--json"
+    )
     assert result.exit_code == 0, result.output
     outcome = json.loads(result.stdout)
-    assert outcome["decision"] == "promoted" and outcome["champion_before"] == "v1" and outcome["champion_after"] == "v2"
+    assert (
+        outcome["decision"] == "promoted" and outcome["champion_before"] == "v1" and outcome["champion_after"] == "v2"
+    )
     assert outcome["metrics"]["challenger"]["wape"] < outcome["metrics"]["champion"]["wape"]
     registry = Registry(weak_champion)
     assert registry.champion() == "v2"
@@ -129,8 +172,18 @@ def test_better_challenger_is_promoted_with_both_figures_recorded(weak_champion,
 def test_the_gate_scores_both_models_only_on_weeks_the_champion_never_trained_on(weak_champion, small_csv, runner):
     registry = Registry(weak_champion)
     champion_last_week = registry.card("v1")["trained_on"]["weeks"][1]
-    result = invoke(runner, "retrain", "--data", str(small_csv), "--model-dir", str(weak_champion), "--epochs", "150",
-                    "--keep-rejected", "--json")
+    result = invoke(
+        runner,
+        "retrain",
+        "--data",
+        str(small_csv),
+        "--model-dir",
+        str(weak_champion),
+        "--epochs",
+        "150",
+        "--keep-rejected",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     outcome = json.loads(result.stdout)
     first, last = outcome["holdout_weeks"]
@@ -153,25 +206,56 @@ def test_too_few_new_weeks_keep_the_champion_and_say_why(good_champion, small_hi
     assert "only 0 week(s)" in outcome["reason"] and "at least 4" in outcome["reason"]
     event = registry.history()[-1]
     assert event["event"] == "skip" and event["reason"] == outcome["reason"]
-    fewer = invoke(runner, "retrain", "--data", str(small_csv), "--model-dir", str(good_champion),
-                   "--min-new-weeks", str(NEW_WEEKS + 1), "--json")
+    fewer = invoke(
+        runner,
+        "retrain",
+        "--data",
+        str(small_csv),
+        "--model-dir",
+        str(good_champion),
+        "--min-new-weeks",
+        str(NEW_WEEKS + 1),
+        "--json",
+    )
     assert json.loads(fewer.stdout)["decision"] == "kept" and f"only {NEW_WEEKS} week(s)" in fewer.stdout
     assert registry.versions() == ["v1"]
 
 
 def test_worse_challenger_is_rejected_and_kept_only_when_asked(good_champion, small_csv, runner):
     registry = Registry(good_champion)
-    rejected = invoke(runner, "retrain", "--data", str(small_csv), "--model-dir", str(good_champion), "--epochs", "2", "--json")
+    rejected = invoke(
+        runner, "retrain", "--data", str(small_csv), "--model-dir", str(good_champion), "--epochs", "2", "--json"
+    )
     assert rejected.exit_code == 0, rejected.output
     outcome = json.loads(rejected.stdout)
     assert outcome["decision"] == "rejected" and outcome["challenger_version"] is None
     assert registry.versions() == ["v1"] and registry.champion() == "v1"
     assert registry.history()[-1]["event"] == "reject" and registry.history()[-1]["kept"] is False
-    kept = invoke(runner, "retrain", "--data", str(small_csv), "--model-dir", str(good_champion), "--epochs", "2", "--keep-rejected", "--json")
+    kept = invoke(
+        runner,
+        "retrain",
+        "--data",
+        str(small_csv),
+        "--model-dir",
+        str(good_champion),
+        "--epochs",
+        "2",
+        "--keep-rejected",
+        "--json",
+    )
     assert json.loads(kept.stdout)["challenger_version"] == "v2"
     assert registry.champion() == "v1" and registry.versions() == ["v1", "v2"]
-    margin = invoke(runner, "retrain", "--data", str(small_csv), "--model-dir", str(good_champion),
-                    "--min-improvement", "50", "--json")
+    margin = invoke(
+        runner,
+        "retrain",
+        "--data",
+        str(small_csv),
+        "--model-dir",
+        str(good_champion),
+        "--min-improvement",
+        "50",
+        "--json",
+    )
     assert json.loads(margin.stdout)["decision"] == "rejected"
 
 
@@ -184,7 +268,9 @@ def test_retrain_reads_folders_and_the_latest_file_wins(weak_champion, tmp_path,
     write_csv(corrected, folder / "b-new.csv")
     later = time.time() + 5
     os.utime(folder / "b-new.csv", (later, later))
-    result = invoke(runner, "retrain", "--data", str(folder), "--model-dir", str(weak_champion), "--epochs", "20", "--json")
+    result = invoke(
+        runner, "retrain", "--data", str(folder), "--model-dir", str(weak_champion), "--epochs", "20", "--json"
+    )
     assert result.exit_code == 0, result.output
     assert "30 row(s) repeat a week and series of an earlier file" in result.stderr
     outcome = json.loads(result.stdout)
@@ -196,7 +282,12 @@ def test_retrain_reads_folders_and_the_latest_file_wins(weak_champion, tmp_path,
 def test_promote_rollback_and_prune(weak_champion, small_csv, runner):
     registry = Registry(weak_champion)
     for _ in range(3):  # v2, v3, v4: published, not promoted
-        assert invoke(runner, "train", "--data", str(small_csv), "--model-dir", str(weak_champion), "--epochs", "2").exit_code == 0
+        assert (
+            invoke(
+                runner, "train", "--data", str(small_csv), "--model-dir", str(weak_champion), "--epochs", "2"
+            ).exit_code
+            == 0
+        )
     assert invoke(runner, "models", "promote", "v3", "--model-dir", str(weak_champion)).exit_code == 0
     assert invoke(runner, "models", "promote", "v4", "--model-dir", str(weak_champion)).exit_code == 0
     assert registry.champion() == "v4" and registry.champion_chain() == ["v1", "v3", "v4"]
@@ -224,9 +315,26 @@ def test_a_second_writer_waits_for_the_lock_or_says_why(weak_champion, small_csv
         busy = demand("retrain", "--data", str(small_csv), "--model-dir", str(weak_champion), "--epochs", "2")
         assert busy.returncode == 1
         assert "another writer holds the registry lock" in busy.stderr and "Traceback" not in busy.stderr
-        waiting = subprocess.Popen([sys.executable, "-m", "pipeline", "retrain", "--data", str(small_csv),
-                                    "--model-dir", str(weak_champion), "--epochs", "2", "--wait", "60"],
-                                   cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        waiting = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                "retrain",
+                "--data",
+                str(small_csv),
+                "--model-dir",
+                str(weak_champion),
+                "--epochs",
+                "2",
+                "--wait",
+                "60",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         time.sleep(2.5)
         assert waiting.poll() is None  # still waiting for us
     out, err = waiting.communicate(timeout=120)
@@ -240,7 +348,13 @@ def assert_consistent(root):
     registry = Registry(root)
     for version in registry.versions():
         folder = registry.path(version)
-        assert {p.name for p in folder.iterdir()} >= {"model.onnx", "card.json", "normalization.json", "report.png", "model.pt"}
+        assert {p.name for p in folder.iterdir()} >= {
+            "model.onnx",
+            "card.json",
+            "normalization.json",
+            "report.png",
+            "model.pt",
+        }
     champion = registry.champion()
     assert champion in registry.versions()
     Bundle.load(registry)  # the champion loads and passes its check
@@ -268,9 +382,33 @@ def test_kill_9_at_each_step_of_a_publish_leaves_the_registry_consistent(weak_ch
 @pytest.mark.slow
 def test_kill_9_at_random_moments_of_train_and_retrain(tmp_path, small_csv, own_registry):
     root = own_registry
-    for command, delay in [("train", 0.5), ("retrain", 1.5), ("train", 2.5), ("retrain", 3.0), ("train", 3.5), ("retrain", 4.5)]:
-        process = subprocess.Popen([sys.executable, "-m", "pipeline", command, "--data", str(small_csv), "--model-dir", str(root),
-                                    "--epochs", "300", "--patience", "0"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for command, delay in [
+        ("train", 0.5),
+        ("retrain", 1.5),
+        ("train", 2.5),
+        ("retrain", 3.0),
+        ("train", 3.5),
+        ("retrain", 4.5),
+    ]:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipeline",
+                command,
+                "--data",
+                str(small_csv),
+                "--model-dir",
+                str(root),
+                "--epochs",
+                "300",
+                "--patience",
+                "0",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(delay)
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -282,9 +420,24 @@ def test_scheduler_runs_now_survives_a_failed_run_and_stops_on_sigterm(tmp_path)
     import threading
 
     process = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "schedule", "--cron", "0 3 * * 1", "--run-now",
-         "--data", str(tmp_path / "not-there.csv"), "--model-dir", str(tmp_path / "models")],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "schedule",
+            "--cron",
+            "0 3 * * 1",
+            "--run-now",
+            "--data",
+            str(tmp_path / "not-there.csv"),
+            "--model-dir",
+            str(tmp_path / "models"),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines = []
     reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)
     reader.start()
@@ -354,7 +507,9 @@ def test_bad_cron_and_bad_retrain_options_are_refused_at_start(runner):
 
 
 @pytest.mark.slow
-def test_a_challenger_of_other_features_is_scored_beside_the_champion_on_the_same_weeks(weak_champion, small_csv, runner):
+def test_a_challenger_of_other_features_is_scored_beside_the_champion_on_the_same_weeks(
+    weak_champion, small_csv, runner
+):
     """A champion of the three inputs, challenged by one of history and calendar: each reads the
     file its own way, and both are scored on the same (week, series) rows."""
     from pipeline.bundle import Bundle
@@ -364,9 +519,24 @@ def test_a_challenger_of_other_features_is_scored_beside_the_champion_on_the_sam
     from pipeline.registry import Registry
 
     champion = Registry(weak_champion).champion()
-    result = invoke(runner, "retrain", "--data", str(small_csv), "--model-dir", str(weak_champion), "--preset",
-                    "log-large-batch", "--epochs", "20", "--patience", "0", "--history", "--calendar",
-                    "--keep-rejected", "--json")
+    result = invoke(
+        runner,
+        "retrain",
+        "--data",
+        str(small_csv),
+        "--model-dir",
+        str(weak_champion),
+        "--preset",
+        "log-large-batch",
+        "--epochs",
+        "20",
+        "--patience",
+        "0",
+        "--history",
+        "--calendar",
+        "--keep-rejected",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     outcome = json.loads(result.stdout)
     challenger = Registry(weak_champion).card(outcome["challenger_version"])
@@ -375,7 +545,10 @@ def test_a_challenger_of_other_features_is_scored_beside_the_champion_on_the_sam
     own = load_file(small_csv)
     split = time_split(own, holdout_from=outcome["holdout_weeks"][0])
     bundle = Bundle.load(Registry(weak_champion), champion, provider="cpu")
-    expected = metrics(split.holdout.y, bundle.forecast(split.holdout.X, series=split.holdout.series)["units_sold"],
-                       naive_scale(split.train))
+    expected = metrics(
+        split.holdout.y,
+        bundle.forecast(split.holdout.X, series=split.holdout.series)["units_sold"],
+        naive_scale(split.train),
+    )
     assert outcome["metrics"]["champion"]["wape"] == pytest.approx(expected["wape"], rel=1e-6)
     assert FeatureSpec.from_json(challenger["features"]) != FeatureSpec()

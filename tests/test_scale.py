@@ -1,6 +1,7 @@
 """Training cost that stops growing with rows: steps of at most STEP_ROWS rows,
 early stopping on a fixed sample of the validation window, and candidates
 trained side by side. (The timings themselves are in `make bench`.)"""
+
 import numpy as np
 import pytest
 import torch
@@ -81,8 +82,10 @@ def test_a_sampled_fit_still_learns():
 
 @pytest.mark.slow
 def test_side_by_side_training_gives_the_same_networks_as_one_after_the_other(monkeypatch):
-    configs = [CANDIDATES[name].with_overrides(epochs=20, patience=0, device="cpu")
-               for name in ("raw-small-full", "log-small-batch")]
+    configs = [
+        CANDIDATES[name].with_overrides(epochs=20, patience=0, device="cpu")
+        for name in ("raw-small-full", "log-small-batch")
+    ]
     data, validation = rows(5_000), rows(1_000, seed=1)
     serial = [train.fit(data, validation, config) for config in configs]
     monkeypatch.setattr(parallel, "PARALLEL_MIN_ROWS", 0)

@@ -1,4 +1,5 @@
 """Model selection, refit and what the card says about them."""
+
 import json
 
 import numpy as np
@@ -41,9 +42,10 @@ def test_auto_tries_every_candidate_and_averages_the_best_on_the_winners_scale(t
     assert trained.members == same_scale[:ENSEMBLE_SIZE] and trained.members[0] == best
     # Each score is that candidate's own WAPE on the validation window, in units.
     split = trained.split
-    forecasts = {n: predict_units(by_name[n].result.mlp, by_name[n].result.stats, split.validation.X,
-                                   split.validation.series)
-                 for n in trained.members}
+    forecasts = {
+        n: predict_units(by_name[n].result.mlp, by_name[n].result.stats, split.validation.X, split.validation.series)
+        for n in trained.members
+    }
     for name, forecast in forecasts.items():
         assert scores[name] == pytest.approx(wape(split.validation.y, forecast))
     # The evaluated model is exactly the mean of its members on the scale they learn on
@@ -61,7 +63,9 @@ def test_the_published_model_is_refit_on_every_row_holdout_included(trained, sma
     assert trained.refit
     by_name = {c.name: c for c in trained.candidates}
     # Each member again for the epochs chosen on validation, with nothing to stop early on.
-    assert [c.epochs for c in trained.published.member_configs] == [by_name[n].result.kept_epoch for n in trained.members]
+    assert [c.epochs for c in trained.published.member_configs] == [
+        by_name[n].result.kept_epoch for n in trained.members
+    ]
     assert not trained.published.validation_loss
     # Its normalization was fitted on every row, so its training range includes the holdout's.
     assert trained.published.stats.raw_x_max == tuple(small_data.X.max(axis=0))
@@ -80,7 +84,9 @@ def test_the_published_model_is_refit_on_every_row_holdout_included(trained, sma
 
 def test_the_interval_is_calibrated_on_validation_residuals_of_the_evaluated_model(trained):
     split = trained.split
-    forecast = predict_units(trained.evaluated.mlp, trained.evaluated.stats, split.validation.X, split.validation.series)
+    forecast = predict_units(
+        trained.evaluated.mlp, trained.evaluated.stats, split.validation.X, split.validation.series
+    )
     interval = trained.evaluation["interval"]
     assert interval["half_width"] == conformal_half_width(split.validation.y, forecast, 0.9, interval["scale"])
 
@@ -104,7 +110,9 @@ def test_train_publishes_the_refit_and_checks_its_export(runner, small_csv, mode
     assert card["selection"]["preset"] == "auto" and len(card["selection"]["candidates"]) == len(CANDIDATES)
     best = min(card["selection"]["candidates"], key=lambda c: c["validation_wape"])
     assert card["selection"]["members"][0] == best["name"] and len(card["selection"]["members"]) == ENSEMBLE_SIZE
-    assert card["model"]["hidden"] == [sum(s) for s in zip(*(CANDIDATES[n].hidden for n in card["selection"]["members"]))]
+    assert card["model"]["hidden"] == [
+        sum(s) for s in zip(*(CANDIDATES[n].hidden for n in card["selection"]["members"]))
+    ]
     assert card["trained_on"]["refit"] is True
     assert card["trained_on"]["weeks"][1] == card["data"]["splits"]["holdout"]["weeks"][1]
     assert card["evaluated_model"]["trained_on"]["weeks"] == card["data"]["splits"]["train"]["weeks"]
@@ -128,13 +136,20 @@ def test_train_publishes_the_refit_and_checks_its_export(runner, small_csv, mode
 
 
 def test_chapter_preset_is_one_candidate_and_still_the_chapter(runner, small_csv, model_dir):
-    result = runner.invoke(main, ["train", "--data", str(small_csv), "--model-dir", str(model_dir), "--preset", "chapter", "--json"])
+    result = runner.invoke(
+        main, ["train", "--data", str(small_csv), "--model-dir", str(model_dir), "--preset", "chapter", "--json"]
+    )
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert [c["name"] for c in document["selection"]["candidates"]] == ["chapter"]
     params = Registry(model_dir).card("v1")["params"]
     assert (params["hidden"], params["activation"], params["optimizer"], params["lr"], params["momentum"]) == (
-        [10, 5], "sigmoid", "sgd", 0.2, 0.9)
+        [10, 5],
+        "sigmoid",
+        "sgd",
+        0.2,
+        0.9,
+    )
     assert document["trained_on"]["refit"] is True
 
 
@@ -156,9 +171,14 @@ def test_constant_columns_and_series_that_never_sell_are_reported_not_fatal(runn
         for series, size in (("big", 500), ("small", 40), ("dead", 0)):
             prev = size + (week * 7) % 23 if size else 0
             rows.append((prev, 0, 2, prev + (week * 5) % 11 if size else 0, day, series))
-    path = write_rows(tmp_path / "odd.csv", rows, header=("prev_week_sales", "discount_fraction", "weeks_to_next_holidays",
-                                                          "units_sold", "week", "series"))
-    result = runner.invoke(main, ["train", "--data", str(path), "--model-dir", str(model_dir), "--epochs", "30", "--json"])
+    path = write_rows(
+        tmp_path / "odd.csv",
+        rows,
+        header=("prev_week_sales", "discount_fraction", "weeks_to_next_holidays", "units_sold", "week", "series"),
+    )
+    result = runner.invoke(
+        main, ["train", "--data", str(path), "--model-dir", str(model_dir), "--epochs", "30", "--json"]
+    )
     assert result.exit_code == 0, result.output
     findings = json.loads(result.stdout)["data_findings"]
     assert findings["constant_columns"] == ["discount_fraction", "weeks_to_next_holidays"]

@@ -3,6 +3,7 @@ beside the shared network, served by name in every request format.
 
 The published fixture's history names three series, store-01 to store-03.
 """
+
 import csv
 import io
 import json
@@ -22,7 +23,6 @@ from pipeline.normalize import MinMaxStats
 from pipeline.presets import CANDIDATES
 from pipeline.registry import Registry
 from pipeline.train import fit, predict_units
-
 from service.series import names_from_values
 
 from .conftest import INSTANCE, invoke
@@ -94,8 +94,9 @@ def test_a_network_told_the_series_learns_that_one_sells_three_times_the_other()
     result = fit(data, None, CANDIDATES["log-small-full"].with_overrides(device="cpu", epochs=400))
     assert result.stats.series == ("big", "small")
     week = np.array([[1000.0, 20, 3]])
-    small, big, unknown = (predict_units(result.mlp, result.stats, week, names)[0]
-                           for names in (["small"], ["big"], ["nobody"]))
+    small, big, unknown = (
+        predict_units(result.mlp, result.stats, week, names)[0] for names in (["small"], ["big"], ["nobody"])
+    )
     assert 2.5 * small < big < 3.5 * small
     assert small < unknown < big
     plain = fit(data, None, CANDIDATES["log-small-full"].with_overrides(device="cpu", epochs=400, by_series=False))
@@ -134,8 +135,11 @@ def test_lazy_adam_is_used_where_epochs_sample_the_rows(monkeypatch):
     monkeypatch.setattr(train.TorchEngine, "__init__", recording)
     rng = np.random.default_rng(0)
     for rows in (900, 9000):  # below and above SAMPLE_ABOVE_ROWS (8,192)
-        data = Dataset(rng.uniform(1, 100, (rows, 3)), rng.uniform(1, 100, rows),
-                       series=np.array([f"s{i % 50}" for i in range(rows)]))
+        data = Dataset(
+            rng.uniform(1, 100, (rows, 3)),
+            rng.uniform(1, 100, rows),
+            series=np.array([f"s{i % 50}" for i in range(rows)]),
+        )
         fit(data, None, CANDIDATES["log-small-full"].with_overrides(device="cpu", epochs=1))
     assert chosen == [False, True]
 
@@ -156,8 +160,19 @@ def test_the_published_model_knows_the_series_of_its_history(published):
 
 
 def test_no_series_trains_a_default_model_that_tells_none_apart(tmp_path, small_csv, runner):
-    result = invoke(runner, "train", "--data", str(small_csv), "--model-dir", str(tmp_path), "--preset",
-                    "log-small-full", "--epochs", "20", "--no-series")
+    result = invoke(
+        runner,
+        "train",
+        "--data",
+        str(small_csv),
+        "--model-dir",
+        str(tmp_path),
+        "--preset",
+        "log-small-full",
+        "--epochs",
+        "20",
+        "--no-series",
+    )
     assert result.exit_code == 0, result.output
     registry = Registry(tmp_path)
     assert not Bundle.load(registry).knows_series
@@ -165,8 +180,9 @@ def test_no_series_trains_a_default_model_that_tells_none_apart(tmp_path, small_
 
 
 def test_a_chapter_model_has_no_series_input_and_ignores_names_as_it_always_did(tmp_path, small_csv, runner):
-    result = invoke(runner, "train", "--data", str(small_csv), "--model-dir", str(tmp_path), "--preset", "chapter",
-                    "--epochs", "20")
+    result = invoke(
+        runner, "train", "--data", str(small_csv), "--model-dir", str(tmp_path), "--preset", "chapter", "--epochs", "20"
+    )
     assert result.exit_code == 0, result.output
     bundle = Bundle.load(Registry(tmp_path))
     assert not bundle.knows_series
@@ -183,12 +199,24 @@ def test_a_chapter_model_has_no_series_input_and_ignores_names_as_it_always_did(
 
 def test_demand_predict_refuses_a_series_column_that_is_not_text_by_name(published, tmp_path, runner):
     weeks = tmp_path / "weeks.parquet"
-    pq.write_table(pa.table({"prev_week_sales": [76440.0], "discount_fraction": [63.0],
-                             "weeks_to_next_holidays": [2.0], "series": [["store-01"]]}), weeks)
-    result = invoke(runner, "predict", "--input", str(weeks), "--output", str(tmp_path / "out.csv"),
-                    "--model-dir", str(published))
+    pq.write_table(
+        pa.table(
+            {
+                "prev_week_sales": [76440.0],
+                "discount_fraction": [63.0],
+                "weeks_to_next_holidays": [2.0],
+                "series": [["store-01"]],
+            }
+        ),
+        weeks,
+    )
+    result = invoke(
+        runner, "predict", "--input", str(weeks), "--output", str(tmp_path / "out.csv"), "--model-dir", str(published)
+    )
     assert result.exit_code != 0
-    assert "weeks.parquet: column 'series' of type list<element: string> cannot be read as series names" in result.output
+    assert (
+        "weeks.parquet: column 'series' of type list<element: string> cannot be read as series names" in result.output
+    )
     assert "Traceback" not in result.output
 
 
@@ -204,20 +232,25 @@ def test_rows_named_by_series_get_their_series_forecast(client):
 
 
 def test_an_unknown_or_missing_series_is_forecast_as_a_typical_one_and_listed(client):
-    answer = forecasts(client, [dict(INSTANCE, series="store-99"), INSTANCE, dict(INSTANCE, series=None),
-                                dict(INSTANCE, series="store-01")])
+    answer = forecasts(
+        client,
+        [dict(INSTANCE, series="store-99"), INSTANCE, dict(INSTANCE, series=None), dict(INSTANCE, series="store-01")],
+    )
     values = units(answer)
     assert values[0] == values[1] == values[2] != values[3]
     assert answer["unknown_series"] == ["store-99"] and answer["unknown_series_count"] == 1
     assert "unknown_series" not in forecasts(client, ROWS)
 
 
-@pytest.mark.parametrize("value, problem", [
-    (7.5, "must be text, the series' name, got a number"),
-    (True, "must be text, the series' name, got a boolean"),
-    (["store-01"], "must be text, the series' name, got a list"),
-    ("x" * 201, "must be at most 200 characters, got 201"),
-])
+@pytest.mark.parametrize(
+    "value, problem",
+    [
+        (7.5, "must be text, the series' name, got a number"),
+        (True, "must be text, the series' name, got a boolean"),
+        (["store-01"], "must be text, the series' name, got a list"),
+        ("x" * 201, "must be at most 200 characters, got 201"),
+    ],
+)
 def test_a_series_that_is_not_a_name_is_refused_by_field(client, value, problem):
     response = client.post("/predict", json={"instances": [ROWS[0], dict(INSTANCE, series=value)]})
     assert response.status_code == 400
@@ -243,7 +276,8 @@ def test_a_csv_body_uses_its_series_column(client):
     expected = units(forecasts(client, ROWS))
     body = "series,prev_week_sales,discount_fraction,weeks_to_next_holidays\n" + "".join(
         f"{name},{INSTANCE['prev_week_sales']},{INSTANCE['discount_fraction']},{INSTANCE['weeks_to_next_holidays']}\n"
-        for name in KNOWN)
+        for name in KNOWN
+    )
     response = client.post("/predict", data=body, headers={"Content-Type": "text/csv"})
     assert response.status_code == 200, response.get_data(as_text=True)
     rows = csv.DictReader(io.StringIO(response.get_data(as_text=True)))
@@ -252,10 +286,21 @@ def test_a_csv_body_uses_its_series_column(client):
 
 def test_a_plans_series_ids_are_its_series_names(client):
     expected = units(forecasts(client, ROWS))
-    plan = {"series": [{"id": name, "prev_week_sales": INSTANCE["prev_week_sales"],
-                        "weeks": [{"discount_fraction": INSTANCE["discount_fraction"],
-                                   "weeks_to_next_holidays": INSTANCE["weeks_to_next_holidays"]}]}
-                       for name in [*KNOWN, "store-99"]]}
+    plan = {
+        "series": [
+            {
+                "id": name,
+                "prev_week_sales": INSTANCE["prev_week_sales"],
+                "weeks": [
+                    {
+                        "discount_fraction": INSTANCE["discount_fraction"],
+                        "weeks_to_next_holidays": INSTANCE["weeks_to_next_holidays"],
+                    }
+                ],
+            }
+            for name in [*KNOWN, "store-99"]
+        ]
+    }
     answer = client.post("/forecast", json=plan).get_json()
     first_weeks = [s["weeks"][0]["units_sold"] for s in answer["series"]]
     assert first_weeks[:3] == pytest.approx(expected, rel=1e-6)
@@ -267,32 +312,51 @@ def test_v2_takes_an_optional_bytes_input_of_series_names(client):
     metadata = client.get("/v2/models/demand").get_json()
     assert {"name": "series", "datatype": "BYTES", "shape": [-1]} in metadata["inputs"]
     features = {"name": "features", "datatype": "FP32", "shape": [3, 3], "data": [list(INSTANCE.values())] * 3}
-    answer = client.post("/v2/models/demand/infer", json={"inputs": [
-        features, {"name": "series", "datatype": "BYTES", "shape": [3], "data": KNOWN}]}).get_json()
+    answer = client.post(
+        "/v2/models/demand/infer",
+        json={"inputs": [features, {"name": "series", "datatype": "BYTES", "shape": [3], "data": KNOWN}]},
+    ).get_json()
     assert answer["outputs"][0]["data"] == pytest.approx(expected, rel=1e-6)
     # Triton's binary form: each element's length (4 bytes, little-endian), then its bytes.
     names = b"".join(struct.pack("<I", len(n)) + n.encode() for n in [*KNOWN[:2], "store-99"])
-    header = json.dumps({"inputs": [
-        {"name": "series", "datatype": "BYTES", "shape": [3, 1], "parameters": {"binary_data_size": len(names)}},
-        features]}).encode()
-    response = client.post("/v2/models/demand/infer", data=header + names,
-                           headers={"Inference-Header-Content-Length": str(len(header)),
-                                    "Content-Type": "application/octet-stream"})
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "series",
+                    "datatype": "BYTES",
+                    "shape": [3, 1],
+                    "parameters": {"binary_data_size": len(names)},
+                },
+                features,
+            ]
+        }
+    ).encode()
+    response = client.post(
+        "/v2/models/demand/infer",
+        data=header + names,
+        headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
+    )
     assert response.status_code == 200, response.get_data()
     answer = response.get_json()
     assert answer["outputs"][0]["data"][:2] == pytest.approx(expected[:2], rel=1e-6)
     assert answer["parameters"]["unknown_series"] == ["store-99"]
-    cut = client.post("/v2/models/demand/infer", data=header + names[:-2],
-                      headers={"Inference-Header-Content-Length": str(len(header)),
-                               "Content-Type": "application/octet-stream"})
+    cut = client.post(
+        "/v2/models/demand/infer",
+        data=header + names[:-2],
+        headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
+    )
     assert cut.status_code == 400 and "binary" in cut.get_json()["error"]
 
 
 def test_demand_predict_reads_the_series_column(published, tmp_path, runner, client):
     expected = units(forecasts(client, ROWS))
     weeks = tmp_path / "weeks.csv"
-    weeks.write_text("series,prev_week_sales,discount_fraction,weeks_to_next_holidays\n" + "".join(
-        f"{name},76440,63,2\n" for name in KNOWN) + "store-99,76440,63,2\n,76440,63,2\n")
+    weeks.write_text(
+        "series,prev_week_sales,discount_fraction,weeks_to_next_holidays\n"
+        + "".join(f"{name},76440,63,2\n" for name in KNOWN)
+        + "store-99,76440,63,2\n,76440,63,2\n"
+    )
     out = tmp_path / "out.csv"
     result = invoke(runner, "predict", "--input", str(weeks), "--output", str(out), "--model-dir", str(published))
     assert result.exit_code == 0, result.output

@@ -1,5 +1,6 @@
 """CSV and Parquet, read by pyarrow: the same rows and the same messages
 either way, and `demand predict` streaming a file through the model."""
+
 import csv
 import gc
 import gzip
@@ -42,8 +43,12 @@ def refusal(read):
 
 def to_parquet(csv_path, path, **types):
     """The CSV's cells as a Parquet file: numbers typed, unless `types` says text."""
-    table = pa_csv.read_csv(csv_path, convert_options=pa_csv.ConvertOptions(
-        column_types={name: pa.string() for name in types}, strings_can_be_null=False))
+    table = pa_csv.read_csv(
+        csv_path,
+        convert_options=pa_csv.ConvertOptions(
+            column_types={name: pa.string() for name in types}, strings_can_be_null=False
+        ),
+    )
     pq.write_table(table, path)
     return path
 
@@ -58,18 +63,27 @@ def test_csv_and_parquet_give_the_same_dataset(tmp_path):
 
 
 def test_every_bad_row_is_named_by_line_with_python_words(tmp_path):
-    rows = [GOOD, [76440, "1_0", 2, 5, "2024-01-01", "a"], [" 12 ", 63, 2, 5, "2024-01-08", "a"],
-            [-1, 63, 2, 5, "2024-01-15", "a"], [5, 63, 2, "", "2024-01-22", "a"], [5, 63, 2, "NaN", "2024-01-29", "a"],
-            [5, 63, 2, 1, "2024-02-31", "a"], [5, "lots", 2, 1, "2024-02-05", "a"]]
+    rows = [
+        GOOD,
+        [76440, "1_0", 2, 5, "2024-01-01", "a"],
+        [" 12 ", 63, 2, 5, "2024-01-08", "a"],
+        [-1, 63, 2, 5, "2024-01-15", "a"],
+        [5, 63, 2, "", "2024-01-22", "a"],
+        [5, 63, 2, "NaN", "2024-01-29", "a"],
+        [5, 63, 2, 1, "2024-02-31", "a"],
+        [5, "lots", 2, 1, "2024-02-05", "a"],
+    ]
     path = write_rows(tmp_path / "bad.csv", rows, header=HEADER)
     message = refusal(lambda: load_file(path))
     # "1_0" and " 12 " are numbers to Python, and so here
     assert "5 bad row(s)" in message
-    for line, column, problem in [(5, "prev_week_sales", "must be >= 0 units, got -1"),
-                                  (6, "units_sold", "is empty"),
-                                  (7, "units_sold", "must be a finite number, got NaN"),
-                                  (8, "week", "must be an ISO date like 2024-01-01, got '2024-02-31'"),
-                                  (9, "discount_fraction", "must be a number, got the text 'lots'")]:
+    for line, column, problem in [
+        (5, "prev_week_sales", "must be >= 0 units, got -1"),
+        (6, "units_sold", "is empty"),
+        (7, "units_sold", "must be a finite number, got NaN"),
+        (8, "week", "must be an ISO date like 2024-01-01, got '2024-02-31'"),
+        (9, "discount_fraction", "must be a number, got the text 'lots'"),
+    ]:
         assert f"line {line}, column {column!r}: {problem}" in message
     data = load_file(path, skip_bad_rows=True)
     assert data.X[:, 0].tolist() == [76440, 76440, 12]
@@ -77,8 +91,11 @@ def test_every_bad_row_is_named_by_line_with_python_words(tmp_path):
 
 
 def test_parquet_names_rows_and_reads_text_columns_cell_by_cell(tmp_path):
-    source = write_rows(tmp_path / "x.csv", [GOOD, [5, "130", 2, 1, "2024-01-08", "a"], [5, "x", 2, 1, "2024-01-15", "a"]],
-                        header=HEADER)
+    source = write_rows(
+        tmp_path / "x.csv",
+        [GOOD, [5, "130", 2, 1, "2024-01-08", "a"], [5, "x", 2, 1, "2024-01-15", "a"]],
+        header=HEADER,
+    )
     path = to_parquet(source, tmp_path / "x.parquet", discount_fraction=True)
     message = refusal(lambda: load_file(path))
     assert "row 2, column 'discount_fraction': must be <= 100 percent, got 130" in message
@@ -87,8 +104,14 @@ def test_parquet_names_rows_and_reads_text_columns_cell_by_cell(tmp_path):
 
 def test_a_row_with_the_wrong_number_of_cells_keeps_the_lines_of_the_rows_after_it(tmp_path):
     path = tmp_path / "ragged.csv"
-    path.write_text(",".join(HEADER) + "\n" + "1,2,3,4,2024-01-01,a\n" + "1,2,3,4,2024-01-08,a,extra\n"
-                    + "1,2,3\n" + "1,-2,3,4,2024-01-22,a\n")
+    path.write_text(
+        ",".join(HEADER)
+        + "\n"
+        + "1,2,3,4,2024-01-01,a\n"
+        + "1,2,3,4,2024-01-08,a,extra\n"
+        + "1,2,3\n"
+        + "1,-2,3,4,2024-01-22,a\n"
+    )
     message = refusal(lambda: load_file(path))
     assert "line 3, column '(row)': has 7 cells, the header has 6" in message
     assert "line 4, column '(row)': has 3 cells, the header has 6" in message
@@ -123,7 +146,8 @@ def test_files_read_together_must_agree_on_week_and_series(tmp_path):
     write_rows(folder / "b.csv", [GOOD[:4]], header=HEADER[:4])  # no week, no series: they would vanish from a.csv too
     assert refusal(lambda: load_sources([folder])) == (
         f"{folder / 'b.csv'}: has no 'week' column, but {folder / 'a.csv'} has one: files read together must all have "
-        "it or all lack it")
+        "it or all lack it"
+    )
 
 
 def test_files_without_series_that_share_weeks_are_kept_whole_with_a_warning(tmp_path):
@@ -135,15 +159,22 @@ def test_files_without_series_that_share_weeks_are_kept_whole_with_a_warning(tmp
     warnings = []
     data = load_sources([old, new], warn=warnings.append)
     assert len(data) == 3 and data.source["replaced_duplicates"] == 0
-    assert warnings == ["1 row(s) fall in weeks an earlier file has too; without a 'series' column they cannot "
-                        "replace that file's rows, so both are kept: add the column for corrections to replace what "
-                        "they correct"]
+    assert warnings == [
+        "1 row(s) fall in weeks an earlier file has too; without a 'series' column they cannot "
+        "replace that file's rows, so both are kept: add the column for corrections to replace what "
+        "they correct"
+    ]
 
 
 def test_integer_weeks_are_read_as_their_text_whatever_their_width(tmp_path):
     for width in (pa.int32(), pa.int64()):
-        table = pa.table({**{name: [value] for name, value in zip(HEADER[:4], GOOD[:4])},
-                          "week": pa.array([20240101], width), "series": ["a"]})
+        table = pa.table(
+            {
+                **{name: [value] for name, value in zip(HEADER[:4], GOOD[:4])},
+                "week": pa.array([20240101], width),
+                "series": ["a"],
+            }
+        )
         pq.write_table(table, tmp_path / "weeks.parquet")
         assert str(load_file(tmp_path / "weeks.parquet").week[0]) == "2024-01-01"  # not 20240101 days after 1970
 
@@ -162,8 +193,9 @@ def test_discounts_given_as_fractions_are_a_finding(runner, tmp_path):
     table = pa_csv.read_csv(DEFAULT_CSV)
     path = tmp_path / "fractions.csv"
     as_fractions = pc.divide(pc.cast(table["discount_fraction"], pa.float64()), 100.0)
-    pa_csv.write_csv(table.set_column(table.column_names.index("discount_fraction"), "discount_fraction", as_fractions),
-                     path)
+    pa_csv.write_csv(
+        table.set_column(table.column_names.index("discount_fraction"), "discount_fraction", as_fractions), path
+    )
     found = json.loads(invoke(runner, "data", "check", str(path), "--json").stdout)["findings"]
     assert found["discounts_all_at_most_1_percent"] is True
     found = json.loads(invoke(runner, "data", "check", str(DEFAULT_CSV), "--json").stdout)["findings"]
@@ -176,8 +208,9 @@ def test_a_column_named_in_another_case_is_refused_by_name(tmp_path, name, meant
     path = tmp_path / "cased.csv"
     header = ",".join(name if cell == meant else cell for cell in lines[0].split(","))
     path.write_text("\n".join([header, *lines[1:]]) + "\n")
-    assert refusal(lambda: load_file(path)) == (f"{path}: column {name!r} is not read as {meant!r}: column names are "
-                                                f"case-sensitive; rename it {meant!r}")
+    assert refusal(lambda: load_file(path)) == (
+        f"{path}: column {name!r} is not read as {meant!r}: column names are case-sensitive; rename it {meant!r}"
+    )
     to_parquet(path, tmp_path / "cased.parquet")
     if meant != "units_sold":  # a required column is named as missing by the Parquet reader first
         assert f"column {name!r} is not read as {meant!r}" in refusal(lambda: load_file(tmp_path / "cased.parquet"))
@@ -192,10 +225,12 @@ def plain_forecasts(bundle, X, series=None):
     return np.round(bundle.forecast(X, series=series)["units_sold"].astype(np.float64), 1)
 
 
-@pytest.mark.parametrize("source_format, output_format", [("csv", "csv"), ("csv", "parquet"), ("parquet", "csv"),
-                                                          ("parquet", "parquet")])
-def test_predict_streams_chunks_and_passes_every_column_through(tmp_path, champion, monkeypatch, source_format,
-                                                                output_format):
+@pytest.mark.parametrize(
+    "source_format, output_format", [("csv", "csv"), ("csv", "parquet"), ("parquet", "csv"), ("parquet", "parquet")]
+)
+def test_predict_streams_chunks_and_passes_every_column_through(
+    tmp_path, champion, monkeypatch, source_format, output_format
+):
     monkeypatch.setattr(tables, "STREAM_CHUNK_ROWS", 100)  # several chunks even from a small file
     monkeypatch.setattr(tables, "STREAM_BLOCK_BYTES", 4096)
     source = DEFAULT_CSV if source_format == "csv" else to_parquet(DEFAULT_CSV, tmp_path / "in.parquet")
@@ -207,7 +242,9 @@ def test_predict_streams_chunks_and_passes_every_column_through(tmp_path, champi
     assert written.column_names == [*HEADER, *FORECAST_COLUMNS]
     # actuals ride along (as the CSV's text, when the input is a CSV)
     assert np.allclose(written.column("units_sold").cast(pa.float64()).to_numpy(), expected.y)
-    assert np.allclose(written.column("forecast_units_sold").to_numpy(), plain_forecasts(champion, expected.X, expected.series))
+    assert np.allclose(
+        written.column("forecast_units_sold").to_numpy(), plain_forecasts(champion, expected.X, expected.series)
+    )
     assert not any(name.startswith(".") for name in (p.name for p in tmp_path.iterdir()))
 
 
@@ -249,7 +286,9 @@ def test_a_file_whose_every_row_is_ragged_names_them(tmp_path, champion):
     source = tmp_path / "ragged.csv"
     source.write_text("\n".join([lines[0], *(line + "," for line in lines[1:])]) + "\n")
     message = refusal(lambda: score_file(source, tmp_path / "out.csv", champion))
-    assert f"{len(lines) - 1} bad row(s)" in message and "line 2, column '(row)': has 7 cells, the header has 6" in message
+    assert (
+        f"{len(lines) - 1} bad row(s)" in message and "line 2, column '(row)': has 7 cells, the header has 6" in message
+    )
 
 
 def test_a_file_that_is_not_text_says_what_it_seems_to_be(tmp_path, champion):
@@ -257,7 +296,10 @@ def test_a_file_that_is_not_text_says_what_it_seems_to_be(tmp_path, champion):
     zipped.write_bytes(gzip.compress(DEFAULT_CSV.read_bytes()))
     misnamed = tmp_path / "misnamed.csv"
     to_parquet(DEFAULT_CSV, misnamed)
-    for path, hint in ((zipped, "it is gzip-compressed: decompress it first"), (misnamed, "it is a Parquet file: name it .parquet")):
+    for path, hint in (
+        (zipped, "it is gzip-compressed: decompress it first"),
+        (misnamed, "it is a Parquet file: name it .parquet"),
+    ):
         for read in (lambda: load_file(path), lambda: score_file(path, tmp_path / "out.csv", champion)):
             assert refusal(read) == f"{path}: not a UTF-8 text file; {hint}"
 
@@ -279,8 +321,10 @@ def test_bytes_that_are_not_text_are_named_in_the_input(tmp_path, champion):
     source = tmp_path / "blobs.parquet"
     pq.write_table(table.append_column("blob", pa.array(blobs, pa.binary())), source)
     message = refusal(lambda: score_file(source, tmp_path / "out.csv", champion))
-    assert message == (f"{source}: column 'blob' holds bytes that are not UTF-8 text, which a CSV cannot hold: "
-                       "write the forecasts to a .parquet file, or leave the column out")
+    assert message == (
+        f"{source}: column 'blob' holds bytes that are not UTF-8 text, which a CSV cannot hold: "
+        "write the forecasts to a .parquet file, or leave the column out"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blobs.parquet"]
     assert score_file(source, tmp_path / "out.parquet", champion)["rows"] == table.num_rows
 
@@ -378,8 +422,22 @@ def test_predict_stopped_with_sigterm_leaves_nothing_half_written(tmp_path, publ
     source = tmp_path / "many.csv"
     pa_csv.write_csv(pa.concat_tables([weeks] * 3200), source)  # 3M rows: seconds of work to stop in the middle of
     out = tmp_path / "scored.csv"
-    process = subprocess.Popen([sys.executable, "-m", "pipeline", "predict", "--input", str(source), "--output", str(out),
-                                "--model-dir", str(published)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "predict",
+            "--input",
+            str(source),
+            "--output",
+            str(out),
+            "--model-dir",
+            str(published),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     partial = tmp_path / f".scored.csv.{process.pid}.partial"
     deadline = time.monotonic() + 60
     while not partial.exists() and process.poll() is None and time.monotonic() < deadline:
@@ -424,7 +482,9 @@ def test_a_quote_never_closed_refuses_the_file_naming_its_line(tmp_path, champio
     lines[500] = lines[500].replace("store-", '"store-')  # its cell would run on to the end of the file
     source = tmp_path / "unclosed.csv"
     source.write_text("\n".join(lines) + "\n")
-    message = re.escape(f"line 501: a quote opens a cell that is never closed, so the {len(lines) - 501} line(s) after it")
+    message = re.escape(
+        f"line 501: a quote opens a cell that is never closed, so the {len(lines) - 501} line(s) after it"
+    )
     with pytest.raises(DataError, match=message):
         load_file(source)
     with pytest.raises(DataError, match=message):
@@ -448,15 +508,17 @@ def test_a_name_given_twice_is_refused_plainly(tmp_path, champion):
             read()
 
 
-def test_a_header_field_past_the_csv_modules_limit_is_a_clear_error_everywhere(tmp_path, champion, runner, published,
-                                                                            client):
+def test_a_header_field_past_the_csv_modules_limit_is_a_clear_error_everywhere(
+    tmp_path, champion, runner, published, client
+):
     path = tmp_path / "long_name.csv"
     path.write_text(FEATURE_HEADER + ",units_sold," + "x" * 140_000 + "\n1,2,3,4,5\n")
     for read in (lambda: load_file(path), lambda: score_file(path, tmp_path / "o.csv", champion)):
         with pytest.raises(DataError, match="the header cannot be read: field larger than field limit"):
             read()
-    done = invoke(runner, "predict", "--input", str(path), "--output", str(tmp_path / "o.csv"), "--model-dir",
-                  str(published))
+    done = invoke(
+        runner, "predict", "--input", str(path), "--output", str(tmp_path / "o.csv"), "--model-dir", str(published)
+    )
     assert done.exit_code == 1 and done.output.startswith("Error:") and "Traceback" not in done.output
     answer = client.post("/predict", data=path.read_bytes(), content_type="text/csv")
     assert answer.status_code == 400 and "the header cannot be read" in answer.get_json()["error"]
@@ -478,7 +540,9 @@ def test_a_header_of_too_many_columns_is_refused_by_count_without_reading_on(tmp
 def test_a_long_header_and_a_character_across_the_first_64_kib_are_read(tmp_path):
     long = tmp_path / "long.csv"
     extra = [f"note_{i:05d}" for i in range(6000)]  # a header of about 66 KB
-    long.write_text(",".join([FEATURE_HEADER, "units_sold", *extra]) + "\n" + ",".join(["1", "2", "3", "4", *"x" * 6000]) + "\n")
+    long.write_text(
+        ",".join([FEATURE_HEADER, "units_sold", *extra]) + "\n" + ",".join(["1", "2", "3", "4", *"x" * 6000]) + "\n"
+    )
     assert len(load_file(long)) == 1
     straddling = tmp_path / "utf8.csv"
     body = FEATURE_HEADER + ",units_sold,note\n"
@@ -488,9 +552,16 @@ def test_a_long_header_and_a_character_across_the_first_64_kib_are_read(tmp_path
 
 
 def test_parquet_nulls_and_booleans_are_named_as_in_a_csv(tmp_path):
-    table = pa.table({"prev_week_sales": [1.0, 2.0, None], "discount_fraction": pa.array([True, False, True]),
-                      "weeks_to_next_holidays": [1, 2, 3], "units_sold": [1.0, 2.0, 3.0],
-                      "week": pa.array([None, "2024-01-08", "2024-01-15"]), "series": pa.array([None, "a", "b"])})
+    table = pa.table(
+        {
+            "prev_week_sales": [1.0, 2.0, None],
+            "discount_fraction": pa.array([True, False, True]),
+            "weeks_to_next_holidays": [1, 2, 3],
+            "units_sold": [1.0, 2.0, 3.0],
+            "week": pa.array([None, "2024-01-08", "2024-01-15"]),
+            "series": pa.array([None, "a", "b"]),
+        }
+    )
     path = tmp_path / "nulls.parquet"
     pq.write_table(table, path)
     message = refusal(lambda: load_file(path))
@@ -503,8 +574,9 @@ def test_parquet_nulls_and_booleans_are_named_as_in_a_csv(tmp_path):
 
 
 def test_parquet_output_keeps_numbers_even_when_the_file_is_read_as_text(tmp_path, champion):
-    source = write_rows(tmp_path / "in.csv", [[1, 2, 3, 4, "2024-01-01", "a"], [" 12 ", 2, 3, 4, "2024-01-08", "a"]],
-                        header=HEADER)
+    source = write_rows(
+        tmp_path / "in.csv", [[1, 2, 3, 4, "2024-01-01", "a"], [" 12 ", 2, 3, 4, "2024-01-08", "a"]], header=HEADER
+    )
     out = tmp_path / "out.parquet"
     score_file(source, out, champion)
     written = pq.read_table(out)

@@ -14,10 +14,21 @@ from .conftest import FAST
 def test_chapter_preset_is_the_chapter():
     c = PRESETS["chapter"]
     assert (c.hidden, c.activation, c.optimizer, c.lr, c.momentum, c.epochs, c.batch_size) == (
-        (10, 5), "sigmoid", "sgd", 0.2, 0.9, 1000, 0)
+        (10, 5),
+        "sigmoid",
+        "sgd",
+        0.2,
+        0.9,
+        1000,
+        0,
+    )
     net = DemandMLP(c.hidden, c.activation).net
     assert [type(m).__name__ for m in net] == ["Linear", "Sigmoid", "Linear", "Sigmoid", "Linear"]
-    assert [(m.in_features, m.out_features) for m in net if isinstance(m, torch.nn.Linear)] == [(3, 10), (10, 5), (5, 1)]
+    assert [(m.in_features, m.out_features) for m in net if isinstance(m, torch.nn.Linear)] == [
+        (3, 10),
+        (10, 5),
+        (5, 1),
+    ]
 
 
 def test_chapter_preset_runs_its_1000_full_batch_iterations(small_split):
@@ -62,8 +73,9 @@ def test_early_stopping_keeps_the_best_validation_epoch(small_split):
 
 
 def test_options_change_the_network(small_split):
-    config = PRESETS["chapter"].with_overrides(hidden=(4, 4, 4), activation="tanh", optimizer="adam", lr=0.01,
-                                               batch_size=16, device="cpu", epochs=3)
+    config = PRESETS["chapter"].with_overrides(
+        hidden=(4, 4, 4), activation="tanh", optimizer="adam", lr=0.01, batch_size=16, device="cpu", epochs=3
+    )
     result = fit(small_split.train, small_split.validation, config)
     assert [m.out_features for m in result.mlp.linear_layers()] == [4, 4, 4, 1]
     assert isinstance(result.mlp.net[1], torch.nn.Tanh)
