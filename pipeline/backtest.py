@@ -14,10 +14,10 @@ scikit-learn is installed.
 import numpy as np
 
 from .calibrate import DEFAULT_LEVELS, half_width, level_key
+from .chains import chains, forecast_chains
 from .data import min_periods, periods, rows_and_weeks, unit_name
 from .errors import DataError
 from .evaluate import LinearBaseline, interval_bounds, metrics, naive_forecast, naive_scale
-from .features import WINDOW_WEEKS, with_history
 from .presets import BACKTEST_HORIZON, BACKTEST_WINDOWS
 
 MAX_CATEGORIES = 255  # HistGradientBoostingRegressor's limit on one categorical input (its bins, less one)
@@ -74,52 +74,6 @@ def windows_of(data, windows, horizon):
         history = data.take(order[period_of_row < start])
         future = data.take(order[(period_of_row >= start) & (period_of_row < start + horizon)])
         out.append((history, future))
-    return out
-
-
-def chains(future):
-    """[H, S] row indices of `future`: row of step h of series s, or -1 where that week is missing.
-
-    None when steps cannot be told apart (several rows a week and no series column).
-    """
-    order, distinct, period_of_row = periods(future)
-    keys = future.series if future.series is not None else np.zeros(len(future), dtype=int)
-    names, series_of = np.unique(keys, return_inverse=True)
-    grid = np.full((len(distinct), len(names)), -1)
-    if future.week is not None:
-        grid[period_of_row, series_of[order]] = order
-        if np.count_nonzero(grid >= 0) != len(future):
-            return None  # two rows of the same series in one week
-    else:  # rows in file order are the weeks of one series
-        grid[:, 0] = order
-    return grid
-
-
-def forecast_chains(predict, data, steps):
-    """[H, M] forecasts of M chains of rows of `data`, `steps` [H, M] their row indices (-1: no row that week).
-
-    Step h of a chain reads the chain's own forecasts of the steps before as
-    its sales history (pipeline.features.with_history): last week's sales,
-    and for a history model the lags and rolling means too, over the actual
-    weeks before the chain's first row and the forecasts after. A chain with
-    no row at a step carries its last week on, as a skipped week does in
-    training; a chapter model's chain takes such a row's own prev_week_sales.
-    """
-    H, M = steps.shape
-    spec = data.spec
-    out = np.full((H, M), np.nan)
-    window = np.full((M, WINDOW_WEEKS), np.nan)
-    started = np.zeros(M, dtype=bool)
-    for h, step in enumerate(steps):
-        present = step >= 0
-        fresh = present & ~started
-        window[fresh] = data.windows(step[fresh])
-        rows = step[present]
-        X = with_history(spec, data.X[rows], window[present])
-        out[h, present] = predict(X, None if data.series is None else data.series[rows])
-        started |= present
-        carried = window[:, -1] if spec.history else np.full(M, np.nan)
-        window = np.column_stack([window[:, 1:], np.where(present, np.maximum(out[h], 0.0), carried)])
     return out
 
 

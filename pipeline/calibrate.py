@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from .chains import chains, forecast_chains
 from .evaluate import on_model_scale
 
 LEVELS = tuple(round(0.50 + 0.01 * i, 2) for i in range(50))  # 0.50, 0.51, ..., 0.99
@@ -35,8 +36,6 @@ def recursive_residuals(predict, heldout, grid, max_steps=MAX_STEPS, scale="none
     as pipeline.backtest.chains makes it. All origins move forward together,
     so each step is one call of `predict`.
     """
-    from .backtest import forecast_chains
-
     weeks, series = grid.shape
     horizon = min(max_steps, weeks)
     steps = np.full((horizon, weeks, series), -1)  # [step, origin, series]
@@ -73,8 +72,6 @@ def calibrate(residuals_by_step, scale="none", min_residuals=MIN_RESIDUALS):
 
 def per_step_calibration(predict, heldout, scale="none", max_steps=MAX_STEPS):
     """Calibration from held-out weeks, or None when their steps cannot be told apart."""
-    from .backtest import chains
-
     grid = chains(heldout)
     if grid is None or len(heldout) == 0:
         return None

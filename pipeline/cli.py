@@ -1059,8 +1059,6 @@ def serve(host, port, workers, threads, timeout, graceful_timeout, model_dir):
     Every setting is a DEMAND_* variable read by service/gunicorn_conf.py (its
     defaults are there); an option given here sets its variable.
     """
-    from service.launch import gunicorn_command
-
     given = {
         "DEMAND_HOST": host,
         "DEMAND_PORT": port,
@@ -1072,8 +1070,8 @@ def serve(host, port, workers, threads, timeout, graceful_timeout, model_dir):
     }
     os.environ.update({name: str(value) for name, value in given.items() if value is not None})
     log(f"starting gunicorn with models from {model_dir}")
-    command = gunicorn_command()
-    os.execv(command[0], command)
+    # The service's own entry point (service/__main__.py): the pipeline imports nothing of the service.
+    os.execv(sys.executable, [sys.executable, "-m", "service"])
 
 
 # ---------------------------------------------------------------- scoring

@@ -551,3 +551,13 @@ def test_an_output_that_is_not_a_regular_file_is_refused_and_left_as_it_was(runn
         done = runner.invoke(main, ["data", "generate", "--output", str(path), "--series", "1", "--weeks", "20"])
         assert done.exit_code == 1 and f"is {kind}" in done.output, done.output
     assert link.is_symlink() and target.read_text() == "kept\n" and stat.S_ISFIFO(os.stat(pipe).st_mode)
+
+
+def test_the_pipeline_imports_nothing_of_the_service_and_no_torch_for_its_commands():
+    """`demand serve` runs the service's own entry point (`python -m service`); the pipeline needs none of it."""
+    code = (
+        "import sys, pipeline.cli, pipeline.calibrate, pipeline.backtest, pipeline.chains; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'service', 'torch'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert out.strip() == "[]"
