@@ -1038,26 +1038,27 @@ def models_show(version, model_dir, as_json):
 
 
 @main.command()
-@click.option("--host", help="Address to listen on [env DEMAND_HOST; default 127.0.0.1].")
-@click.option("--port", type=click.IntRange(0, 65535), help="[env DEMAND_PORT; default 8000]")
-@click.option("--workers", type=click.IntRange(1), help="Worker processes [env DEMAND_WORKERS; default: CPU cores].")
-@click.option("--threads", type=click.IntRange(1), help="Threads per worker [env DEMAND_THREADS; default 4].")
+@click.option("--host", help="Address to listen on [env DEMAND_HOST].")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port to listen on [env DEMAND_PORT].")
+@click.option("--workers", type=click.IntRange(1), help="Worker processes [env DEMAND_WORKERS].")
+@click.option("--threads", type=click.IntRange(1), help="Threads per worker [env DEMAND_THREADS].")
 @click.option(
     "--timeout",
     type=click.IntRange(1),
-    help="Seconds before a stuck worker is restarted [env DEMAND_TIMEOUT; default 30].",
+    help="Seconds before a stuck worker is restarted [env DEMAND_TIMEOUT].",
 )
 @click.option(
     "--graceful-timeout",
     type=click.IntRange(1),
-    help="Seconds to finish in-flight requests on SIGTERM [env DEMAND_GRACEFUL_TIMEOUT; default 30].",
+    help="Seconds to finish in-flight requests on SIGTERM [env DEMAND_GRACEFUL_TIMEOUT].",
 )
 @model_dir_option
 def serve(host, port, workers, threads, timeout, graceful_timeout, model_dir):
     """Serve the champion model over HTTP with gunicorn (replaces this process).
 
-    Every setting is a DEMAND_* variable read by service/gunicorn_conf.py (its
-    defaults are there); an option given here sets its variable.
+    Every setting is a DEMAND_* variable, a field of the service's one
+    settings object with its default (service/config.py, listed in
+    docs/serving.md); an option given here sets its variable.
     """
     given = {
         "DEMAND_HOST": host,

@@ -1,5 +1,11 @@
 """Service settings: defaults, overridden by DEMAND_* environment variables,
-overridden by the mapping passed to create_app()."""
+overridden by the mapping passed to create_app().
+
+The one home of every DEMAND_* setting of the service: the app, gunicorn's
+config (service/gunicorn_conf.py) and `demand serve` (which sets the
+variables) all read these fields; docs/serving.md's table lists each one
+(tests/test_api.py holds the two together).
+"""
 
 import os
 from dataclasses import dataclass, fields, replace
@@ -11,6 +17,17 @@ def _bool(text):
 
 @dataclass(frozen=True)
 class Settings:
+    # gunicorn (service/gunicorn_conf.py)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    threads: int = 4  # request threads per worker
+    timeout: int = 30  # seconds before a stuck worker is restarted
+    graceful_timeout: int = 30  # seconds to finish in-flight requests on SIGTERM
+    keepalive: int = 5  # seconds an idle kept-alive connection stays open
+    backlog: int = 2048  # the listening socket's backlog
+    access_log: str = ""  # "-" for an access log on stdout; empty: none
+    log_level: str = "info"
+    # the app
     model_dir: str = "models"
     api_token: str = ""  # bearer token for prediction routes; empty: open
     admin_token: str = ""  # enables POST /admin/reload; empty: the route does not exist

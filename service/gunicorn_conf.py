@@ -15,22 +15,21 @@ import tempfile
 
 from service.config import Settings
 
-_env = os.environ.get
-
-bind = f"{_env('DEMAND_HOST', '127.0.0.1')}:{_env('DEMAND_PORT', '8000')}"
-workers = Settings.from_env().worker_count()  # the app sizes its ONNX Runtime threads from the same value
-threads = int(_env("DEMAND_THREADS") or 4)
+service_settings = Settings.from_env()  # every DEMAND_* setting, with its default (service/config.py)
+bind = f"{service_settings.host}:{service_settings.port}"
+workers = service_settings.worker_count()  # the app sizes its ONNX Runtime threads from the same value
+threads = service_settings.threads
 worker_class = "service.worker.Worker"  # gthread, reading whole requests in its event loop (see service/worker.py)
-timeout = int(_env("DEMAND_TIMEOUT") or 30)
-graceful_timeout = int(_env("DEMAND_GRACEFUL_TIMEOUT") or 30)
-keepalive = int(_env("DEMAND_KEEPALIVE") or 5)
-backlog = int(_env("DEMAND_BACKLOG") or 2048)
+timeout = service_settings.timeout
+graceful_timeout = service_settings.graceful_timeout
+keepalive = service_settings.keepalive
+backlog = service_settings.backlog
 preload_app = False
 control_socket_disable = True  # several services may share a host and a home folder
-reuse_port = Settings.from_env().reuse_port  # DEMAND_REUSE_PORT: see service/config.py
-accesslog = _env("DEMAND_ACCESS_LOG") or None  # "-" for stdout
+reuse_port = service_settings.reuse_port  # DEMAND_REUSE_PORT: see service/config.py
+accesslog = service_settings.access_log or None
 errorlog = "-"
-loglevel = _env("DEMAND_LOG_LEVEL") or "info"
+loglevel = service_settings.log_level
 # Request line and header limits stay at gunicorn's defaults; body size is the app's (DEMAND_MAX_BODY_BYTES).
 
 
@@ -56,7 +55,7 @@ def refuse_a_taken_address(host, port):
 # Prometheus multiprocess mode: one folder of metric files shared by the
 # workers, which read its name from their environment (gunicorn sets raw_env
 # in the master before it forks them).
-metrics_dir = _env("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="demand-metrics-")
+metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="demand-metrics-")
 raw_env = [f"PROMETHEUS_MULTIPROC_DIR={metrics_dir}"]
 
 

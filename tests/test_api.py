@@ -461,3 +461,17 @@ def test_the_binary_header_length_is_plain_digits(client, length):
         headers={"Inference-Header-Content-Length": length},
     )
     assert response.status_code == 400 and "must be an integer" in response.get_json()["error"]
+
+
+def test_every_setting_is_listed_in_the_docs_and_every_listed_one_is_a_setting():
+    """One home for the settings (service/config.py); docs/serving.md's table must name exactly its fields."""
+    import re
+    from dataclasses import fields
+    from pathlib import Path
+
+    from service.config import Settings
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "serving.md").read_text()
+    table = doc[doc.index("### Settings") : doc.index("### Security and limits")]
+    listed = set(re.findall(r"`(DEMAND_[A-Z_]+)`", table))
+    assert listed == {f"DEMAND_{f.name.upper()}" for f in fields(Settings)}
