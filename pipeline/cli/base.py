@@ -1,0 +1,330 @@
+"""`demand`: the command line of the demand forecaster.
+
+Results go to stdout (a table, or one JSON document with --json); logs and
+progress go to stderr. Heavy libraries are imported inside the commands, so
+`demand --help` starts instantly. Every option can also be set from the
+environment as DEMAND_<COMMAND>_<OPTION> (e.g. DEMAND_TRAIN_EPOCHS), and the
+registry folder as DEMAND_MODEL_DIR.
+"""
+
+import contextlib
+import functools
+import math
+import sys
+import types
+from pathlib import Path
+
+import click
+
+from ..errors import DataError
+from ..presets import (
+    HIDDEN_ACTIVATIONS,
+    LOSS_NAMES,
+    MAX_HIDDEN_UNITS,
+    OUTPUT_ACTIVATIONS,
+    PRESET_NAMES,
+)
+from ..registry import DEFAULT_MODEL_DIR
+
+DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "data" / "demand.csv"
+
+
+def log(message):
+    click.echo(message, err=True)
+
+
+def emit_json(document):
+    from ..documents import dumps
+
+    click.echo(dumps(document, indent=2, default=str))
+
+
+class FiniteRange(click.FloatRange):
+    """click's FloatRange, refusing NaN (which passes every comparison, so every
+    range) and, unless `infinity` is a meaningful value (`--wait inf`), infinity."""
+
+    def __init__(self, *args, infinity=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.infinity = infinity
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if math.isnan(number) or (math.isinf(number) and not self.infinity):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+SEEDS = click.IntRange(0, 2**64 - 1)  # what numpy and torch take
+
+
+def friendly_errors(command):
+    """Turn the pipeline's own errors into a one-line message and exit status 1,
+    any error that a Ctrl-C caused into click's "Aborted!", and a SIGTERM into
+    the same unwinding as a Ctrl-C (see signals_unwind)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from ..errors import PipelineError
+
+        with signals_unwind() as interrupts:
+            try:
+                return command(*args, **kwargs)
+            except Exception as err:
+                if interrupts.seen:
+                    raise click.Abort() from None
+                if isinstance(err, PipelineError):
+                    raise click.ClickException(str(err)) from None
+                raise
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def signals_unwind():
+    """While a command runs:
+    - SIGTERM (docker stop, kill, the scheduler stopping a retrain) unwinds as
+      Ctrl-C does and exits 143: a half-written output is removed and training
+      workers are stopped on the way out, where by default the process dies on
+      the spot, leaving the temporary file and orphaned workers behind;
+    - Ctrl-C raises KeyboardInterrupt as always, and is also remembered: one
+      that lands while a C extension is being imported (ONNX Runtime, numpy)
+      is swallowed there and comes out as an ImportError such as
+      "initialization failed", which would otherwise read as a broken model.
+    Both handlers are put back afterwards."""
+    import signal
+    import threading
+
+    interrupts = types.SimpleNamespace(seen=False)
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set a handler
+        yield interrupts
+        return
+
+    def remember(signum, frame):
+        interrupts.seen = True
+        signal.default_int_handler(signum, frame)
+
+    def unwind(signum, frame):
+        interrupts.seen = True
+        sys.exit(128 + signum)
+
+    # A signal the process was started ignoring stays ignored (a background job
+    # of a script, nohup): Ctrl-C meant for the script must not stop it.
+    previous = {
+        signum: signal.signal(signum, handler)
+        for signum, handler in ((signal.SIGINT, remember), (signal.SIGTERM, unwind))
+        if signal.getsignal(signum) is not signal.SIG_IGN
+    }
+    try:
+        yield interrupts
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+model_dir_option = click.option(
+    "--model-dir",
+    envvar="DEMAND_MODEL_DIR",
+    default=DEFAULT_MODEL_DIR,
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Model registry folder (env DEMAND_MODEL_DIR).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+skip_option = click.option(
+    "--skip-bad-rows", is_flag=True, help="Drop invalid rows (counted on stderr) instead of refusing the file."
+)
+
+
+@click.group(context_settings={"auto_envvar_prefix": "DEMAND", "help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="demand-forecaster")
+def main():
+    """Weekly demand forecaster: train, evaluate, publish and serve the model."""
+
+
+def names_list(ctx, param, value):
+    """A comma-separated list of column names, blanks dropped; None when not given."""
+    if value is None:
+        return None
+    names = tuple(name.strip() for name in value.split(",") if name.strip())
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise click.BadParameter(f"names {', '.join(repeated)} more than once")
+    return names
+
+
+def feature_options(command):
+    """What the model reads from a file, and what the file calls its columns (pipeline.features)."""
+    for option in reversed(
+        [
+            click.option(
+                "--known",
+                callback=names_list,
+                help="Covariates known in advance, a value per week, comma-separated "
+                "(default: discount_fraction,weeks_to_next_holidays).",
+            ),
+            click.option(
+                "--static",
+                callback=names_list,
+                help="Covariates with one number per series, comma-separated (a store's size).",
+            ),
+            click.option(
+                "--history/--no-history",
+                default=None,
+                help="Lags of 2-4 and 52 weeks and rolling means of 4 and 13 weeks, from each series' own "
+                "earlier weeks (needs a week column). Default: on, with --calendar, for data with two "
+                "years of weeks or more, or without a prev_week_sales column.",
+            ),
+            click.option(
+                "--calendar/--no-calendar",
+                default=None,
+                help="The week's place in the year, so years of history teach the yearly season.",
+            ),
+            click.option("--series-column", help="The file's name for the series column (default: series)."),
+            click.option("--week-column", help="The file's name for the week column (default: week)."),
+            click.option("--target-column", help="The file's name for the units sold (default: units_sold)."),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def spec_of(known, static, history, calendar, series_column, week_column, target_column, base=None, data=None):
+    """The FeatureSpec the options ask for; what they leave out is `base`'s (default: the chapter's three inputs).
+
+    With `data` (the paths to train on), history and calendar left unsaid are
+    on where pipeline.sources.history_by_default says so, unless the
+    covariates asked for are exactly the chapter's and the preset is the chapter's.
+    """
+    from ..features import CHAPTER, with_options
+
+    spec = with_options(
+        base or CHAPTER,
+        known=known,
+        static=static,
+        history=history,
+        calendar=calendar,
+        series_column=series_column,
+        week_column=week_column,
+        target_column=target_column,
+    )
+    if data is not None and history is None and calendar is None:
+        from ..sources import history_by_default
+
+        try:
+            if history_by_default(data, spec):
+                spec = with_options(spec, history=True, calendar=True)
+        except (OSError, DataError):
+            pass  # the loader says what is wrong with the data, in its own words
+    return spec
+
+
+class Progress:
+    """A bar on a terminal; a plain line every tenth of the run otherwise."""
+
+    def __init__(self):
+        self.bar = None
+
+    def __call__(self, epoch, total, train_loss, val_loss):
+        if epoch == 1:
+            self.close()  # a new run (the refit after the selection) gets a bar of its own
+        if epoch == 1 and sys.stderr.isatty():
+            self.bar = click.progressbar(length=total, label="training", file=sys.stderr)
+            self.bar.__enter__()
+        if self.bar:
+            self.bar.update(1)
+        elif epoch == 1 or epoch % max(1, total // 10) == 0:
+            watched = "" if math.isnan(val_loss) else f"  validation loss {val_loss:.6f}"
+            log(f"epoch {epoch}/{total}  train loss {train_loss:.6f}{watched}")
+
+    def close(self):
+        if self.bar:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def hidden_sizes(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        sizes = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter("give layer sizes as integers separated by commas, e.g. 10,5") from None
+    if not sizes or any(s < 1 for s in sizes):
+        raise click.BadParameter("every hidden layer needs at least one unit")
+    if max(sizes) > MAX_HIDDEN_UNITS:
+        raise click.BadParameter(f"a hidden layer may have at most {MAX_HIDDEN_UNITS} units")
+    return sizes
+
+
+def training_options(command):
+    """The options that override a preset's (or a champion's) training settings."""
+    for option in reversed(
+        [
+            click.option("--hidden", callback=hidden_sizes, help="Hidden layer sizes, e.g. 10,5."),
+            click.option(
+                "--activation", type=click.Choice(HIDDEN_ACTIVATIONS), help="gelu: the candidates' (torch engine only)."
+            ),
+            click.option("--optimizer", type=click.Choice(["sgd", "adam"])),
+            click.option("--lr", type=FiniteRange(min=0, min_open=True)),
+            click.option("--momentum", type=FiniteRange(0, 1)),
+            click.option("--epochs", type=click.IntRange(1)),
+            click.option("--batch-size", type=click.IntRange(0), help="Rows per step; 0 for the whole training set."),
+            click.option("--seed", type=SEEDS),
+            click.option("--target-loss", type=FiniteRange(0), help="Stop once the training loss is at or below this."),
+            click.option(
+                "--patience", type=click.IntRange(0), help="Early stop after N epochs without a better validation loss."
+            ),
+            click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="auto takes CUDA when present."),
+            click.option(
+                "--engine", type=click.Choice(["torch", "manual"]), help="manual: the hand-written backprop (CPU)."
+            ),
+            click.option(
+                "--transform",
+                type=click.Choice(["none", "log1p"]),
+                help="log1p: learn on log(1 + value) of sales and features.",
+            ),
+            click.option(
+                "--output-activation",
+                type=click.Choice(OUTPUT_ACTIVATIONS),
+                help="sigmoid with --loss half-sse: the chapter's Algorithm 8.5 (presets: linear).",
+            ),
+            click.option(
+                "--loss",
+                type=click.Choice(LOSS_NAMES),
+                help="mse (presets); mae: mean absolute error (the -mae candidates); "
+                "half-sse: 1/2 the sum of squared errors (Algorithm 8.5).",
+            ),
+            click.option(
+                "--series/--no-series",
+                "by_series",
+                default=None,
+                help="Learn each series' own offsets when the data has a series column "
+                "(auto's candidates do; chapter and the manual engine do not).",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def preset_option(default):
+    return click.option(
+        "--preset",
+        type=click.Choice(PRESET_NAMES),
+        default=default,
+        show_default=default is not None,
+        help="auto: try every candidate and keep the best on the validation window; chapter: the book's "
+        "3-10-5-1 sigmoid net and SGD schedule; or force one candidate.",
+    )
+
+
+def data_option(command_name):
+    return click.option(
+        "--data",
+        "data_path",
+        type=click.Path(path_type=Path),
+        default=DEFAULT_DATA,
+        show_default=True,
+        envvar=f"DEMAND_{command_name.upper()}_DATA",
+        help="The sales history: a CSV or Parquet file, or a folder of them.",
+    )

@@ -1,0 +1,121 @@
+"""`demand predict` and `demand forecast`: forecasts offline, through ONNX Runtime."""
+
+from pathlib import Path
+
+import click
+
+from .base import friendly_errors, log, main, model_dir_option, skip_option
+
+
+@main.command()
+@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--version", help="A published version; default the champion.")
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@model_dir_option
+@skip_option
+@friendly_errors
+def predict(input_path, output_path, version, provider, model_dir, skip_bad_rows):
+    """Score a CSV or Parquet file offline through ONNX Runtime, with intervals.
+
+    The file is streamed a chunk at a time, so its size is bounded by the
+    disk, not by memory. Every input column is passed through, and the
+    forecast columns are added; the output is CSV or Parquet by its extension.
+    """
+    from ..bundle import Bundle
+    from ..registry import Registry
+    from ..scoring import score_file, score_history_file, scoring_threads
+
+    bundle = Bundle.load(Registry(model_dir), version, provider, scoring_threads())
+    score = score_file if bundle.reads_three_inputs else score_history_file
+    counts = score(input_path, output_path, bundle, skip_bad_rows, warn=log)
+    log(
+        f"wrote {counts['rows']} forecasts from model {bundle.version} ({bundle.provider}) to {output_path}"
+        + (f"; {counts['extrapolated_rows']} row(s) outside the training range" if counts["extrapolated_rows"] else "")
+        + (
+            f"; {counts['unknown_series_rows']} row(s) of series the model does not know, forecast as a typical series"
+            if counts["unknown_series_rows"]
+            else ""
+        )
+    )
+
+
+def interval_levels(ctx, param, value):
+    """--levels 0.8,0.95 -> [0.8, 0.95], each from 0.5 to 0.99."""
+    from ..calibrate import LEVELS
+
+    try:
+        levels = [float(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"must be numbers separated by commas, got {value!r}") from None
+    if not levels or any(not LEVELS[0] <= level <= LEVELS[-1] for level in levels):
+        raise click.BadParameter(f"each level must be from {LEVELS[0]} to {LEVELS[-1]}, got {value!r}")
+    return levels
+
+
+@main.command()
+@click.option(
+    "--plan",
+    "plan_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV: series, week and the model's known covariates per week (discount_fraction, "
+    "weeks_to_next_holidays for the chapter's); prev_week_sales on each series' first week unless "
+    "the model stored its weeks; static covariates unless stored.",
+)
+@click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--levels",
+    default="0.8,0.95",
+    show_default=True,
+    callback=interval_levels,
+    help="Interval levels, from 0.5 to 0.99.",
+)
+@click.option("--version", help="A published version; default the champion.")
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@model_dir_option
+@friendly_errors
+def forecast(plan_path, output_path, levels, version, provider, model_dir):
+    """Forecast a promotion plan week by week offline, through ONNX Runtime.
+
+    Each week's forecast becomes the next week's prev_week_sales, and the
+    intervals widen with the step, as POST /forecast answers.
+    """
+    import numpy as np
+
+    from ..bundle import Bundle
+    from ..plan import read_plan, write_forecasts
+    from ..registry import Registry
+
+    bundle = Bundle.load(Registry(model_dir), version, provider)
+    spec = bundle.spec
+    plan = read_plan(plan_path, spec=spec, stored=bundle.tails if spec.history else (), statics=bundle.statics)
+    start = plan["prev_week_sales"]
+    if spec.history:  # each series continues from the weeks its version stored
+        start, _, _ = bundle.plan_start(plan["ids"], start)
+    dates = np.array(
+        [
+            [np.datetime64(w, "D") for w in weeks]
+            + [np.datetime64("NaT", "D")] * (int(plan["weeks"].max()) - len(weeks))
+            for weeks in plan["weeks_of"]
+        ]
+    )
+    out = bundle.forecast_plan(start, plan["features"], plan["weeks"], levels, plan["ids"], dates, plan["static"])
+    count = write_forecasts(output_path, plan, out, levels, spec)
+    if out["intervals"] is None:
+        log(f"model {bundle.version} has no per-step interval calibration: the interval columns are empty")
+    elif int(plan["weeks"].max()) > bundle.calibrated_steps():
+        log(
+            f"weeks after {bundle.calibrated_steps()} use the interval of week {bundle.calibrated_steps()}, "
+            "the last step calibrated on held-out weeks"
+        )
+    unknown = out["unknown_series"]
+    if len(unknown):
+        log(
+            f"{len(unknown)} of the plan's series are not known to model {bundle.version} and were forecast as a "
+            f"typical series: {', '.join(plan['ids'][i] for i in unknown[:5])}{', ...' if len(unknown) > 5 else ''}"
+        )
+    log(
+        f"wrote {count} forecasts of {len(plan['ids'])} series from model {bundle.version} ({bundle.provider}) "
+        f"to {output_path}"
+    )
