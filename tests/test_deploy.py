@@ -228,3 +228,15 @@ def test_the_proxy_limits_are_the_services():
     for directive in ("client_header_timeout", "client_body_timeout"):
         found = re.search(rf"{directive} (\d+)s;", conf)
         assert found and int(found[1]) == Settings.client_timeout
+
+
+def test_every_package_folder_is_in_the_wheel():
+    """The images install the project without -e: a package folder missing from pyproject.toml would be missing there."""
+    line = re.search(r"^packages = \[(.*)\]$", (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    listed = set(re.findall(r'"([\w.]+)"', line))
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("pipeline", "service")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert listed == found
