@@ -17,11 +17,11 @@ import numpy as np
 
 from .chains import chains, forecast_chains
 from .evaluate import on_model_scale
+from .presets import DEFAULT_LEVELS  # noqa: F401  (re-exported: levels live with the calibration that serves them)
 
 LEVELS = tuple(round(0.50 + 0.01 * i, 2) for i in range(50))  # 0.50, 0.51, ..., 0.99
 MAX_STEPS = 13  # a quarter of weeks
 MIN_RESIDUALS = 20  # fewer residuals than this make a step's quantiles too rough to use
-DEFAULT_LEVELS = (0.8, 0.95)
 
 
 def level_key(level):

@@ -18,6 +18,10 @@ PARALLEL_MIN_ROWS = 20_000
 
 
 def usable_cores():
+    """The cores this process may run on (its CPU affinity: a container's share, a taskset), not the machine's.
+
+    The one count of cores: training workers, scoring threads, and the service's workers and ONNX Runtime threads.
+    """
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

@@ -158,6 +158,7 @@ PRESET_NAMES = (AUTO, *PRESETS)
 
 # `demand gradcheck`: random networks compared with autograd, and the seed that draws them.
 GRADCHECK_TRIALS, GRADCHECK_SEED = 50, 0
+DEFAULT_LEVELS = (0.8, 0.95)  # interval levels of plans when none are asked for (CLI and service)
 
 # The share of training rows that count as an unknown series in each step, so
 # that a series the model never saw (or a request that names none) gets the

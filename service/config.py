@@ -10,6 +10,8 @@ variables) all read these fields; docs/serving.md's table lists each one
 import os
 from dataclasses import dataclass, fields, replace
 
+from pipeline.parallel import usable_cores
+
 
 def _bool(text):
     return str(text).strip().lower() in ("1", "true", "yes", "on")
@@ -71,9 +73,9 @@ class Settings:
         return replace(cls(**values), **overrides)
 
     def worker_count(self):
-        return self.workers or os.cpu_count() or 1
+        return self.workers or usable_cores()
 
     def threads_per_session(self):
         if self.intra_op_threads > 0:
             return self.intra_op_threads
-        return max(1, (os.cpu_count() or 1) // self.worker_count())
+        return max(1, usable_cores() // self.worker_count())

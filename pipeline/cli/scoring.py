@@ -4,6 +4,7 @@ from pathlib import Path
 
 import click
 
+from ..presets import DEFAULT_LEVELS
 from .base import friendly_errors, log, main, model_dir_option, skip_option
 
 
@@ -66,7 +67,7 @@ def interval_levels(ctx, param, value):
 @click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--levels",
-    default="0.8,0.95",
+    default=",".join(f"{level:g}" for level in DEFAULT_LEVELS),
     show_default=True,
     callback=interval_levels,
     help="Interval levels, from 0.5 to 0.99.",
