@@ -89,6 +89,7 @@ class Bundle:
         # {series: (the week after its last training week, [WINDOW_WEEKS] sales before it)}
         self.tails = tails or {}
         self.statics = statics or {}  # {series: {static covariate: its value, as trained}}
+        self.trained_series = self.tails.keys() | self.statics.keys()  # for a model that tells no series apart
         self.session = session
         self.provider = provider
         self.half_width = float(card["interval"]["half_width"])
@@ -126,10 +127,6 @@ class Bundle:
             raise BundleError(f"cannot load model {version}: {err}") from None
         except Exception as err:  # ONNX Runtime's own load errors
             raise BundleError(f"cannot load model {version}: {err}") from None
-        static_names = FeatureSpec.from_json(card.get("features")).static
-        statics = {
-            name: dict(zip(static_names, v)) if isinstance(v, list) else v for name, v in (statics or {}).items()
-        }
         bundle = cls(version, card, stats, session, active, tails, statics)
         bundle.check()
         return bundle
@@ -157,7 +154,7 @@ class Bundle:
         if names is None:
             return np.empty(0, dtype=np.intp)
         if not self.knows_series:  # a model of history or static covariates knows the series it stored
-            trained = self.tails.keys() | self.statics.keys()
+            trained = self.trained_series
             if not trained:
                 return np.empty(0, dtype=np.intp)
             listed = names.to_pylist() if type(names).__module__.startswith("pyarrow") else names

@@ -403,23 +403,10 @@ def read_feature_plan(body, bundle, max_horizon, max_rows):
     oldest first) replaces the stored history; `prev_week_sales` is last
     week's sales. A series the model stored needs none of the three.
     """
-    from .plans import PLAN_KEYS
+    from .plans import plan_series
 
     spec = bundle.spec
-    if not isinstance(body, dict):
-        raise ApiError(400, 'body must be a JSON object: {"series": [...], "levels": [...]}')
-    unknown = next((key for key in body if key not in PLAN_KEYS), None)
-    if unknown is not None:
-        raise ApiError(400, f"{unknown[:40]!r} is not a key of a plan; it takes {', '.join(PLAN_KEYS)}")
-    series = body.get("series")
-    if not isinstance(series, list) or not series:
-        raise ApiError(400, "'series' must be a non-empty list of objects with id and weeks")
-    levels = read_levels(body.get("levels"))
-    if len(series) > max_rows:
-        raise ApiError(
-            413,
-            f"{len(series)} series is more than the limit of {max_rows} series x weeks per request (DEMAND_MAX_ROWS)",
-        )
+    series, levels = plan_series(body, max_rows, "id and weeks")
     allowed = (*PLAN_SERIES_KEYS, spec.week_column, *spec.static)
     ids, prevs, histories, firsts, statics, plans = [], [], [], [], [], []
     seen = {}

@@ -67,12 +67,9 @@ def read_levels(value, where="levels"):
 PLAN_KEYS = ("series", "levels")
 
 
-def read_plan(body, max_horizon, max_rows):
-    """A validated Plan from the body of POST /forecast.
-
-    Well-formed plans pass C-level checks over all series at once; anything
-    odd sends the series through `_check_series`, which names the first bad field.
-    """
+def plan_series(body, max_rows, fields):
+    """(the plan's list of series, its levels) from a /forecast body, a 400 or 413 for a body of the wrong
+    shape; `fields`: what a series holds, for the message."""
     if not isinstance(body, dict):
         raise ApiError(400, 'body must be a JSON object: {"series": [...], "levels": [...]}')
     unknown = next((key for key in body if key not in PLAN_KEYS), None)
@@ -80,13 +77,23 @@ def read_plan(body, max_horizon, max_rows):
         raise ApiError(400, f"{unknown[:40]!r} is not a key of a plan; it takes {', '.join(PLAN_KEYS)}")
     series = body.get("series")
     if not isinstance(series, list) or not series:
-        raise ApiError(400, "'series' must be a non-empty list of objects with id, prev_week_sales and weeks")
+        raise ApiError(400, f"'series' must be a non-empty list of objects with {fields}")
     levels = read_levels(body.get("levels"))
     if len(series) > max_rows:
         raise ApiError(
             413,
             f"{len(series)} series is more than the limit of {max_rows} series x weeks per request (DEMAND_MAX_ROWS)",
         )
+    return series, levels
+
+
+def read_plan(body, max_horizon, max_rows):
+    """A validated Plan from the body of POST /forecast.
+
+    Well-formed plans pass C-level checks over all series at once; anything
+    odd sends the series through `_check_series`, which names the first bad field.
+    """
+    series, levels = plan_series(body, max_rows, "id, prev_week_sales and weeks")
     try:
         ids, prevs, week_lists = zip(*map(series_fields, series))
         lengths = list(map(len, week_lists))

@@ -188,17 +188,16 @@ def feature_options(command):
     return command
 
 
-def spec_of(known, static, history, calendar, series_column, week_column, target_column, base=None, data=None):
-    """The FeatureSpec the options ask for; what they leave out is `base`'s (default: the chapter's three inputs).
+def spec_of(known, static, history, calendar, series_column, week_column, target_column, data=None):
+    """The FeatureSpec the options ask for; what they leave out is the chapter's three inputs'.
 
     With `data` (the paths to train on), history and calendar left unsaid are
-    on where pipeline.sources.history_by_default says so, unless the
-    covariates asked for are exactly the chapter's and the preset is the chapter's.
+    on where pipeline.sources.history_by_default says so.
     """
     from ..features import CHAPTER, with_options
 
     spec = with_options(
-        base or CHAPTER,
+        CHAPTER,
         known=known,
         static=static,
         history=history,
