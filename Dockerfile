@@ -36,9 +36,7 @@ COPY service ./service
 # --no-deps: the dependencies above are the pinned set (and the chosen ONNX Runtime).
 RUN pip install --no-deps . && mkdir -p /app/models && chown demand:demand /app/models
 USER 10001:10001
-# The container's network namespace is the service's alone: no other process
-# can join its port, so the workers spread connections with SO_REUSEPORT.
-ENV DEMAND_HOST=0.0.0.0 DEMAND_PORT=8000 DEMAND_REUSE_PORT=1
+ENV DEMAND_HOST=0.0.0.0 DEMAND_PORT=8000
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('DEMAND_PORT', '8000'), timeout=2)"]

@@ -96,8 +96,7 @@ def main():
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="demand-columnar-") as tmp:
-        # As bench/run.py runs it, as the images do: DEMAND_REUSE_PORT=1.
-        with running_service(args.model_dir, Path(tmp), reuse_port=1) as service:
+        with running_service(args.model_dir, Path(tmp)) as service:
             results = columnar_benchmarks(service.url, tmp, args.duration, args.connections)
     for name, r in results.items():
         print(

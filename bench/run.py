@@ -143,21 +143,9 @@ def service_benchmarks(model_dir, folder, duration, connections):
         }
     ).encode()
     json_headers = {"Content-Type": "application/json"}
-    plan = json.dumps(
-        {
-            "series": [
-                {
-                    "id": f"store-{i}",
-                    "prev_week_sales": 30000 + 37 * i,
-                    "weeks": [
-                        {"discount_fraction": (10 * (i + w)) % 60, "weeks_to_next_holidays": (w + i) % 9}
-                        for w in range(8)
-                    ],
-                }
-                for i in range(1000)
-            ]
-        }
-    ).encode()
+    from bench.arrangements import plan_body  # here: it imports this module
+
+    plan = plan_body()
     scripts = {
         "csv": lua_script(folder, "csv", csv_body(CSV_ROWS), {"Content-Type": "text/csv"}),
         "forecast": lua_script(folder, "forecast", plan, json_headers),
@@ -171,15 +159,13 @@ def service_benchmarks(model_dir, folder, duration, connections):
         ),
     }
     results = {}
-    # As the images run it: DEMAND_REUSE_PORT=1 (README, Security and limits).
     with (
-        running_service(model_dir, folder, reuse_port=1) as service,
+        running_service(model_dir, folder) as service,
         running_service(
             model_dir,
             folder,
             app="bench.ceiling_app:create_app()",
             is_ready=lambda s: s.post("/predict", data=b"{}").ok,
-            reuse_port=1,
         ) as ceiling,
     ):
         for url in (ceiling.url + "/predict", service.url + "/predict"):  # warm both up
@@ -221,10 +207,10 @@ def service_benchmarks(model_dir, folder, duration, connections):
             float(s) for s in re.findall(r"worker ready ([\d.]+) s after its process started", service.log())
         ]
         results["workers"] = len(pids)
-    # Single rows beside larger requests, on request threads only and with the default (bench/mixed.py).
-    from bench.mixed import mixed_benchmarks
+    # The same service behind nginx and under gevent, alternated (bench/arrangements.py).
+    from bench.arrangements import measure as measure_arrangements
 
-    results["mixed"] = mixed_benchmarks(model_dir, folder, duration, connections)
+    results["arrangements"] = measure_arrangements(model_dir, folder, duration=duration, connections=connections)
     return results
 
 
@@ -238,7 +224,6 @@ def model_ceiling(model_dir, folder, duration, connections):
         folder,
         app="bench.ceiling_app:create_model_app()",
         is_ready=lambda s: s.post("/predict", data=b"{}").ok,
-        reuse_port=1,
     ) as app:
         wrk(app.url + "/predict", script, 1, connections)  # warm up
         return wrk(app.url + "/predict", script, duration, connections)
@@ -314,7 +299,6 @@ def peak_rss_mb(pid):
 
 def memory_at_caps(model_dir, folder):
     """Rise of one worker's peak RSS per request kind, each on a fresh one-worker server."""
-    from service.config import Settings
 
     results = {}
     for name, (route, body) in memory_bodies(Settings.max_rows).items():
@@ -368,31 +352,21 @@ def columnar_lines(s, verdict):
     return lines
 
 
-def mixed_lines(s):
-    """Report section of bench/mixed.py's runs: single rows beside larger requests."""
-    from bench.mixed import LARGER_ROWS
+def arrangement_lines(s):
+    """Report section of bench/arrangements.py's runs: the ways gunicorn can run the service."""
+    from bench.arrangements import LARGER_ROWS, PLAN_SERIES, lines
 
-    runs = s["mixed"]
-
-    lines = [
-        "## Small requests beside larger ones",
+    return [
+        "## Arrangements",
         "",
-        f"Single-row `/predict` under wrk ({s['workers']} workers) while two clients keep posting {LARGER_ROWS}-row JSON "
-        f"bodies ({runs[0]['larger_body_bytes'] / 1024:.0f} KiB) (`python bench/mixed.py`), alternated: every request "
-        "on request threads (`DEMAND_INLINE_REQUEST_BYTES=0`), and the default, which answers requests of up to "
-        f"{Settings.inline_request_bytes // 1024} KiB on the worker's event-loop thread.",
+        "The service as `demand serve` runs it (gunicorn's stock `gthread` worker), as compose and Kubernetes run it "
+        "(the same behind deploy/nginx.conf), and under gunicorn's `gevent` worker, each figure's runs alternated "
+        f"across them (`python bench/arrangements.py`), median of 3. The last column: single rows while two clients "
+        f"keep posting {LARGER_ROWS}-row bodies; /forecast: {PLAN_SERIES} series x 8 weeks.",
         "",
-        f"| requests answered on the loop | single rows | p50 | p99 | {LARGER_ROWS}-row requests | their p50 | non-2xx |",
-        "|---|---|---|---|---|---|---|",
+        *lines(s["arrangements"]),
+        "",
     ]
-    for r in runs:
-        one = r["single_row"]
-        where = f"up to {r['inline_request_bytes'] // 1024} KiB" if r["inline_request_bytes"] else "none"
-        lines.append(
-            f"| {where} | {one['rps']:,.0f} req/s | {one['p50_ms']:.2f} ms | {one['p99_ms']:.2f} ms | "
-            f"{r['larger_rps']:.0f} req/s | {r['larger_p50_ms']:.1f} ms | {one['non_2xx']} |"
-        )
-    return [*lines, ""]
 
 
 def model_ceiling_note(s):
@@ -478,7 +452,7 @@ def report(training, scale, comparison, service, memory, args, features=None):
         + "; ".join(f"{k}: {v['non_2xx']}, {v['socket_errors'] or 'none'}" for k, v in runs_of(s))
         + ".",
         "",
-        *mixed_lines(s),
+        *arrangement_lines(s),
         "## Memory at the caps",
         "",
         "Rise of a worker's peak RSS (VmHWM) for one request, each on a fresh one-worker server "

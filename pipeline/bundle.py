@@ -333,6 +333,21 @@ class Bundle:
             intervals[level] = (low, high)
         return {"intervals": intervals, "interval_steps": list(steps)}
 
+    def interval_notes(self, horizon):
+        """What forecasts `horizon` weeks ahead must say about their intervals: none, or why they are missing
+        or reused from the last calibrated step."""
+        last = self.calibrated_steps()
+        if not last:
+            return [
+                f"model {self.version} has no per-step interval calibration (its training data had no weeks to "
+                "chain): no intervals; retrain it to get them"
+            ]
+        if horizon > last:
+            return [
+                f"weeks {last + 1} to {horizon} use the interval of week {last}, the last step calibrated on held-out weeks"
+            ]
+        return []
+
     def calibrated_steps(self):
         return len(self.calibration["steps"]) if self.calibration else 0
 

@@ -292,16 +292,20 @@ def carried_forward(grid, layout):
 
 
 def filled_patterns(spec, filled):
-    """([the names of each distinct pattern of filled features], [n] each row's pattern) from `filled`
-    [n, len(spec.fillable)]: a name list per pattern, not per row."""
-    if not filled.shape[1]:
-        return [[]], np.zeros(len(filled), dtype=np.int64)
-    names = spec.fillable
+    """flag_patterns of the filled features (`filled` [n, len(spec.fillable)])."""
+    return flag_patterns(spec.fillable, filled)
+
+
+def flag_patterns(names, flags):
+    """([the names of each distinct row of `flags` [n, len(names)]], [n] each row's pattern): a name list
+    per pattern, not per row."""
+    if not flags.shape[1]:
+        return [[]], np.zeros(len(flags), dtype=np.int64)
     if len(names) < 63:  # each row's flags as the bits of one integer: a sort of numbers, not of rows
-        bits = filled.astype(np.int64) @ (1 << np.arange(len(names), dtype=np.int64))
+        bits = flags.astype(np.int64) @ (1 << np.arange(len(names), dtype=np.int64))
         patterns, codes = np.unique(bits, return_inverse=True)
         return [[name for i, name in enumerate(names) if int(p) >> i & 1] for p in patterns], codes.ravel()
-    patterns, codes = np.unique(filled, axis=0, return_inverse=True)
+    patterns, codes = np.unique(flags, axis=0, return_inverse=True)
     return [[name for name, flag in zip(names, row) if flag] for row in patterns.tolist()], codes.ravel()
 
 

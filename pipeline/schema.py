@@ -8,6 +8,15 @@ import math
 
 FEATURES = ("prev_week_sales", "discount_fraction", "weeks_to_next_holidays")
 N_FEATURES = len(FEATURES)
+
+
+def flagged_names(names):
+    """The names each code flags (bit i: names[i]): 2**len(names) lists, shared by the rows of one code."""
+    return [[name for i, name in enumerate(names) if code >> i & 1] for code in range(2 ** len(names))]
+
+
+# The features outside the training range of a row of the chapter's three inputs, by its code.
+OUTSIDE_NAMES = flagged_names(FEATURES)
 TARGET = "units_sold"
 TIME_COLUMN = "week"
 SERIES_COLUMN = "series"

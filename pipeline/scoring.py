@@ -29,17 +29,15 @@ from .schema import (
     FORECAST_COLUMN,
     HIGH_COLUMN,
     LOW_COLUMN,
+    OUTSIDE_NAMES,
     SERIES_COLUMN,
     VERSION_COLUMN,
 )
 
 DECIMALS = 1  # forecasts are whole units; one decimal shows the model's own rounding
 
-# "extrapolated": the features outside the training range, joined by ";", for
-# each of the 2**N_FEATURES patterns of flags (bit i: FEATURES[i] is outside).
-_OUTSIDE_NAMES = [
-    ";".join(name for i, name in enumerate(FEATURES) if pattern >> i & 1) for pattern in range(2 ** len(FEATURES))
-]
+# "extrapolated": the features outside the training range, joined by ";", by code.
+_OUTSIDE_NAMES = [";".join(names) for names in OUTSIDE_NAMES]
 
 
 def scoring_threads():

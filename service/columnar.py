@@ -41,7 +41,6 @@ from pipeline.schema import (
 )
 
 from .errors import ApiError
-from .forecast_api import interval_notes
 from .inputs import NUMBER_TYPES, check_domain, check_row_count, features_of, load_json
 from .plans import read_levels
 from .series import names_from_values
@@ -225,7 +224,7 @@ def columnar_json(head, bundle, out, extrapolated, request):
     if request.levels is not None:
         bounds = bundle.plan_intervals(out["units_sold"].reshape(-1, 1), request.levels)["intervals"]
         if bounds is None:
-            head["notes"] = interval_notes(bundle, None, 1)
+            head["notes"] = bundle.interval_notes(1)
             outputs["intervals"] = None
         else:
             outputs["intervals"] = {

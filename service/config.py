@@ -36,16 +36,6 @@ class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
     max_rows: int = 200_000  # rows per request; for /forecast, series x weeks
     max_horizon: int = 52  # weeks per series in a /forecast plan
-    # Each worker also listens on its own SO_REUSEPORT socket, so the kernel
-    # spreads connections evenly (see service/worker.py). Only where no other
-    # process can join the port, such as a container's own network namespace:
-    # on a shared host another server could take a share of the connections.
-    reuse_port: bool = False
-    client_timeout: float = 10.0  # seconds for a client to send its whole request: line, headers and body
-    # A request of at most this many bytes (head and body) is answered on the
-    # worker's event-loop thread, larger ones on a request thread; 0: all on
-    # request threads. See service/worker.py.
-    inline_request_bytes: int = 32 * 1024
     reload_interval: float = 2.0  # seconds between checks of the champion pointer
     provider: str = "auto"  # auto | cpu | cuda
     require_gpu: bool = False  # never become ready without the CUDA provider

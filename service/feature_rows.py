@@ -29,7 +29,7 @@ import numpy as np
 import orjson
 
 from pipeline.calibrate import level_key
-from pipeline.features import LAG_1, feature_matrix, filled_patterns
+from pipeline.features import LAG_1, feature_matrix, filled_patterns, flag_patterns
 from pipeline.schema import (
     EXTRAPOLATED_COLUMN,
     HIGH_COLUMN,
@@ -46,7 +46,6 @@ from pipeline.schema import (
 
 from . import metrics
 from .errors import ApiError
-from .forecast_api import interval_notes
 from .inputs import check_row_count
 from .plans import check_interval_count, read_levels
 
@@ -283,7 +282,7 @@ def predict_json(body, bundle, max_rows):
     if levels is not None:
         bounds = bundle.plan_intervals(out["units_sold"].reshape(-1, 1), levels)["intervals"]
         if bounds is None:
-            head["notes"] = interval_notes(bundle, None, 1)
+            head["notes"] = bundle.interval_notes(1)
         for i, row in enumerate(rows):
             row["intervals"] = (
                 None
@@ -311,7 +310,7 @@ def _columnar_answer(bundle, out, fields, levels):
     if levels is not None:
         bounds = bundle.plan_intervals(out["units_sold"].reshape(-1, 1), levels)["intervals"]
         if bounds is None:
-            head["notes"] = interval_notes(bundle, None, 1)
+            head["notes"] = bundle.interval_notes(1)
             outputs["intervals"] = None
         else:
             outputs["intervals"] = {
@@ -562,12 +561,12 @@ def plan_answer(bundle, ids, dates, lengths, levels, out):
         "features": list(spec.names),
         **unknown_series(ids, out["unknown_series"]),
     }
-    notes = interval_notes(bundle, out["interval_steps"], int(lengths.max()))
+    notes = bundle.interval_notes(int(lengths.max()))
     if notes:
         head["notes"] = notes
     S, H = out["units_sold"].shape
-    outside_names, outside = _patterns(spec.names, out["outside"].reshape(S * H, -1))
-    filled_names, filled = _patterns(spec.fillable, out["filled"].reshape(S * H, -1))
+    outside_names, outside = flag_patterns(spec.names, out["outside"].reshape(S * H, -1))
+    filled_names, filled = flag_patterns(spec.fillable, out["filled"].reshape(S * H, -1))
     outside, filled = outside.reshape(S, H).tolist(), filled.reshape(S, H).tolist()
     units = out["units_sold"].tolist()
     days = np.where(np.isnat(dates), np.datetime64("1970-01-01"), dates)
@@ -602,16 +601,3 @@ def plan_answer(bundle, ids, dates, lengths, levels, out):
         )
     ]
     return orjson.dumps(head)
-
-
-def _patterns(names, flags):
-    """([names of each distinct row of `flags`], [rows] each row's pattern), as pipeline.features.filled_patterns."""
-    if not flags.shape[1]:
-        return [[]], np.zeros(len(flags), dtype=np.int64)
-    patterns, codes = (
-        np.unique(flags, axis=0, return_inverse=True)
-        if len(names) >= 63
-        else np.unique(flags.astype(np.int64) @ (1 << np.arange(len(names), dtype=np.int64)), return_inverse=True)
-    )
-    rows = patterns.tolist() if patterns.ndim == 2 else [[int(p) >> i & 1 for i in range(len(names))] for p in patterns]
-    return [[name for name, flag in zip(names, row) if flag] for row in rows], codes.ravel()

@@ -17,7 +17,7 @@ import orjson
 from flask import Blueprint, Response, current_app, request
 
 from pipeline.calibrate import level_key
-from pipeline.schema import FEATURES
+from pipeline.schema import FEATURES, OUTSIDE_NAMES
 
 from . import metrics
 from .auth import prediction_token_required
@@ -27,8 +27,6 @@ from .series import unknown_series
 from .serving import current_bundle
 
 bp = Blueprint("forecast", __name__)
-# The extrapolated features of a week by its code (bit i: feature i outside), one shared list each (never mutated).
-OUTSIDE_NAMES = [[name for i, name in enumerate(FEATURES) if code >> i & 1] for code in range(2 ** len(FEATURES))]
 BITS = 1 << np.arange(len(FEATURES))
 
 
@@ -58,28 +56,13 @@ def forecast():
     return Response(answer(bundle, plan, out), mimetype="application/json")
 
 
-def interval_notes(bundle, steps_used, horizon):
-    """What the answer must say about its intervals: none, or reused from the last calibrated step."""
-    if steps_used is None:
-        return [
-            f"model {bundle.version} has no per-step interval calibration (its training data had no weeks to "
-            "chain); intervals are null: retrain it to get them"
-        ]
-    last = bundle.calibrated_steps()
-    if horizon > last:
-        return [
-            f"weeks {last + 1} to {horizon} use the interval of week {last}, the last step calibrated on held-out weeks"
-        ]
-    return []
-
-
 SERIES_PER_SLICE = 2048
 
 
 def answer(bundle, plan, out):
     """The JSON answer, encoded a slice of series at a time: their dicts cost far more memory than their JSON."""
     head = {"model_version": bundle.version, "levels": plan.levels, **unknown_series(plan.ids, out["unknown_series"])}
-    notes = interval_notes(bundle, out["interval_steps"], int(plan.weeks.max()))
+    notes = bundle.interval_notes(int(plan.weeks.max()))
     if notes:
         head["notes"] = notes
     slices = (

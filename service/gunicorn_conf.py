@@ -19,18 +19,23 @@ service_settings = Settings.from_env()  # every DEMAND_* setting, with its defau
 bind = f"{service_settings.host}:{service_settings.port}"
 workers = service_settings.worker_count()  # the app sizes its ONNX Runtime threads from the same value
 threads = service_settings.threads
-worker_class = "service.worker.Worker"  # gthread, reading whole requests in its event loop (see service/worker.py)
+# Stock gthread. Slow clients are a buffering proxy's job, as gunicorn's documentation
+# says: compose and Kubernetes run deploy/nginx.conf in front (docs/deployment.md).
+worker_class = "gthread"
 timeout = service_settings.timeout
 graceful_timeout = service_settings.graceful_timeout
 keepalive = service_settings.keepalive
 backlog = service_settings.backlog
 preload_app = False
 control_socket_disable = True  # several services may share a host and a home folder
-reuse_port = service_settings.reuse_port  # DEMAND_REUSE_PORT: see service/config.py
 accesslog = service_settings.access_log or None
 errorlog = "-"
 loglevel = service_settings.log_level
-# Request line and header limits stay at gunicorn's defaults; body size is the app's (DEMAND_MAX_BODY_BYTES).
+# Above deploy/nginx.conf's own header limits, so that behind it every refusal of a
+# request head is nginx's JSON answer, never gunicorn's plain text one. Body size is
+# the app's (DEMAND_MAX_BODY_BYTES).
+limit_request_line = 8190  # gunicorn's largest
+limit_request_fields = 32768  # gunicorn's largest
 
 
 def refuse_a_taken_address(host, port):

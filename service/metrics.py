@@ -29,10 +29,6 @@ RELOAD_FAILURES = Counter(
     "Champions that could not be served (a pointer that is not a version name, a missing folder, "
     "failed checks), counted once per write of the pointer",
 )
-CLIENT_TIMEOUTS = Counter(
-    "demand_client_timeouts_total",
-    "Connections closed because the request was not received in full within DEMAND_CLIENT_TIMEOUT",
-)
 MODEL_INFO = Gauge(
     "demand_model_info",
     "1 for the version and execution provider a worker serves",

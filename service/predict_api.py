@@ -23,7 +23,7 @@ from .columnar import columnar_json, decode_columnar, is_columnar, read_columnar
 from .csv_api import MEDIA_TYPE as CSV_MEDIA_TYPE
 from .csv_api import forecast_csv, is_csv
 from .errors import INTERNAL_ERROR, ApiError
-from .forecast_api import BITS, OUTSIDE_NAMES, interval_notes
+from .forecast_api import BITS, OUTSIDE_NAMES
 from .inputs import (
     check_token_count,
     instances_from_body,
@@ -88,7 +88,7 @@ def forecast_json(raw, bundle, max_rows):
         columns.append(_intervals(bundle, out["units_sold"], levels))
         encode = _predictions_with_levels
         if not isinstance(columns[-1], IntervalRows):  # no calibration: [None] * rows
-            head["notes"] = interval_notes(bundle, None, 1)
+            head["notes"] = bundle.interval_notes(1)
     head = orjson.dumps(head)[:-1]
     return b"".join([head, b',"predictions":[', b",".join(map(encode, _slices(columns, len(X)))), b"]}"])
 

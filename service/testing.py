@@ -3,6 +3,8 @@ and the benchmarks (which need `requests`, a test dependency)."""
 
 import contextlib
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -72,12 +74,14 @@ def running_service(
     wait_ready=True,
     app="service.app:create_app()",
     is_ready=None,
+    worker_class=None,
     **settings,
 ):
     """Yield a Server once every worker is ready; stop it (SIGTERM) afterwards.
 
     `is_ready(server)` replaces the default check (every worker reports a
     loaded model in /metrics); with `wait_ready=False` answering /healthz is enough.
+    `worker_class` overrides gunicorn's (gthread) on its command line.
     """
     port = free_port()
     env = {
@@ -93,7 +97,12 @@ def running_service(
     log_path = tmp_path / f"gunicorn-{port}.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            gunicorn_command(app), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            gunicorn_command(app) + (["-k", worker_class] if worker_class else []),
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     server = Server(f"http://127.0.0.1:{port}", process, log_path)
     try:
@@ -121,3 +130,83 @@ def running_service(
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+def nginx():
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    assert found, "nginx is needed here (make test installs it)"
+    return found
+
+
+def render_proxy(ports, listen):
+    """deploy/nginx.conf with its upstream on loopback `ports` (no DNS re-resolution), listening on `listen`
+    ("127.0.0.1:8001", or "8080" on every address)."""
+    lines = []
+    for line in (ROOT / "deploy" / "nginx.conf").read_text().splitlines():
+        stripped = line.strip()
+        if stripped.startswith("resolver "):
+            continue
+        if stripped.startswith("server ") and " resolve" in stripped:  # the same parameters, on loopback
+            parameters = stripped.rstrip(";").split()[2:]
+            options = " ".join(p for p in parameters if p != "resolve")
+            lines += [f"    server 127.0.0.1:{port} {options};" for port in ports]
+            continue
+        lines.append(line)
+    return re.sub(r"listen \d+;", f"listen {listen};", "\n".join(lines))
+
+
+POD_PROXY_CONFIG = ROOT / "deploy" / "k8s" / "base" / "nginx.conf"
+
+
+def pod_proxy_config():
+    """deploy/nginx.conf for the Kubernetes api pod's nginx (deploy/k8s/base/api.yaml). Write it with
+    `python -c 'import service.testing as t; t.POD_PROXY_CONFIG.write_text(t.pod_proxy_config())'`."""
+    return (
+        "# Generated from deploy/nginx.conf by service.testing.pod_proxy_config(): the pod's api on\n"
+        "# 127.0.0.1:8000, clients on 8080. Edit deploy/nginx.conf and generate this again.\n"
+        + render_proxy([8000], "8080")
+        + "\n"
+    )
+
+
+def write_proxy_config(folder, ports, proxy_port):
+    """An nginx.conf in `folder` running deploy/nginx.conf in front of `ports`."""
+    (folder / "demand.conf").write_text(render_proxy(ports, f"127.0.0.1:{proxy_port}"))
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    (folder / "nginx.conf").write_text(
+        f"{user}worker_processes 1;\npid {folder}/nginx.pid;\nerror_log {folder}/nginx-error.log warn;\n"
+        "events { worker_connections 1024; }\n"
+        f"http {{\n  access_log off;\n  client_body_temp_path {folder}/body;\n  proxy_temp_path {folder}/proxy;\n"
+        f"  fastcgi_temp_path {folder}/fastcgi;\n  uwsgi_temp_path {folder}/uwsgi;\n  scgi_temp_path {folder}/scgi;\n"
+        f"  include {folder}/demand.conf;\n}}\n"
+    )
+
+
+@contextlib.contextmanager
+def running_proxy(ports, folder):
+    """Yield the URL of nginx running deploy/nginx.conf in front of the services on `ports`, once it listens."""
+    folder = Path(folder) / f"nginx-{ports[0]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    proxy_port = free_port()
+    write_proxy_config(folder, ports, proxy_port)
+    proxy = subprocess.Popen(
+        [nginx(), "-p", str(folder), "-c", str(folder / "nginx.conf"), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def listening():
+        assert proxy.poll() is None, proxy.stderr.read()
+        try:
+            socket.create_connection(("127.0.0.1", proxy_port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    try:
+        wait_until(listening, 10)
+        yield f"http://127.0.0.1:{proxy_port}"
+    finally:
+        proxy.terminate()
+        proxy.wait(10)

@@ -219,15 +219,20 @@ def test_a_cuda_session_preloads_the_cuda_libraries_first(published, monkeypatch
 
 
 def test_the_proxy_limits_are_the_services():
-    """nginx cannot import the service's settings, so this test keeps the two in step."""
+    """nginx cannot import the service's settings, so this test keeps the two in step: the same body cap, and
+    head limits tighter than gunicorn's, so that behind nginx every refused head gets nginx's JSON answer."""
     from service.config import Settings
 
     conf = (ROOT / "deploy" / "nginx.conf").read_text()
+    gunicorn = (ROOT / "service" / "gunicorn_conf.py").read_text()
     size = re.search(r"client_max_body_size (\d+)m;", conf)
     assert size and int(size[1]) * 1024 * 1024 == Settings.max_body_bytes
-    for directive in ("client_header_timeout", "client_body_timeout"):
-        found = re.search(rf"{directive} (\d+)s;", conf)
-        assert found and int(found[1]) == Settings.client_timeout
+    count, kib = map(int, re.search(r"large_client_header_buffers (\d+) (\d+)k;", conf).groups())
+    line = int(re.search(r"^limit_request_line = (\d+)", gunicorn, re.M)[1])
+    fields = int(re.search(r"^limit_request_fields = (\d+)", gunicorn, re.M)[1])
+    assert "limit_request_field_size" not in gunicorn  # gunicorn's default, 8190 bytes a field
+    assert kib * 1024 <= min(line, 8190)  # nginx refuses a longer line or field first
+    assert count * kib * 1024 // len("a:\r\n") < fields  # and more fields than gunicorn takes cannot fit
 
 
 def test_every_package_folder_is_in_the_wheel():

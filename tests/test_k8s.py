@@ -78,7 +78,7 @@ def test_every_container_is_locked_down_and_limited(rendered):
         pod_security = pod.get("securityContext", {})
         assert pod_security.get("runAsNonRoot") is True, where
         assert pod_security.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
-        for container in pod["containers"]:
+        for container in pod["containers"] + pod.get("initContainers", []):
             security = container.get("securityContext", {})
             assert security.get("readOnlyRootFilesystem") is True, where
             assert security.get("allowPrivilegeEscalation") is False, where
@@ -113,10 +113,28 @@ def test_the_api_is_probed_drains_before_it_is_killed_and_spreads(rendered):
         "demand-settings",
         "demand-tokens",
     }
+    # Clients reach the api through the pod's nginx only: it listens where the probes, the Service and the
+    # network policy point, and the api on loopback.
+    (proxy,) = pod["initContainers"]
+    assert proxy["restartPolicy"] == "Always" and proxy["image"].startswith("nginxinc/nginx-unprivileged:")
+    (port,) = proxy["ports"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["port"] == port["containerPort"], probe
+    assert settings["data"]["DEMAND_HOST"] == "127.0.0.1"
+    (service,) = by_kind(objects, "Service", "demand-api")
+    assert service["spec"]["ports"][0]["targetPort"] == port["containerPort"]
     (policy,) = by_kind(objects, "NetworkPolicy")
-    assert policy["spec"]["ingress"] == [{"ports": [{"port": int(settings["data"]["DEMAND_PORT"]), "protocol": "TCP"}]}]
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": port["containerPort"], "protocol": "TCP"}]}]
+    (config,) = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("demand-proxy")]
+    assert f"listen {port['containerPort']};" in config["data"]["default.conf"]
     (pdb,) = by_kind(objects, "PodDisruptionBudget")
     assert pdb["spec"]["minAvailable"] == 1
+
+
+def test_the_pods_proxy_config_is_deploy_nginx_conf_for_the_pods_own_api():
+    from service.testing import POD_PROXY_CONFIG, pod_proxy_config
+
+    assert POD_PROXY_CONFIG.read_text() == pod_proxy_config(), "generate it again: service.testing.pod_proxy_config"
 
 
 def test_training_writes_the_registry_and_retraining_never_overlaps(rendered):

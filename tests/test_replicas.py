@@ -17,37 +17,13 @@ import pytest
 import requests
 
 from pipeline.registry import Registry
-from service.testing import ROOT, free_port, wait_until
+from service.testing import ROOT, free_port, nginx, wait_until, write_proxy_config
 
 from .conftest import INSTANCE
 
 pytestmark = pytest.mark.slow
 REPLICAS = 3
 KILLS = 10
-
-
-def nginx():
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
-    assert found, "nginx is needed for the multi-replica test (make test installs it)"
-    return found
-
-
-def render_proxy(ports, listen):
-    """deploy/nginx.conf with its upstream on `ports` (no DNS re-resolution) and listening on `listen`."""
-    lines = []
-    for line in (ROOT / "deploy" / "nginx.conf").read_text().splitlines():
-        stripped = line.strip()
-        if stripped.startswith("resolver "):
-            continue
-        if stripped.startswith("server ") and " resolve" in stripped:  # the same parameters, on loopback
-            parameters = stripped.rstrip(";").split()[2:]
-            options = " ".join(p for p in parameters if p != "resolve")
-            lines += [f"    server 127.0.0.1:{port} {options};" for port in ports]
-            continue
-        lines.append(line)
-    text = "\n".join(lines)
-    assert "proxy_next_upstream error timeout http_502 http_503 non_idempotent;" in text
-    return re.sub(r"listen \d+;", f"listen 127.0.0.1:{listen};", text)
 
 
 class Replica:
@@ -93,19 +69,6 @@ class Replica:
     def stop(self, sig=signal.SIGTERM):
         os.killpg(self.process.pid, sig)
         self.process.wait(30)
-
-
-def write_proxy_config(tmp_path, ports, proxy_port):
-    """An nginx.conf in `tmp_path` running deploy/nginx.conf in front of `ports`."""
-    (tmp_path / "demand.conf").write_text(render_proxy(ports, proxy_port))
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    (tmp_path / "nginx.conf").write_text(
-        f"{user}worker_processes 1;\npid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/nginx-error.log warn;\n"
-        "events { worker_connections 1024; }\n"
-        f"http {{\n  access_log off;\n  client_body_temp_path {tmp_path}/body;\n  proxy_temp_path {tmp_path}/proxy;\n"
-        f"  fastcgi_temp_path {tmp_path}/fastcgi;\n  uwsgi_temp_path {tmp_path}/uwsgi;\n  scgi_temp_path {tmp_path}/scgi;\n"
-        f"  include {tmp_path}/demand.conf;\n}}\n"
-    )
 
 
 @pytest.fixture
@@ -169,10 +132,7 @@ def test_rolling_restart_kill_9_and_a_new_champion_fail_no_request(cluster):
         for replica in replicas:
             replica.stop()
             replica.start()
-        # (b) replicas killed outright, one at a time, ten times; the others carry
-        # the load. A kill can land between two writes of an answer: the
-        # worker sends a head and its body together, or nginx could neither
-        # retry nor complete it (service/worker.py).
+        # (b) replicas killed outright, one at a time, ten times; the others carry the load.
         for kill in range(KILLS):
             replica, seen = replicas[kill % REPLICAS], len(results)
             replica.stop(signal.SIGKILL)

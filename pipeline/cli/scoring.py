@@ -103,13 +103,8 @@ def forecast(plan_path, output_path, levels, version, provider, model_dir):
     )
     out = bundle.forecast_plan(start, plan["features"], plan["weeks"], levels, plan["ids"], dates, plan["static"])
     count = write_forecasts(output_path, plan, out, levels, spec)
-    if out["intervals"] is None:
-        log(f"model {bundle.version} has no per-step interval calibration: the interval columns are empty")
-    elif int(plan["weeks"].max()) > bundle.calibrated_steps():
-        log(
-            f"weeks after {bundle.calibrated_steps()} use the interval of week {bundle.calibrated_steps()}, "
-            "the last step calibrated on held-out weeks"
-        )
+    for note in bundle.interval_notes(int(plan["weeks"].max())):
+        log(note)
     unknown = out["unknown_series"]
     if len(unknown):
         log(
