@@ -405,6 +405,7 @@ def test_fast_path_counts_requests_and_leaves_errors_to_flask(client):
     assert bad.status_code == 400 and bad.get_json()["error"] == "discount_fraction must be a number, got the text 'x'"
 
 
+@pytest.mark.slow
 def test_the_service_never_imports_torch(published):
     import subprocess
     import sys

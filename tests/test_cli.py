@@ -14,6 +14,7 @@ from pipeline.errors import DataError
 from .conftest import DEFAULT_CSV, ROOT, write_rows
 
 
+@pytest.mark.slow
 def test_help_is_instant_because_torch_is_not_imported():
     code = "import sys; from pipeline.cli import main; sys.argv=['demand','--help']\ntry: main()\nexcept SystemExit: pass\nprint('torch' in sys.modules, 'onnx' in sys.modules, 'numpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
@@ -280,7 +281,6 @@ def test_train_stopped_with_sigterm_stops_its_training_workers(tmp_path):
         found = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
         workers = [int(pid) for pid in found]
     assert len(workers) >= 2, "the training workers never started"
-    time.sleep(1)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM and b"Traceback" not in stderr
@@ -468,10 +468,10 @@ def test_seeds_past_32_bits_and_an_endless_wait_are_taken(runner, tmp_path):
     assert result.exit_code == 1 and "v1" in result.stderr  # past the option: no such version
 
 
+@pytest.mark.slow
 def test_a_command_started_ignoring_ctrl_c_keeps_ignoring_it(tmp_path):
     """A background job of a script starts with SIGINT ignored: Ctrl-C meant for the script must not stop it."""
     import signal
-    import time
 
     data = tmp_path / "gen.csv"
     subprocess.run(
@@ -500,7 +500,7 @@ def test_a_command_started_ignoring_ctrl_c_keeps_ignoring_it(tmp_path):
         stderr=subprocess.PIPE,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
-    time.sleep(3)
+    assert process.stderr.readline()  # training has begun: its first progress line
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr.decode()[-500:]
@@ -553,6 +553,7 @@ def test_an_output_that_is_not_a_regular_file_is_refused_and_left_as_it_was(runn
     assert link.is_symlink() and target.read_text() == "kept\n" and stat.S_ISFIFO(os.stat(pipe).st_mode)
 
 
+@pytest.mark.slow
 def test_the_pipeline_imports_nothing_of_the_service_and_no_torch_for_its_commands():
     """`demand serve` runs the service's own entry point (`python -m service`); the pipeline needs none of it."""
     code = (

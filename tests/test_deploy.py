@@ -27,6 +27,7 @@ def tool(name):
     return str(path) if path.exists() else shutil.which(name)
 
 
+@pytest.mark.slow
 def test_compose_files_follow_the_compose_spec():
     result = subprocess.run(
         [
@@ -43,6 +44,7 @@ def test_compose_files_follow_the_compose_spec():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_dockerfile_has_no_hadolint_findings():
     result = subprocess.run([tool("hadolint"), "Dockerfile"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

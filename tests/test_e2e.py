@@ -1,5 +1,6 @@
 """The service as deployed: a real gunicorn with several workers on loopback."""
 
+import re
 import shutil
 import socket
 import subprocess
@@ -196,16 +197,20 @@ def test_sigterm_lets_in_flight_requests_finish_and_takes_no_new_ones(published,
     body = json.dumps({"instances": [INSTANCE]}).encode()
     with running_service(published, tmp_path, workers=1, graceful_timeout=10) as server:
         port = int(server.url.rsplit(":", 1)[1])
-        # A request in flight: headers and half the body sent, the rest after SIGTERM.
+        # A connection the worker holds (one whole request answered on it first), then a request in flight on
+        # it: headers and the start of the body sent, the rest after SIGTERM.
         conn = socket.create_connection(("127.0.0.1", port))
-        conn.sendall(
-            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-            + body[:10]
-        )
-        time.sleep(0.3)
+        head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        conn.sendall(head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        first = b""
+        while b"\r\n\r\n" not in first or len(first.partition(b"\r\n\r\n")[2]) < int(
+            re.search(rb"(?i)content-length: *(\d+)", first)[1]
+        ):
+            first += conn.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200"), first[:200]
+        conn.sendall(head + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body[:10])
         server.process.send_signal(15)
-        time.sleep(0.5)
+        wait_until(lambda: "Handling signal: term" in server.log())
         # No new request is taken: it waits in the listening socket's queue until the worker exits and is reset
         # then (behind nginx it is retried on another replica).
         with pytest.raises((requests.ConnectionError, requests.Timeout)):

@@ -18,6 +18,8 @@ import pytest
 
 from .conftest import ROOT
 
+pytestmark = pytest.mark.slow  # runs the check's shell scripts
+
 CHECK = ROOT / "bench" / "gpu_check.sh"
 PARTS_LIB = ROOT / "bench" / "gpu_parts.sh"
 MiB = 1 << 20

@@ -549,7 +549,7 @@ def test_sigterm_while_small_requests_arrive_stops_every_worker_cleanly(publishe
     for attempt in range(3):
         (tmp_path / str(attempt)).mkdir()
         with running_service(published, tmp_path / str(attempt), workers=2) as server:
-            port, stop = int(server.url.rsplit(":", 1)[1]), threading.Event()
+            port, stop, answered = int(server.url.rsplit(":", 1)[1]), threading.Event(), []
 
             def new_connections():
                 while not stop.is_set():
@@ -558,13 +558,14 @@ def test_sigterm_while_small_requests_arrive_stops_every_worker_cleanly(publishe
                             sock.sendall(request)
                             while sock.recv(65536):
                                 pass
+                            answered.append(1)
                     except OSError:
                         time.sleep(0.005)
 
             clients = [threading.Thread(target=new_connections) for _ in range(8)]
             for client in clients:
                 client.start()
-            time.sleep(1.0)
+            wait_until(lambda: len(answered) >= 50)  # under way on every client
             server.process.send_signal(signal.SIGTERM)
             server.process.wait(30)
             stop.set()

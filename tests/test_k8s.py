@@ -14,6 +14,8 @@ import yaml
 
 from .conftest import ROOT
 
+pytestmark = pytest.mark.slow  # runs kubectl and kubernetes-validate
+
 K8S = ROOT / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.31.0"
 OVERLAYS = ("cpu", "gpu")
