@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export DEMAND_MODEL_DIR ?= models
 
-.PHONY: install run train test lint bench clean
+.PHONY: install run train test test-fast lint bench clean
 
 install: $(VENV)/.installed
 
@@ -33,10 +33,15 @@ test: install
 	@bash deploy/test-tools.sh
 	$(BIN)/python -m pytest -q
 
-# ruff's lint and its formatter, configured in pyproject.toml.
+# The tests that start no process, program or server (the rest are marked slow).
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# ruff's lint and its formatter, and mypy on pipeline/ and service/, configured in pyproject.toml.
 lint: install
 	$(BIN)/ruff check pipeline service tests bench
 	$(BIN)/ruff format --check pipeline service tests bench
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python bench/run.py --output docs/benchmarks.md

@@ -2,15 +2,21 @@
 interrupted write never leaves a half-written output (and never replaces a
 good one with it)."""
 
+from __future__ import annotations
+
 import contextlib
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from .errors import DataError
 
+T = TypeVar("T")
 
-def partial_path(path):
+
+def partial_path(path: str | os.PathLike[str]) -> Path:
     """Where an output is written before it is renamed into place: beside it,
     hidden, and named by process, so two runs writing the same output never share one.
     Refuses an output that is there and is not a regular file (check_output)."""
@@ -29,7 +35,7 @@ KINDS = (
 )
 
 
-def check_output(path):
+def check_output(path: str | os.PathLike[str]) -> None:
     """A DataError unless `path` is a regular file or nothing yet: renaming into place would replace a device
     (/dev/full), a pipe or a link with a regular file."""
     try:
@@ -43,7 +49,7 @@ def check_output(path):
         raise DataError(f"{path}: is {kind}; name a regular file or a new path for the output")
 
 
-def write_atomically(path, write):
+def write_atomically(path: str | os.PathLike[str], write: Callable[[Path], T]) -> T:
     """Call `write(partial)`, then rename the partial file to `path`; returns what `write` returned.
 
     A failure to write (OSError) becomes a DataError naming `path`; on any

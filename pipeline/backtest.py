@@ -11,6 +11,12 @@ persistence, least-squares linear regression, and gradient boosting when
 scikit-learn is installed.
 """
 
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, cast
+
 import numpy as np
 
 from .calibrate import DEFAULT_LEVELS, half_width, level_key
@@ -23,8 +29,12 @@ from .presets import BACKTEST_HORIZON, BACKTEST_WINDOWS
 MAX_CATEGORIES = 255  # HistGradientBoostingRegressor's limit on one categorical input (its bins, less one)
 SUMMARY = ("wape", "mase", "bias")
 
+if TYPE_CHECKING:
+    from .data import Dataset
+    from .evaluate import Predict
 
-def gradient_boosting(history, by_series=False):
+
+def gradient_boosting(history: Dataset, by_series: bool = False) -> Predict | None:
     """A fitted scikit-learn gradient boosting model's forecast, `predict(X, series)`,
     or None without scikit-learn.
 
@@ -38,26 +48,29 @@ def gradient_boosting(history, by_series=False):
         return None
     if not by_series:
         model = HistGradientBoostingRegressor(random_state=0).fit(history.X, history.y)
-        return lambda X, series=None: model.predict(X)
+        return cast("Predict", lambda X, series=None: model.predict(X))  # mypy infers no lambda for an optional
     if history.series is None:
         return None
     names, rows = np.unique(history.series, return_counts=True)
     if len(names) > MAX_CATEGORIES:  # more than scikit-learn takes as one input: the rest count as missing
         names = np.sort(names[np.argsort(-rows, kind="stable")[:MAX_CATEGORIES]])
 
-    def with_series(X, series):
+    def with_series(X: np.ndarray, series: np.ndarray) -> np.ndarray:
         at = np.searchsorted(names, series)
         known = names[np.minimum(at, len(names) - 1)] == series
         return np.column_stack([X, np.where(known, at, np.nan)])
 
     model = HistGradientBoostingRegressor(random_state=0, categorical_features=[history.X.shape[1]])  # the series, last
     model.fit(with_series(history.X, history.series), history.y)
-    return lambda X, series=None: model.predict(
-        with_series(X, np.full(len(X), "") if series is None else np.asarray(series, dtype=str))
+    return cast(
+        "Predict",
+        lambda X, series=None: model.predict(
+            with_series(X, np.full(len(X), "") if series is None else np.asarray(series, dtype=str))
+        ),
     )
 
 
-def windows_of(data, windows, horizon):
+def windows_of(data: Dataset, windows: int, horizon: int) -> list[tuple[Dataset, Dataset]]:
     """[(history, future)] for each origin, oldest first; refuses a history too short."""
     order, distinct, period_of_row = periods(data)
     needed = min_periods() + windows * horizon
@@ -77,7 +90,7 @@ def windows_of(data, windows, horizon):
     return out
 
 
-def recursive(predict, future, grid):
+def recursive(predict: Predict, future: Dataset, grid: np.ndarray) -> np.ndarray:
     """Forecasts where each week's sales history is the same series' forecasts of the weeks before (forecast_chains)."""
     forecast = np.full(len(future), np.nan)
     stepped = forecast_chains(predict, future, grid)
@@ -85,7 +98,13 @@ def recursive(predict, future, grid):
     return forecast
 
 
-def level_coverage(actual, forecast, grid, calibration, levels=DEFAULT_LEVELS):
+def level_coverage(
+    actual: np.ndarray,
+    forecast: np.ndarray,
+    grid: np.ndarray,
+    calibration: dict[str, Any],
+    levels: Iterable[float] = DEFAULT_LEVELS,
+) -> dict[str, float]:
     """{level: share of actual weeks inside the per-step interval} of recursive forecasts, over all steps."""
     out = {}
     for level in levels:
@@ -100,7 +119,13 @@ def level_coverage(actual, forecast, grid, calibration, levels=DEFAULT_LEVELS):
     return out
 
 
-def score(actual, forecasts, scale, grid=None, interval=None):
+def score(
+    actual: np.ndarray,
+    forecasts: dict[str, np.ndarray],
+    scale: float,
+    grid: np.ndarray | None = None,
+    interval: dict[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
     """Metrics of every method; the model's also with interval coverage, and per step when `grid` is given."""
     out = {}
     for name, predicted in forecasts.items():
@@ -115,8 +140,14 @@ def score(actual, forecasts, scale, grid=None, interval=None):
 
 
 def backtest(
-    data, windows=BACKTEST_WINDOWS, horizon=BACKTEST_HORIZON, preset="auto", overrides=None, log=None, refit=True
-):
+    data: Dataset,
+    windows: int = BACKTEST_WINDOWS,
+    horizon: int = BACKTEST_HORIZON,
+    preset: str = "auto",
+    overrides: dict[str, Any] | None = None,
+    log: Callable[[str], None] | None = None,
+    refit: bool = True,
+) -> dict[str, Any]:
     """Run the backtest; returns one JSON-ready document. `refit` as for
     train_model: each window's model is made as `demand train` would publish it."""
     from .workflow import train_model
@@ -128,10 +159,11 @@ def backtest(
         trained = train_model(history, preset, overrides, refit=refit)
         trained_on = rows_and_weeks(history)
         forecast_weeks = future.date_range()
-        if trained_on["weeks"] and trained_on["weeks"][1] >= forecast_weeks[0]:
+        # A history with weeks comes from data with weeks, and windows_of gives every future rows: it has weeks too.
+        if trained_on["weeks"] and trained_on["weeks"][1] >= cast("list[str]", forecast_weeks)[0]:
             raise AssertionError("a backtest model trained on its own window")  # guarded by windows_of
         linear = LinearBaseline(history.X, history.y)
-        predictors = {"model": trained.predict, "naive": naive_forecast, "linear": linear.predict}
+        predictors: dict[str, Predict] = {"model": trained.predict, "naive": naive_forecast, "linear": linear.predict}
         for name, by_series in (("gradient_boosting", False), ("gradient_boosting_by_series", True)):
             boosting = gradient_boosting(history, by_series)
             if boosting is not None:
@@ -140,7 +172,7 @@ def backtest(
         interval = trained.evaluation["interval"]
         one_step = {name: predict(future.X, future.series) for name, predict in predictors.items()}
         grid = chains(future)
-        fold = {
+        fold: dict[str, Any] = {
             "window": number,
             "origin": forecast_weeks[0] if forecast_weeks else None,
             "trained_on": trained_on,
@@ -176,9 +208,9 @@ def backtest(
     }
 
 
-def average(folds):
+def average(folds: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean over windows of each method's WAPE, MASE, bias (and the model's coverage)."""
-    out = {}
+    out: dict[str, Any] = {}
     for kind in ("one_step", "recursive"):
         scored = [f[kind] for f in folds if f[kind] is not None]
         if not scored:
@@ -199,7 +231,7 @@ def average(folds):
     return out
 
 
-def format_table(report):
+def format_table(report: dict[str, Any]) -> str:
     """The readable table `demand backtest` prints."""
     methods = list(report["folds"][0]["one_step"])
     lines = [
@@ -229,7 +261,7 @@ def format_table(report):
     return "\n".join(lines)
 
 
-def write_plot(path, report):
+def write_plot(path: str | os.PathLike[str], report: dict[str, Any]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -3,12 +3,18 @@
 Shared by `demand predict` and the prediction service; imports no torch.
 """
 
+from __future__ import annotations
+
 import json
 import logging
 import os
 import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from .calibrate import half_width
 from .errors import BundleError, RegistryError
@@ -18,6 +24,18 @@ from .normalize import MinMaxStats
 from .registry import TAILS_FILE, Registry
 from .schema import INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR, SERIES_TENSOR, UNKNOWN_SERIES
 
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import TypeAlias
+
+    import onnxruntime as ort
+    import pyarrow as pa
+
+    # Each row's series name: str each (a list, or a NumPy array), or a pyarrow string array.
+    SeriesNames: TypeAlias = Sequence[str] | np.ndarray | pa.Array
+    # {series: (the week after its last stored week, [WINDOW_WEEKS] float64 sales before it, NaN unknown)}
+    Tails: TypeAlias = dict[str, tuple[np.datetime64, np.ndarray]]
+
 log = logging.getLogger("demand.bundle")
 # Rows per ONNX Runtime call, times the widest layer: big enough that the
 # per-call overhead vanishes, small enough that the intermediate tensors stay
@@ -25,7 +43,9 @@ log = logging.getLogger("demand.bundle")
 CHUNK_WORK = 8192 * 32
 
 
-def make_session(path, provider="auto", threads=0):
+def make_session(
+    path: str | os.PathLike[str], provider: str = "auto", threads: int = 0
+) -> tuple[ort.InferenceSession, str]:
     """An ORT session on CUDA when asked for or available, else on the CPU.
 
     Returns (session, active provider). onnxruntime-gpu lists CUDA as available
@@ -58,7 +78,7 @@ def make_session(path, provider="auto", threads=0):
     return session, active
 
 
-def preload_cuda_libraries(ort):
+def preload_cuda_libraries(ort: ModuleType) -> None:
     """Load CUDA and cuDNN from NVIDIA's pip wheels (the GPU image's) before a CUDA session.
 
     Without it ONNX Runtime looks for them on the system library path only,
@@ -74,12 +94,21 @@ def preload_cuda_libraries(ort):
         log.warning("onnxruntime.preload_dlls failed: %s", err)
 
 
-def _cuda_driver_present():
+def _cuda_driver_present() -> bool:
     return any(os.path.exists(p) for p in ("/dev/nvidia0", "/dev/nvidiactl", "/proc/driver/nvidia/version"))
 
 
 class Bundle:
-    def __init__(self, version, card, stats, session, provider, tails=None, statics=None):
+    def __init__(
+        self,
+        version: str,
+        card: dict[str, Any],
+        stats: MinMaxStats,
+        session: ort.InferenceSession,
+        provider: str,
+        tails: Tails | None = None,
+        statics: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         self.version = version
         self.card = card
         self.stats = stats
@@ -106,7 +135,7 @@ class Bundle:
         self._compute = threading.Lock()
 
     @classmethod
-    def load(cls, registry: Registry, version=None, provider="auto", threads=0):
+    def load(cls, registry: Registry, version: str | None = None, provider: str = "auto", threads: int = 0) -> Bundle:
         """Load `version` (default: the champion) and check that it forecasts."""
         version = version or registry.champion()
         if version is None:
@@ -131,7 +160,7 @@ class Bundle:
         bundle.check()
         return bundle
 
-    def check(self):
+    def check(self) -> None:
         """Warm-up inference that also proves the outputs are usable."""
         rows = np.array([self.stats.raw_x_min, self.stats.raw_x_max], dtype=np.float32)
         try:
@@ -143,11 +172,11 @@ class Bundle:
         if not np.all(np.isfinite(units)):
             raise BundleError(f"model {self.version} returned non-finite forecasts on its warm-up rows")
 
-    def series_codes(self, names):
+    def series_codes(self, names: SeriesNames | None) -> NDArray[np.int64] | None:
         """[n] int64 model indices of series `names` (str each, or None: unknown for every row)."""
         return self.stats.series_codes(names)
 
-    def unknown_series(self, names, codes=None):
+    def unknown_series(self, names: SeriesNames | None, codes: np.ndarray | None = None) -> NDArray[np.intp]:
         """Indices of the rows of `names` (str each, or a pyarrow string array) that name a series
         the model does not know; none for a model that tells no series apart, or for a blank name
         (no series). `codes`: series_codes(names), when they are at hand."""
@@ -157,7 +186,7 @@ class Bundle:
             trained = self.trained_series
             if not trained:
                 return np.empty(0, dtype=np.intp)
-            listed = names.to_pylist() if type(names).__module__.startswith("pyarrow") else names
+            listed = cast("pa.Array", names).to_pylist() if type(names).__module__.startswith("pyarrow") else names
             return np.array([i for i, name in enumerate(listed) if name and str(name) not in trained], dtype=np.intp)
         unknown = np.flatnonzero((self.series_codes(names) if codes is None else codes) == UNKNOWN_SERIES)
         if not len(unknown):
@@ -170,7 +199,9 @@ class Bundle:
             named = np.array([names[i] for i in unknown.tolist()], dtype=object)
         return unknown[named != ""]
 
-    def run(self, X, codes=None):
+    def run(
+        self, X: NDArray[np.float32], codes: NDArray[np.int64] | None = None
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         """Raw ONNX outputs for float32 features [n, 3] -> (units [n], normalized [n]).
 
         `codes`: [n] int64 series indices (series_codes), for a model that
@@ -199,7 +230,12 @@ class Bundle:
             units[start:stop], normalized[start:stop] = u.reshape(-1), n.reshape(-1)
         return units, normalized
 
-    def forecast(self, X, ranges=None, series=None):
+    def forecast(
+        self,
+        X: ArrayLike,
+        ranges: tuple[np.ndarray, np.ndarray] | None = None,
+        series: SeriesNames | None = None,
+    ) -> dict[str, Any]:
         """Forecasts with their interval, the rows with features outside the
         training range ("extrapolated_rows", and their "extrapolated_flags"),
         and the rows naming a series the model does not know ("unknown_series").
@@ -219,7 +255,16 @@ class Bundle:
             "unknown_series": self.unknown_series(series, codes),
         }
 
-    def forecast_plan(self, start, plan, weeks, levels, series=None, dates=None, static=None):
+    def forecast_plan(
+        self,
+        start: ArrayLike,
+        plan: ArrayLike,
+        weeks: ArrayLike,
+        levels: Iterable[float],
+        series: SeriesNames | None = None,
+        dates: ArrayLike | None = None,
+        static: dict[str, ArrayLike] | None = None,
+    ) -> dict[str, Any]:
         """Recursive forecasts of S series over up to H weeks each.
 
         `start` [S] each series' last week's sales, or [S, WINDOW_WEEKS] its
@@ -266,7 +311,8 @@ class Bundle:
                 history = calendar = None
                 flags = []
                 if spec.history:
-                    history, history_filled = history_columns(window[going], last[going])
+                    # a model that reads history always has a window (made above when not given)
+                    history, history_filled = history_columns(cast(np.ndarray, window)[going], last[going])
                     flags.append(history_filled)
                 if spec.calendar:
                     day = (
@@ -297,7 +343,12 @@ class Bundle:
             **self.plan_intervals(units, levels),
         }
 
-    def plan_start(self, ids, prev_week_sales=None, histories=None):
+    def plan_start(
+        self,
+        ids: Sequence[str],
+        prev_week_sales: ArrayLike | None = None,
+        histories: Sequence[Sequence[float] | np.ndarray | None] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Where each plan's series starts: ([S, WINDOW_WEEKS] its weeks before the plan, [S] the plan's
         first week when known (NaT otherwise), [S] bool: a series that has no last week to start from).
 
@@ -321,7 +372,7 @@ class Bundle:
             window[:, -1] = np.where(np.isnan(prev), window[:, -1], prev)
         return window, first, np.isnan(window[:, -1])
 
-    def plan_intervals(self, units, levels):
+    def plan_intervals(self, units: np.ndarray, levels: Iterable[float]) -> dict[str, Any]:
         """{"intervals": {level: (low, high)} or None, "interval_steps": [H] or None} for forecasts [S, H]."""
         if not self.calibration or not self.calibration.get("steps"):
             return {"intervals": None, "interval_steps": None}
@@ -331,9 +382,10 @@ class Bundle:
             widths, steps = zip(*(half_width(self.calibration, h + 1, level) for h in range(units.shape[1])))
             low, high = interval_bounds(units, np.asarray(widths, dtype=np.float64), scale)
             intervals[level] = (low, high)
-        return {"intervals": intervals, "interval_steps": list(steps)}
+        # `levels` is never empty (its readers refuse that), so `steps` is set
+        return {"intervals": intervals, "interval_steps": list(cast("tuple[int, ...]", steps))}
 
-    def interval_notes(self, horizon):
+    def interval_notes(self, horizon: int) -> list[str]:
         """What forecasts `horizon` weeks ahead must say about their intervals: none, or why they are missing
         or reused from the last calibrated step."""
         last = self.calibrated_steps()
@@ -348,10 +400,10 @@ class Bundle:
             ]
         return []
 
-    def calibrated_steps(self):
+    def calibrated_steps(self) -> int:
         return len(self.calibration["steps"]) if self.calibration else 0
 
-    def extrapolated_names(self, out):
+    def extrapolated_names(self, out: dict[str, Any]) -> dict[int, list[str]]:
         """{row index: [feature names outside the training range]} from forecast()."""
         return {
             int(i): [name for name, flag in zip(self.stats.names, flags) if flag]
@@ -359,14 +411,14 @@ class Bundle:
         }
 
 
-def read_tails(path):
+def read_tails(path: Path) -> tuple[Tails, dict[str, dict[str, Any]]]:
     """A published version's history.json (`path`) as ({series: (next week, [WINDOW_WEEKS] float64 sales, NaN unknown)},
     {series: {static covariate: its number or category}})."""
     doc = json.loads(path.read_text())
     return tails_from_document(doc), doc.get("static", {})
 
 
-def tails_from_document(doc):
+def tails_from_document(doc: dict[str, Any]) -> Tails:
     """pipeline.publish.tails_document's stored sales, as read_tails returns them."""
     return {
         name: (

@@ -11,7 +11,11 @@ interpolates) and any step (past the last calibrated step, it uses that step's
 and says so).
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,13 +27,19 @@ LEVELS = tuple(round(0.50 + 0.01 * i, 2) for i in range(50))  # 0.50, 0.51, ...,
 MAX_STEPS = 13  # a quarter of weeks
 MIN_RESIDUALS = 20  # fewer residuals than this make a step's quantiles too rough to use
 
+if TYPE_CHECKING:
+    from .data import Dataset
+    from .evaluate import Predict
 
-def level_key(level):
+
+def level_key(level: float) -> str:
     """How a level names its interval in answers and files: 0.8 -> "0.8"."""
     return f"{level:g}"
 
 
-def recursive_residuals(predict, heldout, grid, max_steps=MAX_STEPS, scale="none"):
+def recursive_residuals(
+    predict: Predict, heldout: Dataset, grid: np.ndarray, max_steps: int = MAX_STEPS, scale: str = "none"
+) -> list[np.ndarray]:
     """[per step h = 1.., absolute residuals] of recursive forecasts from every origin.
 
     `grid` is [weeks, series] of row indices of `heldout` (-1 where missing),
@@ -50,7 +60,9 @@ def recursive_residuals(predict, heldout, grid, max_steps=MAX_STEPS, scale="none
     ]
 
 
-def calibrate(residuals_by_step, scale="none", min_residuals=MIN_RESIDUALS):
+def calibrate(
+    residuals_by_step: Iterable[np.ndarray], scale: str = "none", min_residuals: int = MIN_RESIDUALS
+) -> dict[str, Any]:
     """The card's `calibration`: half-widths by step and level, never narrower at a later step."""
     steps, floor = [], np.zeros(len(LEVELS))
     for h, residuals in enumerate(residuals_by_step, start=1):
@@ -70,7 +82,9 @@ def calibrate(residuals_by_step, scale="none", min_residuals=MIN_RESIDUALS):
     }
 
 
-def per_step_calibration(predict, heldout, scale="none", max_steps=MAX_STEPS):
+def per_step_calibration(
+    predict: Predict, heldout: Dataset, scale: str = "none", max_steps: int = MAX_STEPS
+) -> dict[str, Any] | None:
     """Calibration from held-out weeks, or None when their steps cannot be told apart."""
     grid = chains(heldout)
     if grid is None or len(heldout) == 0:
@@ -79,7 +93,7 @@ def per_step_calibration(predict, heldout, scale="none", max_steps=MAX_STEPS):
     return calibration if calibration["steps"] else None
 
 
-def half_width(calibration, step, level):
+def half_width(calibration: dict[str, Any], step: int, level: float) -> tuple[float, int]:
     """(half-width on the model's scale, the calibrated step it comes from) for 1-based `step`."""
     steps = calibration["steps"]
     used = steps[min(step, len(steps)) - 1]

@@ -5,13 +5,17 @@ A backtest's recursive scoring and the per-step calibration of intervals
 week reading the forecasts of the weeks before as its sales history.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+
 import numpy as np
 
-from .data import periods
+from .data import Dataset, periods
 from .features import WINDOW_WEEKS, with_history
 
 
-def chains(future):
+def chains(future: Dataset) -> np.ndarray | None:
     """[H, S] row indices of `future`: row of step h of series s, or -1 where that week is missing.
 
     None when steps cannot be told apart (several rows a week and no series column).
@@ -29,7 +33,7 @@ def chains(future):
     return grid
 
 
-def forecast_chains(predict, data, steps):
+def forecast_chains(predict: Callable[..., np.ndarray], data: Dataset, steps: np.ndarray) -> np.ndarray:
     """[H, M] forecasts of M chains of rows of `data`, `steps` [H, M] their row indices (-1: no row that week).
 
     Step h of a chain reads the chain's own forecasts of the steps before as

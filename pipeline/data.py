@@ -1,8 +1,13 @@
 """Load a sales file (CSV or Parquet), validate every row, and split it in time order."""
 
+from __future__ import annotations
+
 import hashlib
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Literal, cast, overload
 
 import numpy as np
 import pyarrow as pa
@@ -10,7 +15,7 @@ import pyarrow.parquet as pq
 
 from . import tables
 from .errors import DataError
-from .features import CHAPTER, LAG_1, WINDOW_WEEKS, feature_matrix, week_windows
+from .features import CHAPTER, LAG_1, WINDOW_WEEKS, FeatureSpec, feature_matrix, week_windows
 from .schema import FEATURES, SERIES_COLUMN, TARGET, TIME_COLUMN
 
 
@@ -20,17 +25,18 @@ class Dataset:
     y: np.ndarray  # [n] float64, units sold
     week: np.ndarray | None = None  # [n] datetime64[D], when the file has a week column
     series: np.ndarray | None = None  # [n] str, when the file has a series column
-    source: dict = field(default_factory=dict)  # path, sha256, rows, skipped
-    spec: object = CHAPTER  # pipeline.features.FeatureSpec: what X's columns are
-    tails: dict = field(default_factory=dict)  # series -> sales of the weeks before the one after its last
+    source: dict[str, Any] = field(default_factory=dict)  # path, sha256, rows, skipped
+    spec: FeatureSpec = CHAPTER  # what X's columns are
+    # series -> sales of the weeks before the one after its last
+    tails: dict[str, np.ndarray] = field(default_factory=dict)
     filled: np.ndarray | None = None  # [n, len(spec.fillable)] features filled for lack of weeks
     grid: np.ndarray | None = None  # sales by series and week, shared by every part taken (features.Features)
     slots: np.ndarray | None = None  # [n, 2] each row's place in grid
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.y)
 
-    def take(self, index):
+    def take(self, index: np.ndarray) -> Dataset:
         return Dataset(
             self.X[index],
             self.y[index],
@@ -43,13 +49,13 @@ class Dataset:
             slots=None if self.slots is None else self.slots[index],
         )
 
-    def windows(self, rows):
+    def windows(self, rows: np.ndarray) -> np.ndarray:
         """[len(rows), WINDOW_WEEKS] the actual sales of the weeks before each of `rows` (NaN: unknown)."""
         if self.slots is None:
             return np.full((len(rows), WINDOW_WEEKS), np.nan)
         return week_windows(self.grid, self.slots[rows])
 
-    def date_range(self):
+    def date_range(self) -> list[str] | None:
         if self.week is None or len(self) == 0:
             return None
         return [str(self.week.min()), str(self.week.max())]
@@ -61,14 +67,49 @@ class Split:
     validation: Dataset
     holdout: Dataset
 
-    def describe(self):
+    def describe(self) -> dict[str, dict[str, Any]]:
         return {
             name: {"rows": len(part), "weeks": part.date_range()}
             for name, part in (("train", self.train), ("validation", self.validation), ("holdout", self.holdout))
         }
 
 
-def load_file(path, skip_bad_rows=False, warn=None, require_target=True, spec=CHAPTER, tails=None, raw_values=False):
+# A stored version's tails: {series: (the week after its last, [WINDOW_WEEKS] sales before it)}.
+Tails = Mapping[str, tuple[np.datetime64, np.ndarray]]
+# load_file's raw_values: (checked columns by name, targets, source).
+RawValues = tuple[dict[str, np.ndarray], np.ndarray, dict[str, Any]]
+
+
+@overload
+def load_file(
+    path: str | os.PathLike[str],
+    skip_bad_rows: bool = ...,
+    warn: Callable[[str], None] | None = ...,
+    require_target: bool = ...,
+    spec: FeatureSpec = ...,
+    tails: Tails | None = ...,
+    raw_values: Literal[False] = ...,
+) -> Dataset: ...
+@overload
+def load_file(
+    path: str | os.PathLike[str],
+    skip_bad_rows: bool = ...,
+    warn: Callable[[str], None] | None = ...,
+    require_target: bool = ...,
+    spec: FeatureSpec = ...,
+    tails: Tails | None = ...,
+    *,
+    raw_values: Literal[True],
+) -> RawValues: ...
+def load_file(
+    path: str | os.PathLike[str],
+    skip_bad_rows: bool = False,
+    warn: Callable[[str], None] | None = None,
+    require_target: bool = True,
+    spec: FeatureSpec = CHAPTER,
+    tails: Tails | None = None,
+    raw_values: bool = False,
+) -> Dataset | RawValues:
     """Read and validate a CSV or Parquet file (by its extension) into the features of `spec`.
 
     Every bad row is found, not just the first. Without `skip_bad_rows` a file
@@ -96,7 +137,7 @@ def load_file(path, skip_bad_rows=False, warn=None, require_target=True, spec=CH
         header = tables.renamed(
             [n.strip() for n in pq.ParquetFile(pa.BufferReader(raw)).schema_arrow.names], renames, path
         )
-        dropped = []
+        dropped: list[tables.Problem] = []
     else:
         table, ragged_rows = tables.read_csv_table(raw, path, columns, optional, renames)
         header = tables.renamed(tables.header_of_bytes(raw, path), renames, path)
@@ -145,7 +186,14 @@ def load_file(path, skip_bad_rows=False, warn=None, require_target=True, spec=CH
     return featured(path, values, y, spec, source, tails)
 
 
-def featured(path, values, y, spec, source, tails=None):
+def featured(
+    path: str | os.PathLike[str],
+    values: dict[str, np.ndarray],
+    y: np.ndarray,
+    spec: FeatureSpec,
+    source: dict[str, Any],
+    tails: Tails | None = None,
+) -> Dataset:
     """The Dataset of checked columns `values` (names used here) and targets `y`, in `spec`'s features.
 
     A static column of text that `spec` has no values for yet is a category of the values it holds here
@@ -185,7 +233,7 @@ def featured(path, values, y, spec, source, tails=None):
     return data
 
 
-def has_column(path, name, spec=CHAPTER):
+def has_column(path: str | os.PathLike[str], name: str, spec: FeatureSpec = CHAPTER) -> bool:
     """Whether a CSV or Parquet file has column `name` (after the spec's renames)."""
     path = Path(path)
     if tables.is_parquet(path):
@@ -196,7 +244,7 @@ def has_column(path, name, spec=CHAPTER):
     return name in tables.renamed(names, spec.renames(), path)
 
 
-def check_static(path, spec, values):
+def check_static(path: str | os.PathLike[str], spec: FeatureSpec, values: Mapping[str, np.ndarray]) -> None:
     """A static covariate has one value per series: a clear error naming the series where it changes."""
     if not spec.static:
         return
@@ -225,11 +273,11 @@ MIN_TRAIN_PERIODS = 8
 VALIDATION_FRACTION, HOLDOUT_FRACTION = 0.15, 0.2
 
 
-def _window_sizes(n, validation_fraction, holdout_fraction):
+def _window_sizes(n: int, validation_fraction: float, holdout_fraction: float) -> tuple[int, int]:
     return max(1, int(round(n * validation_fraction))), max(1, int(round(n * holdout_fraction)))
 
 
-def min_periods(validation_fraction=VALIDATION_FRACTION, holdout_fraction=HOLDOUT_FRACTION):
+def min_periods(validation_fraction: float = VALIDATION_FRACTION, holdout_fraction: float = HOLDOUT_FRACTION) -> int:
     """The fewest weeks time_split accepts."""
     n = MIN_TRAIN_PERIODS
     while n - sum(_window_sizes(n, validation_fraction, holdout_fraction)) < MIN_TRAIN_PERIODS:
@@ -237,7 +285,7 @@ def min_periods(validation_fraction=VALIDATION_FRACTION, holdout_fraction=HOLDOU
     return n
 
 
-def periods(data):
+def periods(data: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(sorted row order, distinct periods, period index of each sorted row): weeks, or rows in file order."""
     if data.week is not None:
         order = np.argsort(data.week, kind="stable")
@@ -247,11 +295,16 @@ def periods(data):
     return order, order, order
 
 
-def unit_name(data):
+def unit_name(data: Dataset) -> str:
     return "weeks" if data.week is not None else "rows"
 
 
-def time_split(data, validation_fraction=VALIDATION_FRACTION, holdout_fraction=HOLDOUT_FRACTION, holdout_from=None):
+def time_split(
+    data: Dataset,
+    validation_fraction: float = VALIDATION_FRACTION,
+    holdout_fraction: float = HOLDOUT_FRACTION,
+    holdout_from: str | None = None,
+) -> Split:
     """Split into train / validation / holdout, oldest first, never shuffled.
 
     With a week column whole weeks go to one part (every series of the latest
@@ -286,7 +339,7 @@ def time_split(data, validation_fraction=VALIDATION_FRACTION, holdout_fraction=H
     return Split(*(data.take(order[parts == p]) for p in range(3)))
 
 
-def concat(parts):
+def concat(parts: Sequence[Dataset]) -> Dataset:
     """One dataset from time-ordered parts of the same source (e.g. a split, whole again)."""
 
     def joined(name):
@@ -298,13 +351,12 @@ def concat(parts):
         grid = parts[0].grid
         slots = joined("slots")
     else:  # parts of several files: their grids stacked, each part's rows moved to its own
-        grids = [np.full((0, WINDOW_WEEKS), np.nan) if g is None else g for g in grids]
-        width = max(g.shape[1] for g in grids)
-        offsets = np.cumsum([0] + [len(g) for g in grids[:-1]])
-        grid = np.vstack([np.pad(g, ((0, 0), (0, width - g.shape[1])), constant_values=np.nan) for g in grids])
-        slots = np.concatenate(
-            [np.where(p.slots[:, :1] >= 0, p.slots + [offset, 0], p.slots) for p, offset in zip(parts, offsets)]
-        )
+        full = [np.full((0, WINDOW_WEEKS), np.nan) if g is None else g for g in grids]
+        width = max(g.shape[1] for g in full)
+        offsets = np.cumsum([0] + [len(g) for g in full[:-1]])
+        grid = np.vstack([np.pad(g, ((0, 0), (0, width - g.shape[1])), constant_values=np.nan) for g in full])
+        placed = cast("list[np.ndarray]", [p.slots for p in parts])  # every part's: none is None here
+        slots = np.concatenate([np.where(s[:, :1] >= 0, s + [offset, 0], s) for s, offset in zip(placed, offsets)])
     return Dataset(
         np.concatenate([p.X for p in parts]),
         np.concatenate([p.y for p in parts]),
@@ -319,15 +371,17 @@ def concat(parts):
     )
 
 
-def rows_and_weeks(data):
+def rows_and_weeks(data: Dataset) -> dict[str, Any]:
     """What a model trained on or was scored on: row count and first and last week."""
     return {"rows": len(data), "weeks": data.date_range()}
 
 
-def findings(data):
+def findings(data: Dataset) -> dict[str, Any]:
     """Things in the data worth knowing that are not errors: constant columns, series that never sell."""
     columns = dict(zip((*data.spec.names, TARGET), np.column_stack([data.X, data.y]).T))
-    found = {"constant_columns": [name for name, values in columns.items() if len(values) and np.ptp(values) == 0]}
+    found: dict[str, Any] = {
+        "constant_columns": [name for name, values in columns.items() if len(values) and np.ptp(values) == 0]
+    }
     if data.series is not None:
         names, which = np.unique(data.series, return_inverse=True)
         sold = np.bincount(which.ravel(), weights=data.y, minlength=len(names))
@@ -344,13 +398,13 @@ def findings(data):
     return found
 
 
-def week_series_keys(weeks, series):
+def week_series_keys(weeks: np.ndarray, series: np.ndarray) -> np.ndarray:
     """One integer per row, equal for rows of the same week and series."""
     names, code = np.unique(series, return_inverse=True)
     return weeks.astype("datetime64[D]").astype(np.int64) * len(names) + code.ravel()
 
 
-def repeated_week_series(weeks, series):
+def repeated_week_series(weeks: np.ndarray, series: np.ndarray) -> int:
     """Rows whose (week, series) an earlier row already has: a double export,
     most likely, whose targets the model would average without a word."""
     key = week_series_keys(weeks, series)

@@ -4,11 +4,14 @@ the MASE of a constant series) is written as null. Python's json module would
 write a bare NaN, which JavaScript's JSON.parse and other strict readers refuse.
 """
 
+from __future__ import annotations
+
 import json
 import math
+from typing import Any
 
 
-def finite(value):
+def finite(value: Any) -> Any:
     """`value` with every NaN and infinity in it, however deep, made None."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
@@ -19,11 +22,11 @@ def finite(value):
     return value
 
 
-def dumps(document, **options):
+def dumps(document: Any, **options: Any) -> str:
     return json.dumps(finite(document), allow_nan=False, **options)
 
 
-def shown(value, spec):
+def shown(value: float | None, spec: str) -> str:
     """`value` formatted by `spec` (">9.2f"), or "n/a" in the same width when it is missing (null, NaN)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         width = spec.rsplit(".", 1)[0] if "." in spec else spec.rstrip("dfg%")

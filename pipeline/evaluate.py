@@ -1,11 +1,24 @@
 """Holdout metrics, the baselines a forecast must beat, and a conformal interval."""
 
+from __future__ import annotations
+
 import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:
+    from .data import Dataset, Split
+
+# A forecaster: raw features [n, k] and each row's series name (None: not
+# known) -> units sold [n]. The baselines, the trained models and backtest's
+# gradient boosting all have this shape.
+Predict = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
 
 
-def metrics(actual, predicted, naive_scale):
+def metrics(actual: ArrayLike, predicted: ArrayLike, naive_scale: float) -> dict[str, Any]:
     """Point-forecast errors in units (WAPE and MAPE in percent).
 
     MASE divides the MAE by `naive_scale`: the MAE of naive persistence
@@ -27,7 +40,7 @@ def metrics(actual, predicted, naive_scale):
     }
 
 
-def naive_forecast(X, series=None):
+def naive_forecast(X: ArrayLike, series: np.ndarray | None = None) -> np.ndarray:
     """Persistence: next week sells what last week sold."""
     return np.asarray(X)[:, 0].astype(float)
 
@@ -35,20 +48,20 @@ def naive_forecast(X, series=None):
 class LinearBaseline:
     """Least-squares linear regression with an intercept on the same features."""
 
-    def __init__(self, X, y):
+    def __init__(self, X: np.ndarray, y: np.ndarray) -> None:
         design = np.column_stack([np.ones(len(X)), X])
         self.coef, *_ = np.linalg.lstsq(design, y, rcond=None)
 
-    def predict(self, X, series=None):
+    def predict(self, X: np.ndarray, series: np.ndarray | None = None) -> np.ndarray:
         return np.column_stack([np.ones(len(X)), X]) @ self.coef
 
 
-def on_model_scale(values, scale):
+def on_model_scale(values: ArrayLike, scale: str) -> np.ndarray:
     values = np.asarray(values, dtype=float)
     return np.log1p(np.maximum(values, 0.0)) if scale == "log1p" else values
 
 
-def conformal_half_width(actual, predicted, level=0.9, scale="none"):
+def conformal_half_width(actual: ArrayLike, predicted: ArrayLike, level: float = 0.9, scale: str = "none") -> float:
     """Split-conformal half-width: the ceil((n+1)*level)-th smallest |residual|.
 
     Residuals are taken on the model's own scale: in units, or in log(1 + units)
@@ -60,7 +73,9 @@ def conformal_half_width(actual, predicted, level=0.9, scale="none"):
     return float(residuals[rank - 1])
 
 
-def interval_bounds(predicted, half_width, scale="none"):
+def interval_bounds(
+    predicted: ArrayLike, half_width: float | np.ndarray, scale: str = "none"
+) -> tuple[np.ndarray, np.ndarray]:
     """(low, high) around forecasts in units; never below zero sales."""
     center = on_model_scale(predicted, scale)
     low, high = center - half_width, center + half_width
@@ -69,18 +84,18 @@ def interval_bounds(predicted, half_width, scale="none"):
     return np.maximum(low, 0.0), high
 
 
-def coverage(actual, predicted, half_width, scale="none"):
+def coverage(actual: ArrayLike, predicted: ArrayLike, half_width: float, scale: str = "none") -> float:
     low, high = interval_bounds(predicted, half_width, scale)
     actual = np.asarray(actual, dtype=float)
     return float(np.mean((actual >= low) & (actual <= high)))
 
 
-def naive_scale(train):
+def naive_scale(train: Dataset) -> float:
     """MAE of naive persistence on the training window: the MASE denominator."""
     return float(np.mean(np.abs(train.y - naive_forecast(train.X))))
 
 
-def evaluate(split, predict, level=0.9, scale="none"):
+def evaluate(split: Split, predict: Predict, level: float = 0.9, scale: str = "none") -> dict[str, Any]:
     """Score `predict` (raw features -> units) and the baselines on the holdout.
 
     The interval half-width comes from validation residuals; its coverage is
@@ -110,6 +125,6 @@ def evaluate(split, predict, level=0.9, scale="none"):
     }
 
 
-def beats_baselines(holdout_metrics, metric="wape"):
+def beats_baselines(holdout_metrics: dict[str, dict[str, Any]], metric: str = "wape") -> bool:
     model = holdout_metrics["model"][metric]
     return all(model < holdout_metrics[name][metric] for name in ("naive", "linear"))

@@ -28,14 +28,27 @@ elementwise steps cost as much as a hidden layer's tanh (about 7 ns a row,
 against 0.03 on [N]).
 """
 
+from __future__ import annotations
+
 import json
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import onnx
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 from onnx import TensorProto, helper, numpy_helper
 
 from .errors import ExportError
 from .schema import FLOAT32_MAX, INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR, SERIES_TENSOR
+
+if TYPE_CHECKING:
+    from .model import DemandMLP
+    from .normalize import MinMaxStats
+
+# (W [in, out], b [out]) of one linear layer, float64; b None for a member's output layer (split_members)
+Layer = tuple[np.ndarray, "np.ndarray | None"]
 
 OPSET = 17
 IR_VERSION = 8  # the IR that opset 17 shipped with; readable by every ONNX Runtime since 1.11
@@ -47,11 +60,11 @@ PARITY_TOLERANCE = 2e-5
 PARITY_BATCHES = (1, 7, 1024)
 
 
-def _f32(array):
+def _f32(array: ArrayLike) -> NDArray[np.float32]:
     return np.asarray(array, dtype=np.float32)
 
 
-def layer_arrays(mlp, stats):
+def layer_arrays(mlp: DemandMLP, stats: MinMaxStats) -> list[tuple[np.ndarray, np.ndarray]]:
     """[(W [in, out], b)] per linear layer in float64, (x - min) / range folded into the first."""
     arrays = []
     for i, layer in enumerate(mlp.linear_layers()):
@@ -64,7 +77,9 @@ def layer_arrays(mlp, stats):
     return arrays
 
 
-def split_members(arrays, members):
+def split_members(
+    arrays: Sequence[tuple[np.ndarray, np.ndarray]], members: Sequence[Sequence[int]]
+) -> list[list[Layer]]:
     """Each member's own layers, cut out of an average of networks (pipeline.model.average_of).
 
     `members` lists their hidden sizes in the order they were merged. The output
@@ -75,7 +90,7 @@ def split_members(arrays, members):
     start = [0] * (len(arrays) - 1)  # where the next member's units begin, per hidden layer
     out = []
     for sizes in members:
-        own = []
+        own: list[Layer] = []
         for i, (W, b) in enumerate(arrays):
             rows = slice(None) if i == 0 else slice(start[i - 1], start[i - 1] + sizes[i - 1])
             if i == len(arrays) - 1:
@@ -88,7 +103,9 @@ def split_members(arrays, members):
     return out
 
 
-def build_onnx(mlp, stats, metadata, members=None):
+def build_onnx(
+    mlp: DemandMLP, stats: MinMaxStats, metadata: dict[str, Any], members: Sequence[Sequence[int]] | None = None
+) -> onnx.ModelProto:
     """Return an onnx.ModelProto computing units sold from raw features.
 
     `members`: the hidden sizes of the networks `mlp` averages, which then run
@@ -96,7 +113,7 @@ def build_onnx(mlp, stats, metadata, members=None):
     """
     init = []
 
-    def const(name, value, dtype=np.float32):
+    def const(name: str, value: ArrayLike, dtype: DTypeLike = np.float32) -> str:
         init.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
         return name
 
@@ -105,10 +122,10 @@ def build_onnx(mlp, stats, metadata, members=None):
     nodes = []
     table = None if mlp.series_rows is None else mlp.series_rows.weight.detach().cpu().double().numpy()
     features = INPUT_TENSOR
-    one = const("one", [1.0]) if log else None
+    one = const("one", [1.0]) if log else None  # read only with log: cast(str, one) below
     if log_all:
         nodes += [
-            helper.make_node("Add", [INPUT_TENSOR, one], ["x_plus_one"]),
+            helper.make_node("Add", [INPUT_TENSOR, cast(str, one)], ["x_plus_one"]),
             helper.make_node("Log", ["x_plus_one"], ["x_log"]),
         ]
         features = "x_log"
@@ -123,7 +140,7 @@ def build_onnx(mlp, stats, metadata, members=None):
         for i, column in enumerate(columns):
             if stats.log_columns[i]:
                 nodes += [
-                    helper.make_node("Add", [column, one], [f"{column}.plus_one"]),
+                    helper.make_node("Add", [column, cast(str, one)], [f"{column}.plus_one"]),
                     helper.make_node("Log", [f"{column}.plus_one"], [f"{column}.log"]),
                 ]
                 columns[i] = f"{column}.log"
@@ -138,7 +155,7 @@ def build_onnx(mlp, stats, metadata, members=None):
     if mlp.activation == "gelu":
         gelu_constants = const("gelu.sqrt2", [np.sqrt(2.0)]), const("gelu.one", [1.0]), const("gelu.half", [0.5])
 
-    def activate(linear, out):
+    def activate(linear: str, out: str) -> None:
         if mlp.activation != "gelu":
             nodes.append(helper.make_node({"sigmoid": "Sigmoid", "tanh": "Tanh"}[mlp.activation], [linear], [out]))
             return
@@ -213,7 +230,7 @@ def build_onnx(mlp, stats, metadata, members=None):
     if log:
         nodes += [
             helper.make_node("Exp", ["y_log"], ["y_plus_one"]),
-            helper.make_node("Sub", ["y_plus_one", one], [units]),
+            helper.make_node("Sub", ["y_plus_one", cast(str, one)], [units]),
         ]
     nodes += [
         helper.make_node("Reshape", [normalized, column], [NORMALIZED_TENSOR]),
@@ -248,14 +265,14 @@ def build_onnx(mlp, stats, metadata, members=None):
     return model
 
 
-def check_file(path):
+def check_file(path: str | os.PathLike[str]) -> None:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as err:  # the checker raises several exception types
         raise ExportError(f"ONNX checker refused {path}: {err}") from None
 
 
-def parity_inputs(holdout_X, stats, seed=0):
+def parity_inputs(holdout_X: ArrayLike, stats: MinMaxStats, seed: int = 0) -> dict[str, NDArray[np.float32]]:
     """Holdout rows, random rows across (and a little beyond) the training
     range, and rows far past it, where features and forecast are held at their
     bounds: up to four ranges out, and the largest float32 in one column."""
@@ -268,7 +285,13 @@ def parity_inputs(holdout_X, stats, seed=0):
     return {"holdout": _f32(holdout_X), "random": _f32(random_rows), "far": _f32(far_rows)}
 
 
-def parity_error(path, mlp, stats, inputs, provider="CPUExecutionProvider"):
+def parity_error(
+    path: str | os.PathLike[str],
+    mlp: DemandMLP,
+    stats: MinMaxStats,
+    inputs: dict[str, NDArray[np.float32]],
+    provider: str = "CPUExecutionProvider",
+) -> float:
     """Largest norm-wise relative difference between ONNX Runtime and the exact network.
 
     The reference is the torch model in float64, so what is measured is ONNX
@@ -302,7 +325,7 @@ def parity_error(path, mlp, stats, inputs, provider="CPUExecutionProvider"):
             )[0].numpy()
         scale = max(float(np.max(np.abs(exact_units))), 1.0)
         for batch in PARITY_BATCHES:
-            feed = {INPUT_TENSOR: x_all[:batch]}
+            feed: dict[str, np.ndarray] = {INPUT_TENSOR: x_all[:batch]}
             if codes_all is not None:
                 feed[SERIES_TENSOR] = codes_all[:batch]
             ort_units, ort_normalized = session.run([OUTPUT_TENSOR, NORMALIZED_TENSOR], feed)
@@ -312,7 +335,14 @@ def parity_error(path, mlp, stats, inputs, provider="CPUExecutionProvider"):
     return worst
 
 
-def export(path, mlp, stats, holdout_X, metadata, members=None):
+def export(
+    path: str | os.PathLike[str],
+    mlp: DemandMLP,
+    stats: MinMaxStats,
+    holdout_X: ArrayLike,
+    metadata: dict[str, Any],
+    members: Sequence[Sequence[int]] | None = None,
+) -> dict[str, Any]:
     """Write, check and parity-test the ONNX file; raise ExportError on any failure."""
     onnx.save_model(build_onnx(mlp, stats, metadata, members), str(path))
     check_file(path)

@@ -27,7 +27,11 @@ with no week at all every history feature is last week's sales. The filled
 features are reported per row.
 """
 
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any, cast
 
 import numpy as np
 
@@ -48,8 +52,8 @@ WINDOW_ROWS = 65536  # rows whose windows are laid out at once (features of a la
 class FeatureSpec:
     """Which features a model reads, and what a file calls its columns."""
 
-    known: tuple = CHAPTER_KNOWN
-    static: tuple = ()
+    known: tuple[str, ...] = CHAPTER_KNOWN
+    static: tuple[str, ...] = ()
     history: bool = False
     calendar: bool = False
     series_column: str = SERIES_COLUMN
@@ -58,25 +62,27 @@ class FeatureSpec:
     # Static covariates that are categories, with the values training saw: ((name, (value, ...)), ...).
     # Each is one column per value (1 for the series' value, 0 otherwise); a value training never saw is
     # all zeros, and flagged as filled.
-    categories: tuple = ()
+    categories: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
-    def vocabulary(self, name):
+    def vocabulary(self, name: str) -> tuple[str, ...] | None:
         """The values of category `name` as training saw them, or None for a numeric covariate."""
         return dict(self.categories).get(name)
 
     @property
-    def static_names(self):
+    def static_names(self) -> tuple[str, ...]:
         """The static covariates' feature columns: a number's own name, a category's `name=value` per value."""
         return tuple(
             column
             for name in self.static
             for column in (
-                (f"{name}={value}" for value in self.vocabulary(name)) if self.vocabulary(name) is not None else (name,)
+                (f"{name}={value}" for value in cast("tuple[str, ...]", self.vocabulary(name)))
+                if self.vocabulary(name) is not None
+                else (name,)
             )
         )
 
     @property
-    def names(self):
+    def names(self) -> tuple[str, ...]:
         """The feature matrix's columns, in order: the ONNX input's columns too."""
         return (
             LAG_1,
@@ -87,11 +93,11 @@ class FeatureSpec:
         )
 
     @property
-    def is_chapter(self):
+    def is_chapter(self) -> bool:
         return self.names == FEATURES
 
     @property
-    def fillable(self):
+    def fillable(self) -> tuple[str, ...]:
         """What a row may lack and have filled (feature_matrix): the weeks of history, the week for the
         calendar, a category value training saw."""
         return (
@@ -101,26 +107,26 @@ class FeatureSpec:
         )
 
     @property
-    def covariates(self):
+    def covariates(self) -> tuple[str, ...]:
         return (*self.known, *self.static)
 
     @property
-    def sales_features(self):
+    def sales_features(self) -> tuple[int, ...]:
         """The features in units sold (on the log scale with transform log1p), by position."""
         return tuple(i for i, name in enumerate(self.names) if name == LAG_1 or name in HISTORY)
 
-    def logged(self):
+    def logged(self) -> tuple[bool, ...]:
         """Per feature, whether transform log1p applies to it: sales, and the
         chapter's own covariates (as the chapter's log model always did);
         not the calendar or other covariates, which may be below zero."""
         return tuple(i in self.sales_features or name in CHAPTER_KNOWN for i, name in enumerate(self.names))
 
-    def renames(self):
+    def renames(self) -> dict[str, str]:
         """{a file's column name: the name used here} for columns named otherwise."""
         pairs = ((self.series_column, SERIES_COLUMN), (self.week_column, TIME_COLUMN), (self.target_column, TARGET))
         return {theirs: ours for theirs, ours in pairs if theirs != ours}
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         return {
             "names": list(self.names),
             "known": list(self.known),
@@ -134,7 +140,7 @@ class FeatureSpec:
         }
 
     @classmethod
-    def from_json(cls, doc):
+    def from_json(cls, doc: Mapping[str, Any] | None) -> FeatureSpec:
         if not doc:
             return cls()
         columns = doc.get("columns", {})
@@ -149,16 +155,24 @@ class FeatureSpec:
             tuple((name, tuple(values)) for name, values in (doc.get("categories") or {}).items()),
         )
 
-    def with_columns(self, **names):
-        return replace(self, **{f"{k}_column": v for k, v in names.items() if v})
+    def with_columns(self, **names: str | None) -> FeatureSpec:
+        columns: dict[str, Any] = {f"{k}_column": v for k, v in names.items() if v}
+        return replace(self, **columns)
 
 
 CHAPTER = FeatureSpec()
 
 
 def with_options(
-    base, known=None, static=None, history=None, calendar=None, series_column=None, week_column=None, target_column=None
-):
+    base: FeatureSpec,
+    known: Sequence[str] | None = None,
+    static: Sequence[str] | None = None,
+    history: bool | None = None,
+    calendar: bool | None = None,
+    series_column: str | None = None,
+    week_column: str | None = None,
+    target_column: str | None = None,
+) -> FeatureSpec:
     """`base` with what command-line options asked for (None: left as `base` has it)."""
     from .errors import DataError
 
@@ -166,18 +180,16 @@ def with_options(
     twice = sorted({n for n in taken if taken.count(n) > 1})
     if twice:
         raise DataError(f"--known and --static both name {', '.join(twice)}: a covariate is one or the other")
-    spec = replace(
-        base,
-        **{
-            name: tuple(value) if isinstance(value, list) else value
-            for name, value in (("known", known), ("static", static), ("history", history), ("calendar", calendar))
-            if value is not None
-        },
-    )
+    given: dict[str, Any] = {
+        name: tuple(value) if isinstance(value, list) else value
+        for name, value in (("known", known), ("static", static), ("history", history), ("calendar", calendar))
+        if value is not None
+    }
+    spec = replace(base, **given)
     return spec.with_columns(series=series_column, week=week_column, target=target_column)
 
 
-def history_columns(window, last_week=None):
+def history_columns(window: np.ndarray, last_week: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """[n, len(HISTORY)] lags and rolling means from `window` [n, L] (L >= WINDOW_WEEKS),
     and [n, len(HISTORY)] flags of the features that were filled.
 
@@ -209,7 +221,7 @@ def history_columns(window, last_week=None):
     return np.column_stack(columns), np.column_stack(filled)
 
 
-def calendar_columns(weeks):
+def calendar_columns(weeks: np.ndarray) -> np.ndarray:
     """[n, 2] the week's place in the year as a point on the unit circle."""
     weeks = np.asarray(weeks, dtype="datetime64[D]")
     day = (weeks - weeks.astype("datetime64[Y]").astype("datetime64[D]")).astype(np.float64)
@@ -233,7 +245,7 @@ class SeriesWeeks:
     span: np.ndarray  # [S] weeks from first to last, inclusive
 
     @classmethod
-    def of(cls, weeks, series=None):
+    def of(cls, weeks: np.ndarray, series: np.ndarray | None = None) -> SeriesWeeks:
         weeks = np.asarray(weeks, dtype="datetime64[D]")
         series = np.zeros(len(weeks), dtype=object) if series is None else np.asarray(series)
         names, code = np.unique(series.astype(str), return_inverse=True)
@@ -246,7 +258,7 @@ class SeriesWeeks:
         np.maximum.at(span, code, position + 1)
         return cls(code, position, names, first.astype("datetime64[D]"), span)
 
-    def matrix(self, values, before_first=None):
+    def matrix(self, values: np.ndarray, before_first: np.ndarray | None = None) -> np.ndarray:
         """[S, WINDOW_WEEKS + max span] of `values` laid out by series and week,
         carried forward over skipped weeks; NaN before each series' first week,
         except the week just before it, which takes `before_first` [S] when given."""
@@ -257,31 +269,32 @@ class SeriesWeeks:
             grid[:, WINDOW_WEEKS - 1] = before_first
         return carried_forward(grid, self)
 
-    def windows(self, grid):
+    def windows(self, grid: np.ndarray) -> np.ndarray:
         """[n, WINDOW_WEEKS] each row's window: the weeks before it, from `grid` (matrix())."""
         offsets = np.arange(-WINDOW_WEEKS, 0)
         return grid[self.series_of_row[:, None], WINDOW_WEEKS + self.position[:, None] + offsets[None, :]]
 
-    def tails(self, grid):
+    def tails(self, grid: np.ndarray) -> np.ndarray:
         """[S, WINDOW_WEEKS] each series' last weeks, for the week after its last."""
         ends = WINDOW_WEEKS + self.span
         return grid[np.arange(len(self.names))[:, None], ends[:, None] + np.arange(-WINDOW_WEEKS, 0)[None, :]]
 
-    def next_week(self):
+    def next_week(self) -> np.ndarray:
         """[S] the week after each series' last."""
         return self.first_week + (self.span * 7).astype("timedelta64[D]")
 
 
-def aligned_tail(next_week, tail, first_week):
+def aligned_tail(next_week: np.datetime64 | str, tail: np.ndarray, first_week: np.datetime64 | str) -> np.ndarray:
     """The WINDOW_WEEKS weeks before `first_week` from a tail that ends before `next_week`:
     shifted, the weeks between carrying the tail's last sales, or cut where the rows overlap it."""
-    gap = int((np.datetime64(first_week, "D") - np.datetime64(next_week, "D")).astype(np.int64) // 7)
+    # numpy's stubs lack datetime64(a datetime64, unit), which numpy takes (a stored tail's next week is one)
+    gap = int((np.datetime64(first_week, "D") - np.datetime64(next_week, "D")).astype(np.int64) // 7)  # type: ignore[call-overload]
     if gap >= 0:
         return np.concatenate([tail, np.full(gap, tail[-1])])[-WINDOW_WEEKS:] if gap else tail
     return np.concatenate([np.full(min(-gap, WINDOW_WEEKS), np.nan), tail[: max(WINDOW_WEEKS + gap, 0)]])
 
 
-def carried_forward(grid, layout):
+def carried_forward(grid: np.ndarray, layout: SeriesWeeks) -> np.ndarray:
     """`grid` with every unknown week inside a series' span taking the last known week before it."""
     inside = np.arange(grid.shape[1])[None, :] < (WINDOW_WEEKS + layout.span)[:, None]
     index = np.where(~np.isnan(grid), np.arange(grid.shape[1])[None, :], 0)
@@ -291,12 +304,12 @@ def carried_forward(grid, layout):
     return np.where(inside, carried, np.nan)
 
 
-def filled_patterns(spec, filled):
+def filled_patterns(spec: FeatureSpec, filled: np.ndarray) -> tuple[list[list[str]], np.ndarray]:
     """flag_patterns of the filled features (`filled` [n, len(spec.fillable)])."""
     return flag_patterns(spec.fillable, filled)
 
 
-def flag_patterns(names, flags):
+def flag_patterns(names: Sequence[str], flags: np.ndarray) -> tuple[list[list[str]], np.ndarray]:
     """([the names of each distinct row of `flags` [n, len(names)]], [n] each row's pattern): a name list
     per pattern, not per row."""
     if not flags.shape[1]:
@@ -315,12 +328,20 @@ class Features:
 
     X: np.ndarray  # [n, len(spec.names)] raw units
     filled: np.ndarray  # [n, len(spec.fillable)] features filled for lack of weeks (or of a week, for the calendar)
-    tails: dict = field(default_factory=dict)  # series name -> [WINDOW_WEEKS] sales before its next week
+    # series name -> [WINDOW_WEEKS] sales before its next week
+    tails: dict[str, np.ndarray] = field(default_factory=dict)
     grid: np.ndarray | None = None  # [S, WINDOW_WEEKS + T] sales by series and week (SeriesWeeks.matrix)
     slots: np.ndarray | None = None  # [n, 2] each row's (series, column) in grid; -1 for a row without a week
 
 
-def assemble(spec, last, known, history=None, calendar=None, static=None):
+def assemble(
+    spec: FeatureSpec,
+    last: np.ndarray,
+    known: np.ndarray,
+    history: np.ndarray | None = None,
+    calendar: np.ndarray | None = None,
+    static: np.ndarray | None = None,
+) -> np.ndarray:
     """The feature matrix [n, len(spec.names)] from its parts, in spec.names order.
 
     `last` [n] last week's sales; `known` [n, len(spec.known)]; `history`
@@ -331,16 +352,17 @@ def assemble(spec, last, known, history=None, calendar=None, static=None):
         np.asarray(last, dtype=np.float64).reshape(-1, 1),
         np.asarray(known, dtype=np.float64).reshape(len(last), -1),
     ]
+    # history and calendar are given whenever the spec reads them
     if spec.history:
-        parts.append(history)
+        parts.append(cast(np.ndarray, history))
     if spec.calendar:
-        parts.append(calendar)
+        parts.append(cast(np.ndarray, calendar))
     if spec.static:
         parts.append(np.asarray(static, dtype=np.float64).reshape(len(last), -1))
     return np.column_stack(parts)
 
 
-def with_history(spec, X, window):
+def with_history(spec: FeatureSpec, X: np.ndarray, window: np.ndarray) -> np.ndarray:
     """`X` with its sales features (last week's, lags, rolling means) taken from `window` [n, WINDOW_WEEKS]
     instead: a chain of forecasts feeds each week's into the next week's window. Rows whose window has
     no last week keep theirs."""
@@ -353,7 +375,7 @@ def with_history(spec, X, window):
     return X
 
 
-def week_windows(grid, slots, weeks_back=WINDOW_WEEKS):
+def week_windows(grid: np.ndarray | None, slots: np.ndarray, weeks_back: int = WINDOW_WEEKS) -> np.ndarray:
     """[n, weeks_back] the weeks before each row from `grid`, by the rows' `slots` (Features.slots); NaN
     for a row without a week."""
     offsets = np.arange(-weeks_back, 0)
@@ -365,7 +387,7 @@ def week_windows(grid, slots, weeks_back=WINDOW_WEEKS):
     return out
 
 
-def static_matrix(spec, columns, n):
+def static_matrix(spec: FeatureSpec, columns: Mapping[str, Any], n: int) -> tuple[np.ndarray, np.ndarray]:
     """([n, len(spec.static_names)] the static covariates' columns, [n, len(spec.categories)] rows whose
     category value training never saw) from `columns` {name: [n] values}: numbers, or a category's text."""
     parts, unseen = [], []
@@ -384,7 +406,12 @@ def static_matrix(spec, columns, n):
     )
 
 
-def feature_matrix(spec, columns, sales=None, tail_of=None):
+def feature_matrix(
+    spec: FeatureSpec,
+    columns: Mapping[str, Any],
+    sales: np.ndarray | None = None,
+    tail_of: Mapping[str, tuple[np.datetime64, np.ndarray]] | None = None,
+) -> Features:
     """The features of a table's rows, in spec.names order.
 
     `columns`: {name: [n] array} of the table, with the week, series and
@@ -426,7 +453,8 @@ def feature_matrix(spec, columns, sales=None, tail_of=None):
                 weeks[i] = stored[0]
     dated = ~np.isnat(weeks)
     slots = np.full((n, 2), -1, dtype=np.int64)
-    grid, tails = None, {}
+    grid: np.ndarray | None = None
+    tails: dict[str, np.ndarray] = {}
     if spec.history and dated.any():
         rows = np.flatnonzero(dated)
         layout = SeriesWeeks.of(weeks[rows], None if series is None else np.asarray(series)[rows])
@@ -440,8 +468,8 @@ def feature_matrix(spec, columns, sales=None, tail_of=None):
         slots[rows] = np.column_stack([layout.series_of_row, WINDOW_WEEKS + layout.position])
         tails = dict(zip(map(str, layout.names), layout.tails(grid)))
     last = given_last.copy()
-    filled = []
-    history = None
+    filled: list[np.ndarray] = []
+    history: np.ndarray | None = None
     if spec.history:
         # A chunk of rows' windows at a time: all of them at once would be WINDOW_WEEKS numbers per row.
         history = np.empty((n, len(HISTORY)))
@@ -452,7 +480,7 @@ def feature_matrix(spec, columns, sales=None, tail_of=None):
             last[chunk] = np.where(np.isnan(given_last[chunk]), window[:, -1], given_last[chunk])
             history[chunk], history_filled[chunk] = history_columns(window, last[chunk])
         filled.append(history_filled)
-    calendar = None
+    calendar: np.ndarray | None = None
     if spec.calendar:
         calendar = np.zeros((n, len(CALENDAR)))
         calendar[dated] = calendar_columns(weeks[dated])

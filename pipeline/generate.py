@@ -14,11 +14,19 @@ keeps every series bounded. The defaults agree with the four rows of the
 chapter's Table 8.1 within 3%.
 """
 
+from __future__ import annotations
+
 import csv
 import datetime as dt
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from .schema import FEATURES, SERIES_COLUMN, TARGET, TIME_COLUMN
+
+if TYPE_CHECKING:  # numpy is imported where it is used: the command line reads the defaults without it
+    import numpy as np
 
 # Weeks of the year (ISO) with a shopping holiday: New Year, Easter, summer sale,
 # Black Friday, Christmas.
@@ -36,7 +44,9 @@ class DemandLaw:
     reversion: float = 0.05
     level: float = 40_000.0  # units
 
-    def expected_units(self, prev, discount, weeks):
+    def expected_units(
+        self, prev: float | np.ndarray, discount: float | np.ndarray, weeks: float | np.ndarray
+    ) -> np.ndarray | np.float64:
         import numpy as np  # here, not at the top: the command line reads the defaults without numpy
 
         prev = np.maximum(np.asarray(prev, dtype=float), 1.0)
@@ -56,7 +66,7 @@ class GeneratorConfig:
     law: DemandLaw = DemandLaw()
 
 
-def weeks_to_next_holiday(monday):
+def weeks_to_next_holiday(monday: dt.date) -> int:
     """Whole weeks from this week to the next holiday week (0 in a holiday week)."""
     for ahead in range(60):
         year, week, _ = (monday + dt.timedelta(weeks=ahead)).isocalendar()
@@ -65,7 +75,7 @@ def weeks_to_next_holiday(monday):
     raise AssertionError("no holiday within a year")
 
 
-def generate(config=GeneratorConfig()):
+def generate(config: GeneratorConfig = GeneratorConfig()) -> list[dict[str, int | str]]:
     """Return the rows as a list of dicts, oldest week first, series interleaved."""
     import numpy as np
 
@@ -76,7 +86,7 @@ def generate(config=GeneratorConfig()):
     mondays = [first + dt.timedelta(weeks=t) for t in range(n)]
     to_holiday = np.array([weeks_to_next_holiday(m) for m in mondays], dtype=float)
 
-    rows = []
+    rows: list[dict[str, int | str]] = []
     for s in range(config.series):
         # Each series has its own promotion habits and noise.
         promo_rate = config.promo_rate * rng.uniform(0.6, 1.4)
@@ -114,7 +124,7 @@ def generate(config=GeneratorConfig()):
     return rows
 
 
-def write_csv(rows, path):
+def write_csv(rows: Iterable[dict[str, Any]], path: str | os.PathLike[str]) -> None:
     columns = [*FEATURES, TARGET, TIME_COLUMN, SERIES_COLUMN]
     with open(path, "w", newline="") as out:
         writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")

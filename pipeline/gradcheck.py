@@ -1,20 +1,31 @@
 """Compare the hand-written backprop with torch autograd on random networks."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
+
 import numpy as np
 import torch
 
 from .backprop import ManualMLP
 from .presets import GRADCHECK_SEED, GRADCHECK_TRIALS, MANUAL_ACTIVATIONS
 
-ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "linear": lambda z: z}
-LOSSES = {
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "linear": lambda z: z,
+}
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "mse": torch.nn.functional.mse_loss,
     "half-sse": lambda a, y: 0.5 * torch.sum((a - y) ** 2),
     "mae": torch.nn.functional.l1_loss,
 }
 
 
-def autograd_gradients(net, X, y, loss_name="mse"):
+def autograd_gradients(
+    net: ManualMLP, X: np.ndarray, y: np.ndarray, loss_name: str = "mse"
+) -> tuple[float, list[np.ndarray], list[np.ndarray]]:
     """Loss and gradients of the same network and loss, by torch autograd."""
     Ws = [torch.tensor(W, requires_grad=True) for W in net.W]
     bs = [torch.tensor(b, requires_grad=True) for b in net.b]
@@ -24,7 +35,12 @@ def autograd_gradients(net, X, y, loss_name="mse"):
         a = ACTIVATIONS[net.output_activation if l == len(Ws) - 1 else net.activation](z)
     loss = LOSSES[loss_name](a, torch.tensor(y).reshape(a.shape))
     loss.backward()
-    return loss.item(), [W.grad.numpy() for W in Ws], [b.grad.numpy() for b in bs]
+    # backward() has filled every leaf's .grad
+    return (
+        loss.item(),
+        [cast(torch.Tensor, W.grad).numpy() for W in Ws],
+        [cast(torch.Tensor, b.grad).numpy() for b in bs],
+    )
 
 
 # Algorithm 8.5; the chapter's PyTorch code; the absolute loss of two candidates
@@ -38,12 +54,12 @@ VARIANTS = (("sigmoid", "half-sse"), ("linear", "mse"), ("linear", "mae"))
 ATOL, RTOL = 1e-10, 1e-7
 
 
-def tolerance_ratio(manual, reference):
+def tolerance_ratio(manual: np.ndarray, reference: np.ndarray) -> float:
     """The worst element's |manual - reference| / (ATOL + RTOL |reference|): at most 1 passes."""
     return float(np.max(np.abs(manual - reference) / (ATOL + RTOL * np.abs(reference))))
 
 
-def gradcheck(trials=GRADCHECK_TRIALS, seed=GRADCHECK_SEED):
+def gradcheck(trials: int = GRADCHECK_TRIALS, seed: int = GRADCHECK_SEED) -> dict[str, Any]:
     """The hand-written gradients against autograd on `trials` random networks, in float64.
 
     The cases take the variants in turn: Algorithm 8.5 (sigmoid output, 1/2
@@ -52,7 +68,7 @@ def gradcheck(trials=GRADCHECK_TRIALS, seed=GRADCHECK_SEED):
     passes when every gradient element and loss is within the tolerance.
     """
     rng = np.random.default_rng(seed)
-    variants = {
+    variants: dict[str, dict[str, Any]] = {
         f"{o} output, {l}": {
             "variant": f"{o} output, {l}",
             "cases": 0,

@@ -1,10 +1,18 @@
 """The chapter's multilayer perceptron (its settings are in pipeline.presets)."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
+
 import torch
 from torch import nn
 
 from .normalize import NORMALIZED_BOUNDS
 from .schema import N_FEATURES, UNKNOWN_SERIES
+
+if TYPE_CHECKING:
+    from .normalize import MinMaxStats
 
 # One per name in pipeline.presets.HIDDEN_ACTIVATIONS (a test holds them
 # together). GELU: the exact, erf form.
@@ -18,11 +26,16 @@ class DemandMLP(nn.Module):
     """
 
     def __init__(
-        self, hidden=(10, 5), activation="sigmoid", n_features=N_FEATURES, output_activation="linear", n_series=0
-    ):
+        self,
+        hidden: Sequence[int] = (10, 5),
+        activation: str = "sigmoid",
+        n_features: int = N_FEATURES,
+        output_activation: str = "linear",
+        n_series: int = 0,
+    ) -> None:
         super().__init__()
         sizes = [n_features, *hidden, 1]
-        layers = []
+        layers: list[nn.Module] = []
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             layers.append(nn.Linear(fan_in, fan_out))
             if i < len(sizes) - 2:
@@ -42,7 +55,7 @@ class DemandMLP(nn.Module):
         if self.series_rows is not None:
             nn.init.zeros_(self.series_rows.weight)
 
-    def forward(self, x, series=None):
+    def forward(self, x: torch.Tensor, series: torch.Tensor | None = None) -> torch.Tensor:
         """`series`: [n] int64 model indices of each row's series (None: unknown for all)."""
         if self.series_rows is None:
             return self.net(x)
@@ -53,7 +66,7 @@ class DemandMLP(nn.Module):
             first = first + self.series_rows(series)
         return self.net[1:](first)
 
-    def args(self):
+    def args(self) -> dict[str, Any]:
         """What rebuilds this network, before its weights are loaded: DemandMLP(**mlp.args())."""
         return {
             "hidden": list(self.hidden),
@@ -63,11 +76,11 @@ class DemandMLP(nn.Module):
             "n_series": self.n_series,
         }
 
-    def linear_layers(self):
+    def linear_layers(self) -> list[nn.Linear]:
         return [m for m in self.net if isinstance(m, nn.Linear)]
 
 
-def average_of(mlps):
+def average_of(mlps: Sequence[DemandMLP]) -> DemandMLP:
     """One MLP that computes the mean of several of the same depth and activation.
 
     The members' hidden layers sit side by side with block-diagonal weights, so
@@ -98,7 +111,8 @@ def average_of(mlps):
                 start_in = 0 if i == 0 else rows[i - 1] - in_size
                 if i == len(layers) - 1:  # the output: average over members
                     target.weight[:, start_in : start_in + in_size] = source.weight / len(mlps)
-                    target.bias += source.bias / len(mlps)
+                    # In place: += on a Parameter returns that Parameter (torch types it as a new Tensor).
+                    target.bias += source.bias / len(mlps)  # type: ignore[misc]
                 else:
                     target.weight[rows[i] : rows[i] + out_size, start_in : start_in + in_size] = source.weight
                     target.bias[rows[i] : rows[i] + out_size] = source.bias
@@ -107,7 +121,9 @@ def average_of(mlps):
             start = 0
             for member in mlps:
                 width = member.hidden[0]
-                merged.series_rows.weight[:, start : start + width] = member.series_rows.weight
+                # Every member knows the same series, so each has its rows too.
+                member_rows = cast(nn.Embedding, member.series_rows)
+                merged.series_rows.weight[:, start : start + width] = member_rows.weight
                 start += width
     return merged.eval()
 
@@ -119,7 +135,12 @@ class RawUnitsModel(nn.Module):
     the same computation the exported ONNX graph does, used for parity checks.
     """
 
-    def __init__(self, mlp, stats):
+    # Buffers (register_buffer), declared for the type checker.
+    logged: torch.Tensor
+    x_min: torch.Tensor
+    x_range: torch.Tensor
+
+    def __init__(self, mlp: DemandMLP, stats: MinMaxStats) -> None:
         super().__init__()
         self.mlp = mlp
         self.log = stats.transform == "log1p"
@@ -130,7 +151,7 @@ class RawUnitsModel(nn.Module):
         self.y_range = float(stats.y_range)
         self.y_bounds = stats.y_bounds
 
-    def forward(self, features, series=None):
+    def forward(self, features: torch.Tensor, series: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.log:
             features = torch.where(self.logged, torch.log(features.clamp(min=0) + 1), features)
         inputs = ((features - self.x_min) / self.x_range).clamp(*NORMALIZED_BOUNDS)

@@ -7,13 +7,22 @@ the same relative accuracy. Min-max scaling then applies to the log values.
 The raw training range is kept as well, to flag forecasts outside it.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import repeat
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .schema import FEATURES, TARGET, UNKNOWN_SERIES
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from .features import FeatureSpec
 
 TRANSFORMS = ("none", "log1p")
 # How far past its training range, in widths of that range, a model's input
@@ -27,7 +36,7 @@ EXTRAPOLATION_RANGES = 1.0
 NORMALIZED_BOUNDS = (-EXTRAPOLATION_RANGES, 1.0 + EXTRAPOLATION_RANGES)  # after min-max scaling
 
 
-def column_ranges(X):
+def column_ranges(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-column (min, max) of a 2-D array; NaN anywhere in a column shows in both.
 
     Large arrays are reduced one strided column at a time: numpy's axis-0
@@ -42,7 +51,7 @@ def column_ranges(X):
     return np.array([X[:, j].min() for j in columns]), np.array([X[:, j].max() for j in columns])
 
 
-def _forward(values, transform, logged=None):
+def _forward(values: np.ndarray, transform: str, logged: Sequence[bool] | None = None) -> np.ndarray:
     """`values` through the transform; for features, only the columns `logged` marks ([k] bools, None: all)."""
     values = np.asarray(values, dtype=float)
     if transform != "log1p":
@@ -57,22 +66,29 @@ def _forward(values, transform, logged=None):
 
 @dataclass(frozen=True)
 class MinMaxStats:
-    x_min: tuple  # per feature, after the transform
-    x_max: tuple
+    x_min: tuple[float, ...]  # per feature, after the transform
+    x_max: tuple[float, ...]
     y_min: float  # target, after the transform
     y_max: float
-    raw_x_min: tuple  # per feature, raw units: the training range
-    raw_x_max: tuple
+    raw_x_min: tuple[float, ...]  # per feature, raw units: the training range
+    raw_x_max: tuple[float, ...]
     transform: str = "none"
     # The series the training rows named, sorted: series i is the model's
     # index i + 1 (0 is UNKNOWN_SERIES). Empty for a model that does not tell
     # series apart.
-    series: tuple = ()
-    names: tuple = FEATURES  # the features, in the order of X's columns
-    logged: tuple = ()  # per feature, whether transform log1p applies to it (empty: to every one)
+    series: tuple[str, ...] = ()
+    names: tuple[str, ...] = FEATURES  # the features, in the order of X's columns
+    logged: tuple[bool, ...] = ()  # per feature, whether transform log1p applies to it (empty: to every one)
 
     @classmethod
-    def fit(cls, X, y, transform="none", series=None, spec=None):
+    def fit(
+        cls,
+        X: np.ndarray,
+        y: np.ndarray,
+        transform: str = "none",
+        series: np.ndarray | None = None,
+        spec: FeatureSpec | None = None,
+    ) -> MinMaxStats:
         """`spec` (pipeline.features.FeatureSpec) names X's columns; without it they are FEATURES."""
         if transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
@@ -95,11 +111,11 @@ class MinMaxStats:
         )
 
     @property
-    def log_columns(self):
+    def log_columns(self) -> tuple[bool, ...]:
         """[k] bools: the features transform log1p applies to."""
         return tuple(self.logged) or (True,) * len(self.names)
 
-    def series_codes(self, names):
+    def series_codes(self, names: Sequence[str] | np.ndarray | pa.Array | pa.ChunkedArray | None) -> np.ndarray | None:
         """[n] int64 model indices of series `names` (a sequence of str, or a
         pyarrow string array): UNKNOWN_SERIES for a name the model does not
         know or a blank one; None when `names` is None.
@@ -120,48 +136,50 @@ class MinMaxStats:
         return np.fromiter(map(self._series_index.get, names, repeat(UNKNOWN_SERIES)), dtype=np.int64, count=len(names))
 
     @cached_property
-    def _series_index(self):
+    def _series_index(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.series, start=1)}
 
     @property
-    def x_range(self):
+    def x_range(self) -> tuple[float, ...]:
         # A constant feature would divide by zero; it then maps to 0 instead.
         return tuple((hi - lo) or 1.0 for lo, hi in zip(self.x_min, self.x_max))
 
     @property
-    def y_range(self):
+    def y_range(self) -> float:
         return (self.y_max - self.y_min) or 1.0
 
-    def normalize_x(self, X):
+    def normalize_x(self, X: np.ndarray) -> np.ndarray:
         """Features on the model's scale, each held within EXTRAPOLATION_RANGES of its training range."""
         normalized = (_forward(X, self.transform, self.log_columns) - np.array(self.x_min)) / np.array(self.x_range)
         return np.clip(normalized, *NORMALIZED_BOUNDS)
 
-    def normalize_y(self, y):
+    def normalize_y(self, y: np.ndarray) -> np.ndarray:
         return (_forward(y, self.transform) - self.y_min) / self.y_range
 
-    def denormalize_y(self, y_normalized):
+    def denormalize_y(self, y_normalized: np.ndarray) -> np.ndarray:
         """Units from the network's output, held within `y_bounds`."""
         y = np.clip(np.asarray(y_normalized), *self.y_bounds)
         y = y * self.y_range + self.y_min
         return np.expm1(y) if self.transform == "log1p" else y
 
     @property
-    def y_bounds(self):
+    def y_bounds(self) -> tuple[float, float]:
         """(low, high) where the network's output is held, after min-max scaling:
         within EXTRAPOLATION_RANGES of the target's range, and never below zero units."""
         zero_units = -self.y_min / self.y_range  # log(1 + 0) is 0 too
         return max(NORMALIZED_BOUNDS[0], zero_units), NORMALIZED_BOUNDS[1]
 
     @property
-    def x_bounds(self):
+    def x_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """(low, high) per feature where inputs are held, after the transform
         (log(1 + value) or raw units) and before min-max scaling."""
         x_min, x_range = np.array(self.x_min), np.array(self.x_range)
         low, high = NORMALIZED_BOUNDS
         return x_min + low * x_range, x_min + high * x_range
 
-    def outside_training_range(self, X, ranges=None):
+    def outside_training_range(
+        self, X: np.ndarray, ranges: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Rows with a feature outside what training saw: (row indices, their [k, 3] flags).
 
         `ranges` (from column_ranges) lets the common case, nothing outside,
@@ -176,16 +194,16 @@ class MinMaxStats:
         rows = np.flatnonzero(flags.any(axis=1))
         return rows, flags[rows]
 
-    def outside_flags(self, X):
+    def outside_flags(self, X: np.ndarray) -> np.ndarray:
         """[..., 3] booleans: each feature of each row outside what training saw."""
         low, high = self._raw_bounds
         return (X < low) | (X > high)
 
     @cached_property
-    def _raw_bounds(self):
+    def _raw_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         return np.array(self.raw_x_min), np.array(self.raw_x_max)
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         return {
             "method": "min-max, fitted on the training window",
             "transform": self.transform,
@@ -206,11 +224,11 @@ class MinMaxStats:
         }
 
     @classmethod
-    def from_json(cls, doc):
+    def from_json(cls, doc: dict[str, Any]) -> MinMaxStats:
         features = doc["features"]
         names = tuple(features)
 
-        def column(key):
+        def column(key: str) -> tuple[float, ...]:
             return tuple(float(features[name][key]) for name in names)
 
         return cls(

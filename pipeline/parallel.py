@@ -8,16 +8,25 @@ results are those of training one after the other. (Workers are spawned: a
 script that calls this needs the usual `if __name__ == "__main__":` guard.)
 """
 
+from __future__ import annotations
+
 import multiprocessing
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .data import Dataset
+    from .presets import TrainConfig
+    from .train import TrainResult
 
 # Below this many training rows starting the processes (each imports torch)
 # costs more than training side by side saves.
 PARALLEL_MIN_ROWS = 20_000
 
 
-def usable_cores():
+def usable_cores() -> int:
     """The cores this process may run on (its CPU affinity: a container's share, a taskset), not the machine's.
 
     The one count of cores: training workers, scoring threads, and the service's workers and ONNX Runtime threads.
@@ -28,7 +37,12 @@ def usable_cores():
         return os.cpu_count() or 1
 
 
-def fit_all(configs, train, validation, progress=None):
+def fit_all(
+    configs: Sequence[TrainConfig],
+    train: Dataset,
+    validation: Dataset | None,
+    progress: Callable[..., None] | None = None,
+) -> list[TrainResult]:
     """[TrainResult] for each config, in order: side by side when that pays."""
     from .train import fit, resolve_device
 
@@ -65,7 +79,7 @@ def _bare(data):
     return None if data is None else Dataset(data.X, data.y, series=data.series, spec=data.spec)
 
 
-def _set_threads(threads):
+def _set_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)

@@ -7,21 +7,35 @@ the week before takes its place). The output has one row per series and week
 with the forecast and the bounds of every interval.
 """
 
+from __future__ import annotations
+
 import csv
 import datetime as dt
+import os
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .atomic import write_atomically
 from .calibrate import level_key
 from .errors import DataError
-from .features import CHAPTER
+from .features import CHAPTER, FeatureSpec
 from .schema import FEATURES, domain_problem
 from .tables import parse_number
 
+# A week of a plan: (week, line, prev_week_sales or None, planned covariates, static covariates).
+_PlanWeek = tuple[dt.date, int, float | str | None, list[float | str], list[Any]]
 
-def read_plan(path, max_horizon=None, spec=CHAPTER, stored=(), statics=None):
+
+def read_plan(
+    path: str | os.PathLike[str],
+    max_horizon: int | None = None,
+    spec: FeatureSpec = CHAPTER,
+    stored: Collection[str] = (),
+    statics: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
     """{"ids", "weeks_of" (ISO dates per series), "prev_week_sales" [S] (NaN: from the stored history),
     "features" [S, H, len(spec.known)], "weeks" [S], "static" {covariate: [S] its number or category}}.
 
@@ -48,7 +62,8 @@ def read_plan(path, max_horizon=None, spec=CHAPTER, stored=(), statics=None):
             f"{path}: missing required column(s) {', '.join(missing)}; the header has "
             f"{', '.join(header) if header else 'nothing'}"
         )
-    plans, problems = {}, []
+    plans: dict[str, list[_PlanWeek]] = {}
+    problems: list[str] = []
     for line, record in enumerate(reader, start=2):
 
         def bad(column, problem):
@@ -127,22 +142,28 @@ def read_plan(path, max_horizon=None, spec=CHAPTER, stored=(), statics=None):
         more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
         raise DataError(f"{path}: plan refused:\n  {shown}{more}")
     ids = list(plans)
-    weeks = np.array([len(plans[name]) for name in ids])
-    features = np.zeros((len(ids), int(weeks.max()), len(PLANNED)), dtype=np.float32)
+    counts = np.array([len(plans[name]) for name in ids])
+    features = np.zeros((len(ids), int(counts.max()), len(PLANNED)), dtype=np.float32)
     for s, name in enumerate(ids):
-        features[s, : weeks[s]] = np.array([w[3] for w in plans[name]], dtype=np.float32).reshape(weeks[s], -1)
-    prev = [plans[name][0][2] for name in ids]
+        features[s, : counts[s]] = np.array([w[3] for w in plans[name]], dtype=np.float32).reshape(counts[s], -1)
+    first_prev = [plans[name][0][2] for name in ids]
     return {
         "ids": ids,
         "weeks_of": [[str(w[0]) for w in plans[name]] for name in ids],
-        "prev_week_sales": np.array([np.nan if v is None else v for v in prev], dtype=np.float64),
+        "prev_week_sales": np.array([np.nan if v is None else v for v in first_prev], dtype=np.float64),
         "features": features,
-        "weeks": weeks,
+        "weeks": counts,
         "static": {column: [plans[name][0][4][j] for name in ids] for j, column in enumerate(spec.static)},
     }
 
 
-def write_forecasts(path, plan, out, levels, spec=CHAPTER):
+def write_forecasts(
+    path: str | os.PathLike[str],
+    plan: Mapping[str, Any],
+    out: Mapping[str, Any],
+    levels: Sequence[float],
+    spec: FeatureSpec = CHAPTER,
+) -> int:
     """One row per series and week: the forecast, every interval's bounds, and the extrapolated features
     (and, for a model that reads history or the calendar, the features filled for lack of weeks)."""
     keys = [level_key(level) for level in levels]
@@ -153,7 +174,14 @@ def write_forecasts(path, plan, out, levels, spec=CHAPTER):
     return write_atomically(path, lambda partial: _write_rows(partial, columns, plan, out, levels, spec))
 
 
-def _write_rows(path, columns, plan, out, levels, spec):
+def _write_rows(
+    path: Path,
+    columns: list[str],
+    plan: Mapping[str, Any],
+    out: Mapping[str, Any],
+    levels: Sequence[float],
+    spec: FeatureSpec,
+) -> int:
     count = 0
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)

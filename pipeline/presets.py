@@ -4,7 +4,10 @@ Plain data with no torch, so the command line can show every default
 instantly; pipeline.model builds the network from them.
 """
 
+from __future__ import annotations
+
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 # The hidden layers' activation: the chapter's sigmoid, tanh, or GELU
 # (x * Phi(x), Phi the standard normal's distribution function), which the
@@ -18,7 +21,7 @@ LOSS_NAMES = ("mse", "half-sse", "mae")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    hidden: tuple = (10, 5)
+    hidden: tuple[int, ...] = (10, 5)
     activation: str = "sigmoid"
     optimizer: str = "sgd"
     lr: float = 0.2
@@ -51,15 +54,15 @@ class TrainConfig:
     # when the data names its series (pipeline.model.DemandMLP).
     by_series: bool = False
 
-    def with_overrides(self, **overrides):
+    def with_overrides(self, **overrides: Any) -> TrainConfig:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
-    def describe(self):
+    def describe(self) -> dict[str, Any]:
         out = asdict(self)
         out["hidden"] = list(self.hidden)
         return out
 
-    def batch_rows(self, n):
+    def batch_rows(self, n: int) -> int:
         """Rows per optimizer step for a training set of `n` rows."""
         if not 0 < self.batch_size < n:
             rows = n
@@ -69,7 +72,7 @@ class TrainConfig:
             rows = self.batch_size
         return min(rows, self.max_batch_rows) if self.max_batch_rows and n > self.sample_above_rows else rows
 
-    def steps_per_epoch(self, n):
+    def steps_per_epoch(self, n: int) -> int:
         """Optimizer steps per epoch: one for a full batch (or its capped sample), else a pass over the rows."""
         if self.batch_size == 0:
             return 1
@@ -102,7 +105,7 @@ WATCHED_VALIDATION_ROWS = 2048
 # (a holiday's weeks, a deep discount) without bending the rest the way a
 # saturating tanh does. Against tanh it forecast every tuning set better, and
 # 10 of 12 fresh draws (bench/tuning/README.md).
-_SCHEDULES = {
+_SCHEDULES: dict[str, dict[str, Any]] = {
     "full": dict(
         optimizer="adam",
         lr=0.01,

@@ -1,6 +1,9 @@
 """Turn a trained model into a published, immutable version in the registry."""
 
+from __future__ import annotations
+
 import datetime as dt
+import functools
 import getpass
 import json
 import platform
@@ -8,12 +11,19 @@ import socket
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from . import export
 from .documents import dumps
 from .features import CHAPTER
-from .registry import TAILS_FILE, Registry
+from .registry import TAILS_FILE, Registry, crashpoint
 from .schema import INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR, SERIES_TENSOR, TARGET, UNKNOWN_SERIES, domain_of
+
+if TYPE_CHECKING:
+    from .data import Dataset
+    from .features import FeatureSpec
+    from .registry import RegistryWriter
+    from .workflow import Trained
 
 # Each series' last weeks of sales from the published model's training rows,
 # which the weeks after them are forecast from (pipeline.features).
@@ -21,7 +31,7 @@ from .schema import INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR, SERIES_TENSO
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def software_versions():
+def software_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for dist in ("torch", "onnx", "onnxruntime-gpu", "onnxruntime", "numpy", "demand-forecaster"):
         try:
@@ -31,7 +41,9 @@ def software_versions():
     return versions
 
 
-def git_revision():
+@functools.cache
+def git_revision() -> dict[str, Any] | None:
+    """The commit of the code this process runs, and whether it had changes: asked once, when it was loaded."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
         dirty = subprocess.run(
@@ -44,8 +56,8 @@ def git_revision():
     return {"sha": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 
-def io_schema(knows_series=False, spec=CHAPTER):
-    schema = {
+def io_schema(knows_series: bool = False, spec: FeatureSpec = CHAPTER) -> dict[str, Any]:
+    schema: dict[str, Any] = {
         "input": {
             "name": INPUT_TENSOR,
             "dtype": "float32",
@@ -71,7 +83,13 @@ def io_schema(knows_series=False, spec=CHAPTER):
     return schema
 
 
-def build_card(version, trained, data, export_info, backtest=None):
+def build_card(
+    version: str,
+    trained: Trained,
+    data: Dataset,
+    export_info: dict[str, Any],
+    backtest: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     result = trained.published
     evaluation = trained.evaluation
     card = {
@@ -107,7 +125,15 @@ def build_card(version, trained, data, export_info, backtest=None):
     return card
 
 
-def publish(registry: Registry, trained, data, promote=False, wait=0.0, reason="demand train", backtest=None):
+def publish(
+    registry: Registry,
+    trained: Trained,
+    data: Dataset,
+    promote: bool = False,
+    wait: float = 0.0,
+    reason: str = "demand train",
+    backtest: dict[str, Any] | None = None,
+) -> tuple[str, dict[str, Any], bool]:
     """Write a version (ONNX, statistics, card, report, weights) and maybe crown it.
 
     The first version becomes champion; later ones only with `promote`.
@@ -128,7 +154,9 @@ def publish(registry: Registry, trained, data, promote=False, wait=0.0, reason="
     return version, card, crowned
 
 
-def write_version(writer, trained, data, backtest=None):
+def write_version(
+    writer: RegistryWriter, trained: Trained, data: Dataset, backtest: dict[str, Any] | None = None
+) -> tuple[str, dict[str, Any]]:
     """Build, check and commit a new version with a RegistryWriter.
 
     The export checks (ONNX checker, ORT-vs-torch parity) run on the published
@@ -156,6 +184,7 @@ def write_version(writer, trained, data, backtest=None):
             },
             members=[config.hidden for config in result.member_configs],
         )
+        crashpoint("while-staging")  # the model written, the rest of the version not yet
         (stage / "normalization.json").write_text(json.dumps(result.stats.to_json(), indent=2) + "\n")
         if data.spec.history or data.spec.static:
             (stage / TAILS_FILE).write_text(json.dumps(tails_document(data)) + "\n")
@@ -180,14 +209,14 @@ def write_version(writer, trained, data, backtest=None):
     return version, card
 
 
-def tails_document(data):
+def tails_document(data: Dataset) -> dict[str, Any]:
     """What scoring and plans continue from, per series: {"next_week": {series: ISO week}, "sales": {series:
     [WINDOW_WEEKS sales, oldest first, null unknown]}, "static": {series: {covariate: its number or category}}}."""
     import numpy as np
 
     from .features import SeriesWeeks
 
-    doc = {"next_week": {}, "sales": {}, "static": {}}
+    doc: dict[str, Any] = {"next_week": {}, "sales": {}, "static": {}}
     if data.week is not None and data.spec.history:
         layout = SeriesWeeks.of(data.week, data.series)
         doc["next_week"] = dict(zip(map(str, layout.names), map(str, layout.next_week())))

@@ -10,6 +10,8 @@ Every decision is recorded by one function, `RegistryWriter.record`, with one
 set of keys.
 """
 
+from __future__ import annotations
+
 import contextlib
 import fcntl
 import json
@@ -19,7 +21,9 @@ import shutil
 import stat
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from .documents import dumps
 from .errors import RegistryBusy, RegistryError
@@ -27,17 +31,18 @@ from .errors import RegistryBusy, RegistryError
 DEFAULT_MODEL_DIR = "models"
 
 
-def crashpoint(name):
+def crashpoint(name: str) -> None:
     """Die here, as kill -9 would, when DEMAND_CRASH_AT names this point.
 
     Lets the crash-safety tests stop a real process at an exact step of a
-    publish; without the variable it does nothing.
+    training run or a publish (training, while-staging, before-commit,
+    after-commit, before-champion); without the variable it does nothing.
     """
     if os.environ.get("DEMAND_CRASH_AT") == name:
         os.kill(os.getpid(), 9)
 
 
-def _fsync_dir(path):
+def _fsync_dir(path: str | os.PathLike[str]) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -52,11 +57,11 @@ TAILS_FILE = "history.json"  # a version's stored weeks and static values per se
 MAX_POINTER_BYTES = 64  # the champion pointer holds a version name and a line break
 
 
-def is_version_name(name):
+def is_version_name(name: object) -> bool:
     return isinstance(name, str) and VERSION_NAME.fullmatch(name) is not None
 
 
-def version_number(name):
+def version_number(name: str) -> int:
     try:
         return int(name.removeprefix("v"))
     except ValueError:
@@ -64,7 +69,7 @@ def version_number(name):
 
 
 class Registry:
-    def __init__(self, root=DEFAULT_MODEL_DIR):
+    def __init__(self, root: str | os.PathLike[str] = DEFAULT_MODEL_DIR) -> None:
         self.root = Path(root)
         self.versions_dir = self.root / "versions"
         self.staging_dir = self.root / "staging"
@@ -74,13 +79,13 @@ class Registry:
 
     # ---- reading (no lock needed) ----
 
-    def versions(self):
+    def versions(self) -> list[str]:
         if not self.versions_dir.is_dir():
             return []
         names = [p.name for p in self.versions_dir.iterdir() if (p / "card.json").is_file()]
         return sorted(names, key=version_number)
 
-    def path(self, version):
+    def path(self, version: str) -> Path:
         """A version's folder; a RegistryError for a name that is not a version's, or a folder that is a link
         or resolves outside the registry's versions (it would serve files from anywhere)."""
         if not is_version_name(version):
@@ -90,11 +95,11 @@ class Registry:
             raise RegistryError(f"{folder} is a link out of the registry; a version is a folder of its own")
         return folder
 
-    def exists(self, version):
+    def exists(self, version: str) -> bool:
         """Whether a version's card is there (a folder that is a link is, and is refused when read)."""
         return is_version_name(version) and (self.versions_dir / version / "card.json").is_file()
 
-    def file(self, version, name):
+    def file(self, version: str, name: str) -> Path:
         """A file of a version, refused when it is a link out of the version's folder."""
         folder = self.path(version)
         path = folder / name
@@ -102,7 +107,7 @@ class Registry:
             raise RegistryError(f"{path} is a link out of its version's folder")
         return path
 
-    def card(self, version):
+    def card(self, version: str) -> dict[str, Any]:
         if not self.exists(version):
             self.path(version)  # a name that is not a version's says so
             raise RegistryError(f"no version {version!r} in {self.versions_dir}")
@@ -112,7 +117,7 @@ class Registry:
         except (OSError, ValueError) as err:  # a version damaged by hand: say which and why, no traceback
             raise RegistryError(f"{path}: cannot be read: {getattr(err, 'strerror', None) or err}") from None
 
-    def champion(self):
+    def champion(self) -> str | None:
         """The version the service must serve, or None before the first publish.
 
         Raises RegistryError when the pointer holds anything but a version name.
@@ -136,7 +141,7 @@ class Registry:
             )
         return version
 
-    def champion_written(self):
+    def champion_written(self) -> tuple[int, int, int] | None:
         """Changes whenever the champion pointer is written again (it is replaced, never edited)."""
         try:
             st = os.stat(self.champion_file)
@@ -144,7 +149,7 @@ class Registry:
             return None
         return st.st_ino, st.st_mtime_ns, st.st_size
 
-    def history(self):
+    def history(self) -> list[dict[str, Any]]:
         if not self.history_file.exists():
             return []
         events = []
@@ -155,13 +160,13 @@ class Registry:
                 continue  # a line cut short by a crash mid-append
         return events
 
-    def champion_chain(self):
+    def champion_chain(self) -> list[str]:
         """Champions in promotion order, with rolled-back ones removed.
 
         The last entry is the current champion; the one before it is where
         `rollback` goes.
         """
-        chain = []
+        chain: list[str] = []
         for event in self.history():
             kind, version = event.get("event"), event.get("version")
             if kind == "promote" and version:
@@ -175,7 +180,7 @@ class Registry:
                     chain.append(version)
         return chain
 
-    def rollback_target(self):
+    def rollback_target(self) -> str | None:
         """The previous champion still on disk, or None."""
         chain = self.champion_chain()
         current = self.champion()
@@ -184,7 +189,7 @@ class Registry:
                 return version
         return None
 
-    def open_lock(self):
+    def open_lock(self) -> int:
         """The lock file's descriptor, the folder made first; a folder that cannot be is a RegistryError."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -192,15 +197,15 @@ class Registry:
         except OSError as err:
             raise RegistryError(f"{self.root}: cannot hold a model registry: {err.strerror or err}") from None
 
-    def check_writable(self):
+    def check_writable(self) -> None:
         """Fail now, not after a training, when the registry folder cannot be written."""
         os.close(self.open_lock())
 
     @contextlib.contextmanager
-    def writer(self, wait=0.0):
+    def writer(self, wait: float = 0.0, log: Callable[[str], None] | None = None) -> Iterator[RegistryWriter]:
         """The registry's writer, for as long as this holds the exclusive lock.
 
-        Waits up to `wait` seconds for another writer, then RegistryBusy.
+        Waits up to `wait` seconds for another writer (saying so once through `log`), then RegistryBusy.
         """
         fd = self.open_lock()
         deadline = time.monotonic() + wait
@@ -216,6 +221,9 @@ class Registry:
                             f"another writer holds the registry lock {self.lock_file}; "
                             "try again later or pass --wait SECONDS"
                         ) from None
+                    if log is not None:
+                        log(f"another writer holds the registry lock; waiting up to {wait:g} s for it")
+                        log = None
                     time.sleep(0.05)
             self._remove_stale_staging()
             writer = RegistryWriter(self, _LockHeld())
@@ -225,7 +233,7 @@ class Registry:
                 writer._lock.released = True  # a writer kept past its block can no longer write
             os.close(fd)  # closing releases the flock
 
-    def _remove_stale_staging(self):
+    def _remove_stale_staging(self) -> None:
         # Left behind only by a writer that died; we hold the lock, so none is in use.
         if self.staging_dir.is_dir():
             for leftover in self.staging_dir.iterdir():
@@ -239,25 +247,25 @@ class _LockHeld:
 class RegistryWriter:
     """Changes a registry; only `Registry.writer()` makes one, holding the lock."""
 
-    def __init__(self, registry, lock):
+    def __init__(self, registry: Registry, lock: _LockHeld) -> None:
         self.registry = registry
         self._lock = lock
 
-    def __getattr__(self, name):  # reads go to the registry
+    def __getattr__(self, name: str) -> Any:  # reads go to the registry
         return getattr(self.registry, name)
 
-    def _check(self):
+    def _check(self) -> None:
         if not isinstance(self._lock, _LockHeld) or self._lock.released:
             raise RegistryError("the registry can only be changed inside `with registry.writer():`")
 
-    def promote(self, version, reason, by, **details):
+    def promote(self, version: str, reason: str, by: str, **details: Any) -> str | None:
         """Make `version` champion and record it. Returns the previous champion."""
         previous = self.registry.champion()
         self.set_champion(version)
         self.record("promote", version, reason, by, champion_before=previous, **details)
         return previous
 
-    def rollback(self, by):
+    def rollback(self, by: str) -> tuple[str | None, str]:
         """Make the previous champion current again. Returns (previous, now)."""
         self._check()
         target = self.registry.rollback_target()
@@ -268,7 +276,7 @@ class RegistryWriter:
         self.record("rollback", target, f"rolled back from {current}", by, champion_before=current)
         return current, target
 
-    def prune(self, keep, by):
+    def prune(self, keep: int, by: str) -> list[str]:
         """Delete all but the `keep` newest versions, never the champion or the rollback target."""
         self._check()
         if keep < 1:
@@ -294,13 +302,13 @@ class RegistryWriter:
             )
         return removed
 
-    def next_version(self):
+    def next_version(self) -> str:
         self._check()
         taken = [version_number(p.name) for p in self.versions_dir.iterdir()] if self.versions_dir.is_dir() else []
         return f"v{max(taken, default=0) + 1}"
 
     @contextlib.contextmanager
-    def staging(self):
+    def staging(self) -> Iterator[Path]:
         """A fresh folder to build a version in; removed if the build fails."""
         self._check()
         self.staging_dir.mkdir(parents=True, exist_ok=True)
@@ -311,7 +319,7 @@ class RegistryWriter:
         finally:
             shutil.rmtree(folder, ignore_errors=True)  # gone already if it was committed
 
-    def commit(self, staged, version):
+    def commit(self, staged: Path, version: str) -> None:
         """Make a fully built staging folder visible as `version`, in one rename."""
         self._check()
         for f in staged.iterdir():
@@ -327,7 +335,7 @@ class RegistryWriter:
         _fsync_dir(self.versions_dir)
         crashpoint("after-commit")
 
-    def set_champion(self, version):
+    def set_champion(self, version: str) -> None:
         self._check()
         if not self.exists(version):
             raise RegistryError(f"cannot make {version!r} champion: no such version")
@@ -346,7 +354,15 @@ class RegistryWriter:
             raise
         _fsync_dir(self.root)
 
-    def record(self, event, version, reason, by, champion_before=None, **details):
+    def record(
+        self,
+        event: str,
+        version: str | None,
+        reason: str,
+        by: str,
+        champion_before: str | None = None,
+        **details: Any,
+    ) -> None:
         """Append one decision to history.jsonl: always these keys, then the event's own details."""
         self._check()
         entry = {

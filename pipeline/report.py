@@ -1,5 +1,10 @@
 """report.png: how training went and how the model does on the holdout."""
 
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window
@@ -9,12 +14,15 @@ import numpy as np  # noqa: E402
 
 from .evaluate import interval_bounds  # noqa: E402
 
+if TYPE_CHECKING:
+    from .workflow import Trained
+
 # Points drawn per panel at most: a random sample beyond it. A million dots
 # show nothing more than a few thousand and take minutes to draw.
 PLOTTED_POINTS = 5000
 
 
-def write_report(path, version, trained, predicted):
+def write_report(path: str | os.PathLike[str], version: str, trained: Trained, predicted: np.ndarray) -> None:
     """`predicted`: the evaluated model's forecasts of the holdout, which it never trained on."""
     evaluation, result, holdout = trained.evaluation, trained.evaluated, trained.split.holdout
     fig, (curves, scatter, residuals) = plt.subplots(1, 3, figsize=(17, 5.2))
@@ -75,7 +83,7 @@ def write_report(path, version, trained, predicted):
     plt.close(fig)
 
 
-def plotted(rows):
+def plotted(rows: int) -> np.ndarray:
     """Indexes of the rows drawn, in order: all, or a fixed random sample."""
     if rows <= PLOTTED_POINTS:
         return np.arange(rows)

@@ -12,7 +12,12 @@ to finish, so two retrains never interleave and the champion cannot change
 under a decision.
 """
 
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import fields
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -25,8 +30,12 @@ from .publish import write_version
 from .registry import Registry
 from .sources import load_sources
 
+if TYPE_CHECKING:
+    from .data import Dataset, Split
+    from .train import Progress
 
-def champion_config(card):
+
+def champion_config(card: dict[str, Any]) -> TrainConfig:
     """The TrainConfig the champion was selected with, from its card: its
     chosen candidate's settings, early stopping included. `params` are those
     of its refit, which trains a fixed number of epochs without stopping early
@@ -45,7 +54,7 @@ def champion_config(card):
 FORMER_CANDIDATE_DEFAULTS = {"activation": "tanh"}
 
 
-def champion_overrides(card):
+def champion_overrides(card: dict[str, Any]) -> dict[str, Any]:
     """The training options an `auto` champion was trained with (`--seed 5`,
     `--epochs 300`), as its card records them. Cards that do not: where its
     best candidate's settings differ from that candidate's defaults, then or now."""
@@ -63,7 +72,7 @@ def champion_overrides(card):
     }
 
 
-def _best_candidate(card):
+def _best_candidate(card: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
     """(name, settings) of the candidate that won the champion's selection, or (None, None).
 
     An `auto` champion publishes the mean of several, and its `chosen` names
@@ -75,7 +84,9 @@ def _best_candidate(card):
     return name, params
 
 
-def challenger_settings(card, preset, overrides=None):
+def challenger_settings(
+    card: dict[str, Any] | None, preset: str | None, overrides: dict[str, Any] | None = None
+) -> tuple[str | TrainConfig, dict[str, Any]]:
     """(preset, overrides) the challenger is trained with: `preset` when given,
     else what made the champion. A champion chosen by `auto` gets a new
     selection (the data may favour another candidate now) with the options it
@@ -89,7 +100,7 @@ def challenger_settings(card, preset, overrides=None):
     return champion_config(card), given
 
 
-def last_trained_week(card):
+def last_trained_week(card: dict[str, Any]) -> str | None:
     """The last week `card`'s model trained on, or None when its data had no week column."""
     if "trained_on" in card:
         weeks = card["trained_on"].get("weeks")
@@ -98,7 +109,9 @@ def last_trained_week(card):
     return weeks[1] if weeks else None
 
 
-def decide(challenger_wape, champion_wape, min_improvement, holdout):
+def decide(
+    challenger_wape: float, champion_wape: float | None, min_improvement: float, holdout: dict[str, dict[str, Any]]
+) -> tuple[bool, str]:
     """(promote?, reason). WAPE is in percent; the margin is in WAPE points."""
     if not beats_baselines(holdout):
         unbeaten = [
@@ -120,7 +133,7 @@ def decide(challenger_wape, champion_wape, min_improvement, holdout):
     )
 
 
-def unseen_weeks(card, data, min_new_weeks):
+def unseen_weeks(card: dict[str, Any], data: Dataset, min_new_weeks: int) -> tuple[str, None] | tuple[None, str]:
     """(first week the champion never trained on, None) or (None, why the gate cannot run)."""
     cutoff = last_trained_week(card)
     if cutoff is None:
@@ -136,7 +149,9 @@ def unseen_weeks(card, data, min_new_weeks):
     return str(new[0]), None
 
 
-def score_champion(bundle, split, paths, spec, skip_bad_rows):
+def score_champion(
+    bundle: Bundle, split: Split, paths: Sequence[str | os.PathLike[str]], spec: FeatureSpec, skip_bad_rows: bool
+) -> dict[str, Any]:
     """The champion's metrics on the challenger's holdout rows, each model reading its own features: a champion
     of other features reads the same files its own way, and is scored on the same (week, series) rows."""
     holdout = split.holdout
@@ -144,9 +159,13 @@ def score_champion(bundle, split, paths, spec, skip_bad_rows):
         forecast = bundle.forecast(holdout.X, series=holdout.series)["units_sold"]
         return metrics(holdout.y, forecast, naive_scale(split.train))
     own = load_sources(paths, skip_bad_rows, warn=None, spec=bundle.spec)
-    theirs = week_series_keys(own.week, own.series if own.series is not None else np.zeros(len(own), dtype=str))
+    # Scored only past the gate (unseen_weeks), which found a week column in these files.
+    theirs = week_series_keys(
+        cast(np.ndarray, own.week), own.series if own.series is not None else np.zeros(len(own), dtype=str)
+    )
     ours = week_series_keys(
-        holdout.week, holdout.series if holdout.series is not None else np.zeros(len(holdout), dtype=str)
+        cast(np.ndarray, holdout.week),
+        holdout.series if holdout.series is not None else np.zeros(len(holdout), dtype=str),
     )
     order = np.argsort(theirs, kind="stable")
     at = np.minimum(np.searchsorted(theirs, ours, sorter=order), len(order) - 1)
@@ -158,25 +177,25 @@ def score_champion(bundle, split, paths, spec, skip_bad_rows):
 
 def retrain(
     registry: Registry,
-    paths,
-    overrides=None,
-    min_improvement=0.0,
-    keep_rejected=False,
-    wait=0.0,
-    skip_bad_rows=False,
-    warn=None,
-    progress=None,
-    by="demand retrain",
-    preset=None,
-    min_new_weeks=MIN_NEW_WEEKS,
-    log=None,
-    features=None,
-):
+    paths: Sequence[str | os.PathLike[str]],
+    overrides: dict[str, Any] | None = None,
+    min_improvement: float = 0.0,
+    keep_rejected: bool = False,
+    wait: float = 0.0,
+    skip_bad_rows: bool = False,
+    warn: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
+    by: str = "demand retrain",
+    preset: str | None = None,
+    min_new_weeks: int = MIN_NEW_WEEKS,
+    log: Callable[[str], None] | None = None,
+    features: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """`features`: feature options (pipeline.features.with_options) over the champion's own spec; the
     challenger reads what the champion reads unless they say otherwise."""
     from .workflow import train_model
 
-    with registry.writer(wait) as writer:
+    with registry.writer(wait, log) as writer:
         champion = registry.champion()
         card = registry.card(champion) if champion else None
         champion_spec = FeatureSpec.from_json(card.get("features")) if card else CHAPTER
@@ -193,7 +212,8 @@ def retrain(
         }
         holdout_from = None
         if champion:
-            holdout_from, why_not = unseen_weeks(card, data, min_new_weeks)
+            # a champion has a card
+            holdout_from, why_not = unseen_weeks(cast("dict[str, Any]", card), data, min_new_weeks)
             if why_not:
                 writer.record("skip", None, why_not, by, champion_before=champion)
                 return {
@@ -215,7 +235,10 @@ def retrain(
             bundle = Bundle.load(registry, champion, provider="cpu")
             champion_metrics = score_champion(bundle, split, paths, spec, skip_bad_rows)
         promote, reason = decide(
-            holdout["model"]["wape"], champion_metrics and champion_metrics["wape"], min_improvement, holdout
+            holdout["model"]["wape"],
+            cast("float | None", champion_metrics and champion_metrics["wape"]),  # metrics() are never empty
+            min_improvement,
+            holdout,
         )
 
         version = None
@@ -228,7 +251,8 @@ def retrain(
             "linear": holdout["linear"],
         }
         if promote:
-            writer.promote(version, reason, by, holdout_wape=holdout["model"]["wape"], metrics=figures)
+            # `version` was written above: a promoted challenger always is
+            writer.promote(cast(str, version), reason, by, holdout_wape=holdout["model"]["wape"], metrics=figures)
         else:
             writer.record(
                 "reject", version, reason, by, champion_before=champion, kept=version is not None, metrics=figures

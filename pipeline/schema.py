@@ -4,13 +4,16 @@ One definition used by the CSV loader, the CLI and the prediction service, so a
 value refused in one place is refused everywhere with the same words.
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Sequence
 
 FEATURES = ("prev_week_sales", "discount_fraction", "weeks_to_next_holidays")
 N_FEATURES = len(FEATURES)
 
 
-def flagged_names(names):
+def flagged_names(names: Sequence[str]) -> list[list[str]]:
     """The names each code flags (bit i: names[i]): 2**len(names) lists, shared by the rows of one code."""
     return [[name for i, name in enumerate(names) if code >> i & 1] for code in range(2 ** len(names))]
 
@@ -57,12 +60,12 @@ DOMAIN = {
 COVARIATE_DOMAIN = (-FLOAT32_MAX, FLOAT32_MAX, "")
 
 
-def domain_of(name):
+def domain_of(name: str) -> tuple[float, float, str]:
     """(lowest, highest, unit) of a column: the chapter's own, or any finite number for a covariate."""
     return DOMAIN.get(name, COVARIATE_DOMAIN)
 
 
-def domain_problem(name, value):
+def domain_problem(name: str, value: object) -> str | None:
     """Return why `value` is not a valid `name`, or None when it is valid.
 
     `value` may be anything a client sent: JSON booleans, strings and None are
@@ -88,7 +91,7 @@ def domain_problem(name, value):
     return None
 
 
-def _apart(limit, value):
+def _apart(limit: float, value: float) -> tuple[str, str]:
     """Both numbers short (`:g`), unless that rounds them alike ("must be <= 100, got 100" for 100.00000000000001)."""
     short = f"{limit:g}", f"{value:g}"
     return short if short[0] != short[1] else (repr(float(limit)), repr(float(value)))
@@ -101,7 +104,7 @@ def _apart(limit, value):
 MAX_SERIES_NAME = 200
 
 
-def series_problem(value):
+def series_problem(value: object) -> str | None:
     """Why `value` is not a series' name, or None when it is one: text, or a
     whole number (a store numbered 7 is the series "7" of a file)."""
     if type(value) is int:  # not a bool
@@ -125,11 +128,11 @@ JSON_KINDS = {
 }
 
 
-def json_kind(value):
+def json_kind(value: object) -> str:
     return JSON_KINDS.get(type(value), "a value")
 
 
-def describe_value(value):
+def describe_value(value: object) -> str:
     """A value that is not a number, for an error message: the text itself, or its JSON kind."""
     if isinstance(value, str):
         shown = value if len(value) <= 20 else value[:20] + "..."

@@ -9,9 +9,13 @@ cells), then the forecast columns are added; an input column named like one
 of them is replaced.
 """
 
+from __future__ import annotations
+
 import os
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 import pyarrow as pa
@@ -34,13 +38,19 @@ from .schema import (
     VERSION_COLUMN,
 )
 
+if TYPE_CHECKING:
+    from .bundle import Bundle
+    from .tables import Columns
+
+T = TypeVar("T")
+
 DECIMALS = 1  # forecasts are whole units; one decimal shows the model's own rounding
 
 # "extrapolated": the features outside the training range, joined by ";", by code.
 _OUTSIDE_NAMES = [";".join(names) for names in OUTSIDE_NAMES]
 
 
-def scoring_threads():
+def scoring_threads() -> int:
     """ONNX Runtime's threads for streaming a file: half the cores.
 
     The other half read and check the next chunk and write the last one
@@ -50,7 +60,9 @@ def scoring_threads():
     return max(1, usable_cores() // 2)
 
 
-def append_forecasts(table, X, bundle, series=None):
+def append_forecasts(
+    table: pa.Table, X: np.ndarray, bundle: Bundle, series: pa.ChunkedArray | None = None
+) -> tuple[pa.Table, int, int]:
     """(`table` with the forecast columns of the rows of `X` [n, 3] appended, rows outside the training
     range, rows naming a series the model does not know).
 
@@ -74,7 +86,7 @@ def append_forecasts(table, X, bundle, series=None):
     return kept, len(out["extrapolated_rows"]), len(out["unknown_series"])
 
 
-def series_of(table, bundle, source):
+def series_of(table: pa.Table, bundle: Bundle, source: str | os.PathLike[str]) -> pa.ChunkedArray | None:
     """The rows' series names (pyarrow), for a model that tells series apart and a
     table with a series column; else None. Any other column passes through untouched."""
     if not bundle.knows_series or SERIES_COLUMN not in table.column_names:
@@ -85,15 +97,15 @@ def series_of(table, bundle, source):
         raise DataError(f"{source}: {err}") from None
 
 
-def _rounded(values):
+def _rounded(values: np.ndarray) -> pa.Array:
     return pa.array(np.round(values.astype(np.float64), DECIMALS))
 
 
-def _decoded(codes, names):
+def _decoded(codes: np.ndarray, names: Sequence[str]) -> pa.Array:
     return pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names)).cast(pa.string())
 
 
-def features_of(checked, keep=None):
+def features_of(checked: Columns, keep: np.ndarray | None = None) -> np.ndarray:
     X = np.column_stack([checked.values[name] for name in FEATURES])
     return X if keep is None else X[keep]
 
@@ -106,14 +118,14 @@ class Output:
     one chunk waits to be written, so memory stays at about two chunks.
     """
 
-    def __init__(self, path):
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.partial = partial_path(self.path)
-        self.writer = None
-        self.pending = None
+        self.writer: pq.ParquetWriter | pa_csv.CSVWriter | None = None
+        self.pending: Future[None] | None = None
         self.thread = ThreadPoolExecutor(1, thread_name_prefix="writer")
 
-    def write(self, table):
+    def write(self, table: pa.Table) -> None:
         self.wait()
         try:
             if self.writer is None:
@@ -125,7 +137,7 @@ class Output:
             raise self.failed(err) from None
         self.pending = self.thread.submit(self.writer.write_table, table)
 
-    def wait(self):
+    def wait(self) -> None:
         pending, self.pending = self.pending, None
         if pending is None:
             return
@@ -141,17 +153,19 @@ class Output:
             del pending
         raise failure
 
-    def failed(self, err):
+    def failed(self, err: BaseException) -> DataError:
         reason = getattr(err, "strerror", None) or str(err).splitlines()[0][:200]
         return DataError(f"{self.path}: cannot be written: {reason}")
 
-    def finish(self):
+    def finish(self) -> None:
         self.wait()
         self.thread.shutdown()
+        if self.writer is None:
+            raise AssertionError("finish() before any write: _score_file refuses a file with no usable rows first")
         self.writer.close()
         os.replace(self.partial, self.path)
 
-    def abandon(self):
+    def abandon(self) -> None:
         try:
             try:
                 self.wait()
@@ -165,7 +179,7 @@ class Output:
             self.partial.unlink(missing_ok=True)
 
 
-def refuse_what_a_csv_cannot_hold(table, input_path):
+def refuse_what_a_csv_cannot_hold(table: pa.Table, input_path: str | os.PathLike[str]) -> None:
     """A CSV cannot hold a list, a struct or a map, nor bytes that are not UTF-8
     text (a Parquet input's column can): say so of the input, not the output."""
     for field, column in zip(table.schema, table.columns):
@@ -184,18 +198,19 @@ def refuse_what_a_csv_cannot_hold(table, input_path):
                 ) from None
 
 
-def read_ahead(items):
+def read_ahead(items: Iterator[T]) -> Iterator[T]:
     """The items of an iterator, each next one taken on a thread of its own
     while the one before is used: the next chunk is read and checked while
     this one is forecast. Errors come out where the item would have."""
     with ThreadPoolExecutor(1, thread_name_prefix="reader") as pool:
         end = object()
-        pending = pool.submit(next, items, end)
+        pending: Future[Any] = pool.submit(next, items, end)  # an item, or `end`
         while True:
             try:
                 item = pending.result()
             except BaseException:
-                pending = None  # as in Output.wait: no cycle through the failed future
+                # As in Output.wait: no cycle through the failed future. (None only on the way out, to the raise.)
+                pending = None  # type: ignore[assignment]
                 raise
             if item is end:
                 return
@@ -203,7 +218,13 @@ def read_ahead(items):
             yield item
 
 
-def score_file(input_path, output_path, bundle, skip_bad_rows=False, warn=None):
+def score_file(
+    input_path: str | os.PathLike[str],
+    output_path: str | os.PathLike[str],
+    bundle: Bundle,
+    skip_bad_rows: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> dict[str, int]:
     """Stream `input_path` (CSV or Parquet) through the model into `output_path`
     (CSV or Parquet, by extension), a chunk at a time: memory stays flat
     whatever the file's size. A bad row refuses the file, naming up to
@@ -219,7 +240,14 @@ def score_file(input_path, output_path, bundle, skip_bad_rows=False, warn=None):
             settings.update(again.settings)
 
 
-def _score_file(input_path, output_path, bundle, skip_bad_rows, warn, settings):
+def _score_file(
+    input_path: str | os.PathLike[str],
+    output_path: str | os.PathLike[str],
+    bundle: Bundle,
+    skip_bad_rows: bool,
+    warn: Callable[[str], None] | None,
+    settings: dict[str, bool],
+) -> dict[str, int]:
     input_path = Path(input_path)
     output = Output(output_path)
     into_parquet = tables.is_parquet(output_path)
@@ -261,7 +289,13 @@ def _score_file(input_path, output_path, bundle, skip_bad_rows, warn, settings):
     return {"rows": written, "skipped_rows": bad_rows, "extrapolated_rows": outside, "unknown_series_rows": unknown}
 
 
-def score_history_file(input_path, output_path, bundle, skip_bad_rows=False, warn=None):
+def score_history_file(
+    input_path: str | os.PathLike[str],
+    output_path: str | os.PathLike[str],
+    bundle: Bundle,
+    skip_bad_rows: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> dict[str, int]:
     """Score a file of weeks for a model that reads history features (pipeline.features).
 
     Read whole, since a row's features read its series' earlier weeks: each
@@ -288,7 +322,7 @@ def score_history_file(input_path, output_path, bundle, skip_bad_rows=False, war
     if dropped and warn:
         warn(f"{dropped} row(s) of series the model has no earlier week of, and without {spec.names[0]}: not forecast")
     out = bundle.forecast(data.X, series=data.series)
-    patterns, codes = filled_patterns(spec, data.filled)
+    patterns, codes = filled_patterns(spec, cast(np.ndarray, data.filled))  # load_file features every row
     filled = _decoded(codes, [";".join(names) for names in patterns])
     columns = {
         spec.series_column: data.series if data.series is not None else [""] * len(data),

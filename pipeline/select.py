@@ -5,12 +5,20 @@ The holdout plays no part here, so the chosen model's holdout figures stay an
 honest estimate of how it forecasts weeks it has never seen.
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from .errors import TrainingError
 from .evaluate import metrics, naive_scale
 from .presets import AUTO, CANDIDATES, PRESETS, TrainConfig
+
+if TYPE_CHECKING:
+    from .data import Split
+    from .train import Progress, TrainResult
 
 CUSTOM = "custom"  # the label of settings given whole, e.g. a champion's own
 
@@ -18,16 +26,16 @@ CUSTOM = "custom"  # the label of settings given whole, e.g. a champion's own
 @dataclass
 class Candidate:
     name: str
-    result: object  # TrainResult, trained on the training window
-    validation: dict  # metrics on the validation window, in units
+    result: TrainResult  # trained on the training window
+    validation: dict[str, Any]  # metrics on the validation window, in units
 
     @property
-    def score(self):
+    def score(self) -> float:
         """WAPE, or the MAE where WAPE is undefined (a window that sold nothing)."""
         wape = self.validation["wape"]
         return wape if math.isfinite(wape) else self.validation["mae"]
 
-    def describe(self):
+    def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "validation_wape": self.validation["wape"],
@@ -39,7 +47,7 @@ class Candidate:
         }
 
 
-def preset_configs(preset, overrides=None):
+def preset_configs(preset: str | TrainConfig, overrides: dict[str, Any] | None = None) -> dict[str, TrainConfig]:
     """{name: TrainConfig} to try for `preset`: every candidate for auto, else just the one.
 
     `preset` may also be a TrainConfig (a champion's settings, reused by retrain).
@@ -55,7 +63,12 @@ def preset_configs(preset, overrides=None):
     return {name: config.with_overrides(**(overrides or {})) for name, config in chosen.items()}
 
 
-def select(split, configs, progress=None, log=None):
+def select(
+    split: Split,
+    configs: dict[str, TrainConfig],
+    progress: Progress | None = None,
+    log: Callable[[str], None] | None = None,
+) -> tuple[Candidate, list[Candidate]]:
     """(best Candidate, every Candidate in the order tried)."""
     from .parallel import fit_all
     from .train import predict_units

@@ -1,22 +1,27 @@
 """Reading training data from several files or folders of CSV and Parquet files at once."""
 
+from __future__ import annotations
+
 import hashlib
+import os
 from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
-from .data import concat, featured, load_file, repeated_week_series, week_series_keys
+from .data import Dataset, concat, featured, load_file, repeated_week_series, week_series_keys
 from .errors import DataError
-from .features import CHAPTER
+from .features import CHAPTER, FeatureSpec
 from .schema import SERIES_COLUMN, TIME_COLUMN
 from .tables import DATA_SUFFIXES
 
 
-def data_files(paths):
+def data_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """The CSV and Parquet files named or found (not recursively) in the folders named,
     oldest first by modification time, so that later files win."""
-    files = []
+    files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.suffix.lower() in DATA_SUFFIXES)
@@ -31,7 +36,12 @@ def data_files(paths):
     return sorted(unique, key=lambda p: (p.stat().st_mtime_ns, str(p)))
 
 
-def load_sources(paths, skip_bad_rows=False, warn=None, spec=None):
+def load_sources(
+    paths: Iterable[str | os.PathLike[str]],
+    skip_bad_rows: bool = False,
+    warn: Callable[[str], None] | None = None,
+    spec: FeatureSpec | None = None,
+) -> Dataset:
     """One dataset from many files. A row whose (week, series) appears in more
     than one file is taken from the latest file only, with a warning that
     counts the replaced rows."""
@@ -57,7 +67,8 @@ def load_sources(paths, skip_bad_rows=False, warn=None, spec=None):
     if merged.week is not None and merged.series is not None:
         keep = last_of_each(merged.week, merged.series)
         replaced = len(merged) - len(keep)
-        within = sum(repeated_week_series(part.week, part.series) for part in parts)
+        # Every part has weeks and series when the merged data does (concat; files that differ are refused above).
+        within = sum(repeated_week_series(cast(np.ndarray, part.week), cast(np.ndarray, part.series)) for part in parts)
         if replaced - within and warn:
             warn(
                 f"{replaced - within} row(s) repeat a week and series of an earlier file; kept the latest file's values"
@@ -69,7 +80,7 @@ def load_sources(paths, skip_bad_rows=False, warn=None, spec=None):
         # cannot be told to replace an earlier one, so both stay. Say so.
         earlier, overlapping = np.array([], dtype="datetime64[D]"), 0
         for part in parts:
-            weeks = part.week.astype("datetime64[D]")
+            weeks = cast(np.ndarray, part.week).astype("datetime64[D]")  # every part's, as the merged data has them
             overlapping += int(np.isin(weeks, earlier).sum())
             earlier = np.union1d(earlier, weeks)
         if overlapping:
@@ -92,14 +103,16 @@ def load_sources(paths, skip_bad_rows=False, warn=None, spec=None):
     return whole
 
 
-def last_of_each(weeks, series):
+def last_of_each(weeks: np.ndarray, series: np.ndarray) -> np.ndarray:
     """Sorted indexes of the last row of each (week, series): a later file overwrites an earlier one."""
     key = week_series_keys(weeks, series)
     _, first_from_end = np.unique(key[::-1], return_index=True)
     return np.sort(len(key) - 1 - first_from_end)
 
 
-def history_across_files(files, skip_bad_rows, warn, spec):
+def history_across_files(
+    files: Sequence[Path], skip_bad_rows: bool, warn: Callable[[str], None] | None, spec: FeatureSpec
+) -> Dataset:
     """One dataset of history features from many files (a folder of weekly exports): the files' rows are
     put together first (a later file's row replacing an earlier one of the same week and series), then
     featured once, so a week's lags reach into the files before it and a category's values are those
@@ -146,7 +159,7 @@ def history_across_files(files, skip_bad_rows, warn, spec):
     return featured(source["path"], merged, y[keep], spec, source)
 
 
-def history_by_default(paths, spec):
+def history_by_default(paths: Iterable[str | os.PathLike[str]], spec: FeatureSpec) -> bool:
     """Whether `demand train` reads history and the calendar when not told: when the data has a week
     column but no prev_week_sales column (a plain sales history, as retailers export it), the series'
     own weeks are the only way to last week's sales. A file in the chapter's form (its own

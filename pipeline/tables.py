@@ -8,10 +8,15 @@ problem); the caller turns row indexes into lines of a CSV or rows of a
 Parquet file.
 """
 
+from __future__ import annotations
+
 import csv
 import datetime as dt
+import os
 from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -29,12 +34,15 @@ DATA_SUFFIXES = (".csv", *PARQUET_SUFFIXES)
 STREAM_CHUNK_ROWS = 500_000
 STREAM_BLOCK_BYTES = 16 << 20  # about 400k rows of a CSV like the embedded one
 
+# A bad cell or row: (row index, column, what is wrong).
+Problem = tuple[int, str, str]
 
-def is_parquet(path):
+
+def is_parquet(path: str | os.PathLike[str]) -> bool:
     return str(path).lower().endswith(PARQUET_SUFFIXES)
 
 
-def row_label(parquet):
+def row_label(parquet: bool) -> Callable[[int], str]:
     """How a row index is named in messages: CSV lines count the header, Parquet rows from 1."""
     return (lambda index: f"row {index + 1}") if parquet else (lambda index: f"line {index + 2}")
 
@@ -43,14 +51,14 @@ def row_label(parquet):
 class Columns:
     """Checked columns of one table (or chunk): numbers as float64, weeks as datetime64[D]."""
 
-    values: dict  # name -> np.ndarray (NaN where a number was bad)
+    values: dict[str, np.ndarray]  # NaN where a number was bad
     rows: int
-    problems: list = field(default_factory=list)  # (row index, column, problem)
+    problems: list[Problem] = field(default_factory=list)  # (row index, column, problem)
 
-    def bad_rows(self):
+    def bad_rows(self) -> np.ndarray:
         return np.unique(np.array([index for index, _, _ in self.problems], dtype=np.int64))
 
-    def good(self):
+    def good(self) -> np.ndarray:
         """A mask of the rows without a problem."""
         keep = np.ones(self.rows, dtype=bool)
         keep[self.bad_rows()] = False
@@ -60,7 +68,7 @@ class Columns:
 HEADER_READ_BYTES = 1 << 16  # read at a time while looking for the end of the header
 
 
-def header_line(read):
+def header_line(read: Callable[[int], bytes]) -> bytes:
     """The bytes of a CSV's first line, from `read(n)` (a file's read, or a slice of bytes in memory)."""
     head = b""
     while True:
@@ -81,7 +89,7 @@ NOT_TEXT = {
 }
 
 
-def not_text(path, start):
+def not_text(path: str | os.PathLike[str], start: bytes) -> DataError:
     """The error for a file that is not UTF-8 text, with what it seems to be from its first bytes."""
     hint = next((what for magic, what in NOT_TEXT.items() if start.startswith(magic)), None)
     return DataError(f"{path}: not a UTF-8 text file" + (f"; {hint}" if hint else ""))
@@ -93,7 +101,7 @@ MAX_COLUMNS = 10_000
 MAX_HEADER_NAME = 1_000  # characters of a column's name
 
 
-def csv_header(line, path):
+def csv_header(line: bytes, path: str | os.PathLike[str]) -> list[str]:
     """The header's names, stripped, from its line's bytes."""
     try:
         text = line.decode("utf-8-sig")
@@ -107,7 +115,7 @@ def csv_header(line, path):
     return header
 
 
-def check_header(header, path):
+def check_header(header: Sequence[str], path: str | os.PathLike[str]) -> None:
     """A clear error for a header of more than MAX_COLUMNS columns or a name longer than MAX_HEADER_NAME."""
     if len(header) > MAX_COLUMNS:
         raise DataError(f"{path}: the header has {len(header):,} columns, more than the limit of {MAX_COLUMNS:,}")
@@ -119,7 +127,7 @@ def check_header(header, path):
         )
 
 
-def require_columns(header, columns, path):
+def require_columns(header: Sequence[str], columns: Iterable[str], path: str | os.PathLike[str]) -> None:
     """A clear error for a missing required column or a name given twice (pyarrow would take one copy)."""
     check_header(header, path)
     counts = Counter(header)
@@ -134,7 +142,7 @@ def require_columns(header, columns, path):
         )
 
 
-def renamed(header, renames, path):
+def renamed(header: list[str], renames: Mapping[str, str] | None, path: str | os.PathLike[str]) -> list[str]:
     """The header with a file's own names for the series, week and target read as ours."""
     if not renames:
         return header
@@ -147,10 +155,10 @@ def renamed(header, renames, path):
     return [renames.get(name, name) for name in header]
 
 
-def header_of_bytes(raw, path):
+def header_of_bytes(raw: bytes, path: str | os.PathLike[str]) -> list[str]:
     offset = [0]
 
-    def read(n):
+    def read(n: int) -> bytes:
         block = raw[offset[0] : offset[0] + n]
         offset[0] += n
         return block
@@ -161,7 +169,7 @@ def header_of_bytes(raw, path):
 QUOTE_SCAN_BYTES = 16 << 20  # read at a time by unclosed_quote on a file
 
 
-def unclosed_quote(read_blocks, records):
+def unclosed_quote(read_blocks: Callable[[], Iterable[bytes]], records: int) -> str | None:
     """What is wrong when a quote opened a cell that was never closed, else None.
 
     `read_blocks()`: the file's bytes, in pieces; `records`: the rows read,
@@ -174,7 +182,10 @@ def unclosed_quote(read_blocks, records):
     it and loses nothing: its file has as many rows as lines, and passes.
     """
     quotes = line_breaks = returns = 0
-    last_byte, last_quoted = b"\n", None  # (the last block with a quote, line breaks before it, the byte before it)
+    last_byte = b"\n"
+    last_quoted: tuple[bytes, int, bytes] | None = (
+        None  # (the last block with a quote, line breaks before it, the byte before it)
+    )
     for block in read_blocks():
         codes = np.frombuffer(block, dtype=np.uint8)  # numpy counts bytes several times faster than bytes.count
         count = int(np.count_nonzero(codes == ord('"')))
@@ -189,7 +200,7 @@ def unclosed_quote(read_blocks, records):
     lines = line_breaks + (last_byte != b"\n")  # a last line without its line break counts too
     if quotes % 2 == 0 or lines <= records or lines - blank_lines(read_blocks()) <= records:
         return None
-    block, before, previous = last_quoted
+    block, before, previous = cast("tuple[bytes, int, bytes]", last_quoted)  # an odd count: some block had a quote
     at = block.rfind(b'"')  # the one left open, when the cell it opens runs to the end
     opens_cell = (block[at - 1 : at] if at else previous) in (b",", b"\n", b"\r")
     quote_line = before + block.count(b"\n", 0, at) + 1
@@ -204,7 +215,7 @@ def unclosed_quote(read_blocks, records):
     )
 
 
-def blank_lines(blocks):
+def blank_lines(blocks: Iterable[bytes]) -> int:
     """Empty lines (the readers skip them: no row of their own), with \n or \r\n endings."""
     count, tail = 0, b"\n\n"  # the file's start counts as the end of a line
     for block in blocks:
@@ -216,7 +227,7 @@ def blank_lines(blocks):
     return count
 
 
-def file_blocks(path, size=QUOTE_SCAN_BYTES):
+def file_blocks(path: str | os.PathLike[str], size: int = QUOTE_SCAN_BYTES) -> Iterator[bytes]:
     with open(path, "rb") as handle:
         yield from iter(lambda: handle.read(size), b"")
 
@@ -224,15 +235,22 @@ def file_blocks(path, size=QUOTE_SCAN_BYTES):
 class RaggedRows:
     """pyarrow's invalid-row handler: rows with more or fewer cells than the header are dropped and remembered."""
 
-    def __init__(self):
-        self.rows = []  # (record number or None, cells, header cells)
+    def __init__(self) -> None:
+        self.rows: list[tuple[int | None, int, int]] = []  # (record number or None, cells, header cells)
 
-    def __call__(self, row):
+    def __call__(self, row: pa_csv.InvalidRow) -> str:
         self.rows.append((row.number, row.actual_columns, row.expected_columns))
         return "skip"
 
 
-def csv_options(header, wanted, ragged, numbers=(), threads=True, block_size=None):
+def csv_options(
+    header: list[str],
+    wanted: list[str],
+    ragged: RaggedRows,
+    numbers: Collection[str] = (),
+    threads: bool = True,
+    block_size: int | None = None,
+) -> dict[str, Any]:
     """pyarrow's options to read the `wanted` columns: `numbers` parsed as
     float64, the rest as text. With no `numbers` everything is text: the cast
     in check_columns is strict, and a column that fails it is read cell by
@@ -255,7 +273,14 @@ def csv_options(header, wanted, ragged, numbers=(), threads=True, block_size=Non
     return dict(read_options=read, parse_options=parse, convert_options=convert)
 
 
-def read_csv(source, path, header, wanted, numbers, threads=True):
+def read_csv(
+    source: bytes,
+    path: str | os.PathLike[str],
+    header: list[str],
+    wanted: list[str],
+    numbers: Collection[str],
+    threads: bool = True,
+) -> tuple[pa.Table, RaggedRows]:
     """(Table, RaggedRows) from a CSV file's bytes: numbers parsed by pyarrow
     when every cell is one (the common case, and the fast one), else all text."""
     if b"\n" not in source and b"\r" not in source:
@@ -277,9 +302,10 @@ def read_csv(source, path, header, wanted, numbers, threads=True):
         if problem:
             raise DataError(f"{path}: {problem}")
         return table, ragged
+    raise AssertionError("unreachable: the read as text returns or raises")
 
 
-def _is_utf8(raw):
+def _is_utf8(raw: bytes) -> bool:
     try:
         raw.decode("utf-8")
         return True
@@ -287,7 +313,7 @@ def _is_utf8(raw):
         return False
 
 
-def refuse_names_in_another_case(header, names, path):
+def refuse_names_in_another_case(header: Sequence[str], names: Sequence[str], path: str | os.PathLike[str]) -> None:
     """`Week` for `week`: the column would be left out without a word (the split
     would then follow row order, one store perhaps held out whole)."""
     exact = set(header)
@@ -300,7 +326,13 @@ def refuse_names_in_another_case(header, names, path):
             )
 
 
-def read_csv_table(raw, path, required, optional=(TIME_COLUMN, SERIES_COLUMN), renames=None):
+def read_csv_table(
+    raw: bytes,
+    path: str | os.PathLike[str],
+    required: Sequence[str],
+    optional: Sequence[str] = (TIME_COLUMN, SERIES_COLUMN),
+    renames: Mapping[str, str] | None = None,
+) -> tuple[pa.Table, RaggedRows]:
     """(pyarrow Table of the required and optional columns, RaggedRows) from the bytes of a CSV file.
 
     `renames` {the file's name: the name used here} reads a file that names
@@ -313,7 +345,12 @@ def read_csv_table(raw, path, required, optional=(TIME_COLUMN, SERIES_COLUMN), r
     return read_csv(raw, path, header, wanted, required)
 
 
-def open_parquet(source, path, required, renames=None):
+def open_parquet(
+    source: str | os.PathLike[str] | pa.NativeFile,
+    path: str | os.PathLike[str],
+    required: Sequence[str],
+    renames: Mapping[str, str] | None = None,
+) -> tuple[pq.ParquetFile, list[str]]:
     """(ParquetFile, its column names stripped) once the required columns are known to be there."""
     try:
         parquet = pq.ParquetFile(source)
@@ -324,7 +361,13 @@ def open_parquet(source, path, required, renames=None):
     return parquet, header
 
 
-def read_parquet_table(source, path, required, optional=(TIME_COLUMN, SERIES_COLUMN), renames=None):
+def read_parquet_table(
+    source: str | os.PathLike[str] | pa.NativeFile,
+    path: str | os.PathLike[str],
+    required: Sequence[str],
+    optional: Sequence[str] = (TIME_COLUMN, SERIES_COLUMN),
+    renames: Mapping[str, str] | None = None,
+) -> pa.Table:
     """The required and optional columns of a Parquet file, named without stray spaces (and as `renames` says)."""
     parquet, header = open_parquet(source, path, required, renames)
     refuse_names_in_another_case(header, optional, path)  # open_parquet has found the required ones
@@ -336,21 +379,30 @@ def read_parquet_table(source, path, required, optional=(TIME_COLUMN, SERIES_COL
         raise DataError(f"{path}: cannot be read as Parquet: {_arrow_reason(err)}") from None
 
 
-def ragged_problems(ragged):
+def ragged_problems(ragged: RaggedRows) -> list[Problem]:
     """Problems for the rows the CSV reader dropped, by record index (pyarrow
     numbers rows by line, the header being line 1)."""
     return [
         (number - 2, "(row)", f"has {cells} cell{'' if cells == 1 else 's'}, the header has {expected}")
-        for number, cells, expected in sorted(ragged.rows)
+        # the rows' record numbers are all known here: a reader on threads that lost one reads again on one
+        for number, cells, expected in sorted(cast("list[tuple[int, int, int]]", ragged.rows))
     ]
 
 
-def check_columns(table, numbers, offset=0, series=True, csv=False, text=()):
+def check_columns(
+    table: pa.Table,
+    numbers: Iterable[str],
+    offset: int = 0,
+    series: bool = True,
+    csv: bool = False,
+    text: Iterable[str] = (),
+) -> Columns:
     """Columns of `table` (pyarrow) checked: `numbers` against their domain, the
     week as an ISO date, the series as text (only with `series`: scoring passes
     it through untouched, and a Python string per row costs more than the
     checks), `text` (categories) as trimmed text that is not empty. Row indexes in problems start at `offset`."""
-    values, problems = {}, []
+    values: dict[str, np.ndarray] = {}
+    problems: list[Problem] = []
     for name in numbers:
         values[name] = _number_column(table.column(name), name, offset, problems)
     for name in text:
@@ -369,7 +421,7 @@ def check_columns(table, numbers, offset=0, series=True, csv=False, text=()):
     return Columns(values, table.num_rows, problems)
 
 
-def holds_numbers(column):
+def holds_numbers(column: pa.ChunkedArray) -> bool:
     """Whether a column's cells are numbers (or empty): a static covariate of text is a category."""
     if pa.types.is_boolean(column.type):
         return True  # refused by the number check, naming the cell, rather than read as a category
@@ -380,7 +432,7 @@ def holds_numbers(column):
         return False
 
 
-def series_names(table):
+def series_names(table: pa.Table) -> pa.ChunkedArray:
     """The series column of `table` as trimmed text (pyarrow), a null as blank; a DataError
     when the column cannot be text (a Parquet column of lists, or bytes that are not UTF-8)."""
     names = table.column(SERIES_COLUMN)
@@ -394,7 +446,7 @@ def series_names(table):
     return pc.utf8_trim_whitespace(pc.fill_null(names, ""))
 
 
-def _joined_lines(names, offset, problems):
+def _joined_lines(names: pa.ChunkedArray, offset: int, problems: list[Problem]) -> None:
     """A series name holding a line break is lines of the file read as one cell:
     a stray quote opened it and a later one closed it, and the rows between
     would be lost without a word (unclosed_quote finds a quote left open to the end)."""
@@ -412,7 +464,7 @@ def _joined_lines(names, offset, problems):
             )
 
 
-def _number_column(column, name, offset, problems):
+def _number_column(column: pa.ChunkedArray, name: str, offset: int, problems: list[Problem]) -> np.ndarray:
     low, high, _ = domain_of(name)
     if pa.types.is_boolean(column.type):  # refused as anywhere else, not read as 0 and 1
         return _numbers_cell_by_cell(column, name, offset, problems)
@@ -425,12 +477,13 @@ def _number_column(column, name, offset, problems):
     inside = (array >= low) & (array <= high)  # NaN and nulls fail both
     if not inside.all():
         for index in np.flatnonzero(~inside).tolist():
+            # outside the domain (or NaN): domain_problem names what is wrong, never None
             problem = "is empty" if empty is not None and empty[index] else domain_problem(name, float(array[index]))
-            problems.append((offset + index, name, problem))
+            problems.append((offset + index, name, cast(str, problem)))
     return array
 
 
-def parse_number(text):
+def parse_number(text: str) -> float | str:
     """A cell's text as Python reads a number, or the text itself for domain_problem to name."""
     try:
         return float(text)
@@ -438,7 +491,7 @@ def parse_number(text):
         return text
 
 
-def _numbers_cell_by_cell(column, name, offset, problems):
+def _numbers_cell_by_cell(column: pa.ChunkedArray, name: str, offset: int, problems: list[Problem]) -> np.ndarray:
     array = np.full(len(column), np.nan)
     for index, cell in enumerate(column.to_pylist()):
         if isinstance(cell, str):
@@ -455,7 +508,7 @@ def _numbers_cell_by_cell(column, name, offset, problems):
     return array
 
 
-def _week_column(column, offset, problems):
+def _week_column(column: pa.ChunkedArray, offset: int, problems: list[Problem]) -> np.ndarray:
     if pa.types.is_integer(column.type):
         # As the text it would be in a CSV (20240101), whatever the integer's
         # width: a cast would read an int32 as days since 1970.
@@ -493,10 +546,15 @@ class ProblemTally:
     in row order, how many rows were bad, and how often each reason came up.
     Memory stays flat when a 10M-row file is bad on every row."""
 
-    def __init__(self):
+    first: list[Problem]
+    problems: int
+    bad_rows: int
+    reasons: Counter[str]
+
+    def __init__(self) -> None:
         self.first, self.problems, self.bad_rows, self.reasons = [], 0, 0, Counter()
 
-    def add(self, problems):
+    def add(self, problems: Sequence[Problem]) -> None:
         """Problems (row index, column, problem) of one chunk; chunks come in row order."""
         if not problems:
             return
@@ -507,11 +565,17 @@ class ProblemTally:
             :SHOWN_ERRORS
         ]
 
-    def lines(self, label):
+    def lines(self, label: Callable[[int], str]) -> list[str]:
         """The shown problems, one line each, `label` naming a row index ("line 3", "row 2")."""
         return [f"{label(index)}, column {column!r}: {problem}" for index, column, problem in self.first]
 
-    def report(self, path, label, skip_bad_rows, warn=None):
+    def report(
+        self,
+        path: str | os.PathLike[str],
+        label: Callable[[int], str],
+        skip_bad_rows: bool,
+        warn: Callable[[str], None] | None = None,
+    ) -> tuple[int, dict[str, int]]:
         """Refuse the file, naming the first bad rows, or when they are skipped
         warn with their reasons. Returns (bad rows, {reason: count})."""
         if self.bad_rows and not skip_bad_rows:
@@ -527,11 +591,11 @@ class ProblemTally:
         return self.bad_rows, dict(self.reasons)
 
 
-def _arrow_reason(err):
+def _arrow_reason(err: BaseException) -> str:
     return str(err).splitlines()[0][:200]
 
 
-def kept_records(kept_before, dropped):
+def kept_records(kept_before: int, dropped: Sequence[int]) -> Callable[[int], int]:
     """index -> record index of the rows of a chunk whose first row is the
     `kept_before`-th row kept, when the reader has dropped the records
     `dropped` (sorted; drops after the chunk may be among them: the parser
@@ -543,7 +607,7 @@ def kept_records(kept_before, dropped):
     return lambda index: int(kept_before + index + np.searchsorted(kept_before_drop, kept_before + index, "right"))
 
 
-def all_problems(checked, dropped):
+def all_problems(checked: Columns, dropped: list[Problem]) -> list[Problem]:
     """The problems of a whole table by record index: its checked cells' and
     the rows the reader dropped, which still count in the lines after them."""
     record_of = kept_records(0, [index for index, _, _ in dropped])
@@ -555,12 +619,14 @@ class ReadAgain(Exception):
     on one thread, which knows the line of a row with the wrong number of
     cells; or as text, when a cell is not a number and must be named."""
 
-    def __init__(self, **settings):
+    def __init__(self, **settings: bool) -> None:
         super().__init__(settings)
         self.settings = settings
 
 
-def stream(path, required, threads=True, numbers=True):
+def stream(
+    path: str | os.PathLike[str], required: Sequence[str], threads: bool = True, numbers: bool = True
+) -> Iterator[tuple[pa.Table, list[Problem], Callable[[int], int]]]:
     """Chunks of a CSV or Parquet file, each as (pyarrow Table of every column,
     problems of rows the reader dropped, kept_records() of the chunk).
 
@@ -593,7 +659,8 @@ def stream(path, required, threads=True, numbers=True):
         return  # no rows (pyarrow would refuse to skip a header with no line break after it)
     ragged = RaggedRows()
     options = csv_options(header, header, ragged, required if numbers else (), threads, STREAM_BLOCK_BYTES)
-    kept, dropped = 0, []
+    kept = 0
+    dropped: list[int] = []
     try:
         reader = pa_csv.open_csv(path, **options)
         for batch in reader:

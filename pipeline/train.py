@@ -1,19 +1,31 @@
 """Training: one loop, two engines (torch autograd, or the hand-written backprop)."""
 
+from __future__ import annotations
+
 import contextlib
 import copy
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike, DTypeLike
 
 from .backprop import ManualMLP, make_optimizer
 from .errors import TrainingError
 from .model import DemandMLP
 from .normalize import TRANSFORMS, MinMaxStats
 from .presets import MANUAL_ACTIVATIONS, SERIES_HIDDEN_SHARE, WATCHED_VALIDATION_ROWS, TrainConfig
+from .registry import crashpoint
 from .schema import N_FEATURES
+
+if TYPE_CHECKING:
+    from .data import Dataset
+
+# Called after each epoch: (epoch, epochs, training loss, validation loss or NaN).
+Progress = Callable[[int, int, float, float], None]
 
 # Below this many multiply-adds per layer and step (rows x widest layer) one CPU
 # thread is faster than several: the work is too small to split, and idle
@@ -22,7 +34,7 @@ SINGLE_THREAD_WORK = 1_000_000
 
 
 @contextlib.contextmanager
-def cpu_threads_for(device, rows, hidden):
+def cpu_threads_for(device: str, rows: int, hidden: Sequence[int]) -> Iterator[None]:
     if device != "cpu" or rows * max(hidden, default=1) >= SINGLE_THREAD_WORK:
         yield
         return
@@ -34,12 +46,12 @@ def cpu_threads_for(device, rows, hidden):
         torch.set_num_threads(previous)
 
 
-def half_sse(prediction, target):
+def half_sse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Algorithm 8.5's loss: 1/2 the sum of squared errors over the batch."""
     return 0.5 * torch.sum((prediction - target) ** 2)
 
 
-def resolve_device(requested):
+def resolve_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
@@ -49,14 +61,43 @@ def resolve_device(requested):
     return requested
 
 
+class Engine(Protocol):
+    """What `fit` asks of an engine. Each holds its arrays its own way (torch
+    tensors on a device, or float64 NumPy), so they are Any here."""
+
+    def tensor(self, array: ArrayLike) -> Any: ...
+
+    def step(self, X: Any, y: Any, series: Any = None) -> Any: ...
+
+    def index(self, order: np.ndarray) -> Any: ...
+
+    def value(self, losses: Any) -> float: ...
+
+    def loss(self, X: Any, y: Any, series: Any = None) -> float: ...
+
+    def snapshot(self) -> Any: ...
+
+    def restore(self, snapshot: Any) -> None: ...
+
+    def to_mlp(self) -> DemandMLP: ...
+
+
 class TorchEngine:
-    def __init__(self, config, device, n_series=0, lazy_series=True, n_features=N_FEATURES):
+    def __init__(
+        self,
+        config: TrainConfig,
+        device: str,
+        n_series: int = 0,
+        lazy_series: bool = True,
+        n_features: int = N_FEATURES,
+    ) -> None:
         torch.manual_seed(config.seed)
         self.device = device
         self.model = DemandMLP(
             config.hidden, config.activation, n_features, output_activation=config.output_activation, n_series=n_series
         ).to(device)
         series_rows = self.model.series_rows
+        self.optimizers: list[torch.optim.Optimizer]
         if config.optimizer == "sgd":
             self.optimizers = [torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum)]
         elif config.optimizer == "adam":
@@ -77,12 +118,17 @@ class TorchEngine:
                 ]
         else:
             raise TrainingError(f"--optimizer must be sgd or adam, got {config.optimizer!r}")
-        self.loss_fn = {"mse": torch.nn.MSELoss(), "mae": torch.nn.L1Loss(), "half-sse": half_sse}[config.loss]
+        losses: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+            "mse": torch.nn.MSELoss(),
+            "mae": torch.nn.L1Loss(),
+            "half-sse": half_sse,
+        }
+        self.loss_fn = losses[config.loss]
 
-    def tensor(self, array):
+    def tensor(self, array: ArrayLike) -> torch.Tensor:
         return torch.as_tensor(np.asarray(array, dtype=np.float32), device=self.device)
 
-    def step(self, X, y, series=None):
+    def step(self, X: torch.Tensor, y: torch.Tensor, series: torch.Tensor | None = None) -> torch.Tensor:
         """One update; returns the loss as a tensor, so a GPU is not synchronized every step.
 
         A random SERIES_HIDDEN_SHARE of the rows count as an unknown series in
@@ -99,31 +145,33 @@ class TorchEngine:
             optimizer.step()
         return loss.detach()
 
-    def index(self, order):
+    def index(self, order: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(order, device=self.device)
 
     @staticmethod
-    def value(losses):
+    def value(losses: torch.Tensor | list[torch.Tensor]) -> float:
         return float(torch.stack(losses).sum()) if isinstance(losses, list) else float(losses)
 
     @torch.no_grad()
-    def loss(self, X, y, series=None):
+    def loss(self, X: torch.Tensor, y: torch.Tensor, series: torch.Tensor | None = None) -> float:
         return self.loss_fn(self.model(X, series), y).item()
 
-    def snapshot(self):
+    def snapshot(self) -> dict[str, Any]:
         return copy.deepcopy(self.model.state_dict())
 
-    def restore(self, snapshot):
+    def restore(self, snapshot: dict[str, Any]) -> None:
         self.model.load_state_dict(snapshot)
 
-    def to_mlp(self):
+    def to_mlp(self) -> DemandMLP:
         return self.model.to("cpu").eval()
 
 
 class ManualEngine:
     """Algorithm 8.5 in float64 NumPy; always runs on the CPU."""
 
-    def __init__(self, config, device="cpu", initial=None, n_features=N_FEATURES):
+    def __init__(
+        self, config: TrainConfig, device: str = "cpu", initial: ManualMLP | None = None, n_features: int = N_FEATURES
+    ) -> None:
         sizes = [n_features, *config.hidden, 1]
         self.config = config
         self.net = initial or ManualMLP.initialize(
@@ -131,36 +179,41 @@ class ManualEngine:
         )
         self.optimizer = make_optimizer(config.optimizer, self.net.parameters(), config.lr, config.momentum)
 
-    def tensor(self, array):
+    def tensor(self, array: ArrayLike) -> np.ndarray:
         return np.asarray(array, dtype=np.float64)
 
-    def step(self, X, y, series=None):  # the chapter's network: no series
+    def step(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        series: np.ndarray | None = None,  # the chapter's network: no series
+    ) -> float:
         loss, W_grads, b_grads = self.net.loss_and_gradients(X, y, self.config.loss)
         self.optimizer.step([*W_grads, *b_grads])
         return loss
 
-    def index(self, order):
+    def index(self, order: np.ndarray) -> np.ndarray:
         return order
 
     @staticmethod
-    def value(losses):
+    def value(losses: float | list[float]) -> float:
         return float(sum(losses)) if isinstance(losses, list) else float(losses)
 
-    def loss(self, X, y, series=None):
+    def loss(self, X: np.ndarray, y: np.ndarray, series: np.ndarray | None = None) -> float:
         return self.net.loss(X, y, self.config.loss)
 
-    def snapshot(self):
+    def snapshot(self) -> list[np.ndarray]:
         return [p.copy() for p in self.net.parameters()]
 
-    def restore(self, snapshot):
+    def restore(self, snapshot: list[np.ndarray]) -> None:
         for p, saved in zip(self.net.parameters(), snapshot):
             p[...] = saved
 
-    def to_mlp(self):
+    def to_mlp(self) -> DemandMLP:
         return manual_to_torch(self.net, self.config.hidden)
 
 
-def manual_to_torch(net, hidden):
+def manual_to_torch(net: ManualMLP, hidden: Sequence[int]) -> DemandMLP:
     mlp = DemandMLP(hidden, net.activation, output_activation=net.output_activation)
     with torch.no_grad():
         for layer, W, b in zip(mlp.linear_layers(), net.W, net.b):
@@ -169,7 +222,7 @@ def manual_to_torch(net, hidden):
     return mlp.eval()
 
 
-def torch_to_manual(mlp, dtype=np.float64):
+def torch_to_manual(mlp: DemandMLP, dtype: DTypeLike = np.float64) -> ManualMLP:
     layers = mlp.linear_layers()
     return ManualMLP(
         [l.weight.detach().cpu().numpy().astype(dtype) for l in layers],
@@ -185,14 +238,14 @@ class TrainResult:
     stats: MinMaxStats
     config: TrainConfig
     device: str
-    train_loss: list = field(default_factory=list)
-    validation_loss: list = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    validation_loss: list[float] = field(default_factory=list)
     kept_epoch: int = 0
     stopped_because: str = "ran every epoch"
     seconds: float = 0.0
-    member_configs: list = field(default_factory=list)  # set on an average of several (workflow.combine)
+    member_configs: list[TrainConfig] = field(default_factory=list)  # set on an average of several (workflow.combine)
 
-    def describe(self):
+    def describe(self) -> dict[str, Any]:
         return {
             "device": self.device,
             "engine": self.config.engine,
@@ -205,7 +258,13 @@ class TrainResult:
         }
 
 
-def fit(train, validation, config, progress=None, initial=None):
+def fit(
+    train: Dataset,
+    validation: Dataset | None,
+    config: TrainConfig,
+    progress: Progress | None = None,
+    initial: ManualMLP | None = None,
+) -> TrainResult:
     """Train on `train`, watching `validation`; returns a CPU model and its curves.
 
     With `validation` None (a refit on every row) there is nothing to stop
@@ -226,7 +285,7 @@ def fit(train, validation, config, progress=None, initial=None):
                 f"or --activation {MANUAL_ACTIVATIONS[-1]} with it"
             )
         device = "cpu"
-        engine = ManualEngine(config, initial=initial, n_features=train.X.shape[1])
+        engine: Engine = ManualEngine(config, initial=initial, n_features=train.X.shape[1])
     elif config.engine != "torch":
         raise TrainingError(f"--engine must be torch or manual, got {config.engine!r}")
     # Series are told apart only by the torch engine (the manual one is the chapter's network).
@@ -248,18 +307,19 @@ def fit(train, validation, config, progress=None, initial=None):
     S = codes(train)
     shuffle = np.random.default_rng(config.seed)
     watching = validation is not None
-    if watching:
+    if validation is not None:  # watching
         watched = watched_rows(len(validation), shuffle)
         X_val = engine.tensor(stats.normalize_x(validation.X[watched]))
         y_val = engine.tensor(stats.normalize_y(validation.y[watched]).reshape(-1, 1))
         S_val = codes(validation, watched)
 
     sampled = batch * steps < n  # an epoch is a random sample of the rows, not a pass over them
-    result = TrainResult(None, stats, config, device)
+    result = TrainResult(None, stats, config, device)  # type: ignore[arg-type]  # its mlp is set after training
     early_stop = watching and config.patience > 0
     best_loss, best_state = float("inf"), None
     with cpu_threads_for(device, batch, config.hidden):
         for epoch in range(1, config.epochs + 1):
+            crashpoint("training")
             if batch == n:
                 epoch_loss = engine.value(engine.step(X, y, S))
             else:
@@ -269,7 +329,7 @@ def fit(train, validation, config, progress=None, initial=None):
                 order = engine.index(picks)
                 n_epoch = len(picks)
                 X_epoch, y_epoch = X[order], y[order]  # one gather per epoch; the steps take slices
-                S_epoch = None if S is None else S[order]
+                S_epoch: Any = None if S is None else S[order]
                 losses = [
                     engine.step(
                         X_epoch[start : start + batch],
@@ -307,7 +367,7 @@ def fit(train, validation, config, progress=None, initial=None):
     return result
 
 
-def watched_rows(n, rng):
+def watched_rows(n: int, rng: np.random.Generator) -> slice | np.ndarray:
     """The validation rows early stopping watches: all, or a fixed random sample of them."""
     if n <= WATCHED_VALIDATION_ROWS:
         return slice(None)
@@ -315,7 +375,7 @@ def watched_rows(n, rng):
 
 
 @torch.no_grad()
-def predict_units(mlp, stats, X, series=None):
+def predict_units(mlp: DemandMLP, stats: MinMaxStats, X: np.ndarray, series: np.ndarray | None = None) -> np.ndarray:
     """Forecast in raw units with the torch model (float32, CPU); `series`: each row's series name, if known."""
     codes = stats.series_codes(series)
     normalized = (

@@ -17,7 +17,11 @@
 through this one function, so what a backtest measures is what train publishes.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from .calibrate import per_step_calibration
 from .data import concat, findings, rows_and_weeks, time_split
@@ -25,39 +29,47 @@ from .evaluate import evaluate
 from .presets import AUTO, ENSEMBLE_SIZE
 from .select import CUSTOM, preset_configs, select
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .data import Dataset, Split
+    from .presets import TrainConfig
+    from .select import Candidate
+    from .train import Progress, TrainResult
+
 
 @dataclass
 class Trained:
     preset: str
-    members: list  # names of the candidates averaged into the model, best first (one without auto)
-    candidates: list  # Candidate, in the order tried
-    evaluated: object  # TrainResult on the training window: produced every figure
-    evaluation: dict  # evaluate(): holdout metrics, validation metrics, interval
-    published: object  # TrainResult that is exported: the refit, or `evaluated`
-    split: object
-    data_findings: dict
-    published_rows: dict  # rows and weeks the published model trained on
-    options: dict  # the training options given over the preset's (--seed 5, --epochs 300)
+    members: list[str]  # names of the candidates averaged into the model, best first (one without auto)
+    candidates: list[Candidate]  # in the order tried
+    evaluated: TrainResult  # on the training window: produced every figure
+    evaluation: dict[str, Any]  # evaluate(): holdout metrics, validation metrics, interval
+    published: TrainResult  # what is exported: the refit, or `evaluated`
+    split: Split
+    data_findings: dict[str, Any]
+    published_rows: dict[str, Any]  # rows and weeks the published model trained on
+    options: dict[str, Any]  # the training options given over the preset's (--seed 5, --epochs 300)
 
     @property
-    def chosen(self):
+    def chosen(self) -> str:
         return self.members[0] if len(self.members) == 1 else "mean of " + ", ".join(self.members)
 
     @property
-    def refit(self):
+    def refit(self) -> bool:
         return self.published is not self.evaluated
 
-    def member_candidates(self):
+    def member_candidates(self) -> list[Candidate]:
         by_name = {c.name: c for c in self.candidates}
         return [by_name[name] for name in self.members]
 
-    def predict(self, X, series=None):
+    def predict(self, X: np.ndarray, series: np.ndarray | None = None) -> np.ndarray:
         """The published model's forecasts in units (torch, CPU); `series` names each row's series."""
         from .train import predict_units
 
         return predict_units(self.published.mlp, self.published.stats, X, series)
 
-    def describe(self):
+    def describe(self) -> dict[str, Any]:
         """The card's account of what produced the figures and what is served."""
         split = self.split
         return {
@@ -95,7 +107,15 @@ class Trained:
         }
 
 
-def train_model(data, preset=AUTO, overrides=None, refit=True, split=None, progress=None, log=None):
+def train_model(
+    data: Dataset,
+    preset: str | TrainConfig = AUTO,
+    overrides: dict[str, Any] | None = None,
+    refit: bool = True,
+    split: Split | None = None,
+    progress: Progress | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Trained:
     """Select, evaluate and (by default) refit on `data`; returns a Trained.
 
     `split` replaces the usual latest-weeks split (the retraining gate holds
@@ -117,7 +137,7 @@ def train_model(data, preset=AUTO, overrides=None, refit=True, split=None, progr
         members += same_scale[: ENSEMBLE_SIZE - 1]
     evaluated = combine([m.result for m in members])
 
-    def evaluated_predict(X, series=None):
+    def evaluated_predict(X: np.ndarray, series: np.ndarray | None = None) -> np.ndarray:
         return predict_units(evaluated.mlp, evaluated.stats, X, series)
 
     evaluation = evaluate(split, evaluated_predict, scale=evaluated.config.transform)
@@ -129,11 +149,11 @@ def train_model(data, preset=AUTO, overrides=None, refit=True, split=None, progr
         # Each member again for as many passes over the data as its best
         # validation epoch; nothing is left to stop early on.
         everything = concat([split.train, split.validation, split.holdout])
-        configs = [refit_config(m.result, len(split.train), len(everything)) for m in members]
+        refit_configs = [refit_config(m.result, len(split.train), len(everything)) for m in members]
         if log:
-            for member, config in zip(members, configs):
+            for member, config in zip(members, refit_configs):
                 log(f"refitting {member.name} on all {len(everything)} rows for {config.epochs} epochs")
-        refits = fit_all(configs, everything, None, progress)
+        refits = fit_all(refit_configs, everything, None, progress)
         published, published_rows = combine(refits), rows_and_weeks(everything)
     label = preset if isinstance(preset, str) else CUSTOM
     options = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -151,7 +171,7 @@ def train_model(data, preset=AUTO, overrides=None, refit=True, split=None, progr
     )
 
 
-def refit_config(result, trained_rows, all_rows):
+def refit_config(result: TrainResult, trained_rows: int, all_rows: int) -> TrainConfig:
     """The settings to train `result`'s network again on every row: as many
     epochs as its validation window chose, and steps as it was selected with:
     a training window trained in full batches or passes is refit that way
@@ -167,7 +187,7 @@ def refit_config(result, trained_rows, all_rows):
     )
 
 
-def combine(results):
+def combine(results: Sequence[TrainResult]) -> TrainResult:
     """One TrainResult for the mean of several trained on the same rows and scale.
 
     Its config is the first (best) member's with the merged hidden sizes; every

@@ -1,10 +1,14 @@
 """The Flask application factory."""
 
+from __future__ import annotations
+
 import gc
 import logging
 import time
+from collections.abc import Mapping
+from typing import Any
 
-from flask import Flask, g, request
+from flask import Flask, Response, g, request
 
 from . import errors, metrics
 from .config import Settings
@@ -13,7 +17,7 @@ from .model_holder import ModelHolder
 from .predict_api import PredictFastPath
 
 
-def create_app(test_config=None):
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app for one worker: settings read once from DEMAND_*, with
     `test_config` (Settings fields, e.g. {"MODEL_DIR": ..., "RELOAD_INTERVAL": 0})
     on top; the champion loaded into ONNX Runtime, and the champion watcher started.
@@ -47,7 +51,7 @@ def create_app(test_config=None):
         app.register_blueprint(admin)  # without a token the admin routes do not exist
     errors.register(app)
     _instrument(app)
-    app.wsgi_app = PredictFastPath(app.wsgi_app, holder, settings)
+    app.wsgi_app = PredictFastPath(app.wsgi_app, holder, settings)  # type: ignore[method-assign]  # Flask's middleware idiom
     # Everything made so far lives as long as the worker: out of the garbage
     # collector's sight, a full collection no longer walks it. Large answers
     # make thousands of objects and trigger collections; each walked these
@@ -56,7 +60,7 @@ def create_app(test_config=None):
     return app
 
 
-def seconds_since_process_start():
+def seconds_since_process_start() -> float:
     """Wall time since this process was created (its fork, under gunicorn)."""
     import os
 
@@ -70,17 +74,17 @@ def seconds_since_process_start():
         return float("nan")
 
 
-def _instrument(app):
+def _instrument(app: Flask) -> None:
     @app.before_request
-    def start_timer():
+    def start_timer() -> None:
         g.started = time.perf_counter()
 
     @app.before_request
-    def refuse_encoded_bodies():
+    def refuse_encoded_bodies() -> None:
         require_identity_encoding(request.headers.get("Content-Encoding"))
 
     @app.after_request
-    def record(response):
+    def record(response: Response) -> Response:
         route = request.url_rule.rule if request.url_rule else "unmatched"
         metrics.observe_request(
             route, request.method, response.status_code, time.perf_counter() - g.get("started", time.perf_counter())

@@ -1,18 +1,25 @@
 """Optional bearer tokens: DEMAND_API_TOKEN for predictions, DEMAND_ADMIN_TOKEN for admin."""
 
+from __future__ import annotations
+
 import functools
 import hmac
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 from flask import current_app, request
 
 from .errors import ApiError
 
+P = ParamSpec("P")
+R = TypeVar("R")
 
-def check_bearer(expected):
+
+def check_bearer(expected: str) -> None:
     check_token(request.headers.get("Authorization"), expected)
 
 
-def check_token(header, expected):
+def check_token(header: str | None, expected: str) -> None:
     """401 or 403 unless the Authorization header `header` carries the token `expected` (if any)."""
     if not expected:
         return
@@ -27,9 +34,9 @@ def check_token(header, expected):
         raise ApiError(403, "bearer token not accepted")
 
 
-def prediction_token_required(view):
+def prediction_token_required(view: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(view)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         check_bearer(current_app.config["SETTINGS"].api_token)
         return view(*args, **kwargs)
 

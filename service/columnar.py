@@ -19,8 +19,12 @@ goes the general way (`read_columnar`), which names what is wrong; only a bad
 body is walked value by value, to name the first bad one.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass
 from itertools import chain
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
@@ -45,6 +49,11 @@ from .inputs import NUMBER_TYPES, check_domain, check_row_count, features_of, lo
 from .plans import read_levels
 from .series import names_from_values
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from pipeline.bundle import Bundle
+
 # What one row of the answer has, in this order; `fields` picks among them.
 # The interval and extrapolated columns are named as in batch scoring's tables.
 OUTPUT_COLUMNS = (OUTPUT_TENSOR, NORMALIZED_TENSOR, LOW_COLUMN, HIGH_COLUMN, EXTRAPOLATED_COLUMN)
@@ -55,17 +64,17 @@ OUTPUT_LIST = ", ".join(OUTPUT_COLUMNS)
 @dataclass
 class ColumnarRequest:
     X: np.ndarray  # [rows, len(FEATURES)] float64, every value inside the domain
-    ranges: tuple  # column_ranges(X)
-    fields: tuple  # the output columns asked for, in the order asked
-    levels: list  # interval levels for `intervals`; None: no `intervals`
-    series: list = None  # each row's series name ("" for none), when `inputs` has a series column
+    ranges: tuple[np.ndarray, np.ndarray]  # column_ranges(X)
+    fields: tuple[str, ...]  # the output columns asked for, in the order asked
+    levels: list[float] | None  # interval levels for `intervals`; None: no `intervals`
+    series: list[str] | None = None  # each row's series name ("" for none), when `inputs` has a series column
 
 
 # What a columnar body may hold: a misspelt option ("field") is an error, not ignored.
 REQUEST_KEYS = ("inputs", "fields", "levels")
 
 
-def is_columnar(body):
+def is_columnar(body: Any) -> bool:
     return isinstance(body, dict) and "inputs" in body
 
 
@@ -83,10 +92,10 @@ _BODY = msgspec.defstruct(
     [(REQUEST_KEYS[0], _INPUTS), *((key, msgspec.Raw, msgspec.UNSET) for key in REQUEST_KEYS[1:])],
     forbid_unknown_fields=True,
 )
-_DECODER = msgspec.json.Decoder(_BODY)
+_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_BODY)  # a struct made at runtime: its fields are Any
 
 
-def decode_columnar(raw, max_rows):
+def decode_columnar(raw: bytes, max_rows: int) -> ColumnarRequest | None:
     """A validated ColumnarRequest from the bytes of a well-formed columnar body, or
     None for any other body (read_columnar then says what is wrong with it).
 
@@ -110,7 +119,7 @@ def decode_columnar(raw, max_rows):
     )
 
 
-def read_columnar(body, max_rows):
+def read_columnar(body: dict[str, Any], max_rows: int) -> ColumnarRequest:
     """A validated ColumnarRequest from a parsed body with `inputs`; ApiError names what is wrong."""
     if "instances" in body:
         raise ApiError(400, "send either 'instances' (one object per row) or 'inputs' (one list per feature), not both")
@@ -124,7 +133,7 @@ def read_columnar(body, max_rows):
     return ColumnarRequest(X, ranges, fields, levels, None if series is None else series_column(series, len(X)))
 
 
-def series_column(values, rows):
+def series_column(values: Any, rows: int) -> list[str]:
     """inputs.series: one name (or null) per row, checked."""
     if not isinstance(values, list):
         raise ApiError(400, f"inputs.{SERIES_COLUMN} must be a list of series names, got {json_kind(values)}")
@@ -137,7 +146,7 @@ def series_column(values, rows):
     return names_from_values(values, lambda i: f"inputs.{SERIES_COLUMN}[{i}]")
 
 
-def read_fields(value, outputs=OUTPUT_COLUMNS):
+def read_fields(value: Any, outputs: Sequence[str] = OUTPUT_COLUMNS) -> tuple[str, ...]:
     listed = ", ".join(outputs)
     if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
         raise ApiError(400, f"fields must be a list of output names, some of {listed}")
@@ -151,7 +160,7 @@ def read_fields(value, outputs=OUTPUT_COLUMNS):
     return tuple(value)
 
 
-def matrix_from_columns(inputs, max_rows):
+def matrix_from_columns(inputs: Any, max_rows: int) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """`inputs` {feature: [values]} -> (X [rows, features] float64, column ranges)."""
     if not isinstance(inputs, dict):
         raise ApiError(400, f"'inputs' must be an object with one list of numbers per feature: {FEATURE_LIST}")
@@ -183,7 +192,7 @@ def matrix_from_columns(inputs, max_rows):
     return X, ranges
 
 
-def check_lengths(columns, max_rows):
+def check_lengths(columns: Sequence[Sized], max_rows: int) -> None:
     """400 unless the feature columns are one length and not empty; 413 past `max_rows`."""
     lengths = list(map(len, columns))
     if len(set(lengths)) > 1:
@@ -197,7 +206,7 @@ def check_lengths(columns, max_rows):
     check_row_count(lengths[0], max_rows)
 
 
-def _first_bad_value(columns):
+def _first_bad_value(columns: Sequence[Sequence[Any]]) -> ApiError:
     """The 400 naming the first bad value in row order, as check_domain names one."""
     for i, values in enumerate(zip(*columns)):
         for name, value in zip(FEATURES, values):
@@ -207,7 +216,13 @@ def _first_bad_value(columns):
     return ApiError(400, "inputs could not be read as numbers")
 
 
-def columnar_json(head, bundle, out, extrapolated, request):
+def columnar_json(
+    head: dict[str, Any],
+    bundle: Bundle,
+    out: dict[str, Any],
+    extrapolated: list[list[str]],
+    request: ColumnarRequest,
+) -> bytes:
     """The answer's bytes, from Bundle.forecast's `out` and the per-row `extrapolated` names.
 
     orjson writes the numpy arrays itself, in C; float32 forecasts are widened
@@ -235,5 +250,5 @@ def columnar_json(head, bundle, out, extrapolated, request):
     return orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def _float64(values):
+def _float64(values: ArrayLike) -> np.ndarray:
     return np.ascontiguousarray(values, dtype=np.float64)  # orjson writes only C-contiguous arrays

@@ -7,13 +7,17 @@ variables) all read these fields; docs/serving.md's table lists each one
 (tests/test_api.py holds the two together).
 """
 
+from __future__ import annotations
+
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 from pipeline.parallel import usable_cores
 
 
-def _bool(text):
+def _bool(text: object) -> bool:
     return str(text).strip().lower() in ("1", "true", "yes", "on")
 
 
@@ -43,7 +47,7 @@ class Settings:
     workers: int = 0  # gunicorn worker processes (service/gunicorn_conf.py); 0: one per core
 
     @classmethod
-    def fields_from(cls, mapping):
+    def fields_from(cls, mapping: Mapping[str, Any]) -> dict[str, Any]:
         """{"MODEL_DIR": ...} or {"model_dir": ...} -> field values; an unknown name is an error."""
         values = {str(name).lower(): value for name, value in mapping.items()}
         unknown = set(values) - set(cls.__dataclass_fields__)
@@ -52,20 +56,20 @@ class Settings:
         return values
 
     @classmethod
-    def from_env(cls, environ=os.environ, **overrides):
-        values = {}
+    def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {}
         for f in fields(cls):
             raw = environ.get(f"DEMAND_{f.name.upper()}")
             if raw is None or raw == "":
                 continue
-            kind = type(f.default)
+            kind: type[Any] = type(f.default)  # every field has a default
             values[f.name] = _bool(raw) if kind is bool else kind(raw)
         return replace(cls(**values), **overrides)
 
-    def worker_count(self):
+    def worker_count(self) -> int:
         return self.workers or usable_cores()
 
-    def threads_per_session(self):
+    def threads_per_session(self) -> int:
         if self.intra_op_threads > 0:
             return self.intra_op_threads
         return max(1, usable_cores() // self.worker_count())

@@ -12,21 +12,32 @@ answers a file ready to open in a spreadsheet. A bad row is a 400 naming its
 line and column, as `demand predict` names it.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING
+
 from pipeline.errors import DataError
 from pipeline.schema import FEATURES
 
 from . import metrics
 from .errors import ApiError
 
+if TYPE_CHECKING:
+    import pyarrow
+
+    from pipeline.bundle import Bundle
+
 MEDIA_TYPE = "text/csv"
 SOURCE = "body"  # what messages call the table: "body: line 3, column ..."
 
 
-def is_csv(content_type):
+def is_csv(content_type: str | None) -> bool:
     return (content_type or "").split(";", 1)[0].strip().lower() == MEDIA_TYPE
 
 
-def forecast_csv(raw, bundle, max_rows):
+def forecast_csv(raw: bytes, bundle: Bundle, max_rows: int) -> bytes | Iterator[bytes]:
     """CSV body bytes -> the CSV answer's bytes (past ROWS_PER_PIECE rows, an iterator of them, sent chunked);
     raises ApiError for bad input, before any byte of the answer."""
     # pyarrow is imported on the first CSV body: 40 MB that a worker serving only JSON never pays.
@@ -75,7 +86,7 @@ def forecast_csv(raw, bundle, max_rows):
 ROWS_PER_PIECE = 16384
 
 
-def _csv_pieces(table, pa, pa_csv):
+def _csv_pieces(table: pyarrow.Table, pa: ModuleType, pa_csv: ModuleType) -> Iterator[bytes]:
     """The answer a slice of rows at a time, as it is sent (chunked): the whole
     text at once, and the copy made of it, had cost twice the answer's size on
     top of the table (a 28 MiB body grew a worker by 300 MB)."""
@@ -93,7 +104,7 @@ def _csv_pieces(table, pa, pa_csv):
 CELLS_PER_ROW = 16
 
 
-def check_cell_count(raw, columns, max_rows):
+def check_cell_count(raw: bytes, columns: int, max_rows: int) -> None:
     """413 before parsing when the body's lines times its columns pass the budget
     (a quoted line break counts as a line: never fewer cells than there are)."""
     breaks = max(raw.count(b"\n"), raw.count(b"\r"))  # a bare \r ends a row too
@@ -107,7 +118,7 @@ def check_cell_count(raw, columns, max_rows):
         )
 
 
-def _problems_message(problems):
+def _problems_message(problems: list[tuple[int, str, str]]) -> str:
     from pipeline.tables import ProblemTally, row_label
 
     tally = ProblemTally()

@@ -22,8 +22,12 @@ The same reading serves the row format, the columnar format, CSV bodies and
 plans several weeks ahead (service/plans.py, service/forecast_api.py).
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 from itertools import chain
 from operator import itemgetter
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 import orjson
@@ -49,18 +53,27 @@ from .errors import ApiError
 from .inputs import check_row_count
 from .plans import check_interval_count, read_levels
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from pipeline.bundle import Bundle
+    from pipeline.features import FeatureSpec
+
+    # Where a row's key is, for messages: (row index, its key, or None for the row itself) -> "inputs.week[3]".
+    Where = Callable[[int, str | None], str]
+
 FILLED = "filled"
 OUTPUT_COLUMNS = (OUTPUT_TENSOR, NORMALIZED_TENSOR, LOW_COLUMN, HIGH_COLUMN, EXTRAPOLATED_COLUMN, FILLED)
 
 
-def row_keys(spec):
+def row_keys(spec: FeatureSpec) -> dict[str, str]:
     """{a request's key: the name used here} for every key a row of this model's requests may hold."""
     keys = {spec.series_column: SERIES_COLUMN, spec.week_column: TIME_COLUMN, LAG_1: LAG_1, spec.target_column: TARGET}
     keys.update({name: name for name in spec.covariates})
     return keys
 
 
-def describe_row(spec):
+def describe_row(spec: FeatureSpec) -> str:
     """What a row holds, for messages."""
     parts = [f"{', '.join(spec.known)} (known, every row)"] if spec.known else []
     if spec.static:
@@ -71,7 +84,7 @@ def describe_row(spec):
     return "; ".join(parts)
 
 
-def week_value(value):
+def week_value(value: Any) -> np.datetime64 | None:
     """A week as numpy's day, or None when `value` is not an ISO date (text or None for none)."""
     if value is None or value == "":
         return np.datetime64("NaT", "D")
@@ -83,7 +96,7 @@ def week_value(value):
         return None
 
 
-def columns_from_rows(rows, bundle, where):
+def columns_from_rows(rows: Sequence[Any], bundle: Bundle, where: Where) -> dict[str, np.ndarray]:
     """{name used here: [n] values} from rows (dicts of a request's keys); a 400 naming the first bad field,
     `where(i, key)` saying where row i's key is."""
     spec = bundle.spec
@@ -91,7 +104,9 @@ def columns_from_rows(rows, bundle, where):
     n = len(rows)
     series = [""] * n
     weeks = np.full(n, np.datetime64("NaT"), dtype="datetime64[D]")
-    categories = {name: [None] * n for name in spec.static if spec.vocabulary(name) is not None}
+    categories: dict[str, list[str | None]] = {
+        name: [None] * n for name in spec.static if spec.vocabulary(name) is not None
+    }
     numbers = {name: np.full(n, np.nan) for name in (LAG_1, TARGET, *spec.covariates) if name not in categories}
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
@@ -136,12 +151,12 @@ def columns_from_rows(rows, bundle, where):
             )
     for name in spec.static:
         given = categories.get(name)
-        missing = (
+        absent = (
             [i for i, v in enumerate(given) if v is None]
             if given is not None
             else np.flatnonzero(np.isnan(numbers[name])).tolist()
         )
-        for i in missing:
+        for i in absent:
             stored = bundle.statics.get(series[i], {}).get(name)
             if stored is None:
                 raise ApiError(
@@ -162,7 +177,7 @@ def columns_from_rows(rows, bundle, where):
 MAX_CATEGORY = 200  # characters of a category's value, as of a series' name
 
 
-def category_problem(value):
+def category_problem(value: Any) -> str | None:
     """Why `value` is not a category's value (text, or a whole number), or None."""
     if type(value) is int:
         value = str(value)
@@ -173,7 +188,7 @@ def category_problem(value):
     return None
 
 
-def forecast_columns(bundle, columns, where):
+def forecast_columns(bundle: Bundle, columns: dict[str, np.ndarray], where: Where) -> dict[str, Any]:
     """Bundle.forecast's answer for featured rows, with "filled" [n] lists of filled feature names and
     "extrapolated" [n] lists of features outside the training range; a 400 for a row with no last week."""
     spec = bundle.spec
@@ -194,7 +209,7 @@ def forecast_columns(bundle, columns, where):
     out = bundle.forecast(features.X, series=series)
     patterns, codes = filled_patterns(spec, features.filled)
     out["filled"] = [patterns[code] for code in codes.tolist()]  # shared lists, one per pattern
-    extrapolated = [[] for _ in range(len(features.X))]
+    extrapolated: list[list[str]] = [[] for _ in range(len(features.X))]
     for i, names in bundle.extrapolated_names(out).items():
         extrapolated[i] = names
     if len(out["extrapolated_rows"]):
@@ -205,7 +220,7 @@ def forecast_columns(bundle, columns, where):
     return out
 
 
-def _head(bundle, out):
+def _head(bundle: Bundle, out: dict[str, Any]) -> dict[str, Any]:
     from .series import unknown_series
 
     return {
@@ -216,7 +231,7 @@ def _head(bundle, out):
     }
 
 
-def predict_json(body, bundle, max_rows):
+def predict_json(body: Any, bundle: Bundle, max_rows: int) -> bytes:
     """A parsed JSON body (instances, one instance, or columnar `inputs`) -> the answer's bytes."""
     from .columnar import REQUEST_KEYS, read_fields
     from .inputs import instances_from_body
@@ -246,15 +261,15 @@ def predict_json(body, bundle, max_rows):
         fields = read_fields(body["fields"], OUTPUT_COLUMNS) if "fields" in body else OUTPUT_COLUMNS
         levels = read_levels(body["levels"]) if "levels" in body else None
         check_interval_count(n, levels, max_rows)
-        where = lambda i, key: f"inputs.{key}[{i}]" if key is not None else f"row {i} of inputs"  # noqa: E731
-        out = forecast_columns(bundle, columns_from_rows(rows, bundle, where), where)
+        in_inputs = lambda i, key: f"inputs.{key}[{i}]" if key is not None else f"row {i} of inputs"  # noqa: E731
+        out = forecast_columns(bundle, columns_from_rows(rows, bundle, in_inputs), in_inputs)
         return _columnar_answer(bundle, out, fields, levels)
     instances, prefix = instances_from_body(body)
     check_row_count(len(instances), max_rows)
     levels = read_levels(body["levels"]) if isinstance(body, dict) and "levels" in body else None
     check_interval_count(len(instances), levels, max_rows)
 
-    def where(i, key):
+    def where(i: int, key: str | None) -> str:
         at = f"instances[{i}]" if prefix == "instances" else "body"
         return at if key is None else (f"{at}.{key}" if prefix == "instances" else key)
 
@@ -293,7 +308,9 @@ def predict_json(body, bundle, max_rows):
     return orjson.dumps(head)
 
 
-def _columnar_answer(bundle, out, fields, levels):
+def _columnar_answer(
+    bundle: Bundle, out: dict[str, Any], fields: Sequence[str], levels: Sequence[float] | None
+) -> bytes:
     metrics.ROWS_JSON.inc(len(out["units_sold"]))
     columns = dict(
         zip(
@@ -306,7 +323,7 @@ def _columnar_answer(bundle, out, fields, levels):
         )
     )
     head = _head(bundle, out)
-    outputs = {name: columns[name] for name in fields}
+    outputs: dict[str, Any] = {name: columns[name] for name in fields}
     if levels is not None:
         bounds = bundle.plan_intervals(out["units_sold"].reshape(-1, 1), levels)["intervals"]
         if bounds is None:
@@ -324,7 +341,7 @@ def _columnar_answer(bundle, out, fields, levels):
     return orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def predict_csv(raw, bundle, max_rows):
+def predict_csv(raw: bytes, bundle: Bundle, max_rows: int) -> bytes:
     """A CSV body -> the CSV answer: the rows' series and week, the forecast columns and the filled features,
     as `demand predict` writes them for the same rows (pipeline.scoring.score_history_file)."""
     import pyarrow as pa
@@ -354,9 +371,9 @@ def predict_csv(raw, bundle, max_rows):
     check_row_count(table.num_rows, max_rows)
     read = [name for name in table.column_names if name in keys]
     values = {name: table.column(name).to_pylist() for name in read}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for i in range(table.num_rows):
-        row = {}
+        row: dict[str, Any] = {}
         for name in read:
             cell = (values[name][i] or "").strip()
             if not cell:
@@ -390,7 +407,9 @@ PLAN_SERIES_KEYS = ("id", LAG_1, "history", "weeks")
 MAX_HISTORY = 520  # weeks a plan's series may carry: ten years; the features read the last WINDOW_WEEKS
 
 
-def read_feature_plan(body, bundle, max_horizon, max_rows):
+def read_feature_plan(
+    body: Any, bundle: Bundle, max_horizon: int, max_rows: int
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, dict[str, ArrayLike], np.ndarray, list[float]]:
     """A plan for a model of any spec: (ids, start windows, first weeks, known [S, H, k], static [S, s], lengths,
     levels); a 400 naming the first bad field.
 
@@ -407,8 +426,13 @@ def read_feature_plan(body, bundle, max_horizon, max_rows):
     spec = bundle.spec
     series, levels = plan_series(body, max_rows, "id and weeks")
     allowed = (*PLAN_SERIES_KEYS, spec.week_column, *spec.static)
-    ids, prevs, histories, firsts, statics, plans = [], [], [], [], [], []
-    seen = {}
+    ids: list[str] = []
+    prevs: list[float] = []
+    histories: list[list[Any] | None] = []
+    firsts: list[np.datetime64] = []
+    statics: list[list[Any]] = []
+    plans: list[list[Any]] = []
+    seen: dict[str, int] = {}
     for i, item in enumerate(series):
         where = f"series[{i}]"
         if not isinstance(item, dict):
@@ -454,7 +478,7 @@ def read_feature_plan(body, bundle, max_horizon, max_rows):
                 413, f"{where}.weeks has {len(weeks)} weeks, more than the limit of {max_horizon} (DEMAND_MAX_HORIZON)"
             )
         plans.append(weeks)
-        values = []
+        values: list[Any] = []
         for name in spec.static:
             value = item.get(name)
             if value is None:
@@ -491,17 +515,17 @@ def read_feature_plan(body, bundle, max_horizon, max_rows):
             f"series[{i}].{LAG_1} is missing, and model {bundle.version} has no stored weeks of series "
             f"{ids[i]!r}: send {LAG_1} (last week's sales) or history (recent weekly sales)",
         )
-    first = np.where(np.isnat(np.array(firsts)), stored_first, np.array(firsts))
+    first_weeks = np.where(np.isnat(np.array(firsts)), stored_first, np.array(firsts))
     H = int(lengths.max())
     known = np.zeros((len(ids), H, len(spec.known)), dtype=np.float32)
     if spec.known:
         known[np.arange(H) < lengths[:, None]] = rows  # series by series, week by week
-    dates = first[:, None] + (7 * np.arange(H)).astype("timedelta64[D]")[None, :]
-    static = {name: [values[j] for values in statics] for j, name in enumerate(spec.static)}
+    dates = first_weeks[:, None] + (7 * np.arange(H)).astype("timedelta64[D]")[None, :]
+    static: dict[str, ArrayLike] = {name: [values[j] for values in statics] for j, name in enumerate(spec.static)}
     return ids, (windows if spec.history else windows[:, -1]), dates, known, static, lengths, levels
 
 
-def _known_values(weeks, known):
+def _known_values(weeks: Sequence[Any], known: Sequence[str]) -> np.ndarray | None:
     """[weeks, len(known)] float64 of well-formed weeks, in a few C-level passes; None when any week is not."""
     try:
         if set(map(type, weeks)) != {dict} or set(map(len, weeks)) != {len(known)}:
@@ -522,7 +546,7 @@ def _known_values(weeks, known):
     return rows if ((rows >= low) & (rows <= high)).all() else None  # NaN fails too
 
 
-def _check_weeks(weeks, where, bundle):
+def _check_weeks(weeks: Sequence[Any], where: str, bundle: Bundle) -> NoReturn:
     """The 400 naming the first bad field of a plan's weeks."""
     spec = bundle.spec
     for h, week in enumerate(weeks):
@@ -548,7 +572,14 @@ def _check_weeks(weeks, where, bundle):
     raise ApiError(400, f"{where}.weeks could not be read")
 
 
-def plan_answer(bundle, ids, dates, lengths, levels, out):
+def plan_answer(
+    bundle: Bundle,
+    ids: Sequence[str],
+    dates: np.ndarray,
+    lengths: np.ndarray,
+    levels: Sequence[float],
+    out: dict[str, Any],
+) -> bytes:
     """The /forecast answer for a model of any spec: per series and week, the week, the forecast, its
     intervals, what was outside the training range and what was filled (one shared list per pattern)."""
     from .series import unknown_series
@@ -565,12 +596,15 @@ def plan_answer(bundle, ids, dates, lengths, levels, out):
     if notes:
         head["notes"] = notes
     S, H = out["units_sold"].shape
-    outside_names, outside = flag_patterns(spec.names, out["outside"].reshape(S * H, -1))
-    filled_names, filled = flag_patterns(spec.fillable, out["filled"].reshape(S * H, -1))
-    outside, filled = outside.reshape(S, H).tolist(), filled.reshape(S, H).tolist()
+    outside_names, outside_codes = flag_patterns(spec.names, out["outside"].reshape(S * H, -1))
+    filled_names, filled_codes = flag_patterns(spec.fillable, out["filled"].reshape(S * H, -1))
+    outside, filled = outside_codes.reshape(S, H).tolist(), filled_codes.reshape(S, H).tolist()
     units = out["units_sold"].tolist()
     days = np.where(np.isnat(dates), np.datetime64("1970-01-01"), dates)
-    weeks = np.where(np.isnat(dates), None, np.datetime_as_string(days, unit="D").astype(object)).tolist()
+    weeks = np.where(  # type: ignore[call-overload]  # None makes an object array; numpy's stubs take no None
+        np.isnat(dates), None, np.datetime_as_string(days, unit="D").astype(object)
+    ).tolist()
+    bounds: list[list[Any]]  # per series, per week: None, or {level: (low, high)}
     if out["intervals"] is None:
         bounds = [[None] * H] * S
     else:  # per series, per week: {level: (low, high)}

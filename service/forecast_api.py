@@ -12,6 +12,10 @@ that tells series apart forecasts the ones it knows with what it learned of
 them, and lists the others in `unknown_series`.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import orjson
 from flask import Blueprint, Response, current_app, request
@@ -26,13 +30,18 @@ from .plans import read_plan
 from .series import unknown_series
 from .serving import current_bundle
 
+if TYPE_CHECKING:
+    from pipeline.bundle import Bundle
+
+    from .plans import Plan
+
 bp = Blueprint("forecast", __name__)
 BITS = 1 << np.arange(len(FEATURES))
 
 
 @bp.post("/forecast")
 @prediction_token_required
-def forecast():
+def forecast() -> Response:
     require_json(request.headers.get("Content-Type"))
     bundle = current_bundle()
     settings = current_app.config["SETTINGS"]
@@ -59,7 +68,7 @@ def forecast():
 SERIES_PER_SLICE = 2048
 
 
-def answer(bundle, plan, out):
+def answer(bundle: Bundle, plan: Plan, out: dict[str, Any]) -> bytes:
     """The JSON answer, encoded a slice of series at a time: their dicts cost far more memory than their JSON."""
     head = {"model_version": bundle.version, "levels": plan.levels, **unknown_series(plan.ids, out["unknown_series"])}
     notes = bundle.interval_notes(int(plan.weeks.max()))
@@ -71,11 +80,12 @@ def answer(bundle, plan, out):
     return b"".join([orjson.dumps(head)[:-1], b',"series":[', b",".join(slices), b"]}"])
 
 
-def _series_json(plan, out, start, stop):
+def _series_json(plan: Plan, out: dict[str, Any], start: int, stop: int) -> bytes:
     """Series start..stop as JSON, without the list's brackets: the hot loop of the answer, kept to zips."""
     keys = [level_key(level) for level in plan.levels]
     units = out["units_sold"][start:stop].tolist()
     codes = (out["outside"][start:stop] @ BITS).tolist()
+    bounds: list[list[Any]]  # per series, per week: None, or {level: (low, high)}
     if out["intervals"] is None:
         bounds = [[None] * len(row) for row in units]
     else:  # per series, per week: {level: [low, high]}

@@ -6,14 +6,21 @@ The app is not preloaded: each worker imports it and builds its own ONNX
 Runtime session after the fork, so the master never holds a model.
 """
 
+from __future__ import annotations
+
 import errno
 import os
 import shutil
 import socket
 import sys
 import tempfile
+from typing import TYPE_CHECKING
 
 from service.config import Settings
+
+if TYPE_CHECKING:  # gunicorn reads this file's module-level names as settings, and ignores others
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.workers.base import Worker
 
 service_settings = Settings.from_env()  # every DEMAND_* setting, with its default (service/config.py)
 bind = f"{service_settings.host}:{service_settings.port}"
@@ -38,7 +45,7 @@ limit_request_line = 8190  # gunicorn's largest
 limit_request_fields = 32768  # gunicorn's largest
 
 
-def refuse_a_taken_address(host, port):
+def refuse_a_taken_address(host: str, port: str | int) -> None:
     """Exit at once, status 1, when something already listens on the address.
 
     gunicorn would retry for 5 s and then fail with a generic message.
@@ -64,7 +71,7 @@ metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(pre
 raw_env = [f"PROMETHEUS_MULTIPROC_DIR={metrics_dir}"]
 
 
-def on_starting(server):
+def on_starting(server: Arbiter) -> None:
     host, _, port = bind.rpartition(":")
     refuse_a_taken_address(host, port)
     # Emptied at every start, so that counters from a previous run do not leak in.
@@ -72,12 +79,12 @@ def on_starting(server):
     os.makedirs(metrics_dir, exist_ok=True)
 
 
-def child_exit(server, worker):
+def child_exit(server: Arbiter, worker: Worker) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
 
 
-def on_exit(server):
+def on_exit(server: Arbiter) -> None:
     if metrics_dir.startswith(tempfile.gettempdir() + "/demand-metrics-"):
         shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -5,9 +5,13 @@ when something is wrong does a slow path walk the rows to name the first bad
 field exactly.
 """
 
+from __future__ import annotations
+
 import json
+from collections.abc import Callable, Sequence
 from itertools import chain
 from operator import itemgetter
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -23,7 +27,7 @@ NUMBER_TYPES = {int, float}
 features_of = itemgetter(*FEATURES)
 
 
-def require_json(content_type, also=()):
+def require_json(content_type: str | None, also: Sequence[str] = ()) -> None:
     """415 unless the Content-Type header `content_type` says JSON (`also`: other types the route takes, for the message)."""
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     if media_type != "application/json":
@@ -31,10 +35,11 @@ def require_json(content_type, also=()):
         raise ApiError(415, f"Content-Type must be {accepted}, got {media_type[:64] or 'none'}")
 
 
-def require_identity_encoding(content_encoding):
+def require_identity_encoding(content_encoding: str | None) -> None:
     """415 for any Content-Encoding: no route decompresses, and an encoded body would be read as garbage."""
     if (content_encoding or "identity").strip().lower() != "identity":  # codings are case-insensitive (RFC 9110)
-        raise ApiError(415, f"Content-Encoding {content_encoding[:64]!r} is not supported; send the body uncompressed")
+        given = cast(str, content_encoding)  # not None: None reads as identity
+        raise ApiError(415, f"Content-Encoding {given[:64]!r} is not supported; send the body uncompressed")
 
 
 # What a body may hold before it is parsed, so that memory stays bounded by
@@ -49,7 +54,7 @@ ROW_BUDGET = {"instance": (1, 10), "columnar": (0, 4), "plan": (3, 16)}
 SLACK = 1024
 
 
-def parse_json(raw, max_rows, row="instance"):
+def parse_json(raw: bytes, max_rows: int, row: str | Sequence[str] = "instance") -> Any:
     """Parse strict JSON; NaN and Infinity literals are reported by field later.
 
     Bodies that would make more Python objects than `max_rows` rows of the
@@ -61,7 +66,7 @@ def parse_json(raw, max_rows, row="instance"):
     return load_json(raw)
 
 
-def load_json(raw):
+def load_json(raw: bytes) -> Any:
     """parse_json without the count, for a body already counted."""
     try:
         return orjson.loads(raw)
@@ -86,18 +91,18 @@ def load_json(raw):
 MAX_INTEGER_DIGITS = 4000  # under Python's own limit; longer is no number a field takes
 
 
-def _integer(digits):
+def _integer(digits: str) -> int | float:
     """A JSON integer; one too long for a float is infinity, as `1e400` is (and is named by its field)."""
     return int(digits) if len(digits) <= MAX_INTEGER_DIGITS else float("-inf" if digits.startswith("-") else "inf")
 
 
-def _unpaired_surrogate(body):
+def _unpaired_surrogate(body: Any) -> str | None:
     """Where the first string holding an unpaired surrogate (`"\\ud800"`) is, as a JSON path, or None.
 
     json.loads keeps such escapes as they are, and no answer that echoes the
     string back (a series id, a request id) could be encoded.
     """
-    stack = [(body, "body")]
+    stack: list[tuple[Any, str]] = [(body, "body")]
     while stack:
         value, where = stack.pop()
         if isinstance(value, dict):
@@ -112,7 +117,7 @@ def _unpaired_surrogate(body):
     return None
 
 
-def _is_text(value):
+def _is_text(value: str) -> bool:
     try:
         value.encode("utf-8")
         return True
@@ -120,7 +125,7 @@ def _is_text(value):
         return False
 
 
-def check_token_count(raw, max_rows, row="instance"):
+def check_token_count(raw: bytes, max_rows: int, row: str | Sequence[str] = "instance") -> None:
     """413 for a body that would make more objects than `max_rows` rows need."""
     if len(raw) <= max_rows + SLACK:
         return  # a token takes at least one byte: nothing to count
@@ -143,7 +148,7 @@ def check_token_count(raw, max_rows, row="instance"):
 ROW_REQUEST_KEYS = ("instances", "levels")
 
 
-def instances_from_body(body):
+def instances_from_body(body: Any) -> tuple[list[Any], str]:
     """`{"instances": [...]}` or a single instance object -> list of objects."""
     if isinstance(body, dict) and "instances" in body:
         unknown = next((key for key in body if key not in ROW_REQUEST_KEYS), None)
@@ -162,12 +167,14 @@ def instances_from_body(body):
     raise ApiError(400, 'body must be a JSON object: {"instances": [{...}, ...]} or one instance object')
 
 
-def check_row_count(rows, max_rows):
+def check_row_count(rows: int, max_rows: int) -> None:
     if rows > max_rows:
         raise ApiError(413, f"{rows} rows is more than the limit of {max_rows} per request (DEMAND_MAX_ROWS)")
 
 
-def matrix_from_instances(instances, prefix, max_rows):
+def matrix_from_instances(
+    instances: Sequence[Any], prefix: str, max_rows: int
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     check_row_count(len(instances), max_rows)
     try:
         rows = list(map(features_of, instances))  # C-level loops throughout: this is the hot path
@@ -183,7 +190,7 @@ def matrix_from_instances(instances, prefix, max_rows):
     return X, ranges
 
 
-def _first_problem(instances, prefix):
+def _first_problem(instances: Sequence[Any], prefix: str) -> ApiError:
     """The 400 that names the first bad field, walking the rows one by one."""
     for i, item in enumerate(instances):
         where = f"{prefix}[{i}]" if prefix == "instances" else "body"
@@ -199,7 +206,7 @@ def _first_problem(instances, prefix):
     return ApiError(400, "instances could not be read as numbers")
 
 
-def check_domain(X, field_name, ranges):
+def check_domain(X: np.ndarray, field_name: Callable[[int, str], str], ranges: tuple[np.ndarray, np.ndarray]) -> None:
     """Raise a 400 naming the first value outside the domain.
 
     `ranges` are the column (min, max) from column_ranges(): NaN propagates

@@ -5,10 +5,16 @@ module; without it (Flask's test client, one process) the default registry
 is used.
 """
 
+from __future__ import annotations
+
 import os
 from time import perf_counter as now  # noqa: F401  (the clock request durations are measured with)
+from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from pipeline.bundle import Bundle
 
 REQUESTS = Counter(
     "demand_http_requests_total", "HTTP requests by route, method and status", ["route", "method", "status"]
@@ -38,10 +44,10 @@ MODEL_INFO = Gauge(
 READY = Gauge("demand_worker_ready", "1 while a worker has a checked model loaded", multiprocess_mode="liveall")
 
 
-_children = {}
+_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
 
-def observe_request(route, method, status, seconds):
+def observe_request(route: str, method: str, status: int, seconds: float) -> None:
     """Count and time one request; the labelled children are looked up once."""
     key = (route, method, status)
     pair = _children.get(key)
@@ -56,12 +62,12 @@ def observe_request(route, method, status, seconds):
 UNROUTED = "(none)"
 
 
-def observe_refused(status):
+def observe_refused(status: int) -> None:
     """Count a request the worker answered itself, before the app saw it."""
     REQUESTS.labels(UNROUTED, UNROUTED, str(status)).inc()
 
 
-def model_loaded(version, provider, previous=None):
+def model_loaded(version: str, provider: str, previous: Bundle | None = None) -> None:
     if previous is not None:
         MODEL_INFO.labels(previous.version, previous.provider).set(0)
     MODEL_INFO.labels(version, provider).set(1)
@@ -69,7 +75,7 @@ def model_loaded(version, provider, previous=None):
     RELOADS.inc()
 
 
-def exposition():
+def exposition() -> tuple[bytes, str]:
     """The text format of every worker's metrics, merged when running under gunicorn."""
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:

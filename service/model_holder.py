@@ -20,15 +20,21 @@ What a worker does when the champion cannot be served:
 Answers to clients name versions only; paths and details go to the log.
 """
 
+from __future__ import annotations
+
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from pipeline.bundle import Bundle
 from pipeline.errors import PipelineError, RegistryError
 from pipeline.registry import Registry
 
 from . import metrics
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 log = logging.getLogger("demand.service")
 CUDA = "CUDAExecutionProvider"
@@ -37,34 +43,34 @@ CUDA = "CUDAExecutionProvider"
 class Unservable(Exception):
     """Why the champion cannot be served: `public` for clients, `detail` for the log."""
 
-    def __init__(self, public, detail, retry):
+    def __init__(self, public: str, detail: str, retry: bool) -> None:
         super().__init__(detail)
         self.public, self.detail, self.retry = public, detail, retry
 
 
 class ModelHolder:
-    def __init__(self, settings):
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.registry = Registry(settings.model_dir)
-        self.bundle = None
-        self.champion = None  # what the pointer names, when it names a version
+        self.bundle: Bundle | None = None
+        self.champion: str | None = None  # what the pointer names, when it names a version
         self.last_error = "no model loaded yet"  # for clients: version names, never paths
-        self.refused = set()  # versions that failed their checks since the pointer was last written
-        self._pointer_written = None
-        self._reported = set()  # problems already logged and counted, until the pointer changes
+        self.refused: set[str] = set()  # versions that failed their checks since the pointer was last written
+        self._pointer_written: tuple[int, int, int] | None = None
+        self._reported: set[str] = set()  # problems already logged and counted, until the pointer changes
         self._swap_lock = threading.Lock()
-        self._thread = None
+        self._thread: threading.Thread | None = None
 
     @property
-    def ready(self):
+    def ready(self) -> bool:
         return self.bundle is not None
 
     @property
-    def fallback(self):
+    def fallback(self) -> bool:
         """True while this worker serves something else than what the champion pointer names."""
         return self.bundle is not None and self.bundle.version != self.champion
 
-    def refresh(self, force=False):
+    def refresh(self, force: bool = False) -> str | None:
         """Load the champion if it is not what we serve. Returns the version served."""
         with self._swap_lock:
             written = self.registry.champion_written()
@@ -89,7 +95,7 @@ class ModelHolder:
             self.last_error = ""
             return bundle.version
 
-    def _read_champion(self):
+    def _read_champion(self) -> str:
         try:
             champion = self.registry.champion()
         except RegistryError as err:
@@ -102,7 +108,7 @@ class ModelHolder:
             )
         return champion
 
-    def _load(self, version):
+    def _load(self, version: str) -> Bundle:
         if version in self.refused:
             raise Unservable(f"model {version} failed its checks", f"model {version} was refused", retry=False)
         if not self.registry.exists(version):
@@ -124,7 +130,7 @@ class ModelHolder:
             raise Unservable(reason, reason, retry=False)
         return bundle
 
-    def _report(self, err):
+    def _report(self, err: Unservable) -> None:
         """Log and count each problem once per write of the pointer, not at every check."""
         self.last_error = err.public
         if err.public in self._reported:
@@ -143,7 +149,7 @@ class ModelHolder:
             " (tried again at every check)" if err.retry else "",
         )
 
-    def _fall_back(self):
+    def _fall_back(self) -> None:
         """Serve the latest earlier champion that loads; the worker then stays ready."""
         for version in reversed(self.registry.champion_chain()):
             if version == self.champion or version in self.refused or not self.registry.exists(version):
@@ -157,7 +163,7 @@ class ModelHolder:
             log.warning("serving earlier champion %s until champion %s can be served", version, self.champion)
             return
 
-    def _swap(self, bundle):
+    def _swap(self, bundle: Bundle) -> None:
         previous, self.bundle = self.bundle, bundle
         metrics.model_loaded(bundle.version, bundle.provider, previous)
         log.info(
@@ -167,12 +173,12 @@ class ModelHolder:
             f" (was {previous.version})" if previous else "",
         )
 
-    def start_watching(self):
+    def start_watching(self) -> None:
         if self._thread is None and self.settings.reload_interval > 0:
             self._thread = threading.Thread(target=self._watch, name="champion-watcher", daemon=True)
             self._thread.start()
 
-    def _watch(self):
+    def _watch(self) -> None:
         while True:
             time.sleep(self.settings.reload_interval)
             try:

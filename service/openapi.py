@@ -1,5 +1,10 @@
 """OpenAPI 3 description of every route the service answers."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
+
 from pipeline.calibrate import DEFAULT_LEVELS
 from pipeline.calibrate import LEVELS as CALIBRATED_LEVELS
 from pipeline.schema import (
@@ -20,6 +25,9 @@ from .plans import MAX_ID_LENGTH, MAX_LEVELS
 from .series import MAX_UNKNOWN_SHOWN
 from .v2_api import BINARY_HEADER
 
+if TYPE_CHECKING:
+    from pipeline.features import FeatureSpec
+
 NORMALIZED_MEANING = (
     "The network's own output: the forecast min-max scaled by the training data's range of the target, "
     "(units_sold - min) / (max - min) for a model that learns in units; for a model that learns on "
@@ -28,14 +36,14 @@ NORMALIZED_MEANING = (
 )
 
 
-def _error(description):
+def _error(description: str) -> dict[str, Any]:
     return {
         "description": description,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     }
 
 
-def _json(schema_ref, description="OK"):
+def _json(schema_ref: str, description: str = "OK") -> dict[str, Any]:
     return {
         "description": description,
         "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}},
@@ -70,8 +78,8 @@ UNKNOWN_SERIES = {
 }
 
 
-def _instance(features=FEATURES, series=False):
-    properties = {}
+def _instance(features: Sequence[str] = FEATURES, series: bool = False) -> dict[str, Any]:
+    properties: dict[str, Any] = {}
     for name in features:
         low, high, unit = DOMAIN[name]
         prop = {"type": "number", "minimum": low, "maximum": high, "description": unit}
@@ -86,7 +94,7 @@ def _instance(features=FEATURES, series=False):
     }
 
 
-LEVELS = {
+LEVELS: dict[str, Any] = {
     "type": "array",
     "minItems": 1,
     "maxItems": MAX_LEVELS,
@@ -94,7 +102,7 @@ LEVELS = {
     "items": {"type": "number", "minimum": CALIBRATED_LEVELS[0], "maximum": CALIBRATED_LEVELS[-1]},
     "description": 'interval levels; each names its interval by its value, e.g. "0.8"',
 }
-INTERVALS = {
+INTERVALS: dict[str, Any] = {
     "type": "object",
     "nullable": True,
     "additionalProperties": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
@@ -446,10 +454,10 @@ SCHEMAS = {
 
 NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}, "example": "demand"}
 VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
-SECURED = [{}, {"bearer": []}]
+SECURED: list[dict[str, list[str]]] = [{}, {"bearer": []}]
 
 
-def _pick(*codes):
+def _pick(*codes: str) -> dict[str, Any]:
     return {code: ERRORS[code] for code in codes}
 
 
@@ -471,7 +479,7 @@ CSV_ANSWER = {
 }
 
 
-def _predict_operation(summary):
+def _predict_operation(summary: str) -> dict[str, Any]:
     answer = _json(
         "PredictResponse", "Forecasts with a conformal interval (JSON), or the CSV table with forecast columns"
     )
@@ -507,7 +515,7 @@ HEADER_LENGTH = {
 }
 
 
-def _infer_operation(parameters):
+def _infer_operation(parameters: Sequence[dict[str, Any]]) -> dict[str, Any]:
     answer = _json("InferResponse")
     answer["content"]["application/octet-stream"] = {
         **BINARY_BODY,
@@ -534,7 +542,9 @@ def _infer_operation(parameters):
     }
 
 
-def _get(ref, summary, parameters=(), extra=()):
+def _get(
+    ref: str, summary: str, parameters: Sequence[dict[str, Any]] = (), extra: Sequence[str] = ()
+) -> dict[str, Any]:
     return {
         "get": {
             "summary": summary,
@@ -547,18 +557,20 @@ def _get(ref, summary, parameters=(), extra=()):
     }
 
 
-def feature_schemas(features):
+def feature_schemas(features: FeatureSpec) -> dict[str, Any]:
     """The request schemas of a model that reads history, the calendar or declared covariates
     (pipeline.features.FeatureSpec `features`): rows by column name (service/feature_rows.py)."""
     number = {"type": "number"}
-    row = {name: {**number, "description": "known in advance, required in every row"} for name in features.known}
+    row: dict[str, Any] = {
+        name: {**number, "description": "known in advance, required in every row"} for name in features.known
+    }
     row.update(
         {
             name: {
                 **(
                     number
                     if features.vocabulary(name) is None
-                    else {"type": "string", "example": features.vocabulary(name)[0]}
+                    else {"type": "string", "example": cast("tuple[str, ...]", features.vocabulary(name))[0]}
                 ),
                 "description": "one value per series; optional for a series the model trained on"
                 + (
@@ -621,7 +633,7 @@ def feature_schemas(features):
     }
 
 
-def spec(admin_enabled=False, features=None):
+def spec(admin_enabled: bool = False, features: FeatureSpec | None = None) -> dict[str, Any]:
     """The OpenAPI document; `features`: the served model's FeatureSpec, when it reads more than the three inputs."""
     schemas = SCHEMAS if features is None or features.is_chapter else {**SCHEMAS, **feature_schemas(features)}
     paths = {

@@ -1,6 +1,10 @@
 """What operators and orchestrators call: liveness, readiness, metrics, the
 OpenAPI description, and (only when DEMAND_ADMIN_TOKEN is set) a reload."""
 
+from __future__ import annotations
+
+from typing import Any
+
 from flask import Blueprint, Response, current_app, jsonify
 
 from . import metrics
@@ -13,13 +17,13 @@ bp = Blueprint("ops", __name__)
 admin = Blueprint("admin", __name__, url_prefix="/admin")
 
 
-def model_status():
+def model_status() -> dict[str, Any]:
     """What this worker serves, for anyone: version names, never paths."""
     serving = holder()
     bundle = serving.bundle
     if bundle is None:
         return {"ready": False, "reason": serving.last_error}
-    status = {
+    status: dict[str, Any] = {
         "ready": True,
         "model_version": bundle.version,
         "execution_provider": bundle.provider,
@@ -32,13 +36,13 @@ def model_status():
 
 
 @bp.get("/healthz")
-def healthz():
+def healthz() -> Response:
     """Live: the process answers. Says what it serves, or why it cannot yet."""
     return jsonify(status="ok", **model_status())
 
 
 @bp.get("/readyz")
-def readyz():
+def readyz() -> Response:
     status = model_status()
     if not status["ready"]:
         raise ApiError(503, f"not ready: {status['reason']}", {"Retry-After": "1"})
@@ -46,13 +50,13 @@ def readyz():
 
 
 @bp.get("/metrics")
-def prometheus():
+def prometheus() -> Response:
     body, content_type = metrics.exposition()
     return Response(body, content_type=content_type)
 
 
 @bp.get("/openapi.json")
-def openapi():
+def openapi() -> Response:
     served = holder().bundle
     return jsonify(
         spec(
@@ -63,7 +67,7 @@ def openapi():
 
 
 @admin.post("/reload")
-def reload():
+def reload() -> Response:
     """Check the champion pointer now, and retry a version refused before."""
     check_bearer(current_app.config["SETTINGS"].admin_token)
     served = holder().refresh(force=True)

@@ -5,9 +5,13 @@ wrong, the rows are walked to name the first bad field by its path, e.g.
 `series[2].weeks[5].discount_fraction must be <= 100 percent, got 130`.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
+from typing import Any
 
 import numpy as np
 
@@ -25,11 +29,11 @@ MAX_LEVELS = 10
 
 @dataclass
 class Plan:
-    ids: list
+    ids: list[str]
     prev_week_sales: np.ndarray  # [S]
     features: np.ndarray  # [S, H, 2]: discount_fraction, weeks_to_next_holidays
     weeks: np.ndarray  # [S] weeks of each series
-    levels: list
+    levels: list[float]
 
 
 # Intervals an answer may hold, as a multiple of DEMAND_MAX_ROWS: the default
@@ -38,7 +42,7 @@ class Plan:
 INTERVALS_PER_ROW = len(DEFAULT_LEVELS)
 
 
-def check_interval_count(rows, levels, max_rows):
+def check_interval_count(rows: int, levels: Sequence[float] | None, max_rows: int) -> None:
     """413 when `rows` forecasts at `levels` (None: none asked for) are more intervals than an answer may hold."""
     if levels is not None and rows * len(levels) > INTERVALS_PER_ROW * max_rows:
         raise ApiError(
@@ -49,7 +53,7 @@ def check_interval_count(rows, levels, max_rows):
         )
 
 
-def read_levels(value, where="levels"):
+def read_levels(value: Any, where: str = "levels") -> list[float]:
     if value is None:
         return list(DEFAULT_LEVELS)
     if not isinstance(value, list) or not 1 <= len(value) <= MAX_LEVELS:
@@ -67,7 +71,7 @@ def read_levels(value, where="levels"):
 PLAN_KEYS = ("series", "levels")
 
 
-def plan_series(body, max_rows, fields):
+def plan_series(body: Any, max_rows: int, fields: str) -> tuple[list[Any], list[float]]:
     """(the plan's list of series, its levels) from a /forecast body, a 400 or 413 for a body of the wrong
     shape; `fields`: what a series holds, for the message."""
     if not isinstance(body, dict):
@@ -87,7 +91,7 @@ def plan_series(body, max_rows, fields):
     return series, levels
 
 
-def read_plan(body, max_horizon, max_rows):
+def read_plan(body: Any, max_horizon: int, max_rows: int) -> Plan:
     """A validated Plan from the body of POST /forecast.
 
     Well-formed plans pass C-level checks over all series at once; anything
@@ -113,6 +117,7 @@ def read_plan(body, max_horizon, max_rows):
     if not well_formed:
         _check_series(series, max_horizon)  # raises, naming the field
         raise ApiError(400, "'series' could not be read")
+    assert values is not None  # read with the checks above: the plan is well formed
     total = sum(lengths)
     if total > max_rows:
         raise ApiError(
@@ -130,18 +135,18 @@ def read_plan(body, max_horizon, max_rows):
         raise _first_bad_value(series)
     if not (np.isfinite(flat).all() and (flat >= LOW[1:]).all() and (flat <= HIGH[1:]).all()):
         raise _first_bad_value(series)
-    lengths = np.asarray(lengths)
-    features = np.zeros((len(series), int(lengths.max()), len(PLANNED)), dtype=np.float32)
-    features[np.arange(int(lengths.max())) < lengths[:, None]] = flat  # row-major: series by series, week by week
-    return Plan(list(ids), prev, features, lengths, levels)
+    weeks = np.asarray(lengths)
+    features = np.zeros((len(series), int(weeks.max()), len(PLANNED)), dtype=np.float32)
+    features[np.arange(int(weeks.max())) < weeks[:, None]] = flat  # row-major: series by series, week by week
+    return Plan(list(ids), prev, features, weeks, levels)
 
 
 series_fields = itemgetter("id", FEATURES[0], "weeks")
 
 
-def _check_series(series, max_horizon):
+def _check_series(series: Sequence[Any], max_horizon: int) -> None:
     """Raise the 400 or 413 that names the first bad field of the first bad series."""
-    seen = {}
+    seen: dict[str, int] = {}
     for i, item in enumerate(series):
         where = f"series[{i}]"
         if not isinstance(item, dict):
@@ -170,7 +175,7 @@ def _check_series(series, max_horizon):
             raise _first_problem(weeks, where) from None
 
 
-def _first_problem(weeks, where):
+def _first_problem(weeks: Sequence[Any], where: str) -> ApiError:
     for h, week in enumerate(weeks):
         if not isinstance(week, dict):
             return ApiError(400, f"{where}.weeks[{h}] must be an object with {', '.join(PLANNED)}")
@@ -180,7 +185,7 @@ def _first_problem(weeks, where):
     return ApiError(400, f"{where}.weeks could not be read")
 
 
-def _first_bad_value(series):
+def _first_bad_value(series: Sequence[Any]) -> ApiError:
     for i, item in enumerate(series):
         problem = domain_problem(FEATURES[0], item[FEATURES[0]])
         if problem:

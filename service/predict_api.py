@@ -9,8 +9,12 @@ which cost more than the forecast itself for one row. Anything unusual, and
 every error, goes through Flask, so there is one error path.
 """
 
+from __future__ import annotations
+
 import io
 import logging
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from flask import Blueprint, Response, current_app, request
@@ -36,6 +40,15 @@ from .plans import check_interval_count, read_levels
 from .series import names_from_instances, unknown_series
 from .serving import current_bundle, ready_bundle
 
+if TYPE_CHECKING:
+    import numpy as np
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from pipeline.bundle import Bundle
+
+    from .config import Settings
+    from .model_holder import ModelHolder
+
 bp = Blueprint("predict", __name__)
 log = logging.getLogger("service.app")
 ROUTES = ("/predict", "/v1/models/demand:predict")
@@ -44,7 +57,7 @@ ROWS_PER_SLICE = 8192
 BODY_KINDS = ("instance", "columnar")  # what a body of these routes may be (inputs.ROW_BUDGET)
 
 
-def forecast_json(raw, bundle, max_rows):
+def forecast_json(raw: bytes, bundle: Bundle, max_rows: int) -> bytes:
     """Request body bytes -> response body bytes; raises ApiError for bad input.
 
     With `levels` next to `instances`, each prediction also has `intervals`
@@ -75,7 +88,7 @@ def forecast_json(raw, bundle, max_rows):
     check_interval_count(len(X), levels, max_rows)
     del body, instances  # garbage by now (a dict per row): memory for the answer
     out, extrapolated = _forecast(bundle, X, ranges, series)
-    columns = [
+    columns: list[Any] = [
         out["units_sold"].tolist(),
         out["units_sold_normalized"].tolist(),
         out["low"].tolist(),
@@ -89,11 +102,17 @@ def forecast_json(raw, bundle, max_rows):
         encode = _predictions_with_levels
         if not isinstance(columns[-1], IntervalRows):  # no calibration: [None] * rows
             head["notes"] = bundle.interval_notes(1)
-    head = orjson.dumps(head)[:-1]
-    return b"".join([head, b',"predictions":[', b",".join(map(encode, _slices(columns, len(X)))), b"]}"])
+    return b"".join(
+        [orjson.dumps(head)[:-1], b',"predictions":[', b",".join(map(encode, _slices(columns, len(X)))), b"]}"]
+    )
 
 
-def _forecast(bundle, X, ranges, series=None):
+def _forecast(
+    bundle: Bundle,
+    X: np.ndarray,
+    ranges: tuple[np.ndarray, np.ndarray] | None,
+    series: Sequence[str] | None = None,
+) -> tuple[dict[str, Any], list[list[str]]]:
     """Bundle.forecast's answer, counted, and each row's extrapolated feature names."""
     out = bundle.forecast(X, ranges, series)
     extrapolated = [NOTHING_OUTSIDE] * len(X)
@@ -108,7 +127,7 @@ def _forecast(bundle, X, ranges, series=None):
     return out, extrapolated
 
 
-def _head(bundle, series, out):
+def _head(bundle: Bundle, series: Sequence[str] | None, out: dict[str, Any]) -> dict[str, Any]:
     return {
         "model_version": bundle.version,
         "interval_level": bundle.level,
@@ -116,7 +135,7 @@ def _head(bundle, series, out):
     }
 
 
-def _intervals(bundle, units, levels):
+def _intervals(bundle: Bundle, units: np.ndarray, levels: Sequence[float]) -> IntervalRows | list[None]:
     """Each row's {level: [low, high]} (IntervalRows), or [None] * rows without calibration."""
     bounds = bundle.plan_intervals(units.reshape(-1, 1), levels)["intervals"]
     if bounds is None:
@@ -133,21 +152,21 @@ class IntervalRows:
     encoded: a dict per row for all 200,000 rows of a request, at ten levels,
     cost half a gigabyte before a byte was written."""
 
-    def __init__(self, keys, lows, highs):
+    def __init__(self, keys: list[str], lows: list[np.ndarray], highs: list[np.ndarray]) -> None:
         self.keys, self.lows, self.highs = keys, lows, highs
 
-    def __getitem__(self, rows):
+    def __getitem__(self, rows: slice) -> list[dict[str, list[float]]]:
         lows = [low[rows].tolist() for low in self.lows]
         highs = [high[rows].tolist() for high in self.highs]
         return [{key: [low[i], high[i]] for key, low, high in zip(self.keys, lows, highs)} for i in range(len(lows[0]))]
 
 
-def _slices(columns, rows):
+def _slices(columns: list[Any], rows: int) -> Iterator[list[Any]]:
     for start in range(0, rows, ROWS_PER_SLICE):
         yield [column[start : start + ROWS_PER_SLICE] for column in columns]
 
 
-def _predictions(columns):
+def _predictions(columns: list[Any]) -> bytes:
     """One slice of rows as JSON objects, without the list's brackets.
 
     The answer is encoded a slice at a time: a row's dict costs more memory
@@ -161,7 +180,7 @@ def _predictions(columns):
     )[1:-1]
 
 
-def _predictions_with_levels(columns):
+def _predictions_with_levels(columns: list[Any]) -> bytes:
     return orjson.dumps(
         [
             {
@@ -179,7 +198,7 @@ def _predictions_with_levels(columns):
 @bp.post(ROUTES[0])
 @bp.post(ROUTES[1])
 @prediction_token_required
-def predict():
+def predict() -> Response:
     content_type = request.headers.get("Content-Type")
     if is_csv(content_type):  # a table of weeks in, the same table with forecasts out (service/csv_api.py)
         require_identity_encoding(request.headers.get("Content-Encoding"))
@@ -195,12 +214,12 @@ def predict():
 class PredictFastPath:
     """WSGI middleware answering well-formed prediction requests directly."""
 
-    def __init__(self, wsgi_app, holder, settings):
+    def __init__(self, wsgi_app: WSGIApplication, holder: ModelHolder, settings: Settings) -> None:
         self.wsgi_app = wsgi_app
         self.holder = holder
         self.settings = settings
 
-    def __call__(self, environ, start_response):
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") != "POST" or environ.get("PATH_INFO") not in ROUTES:
             return self.wsgi_app(environ, start_response)
         started = metrics.now()

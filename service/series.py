@@ -11,21 +11,29 @@ Names are kept as Python strings, never as a fixed-width numpy array: one
 long name among 200,000 would make every row that long.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, cast
+
 from pipeline.schema import MAX_SERIES_NAME, SERIES_COLUMN, series_problem
 
 from .errors import ApiError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 UNNAMED = ""  # a row that names no series: forecast as one the model never saw
 MAX_UNKNOWN_SHOWN = 100  # names listed in `unknown_series`; `unknown_series_count` counts them all
 
 
-def names_from_values(values, field_name):
+def names_from_values(values: Sequence[Any], field_name: Callable[[int], str]) -> list[str]:
     """A list of series names from JSON values (text, a whole number, or null for
     none), trimmed as a file's are; or a 400 naming the first value that is not
     one (`field_name(i)` says where)."""
     if all(type(value) is str for value in values) and max(map(len, values), default=0) <= MAX_SERIES_NAME:
         return list(map(str.strip, values))
-    names = []
+    names: list[str] = []
     for i, value in enumerate(values):
         if value is None:
             names.append(UNNAMED)
@@ -37,7 +45,7 @@ def names_from_values(values, field_name):
     return names
 
 
-def names_from_instances(instances, prefix):
+def names_from_instances(instances: Sequence[dict[str, Any]], prefix: str) -> list[str] | None:
     """The rows' series names, or None when no row names one."""
     values = [item.get(SERIES_COLUMN) for item in instances]
     if not any(value is not None for value in values):
@@ -47,10 +55,11 @@ def names_from_instances(instances, prefix):
     )
 
 
-def unknown_series(names, rows):
+def unknown_series(names: Sequence[str] | None, rows: np.ndarray) -> dict[str, Any]:
     """{"unknown_series": [...], "unknown_series_count": n} for the rows of `names` that name a series
     the model does not know (Bundle.unknown_series); {} if none."""
     if not len(rows):
         return {}
-    unknown = sorted({names[i] for i in rows.tolist()})
+    named = cast("Sequence[str]", names)  # rows of unknown series exist only where rows were named
+    unknown = sorted({named[i] for i in rows.tolist()})
     return {"unknown_series": unknown[:MAX_UNKNOWN_SHOWN], "unknown_series_count": len(unknown)}

@@ -1,6 +1,8 @@
 """Run the real service under gunicorn on a free loopback port: for the tests
 and the benchmarks (which need `requests`, a test dependency)."""
 
+from __future__ import annotations
+
 import contextlib
 import os
 import re
@@ -9,7 +11,9 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import IO, Any, cast
 
 import requests
 
@@ -18,45 +22,45 @@ from .launch import gunicorn_command
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_port():
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
 class Server:
-    def __init__(self, url, process, log_path):
+    def __init__(self, url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
         self.url, self.process, self.log_path = url, process, log_path
 
-    def log(self):
+    def log(self) -> str:
         return self.log_path.read_text()
 
-    def get(self, path, **kwargs):
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
         return requests.get(self.url + path, timeout=10, **kwargs)
 
-    def post(self, path, **kwargs):
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
         return requests.post(self.url + path, timeout=10, **kwargs)
 
-    def metric(self, name):
+    def metric(self, name: str) -> float:
         """The value of an unlabelled metric, merged across workers (0 before its first count)."""
         lines = [line for line in self.get("/metrics").text.splitlines() if line.startswith(name + " ")]
         return float(lines[0].rsplit(" ", 1)[1]) if lines else 0.0
 
-    def serving(self):
+    def serving(self) -> dict[str, int]:
         """{version: number of workers serving it}."""
-        counts = {}
+        counts: dict[str, int] = {}
         for line in self.get("/metrics").text.splitlines():
             if line.startswith("demand_model_info{") and line.endswith(" 1.0"):
                 version = line.split('version="', 1)[1].split('"', 1)[0]
                 counts[version] = counts.get(version, 0) + 1
         return counts
 
-    def ready_workers(self):
+    def ready_workers(self) -> int:
         text = self.get("/metrics").text
         return sum(1 for line in text.splitlines() if line.startswith("demand_worker_ready{") and line.endswith(" 1.0"))
 
 
-def wait_until(condition, seconds=15.0, step=0.05):
+def wait_until(condition: Callable[[], object], seconds: float = 15.0, step: float = 0.05) -> None:
     """Poll `condition` until it is true; fail after `seconds`."""
     deadline = time.monotonic() + seconds
     while not condition():
@@ -67,16 +71,16 @@ def wait_until(condition, seconds=15.0, step=0.05):
 
 @contextlib.contextmanager
 def running_service(
-    model_dir,
-    tmp_path,
-    workers=2,
-    threads=4,
-    wait_ready=True,
-    app="service.app:create_app()",
-    is_ready=None,
-    worker_class=None,
-    **settings,
-):
+    model_dir: str | os.PathLike[str],
+    tmp_path: Path,
+    workers: int = 2,
+    threads: int = 4,
+    wait_ready: bool = True,
+    app: str = "service.app:create_app()",
+    is_ready: Callable[[Server], object] | None = None,
+    worker_class: str | None = None,
+    **settings: Any,
+) -> Iterator[Server]:
     """Yield a Server once every worker is ready; stop it (SIGTERM) afterwards.
 
     `is_ready(server)` replaces the default check (every worker reports a
@@ -132,13 +136,13 @@ def running_service(
                 process.wait()
 
 
-def nginx():
+def nginx() -> str:
     found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
     assert found, "nginx is needed here (make test installs it)"
     return found
 
 
-def render_proxy(ports, listen):
+def render_proxy(ports: Sequence[int], listen: str) -> str:
     """deploy/nginx.conf with its upstream on loopback `ports` (no DNS re-resolution), listening on `listen`
     ("127.0.0.1:8001", or "8080" on every address)."""
     lines = []
@@ -158,7 +162,7 @@ def render_proxy(ports, listen):
 POD_PROXY_CONFIG = ROOT / "deploy" / "k8s" / "base" / "nginx.conf"
 
 
-def pod_proxy_config():
+def pod_proxy_config() -> str:
     """deploy/nginx.conf for the Kubernetes api pod's nginx (deploy/k8s/base/api.yaml). Write it with
     `python -c 'import service.testing as t; t.POD_PROXY_CONFIG.write_text(t.pod_proxy_config())'`."""
     return (
@@ -169,7 +173,7 @@ def pod_proxy_config():
     )
 
 
-def write_proxy_config(folder, ports, proxy_port):
+def write_proxy_config(folder: Path, ports: Sequence[int], proxy_port: int) -> None:
     """An nginx.conf in `folder` running deploy/nginx.conf in front of `ports`."""
     (folder / "demand.conf").write_text(render_proxy(ports, f"127.0.0.1:{proxy_port}"))
     user = "user root;\n" if os.geteuid() == 0 else ""
@@ -183,7 +187,7 @@ def write_proxy_config(folder, ports, proxy_port):
 
 
 @contextlib.contextmanager
-def running_proxy(ports, folder):
+def running_proxy(ports: Sequence[int], folder: str | os.PathLike[str]) -> Iterator[str]:
     """Yield the URL of nginx running deploy/nginx.conf in front of the services on `ports`, once it listens."""
     folder = Path(folder) / f"nginx-{ports[0]}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -196,8 +200,8 @@ def running_proxy(ports, folder):
         text=True,
     )
 
-    def listening():
-        assert proxy.poll() is None, proxy.stderr.read()
+    def listening() -> bool:
+        assert proxy.poll() is None, cast(IO[str], proxy.stderr).read()  # a pipe: stderr=PIPE
         try:
             socket.create_connection(("127.0.0.1", proxy_port), timeout=1).close()
             return True

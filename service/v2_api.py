@@ -2,7 +2,10 @@
 tensor data extension: a JSON header of `Inference-Header-Content-Length`
 bytes, then the raw tensors, in the order of the inputs (and outputs)."""
 
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -18,6 +21,9 @@ from .inputs import check_domain, parse_json
 from .series import names_from_values, unknown_series
 from .serving import current_bundle
 
+if TYPE_CHECKING:
+    from pipeline.bundle import Bundle
+
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
 MODEL_NAME = "demand"
@@ -29,7 +35,7 @@ BINARY_HEADER = "Inference-Header-Content-Length"
 MAX_ID_LENGTH = 256
 
 
-def server_version():
+def server_version() -> str:
     from importlib import metadata
 
     try:
@@ -39,22 +45,22 @@ def server_version():
 
 
 @bp.get("")
-def server_metadata():
+def server_metadata() -> Response:
     return jsonify(name="demand-forecaster", version=server_version(), extensions=["binary_tensor_data"])
 
 
 @bp.get("/health/live")
-def server_live():
+def server_live() -> Response:
     return jsonify(live=True)
 
 
 @bp.get("/health/ready")
-def server_ready():
+def server_ready() -> Response:
     current_bundle()  # 503 while no model is loaded
     return jsonify(ready=True)
 
 
-def model_or_404(name, version=None):
+def model_or_404(name: str, version: str | None = None) -> Bundle:
     if name != MODEL_NAME:
         raise ApiError(404, f"unknown model {name!r}; this server serves {MODEL_NAME!r}")
     bundle = current_bundle()
@@ -65,7 +71,7 @@ def model_or_404(name, version=None):
 
 @bp.get("/models/<name>")
 @bp.get("/models/<name>/versions/<version>")
-def model_metadata(name, version=None):
+def model_metadata(name: str, version: str | None = None) -> Response:
     bundle = model_or_404(name, version)
     if not bundle.reads_three_inputs:
         return jsonify(**feature_metadata(bundle))
@@ -88,12 +94,12 @@ def model_metadata(name, version=None):
 
 @bp.get("/models/<name>/ready")
 @bp.get("/models/<name>/versions/<version>/ready")
-def model_ready(name, version=None):
+def model_ready(name: str, version: str | None = None) -> Response:
     model_or_404(name, version)
     return jsonify(name=MODEL_NAME, ready=True)
 
 
-def read_request():
+def read_request() -> tuple[Any, bytes | memoryview]:
     """(JSON header, binary remainder) of an inference request."""
     raw = request.get_data(cache=False)
     length = request.headers.get(BINARY_HEADER)
@@ -116,7 +122,9 @@ def read_request():
     return parse_json(raw[:size], max_rows), memoryview(raw)[size:]
 
 
-def features_from(header, binary, max_rows):
+def features_from(
+    header: Any, binary: bytes | memoryview, max_rows: int
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], list[str] | None]:
     """(X [rows, 3], its column ranges, series names [rows] or None) from an inference request.
 
     The inputs: `features` FP32/FP64/INT32/INT64 [rows, 3], and optionally
@@ -135,6 +143,8 @@ def features_from(header, binary, max_rows):
             f"'inputs' names {len(inputs)} tensors ({', '.join(map(repr, names[:4]))}); "
             f"this model takes {INPUT!r} and, optionally, {SERIES_INPUT!r}",
         )
+    X: np.ndarray | None
+    series: list[str] | None
     offset, X, series = 0, None, None
     for tensor in inputs:
         if not isinstance(tensor, dict):
@@ -161,7 +171,9 @@ def features_from(header, binary, max_rows):
     return X, ranges, series
 
 
-def _features_tensor(tensor, binary, offset, max_rows):
+def _features_tensor(
+    tensor: dict[str, Any], binary: bytes | memoryview, offset: int, max_rows: int
+) -> tuple[np.ndarray, int]:
     """(X, the offset after its binary data) of the `features` tensor."""
     shape = tensor.get("shape")
     if not (
@@ -193,7 +205,9 @@ def _features_tensor(tensor, binary, offset, max_rows):
     return np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(rows, N_FEATURES), offset + size
 
 
-def _series_tensor(tensor, binary, offset, max_rows):
+def _series_tensor(
+    tensor: dict[str, Any], binary: bytes | memoryview, offset: int, max_rows: int
+) -> tuple[list[str], int]:
     """(names [rows] str, the offset after its binary data) of the `series` tensor: BYTES, [rows] or [rows, 1].
 
     As binary data, BYTES are each element's length (4 bytes, little-endian), then its UTF-8 text.
@@ -247,7 +261,7 @@ def _series_tensor(tensor, binary, offset, max_rows):
     return names_from_values(names, lambda i: f"{SERIES_INPUT}[{i}]"), offset + size
 
 
-def _from_json_data(data, rows, datatype):
+def _from_json_data(data: Any, rows: int, datatype: str) -> np.ndarray:
     if not isinstance(data, list):
         raise ApiError(400, f"input {INPUT!r} needs 'data' (a list of numbers) or binary data")
     flat = data
@@ -278,7 +292,7 @@ def _from_json_data(data, rows, datatype):
         raise ApiError(400, f"input {INPUT!r} data holds an integer too large for a float") from None
 
 
-def parameters_of(item, where):
+def parameters_of(item: dict[str, Any], where: str) -> dict[str, Any]:
     """An object's `parameters`, with the types of the ones this server reads checked."""
     parameters = item.get("parameters")
     if parameters is None:
@@ -291,7 +305,7 @@ def parameters_of(item, where):
     return parameters
 
 
-def request_id(header):
+def request_id(header: dict[str, Any]) -> str | None:
     """The request's `id`, echoed in the answer: a string, as the protocol says."""
     value = header.get("id")
     if value is not None and (not isinstance(value, str) or len(value) > MAX_ID_LENGTH):
@@ -299,14 +313,14 @@ def request_id(header):
     return value
 
 
-def requested_outputs(header):
+def requested_outputs(header: dict[str, Any]) -> list[tuple[str, bool]]:
     binary_default = parameters_of(header, "request").get("binary_data_output", False)
     outputs = header.get("outputs")
     if outputs is None:
         return [(name, binary_default) for name in OUTPUTS]
     if not isinstance(outputs, list):
         raise ApiError(400, "'outputs' must be a list")
-    chosen = []
+    chosen: list[tuple[str, bool]] = []
     for item in outputs:
         name = item.get("name") if isinstance(item, dict) else None
         if name not in OUTPUTS:
@@ -320,7 +334,7 @@ def requested_outputs(header):
 @bp.post("/models/<name>/infer")
 @bp.post("/models/<name>/versions/<version>/infer")
 @prediction_token_required
-def infer(name, version=None):
+def infer(name: str, version: str | None = None) -> Response:
     bundle = model_or_404(name, version)
     header, binary = read_request()
     if not bundle.reads_three_inputs:
@@ -337,9 +351,10 @@ def infer(name, version=None):
     if len(outside):
         metrics.EXTRAPOLATED.inc(len(outside))
 
-    described, chunks = [], []
+    described: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
     for output, as_binary in outputs:
-        tensor = {"name": output, "datatype": "FP32", "shape": [rows, 1]}
+        tensor: dict[str, Any] = {"name": output, "datatype": "FP32", "shape": [rows, 1]}
         if as_binary:
             raw = values[output].astype("<f4", copy=False).tobytes()
             tensor["parameters"] = {"binary_data_size": len(raw)}
@@ -347,7 +362,7 @@ def infer(name, version=None):
         else:
             tensor["data"] = values[output].tolist()
         described.append(tensor)
-    body = {"model_name": MODEL_NAME, "model_version": bundle.version, "outputs": described}
+    body: dict[str, Any] = {"model_name": MODEL_NAME, "model_version": bundle.version, "outputs": described}
     unknown = unknown_series(series, bundle.unknown_series(series, codes))
     if unknown:
         body["parameters"] = unknown
@@ -366,7 +381,7 @@ def infer(name, version=None):
 FILLED_OUTPUT = "filled"
 
 
-def feature_metadata(bundle):
+def feature_metadata(bundle: Bundle) -> dict[str, Any]:
     from .feature_rows import row_keys
 
     spec = bundle.spec
@@ -390,7 +405,7 @@ def feature_metadata(bundle):
     )
 
 
-def infer_by_column(bundle, header, binary):
+def infer_by_column(bundle: Bundle, header: Any, binary: bytes | memoryview) -> bytes:
     """The answer's bytes for a request of one tensor per column (JSON data only)."""
     from .feature_rows import columns_from_rows, forecast_columns, row_keys
     from .inputs import check_row_count
@@ -407,7 +422,7 @@ def infer_by_column(bundle, header, binary):
     keys = row_keys(bundle.spec)
     if not isinstance(inputs, list) or not inputs:
         raise ApiError(400, f"'inputs' must be a non-empty list of tensors, one per column: {', '.join(keys)}")
-    columns = {}
+    columns: dict[str, list[Any]] = {}
     for i, tensor in enumerate(inputs):
         name = tensor.get("name") if isinstance(tensor, dict) else None
         if name not in keys:
@@ -454,7 +469,7 @@ def infer_by_column(bundle, header, binary):
             "data": [";".join(names) for names in out["filled"]],
         }
     )
-    body = {"model_name": MODEL_NAME, "model_version": bundle.version, "outputs": described}
+    body: dict[str, Any] = {"model_name": MODEL_NAME, "model_version": bundle.version, "outputs": described}
     unknown = unknown_series(out["series"] or [""] * rows, out["unknown_series"])
     if unknown:
         body["parameters"] = unknown

@@ -146,3 +146,82 @@ def own_registry(published, tmp_path):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def answers_asked_of_other_programs_once():
+    """What the code asks other programs once per process (the commit a card records, the cores scikit-learn's
+    baselines count, the word size croniter asks `file` for when imported), asked before any test runs: a test
+    that is not slow starts no process."""
+    import croniter  # noqa: F401
+    from joblib import cpu_count
+
+    from pipeline.publish import git_revision
+
+    git_revision()
+    cpu_count(only_physical_cores=True)
+
+
+@pytest.fixture(autouse=True)
+def no_subprocess_unless_slow(request, monkeypatch):
+    """`-m "not slow"` (make test-fast) starts no process: a test that runs a program or a server is marked slow."""
+    if request.node.get_closest_marker("slow"):
+        return
+    import subprocess
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{request.node.nodeid} starts a process ({args[0]!r}): mark it @pytest.mark.slow")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+
+
+def postgres_bin(name):
+    """A PostgreSQL server program: Debian keeps them under /usr/lib/postgresql/<major>/bin, off the PATH."""
+    import glob
+    import shutil
+
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or [shutil.which(name)]
+    assert found[-1], "PostgreSQL is needed for the store's tests (make test installs Debian's postgresql)"
+    return found[-1]
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """The URL of a real PostgreSQL server of its own, in a temporary folder, run as an unprivileged user."""
+    import os
+    import pwd
+    import shutil
+    import subprocess
+    import tempfile
+
+    from service.testing import free_port
+
+    # Not under pytest's own temporary folder, which only its owner may enter.
+    folder = Path(tempfile.mkdtemp(prefix="demand-postgres-"))
+    data, port = folder / "data", free_port()
+    as_user = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        user = pwd.getpwnam("postgres")
+        os.chown(folder, user.pw_uid, user.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    subprocess.run(
+        [*as_user, postgres_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "demand", "--no-sync"],
+        check=True,
+        capture_output=True,
+    )
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off"
+    subprocess.run(
+        [*as_user, postgres_bin("pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start"],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        subprocess.run(
+            [*as_user, postgres_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "demand", "demand"],
+            check=True,
+            capture_output=True,
+        )
+        yield f"postgresql+psycopg://demand@127.0.0.1:{port}/demand"
+    finally:
+        subprocess.run([*as_user, postgres_bin("pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)

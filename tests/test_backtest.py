@@ -12,6 +12,8 @@ from pipeline.registry import Registry
 
 from .conftest import FAST
 
+pytestmark = pytest.mark.slow  # trains a model before each origin
+
 QUICK = dict(device="cpu", **FAST)
 
 

@@ -5,6 +5,8 @@ import pytest
 
 from pipeline.train import predict_units
 
+pytestmark = pytest.mark.slow  # trains the default model (`auto` on the embedded data)
+
 
 @pytest.fixture(scope="module")
 def forecast(default_model):

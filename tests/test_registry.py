@@ -31,6 +31,7 @@ def snapshot(registry):
     )
 
 
+@pytest.mark.slow
 def test_first_version_is_champion_later_ones_only_when_promoted(tmp_path, trained):
     registry = Registry(tmp_path / "models")
     assert registry.champion() is None and registry.versions() == []
@@ -82,6 +83,7 @@ def fail(*args, **kwargs):
     raise OSError("disk full (injected)")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["export", "report", "commit", "champion"])
 def test_a_failure_mid_publish_leaves_no_half_version_and_the_champion_unchanged(tmp_path, trained, monkeypatch, where):
     registry = Registry(tmp_path / "models")

@@ -15,6 +15,8 @@ from pipeline.workflow import train_model
 
 from .conftest import FAST, write_rows
 
+pytestmark = pytest.mark.slow  # trains and selects candidates
+
 
 @pytest.fixture(scope="module")
 def small_data(small_csv):

@@ -105,6 +105,7 @@ def test_divergence_is_reported(small_split):
         fit(small_split.train, small_split.validation, config)
 
 
+@pytest.mark.slow  # trains the default model (`auto` on the embedded data)
 def test_default_model_beats_naive_and_linear_on_the_default_holdout(default_trained):
     scores = default_trained.evaluation  # of the evaluated model, which never saw the holdout
     assert beats_baselines(scores["holdout"])

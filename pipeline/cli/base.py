@@ -7,12 +7,16 @@ environment as DEMAND_<COMMAND>_<OPTION> (e.g. DEMAND_TRAIN_EPOCHS), and the
 registry folder as DEMAND_MODEL_DIR.
 """
 
+from __future__ import annotations
+
 import contextlib
 import functools
 import math
 import sys
 import types
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import click
 
@@ -26,14 +30,23 @@ from ..presets import (
 )
 from ..registry import DEFAULT_MODEL_DIR
 
+if TYPE_CHECKING:
+    from click._termui_impl import ProgressBar
+
+    from ..features import FeatureSpec
+
+P = ParamSpec("P")
+R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])  # a command function, before or after its options
+
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "data" / "demand.csv"
 
 
-def log(message):
+def log(message: str) -> None:
     click.echo(message, err=True)
 
 
-def emit_json(document):
+def emit_json(document: Any) -> None:
     from ..documents import dumps
 
     click.echo(dumps(document, indent=2, default=str))
@@ -43,11 +56,11 @@ class FiniteRange(click.FloatRange):
     """click's FloatRange, refusing NaN (which passes every comparison, so every
     range) and, unless `infinity` is a meaningful value (`--wait inf`), infinity."""
 
-    def __init__(self, *args, infinity=False, **kwargs):
+    def __init__(self, *args: Any, infinity: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.infinity = infinity
 
-    def convert(self, value, param, ctx):
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         number = super().convert(value, param, ctx)
         if math.isnan(number) or (math.isinf(number) and not self.infinity):
             self.fail(f"{value!r} is not a finite number.", param, ctx)
@@ -57,13 +70,13 @@ class FiniteRange(click.FloatRange):
 SEEDS = click.IntRange(0, 2**64 - 1)  # what numpy and torch take
 
 
-def friendly_errors(command):
+def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Turn the pipeline's own errors into a one-line message and exit status 1,
     any error that a Ctrl-C caused into click's "Aborted!", and a SIGTERM into
     the same unwinding as a Ctrl-C (see signals_unwind)."""
 
     @functools.wraps(command)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         from ..errors import PipelineError
 
         with signals_unwind() as interrupts:
@@ -80,7 +93,7 @@ def friendly_errors(command):
 
 
 @contextlib.contextmanager
-def signals_unwind():
+def signals_unwind() -> Iterator[types.SimpleNamespace]:
     """While a command runs:
     - SIGTERM (docker stop, kill, the scheduler stopping a retrain) unwinds as
       Ctrl-C does and exits 143: a half-written output is removed and training
@@ -99,11 +112,11 @@ def signals_unwind():
         yield interrupts
         return
 
-    def remember(signum, frame):
+    def remember(signum: int, frame: types.FrameType | None) -> None:
         interrupts.seen = True
         signal.default_int_handler(signum, frame)
 
-    def unwind(signum, frame):
+    def unwind(signum: int, frame: types.FrameType | None) -> None:
         interrupts.seen = True
         sys.exit(128 + signum)
 
@@ -137,11 +150,11 @@ skip_option = click.option(
 
 @click.group(context_settings={"auto_envvar_prefix": "DEMAND", "help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="demand-forecaster")
-def main():
+def main() -> None:
     """Weekly demand forecaster: train, evaluate, publish and serve the model."""
 
 
-def names_list(ctx, param, value):
+def names_list(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...] | None:
     """A comma-separated list of column names, blanks dropped; None when not given."""
     if value is None:
         return None
@@ -152,7 +165,7 @@ def names_list(ctx, param, value):
     return names
 
 
-def feature_options(command):
+def feature_options(command: F) -> F:
     """What the model reads from a file, and what the file calls its columns (pipeline.features)."""
     for option in reversed(
         [
@@ -188,7 +201,16 @@ def feature_options(command):
     return command
 
 
-def spec_of(known, static, history, calendar, series_column, week_column, target_column, data=None):
+def spec_of(
+    known: Sequence[str] | None,
+    static: Sequence[str] | None,
+    history: bool | None,
+    calendar: bool | None,
+    series_column: str | None,
+    week_column: str | None,
+    target_column: str | None,
+    data: Sequence[Path] | None = None,
+) -> FeatureSpec:
     """The FeatureSpec the options ask for; what they leave out is the chapter's three inputs'.
 
     With `data` (the paths to train on), history and calendar left unsaid are
@@ -220,10 +242,10 @@ def spec_of(known, static, history, calendar, series_column, week_column, target
 class Progress:
     """A bar on a terminal; a plain line every tenth of the run otherwise."""
 
-    def __init__(self):
-        self.bar = None
+    def __init__(self) -> None:
+        self.bar: ProgressBar[int] | None = None
 
-    def __call__(self, epoch, total, train_loss, val_loss):
+    def __call__(self, epoch: int, total: int, train_loss: float, val_loss: float) -> None:
         if epoch == 1:
             self.close()  # a new run (the refit after the selection) gets a bar of its own
         if epoch == 1 and sys.stderr.isatty():
@@ -235,13 +257,13 @@ class Progress:
             watched = "" if math.isnan(val_loss) else f"  validation loss {val_loss:.6f}"
             log(f"epoch {epoch}/{total}  train loss {train_loss:.6f}{watched}")
 
-    def close(self):
+    def close(self) -> None:
         if self.bar:
             self.bar.__exit__(None, None, None)
             self.bar = None
 
 
-def hidden_sizes(ctx, param, value):
+def hidden_sizes(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
     if value is None:
         return None
     try:
@@ -255,7 +277,7 @@ def hidden_sizes(ctx, param, value):
     return sizes
 
 
-def training_options(command):
+def training_options(command: F) -> F:
     """The options that override a preset's (or a champion's) training settings."""
     for option in reversed(
         [
@@ -306,7 +328,7 @@ def training_options(command):
     return command
 
 
-def preset_option(default):
+def preset_option(default: str | None) -> Callable[[F], F]:
     return click.option(
         "--preset",
         type=click.Choice(PRESET_NAMES),
@@ -317,7 +339,7 @@ def preset_option(default):
     )
 
 
-def data_option(command_name):
+def data_option(command_name: str) -> Callable[[F], F]:
     return click.option(
         "--data",
         "data_path",

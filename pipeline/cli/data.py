@@ -1,7 +1,10 @@
 """`demand data`: generate the embedded data, check a file."""
 
+from __future__ import annotations
+
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -22,7 +25,7 @@ from .base import (
 
 
 @main.group()
-def data():
+def data() -> None:
     """Create and check data files."""
 
 
@@ -58,7 +61,18 @@ def data():
 @click.option("--holiday-bump", type=FiniteRange(0), default=DemandLaw.holiday_bump, show_default=True)
 @click.option("--carryover", type=FiniteRange(0), default=DemandLaw.carryover, show_default=True)
 @friendly_errors
-def data_generate(output, seed, series, weeks, start, noise, promo_rate, lift_max, holiday_bump, carryover):
+def data_generate(
+    output: Path,
+    seed: int,
+    series: int,
+    weeks: int,
+    start: str,
+    noise: float,
+    promo_rate: float,
+    lift_max: float,
+    holiday_bump: float,
+    carryover: float,
+) -> None:
     """Write the deterministic synthetic weekly sales series."""
     from ..data import min_periods
     from ..generate import generate, write_csv
@@ -73,7 +87,7 @@ def data_generate(output, seed, series, weeks, start, noise, promo_rate, lift_ma
     config = GeneratorConfig(
         seed=seed, series=series, weeks=weeks, start=start, noise=noise, promo_rate=promo_rate, law=law
     )
-    rows = generate(config)
+    rows: list[dict[str, Any]] = generate(config)
     largest = max(max(row[TARGET], row[FEATURES[0]]) for row in rows)
     if not largest <= DOMAIN[TARGET][1]:  # NaN too
         raise click.UsageError(
@@ -82,7 +96,7 @@ def data_generate(output, seed, series, weeks, start, noise, promo_rate, lift_ma
         )
     from ..atomic import write_atomically
 
-    def write(partial):
+    def write(partial: Path) -> None:
         output.parent.mkdir(parents=True, exist_ok=True)
         write_csv(rows, partial)
 
@@ -90,7 +104,7 @@ def data_generate(output, seed, series, weeks, start, noise, promo_rate, lift_ma
     log(f"wrote {len(rows)} rows ({series} series x {weeks} weeks) to {output}")
 
 
-def iso_date(value):
+def iso_date(value: str) -> str:
     import datetime as dt
 
     try:
@@ -105,7 +119,7 @@ def iso_date(value):
 @skip_option
 @json_option
 @friendly_errors
-def data_check(path, skip_bad_rows, as_json, **features):
+def data_check(path: Path, skip_bad_rows: bool, as_json: bool, **features: Any) -> None:
     """Validate a data file (or a folder of them, read as train reads it) and show how it would be split.
 
     Takes train's feature options, so a column train would not read is named here too."""

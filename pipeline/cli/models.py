@@ -1,6 +1,10 @@
 """`demand models`: the published versions."""
 
+from __future__ import annotations
+
 import json
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -10,7 +14,7 @@ from .training import format_metrics
 
 
 @main.group()
-def models():
+def models() -> None:
     """Inspect and manage published versions."""
 
 
@@ -18,13 +22,13 @@ def models():
 @model_dir_option
 @json_option
 @friendly_errors
-def models_list(model_dir, as_json):
+def models_list(model_dir: Path, as_json: bool) -> None:
     """Every version, newest last, with its holdout WAPE."""
     from ..registry import Registry
 
     registry = Registry(model_dir)
     champion = registry.champion()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for version in registry.versions():
         card = registry.card(version)
         rows.append(
@@ -57,7 +61,7 @@ def models_list(model_dir, as_json):
 @click.option("--wait", type=FiniteRange(0, infinity=True), default=0, show_default=True)
 @model_dir_option
 @friendly_errors
-def models_promote(version, wait, model_dir):
+def models_promote(version: str, wait: float, model_dir: Path) -> None:
     """Make VERSION the champion."""
     from ..registry import Registry
 
@@ -71,7 +75,7 @@ def models_promote(version, wait, model_dir):
 @click.option("--wait", type=FiniteRange(0, infinity=True), default=0, show_default=True)
 @model_dir_option
 @friendly_errors
-def models_rollback(wait, model_dir):
+def models_rollback(wait: float, model_dir: Path) -> None:
     """Make the previous champion (per history.jsonl) the champion again."""
     from ..registry import Registry
 
@@ -86,7 +90,7 @@ def models_rollback(wait, model_dir):
 @click.option("--wait", type=FiniteRange(0, infinity=True), default=0, show_default=True)
 @model_dir_option
 @friendly_errors
-def models_prune(keep, wait, model_dir):
+def models_prune(keep: int, wait: float, model_dir: Path) -> None:
     """Delete old versions; never the champion or the rollback target."""
     from ..registry import Registry
 
@@ -100,7 +104,7 @@ def models_prune(keep, wait, model_dir):
 @model_dir_option
 @json_option
 @friendly_errors
-def models_history(model_dir, as_json):
+def models_history(model_dir: Path, as_json: bool) -> None:
     """Promotions, rejections, rollbacks and prunes, oldest first."""
     from ..registry import Registry
 
@@ -119,7 +123,7 @@ def models_history(model_dir, as_json):
 @model_dir_option
 @json_option
 @friendly_errors
-def models_show(version, model_dir, as_json):
+def models_show(version: str, model_dir: Path, as_json: bool) -> None:
     """One version's card: data, parameters, metrics, interval, software."""
     from ..registry import Registry
 

@@ -1,5 +1,7 @@
 """`demand predict` and `demand forecast`: forecasts offline, through ONNX Runtime."""
 
+from __future__ import annotations
+
 from pathlib import Path
 
 import click
@@ -16,7 +18,9 @@ from .base import friendly_errors, log, main, model_dir_option, skip_option
 @model_dir_option
 @skip_option
 @friendly_errors
-def predict(input_path, output_path, version, provider, model_dir, skip_bad_rows):
+def predict(
+    input_path: Path, output_path: Path, version: str | None, provider: str, model_dir: Path, skip_bad_rows: bool
+) -> None:
     """Score a CSV or Parquet file offline through ONNX Runtime, with intervals.
 
     The file is streamed a chunk at a time, so its size is bounded by the
@@ -41,7 +45,7 @@ def predict(input_path, output_path, version, provider, model_dir, skip_bad_rows
     )
 
 
-def interval_levels(ctx, param, value):
+def interval_levels(ctx: click.Context, param: click.Parameter, value: str) -> list[float]:
     """--levels 0.8,0.95 -> [0.8, 0.95], each from 0.5 to 0.99."""
     from ..calibrate import LEVELS
 
@@ -76,7 +80,9 @@ def interval_levels(ctx, param, value):
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @model_dir_option
 @friendly_errors
-def forecast(plan_path, output_path, levels, version, provider, model_dir):
+def forecast(
+    plan_path: Path, output_path: Path, levels: list[float], version: str | None, provider: str, model_dir: Path
+) -> None:
     """Forecast a promotion plan week by week offline, through ONNX Runtime.
 
     Each week's forecast becomes the next week's prev_week_sales, and the

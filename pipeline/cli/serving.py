@@ -1,7 +1,10 @@
 """`demand serve`: the service, under gunicorn."""
 
+from __future__ import annotations
+
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -24,7 +27,15 @@ from .base import log, main, model_dir_option
     help="Seconds to finish in-flight requests on SIGTERM [env DEMAND_GRACEFUL_TIMEOUT].",
 )
 @model_dir_option
-def serve(host, port, workers, threads, timeout, graceful_timeout, model_dir):
+def serve(
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    threads: int | None,
+    timeout: int | None,
+    graceful_timeout: int | None,
+    model_dir: Path,
+) -> None:
     """Serve the champion model over HTTP with gunicorn (replaces this process).
 
     Every setting is a DEMAND_* variable, a field of the service's one

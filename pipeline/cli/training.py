@@ -1,7 +1,10 @@
 """`demand train`, `backtest`, `retrain`, `schedule`, `gradcheck`: making and judging models."""
 
+from __future__ import annotations
+
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -63,25 +66,25 @@ from .base import (
 @json_option
 @friendly_errors
 def train(
-    data_path,
-    preset,
-    refit,
-    backtest_windows,
-    horizon,
-    promote,
-    wait,
-    model_dir,
-    skip_bad_rows,
-    as_json,
-    known,
-    static,
-    history,
-    calendar,
-    series_column,
-    week_column,
-    target_column,
-    **overrides,
-):
+    data_path: Path,
+    preset: str,
+    refit: bool,
+    backtest_windows: int,
+    horizon: int,
+    promote: bool,
+    wait: float,
+    model_dir: Path,
+    skip_bad_rows: bool,
+    as_json: bool,
+    known: tuple[str, ...] | None,
+    static: tuple[str, ...] | None,
+    history: bool | None,
+    calendar: bool | None,
+    series_column: str | None,
+    week_column: str | None,
+    target_column: str | None,
+    **overrides: Any,
+) -> None:
     """Select, evaluate, refit, export and publish a model version."""
     import torch
 
@@ -109,7 +112,7 @@ def train(
         log(f"features: {', '.join(spec.names)}")
     Registry(model_dir).check_writable()  # before minutes of training, not after
     dataset = load_sources([data_path], skip_bad_rows, warn=log, spec=spec)
-    report = None
+    report: dict[str, Any] | None = None
     if backtest_windows:
         from ..backtest import backtest, format_table
 
@@ -156,7 +159,7 @@ def train(
         click.echo(f"champion: {'yes' if crowned else 'no (use --promote)'}")
 
 
-def format_candidates(card):
+def format_candidates(card: dict[str, Any]) -> str:
     selection = card["selection"]
     lines = [
         f"preset {selection['preset']}: validation WAPE of each candidate, weeks {selection['validation_weeks']}",
@@ -211,22 +214,22 @@ def format_candidates(card):
 @json_option
 @friendly_errors
 def backtest(
-    data_path,
-    windows,
-    horizon,
-    preset,
-    plot,
-    skip_bad_rows,
-    as_json,
-    known,
-    static,
-    history,
-    calendar,
-    series_column,
-    week_column,
-    target_column,
-    **overrides,
-):
+    data_path: Path,
+    windows: int,
+    horizon: int,
+    preset: str,
+    plot: Path,
+    skip_bad_rows: bool,
+    as_json: bool,
+    known: tuple[str, ...] | None,
+    static: tuple[str, ...] | None,
+    history: bool | None,
+    calendar: bool | None,
+    series_column: str | None,
+    week_column: str | None,
+    target_column: str | None,
+    **overrides: Any,
+) -> None:
     """Rolling-origin backtest: train before each origin, forecast the weeks after it.
 
     Reports WAPE, MASE, bias and interval coverage per window and on average,
@@ -263,7 +266,7 @@ def backtest(
     log(f"wrote {plot}")
 
 
-def check_plot_path(path):
+def check_plot_path(path: Path) -> None:
     from matplotlib.backend_bases import FigureCanvasBase
 
     formats = FigureCanvasBase.get_supported_filetypes()
@@ -275,7 +278,7 @@ def check_plot_path(path):
         raise click.BadParameter(f"{path}: no folder {path.parent}", param_hint="'--plot'")
 
 
-def format_metrics(version, card):
+def format_metrics(version: str, card: dict[str, Any]) -> str:
     holdout = card["metrics"]["holdout"]
     lines = [
         f"{version}: holdout of {holdout['model']['rows']} rows, weeks {card['data']['splits']['holdout']['weeks']}",
@@ -334,24 +337,24 @@ def format_metrics(version, card):
 @json_option
 @friendly_errors
 def retrain(
-    data_paths,
-    min_improvement,
-    min_new_weeks,
-    keep_rejected,
-    preset,
-    wait,
-    model_dir,
-    skip_bad_rows,
-    as_json,
-    known,
-    static,
-    history,
-    calendar,
-    series_column,
-    week_column,
-    target_column,
-    **overrides,
-):
+    data_paths: tuple[Path, ...],
+    min_improvement: float,
+    min_new_weeks: int,
+    keep_rejected: bool,
+    preset: str | None,
+    wait: float,
+    model_dir: Path,
+    skip_bad_rows: bool,
+    as_json: bool,
+    known: tuple[str, ...] | None,
+    static: tuple[str, ...] | None,
+    history: bool | None,
+    calendar: bool | None,
+    series_column: str | None,
+    week_column: str | None,
+    target_column: str | None,
+    **overrides: Any,
+) -> None:
     """Train a challenger; promote it only if it beats the champion and the baselines
     on the weeks the champion never trained on.
 
@@ -411,7 +414,7 @@ def retrain(
 @click.option("--cron", required=True, help='When to retrain, e.g. "0 3 * * 1" (Mondays 03:00, local time).')
 @click.option("--run-now", is_flag=True, help="Also retrain once at start.")
 @click.argument("retrain_args", nargs=-1, type=click.UNPROCESSED)
-def schedule(cron, run_now, retrain_args):
+def schedule(cron: str, run_now: bool, retrain_args: tuple[str, ...]) -> None:
     """Run `demand retrain RETRAIN_ARGS...` on a cron schedule until stopped.
 
     Example: demand schedule --cron "0 3 * * 1" --run-now --data data/incoming --min-improvement 0.2
@@ -435,7 +438,7 @@ def schedule(cron, run_now, retrain_args):
 @click.option("--seed", type=SEEDS, default=GRADCHECK_SEED, show_default=True)
 @json_option
 @friendly_errors
-def gradcheck(trials, seed, as_json):
+def gradcheck(trials: int, seed: int, as_json: bool) -> None:
     """Check the hand-written backprop against autograd (float64).
 
     Each gradient element must be within 1e-10 + 1e-7 x |autograd's| of
