@@ -2,12 +2,14 @@
 # Programs the tests run for real, from Debian's packages when missing:
 # kubectl renders the Kubernetes manifests, nginx fronts the replicas of the
 # multi-replica test, qemu's user mode runs ONNX Runtime on emulated CPUs of
-# other instruction sets for the export's parity test. Run by `make test`.
+# other instruction sets for the export's parity test, PostgreSQL holds the
+# store in its tests. Run by `make test`.
 set -euo pipefail
 missing=()
 command -v kubectl >/dev/null || missing+=(kubectl)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v qemu-x86_64 >/dev/null || missing+=(qemu-user)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 [ ${#missing[@]} -eq 0 ] && exit 0
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then

@@ -5,6 +5,7 @@ Shared by `demand predict` and the prediction service; imports no torch.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -384,6 +385,10 @@ class Bundle:
             intervals[level] = (low, high)
         # `levels` is never empty (its readers refuse that), so `steps` is set
         return {"intervals": intervals, "interval_steps": list(cast("tuple[int, ...]", steps))}
+
+    def trained_until(self) -> dict[str, dt.date]:
+        """Each stored series' last training week."""
+        return {name: (week - np.timedelta64(7, "D")).astype(dt.date) for name, (week, _) in self.tails.items()}
 
     def interval_notes(self, horizon: int) -> list[str]:
         """What forecasts `horizon` weeks ahead must say about their intervals: none, or why they are missing

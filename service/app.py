@@ -37,6 +37,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     if holder.ready:
         app.logger.info("worker ready %.3f s after its process started", seconds_since_process_start())
 
+    _open_store(app, settings)
+
     from .forecast_api import bp as forecast
     from .ops_api import admin
     from .ops_api import bp as ops
@@ -47,6 +49,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(predict)
     app.register_blueprint(forecast)
     app.register_blueprint(v2)
+    from .store_api import bp as store
+
+    app.register_blueprint(store)
     if settings.admin_token:
         app.register_blueprint(admin)  # without a token the admin routes do not exist
     errors.register(app)
@@ -58,6 +63,19 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     # 40,000 too, a third of a 1,000-series /forecast.
     gc.freeze()
     return app
+
+
+def _open_store(app: Flask, settings: Settings) -> None:
+    """The store's engine and the forecast log; the schema is brought up to date at the service's start
+    (service/gunicorn_conf.py) or by `demand store upgrade`."""
+    from pipeline.store import open_engine, store_url
+
+    from .forecast_log import ForecastLog
+
+    engine = open_engine(store_url(settings.model_dir, settings.store_url or None))
+    app.extensions["demand_store"] = engine
+    if settings.forecast_log:
+        app.extensions["demand_forecast_log"] = ForecastLog(engine, app.logger)
 
 
 def seconds_since_process_start() -> float:

@@ -40,6 +40,10 @@ class Settings:
     max_body_bytes: int = 32 * 1024 * 1024
     max_rows: int = 200_000  # rows per request; for /forecast, series x weeks
     max_horizon: int = 52  # weeks per series in a /forecast plan
+    # The store of actuals and the forecast log (pipeline/store.py): an SQLAlchemy URL,
+    # postgresql+psycopg://... for several replicas; empty: an SQLite file in the registry folder.
+    store_url: str = ""
+    forecast_log: bool = True  # record every forecast served for a named series and week
     reload_interval: float = 2.0  # seconds between checks of the champion pointer
     provider: str = "auto"  # auto | cpu | cuda
     require_gpu: bool = False  # never become ready without the CUDA provider

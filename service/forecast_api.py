@@ -54,7 +54,9 @@ def forecast() -> Response:
         )
         out = bundle.forecast_plan(start, known, lengths, levels, ids, dates, static)
         metrics.FORECAST_WEEKS.inc(int(lengths.sum()))
-        return Response(plan_answer(bundle, ids, dates, lengths, levels, out), mimetype="application/json")
+        response = Response(plan_answer(bundle, ids, dates, lengths, levels, out), mimetype="application/json")
+        log_plan(response, bundle, ids, dates, lengths, out, levels)
+        return response
     plan = read_plan(body, settings.max_horizon, settings.max_rows)
     del body  # memory for the answer
     out = bundle.forecast_plan(plan.prev_week_sales, plan.features, plan.weeks, plan.levels, plan.ids)
@@ -62,7 +64,29 @@ def forecast() -> Response:
     outside = int(out["outside"].any(axis=2).sum())  # weeks past a series' own are all False
     if outside:
         metrics.EXTRAPOLATED.inc(outside)
-    return Response(answer(bundle, plan, out), mimetype="application/json")
+    response = Response(answer(bundle, plan, out), mimetype="application/json")
+    if plan.dates is not None:
+        log_plan(response, bundle, plan.ids, plan.dates, plan.weeks, out, plan.levels)
+    return response
+
+
+def log_plan(
+    response: Response,
+    bundle: Bundle,
+    ids: list[str],
+    dates: np.ndarray,
+    lengths: np.ndarray,
+    out: dict[str, Any],
+    levels: list[float],
+) -> None:
+    """Record a plan's dated weeks in the forecast log, under the request id the answer carries."""
+    forecast_log = current_app.extensions.get("demand_forecast_log")
+    if forecast_log is None:
+        return
+    from .forecast_log import plan_records, request_id
+
+    response.headers["X-Request-Id"] = identity = request_id(request.headers.get("X-Request-Id"))
+    forecast_log.record(identity, bundle.version, plan_records(ids, dates, lengths, out, levels))
 
 
 SERIES_PER_SLICE = 2048

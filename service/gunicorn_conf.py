@@ -77,6 +77,21 @@ def on_starting(server: Arbiter) -> None:
     # Emptied at every start, so that counters from a previous run do not leak in.
     shutil.rmtree(metrics_dir, ignore_errors=True)
     os.makedirs(metrics_dir, exist_ok=True)
+    upgrade_the_store(server)
+
+
+def upgrade_the_store(server: Arbiter) -> None:
+    """The store's schema brought up to date once, before any worker starts. A store that cannot be reached
+    stops nothing: forecasts are served, /actuals answers 503 and the forecast log counts what it drops."""
+    from pipeline.store import open_engine, store_url, upgrade
+
+    try:
+        engine = open_engine(store_url(service_settings.model_dir, service_settings.store_url or None))
+        revision = upgrade(engine)
+        engine.dispose()
+        server.log.info("store at schema revision %s", revision)
+    except Exception as err:  # any failure of the database: serving goes on
+        server.log.error("cannot bring the store up to date: %s", str(err).splitlines()[0])
 
 
 def child_exit(server: Arbiter, worker: Worker) -> None:

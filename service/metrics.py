@@ -35,6 +35,10 @@ RELOAD_FAILURES = Counter(
     "Champions that could not be served (a pointer that is not a version name, a missing folder, "
     "failed checks), counted once per write of the pointer",
 )
+FORECAST_LOG_DROPPED = Counter(
+    "demand_forecast_log_dropped_total",
+    "Served forecasts not written to the forecast log because the store could not be reached",
+)
 MODEL_INFO = Gauge(
     "demand_model_info",
     "1 for the version and execution provider a worker serves",

@@ -131,8 +131,58 @@ OUTPUT_COLUMN_SCHEMAS = dict(
 )
 
 
+STEP_ACCURACY = {
+    "type": "object",
+    "required": ["step", "count", "wape", "bias", "mase", "coverage"],
+    "properties": {
+        "step": {"type": "integer", "minimum": 1},
+        "count": {"type": "integer", "description": "forecast weeks that have sold"},
+        "wape": {"type": "number", "nullable": True},
+        "bias": {"type": "number", "nullable": True, "description": "sum(forecast - actual) / sum(actual)"},
+        "mase": {"type": "number", "nullable": True, "description": "against the naive forecast"},
+        "coverage": {"type": "object", "additionalProperties": {"type": "number"}, "description": "by level"},
+    },
+}
 SCHEMAS = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+    "ActualsRequest": {
+        "type": "object",
+        "required": ["instances"],
+        "properties": {
+            "instances": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "description": "series, week (YYYY-MM-DD), units_sold and the champion's declared covariates, "
+                    "under the champion's names for them",
+                },
+            }
+        },
+    },
+    "ActualsResponse": {
+        "type": "object",
+        "required": ["stored", "replaced"],
+        "properties": {"stored": {"type": "integer"}, "replaced": {"type": "integer"}},
+    },
+    "AccuracyResponse": {
+        "type": "object",
+        "required": ["weeks", "through", "versions"],
+        "properties": {
+            "weeks": {"type": "integer"},
+            "through": {"type": "string", "nullable": True, "description": "the latest week of actuals"},
+            "versions": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {
+                        "window": {"type": "array", "items": STEP_ACCURACY},
+                        "all": {"type": "array", "items": STEP_ACCURACY},
+                    },
+                },
+            },
+        },
+    },
     "Instance": _instance(series=True),
     "PredictRequest": {
         "oneOf": [
@@ -221,6 +271,12 @@ SCHEMAS = {
                 "description": "the series' name, as `series` beside an instance's features",
             },
             FEATURES[0]: _instance()["properties"][FEATURES[0]],
+            "start": {
+                "type": "string",
+                "format": "date",
+                "description": "the first planned week (YYYY-MM-DD): the forecasts are then logged for live "
+                "accuracy (/accuracy)",
+            },
             "weeks": {
                 "type": "array",
                 "minItems": 1,
@@ -672,6 +728,45 @@ def spec(admin_enabled: bool = False, features: FeatureSpec | None = None) -> di
                 "responses": {
                     "200": _json("ForecastResponse", "Forecasts by series and week, with intervals"),
                     **_pick("400", "401", "403", "413", "415", "503"),
+                },
+            }
+        },
+        "/actuals": {
+            "post": {
+                "summary": "Store what sold (JSON rows or a CSV body): all or nothing; a week posted again replaces "
+                "the stored one",
+                "security": SECURED,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/ActualsRequest"}},
+                        "text/csv": {"schema": {"type": "string"}},
+                    },
+                },
+                "responses": {
+                    "200": _json("ActualsResponse", "How many weeks were stored new, and how many replaced"),
+                    **_pick("400", "401", "403", "413", "415"),
+                    "503": _error("No checked model loaded yet, or the store cannot be reached: nothing was stored"),
+                },
+            }
+        },
+        "/accuracy": {
+            "get": {
+                "summary": "Live accuracy per version and step ahead: the forecast log joined to the actuals",
+                "security": SECURED,
+                "parameters": [
+                    {
+                        "name": "weeks",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 520, "default": 13},
+                        "description": "the trailing window, in weeks of actuals",
+                    }
+                ],
+                "responses": {
+                    "200": _json("AccuracyResponse", "Count, WAPE, bias, MASE and coverage by version and step"),
+                    **_pick("400", "401", "403"),
+                    "503": _error("The store cannot be reached"),
                 },
             }
         },

@@ -38,7 +38,9 @@ def model_status() -> dict[str, Any]:
 @bp.get("/healthz")
 def healthz() -> Response:
     """Live: the process answers. Says what it serves, or why it cannot yet."""
-    return jsonify(status="ok", **model_status())
+    forecast_log = current_app.extensions.get("demand_forecast_log")
+    extra = {"forecast_log": forecast_log.health()} if forecast_log is not None else {}
+    return jsonify(status="ok", **model_status(), **extra)
 
 
 @bp.get("/readyz")

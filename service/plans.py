@@ -7,6 +7,7 @@ wrong, the rows are walked to name the first bad field by its path, e.g.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -34,6 +35,7 @@ class Plan:
     features: np.ndarray  # [S, H, 2]: discount_fraction, weeks_to_next_holidays
     weeks: np.ndarray  # [S] weeks of each series
     levels: list[float]
+    dates: np.ndarray | None = None  # [S, H] datetime64[D] of each planned week, NaT where `start` was not given
 
 
 # Intervals an answer may hold, as a multiple of DEMAND_MAX_ROWS: the default
@@ -138,7 +140,28 @@ def read_plan(body: Any, max_horizon: int, max_rows: int) -> Plan:
     weeks = np.asarray(lengths)
     features = np.zeros((len(series), int(weeks.max()), len(PLANNED)), dtype=np.float32)
     features[np.arange(int(weeks.max())) < weeks[:, None]] = flat  # row-major: series by series, week by week
-    return Plan(list(ids), prev, features, weeks, levels)
+    return Plan(list(ids), prev, features, weeks, levels, plan_dates(series, int(weeks.max())))
+
+
+def plan_dates(series: Sequence[Any], horizon: int) -> np.ndarray | None:
+    """[S, horizon] the week of each planned week, from each series' optional `start` (its first planned week,
+    YYYY-MM-DD); None when no series has one. A plan with weeks is logged (service/forecast_log.py)."""
+    starts = [item.get("start") for item in series]
+    if all(start is None for start in starts):
+        return None
+    first = np.full(len(series), np.datetime64("NaT"), dtype="datetime64[D]")
+    for i, start in enumerate(starts):
+        if start is None:
+            continue
+        try:
+            first[i] = dt.date.fromisoformat(start) if isinstance(start, str) and len(start) == 10 else None
+        except (TypeError, ValueError):
+            pass
+        if np.isnat(first[i]):
+            raise ApiError(
+                400, f"series[{i}].start must be the first planned week as YYYY-MM-DD, got {str(start)[:40]!r}"
+            )
+    return first[:, None] + 7 * np.arange(horizon)
 
 
 series_fields = itemgetter("id", FEATURES[0], "weeks")

@@ -180,7 +180,8 @@ def test_the_gpu_images_can_use_the_gpu():
 
 def _pins(name):
     lines = (ROOT / "deploy" / name).read_text().splitlines()
-    return dict(line.split("==") for line in lines if line and not line.startswith("#"))
+    pins = dict(line.split("==") for line in lines if line and not line.startswith("#"))
+    return {name.split("[")[0]: version for name, version in pins.items()}  # psycopg[binary] is psycopg
 
 
 def _requirement_names(requirements):

@@ -7,10 +7,10 @@ environment as DEMAND_<COMMAND>_<OPTION> (e.g. DEMAND_TRAIN_EPOCHS), and the
 registry folder as DEMAND_MODEL_DIR.
 
 - base: the group, the options shared by commands, errors and signals;
-- data, training, models, serving, scoring: the commands.
+- data, training, models, serving, scoring, store: the commands.
 """
 
-from . import data, models, scoring, serving, training  # noqa: F401  (each registers its commands on main)
+from . import data, models, scoring, serving, store, training  # noqa: F401  (each registers its commands on main)
 from .base import main
 from .training import check_plot_path
 

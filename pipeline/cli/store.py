@@ -1,0 +1,128 @@
+"""The store's commands: `demand store upgrade`, `demand actuals load`, `demand models accuracy`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .base import emit_json, friendly_errors, json_option, log, main, model_dir_option
+from .models import models
+
+store_url_option = click.option(
+    "--store-url",
+    envvar="DEMAND_STORE_URL",
+    default=None,
+    help="SQLAlchemy URL of the store, e.g. postgresql+psycopg://user:password@host/demand "
+    "(env DEMAND_STORE_URL; default: store.sqlite in the registry folder).",
+)
+
+
+def engine_of(model_dir: Path, url: str | None) -> Any:
+    from ..store import open_engine, store_url
+
+    return open_engine(store_url(model_dir, url))
+
+
+@main.group()
+def store() -> None:
+    """The store of actuals and served forecasts."""
+
+
+@store.command("upgrade")
+@model_dir_option
+@store_url_option
+@friendly_errors
+def store_upgrade(model_dir: Path, store_url: str | None) -> None:
+    """Bring the store's schema to the latest revision (the service does it at its start too)."""
+    from ..store import upgrade
+
+    click.echo(f"store at schema revision {upgrade(engine_of(model_dir, store_url))}")
+
+
+@main.group()
+def actuals() -> None:
+    """What actually sold, into the store."""
+
+
+@actuals.command("load")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@model_dir_option
+@store_url_option
+@json_option
+@friendly_errors
+def actuals_load(file: Path, model_dir: Path, store_url: str | None, as_json: bool) -> None:
+    """Store the weeks of FILE (CSV or Parquet: series, week, units sold and the champion's declared
+    covariates, under the champion's names for them). All or nothing; a week stored before is replaced."""
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
+
+    from ..errors import DataError
+    from ..features import FeatureSpec
+    from ..registry import TAILS_FILE, Registry
+    from ..store import actual_columns, actual_from_row, put_actuals, upgrade
+    from ..tables import is_parquet
+
+    registry = Registry(model_dir)
+    champion = registry.champion()
+    spec = FeatureSpec.from_json(registry.card(champion).get("features")) if champion else FeatureSpec()
+    columns = actual_columns(spec)
+    try:
+        table = pq.read_table(file) if is_parquet(file) else pa_csv.read_csv(file)
+    except Exception as err:  # pyarrow's own errors name the problem
+        raise DataError(f"{file}: cannot read the file: {str(err).splitlines()[0]}") from None
+    rows = table.to_pylist()
+    label = "row" if is_parquet(file) else "line"
+    first = 1 if is_parquet(file) else 2  # a CSV's line 1 is its header
+    where = [f"{file}: {label} {first + i}" for i in range(len(rows))]
+    found = [actual_from_row(row, at, columns) for row, at in zip(rows, where)]
+    engine = engine_of(model_dir, store_url)
+    upgrade(engine)
+    trained_until = {}
+    if champion and (registry.path(champion) / TAILS_FILE).exists():
+        from ..bundle import read_tails
+
+        tails, _ = read_tails(registry.path(champion) / TAILS_FILE)
+        trained_until = {name: week.astype(object) - dt.timedelta(days=7) for name, (week, _) in tails.items()}
+    counts = put_actuals(engine, found, where, trained_until)
+    if as_json:
+        emit_json({"file": str(file), **counts})
+    else:
+        log(f"read {len(rows)} weeks from {file}")
+        click.echo(f"stored {counts['stored']} new weeks, replaced {counts['replaced']}")
+
+
+@models.command("accuracy")
+@click.option("--weeks", type=click.IntRange(1, 520), default=13, show_default=True, help="The trailing window.")
+@model_dir_option
+@store_url_option
+@json_option
+@friendly_errors
+def models_accuracy(weeks: int, model_dir: Path, store_url: str | None, as_json: bool) -> None:
+    """How each version's served forecasts did against what sold, per step ahead: over the last WEEKS
+    weeks of actuals and over everything logged."""
+    from ..accuracy import live_accuracy
+
+    answer = live_accuracy(engine_of(model_dir, store_url), weeks)
+    if as_json:
+        emit_json(answer)
+        return
+    if not answer["versions"]:
+        click.echo("no served forecast has an actual yet")
+        return
+    click.echo(f"through {answer['through']}; window: the last {weeks} weeks")
+    click.echo(f"{'version':<9}{'span':<8}{'step':>5}{'weeks':>8}{'WAPE':>9}{'bias':>9}{'MASE':>7}  coverage")
+
+    def shown(value: float | None, form: str) -> str:
+        return "-" if value is None else format(value, form)
+
+    for version, spans in answer["versions"].items():
+        for span in ("window", "all"):
+            for s in spans[span]:
+                coverage = " ".join(f"{level}:{share:.0%}" for level, share in s["coverage"].items())
+                click.echo(
+                    f"{version:<9}{span:<8}{s['step']:>5}{s['count']:>8}{shown(s['wape'], '>9.2%')}"
+                    f"{shown(s['bias'], '>+9.2%')}{shown(s['mase'], '>7.2f')}  {coverage}"
+                )

@@ -1,0 +1,268 @@
+"""The store: what actually sold (actuals) and what was forecast (the forecast log).
+
+SQLAlchemy Core on SQLite, a file in the registry folder, by default, or on
+PostgreSQL for several replicas (DEMAND_STORE_URL, e.g.
+`postgresql+psycopg://user:password@host/demand`). The schema is Alembic's
+(pipeline/migrations): `demand store upgrade` and the service's start bring a
+database to the latest revision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    and_,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+    tuple_,
+)
+from sqlalchemy.engine import Engine
+
+from .errors import DataError
+from .features import FeatureSpec
+from .registry import crashpoint
+from .schema import MAX_SERIES_NAME, TARGET, domain_problem, series_problem
+
+STORE_FILE = "store.sqlite"  # in the registry folder, when DEMAND_STORE_URL is not set
+WEEK = dt.timedelta(days=7)
+
+metadata = MetaData()
+
+actuals = Table(
+    "actuals",
+    metadata,
+    Column("series", String(MAX_SERIES_NAME), primary_key=True),
+    Column("week", Date, primary_key=True),
+    Column("units_sold", Float, nullable=False),
+    Column("covariates", JSON, nullable=False),  # {declared covariate: value} as posted
+    Column("stored_at", DateTime(timezone=True), nullable=False),
+)
+
+forecasts = Table(
+    "forecasts",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("request_id", String(64), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("series", String(MAX_SERIES_NAME), nullable=False),
+    Column("week", Date, nullable=False),  # the week forecast
+    Column("step", Integer, nullable=False),  # weeks ahead of the history it started from
+    Column("units_sold", Float, nullable=False),
+    Column("intervals", JSON),  # {level: [low, high]}, or null
+    Column("served_at", DateTime(timezone=True), nullable=False),
+    Index("forecasts_by_target", "series", "week"),
+    Index("forecasts_by_version", "version", "step"),
+)
+
+
+def store_url(model_dir: str | os.PathLike[str], url: str | None = None) -> str:
+    """`url`, else DEMAND_STORE_URL, else the SQLite file in the registry folder."""
+    chosen = url or os.environ.get("DEMAND_STORE_URL")
+    if chosen:
+        return chosen
+    return f"sqlite:///{Path(model_dir).resolve() / STORE_FILE}"
+
+
+def open_engine(url: str) -> Engine:
+    """An engine for `url`; SQLite in WAL mode (readers never wait for the writer), every commit synced."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(connection: Any, _record: Any) -> None:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def upgrade(engine: Engine) -> str:
+    """Bring the database to the latest schema revision; returns it."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+    with one_upgrade_at_a_time(engine), engine.begin() as connection:
+        if engine.dialect.name == "postgresql":  # replicas starting together: one migrates, the others wait
+            connection.execute(text("SELECT pg_advisory_xact_lock(7346)"))
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+    with engine.connect() as connection:
+        return str(MigrationContext.configure(connection).get_current_revision())
+
+
+@contextlib.contextmanager
+def one_upgrade_at_a_time(engine: Engine) -> Iterator[None]:
+    """For an SQLite file, an exclusive lock on a file beside it while its schema changes."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+@dataclass(frozen=True)
+class Actual:
+    series: str
+    week: dt.date
+    units_sold: float
+    covariates: dict[str, Any]
+
+
+def actual_columns(spec: FeatureSpec) -> tuple[str, ...]:
+    """The columns of an actual under a model's names: series, week, units sold, then its declared covariates."""
+    return (spec.series_column, spec.week_column, spec.target_column, *spec.known, *spec.static)
+
+
+def actual_from_row(row: Any, where: str, columns: Sequence[str]) -> Actual:
+    """One row of actuals (a JSON object, a file's row as a dict) checked field by field: DataError names
+    `where` and the field."""
+    series_column, week_column, target_column, *covariates = columns
+    if not isinstance(row, dict):
+        raise DataError(f"{where} must be an object with {', '.join(columns)}")
+    unknown = next((key for key in row if key not in columns), None)
+    if unknown is not None:
+        raise DataError(
+            f"{where}.{str(unknown)[:40]} is not a column of the champion; a row takes {', '.join(columns)}"
+        )
+    for name in columns:
+        if name not in row or row[name] is None:
+            raise DataError(f"{where}.{name} is missing: a row takes {', '.join(columns)}")
+    series = row[series_column]
+    problem = series_problem(series)
+    if problem:
+        raise DataError(f"{where}.{series_column} {problem}")
+    week = row[week_column]
+    if isinstance(week, dt.datetime):
+        week = week.date()
+    if isinstance(week, str) and len(week) == 10:
+        try:
+            week = dt.date.fromisoformat(week)
+        except ValueError:
+            pass
+    if not isinstance(week, dt.date):
+        raise DataError(f"{where}.{week_column} must be a date as YYYY-MM-DD, got {str(row[week_column])[:40]!r}")
+    for name in (target_column, *covariates):
+        problem = domain_problem(TARGET if name == target_column else name, row[name])
+        if problem:
+            raise DataError(f"{where}.{name} {problem}")
+    return Actual(str(series), week, float(row[target_column]), {name: row[name] for name in covariates})
+
+
+def put_actuals(
+    engine: Engine,
+    rows: Sequence[Actual],
+    where: Sequence[str] | None = None,
+    trained_until: Mapping[str, dt.date] | None = None,
+) -> dict[str, int]:
+    """Store `rows` in one transaction, all or none: {"stored": new weeks, "replaced": weeks posted again}.
+
+    A week already stored is replaced. A new week must be 7 days after the
+    series' last week: stored, earlier in `rows`, or, for a series with
+    nothing stored yet, the last week the champion trained on
+    (`trained_until`). `where[i]` names row i in the error (a request's path,
+    a file's line)."""
+    where = where or [f"row {i + 1}" for i in range(len(rows))]
+    seen: dict[tuple[str, dt.date], int] = {}
+    for i, row in enumerate(rows):
+        key = (row.series, row.week)
+        if key in seen:
+            raise DataError(f"{where[i]}: series {row.series!r} week {row.week} is also {where[seen[key]]}")
+        seen[key] = i
+    names = sorted({row.series for row in rows})
+    now = dt.datetime.now(dt.timezone.utc)
+    with engine.begin() as connection:
+        stored: set[tuple[str, dt.date]] = set()
+        known = trained_until or {}
+        last: dict[str, dt.date] = {name: known[name] for name in names if name in known}
+        for chunk in _chunks(names, 500):
+            last.update(
+                connection.execute(
+                    select(actuals.c.series, func.max(actuals.c.week))
+                    .where(actuals.c.series.in_(chunk))
+                    .group_by(actuals.c.series)
+                ).all()
+            )
+        for chunk in _chunks(list(seen), 500):
+            found = connection.execute(
+                select(actuals.c.series, actuals.c.week).where(tuple_(actuals.c.series, actuals.c.week).in_(chunk))
+            )
+            stored.update((row.series, row.week) for row in found)
+        for i in sorted(range(len(rows)), key=lambda i: (rows[i].series, rows[i].week)):
+            row = rows[i]
+            if (row.series, row.week) in stored:
+                continue
+            previous = last.get(row.series)
+            if previous is not None and row.week != previous + WEEK:
+                raise DataError(
+                    f"{where[i]}: week {row.week} of series {row.series!r} is not 7 days after its last week, "
+                    f"{previous}: post weeks in order, without gaps"
+                )
+            last[row.series] = row.week
+        replaced = [row for row in rows if (row.series, row.week) in stored]
+        for row in replaced:
+            connection.execute(
+                actuals.update()
+                .where(and_(actuals.c.series == row.series, actuals.c.week == row.week))
+                .values(units_sold=row.units_sold, covariates=row.covariates, stored_at=now)
+            )
+        new = [row for row in rows if (row.series, row.week) not in stored]
+        if new:
+            connection.execute(
+                actuals.insert(),
+                [
+                    {
+                        "series": r.series,
+                        "week": r.week,
+                        "units_sold": r.units_sold,
+                        "covariates": r.covariates,
+                        "stored_at": now,
+                    }
+                    for r in new
+                ],
+            )
+        crashpoint("actuals-before-commit")
+    return {"stored": len(new), "replaced": len(replaced)}
+
+
+def log_forecasts(engine: Engine, records: Iterable[dict[str, Any]]) -> int:
+    """Append served forecasts (the forecasts table's columns but id) in one transaction; returns how many."""
+    batch = list(records)
+    if batch:
+        with engine.begin() as connection:
+            connection.execute(forecasts.insert(), batch)
+    return len(batch)
+
+
+def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,137 @@
+"""The forecast log: every forecast served for a named series and week, written
+to the store by a background thread in batches, so that a request never waits
+for the database. When the store cannot be reached the service keeps serving:
+the records are dropped, counted (demand_forecast_log_dropped_total) and
+reported by /healthz.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import threading
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy.engine import Engine
+
+from pipeline.calibrate import level_key
+from pipeline.store import log_forecasts
+
+from . import metrics
+
+FLUSH_SECONDS = 0.5  # how stale the log may be
+MAX_PENDING = 200_000  # records held while the store is slow; past that, new ones are dropped
+
+
+class ForecastLog:
+    def __init__(self, engine: Engine, logger: Any) -> None:
+        self.engine, self.logger = engine, logger
+        self.pending: deque[dict[str, Any]] = deque()
+        self.wake = threading.Event()
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+        self.dropped = 0
+        self.failure: str | None = None
+
+    def record(self, request_id: str, version: str, rows: list[tuple[str, dt.date, int, float, Any]]) -> None:
+        """Queue (series, week, step, units sold, {level: [low, high]} or None) forecasts of one request."""
+        if not rows:
+            return
+        if len(self.pending) + len(rows) > MAX_PENDING:
+            self.drop(len(rows))
+            return
+        served = dt.datetime.now(dt.timezone.utc)
+        self.pending.extend(
+            {
+                "request_id": request_id,
+                "version": version,
+                "series": series,
+                "week": week,
+                "step": step,
+                "units_sold": units,
+                "intervals": intervals,
+                "served_at": served,
+            }
+            for series, week, step, units, intervals in rows
+        )
+        self.start()
+
+    def start(self) -> None:
+        """The writer thread, started in the process that serves (gunicorn forks the workers first)."""
+        with self.lock:
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self.run, name="forecast-log", daemon=True)
+                self.thread.start()
+                atexit.register(self.flush)
+
+    def run(self) -> None:
+        while True:
+            self.wake.wait(FLUSH_SECONDS)
+            self.flush()
+
+    def flush(self) -> None:
+        batch: list[dict[str, Any]] = []
+        while self.pending and len(batch) < 10_000:
+            batch.append(self.pending.popleft())
+        if not batch:
+            return
+        try:
+            log_forecasts(self.engine, batch)
+        except Exception as err:  # any failure of the database: serving goes on
+            self.drop(len(batch))
+            if self.failure is None:
+                self.logger.error("cannot write the forecast log, dropping its records: %s", err)
+            self.failure = str(err).splitlines()[0][:200]
+            return
+        if self.failure is not None:
+            self.logger.info("the forecast log is written again")
+        self.failure = None
+        if self.pending:
+            self.wake.set()
+        else:
+            self.wake.clear()
+
+    def drop(self, count: int) -> None:
+        self.dropped += count
+        metrics.FORECAST_LOG_DROPPED.inc(count)
+
+    def health(self) -> dict[str, Any]:
+        """What /healthz says about the log."""
+        state: dict[str, Any] = {"status": "ok" if self.failure is None else "failing", "dropped": self.dropped}
+        if self.failure is not None:
+            state["error"] = self.failure
+        return state
+
+
+def request_id(header: str | None) -> str:
+    """The client's X-Request-Id when it is a plain token of at most 64 characters, else a new one."""
+    if header and len(header) <= 64 and all(c.isalnum() or c in "-_.:" for c in header):
+        return header
+    return uuid.uuid4().hex
+
+
+def plan_records(
+    ids: Sequence[str], dates: np.ndarray, lengths: np.ndarray, out: dict[str, Any], levels: Sequence[float]
+) -> list[tuple[str, dt.date, int, float, Any]]:
+    """(series, week, step, units sold, {level: [low, high]} or None) of each dated week of a plan's answer."""
+    units = out["units_sold"].tolist()
+    days = dates.astype("datetime64[D]").astype(object).tolist()  # a date each, None where the week is not dated
+    bounds = out["intervals"]
+    sides = (
+        [(level_key(level), bounds[level][0].tolist(), bounds[level][1].tolist()) for level in levels]
+        if bounds is not None
+        else None
+    )
+    records = []
+    for i, name in enumerate(ids):
+        for h in range(int(lengths[i])):
+            day = days[i][h]
+            if day is None:
+                continue
+            intervals = {key: [low[i][h], high[i][h]] for key, low, high in sides} if sides is not None else None
+            records.append((name, day, h + 1, units[i][h], intervals))
+    return records

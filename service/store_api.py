@@ -1,0 +1,115 @@
+"""The store's routes: POST /actuals (what sold) and GET /accuracy (how the served forecasts did).
+
+Actuals come as JSON rows (`{"instances": [{"series", "week", "units_sold",
+<the champion's declared covariates>}]}`) or as a CSV body with those
+columns, under the champion's names for them. One request is stored whole or
+not at all; a week posted again replaces the stored one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy.exc import SQLAlchemyError
+
+from pipeline.accuracy import DEFAULT_WEEKS, live_accuracy
+from pipeline.errors import DataError
+from pipeline.store import actual_columns, actual_from_row, put_actuals
+
+from .auth import prediction_token_required
+from .csv_api import is_csv
+from .errors import ApiError
+from .inputs import parse_json, require_identity_encoding, require_json
+from .serving import current_bundle
+
+bp = Blueprint("store", __name__)
+MAX_WEEKS = 520  # the longest trailing window /accuracy takes
+
+
+def store() -> Any:
+    """The app's store engine, or 503 when it has none."""
+    engine = current_app.extensions.get("demand_store")
+    if engine is None:
+        raise ApiError(503, "no store is configured (DEMAND_STORE_URL)")
+    return engine
+
+
+@bp.post("/actuals")
+@prediction_token_required
+def post_actuals() -> Response:
+    require_identity_encoding(request.headers.get("Content-Encoding"))
+    settings = current_app.config["SETTINGS"]
+    bundle = current_bundle()
+    columns = actual_columns(bundle.spec)
+    raw = request.get_data(cache=False)
+    if is_csv(request.headers.get("Content-Type")):
+        rows, where = csv_rows(raw, columns, settings.max_rows)
+    else:
+        require_json(request.headers.get("Content-Type"), also=("text/csv",))
+        body = parse_json(raw, settings.max_rows)
+        instances = body.get("instances") if isinstance(body, dict) else None
+        if not isinstance(instances, list) or not instances:
+            raise ApiError(400, 'the body must be {"instances": [rows]}, each row ' + ", ".join(columns))
+        if len(instances) > settings.max_rows:
+            raise ApiError(413, f"{len(instances)} rows, more than DEMAND_MAX_ROWS ({settings.max_rows})")
+        rows, where = instances, [f"instances[{i}]" for i in range(len(instances))]
+    try:
+        actuals = [actual_from_row(row, at, columns) for row, at in zip(rows, where)]
+        counts = put_actuals(store(), actuals, where, bundle.trained_until())
+    except DataError as err:
+        raise ApiError(400, str(err)) from None
+    except SQLAlchemyError as err:
+        current_app.logger.error("cannot store actuals: %s", err)
+        raise ApiError(503, "the store cannot be reached; nothing was stored, send the request again") from None
+    return jsonify(counts)
+
+
+def csv_rows(raw: bytes, columns: tuple[str, ...], max_rows: int) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows of a CSV body as dicts, numbers read as numbers, and where each is ("line 3")."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "the CSV body is not UTF-8 text") from None
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if not header:
+        raise ApiError(400, f"the CSV body is empty: send a header row naming {', '.join(columns)}, then the rows")
+    header = [name.strip() for name in header]
+    rows: list[dict[str, Any]] = []
+    where: list[str] = []
+    text_columns = set(columns[:2])  # the series and the week stay text
+    for line, cells in enumerate(reader, start=2):
+        if not cells:
+            continue
+        if len(rows) >= max_rows:
+            raise ApiError(413, f"more than DEMAND_MAX_ROWS ({max_rows}) rows")
+        if len(cells) != len(header):
+            raise ApiError(400, f"body: line {line} has {len(cells)} cells, the header {len(header)}")
+        rows.append({name: cell if name in text_columns else number(cell) for name, cell in zip(header, cells)})
+        where.append(f"body: line {line}")
+    if not rows:
+        raise ApiError(400, "the CSV body has a header and no rows")
+    return rows, where
+
+
+def number(cell: str) -> Any:
+    try:
+        return float(cell)
+    except ValueError:
+        return cell  # named as "not a number" by the row's check
+
+
+@bp.get("/accuracy")
+@prediction_token_required
+def accuracy() -> Response:
+    text = request.args.get("weeks", str(DEFAULT_WEEKS))
+    if not text.isdigit() or not 1 <= int(text) <= MAX_WEEKS:
+        raise ApiError(400, f"weeks must be a whole number from 1 to {MAX_WEEKS}, got {text[:20]!r}")
+    try:
+        return jsonify(live_accuracy(store(), int(text)))
+    except SQLAlchemyError as err:
+        current_app.logger.error("cannot read the store: %s", err)
+        raise ApiError(503, "the store cannot be reached") from None

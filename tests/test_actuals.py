@@ -1,0 +1,223 @@
+"""The weekly loop through the service and the command line: actuals in, forecasts logged, live accuracy out."""
+
+import csv
+import datetime as dt
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.generate import GeneratorConfig, generate, write_csv
+from pipeline.registry import Registry
+from pipeline.store import actuals, open_engine, upgrade
+
+from .conftest import ROOT, invoke
+
+SERIES, WEEKS = 3, 60
+
+
+@pytest.fixture(scope="module")
+def history_model(tmp_path_factory):
+    """(registry, the plain sales file it was trained on): series, week, units sold and the two covariates."""
+    folder = tmp_path_factory.mktemp("loop")
+    generated = folder / "generated.csv"
+    write_csv(generate(GeneratorConfig(seed=5, series=SERIES, weeks=WEEKS)), generated)
+    rows = list(csv.DictReader(generated.open()))
+    plain = folder / "sales.csv"
+    with plain.open("w", newline="") as out:
+        writer = csv.DictWriter(out, [k for k in rows[0] if k != "prev_week_sales"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    models = folder / "models"
+    done = invoke(
+        CliRunner(), "train", "--data", str(plain), "--model-dir", str(models), "--preset", "log-large-batch",
+        "--epochs", "20", "--patience", "0",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    return models, rows
+
+
+@pytest.fixture
+def client(history_model, tmp_path):
+    from service.app import create_app
+
+    models, _ = history_model
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    upgrade(open_engine(url))
+    app = create_app({"MODEL_DIR": str(models), "RELOAD_INTERVAL": 0, "STORE_URL": url})
+    return app.test_client()
+
+
+def next_weeks(history_model):
+    """Each series' first week after its training data, and the covariates every posted row carries."""
+    models, rows = history_model
+    tails = json.loads((Registry(models).path(Registry(models).champion()) / "history.json").read_text())
+    return {series: dt.date.fromisoformat(week) for series, week in tails["next_week"].items()}
+
+
+def row(series, week, units):
+    return {"series": series, "week": week.isoformat(), "units_sold": units, "discount_fraction": 10,
+            "weeks_to_next_holidays": 3}  # fmt: skip
+
+
+def stored(client):
+    engine = client.application.extensions["demand_store"]
+    with engine.connect() as connection:
+        return sorted(tuple(r) for r in connection.execute(actuals.select().with_only_columns(*actuals.c[:3])))
+
+
+def test_posting_actuals_stores_them_once_and_counts_what_it_replaced(client, history_model):
+    first = next_weeks(history_model)
+    week = dt.timedelta(days=7)
+    body = {
+        "instances": [row(s, w, 100.0) for s, w in first.items()] + [row("store-01", first["store-01"] + week, 120.0)]
+    }
+    answer = client.post("/actuals", json=body)
+    assert answer.status_code == 200 and answer.get_json() == {"stored": SERIES + 1, "replaced": 0}
+    again = client.post("/actuals", json={"instances": [row("store-01", first["store-01"] + week, 130.0)]})
+    assert again.get_json() == {"stored": 0, "replaced": 1}
+    assert ("store-01", first["store-01"] + week, 130.0) in stored(client)
+    as_csv = (
+        "series,week,units_sold,discount_fraction,weeks_to_next_holidays\n"
+        + f"store-02,{first['store-02'] + week},5,0,2\n"
+    )
+    answer = client.post("/actuals", data=as_csv, content_type="text/csv")
+    assert answer.get_json() == {"stored": 1, "replaced": 0}
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (lambda r: {**r, "units_sold": -1}, "instances[1].units_sold must be >= 0"),
+        (lambda r: {**r, "units_sold": "many"}, "instances[1].units_sold must be a number"),
+        (lambda r: {**r, "price": 3}, "instances[1].price is not a column of the champion"),
+        (
+            lambda r: {k: v for k, v in r.items() if k != "discount_fraction"},
+            "instances[1].discount_fraction is missing",
+        ),
+        (lambda r: {**r, "week": "2026-13-01"}, "instances[1].week must be a date as YYYY-MM-DD"),
+        (lambda r: {**r, "week": "2031-01-06"}, "is not 7 days after its last week"),
+        (lambda r: {**r, "series": "store-01"}, "instances[1]: series 'store-01' week"),  # the same week twice
+    ],
+)
+def test_a_bad_row_is_a_400_naming_it_and_nothing_is_stored(client, history_model, change, named):
+    first = next_weeks(history_model)
+    good = row("store-01", first["store-01"], 1.0)
+    answer = client.post("/actuals", json={"instances": [good, change(row("store-02", first["store-01"], 2.0))]})
+    assert answer.status_code == 400 and named in answer.get_json()["error"], answer.get_json()
+    assert stored(client) == []
+
+
+def test_served_forecasts_meet_what_sold_in_the_accuracy_report(client, history_model):
+    """The plan's forecasts are logged with their request id; once the weeks have sold, /accuracy's WAPE is
+    the one computed here from the same forecasts and actuals."""
+    first = next_weeks(history_model)
+    plan = {"series": [{"id": s, "weeks": [{"discount_fraction": 10, "weeks_to_next_holidays": 3}] * 3} for s in first]}
+    answer = client.post("/forecast", json=plan, headers={"X-Request-Id": "plan-1"})
+    assert answer.status_code == 200 and answer.headers["X-Request-Id"] == "plan-1"
+    client.application.extensions["demand_forecast_log"].flush()
+    served = {(s["id"], w["week"], w["step"]): w["units_sold"] for s in answer.get_json()["series"] for w in s["weeks"]}
+    sold = {(s, w, step): 900.0 + 10 * step + len(s) for (s, w, step) in served}
+    body = [row(s, dt.date.fromisoformat(w), units) for (s, w, _), units in sorted(sold.items(), key=lambda i: i[0][1])]
+    assert client.post("/actuals", json={"instances": body}).status_code == 200
+    report = client.get("/accuracy?weeks=13").get_json()
+    steps = {s["step"]: s for s in report["versions"]["v1"]["all"]}
+    for step in (1, 2, 3):
+        pairs = [(served[k], sold[k]) for k in served if k[2] == step]
+        assert steps[step]["count"] == SERIES
+        assert steps[step]["wape"] == pytest.approx(sum(abs(f - a) for f, a in pairs) / sum(a for _, a in pairs))
+    assert set(steps[1]["coverage"]) == {str(level) for level in answer.get_json()["levels"]}  # the levels served
+    # The command line reads the same store and says the same.
+    cli = invoke(
+        CliRunner(),
+        "models",
+        "accuracy",
+        "--json",
+        "--store-url",
+        str(client.application.extensions["demand_store"].url),
+    )
+    assert cli.exit_code == 0, cli.output
+    assert json.loads(cli.stdout) == report
+
+
+def test_without_a_reachable_store_forecasts_are_served_and_the_dropped_records_counted(history_model):
+    from service.app import create_app
+    from service.testing import free_port
+
+    models, _ = history_model
+    url = f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/none?connect_timeout=1"
+    app = create_app({"MODEL_DIR": str(models), "RELOAD_INTERVAL": 0, "STORE_URL": url})
+    client = app.test_client()
+    first = next_weeks(history_model)
+    plan = {"series": [{"id": "store-01", "weeks": [{"discount_fraction": 10, "weeks_to_next_holidays": 3}] * 2}]}
+    assert client.post("/forecast", json=plan).status_code == 200
+    app.extensions["demand_forecast_log"].flush()
+    health = client.get("/healthz").get_json()["forecast_log"]
+    assert health["status"] == "failing" and health["dropped"] == 2
+    refused = client.post("/actuals", json={"instances": [row("store-01", first["store-01"], 1.0)]})
+    assert refused.status_code == 503 and "nothing was stored" in refused.get_json()["error"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point, kept", [("actuals-before-commit", False), ("after-commit", None)])
+def test_demand_actuals_load_killed_mid_write_stores_all_or_nothing(history_model, tmp_path, point, kept):
+    models, _ = history_model
+    first = next_weeks(history_model)
+    path = tmp_path / "actuals.csv"
+    with path.open("w", newline="") as out:
+        writer = csv.DictWriter(out, list(row("store-01", first["store-01"], 1.0)))
+        writer.writeheader()
+        for s, w in first.items():
+            writer.writerows(row(s, w + dt.timedelta(days=7 * i), 50.0 + i) for i in range(4))
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    command = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "actuals",
+        "load",
+        str(path),
+        "--model-dir",
+        str(models),
+        "--store-url",
+        url,
+    ]
+    killed = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, env={**__import__("os").environ, "DEMAND_CRASH_AT": point}
+    )
+    if kept is False:
+        assert killed.returncode == -signal.SIGKILL
+        engine = open_engine(url)
+        with engine.connect() as connection:
+            assert connection.execute(actuals.select()).all() == []
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    engine = open_engine(url)
+    with engine.connect() as connection:
+        assert len(connection.execute(actuals.select()).all()) == 4 * SERIES
+
+
+def test_a_three_input_plan_with_a_start_week_is_logged_and_scored(published, tmp_path):
+    """The quick start's model reads no weeks; a plan that says when it starts is logged all the same."""
+    from service.app import create_app
+
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    upgrade(open_engine(url))
+    client = create_app({"MODEL_DIR": str(published), "RELOAD_INTERVAL": 0, "STORE_URL": url}).test_client()
+    week = {"discount_fraction": 20, "weeks_to_next_holidays": 4}
+    plan = {"series": [{"id": "store-9", "prev_week_sales": 40000, "start": "2027-01-04", "weeks": [week, week]}]}
+    answer = client.post("/forecast", json=plan)
+    assert answer.status_code == 200 and answer.headers["X-Request-Id"]
+    client.application.extensions["demand_forecast_log"].flush()
+    forecasts = [w["units_sold"] for w in answer.get_json()["series"][0]["weeks"]]
+    sold = [{**week, "series": "store-9", "week": w, "units_sold": 41000.0} for w in ("2027-01-04", "2027-01-11")]
+    assert client.post("/actuals", json={"instances": sold}).status_code == 200
+    report = client.get("/accuracy").get_json()["versions"]
+    (version,) = report
+    assert [s["count"] for s in report[version]["all"]] == [1, 1]
+    assert [s["wape"] for s in report[version]["all"]] == pytest.approx([abs(f - 41000) / 41000 for f in forecasts])
+    bad = client.post("/forecast", json={"series": [{**plan["series"][0], "start": "next monday"}]})
+    assert bad.status_code == 400 and "series[0].start must be the first planned week" in bad.get_json()["error"]

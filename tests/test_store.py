@@ -1,0 +1,137 @@
+"""The store of actuals and the forecast log, on a real SQLite file and a real PostgreSQL server."""
+
+import datetime as dt
+import itertools
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from pipeline.accuracy import live_accuracy
+from pipeline.errors import DataError
+from pipeline.store import Actual, actuals, log_forecasts, metadata, open_engine, put_actuals, upgrade
+
+MONDAY = dt.date(2026, 1, 5)
+WEEK = dt.timedelta(days=7)
+databases = itertools.count()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def engine(request, tmp_path):
+    """A new, upgraded database of each kind."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    else:
+        server = request.getfixturevalue("postgres")
+        name = f"test_{next(databases)}"
+        admin = create_engine(server, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f"CREATE DATABASE {name}"))
+        admin.dispose()
+        url = server.rsplit("/", 1)[0] + "/" + name
+    store = open_engine(url)
+    assert upgrade(store) == "0001"
+    yield store
+    store.dispose()
+
+
+def weeks(series, first, values):
+    return [Actual(series, first + i * WEEK, float(v), {}) for i, v in enumerate(values)]
+
+
+def stored(engine):
+    with engine.connect() as connection:
+        return sorted((s, w, u) for s, w, u in connection.execute(actuals.select().with_only_columns(*actuals.c[:3])))
+
+
+def test_the_migrations_build_the_schema_the_code_reads(engine):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    with engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), metadata)
+    assert [
+        d for d in diff if not (isinstance(d, tuple) and d[0] == "remove_table" and d[1].name == "alembic_version")
+    ] == []
+
+
+def test_upgrade_twice_changes_nothing(engine):
+    put_actuals(engine, weeks("a", MONDAY, [5]))
+    assert upgrade(engine) == "0001"
+    assert stored(engine) == [("a", MONDAY, 5.0)]
+
+
+def test_posting_a_week_again_replaces_it_and_counts_it(engine):
+    assert put_actuals(engine, weeks("a", MONDAY, [10, 11]) + weeks("b", MONDAY, [3])) == {"stored": 3, "replaced": 0}
+    assert put_actuals(engine, weeks("a", MONDAY + WEEK, [12, 13])) == {"stored": 1, "replaced": 1}
+    assert stored(engine) == [
+        ("a", MONDAY, 10.0),
+        ("a", MONDAY + WEEK, 12.0),
+        ("a", MONDAY + 2 * WEEK, 13.0),
+        ("b", MONDAY, 3.0),
+    ]
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        (weeks("a", MONDAY + 3 * WEEK, [1]), "is not 7 days after its last week, 2026-01-12"),
+        (weeks("a", MONDAY - 2 * WEEK, [1]), "is not 7 days after its last week"),
+        (
+            weeks("a", MONDAY + 2 * WEEK, [1]) + weeks("a", MONDAY + 2 * WEEK, [2]),
+            "row 3: series .a. week 2026-01-19 is also row 2",
+        ),
+        (weeks("c", MONDAY, [1]) + [Actual("c", MONDAY + 3 * WEEK, 1.0, {})], "is not 7 days after"),
+    ],
+)
+def test_a_bad_request_stores_nothing_and_names_the_row(engine, rows, message):
+    put_actuals(engine, weeks("a", MONDAY, [10, 11]))
+    before = stored(engine)
+    with pytest.raises(DataError, match=message):
+        put_actuals(engine, weeks("b", MONDAY, [1]) + rows)  # a good row first: it is not stored either
+    assert stored(engine) == before
+
+
+def test_live_accuracy_is_the_wape_bias_and_coverage_computed_by_hand(engine):
+    sold = {"a": [100, 120, 90, 110], "b": [10, 0, 30, 20]}
+    for series, values in sold.items():
+        put_actuals(engine, weeks(series, MONDAY, values))
+    served = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    forecast = {("a", 2): 110, ("a", 3): 100, ("b", 2): 5, ("b", 3): 25, ("a", 4): 500}  # (series, week index)
+    records = []
+    for (series, index), units in forecast.items():
+        week = MONDAY + (index - 1) * WEEK if index <= 4 else None
+        records.append(
+            {
+                "request_id": "r1",
+                "version": "v1",
+                "series": series,
+                "week": MONDAY + index * WEEK,  # week index 4 has no actual yet: not counted
+                "step": 1,
+                "units_sold": float(units if week else units),
+                "intervals": {"0.9": [units * 0.8, units * 1.2]},
+                "served_at": served,
+            }
+        )
+    # The same week forecast again by the same version and step: only the latest counts.
+    records.append({**records[0], "units_sold": 999.0, "request_id": "r0"})
+    records.append({**records[0], "request_id": "r2"})
+    log_forecasts(engine, records)
+    answer = live_accuracy(engine, weeks=13)
+    (step,) = answer["versions"]["v1"]["all"]
+    pairs = [(110, 90), (100, 110), (5, 30), (25, 20)]  # (forecast, actual) of weeks 2 and 3
+    assert step["count"] == 4
+    assert step["wape"] == pytest.approx(sum(abs(f - a) for f, a in pairs) / sum(a for _, a in pairs))
+    assert step["bias"] == pytest.approx(sum(f - a for f, a in pairs) / sum(a for _, a in pairs))
+    inside = [0.8 * f <= a <= 1.2 * f for f, a in pairs]
+    assert step["coverage"] == {"0.9": pytest.approx(sum(inside) / 4)}
+    scale = {"a": (20 + 30 + 20) / 3, "b": (10 + 30 + 10) / 3}
+    mase = [
+        abs(110 - 90) / scale["a"],
+        abs(100 - 110) / scale["a"],
+        abs(5 - 30) / scale["b"],
+        abs(25 - 20) / scale["b"],
+    ]
+    assert step["mase"] == pytest.approx(sum(mase) / 4)
+    assert answer["through"] == (MONDAY + 3 * WEEK).isoformat()
+    window = live_accuracy(engine, weeks=1)["versions"]["v1"]["window"]
+    assert window[0]["count"] == 2  # only week 3 falls in the last week of actuals
