@@ -84,13 +84,12 @@ def accuracy_time(folder, count=1_000_000):
         day = MONDAY + dt.timedelta(days=7 * week)
         log_forecasts(
             engine,
-            (
-                {"request_id": "bench", "version": "v1", "series": f"s{i}", "week": day, "step": step + 1,
-                 "units_sold": 101.0, "intervals": {"0.8": [90.0, 110.0]}, "served_at": served}
+            [
+                ("bench", "v1", served, f"s{i}", day, step + 1, 101.0, {"0.8": [90.0, 110.0]})
                 for i in range(series)
                 for step in range(steps)
-            ),
-        )  # fmt: skip
+            ],
+        )
     started = time.perf_counter()
     answer = live_accuracy(engine, 13)
     seconds = time.perf_counter() - started

@@ -30,7 +30,7 @@ MAX_PENDING = 200_000  # records held while the store is slow; past that, new on
 class ForecastLog:
     def __init__(self, engine: Engine, logger: Any) -> None:
         self.engine, self.logger = engine, logger
-        self.pending: deque[dict[str, Any]] = deque()
+        self.pending: deque[tuple[Any, ...]] = deque()  # pipeline.store.LOGGED's columns
         self.wake = threading.Event()
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
@@ -45,19 +45,7 @@ class ForecastLog:
             self.drop(len(rows))
             return
         served = dt.datetime.now(dt.timezone.utc)
-        self.pending.extend(
-            {
-                "request_id": request_id,
-                "version": version,
-                "series": series,
-                "week": week,
-                "step": step,
-                "units_sold": units,
-                "intervals": intervals,
-                "served_at": served,
-            }
-            for series, week, step, units, intervals in rows
-        )
+        self.pending.extend((request_id, version, served, *row) for row in rows)
         self.start()
 
     def start(self) -> None:
@@ -74,7 +62,7 @@ class ForecastLog:
             self.flush()
 
     def flush(self) -> None:
-        batch: list[dict[str, Any]] = []
+        batch: list[tuple[Any, ...]] = []
         while self.pending and len(batch) < 10_000:
             batch.append(self.pending.popleft())
         if not batch:

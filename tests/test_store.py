@@ -97,24 +97,14 @@ def test_live_accuracy_is_the_wape_bias_and_coverage_computed_by_hand(engine):
         put_actuals(engine, weeks(series, MONDAY, values))
     served = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     forecast = {("a", 2): 110, ("a", 3): 100, ("b", 2): 5, ("b", 3): 25, ("a", 4): 500}  # (series, week index)
-    records = []
-    for (series, index), units in forecast.items():
-        week = MONDAY + (index - 1) * WEEK if index <= 4 else None
-        records.append(
-            {
-                "request_id": "r1",
-                "version": "v1",
-                "series": series,
-                "week": MONDAY + index * WEEK,  # week index 4 has no actual yet: not counted
-                "step": 1,
-                "units_sold": float(units if week else units),
-                "intervals": {"0.9": [units * 0.8, units * 1.2]},
-                "served_at": served,
-            }
-        )
+    # (request id, version, served at, series, week, step, forecast, intervals); week index 4 has no actual yet
+    records = [
+        ("r1", "v1", served, series, MONDAY + index * WEEK, 1, float(units), {"0.9": [units * 0.8, units * 1.2]})
+        for (series, index), units in forecast.items()
+    ]
     # The same week forecast again by the same version and step: only the latest counts.
-    records.append({**records[0], "units_sold": 999.0, "request_id": "r0"})
-    records.append({**records[0], "request_id": "r2"})
+    records.append(("r0", *records[0][1:6], 999.0, records[0][7]))
+    records.append(("r2", *records[0][1:]))
     log_forecasts(engine, records)
     answer = live_accuracy(engine, weeks=13)
     (step,) = answer["versions"]["v1"]["all"]
