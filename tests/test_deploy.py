@@ -57,7 +57,16 @@ def test_compose_shape():
     assert "models:/app/models:ro" in services["api"]["volumes"]
     assert services["train"]["profiles"] == ["train"]
     assert "healthcheck" in services["api"] and services["api"]["restart"] == "unless-stopped"
-    assert set(compose["volumes"]) == {"models", "data"}
+    assert set(compose["volumes"]) == {"models", "data", "store"}
+    # One PostgreSQL store for the api replicas and the trainers, each started once it answers.
+    postgres = services["postgres"]
+    assert (
+        "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+        and "store:/var/lib/postgresql/data" in postgres["volumes"]
+    )
+    for name in ("api", "train", "retrain"):
+        assert services[name]["environment"]["DEMAND_STORE_URL"].startswith("postgresql+psycopg://"), name
+        assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy", name
     gpu = yaml.safe_load((ROOT / "docker-compose.gpu.yml").read_text())
     device = gpu["services"]["api"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]

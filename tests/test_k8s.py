@@ -114,6 +114,7 @@ def test_the_api_is_probed_drains_before_it_is_killed_and_spreads(rendered):
     assert {ref.get("configMapRef", ref.get("secretRef"))["name"] for ref in container["envFrom"]} == {
         "demand-settings",
         "demand-tokens",
+        "demand-store",
     }
     # Clients reach the api through the pod's nginx only: it listens where the probes, the Service and the
     # network policy point, and the api on loopback.
