@@ -14,7 +14,9 @@ under a decision.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, cast
@@ -31,6 +33,8 @@ from .registry import Registry
 from .sources import load_sources
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from .data import Dataset, Split
     from .train import Progress
 
@@ -175,6 +179,31 @@ def score_champion(
     return metrics(holdout.y[found], forecast, naive_scale(split.train))
 
 
+def with_stored_actuals(
+    store: Engine,
+    paths: Sequence[str | os.PathLike[str]],
+    spec: FeatureSpec,
+    skip_bad_rows: bool,
+    warn: Callable[[str], None] | None,
+    scratch: str,
+) -> tuple[list[str | os.PathLike[str]], dict[str, Any]]:
+    """`paths` and, last, a file of the stored actuals; what the store gave (rows, first and last week)."""
+    from .store import export_actuals
+
+    previous = {}
+    if not spec.history:  # a stored week's prev_week_sales may be the files' last week of its series
+        files = load_sources(paths, skip_bad_rows, None, spec=spec)
+        if files.week is not None and files.series is not None:
+            order = np.lexsort((files.week, files.series))
+            for i in order:
+                previous[str(files.series[i])] = (files.week[i].astype(dt.date), float(files.y[i]))
+    path = os.path.join(scratch, "stored-actuals.csv")
+    stored = export_actuals(store, spec, path, previous)
+    if stored["dropped"] and warn:
+        warn(f"{stored['dropped']} stored week(s) have no week before them to give their prev_week_sales; left out")
+    return [*paths, path], stored
+
+
 def retrain(
     registry: Registry,
     paths: Sequence[str | os.PathLike[str]],
@@ -190,16 +219,22 @@ def retrain(
     min_new_weeks: int = MIN_NEW_WEEKS,
     log: Callable[[str], None] | None = None,
     features: dict[str, Any] | None = None,
+    store: Engine | None = None,
 ) -> dict[str, Any]:
     """`features`: feature options (pipeline.features.with_options) over the champion's own spec; the
-    challenger reads what the champion reads unless they say otherwise."""
+    challenger reads what the champion reads unless they say otherwise. `store`: the stored actuals are
+    read too, as a last file (pipeline.store.export_actuals), so the weeks they add after the champion's
+    training are the gate's unseen weeks."""
     from .workflow import train_model
 
-    with registry.writer(wait, log) as writer:
+    with registry.writer(wait, log) as writer, tempfile.TemporaryDirectory(prefix="demand-store-") as scratch:
         champion = registry.champion()
         card = registry.card(champion) if champion else None
         champion_spec = FeatureSpec.from_json(card.get("features")) if card else CHAPTER
         spec = with_options(champion_spec, **(features or {}))
+        stored = None
+        if store is not None:
+            paths, stored = with_stored_actuals(store, paths, spec, skip_bad_rows, warn, scratch)
         data = load_sources(paths, skip_bad_rows, warn, spec=spec)
         outcome = {
             "champion_before": champion,
@@ -208,6 +243,7 @@ def retrain(
                 "files": data.source.get("files", [data.source]),
                 "rows": len(data),
                 "replaced_duplicates": data.source.get("replaced_duplicates", 0),
+                **({"store": stored} if stored is not None else {}),
             },
         }
         holdout_from = None

@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from sqlalchemy import (
@@ -42,7 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 
 from .errors import DataError
-from .features import FeatureSpec
+from .features import LAG_1, FeatureSpec
 from .registry import crashpoint
 from .schema import MAX_SERIES_NAME, TARGET, domain_problem, series_problem
 
@@ -283,6 +283,55 @@ def log_forecasts(engine: Engine, records: Sequence[tuple[Any, ...]]) -> int:
     with engine.begin() as connection:
         connection.exec_driver_sql(statement, rows)
     return len(rows)
+
+
+def export_actuals(
+    engine: Engine,
+    spec: FeatureSpec,
+    path: str | os.PathLike[str],
+    previous: Mapping[str, tuple[dt.date, float]] | None = None,
+) -> dict[str, Any]:
+    """Write the stored actuals to `path` as a data file under the model's names (pipeline.data reads it):
+    {"rows", "first_week", "last_week", "dropped"}. For a model of the chapter's three inputs each row needs
+    its prev_week_sales: the series' stored week before, or its last week in the files (`previous`, (week,
+    units) by series); a row with neither is left out and counted in "dropped"."""
+    import csv
+
+    columns = actual_columns(spec)
+    with engine.connect() as connection:
+        found = connection.execute(
+            select(actuals.c.series, actuals.c.week, actuals.c.units_sold, actuals.c.covariates).order_by(
+                actuals.c.series, actuals.c.week
+            )
+        ).all()
+    needs_previous = not spec.history
+    header = [*columns, *((LAG_1,) if needs_previous else ())]
+    written, dropped, weeks = 0, 0, list[dt.date]()
+    last: dict[str, tuple[dt.date, float]] = dict(previous or {})
+    with open(path, "w", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header)
+        for record in found:
+            series, week, units = str(record.series), cast(dt.date, record.week), float(record.units_sold)
+            covariates = cast("dict[str, Any]", record.covariates)
+            row: list[Any] = [series, week.isoformat(), units, *(covariates.get(name) for name in columns[3:])]
+            if needs_previous:
+                before = last.get(series)
+                if before is None or week - before[0] != WEEK:
+                    dropped += 1
+                    last[series] = (week, units)
+                    continue
+                row.append(before[1])
+            last[series] = (week, units)
+            writer.writerow(row)
+            written += 1
+            weeks.append(week)
+    return {
+        "rows": written,
+        "first_week": min(weeks).isoformat() if weeks else None,
+        "last_week": max(weeks).isoformat() if weeks else None,
+        "dropped": dropped,
+    }
 
 
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -519,3 +520,52 @@ def test_a_challenger_of_other_features_is_scored_beside_the_champion_on_the_sam
     )
     assert outcome["metrics"]["champion"]["wape"] == pytest.approx(expected["wape"], rel=1e-6)
     assert FeatureSpec.from_json(challenger["features"]) != FeatureSpec()
+
+
+def test_retrain_from_the_store_trains_on_stored_weeks_and_compares_on_them(
+    weak_champion, small_csv, small_history_csv, runner, tmp_path
+):
+    """The files hold only the champion's own weeks; the new weeks were posted to the store. Retraining from
+    the store compares the two on exactly the weeks a retrain from the complete file would, and says what
+    the store gave."""
+    import csv
+    import datetime as dt
+
+    from pipeline.store import Actual, open_engine, put_actuals, upgrade
+
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    engine = open_engine(url)
+    upgrade(engine)
+    known = {(r["series"], r["week"]) for r in csv.DictReader(small_history_csv.open())}
+    new = [r for r in csv.DictReader(small_csv.open()) if (r["series"], r["week"]) not in known]
+    put_actuals(
+        engine,
+        [
+            Actual(
+                r["series"],
+                dt.date.fromisoformat(r["week"]),
+                float(r["units_sold"]),
+                {
+                    "discount_fraction": float(r["discount_fraction"]),
+                    "weeks_to_next_holidays": float(r["weeks_to_next_holidays"]),
+                },
+            )
+            for r in new
+        ],
+    )
+    twin = tmp_path / "twin"
+    shutil.copytree(weak_champion, twin)  # the same champion, for the retrain from the files alone
+    common = ("--epochs", "40", "--json", "--keep-rejected")
+    from_store = invoke(
+        runner, "retrain", "--data", str(small_history_csv), "--from-store", "--store-url", url,
+        "--model-dir", str(weak_champion), *common,
+    )  # fmt: skip
+    assert from_store.exit_code == 0, from_store.output
+    stored = json.loads(from_store.stdout)
+    assert stored["data"]["store"]["rows"] == len(new) and stored["data"]["store"]["dropped"] == 0
+    assert stored["data"]["rows"] == len(known) + len(new)
+    from_files = invoke(runner, "retrain", "--data", str(small_csv), "--model-dir", str(twin), *common)
+    assert from_files.exit_code == 0, from_files.output
+    assert stored["holdout_weeks"] == json.loads(from_files.stdout)["holdout_weeks"]
+    weeks = sorted({r["week"] for r in new})
+    assert stored["holdout_weeks"][0] == weeks[0]

@@ -322,6 +322,13 @@ def format_metrics(version: str, card: dict[str, Any]) -> str:
     help="Weeks after the champion's last training week needed to compare; fewer keep the champion.",
 )
 @click.option("--keep-rejected", is_flag=True, help="Publish a rejected challenger as a (non-champion) version.")
+@click.option(
+    "--from-store",
+    is_flag=True,
+    help="Also train on the store's actuals (POST /actuals, demand actuals load): its weeks after the "
+    "champion's training are the weeks the two are compared on.",
+)
+@click.option("--store-url", envvar="DEMAND_STORE_URL", default=None, help="The store (env DEMAND_STORE_URL).")
 @preset_option(None)
 @training_options
 @feature_options
@@ -341,6 +348,8 @@ def retrain(
     min_improvement: float,
     min_new_weeks: int,
     keep_rejected: bool,
+    from_store: bool,
+    store_url: str | None,
     preset: str | None,
     wait: float,
     model_dir: Path,
@@ -368,6 +377,12 @@ def retrain(
     from ..registry import Registry
     from ..retrain import retrain as run
 
+    store = None
+    if from_store:
+        from ..store import open_engine
+        from ..store import store_url as url_of
+
+        store = open_engine(url_of(model_dir, store_url))
     progress = Progress()
     log(f"retraining from {', '.join(map(str, data_paths))} into {model_dir}")
     try:
@@ -393,9 +408,13 @@ def retrain(
                 week_column=week_column,
                 target_column=target_column,
             ),
+            store=store,
         )
     finally:
         progress.close()
+    stored = outcome["data"].get("store")
+    if stored:
+        log(f"the store gave {stored['rows']} weeks, {stored['first_week']} to {stored['last_week']}")
     log(f"{outcome['decision']}: {outcome['reason']}")
     if as_json:
         emit_json(outcome)
