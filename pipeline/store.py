@@ -285,6 +285,33 @@ def log_forecasts(engine: Engine, records: Sequence[tuple[Any, ...]]) -> int:
     return len(rows)
 
 
+def latest_actuals(engine: Engine, names: Sequence[str], weeks: int) -> dict[str, list[tuple[dt.date, float]]]:
+    """Each named series' latest stored weeks, at most `weeks` of them, oldest first: (week, units sold)."""
+    found: dict[str, list[tuple[dt.date, float]]] = {}
+    with engine.connect() as connection:
+        for chunk in _chunks(sorted(set(names)), 500):
+            last: dict[str, dt.date] = {
+                str(name): cast(dt.date, week)
+                for name, week in connection.execute(
+                    select(actuals.c.series, func.max(actuals.c.week))
+                    .where(actuals.c.series.in_(chunk))
+                    .group_by(actuals.c.series)
+                )
+            }
+            if not last:
+                continue
+            since = min(last.values()) - (weeks - 1) * WEEK
+            rows = connection.execute(
+                select(actuals.c.series, actuals.c.week, actuals.c.units_sold)
+                .where(actuals.c.series.in_(list(last)), actuals.c.week >= since)
+                .order_by(actuals.c.series, actuals.c.week)
+            )
+            for row in rows:
+                if row.week > last[row.series] - weeks * WEEK:
+                    found.setdefault(str(row.series), []).append((row.week, float(row.units_sold)))
+    return found
+
+
 def export_actuals(
     engine: Engine,
     spec: FeatureSpec,

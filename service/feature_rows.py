@@ -579,6 +579,7 @@ def plan_answer(
     lengths: np.ndarray,
     levels: Sequence[float],
     out: dict[str, Any],
+    through: dict[str, str] | None = None,
 ) -> bytes:
     """The /forecast answer for a model of any spec: per series and week, the week, the forecast, its
     intervals, what was outside the training range and what was filled (one shared list per pattern)."""
@@ -591,6 +592,7 @@ def plan_answer(
         "levels": levels,
         "features": list(spec.names),
         **unknown_series(ids, out["unknown_series"]),
+        **({"history_through": through} if through else {}),
     }
     notes = bundle.interval_notes(int(lengths.max()))
     if notes:

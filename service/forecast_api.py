@@ -46,6 +46,9 @@ def forecast() -> Response:
     bundle = current_bundle()
     settings = current_app.config["SETTINGS"]
     body = parse_json(request.get_data(cache=False), settings.max_rows, row="plan")
+    from .stored_history import fill_from_store
+
+    through = fill_from_store(body, bundle)
     if not bundle.reads_three_inputs:  # history, calendar and covariates (service/feature_rows.py)
         from .feature_rows import plan_answer, read_feature_plan
 
@@ -54,7 +57,7 @@ def forecast() -> Response:
         )
         out = bundle.forecast_plan(start, known, lengths, levels, ids, dates, static)
         metrics.FORECAST_WEEKS.inc(int(lengths.sum()))
-        response = Response(plan_answer(bundle, ids, dates, lengths, levels, out), mimetype="application/json")
+        response = Response(plan_answer(bundle, ids, dates, lengths, levels, out, through), mimetype="application/json")
         log_plan(response, bundle, ids, dates, lengths, out, levels)
         return response
     plan = read_plan(body, settings.max_horizon, settings.max_rows)
@@ -64,7 +67,7 @@ def forecast() -> Response:
     outside = int(out["outside"].any(axis=2).sum())  # weeks past a series' own are all False
     if outside:
         metrics.EXTRAPOLATED.inc(outside)
-    response = Response(answer(bundle, plan, out), mimetype="application/json")
+    response = Response(answer(bundle, plan, out, through), mimetype="application/json")
     if plan.dates is not None:
         log_plan(response, bundle, plan.ids, plan.dates, plan.weeks, out, plan.levels)
     return response
@@ -92,9 +95,12 @@ def log_plan(
 SERIES_PER_SLICE = 2048
 
 
-def answer(bundle: Bundle, plan: Plan, out: dict[str, Any]) -> bytes:
-    """The JSON answer, encoded a slice of series at a time: their dicts cost far more memory than their JSON."""
+def answer(bundle: Bundle, plan: Plan, out: dict[str, Any], through: dict[str, str] | None = None) -> bytes:
+    """The JSON answer, encoded a slice of series at a time: their dicts cost far more memory than their JSON.
+    `through`: the last week of stored history each series filled from the store was given."""
     head = {"model_version": bundle.version, "levels": plan.levels, **unknown_series(plan.ids, out["unknown_series"])}
+    if through:
+        head["history_through"] = through
     notes = bundle.interval_notes(int(plan.weeks.max()))
     if notes:
         head["notes"] = notes

@@ -310,6 +310,12 @@ SCHEMAS = {
         "required": ["model_version", "levels", "series"],
         "properties": {
             "model_version": {"type": "string"},
+            "history_through": {
+                "type": "object",
+                "additionalProperties": {"type": "string", "format": "date"},
+                "description": "for each series that brought no history of its own and got the store's: the "
+                "last week of it",
+            },
             "levels": {"type": "array", "items": {"type": "number"}},
             "series": {
                 "type": "array",

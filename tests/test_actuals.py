@@ -221,3 +221,46 @@ def test_a_three_input_plan_with_a_start_week_is_logged_and_scored(published, tm
     assert [s["wape"] for s in report[version]["all"]] == pytest.approx([abs(f - 41000) / 41000 for f in forecasts])
     bad = client.post("/forecast", json={"series": [{**plan["series"][0], "start": "next monday"}]})
     assert bad.status_code == 400 and "series[0].start must be the first planned week" in bad.get_json()["error"]
+
+
+def test_a_plan_without_history_of_its_own_starts_after_the_stored_weeks(client, history_model):
+    """A history model: the weeks posted after its training join the weeks it stored; the plan starts after
+    them, as the same plan with that history written out does, and the answer says where history ended."""
+    first = next_weeks(history_model)
+    models, _ = history_model
+    week = dt.timedelta(days=7)
+    sold = [row("store-01", first["store-01"], 1000.0), row("store-01", first["store-01"] + week, 1100.0)]
+    assert client.post("/actuals", json={"instances": sold}).status_code == 200
+    planned = [{"discount_fraction": 10, "weeks_to_next_holidays": 3}] * 2
+    served = client.post("/forecast", json={"series": [{"id": "store-01", "weeks": planned}]}).get_json()
+    assert served["history_through"] == {"store-01": (first["store-01"] + week).isoformat()}
+    tails = json.loads((Registry(models).path("v1") / "history.json").read_text())
+    history = [v for v in tails["sales"]["store-01"] if v is not None] + [1000.0, 1100.0]
+    explicit = {"id": "store-01", "history": history[-52:], "week": (first["store-01"] + 2 * week).isoformat()}
+    written = client.post("/forecast", json={"series": [{**explicit, "weeks": planned}]}).get_json()
+    assert "history_through" not in written  # what a request says itself wins, and is not the store's
+    assert [w["units_sold"] for w in served["series"][0]["weeks"]] == [
+        w["units_sold"] for w in written["series"][0]["weeks"]
+    ]
+    assert served["series"][0]["weeks"][0]["week"] == explicit["week"]
+
+
+def test_a_three_input_plan_without_prev_week_sales_takes_the_latest_stored_week(published, tmp_path):
+    from service.app import create_app
+
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    upgrade(open_engine(url))
+    client = create_app({"MODEL_DIR": str(published), "RELOAD_INTERVAL": 0, "STORE_URL": url}).test_client()
+    week = {"discount_fraction": 20, "weeks_to_next_holidays": 4}
+    sold = [
+        {**week, "series": "store-9", "week": w, "units_sold": u}
+        for w, u in (("2027-01-04", 41000.0), ("2027-01-11", 43500.0))
+    ]
+    assert client.post("/actuals", json={"instances": sold}).status_code == 200
+    served = client.post("/forecast", json={"series": [{"id": "store-9", "weeks": [week, week]}]})
+    assert served.status_code == 200 and served.get_json()["history_through"] == {"store-9": "2027-01-11"}
+    explicit = {"id": "store-9", "prev_week_sales": 43500.0, "start": "2027-01-18", "weeks": [week, week]}
+    written = client.post("/forecast", json={"series": [explicit]}).get_json()
+    assert served.get_json()["series"] == written["series"]
+    unknown = client.post("/forecast", json={"series": [{"id": "store-10", "weeks": [week]}]})
+    assert unknown.status_code == 400 and "prev_week_sales is missing" in unknown.get_json()["error"]

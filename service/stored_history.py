@@ -1,0 +1,76 @@
+"""Plans served from the store: a series with stored actuals needs no prev_week_sales or history.
+
+Before a /forecast plan is read, each series that brings none of its own
+history (`prev_week_sales`, `history`, a first week) is given the store's:
+for a model of the chapter's three inputs its latest stored week's sales as
+`prev_week_sales`, and the week after as `start`; for a model of history the
+stored weeks after its training (joined to the weeks it stored then) as
+`history`, and the week after the latest as its first week. The answer says
+up to which week each such series' history ran (`history_through`). What a
+request says itself always wins.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import numpy as np
+from flask import current_app
+from sqlalchemy.exc import SQLAlchemyError
+
+from pipeline.bundle import Bundle
+from pipeline.features import LAG_1, WINDOW_WEEKS
+from pipeline.store import WEEK, latest_actuals
+
+
+def fill_from_store(body: Any, bundle: Bundle) -> dict[str, str]:
+    """Complete the plan's series from the store, in place; {series: the last week of history it was given}."""
+    engine = current_app.extensions.get("demand_store")
+    series = body.get("series") if isinstance(body, dict) else None
+    if engine is None or not isinstance(series, list):
+        return {}
+    spec = bundle.spec
+    own = (LAG_1, "history", "start", spec.week_column)
+    bare = [item for item in series if isinstance(item, dict) and isinstance(item.get("id"), str)]
+    bare = [item for item in bare if not any(key in item for key in own)]
+    if not bare:
+        return {}
+    try:
+        stored = latest_actuals(engine, [item["id"] for item in bare], 1 if bundle.reads_three_inputs else WINDOW_WEEKS)
+    except SQLAlchemyError as err:  # serving goes on from what the request and the model hold
+        current_app.logger.error("cannot read the store for a plan's history: %s", str(err).splitlines()[0])
+        return {}
+    through = {}
+    for item in bare:
+        weeks = stored.get(item["id"])
+        if not weeks:
+            continue
+        last_week, last_units = weeks[-1]
+        if bundle.reads_three_inputs:
+            item[LAG_1] = last_units
+            item["start"] = (last_week + WEEK).isoformat()
+        else:
+            history = joined_history(bundle, item["id"], weeks)
+            if history is None:
+                continue
+            item["history"] = history
+            item[spec.week_column] = (last_week + WEEK).isoformat()
+        through[item["id"]] = last_week.isoformat()
+    return through
+
+
+def joined_history(bundle: Bundle, name: str, weeks: list[tuple[dt.date, float]]) -> list[float] | None:
+    """The stored weeks, after the weeks the model stored of the series when they follow on, oldest first;
+    None when the store's weeks leave a gap after the model's."""
+    recent = [units for _, units in weeks]
+    if any(b[0] - a[0] != WEEK for a, b in zip(weeks, weeks[1:])):
+        return None  # the store's weeks have a gap: served from the model's own weeks
+    tail = bundle.tails.get(name)
+    if tail is not None:
+        next_week = tail[0].astype(dt.date)
+        if weeks[0][0] > next_week:
+            return None
+        kept = [float(v) for v in tail[1] if not np.isnan(v)] if weeks[0][0] == next_week else []
+        recent = kept + recent
+    return recent[-WINDOW_WEEKS:]
