@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import export
 from .documents import dumps
+from .drift import reference_of
 from .features import CHAPTER
 from .registry import TAILS_FILE, Registry, crashpoint
 from .schema import INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR, SERIES_TENSOR, TARGET, UNKNOWN_SERIES, domain_of
@@ -119,6 +120,8 @@ def build_card(
         "schema": io_schema(bool(result.stats.series), data.spec),
         "target": TARGET,
         "features": data.spec.to_json(),
+        # Each input's training distribution, for drift (pipeline/drift.py).
+        "reference": reference_of(data.spec, data.X, data.y),
     }
     if backtest is not None:
         card["backtest"] = backtest

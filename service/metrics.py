@@ -39,6 +39,22 @@ FORECAST_LOG_DROPPED = Counter(
     "demand_forecast_log_dropped_total",
     "Served forecasts not written to the forecast log because the store could not be reached",
 )
+# Set each time /accuracy is computed (a scrape alone computes nothing): the champion's figures over the window.
+LIVE_WAPE = Gauge(
+    "demand_live_wape", "The champion's live WAPE by step ahead", ["step"], multiprocess_mode="mostrecent"
+)
+LIVE_COVERAGE = Gauge(
+    "demand_live_coverage",
+    "Share of actuals inside the champion's served intervals, by step and level",
+    ["step", "level"],
+    multiprocess_mode="mostrecent",
+)
+INPUT_PSI = Gauge(
+    "demand_input_psi",
+    "Population stability index of each input's recent actuals against the champion's training distribution",
+    ["input"],
+    multiprocess_mode="mostrecent",
+)
 MODEL_INFO = Gauge(
     "demand_model_info",
     "1 for the version and execution provider a worker serves",

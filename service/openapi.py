@@ -171,6 +171,11 @@ SCHEMAS = {
         "properties": {
             "weeks": {"type": "integer"},
             "through": {"type": "string", "nullable": True, "description": "the latest week of actuals"},
+            "drift": {
+                "type": "object",
+                "description": "each input's population stability index over the window's actuals against the "
+                "champion's training distribution; flagged above 0.2",
+            },
             "versions": {
                 "type": "object",
                 "additionalProperties": {

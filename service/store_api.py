@@ -16,14 +16,16 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.accuracy import DEFAULT_WEEKS, live_accuracy
+from pipeline.drift import input_drift
 from pipeline.errors import DataError
 from pipeline.store import actual_columns, actual_from_row, put_actuals
 
+from . import metrics
 from .auth import prediction_token_required
 from .csv_api import is_csv
 from .errors import ApiError
 from .inputs import parse_json, require_identity_encoding, require_json
-from .serving import current_bundle
+from .serving import current_bundle, holder
 
 bp = Blueprint("store", __name__)
 MAX_WEEKS = 520  # the longest trailing window /accuracy takes
@@ -108,8 +110,24 @@ def accuracy() -> Response:
     text = request.args.get("weeks", str(DEFAULT_WEEKS))
     if not text.isdigit() or not 1 <= int(text) <= MAX_WEEKS:
         raise ApiError(400, f"weeks must be a whole number from 1 to {MAX_WEEKS}, got {text[:20]!r}")
+    bundle = holder().bundle
     try:
-        return jsonify(live_accuracy(store(), int(text)))
+        answer = live_accuracy(store(), int(text))
+        if bundle is not None:
+            answer["drift"] = input_drift(store(), bundle.card, int(text))
+            publish_gauges(answer, bundle.version)
+        return jsonify(answer)
     except SQLAlchemyError as err:
         current_app.logger.error("cannot read the store: %s", err)
         raise ApiError(503, "the store cannot be reached") from None
+
+
+def publish_gauges(answer: dict[str, Any], champion: str) -> None:
+    """The champion's window figures and the inputs' drift, as Prometheus gauges."""
+    for step in answer["versions"].get(champion, {}).get("window", []):
+        if step["wape"] is not None:
+            metrics.LIVE_WAPE.labels(str(step["step"])).set(step["wape"])
+        for level, share in step["coverage"].items():
+            metrics.LIVE_COVERAGE.labels(str(step["step"]), level).set(share)
+    for name, figures in answer.get("drift", {}).get("inputs", {}).items():
+        metrics.INPUT_PSI.labels(name).set(figures["psi"])

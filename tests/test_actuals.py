@@ -136,6 +136,8 @@ def test_served_forecasts_meet_what_sold_in_the_accuracy_report(client, history_
         "models",
         "accuracy",
         "--json",
+        "--model-dir",
+        str(history_model[0]),
         "--store-url",
         str(client.application.extensions["demand_store"].url),
     )
@@ -264,3 +266,35 @@ def test_a_three_input_plan_without_prev_week_sales_takes_the_latest_stored_week
     assert served.get_json()["series"] == written["series"]
     unknown = client.post("/forecast", json={"series": [{"id": "store-10", "weeks": [week]}]})
     assert unknown.status_code == 400 and "prev_week_sales is missing" in unknown.get_json()["error"]
+
+
+def test_drift_flags_an_input_whose_recent_weeks_left_the_training_distribution(client, history_model):
+    """The card keeps each input's training deciles; weeks that sell like the training weeks score a small
+    index, weeks that sell a hundred times more are flagged, in /accuracy and as gauges."""
+    from pipeline.drift import psi, reference_of  # noqa: F401  (the card's reference is written by publish)
+
+    models, rows = history_model
+    card = Registry(models).card("v1")
+    assert set(card["reference"]) == {"units_sold", "discount_fraction", "weeks_to_next_holidays"}
+    first = next_weeks(history_model)
+    typical = sorted(float(r["units_sold"]) for r in rows)
+    week = dt.timedelta(days=7)
+    posted = []
+    for i in range(8):
+        for j, (series, start) in enumerate(first.items()):
+            units = typical[(37 * i + 11 * j) % len(typical)]
+            posted.append(
+                {
+                    **row(series, start + i * week, units),
+                    "discount_fraction": float(rows[(i + j) % len(rows)]["discount_fraction"]),
+                }
+            )
+    assert client.post("/actuals", json={"instances": posted}).status_code == 200
+    steady = client.get("/accuracy?weeks=8").get_json()["drift"]["inputs"]
+    assert steady["units_sold"]["count"] == 8 * SERIES and not steady["units_sold"]["flagged"]
+    shifted = [{**row(s, start + (8 + i) * week, 100 * typical[-1])} for i in range(8) for s, start in first.items()]
+    assert client.post("/actuals", json={"instances": shifted}).status_code == 200
+    drifted = client.get("/accuracy?weeks=8").get_json()["drift"]["inputs"]
+    assert drifted["units_sold"]["flagged"] and drifted["units_sold"]["psi"] > 1
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'demand_input_psi{input="units_sold"}' in text

@@ -104,11 +104,21 @@ def models_accuracy(weeks: int, model_dir: Path, store_url: str | None, as_json:
     """How each version's served forecasts did against what sold, per step ahead: over the last WEEKS
     weeks of actuals and over everything logged."""
     from ..accuracy import live_accuracy
+    from ..drift import input_drift
+    from ..registry import Registry
 
-    answer = live_accuracy(engine_of(model_dir, store_url), weeks)
+    engine = engine_of(model_dir, store_url)
+    answer = live_accuracy(engine, weeks)
+    registry = Registry(model_dir)
+    champion = registry.champion()
+    if champion:
+        answer["drift"] = input_drift(engine, registry.card(champion), weeks)
     if as_json:
         emit_json(answer)
         return
+    for name, figures in answer.get("drift", {}).get("inputs", {}).items():
+        flag = "  DRIFTED" if figures["flagged"] else ""
+        click.echo(f"drift of {name} over {figures['count']} recent weeks: PSI {figures['psi']:.3f}{flag}")
     if not answer["versions"]:
         click.echo("no served forecast has an actual yet")
         return
