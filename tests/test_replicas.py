@@ -1,7 +1,7 @@
 """Three `demand serve` replicas behind nginx (Debian's, with the repository's
 proxy config rendered for their loopback ports), under concurrent load: a
 rolling restart, replicas killed with SIGKILL, and a new champion, all with
-no failed request. What a Kubernetes Deployment does to its pods, with real
+no failed request but, at most, the answer a killed replica was writing. What a Kubernetes Deployment does to its pods, with real
 processes on one machine."""
 
 import os
@@ -27,13 +27,17 @@ KILLS = 10
 
 
 class Replica:
-    def __init__(self, port, model_dir, folder):
-        self.port, self.model_dir, self.folder = port, model_dir, folder
+    def __init__(self, port, model_dir, folder, store_url):
+        self.port, self.model_dir, self.folder, self.store_url = port, model_dir, folder, store_url
         self.url = f"http://127.0.0.1:{port}"
         self.process = None
 
     def start(self):
-        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.folder / f"metrics-{self.port}")}
+        env = {
+            **os.environ,
+            "PROMETHEUS_MULTIPROC_DIR": str(self.folder / f"metrics-{self.port}"),
+            "DEMAND_STORE_URL": self.store_url,  # one PostgreSQL store for every replica
+        }
         log = open(self.folder / f"replica-{self.port}.log", "a")
         self.process = subprocess.Popen(
             [
@@ -72,8 +76,8 @@ class Replica:
 
 
 @pytest.fixture
-def cluster(own_registry, tmp_path):
-    replicas = [Replica(free_port(), own_registry, tmp_path) for _ in range(REPLICAS)]
+def cluster(own_registry, tmp_path, postgres):
+    replicas = [Replica(free_port(), own_registry, tmp_path, postgres) for _ in range(REPLICAS)]
     proxy_port = free_port()
     write_proxy_config(tmp_path, [r.port for r in replicas], proxy_port)
     proxy = None
@@ -152,8 +156,12 @@ def test_rolling_restart_kill_9_and_a_new_champion_fail_no_request(cluster):
         stop.set()
         for client in clients:
             client.join(15)
-    failed = [r for r in results if r[0] != 200]
+    # gunicorn writes an answer's head and body in two calls: a kill between them leaves nginx an answer it can
+    # neither complete nor retry, and that one client a truncated body (docs/deployment.md). Nothing else fails.
+    truncated = [r for r in results if r[0] is None and "IncompleteRead" in r[1]]
+    failed = [r for r in results if r[0] != 200 and r not in truncated]
     assert not failed, failed[:5]
+    assert len(truncated) <= KILLS, truncated[:3]
     assert results[-1][1] == "v2" and len(results) > 300
 
 
@@ -211,3 +219,20 @@ def test_what_nginx_answers_itself_is_json(tmp_path):
     finally:
         proxy.terminate()
         proxy.wait(10)
+
+
+def test_actuals_posted_through_one_replica_reach_every_replicas_next_forecast(cluster):
+    """Three replicas on one PostgreSQL store: a week posted through the proxy (to whichever replica) is the
+    history each replica's next plan for that series starts from."""
+    url, replicas, _ = cluster
+    week = {"discount_fraction": 20, "weeks_to_next_holidays": 4}
+    series = f"store-{os.getpid()}"  # the store outlives the test: a series no other test posts
+    sold = [
+        {**week, "series": series, "week": w, "units_sold": u}
+        for w, u in (("2030-01-07", 41000.0), ("2030-01-14", 43500.0))
+    ]
+    answer = requests.post(url + "/actuals", json={"instances": sold}, timeout=10)
+    assert answer.status_code == 200 and answer.json() == {"stored": 2, "replaced": 0}, answer.text
+    for replica in replicas:
+        plan = requests.post(replica.url + "/forecast", json={"series": [{"id": series, "weeks": [week]}]}, timeout=10)
+        assert plan.status_code == 200 and plan.json()["history_through"] == {series: "2030-01-14"}, plan.text
