@@ -1,8 +1,9 @@
 """Three `demand serve` replicas behind nginx (Debian's, with the repository's
 proxy config rendered for their loopback ports), under concurrent load: a
 rolling restart, replicas killed with SIGKILL, and a new champion, all with
-no failed request but, at most, the answer a killed replica was writing. What a Kubernetes Deployment does to its pods, with real
-processes on one machine."""
+no failed request but, at most, the answer a killed replica was writing.
+What a Kubernetes Deployment does to its pods, with real processes on one
+machine, the replicas sharing one PostgreSQL store."""
 
 import os
 import re
