@@ -10,9 +10,12 @@ database to the latest revision.
 from __future__ import annotations
 
 import contextlib
+import csv
 import datetime as dt
 import fcntl
+import io
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,10 +96,17 @@ def open_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _pragmas(connection: Any, _record: Any) -> None:
+            connection.isolation_level = None  # transactions are begun below, not by the driver
             cursor = connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")
             cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection: Any) -> None:
+            # The write lock at once, as SQLAlchemy's documentation shows for pysqlite: a writer's reads and
+            # writes are one step, so two requests cannot both pass the order-of-weeks check.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True)
@@ -160,23 +170,93 @@ def actual_from_row(row: Any, where: str, columns: Sequence[str]) -> Actual:
             raise DataError(f"{where}.{name} is missing: a row takes {', '.join(columns)}")
     series = row[series_column]
     problem = series_problem(series)
+    if problem is None and (not str(series).strip() or any(ord(c) < 32 or ord(c) == 127 for c in str(series))):
+        problem = "must be a name: not blank, without control characters"
     if problem:
         raise DataError(f"{where}.{series_column} {problem}")
-    week = row[week_column]
-    if isinstance(week, dt.datetime):
-        week = week.date()
-    if isinstance(week, str) and len(week) == 10:
-        try:
-            week = dt.date.fromisoformat(week)
-        except ValueError:
-            pass
-    if not isinstance(week, dt.date):
-        raise DataError(f"{where}.{week_column} must be a date as YYYY-MM-DD, got {str(row[week_column])[:40]!r}")
+    week = week_of(row[week_column])
+    if week is None:
+        raise DataError(
+            f"{where}.{week_column} must be a date as YYYY-MM-DD in years {FIRST_YEAR} to {LAST_YEAR}, "
+            f"got {str(row[week_column])[:40]!r}"
+        )
     for name in (target_column, *covariates):
         problem = domain_problem(TARGET if name == target_column else name, row[name])
         if problem:
             raise DataError(f"{where}.{name} {problem}")
     return Actual(str(series), week, float(row[target_column]), {name: row[name] for name in covariates})
+
+
+FIRST_YEAR, LAST_YEAR = 1900, 9000  # far from the calendar's ends: weeks ahead of any stored week stay dates
+ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def week_of(value: Any) -> dt.date | None:
+    """A week's date from an ISO day (YYYY-MM-DD) or a date, None for anything else: a time of day, a time
+    zone or an ISO week would move or blur the week."""
+    if isinstance(value, str) and ISO_DAY.fullmatch(value):
+        try:
+            value = dt.date.fromisoformat(value)
+        except ValueError:
+            return None
+    if isinstance(value, dt.datetime) or not isinstance(value, dt.date):
+        return None
+    return value if FIRST_YEAR <= value.year <= LAST_YEAR else None
+
+
+class TooManyRows(DataError):
+    """More rows than one request may store."""
+
+
+def csv_actual_rows(
+    raw: bytes, columns: Sequence[str], max_rows: int, source: str
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows of a CSV table of actuals as dicts (the series and week as text, other cells as numbers
+    where they are numbers), and where each starts (`source`: line N); DataError names what is wrong."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"{source} is not UTF-8 text") from None
+    reader = csv.reader(io.StringIO(text))
+    header: list[str] | None = None
+    rows: list[dict[str, Any]] = []
+    where: list[str] = []
+    text_columns = set(columns[:2])
+    try:
+        line = 1
+        for cells in reader:
+            if not cells or not any(cell.strip() for cell in cells):
+                line = reader.line_num + 1
+                continue
+            if header is None:
+                header = [name.strip() for name in cells]
+                repeated = next((name for i, name in enumerate(header) if name in header[:i]), None)
+                if repeated is not None:
+                    raise DataError(f"{source}: the header names column {repeated[:40]!r} twice")
+            else:
+                if len(rows) >= max_rows:
+                    raise TooManyRows(f"{source}: more than {max_rows} rows (DEMAND_MAX_ROWS)")
+                if len(cells) != len(header):
+                    raise DataError(f"{source}: line {line} has {len(cells)} cells, the header {len(header)}")
+                rows.append({n: c if n in text_columns else number(c) for n, c in zip(header, cells)})
+                where.append(f"{source}: line {line}")
+            line = reader.line_num + 1
+    except csv.Error as err:  # a field past the csv module's limit, a stray quote
+        raise DataError(f"{source}: line {reader.line_num}: {err}") from None
+    if header is None:
+        raise DataError(f"{source} is empty: send a header row naming {', '.join(columns)}, then the rows")
+    return rows, where
+
+
+def number(cell: str) -> Any:
+    """A cell as a number when it is one, as the CSV readers take them; else the text, for the row's check."""
+    text = cell.strip()
+    if "_" in text:
+        return cell  # float() takes 1_000; a file does not mean it
+    try:
+        return float(text)
+    except ValueError:
+        return cell
 
 
 def put_actuals(
@@ -202,6 +282,7 @@ def put_actuals(
     names = sorted({row.series for row in rows})
     now = dt.datetime.now(dt.timezone.utc)
     with engine.begin() as connection:
+        one_writer_at_a_time(connection)  # the order of weeks is checked and kept under one lock
         stored: set[tuple[str, dt.date]] = set()
         known = trained_until or {}
         last: dict[str, dt.date] = {name: known[name] for name in names if name in known}
@@ -256,6 +337,13 @@ def put_actuals(
 
 
 LOGGED = ("request_id", "version", "served_at", "series", "week", "step", "units_sold", "intervals")
+
+
+def one_writer_at_a_time(connection: Any) -> None:
+    """Hold the store's write lock for the rest of the transaction: on PostgreSQL an advisory lock that
+    every writer of actuals takes; SQLite's transactions take its one write lock as they begin (open_engine)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(7347)"))
 
 
 def log_forecasts(engine: Engine, records: Sequence[tuple[Any, ...]]) -> int:

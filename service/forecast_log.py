@@ -118,7 +118,7 @@ def plan_records(
     for i, name in enumerate(ids):
         for h in range(int(lengths[i])):
             day = days[i][h]
-            if day is None:
+            if not isinstance(day, dt.date):  # not dated, or past the calendar's end
                 continue
             intervals = {key: [low[i][h], high[i][h]] for key, low, high in sides} if sides is not None else None
             records.append((name, day, h + 1, units[i][h], intervals))

@@ -50,7 +50,7 @@ def require_identity_encoding(content_encoding: str | None) -> None:
 # row of a V2 tensor at most one list and 4 tokens, a week of a /forecast plan
 # at most 3 (when it is a whole series: its object, its list of weeks and the
 # week) and 12. The bounds leave room for a few extra fields.
-ROW_BUDGET = {"instance": (1, 10), "columnar": (0, 4), "plan": (3, 16)}
+ROW_BUDGET = {"instance": (1, 10), "columnar": (0, 4), "plan": (3, 16), "actual": (1, 32)}
 SLACK = 1024
 
 

@@ -7,7 +7,6 @@ wrong, the rows are walked to name the first bad field by its path, e.g.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -18,6 +17,7 @@ import numpy as np
 
 from pipeline.calibrate import DEFAULT_LEVELS, LEVELS, level_key
 from pipeline.schema import FEATURES, MAX_SERIES_NAME, describe_value, domain_problem
+from pipeline.store import week_of
 
 from .errors import ApiError
 from .inputs import HIGH, LOW, NUMBER_TYPES
@@ -153,10 +153,9 @@ def plan_dates(series: Sequence[Any], horizon: int) -> np.ndarray | None:
     for i, start in enumerate(starts):
         if start is None:
             continue
-        try:
-            first[i] = dt.date.fromisoformat(start) if isinstance(start, str) and len(start) == 10 else None
-        except (TypeError, ValueError):
-            pass
+        day = week_of(start)
+        if day is not None:
+            first[i] = day
         if np.isnat(first[i]):
             raise ApiError(
                 400, f"series[{i}].start must be the first planned week as YYYY-MM-DD, got {str(start)[:40]!r}"

@@ -8,8 +8,7 @@ not at all; a week posted again replaces the stored one.
 
 from __future__ import annotations
 
-import csv
-import io
+import re
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -18,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from pipeline.accuracy import DEFAULT_WEEKS, live_accuracy
 from pipeline.drift import input_drift
 from pipeline.errors import DataError
-from pipeline.store import actual_columns, actual_from_row, put_actuals
+from pipeline.store import TooManyRows, actual_columns, actual_from_row, csv_actual_rows, put_actuals
 
 from . import metrics
 from .auth import prediction_token_required
@@ -48,10 +47,13 @@ def post_actuals() -> Response:
     columns = actual_columns(bundle.spec)
     raw = request.get_data(cache=False)
     if is_csv(request.headers.get("Content-Type")):
-        rows, where = csv_rows(raw, columns, settings.max_rows)
+        try:
+            rows, where = csv_actual_rows(raw, columns, settings.max_rows, "body")
+        except DataError as err:
+            raise ApiError(413 if isinstance(err, TooManyRows) else 400, str(err)) from None
     else:
         require_json(request.headers.get("Content-Type"), also=("text/csv",))
-        body = parse_json(raw, settings.max_rows)
+        body = parse_json(raw, settings.max_rows, row="actual")
         instances = body.get("instances") if isinstance(body, dict) else None
         if not isinstance(instances, list) or not instances:
             raise ApiError(400, 'the body must be {"instances": [rows]}, each row ' + ", ".join(columns))
@@ -65,50 +67,15 @@ def post_actuals() -> Response:
         raise ApiError(400, str(err)) from None
     except SQLAlchemyError as err:
         current_app.logger.error("cannot store actuals: %s", err)
-        raise ApiError(503, "the store cannot be reached; nothing was stored, send the request again") from None
+        raise ApiError(503, "the store did not take the request; nothing was stored, send it again") from None
     return jsonify(counts)
-
-
-def csv_rows(raw: bytes, columns: tuple[str, ...], max_rows: int) -> tuple[list[dict[str, Any]], list[str]]:
-    """The rows of a CSV body as dicts, numbers read as numbers, and where each is ("line 3")."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ApiError(400, "the CSV body is not UTF-8 text") from None
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    if not header:
-        raise ApiError(400, f"the CSV body is empty: send a header row naming {', '.join(columns)}, then the rows")
-    header = [name.strip() for name in header]
-    rows: list[dict[str, Any]] = []
-    where: list[str] = []
-    text_columns = set(columns[:2])  # the series and the week stay text
-    for line, cells in enumerate(reader, start=2):
-        if not cells:
-            continue
-        if len(rows) >= max_rows:
-            raise ApiError(413, f"more than DEMAND_MAX_ROWS ({max_rows}) rows")
-        if len(cells) != len(header):
-            raise ApiError(400, f"body: line {line} has {len(cells)} cells, the header {len(header)}")
-        rows.append({name: cell if name in text_columns else number(cell) for name, cell in zip(header, cells)})
-        where.append(f"body: line {line}")
-    if not rows:
-        raise ApiError(400, "the CSV body has a header and no rows")
-    return rows, where
-
-
-def number(cell: str) -> Any:
-    try:
-        return float(cell)
-    except ValueError:
-        return cell  # named as "not a number" by the row's check
 
 
 @bp.get("/accuracy")
 @prediction_token_required
 def accuracy() -> Response:
     text = request.args.get("weeks", str(DEFAULT_WEEKS))
-    if not text.isdigit() or not 1 <= int(text) <= MAX_WEEKS:
+    if not re.fullmatch(r"[0-9]{1,3}", text) or not 1 <= int(text) <= MAX_WEEKS:
         raise ApiError(400, f"weeks must be a whole number from 1 to {MAX_WEEKS}, got {text[:20]!r}")
     bundle = holder().bundle
     try:

@@ -221,8 +221,9 @@ def test_a_three_input_plan_with_a_start_week_is_logged_and_scored(published, tm
     (version,) = report
     assert [s["count"] for s in report[version]["all"]] == [1, 1]
     assert [s["wape"] for s in report[version]["all"]] == pytest.approx([abs(f - 41000) / 41000 for f in forecasts])
-    bad = client.post("/forecast", json={"series": [{**plan["series"][0], "start": "next monday"}]})
-    assert bad.status_code == 400 and "series[0].start must be the first planned week" in bad.get_json()["error"]
+    for start in ("next monday", "2027-W01-1", "9999-12-27"):  # the last: its second week is past the calendar
+        bad = client.post("/forecast", json={"series": [{**plan["series"][0], "start": start}]})
+        assert bad.status_code == 400 and "series[0].start must be the first planned week" in bad.get_json()["error"]
 
 
 def test_a_plan_without_history_of_its_own_starts_after_the_stored_weeks(client, history_model):
@@ -298,3 +299,24 @@ def test_drift_flags_an_input_whose_recent_weeks_left_the_training_distribution(
     assert drifted["units_sold"]["flagged"] and drifted["units_sold"]["psi"] > 1
     text = client.get("/metrics").get_data(as_text=True)
     assert 'demand_input_psi{input="units_sold"}' in text
+
+
+@pytest.mark.parametrize(
+    "request_args, status, named",
+    [
+        (dict(path="/accuracy?weeks=%C2%B2", method="get"), 400, "weeks must be a whole number"),
+        (dict(json={"instances": [row(" ", dt.date(2026, 1, 5), 1.0)]}), 400, "instances[0].series must be a name"),
+        (dict(json={"instances": [row("a\u0000b", dt.date(2026, 1, 5), 1.0)]}), 400, "instances[0].series must be a name"),
+        (
+            dict(data="series,week,units_sold\n" + "x" * 140_000 + ",2026-01-05,1\n", content_type="text/csv"),
+            400,
+            "body: line 2",
+        ),
+    ],
+)  # fmt: skip
+def test_what_a_stranger_sent_is_a_400_naming_it(client, request_args, status, named):
+    args = dict(request_args)
+    path, method = args.pop("path", "/actuals"), args.pop("method", "post")
+    answer = getattr(client, method)(path, **args)
+    assert answer.status_code == status and named in answer.get_json()["error"], answer.get_json()
+    assert stored(client) == []

@@ -125,3 +125,77 @@ def test_live_accuracy_is_the_wape_bias_and_coverage_computed_by_hand(engine):
     assert answer["through"] == (MONDAY + 3 * WEEK).isoformat()
     window = live_accuracy(engine, weeks=1)["versions"]["v1"]["window"]
     assert window[0]["count"] == 2  # only week 3 falls in the last week of actuals
+
+
+def test_writers_posting_at_once_keep_the_weeks_in_order(engine):
+    """Four writers each post one week of a new series, weeks apart: exactly one is stored, the others are
+    refused (a gap after it); eight writers posting the same weeks at once all succeed, one storing them."""
+    import threading
+
+    results, errors = [], []
+
+    def post(rows):
+        try:
+            results.append(put_actuals(engine, rows))
+        except DataError as err:
+            errors.append(str(err))
+
+    threads = [threading.Thread(target=post, args=(weeks("g", MONDAY + 8 * i * WEEK, [1]),)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 1 and len(errors) == 3 and len(stored(engine)) == 1, (results, errors)
+    same = weeks("h", MONDAY, list(range(50)))
+    results.clear()
+    threads = [threading.Thread(target=post, args=(same,)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(r["stored"] for r in results) == [0] * 7 + [50] and not errors[3:], errors
+    assert len([row for row in stored(engine) if row[0] == "h"]) == 50
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["2026-W02-1", "2026-1-5", "0001-01-05", "9999-12-27", dt.datetime(2026, 1, 5, 23), "2026-02-30", 20260105],
+)
+def test_a_week_is_a_plain_date_in_a_sane_year(value):
+    from pipeline.store import actual_from_row
+
+    row = {"series": "a", "week": value, "units_sold": 1, "discount_fraction": 0, "weeks_to_next_holidays": 1}
+    columns = ("series", "week", "units_sold", "discount_fraction", "weeks_to_next_holidays")
+    with pytest.raises(DataError, match="week must be a date as YYYY-MM-DD"):
+        actual_from_row(row, "row 1", columns)
+
+
+@pytest.mark.parametrize(
+    "body, named",
+    [
+        ("series,week,units_sold\n" + "x" * 140_000 + ",2026-01-05,1\n", "line 2"),  # past the csv module's field limit
+        ("series,week,units_sold,units_sold\na,2026-01-05,1,2\n", "names column 'units_sold' twice"),
+        ("series,week,units_sold\na,2026-01-05,1\nb,2026-01-05,x\n", None),  # line 3 is the bad one, checked below
+    ],
+)
+def test_csv_tables_of_actuals_are_read_strictly(body, named):
+    from pipeline.store import actual_from_row, csv_actual_rows
+
+    columns = ("series", "week", "units_sold")
+    if named:
+        with pytest.raises(DataError, match=named):
+            csv_actual_rows(body.encode(), columns, 1000, "body")
+        return
+    rows, where = csv_actual_rows(body.encode(), columns, 1000, "body")
+    actual_from_row(rows[0], where[0], columns)
+    with pytest.raises(DataError, match=r"body: line 3.units_sold must be a number, got the text 'x'"):
+        actual_from_row(rows[1], where[1], columns)
+
+
+def test_line_numbers_count_quoted_line_breaks_a_bom_and_blank_lines():
+    from pipeline.store import csv_actual_rows
+
+    body = '\ufeff\nseries,week,units_sold\n"a\nb",2026-01-05,1\nc,2026-01-05,1_000\n'.encode()
+    rows, where = csv_actual_rows(body, ("series", "week", "units_sold"), 1000, "body")
+    assert [r["series"] for r in rows] == ["a\nb", "c"] and where == ["body: line 3", "body: line 5"]
+    assert rows[1]["units_sold"] == "1_000"  # left as text: refused as not a number

@@ -56,27 +56,30 @@ def actuals() -> None:
 def actuals_load(file: Path, model_dir: Path, store_url: str | None, as_json: bool) -> None:
     """Store the weeks of FILE (CSV or Parquet: series, week, units sold and the champion's declared
     covariates, under the champion's names for them). All or nothing; a week stored before is replaced."""
-    import pyarrow.csv as pa_csv
     import pyarrow.parquet as pq
 
     from ..errors import DataError
     from ..features import FeatureSpec
     from ..registry import TAILS_FILE, Registry
-    from ..store import actual_columns, actual_from_row, put_actuals, upgrade
+    from ..store import actual_columns, actual_from_row, csv_actual_rows, put_actuals, upgrade
     from ..tables import is_parquet
 
     registry = Registry(model_dir)
     champion = registry.champion()
     spec = FeatureSpec.from_json(registry.card(champion).get("features")) if champion else FeatureSpec()
     columns = actual_columns(spec)
-    try:
-        table = pq.read_table(file) if is_parquet(file) else pa_csv.read_csv(file)
-    except Exception as err:  # pyarrow's own errors name the problem
-        raise DataError(f"{file}: cannot read the file: {str(err).splitlines()[0]}") from None
-    rows = table.to_pylist()
-    label = "row" if is_parquet(file) else "line"
-    first = 1 if is_parquet(file) else 2  # a CSV's line 1 is its header
-    where = [f"{file}: {label} {first + i}" for i in range(len(rows))]
+    if is_parquet(file):
+        try:
+            table = pq.read_table(file)
+        except Exception as err:  # pyarrow's own errors name the problem
+            raise DataError(f"{file}: cannot read the file: {str(err).splitlines()[0]}") from None
+        repeated = next((n for i, n in enumerate(table.column_names) if n in table.column_names[:i]), None)
+        if repeated is not None:
+            raise DataError(f"{file}: the file names column {repeated[:40]!r} twice")
+        rows = table.to_pylist()
+        where = [f"{file}: row {1 + i}" for i in range(len(rows))]
+    else:
+        rows, where = csv_actual_rows(file.read_bytes(), columns, 10**9, str(file))
     found = [actual_from_row(row, at, columns) for row, at in zip(rows, where)]
     engine = engine_of(model_dir, store_url)
     upgrade(engine)
