@@ -12,6 +12,7 @@ from flask import Flask, Response, g, request
 
 from . import errors, metrics
 from .config import Settings
+from .forecast_log import SERVED, Served
 from .inputs import require_identity_encoding
 from .model_holder import ModelHolder
 from .predict_api import PredictFastPath
@@ -56,7 +57,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.register_blueprint(admin)  # without a token the admin routes do not exist
     errors.register(app)
     _instrument(app)
-    app.wsgi_app = PredictFastPath(app.wsgi_app, holder, settings)  # type: ignore[method-assign]  # Flask's middleware idiom
+    app.wsgi_app = PredictFastPath(app.wsgi_app, holder, settings, app.extensions.get("demand_forecast_log"))  # type: ignore[method-assign]  # Flask's middleware idiom
     # Everything made so far lives as long as the worker: out of the garbage
     # collector's sight, a full collection no longer walks it. Large answers
     # make thousands of objects and trigger collections; each walked these
@@ -101,8 +102,22 @@ def _instrument(app: Flask) -> None:
     def refuse_encoded_bodies() -> None:
         require_identity_encoding(request.headers.get("Content-Encoding"))
 
+    @app.before_request
+    def log_what_is_served() -> None:
+        g.served = Served(app.extensions.get("demand_forecast_log"), request.headers.get("X-Request-Id"))
+        g.served_token = SERVED.set(g.served)
+
+    @app.teardown_request
+    def stop_logging(_error: BaseException | None) -> None:
+        token = g.pop("served_token", None)
+        if token is not None:
+            SERVED.reset(token)
+
     @app.after_request
     def record(response: Response) -> Response:
+        served = g.get("served")
+        if served is not None and served.request_id is not None:
+            response.headers["X-Request-Id"] = served.request_id
         route = request.url_rule.rule if request.url_rule else "unmatched"
         metrics.observe_request(
             route, request.method, response.status_code, time.perf_counter() - g.get("started", time.perf_counter())

@@ -50,6 +50,7 @@ from pipeline.schema import (
 
 from . import metrics
 from .errors import ApiError
+from .forecast_log import log_rows
 from .inputs import check_row_count
 from .plans import check_interval_count, read_levels
 
@@ -217,6 +218,7 @@ def forecast_columns(bundle: Bundle, columns: dict[str, np.ndarray], where: Wher
     out["extrapolated"] = extrapolated
     out["series"] = series
     out["X"] = features.X
+    log_rows(bundle.version, series, columns[TIME_COLUMN], out, bundle.level)
     return out
 
 

@@ -83,13 +83,13 @@ def log_plan(
     levels: list[float],
 ) -> None:
     """Record a plan's dated weeks in the forecast log, under the request id the answer carries."""
-    forecast_log = current_app.extensions.get("demand_forecast_log")
-    if forecast_log is None:
-        return
-    from .forecast_log import plan_records, request_id
+    from .forecast_log import SERVED, plan_records
 
-    response.headers["X-Request-Id"] = identity = request_id(request.headers.get("X-Request-Id"))
-    forecast_log.record(identity, bundle.version, plan_records(ids, dates, lengths, out, levels))
+    served = SERVED.get()
+    if served is not None and served.forecast_log is not None:
+        served.record(bundle.version, plan_records(ids, dates, lengths, out, levels))
+        if served.request_id is not None:
+            response.headers["X-Request-Id"] = served.request_id
 
 
 SERIES_PER_SLICE = 2048

@@ -8,6 +8,7 @@ reported by /healthz.
 from __future__ import annotations
 
 import atexit
+import contextvars
 import datetime as dt
 import threading
 import uuid
@@ -93,6 +94,42 @@ class ForecastLog:
         if self.failure is not None:
             state["error"] = self.failure
         return state
+
+
+class Served:
+    """What one request logs, under one request id (made when the first record is): the answer's X-Request-Id."""
+
+    def __init__(self, forecast_log: ForecastLog | None, header: str | None) -> None:
+        self.forecast_log, self.header = forecast_log, header
+        self.request_id: str | None = None
+
+    def record(self, version: str, rows: list[tuple[str, dt.date, int, float, Any]]) -> None:
+        if self.forecast_log is None or not rows:
+            return
+        if self.request_id is None:
+            self.request_id = request_id(self.header)
+        self.forecast_log.record(self.request_id, version, rows)
+
+
+# The request being served, in the thread serving it: set by the fast path and by the Flask app around each request.
+SERVED: contextvars.ContextVar[Served | None] = contextvars.ContextVar("demand_served", default=None)
+
+
+def log_rows(version: str, series: Sequence[str], weeks: np.ndarray, out: dict[str, Any], level: float) -> None:
+    """Log the forecasts of rows that name their series and week (step 1, the interval served)."""
+    served = SERVED.get()
+    if served is None or served.forecast_log is None:
+        return
+    dated = np.flatnonzero(~np.isnat(weeks))
+    if not len(dated):
+        return
+    key = level_key(level)
+    days = weeks.astype(object).tolist()
+    units, low, high = out["units_sold"].tolist(), out["low"].tolist(), out["high"].tolist()
+    served.record(
+        version,
+        [(series[i], days[i], 1, units[i], {key: [low[i], high[i]]}) for i in dated.tolist() if series[i]],
+    )
 
 
 def request_id(header: str | None) -> str:

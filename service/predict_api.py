@@ -28,6 +28,7 @@ from .csv_api import MEDIA_TYPE as CSV_MEDIA_TYPE
 from .csv_api import forecast_csv, is_csv
 from .errors import INTERNAL_ERROR, ApiError
 from .forecast_api import BITS, OUTSIDE_NAMES
+from .forecast_log import SERVED, ForecastLog, Served
 from .inputs import (
     check_token_count,
     instances_from_body,
@@ -214,8 +215,15 @@ def predict() -> Response:
 class PredictFastPath:
     """WSGI middleware answering well-formed prediction requests directly."""
 
-    def __init__(self, wsgi_app: WSGIApplication, holder: ModelHolder, settings: Settings) -> None:
+    def __init__(
+        self,
+        wsgi_app: WSGIApplication,
+        holder: ModelHolder,
+        settings: Settings,
+        forecast_log: ForecastLog | None = None,
+    ) -> None:
         self.wsgi_app = wsgi_app
+        self.forecast_log = forecast_log  # rows that name their series and week are logged (service/forecast_log.py)
         self.holder = holder
         self.settings = settings
 
@@ -234,6 +242,8 @@ class PredictFastPath:
         if not length.isdigit() or int(length) > self.settings.max_body_bytes:
             return self.wsgi_app(environ, start_response)  # chunked, or too large: Flask's body handling
         raw = environ["wsgi.input"].read(int(length))
+        served = Served(self.forecast_log, environ.get("HTTP_X_REQUEST_ID"))
+        token = SERVED.set(served)
         try:
             body = forecast_json(raw, bundle, self.settings.max_rows)
         except ApiError:
@@ -247,6 +257,11 @@ class PredictFastPath:
             )
             metrics.observe_request(environ["PATH_INFO"], "POST", 500, metrics.now() - started)
             return [body]
-        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        finally:
+            SERVED.reset(token)
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        if served.request_id is not None:
+            headers.append(("X-Request-Id", served.request_id))
+        start_response("200 OK", headers)
         metrics.observe_request(environ["PATH_INFO"], "POST", 200, metrics.now() - started)
         return [body]

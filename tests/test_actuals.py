@@ -320,3 +320,22 @@ def test_what_a_stranger_sent_is_a_400_naming_it(client, request_args, status, n
     answer = getattr(client, method)(path, **args)
     assert answer.status_code == status and named in answer.get_json()["error"], answer.get_json()
     assert stored(client) == []
+
+
+def test_predict_rows_that_name_their_series_and_week_are_logged(client, history_model):
+    """Rows of /predict (and their columnar form) that say which series and week they forecast are logged
+    at step 1, under the X-Request-Id the answer carries; rows that do not are not."""
+    first = next_weeks(history_model)
+    covariates = {"discount_fraction": 10, "weeks_to_next_holidays": 3}
+    named = [{"series": s, "week": w.isoformat(), **covariates} for s, w in first.items()]
+    answer = client.post("/predict", json={"instances": named}, headers={"X-Request-Id": "rows-1"})
+    assert answer.status_code == 200 and answer.headers["X-Request-Id"] == "rows-1"
+    anonymous = client.post("/predict", json={"instances": [{"series": "store-01", **covariates}]})
+    assert anonymous.status_code == 200 and "X-Request-Id" not in anonymous.headers
+    client.application.extensions["demand_forecast_log"].flush()
+    sold = [row(s, w, 500.0) for s, w in first.items()]
+    assert client.post("/actuals", json={"instances": sold}).status_code == 200
+    (step,) = client.get("/accuracy").get_json()["versions"]["v1"]["all"]
+    forecasts = [p["units_sold"] for p in answer.get_json()["predictions"]]
+    assert step["step"] == 1 and step["count"] == SERIES
+    assert step["wape"] == pytest.approx(sum(abs(f - 500.0) for f in forecasts) / (500.0 * SERIES))
