@@ -16,7 +16,7 @@ from collections import defaultdict
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import and_, case, func, select
 from sqlalchemy.engine import Engine
 
 from .store import WEEK, actuals, forecasts
@@ -25,43 +25,82 @@ DEFAULT_WEEKS = 13
 
 
 def live_accuracy(engine: Engine, weeks: int = DEFAULT_WEEKS) -> dict[str, Any]:
-    """{"weeks", "through", "versions": {version: {"window": [per step], "all": [per step]}}}."""
+    """{"weeks", "through", "versions": {version: {"window": [per step], "all": [per step]}}}.
+
+    The database sums errors per version, step and series (the latest forecast of each week only); MASE's
+    scale, each series' mean weekly change, comes from its stored weeks."""
+    with engine.connect() as connection:
+        through = connection.execute(select(func.max(actuals.c.week))).scalar()
+        answer: dict[str, Any] = {"weeks": weeks, "through": through.isoformat() if through else None, "versions": {}}
+        if through is None:
+            return answer
+        levels = served_levels(connection)
+        scale = naive_scale(connection)
+        sums = summed(connection, levels, through - (weeks - 1) * WEEK)
+    for (version, step), groups in sorted(sums.items()):
+        entry = answer["versions"].setdefault(version, {"window": [], "all": []})
+        entry["all"].append(figures(step, merged(groups), scale, levels))
+        recent = [g[1:] for g in groups if g[0]]
+        if recent:
+            entry["window"].append(figures(step, recent, scale, levels))
+    return answer
+
+
+def merged(groups: list[Any]) -> list[Any]:
+    """A series' sums inside and outside the window, added up: [(series, sums...)]."""
+    by_series: dict[str, list[float]] = {}
+    for _, series, *sums in groups:
+        known = by_series.get(series)
+        by_series[series] = [a + (b or 0) for a, b in zip(known, sums)] if known else [v or 0 for v in sums]
+    return [(series, *sums) for series, sums in by_series.items()]
+
+
+def served_levels(connection: Any) -> list[str]:
+    """The interval levels any logged forecast holds."""
+    if connection.dialect.name == "postgresql":
+        query = "SELECT DISTINCT json_object_keys(intervals) FROM forecasts WHERE intervals IS NOT NULL"
+    else:
+        query = "SELECT DISTINCT key FROM forecasts, json_each(forecasts.intervals) WHERE intervals IS NOT NULL"
+    return sorted(str(level) for (level,) in connection.exec_driver_sql(query))
+
+
+def summed(connection: Any, levels: list[str], since: dt.date) -> dict[tuple[str, int], list[Any]]:
+    """{(version, step): rows of (whether in the window, series, count, sum |error|, sum error, sum actual,
+    per level: intervals served, actuals inside them)} over the forecasts of weeks that have sold, the window
+    being the weeks from `since`: one pass over the log for both spans."""
     latest = (
         select(func.max(forecasts.c.id).label("id"))
         .group_by(forecasts.c.version, forecasts.c.series, forecasts.c.week, forecasts.c.step)
         .subquery()
     )
+    error = forecasts.c.units_sold - actuals.c.units_sold
+    recent = case((forecasts.c.week >= since, 1), else_=0)
+    columns = [
+        forecasts.c.version,
+        forecasts.c.step,
+        recent,
+        forecasts.c.series,
+        func.count(),
+        func.sum(func.abs(error)),
+        func.sum(error),
+        func.sum(actuals.c.units_sold),
+    ]
+    for level in levels:
+        low = forecasts.c.intervals[(level, 0)].as_float()
+        high = forecasts.c.intervals[(level, 1)].as_float()
+        columns.append(func.count(low))
+        inside = case((and_(low <= actuals.c.units_sold, actuals.c.units_sold <= high), 1), else_=0)
+        columns.append(func.sum(case((low.is_not(None), inside), else_=0)))
     query = (
-        select(
-            forecasts.c.version,
-            forecasts.c.series,
-            forecasts.c.week,
-            forecasts.c.step,
-            forecasts.c.units_sold,
-            forecasts.c.intervals,
-            actuals.c.units_sold,
-        )
+        select(*columns)
         .join(latest, latest.c.id == forecasts.c.id)
         .join(actuals, (actuals.c.series == forecasts.c.series) & (actuals.c.week == forecasts.c.week))
+        .group_by(forecasts.c.version, forecasts.c.step, recent, forecasts.c.series)
     )
-    with engine.connect() as connection:
-        rows = connection.execute(query).all()
-        through = connection.execute(select(func.max(actuals.c.week))).scalar()
-        scale = naive_scale(connection)
-    answer: dict[str, Any] = {"weeks": weeks, "through": through.isoformat() if through else None, "versions": {}}
-    if not rows:
-        return answer
-    start = through - (weeks - 1) * WEEK if through else None
     grouped: dict[tuple[str, int], list[Any]] = defaultdict(list)
-    for row in rows:
-        grouped[(row[0], row[3])].append(row)
-    for (version, step), group in sorted(grouped.items()):
-        entry = answer["versions"].setdefault(version, {"window": [], "all": []})
-        entry["all"].append(figures(step, group, scale))
-        recent = [row for row in group if start is not None and row[2] >= start]
-        if recent:
-            entry["window"].append(figures(step, recent, scale))
-    return answer
+    for row in connection.execute(query):
+        grouped[(str(row[0]), int(row[1]))].append((bool(row[2]), *row[3:]))
+    return grouped
 
 
 def naive_scale(connection: Any) -> dict[str, float]:
@@ -79,22 +118,23 @@ def naive_scale(connection: Any) -> dict[str, float]:
     return scale
 
 
-def figures(step: int, rows: list[Any], scale: dict[str, float]) -> dict[str, Any]:
-    """One step's figures over `rows` (version, series, week, step, forecast, intervals, actual)."""
-    forecast = np.array([row[4] for row in rows], dtype=np.float64)
-    actual = np.array([row[6] for row in rows], dtype=np.float64)
-    error = forecast - actual
-    sold = np.abs(actual).sum()
-    scaled = [abs(e) / scale[row[1]] for e, row in zip(error, rows) if row[1] in scale]
-    coverage: dict[str, list[bool]] = defaultdict(list)
-    for row, value in zip(rows, actual):
-        for level, (low, high) in (row[5] or {}).items():
-            coverage[level].append(low <= value <= high)
+def figures(step: int, groups: list[Any], scale: dict[str, float], levels: list[str]) -> dict[str, Any]:
+    """One step's figures from its per-series sums (summed())."""
+    count = sum(int(g[1]) for g in groups)
+    absolute = sum(float(g[2]) for g in groups)
+    signed = sum(float(g[3]) for g in groups)
+    sold = sum(abs(float(g[4])) for g in groups)
+    scaled = [(float(g[2]) / scale[g[0]], int(g[1])) for g in groups if g[0] in scale]
+    coverage = {}
+    for i, level in enumerate(levels):
+        served = sum(int(g[5 + 2 * i]) for g in groups)
+        if served:
+            coverage[level] = sum(int(g[6 + 2 * i]) for g in groups) / served
     return {
         "step": step,
-        "count": len(rows),
-        "wape": float(np.abs(error).sum() / sold) if sold else None,
-        "bias": float(error.sum() / sold) if sold else None,
-        "mase": float(np.mean(scaled)) if scaled else None,
-        "coverage": {level: float(np.mean(inside)) for level, inside in sorted(coverage.items())},
+        "count": count,
+        "wape": absolute / sold if sold else None,
+        "bias": signed / sold if sold else None,
+        "mase": sum(e for e, _ in scaled) / sum(n for _, n in scaled) if scaled else None,
+        "coverage": coverage,
     }
