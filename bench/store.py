@@ -121,6 +121,24 @@ def forecast_log_cost(model_dir, folder, seconds=4.0, pairs=3):
     return {name: statistics.median(r) for name, r in rates.items()}
 
 
+def single_row_cost(model_dir, folder, seconds=3.0, pairs=3):
+    """Single-row /predict requests a second with the log on and off, alternated (the row names no week:
+    what the log costs a request it does not log)."""
+    url = f"sqlite:///{folder / 'single.sqlite'}"
+    upgrade(open_engine(url))
+    raw = json.dumps({"instances": [{"prev_week_sales": 40000, "discount_fraction": 30, "weeks_to_next_holidays": 2}]})
+    clients = {"on": client_for(model_dir, url, True), "off": client_for(model_dir, url, False)}
+    rates = {"on": [], "off": []}
+    for _ in range(pairs):
+        for name, client in clients.items():
+            count, started = 0, time.perf_counter()
+            while time.perf_counter() - started < seconds:
+                client.post("/predict", data=raw, content_type="application/json")
+                count += 1
+            rates[name].append(count / (time.perf_counter() - started))
+    return {name: statistics.median(r) for name, r in rates.items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, required=True)
@@ -130,13 +148,18 @@ def main():
         results = {
             "actuals_rows_s": actuals_rate(args.model_dir, folder),
             "forecast_req_s": forecast_log_cost(args.model_dir, folder),
+            "single_row_req_s": single_row_cost(args.model_dir, folder),
             "accuracy": accuracy_time(folder),
         }
     a, f, c = results["actuals_rows_s"], results["forecast_req_s"], results["accuracy"]
+    r = results["single_row_req_s"]
     print(f"| POST /actuals, {ROWS:,} rows a request | JSON {a['json']:,.0f} rows/s, CSV {a['csv']:,.0f} rows/s |")
     print(
         f"| /forecast, {SERIES:,} dated series x {STEPS} weeks, in process | log on {f['on']:.1f} req/s, "
         f"off {f['off']:.1f} req/s ({f['on'] / f['off'] - 1:+.1%}) |"
+    )
+    print(
+        f"| /predict, one row, in process | log on {r['on']:,.0f} req/s, off {r['off']:,.0f} req/s ({r['on'] / r['off'] - 1:+.1%}) |"
     )
     print(f"| GET /accuracy over {c['forecasts']:,} logged forecasts | {c['seconds']:.1f} s |")
     print(json.dumps(results))

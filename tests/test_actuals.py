@@ -339,3 +339,31 @@ def test_predict_rows_that_name_their_series_and_week_are_logged(client, history
     forecasts = [p["units_sold"] for p in answer.get_json()["predictions"]]
     assert step["step"] == 1 and step["count"] == SERIES
     assert step["wape"] == pytest.approx(sum(abs(f - 500.0) for f in forecasts) / (500.0 * SERIES))
+
+
+@pytest.mark.slow
+def test_an_acknowledged_actual_survives_kill_9_and_one_killed_mid_write_leaves_nothing(history_model, tmp_path):
+    """The real service under gunicorn: a week answered 200 is there after the whole service is killed with
+    SIGKILL and started again; a request whose worker dies before its commit stores none of its rows."""
+    import os
+
+    import requests
+
+    from service.testing import running_service
+
+    models, _ = history_model
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    first = next_weeks(history_model)
+    acknowledged = {"instances": [row(s, w, 700.0) for s, w in first.items()]}
+    with running_service(models, tmp_path, workers=1, store_url=url) as server:
+        assert server.post("/actuals", json=acknowledged).json() == {"stored": SERIES, "replaced": 0}
+        os.killpg(server.process.pid, signal.SIGKILL)
+    later = {"instances": [row(s, w + dt.timedelta(days=7), 710.0) for s, w in first.items()]}
+    with running_service(models, tmp_path, workers=1, store_url=url, crash_at="actuals-before-commit") as server:
+        with pytest.raises(requests.ConnectionError):
+            server.post("/actuals", json=later)  # the worker died mid-write
+        os.killpg(server.process.pid, signal.SIGKILL)
+    engine = open_engine(url)
+    with engine.connect() as connection:
+        kept = sorted((r.series, r.week, r.units_sold) for r in connection.execute(actuals.select()))
+    assert kept == sorted((s, w, 700.0) for s, w in first.items())
