@@ -29,7 +29,6 @@ from sqlalchemy import (
     Date,
     DateTime,
     Float,
-    Index,
     Integer,
     MetaData,
     String,
@@ -76,8 +75,6 @@ forecasts = Table(
     Column("units_sold", Float, nullable=False),
     Column("intervals", JSON),  # {level: [low, high]}, or null
     Column("served_at", DateTime(timezone=True), nullable=False),
-    Index("forecasts_by_target", "series", "week"),
-    Index("forecasts_by_version", "version", "step"),
 )
 
 

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import itertools
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -11,6 +12,7 @@ from pipeline.errors import DataError
 from pipeline.store import Actual, actuals, log_forecasts, metadata, open_engine, put_actuals, upgrade
 
 MONDAY = dt.date(2026, 1, 5)
+HEAD = "0002"  # the latest revision in pipeline/migrations/versions
 WEEK = dt.timedelta(days=7)
 databases = itertools.count()
 
@@ -29,7 +31,7 @@ def engine(request, tmp_path):
         admin.dispose()
         url = server.rsplit("/", 1)[0] + "/" + name
     store = open_engine(url)
-    assert upgrade(store) == "0001"
+    assert upgrade(store) == HEAD
     yield store
     store.dispose()
 
@@ -56,7 +58,7 @@ def test_the_migrations_build_the_schema_the_code_reads(engine):
 
 def test_upgrade_twice_changes_nothing(engine):
     put_actuals(engine, weeks("a", MONDAY, [5]))
-    assert upgrade(engine) == "0001"
+    assert upgrade(engine) == HEAD
     assert stored(engine) == [("a", MONDAY, 5.0)]
 
 
@@ -199,3 +201,18 @@ def test_line_numbers_count_quoted_line_breaks_a_bom_and_blank_lines():
     rows, where = csv_actual_rows(body, ("series", "week", "units_sold"), 1000, "body")
     assert [r["series"] for r in rows] == ["a\nb", "c"] and where == ["body: line 3", "body: line 5"]
     assert rows[1]["units_sold"] == "1_000"  # left as text: refused as not a number
+
+
+def test_a_store_at_an_earlier_revision_is_brought_up_to_date_keeping_its_rows(tmp_path):
+    from alembic import command
+    from alembic.config import Config
+
+    engine = open_engine(f"sqlite:///{tmp_path / 'old.sqlite'}")
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent.parent / "pipeline" / "migrations"))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+    put_actuals(engine, weeks("a", MONDAY, [1, 2]))
+    assert upgrade(engine) == HEAD
+    assert stored(engine) == [("a", MONDAY, 1.0), ("a", MONDAY + WEEK, 2.0)]
