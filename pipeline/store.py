@@ -153,34 +153,36 @@ def actual_columns(spec: FeatureSpec) -> tuple[str, ...]:
 
 def actual_from_row(row: Any, where: str, columns: Sequence[str]) -> Actual:
     """One row of actuals (a JSON object, a file's row as a dict) checked field by field: DataError names
-    `where` and the field."""
+    `where` and the field (`where` may place the field itself: "inputs.{}[3]")."""
+
+    def at(name: object) -> str:
+        return where.replace("{}", str(name)) if "{}" in where else f"{where}.{name}"
+
     series_column, week_column, target_column, *covariates = columns
     if not isinstance(row, dict):
         raise DataError(f"{where} must be an object with {', '.join(columns)}")
     unknown = next((key for key in row if key not in columns), None)
     if unknown is not None:
-        raise DataError(
-            f"{where}.{str(unknown)[:40]} is not a column of the champion; a row takes {', '.join(columns)}"
-        )
+        raise DataError(f"{at(str(unknown)[:40])} is not a column of the champion; a row takes {', '.join(columns)}")
     for name in columns:
         if name not in row or row[name] is None:
-            raise DataError(f"{where}.{name} is missing: a row takes {', '.join(columns)}")
+            raise DataError(f"{at(name)} is missing: a row takes {', '.join(columns)}")
     series = row[series_column]
     problem = series_problem(series)
     if problem is None and (not str(series).strip() or any(ord(c) < 32 or ord(c) == 127 for c in str(series))):
         problem = "must be a name: not blank, without control characters"
     if problem:
-        raise DataError(f"{where}.{series_column} {problem}")
+        raise DataError(f"{at(series_column)} {problem}")
     week = week_of(row[week_column])
     if week is None:
         raise DataError(
-            f"{where}.{week_column} must be a date as YYYY-MM-DD in years {FIRST_YEAR} to {LAST_YEAR}, "
+            f"{at(week_column)} must be a date as YYYY-MM-DD in years {FIRST_YEAR} to {LAST_YEAR}, "
             f"got {str(row[week_column])[:40]!r}"
         )
     for name in (target_column, *covariates):
         problem = domain_problem(TARGET if name == target_column else name, row[name])
         if problem:
-            raise DataError(f"{where}.{name} {problem}")
+            raise DataError(f"{at(name)} {problem}")
     return Actual(str(series), week, float(row[target_column]), {name: row[name] for name in covariates})
 
 

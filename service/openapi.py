@@ -147,17 +147,11 @@ SCHEMAS = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
     "ActualsRequest": {
         "type": "object",
-        "required": ["instances"],
+        "description": "rows (`instances`) or columns (`inputs`) of series, week (YYYY-MM-DD), units_sold and the "
+        "champion's declared covariates, under the champion's names for them",
         "properties": {
-            "instances": {
-                "type": "array",
-                "minItems": 1,
-                "items": {
-                    "type": "object",
-                    "description": "series, week (YYYY-MM-DD), units_sold and the champion's declared covariates, "
-                    "under the champion's names for them",
-                },
-            }
+            "instances": {"type": "array", "minItems": 1, "items": {"type": "object"}},
+            "inputs": {"type": "object", "additionalProperties": {"type": "array"}},
         },
     },
     "ActualsResponse": {

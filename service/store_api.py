@@ -53,22 +53,47 @@ def post_actuals() -> Response:
             raise ApiError(413 if isinstance(err, TooManyRows) else 400, str(err)) from None
     else:
         require_json(request.headers.get("Content-Type"), also=("text/csv",))
-        body = parse_json(raw, settings.max_rows, row="actual")
-        instances = body.get("instances") if isinstance(body, dict) else None
-        if not isinstance(instances, list) or not instances:
-            raise ApiError(400, 'the body must be {"instances": [rows]}, each row ' + ", ".join(columns))
-        if len(instances) > settings.max_rows:
-            raise ApiError(413, f"{len(instances)} rows, more than DEMAND_MAX_ROWS ({settings.max_rows})")
-        rows, where = instances, [f"instances[{i}]" for i in range(len(instances))]
+        body = parse_json(raw, settings.max_rows, row=("actual", "columnar"))
+        rows, where = json_rows(body, columns, settings.max_rows)
     try:
         actuals = [actual_from_row(row, at, columns) for row, at in zip(rows, where)]
-        counts = put_actuals(store(), actuals, where, bundle.trained_until())
+        rows_named = [
+            at.replace(".{}", " row ").replace("[", "").replace("]", "") if "{}" in at else at for at in where
+        ]
+        counts = put_actuals(store(), actuals, rows_named, bundle.trained_until())
     except DataError as err:
         raise ApiError(400, str(err)) from None
     except SQLAlchemyError as err:
         current_app.logger.error("cannot store actuals: %s", err)
         raise ApiError(503, "the store did not take the request; nothing was stored, send it again") from None
     return jsonify(counts)
+
+
+def json_rows(body: Any, columns: tuple[str, ...], max_rows: int) -> tuple[list[Any], list[str]]:
+    """The rows of a JSON body, `{"instances": [rows]}` or columns as /predict takes them (`{"inputs":
+    {column: [values]}}`), and where each row is."""
+    if isinstance(body, dict) and set(body) == {"inputs"} and isinstance(body["inputs"], dict) and body["inputs"]:
+        inputs = body["inputs"]
+        bad = next((key for key, values in inputs.items() if not isinstance(values, list)), None)
+        if bad is not None:
+            raise ApiError(400, f"inputs.{str(bad)[:40]} must be a list")
+        lengths = {len(values) for values in inputs.values()}
+        if len(lengths) != 1 or not min(lengths):
+            raise ApiError(400, "the columns of 'inputs' must be non-empty lists of the same length")
+        count = lengths.pop()
+        if count > max_rows:
+            raise ApiError(413, f"{count} rows, more than DEMAND_MAX_ROWS ({max_rows})")
+        rows = [dict(zip(inputs, values)) for values in zip(*inputs.values())]
+        return rows, [f"inputs.{{}}[{i}]" for i in range(count)]
+    instances = body.get("instances") if isinstance(body, dict) and set(body) == {"instances"} else None
+    if not isinstance(instances, list) or not instances:
+        raise ApiError(
+            400,
+            'the body must be {"instances": [rows]} or {"inputs": {column: [values]}}, with ' + ", ".join(columns),
+        )
+    if len(instances) > max_rows:
+        raise ApiError(413, f"{len(instances)} rows, more than DEMAND_MAX_ROWS ({max_rows})")
+    return instances, [f"instances[{i}]" for i in range(len(instances))]
 
 
 @bp.get("/accuracy")

@@ -367,3 +367,21 @@ def test_an_acknowledged_actual_survives_kill_9_and_one_killed_mid_write_leaves_
     with engine.connect() as connection:
         kept = sorted((r.series, r.week, r.units_sold) for r in connection.execute(actuals.select()))
     assert kept == sorted((s, w, 700.0) for s, w in first.items())
+
+
+def test_actuals_may_come_as_columns_as_predict_takes_them(client, history_model):
+    first = next_weeks(history_model)
+    names = list(first)
+    inputs = {
+        "series": names,
+        "week": [first[s].isoformat() for s in names],
+        "units_sold": [100.0] * len(names),
+        "discount_fraction": [10] * len(names),
+        "weeks_to_next_holidays": [3] * len(names),
+    }
+    assert client.post("/actuals", json={"inputs": inputs}).get_json() == {"stored": SERIES, "replaced": 0}
+    bad = client.post("/actuals", json={"inputs": {**inputs, "units_sold": [1.0, -1.0, 2.0]}})
+    assert bad.status_code == 400 and "inputs.units_sold[1] must be >= 0" in bad.get_json()["error"]
+    gap = {**inputs, "week": [(first[s] + dt.timedelta(days=21)).isoformat() for s in names]}
+    refused = client.post("/actuals", json={"inputs": gap})
+    assert refused.status_code == 400 and "inputs row 0: week" in refused.get_json()["error"], refused.get_json()
