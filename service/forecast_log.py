@@ -20,7 +20,7 @@ import numpy as np
 from sqlalchemy.engine import Engine
 
 from pipeline.calibrate import level_key
-from pipeline.store import log_forecasts
+from pipeline.store import log_forecasts, week_of
 
 from . import metrics
 
@@ -129,6 +129,36 @@ def log_rows(version: str, series: Sequence[str], weeks: np.ndarray, out: dict[s
     served.record(
         version,
         [(series[i], days[i], 1, units[i], {key: [low[i], high[i]]}) for i in dated.tolist() if series[i]],
+    )
+
+
+def dated_instances(instances: Sequence[Any]) -> list[tuple[int, str, dt.date]] | None:
+    """(row, series, week) of the rows that name their series and week, when this request is logged;
+    None when it is not (no log, or no row names a week: the first row decides, at no cost to the rest)."""
+    served = SERVED.get()
+    if served is None or served.forecast_log is None or not instances:
+        return None
+    first = instances[0]
+    if not isinstance(first, dict) or "week" not in first or "series" not in first:
+        return None
+    dated = []
+    for i, row in enumerate(instances):
+        if isinstance(row, dict) and isinstance(row.get("series"), (str, int)) and not isinstance(row["series"], bool):
+            week = week_of(row.get("week"))
+            if week is not None:
+                dated.append((i, str(row["series"]).strip(), week))
+    return dated
+
+
+def log_instances(version: str, dated: list[tuple[int, str, dt.date]], out: dict[str, Any], level: float) -> None:
+    """Log the forecasts of dated_instances() (step 1, the interval served)."""
+    served = SERVED.get()
+    if served is None or not dated:
+        return
+    key = level_key(level)
+    units, low, high = out["units_sold"], out["low"], out["high"]
+    served.record(
+        version, [(name, week, 1, float(units[i]), {key: [float(low[i]), float(high[i])]}) for i, name, week in dated]
     )
 
 

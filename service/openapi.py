@@ -342,6 +342,12 @@ SCHEMAS = {
             "interval_level": {"type": "number"},
             "predictions": {"type": "array", "items": {"$ref": "#/components/schemas/Prediction"}},
             "notes": NOTES,
+            "history_through": {
+                "type": "object",
+                "additionalProperties": {"type": "string", "format": "date"},
+                "description": "for rows of a stored series sent without prev_week_sales: the stored week it was "
+                "taken from",
+            },
             **UNKNOWN_SERIES,
         },
     },

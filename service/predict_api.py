@@ -28,7 +28,7 @@ from .csv_api import MEDIA_TYPE as CSV_MEDIA_TYPE
 from .csv_api import forecast_csv, is_csv
 from .errors import INTERNAL_ERROR, ApiError
 from .forecast_api import BITS, OUTSIDE_NAMES
-from .forecast_log import SERVED, ForecastLog, Served
+from .forecast_log import SERVED, ForecastLog, Served, dated_instances, log_instances
 from .inputs import (
     check_token_count,
     instances_from_body,
@@ -87,8 +87,11 @@ def forecast_json(raw: bytes, bundle: Bundle, max_rows: int) -> bytes:
     X, ranges = matrix_from_instances(instances, prefix, max_rows)
     series = names_from_instances(instances, prefix) if bundle.knows_series else None  # others ignore the key, as ever
     check_interval_count(len(X), levels, max_rows)
+    dated = dated_instances(instances)  # rows that name their series and week are logged
     del body, instances  # garbage by now (a dict per row): memory for the answer
     out, extrapolated = _forecast(bundle, X, ranges, series)
+    if dated:
+        log_instances(bundle.version, dated, out, bundle.level)
     columns: list[Any] = [
         out["units_sold"].tolist(),
         out["units_sold_normalized"].tolist(),
@@ -208,7 +211,14 @@ def predict() -> Response:
         return Response(body, mimetype="text/csv")
     require_json(content_type, also=(CSV_MEDIA_TYPE,))
     bundle = current_bundle()
-    body = forecast_json(request.get_data(cache=False), bundle, current_app.config["SETTINGS"].max_rows)
+    raw, through = request.get_data(cache=False), dict[str, str]()
+    if bundle.reads_three_inputs:  # rows of stored series without prev_week_sales (service/stored_history.py)
+        from .stored_history import rows_from_store
+
+        raw, through = rows_from_store(raw, bundle)
+    body = forecast_json(raw, bundle, current_app.config["SETTINGS"].max_rows)
+    if through:  # the answer says which week each series' prev_week_sales is from
+        body = b'{"history_through":' + orjson.dumps(through) + b"," + body[1:]
     return Response(body, mimetype="application/json")
 
 

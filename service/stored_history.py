@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.bundle import Bundle
 from pipeline.features import LAG_1, WINDOW_WEEKS
-from pipeline.store import WEEK, latest_actuals
+from pipeline.store import WEEK, latest_actuals, week_of
 
 
 def fill_from_store(body: Any, bundle: Bundle) -> dict[str, str]:
@@ -74,3 +74,38 @@ def joined_history(bundle: Bundle, name: str, weeks: list[tuple[dt.date, float]]
         kept = [float(v) for v in tail[1] if not np.isnan(v)] if weeks[0][0] == next_week else []
         recent = kept + recent
     return recent[-WINDOW_WEEKS:]
+
+
+def rows_from_store(raw: bytes, bundle: Bundle) -> tuple[bytes, dict[str, str]]:
+    """A three-input /predict body whose rows name a series but bring no prev_week_sales, completed from the
+    store: the stored week before the row's `week`, or the latest stored week. (the body, {series: the week
+    its prev_week_sales is from}); the body unchanged when nothing was filled."""
+    import orjson
+
+    engine = current_app.extensions.get("demand_store")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw, {}
+    rows = body.get("instances") if isinstance(body, dict) else None
+    if engine is None or not isinstance(rows, list):
+        return raw, {}
+    bare = [r for r in rows if isinstance(r, dict) and LAG_1 not in r and isinstance(r.get("series"), str)]
+    if not bare:
+        return raw, {}
+    try:
+        stored = latest_actuals(engine, [r["series"] for r in bare], WINDOW_WEEKS)
+    except SQLAlchemyError as err:
+        current_app.logger.error("cannot read the store for a row's last week: %s", str(err).splitlines()[0])
+        return raw, {}
+    through = {}
+    for row in bare:
+        weeks = dict(stored.get(row["series"], []))
+        if not weeks:
+            continue
+        named = week_of(row.get("week"))
+        before = (named - WEEK) if named is not None else max(weeks)
+        if before in weeks:
+            row[LAG_1] = weeks[before]
+            through[row["series"]] = before.isoformat()
+    return (orjson.dumps(body), through) if through else (raw, {})

@@ -385,3 +385,34 @@ def test_actuals_may_come_as_columns_as_predict_takes_them(client, history_model
     gap = {**inputs, "week": [(first[s] + dt.timedelta(days=21)).isoformat() for s in names]}
     refused = client.post("/actuals", json={"inputs": gap})
     assert refused.status_code == 400 and "inputs row 0: week" in refused.get_json()["error"], refused.get_json()
+
+
+def test_three_input_rows_that_name_series_and_week_are_logged_and_need_no_prev_week_sales(published, tmp_path):
+    """A row naming its series and week is logged; a row of a stored series without prev_week_sales takes the
+    stored week before its own (or the latest), and the answer says which."""
+    from service.app import create_app
+
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    upgrade(open_engine(url))
+    client = create_app({"MODEL_DIR": str(published), "RELOAD_INTERVAL": 0, "STORE_URL": url}).test_client()
+    week = {"discount_fraction": 20, "weeks_to_next_holidays": 4}
+    sold = [
+        {**week, "series": "store-9", "week": w, "units_sold": u}
+        for w, u in (("2027-01-04", 41000.0), ("2027-01-11", 43500.0))
+    ]
+    assert client.post("/actuals", json={"instances": sold}).status_code == 200
+    named = {"series": "store-9", "week": "2027-01-18", **week}
+    filled = client.post("/predict", json={"instances": [named]})
+    assert filled.status_code == 200 and filled.get_json()["history_through"] == {"store-9": "2027-01-11"}
+    explicit = client.post("/predict", json={"instances": [{**named, "prev_week_sales": 43500.0}]})
+    assert explicit.get_json()["predictions"] == filled.get_json()["predictions"]
+    assert "history_through" not in explicit.get_json() and explicit.headers["X-Request-Id"]
+    client.application.extensions["demand_forecast_log"].flush()
+    later = [{**week, "series": "store-9", "week": "2027-01-18", "units_sold": 44000.0}]
+    assert client.post("/actuals", json={"instances": later}).status_code == 200
+    (version,) = client.get("/accuracy").get_json()["versions"].values()
+    (step,) = version["all"]  # both rows forecast store-9's week of 2027-01-18: the latest counts
+    latest = explicit.get_json()["predictions"][0]["units_sold"]
+    assert step["count"] == 1 and step["wape"] == pytest.approx(abs(latest - 44000.0) / 44000.0)
+    unknown = client.post("/predict", json={"instances": [{"series": "store-10", **week}]})
+    assert unknown.status_code == 400 and "prev_week_sales is missing" in unknown.get_json()["error"]
