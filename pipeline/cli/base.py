@@ -16,7 +16,7 @@ import sys
 import types
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 import click
 
@@ -166,7 +166,13 @@ def names_list(ctx: click.Context, param: click.Parameter, value: str | None) ->
 
 
 def feature_options(command: F) -> F:
-    """What the model reads from a file, and what the file calls its columns (pipeline.features)."""
+    """What the model reads from a file, and what the file calls its columns (pipeline.features): seven
+    options, handed to the command as one `features` dict (FEATURE_OPTIONS) for spec_of or with_options."""
+
+    @functools.wraps(command)
+    def collected(*args: Any, **kwargs: Any) -> Any:
+        return command(*args, features={name: kwargs.pop(name) for name in FEATURE_OPTIONS}, **kwargs)
+
     for option in reversed(
         [
             click.option(
@@ -197,38 +203,24 @@ def feature_options(command: F) -> F:
             click.option("--target-column", help="The file's name for the units sold (default: units_sold)."),
         ]
     ):
-        command = option(command)
-    return command
+        collected = option(collected)
+    return cast("F", collected)
 
 
-def spec_of(
-    known: Sequence[str] | None,
-    static: Sequence[str] | None,
-    history: bool | None,
-    calendar: bool | None,
-    series_column: str | None,
-    week_column: str | None,
-    target_column: str | None,
-    data: Sequence[Path] | None = None,
-) -> FeatureSpec:
-    """The FeatureSpec the options ask for; what they leave out is the chapter's three inputs'.
+FEATURE_OPTIONS = ("known", "static", "history", "calendar", "series_column", "week_column", "target_column")
+
+
+def spec_of(features: dict[str, Any], data: Sequence[Path] | None = None) -> FeatureSpec:
+    """The FeatureSpec the feature options (`features`, as feature_options collects them) ask for; what they
+    leave out is the chapter's three inputs'.
 
     With `data` (the paths to train on), history and calendar left unsaid are
     on where pipeline.sources.history_by_default says so.
     """
     from ..features import CHAPTER, with_options
 
-    spec = with_options(
-        CHAPTER,
-        known=known,
-        static=static,
-        history=history,
-        calendar=calendar,
-        series_column=series_column,
-        week_column=week_column,
-        target_column=target_column,
-    )
-    if data is not None and history is None and calendar is None:
+    spec = with_options(CHAPTER, **features)
+    if data is not None and features["history"] is None and features["calendar"] is None:
         from ..sources import history_by_default
 
         try:

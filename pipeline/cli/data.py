@@ -119,14 +119,14 @@ def iso_date(value: str) -> str:
 @skip_option
 @json_option
 @friendly_errors
-def data_check(path: Path, skip_bad_rows: bool, as_json: bool, **features: Any) -> None:
+def data_check(path: Path, skip_bad_rows: bool, as_json: bool, features: dict[str, Any]) -> None:
     """Validate a data file (or a folder of them, read as train reads it) and show how it would be split.
 
     Takes train's feature options, so a column train would not read is named here too."""
     from ..data import findings, time_split
     from ..sources import load_sources
 
-    dataset = load_sources([path], skip_bad_rows, warn=log, spec=spec_of(**features))
+    dataset = load_sources([path], skip_bad_rows, warn=log, spec=spec_of(features))
     summary = {
         **dataset.source,
         "date_range": dataset.date_range(),

@@ -76,13 +76,7 @@ def train(
     model_dir: Path,
     skip_bad_rows: bool,
     as_json: bool,
-    known: tuple[str, ...] | None,
-    static: tuple[str, ...] | None,
-    history: bool | None,
-    calendar: bool | None,
-    series_column: str | None,
-    week_column: str | None,
-    target_column: str | None,
+    features: dict[str, Any],
     **overrides: Any,
 ) -> None:
     """Select, evaluate, refit, export and publish a model version."""
@@ -93,16 +87,7 @@ def train(
     from ..sources import load_sources
     from ..workflow import train_model
 
-    spec = spec_of(
-        known,
-        static,
-        history,
-        calendar,
-        series_column,
-        week_column,
-        target_column,
-        data=None if preset == "chapter" else [data_path],
-    )
+    spec = spec_of(features, data=None if preset == "chapter" else [data_path])
     if preset == "chapter" and not spec.is_chapter:
         raise DataError(
             "--preset chapter is the book's network on its three inputs: leave out --known, --static, "
@@ -221,13 +206,7 @@ def backtest(
     plot: Path,
     skip_bad_rows: bool,
     as_json: bool,
-    known: tuple[str, ...] | None,
-    static: tuple[str, ...] | None,
-    history: bool | None,
-    calendar: bool | None,
-    series_column: str | None,
-    week_column: str | None,
-    target_column: str | None,
+    features: dict[str, Any],
     **overrides: Any,
 ) -> None:
     """Rolling-origin backtest: train before each origin, forecast the weeks after it.
@@ -241,16 +220,7 @@ def backtest(
     from ..sources import load_sources
 
     check_plot_path(plot)  # before the trainings, not after
-    spec = spec_of(
-        known,
-        static,
-        history,
-        calendar,
-        series_column,
-        week_column,
-        target_column,
-        data=None if preset == "chapter" else [data_path],
-    )
+    spec = spec_of(features, data=None if preset == "chapter" else [data_path])
     if preset == "chapter" and not spec.is_chapter:
         raise DataError("--preset chapter is the book's network on its three inputs; it takes no other features")
     dataset = load_sources([data_path], skip_bad_rows, warn=log, spec=spec)
@@ -355,13 +325,7 @@ def retrain(
     model_dir: Path,
     skip_bad_rows: bool,
     as_json: bool,
-    known: tuple[str, ...] | None,
-    static: tuple[str, ...] | None,
-    history: bool | None,
-    calendar: bool | None,
-    series_column: str | None,
-    week_column: str | None,
-    target_column: str | None,
+    features: dict[str, Any],
     **overrides: Any,
 ) -> None:
     """Train a challenger; promote it only if it beats the champion and the baselines
@@ -399,15 +363,7 @@ def retrain(
             preset=preset,
             min_new_weeks=min_new_weeks,
             log=log,
-            features=dict(
-                known=known,
-                static=static,
-                history=history,
-                calendar=calendar,
-                series_column=series_column,
-                week_column=week_column,
-                target_column=target_column,
-            ),
+            features=features,
             store=store,
         )
     finally:
