@@ -387,8 +387,7 @@ class Bundle:
         return {"intervals": intervals, "interval_steps": list(cast("tuple[int, ...]", steps))}
 
     def trained_until(self) -> dict[str, dt.date]:
-        """Each stored series' last training week."""
-        return {name: (week - np.timedelta64(7, "D")).astype(dt.date) for name, (week, _) in self.tails.items()}
+        return last_training_weeks(self.tails)
 
     def interval_notes(self, horizon: int) -> list[str]:
         """What forecasts `horizon` weeks ahead must say about their intervals: none, or why they are missing
@@ -414,6 +413,11 @@ class Bundle:
             int(i): [name for name, flag in zip(self.stats.names, flags) if flag]
             for i, flags in zip(out["extrapolated_rows"], out["extrapolated_flags"])
         }
+
+
+def last_training_weeks(tails: Tails) -> dict[str, dt.date]:
+    """Each stored series' last training week, from its tail (read_tails)."""
+    return {name: (week - np.timedelta64(7, "D")).astype(dt.date) for name, (week, _) in tails.items()}
 
 
 def read_tails(path: Path) -> tuple[Tails, dict[str, dict[str, Any]]]:

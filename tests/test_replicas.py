@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from pipeline.registry import Registry
-from service.testing import ROOT, free_port, nginx, wait_until, write_proxy_config
+from service.testing import ROOT, free_port, running_proxy, wait_until
 
 from .conftest import INSTANCE
 
@@ -79,33 +79,12 @@ class Replica:
 @pytest.fixture
 def cluster(own_registry, tmp_path, postgres):
     replicas = [Replica(free_port(), own_registry, tmp_path, postgres) for _ in range(REPLICAS)]
-    proxy_port = free_port()
-    write_proxy_config(tmp_path, [r.port for r in replicas], proxy_port)
-    proxy = None
     try:
         for replica in replicas:
             replica.start()
-        proxy = subprocess.Popen(
-            [nginx(), "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        url = f"http://127.0.0.1:{proxy_port}"
-
-        def proxy_up():
-            assert proxy.poll() is None, proxy.stderr.read()
-            try:
-                return requests.get(url + "/readyz", timeout=1).ok
-            except requests.ConnectionError:
-                return False
-
-        wait_until(proxy_up, 10)
-        yield url, replicas, own_registry
+        with running_proxy([r.port for r in replicas], tmp_path) as url:
+            yield url, replicas, own_registry
     finally:
-        if proxy is not None:
-            proxy.terminate()
-            proxy.wait(10)
         for replica in replicas:
             if replica.process and replica.process.poll() is None:
                 replica.stop()
@@ -173,15 +152,6 @@ def test_what_nginx_answers_itself_is_json(tmp_path):
     import json
     import socket
 
-    proxy_port = free_port()
-    write_proxy_config(tmp_path, [free_port()], proxy_port)  # an upstream nobody listens on
-    proxy = subprocess.Popen(
-        [nginx(), "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
     def raw(request):
         """(status, head, body) of one answer, read to its Content-Length: nginx may keep the connection."""
         with socket.create_connection(("127.0.0.1", proxy_port), timeout=5) as conn:
@@ -195,16 +165,8 @@ def test_what_nginx_answers_itself_is_json(tmp_path):
                 body += conn.recv(65536)
         return int(head.split()[1]), head.decode("latin-1").lower(), body
 
-    def up():
-        assert proxy.poll() is None, proxy.stderr.read()
-        try:
-            socket.create_connection(("127.0.0.1", proxy_port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-
-    try:
-        wait_until(up, 10)
+    with running_proxy([free_port()], tmp_path) as url:  # an upstream nobody listens on
+        proxy_port = int(url.rsplit(":", 1)[1])
         cases = [
             (400, "malformed", b"GARBAGE\r\n\r\n"),
             (413, "larger than", b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 40000000\r\n\r\n"),
@@ -217,9 +179,6 @@ def test_what_nginx_answers_itself_is_json(tmp_path):
             assert got == status, (status, head)
             assert "content-type: application/json" in head, head
             assert words in json.loads(body)["error"], body
-    finally:
-        proxy.terminate()
-        proxy.wait(10)
 
 
 def test_actuals_posted_through_one_replica_reach_every_replicas_next_forecast(cluster):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -85,10 +84,9 @@ def actuals_load(file: Path, model_dir: Path, store_url: str | None, as_json: bo
     upgrade(engine)
     trained_until = {}
     if champion and (registry.path(champion) / TAILS_FILE).exists():
-        from ..bundle import read_tails
+        from ..bundle import last_training_weeks, read_tails
 
-        tails, _ = read_tails(registry.path(champion) / TAILS_FILE)
-        trained_until = {name: week.astype(object) - dt.timedelta(days=7) for name, (week, _) in tails.items()}
+        trained_until = last_training_weeks(read_tails(registry.path(champion) / TAILS_FILE)[0])
     counts = put_actuals(engine, found, where, trained_until)
     if as_json:
         emit_json({"file": str(file), **counts})
