@@ -57,9 +57,8 @@ def forecast() -> Response:
         )
         out = bundle.forecast_plan(start, known, lengths, levels, ids, dates, static)
         metrics.FORECAST_WEEKS.inc(int(lengths.sum()))
-        response = Response(plan_answer(bundle, ids, dates, lengths, levels, out, through), mimetype="application/json")
-        log_plan(response, bundle, ids, dates, lengths, out, levels)
-        return response
+        log_plan(bundle, ids, dates, lengths, out, levels)
+        return Response(plan_answer(bundle, ids, dates, lengths, levels, out, through), mimetype="application/json")
     plan = read_plan(body, settings.max_horizon, settings.max_rows)
     del body  # memory for the answer
     out = bundle.forecast_plan(plan.prev_week_sales, plan.features, plan.weeks, plan.levels, plan.ids)
@@ -69,27 +68,19 @@ def forecast() -> Response:
         metrics.EXTRAPOLATED.inc(outside)
     response = Response(answer(bundle, plan, out, through), mimetype="application/json")
     if plan.dates is not None:
-        log_plan(response, bundle, plan.ids, plan.dates, plan.weeks, out, plan.levels)
+        log_plan(bundle, plan.ids, plan.dates, plan.weeks, out, plan.levels)
     return response
 
 
 def log_plan(
-    response: Response,
-    bundle: Bundle,
-    ids: list[str],
-    dates: np.ndarray,
-    lengths: np.ndarray,
-    out: dict[str, Any],
-    levels: list[float],
+    bundle: Bundle, ids: list[str], dates: np.ndarray, lengths: np.ndarray, out: dict[str, Any], levels: list[float]
 ) -> None:
-    """Record a plan's dated weeks in the forecast log, under the request id the answer carries."""
+    """Record a plan's dated weeks in the forecast log (the answer carries the request id: service/app.py)."""
     from .forecast_log import SERVED, plan_records
 
     served = SERVED.get()
     if served is not None and served.forecast_log is not None:
         served.record(bundle.version, plan_records(ids, dates, lengths, out, levels))
-        if served.request_id is not None:
-            response.headers["X-Request-Id"] = served.request_id
 
 
 SERIES_PER_SLICE = 2048
