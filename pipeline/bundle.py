@@ -20,7 +20,7 @@ from numpy.typing import ArrayLike, NDArray
 from .calibrate import half_width
 from .errors import BundleError, RegistryError
 from .evaluate import interval_bounds
-from .features import CALENDAR, WINDOW_WEEKS, FeatureSpec, assemble, calendar_columns, history_columns, static_matrix
+from .features import CALENDAR, WINDOW_WEEKS, FeatureSpec, assemble, calendar_columns, history_at, static_matrix
 from .normalize import MinMaxStats
 from .registry import TAILS_FILE, Registry
 from .schema import INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR, SERIES_TENSOR, UNKNOWN_SERIES
@@ -187,18 +187,24 @@ class Bundle:
             trained = self.trained_series
             if not trained:
                 return np.empty(0, dtype=np.intp)
-            listed = cast("pa.Array", names).to_pylist() if type(names).__module__.startswith("pyarrow") else names
-            return np.array([i for i, name in enumerate(listed) if name and str(name) not in trained], dtype=np.intp)
+            if type(names).__module__.startswith("pyarrow"):  # a file's column, in C
+                import pyarrow as pa
+                import pyarrow.compute as pc
+
+                known = pc.is_in(names, value_set=pa.array(sorted(trained), pa.string()))
+                unknown_named = pc.and_(pc.invert(known), pc.not_equal(names, ""))
+                return np.flatnonzero(unknown_named.to_numpy(zero_copy_only=False)).astype(np.intp)
+            return np.array([i for i, name in enumerate(names) if name and str(name) not in trained], dtype=np.intp)
         unknown = np.flatnonzero((self.series_codes(names) if codes is None else codes) == UNKNOWN_SERIES)
         if not len(unknown):
             return unknown
         if type(names).__module__.startswith("pyarrow"):
             import pyarrow.compute as pc
 
-            named = pc.take(names, unknown).to_numpy(zero_copy_only=False)
+            named = pc.not_equal(pc.take(names, unknown), "").to_numpy(zero_copy_only=False)
         else:
-            named = np.array([names[i] for i in unknown.tolist()], dtype=object)
-        return unknown[named != ""]
+            named = np.array([names[i] for i in unknown.tolist()], dtype=object) != ""
+        return unknown[named]
 
     def run(
         self, X: NDArray[np.float32], codes: NDArray[np.int64] | None = None
@@ -300,6 +306,10 @@ class Bundle:
         if spec.history and window is None:
             window = np.full((S, WINDOW_WEEKS), np.nan)
             window[:, -1] = last
+        weekly = None  # [S, WINDOW_WEEKS + H]: the window, then each week's forecast as the next week's history
+        if spec.history:
+            weekly = np.full((S, WINDOW_WEEKS + H), np.nan)
+            weekly[:, :WINDOW_WEEKS] = cast(np.ndarray, window)
         if self.reads_three_inputs:  # the hot path of the chapter's model: no window, no calendar
             inputs[:, :, 1:] = plan
             inputs[:, 0, 0] = last
@@ -313,7 +323,8 @@ class Bundle:
                 flags = []
                 if spec.history:
                     # a model that reads history always has a window (made above when not given)
-                    history, history_filled = history_columns(cast(np.ndarray, window)[going], last[going])
+                    at = going * cast(np.ndarray, weekly).shape[1] + WINDOW_WEEKS + h
+                    history, history_filled = history_at(cast(np.ndarray, weekly).ravel(), at, last[going])
                     flags.append(history_filled)
                 if spec.calendar:
                     day = (
@@ -333,8 +344,8 @@ class Bundle:
             forecast, _ = self.run(inputs[going, h], None if codes is None else codes[going])
             units[going, h] = forecast
             last[going] = np.maximum(forecast, 0.0)
-            if window is not None:
-                window[going] = np.column_stack([window[going, 1:], last[going]])
+            if weekly is not None:
+                weekly[going, WINDOW_WEEKS + h] = last[going]
         outside = self.stats.outside_flags(inputs) & (np.arange(H) < weeks[:, None])[:, :, None]
         return {
             "units_sold": units,

@@ -45,7 +45,6 @@ HISTORY = (*(f"sales_lag_{k}" for k in HISTORY_LAGS), *(f"sales_mean_{w}" for w 
 CALENDAR = ("year_cycle_sin", "year_cycle_cos")
 WINDOW_WEEKS = max(*HISTORY_LAGS, *ROLLING_MEANS)  # the tail a published version keeps per series
 DAYS_PER_YEAR = 365.2425
-WINDOW_ROWS = 65536  # rows whose windows are laid out at once (features of a large file, a chunk at a time)
 
 
 @dataclass(frozen=True)
@@ -197,35 +196,74 @@ def history_columns(window: np.ndarray, last_week: np.ndarray | None = None) -> 
     [n] replaces last week's sales where the window has none (a row's own
     prev_week_sales).
     """
-    window = np.asarray(window, dtype=np.float64)
-    if last_week is not None:
-        window = window.copy()
-        missing = np.isnan(window[:, -1])
-        window[missing, -1] = np.asarray(last_week, dtype=np.float64)[missing]
+    window = np.ascontiguousarray(window, dtype=np.float64)
     n, L = window.shape
-    known = ~np.isnan(window)
-    count = known.sum(axis=1)  # weeks this row's window holds, the most recent ones
-    oldest = window[np.arange(n), np.clip(L - count, 0, L - 1)]
-    columns, filled = [], []
-    for lag in HISTORY_LAGS:
-        value = window[:, L - lag]
-        short = np.isnan(value)
-        columns.append(np.where(short, oldest, value))
-        filled.append(short)
-    for weeks in ROLLING_MEANS:
-        recent = window[:, L - weeks :]
-        have = known[:, L - weeks :].sum(axis=1)
-        total = np.where(known[:, L - weeks :], recent, 0.0).sum(axis=1)
-        columns.append(np.divide(total, have, out=np.full(n, np.nan), where=have > 0))
-        filled.append(have < weeks)
-    return np.column_stack(columns), np.column_stack(filled)
+    return history_at(window.ravel(), np.arange(n, dtype=np.int64) * L + L, last_week)
+
+
+def history_at(cells: np.ndarray, at: np.ndarray, last_week: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """history_columns of the weeks at flat positions `at` [n] of `cells` (a [series, weeks] matrix's
+    cells, row by row), each reading the WINDOW_WEEKS cells before it: the features of a whole file
+    without laying out every row's window.
+
+    The one definition of the history features: a window [n, L] is the matrix
+    whose rows end where each row's week would be. Sums add the weeks one at a
+    time, last week first, so every path gets the same numbers to the last bit.
+    """
+    known_cells = ~np.isnan(cells)
+    zeroed = np.where(known_cells, cells, 0.0)
+    known_before = np.concatenate([[0], np.cumsum(known_cells)])  # known cells before each position
+    start = at - WINDOW_WEEKS  # where each row's window starts: the week k weeks back is start + WINDOW_WEEKS - k
+
+    def weeks_back(k: int, of: np.ndarray = cells) -> np.ndarray:
+        return np.take(of[WINDOW_WEEKS - k :], start)
+
+    last = weeks_back(1)
+    count = np.take(known_before[WINDOW_WEEKS:], start) - np.take(known_before, start)  # known weeks in the window
+    given = np.zeros(len(at), dtype=bool)  # rows whose last week is `last_week`'s, the window having none
+    if last_week is not None:
+        given = np.isnan(last) & ~np.isnan(np.asarray(last_week, dtype=np.float64))
+        last = np.where(given, last_week, last)
+        count = count + given
+    back = np.clip(count, 1, WINDOW_WEEKS)
+    oldest = np.where(back == 1, last, cells[at - back])  # the oldest week the window holds
+    n = len(at)
+    columns, filled = np.empty((n, len(HISTORY))), np.empty((n, len(HISTORY)), dtype=bool)
+    for i, lag in enumerate(HISTORY_LAGS):
+        value = weeks_back(lag)
+        filled[:, i] = np.isnan(value)
+        columns[:, i] = np.where(filled[:, i], oldest, value)
+    # Rolling means: the known weeks' sum over how many there are, added one week at a time from last week
+    # back, the shorter mean's sum on the way to the longer one's.
+    total = np.where(np.isnan(last), 0.0, last)
+    summed = 1
+    for i, weeks in enumerate(ROLLING_MEANS, start=len(HISTORY_LAGS)):
+        for k in range(summed + 1, weeks + 1):
+            total += weeks_back(k, zeroed)
+        summed = weeks
+        have = (
+            np.take(known_before[WINDOW_WEEKS:], start) - np.take(known_before[WINDOW_WEEKS - weeks :], start) + given
+        )
+        columns[:, i] = np.divide(total, have, out=np.full(n, np.nan), where=have > 0)
+        filled[:, i] = have < weeks
+    return columns, filled
 
 
 def calendar_columns(weeks: np.ndarray) -> np.ndarray:
     """[n, 2] the week's place in the year as a point on the unit circle."""
     weeks = np.asarray(weeks, dtype="datetime64[D]")
-    day = (weeks - weeks.astype("datetime64[Y]").astype("datetime64[D]")).astype(np.float64)
-    angle = 2 * np.pi * day / DAYS_PER_YEAR
+    day = weeks.astype(np.int64)
+    if len(day) > 1000:  # a file's rows: each day of their span once (a few hundred weeks of days), then looked up
+        first, last = int(day.min()), int(day.max())
+        if last - first < len(day):
+            return _year_circle(np.arange(first, last + 1))[day - first]
+    return _year_circle(day)
+
+
+def _year_circle(day: np.ndarray) -> np.ndarray:
+    weeks = day.astype("datetime64[D]")
+    into_year = (weeks - weeks.astype("datetime64[Y]").astype("datetime64[D]")).astype(np.float64)
+    angle = 2 * np.pi * into_year / DAYS_PER_YEAR
     return np.column_stack([np.sin(angle), np.cos(angle)])
 
 
@@ -245,11 +283,17 @@ class SeriesWeeks:
     span: np.ndarray  # [S] weeks from first to last, inclusive
 
     @classmethod
-    def of(cls, weeks: np.ndarray, series: np.ndarray | None = None) -> SeriesWeeks:
+    def of(cls, weeks: np.ndarray, series: Any = None) -> SeriesWeeks:
+        """The layout of rows of `weeks` [n] and `series` [n] names (numpy, or a pyarrow array: a file's
+        column, coded in C); no series: one."""
         weeks = np.asarray(weeks, dtype="datetime64[D]")
-        series = np.zeros(len(weeks), dtype=object) if series is None else np.asarray(series)
-        names, code = np.unique(series.astype(str), return_inverse=True)
-        code = code.ravel()
+        if series is None:
+            names, code = np.array(["0"]), np.zeros(len(weeks), dtype=np.int64)
+        elif type(series).__module__.startswith("pyarrow"):
+            names, code = _pyarrow_codes(series)
+        else:
+            names, code = np.unique(np.asarray(series).astype(str), return_inverse=True)
+            code = code.ravel()
         day = weeks.astype(np.int64)
         first = np.full(len(names), np.iinfo(np.int64).max)
         np.minimum.at(first, code, day)
@@ -258,15 +302,33 @@ class SeriesWeeks:
         np.maximum.at(span, code, position + 1)
         return cls(code, position, names, first.astype("datetime64[D]"), span)
 
-    def matrix(self, values: np.ndarray, before_first: np.ndarray | None = None) -> np.ndarray:
+    def stored_tails(self, tail_of: Mapping[str, tuple[np.datetime64, np.ndarray]]) -> np.ndarray:
+        """[S, WINDOW_WEEKS] the weeks before each series' first week from the tails a version stored
+        ({series: (the week after the tail, [WINDOW_WEEKS] sales)}; NaN for a series without one):
+        the weeks between a tail and the first week carry its last sales; a tail that reaches past
+        the first week is cut there."""
+        out = np.full((len(self.names), WINDOW_WEEKS), np.nan)
+        found = [tail_of.get(str(name)) for name in self.names]
+        have = np.flatnonzero([tail is not None for tail in found])
+        if not len(have):
+            return out
+        stored = [cast("tuple[np.datetime64, np.ndarray]", found[s]) for s in have]
+        next_week = np.array([week for week, _ in stored], dtype="datetime64[D]")
+        gap = (self.first_week[have] - next_week).astype(np.int64) // 7  # weeks from the tail's end to the first
+        source = np.arange(WINDOW_WEEKS)[None, :] + gap[:, None]  # the tail's week each window week takes
+        picked = np.take_along_axis(np.stack([tail for _, tail in stored]), np.clip(source, 0, WINDOW_WEEKS - 1), 1)
+        out[have] = np.where(source >= 0, picked, np.nan)
+        return out
+
+    def matrix(self, values: np.ndarray, before: np.ndarray | None = None) -> np.ndarray:
         """[S, WINDOW_WEEKS + max span] of `values` laid out by series and week,
-        carried forward over skipped weeks; NaN before each series' first week,
-        except the week just before it, which takes `before_first` [S] when given."""
+        carried forward over skipped weeks; the WINDOW_WEEKS weeks before each
+        series' first week are `before` [S, WINDOW_WEEKS] when given (stored_tails), else NaN."""
         S, T = len(self.names), int(self.span.max(initial=0))
         grid = np.full((S, WINDOW_WEEKS + T), np.nan)
         grid[self.series_of_row, WINDOW_WEEKS + self.position] = values
-        if before_first is not None:
-            grid[:, WINDOW_WEEKS - 1] = before_first
+        if before is not None:
+            grid[:, :WINDOW_WEEKS] = before
         return carried_forward(grid, self)
 
     def windows(self, grid: np.ndarray) -> np.ndarray:
@@ -284,24 +346,38 @@ class SeriesWeeks:
         return self.first_week + (self.span * 7).astype("timedelta64[D]")
 
 
-def aligned_tail(next_week: np.datetime64 | str, tail: np.ndarray, first_week: np.datetime64 | str) -> np.ndarray:
-    """The WINDOW_WEEKS weeks before `first_week` from a tail that ends before `next_week`:
-    shifted, the weeks between carrying the tail's last sales, or cut where the rows overlap it."""
-    # numpy's stubs lack datetime64(a datetime64, unit), which numpy takes (a stored tail's next week is one)
-    gap = int((np.datetime64(first_week, "D") - np.datetime64(next_week, "D")).astype(np.int64) // 7)  # type: ignore[call-overload]
-    if gap >= 0:
-        return np.concatenate([tail, np.full(gap, tail[-1])])[-WINDOW_WEEKS:] if gap else tail
-    return np.concatenate([np.full(min(-gap, WINDOW_WEEKS), np.nan), tail[: max(WINDOW_WEEKS + gap, 0)]])
+def _pyarrow_codes(series: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct names, [n] each row's index into them) of a pyarrow column, as np.unique gives them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(series, pa.ChunkedArray):
+        series = series.combine_chunks()
+    encoded = series if pa.types.is_dictionary(series.type) else pc.dictionary_encode(pc.cast(series, pa.string()))
+    index = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    used = np.flatnonzero(np.bincount(index, minlength=len(encoded.dictionary)))  # rows taken out leave names unused
+    found = encoded.dictionary.to_numpy(zero_copy_only=False).astype(str)[used]
+    order = np.argsort(found, kind="stable")
+    rank = np.zeros(len(encoded.dictionary), dtype=np.int64)
+    rank[used[order]] = np.arange(len(order))
+    return found[order], rank[index]
+
+
+def take(column: Any, rows: np.ndarray) -> Any:
+    """Rows `rows` of a numpy or pyarrow column."""
+    if type(column).__module__.startswith("pyarrow"):
+        return column.take(rows)
+    return np.asarray(column)[rows]
 
 
 def carried_forward(grid: np.ndarray, layout: SeriesWeeks) -> np.ndarray:
     """`grid` with every unknown week inside a series' span taking the last known week before it."""
-    inside = np.arange(grid.shape[1])[None, :] < (WINDOW_WEEKS + layout.span)[:, None]
-    index = np.where(~np.isnan(grid), np.arange(grid.shape[1])[None, :], 0)
-    np.maximum.accumulate(index, axis=1, out=index)
-    carried = grid[np.arange(len(grid))[:, None], index]
-    carried[np.isnan(grid[np.arange(len(grid))[:, None], index])] = np.nan
-    return np.where(inside, carried, np.nan)
+    columns = np.arange(grid.shape[1], dtype=np.int32)[None, :]
+    index = np.where(np.isnan(grid), 0, columns)  # each known week's own column
+    np.maximum.accumulate(index, axis=1, out=index)  # ... and the last known one's after it
+    carried = np.take_along_axis(grid, index, axis=1)
+    carried[columns >= (WINDOW_WEEKS + layout.span)[:, None]] = np.nan  # past the series' last week
+    return carried
 
 
 def filled_patterns(spec: FeatureSpec, filled: np.ndarray) -> tuple[list[list[str]], np.ndarray]:
@@ -315,9 +391,16 @@ def flag_patterns(names: Sequence[str], flags: np.ndarray) -> tuple[list[list[st
     if not flags.shape[1]:
         return [[]], np.zeros(len(flags), dtype=np.int64)
     if len(names) < 63:  # each row's flags as the bits of one integer: a sort of numbers, not of rows
-        bits = flags.astype(np.int64) @ (1 << np.arange(len(names), dtype=np.int64))
-        patterns, codes = np.unique(bits, return_inverse=True)
-        return [[name for i, name in enumerate(names) if int(p) >> i & 1] for p in patterns], codes.ravel()
+        bits = np.zeros(len(flags), dtype=np.int64)
+        for i in range(len(names)):
+            bits |= flags[:, i].astype(np.int64) << i
+        if len(names) <= 16:  # few enough patterns to count them all, no sort
+            present = np.flatnonzero(np.bincount(bits, minlength=1 << len(names)))
+            code_of = np.zeros(1 << len(names), dtype=np.int64)
+            code_of[present] = np.arange(len(present))
+            return [[name for i, name in enumerate(names) if int(p) >> i & 1] for p in present], code_of[bits]
+        distinct, codes = np.unique(bits, return_inverse=True)
+        return [[name for i, name in enumerate(names) if int(p) >> i & 1] for p in distinct], codes.ravel()
     patterns, codes = np.unique(flags, axis=0, return_inverse=True)
     return [[name for name, flag in zip(names, row) if flag] for row in patterns.tolist()], codes.ravel()
 
@@ -332,6 +415,7 @@ class Features:
     tails: dict[str, np.ndarray] = field(default_factory=dict)
     grid: np.ndarray | None = None  # [S, WINDOW_WEEKS + T] sales by series and week (SeriesWeeks.matrix)
     slots: np.ndarray | None = None  # [n, 2] each row's (series, column) in grid; -1 for a row without a week
+    layout: SeriesWeeks | None = None  # the grid's series and weeks
 
 
 def assemble(
@@ -455,35 +539,34 @@ def feature_matrix(
     slots = np.full((n, 2), -1, dtype=np.int64)
     grid: np.ndarray | None = None
     tails: dict[str, np.ndarray] = {}
+    layout: SeriesWeeks | None = None
     if spec.history and dated.any():
         rows = np.flatnonzero(dated)
-        layout = SeriesWeeks.of(weeks[rows], None if series is None else np.asarray(series)[rows])
+        layout = SeriesWeeks.of(
+            weeks[rows], None if series is None else series if len(rows) == n else take(series, rows)
+        )
         values = np.full(len(rows), np.nan) if sales is None else np.asarray(sales, dtype=np.float64)[rows]
-        grid = layout.matrix(values)
-        if tail_of:
-            for s, name in enumerate(layout.names):
-                if str(name) in tail_of:
-                    grid[s, :WINDOW_WEEKS] = aligned_tail(*tail_of[str(name)], layout.first_week[s])
-            grid = carried_forward(grid, layout)
-        slots[rows] = np.column_stack([layout.series_of_row, WINDOW_WEEKS + layout.position])
+        grid = layout.matrix(values, layout.stored_tails(tail_of) if tail_of else None)
+        slots[rows, 0], slots[rows, 1] = layout.series_of_row, WINDOW_WEEKS + layout.position
         tails = dict(zip(map(str, layout.names), layout.tails(grid)))
     last = given_last.copy()
     filled: list[np.ndarray] = []
     history: np.ndarray | None = None
     if spec.history:
-        # A chunk of rows' windows at a time: all of them at once would be WINDOW_WEEKS numbers per row.
-        history = np.empty((n, len(HISTORY)))
-        history_filled = np.empty((n, len(HISTORY)), dtype=bool)
-        for start in range(0, n, WINDOW_ROWS):
-            chunk = slice(start, start + WINDOW_ROWS)
-            window = week_windows(grid, slots[chunk])
-            last[chunk] = np.where(np.isnan(given_last[chunk]), window[:, -1], given_last[chunk])
-            history[chunk], history_filled[chunk] = history_columns(window, last[chunk])
+        # Each row reads the cells before its own in the grid; a row without a week, a window of NaN past its end.
+        width = 0 if grid is None else grid.shape[1]
+        cells = np.concatenate([np.empty(0) if grid is None else grid.ravel(), np.full(WINDOW_WEEKS, np.nan)])
+        at = np.where(slots[:, 0] >= 0, slots[:, 0] * width + slots[:, 1], len(cells))
+        last = np.where(np.isnan(given_last), cells[at - 1], given_last)
+        history, history_filled = history_at(cells, at, last)
         filled.append(history_filled)
     calendar: np.ndarray | None = None
-    if spec.calendar:
+    if spec.calendar and dated.all():  # a file's rows
+        calendar = calendar_columns(weeks)
+        filled.append(np.zeros((n, len(CALENDAR)), dtype=bool))
+    elif spec.calendar:
         calendar = np.zeros((n, len(CALENDAR)))
         calendar[dated] = calendar_columns(weeks[dated])
         filled.append(np.repeat(~dated[:, None], len(CALENDAR), axis=1))
     X = assemble(spec, last, known, history, calendar, static)
-    return Features(X, np.column_stack([*filled, unseen]), tails, grid, slots)
+    return Features(X, np.column_stack([*filled, unseen]), tails, grid, slots, layout)

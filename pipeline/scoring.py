@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -255,7 +255,7 @@ def _score_file(
     try:
         chunks = (
             (*chunk, tables.check_columns(chunk[0], FEATURES, series=False))
-            for chunk in tables.stream(input_path, FEATURES, **settings)
+            for chunk in tables.stream(input_path, FEATURES, settings.get("threads", True), settings["numbers"])
         )
         for chunk, dropped, record_of, checked in read_ahead(chunks):
             tally.add(dropped + [(record_of(index), column, problem) for index, column, problem in checked.problems])
@@ -287,59 +287,3 @@ def _score_file(
         output.abandon()
         raise
     return {"rows": written, "skipped_rows": bad_rows, "extrapolated_rows": outside, "unknown_series_rows": unknown}
-
-
-def score_history_file(
-    input_path: str | os.PathLike[str],
-    output_path: str | os.PathLike[str],
-    bundle: Bundle,
-    skip_bad_rows: bool = False,
-    warn: Callable[[str], None] | None = None,
-) -> dict[str, int]:
-    """Score a file of weeks for a model that reads history features (pipeline.features).
-
-    Read whole, since a row's features read its series' earlier weeks: each
-    series continues from the weeks the published version stored, then from
-    the file's own earlier weeks (their actual sales, where the file has its
-    target column). Writes series, week, the forecast with its interval, the
-    history features filled for lack of weeks, and the model's version.
-    """
-    from .atomic import write_atomically
-    from .data import has_column, load_file
-    from .features import filled_patterns
-    from .schema import TARGET
-
-    spec = bundle.spec
-    data = load_file(
-        input_path,
-        skip_bad_rows,
-        warn,
-        require_target=has_column(input_path, TARGET, spec),
-        spec=spec,
-        tails=bundle.tails,
-    )
-    dropped = data.source.get("rows_without_an_earlier_week", 0)
-    if dropped and warn:
-        warn(f"{dropped} row(s) of series the model has no earlier week of, and without {spec.names[0]}: not forecast")
-    out = bundle.forecast(data.X, series=data.series)
-    patterns, codes = filled_patterns(spec, cast(np.ndarray, data.filled))  # load_file features every row
-    filled = _decoded(codes, [";".join(names) for names in patterns])
-    columns = {
-        spec.series_column: data.series if data.series is not None else [""] * len(data),
-        spec.week_column: data.week.astype(str) if data.week is not None else [""] * len(data),
-        FORECAST_COLUMN: out["units_sold"],
-        LOW_COLUMN: out["low"],
-        HIGH_COLUMN: out["high"],
-        "filled_features": filled,
-        VERSION_COLUMN: [bundle.version] * len(data),
-    }
-    table = pa.table(columns)
-    if str(output_path).lower().endswith((".parquet", ".pq")):
-        write_atomically(output_path, lambda partial: pq.write_table(table, partial))
-    else:
-        write_atomically(output_path, lambda partial: pa_csv.write_csv(table, partial))
-    return {
-        "rows": len(data),
-        "extrapolated_rows": len(out["extrapolated_rows"]),
-        "unknown_series_rows": len(out["unknown_series"]),
-    }

@@ -416,7 +416,7 @@ def check_columns(
     if series and SERIES_COLUMN in table.column_names:
         names = series_names(table)
         if csv:  # only a CSV's quotes can join lines; a Parquet name may hold a line break as it is
-            _joined_lines(names, offset, problems)
+            joined_lines(names, offset, problems)
         values[SERIES_COLUMN] = names.to_numpy(zero_copy_only=False)
     return Columns(values, table.num_rows, problems)
 
@@ -446,7 +446,7 @@ def series_names(table: pa.Table) -> pa.ChunkedArray:
     return pc.utf8_trim_whitespace(pc.fill_null(names, ""))
 
 
-def _joined_lines(names: pa.ChunkedArray, offset: int, problems: list[Problem]) -> None:
+def joined_lines(names: pa.ChunkedArray, offset: int, problems: list[Problem]) -> None:
     """A series name holding a line break is lines of the file read as one cell:
     a stray quote opened it and a later one closed it, and the rows between
     would be lost without a word (unclosed_quote finds a quote left open to the end)."""
@@ -625,22 +625,30 @@ class ReadAgain(Exception):
 
 
 def stream(
-    path: str | os.PathLike[str], required: Sequence[str], threads: bool = True, numbers: bool = True
+    path: str | os.PathLike[str],
+    required: Sequence[str],
+    threads: bool = True,
+    numbers: bool = True,
+    renames: Mapping[str, str] | None = None,
+    columns: Sequence[str] | None = None,
 ) -> Iterator[tuple[pa.Table, list[Problem], Callable[[int], int]]]:
     """Chunks of a CSV or Parquet file, each as (pyarrow Table of every column,
-    problems of rows the reader dropped, kept_records() of the chunk).
+    or of `columns` only, problems of rows the reader dropped, kept_records() of the chunk).
 
     A CSV's `required` columns are parsed as numbers (with `numbers`), the
     others come as text and are passed through verbatim; a row with the wrong
     number of cells is dropped by the reader and named by its line. Raises
-    ReadAgain when the settings cannot name what is wrong.
+    ReadAgain when the settings cannot name what is wrong. `renames` {the
+    file's name: ours} as read_csv_table takes it; `required` and `columns` are our names.
     """
     if is_parquet(path):
-        parquet, header = open_parquet(path, path, required)
+        parquet, header = open_parquet(path, path, required, renames)
+        wanted = header if columns is None else [name for name in header if name in columns]
+        by_name = dict(zip(header, parquet.schema_arrow.names))
         kept = 0
         try:
-            for batch in parquet.iter_batches(batch_size=STREAM_CHUNK_ROWS):
-                table = pa.Table.from_batches([batch]).rename_columns(header)
+            for batch in parquet.iter_batches(batch_size=STREAM_CHUNK_ROWS, columns=[by_name[n] for n in wanted]):
+                table = pa.Table.from_batches([batch]).rename_columns(wanted)
                 yield table, [], kept_records(kept, [])
                 kept += table.num_rows
         except (pa.ArrowException, OSError) as err:
@@ -649,7 +657,7 @@ def stream(
     try:
         with open(path, "rb") as handle:
             line = header_line(handle.read)
-            header = csv_header(line, path)
+            header = renamed(csv_header(line, path), renames, path)
             handle.seek(len(line))
             header_only = not handle.read(3).strip(b"\r\n")  # nothing after it but its line break
     except OSError as err:
@@ -658,7 +666,8 @@ def stream(
     if header_only:
         return  # no rows (pyarrow would refuse to skip a header with no line break after it)
     ragged = RaggedRows()
-    options = csv_options(header, header, ragged, required if numbers else (), threads, STREAM_BLOCK_BYTES)
+    wanted = header if columns is None else [name for name in header if name in columns]
+    options = csv_options(header, wanted, ragged, required if numbers else (), threads, STREAM_BLOCK_BYTES)
     kept = 0
     dropped: list[int] = []
     try:

@@ -345,7 +345,7 @@ def _columnar_answer(
 
 def predict_csv(raw: bytes, bundle: Bundle, max_rows: int) -> bytes:
     """A CSV body -> the CSV answer: the rows' series and week, the forecast columns and the filled features,
-    as `demand predict` writes them for the same rows (pipeline.scoring.score_history_file)."""
+    as `demand predict` writes them for the same rows (pipeline.history_scoring.score_history_file)."""
     import pyarrow as pa
     import pyarrow.csv as pa_csv
 

@@ -28,8 +28,9 @@ def predict(
     forecast columns are added; the output is CSV or Parquet by its extension.
     """
     from ..bundle import Bundle
+    from ..history_scoring import score_history_file
     from ..registry import Registry
-    from ..scoring import score_file, score_history_file, scoring_threads
+    from ..scoring import score_file, scoring_threads
 
     bundle = Bundle.load(Registry(model_dir), version, provider, scoring_threads())
     score = score_file if bundle.reads_three_inputs else score_history_file

@@ -1,0 +1,355 @@
+"""`demand predict` for a model that reads history: a file of weeks streamed a chunk at a time.
+
+A row's history features read its series' earlier weeks, so each chunk is
+featured with what came before it: the tail of each series the published
+version stored, then the tails the file's own earlier chunks left (their
+actual sales, where the file has its target column). A file in week order,
+or series by series in week order, is scored in memory that does not grow
+with its length, and gets exactly the features of the file read whole.
+
+A file whose series go back in time across chunks (a series' week in a
+chunk before one of its weeks in an earlier chunk) cannot be streamed: it
+is read whole instead, and a line on stderr says so.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import tables
+from .errors import DataError
+from .features import LAG_1, FeatureSpec, feature_matrix, filled_patterns
+from .schema import FORECAST_COLUMN, HIGH_COLUMN, LOW_COLUMN, SERIES_COLUMN, TARGET, TIME_COLUMN, VERSION_COLUMN
+from .scoring import Output, read_ahead
+
+if TYPE_CHECKING:
+    from .bundle import Bundle
+
+FILLED_COLUMN = "filled_features"
+Tail = tuple[np.datetime64, np.ndarray]  # (the week after it, [WINDOW_WEEKS] sales before it)
+
+
+class WeeksGoBack(Exception):
+    """A series' week in this chunk comes before one of its weeks in an earlier chunk."""
+
+
+def score_history_file(
+    input_path: str | os.PathLike[str],
+    output_path: str | os.PathLike[str],
+    bundle: Bundle,
+    skip_bad_rows: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> dict[str, int]:
+    """Score a file of weeks for a model that reads history features (pipeline.features).
+
+    Each series continues from the weeks the published version stored, then
+    from the file's own earlier weeks. Writes series, week, the forecast with
+    its interval, the features filled for lack of weeks, and the model's
+    version, in the file's row order. Returns counts.
+    """
+    settings = {"threads": True, "numbers": True}
+    while True:
+        try:
+            return _streamed(Path(input_path), output_path, bundle, skip_bad_rows, warn, settings)
+        except tables.ReadAgain as again:
+            settings.update(again.settings)
+        except WeeksGoBack:
+            if warn:
+                warn(
+                    f"{input_path}: a series' weeks go back in time across the file, which cannot be streamed: "
+                    "reading it whole (sort it by week, or by series then week, to stream it)"
+                )
+            return score_history_whole(input_path, output_path, bundle, skip_bad_rows, warn)
+
+
+class History:
+    """Each series' last weeks so far: the stored tails, then the file's own as its chunks go by."""
+
+    def __init__(self, stored: dict[str, Tail]) -> None:
+        self.tails: dict[str, Tail] = dict(stored)
+        self.next_in_file: dict[str, np.datetime64] = {}  # the week after each series' last in the file
+
+    def refuse_going_back(self, names: np.ndarray, first_week: np.ndarray) -> None:
+        after = np.array(
+            [self.next_in_file.get(name, np.datetime64("NaT")) for name in names.tolist()], "datetime64[D]"
+        )
+        if (first_week < after).any():  # NaT compares false: a series new to the file
+            raise WeeksGoBack
+
+    def advance(self, names: np.ndarray, next_week: np.ndarray, tails: np.ndarray) -> None:
+        for name, week, tail in zip(names.tolist(), next_week, tails):
+            self.tails[name] = (week, tail)
+            self.next_in_file[name] = week
+
+
+def _streamed(
+    input_path: Path,
+    output_path: str | os.PathLike[str],
+    bundle: Bundle,
+    skip_bad_rows: bool,
+    warn: Callable[[str], None] | None,
+    settings: dict[str, bool],
+) -> dict[str, int]:
+    spec = bundle.spec
+    header = tables.renamed(_header(input_path), spec.renames(), input_path)
+    if spec.history and TIME_COLUMN not in header:
+        raise DataError(
+            f"{input_path}: history features need a {spec.week_column!r} column to order each series' weeks"
+        )
+    categories = [name for name in spec.static if spec.vocabulary(name) is not None]
+    required = [*(() if spec.history else (LAG_1,)), *spec.known, *spec.static]
+    numbers = [
+        *(name for name in required if name not in categories),
+        *(name for name in (TARGET, LAG_1) if name in header and name not in required),
+    ]
+    read = [*required, *(name for name in (TARGET, LAG_1, TIME_COLUMN, SERIES_COLUMN) if name in header)]
+    unread = [name for name in header if name not in read]
+    if unread and warn:
+        warn(
+            f"{input_path}: column(s) {', '.join(unread)} not read: the model's features are "
+            f"{', '.join(spec.names)}; these are not among them"
+        )
+    parquet = tables.is_parquet(input_path)
+    chunks = tables.stream(input_path, numbers, settings["threads"], settings["numbers"], spec.renames(), columns=read)
+    output = Output(output_path)
+    history = History(bundle.tails)
+    statics = StaticValues(spec, input_path)
+    tally = tables.ProblemTally()
+    counts = {"rows": 0, "extrapolated_rows": 0, "unknown_series_rows": 0, "without_history": 0}
+    # A chunk is forecast (ONNX Runtime, its answer's columns) on a thread of its own while the next is featured.
+    scorer = ThreadPoolExecutor(1, thread_name_prefix="scorer")
+    pending: Future[tuple[pa.Table, dict[str, int]]] | None = None
+
+    def written() -> None:
+        if pending is not None:
+            table, scored = pending.result()
+            output.write(table)
+            for name, count in scored.items():
+                counts[name] += count
+
+    try:
+        for dropped, record_of, checked, names in read_ahead(_checked(chunks, numbers, categories, parquet)):
+            tally.add(dropped + [(record_of(index), column, problem) for index, column, problem in checked.problems])
+            if tally.bad_rows and not skip_bad_rows:
+                continue  # keep counting the bad rows, write nothing
+            keep = checked.good() if checked.problems else None
+            values = checked.values if keep is None else {k: v[keep] for k, v in checked.values.items()}
+            if names is not None:
+                values[SERIES_COLUMN] = names if keep is None else names.filter(pa.array(keep))
+            rows = len(next(iter(values.values()), ()))
+            if not rows:
+                continue
+            featured = _featured_chunk(values, spec, history, statics)
+            counts["without_history"] += rows - len(featured.X)
+            if len(featured.X):
+                written()
+                pending = scorer.submit(_forecast_table, featured, bundle)
+        written()
+        pending = None
+        bad_rows, _ = tally.report(input_path, tables.row_label(parquet), skip_bad_rows, warn)
+        if not counts["rows"]:
+            raise DataError(
+                f"{input_path}: no row has a week before it to forecast from; give each series' {LAG_1} or more weeks"
+            )
+        output.finish()
+    except BaseException:
+        output.abandon()
+        raise
+    finally:
+        scorer.shutdown(cancel_futures=True)
+    if counts["without_history"] and warn:
+        warn(
+            f"{counts['without_history']} row(s) of series the model has no earlier week of, and without "
+            f"{spec.names[0]}: not forecast"
+        )
+    return {
+        "rows": counts["rows"],
+        "skipped_rows": bad_rows,
+        "extrapolated_rows": counts["extrapolated_rows"],
+        "unknown_series_rows": counts["unknown_series_rows"],
+    }
+
+
+def _header(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    if tables.is_parquet(path):
+        try:
+            return [name.strip() for name in pq.ParquetFile(path).schema_arrow.names]
+        except (pa.ArrowException, OSError) as err:
+            raise DataError(f"{path}: cannot be read as Parquet: {str(err).splitlines()[0][:200]}") from None
+    try:
+        with open(path, "rb") as handle:
+            return tables.csv_header(tables.header_line(handle.read), path)
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the file: {err.strerror}") from None
+
+
+def _checked(
+    chunks: Iterator[tuple[pa.Table, list[tables.Problem], Callable[[int], int]]],
+    numbers: list[str],
+    categories: list[str],
+    parquet: bool,
+) -> Iterator[tuple[list[tables.Problem], Callable[[int], int], tables.Columns, pa.Array | None]]:
+    """Each chunk with its checked columns, and its series names as pyarrow text (no Python string per row)."""
+    for table, dropped, record_of in chunks:
+        checked = tables.check_columns(table, numbers, series=False, csv=not parquet, text=categories)
+        names = None
+        if SERIES_COLUMN in table.column_names:
+            text = tables.series_names(table).combine_chunks()
+            if not parquet:  # only a CSV's quotes can join lines
+                tables.joined_lines(text, 0, checked.problems)
+            names = pc.dictionary_encode(text)  # each distinct name once, on this thread, for the layout of weeks
+        yield dropped, record_of, checked, names
+
+
+class StaticValues:
+    """A static covariate has one value per series across the whole file, not only within a chunk."""
+
+    def __init__(self, spec: FeatureSpec, path: Path) -> None:
+        self.spec, self.path = spec, path
+        self.seen: dict[str, tuple[Any, ...]] = {}
+
+    def check(self, values: dict[str, Any]) -> None:
+        from .data import check_static
+
+        if not self.spec.static:
+            return
+        series = values.get(SERIES_COLUMN)
+        names = (
+            np.zeros(len(values[self.spec.static[0]]), dtype=object)
+            if series is None
+            else series.cast(pa.string()).to_numpy(zero_copy_only=False)
+        )
+        check_static(self.path, self.spec, {**values, SERIES_COLUMN: names})
+        distinct, first = np.unique(names.astype(str), return_index=True)
+        for name, row in zip(distinct.tolist(), first.tolist()):
+            cells = tuple(values[column][row] for column in self.spec.static)
+            before = self.seen.setdefault(name, cells)
+            if before != cells:
+                changed = next(c for c, a, b in zip(self.spec.static, before, cells) if a != b)
+                raise DataError(
+                    f"{self.path}: column {changed!r} is declared static (one value per series) but changes "
+                    f"within series {name!r}"
+                )
+
+
+class Featured(NamedTuple):
+    """One chunk's rows that have a week to forecast from, featured."""
+
+    X: np.ndarray
+    filled: np.ndarray
+    series: pa.Array | None
+    week: np.ndarray | None
+
+
+def _featured_chunk(values: dict[str, Any], spec: FeatureSpec, history: History, statics: StaticValues) -> Featured:
+    """The features of one chunk's checked rows (those without a last week left out); `history` moves on past them."""
+    statics.check(values)
+    features = feature_matrix(spec, values, sales=values.get(TARGET), tail_of=history.tails)
+    layout = features.layout
+    if layout is not None:
+        history.refuse_going_back(layout.names, layout.first_week)
+        history.advance(layout.names, layout.next_week(), layout.tails(cast(np.ndarray, features.grid)))
+    series, week = values.get(SERIES_COLUMN), values.get(TIME_COLUMN)
+    # A row whose last week is unknown has nothing to go on: a NaN among its features (a product of finite
+    # features is NaN only through one, and costs a fraction of a row-wise any()).
+    usable = ~np.isnan(features.X @ np.ones(features.X.shape[1]))
+    if usable.all():
+        return Featured(features.X, features.filled, series, week)
+    rows = np.flatnonzero(usable)
+    return Featured(
+        features.X[rows],
+        features.filled[rows],
+        None if series is None else series.take(pa.array(rows)),
+        None if week is None else week[rows],
+    )
+
+
+def _forecast_table(chunk: Featured, bundle: Bundle) -> tuple[pa.Table, dict[str, int]]:
+    """(The forecast columns of a featured chunk, its counts)."""
+    series = None if chunk.series is None else chunk.series.cast(pa.string())
+    out = bundle.forecast(chunk.X, series=series)
+    n = len(chunk.X)
+    patterns, codes = filled_patterns(bundle.spec, chunk.filled)
+    table = pa.table(
+        {
+            bundle.spec.series_column: series if series is not None else pa.array([""] * n),
+            bundle.spec.week_column: (
+                pc.cast(pa.array(chunk.week), pa.string()) if chunk.week is not None else pa.array([""] * n)
+            ),
+            FORECAST_COLUMN: out["units_sold"],
+            LOW_COLUMN: out["low"],
+            HIGH_COLUMN: out["high"],
+            FILLED_COLUMN: _decoded(codes, [";".join(names) for names in patterns]),
+            VERSION_COLUMN: _decoded(np.zeros(n, dtype=np.int8), [bundle.version]),
+        }
+    )
+    counts = {
+        "rows": n,
+        "extrapolated_rows": len(out["extrapolated_rows"]),
+        "unknown_series_rows": len(out["unknown_series"]),
+    }
+    return table, counts
+
+
+def _decoded(codes: np.ndarray, names: list[str]) -> pa.Array:
+    return pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names)).cast(pa.string())
+
+
+def score_history_whole(
+    input_path: str | os.PathLike[str],
+    output_path: str | os.PathLike[str],
+    bundle: Bundle,
+    skip_bad_rows: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> dict[str, int]:
+    """score_history_file of a file read whole: any row order (memory grows with the file)."""
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
+
+    from .atomic import write_atomically
+    from .data import has_column, load_file
+
+    spec = bundle.spec
+    data = load_file(
+        input_path,
+        skip_bad_rows,
+        warn,
+        require_target=has_column(input_path, TARGET, spec),
+        spec=spec,
+        tails=bundle.tails,
+    )
+    dropped = data.source.get("rows_without_an_earlier_week", 0)
+    if dropped and warn:
+        warn(f"{dropped} row(s) of series the model has no earlier week of, and without {spec.names[0]}: not forecast")
+    out = bundle.forecast(data.X, series=data.series)
+    patterns, codes = filled_patterns(spec, cast(np.ndarray, data.filled))  # load_file features every row
+    columns = {
+        spec.series_column: data.series if data.series is not None else [""] * len(data),
+        spec.week_column: data.week.astype(str) if data.week is not None else [""] * len(data),
+        FORECAST_COLUMN: out["units_sold"],
+        LOW_COLUMN: out["low"],
+        HIGH_COLUMN: out["high"],
+        FILLED_COLUMN: _decoded(codes, [";".join(names) for names in patterns]),
+        VERSION_COLUMN: [bundle.version] * len(data),
+    }
+    table = pa.table(columns)
+    if tables.is_parquet(output_path):
+        write_atomically(output_path, lambda partial: pq.write_table(table, partial))
+    else:
+        write_atomically(output_path, lambda partial: pa_csv.write_csv(table, partial))
+    return {
+        "rows": len(data),
+        "skipped_rows": data.source.get("skipped_rows", 0),
+        "extrapolated_rows": len(out["extrapolated_rows"]),
+        "unknown_series_rows": len(out["unknown_series"]),
+    }
