@@ -30,7 +30,7 @@ features are reported per row.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import numpy as np
@@ -411,11 +411,16 @@ class Features:
 
     X: np.ndarray  # [n, len(spec.names)] raw units
     filled: np.ndarray  # [n, len(spec.fillable)] features filled for lack of weeks (or of a week, for the calendar)
-    # series name -> [WINDOW_WEEKS] sales before its next week
-    tails: dict[str, np.ndarray] = field(default_factory=dict)
     grid: np.ndarray | None = None  # [S, WINDOW_WEEKS + T] sales by series and week (SeriesWeeks.matrix)
     slots: np.ndarray | None = None  # [n, 2] each row's (series, column) in grid; -1 for a row without a week
     layout: SeriesWeeks | None = None  # the grid's series and weeks
+
+    @property
+    def tails(self) -> dict[str, np.ndarray]:
+        """{series name: [WINDOW_WEEKS] sales before its next week}."""
+        if self.layout is None or self.grid is None:
+            return {}
+        return dict(zip(map(str, self.layout.names), self.layout.tails(self.grid)))
 
 
 def assemble(
@@ -538,7 +543,6 @@ def feature_matrix(
     dated = ~np.isnat(weeks)
     slots = np.full((n, 2), -1, dtype=np.int64)
     grid: np.ndarray | None = None
-    tails: dict[str, np.ndarray] = {}
     layout: SeriesWeeks | None = None
     if spec.history and dated.any():
         rows = np.flatnonzero(dated)
@@ -548,7 +552,6 @@ def feature_matrix(
         values = np.full(len(rows), np.nan) if sales is None else np.asarray(sales, dtype=np.float64)[rows]
         grid = layout.matrix(values, layout.stored_tails(tail_of) if tail_of else None)
         slots[rows, 0], slots[rows, 1] = layout.series_of_row, WINDOW_WEEKS + layout.position
-        tails = dict(zip(map(str, layout.names), layout.tails(grid)))
     last = given_last.copy()
     filled: list[np.ndarray] = []
     history: np.ndarray | None = None
@@ -569,4 +572,4 @@ def feature_matrix(
         calendar[dated] = calendar_columns(weeks[dated])
         filled.append(np.repeat(~dated[:, None], len(CALENDAR), axis=1))
     X = assemble(spec, last, known, history, calendar, static)
-    return Features(X, np.column_stack([*filled, unseen]), tails, grid, slots, layout)
+    return Features(X, np.column_stack([*filled, unseen]), grid, slots, layout)

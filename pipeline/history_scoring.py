@@ -260,14 +260,15 @@ def _featured_chunk(values: dict[str, Any], spec: FeatureSpec, history: History,
         history.refuse_going_back(layout.names, layout.first_week)
         history.advance(layout.names, layout.next_week(), layout.tails(cast(np.ndarray, features.grid)))
     series, week = values.get(SERIES_COLUMN), values.get(TIME_COLUMN)
-    # A row whose last week is unknown has nothing to go on: a NaN among its features (a product of finite
-    # features is NaN only through one, and costs a fraction of a row-wise any()).
+    # A row whose last week is unknown has nothing to go on: a NaN among its features (their sum is NaN only
+    # through one, the features being finite otherwise; a product with ones costs a fraction of a row-wise any()).
     usable = ~np.isnan(features.X @ np.ones(features.X.shape[1]))
+    X = features.X.astype(np.float32)  # what the model reads, at half the memory while it waits
     if usable.all():
-        return Featured(features.X, features.filled, series, week)
+        return Featured(X, features.filled, series, week)
     rows = np.flatnonzero(usable)
     return Featured(
-        features.X[rows],
+        X[rows],
         features.filled[rows],
         None if series is None else series.take(pa.array(rows)),
         None if week is None else week[rows],

@@ -188,11 +188,14 @@ class MinMaxStats:
         X = np.asarray(X)
         low, high = self._raw_bounds
         mins, maxs = ranges if ranges is not None else column_ranges(X)
-        if (mins >= low).all() and (maxs <= high).all():
+        beyond = np.flatnonzero((mins < low) | (maxs > high))  # the columns with a value outside
+        if not len(beyond):
             return np.empty(0, dtype=np.intp), np.empty((0, X.shape[1]), dtype=bool)
-        flags = (X < low) | (X > high)
-        rows = np.flatnonzero(flags.any(axis=1))
-        return rows, flags[rows]
+        outside = np.zeros(len(X), dtype=bool)
+        for j in beyond.tolist():  # only those columns are compared row by row
+            outside |= (X[:, j] < low[j]) | (X[:, j] > high[j])
+        rows = np.flatnonzero(outside)
+        return rows, (X[rows] < low) | (X[rows] > high)
 
     def outside_flags(self, X: np.ndarray) -> np.ndarray:
         """[..., 3] booleans: each feature of each row outside what training saw."""
