@@ -19,7 +19,7 @@ import numpy as np
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.engine import Engine
 
-from .store import WEEK, actuals, forecasts
+from .store import WEEK, actuals, forecasts, reading
 
 DEFAULT_WEEKS = 13
 
@@ -29,7 +29,7 @@ def live_accuracy(engine: Engine, weeks: int = DEFAULT_WEEKS) -> dict[str, Any]:
 
     The database sums errors per version, step and series (the latest forecast of each week only); MASE's
     scale, each series' mean weekly change, comes from its stored weeks."""
-    with engine.connect() as connection:
+    with reading(engine) as connection:
         through = connection.execute(select(func.max(actuals.c.week))).scalar()
         answer: dict[str, Any] = {"weeks": weeks, "through": through.isoformat() if through else None, "versions": {}}
         if through is None:

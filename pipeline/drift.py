@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from .features import FeatureSpec
-from .store import WEEK, actuals
+from .store import WEEK, actuals, reading
 
 BINS = 10
 FLAGGED = 0.2
@@ -55,7 +55,7 @@ def input_drift(engine: Engine, card: dict[str, Any], weeks: int) -> dict[str, A
     """{"weeks", "inputs": {name: {"psi", "count", "flagged"}}} over the last `weeks` weeks of actuals."""
     reference = card.get("reference") or {}
     spec = FeatureSpec.from_json(card.get("features"))
-    with engine.connect() as connection:
+    with reading(engine) as connection:
         through = connection.execute(select(func.max(actuals.c.week))).scalar()
         rows = (
             connection.execute(

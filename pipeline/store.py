@@ -41,7 +41,7 @@ from sqlalchemy import (
     text,
     tuple_,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from .errors import DataError
 from .features import LAG_1, FeatureSpec
@@ -101,12 +101,22 @@ def open_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(connection: Any) -> None:
-            # The write lock at once, as SQLAlchemy's documentation shows for pysqlite: a writer's reads and
-            # writes are one step, so two requests cannot both pass the order-of-weeks check.
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # A writer takes the write lock at once, as SQLAlchemy's documentation shows for pysqlite: its reads
+            # and writes are one step, so two requests cannot both pass the order-of-weeks check. A reader
+            # (reading()) takes none, and reads the last commit while a write goes on.
+            read_only = connection.get_execution_options().get(READ_ONLY, False)
+            connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+READ_ONLY = "demand_read_only"
+
+
+def reading(engine: Engine) -> Connection:
+    """A connection that only reads: on SQLite it never waits for a writer (WAL), nor makes one wait."""
+    return engine.connect().execution_options(**{READ_ONLY: True})
 
 
 def upgrade(engine: Engine) -> str:
@@ -375,7 +385,7 @@ def log_forecasts(engine: Engine, records: Sequence[tuple[Any, ...]]) -> int:
 def latest_actuals(engine: Engine, names: Sequence[str], weeks: int) -> dict[str, list[tuple[dt.date, float]]]:
     """Each named series' latest stored weeks, at most `weeks` of them, oldest first: (week, units sold)."""
     found: dict[str, list[tuple[dt.date, float]]] = {}
-    with engine.connect() as connection:
+    with reading(engine) as connection:
         for chunk in _chunks(sorted(set(names)), 500):
             last: dict[str, dt.date] = {
                 str(name): cast(dt.date, week)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from pipeline.data import load_file
+from pipeline.errors import DataError
 from pipeline.features import HISTORY
 
 from .conftest import DEFAULT_CSV, invoke
@@ -129,6 +130,87 @@ def test_the_rows_of_a_request_get_exactly_the_features_of_the_file(retailer, bu
     out = forecast_columns(bundle, columns_from_rows([row_of(r) for r in rows], bundle, where), where)
     np.testing.assert_array_equal(out["X"], from_file.X)
     assert not from_file.filled.any() and not any(out["filled"])  # the stored weeks reach back far enough
+
+
+def scored_whole_and_streamed(bundle, source, folder, warnings):
+    """The answer of `source` streamed a few rows at a time, checked against the file read whole: the same rows
+    and flags, and the same forecasts (ONNX Runtime may round the last bit otherwise for a batch of a few rows)."""
+    import pyarrow.csv as pa_csv
+
+    from pipeline.history_scoring import score_history_file, score_history_whole
+
+    whole, streamed = folder / "whole.csv", folder / "streamed.csv"
+    counts = score_history_whole(source, whole, bundle)
+    assert score_history_file(source, streamed, bundle, warn=warnings.append) == counts
+    whole, streamed = pa_csv.read_csv(whole), pa_csv.read_csv(streamed)
+    assert whole.column_names == streamed.column_names
+    for name in whole.column_names:
+        expected, got = whole.column(name).to_pylist(), streamed.column(name).to_pylist()
+        assert got == (pytest.approx(expected, rel=1e-6) if name.startswith(("forecast", "interval")) else expected)
+    return streamed
+
+
+def test_demand_predict_streams_a_file_in_chunks_with_the_features_of_the_file_read_whole(
+    retailer, bundle, tmp_path, monkeypatch
+):
+    """Each chunk continues from the weeks the chunks before it left: the same forecasts as the whole file
+    featured at once, for a file of many weeks (in week order, and series by series), CSV and Parquet."""
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
+
+    from pipeline import tables
+
+    monkeypatch.setattr(tables, "STREAM_BLOCK_BYTES", 1024)  # a few rows a chunk
+    monkeypatch.setattr(tables, "STREAM_CHUNK_ROWS", 9)
+    rows = list(csv.DictReader((OUTSAMPLE / "retail_covariates.csv").open()))
+    stores = sorted({r["store"] for r in rows})[:STORES]
+    rows = [r for r in rows if r["store"] in stores]
+    for order, key in (("weeks", lambda r: (r["date"], r["store"])), ("series", lambda r: (r["store"], r["date"]))):
+        source = tmp_path / f"by-{order}.csv"
+        with source.open("w", newline="") as out:
+            writer = csv.DictWriter(out, list(rows[0]), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(sorted(rows, key=key))
+        pq.write_table(pa_csv.read_csv(source), tmp_path / f"by-{order}.parquet")
+        for path in (source, tmp_path / f"by-{order}.parquet"):
+            warnings = []
+            streamed = scored_whole_and_streamed(bundle, path, tmp_path, warnings)
+            assert streamed.num_rows == len(rows) - STORES  # each series' first week has none before it
+            assert not [w for w in warnings if "go back" in w]
+
+
+def test_a_file_whose_series_go_back_in_time_is_read_whole_and_says_so(retailer, bundle, tmp_path, monkeypatch):
+    from pipeline import tables
+
+    monkeypatch.setattr(tables, "STREAM_BLOCK_BYTES", 1024)
+    _, new, rows = retailer
+    source = tmp_path / "backwards.csv"
+    with source.open("w", newline="") as out:
+        writer = csv.DictWriter(out, list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(sorted(rows, key=lambda r: r["date"], reverse=True))
+    warnings = []
+    scored_whole_and_streamed(bundle, source, tmp_path, warnings)
+    assert any("go back in time" in w and "reading it whole" in w for w in warnings)
+
+
+def test_a_static_value_that_changes_in_a_later_chunk_is_refused_naming_it(retailer, bundle, tmp_path, monkeypatch):
+    from pipeline import tables
+    from pipeline.history_scoring import score_history_file
+
+    monkeypatch.setattr(tables, "STREAM_BLOCK_BYTES", 1024)
+    _, new, rows = retailer
+    changed = [dict(r) for r in rows]
+    changed[-1]["store_size"] = str(float(changed[-1]["store_size"]) + 100)
+    source = tmp_path / "changed.csv"
+    with source.open("w", newline="") as out:
+        writer = csv.DictWriter(out, list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(changed)
+    output = tmp_path / "out.csv"
+    with pytest.raises(DataError, match=f"'store_size' is declared static.*{changed[-1]['store']}"):
+        score_history_file(source, output, bundle)
+    assert not output.exists()  # nothing written
 
 
 def test_rows_columns_csv_and_v2_answer_what_demand_predict_writes(retailer, served, predicted):
