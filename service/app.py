@@ -57,7 +57,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.register_blueprint(admin)  # without a token the admin routes do not exist
     errors.register(app)
     _instrument(app)
-    app.wsgi_app = PredictFastPath(app.wsgi_app, holder, settings, app.extensions.get("demand_forecast_log"))  # type: ignore[method-assign]  # Flask's middleware idiom
+    app.wsgi_app = PredictFastPath(  # type: ignore[method-assign]  # Flask's middleware idiom
+        app.wsgi_app, holder, settings, app.extensions.get("demand_forecast_log"), app.extensions.get("demand_store")
+    )
     # Everything made so far lives as long as the worker: out of the garbage
     # collector's sight, a full collection no longer walks it. Large answers
     # make thousands of objects and trigger collections; each walked these
@@ -104,7 +106,11 @@ def _instrument(app: Flask) -> None:
 
     @app.before_request
     def log_what_is_served() -> None:
-        g.served = Served(app.extensions.get("demand_forecast_log"), request.headers.get("X-Request-Id"))
+        g.served = Served(
+            app.extensions.get("demand_forecast_log"),
+            request.headers.get("X-Request-Id"),
+            app.extensions.get("demand_store"),
+        )
         g.served_token = SERVED.set(g.served)
 
     @app.teardown_request

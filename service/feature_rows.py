@@ -192,9 +192,12 @@ def category_problem(value: Any) -> str | None:
 def forecast_columns(bundle: Bundle, columns: dict[str, np.ndarray], where: Where) -> dict[str, Any]:
     """Bundle.forecast's answer for featured rows, with "filled" [n] lists of filled feature names and
     "extrapolated" [n] lists of features outside the training range; a 400 for a row with no last week."""
+    from .stored_history import tails_with_store
+
     spec = bundle.spec
     sales = columns.pop(TARGET)
-    features = feature_matrix(spec, columns, sales=sales, tail_of=bundle.tails)
+    tails, through = tails_with_store(bundle, columns[SERIES_COLUMN], columns[TIME_COLUMN])
+    features = feature_matrix(spec, columns, sales=sales, tail_of=tails)
     lacking = np.flatnonzero(np.isnan(features.X[:, 0]))
     if len(lacking):
         i = int(lacking[0])
@@ -218,6 +221,7 @@ def forecast_columns(bundle: Bundle, columns: dict[str, np.ndarray], where: Wher
     out["extrapolated"] = extrapolated
     out["series"] = series
     out["X"] = features.X
+    out["history_through"] = through
     log_rows(bundle.version, series, columns[TIME_COLUMN], out, bundle.level)
     return out
 
@@ -230,6 +234,7 @@ def _head(bundle: Bundle, out: dict[str, Any]) -> dict[str, Any]:
         "interval_level": bundle.level,
         "features": list(bundle.spec.names),
         **unknown_series(out["series"], out["unknown_series"]),
+        **({"history_through": out["history_through"]} if out.get("history_through") else {}),
     }
 
 

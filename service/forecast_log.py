@@ -97,10 +97,11 @@ class ForecastLog:
 
 
 class Served:
-    """What one request logs, under one request id (made when the first record is): the answer's X-Request-Id."""
+    """What one request logs, under one request id (made when the first record is): the answer's X-Request-Id;
+    and the store it may read history from, in the fast path as in Flask's views."""
 
-    def __init__(self, forecast_log: ForecastLog | None, header: str | None) -> None:
-        self.forecast_log, self.header = forecast_log, header
+    def __init__(self, forecast_log: ForecastLog | None, header: str | None, store: Engine | None = None) -> None:
+        self.forecast_log, self.header, self.store = forecast_log, header, store
         self.request_id: str | None = None
 
     def record(self, version: str, rows: list[tuple[str, dt.date, int, float, Any]]) -> None:

@@ -44,6 +44,7 @@ from .serving import current_bundle, ready_bundle
 if TYPE_CHECKING:
     import numpy as np
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+    from sqlalchemy.engine import Engine
 
     from pipeline.bundle import Bundle
 
@@ -231,8 +232,10 @@ class PredictFastPath:
         holder: ModelHolder,
         settings: Settings,
         forecast_log: ForecastLog | None = None,
+        store: Engine | None = None,
     ) -> None:
         self.wsgi_app = wsgi_app
+        self.store = store  # a history model's rows continue from its actuals (service/stored_history.py)
         self.forecast_log = forecast_log  # rows that name their series and week are logged (service/forecast_log.py)
         self.holder = holder
         self.settings = settings
@@ -252,7 +255,7 @@ class PredictFastPath:
         if not length.isdigit() or int(length) > self.settings.max_body_bytes:
             return self.wsgi_app(environ, start_response)  # chunked, or too large: Flask's body handling
         raw = environ["wsgi.input"].read(int(length))
-        served = Served(self.forecast_log, environ.get("HTTP_X_REQUEST_ID"))
+        served = Served(self.forecast_log, environ.get("HTTP_X_REQUEST_ID"), self.store)
         token = SERVED.set(served)
         try:
             body = forecast_json(raw, bundle, self.settings.max_rows)

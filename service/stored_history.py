@@ -1,4 +1,4 @@
-"""Plans served from the store: a series with stored actuals needs no prev_week_sales or history.
+"""Plans and rows served from the store: a series with stored actuals needs no prev_week_sales or history.
 
 Before a /forecast plan is read, each series that brings none of its own
 history (`prev_week_sales`, `history`, a first week) is given the store's:
@@ -7,12 +7,16 @@ for a model of the chapter's three inputs its latest stored week's sales as
 stored weeks after its training (joined to the weeks it stored then) as
 `history`, and the week after the latest as its first week. The answer says
 up to which week each such series' history ran (`history_through`). What a
-request says itself always wins.
+request says itself always wins. Rows for a model of history continue from
+the store's weeks the same way (tails_with_store).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+from collections import ChainMap
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +26,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from pipeline.bundle import Bundle
 from pipeline.features import LAG_1, WINDOW_WEEKS
 from pipeline.store import WEEK, latest_actuals, week_of
+
+log = logging.getLogger("service.app")
 
 
 def fill_from_store(body: Any, bundle: Bundle) -> dict[str, str]:
@@ -74,6 +80,43 @@ def joined_history(bundle: Bundle, name: str, weeks: list[tuple[dt.date, float]]
         kept = [float(v) for v in tail[1] if not np.isnan(v)] if weeks[0][0] == next_week else []
         recent = kept + recent
     return recent[-WINDOW_WEEKS:]
+
+
+def tails_with_store(
+    bundle: Bundle, series: Sequence[str] | np.ndarray, weeks: np.ndarray
+) -> tuple[Mapping[str, tuple[np.datetime64, np.ndarray]], dict[str, str]]:
+    """The weeks a model of history continues rows from: the tails it stored, except for each named series
+    whose stored actuals run past them and whose rows here all come after the latest stored week (or name
+    none): that series continues from the store's weeks (joined_history). ({series: (next week, window)},
+    {series: the last stored week it continues from})."""
+    from .forecast_log import SERVED
+
+    served = SERVED.get()
+    engine = served.store if served is not None else None
+    names = sorted({name for name in series if name})
+    if engine is None or not bundle.spec.history or not names:
+        return bundle.tails, {}
+    try:
+        stored = latest_actuals(engine, names, WINDOW_WEEKS)
+    except SQLAlchemyError as err:  # served from the model's own weeks
+        log.error("cannot read the store for rows' history: %s", str(err).splitlines()[0])
+        return bundle.tails, {}
+    first_row: dict[str, dt.date] = {}  # each series' first dated row here
+    for name, week in zip(series, weeks.tolist()):
+        if week is not None and (name not in first_row or week < first_row[name]):
+            first_row[name] = week
+    continued: dict[str, tuple[np.datetime64, np.ndarray]] = {}
+    through = {}
+    for name, rows in stored.items():
+        last_week = rows[-1][0]
+        history = joined_history(bundle, name, rows)
+        if history is None or first_row.get(name, last_week + WEEK) <= last_week:
+            continue  # a gap, or rows among the stored weeks: the model's own weeks
+        window = np.full(WINDOW_WEEKS, np.nan)
+        window[WINDOW_WEEKS - len(history) :] = history
+        continued[name] = (np.datetime64(last_week + WEEK, "D"), window)
+        through[name] = last_week.isoformat()
+    return (ChainMap(continued, bundle.tails), through) if continued else (bundle.tails, {})
 
 
 def rows_from_store(raw: bytes, bundle: Bundle) -> tuple[bytes, dict[str, str]]:

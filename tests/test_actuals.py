@@ -248,6 +248,26 @@ def test_a_plan_without_history_of_its_own_starts_after_the_stored_weeks(client,
     assert served["series"][0]["weeks"][0]["week"] == explicit["week"]
 
 
+def test_a_history_models_row_continues_from_the_stored_weeks_as_a_plan_does(client, history_model):
+    """/predict rows for a model of history: a series whose posted weeks run past the model's own continues
+    from them, exactly as the plan that starts after them; a row among the stored weeks keeps the model's."""
+    first = next_weeks(history_model)
+    week = dt.timedelta(days=7)
+    sold = [row("store-02", first["store-02"], 900.0), row("store-02", first["store-02"] + week, 2500.0)]
+    assert client.post("/actuals", json={"instances": sold}).status_code == 200
+    covariates = {"discount_fraction": 10, "weeks_to_next_holidays": 3}
+    after = {"series": "store-02", "week": (first["store-02"] + 2 * week).isoformat(), **covariates}
+    answer = client.post("/predict", json={"instances": [after]}).get_json()
+    assert answer["history_through"] == {"store-02": (first["store-02"] + week).isoformat()}
+    plan = client.post("/forecast", json={"series": [{"id": "store-02", "weeks": [covariates]}]}).get_json()
+    assert answer["predictions"][0]["units_sold"] == plan["series"][0]["weeks"][0]["units_sold"]
+    among = {**after, "week": (first["store-02"] + week).isoformat()}  # a week the store already holds
+    kept = client.post("/predict", json={"instances": [among]}).get_json()
+    assert "history_through" not in kept
+    before = client.post("/predict", json={"instances": [after]}, headers={}).get_json()
+    assert before["predictions"] == answer["predictions"]
+
+
 def test_a_three_input_plan_without_prev_week_sales_takes_the_latest_stored_week(published, tmp_path):
     from service.app import create_app
 
