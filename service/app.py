@@ -39,6 +39,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         app.logger.info("worker ready %.3f s after its process started", seconds_since_process_start())
 
     _open_store(app, settings)
+    _start_shadow(app, settings, holder)
 
     from .forecast_api import bp as forecast
     from .ops_api import admin
@@ -58,7 +59,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     errors.register(app)
     _instrument(app)
     app.wsgi_app = PredictFastPath(  # type: ignore[method-assign]  # Flask's middleware idiom
-        app.wsgi_app, holder, settings, app.extensions.get("demand_forecast_log"), app.extensions.get("demand_store")
+        app.wsgi_app,
+        holder,
+        settings,
+        app.extensions.get("demand_forecast_log"),
+        app.extensions.get("demand_store"),
+        app.extensions.get("demand_shadow"),
     )
     # Everything made so far lives as long as the worker: out of the garbage
     # collector's sight, a full collection no longer walks it. Large answers
@@ -79,6 +85,24 @@ def _open_store(app: Flask, settings: Settings) -> None:
     app.extensions["demand_store"] = engine
     if settings.forecast_log:
         app.extensions["demand_forecast_log"] = ForecastLog(engine, app.logger)
+
+
+def _start_shadow(app: Flask, settings: Settings, holder: ModelHolder) -> None:
+    """A challenger scored beside the champion (DEMAND_SHADOW), when forecasts are logged to compare it on."""
+    from pipeline.registry import is_version_name
+
+    from .shadow import LATEST, Shadow
+
+    if not settings.shadow:
+        return
+    if settings.shadow != LATEST and not is_version_name(settings.shadow):
+        raise ValueError(f"DEMAND_SHADOW must be a version (v1, v2, ...) or {LATEST!r}, got {settings.shadow[:40]!r}")
+    if "demand_forecast_log" not in app.extensions:
+        app.logger.warning("DEMAND_SHADOW is set but the forecast log is off: nothing is shadow-scored")
+        return
+    shadow = app.extensions["demand_shadow"] = Shadow(holder, settings.shadow)
+    shadow.refresh()
+    holder.followers.append(shadow.refresh)  # a new champion or version changes what is shadowed
 
 
 def seconds_since_process_start() -> float:

@@ -44,6 +44,9 @@ class Settings:
     # postgresql+psycopg://... for several replicas; empty: an SQLite file in the registry folder.
     store_url: str = ""
     forecast_log: bool = True  # record every forecast served for a named series and week
+    # a version scored again on each logged request, off its path, its forecasts logged under its own name
+    # (service/shadow.py); "latest": the newest published version other than the champion; empty: none
+    shadow: str = ""
     reload_interval: float = 2.0  # seconds between checks of the champion pointer
     provider: str = "auto"  # auto | cpu | cuda
     require_gpu: bool = False  # never become ready without the CUDA provider

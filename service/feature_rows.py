@@ -616,6 +616,10 @@ def plan_answer(
     bounds: list[list[Any]]  # per series, per week: None, or {level: (low, high)}
     if out["intervals"] is None:
         bounds = [[None] * H] * S
+    elif len(keys) == 2:  # the default levels: a literal is twice as fast as a comprehension (as answer() does)
+        k0, k1 = keys
+        (lo0, hi0), (lo1, hi1) = ((low.tolist(), high.tolist()) for low, high in (out["intervals"][k] for k in levels))
+        bounds = [[{k0: p, k1: q} for p, q in zip(zip(a, b), zip(c, d))] for a, b, c, d in zip(lo0, hi0, lo1, hi1)]
     else:  # per series, per week: {level: (low, high)}
         sides = [[side.tolist() for side in out["intervals"][level]] for level in levels]
         bounds = [

@@ -31,8 +31,11 @@ from .series import unknown_series
 from .serving import current_bundle
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from pipeline.bundle import Bundle
 
+    from .config import Settings
     from .plans import Plan
 
 bp = Blueprint("forecast", __name__)
@@ -45,10 +48,21 @@ def forecast() -> Response:
     require_json(request.headers.get("Content-Type"))
     bundle = current_bundle()
     settings = current_app.config["SETTINGS"]
-    body = parse_json(request.get_data(cache=False), settings.max_rows, row="plan")
+    raw = request.get_data(cache=False)
+    store = current_app.extensions.get("demand_store")
+    answer = forecast_answer(raw, bundle, settings, store)
+    shadow = current_app.extensions.get("demand_shadow")
+    if shadow is not None:  # the same plan again, by the challenger, after this answer (service/shadow.py)
+        shadow.submit(lambda challenger: forecast_answer(raw, challenger, settings, store))
+    return Response(answer, mimetype="application/json")
+
+
+def forecast_answer(raw: bytes, bundle: Bundle, settings: Settings, store: Engine | None) -> bytes:
+    """The answer to a /forecast body from `bundle`; its dated weeks are logged."""
     from .stored_history import fill_from_store
 
-    through = fill_from_store(body, bundle)
+    body = parse_json(raw, settings.max_rows, row="plan")
+    through = fill_from_store(body, bundle, store)
     if not bundle.reads_three_inputs:  # history, calendar and covariates (service/feature_rows.py)
         from .feature_rows import plan_answer, read_feature_plan
 
@@ -58,7 +72,7 @@ def forecast() -> Response:
         out = bundle.forecast_plan(start, known, lengths, levels, ids, dates, static)
         metrics.FORECAST_WEEKS.inc(int(lengths.sum()))
         log_plan(bundle, ids, dates, lengths, out, levels)
-        return Response(plan_answer(bundle, ids, dates, lengths, levels, out, through), mimetype="application/json")
+        return plan_answer(bundle, ids, dates, lengths, levels, out, through)
     plan = read_plan(body, settings.max_horizon, settings.max_rows)
     del body  # memory for the answer
     out = bundle.forecast_plan(plan.prev_week_sales, plan.features, plan.weeks, plan.levels, plan.ids)
@@ -66,10 +80,10 @@ def forecast() -> Response:
     outside = int(out["outside"].any(axis=2).sum())  # weeks past a series' own are all False
     if outside:
         metrics.EXTRAPOLATED.inc(outside)
-    response = Response(answer(bundle, plan, out, through), mimetype="application/json")
+    encoded = answer(bundle, plan, out, through)
     if plan.dates is not None:
         log_plan(bundle, plan.ids, plan.dates, plan.weeks, out, plan.levels)
-    return response
+    return encoded
 
 
 def log_plan(

@@ -7,6 +7,7 @@ is used.
 
 from __future__ import annotations
 
+import contextvars
 import os
 from time import perf_counter as now  # noqa: F401  (the clock request durations are measured with)
 from typing import TYPE_CHECKING
@@ -25,10 +26,31 @@ LATENCY = Histogram(
     ["route", "status"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+# Set while a challenger scores a request again (service/shadow.py): what it forecasts was not served.
+SHADOW_SCORING: contextvars.ContextVar[bool] = contextvars.ContextVar("demand_shadow_scoring", default=False)
+
+
+class ServedCount:
+    """A counter of what was served: a shadow's scoring of the same request adds nothing to it."""
+
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+
+    def inc(self, amount: float = 1) -> None:
+        if not SHADOW_SCORING.get():
+            self.counter.inc(amount)
+
+
 ROWS = Counter("demand_rows_predicted_total", "Rows forecast, by protocol", ["protocol"])
-ROWS_JSON, ROWS_V2, ROWS_CSV = ROWS.labels("json"), ROWS.labels("v2"), ROWS.labels("csv")
-FORECAST_WEEKS = ROWS.labels("forecast")  # series x weeks of /forecast plans
-EXTRAPOLATED = Counter("demand_extrapolated_rows_total", "Rows with a feature outside the training range")
+ROWS_JSON, ROWS_V2, ROWS_CSV = (ServedCount(ROWS.labels(protocol)) for protocol in ("json", "v2", "csv"))
+FORECAST_WEEKS = ServedCount(ROWS.labels("forecast"))  # series x weeks of /forecast plans
+EXTRAPOLATED = ServedCount(Counter("demand_extrapolated_rows_total", "Rows with a feature outside the training range"))
+SHADOW_SKIPPED = Counter(
+    "demand_shadow_skipped_total",
+    "Logged requests the shadow version did not score: behind (its queue full), unreadable (it reads other "
+    "inputs), failed",
+    ["reason"],
+)
 RELOADS = Counter("demand_model_reloads_total", "Models loaded and swapped in (the first load included)")
 RELOAD_FAILURES = Counter(
     "demand_model_reload_failures_total",

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pipeline.bundle import Bundle
@@ -60,6 +61,7 @@ class ModelHolder:
         self._reported: set[str] = set()  # problems already logged and counted, until the pointer changes
         self._swap_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self.followers: list[Callable[[], None]] = []  # called after each check of the registry
 
     @property
     def ready(self) -> bool:
@@ -183,5 +185,7 @@ class ModelHolder:
             time.sleep(self.settings.reload_interval)
             try:
                 self.refresh()
+                for follow in self.followers:
+                    follow()
             except Exception:  # keep watching whatever happens; the old model keeps serving
                 log.exception("champion check failed")

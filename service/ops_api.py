@@ -40,6 +40,9 @@ def healthz() -> Response:
     """Live: the process answers. Says what it serves, or why it cannot yet."""
     forecast_log = current_app.extensions.get("demand_forecast_log")
     extra = {"forecast_log": forecast_log.health()} if forecast_log is not None else {}
+    shadow = current_app.extensions.get("demand_shadow")
+    if shadow is not None:
+        extra["shadow"] = shadow.health()
     return jsonify(status="ok", **model_status(), **extra)
 
 

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
     from .config import Settings
     from .model_holder import ModelHolder
+    from .shadow import Shadow
 
 bp = Blueprint("predict", __name__)
 log = logging.getLogger("service.app")
@@ -217,7 +218,11 @@ def predict() -> Response:
         from .stored_history import rows_from_store
 
         raw, through = rows_from_store(raw, bundle)
-    body = forecast_json(raw, bundle, current_app.config["SETTINGS"].max_rows)
+    max_rows = current_app.config["SETTINGS"].max_rows
+    body = forecast_json(raw, bundle, max_rows)
+    shadow = current_app.extensions.get("demand_shadow")
+    if shadow is not None:
+        shadow.submit(lambda challenger: forecast_json(raw, challenger, max_rows))
     if through:  # the answer says which week each series' prev_week_sales is from
         body = b'{"history_through":' + orjson.dumps(through) + b"," + body[1:]
     return Response(body, mimetype="application/json")
@@ -233,8 +238,10 @@ class PredictFastPath:
         settings: Settings,
         forecast_log: ForecastLog | None = None,
         store: Engine | None = None,
+        shadow: Shadow | None = None,
     ) -> None:
         self.wsgi_app = wsgi_app
+        self.shadow = shadow  # a challenger scoring the same rows, off the request path (service/shadow.py)
         self.store = store  # a history model's rows continue from its actuals (service/stored_history.py)
         self.forecast_log = forecast_log  # rows that name their series and week are logged (service/forecast_log.py)
         self.holder = holder
@@ -259,6 +266,9 @@ class PredictFastPath:
         token = SERVED.set(served)
         try:
             body = forecast_json(raw, bundle, self.settings.max_rows)
+            if self.shadow is not None:
+                max_rows = self.settings.max_rows
+                self.shadow.submit(lambda challenger: forecast_json(raw, challenger, max_rows))
         except ApiError:
             environ["wsgi.input"] = io.BytesIO(raw)  # let Flask read it again and answer the error
             return self.wsgi_app(environ, start_response)

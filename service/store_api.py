@@ -106,8 +106,12 @@ def accuracy() -> Response:
     try:
         answer = live_accuracy(store(), int(text))
         if bundle is not None:
+            answer["champion"] = bundle.version  # the version served (the registry's champion, or its fallback)
             answer["drift"] = input_drift(store(), bundle.card, int(text))
             publish_gauges(answer, bundle.version)
+        shadow = current_app.extensions.get("demand_shadow")
+        if shadow is not None and shadow.bundle is not None:  # its live figures are among the versions'
+            answer["shadow"] = shadow.bundle.version
         return jsonify(answer)
     except SQLAlchemyError as err:
         current_app.logger.error("cannot read the store: %s", err)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 from flask import current_app
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.bundle import Bundle
@@ -30,9 +31,8 @@ from pipeline.store import WEEK, latest_actuals, week_of
 log = logging.getLogger("service.app")
 
 
-def fill_from_store(body: Any, bundle: Bundle) -> dict[str, str]:
+def fill_from_store(body: Any, bundle: Bundle, engine: Engine | None) -> dict[str, str]:
     """Complete the plan's series from the store, in place; {series: the last week of history it was given}."""
-    engine = current_app.extensions.get("demand_store")
     series = body.get("series") if isinstance(body, dict) else None
     if engine is None or not isinstance(series, list):
         return {}
@@ -45,7 +45,7 @@ def fill_from_store(body: Any, bundle: Bundle) -> dict[str, str]:
     try:
         stored = latest_actuals(engine, [item["id"] for item in bare], 1 if bundle.reads_three_inputs else WINDOW_WEEKS)
     except SQLAlchemyError as err:  # serving goes on from what the request and the model hold
-        current_app.logger.error("cannot read the store for a plan's history: %s", str(err).splitlines()[0])
+        log.error("cannot read the store for a plan's history: %s", str(err).splitlines()[0])
         return {}
     through = {}
     for item in bare:

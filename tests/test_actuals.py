@@ -436,3 +436,72 @@ def test_three_input_rows_that_name_series_and_week_are_logged_and_need_no_prev_
     assert step["count"] == 1 and step["wape"] == pytest.approx(abs(latest - 44000.0) / 44000.0)
     unknown = client.post("/predict", json={"instances": [{"series": "store-10", **week}]})
     assert unknown.status_code == 400 and "prev_week_sales is missing" in unknown.get_json()["error"]
+
+
+@pytest.fixture(scope="module")
+def challenger(history_model, tmp_path_factory):
+    """A copy of the history model's registry with a second version, published without being champion."""
+    import shutil
+
+    models, rows = history_model
+    root = tmp_path_factory.mktemp("shadow") / "models"
+    shutil.copytree(models, root)
+    plain = root.parent / "sales.csv"
+    with plain.open("w", newline="") as out:
+        writer = csv.DictWriter(out, [k for k in rows[0] if k != "prev_week_sales"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    done = invoke(
+        CliRunner(), "train", "--data", str(plain), "--model-dir", str(root), "--preset", "log-small-batch",
+        "--epochs", "8", "--patience", "0",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert Registry(root).champion() == "v1" and Registry(root).versions() == ["v1", "v2"]
+    return root
+
+
+def test_a_shadow_version_scores_the_same_requests_and_its_live_figures_stand_beside_the_champions(
+    challenger, history_model, tmp_path
+):
+    from prometheus_client import REGISTRY
+
+    from pipeline.bundle import Bundle
+    from service.app import create_app
+    from service.forecast_api import forecast_answer
+
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    upgrade(open_engine(url))
+    app = create_app({"MODEL_DIR": str(challenger), "RELOAD_INTERVAL": 0, "STORE_URL": url, "SHADOW": "latest"})
+    client = app.test_client()
+    assert client.get("/healthz").get_json()["shadow"]["version"] == "v2"
+    first = next_weeks(history_model)
+    covariates = {"discount_fraction": 10, "weeks_to_next_holidays": 3}
+    plan = {"series": [{"id": name, "weeks": [covariates] * 3} for name in sorted(first)]}
+    counted = lambda: REGISTRY.get_sample_value("demand_rows_predicted_total", {"protocol": "forecast"}) or 0  # noqa: E731
+    before = counted()
+    served = client.post("/forecast", json=plan)
+    assert served.status_code == 200 and served.get_json()["model_version"] == "v1"
+    rows = [{"series": "store-01", "week": first["store-01"].isoformat(), **covariates}]
+    assert client.post("/predict", json={"instances": rows}).status_code == 200
+    app.extensions["demand_shadow"].jobs.join()
+    app.extensions["demand_forecast_log"].flush()
+    assert counted() - before == 3 * len(first)  # what the shadow forecast was not served
+    engine = app.extensions["demand_store"]
+    with engine.connect() as connection:
+        logged = connection.exec_driver_sql(
+            "SELECT version, request_id, series, week, step, units_sold FROM forecasts"
+        ).all()
+    by_version = {v: sorted(r[1:5] for r in logged if r[0] == v) for v in ("v1", "v2")}
+    assert by_version["v1"] == by_version["v2"] and len(by_version["v1"]) == 3 * len(first) + 1
+    v2 = Bundle.load(Registry(challenger), "v2")
+    with app.app_context():
+        own = json.loads(forecast_answer(json.dumps(plan).encode(), v2, app.config["SETTINGS"], engine))
+    expected = {(s["id"], w["step"]): w["units_sold"] for s in own["series"] for w in s["weeks"]}
+    shadowed = {(r[2], r[4]): r[5] for r in logged if r[0] == "v2" and r[1] == served.headers["X-Request-Id"]}
+    assert shadowed == pytest.approx(expected, rel=1e-6)
+    sold = [row(name, first[name] + dt.timedelta(days=7 * k), 1000.0 + k) for name in first for k in range(3)]
+    assert client.post("/actuals", json={"instances": sold}).status_code == 200
+    accuracy = client.get("/accuracy").get_json()
+    assert accuracy["champion"] == "v1" and accuracy["shadow"] == "v2"
+    for version in ("v1", "v2"):  # the row's week is the plan's first: counted once (the latest forecast)
+        assert [step["count"] for step in accuracy["versions"][version]["all"]] == [len(first)] * 3

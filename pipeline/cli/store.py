@@ -113,6 +113,7 @@ def models_accuracy(weeks: int, model_dir: Path, store_url: str | None, as_json:
     registry = Registry(model_dir)
     champion = registry.champion()
     if champion:
+        answer["champion"] = champion
         answer["drift"] = input_drift(engine, registry.card(champion), weeks)
     if as_json:
         emit_json(answer)
