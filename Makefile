@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export DEMAND_MODEL_DIR ?= models
 
-.PHONY: install run train test test-fast lint bench clean
+.PHONY: install run train test test-fast lint bench screenshots clean
 
 install: $(VENV)/.installed
 
@@ -45,6 +45,11 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/run.py --output docs/benchmarks.md
+
+# The planners' page in each view, as the README shows it (the page's browser tests write them).
+screenshots: install
+	@bash deploy/test-tools.sh
+	DEMAND_SCREENSHOTS=docs/images $(BIN)/python -m pytest -q tests/test_page.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -3,13 +3,16 @@
 # kubectl renders the Kubernetes manifests, nginx fronts the replicas of the
 # multi-replica test, qemu's user mode runs ONNX Runtime on emulated CPUs of
 # other instruction sets for the export's parity test, PostgreSQL holds the
-# store in its tests. Run by `make test`.
+# store in its tests, Chromium (and its WebDriver) shows the planners' page to
+# Selenium. Run by `make test`.
 set -euo pipefail
 missing=()
 command -v kubectl >/dev/null || missing+=(kubectl)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v qemu-x86_64 >/dev/null || missing+=(qemu-user)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 [ ${#missing[@]} -eq 0 ] && exit 0
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -137,4 +138,35 @@ def figures(step: int, groups: list[Any], scale: dict[str, float], levels: list[
         "bias": signed / sold if sold else None,
         "mase": sum(e for e, _ in scaled) / sum(n for _, n in scaled) if scaled else None,
         "coverage": coverage,
+    }
+
+
+def served_against_actual(engine: Engine, series: str) -> dict[str, Any]:
+    """{"versions": {version: {"weeks": [...], "forecast": [...], "intervals": {level: [[low, high], ...]}}}, "actual":
+    {"weeks": [...], "units_sold": [...]}}: each version's latest one-step-ahead forecast of each week of
+    `series`, and what sold."""
+    with reading(engine) as connection:
+        sold: Sequence[Any] = connection.execute(
+            select(actuals.c.week, actuals.c.units_sold).where(actuals.c.series == series).order_by(actuals.c.week)
+        ).all()
+        logged: Sequence[Any] = connection.execute(
+            select(forecasts.c.version, forecasts.c.week, forecasts.c.units_sold, forecasts.c.intervals)
+            .where(forecasts.c.series == series, forecasts.c.step == 1)
+            .order_by(forecasts.c.served_at)
+        ).all()
+    latest: dict[str, dict[dt.date, tuple[float, Any]]] = defaultdict(dict)
+    for version, week, units, intervals in logged:
+        latest[version][week] = (units, intervals)  # a later forecast of the week replaces an earlier one
+    versions = {}
+    for version, weeks in latest.items():
+        ordered = sorted(weeks.items())
+        levels = sorted({level for _, (_, intervals) in ordered for level in (intervals or {})})
+        versions[version] = {
+            "weeks": [week.isoformat() for week, _ in ordered],
+            "forecast": [units for _, (units, _) in ordered],
+            "intervals": {level: [(intervals or {}).get(level) for _, (_, intervals) in ordered] for level in levels},
+        }
+    return {
+        "versions": versions,
+        "actual": {"weeks": [week.isoformat() for week, _ in sold], "units_sold": [units for _, units in sold]},
     }

@@ -52,8 +52,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(forecast)
     app.register_blueprint(v2)
     from .store_api import bp as store
+    from .ui import bp as ui
 
     app.register_blueprint(store)
+    app.register_blueprint(ui)
     if settings.admin_token:
         app.register_blueprint(admin)  # without a token the admin routes do not exist
     errors.register(app)

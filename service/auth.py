@@ -15,8 +15,16 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def check_bearer(expected: str) -> None:
-    check_token(request.headers.get("Authorization"), expected)
+TOKEN_COOKIE = "demand_token"  # set by the page's sign-in (service/ui.py)
+
+
+def check_bearer(expected: str, cookie: bool = False) -> None:
+    """check_token of this request's Authorization header; with `cookie`, a request without one may carry
+    the token in the page's cookie instead."""
+    header = request.headers.get("Authorization")
+    if cookie and header is None and expected and request.cookies.get(TOKEN_COOKIE):
+        header = f"Bearer {request.cookies[TOKEN_COOKIE]}"
+    check_token(header, expected)
 
 
 def check_token(header: str | None, expected: str) -> None:
@@ -37,7 +45,7 @@ def check_token(header: str | None, expected: str) -> None:
 def prediction_token_required(view: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(view)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        check_bearer(current_app.config["SETTINGS"].api_token)
+        check_bearer(current_app.config["SETTINGS"].api_token, cookie=True)
         return view(*args, **kwargs)
 
     return wrapper

@@ -609,6 +609,71 @@ def _infer_operation(parameters: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def page_paths() -> dict[str, Any]:
+    """The planners' page (service/ui.py): its HTML, its files and the read-only data only it needs."""
+    html = {"description": "The page", "content": {"text/html": {"schema": {"type": "string"}}}}
+    anything = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
+    series = {"name": "series", "in": "query", "required": True, "schema": {"type": "string"}}
+
+    def data(summary: str, parameters: Sequence[dict[str, Any]] = (), *codes: str) -> dict[str, Any]:
+        return {
+            "get": {
+                "summary": summary,
+                "security": SECURED,
+                "parameters": list(parameters),
+                "responses": {"200": anything, **_pick("401", "403", *codes)},
+            }
+        }
+
+    return {
+        "/ui": {
+            "get": {
+                "summary": "The planners' page; without the token (when one is set), a sign-in form",
+                "responses": {"200": html, "401": {**html, "description": "The sign-in form"}},
+            }
+        },
+        "/ui/sign-in": {
+            "post": {
+                "summary": "Sign in to the page with the service's token: a cookie for the page's own calls",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/x-www-form-urlencoded": {
+                            "schema": {"type": "object", "properties": {"token": {"type": "string"}}}
+                        }
+                    },
+                },
+                "responses": {"303": {"description": "To the page"}, "403": {**html, "description": "Refused"}},
+            }
+        },
+        "/ui/static/{name}": {
+            "get": {
+                "summary": "The page's script, style and charting library",
+                "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "The file"}, "404": {"description": "No such file"}},
+            }
+        },
+        "/ui/data/overview": data("What the page needs of the champion: its covariates and the series it knows"),
+        "/ui/data/history": data("A series' recent weeks: the model's stored ones, then the store's", [series], "400"),
+        "/ui/data/served": data(
+            "Each version's one-week-ahead forecasts of a series against what sold", [series], "400", "503"
+        ),
+        "/ui/data/registry": data("The versions with their cards' key figures, the champion and what happened"),
+        "/ui/data/versions/{version}/{name}": {
+            "get": {
+                "summary": "A version's plot",
+                "security": SECURED,
+                "parameters": [VERSION, {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {"description": "The plot", "content": {"image/png": {"schema": {"type": "string"}}}},
+                    **_pick("401", "403"),
+                    "404": _error("No such version or plot"),
+                },
+            }
+        },
+    }
+
+
 def _get(
     ref: str, summary: str, parameters: Sequence[dict[str, Any]] = (), extra: Sequence[str] = ()
 ) -> dict[str, Any]:
@@ -781,6 +846,7 @@ def spec(admin_enabled: bool = False, features: FeatureSpec | None = None) -> di
                 },
             }
         },
+        **page_paths(),
         "/v2": _get("ServerMetadata", "Server metadata"),
         "/v2/health/live": _get("Live", "Server liveness"),
         "/v2/health/ready": _get("Ready", "Server readiness", extra=("503",)),

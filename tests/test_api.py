@@ -315,7 +315,7 @@ def test_openapi_describes_every_route(app, client):
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static":
             continue
-        path = rule.rule.replace("<name>", "{name}").replace("<version>", "{version}")
+        path = rule.rule.replace("<path:name>", "{name}").replace("<name>", "{name}").replace("<version>", "{version}")
         assert path in documented, f"{path} is not in the OpenAPI document"
 
 
