@@ -170,3 +170,52 @@ def served_against_actual(engine: Engine, series: str) -> dict[str, Any]:
         "versions": versions,
         "actual": {"weeks": [week.isoformat() for week, _ in sold], "units_sold": [units for _, units in sold]},
     }
+
+
+def weekly_accuracy(engine: Engine, weeks: int = DEFAULT_WEEKS) -> dict[str, Any]:
+    """Each version's one-week-ahead accuracy week by week over the last `weeks` weeks of actuals: {"weeks":
+    [...], "versions": {version: {"wape": [per week, None without forecasts], "coverage": {level: [...]}}}}.
+    The latest forecast of a series' week counts, as in live_accuracy."""
+    with reading(engine) as connection:
+        through = connection.execute(select(func.max(actuals.c.week))).scalar()
+        if through is None:
+            return {"weeks": [], "versions": {}}
+        since = through - (weeks - 1) * WEEK
+        rows: Sequence[Any] = connection.execute(
+            select(
+                forecasts.c.version,
+                forecasts.c.series,
+                forecasts.c.week,
+                forecasts.c.units_sold,
+                forecasts.c.intervals,
+                actuals.c.units_sold.label("sold"),
+            )  # fmt: skip
+            .join(actuals, and_(actuals.c.series == forecasts.c.series, actuals.c.week == forecasts.c.week))
+            .where(forecasts.c.step == 1, forecasts.c.week >= since)
+            .order_by(forecasts.c.served_at)
+        ).all()
+    latest = {(r.version, r.series, r.week): r for r in rows}  # a later forecast of the week replaces an earlier one
+    days = [since + k * WEEK for k in range(weeks)]
+    index = {day: k for k, day in enumerate(days)}
+    sums: dict[str, list[list[float]]] = defaultdict(lambda: [[0.0, 0.0] for _ in days])  # |error|, sold
+    inside: dict[str, dict[str, list[list[int]]]] = defaultdict(lambda: defaultdict(lambda: [[0, 0] for _ in days]))
+    for (version, _, week), row in latest.items():
+        k = index[week]
+        sums[version][k][0] += abs(row.units_sold - row.sold)
+        sums[version][k][1] += abs(row.sold)
+        for level, (low, high) in (row.intervals or {}).items():
+            inside[version][level][k][0] += int(low <= row.sold <= high)
+            inside[version][level][k][1] += 1
+    return {
+        "weeks": [day.isoformat() for day in days],
+        "versions": {
+            version: {
+                "wape": [error / sold if sold else None for error, sold in per_week],
+                "coverage": {
+                    level: [hit / served if served else None for hit, served in counts]
+                    for level, counts in sorted(inside[version].items())
+                },
+            }
+            for version, per_week in sorted(sums.items())
+        },
+    }

@@ -658,6 +658,12 @@ def page_paths() -> dict[str, Any]:
         "/ui/data/served": data(
             "Each version's one-week-ahead forecasts of a series against what sold", [series], "400", "503"
         ),
+        "/ui/data/weekly": data(
+            "Each version's one-week-ahead WAPE and coverage, week by week",
+            [{"name": "weeks", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}}],
+            "400",
+            "503",
+        ),
         "/ui/data/registry": data("The versions with their cards' key figures, the champion and what happened"),
         "/ui/data/versions/{version}/{name}": {
             "get": {

@@ -58,10 +58,12 @@ def page() -> Response:
 @bp.post("/ui/sign-in")
 def sign_in() -> Response:
     expected = current_app.config["SETTINGS"].api_token
-    token = request.form.get("token", "")
-    if expected and not hmac.compare_digest(token.encode(), expected.encode()):
-        return sign_in_form("Token not accepted.", 403)
     response = make_response(redirect("/ui", code=303))
+    if not expected:  # no token to keep
+        return response
+    token = request.form.get("token", "")
+    if not hmac.compare_digest(token.encode("utf-8", "replace"), expected.encode()):
+        return sign_in_form("Token not accepted.", 403)
     response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict", secure=request.is_secure, path="/")
     return response
 
@@ -137,6 +139,27 @@ def served() -> Response:
         raise ApiError(503, "the store cannot be reached")
     try:
         return jsonify(series=name, **served_against_actual(engine, name))
+    except SQLAlchemyError as err:
+        current_app.logger.error("cannot read the store: %s", err)
+        raise ApiError(503, "the store cannot be reached") from None
+
+
+@bp.get("/ui/data/weekly")
+@prediction_token_required
+def weekly() -> Response:
+    """Each version's one-week-ahead WAPE and coverage, week by week over the trailing weeks."""
+    from pipeline.accuracy import weekly_accuracy
+
+    from .store_api import MAX_WEEKS
+
+    text = request.args.get("weeks", "13")
+    if not text.isdigit() or not 1 <= int(text) <= MAX_WEEKS:
+        raise ApiError(400, f"weeks must be a whole number from 1 to {MAX_WEEKS}, got {text[:20]!r}")
+    engine = current_app.extensions.get("demand_store")
+    if engine is None:
+        raise ApiError(503, "the store cannot be reached")
+    try:
+        return jsonify(weekly_accuracy(engine, int(text)))
     except SQLAlchemyError as err:
         current_app.logger.error("cannot read the store: %s", err)
         raise ApiError(503, "the store cannot be reached") from None

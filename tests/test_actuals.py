@@ -505,3 +505,25 @@ def test_a_shadow_version_scores_the_same_requests_and_its_live_figures_stand_be
     assert accuracy["champion"] == "v1" and accuracy["shadow"] == "v2"
     for version in ("v1", "v2"):  # the row's week is the plan's first: counted once (the latest forecast)
         assert [step["count"] for step in accuracy["versions"][version]["all"]] == [len(first)] * 3
+
+
+def test_the_pages_week_by_week_accuracy_is_each_weeks_error_over_what_sold(client, history_model):
+    first = next_weeks(history_model)
+    covariates = {"discount_fraction": 10, "weeks_to_next_holidays": 3}
+    names = sorted(first)[:2]
+    plan = client.post("/forecast", json={"series": [{"id": n, "weeks": [covariates]} for n in names]}).get_json()
+    client.application.extensions["demand_forecast_log"].flush()
+    served = {s["id"]: s["weeks"][0] for s in plan["series"]}
+    sold = {names[0]: 1000.0, names[1]: 3000.0}
+    assert client.post("/actuals", json={"instances": [row(n, first[n], sold[n]) for n in names]}).status_code == 200
+    weekly = client.get("/ui/data/weekly?weeks=4").get_json()
+    week = first[names[0]].isoformat()
+    assert first[names[1]] == first[names[0]] and weekly["weeks"][-1] == week
+    figures = weekly["versions"]["v1"]
+    error = sum(abs(served[n]["units_sold"] - sold[n]) for n in names)
+    assert figures["wape"][-1] == pytest.approx(error / sum(sold.values()))
+    assert figures["wape"][:-1] == [None] * 3
+    for level, shares in figures["coverage"].items():
+        inside = [served[n]["intervals"][level][0] <= sold[n] <= served[n]["intervals"][level][1] for n in names]
+        assert shares[-1] == sum(inside) / 2
+    assert client.get("/ui/data/weekly?weeks=0").status_code == 400

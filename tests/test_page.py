@@ -133,6 +133,7 @@ def test_a_plan_edited_in_the_table_gives_the_numbers_of_forecast_and_each_view_
         wait_until(lambda: server.get("/accuracy").json()["versions"])  # the log is written every half second
         element(browser, "nav button[data-view=accuracy]").click()
         element(browser, "#accuracy-tables table tbody tr")
+        element(browser, "#weekly-chart canvas")  # one week ahead, week by week
         typed(element(browser, "#served-series"), "store-01")
         element(browser, "#show-served").click()
         element(browser, "#served-chart canvas")

@@ -244,6 +244,7 @@ async function loadAccuracy() {
       fillTable(table, ["over", "step", "weeks", "WAPE", "bias", "MASE", ...levels.map((l) => `inside ${l}`)], rows);
       box.append(title, table);
     });
+    drawWeekly(await call(`/ui/data/weekly?weeks=${answer.weeks}`));
     const inputs = (answer.drift && answer.drift.inputs) || {};
     fillTable($("drift-table"), ["input", "PSI", "weeks", ""], Object.entries(inputs).map(([name, d]) => {
       const flag = document.createElement("span");
@@ -254,6 +255,27 @@ async function loadAccuracy() {
   } catch (error) {
     message("accuracy-message", error.message);
   }
+}
+
+function drawWeekly(weekly) {
+  const chart = $("weekly-chart");
+  chart.replaceChildren();
+  const versions = Object.keys(weekly.versions);
+  if (!versions.length) return;
+  const colors = ["#2f6fde", "#d9822b", "#2b9d5b", "#8e44ad"];
+  const series = [{}];
+  const data = [weekly.weeks.map(seconds)];
+  versions.forEach((v, i) => {
+    const figures = weekly.versions[v];
+    series.push({ label: `${v} WAPE`, stroke: colors[i % colors.length], width: 2, value: (_, x) => percent(x), scale: "%" });
+    data.push(figures.wape);
+    Object.entries(figures.coverage).forEach(([level, shares]) => {
+      series.push({ label: `${v} inside ${level}`, stroke: colors[i % colors.length], dash: [4, 4], value: (_, x) => percent(x), scale: "%" });
+      data.push(shares);
+    });
+  });
+  const axes = [{}, { scale: "%", size: 60, values: (_, ticks) => ticks.map((t) => `${Math.round(100 * t)}%`) }];
+  new uPlot({ width: Math.min(1100, chart.clientWidth || 900), height: 260, series, axes, scales: { "%": { range: (_, low, high) => [0, Math.max(1, high || 0)] } } }, data, chart);
 }
 
 async function showServed() {
