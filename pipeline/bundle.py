@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -120,6 +120,8 @@ class Bundle:
         self.tails = tails or {}
         self.statics = statics or {}  # {series: {static covariate: its value, as trained}}
         self.trained_series = self.tails.keys() | self.statics.keys()  # for a model that tells no series apart
+        # Called with the features of every run (not the warm-up's): the service counts what it is served.
+        self.observe: Callable[[np.ndarray], None] | None = None
         self.session = session
         self.provider = provider
         self.half_width = float(card["interval"]["half_width"])
@@ -218,6 +220,8 @@ class Bundle:
         cache and ONNX Runtime's memory arena stays small (a 100k-row batch
         runs faster this way, and a worker keeps its RSS).
         """
+        if self.observe is not None:
+            self.observe(X)
         if self.knows_series and codes is None:
             codes = np.full(len(X), UNKNOWN_SERIES, dtype=np.int64)
 

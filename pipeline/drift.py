@@ -1,23 +1,27 @@
-"""Drift: how far what sells, and the covariates it sells under, have moved from what the model trained on.
+"""Drift: how far what sells, the covariates it sells under, and the inputs served, have moved from what the
+model trained on.
 
 At training the card stores each input's reference distribution: the
 training rows' deciles as bin edges and each bin's share. Later the same
 bins are filled from the store's actuals over a trailing window, and the
 population stability index compares the two: sum((a - e) * ln(a / e)) over
 the bins. Above 0.2 the input is flagged, the usual threshold for a shift
-worth acting on.
+worth acting on. The inputs the service is sent are counted into the same
+bins as they are served (pipeline.store.served_inputs) and compared the same
+way, per serving week.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
-from .features import FeatureSpec
-from .store import WEEK, actuals, reading
+from .features import LAG_1, FeatureSpec
+from .store import WEEK, actuals, reading, served_inputs
 
 BINS = 10
 FLAGGED = 0.2
@@ -37,9 +41,60 @@ def shares(edges: np.ndarray | list[float], values: np.ndarray) -> np.ndarray:
 
 
 def psi(reference: dict[str, list[float]], values: np.ndarray) -> float:
+    return psi_of_shares(reference, shares(reference["edges"], values))
+
+
+def psi_of_shares(reference: dict[str, list[float]], observed: np.ndarray) -> float:
+    """The population stability index of `observed` shares of the reference's bins."""
     expected = np.maximum(np.asarray(reference["shares"]), FLOOR)
-    actual = np.maximum(shares(reference["edges"], values), FLOOR)
+    actual = np.maximum(np.asarray(observed, dtype=np.float64), FLOOR)
     return float(((actual - expected) * np.log(actual / expected)).sum())
+
+
+def served_columns(card: dict[str, Any]) -> list[tuple[str, int, dict[str, list[float]]]]:
+    """(input, its column in the model's features, its reference bins) of each input whose served values are
+    counted: last week's sales (against the reference of what sold) and each numeric covariate."""
+    reference = card.get("reference") or {}
+    spec = FeatureSpec.from_json(card.get("features"))
+    columns = []
+    if spec.target_column in reference:
+        columns.append((LAG_1, 0, reference[spec.target_column]))
+    for name in (*spec.known, *spec.static):
+        if name in reference and name in spec.names:
+            columns.append((name, spec.names.index(name), reference[name]))
+    return columns
+
+
+def served_drift(engine: Engine, card: dict[str, Any], version: str, weeks: int) -> dict[str, Any]:
+    """{"weeks", "through", "inputs": {name: {"psi", "count", "flagged"}}} of what `version` was served over the
+    last `weeks` weeks it served in (pipeline.store.served_inputs)."""
+    with reading(engine) as connection:
+        through = connection.execute(
+            select(func.max(served_inputs.c.week)).where(served_inputs.c.version == version)
+        ).scalar()
+        rows: Sequence[Any] = (
+            connection.execute(
+                select(served_inputs.c.input, served_inputs.c.bin, func.sum(served_inputs.c.count))
+                .where(served_inputs.c.version == version, served_inputs.c.week > through - weeks * WEEK)
+                .group_by(served_inputs.c.input, served_inputs.c.bin)
+            ).all()
+            if through is not None
+            else []
+        )
+    counted: dict[str, dict[int, int]] = {}
+    for name, bin_, count in rows:
+        counted.setdefault(name, {})[int(bin_)] = int(count)
+    inputs = {}
+    for name, _, reference in served_columns(card):
+        bins = counted.get(name)
+        if not bins:
+            continue
+        counts = np.zeros(len(reference["shares"]))
+        for bin_, count in bins.items():
+            counts[min(bin_, len(counts) - 1)] += count
+        index = psi_of_shares(reference, counts / counts.sum())
+        inputs[name] = {"psi": index, "count": int(counts.sum()), "flagged": index > FLAGGED}
+    return {"weeks": weeks, "through": through.isoformat() if through else None, "inputs": inputs}
 
 
 def reference_of(spec: FeatureSpec, X: np.ndarray, y: np.ndarray) -> dict[str, dict[str, list[float]]]:

@@ -77,6 +77,16 @@ forecasts = Table(
     Column("served_at", DateTime(timezone=True), nullable=False),
 )
 
+served_inputs = Table(
+    "served_inputs",
+    metadata,
+    Column("version", String(64), primary_key=True),
+    Column("week", Date, primary_key=True),  # the week (its Monday) the inputs were served in
+    Column("input", String(200), primary_key=True),
+    Column("bin", Integer, primary_key=True),  # the card's reference bin (pipeline.drift)
+    Column("count", BigInteger, nullable=False),  # rows served with the input in that bin
+)
+
 
 def store_url(model_dir: str | os.PathLike[str], url: str | None = None) -> str:
     """`url`, else DEMAND_STORE_URL, else the SQLite file in the registry folder."""
@@ -380,6 +390,27 @@ def log_forecasts(engine: Engine, records: Sequence[tuple[Any, ...]]) -> int:
     with engine.begin() as connection:
         connection.exec_driver_sql(statement, rows)
     return len(rows)
+
+
+def count_served_inputs(engine: Engine, counts: Mapping[tuple[str, dt.date, str, int], int]) -> None:
+    """Add {(version, week, input, bin): rows} to the served inputs' counts, in one transaction."""
+    if not counts:
+        return
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    # Both dialects add to a row that is there (INSERT ... ON CONFLICT DO UPDATE), each through its own insert().
+    dialect: Any = postgresql if engine.dialect.name == "postgresql" else sqlite
+    inserted = dialect.insert(served_inputs)
+    statement = inserted.on_conflict_do_update(
+        index_elements=[served_inputs.c.version, served_inputs.c.week, served_inputs.c.input, served_inputs.c.bin],
+        set_={"count": served_inputs.c.count + inserted.excluded.count},
+    )
+    rows = [
+        {"version": version, "week": week, "input": name, "bin": bin_, "count": count}
+        for (version, week, name, bin_), count in counts.items()
+    ]
+    with engine.begin() as connection:
+        connection.execute(statement, rows)
 
 
 def latest_actuals(engine: Engine, names: Sequence[str], weeks: int) -> dict[str, list[tuple[dt.date, float]]]:

@@ -31,14 +31,16 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_body_bytes, DEBUG=False)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
 
+    _open_store(app, settings)
     holder = ModelHolder(settings)
     app.config["MODEL_HOLDER"] = holder
+    if "demand_forecast_log" in app.extensions:  # the inputs served, counted for drift
+        holder.observe = app.extensions["demand_forecast_log"].count_inputs
     holder.refresh()  # load and warm up before the first request
     holder.start_watching()
     if holder.ready:
         app.logger.info("worker ready %.3f s after its process started", seconds_since_process_start())
 
-    _open_store(app, settings)
     _start_shadow(app, settings, holder)
 
     from .forecast_api import bp as forecast

@@ -11,27 +11,68 @@ import atexit
 import contextvars
 import datetime as dt
 import threading
+import time
 import uuid
-from collections import deque
+from bisect import bisect_right
+from collections import defaultdict, deque
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy.engine import Engine
 
 from pipeline.calibrate import level_key
-from pipeline.store import log_forecasts, week_of
+from pipeline.drift import served_columns
+from pipeline.store import count_served_inputs, log_forecasts, week_of
 
 from . import metrics
 
+if TYPE_CHECKING:
+    from pipeline.bundle import Bundle
+
 FLUSH_SECONDS = 0.5  # how stale the log may be
+INPUTS_SECONDS = 5.0  # how stale the served inputs' counts may be: drift is over weeks
+
+
+def serving_week() -> dt.date:
+    """The Monday of today's week (UTC): the served inputs' counts are kept by week."""
+    day = int(time.time() // 86400)
+    return _MONDAYS.get(day) or _MONDAYS.setdefault(day, dt.date(1970, 1, 1) + dt.timedelta(days=day - (day + 3) % 7))
+
+
+_MONDAYS: dict[int, dt.date] = {}
 MAX_PENDING = 200_000  # records held while the store is slow; past that, new ones are dropped
+
+
+class InputBins:
+    """Each served input's bin in the card's reference (pipeline.drift.served_columns), for one version."""
+
+    def __init__(self, card: dict[str, Any]) -> None:
+        self.columns = [
+            (name, column, np.asarray(reference["edges"]), list(reference["edges"]))
+            for name, column, reference in served_columns(card)
+        ]
+
+    def counts(self, X: np.ndarray) -> list[tuple[str, int, int]]:
+        """(input, bin, rows) of the features X [n, k]."""
+        if len(X) == 1:  # a single row: a bisect per input costs a fraction of numpy's calls
+            row = X[0]
+            return [(name, bisect_right(edges, float(row[column])), 1) for name, column, _, edges in self.columns]
+        found: list[tuple[str, int, int]] = []
+        for name, column, edges, _ in self.columns:
+            counts = np.bincount(np.searchsorted(edges, X[:, column], side="right"), minlength=len(edges) + 1)
+            found.extend((name, b, count) for b, count in enumerate(counts.tolist()) if count)
+        return found
 
 
 class ForecastLog:
     def __init__(self, engine: Engine, logger: Any) -> None:
         self.engine, self.logger = engine, logger
         self.pending: deque[tuple[Any, ...]] = deque()  # pipeline.store.LOGGED's columns
+        # {(version, serving week, input, bin): rows} since the last flush (pipeline.store.served_inputs)
+        self.inputs: defaultdict[tuple[str, dt.date, str, int], int] = defaultdict(int)
+        self.bins: dict[str, InputBins] = {}
+        self.inputs_written = time.monotonic()
         self.wake = threading.Event()
         self.lock = threading.Lock()
         self.thread: threading.Thread | None = None
@@ -49,6 +90,19 @@ class ForecastLog:
         self.pending.extend((request_id, version, served, *row) for row in rows)
         self.start()
 
+    def count_inputs(self, bundle: Bundle, X: np.ndarray) -> None:
+        """Count the features a version is served into its reference bins (Bundle.observe)."""
+        bins = self.bins.get(bundle.version)
+        if bins is None:
+            bins = self.bins[bundle.version] = InputBins(bundle.card)
+        week = serving_week()
+        found = bins.counts(X)
+        with self.lock:
+            for name, bin_, count in found:
+                self.inputs[bundle.version, week, name, bin_] += count
+        if self.thread is None:
+            self.start()
+
     def start(self) -> None:
         """The writer thread, started in the process that serves (gunicorn forks the workers first)."""
         with self.lock:
@@ -60,9 +114,20 @@ class ForecastLog:
     def run(self) -> None:
         while True:
             self.wake.wait(FLUSH_SECONDS)
-            self.flush()
+            self.flush(everything=False)
 
-    def flush(self) -> None:
+    def flush(self, everything: bool = True) -> None:
+        """Write what is pending; the inputs' counts only every INPUTS_SECONDS unless `everything`."""
+        if everything or time.monotonic() - self.inputs_written >= INPUTS_SECONDS:
+            self.inputs_written = time.monotonic()
+            with self.lock:
+                counted, self.inputs = self.inputs, defaultdict(int)
+            try:
+                count_served_inputs(self.engine, counted)
+            except Exception as err:  # as for the records below: serving goes on, /healthz says why
+                if self.failure is None:
+                    self.logger.error("cannot write the served inputs' counts, dropping them: %s", err)
+                self.failure = str(err).splitlines()[0][:200]
         batch: list[tuple[Any, ...]] = []
         while self.pending and len(batch) < 10_000:
             batch.append(self.pending.popleft())

@@ -77,6 +77,12 @@ INPUT_PSI = Gauge(
     ["input"],
     multiprocess_mode="mostrecent",
 )
+SERVED_INPUT_PSI = Gauge(
+    "demand_served_input_psi",
+    "Population stability index of each input the champion was served over the trailing weeks, against its training",
+    ["input"],
+    multiprocess_mode="mostrecent",
+)
 MODEL_INFO = Gauge(
     "demand_model_info",
     "1 for the version and execution provider a worker serves",

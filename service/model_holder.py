@@ -22,6 +22,7 @@ Answers to clients name versions only; paths and details go to the log.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -35,6 +36,8 @@ from pipeline.registry import Registry
 from . import metrics
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from .config import Settings
 
 log = logging.getLogger("demand.service")
@@ -62,6 +65,8 @@ class ModelHolder:
         self._swap_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.followers: list[Callable[[], None]] = []  # called after each check of the registry
+        # Given each bundle served and the features of each of its runs (the forecast log counts them).
+        self.observe: Callable[[Bundle, np.ndarray], None] | None = None
 
     @property
     def ready(self) -> bool:
@@ -166,6 +171,8 @@ class ModelHolder:
             return
 
     def _swap(self, bundle: Bundle) -> None:
+        if self.observe is not None:
+            bundle.observe = functools.partial(self.observe, bundle)
         previous, self.bundle = self.bundle, bundle
         metrics.model_loaded(bundle.version, bundle.provider, previous)
         log.info(

@@ -15,7 +15,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipeline.accuracy import DEFAULT_WEEKS, live_accuracy
-from pipeline.drift import input_drift
+from pipeline.drift import input_drift, served_drift
 from pipeline.errors import DataError
 from pipeline.store import TooManyRows, actual_columns, actual_from_row, csv_actual_rows, put_actuals
 
@@ -108,6 +108,7 @@ def accuracy() -> Response:
         if bundle is not None:
             answer["champion"] = bundle.version  # the version served (the registry's champion, or its fallback)
             answer["drift"] = input_drift(store(), bundle.card, int(text))
+            answer["drift"]["served"] = served_drift(store(), bundle.card, bundle.version, int(text))
             publish_gauges(answer, bundle.version)
         shadow = current_app.extensions.get("demand_shadow")
         if shadow is not None and shadow.bundle is not None:  # its live figures are among the versions'
@@ -127,3 +128,5 @@ def publish_gauges(answer: dict[str, Any], champion: str) -> None:
             metrics.LIVE_COVERAGE.labels(str(step["step"]), level).set(share)
     for name, figures in answer.get("drift", {}).get("inputs", {}).items():
         metrics.INPUT_PSI.labels(name).set(figures["psi"])
+    for name, figures in answer.get("drift", {}).get("served", {}).get("inputs", {}).items():
+        metrics.SERVED_INPUT_PSI.labels(name).set(figures["psi"])

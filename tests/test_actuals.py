@@ -527,3 +527,31 @@ def test_the_pages_week_by_week_accuracy_is_each_weeks_error_over_what_sold(clie
         inside = [served[n]["intervals"][level][0] <= sold[n] <= served[n]["intervals"][level][1] for n in names]
         assert shares[-1] == sum(inside) / 2
     assert client.get("/ui/data/weekly?weeks=0").status_code == 400
+
+
+def test_the_inputs_served_are_counted_and_one_that_left_the_training_distribution_is_flagged(client, history_model):
+    """Drift of what is served: every row's inputs in the card's bins, compared as the actuals are."""
+    import numpy as np
+
+    from pipeline.drift import psi
+
+    models, _ = history_model
+    card = Registry(models).card("v1")
+    first = next_weeks(history_model)["store-03"]
+    served = [
+        {"series": "store-03", "week": (first + dt.timedelta(days=7 * k)).isoformat(), "discount_fraction": 95,
+         "weeks_to_next_holidays": k % 5}
+        for k in range(40)
+    ]  # fmt: skip
+    assert client.post("/predict", json={"instances": served}).status_code == 200
+    client.application.extensions["demand_forecast_log"].flush()
+    assert client.post("/actuals", json={"instances": [row("store-03", first, 500.0)]}).status_code == 200
+    drift = client.get("/accuracy").get_json()["drift"]["served"]
+    discount = drift["inputs"]["discount_fraction"]
+    assert discount["count"] == 40 and discount["flagged"]
+    assert discount["psi"] == pytest.approx(psi(card["reference"]["discount_fraction"], np.full(40, 95.0)))
+    holidays = drift["inputs"]["weeks_to_next_holidays"]
+    assert holidays["psi"] == pytest.approx(psi(card["reference"]["weeks_to_next_holidays"], np.arange(40.0) % 5))
+    assert drift["inputs"]["prev_week_sales"]["count"] == 40
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'demand_served_input_psi{input="discount_fraction"}' in metrics

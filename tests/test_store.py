@@ -12,7 +12,7 @@ from pipeline.errors import DataError
 from pipeline.store import Actual, actuals, log_forecasts, metadata, open_engine, put_actuals, upgrade
 
 MONDAY = dt.date(2026, 1, 5)
-HEAD = "0002"  # the latest revision in pipeline/migrations/versions
+HEAD = "0003"  # the latest revision in pipeline/migrations/versions
 WEEK = dt.timedelta(days=7)
 databases = itertools.count()
 

@@ -105,7 +105,7 @@ def models_accuracy(weeks: int, model_dir: Path, store_url: str | None, as_json:
     """How each version's served forecasts did against what sold, per step ahead: over the last WEEKS
     weeks of actuals and over everything logged."""
     from ..accuracy import live_accuracy
-    from ..drift import input_drift
+    from ..drift import input_drift, served_drift
     from ..registry import Registry
 
     engine = engine_of(model_dir, store_url)
@@ -115,12 +115,16 @@ def models_accuracy(weeks: int, model_dir: Path, store_url: str | None, as_json:
     if champion:
         answer["champion"] = champion
         answer["drift"] = input_drift(engine, registry.card(champion), weeks)
+        answer["drift"]["served"] = served_drift(engine, registry.card(champion), champion, weeks)
     if as_json:
         emit_json(answer)
         return
     for name, figures in answer.get("drift", {}).get("inputs", {}).items():
         flag = "  DRIFTED" if figures["flagged"] else ""
         click.echo(f"drift of {name} over {figures['count']} recent weeks: PSI {figures['psi']:.3f}{flag}")
+    for name, figures in answer.get("drift", {}).get("served", {}).get("inputs", {}).items():
+        flag = "  DRIFTED" if figures["flagged"] else ""
+        click.echo(f"drift of {name} as served, {figures['count']} rows: PSI {figures['psi']:.3f}{flag}")
     if not answer["versions"]:
         click.echo("no served forecast has an actual yet")
         return
