@@ -52,7 +52,7 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1100"):
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1500"):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(shutil.which("chromedriver")))
@@ -130,13 +130,16 @@ def test_a_plan_edited_in_the_table_gives_the_numbers_of_forecast_and_each_view_
             for h, w in enumerate(planned)
         ]  # fmt: skip
         assert server.post("/actuals", json={"instances": sold}).status_code == 200
-        wait_until(lambda: server.get("/accuracy").json()["versions"])  # the log is written every half second
+        # the log is written every half second, the served inputs' counts every 5 s
+        wait_until(lambda: server.get("/accuracy").json()["drift"]["served"]["inputs"], 20)
         element(browser, "nav button[data-view=accuracy]").click()
         element(browser, "#accuracy-tables table tbody tr")
         element(browser, "#weekly-chart canvas")  # one week ahead, week by week
         typed(element(browser, "#served-series"), "store-01")
         element(browser, "#show-served").click()
         element(browser, "#served-chart canvas")
+        assert "drifted" in element(browser, "#drift-table").text or "ok" in element(browser, "#drift-table").text
+        browser.execute_script("window.scrollTo(0, 0)")
         screenshots(browser, "accuracy")
 
         element(browser, "nav button[data-view=registry]").click()

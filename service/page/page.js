@@ -245,12 +245,18 @@ async function loadAccuracy() {
       box.append(title, table);
     });
     drawWeekly(await call(`/ui/data/weekly?weeks=${answer.weeks}`));
-    const inputs = (answer.drift && answer.drift.inputs) || {};
-    fillTable($("drift-table"), ["input", "PSI", "weeks", ""], Object.entries(inputs).map(([name, d]) => {
+    const sold = (answer.drift && answer.drift.inputs) || {};
+    const served = (answer.drift && answer.drift.served && answer.drift.served.inputs) || {};
+    const flagged = (d) => {
       const flag = document.createElement("span");
-      flag.className = d.flagged ? "flag" : "";
-      flag.textContent = d.flagged ? "drifted" : "ok";
-      return [name, number(d.psi, 3), d.count, flag];
+      flag.className = d && d.flagged ? "flag" : "";
+      flag.textContent = d ? (d.flagged ? "drifted" : "ok") : "";
+      return flag;
+    };
+    const names = [...new Set([...Object.keys(sold), ...Object.keys(served)])];
+    fillTable($("drift-table"), ["input", "PSI of what sold", "weeks", "", "PSI as served", "rows", ""], names.map((name) => {
+      const a = sold[name], b = served[name];
+      return [name, a ? number(a.psi, 3) : "", a ? a.count : "", flagged(a), b ? number(b.psi, 3) : "", b ? b.count : "", flagged(b)];
     }));
   } catch (error) {
     message("accuracy-message", error.message);
