@@ -172,6 +172,26 @@ def test_a_series_the_model_never_saw_is_flagged_on_the_page(models, browser, tm
         assert len(wait_for(browser, "#answer-table span.units", 8)) == 8
 
 
+def test_a_plan_uploaded_as_csv_fills_the_table_and_gives_the_numbers_of_forecast(models, browser, tmp_path):
+    plan = tmp_path / "plan.csv"
+    plan.write_text(
+        "series,week,discount_fraction,weeks_to_next_holidays,note\n"
+        'store-02,2024-03-04,10,3,"a note, with a comma"\nstore-02,2024-03-11,55,2,\nstore-01,2024-03-04,0,1,\n'
+    )
+    with running_service(models, tmp_path, workers=1) as server:
+        open_page(browser, server.url)
+        element(browser, "#plan-file").send_keys(str(plan))
+        wait_until(lambda: element(browser, "#series").get_attribute("value") == "store-02")
+        element(browser, "#forecast").click()
+        shown = [float(s.get_attribute("data-value")) for s in wait_for(browser, "#answer-table span.units", 2)]
+        weeks = [{"discount_fraction": 10.0, "weeks_to_next_holidays": 3.0},
+                 {"discount_fraction": 55.0, "weeks_to_next_holidays": 2.0}]  # fmt: skip
+        body = {"series": [{"id": "store-02", "week": "2024-03-04", "weeks": weeks}], "levels": [0.8, 0.95]}
+        answer = server.post("/forecast", json=body).json()
+        assert shown == [w["units_sold"] for w in answer["series"][0]["weeks"]]
+        assert [w["week"] for w in answer["series"][0]["weeks"]] == ["2024-03-04", "2024-03-11"]
+
+
 def test_a_token_protected_service_refuses_the_page_without_its_token(models, browser, tmp_path, screenshots):
     with running_service(models, tmp_path, workers=1, api_token="page-secret") as server:
         assert requests.get(server.url + "/ui", timeout=10).status_code == 401

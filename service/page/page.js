@@ -197,8 +197,22 @@ function download() {
   link.click();
 }
 
+function csvCells(line) {
+  // One CSV record's cells: quoted cells may hold commas, and "" is a quote.
+  const cells = [];
+  let cell = "", quoted = false;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i];
+    if (quoted && c === '"' && line[i + 1] === '"') (cell += '"'), i++;
+    else if (c === '"') quoted = !quoted;
+    else if (c === "," && !quoted) cells.push(cell.trim()), (cell = "");
+    else cell += c;
+  }
+  return [...cells, cell.trim()];
+}
+
 async function uploadPlan(file) {
-  const [header, ...lines] = (await file.text()).trim().split(/\r?\n/).map((line) => line.split(",").map((v) => v.trim().replace(/^"|"$/g, "")));
+  const [header, ...lines] = (await file.text()).trim().split(/\r?\n/).map(csvCells);
   const column = (name) => header.indexOf(name);
   const idColumn = [column("series"), column("id")].find((i) => i >= 0);
   const chosen = $("series").value.trim() || (idColumn !== undefined && lines.length ? lines[0][idColumn] : "");
