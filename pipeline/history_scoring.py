@@ -100,17 +100,7 @@ def _streamed(
 ) -> dict[str, int]:
     spec = bundle.spec
     header = tables.renamed(_header(input_path), spec.renames(), input_path)
-    if spec.history and TIME_COLUMN not in header:
-        raise DataError(
-            f"{input_path}: history features need a {spec.week_column!r} column to order each series' weeks"
-        )
-    categories = [name for name in spec.static if spec.vocabulary(name) is not None]
-    required = [*(() if spec.history else (LAG_1,)), *spec.known, *spec.static]
-    numbers = [
-        *(name for name in required if name not in categories),
-        *(name for name in (TARGET, LAG_1) if name in header and name not in required),
-    ]
-    read = [*required, *(name for name in (TARGET, LAG_1, TIME_COLUMN, SERIES_COLUMN) if name in header)]
+    numbers, categories, read = columns_read(spec, header, input_path)
     unread = [name for name in header if name not in read]
     if unread and warn:
         warn(
@@ -176,6 +166,23 @@ def _streamed(
         "extrapolated_rows": counts["extrapolated_rows"],
         "unknown_series_rows": counts["unknown_series_rows"],
     }
+
+
+def columns_read(
+    spec: FeatureSpec, header: list[str], path: str | os.PathLike[str]
+) -> tuple[list[str], list[str], list[str]]:
+    """(the columns read as numbers, as categories, and every column read) of a file with `header` (our
+    names) for a model of `spec`; a clear error when a model of history has no week to order weeks by."""
+    if spec.history and TIME_COLUMN not in header:
+        raise DataError(f"{path}: history features need a {spec.week_column!r} column to order each series' weeks")
+    categories = [name for name in spec.static if spec.vocabulary(name) is not None]
+    required = [*(() if spec.history else (LAG_1,)), *spec.known, *spec.static]
+    numbers = [
+        *(name for name in required if name not in categories),
+        *(name for name in (TARGET, LAG_1) if name in header and name not in required),
+    ]
+    read = [*required, *(name for name in (TARGET, LAG_1, TIME_COLUMN, SERIES_COLUMN) if name in header)]
+    return numbers, categories, read
 
 
 def _header(path: Path) -> list[str]:

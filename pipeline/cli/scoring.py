@@ -11,22 +11,53 @@ from .base import friendly_errors, log, main, model_dir_option, skip_option
 
 
 @main.command()
-@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--input", "input_path", required=True, type=click.Path(path_type=Path), help="A file; with --engine dask, "
+    "a folder of Parquet files, a glob of them, or one.",
+)  # fmt: skip
+@click.option(
+    "--output", "output_path", required=True, type=click.Path(path_type=Path), help="A file (CSV or Parquet by "
+    "its extension); with --engine dask, a new folder of Parquet part files.",
+)  # fmt: skip
 @click.option("--version", help="A published version; default the champion.")
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option(
+    "--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+    help="dask: partitions of whole series scored on a Dask cluster (pip install .[dask]).",
+)  # fmt: skip
+@click.option(
+    "--scheduler", help="With --engine dask: the scheduler's address; default a local cluster, a worker a core."
+)
+@click.option("--partitions", type=click.IntRange(1, 100_000), help="With --engine dask: default 4 per worker.")
 @model_dir_option
 @skip_option
 @friendly_errors
 def predict(
-    input_path: Path, output_path: Path, version: str | None, provider: str, model_dir: Path, skip_bad_rows: bool
+    input_path: Path,
+    output_path: Path,
+    version: str | None,
+    provider: str,
+    engine: str,
+    scheduler: str | None,
+    partitions: int | None,
+    model_dir: Path,
+    skip_bad_rows: bool,
 ) -> None:
     """Score a CSV or Parquet file offline through ONNX Runtime, with intervals.
 
     The file is streamed a chunk at a time, so its size is bounded by the
     disk, not by memory. Every input column is passed through, and the
     forecast columns are added; the output is CSV or Parquet by its extension.
+    With --engine dask a Parquet dataset is scored on a Dask cluster, each
+    partition holding whole series, into a folder of part files.
     """
+    if engine == "dask":
+        return predict_on_dask(input_path, output_path, version, model_dir, scheduler, partitions, skip_bad_rows)
+    if scheduler or partitions:
+        raise click.UsageError("--scheduler and --partitions go with --engine dask")
+    for option, path in (("--input", input_path), ("--output", output_path)):
+        if path.is_dir():
+            raise click.UsageError(f"{option} {path} is a folder: a folder of Parquet files goes with --engine dask")
     from ..bundle import Bundle
     from ..history_scoring import score_history_file
     from ..registry import Registry
@@ -43,6 +74,32 @@ def predict(
             if counts["unknown_series_rows"]
             else ""
         )
+    )
+
+
+def predict_on_dask(
+    input_path: Path,
+    output_path: Path,
+    version: str | None,
+    model_dir: Path,
+    scheduler: str | None,
+    partitions: int | None,
+    skip_bad_rows: bool,
+) -> None:
+    from ..bundle import Bundle
+    from ..registry import Registry
+
+    try:
+        from ..cluster import score_on_dask
+    except ImportError:
+        raise click.ClickException("--engine dask needs Dask: pip install '.[dask]'") from None
+    bundle = Bundle.load(Registry(model_dir), version)  # a missing or broken model is said here, not on a worker
+    counts = score_on_dask(
+        input_path, output_path, model_dir, bundle.version, scheduler, partitions, skip_bad_rows, log=log
+    )
+    log(
+        f"wrote {counts['rows']} forecasts from model {bundle.version} to {output_path} "
+        f"({counts['partitions']} partitions of {counts['files']} file(s))"
     )
 
 

@@ -1,0 +1,200 @@
+"""`demand predict --engine dask`: a Parquet dataset scored on a Dask cluster, partition by partition.
+
+Each input file is read and checked by a task of its own (a bad row is named
+by its file and row, as `demand predict` names it) and split by series into
+partitions (a stable hash of the series name), so that each partition holds
+whole series, their rows in the dataset's order: a model of history reads a
+series' earlier weeks. Each partition is then scored by a task with the
+single-process scorer (pipeline.scoring, pipeline.history_scoring) and written
+as part-NNNNN.parquet of the output folder, which appears only once every
+partition is written. A worker process loads the model once and runs ONNX
+Runtime on one thread. Tasks are pure: a worker lost mid-run has its tasks
+run again on another, and the output is the same.
+
+Dask is an optional extra (`pip install .[dask]`), imported only here.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import os
+import shutil
+import tempfile
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from . import tables
+from .errors import DataError
+from .schema import FEATURES, SERIES_COLUMN
+
+PART = "part-{:05d}.parquet"
+_bundles: dict[tuple[str, str], Any] = {}  # (registry, version) -> Bundle, once per worker process
+
+
+def dataset_files(pattern: str | os.PathLike[str]) -> list[Path]:
+    """The Parquet files of a dataset: a folder's, a glob's, or one file."""
+    path = Path(pattern)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in tables.PARQUET_SUFFIXES and p.is_file())
+    elif any(c in str(pattern) for c in "*?["):
+        files = sorted(
+            p for p in Path(path.anchor or ".").glob(str(path.relative_to(path.anchor or "."))) if p.is_file()
+        )
+    else:
+        files = [path] if path.is_file() else []
+    if not files:
+        raise DataError(f"{pattern}: no Parquet file to score (a folder of .parquet files, a glob, or one file)")
+    bad = [f for f in files if not tables.is_parquet(f)]
+    if bad:
+        raise DataError(f"{bad[0]}: the Dask engine reads Parquet files; convert it, or score it with --engine local")
+    return files
+
+
+def partition_of(names: pa.Array, partitions: int) -> np.ndarray:
+    """[n] each row's partition: the CRC-32 of its series name (the same in every process), modulo `partitions`."""
+    encoded = pc.dictionary_encode(names)
+    distinct = encoded.dictionary.to_pylist()
+    buckets = np.array([zlib.crc32(str(name).encode()) % partitions for name in distinct], dtype=np.int64)
+    return buckets[encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)] if len(distinct) else buckets
+
+
+def split_file(path: str, registry: str, version: str, partitions: int, skip_bad_rows: bool) -> list[pa.Table]:
+    """The rows of one file, checked as `demand predict` checks them, in `partitions` tables by series."""
+    bundle = loaded(registry, version)
+    spec = bundle.spec
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{path}: cannot be read as Parquet: {str(err).splitlines()[0][:200]}") from None
+    table = table.rename_columns(tables.renamed([n.strip() for n in table.column_names], spec.renames(), path))
+    numbers: list[str] = list(FEATURES)
+    categories: list[str] = []
+    if not bundle.reads_three_inputs:
+        from .history_scoring import columns_read
+
+        numbers, categories, _ = columns_read(spec, table.column_names, path)
+    tables.require_columns(table.column_names, [*numbers, *categories], path)
+    checked = tables.check_columns(table, numbers, series=False, text=categories)
+    tally = tables.ProblemTally()
+    tally.add(checked.problems)
+    tally.report(path, tables.row_label(True), skip_bad_rows, None)
+    if checked.problems:  # skipped
+        table = table.filter(pa.array(checked.good()))
+    if SERIES_COLUMN in table.column_names:
+        where = partition_of(tables.series_names(table).combine_chunks(), partitions)
+    else:  # one series: the whole file
+        where = np.full(table.num_rows, zlib.crc32(b"") % partitions)
+    return [table.filter(pa.array(where == p)) for p in range(partitions)]
+
+
+def loaded(registry: str, version: str) -> Any:
+    from .bundle import Bundle
+    from .registry import Registry
+
+    key = (registry, version)
+    if key not in _bundles:
+        _bundles[key] = Bundle.load(Registry(registry), version, "auto", 1)
+    return _bundles[key]
+
+
+def score_partition(
+    index: int, parts: list[pa.Table], registry: str, version: str, folder: str, skip_bad_rows: bool
+) -> dict[str, int]:
+    """Score partition `index` (its rows from every file, in order) into `folder`/part-NNNNN.parquet."""
+    from .history_scoring import score_history_file
+    from .scoring import score_file
+
+    rows = [part for part in parts if part.num_rows]
+    if not rows:
+        return {"rows": 0, "extrapolated_rows": 0, "unknown_series_rows": 0}
+    bundle = loaded(registry, version)
+    with tempfile.TemporaryDirectory(prefix="demand-partition-") as scratch:
+        source = Path(scratch) / "rows.parquet"
+        pq.write_table(pa.concat_tables(rows, promote_options="default"), source)
+        scored = Path(scratch) / PART.format(index)
+        score = score_file if bundle.reads_three_inputs else score_history_file
+        counts = score(source, scored, bundle, skip_bad_rows)
+        shutil.move(scored, Path(folder) / PART.format(index))  # whole, or not there: a task run again replaces it
+    return {name: counts.get(name, 0) for name in ("rows", "extrapolated_rows", "unknown_series_rows")}
+
+
+def score_on_dask(
+    input_pattern: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    registry: str | os.PathLike[str],
+    version: str,
+    scheduler: str | None = None,
+    partitions: int | None = None,
+    skip_bad_rows: bool = False,
+    log: Callable[[str], None] | None = None,
+    after_split: Callable[[Any], None] | None = None,
+) -> dict[str, Any]:
+    """Score a Parquet dataset into the folder `output` on the cluster at `scheduler` (a local one, one
+    worker per core, without). `version`: a published version (the caller resolves the champion's name).
+    `after_split(client)` runs once every file is split, before any partition is scored."""
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    from .parallel import usable_cores
+
+    say = log or (lambda _: None)
+    files = dataset_files(input_pattern)
+    output = Path(output)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise DataError(f"{output}: exists; the Dask engine writes a new folder of part files (remove it first)")
+    partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    cluster = None
+    try:
+        if scheduler:
+            client = Client(scheduler)
+        else:
+            logging.getLogger("distributed").setLevel(logging.ERROR)
+            cluster = LocalCluster(
+                n_workers=usable_cores(), threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0"
+            )
+            client = Client(cluster)
+        with client:
+            workers = len(client.scheduler_info()["workers"])
+            count = partitions or 4 * max(1, workers)
+            say(
+                f"Dask: {workers} worker(s), {len(files)} file(s) in {count} partitions; dashboard {client.dashboard_link}"
+            )
+            registry = str(Path(registry).resolve())
+            splits = [
+                client.submit(split_file, str(path.resolve()), registry, version, count, skip_bad_rows)
+                for path in files
+            ]
+            client.gather(splits)  # a bad file is refused here, naming it
+            if after_split is not None:
+                after_split(client)
+            # Each file's table of a partition is a task's result of its own, so a partition's task is sent only
+            # its tables, not every file's whole split.
+            pieces = [[client.submit(operator.getitem, split, p) for split in splits] for p in range(count)]
+            scored = [
+                client.submit(score_partition, p, pieces[p], registry, version, str(partial), skip_bad_rows)
+                for p in range(count)
+            ]
+            totals = {"rows": 0, "extrapolated_rows": 0, "unknown_series_rows": 0}
+            for done, future in enumerate(as_completed(scored), start=1):
+                for name, value in future.result().items():
+                    totals[name] += value
+                say(f"Dask: {done}/{count} partitions scored")
+        if not totals["rows"]:
+            raise DataError(f"{input_pattern}: no usable rows")
+        if output.exists():
+            output.rmdir()
+        os.replace(partial, output)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+        if cluster is not None:
+            cluster.close()
+    return {**totals, "files": len(files), "partitions": count}

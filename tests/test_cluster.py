@@ -1,0 +1,144 @@
+"""`demand predict --engine dask`: a Parquet dataset on a local two-worker Dask cluster gives what the
+single process gives, partition by partition of whole series, even when a worker is killed mid-run."""
+
+import csv
+import os
+import signal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from pipeline.errors import DataError
+from pipeline.generate import GeneratorConfig, generate, write_csv
+from service.testing import wait_until
+
+from .conftest import DEFAULT_CSV, invoke
+
+pytestmark = pytest.mark.slow
+FILES = 3
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as local:
+        yield local
+
+
+def dataset(source, folder):
+    """`source` (CSV) as FILES Parquet files of consecutive weeks: each series runs across every file."""
+    table = pa_csv.read_csv(source)
+    weeks = sorted(set(table.column("week").cast(pa.string()).to_pylist()))
+    folder.mkdir()
+    cuts = [weeks[len(weeks) * i // FILES] for i in range(FILES)] + ["9999"]
+    week = table.column("week").cast(pa.string())
+    for i in range(FILES):
+        rows = pc.and_(pc.greater_equal(week, cuts[i]), pc.less(week, cuts[i + 1]))
+        pq.write_table(table.filter(rows), folder / f"weeks-{i}.parquet")
+    pq.write_table(table, folder.parent / f"{folder.name}-whole.parquet")
+    return folder
+
+
+def by_series(table):
+    """{series: its rows in order, as lists of every column}."""
+    rows = {}
+    for record in table.to_pylist():
+        rows.setdefault(record["series"], []).append(record)
+    return rows
+
+
+def single_and_dask(models, source, tmp_path, cluster, **options):
+    from pipeline.bundle import Bundle
+    from pipeline.cluster import score_on_dask
+    from pipeline.registry import Registry
+
+    folder = dataset(source, tmp_path / "weeks")
+    single = tmp_path / "single.parquet"
+    done = invoke(CliRunner(), "predict", "--input", str(tmp_path / "weeks-whole.parquet"), "--output", str(single),
+                  "--model-dir", str(models))  # fmt: skip
+    assert done.exit_code == 0, done.output
+    version = Bundle.load(Registry(models)).version
+    out = tmp_path / "scored"
+    counts = score_on_dask(folder, out, models, version, cluster.scheduler_address, partitions=5, **options)
+    return pq.read_table(single), out, counts
+
+
+def assert_same_answers(single, out):
+    parts = sorted(out.glob("part-*.parquet"))
+    assert parts and {p.name for p in out.iterdir()} == {p.name for p in parts}
+    seen = {}
+    for part in parts:
+        for name in set(pq.read_table(part, columns=["series"]).column("series").to_pylist()):
+            assert name not in seen, f"series {name} is in {seen.get(name)} and {part.name}"
+            seen[name] = part.name
+    scored = pa.concat_tables(pq.read_table(p) for p in parts)
+    assert by_series(scored) == by_series(single)  # the same rows, in the same order within a series, floats equal
+
+
+def test_a_three_input_model_scores_a_dataset_on_dask_as_in_one_process(published, tmp_path, cluster):
+    single, out, counts = single_and_dask(published, DEFAULT_CSV, tmp_path, cluster)
+    assert counts["rows"] == single.num_rows and counts["files"] == FILES
+    assert_same_answers(single, out)
+
+
+@pytest.fixture(scope="module")
+def history_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cluster")
+    generated = folder / "generated.csv"
+    write_csv(generate(GeneratorConfig(seed=4, series=6, weeks=70)), generated)
+    rows = list(csv.DictReader(generated.open()))
+    plain = folder / "sales.csv"
+    with plain.open("w", newline="") as out:
+        writer = csv.DictWriter(out, [k for k in rows[0] if k != "prev_week_sales"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    models = folder / "models"
+    done = invoke(CliRunner(), "train", "--data", str(plain), "--model-dir", str(models), "--preset",
+                  "log-large-batch", "--epochs", "10", "--patience", "0")  # fmt: skip
+    assert done.exit_code == 0, done.output
+    return models, plain
+
+
+def test_a_history_model_on_dask_reads_each_series_whole_even_with_a_worker_killed(history_model, tmp_path, cluster):
+    """Each series' weeks run across the three files; a partition holds them all, in order. A worker
+    killed after the split loses its part of it: it is split again, and the output is the same."""
+    killed = []
+
+    def kill_a_worker(client):
+        pids = client.run(os.getpid)
+        address, pid = sorted(pids.items())[0]
+        os.kill(pid, signal.SIGKILL)
+        killed.append(address)
+        wait_until(lambda: address not in client.scheduler_info()["workers"], 30)
+
+    models, plain = history_model
+    single, out, counts = single_and_dask(models, plain, tmp_path, cluster, after_split=kill_a_worker)
+    assert killed and counts["rows"] == single.num_rows
+    assert_same_answers(single, out)
+
+
+def test_bad_files_and_a_missing_model_are_clear_errors(published, tmp_path, cluster):
+    from pipeline.cluster import score_on_dask
+
+    folder = dataset(DEFAULT_CSV, tmp_path / "weeks")
+    table = pq.read_table(folder / "weeks-1.parquet")
+    column = table.column_names.index("discount_fraction")
+    pq.write_table(table.set_column(column, "discount_fraction", pa.array([130.0] * table.num_rows)),
+                   folder / "weeks-1.parquet")  # fmt: skip
+    with pytest.raises(DataError, match=r"weeks-1\.parquet.*row 1.*discount_fraction"):
+        score_on_dask(folder, tmp_path / "out", published, "v1", cluster.scheduler_address)
+    assert not (tmp_path / "out").exists()
+    pq.write_table(table.drop_columns(["discount_fraction"]), folder / "weeks-1.parquet")
+    with pytest.raises(DataError, match=r"weeks-1\.parquet.*discount_fraction"):
+        score_on_dask(folder, tmp_path / "out", published, "v1", cluster.scheduler_address)
+    with pytest.raises(DataError, match="no Parquet file"):
+        score_on_dask(tmp_path / "nothing-*.parquet", tmp_path / "out", published, "v1", cluster.scheduler_address)
+    empty = tmp_path / "empty-registry"
+    done = invoke(CliRunner(), "predict", "--engine", "dask", "--input", str(folder), "--output",
+                  str(tmp_path / "out"), "--model-dir", str(empty), "--scheduler", cluster.scheduler_address)  # fmt: skip
+    assert done.exit_code == 1 and "Error:" in done.output and "Traceback" not in done.output
