@@ -45,9 +45,11 @@ CMD ["demand", "serve"]
 FROM base AS trainer
 ARG ORT_PACKAGE=onnxruntime-gpu
 ARG ORT_VERSION=1.31.1
-COPY deploy/requirements-service.txt deploy/requirements-trainer.txt /tmp/
-# torch from PyPI is the CUDA build (with its own CUDA wheels); the build fails if it is not.
-RUN pip install -r /tmp/requirements-service.txt -r /tmp/requirements-trainer.txt "${ORT_PACKAGE}==${ORT_VERSION}" \
+COPY deploy/requirements-service.txt deploy/requirements-trainer.txt deploy/requirements-dask.txt /tmp/
+# torch from PyPI is the CUDA build (with its own CUDA wheels); the build fails if it is not. Dask: the
+# image is also a Dask cluster's scheduler and workers (deploy/k8s/dask/).
+RUN pip install -r /tmp/requirements-service.txt -r /tmp/requirements-trainer.txt -r /tmp/requirements-dask.txt \
+        "${ORT_PACKAGE}==${ORT_VERSION}" \
     && python -c "import sys, torch; sys.exit(torch.version.cuda is None)"
 COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline

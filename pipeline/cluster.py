@@ -21,6 +21,7 @@ import operator
 import os
 import shutil
 import tempfile
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -107,23 +108,29 @@ def loaded(registry: str, version: str) -> Any:
 
 def score_partition(
     index: int, parts: list[pa.Table], registry: str, version: str, folder: str, skip_bad_rows: bool
-) -> dict[str, int]:
+) -> dict[str, float]:
     """Score partition `index` (its rows from every file, in order) into `folder`/part-NNNNN.parquet."""
     from .history_scoring import score_history_file
     from .scoring import score_file
 
+    started = time.perf_counter()
     rows = [part for part in parts if part.num_rows]
     if not rows:
-        return {"rows": 0, "extrapolated_rows": 0, "unknown_series_rows": 0}
+        return {"rows": 0, "extrapolated_rows": 0, "unknown_series_rows": 0, "gathering_s": 0.0, "scoring_s": 0.0}
     bundle = loaded(registry, version)
     with tempfile.TemporaryDirectory(prefix="demand-partition-") as scratch:
         source = Path(scratch) / "rows.parquet"
         pq.write_table(pa.concat_tables(rows, promote_options="default"), source)
+        gathered = time.perf_counter()
         scored = Path(scratch) / PART.format(index)
         score = score_file if bundle.reads_three_inputs else score_history_file
         counts = score(source, scored, bundle, skip_bad_rows)
         shutil.move(scored, Path(folder) / PART.format(index))  # whole, or not there: a task run again replaces it
-    return {name: counts.get(name, 0) for name in ("rows", "extrapolated_rows", "unknown_series_rows")}
+    return {
+        **{name: counts.get(name, 0) for name in ("rows", "extrapolated_rows", "unknown_series_rows")},
+        "gathering_s": gathered - started,  # its tables from every file, as one file for the scorer
+        "scoring_s": time.perf_counter() - gathered,  # read, featured, forecast and written by the scorer
+    }
 
 
 def score_on_dask(
@@ -169,11 +176,13 @@ def score_on_dask(
                 f"Dask: {workers} worker(s), {len(files)} file(s) in {count} partitions; dashboard {client.dashboard_link}"
             )
             registry = str(Path(registry).resolve())
+            started = time.perf_counter()
             splits = [
                 client.submit(split_file, str(path.resolve()), registry, version, count, skip_bad_rows)
                 for path in files
             ]
             client.gather(splits)  # a bad file is refused here, naming it
+            split_at = time.perf_counter()
             if after_split is not None:
                 after_split(client)
             # Each file's table of a partition is a task's result of its own, so a partition's task is sent only
@@ -183,11 +192,17 @@ def score_on_dask(
                 client.submit(score_partition, p, pieces[p], registry, version, str(partial), skip_bad_rows)
                 for p in range(count)
             ]
-            totals = {"rows": 0, "extrapolated_rows": 0, "unknown_series_rows": 0}
+            totals: dict[str, Any] = dict.fromkeys(
+                ("rows", "extrapolated_rows", "unknown_series_rows", "gathering_s", "scoring_s"), 0
+            )
             for done, future in enumerate(as_completed(scored), start=1):
                 for name, value in future.result().items():
                     totals[name] += value
                 say(f"Dask: {done}/{count} partitions scored")
+            # Each phase's wall time; the tasks' own seconds are summed in gathering_s and scoring_s.
+            totals.update(
+                workers=workers, reading_wall_s=split_at - started, scoring_wall_s=time.perf_counter() - split_at
+            )
         if not totals["rows"]:
             raise DataError(f"{input_pattern}: no usable rows")
         if output.exists():

@@ -207,6 +207,7 @@ def test_the_images_pin_every_dependency_the_package_declares():
     # ONNX Runtime's package is the Dockerfile's build argument (CPU or GPU build).
     assert _requirement_names(project["dependencies"]) - {"onnxruntime-gpu"} == set(service)
     assert _requirement_names(project["optional-dependencies"]["train"]) == set(trainer)
+    assert _requirement_names(project["optional-dependencies"]["dask"]) == set(_pins("requirements-dask.txt"))
 
 
 def test_a_cuda_session_preloads_the_cuda_libraries_first(published, monkeypatch):

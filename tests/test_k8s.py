@@ -216,3 +216,49 @@ def test_the_kserve_check_catches_a_misspelt_field(kserve_schema):
     )
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(service, kserve_schema)
+
+
+# ---------------------------------------------------------------- Dask
+
+DASK_SCHEMA = ROOT / "tests" / "fixtures" / "dask" / "daskcluster-v1.json"
+
+
+def test_the_dask_cluster_follows_the_operators_crd_and_its_pods_are_valid_kubernetes(tmp_path):
+    cluster = yaml.safe_load((K8S / "dask" / "daskcluster.yaml").read_text())
+    job = yaml.safe_load((K8S / "dask" / "score-job.yaml").read_text())
+    fixture = json.loads(DASK_SCHEMA.read_text())
+    assert fixture["source"]["package"] == "dask-kubernetes" and fixture["source"]["version"]
+    jsonschema.validate(cluster, closed(fixture["schema"]))
+    scheduler, worker = cluster["spec"]["scheduler"], cluster["spec"]["worker"]
+    embedded = [  # what the operator makes of them, as Kubernetes validates it
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "demand-dask-scheduler"}, "spec": scheduler["spec"]},
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "demand-dask-worker"}, "spec": worker["spec"]},
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "demand-dask-scheduler"},
+            "spec": scheduler["service"],
+        },
+        job,
+    ]
+    path = tmp_path / "dask.yaml"
+    path.write_text(yaml.safe_dump_all(embedded))
+    validate = Path(sys.executable).parent / "kubernetes-validate"
+    result = subprocess.run(
+        [str(validate), "--strict", "-k", KUBERNETES_VERSION, "--quiet", str(path)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    pods = [scheduler["spec"], worker["spec"], job["spec"]["template"]["spec"]]
+    assert {c["image"] for pod in pods for c in pod["containers"]} == {"demand-trainer:latest"}
+    mounts = {m["mountPath"]: m for c in worker["spec"]["containers"] + job["spec"]["template"]["spec"]["containers"]
+              for m in c["volumeMounts"]}  # fmt: skip
+    assert mounts["/app/models"]["readOnly"] and "/data" in mounts  # the registry where the job reads it
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("--scheduler") + 1] == f"tcp://{cluster['metadata']['name']}-scheduler:8786"
+
+
+def test_the_dask_check_catches_a_misspelt_field():
+    cluster = yaml.safe_load((K8S / "dask" / "daskcluster.yaml").read_text())
+    cluster["spec"]["workers"] = cluster["spec"].pop("worker")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(cluster, closed(json.loads(DASK_SCHEMA.read_text())["schema"]))
