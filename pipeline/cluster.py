@@ -16,9 +16,11 @@ Dask is an optional extra (`pip install .[dask]`), imported only here.
 
 from __future__ import annotations
 
+import functools
 import logging
 import operator
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -37,25 +39,26 @@ from .errors import DataError
 from .schema import FEATURES, SERIES_COLUMN
 
 PART = "part-{:05d}.parquet"
+LINE, FILE = "__demand_line", "__demand_file"  # where a plan row came from
 _bundles: dict[tuple[str, str], Any] = {}  # (registry, version) -> Bundle, once per worker process
 
 
-def dataset_files(pattern: str | os.PathLike[str]) -> list[Path]:
-    """The Parquet files of a dataset: a folder's, a glob's, or one file."""
+def dataset_files(pattern: str | os.PathLike[str], suffixes: tuple[str, ...] = tables.PARQUET_SUFFIXES) -> list[Path]:
+    """The files of a dataset: a folder's (with one of `suffixes`), a glob's, or one file."""
     path = Path(pattern)
+    kind = "Parquet" if suffixes == tables.PARQUET_SUFFIXES else "CSV"
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in tables.PARQUET_SUFFIXES and p.is_file())
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes and p.is_file())
     elif any(c in str(pattern) for c in "*?["):
-        files = sorted(
-            p for p in Path(path.anchor or ".").glob(str(path.relative_to(path.anchor or "."))) if p.is_file()
-        )
+        anchor = Path(path.anchor or ".")
+        files = sorted(p for p in anchor.glob(str(path.relative_to(anchor))) if p.is_file())
     else:
         files = [path] if path.is_file() else []
     if not files:
-        raise DataError(f"{pattern}: no Parquet file to score (a folder of .parquet files, a glob, or one file)")
-    bad = [f for f in files if not tables.is_parquet(f)]
+        raise DataError(f"{pattern}: no {kind} file (a folder of them, a glob, or one file)")
+    bad = [f for f in files if f.suffix.lower() not in suffixes]
     if bad:
-        raise DataError(f"{bad[0]}: the Dask engine reads Parquet files; convert it, or score it with --engine local")
+        raise DataError(f"{bad[0]}: the Dask engine reads {kind} files here")
     return files
 
 
@@ -67,7 +70,7 @@ def partition_of(names: pa.Array, partitions: int) -> np.ndarray:
     return buckets[encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)] if len(distinct) else buckets
 
 
-def split_file(path: str, registry: str, version: str, partitions: int, skip_bad_rows: bool) -> list[pa.Table]:
+def split_file(path: str, partitions: int, registry: str, version: str, skip_bad_rows: bool) -> list[pa.Table]:
     """The rows of one file, checked as `demand predict` checks them, in `partitions` tables by series."""
     bundle = loaded(registry, version)
     spec = bundle.spec
@@ -107,7 +110,7 @@ def loaded(registry: str, version: str) -> Any:
 
 
 def score_partition(
-    index: int, parts: list[pa.Table], registry: str, version: str, folder: str, skip_bad_rows: bool
+    index: int, parts: list[pa.Table], folder: str, registry: str, version: str, skip_bad_rows: bool
 ) -> dict[str, float]:
     """Score partition `index` (its rows from every file, in order) into `folder`/part-NNNNN.parquet."""
     from .history_scoring import score_history_file
@@ -147,12 +150,60 @@ def score_on_dask(
     """Score a Parquet dataset into the folder `output` on the cluster at `scheduler` (a local one, one
     worker per core, without). `version`: a published version (the caller resolves the champion's name).
     `after_split(client)` runs once every file is split, before any partition is scored."""
+    registry = str(Path(registry).resolve())
+    return on_dask(
+        dataset_files(input_pattern),
+        output,
+        functools.partial(split_file, registry=registry, version=version, skip_bad_rows=skip_bad_rows),
+        functools.partial(score_partition, registry=registry, version=version, skip_bad_rows=skip_bad_rows),
+        scheduler,
+        partitions,
+        log,
+        after_split,
+    )
+
+
+def forecast_on_dask(
+    input_pattern: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    registry: str | os.PathLike[str],
+    version: str,
+    levels: list[float],
+    scheduler: str | None = None,
+    partitions: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """`demand forecast` of a dataset of plan files (CSV) into the folder `output` of CSV part files."""
+    registry = str(Path(registry).resolve())
+    return on_dask(
+        dataset_files(input_pattern, (".csv",)),
+        output,
+        functools.partial(split_plan, registry=registry, version=version),
+        functools.partial(forecast_partition, registry=registry, version=version, levels=levels),
+        scheduler,
+        partitions,
+        log,
+    )
+
+
+def on_dask(
+    files: list[Path],
+    output: str | os.PathLike[str],
+    split: Callable[..., list[pa.Table]],
+    score: Callable[..., dict[str, Any]],
+    scheduler: str | None,
+    partitions: int | None,
+    log: Callable[[str], None] | None,
+    after_split: Callable[[Any], None] | None = None,
+) -> dict[str, Any]:
+    """Split each file into partitions of whole series (`split(path, partitions)`), then `score(index, tables,
+    folder)` each partition into `output`, which appears only once every partition is written. Returns the
+    partitions' counts added up (lists joined), with the phases' wall times."""
     from dask.distributed import Client, LocalCluster, as_completed
 
     from .parallel import usable_cores
 
     say = log or (lambda _: None)
-    files = dataset_files(input_pattern)
     output = Path(output)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise DataError(f"{output}: exists; the Dask engine writes a new folder of part files (remove it first)")
@@ -175,36 +226,26 @@ def score_on_dask(
             say(
                 f"Dask: {workers} worker(s), {len(files)} file(s) in {count} partitions; dashboard {client.dashboard_link}"
             )
-            registry = str(Path(registry).resolve())
             started = time.perf_counter()
-            splits = [
-                client.submit(split_file, str(path.resolve()), registry, version, count, skip_bad_rows)
-                for path in files
-            ]
+            splits = [client.submit(split, str(path.resolve()), count) for path in files]
             client.gather(splits)  # a bad file is refused here, naming it
             split_at = time.perf_counter()
             if after_split is not None:
                 after_split(client)
             # Each file's table of a partition is a task's result of its own, so a partition's task is sent only
             # its tables, not every file's whole split.
-            pieces = [[client.submit(operator.getitem, split, p) for split in splits] for p in range(count)]
-            scored = [
-                client.submit(score_partition, p, pieces[p], registry, version, str(partial), skip_bad_rows)
-                for p in range(count)
-            ]
-            totals: dict[str, Any] = dict.fromkeys(
-                ("rows", "extrapolated_rows", "unknown_series_rows", "gathering_s", "scoring_s"), 0
-            )
+            pieces = [[client.submit(operator.getitem, part, p) for part in splits] for p in range(count)]
+            scored = [client.submit(score, p, pieces[p], str(partial)) for p in range(count)]
+            totals: dict[str, Any] = {}
             for done, future in enumerate(as_completed(scored), start=1):
                 for name, value in future.result().items():
-                    totals[name] += value
+                    totals[name] = totals[name] + value if name in totals else value
                 say(f"Dask: {done}/{count} partitions scored")
-            # Each phase's wall time; the tasks' own seconds are summed in gathering_s and scoring_s.
-            totals.update(
+            totals.update(  # each phase's wall time; the tasks' own seconds are added up in *_s
                 workers=workers, reading_wall_s=split_at - started, scoring_wall_s=time.perf_counter() - split_at
             )
-        if not totals["rows"]:
-            raise DataError(f"{input_pattern}: no usable rows")
+        if not totals.get("rows"):
+            raise DataError(f"{files[0].parent}: no usable rows")
         if output.exists():
             output.rmdir()
         os.replace(partial, output)
@@ -213,3 +254,61 @@ def score_on_dask(
         if cluster is not None:
             cluster.close()
     return {**totals, "files": len(files), "partitions": count}
+
+
+def split_plan(path: str, partitions: int, registry: str, version: str) -> list[pa.Table]:
+    """A plan file's rows as text (each with its file and line), in `partitions` tables by series."""
+    import pyarrow.csv as pa_csv
+
+    spec = loaded(registry, version).spec
+    with open(path, "rb") as handle:
+        header = tables.csv_header(tables.header_line(handle.read), path)
+    tables.require_columns(header, [spec.series_column], path)
+    text = {name: pa.string() for name in header}
+    try:
+        table = pa_csv.read_csv(
+            path,
+            read_options=pa_csv.ReadOptions(column_names=header, skip_rows=1),
+            convert_options=pa_csv.ConvertOptions(column_types=text, strings_can_be_null=False),
+        )
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{path}: cannot read the plan: {str(err).splitlines()[0][:200]}") from None
+    table = table.append_column(LINE, pa.array(np.arange(2, table.num_rows + 2), pa.int64()))
+    table = table.append_column(FILE, pa.array([path] * table.num_rows, pa.string()))
+    where = partition_of(pc.utf8_trim_whitespace(table.column(spec.series_column)).combine_chunks(), partitions)
+    return [table.filter(pa.array(where == p)) for p in range(partitions)]
+
+
+def forecast_partition(
+    index: int, parts: list[pa.Table], folder: str, registry: str, version: str, levels: list[float]
+) -> dict[str, Any]:
+    """`demand forecast` of partition `index` (its plan rows from every file) into `folder`/part-NNNNN.csv; an
+    error in the plan names the file and line the row came from."""
+    import csv
+
+    from .plan import forecast_plan_file
+
+    rows = [part for part in parts if part.num_rows]
+    if not rows:
+        return {"rows": 0, "series": 0, "notes": [], "unknown": []}
+    table = pa.concat_tables(rows, promote_options="default")
+    origin = list(zip(table.column(FILE).to_pylist(), table.column(LINE).to_pylist()))
+    table = table.drop_columns([FILE, LINE])
+    with tempfile.TemporaryDirectory(prefix="demand-partition-") as scratch:
+        plan = Path(scratch) / "plan.csv"
+        with open(plan, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(table.column_names)
+            writer.writerows(zip(*(column.to_pylist() for column in table.columns)))
+        scored = Path(scratch) / PART.format(index).replace(".parquet", ".csv")
+        try:
+            done = forecast_plan_file(plan, scored, loaded(registry, version), levels)
+        except DataError as err:  # the partition's lines, back to the files' (a line n is origin[n - 2])
+            message = re.sub(
+                rf"{re.escape(str(plan))}: line (\d+)",
+                lambda m: "{}: line {}".format(*origin[int(m.group(1)) - 2]),
+                str(err),
+            )
+            raise DataError(message.replace(str(plan), "the plan")) from None
+        shutil.move(scored, Path(folder) / scored.name)
+    return {**done, "notes": [] if index else done["notes"]}  # the notes are the model's: once

@@ -204,3 +204,29 @@ def _write_rows(
                 writer.writerow([name, week, h + 1, repr(float(out["units_sold"][s, h])), *bounds, outside, *filled])
                 count += 1
     return count
+
+
+def forecast_plan_file(
+    plan_path: str | os.PathLike[str], output_path: str | os.PathLike[str], bundle: Any, levels: Sequence[float]
+) -> dict[str, Any]:
+    """`demand forecast` of one plan file: {"rows", "series", "notes", "unknown" (names)}."""
+    import numpy as np
+
+    spec = bundle.spec
+    plan = read_plan(plan_path, spec=spec, stored=bundle.tails if spec.history else (), statics=bundle.statics)
+    start = plan["prev_week_sales"]
+    if spec.history:  # each series continues from the weeks its version stored
+        start, _, _ = bundle.plan_start(plan["ids"], start)
+    longest = int(plan["weeks"].max())
+    dates = np.array(
+        [[np.datetime64(w, "D") for w in weeks] + [np.datetime64("NaT", "D")] * (longest - len(weeks))
+         for weeks in plan["weeks_of"]]
+    )  # fmt: skip
+    out = bundle.forecast_plan(start, plan["features"], plan["weeks"], levels, plan["ids"], dates, plan["static"])
+    rows = write_forecasts(output_path, plan, out, levels, spec)
+    return {
+        "rows": rows,
+        "series": len(plan["ids"]),
+        "notes": bundle.interval_notes(longest),
+        "unknown": [plan["ids"][i] for i in out["unknown_series"]],
+    }

@@ -142,3 +142,56 @@ def test_bad_files_and_a_missing_model_are_clear_errors(published, tmp_path, clu
     done = invoke(CliRunner(), "predict", "--engine", "dask", "--input", str(folder), "--output",
                   str(tmp_path / "out"), "--model-dir", str(empty), "--scheduler", cluster.scheduler_address)  # fmt: skip
     assert done.exit_code == 1 and "Error:" in done.output and "Traceback" not in done.output
+
+
+def plan_files(folder, series=12, weeks=6):
+    """A plan of `series` series x `weeks` weeks in two CSV files: each series' first weeks in the first file
+    (with its prev_week_sales), its last weeks in the second."""
+    folder.mkdir()
+    header = ["series", "week", "prev_week_sales", "discount_fraction", "weeks_to_next_holidays"]
+    rows = [
+        [f"store-{s:02d}", f"2026-01-{5 + 7 * h:02d}" if h < 4 else f"2026-02-{2 + 7 * (h - 4):02d}",
+         40000 + 1000 * s if h == 0 else "", (s * 7 + h * 13) % 60, (h + s) % 5]
+        for s in range(1, series + 1)
+        for h in range(weeks)
+    ]  # fmt: skip
+    whole = folder.parent / "whole-plan.csv"
+    for path, part in ((folder / "a.csv", [r for r in rows if r[1] < "2026-01-20"]),
+                       (folder / "b.csv", [r for r in rows if r[1] >= "2026-01-20"]), (whole, rows)):  # fmt: skip
+        with open(path, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            writer.writerows(part)
+    return folder, whole
+
+
+def test_a_plan_dataset_is_forecast_on_dask_as_in_one_process(published, tmp_path, cluster):
+    folder, whole = plan_files(tmp_path / "plans")
+    single = tmp_path / "single.csv"
+    done = invoke(CliRunner(), "forecast", "--plan", str(whole), "--output", str(single), "--model-dir", str(published))
+    assert done.exit_code == 0, done.output
+    out = tmp_path / "forecasts"
+    done = invoke(CliRunner(), "forecast", "--engine", "dask", "--scheduler", cluster.scheduler_address,
+                  "--partitions", "4", "--plan", str(folder), "--output", str(out), "--model-dir", str(published))  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert "wrote 72 forecasts of 12 series" in done.output
+    parts = sorted(out.glob("part-*.csv"))
+    scored = [row for part in parts for row in csv.DictReader(part.open())]
+    expected = list(csv.DictReader(single.open()))
+    key = lambda row: (row["series"], int(row["step"]))  # noqa: E731
+    assert sorted(scored, key=key) == sorted(expected, key=key)  # every column, as text
+    assert len({row["series"] for part in parts for row in csv.DictReader(part.open())}) == 12
+
+
+def test_a_bad_plan_row_on_dask_is_named_by_its_file_and_line(published, tmp_path, cluster):
+    from pipeline.cluster import forecast_on_dask
+
+    folder, _ = plan_files(tmp_path / "plans")
+    lines = (folder / "b.csv").read_text().splitlines()
+    cells = lines[5].split(",")
+    cells[3] = "130"  # a discount over 100 percent
+    lines[5] = ",".join(cells)
+    (folder / "b.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"b\.csv: line 6, column 'discount_fraction'"):
+        forecast_on_dask(folder, tmp_path / "out", published, "v1", [0.8], cluster.scheduler_address, 3)
+    assert not (tmp_path / "out").exists()

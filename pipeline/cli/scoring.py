@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from ..presets import DEFAULT_LEVELS
 from .base import friendly_errors, log, main, model_dir_option, skip_option
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def engine_options(command: F) -> F:
+    """--engine, --scheduler and --partitions, for the commands a Dask cluster can run (pipeline/cluster.py)."""
+    options = [
+        click.option(
+            "--engine",
+            type=click.Choice(["local", "dask"]),
+            default="local",
+            show_default=True,
+            help="dask: partitions of whole series on a Dask cluster (pip install .[dask]).",
+        ),  # fmt: skip
+        click.option("--scheduler", help="With --engine dask: the scheduler's address; default a local cluster."),
+        click.option("--partitions", type=click.IntRange(1, 100_000), help="With --engine dask: default 4 a worker."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 @main.command()
@@ -21,14 +43,7 @@ from .base import friendly_errors, log, main, model_dir_option, skip_option
 )  # fmt: skip
 @click.option("--version", help="A published version; default the champion.")
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option(
-    "--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
-    help="dask: partitions of whole series scored on a Dask cluster (pip install .[dask]).",
-)  # fmt: skip
-@click.option(
-    "--scheduler", help="With --engine dask: the scheduler's address; default a local cluster, a worker a core."
-)
-@click.option("--partitions", type=click.IntRange(1, 100_000), help="With --engine dask: default 4 per worker.")
+@engine_options
 @model_dir_option
 @skip_option
 @friendly_errors
@@ -121,12 +136,16 @@ def interval_levels(ctx: click.Context, param: click.Parameter, value: str) -> l
     "--plan",
     "plan_path",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     help="CSV: series, week and the model's known covariates per week (discount_fraction, "
     "weeks_to_next_holidays for the chapter's); prev_week_sales on each series' first week unless "
-    "the model stored its weeks; static covariates unless stored.",
+    "the model stored its weeks; static covariates unless stored. With --engine dask, a folder of such "
+    "files, a glob, or one.",
 )
-@click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--output", "output_path", required=True, type=click.Path(path_type=Path),
+    help="A CSV file; with --engine dask, a new folder of CSV part files.",
+)  # fmt: skip
 @click.option(
     "--levels",
     default=",".join(f"{level:g}" for level in DEFAULT_LEVELS),
@@ -136,46 +155,66 @@ def interval_levels(ctx: click.Context, param: click.Parameter, value: str) -> l
 )
 @click.option("--version", help="A published version; default the champion.")
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@engine_options
 @model_dir_option
 @friendly_errors
 def forecast(
-    plan_path: Path, output_path: Path, levels: list[float], version: str | None, provider: str, model_dir: Path
+    plan_path: Path,
+    output_path: Path,
+    levels: list[float],
+    version: str | None,
+    provider: str,
+    engine: str,
+    scheduler: str | None,
+    partitions: int | None,
+    model_dir: Path,
 ) -> None:
     """Forecast a promotion plan week by week offline, through ONNX Runtime.
 
     Each week's forecast becomes the next week's prev_week_sales, and the
     intervals widen with the step, as POST /forecast answers.
     """
-    import numpy as np
-
     from ..bundle import Bundle
-    from ..plan import read_plan, write_forecasts
+    from ..plan import forecast_plan_file
     from ..registry import Registry
 
+    if engine == "dask":
+        return forecast_on_dask(plan_path, output_path, levels, version, model_dir, scheduler, partitions)
+    if scheduler or partitions:
+        raise click.UsageError("--scheduler and --partitions go with --engine dask")
     bundle = Bundle.load(Registry(model_dir), version, provider)
-    spec = bundle.spec
-    plan = read_plan(plan_path, spec=spec, stored=bundle.tails if spec.history else (), statics=bundle.statics)
-    start = plan["prev_week_sales"]
-    if spec.history:  # each series continues from the weeks its version stored
-        start, _, _ = bundle.plan_start(plan["ids"], start)
-    dates = np.array(
-        [
-            [np.datetime64(w, "D") for w in weeks]
-            + [np.datetime64("NaT", "D")] * (int(plan["weeks"].max()) - len(weeks))
-            for weeks in plan["weeks_of"]
-        ]
-    )
-    out = bundle.forecast_plan(start, plan["features"], plan["weeks"], levels, plan["ids"], dates, plan["static"])
-    count = write_forecasts(output_path, plan, out, levels, spec)
-    for note in bundle.interval_notes(int(plan["weeks"].max())):
+    done = forecast_plan_file(plan_path, output_path, bundle, levels)
+    report_forecasts(done, bundle.version, output_path)
+
+
+def report_forecasts(done: dict[str, Any], version: str, output_path: Path) -> None:
+    for note in done["notes"]:
         log(note)
-    unknown = out["unknown_series"]
-    if len(unknown):
+    unknown = done["unknown"]
+    if unknown:
         log(
-            f"{len(unknown)} of the plan's series are not known to model {bundle.version} and were forecast as a "
-            f"typical series: {', '.join(plan['ids'][i] for i in unknown[:5])}{', ...' if len(unknown) > 5 else ''}"
+            f"{len(unknown)} of the plan's series are not known to model {version} and were forecast as a "
+            f"typical series: {', '.join(unknown[:5])}{', ...' if len(unknown) > 5 else ''}"
         )
-    log(
-        f"wrote {count} forecasts of {len(plan['ids'])} series from model {bundle.version} ({bundle.provider}) "
-        f"to {output_path}"
-    )
+    log(f"wrote {done['rows']} forecasts of {done['series']} series from model {version} to {output_path}")
+
+
+def forecast_on_dask(
+    plan_path: Path,
+    output_path: Path,
+    levels: list[float],
+    version: str | None,
+    model_dir: Path,
+    scheduler: str | None,
+    partitions: int | None,
+) -> None:
+    from ..bundle import Bundle
+    from ..registry import Registry
+
+    try:
+        from ..cluster import forecast_on_dask as run
+    except ImportError:
+        raise click.ClickException("--engine dask needs Dask: pip install '.[dask]'") from None
+    bundle = Bundle.load(Registry(model_dir), version)
+    done = run(plan_path, output_path, model_dir, bundle.version, levels, scheduler, partitions, log=log)
+    report_forecasts(done, bundle.version, output_path)
