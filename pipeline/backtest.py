@@ -139,6 +139,57 @@ def score(
     return out
 
 
+def window_fold(
+    number: int, history: Dataset, future: Dataset, preset: str, overrides: dict[str, Any] | None, refit: bool
+) -> tuple[dict[str, Any], float]:
+    """(one window's fold of the report, its model's interval level): trained on `history`, scored on `future`."""
+    from .workflow import train_model
+
+    trained = train_model(history, preset, overrides, refit=refit)
+    trained_on = rows_and_weeks(history)
+    forecast_weeks = future.date_range()
+    # A history with weeks comes from data with weeks, and windows_of gives every future rows: it has weeks too.
+    if trained_on["weeks"] and trained_on["weeks"][1] >= cast("list[str]", forecast_weeks)[0]:
+        raise AssertionError("a backtest model trained on its own window")  # guarded by windows_of
+    linear = LinearBaseline(history.X, history.y)
+    predictors: dict[str, Predict] = {"model": trained.predict, "naive": naive_forecast, "linear": linear.predict}
+    for name, by_series in (("gradient_boosting", False), ("gradient_boosting_by_series", True)):
+        boosting = gradient_boosting(history, by_series)
+        if boosting is not None:
+            predictors[name] = boosting
+    scale = naive_scale(history)
+    interval = trained.evaluation["interval"]
+    one_step = {name: predict(future.X, future.series) for name, predict in predictors.items()}
+    grid = chains(future)
+    fold: dict[str, Any] = {
+        "window": number,
+        "origin": forecast_weeks[0] if forecast_weeks else None,
+        "trained_on": trained_on,
+        "forecast": rows_and_weeks(future),
+        "chosen": trained.chosen,
+        "validation_wape": {c.name: c.validation["wape"] for c in trained.candidates},
+        "one_step": score(future.y, one_step, scale, grid, interval),
+        "recursive": None,
+    }
+    if grid is not None:
+        stepped = {name: recursive(predict, future, grid) for name, predict in predictors.items()}
+        fold["recursive"] = score(future.y, stepped, scale, grid, interval)
+        calibration = trained.evaluation.get("calibration")
+        if calibration:
+            fold["recursive"]["model"]["coverage_by_level"] = level_coverage(
+                future.y, stepped["model"], grid, calibration
+            )
+    return fold, interval["level"]
+
+
+def fold_line(fold: dict[str, Any]) -> str:
+    one = fold["one_step"]
+    return (
+        f"window {fold['window']}: one-step WAPE model {one['model']['wape']:.2f}%, naive {one['naive']['wape']:.2f}%, "
+        f"linear {one['linear']['wape']:.2f}% ({fold['chosen']})"
+    )
+
+
 def backtest(
     data: Dataset,
     windows: int = BACKTEST_WINDOWS,
@@ -147,62 +198,34 @@ def backtest(
     overrides: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
     refit: bool = True,
+    map_windows: Callable[..., Iterable[tuple[dict[str, Any], float]]] | None = None,
 ) -> dict[str, Any]:
     """Run the backtest; returns one JSON-ready document. `refit` as for
-    train_model: each window's model is made as `demand train` would publish it."""
-    from .workflow import train_model
-
-    folds = []
-    for number, (history, future) in enumerate(windows_of(data, windows, horizon), start=1):
-        if log:
-            log(f"window {number}/{windows}: training on {history.date_range() or f'{len(history)} rows'}")
-        trained = train_model(history, preset, overrides, refit=refit)
-        trained_on = rows_and_weeks(history)
-        forecast_weeks = future.date_range()
-        # A history with weeks comes from data with weeks, and windows_of gives every future rows: it has weeks too.
-        if trained_on["weeks"] and trained_on["weeks"][1] >= cast("list[str]", forecast_weeks)[0]:
-            raise AssertionError("a backtest model trained on its own window")  # guarded by windows_of
-        linear = LinearBaseline(history.X, history.y)
-        predictors: dict[str, Predict] = {"model": trained.predict, "naive": naive_forecast, "linear": linear.predict}
-        for name, by_series in (("gradient_boosting", False), ("gradient_boosting_by_series", True)):
-            boosting = gradient_boosting(history, by_series)
-            if boosting is not None:
-                predictors[name] = boosting
-        scale = naive_scale(history)
-        interval = trained.evaluation["interval"]
-        one_step = {name: predict(future.X, future.series) for name, predict in predictors.items()}
-        grid = chains(future)
-        fold: dict[str, Any] = {
-            "window": number,
-            "origin": forecast_weeks[0] if forecast_weeks else None,
-            "trained_on": trained_on,
-            "forecast": rows_and_weeks(future),
-            "chosen": trained.chosen,
-            "validation_wape": {c.name: c.validation["wape"] for c in trained.candidates},
-            "one_step": score(future.y, one_step, scale, grid, interval),
-            "recursive": None,
-        }
-        if grid is not None:
-            stepped = {name: recursive(predict, future, grid) for name, predict in predictors.items()}
-            fold["recursive"] = score(future.y, stepped, scale, grid, interval)
-            calibration = trained.evaluation.get("calibration")
-            if calibration:
-                fold["recursive"]["model"]["coverage_by_level"] = level_coverage(
-                    future.y, stepped["model"], grid, calibration
-                )
-        folds.append(fold)
-        if log:
-            one = fold["one_step"]
-            log(
-                f"window {number}: one-step WAPE model {one['model']['wape']:.2f}%, naive {one['naive']['wape']:.2f}%, "
-                f"linear {one['linear']['wape']:.2f}% ({trained.chosen})"
-            )
+    train_model: each window's model is made as `demand train` would publish it. `map_windows(window_fold,
+    [(history, future), ...], preset, overrides, refit)`: the windows' (fold, interval level) in order, each
+    computed elsewhere (a cluster's task); by default one after another here."""
+    pairs = windows_of(data, windows, horizon)
+    results: list[tuple[dict[str, Any], float]] = []
+    if map_windows is None:
+        for number, (history, future) in enumerate(pairs, start=1):
+            if log:
+                log(f"window {number}/{windows}: training on {history.date_range() or f'{len(history)} rows'}")
+            results.append(window_fold(number, history, future, preset, overrides, refit))
+            if log:
+                log(fold_line(results[-1][0]))
+    else:  # each window a task of its own (pipeline.cluster)
+        for result in map_windows(window_fold, pairs, preset, overrides, refit):
+            results.append(result)
+            if log:
+                log(fold_line(result[0]))
+    folds = [fold for fold, _ in results]
+    level = results[-1][1]
     return {
         "windows": windows,
         "horizon": horizon,
         "unit": unit_name(data),
         "preset": preset,
-        "interval_level": trained.evaluation["interval"]["level"],
+        "interval_level": level,
         "folds": folds,
         "average": average(folds),
     }

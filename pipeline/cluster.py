@@ -16,6 +16,7 @@ Dask is an optional extra (`pip install .[dask]`), imported only here.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import operator
@@ -25,7 +26,7 @@ import shutil
 import tempfile
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -199,9 +200,7 @@ def on_dask(
     """Split each file into partitions of whole series (`split(path, partitions)`), then `score(index, tables,
     folder)` each partition into `output`, which appears only once every partition is written. Returns the
     partitions' counts added up (lists joined), with the phases' wall times."""
-    from dask.distributed import Client, LocalCluster, as_completed
-
-    from .parallel import usable_cores
+    from dask.distributed import as_completed
 
     say = log or (lambda _: None)
     output = Path(output)
@@ -210,17 +209,8 @@ def on_dask(
     partial = output.with_name(f".{output.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    cluster = None
     try:
-        if scheduler:
-            client = Client(scheduler)
-        else:
-            logging.getLogger("distributed").setLevel(logging.ERROR)
-            cluster = LocalCluster(
-                n_workers=usable_cores(), threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0"
-            )
-            client = Client(cluster)
-        with client:
+        with connected(scheduler) as client:
             workers = len(client.scheduler_info()["workers"])
             count = partitions or 4 * max(1, workers)
             say(
@@ -251,8 +241,6 @@ def on_dask(
         os.replace(partial, output)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-        if cluster is not None:
-            cluster.close()
     return {**totals, "files": len(files), "partitions": count}
 
 
@@ -312,3 +300,51 @@ def forecast_partition(
             raise DataError(message.replace(str(plan), "the plan")) from None
         shutil.move(scored, Path(folder) / scored.name)
     return {**done, "notes": [] if index else done["notes"]}  # the notes are the model's: once
+
+
+@contextlib.contextmanager
+def windows_on_dask(
+    scheduler: str | None, log: Callable[[str], None] | None = None
+) -> Iterator[Callable[..., Iterator[tuple[dict[str, Any], float]]]]:
+    """A map of a backtest's windows onto a Dask cluster (pipeline.backtest's `map_windows`): each window,
+    its training with its candidates and its scoring, is a task; the folds come back in window order."""
+    with connected(scheduler) as client:
+        if log:
+            log(f"Dask: {len(client.scheduler_info()['workers'])} worker(s); dashboard {client.dashboard_link}")
+
+        def map_windows(
+            fold: Callable[..., tuple[dict[str, Any], float]],
+            pairs: list[tuple[Any, Any]],
+            preset: str,
+            overrides: dict[str, Any] | None,
+            refit: bool,
+        ) -> Iterator[tuple[dict[str, Any], float]]:
+            futures = [
+                client.submit(fold, number, history, future, preset, overrides, refit, pure=False)
+                for number, (history, future) in enumerate(pairs, start=1)
+            ]
+            for future in futures:
+                yield future.result()
+
+        yield map_windows
+
+
+@contextlib.contextmanager
+def connected(scheduler: str | None) -> Iterator[Any]:
+    """A client of the cluster at `scheduler`, or of a local one (a worker a core, a thread each) for the block."""
+    from dask.distributed import Client, LocalCluster
+
+    from .parallel import usable_cores
+
+    if scheduler:
+        with Client(scheduler) as client:
+            yield client
+        return
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    with (
+        LocalCluster(
+            n_workers=usable_cores(), threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client

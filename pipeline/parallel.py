@@ -48,7 +48,9 @@ def fit_all(
 
     workers = min(len(configs), usable_cores())
     cpu_only = all(c.engine == "manual" or resolve_device(c.device) == "cpu" for c in configs)
-    if workers < 2 or not cpu_only or len(train) < PARALLEL_MIN_ROWS:
+    # A daemonic process (a Dask worker's) may not start processes of its own: its fits run one after another.
+    daemonic = multiprocessing.current_process().daemon
+    if workers < 2 or not cpu_only or len(train) < PARALLEL_MIN_ROWS or daemonic:
         return [fit(train, validation, config, progress) for config in configs]
     # Only what fit reads travels to the workers: no weeks.
     train, validation = _bare(train), _bare(validation)

@@ -126,7 +126,9 @@ class ForecastLog:
                 count_served_inputs(self.engine, counted)
             except Exception as err:  # as for the records below: serving goes on, /healthz says why
                 if self.failure is None:
-                    self.logger.error("cannot write the served inputs' counts, dropping them: %s", err)
+                    self.logger.error(
+                        "cannot write the served inputs' counts, dropping them: %s", str(err).splitlines()[0]
+                    )
                 self.failure = str(err).splitlines()[0][:200]
         batch: list[tuple[Any, ...]] = []
         while self.pending and len(batch) < 10_000:
@@ -138,7 +140,7 @@ class ForecastLog:
         except Exception as err:  # any failure of the database: serving goes on
             self.drop(len(batch))
             if self.failure is None:
-                self.logger.error("cannot write the forecast log, dropping its records: %s", err)
+                self.logger.error("cannot write the forecast log, dropping its records: %s", str(err).splitlines()[0])
             self.failure = str(err).splitlines()[0][:200]
             return
         if self.failure is not None:

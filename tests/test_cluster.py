@@ -195,3 +195,20 @@ def test_a_bad_plan_row_on_dask_is_named_by_its_file_and_line(published, tmp_pat
     with pytest.raises(DataError, match=r"b\.csv: line 6, column 'discount_fraction'"):
         forecast_on_dask(folder, tmp_path / "out", published, "v1", [0.8], cluster.scheduler_address, 3)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_backtests_windows_run_as_dask_tasks_and_report_what_one_process_does(small_csv, tmp_path, cluster):
+    import json
+
+    from pipeline.cli import main
+
+    runner = CliRunner()
+    args = ["backtest", "--data", str(small_csv), "--windows", "3", "--horizon", "3", "--preset", "log-small-full",
+            "--epochs", "20", "--json"]  # fmt: skip
+    local = runner.invoke(main, [*args, "--plot", str(tmp_path / "local.png")])
+    assert local.exit_code == 0, local.output
+    on_dask = runner.invoke(main, [*args, "--plot", str(tmp_path / "dask.png"), "--run-on", "dask",
+                                   "--scheduler", cluster.scheduler_address])  # fmt: skip
+    assert on_dask.exit_code == 0, on_dask.output
+    assert json.loads(on_dask.stdout) == json.loads(local.stdout)
+    assert "window 3: one-step WAPE" in on_dask.stderr

@@ -341,3 +341,32 @@ def data_option(command_name: str) -> Callable[[F], F]:
         envvar=f"DEMAND_{command_name.upper()}_DATA",
         help="The sales history: a CSV or Parquet file, or a folder of them.",
     )
+
+
+def engine_options(partitions: bool = True, flag: str = "--engine", dest: str = "engine") -> Callable[[F], F]:
+    """--engine, --scheduler (and --partitions), for the commands a Dask cluster can run (pipeline/cluster.py).
+    `flag`: the engine's option where --engine means something else (backtest's training engine)."""
+    options = [
+        click.option(
+            flag,
+            dest,
+            type=click.Choice(["local", "dask"]),
+            default="local",
+            show_default=True,
+            help="dask: the work as tasks of a Dask cluster (pip install .[dask]).",
+        ),
+        click.option("--scheduler", help=f"With {flag} dask: the scheduler's address; default a local cluster."),
+    ]
+    if partitions:
+        options.append(
+            click.option(
+                "--partitions", type=click.IntRange(1, 100_000), help="With --engine dask: default 4 a worker."
+            )
+        )
+
+    def decorate(command: F) -> F:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate

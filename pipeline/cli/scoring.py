@@ -2,34 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from ..presets import DEFAULT_LEVELS
-from .base import friendly_errors, log, main, model_dir_option, skip_option
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def engine_options(command: F) -> F:
-    """--engine, --scheduler and --partitions, for the commands a Dask cluster can run (pipeline/cluster.py)."""
-    options = [
-        click.option(
-            "--engine",
-            type=click.Choice(["local", "dask"]),
-            default="local",
-            show_default=True,
-            help="dask: partitions of whole series on a Dask cluster (pip install .[dask]).",
-        ),  # fmt: skip
-        click.option("--scheduler", help="With --engine dask: the scheduler's address; default a local cluster."),
-        click.option("--partitions", type=click.IntRange(1, 100_000), help="With --engine dask: default 4 a worker."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+from .base import engine_options, friendly_errors, log, main, model_dir_option, skip_option
 
 
 @main.command()
@@ -43,7 +22,7 @@ def engine_options(command: F) -> F:
 )  # fmt: skip
 @click.option("--version", help="A published version; default the champion.")
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@engine_options
+@engine_options()
 @model_dir_option
 @skip_option
 @friendly_errors
@@ -155,7 +134,7 @@ def interval_levels(ctx: click.Context, param: click.Parameter, value: str) -> l
 )
 @click.option("--version", help="A published version; default the champion.")
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@engine_options
+@engine_options()
 @model_dir_option
 @friendly_errors
 def forecast(

@@ -24,6 +24,7 @@ from .base import (
     Progress,
     data_option,
     emit_json,
+    engine_options,
     feature_options,
     friendly_errors,
     json_option,
@@ -195,6 +196,7 @@ def format_candidates(card: dict[str, Any]) -> str:
     show_default=True,
     help="Where to draw the figures.",
 )
+@engine_options(partitions=False, flag="--run-on", dest="run_on")  # its --engine is the training engine
 @skip_option
 @json_option
 @friendly_errors
@@ -204,6 +206,8 @@ def backtest(
     horizon: int,
     preset: str,
     plot: Path,
+    run_on: str,
+    scheduler: str | None,
     skip_bad_rows: bool,
     as_json: bool,
     features: dict[str, Any],
@@ -224,7 +228,17 @@ def backtest(
     if preset == "chapter" and not spec.is_chapter:
         raise DataError("--preset chapter is the book's network on its three inputs; it takes no other features")
     dataset = load_sources([data_path], skip_bad_rows, warn=log, spec=spec)
-    report = run(dataset, windows, horizon, preset, overrides, log)
+    if run_on == "dask":  # each window a task of a Dask cluster
+        try:
+            from ..cluster import windows_on_dask
+        except ImportError:
+            raise click.ClickException("--engine dask needs Dask: pip install '.[dask]'") from None
+        with windows_on_dask(scheduler, log) as map_windows:
+            report = run(dataset, windows, horizon, preset, overrides, log, map_windows=map_windows)
+    elif scheduler:
+        raise click.UsageError("--scheduler goes with --run-on dask")
+    else:
+        report = run(dataset, windows, horizon, preset, overrides, log)
     if as_json:  # the report first: a figure that cannot be written must not lose it
         emit_json(report)
     else:
