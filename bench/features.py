@@ -178,6 +178,10 @@ def measure():
     with tempfile.TemporaryDirectory(prefix="demand-features-") as tmp:
         folder = Path(tmp)
         results = {"training": training(folder), "predict": predicting(folder), "forecast": forecasting(folder)}
+        print("demand predict --engine dask against the single process...", file=sys.stderr)
+        from bench.cluster import measure as measure_cluster
+
+        results["cluster"] = measure_cluster(folder / "models-generated", folder / "plain-generated.csv")
     results["three_inputs"] = three_inputs()
     return results
 

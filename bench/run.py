@@ -486,6 +486,10 @@ def report(training, scale, comparison, service, memory, args, features=None):
         from bench.features import report as features_report
 
         lines.append(features_report(features))
+        if "cluster" in features:
+            from bench.cluster import report as cluster_report
+
+            lines.append(cluster_report(features["cluster"]))
     return "\n".join(lines)
 
 

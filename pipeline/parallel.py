@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING
@@ -46,6 +47,8 @@ def fit_all(
     """[TrainResult] for each config, in order: side by side when that pays."""
     from .train import fit, resolve_device
 
+    if len(configs) > 1 and on_a_dask_worker():  # a backtest's window on a cluster: each candidate a task too
+        return fit_on_dask(configs, train, validation)
     workers = min(len(configs), usable_cores())
     cpu_only = all(c.engine == "manual" or resolve_device(c.device) == "cpu" for c in configs)
     # A daemonic process (a Dask worker's) may not start processes of its own: its fits run one after another.
@@ -71,6 +74,31 @@ def fit_all(
         raise
     pool.shutdown()
     return results
+
+
+def on_a_dask_worker() -> bool:
+    """Whether this runs in a task of a Dask worker (pipeline.cluster); Dask is not imported to find out."""
+    if "distributed" not in sys.modules:
+        return False
+    from distributed import get_worker
+
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+def fit_on_dask(configs: Sequence[TrainConfig], train: Dataset, validation: Dataset | None) -> list[TrainResult]:
+    """Each config's fit as a task of the cluster this task runs on, the data sent once; results in order."""
+    from distributed import worker_client
+
+    from .train import fit
+
+    with worker_client() as client:  # this task waits without holding its worker's thread
+        train_data, validation_data = client.scatter([_bare(train), _bare(validation)], hash=False)
+        futures = [client.submit(fit, train_data, validation_data, config, pure=False) for config in configs]
+        return list(client.gather(futures))
 
 
 def _bare(data):

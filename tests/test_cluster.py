@@ -203,7 +203,7 @@ def test_a_backtests_windows_run_as_dask_tasks_and_report_what_one_process_does(
     from pipeline.cli import main
 
     runner = CliRunner()
-    args = ["backtest", "--data", str(small_csv), "--windows", "3", "--horizon", "3", "--preset", "log-small-full",
+    args = ["backtest", "--data", str(small_csv), "--windows", "2", "--horizon", "3", "--preset", "auto",
             "--epochs", "20", "--json"]  # fmt: skip
     local = runner.invoke(main, [*args, "--plot", str(tmp_path / "local.png")])
     assert local.exit_code == 0, local.output
@@ -211,4 +211,6 @@ def test_a_backtests_windows_run_as_dask_tasks_and_report_what_one_process_does(
                                    "--scheduler", cluster.scheduler_address])  # fmt: skip
     assert on_dask.exit_code == 0, on_dask.output
     assert json.loads(on_dask.stdout) == json.loads(local.stdout)
-    assert "window 3: one-step WAPE" in on_dask.stderr
+    assert "window 2: one-step WAPE" in on_dask.stderr
+    ran = cluster.scheduler.task_prefixes  # each window a task, and each of its candidates' fits too
+    assert {"window_fold", "fit"} <= set(ran)
