@@ -91,9 +91,9 @@ def report(r):
             f"{d['scoring_wall_s']:.1f} s |",
             "",
             f"Inside the scoring phase the partitions' tasks ran {tasks:.1f} s in all ({d['gathering_s']:.1f} s "
-            f"gathering each partition's tables from every file, {d['scoring_s']:.1f} s scoring them) on "
-            f"{d['workers']} workers busy {busy:.1f} s: {busy - tasks:.1f} s went to scheduling and moving the tables "
-            "between workers.",
+            f"reading each partition's tables from every file's split, {d['scoring_s']:.1f} s scoring them) on "
+            f"{d['workers']} workers for {busy:.1f} s: {busy - tasks:.1f} s went to scheduling and to the phase's "
+            "tail, one worker idle while the other finished.",
             "",
         ]
     )

@@ -2,12 +2,14 @@
 
 Each input file is read and checked by a task of its own (a bad row is named
 by its file and row, as `demand predict` names it) and split by series into
-partitions (a stable hash of the series name), so that each partition holds
-whole series, their rows in the dataset's order: a model of history reads a
-series' earlier weeks. Each partition is then scored by a task with the
-single-process scorer (pipeline.scoring, pipeline.history_scoring) and written
-as part-NNNNN.parquet of the output folder, which appears only once every
-partition is written. A worker process loads the model once and runs ONNX
+partitions (a stable hash of the series name), written beside the output, so
+that each partition holds whole series, their rows in the dataset's order: a
+model of history reads a series' earlier weeks. Each partition is then read
+and scored by a task with the single-process scorer (pipeline.scoring,
+pipeline.history_scoring) and written as part-NNNNN.parquet of the output
+folder, which appears only once every partition is written. A task per file
+and per partition: every worker must see the input, the output's folder and
+the registry at the same paths (a shared volume). A worker process loads the model once and runs ONNX
 Runtime on one thread. Tasks are pure: a worker lost mid-run has its tasks
 run again on another, and the output is the same.
 
@@ -19,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import operator
 import os
 import re
 import shutil
@@ -40,6 +41,7 @@ from .errors import DataError
 from .schema import FEATURES, SERIES_COLUMN
 
 PART = "part-{:05d}.parquet"
+SPLIT = ".split"  # in the partial output folder: each file's partitions, for the partitions' tasks
 LINE, FILE = "__demand_line", "__demand_file"  # where a plan row came from
 _bundles: dict[tuple[str, str], Any] = {}  # (registry, version) -> Bundle, once per worker process
 
@@ -217,15 +219,17 @@ def on_dask(
                 f"Dask: {workers} worker(s), {len(files)} file(s) in {count} partitions; dashboard {client.dashboard_link}"
             )
             started = time.perf_counter()
-            splits = [client.submit(split, str(path.resolve()), count) for path in files]
+            # Each file's partitions go to the shared folder beside the output, where each partition's task
+            # reads its own: a task per file and per partition, and no table handed from worker to worker.
+            spilled = [str(partial / SPLIT / f"{i:05d}") for i in range(len(files))]
+            splits = [
+                client.submit(spill, split, str(path.resolve()), count, where) for path, where in zip(files, spilled)
+            ]
             client.gather(splits)  # a bad file is refused here, naming it
             split_at = time.perf_counter()
             if after_split is not None:
                 after_split(client)
-            # Each file's table of a partition is a task's result of its own, so a partition's task is sent only
-            # its tables, not every file's whole split.
-            pieces = [[client.submit(operator.getitem, part, p) for part in splits] for p in range(count)]
-            scored = [client.submit(score, p, pieces[p], str(partial)) for p in range(count)]
+            scored = [client.submit(gathered, score, p, spilled, str(partial)) for p in range(count)]
             totals: dict[str, Any] = {}
             for done, future in enumerate(as_completed(scored), start=1):
                 for name, value in future.result().items():
@@ -236,12 +240,33 @@ def on_dask(
             )
         if not totals.get("rows"):
             raise DataError(f"{files[0].parent}: no usable rows")
+        shutil.rmtree(partial / SPLIT)
         if output.exists():
             output.rmdir()
         os.replace(partial, output)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return {**totals, "files": len(files), "partitions": count}
+
+
+def spill(split: Callable[..., list[pa.Table]], path: str, partitions: int, folder: str) -> int:
+    """`split(path, partitions)`'s tables written to `folder` (a file per partition that has rows); its rows."""
+    tables_ = split(path, partitions)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    for p, table in enumerate(tables_):
+        if table.num_rows:
+            partial = Path(folder) / f".{p:05d}.parquet"
+            pq.write_table(table, partial)
+            os.replace(partial, Path(folder) / f"{p:05d}.parquet")  # whole, or not there: a task run again replaces it
+    return sum(t.num_rows for t in tables_)
+
+
+def gathered(score: Callable[..., dict[str, Any]], index: int, folders: list[str], output: str) -> dict[str, Any]:
+    """`score(index, tables, output)` of partition `index`'s tables, read from each file's folder in order."""
+    parts = [
+        pq.read_table(Path(d) / f"{index:05d}.parquet") for d in folders if (Path(d) / f"{index:05d}.parquet").exists()
+    ]
+    return score(index, parts, output)
 
 
 def split_plan(path: str, partitions: int, registry: str, version: str) -> list[pa.Table]:
