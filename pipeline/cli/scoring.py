@@ -41,9 +41,10 @@ def predict(
 
     The file is streamed a chunk at a time, so its size is bounded by the
     disk, not by memory. Every input column is passed through, and the
-    forecast columns are added; the output is CSV or Parquet by its extension.
-    With --engine dask a Parquet dataset is scored on a Dask cluster, each
-    partition holding whole series, into a folder of part files.
+    forecast columns are added (for a model of history: series, week, the
+    forecasts and the features filled); the output is CSV or Parquet by its
+    extension. With --engine dask a Parquet dataset is scored on a Dask
+    cluster, each partition holding whole series, into a folder of part files.
     """
     if engine == "dask":
         return predict_on_dask(input_path, output_path, version, model_dir, scheduler, partitions, skip_bad_rows)
