@@ -38,6 +38,7 @@ from pipeline.schema import (
     EXTRAPOLATED_COLUMN,
     HIGH_COLUMN,
     LOW_COLUMN,
+    MAX_SERIES_NAME,
     NORMALIZED_TENSOR,
     OUTPUT_TENSOR,
     SERIES_COLUMN,
@@ -440,6 +441,12 @@ def read_feature_plan(
     statics: list[list[Any]] = []
     plans: list[list[Any]] = []
     seen: dict[str, int] = {}
+    plain = None if spec.static else _plain_series(series, max_horizon)
+    if plain is not None:  # every series is its id and its weeks, checked in a few C-level passes
+        ids, plans = plain
+        prevs, histories = [np.nan] * len(ids), [None] * len(ids)
+        firsts, statics = [np.datetime64("NaT", "D")] * len(ids), [[] for _ in ids]
+        series = []  # nothing left to walk
     for i, item in enumerate(series):
         where = f"series[{i}]"
         if not isinstance(item, dict):
@@ -532,6 +539,26 @@ def read_feature_plan(
     return ids, (windows if spec.history else windows[:, -1]), dates, known, static, lengths, levels
 
 
+def _plain_series(series: list[Any], max_horizon: int) -> tuple[list[str], list[list[Any]]] | None:
+    """(ids, weeks) of a plan whose every series is {"id": its name, "weeks": [...]} and nothing else, names
+    trimmed, distinct and not too long, weeks lists of 1 to `max_horizon`; None for any other plan (walked
+    series by series, to name what is wrong)."""
+    try:
+        if set(map(type, series)) != {dict} or set(map(len, series)) != {2}:
+            return None
+        ids, weeks = list(map(itemgetter("id"), series)), list(map(itemgetter("weeks"), series))
+    except KeyError:
+        return None
+    if set(map(type, ids)) != {str} or set(map(type, weeks)) != {list}:
+        return None
+    lengths = list(map(len, weeks))
+    if not 0 < min(lengths) <= max(lengths) <= max_horizon or max(map(len, ids)) > MAX_SERIES_NAME:
+        return None
+    if list(map(str.strip, ids)) != ids or min(map(len, ids)) == 0 or len(set(ids)) != len(ids):
+        return None
+    return ids, weeks
+
+
 def _known_values(weeks: Sequence[Any], known: Sequence[str]) -> np.ndarray | None:
     """[weeks, len(known)] float64 of well-formed weeks, in a few C-level passes; None when any week is not."""
     try:
@@ -609,10 +636,9 @@ def plan_answer(
     filled_names, filled_codes = flag_patterns(spec.fillable, out["filled"].reshape(S * H, -1))
     outside, filled = outside_codes.reshape(S, H).tolist(), filled_codes.reshape(S, H).tolist()
     units = out["units_sold"].tolist()
-    days = np.where(np.isnat(dates), np.datetime64("1970-01-01"), dates)
-    weeks = np.where(  # type: ignore[call-overload]  # None makes an object array; numpy's stubs take no None
-        np.isnat(dates), None, np.datetime_as_string(days, unit="D").astype(object)
-    ).tolist()
+    distinct, where = np.unique(dates, return_inverse=True)  # a plan's weeks are few: each written once
+    names = [None if np.isnat(day) else str(day) for day in distinct.astype("datetime64[D]")]
+    weeks = [[names[i] for i in row] for row in where.reshape(S, H).tolist()]
     bounds: list[list[Any]]  # per series, per week: None, or {level: (low, high)}
     if out["intervals"] is None:
         bounds = [[None] * H] * S
