@@ -196,11 +196,12 @@ def weekly_accuracy(engine: Engine, weeks: int = DEFAULT_WEEKS) -> dict[str, Any
         ).all()
     latest = {(r.version, r.series, r.week): r for r in rows}  # a later forecast of the week replaces an earlier one
     days = [since + k * WEEK for k in range(weeks)]
-    index = {day: k for k, day in enumerate(days)}
     sums: dict[str, list[list[float]]] = defaultdict(lambda: [[0.0, 0.0] for _ in days])  # |error|, sold
     inside: dict[str, dict[str, list[list[int]]]] = defaultdict(lambda: defaultdict(lambda: [[0, 0] for _ in days]))
     for (version, _, week), row in latest.items():
-        k = index[week]
+        k = (week - since).days // 7  # the 7 days from since + k weeks: a series may keep its weeks on another day
+        if not 0 <= k < weeks:
+            continue
         sums[version][k][0] += abs(row.units_sold - row.sold)
         sums[version][k][1] += abs(row.sold)
         for level, (low, high) in (row.intervals or {}).items():

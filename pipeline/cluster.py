@@ -73,33 +73,41 @@ def partition_of(names: pa.Array, partitions: int) -> np.ndarray:
     return buckets[encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)] if len(distinct) else buckets
 
 
-def split_file(path: str, partitions: int, registry: str, version: str, skip_bad_rows: bool) -> list[pa.Table]:
-    """The rows of one file, checked as `demand predict` checks them, in `partitions` tables by series."""
+def split_file(
+    path: str, partitions: int, registry: str, version: str, skip_bad_rows: bool
+) -> tuple[list[pa.Table], int]:
+    """(The rows of one file, checked as `demand predict` checks them, in `partitions` tables by series, the
+    rows skipped). The columns the model reads are numbers (float64) and weeks in every file alike; the
+    others pass through as the file has them."""
     bundle = loaded(registry, version)
     spec = bundle.spec
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as err:
         raise DataError(f"{path}: cannot be read as Parquet: {str(err).splitlines()[0][:200]}") from None
-    table = table.rename_columns(tables.renamed([n.strip() for n in table.column_names], spec.renames(), path))
+    ours = tables.renamed([n.strip() for n in table.column_names], spec.renames(), path)
+    named = table.rename_columns(ours)
     numbers: list[str] = list(FEATURES)
     categories: list[str] = []
     if not bundle.reads_three_inputs:
         from .history_scoring import columns_read
 
-        numbers, categories, _ = columns_read(spec, table.column_names, path)
-    tables.require_columns(table.column_names, [*numbers, *categories], path)
-    checked = tables.check_columns(table, numbers, series=False, text=categories)
+        numbers, categories, _ = columns_read(spec, named.column_names, path)
+    tables.require_columns(named.column_names, [*numbers, *categories], path)
+    checked = tables.check_columns(named, numbers, series=False, text=categories)
     tally = tables.ProblemTally()
     tally.add(checked.problems)
-    tally.report(path, tables.row_label(True), skip_bad_rows, None)
+    skipped, _ = tally.report(path, tables.row_label(True), skip_bad_rows, None)
+    for name in numbers:  # as read: float64, whatever each file stored
+        table = table.set_column(ours.index(name), table.column_names[ours.index(name)], pa.array(checked.values[name]))
     if checked.problems:  # skipped
-        table = table.filter(pa.array(checked.good()))
-    if SERIES_COLUMN in table.column_names:
-        where = partition_of(tables.series_names(table).combine_chunks(), partitions)
+        keep = pa.array(checked.good())
+        table, named = table.filter(keep), named.filter(keep)
+    if SERIES_COLUMN in named.column_names:
+        where = partition_of(tables.series_names(named).combine_chunks(), partitions)
     else:  # one series: the whole file
         where = np.full(table.num_rows, zlib.crc32(b"") % partitions)
-    return [table.filter(pa.array(where == p)) for p in range(partitions)]
+    return [table.filter(pa.array(where == p)) for p in range(partitions)], skipped
 
 
 def loaded(registry: str, version: str) -> Any:
@@ -192,7 +200,7 @@ def forecast_on_dask(
 def on_dask(
     files: list[Path],
     output: str | os.PathLike[str],
-    split: Callable[..., list[pa.Table]],
+    split: Callable[..., tuple[list[pa.Table], int]],
     score: Callable[..., dict[str, Any]],
     scheduler: str | None,
     partitions: int | None,
@@ -225,7 +233,11 @@ def on_dask(
             splits = [
                 client.submit(spill, split, str(path.resolve()), count, where) for path, where in zip(files, spilled)
             ]
-            client.gather(splits)  # a bad file is refused here, naming it
+            results = client.gather(splits)  # a bad file is refused here, naming it
+            same_columns(files, results)
+            skipped = sum(r["skipped_rows"] for r in results)
+            if skipped:
+                say(f"Dask: {skipped} bad row(s) skipped")
             split_at = time.perf_counter()
             if after_split is not None:
                 after_split(client)
@@ -236,7 +248,10 @@ def on_dask(
                     totals[name] = totals[name] + value if name in totals else value
                 say(f"Dask: {done}/{count} partitions scored")
             totals.update(  # each phase's wall time; the tasks' own seconds are added up in *_s
-                workers=workers, reading_wall_s=split_at - started, scoring_wall_s=time.perf_counter() - split_at
+                skipped_rows=skipped,
+                workers=workers,
+                reading_wall_s=split_at - started,
+                scoring_wall_s=time.perf_counter() - split_at,
             )
         if not totals.get("rows"):
             raise DataError(f"{files[0].parent}: no usable rows")
@@ -249,16 +264,42 @@ def on_dask(
     return {**totals, "files": len(files), "partitions": count}
 
 
-def spill(split: Callable[..., list[pa.Table]], path: str, partitions: int, folder: str) -> int:
-    """`split(path, partitions)`'s tables written to `folder` (a file per partition that has rows); its rows."""
-    tables_ = split(path, partitions)
+def spill(split: Callable[..., tuple[list[pa.Table], int]], path: str, partitions: int, folder: str) -> dict[str, Any]:
+    """`split(path, partitions)`'s tables written to `folder` (a file per partition that has rows): {"rows",
+    "skipped_rows", "schema": {column: type}}."""
+    parts, skipped = split(path, partitions)
     Path(folder).mkdir(parents=True, exist_ok=True)
-    for p, table in enumerate(tables_):
+    for p, table in enumerate(parts):
         if table.num_rows:
             partial = Path(folder) / f".{p:05d}.parquet"
             pq.write_table(table, partial)
             os.replace(partial, Path(folder) / f"{p:05d}.parquet")  # whole, or not there: a task run again replaces it
-    return sum(t.num_rows for t in tables_)
+    schema = parts[0].schema if parts else pa.schema([])
+    return {
+        "rows": sum(t.num_rows for t in parts),
+        "skipped_rows": skipped,
+        "schema": {field.name: str(field.type) for field in schema},
+    }
+
+
+def same_columns(files: list[Path], spilled: list[dict[str, Any]]) -> None:
+    """A clear error when the dataset's files do not hold the same columns of the same types: its partitions
+    put their rows together."""
+    first = spilled[0]["schema"]
+    for path, result in zip(files[1:], spilled[1:]):
+        schema = result["schema"]
+        if set(schema) != set(first):
+            differ = sorted(set(schema) ^ set(first))
+            raise DataError(
+                f"{path}: its columns differ from {files[0].name}'s ({', '.join(differ)} in one of them only): the "
+                "files of a dataset hold the same columns"
+            )
+        for name, kind in schema.items():
+            if kind != first[name]:
+                raise DataError(
+                    f"{path}: column {name!r} is {kind}, and {first[name]} in {files[0].name}: the files of a "
+                    "dataset hold the same columns of the same types"
+                )
 
 
 def gathered(score: Callable[..., dict[str, Any]], index: int, folders: list[str], output: str) -> dict[str, Any]:
@@ -269,7 +310,7 @@ def gathered(score: Callable[..., dict[str, Any]], index: int, folders: list[str
     return score(index, parts, output)
 
 
-def split_plan(path: str, partitions: int, registry: str, version: str) -> list[pa.Table]:
+def split_plan(path: str, partitions: int, registry: str, version: str) -> tuple[list[pa.Table], int]:
     """A plan file's rows as text (each with its file and line), in `partitions` tables by series."""
     import pyarrow.csv as pa_csv
 
@@ -286,10 +327,26 @@ def split_plan(path: str, partitions: int, registry: str, version: str) -> list[
         )
     except (pa.ArrowException, OSError) as err:
         raise DataError(f"{path}: cannot read the plan: {str(err).splitlines()[0][:200]}") from None
-    table = table.append_column(LINE, pa.array(np.arange(2, table.num_rows + 2), pa.int64()))
+    table = table.append_column(LINE, pa.array(record_lines(path), pa.int64()))
     table = table.append_column(FILE, pa.array([path] * table.num_rows, pa.string()))
     where = partition_of(pc.utf8_trim_whitespace(table.column(spec.series_column)).combine_chunks(), partitions)
-    return [table.filter(pa.array(where == p)) for p in range(partitions)]
+    return [table.filter(pa.array(where == p)) for p in range(partitions)], 0
+
+
+def record_lines(path: str) -> list[int]:
+    """The line each record of a CSV file starts on, its header being line 1 (blank lines hold no record)."""
+    import csv
+
+    lines = []
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        next(reader, None)
+        start = reader.line_num + 1
+        for record in reader:
+            if record:
+                lines.append(start)
+            start = reader.line_num + 1
+    return lines
 
 
 def forecast_partition(
@@ -324,7 +381,7 @@ def forecast_partition(
             )
             raise DataError(message.replace(str(plan), "the plan")) from None
         shutil.move(scored, Path(folder) / scored.name)
-    return {**done, "notes": [] if index else done["notes"]}  # the notes are the model's: once
+    return done
 
 
 @contextlib.contextmanager

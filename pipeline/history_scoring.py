@@ -64,8 +64,9 @@ def score_history_file(
         except WeeksGoBack:
             if warn:
                 warn(
-                    f"{input_path}: a series' weeks go back in time across the file, which cannot be streamed: "
-                    "reading it whole (sort it by week, or by series then week, to stream it)"
+                    f"{input_path}: a series' weeks go back in time across the file (or change their day of the "
+                    "week), which cannot be streamed: reading it whole (sort it by week, or by series then week, "
+                    "to stream it)"
                 )
             return score_history_whole(input_path, output_path, bundle, skip_bad_rows, warn)
 
@@ -78,10 +79,14 @@ class History:
         self.next_in_file: dict[str, np.datetime64] = {}  # the week after each series' last in the file
 
     def refuse_going_back(self, names: np.ndarray, first_week: np.ndarray) -> None:
+        """WeeksGoBack when a series' weeks here come before its weeks in the file's earlier chunks, or fall on
+        other days of the week than they did (its weeks' places are counted in whole weeks from its first)."""
         after = np.array(
             [self.next_in_file.get(name, np.datetime64("NaT")) for name in names.tolist()], "datetime64[D]"
         )
-        if (first_week < after).any():  # NaT compares false: a series new to the file
+        known = ~np.isnat(after)  # a series new to the file is free
+        days = (first_week[known] - after[known]).astype(np.int64)
+        if (days < 0).any() or (days % 7).any():
             raise WeeksGoBack
 
     def advance(self, names: np.ndarray, next_week: np.ndarray, tails: np.ndarray) -> None:

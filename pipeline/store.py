@@ -407,7 +407,7 @@ def count_served_inputs(engine: Engine, counts: Mapping[tuple[str, dt.date, str,
     )
     rows = [
         {"version": version, "week": week, "input": name, "bin": bin_, "count": count}
-        for (version, week, name, bin_), count in counts.items()
+        for (version, week, name, bin_), count in sorted(counts.items())  # one order: no deadlock between writers
     ]
     with engine.begin() as connection:
         connection.execute(statement, rows)

@@ -53,7 +53,7 @@ def forecast() -> Response:
     answer = forecast_answer(raw, bundle, settings, store)
     shadow = current_app.extensions.get("demand_shadow")
     if shadow is not None:  # the same plan again, by the challenger, after this answer (service/shadow.py)
-        shadow.submit(lambda challenger: forecast_answer(raw, challenger, settings, store))
+        shadow.submit(lambda challenger: forecast_answer(raw, challenger, settings, store), len(raw))
     return Response(answer, mimetype="application/json")
 
 

@@ -48,7 +48,7 @@ EXTRAPOLATED = ServedCount(Counter("demand_extrapolated_rows_total", "Rows with 
 SHADOW_SKIPPED = Counter(
     "demand_shadow_skipped_total",
     "Logged requests the shadow version did not score: behind (its queue full), unreadable (it reads other "
-    "inputs), failed",
+    "inputs), large (a body over 1 MiB), failed",
     ["reason"],
 )
 RELOADS = Counter("demand_model_reloads_total", "Models loaded and swapped in (the first load included)")

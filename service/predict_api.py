@@ -222,7 +222,7 @@ def predict() -> Response:
     body = forecast_json(raw, bundle, max_rows)
     shadow = current_app.extensions.get("demand_shadow")
     if shadow is not None:
-        shadow.submit(lambda challenger: forecast_json(raw, challenger, max_rows))
+        shadow.submit(lambda challenger: forecast_json(raw, challenger, max_rows), len(raw))
     if through:  # the answer says which week each series' prev_week_sales is from
         body = b'{"history_through":' + orjson.dumps(through) + b"," + body[1:]
     return Response(body, mimetype="application/json")
@@ -268,7 +268,7 @@ class PredictFastPath:
             body = forecast_json(raw, bundle, self.settings.max_rows)
             if self.shadow is not None:
                 max_rows = self.settings.max_rows
-                self.shadow.submit(lambda challenger: forecast_json(raw, challenger, max_rows))
+                self.shadow.submit(lambda challenger: forecast_json(raw, challenger, max_rows), len(raw))
         except ApiError:
             environ["wsgi.input"] = io.BytesIO(raw)  # let Flask read it again and answer the error
             return self.wsgi_app(environ, start_response)

@@ -10,7 +10,8 @@ challenger's live figures beside the champion's, on the same weeks.
 
 A request the challenger cannot read (it declares other covariates) is not
 scored by it, and counted. When the shadow falls behind, requests are not
-queued past MAX_QUEUED: they are dropped, and counted.
+queued past MAX_QUEUED, nor bodies larger than MAX_BODY kept: they are
+skipped, and counted.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("demand.service")
 LATEST = "latest"
 MAX_QUEUED = 64  # requests waiting for the shadow; past that they are not shadow-scored
+MAX_BODY = 1 << 20  # bytes of a request body the shadow keeps: 64 of them at most 64 MiB a worker
 
 
 class Shadow:
@@ -73,11 +75,15 @@ class Shadow:
                     log.error("cannot shadow-score model %s: %s", version, err)
                 self.problem = str(err)
 
-    def submit(self, score: Callable[[Bundle], Any]) -> None:
+    def submit(self, score: Callable[[Bundle], Any], size: int) -> None:
         """Score this request again with the shadow, later: `score(bundle)` runs the request's own
-        computation, which logs its forecasts. Only for a request whose forecasts were logged."""
+        computation, which logs its forecasts. Only for a request whose forecasts were logged, and whose
+        body (`size` bytes, held until then) is at most MAX_BODY."""
         served, bundle = SERVED.get(), self.bundle
         if bundle is None or served is None or served.request_id is None:
+            return
+        if size > MAX_BODY:
+            metrics.SHADOW_SKIPPED.labels("large").inc()
             return
         try:
             self.jobs.put_nowait((score, served, bundle))

@@ -67,18 +67,20 @@ def fill_from_store(body: Any, bundle: Bundle, engine: Engine | None) -> dict[st
 
 
 def joined_history(bundle: Bundle, name: str, weeks: list[tuple[dt.date, float]]) -> list[float] | None:
-    """The stored weeks, after the weeks the model stored of the series when they follow on, oldest first;
-    None when the store's weeks leave a gap after the model's."""
+    """The stored weeks, after the weeks the model stored of the series before them, oldest first; None when
+    the store's weeks leave a gap after the model's, or run no further than the model's own (a store behind
+    the model, filled while an older version served)."""
     recent = [units for _, units in weeks]
     if any(b[0] - a[0] != WEEK for a, b in zip(weeks, weeks[1:])):
         return None  # the store's weeks have a gap: served from the model's own weeks
     tail = bundle.tails.get(name)
     if tail is not None:
         next_week = tail[0].astype(dt.date)
-        if weeks[0][0] > next_week:
+        if weeks[0][0] > next_week or weeks[-1][0] < next_week:
             return None
-        kept = [float(v) for v in tail[1] if not np.isnan(v)] if weeks[0][0] == next_week else []
-        recent = kept + recent
+        overlap = (next_week - weeks[0][0]).days // 7  # the model's last weeks the store holds too: the store's
+        model_weeks = tail[1][: len(tail[1]) - overlap] if overlap else tail[1]
+        recent = [float(v) for v in model_weeks if not np.isnan(v)] + recent
     return recent[-WINDOW_WEEKS:]
 
 

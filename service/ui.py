@@ -61,10 +61,12 @@ def sign_in() -> Response:
     response = make_response(redirect("/ui", code=303))
     if not expected:  # no token to keep
         return response
-    token = request.form.get("token", "")
+    token = request.form.get("token", "").strip()  # as the bearer check reads it
     if not hmac.compare_digest(token.encode("utf-8", "replace"), expected.encode()):
         return sign_in_form("Token not accepted.", 403)
-    response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict", secure=request.is_secure, path="/")
+    # Secure whenever the page came over TLS, behind a proxy that ends it too (it says so in X-Forwarded-Proto).
+    secure = request.is_secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+    response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict", secure=secure, path="/")
     return response
 
 
@@ -86,6 +88,7 @@ def overview() -> Response:
         static={name: list(spec.vocabulary(name) or ()) for name in spec.static},
         history=spec.history,
         week_column=spec.week_column,
+        series_column=spec.series_column,
         three_inputs=bundle.reads_three_inputs,
         levels=list(DEFAULT_LEVELS),
         series=names[:MAX_SERIES_LISTED],

@@ -555,3 +555,26 @@ def test_the_inputs_served_are_counted_and_one_that_left_the_training_distributi
     assert drift["inputs"]["prev_week_sales"]["count"] == 40
     metrics = client.get("/metrics").get_data(as_text=True)
     assert 'demand_served_input_psi{input="discount_fraction"}' in metrics
+
+
+def test_the_store_joins_the_models_weeks_only_where_it_runs_past_them():
+    """A store behind the model (filled while an older version served) is not used; one that overlaps the
+    model's last weeks keeps the model's weeks before its own."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from service.stored_history import joined_history
+
+    week = dt.timedelta(days=7)
+    next_week = dt.date(2024, 3, 4)  # the model's weeks end the week before
+    window = np.full(52, np.nan)
+    window[-4:] = [10.0, 20.0, 30.0, 40.0]  # its last four weeks, the last on 2024-02-26
+    bundle = SimpleNamespace(tails={"a": (np.datetime64(next_week), window)})
+    behind = [(next_week - 3 * week, 1.0), (next_week - 2 * week, 2.0)]
+    assert joined_history(bundle, "a", behind) is None
+    level = [(next_week - 2 * week, 21.0), (next_week - week, 31.0), (next_week, 50.0)]
+    assert joined_history(bundle, "a", level) == [10.0, 20.0, 21.0, 31.0, 50.0]
+    after = [(next_week, 50.0), (next_week + week, 60.0)]
+    assert joined_history(bundle, "a", after) == [10.0, 20.0, 30.0, 40.0, 50.0, 60.0]
+    assert joined_history(bundle, "a", [(next_week + 2 * week, 5.0)]) is None  # a gap after the model's weeks

@@ -191,8 +191,9 @@ def test_a_bad_plan_row_on_dask_is_named_by_its_file_and_line(published, tmp_pat
     cells = lines[5].split(",")
     cells[3] = "130"  # a discount over 100 percent
     lines[5] = ",".join(cells)
+    lines.insert(2, "")  # a blank line before it: the bad row is on line 7
     (folder / "b.csv").write_text("\n".join(lines) + "\n")
-    with pytest.raises(DataError, match=r"b\.csv: line 6, column 'discount_fraction'"):
+    with pytest.raises(DataError, match=r"b\.csv: line 7, column 'discount_fraction'"):
         forecast_on_dask(folder, tmp_path / "out", published, "v1", [0.8], cluster.scheduler_address, 3)
     assert not (tmp_path / "out").exists()
 
@@ -214,3 +215,19 @@ def test_a_backtests_windows_run_as_dask_tasks_and_report_what_one_process_does(
     assert "window 2: one-step WAPE" in on_dask.stderr
     ran = cluster.scheduler.task_prefixes  # each window a task, and each of its candidates' fits too
     assert {"window_fold", "fit"} <= set(ran)
+
+
+def test_files_that_store_columns_differently_are_read_alike_or_refused_by_name(published, tmp_path, cluster):
+    from pipeline.cluster import score_on_dask
+
+    folder = dataset(DEFAULT_CSV, tmp_path / "weeks")
+    first = pq.read_table(folder / "weeks-0.parquet")
+    column = first.column_names.index("weeks_to_next_holidays")  # whole numbers in one file, floats in the others
+    as_ints = pc.cast(first.column("weeks_to_next_holidays"), pa.int64())
+    pq.write_table(first.set_column(column, "weeks_to_next_holidays", as_ints), folder / "weeks-0.parquet")
+    counts = score_on_dask(folder, tmp_path / "out", published, "v1", cluster.scheduler_address)
+    assert counts["rows"] == sum(pq.read_metadata(p).num_rows for p in folder.glob("*.parquet"))
+    note = pa.array(["a"] * first.num_rows)
+    pq.write_table(first.append_column("note", note), folder / "weeks-0.parquet")
+    with pytest.raises(DataError, match=r"weeks-1\.parquet: its columns differ from weeks-0\.parquet's \(note"):
+        score_on_dask(folder, tmp_path / "out2", published, "v1", cluster.scheduler_address)

@@ -168,7 +168,7 @@ def forecast(
 
 
 def report_forecasts(done: dict[str, Any], version: str, output_path: Path) -> None:
-    for note in done["notes"]:
+    for note in dict.fromkeys(done["notes"]):  # each once: on a cluster, each partition says them
         log(note)
     unknown = done["unknown"]
     if unknown:

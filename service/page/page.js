@@ -185,10 +185,13 @@ function valueCell(value, className) {
 function download() {
   const answer = state.answer;
   const levels = answer.levels.map(String);
-  const lines = [["series", "step", "week", "units_sold", ...levels.flatMap((l) => [`low_${l}`, `high_${l}`])].join(",")];
+  // Every cell quoted, and text that a spreadsheet would run as a formula kept as text.
+  const quoted = (cell) => `"${String(cell).replace(/^([=+\-@])/, "'$1").replace(/"/g, '""')}"`;
+  const row = (cells) => cells.map((cell) => (typeof cell === "number" ? String(cell) : quoted(cell))).join(",");
+  const lines = [row(["series", "step", "week", "units_sold", ...levels.flatMap((l) => [`low_${l}`, `high_${l}`])])];
   answer.series.forEach((s) =>
     s.weeks.forEach((w) =>
-      lines.push([s.id, w.step, w.week || "", w.units_sold, ...levels.flatMap((l) => (w.intervals && w.intervals[l]) || ["", ""])].join(",")),
+      lines.push(row([s.id, w.step, w.week || "", w.units_sold, ...levels.flatMap((l) => (w.intervals && w.intervals[l]) || ["", ""])])),
     ),
   );
   const link = document.createElement("a");
@@ -214,11 +217,14 @@ function csvCells(line) {
 async function uploadPlan(file) {
   const [header, ...lines] = (await file.text()).trim().split(/\r?\n/).map(csvCells);
   const column = (name) => header.indexOf(name);
-  const idColumn = [column("series"), column("id")].find((i) => i >= 0);
+  const idColumn = [column(state.overview.series_column), column("series"), column("id")].find((i) => i >= 0);
   const chosen = $("series").value.trim() || (idColumn !== undefined && lines.length ? lines[0][idColumn] : "");
   const rows = lines.filter((line) => idColumn === undefined || line[idColumn] === chosen);
   const missing = state.overview.known.filter((name) => column(name) < 0);
   if (missing.length) return message("message", `${file.name}: no column ${missing.join(", ")}`);
+  if (!rows.length) return message("message", `${file.name}: no week of series ${chosen || "(none)"}`);
+  const blank = rows.findIndex((line) => state.overview.known.some((name) => (line[column(name)] || "") === ""));
+  if (blank >= 0) return message("message", `${file.name}: week ${blank + 1} of ${chosen} has an empty cell`);
   $("series").value = chosen;
   $("weeks").value = rows.length;
   const weekColumn = column(state.overview.week_column) >= 0 ? column(state.overview.week_column) : column("week");
