@@ -138,7 +138,14 @@ def score_partition(
         gathered = time.perf_counter()
         scored = Path(scratch) / PART.format(index)
         score = score_file if bundle.reads_three_inputs else score_history_file
-        counts = score(source, scored, bundle, skip_bad_rows)
+        try:
+            counts = score(source, scored, bundle, skip_bad_rows)
+        except DataError as err:
+            if not str(err).startswith(f"{source}: no row has a week before it"):
+                raise DataError(str(err).replace(str(source), f"partition {index} of the dataset")) from None
+            # Its series have no week to start from: none of it is forecast, as one process forecasts none of
+            # those rows (the run fails only when no partition has a row to forecast).
+            return {"rows": 0, "extrapolated_rows": 0, "unknown_series_rows": 0, "gathering_s": 0.0, "scoring_s": 0.0}
         shutil.move(scored, Path(folder) / PART.format(index))  # whole, or not there: a task run again replaces it
     return {
         **{name: counts.get(name, 0) for name in ("rows", "extrapolated_rows", "unknown_series_rows")},

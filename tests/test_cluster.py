@@ -64,7 +64,8 @@ def single_and_dask(models, source, tmp_path, cluster, **options):
     assert done.exit_code == 0, done.output
     version = Bundle.load(Registry(models)).version
     out = tmp_path / "scored"
-    counts = score_on_dask(folder, out, models, version, cluster.scheduler_address, partitions=5, **options)
+    partitions = options.pop("partitions", 5)
+    counts = score_on_dask(folder, out, models, version, cluster.scheduler_address, partitions, **options)
     return pq.read_table(single), out, counts
 
 
@@ -231,3 +232,22 @@ def test_files_that_store_columns_differently_are_read_alike_or_refused_by_name(
     pq.write_table(first.append_column("note", note), folder / "weeks-0.parquet")
     with pytest.raises(DataError, match=r"weeks-1\.parquet: its columns differ from weeks-0\.parquet's \(note"):
         score_on_dask(folder, tmp_path / "out2", published, "v1", cluster.scheduler_address)
+
+
+def test_a_partition_of_series_with_no_week_to_start_from_forecasts_none_of_them_as_one_process_does(
+    history_model, tmp_path, cluster
+):
+    """A series new to the model, with one week and no prev_week_sales, in a partition of its own: not
+    forecast, as one process does not forecast it; the run goes on."""
+    models, plain = history_model
+    table = pa_csv.read_csv(plain)
+    from pipeline.cluster import partition_of
+
+    taken = set(partition_of(table.column("series").combine_chunks(), 16).tolist())
+    name = next(f"new-{i}" for i in range(1000) if partition_of(pa.array([f"new-{i}"]), 16)[0] not in taken)
+    extra = table.slice(table.num_rows - 1).set_column(table.column_names.index("series"), "series", pa.array([name]))
+    with_new = tmp_path / "with-new.csv"
+    pa_csv.write_csv(pa.concat_tables([table, extra]), with_new)
+    single, out, counts = single_and_dask(models, with_new, tmp_path, cluster, partitions=16)
+    assert counts["rows"] == single.num_rows and name not in set(single.column("series").to_pylist())
+    assert_same_answers(single, out)
