@@ -322,8 +322,7 @@ def split_plan(path: str, partitions: int, registry: str, version: str) -> tuple
     import pyarrow.csv as pa_csv
 
     spec = loaded(registry, version).spec
-    with open(path, "rb") as handle:
-        header = tables.csv_header(tables.header_line(handle.read), path)
+    header = tables.file_header(path)
     tables.require_columns(header, [spec.series_column], path)
     text = {name: pa.string() for name in header}
     try:

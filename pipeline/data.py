@@ -235,13 +235,7 @@ def featured(
 
 def has_column(path: str | os.PathLike[str], name: str, spec: FeatureSpec = CHAPTER) -> bool:
     """Whether a CSV or Parquet file has column `name` (after the spec's renames)."""
-    path = Path(path)
-    if tables.is_parquet(path):
-        names = [n.strip() for n in pq.ParquetFile(path).schema_arrow.names]
-    else:
-        with open(path, "rb") as handle:
-            names = tables.csv_header(tables.header_line(handle.read), path)
-    return name in tables.renamed(names, spec.renames(), path)
+    return name in tables.renamed(tables.file_header(path), spec.renames(), path)
 
 
 def check_static(path: str | os.PathLike[str], spec: FeatureSpec, values: Mapping[str, np.ndarray]) -> None:

@@ -28,7 +28,7 @@ from . import tables
 from .errors import DataError
 from .features import LAG_1, FeatureSpec, feature_matrix, filled_patterns
 from .schema import FORECAST_COLUMN, HIGH_COLUMN, LOW_COLUMN, SERIES_COLUMN, TARGET, TIME_COLUMN, VERSION_COLUMN
-from .scoring import Output, read_ahead
+from .scoring import Output, decoded, read_ahead
 
 if TYPE_CHECKING:
     from .bundle import Bundle
@@ -104,7 +104,7 @@ def _streamed(
     settings: dict[str, bool],
 ) -> dict[str, int]:
     spec = bundle.spec
-    header = tables.renamed(_header(input_path), spec.renames(), input_path)
+    header = tables.renamed(tables.file_header(input_path), spec.renames(), input_path)
     numbers, categories, read = columns_read(spec, header, input_path)
     unread = [name for name in header if name not in read]
     if unread and warn:
@@ -188,21 +188,6 @@ def columns_read(
     ]
     read = [*required, *(name for name in (TARGET, LAG_1, TIME_COLUMN, SERIES_COLUMN) if name in header)]
     return numbers, categories, read
-
-
-def _header(path: Path) -> list[str]:
-    import pyarrow.parquet as pq
-
-    if tables.is_parquet(path):
-        try:
-            return [name.strip() for name in pq.ParquetFile(path).schema_arrow.names]
-        except (pa.ArrowException, OSError) as err:
-            raise DataError(f"{path}: cannot be read as Parquet: {str(err).splitlines()[0][:200]}") from None
-    try:
-        with open(path, "rb") as handle:
-            return tables.csv_header(tables.header_line(handle.read), path)
-    except OSError as err:
-        raise DataError(f"{path}: cannot read the file: {err.strerror}") from None
 
 
 def _checked(
@@ -302,8 +287,8 @@ def _forecast_table(chunk: Featured, bundle: Bundle) -> tuple[pa.Table, dict[str
             FORECAST_COLUMN: out["units_sold"],
             LOW_COLUMN: out["low"],
             HIGH_COLUMN: out["high"],
-            FILLED_COLUMN: _decoded(codes, [";".join(names) for names in patterns]),
-            VERSION_COLUMN: _decoded(np.zeros(n, dtype=np.int8), [bundle.version]),
+            FILLED_COLUMN: decoded(codes, [";".join(names) for names in patterns]),
+            VERSION_COLUMN: decoded(np.zeros(n, dtype=np.int8), [bundle.version]),
         }
     )
     counts = {
@@ -312,10 +297,6 @@ def _forecast_table(chunk: Featured, bundle: Bundle) -> tuple[pa.Table, dict[str
         "unknown_series_rows": len(out["unknown_series"]),
     }
     return table, counts
-
-
-def _decoded(codes: np.ndarray, names: list[str]) -> pa.Array:
-    return pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names)).cast(pa.string())
 
 
 def score_history_whole(
@@ -344,25 +325,11 @@ def score_history_whole(
     dropped = data.source.get("rows_without_an_earlier_week", 0)
     if dropped and warn:
         warn(f"{dropped} row(s) of series the model has no earlier week of, and without {spec.names[0]}: not forecast")
-    out = bundle.forecast(data.X, series=data.series)
-    patterns, codes = filled_patterns(spec, cast(np.ndarray, data.filled))  # load_file features every row
-    columns = {
-        spec.series_column: data.series if data.series is not None else [""] * len(data),
-        spec.week_column: data.week.astype(str) if data.week is not None else [""] * len(data),
-        FORECAST_COLUMN: out["units_sold"],
-        LOW_COLUMN: out["low"],
-        HIGH_COLUMN: out["high"],
-        FILLED_COLUMN: _decoded(codes, [";".join(names) for names in patterns]),
-        VERSION_COLUMN: [bundle.version] * len(data),
-    }
-    table = pa.table(columns)
+    series = None if data.series is None else pa.array(data.series, pa.string())
+    # load_file features every row
+    table, counts = _forecast_table(Featured(data.X, cast(np.ndarray, data.filled), series, data.week), bundle)
     if tables.is_parquet(output_path):
         write_atomically(output_path, lambda partial: pq.write_table(table, partial))
     else:
         write_atomically(output_path, lambda partial: pa_csv.write_csv(table, partial))
-    return {
-        "rows": len(data),
-        "skipped_rows": data.source.get("skipped_rows", 0),
-        "extrapolated_rows": len(out["extrapolated_rows"]),
-        "unknown_series_rows": len(out["unknown_series"]),
-    }
+    return {**counts, "skipped_rows": data.source.get("skipped_rows", 0)}

@@ -77,8 +77,8 @@ def append_forecasts(
         FORECAST_COLUMN: _rounded(out["units_sold"]),
         LOW_COLUMN: _rounded(out["low"]),
         HIGH_COLUMN: _rounded(out["high"]),
-        EXTRAPOLATED_COLUMN: _decoded(pattern, _OUTSIDE_NAMES),
-        VERSION_COLUMN: _decoded(np.zeros(n, dtype=np.int8), [bundle.version]),
+        EXTRAPOLATED_COLUMN: decoded(pattern, _OUTSIDE_NAMES),
+        VERSION_COLUMN: decoded(np.zeros(n, dtype=np.int8), [bundle.version]),
     }
     kept = table.drop_columns([name for name in columns if name in table.column_names])
     for name, values in columns.items():
@@ -101,7 +101,8 @@ def _rounded(values: np.ndarray) -> pa.Array:
     return pa.array(np.round(values.astype(np.float64), DECIMALS))
 
 
-def _decoded(codes: np.ndarray, names: Sequence[str]) -> pa.Array:
+def decoded(codes: np.ndarray, names: Sequence[str]) -> pa.Array:
+    """Text column of `names`, by each row's code."""
     return pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(names)).cast(pa.string())
 
 

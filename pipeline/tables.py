@@ -155,6 +155,21 @@ def renamed(header: list[str], renames: Mapping[str, str] | None, path: str | os
     return [renames.get(name, name) for name in header]
 
 
+def file_header(path: str | os.PathLike[str]) -> list[str]:
+    """The column names of a CSV or Parquet file (by its extension), stripped; a clear error when it cannot be
+    read."""
+    if is_parquet(path):
+        try:
+            return [name.strip() for name in pq.ParquetFile(path).schema_arrow.names]
+        except (pa.ArrowException, OSError) as err:
+            raise DataError(f"{path}: cannot be read as Parquet: {_arrow_reason(err)}") from None
+    try:
+        with open(path, "rb") as handle:
+            return csv_header(header_line(handle.read), path)
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the file: {err.strerror}") from None
+
+
 def header_of_bytes(raw: bytes, path: str | os.PathLike[str]) -> list[str]:
     offset = [0]
 

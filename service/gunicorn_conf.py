@@ -14,13 +14,9 @@ import shutil
 import socket
 import sys
 import tempfile
-from typing import TYPE_CHECKING
+from typing import Any
 
 from service.config import Settings
-
-if TYPE_CHECKING:  # gunicorn reads this file's module-level names as settings, and ignores others
-    from gunicorn.arbiter import Arbiter
-    from gunicorn.workers.base import Worker
 
 service_settings = Settings.from_env()  # every DEMAND_* setting, with its default (service/config.py)
 bind = f"{service_settings.host}:{service_settings.port}"
@@ -49,7 +45,6 @@ def refuse_a_taken_address(host: str, port: str | int) -> None:
     """Exit at once, status 1, when something already listens on the address.
 
     gunicorn would retry for 5 s and then fail with a generic message.
-    Without SO_REUSEPORT (above) nothing can join our port later either.
     """
     if os.environ.get("GUNICORN_PID") or os.environ.get("LISTEN_FDS"):
         return  # an upgrade or systemd hands over sockets we already own
@@ -71,7 +66,7 @@ metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(pre
 raw_env = [f"PROMETHEUS_MULTIPROC_DIR={metrics_dir}"]
 
 
-def on_starting(server: Arbiter) -> None:
+def on_starting(server: Any) -> None:  # server hooks, as gunicorn's settings document them
     host, _, port = bind.rpartition(":")
     refuse_a_taken_address(host, port)
     # Emptied at every start, so that counters from a previous run do not leak in.
@@ -80,7 +75,7 @@ def on_starting(server: Arbiter) -> None:
     upgrade_the_store(server)
 
 
-def upgrade_the_store(server: Arbiter) -> None:
+def upgrade_the_store(server: Any) -> None:
     """The store's schema brought up to date once, before any worker starts. A store that cannot be reached
     stops nothing: forecasts are served, /actuals answers 503 and the forecast log counts what it drops."""
     from pipeline.store import open_engine, store_url, upgrade
@@ -94,12 +89,12 @@ def upgrade_the_store(server: Arbiter) -> None:
         server.log.error("cannot bring the store up to date: %s", str(err).splitlines()[0])
 
 
-def child_exit(server: Arbiter, worker: Worker) -> None:
+def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
 
 
-def on_exit(server: Arbiter) -> None:
+def on_exit(server: Any) -> None:
     if metrics_dir.startswith(tempfile.gettempdir() + "/demand-metrics-"):
         shutil.rmtree(metrics_dir, ignore_errors=True)
