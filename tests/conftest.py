@@ -67,6 +67,30 @@ def default_model(default_trained):
     return default_trained.published
 
 
+def plain_sales(folder, seed, series, weeks):
+    """A generated sales history without its prev_week_sales column, as a retailer exports it (series, week,
+    units sold and the two covariates), written to folder/sales.csv: (the file, its rows)."""
+    generated = folder / "generated.csv"
+    write_csv(generate(GeneratorConfig(seed=seed, series=series, weeks=weeks)), generated)
+    rows = list(csv.DictReader(generated.open()))
+    plain = folder / "sales.csv"
+    with plain.open("w", newline="") as out:
+        writer = csv.DictWriter(out, [k for k in rows[0] if k != "prev_week_sales"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return plain, rows
+
+
+def trained(models, data, preset="log-large-batch", epochs=20):
+    """`demand train` of `data` into the registry `models`, quickly (no early stopping); the registry."""
+    from click.testing import CliRunner
+
+    done = invoke(CliRunner(), "train", "--data", str(data), "--model-dir", str(models), "--preset", preset,
+                  "--epochs", str(epochs), "--patience", "0")  # fmt: skip
+    assert done.exit_code == 0, done.output
+    return models
+
+
 def invoke(runner, *args):
     """Run the `demand` command line in-process (Click's runner)."""
     from pipeline.cli import main

@@ -10,11 +10,10 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from pipeline.generate import GeneratorConfig, generate, write_csv
 from pipeline.registry import Registry
 from pipeline.store import actuals, open_engine, upgrade
 
-from .conftest import ROOT, invoke
+from .conftest import ROOT, invoke, plain_sales, trained
 
 SERIES, WEEKS = 3, 60
 
@@ -23,20 +22,8 @@ SERIES, WEEKS = 3, 60
 def history_model(tmp_path_factory):
     """(registry, the plain sales file it was trained on): series, week, units sold and the two covariates."""
     folder = tmp_path_factory.mktemp("loop")
-    generated = folder / "generated.csv"
-    write_csv(generate(GeneratorConfig(seed=5, series=SERIES, weeks=WEEKS)), generated)
-    rows = list(csv.DictReader(generated.open()))
-    plain = folder / "sales.csv"
-    with plain.open("w", newline="") as out:
-        writer = csv.DictWriter(out, [k for k in rows[0] if k != "prev_week_sales"], extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    models = folder / "models"
-    done = invoke(
-        CliRunner(), "train", "--data", str(plain), "--model-dir", str(models), "--preset", "log-large-batch",
-        "--epochs", "20", "--patience", "0",
-    )  # fmt: skip
-    assert done.exit_code == 0, done.output
+    plain, rows = plain_sales(folder, seed=5, series=SERIES, weeks=WEEKS)
+    models = trained(folder / "models", plain)
     return models, rows
 
 
@@ -268,7 +255,8 @@ def test_a_history_models_row_continues_from_the_stored_weeks_as_a_plan_does(cli
     assert before["predictions"] == answer["predictions"]
 
 
-def test_a_three_input_plan_without_prev_week_sales_takes_the_latest_stored_week(published, tmp_path):
+def stored_store_9(published, tmp_path):
+    """(A client of the three-input model with a store holding two weeks of store-9, the covariates posted)."""
     from service.app import create_app
 
     url = f"sqlite:///{tmp_path / 'store.sqlite'}"
@@ -280,6 +268,11 @@ def test_a_three_input_plan_without_prev_week_sales_takes_the_latest_stored_week
         for w, u in (("2027-01-04", 41000.0), ("2027-01-11", 43500.0))
     ]
     assert client.post("/actuals", json={"instances": sold}).status_code == 200
+    return client, week
+
+
+def test_a_three_input_plan_without_prev_week_sales_takes_the_latest_stored_week(published, tmp_path):
+    client, week = stored_store_9(published, tmp_path)
     served = client.post("/forecast", json={"series": [{"id": "store-9", "weeks": [week, week]}]})
     assert served.status_code == 200 and served.get_json()["history_through"] == {"store-9": "2027-01-11"}
     explicit = {"id": "store-9", "prev_week_sales": 43500.0, "start": "2027-01-18", "weeks": [week, week]}
@@ -410,17 +403,7 @@ def test_actuals_may_come_as_columns_as_predict_takes_them(client, history_model
 def test_three_input_rows_that_name_series_and_week_are_logged_and_need_no_prev_week_sales(published, tmp_path):
     """A row naming its series and week is logged; a row of a stored series without prev_week_sales takes the
     stored week before its own (or the latest), and the answer says which."""
-    from service.app import create_app
-
-    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
-    upgrade(open_engine(url))
-    client = create_app({"MODEL_DIR": str(published), "RELOAD_INTERVAL": 0, "STORE_URL": url}).test_client()
-    week = {"discount_fraction": 20, "weeks_to_next_holidays": 4}
-    sold = [
-        {**week, "series": "store-9", "week": w, "units_sold": u}
-        for w, u in (("2027-01-04", 41000.0), ("2027-01-11", 43500.0))
-    ]
-    assert client.post("/actuals", json={"instances": sold}).status_code == 200
+    client, week = stored_store_9(published, tmp_path)
     named = {"series": "store-9", "week": "2027-01-18", **week}
     filled = client.post("/predict", json={"instances": [named]})
     assert filled.status_code == 200 and filled.get_json()["history_through"] == {"store-9": "2027-01-11"}
@@ -443,19 +426,10 @@ def challenger(history_model, tmp_path_factory):
     """A copy of the history model's registry with a second version, published without being champion."""
     import shutil
 
-    models, rows = history_model
+    models, _ = history_model
     root = tmp_path_factory.mktemp("shadow") / "models"
     shutil.copytree(models, root)
-    plain = root.parent / "sales.csv"
-    with plain.open("w", newline="") as out:
-        writer = csv.DictWriter(out, [k for k in rows[0] if k != "prev_week_sales"], extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    done = invoke(
-        CliRunner(), "train", "--data", str(plain), "--model-dir", str(root), "--preset", "log-small-batch",
-        "--epochs", "8", "--patience", "0",
-    )  # fmt: skip
-    assert done.exit_code == 0, done.output
+    trained(root, models.parent / "sales.csv", preset="log-small-batch", epochs=8)  # the file v1 was trained on
     assert Registry(root).champion() == "v1" and Registry(root).versions() == ["v1", "v2"]
     return root
 

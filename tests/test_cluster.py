@@ -13,10 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.errors import DataError
-from pipeline.generate import GeneratorConfig, generate, write_csv
 from service.testing import wait_until
 
-from .conftest import DEFAULT_CSV, invoke
+from .conftest import DEFAULT_CSV, invoke, plain_sales, trained
 
 pytestmark = pytest.mark.slow
 FILES = 3
@@ -90,18 +89,8 @@ def test_a_three_input_model_scores_a_dataset_on_dask_as_in_one_process(publishe
 @pytest.fixture(scope="module")
 def history_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cluster")
-    generated = folder / "generated.csv"
-    write_csv(generate(GeneratorConfig(seed=4, series=6, weeks=70)), generated)
-    rows = list(csv.DictReader(generated.open()))
-    plain = folder / "sales.csv"
-    with plain.open("w", newline="") as out:
-        writer = csv.DictWriter(out, [k for k in rows[0] if k != "prev_week_sales"], extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    models = folder / "models"
-    done = invoke(CliRunner(), "train", "--data", str(plain), "--model-dir", str(models), "--preset",
-                  "log-large-batch", "--epochs", "10", "--patience", "0")  # fmt: skip
-    assert done.exit_code == 0, done.output
+    plain, _ = plain_sales(folder, seed=4, series=6, weeks=70)
+    models = trained(folder / "models", plain, epochs=10)
     return models, plain
 
 

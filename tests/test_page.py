@@ -4,7 +4,6 @@ Screenshots of each view go to $DEMAND_SCREENSHOTS when it is set (`make screens
 docs/images), else to the test's own folder.
 """
 
-import csv
 import json
 import os
 import shutil
@@ -12,14 +11,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from click.testing import CliRunner
 
-from pipeline.generate import GeneratorConfig, generate, write_csv
 from pipeline.registry import Registry
 from pipeline.store import open_engine, upgrade
 from service.testing import running_service, wait_until
 
-from .conftest import invoke
+from .conftest import plain_sales, trained
 
 pytestmark = pytest.mark.slow
 COVARIATES = ("discount_fraction", "weeks_to_next_holidays")
@@ -29,21 +26,8 @@ COVARIATES = ("discount_fraction", "weeks_to_next_holidays")
 def models(tmp_path_factory):
     """A registry whose champion reads history: series, week, units sold and the two covariates."""
     folder = tmp_path_factory.mktemp("page")
-    generated = folder / "generated.csv"
-    write_csv(generate(GeneratorConfig(seed=3, series=3, weeks=60)), generated)
-    rows = list(csv.DictReader(generated.open()))
-    plain = folder / "sales.csv"
-    with plain.open("w", newline="") as out:
-        writer = csv.DictWriter(out, [k for k in rows[0] if k != "prev_week_sales"], extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    root = folder / "models"
-    done = invoke(
-        CliRunner(), "train", "--data", str(plain), "--model-dir", str(root), "--preset", "log-large-batch",
-        "--epochs", "20", "--patience", "0",
-    )  # fmt: skip
-    assert done.exit_code == 0, done.output
-    return root
+    plain, _ = plain_sales(folder, seed=3, series=3, weeks=60)
+    return trained(folder / "models", plain)
 
 
 @pytest.fixture(scope="module")
