@@ -109,16 +109,7 @@ def forecast_log_cost(model_dir, folder, seconds=4.0, pairs=3):
         ]
     }
     raw = json.dumps(plan).encode()
-    clients = {"on": client_for(model_dir, url, True), "off": client_for(model_dir, url, False)}
-    rates = {"on": [], "off": []}
-    for _ in range(pairs):
-        for name, client in clients.items():
-            count, started = 0, time.perf_counter()
-            while time.perf_counter() - started < seconds:
-                assert client.post("/forecast", data=raw, content_type="application/json").status_code == 200
-                count += 1
-            rates[name].append(count / (time.perf_counter() - started))
-    return {name: statistics.median(r) for name, r in rates.items()}
+    return log_on_and_off(model_dir, url, "/forecast", raw, seconds, pairs)
 
 
 def single_row_cost(model_dir, folder, seconds=3.0, pairs=3):
@@ -127,13 +118,18 @@ def single_row_cost(model_dir, folder, seconds=3.0, pairs=3):
     url = f"sqlite:///{folder / 'single.sqlite'}"
     upgrade(open_engine(url))
     raw = json.dumps({"instances": [{"prev_week_sales": 40000, "discount_fraction": 30, "weeks_to_next_holidays": 2}]})
+    return log_on_and_off(model_dir, url, "/predict", raw, seconds, pairs)
+
+
+def log_on_and_off(model_dir, url, path, raw, seconds, pairs):
+    """{"on", "off"}: median requests a second of `raw` to `path` with the forecast log on and off, alternated."""
     clients = {"on": client_for(model_dir, url, True), "off": client_for(model_dir, url, False)}
     rates = {"on": [], "off": []}
     for _ in range(pairs):
         for name, client in clients.items():
             count, started = 0, time.perf_counter()
             while time.perf_counter() - started < seconds:
-                client.post("/predict", data=raw, content_type="application/json")
+                assert client.post(path, data=raw, content_type="application/json").status_code == 200
                 count += 1
             rates[name].append(count / (time.perf_counter() - started))
     return {name: statistics.median(r) for name, r in rates.items()}

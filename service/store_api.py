@@ -9,7 +9,8 @@ not at all; a week posted again replaces the stored one.
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
@@ -27,6 +28,7 @@ from .inputs import parse_json, require_identity_encoding, require_json
 from .serving import current_bundle, holder
 
 bp = Blueprint("store", __name__)
+T = TypeVar("T")
 MAX_WEEKS = 520  # the longest trailing window /accuracy takes
 
 
@@ -36,6 +38,24 @@ def store() -> Any:
     if engine is None:
         raise ApiError(503, "no store is configured (DEMAND_STORE_URL)")
     return engine
+
+
+def trailing_weeks() -> int:
+    """The request's `weeks` (the trailing window), 13 by default; 400 for anything but 1 to MAX_WEEKS."""
+    text = request.args.get("weeks", str(DEFAULT_WEEKS))
+    if not re.fullmatch(r"[0-9]{1,3}", text) or not 1 <= int(text) <= MAX_WEEKS:
+        raise ApiError(400, f"weeks must be a whole number from 1 to {MAX_WEEKS}, got {text[:20]!r}")
+    return int(text)
+
+
+def read_store(read: Callable[[Any], T]) -> T:
+    """`read(engine)`'s answer; 503 without a store, or when it cannot be reached."""
+    engine = store()
+    try:
+        return read(engine)
+    except SQLAlchemyError as err:
+        current_app.logger.error("cannot read the store: %s", err)
+        raise ApiError(503, "the store cannot be reached") from None
 
 
 @bp.post("/actuals")
@@ -99,24 +119,24 @@ def json_rows(body: Any, columns: tuple[str, ...], max_rows: int) -> tuple[list[
 @bp.get("/accuracy")
 @prediction_token_required
 def accuracy() -> Response:
-    text = request.args.get("weeks", str(DEFAULT_WEEKS))
-    if not re.fullmatch(r"[0-9]{1,3}", text) or not 1 <= int(text) <= MAX_WEEKS:
-        raise ApiError(400, f"weeks must be a whole number from 1 to {MAX_WEEKS}, got {text[:20]!r}")
+    weeks = trailing_weeks()
     bundle = holder().bundle
-    try:
-        answer = live_accuracy(store(), int(text))
+
+    def figures(engine: Any) -> dict[str, Any]:
+        answer = live_accuracy(engine, weeks)
         if bundle is not None:
             answer["champion"] = bundle.version  # the version served (the registry's champion, or its fallback)
-            answer["drift"] = input_drift(store(), bundle.card, int(text))
-            answer["drift"]["served"] = served_drift(store(), bundle.card, bundle.version, int(text))
-            publish_gauges(answer, bundle.version)
-        shadow = current_app.extensions.get("demand_shadow")
-        if shadow is not None and shadow.bundle is not None:  # its live figures are among the versions'
-            answer["shadow"] = shadow.bundle.version
-        return jsonify(answer)
-    except SQLAlchemyError as err:
-        current_app.logger.error("cannot read the store: %s", err)
-        raise ApiError(503, "the store cannot be reached") from None
+            answer["drift"] = input_drift(engine, bundle.card, weeks)
+            answer["drift"]["served"] = served_drift(engine, bundle.card, bundle.version, weeks)
+        return answer
+
+    answer = read_store(figures)
+    if bundle is not None:
+        publish_gauges(answer, bundle.version)
+    shadow = current_app.extensions.get("demand_shadow")
+    if shadow is not None and shadow.bundle is not None:  # its live figures are among the versions'
+        answer["shadow"] = shadow.bundle.version
+    return jsonify(answer)
 
 
 def publish_gauges(answer: dict[str, Any], champion: str) -> None:

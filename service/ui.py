@@ -27,6 +27,7 @@ from pipeline.registry import is_version_name
 from .auth import TOKEN_COOKIE, check_bearer, prediction_token_required
 from .errors import ApiError
 from .serving import current_bundle, holder
+from .store_api import read_store, trailing_weeks
 
 bp = Blueprint("ui", __name__)
 PAGE = Path(__file__).with_name("page")
@@ -137,14 +138,7 @@ def served() -> Response:
     name = request.args.get("series", "").strip()
     if not name:
         raise ApiError(400, "series must be a series name")
-    engine = current_app.extensions.get("demand_store")
-    if engine is None:
-        raise ApiError(503, "the store cannot be reached")
-    try:
-        return jsonify(series=name, **served_against_actual(engine, name))
-    except SQLAlchemyError as err:
-        current_app.logger.error("cannot read the store: %s", err)
-        raise ApiError(503, "the store cannot be reached") from None
+    return jsonify(series=name, **read_store(lambda engine: served_against_actual(engine, name)))
 
 
 @bp.get("/ui/data/weekly")
@@ -153,19 +147,8 @@ def weekly() -> Response:
     """Each version's one-week-ahead WAPE and coverage, week by week over the trailing weeks."""
     from pipeline.accuracy import weekly_accuracy
 
-    from .store_api import MAX_WEEKS
-
-    text = request.args.get("weeks", "13")
-    if not text.isdigit() or not 1 <= int(text) <= MAX_WEEKS:
-        raise ApiError(400, f"weeks must be a whole number from 1 to {MAX_WEEKS}, got {text[:20]!r}")
-    engine = current_app.extensions.get("demand_store")
-    if engine is None:
-        raise ApiError(503, "the store cannot be reached")
-    try:
-        return jsonify(weekly_accuracy(engine, int(text)))
-    except SQLAlchemyError as err:
-        current_app.logger.error("cannot read the store: %s", err)
-        raise ApiError(503, "the store cannot be reached") from None
+    weeks = trailing_weeks()
+    return jsonify(read_store(lambda engine: weekly_accuracy(engine, weeks)))
 
 
 @bp.get("/ui/data/registry")
