@@ -331,11 +331,6 @@ class SeriesWeeks:
             grid[:, :WINDOW_WEEKS] = before
         return carried_forward(grid, self)
 
-    def windows(self, grid: np.ndarray) -> np.ndarray:
-        """[n, WINDOW_WEEKS] each row's window: the weeks before it, from `grid` (matrix())."""
-        offsets = np.arange(-WINDOW_WEEKS, 0)
-        return grid[self.series_of_row[:, None], WINDOW_WEEKS + self.position[:, None] + offsets[None, :]]
-
     def tails(self, grid: np.ndarray) -> np.ndarray:
         """[S, WINDOW_WEEKS] each series' last weeks, for the week after its last."""
         ends = WINDOW_WEEKS + self.span
