@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -21,7 +22,7 @@ from .calibrate import half_width
 from .errors import BundleError, RegistryError
 from .evaluate import interval_bounds
 from .features import CALENDAR, WINDOW_WEEKS, FeatureSpec, assemble, calendar_columns, history_at, static_matrix
-from .normalize import MinMaxStats
+from .normalize import MinMaxStats, dictionary_coded
 from .registry import TAILS_FILE, Registry
 from .schema import INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR, SERIES_TENSOR, UNKNOWN_SERIES
 
@@ -109,6 +110,7 @@ class Bundle:
         provider: str,
         tails: Tails | None = None,
         statics: dict[str, dict[str, Any]] | None = None,
+        concurrent: bool = False,
     ) -> None:
         self.version = version
         self.card = card
@@ -134,12 +136,21 @@ class Bundle:
         self.knows_series = any(i.name == SERIES_TENSOR for i in session.get_inputs())
         # One inference at a time per session: the session already has its
         # share of the cores (intra-op threads), and request threads computing
-        # side by side only thrash each other's caches.
-        self._compute = threading.Lock()
+        # side by side only thrash each other's caches. `concurrent`: the caller
+        # runs them side by side on purpose, each on a core of its own (a
+        # session of one intra-op thread computes on its caller's thread).
+        self._compute: AbstractContextManager[Any] = nullcontext() if concurrent else threading.Lock()
 
     @classmethod
-    def load(cls, registry: Registry, version: str | None = None, provider: str = "auto", threads: int = 0) -> Bundle:
-        """Load `version` (default: the champion) and check that it forecasts."""
+    def load(
+        cls,
+        registry: Registry,
+        version: str | None = None,
+        provider: str = "auto",
+        threads: int = 0,
+        concurrent: bool = False,
+    ) -> Bundle:
+        """Load `version` (default: the champion) and check that it forecasts; `concurrent`: see __init__."""
         version = version or registry.champion()
         if version is None:
             raise BundleError(f"no champion model in {registry.root}; train one with `demand train`")
@@ -159,7 +170,7 @@ class Bundle:
             raise BundleError(f"cannot load model {version}: {err}") from None
         except Exception as err:  # ONNX Runtime's own load errors
             raise BundleError(f"cannot load model {version}: {err}") from None
-        bundle = cls(version, card, stats, session, active, tails, statics)
+        bundle = cls(version, card, stats, session, active, tails, statics, concurrent)
         bundle.check()
         return bundle
 
@@ -193,6 +204,12 @@ class Bundle:
                 import pyarrow as pa
                 import pyarrow.compute as pc
 
+                coded = dictionary_coded(names)
+                if coded is not None:  # each distinct name looked up once
+                    unknown_names = np.zeros(len(coded.dictionary), dtype=np.bool_)
+                    unknown_names[self.unknown_series(coded.dictionary)] = True
+                    indices = coded.indices.to_numpy(zero_copy_only=False)
+                    return np.flatnonzero(unknown_names[indices]).astype(np.intp)
                 known = pc.is_in(names, value_set=pa.array(sorted(trained), pa.string()))
                 unknown_named = pc.and_(pc.invert(known), pc.not_equal(names, ""))
                 return np.flatnonzero(unknown_named.to_numpy(zero_copy_only=False)).astype(np.intp)
@@ -203,7 +220,12 @@ class Bundle:
         if type(names).__module__.startswith("pyarrow"):
             import pyarrow.compute as pc
 
-            named = pc.not_equal(pc.take(names, unknown), "").to_numpy(zero_copy_only=False)
+            coded = dictionary_coded(names)
+            if coded is not None:  # each distinct name compared once
+                blank = pc.equal(coded.dictionary, "").to_numpy(zero_copy_only=False)
+                named = ~blank[coded.indices.to_numpy(zero_copy_only=False)[unknown]]
+            else:
+                named = pc.not_equal(pc.take(names, unknown), "").to_numpy(zero_copy_only=False)
         else:
             named = np.array([names[i] for i in unknown.tolist()], dtype=object) != ""
         return unknown[named]

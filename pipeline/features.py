@@ -228,7 +228,9 @@ def history_at(cells: np.ndarray, at: np.ndarray, last_week: np.ndarray | None =
     back = np.clip(count, 1, WINDOW_WEEKS)
     oldest = np.where(back == 1, last, cells[at - back])  # the oldest week the window holds
     n = len(at)
-    columns, filled = np.empty((n, len(HISTORY))), np.empty((n, len(HISTORY)), dtype=bool)
+    # Column by column, each column contiguous (transposed views: a row-major [n, k] would write every
+    # column with a stride).
+    columns, filled = np.empty((len(HISTORY), n)).T, np.empty((len(HISTORY), n), dtype=bool).T
     for i, lag in enumerate(HISTORY_LAGS):
         value = weeks_back(lag)
         filled[:, i] = np.isnan(value)
@@ -425,25 +427,30 @@ def assemble(
     history: np.ndarray | None = None,
     calendar: np.ndarray | None = None,
     static: np.ndarray | None = None,
+    dtype: type[np.floating[Any]] = np.float64,
 ) -> np.ndarray:
     """The feature matrix [n, len(spec.names)] from its parts, in spec.names order.
 
     `last` [n] last week's sales; `known` [n, len(spec.known)]; `history`
     [n, len(HISTORY)]; `calendar` [n, 2]; `static` [n, len(spec.static_names)] (static_matrix).
-    The one place the order of spec.names is laid out, for files, requests and plans.
+    `dtype`: float32 gives what the model reads without a float64 matrix on the way (the same numbers as
+    a float64 matrix cast). The one place the order of spec.names is laid out, for files, requests and plans.
     """
-    parts = [
-        np.asarray(last, dtype=np.float64).reshape(-1, 1),
-        np.asarray(known, dtype=np.float64).reshape(len(last), -1),
-    ]
+    n = len(last)
+    parts = [np.asarray(last, dtype=np.float64).reshape(n, 1), np.asarray(known, dtype=np.float64).reshape(n, -1)]
     # history and calendar are given whenever the spec reads them
     if spec.history:
         parts.append(cast(np.ndarray, history))
     if spec.calendar:
         parts.append(cast(np.ndarray, calendar))
     if spec.static:
-        parts.append(np.asarray(static, dtype=np.float64).reshape(len(last), -1))
-    return np.column_stack(parts)
+        parts.append(np.asarray(static, dtype=np.float64).reshape(n, -1))
+    X = np.empty((n, sum(part.shape[1] for part in parts)), dtype=dtype)
+    column = 0
+    for part in parts:
+        X[:, column : column + part.shape[1]] = part
+        column += part.shape[1]
+    return X
 
 
 def with_history(spec: FeatureSpec, X: np.ndarray, window: np.ndarray) -> np.ndarray:
@@ -495,6 +502,7 @@ def feature_matrix(
     columns: Mapping[str, Any],
     sales: np.ndarray | None = None,
     tail_of: Mapping[str, tuple[np.datetime64, np.ndarray]] | None = None,
+    dtype: type[np.floating[Any]] = np.float64,
 ) -> Features:
     """The features of a table's rows, in spec.names order.
 
@@ -509,7 +517,7 @@ def feature_matrix(
     A row without a week (NaT, or no week column) stands alone: a series with
     a stored tail is forecast for the week after it; otherwise its history
     features are its prev_week_sales and its calendar the year's centre (0, 0),
-    both flagged as filled.
+    both flagged as filled. `dtype`: the matrix's (assemble).
     """
     n = len(next(iter(columns.values())))
     given_last = columns.get(LAG_1)
@@ -521,7 +529,7 @@ def feature_matrix(
     )
     static, unseen = static_matrix(spec, columns, n)
     if not (spec.history or spec.calendar):
-        return Features(assemble(spec, given_last, known, static=static), unseen)
+        return Features(assemble(spec, given_last, known, static=static, dtype=dtype), unseen)
     weeks = columns.get(TIME_COLUMN)
     weeks = (
         np.full(n, np.datetime64("NaT"), dtype="datetime64[D]")
@@ -566,5 +574,5 @@ def feature_matrix(
         calendar = np.zeros((n, len(CALENDAR)))
         calendar[dated] = calendar_columns(weeks[dated])
         filled.append(np.repeat(~dated[:, None], len(CALENDAR), axis=1))
-    X = assemble(spec, last, known, history, calendar, static)
+    X = assemble(spec, last, known, history, calendar, static, dtype)
     return Features(X, np.column_stack([*filled, unseen]), grid, slots, layout)

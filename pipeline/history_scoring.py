@@ -15,6 +15,7 @@ is read whole instead, and a line on stderr says so.
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from .bundle import Bundle
 
 FILLED_COLUMN = "filled_features"
+SCORERS = 2  # chunks forecast at a time
 Tail = tuple[np.datetime64, np.ndarray]  # (the week after it, [WINDOW_WEEKS] sales before it)
 
 
@@ -119,13 +121,14 @@ def _streamed(
     statics = StaticValues(spec, input_path)
     tally = tables.ProblemTally()
     counts = {"rows": 0, "extrapolated_rows": 0, "unknown_series_rows": 0, "without_history": 0}
-    # A chunk is forecast (ONNX Runtime, its answer's columns) on a thread of its own while the next is featured.
-    scorer = ThreadPoolExecutor(1, thread_name_prefix="scorer")
-    pending: Future[tuple[pa.Table, dict[str, int]]] | None = None
+    # Chunks are forecast (ONNX Runtime, their answers' columns) on threads of their own while the next is
+    # featured: the model's work is the largest part, and two chunks at a time take up a core left idle.
+    scorer = ThreadPoolExecutor(SCORERS, thread_name_prefix="scorer")
+    pending: deque[Future[tuple[pa.Table, dict[str, int]]]] = deque()
 
-    def written() -> None:
-        if pending is not None:
-            table, scored = pending.result()
+    def written(waiting: int = 0) -> None:
+        while len(pending) > waiting:
+            table, scored = pending.popleft().result()
             output.write(table)
             for name, count in scored.items():
                 counts[name] += count
@@ -145,10 +148,9 @@ def _streamed(
             featured = _featured_chunk(values, spec, history, statics)
             counts["without_history"] += rows - len(featured.X)
             if len(featured.X):
-                written()
-                pending = scorer.submit(_forecast_table, featured, bundle)
+                written(SCORERS - 1)
+                pending.append(scorer.submit(_forecast_table, featured, bundle))
         written()
-        pending = None
         bad_rows, _ = tally.report(input_path, tables.row_label(parquet), skip_bad_rows, warn)
         if not counts["rows"]:
             raise DataError(
@@ -251,16 +253,18 @@ class Featured(NamedTuple):
 def _featured_chunk(values: dict[str, Any], spec: FeatureSpec, history: History, statics: StaticValues) -> Featured:
     """The features of one chunk's checked rows (those without a last week left out); `history` moves on past them."""
     statics.check(values)
-    features = feature_matrix(spec, values, sales=values.get(TARGET), tail_of=history.tails)
+    # float32: what the model reads, at half the memory while it waits
+    features = feature_matrix(spec, values, sales=values.get(TARGET), tail_of=history.tails, dtype=np.float32)
     layout = features.layout
     if layout is not None:
         history.refuse_going_back(layout.names, layout.first_week)
         history.advance(layout.names, layout.next_week(), layout.tails(cast(np.ndarray, features.grid)))
     series, week = values.get(SERIES_COLUMN), values.get(TIME_COLUMN)
     # A row whose last week is unknown has nothing to go on: a NaN among its features (their sum is NaN only
-    # through one, the features being finite otherwise; a product with ones costs a fraction of a row-wise any()).
-    usable = ~np.isnan(features.X @ np.ones(features.X.shape[1]))
-    X = features.X.astype(np.float32)  # what the model reads, at half the memory while it waits
+    # through one, the features being finite otherwise). einsum sums a row in a fraction of a row-wise any(),
+    # and unlike a product with ones it calls no BLAS, whose threads would spin on the other core.
+    usable = ~np.isnan(np.einsum("ij->i", features.X))
+    X = features.X
     if usable.all():
         return Featured(X, features.filled, series, week)
     rows = np.flatnonzero(usable)
@@ -274,16 +278,15 @@ def _featured_chunk(values: dict[str, Any], spec: FeatureSpec, history: History,
 
 def _forecast_table(chunk: Featured, bundle: Bundle) -> tuple[pa.Table, dict[str, int]]:
     """(The forecast columns of a featured chunk, its counts)."""
+    out = bundle.forecast(chunk.X, series=chunk.series)  # a file's names dictionary-coded: each looked up once
     series = None if chunk.series is None else chunk.series.cast(pa.string())
-    out = bundle.forecast(chunk.X, series=series)
     n = len(chunk.X)
     patterns, codes = filled_patterns(bundle.spec, chunk.filled)
     table = pa.table(
         {
             bundle.spec.series_column: series if series is not None else pa.array([""] * n),
-            bundle.spec.week_column: (
-                pc.cast(pa.array(chunk.week), pa.string()) if chunk.week is not None else pa.array([""] * n)
-            ),
+            # a date (CSV writes it as the text it was read from)
+            bundle.spec.week_column: pa.array(chunk.week) if chunk.week is not None else pa.array([""] * n),
             FORECAST_COLUMN: out["units_sold"],
             LOW_COLUMN: out["low"],
             HIGH_COLUMN: out["high"],

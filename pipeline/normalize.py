@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import repeat
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -36,19 +36,38 @@ EXTRAPOLATION_RANGES = 1.0
 NORMALIZED_BOUNDS = (-EXTRAPOLATION_RANGES, 1.0 + EXTRAPOLATION_RANGES)  # after min-max scaling
 
 
+def dictionary_coded(names: object) -> pa.DictionaryArray | None:
+    """`names` when they are a pyarrow dictionary array (a file's column: each distinct name once), else None."""
+    import pyarrow as pa
+
+    return names if isinstance(names, pa.DictionaryArray) else None
+
+
+ROWS_A_BLOCK = 64  # column_ranges: rows reduced side by side
+
+
 def column_ranges(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-column (min, max) of a 2-D array; NaN anywhere in a column shows in both.
 
-    Large arrays are reduced one strided column at a time: numpy's axis-0
-    reduction over three columns is twenty times slower at 100k rows.
+    Large arrays are reduced as blocks of ROWS_A_BLOCK rows laid end to end:
+    numpy reduces a narrow array's axis 0 a row at a time, and a strided
+    column a cell at a time, while a wide row is reduced in vector registers.
     """
     X = np.asarray(X)
     if len(X) == 1:
         return X[0], X[0]
     if len(X) < 256:
         return X.min(axis=0), X.max(axis=0)
-    columns = range(X.shape[1])
-    return np.array([X[:, j].min() for j in columns]), np.array([X[:, j].max() for j in columns])
+    X = np.ascontiguousarray(X)
+    k = X.shape[1]
+    blocks = len(X) // ROWS_A_BLOCK * ROWS_A_BLOCK
+    wide = X[:blocks].reshape(-1, ROWS_A_BLOCK * k)
+    low = np.minimum.reduce(wide, axis=0).reshape(ROWS_A_BLOCK, k).min(axis=0)
+    high = np.maximum.reduce(wide, axis=0).reshape(ROWS_A_BLOCK, k).max(axis=0)
+    rest = X[blocks:]
+    if len(rest):
+        low, high = np.minimum(low, rest.min(axis=0)), np.maximum(high, rest.max(axis=0))
+    return low, high
 
 
 def _forward(values: np.ndarray, transform: str, logged: Sequence[bool] | None = None) -> np.ndarray:
@@ -131,6 +150,10 @@ class MinMaxStats:
             import pyarrow as pa
             import pyarrow.compute as pc
 
+            coded = dictionary_coded(names)
+            if coded is not None:  # each distinct name looked up once
+                codes = cast(np.ndarray, self.series_codes(coded.dictionary))
+                return np.take(codes, coded.indices.to_numpy(zero_copy_only=False))
             at = pc.index_in(names, value_set=pa.array(self.series, pa.string()))
             return pc.fill_null(at, -1).to_numpy(zero_copy_only=False).astype(np.int64) + 1
         return np.fromiter(map(self._series_index.get, names, repeat(UNKNOWN_SERIES)), dtype=np.int64, count=len(names))

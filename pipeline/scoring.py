@@ -131,7 +131,10 @@ class Output:
         try:
             if self.writer is None:
                 if tables.is_parquet(self.path):
-                    self.writer = pq.ParquetWriter(self.partial, table.schema)
+                    # Floats written plain: forecasts rarely repeat, and trying a dictionary of them first
+                    # costs a third of the write (docs/benchmarks.md, Features).
+                    coded = [field.name for field in table.schema if not pa.types.is_floating(field.type)]
+                    self.writer = pq.ParquetWriter(self.partial, table.schema, use_dictionary=coded)
                 else:
                     self.writer = pa_csv.CSVWriter(self.partial, table.schema)
         except (pa.ArrowException, OSError) as err:

@@ -118,3 +118,17 @@ def test_normalization_uses_training_window_only(small_split):
     assert everything.max() >= stats.y_max
     roundtrip = MinMaxStats.from_json(stats.to_json())
     assert roundtrip == stats
+
+
+@pytest.mark.parametrize("rows", [1, 5, 256, 1000, 64 * 40 + 7])
+def test_column_ranges_are_each_columns_min_and_max_and_show_a_nan(rows):
+    from pipeline.normalize import column_ranges
+
+    X = np.random.default_rng(rows).normal(size=(rows, 11)).astype(np.float32)
+    low, high = column_ranges(X)
+    assert low.tolist() == X.min(axis=0).tolist() and high.tolist() == X.max(axis=0).tolist()
+    X[rows - 1, 4] = np.nan  # the last row: past the blocks reduced side by side
+    low, high = column_ranges(X)
+    assert np.isnan(low[4]) and np.isnan(high[4]) and not np.isnan(np.delete(low, 4)).any()
+    strided = X[:, ::2]
+    assert np.array_equal(column_ranges(strided)[0], strided.min(axis=0), equal_nan=True)

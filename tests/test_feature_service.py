@@ -326,6 +326,15 @@ def test_a_plans_history_replaces_the_stored_weeks(bundle, served):
     assert undated["week"] is None and undated["filled"] == ["year_cycle_sin", "year_cycle_cos"]
 
 
+def test_a_files_unknown_series_are_the_same_as_text_or_dictionary_coded(bundle):
+    import pyarrow as pa
+
+    known = next(iter(bundle.tails))
+    names = ["nowhere-99", known, "", "nowhere-99", known]
+    for column in (names, pa.array(names), pa.array(names).dictionary_encode()):
+        assert bundle.unknown_series(column).tolist() == [0, 3]
+
+
 def test_a_series_never_seen_is_served_filled_and_flagged(served):
     row = {
         "store": "nowhere-99",

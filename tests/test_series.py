@@ -51,6 +51,8 @@ def test_series_codes_give_each_known_name_its_index_and_any_other_the_unknown_o
     names = ["c", "a", "zz", "", "b"]
     assert stats.series_codes(names).tolist() == [3, 1, 0, 0, 2]
     assert stats.series_codes(pa.array(names)).tolist() == [3, 1, 0, 0, 2]  # a file's column, looked up in C
+    coded = pa.array(["b", "zz", "b", "", "a", "zz"]).dictionary_encode()  # each distinct name looked up once
+    assert stats.series_codes(coded).tolist() == [2, 0, 2, 0, 1, 0]
     assert stats.series_codes(None) is None
     assert MinMaxStats.from_json(json.loads(json.dumps(stats.to_json()))) == stats
 
@@ -157,6 +159,10 @@ def test_the_published_model_knows_the_series_of_its_history(published):
     out = bundle.forecast(X, series=np.array([*KNOWN, "store-99", ""]))["units_sold"]
     assert len(set(out[:3].tolist())) == 3  # each known series its own forecast
     assert out[3] == out[4] == bundle.forecast(X[:1])["units_sold"][0]  # unknown, unnamed, no series: the same
+    # A file's column, as text or dictionary-coded (each distinct name once): the same unknown rows.
+    names = ["store-99", "store-01", "", "store-99", "store-02", "x"]
+    for column in (names, pa.array(names), pa.array(names).dictionary_encode()):
+        assert bundle.unknown_series(column).tolist() == [0, 3, 5]
 
 
 def test_no_series_trains_a_default_model_that_tells_none_apart(tmp_path, small_csv, runner):

@@ -58,7 +58,9 @@ def predict(
     from ..registry import Registry
     from ..scoring import score_file, scoring_threads
 
-    bundle = Bundle.load(Registry(model_dir), version, provider, scoring_threads())
+    threads = scoring_threads()
+    # A session of one thread lets the chunks in flight (history_scoring.SCORERS) compute side by side.
+    bundle = Bundle.load(Registry(model_dir), version, provider, threads, concurrent=threads == 1)
     score = score_file if bundle.reads_three_inputs else score_history_file
     counts = score(input_path, output_path, bundle, skip_bad_rows, warn=log)
     log(
