@@ -398,13 +398,21 @@ class Bundle:
         S = len(ids)
         window = np.full((S, WINDOW_WEEKS), np.nan)
         first = np.full(S, np.datetime64("NaT"), dtype="datetime64[D]")
-        for i, name in enumerate(ids):
-            given = None if histories is None else histories[i]
-            if given is not None and len(given):
-                recent = np.asarray(given, dtype=np.float64)[-WINDOW_WEEKS:]
+        given = [None] * S if histories is None else histories
+        if self.spec.history:  # the stored tails of the series without a history of their own, stacked at once
+            stored = [
+                (i, tail)
+                for i, (name, history) in enumerate(zip(ids, given))
+                if (history is None or not len(history)) and (tail := self.tails.get(name)) is not None
+            ]
+            if stored:
+                rows = [i for i, _ in stored]
+                first[rows] = [next_week for _, (next_week, _) in stored]
+                window[rows] = np.stack([sales for _, (_, sales) in stored])
+        for i, history in enumerate(given):
+            if history is not None and len(history):
+                recent = np.asarray(history, dtype=np.float64)[-WINDOW_WEEKS:]
                 window[i, WINDOW_WEEKS - len(recent) :] = recent
-            elif self.spec.history and name in self.tails:
-                first[i], window[i] = self.tails[name][0], self.tails[name][1]
         if prev_week_sales is not None:
             prev = np.asarray(prev_week_sales, dtype=np.float64)
             window[:, -1] = np.where(np.isnan(prev), window[:, -1], prev)

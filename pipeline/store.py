@@ -374,13 +374,18 @@ def log_forecasts(engine: Engine, records: Sequence[tuple[Any, ...]]) -> int:
     sqlite = engine.dialect.name == "sqlite"
     marks = ", ".join(["?" if engine.dialect.paramstyle == "qmark" else "%s"] * len(LOGGED))
     statement = f"INSERT INTO forecasts ({', '.join(LOGGED)}) VALUES ({marks})"
+    # As SQLAlchemy's types store them; a request's records share their time and a plan's its few weeks,
+    # each written once.
+    stamps: dict[dt.datetime, Any] = {}
+    days: dict[dt.date, Any] = {}
     rows = [
         (
             request_id,
             version,
-            served.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else served,  # as SQLAlchemy's types store them
+            stamps.get(served)
+            or stamps.setdefault(served, served.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else served),
             series,
-            week.isoformat() if sqlite else week,
+            days.get(week) or days.setdefault(week, week.isoformat() if sqlite else week),
             step,
             units,
             None if intervals is None else orjson.dumps(intervals).decode(),
@@ -417,6 +422,8 @@ def latest_actuals(engine: Engine, names: Sequence[str], weeks: int) -> dict[str
     """Each named series' latest stored weeks, at most `weeks` of them, oldest first: (week, units sold)."""
     found: dict[str, list[tuple[dt.date, float]]] = {}
     with reading(engine) as connection:
+        if connection.execute(select(actuals.c.series).limit(1)).first() is None:
+            return found  # an empty store, as before any actuals were posted: answered without a query per name
         for chunk in _chunks(sorted(set(names)), 500):
             last: dict[str, dt.date] = {
                 str(name): cast(dt.date, week)

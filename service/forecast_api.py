@@ -26,6 +26,7 @@ from pipeline.schema import FEATURES, OUTSIDE_NAMES
 from . import metrics
 from .auth import prediction_token_required
 from .inputs import parse_json, require_json
+from .plan_json import chosen_texts, encoded_series, interval_field, number_texts, step_texts, weeks_planned
 from .plans import read_plan
 from .series import unknown_series
 from .serving import current_bundle
@@ -101,8 +102,9 @@ SERIES_PER_SLICE = 2048
 
 
 def answer(bundle: Bundle, plan: Plan, out: dict[str, Any], through: dict[str, str] | None = None) -> bytes:
-    """The JSON answer, encoded a slice of series at a time: their dicts cost far more memory than their JSON.
-    `through`: the last week of stored history each series filled from the store was given."""
+    """The JSON answer, encoded a slice of series at a time (service/plan_json.py) so that a large plan's
+    texts are never all held at once. `through`: the last week of stored history each series filled from
+    the store was given."""
     head = {"model_version": bundle.version, "levels": plan.levels, **unknown_series(plan.ids, out["unknown_series"])}
     if through:
         head["history_through"] = through
@@ -116,41 +118,24 @@ def answer(bundle: Bundle, plan: Plan, out: dict[str, Any], through: dict[str, s
 
 
 def _series_json(plan: Plan, out: dict[str, Any], start: int, stop: int) -> bytes:
-    """Series start..stop as JSON, without the list's brackets: the hot loop of the answer, kept to zips."""
-    keys = [level_key(level) for level in plan.levels]
-    units = out["units_sold"][start:stop].tolist()
-    codes = (out["outside"][start:stop] @ BITS).tolist()
-    bounds: list[list[Any]]  # per series, per week: None, or {level: (low, high)}
-    if out["intervals"] is None:
-        bounds = [[None] * len(row) for row in units]
-    else:  # per series, per week: {level: [low, high]}
-        sides = [side[start:stop].tolist() for level in plan.levels for side in out["intervals"][level]]
-        # (low, high) tuples straight from zip: orjson writes a tuple as a JSON array, and
-        # making no list per bound is a third of the answer's time.
-        if len(keys) == 2:  # the default levels: a literal is twice as fast as a comprehension
-            k0, k1 = keys
-            bounds = [
-                [{k0: p, k1: q} for p, q in zip(zip(lo0, hi0), zip(lo1, hi1))] for lo0, hi0, lo1, hi1 in zip(*sides)
-            ]
-        else:
-            bounds = [
-                [
-                    dict(zip(keys, pairs))
-                    for pairs in zip(*(zip(rows[2 * i], rows[2 * i + 1]) for i in range(len(keys))))
-                ]
-                for rows in zip(*sides)
-            ]
-    steps = range(1, units and len(units[0]) + 1 or 1)
-    series = [
-        {
-            "id": ident,
-            "weeks": [
-                {"step": step, "units_sold": value, "intervals": interval, "extrapolated": OUTSIDE_NAMES[code]}
-                for step, value, interval, code, _ in zip(steps, row, intervals, code_row, range(n))
+    """Series start..stop as JSON, without the list's brackets."""
+    lengths = plan.weeks[start:stop]
+    units = out["units_sold"][start:stop]
+    H = units.shape[1]
+    planned = weeks_planned(lengths, H)
+    bounds = out["intervals"]
+    fields = [
+        ("step", b"%b", [step_texts(planned, H)]),
+        ("units_sold", b"%b", [number_texts(units.ravel()[planned])]),
+        interval_field(
+            [level_key(level) for level in plan.levels],
+            None
+            if bounds is None
+            else [
+                (low[start:stop].ravel()[planned], high[start:stop].ravel()[planned])
+                for low, high in (bounds[level] for level in plan.levels)
             ],
-        }
-        for ident, n, row, intervals, code_row in zip(
-            plan.ids[start:stop], plan.weeks[start:stop].tolist(), units, bounds, codes
-        )
+        ),
+        ("extrapolated", b"%b", [chosen_texts(OUTSIDE_NAMES, (out["outside"][start:stop] @ BITS).ravel()[planned])]),
     ]
-    return orjson.dumps(series)[1:-1]
+    return encoded_series(plan.ids[start:stop], lengths.tolist(), fields)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 from sqlalchemy.engine import Engine
 
 from pipeline.calibrate import level_key
@@ -26,6 +27,7 @@ from pipeline.drift import served_columns
 from pipeline.store import count_served_inputs, log_forecasts, week_of
 
 from . import metrics
+from .plan_json import interval_field, weeks_planned
 
 if TYPE_CHECKING:
     from pipeline.bundle import Bundle
@@ -240,21 +242,25 @@ def request_id(header: str | None) -> str:
 def plan_records(
     ids: Sequence[str], dates: np.ndarray, lengths: np.ndarray, out: dict[str, Any], levels: Sequence[float]
 ) -> list[tuple[str, dt.date, int, float, Any]]:
-    """(series, week, step, units sold, {level: [low, high]} or None) of each dated week of a plan's answer."""
-    units = out["units_sold"].tolist()
-    days = dates.astype("datetime64[D]").astype(object).tolist()  # a date each, None where the week is not dated
+    """(series, week, step, units sold, {level: [low, high]} or None) of each dated week of a plan's answer;
+    the intervals as their JSON already (an orjson.Fragment each, encoded as service/plan_json.py does)."""
+    S, H = out["units_sold"].shape
+    planned = weeks_planned(lengths, H)
+    days = dates.astype("datetime64[D]").ravel()[planned]
+    dated = np.flatnonzero(~np.isnat(days))  # not dated, or past the calendar's end: not logged
+    if not len(dated):
+        return []
+    kept = planned[dated]
+    names = np.repeat(np.array(ids, dtype=object), lengths)[dated].tolist()
+    weeks = days[dated].astype(object).tolist()
+    steps = (kept % H + 1).tolist()
+    units = out["units_sold"].ravel()[kept].tolist()
     bounds = out["intervals"]
-    sides = (
-        [(level_key(level), bounds[level][0].tolist(), bounds[level][1].tolist()) for level in levels]
-        if bounds is not None
-        else None
+    if bounds is None:
+        return list(zip(names, weeks, steps, units, [None] * len(kept)))
+    _, template, sides = interval_field(
+        [level_key(level) for level in levels],
+        [(low.ravel()[kept], high.ravel()[kept]) for low, high in (bounds[level] for level in levels)],
     )
-    records = []
-    for i, name in enumerate(ids):
-        for h in range(int(lengths[i])):
-            day = days[i][h]
-            if not isinstance(day, dt.date):  # not dated, or past the calendar's end
-                continue
-            intervals = {key: [low[i][h], high[i][h]] for key, low, high in sides} if sides is not None else None
-            records.append((name, day, h + 1, units[i][h], intervals))
-    return records
+    intervals = [orjson.Fragment(template % row) for row in zip(*sides)]
+    return list(zip(names, weeks, steps, units, intervals))

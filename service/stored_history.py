@@ -37,9 +37,9 @@ def fill_from_store(body: Any, bundle: Bundle, engine: Engine | None) -> dict[st
     if engine is None or not isinstance(series, list):
         return {}
     spec = bundle.spec
-    own = (LAG_1, "history", "start", spec.week_column)
+    own = {LAG_1, "history", "start", spec.week_column}
     bare = [item for item in series if isinstance(item, dict) and isinstance(item.get("id"), str)]
-    bare = [item for item in bare if not any(key in item for key in own)]
+    bare = [item for item in bare if own.isdisjoint(item)]  # a dict's keys, looked up in the set in C
     if not bare:
         return {}
     try:

@@ -1,0 +1,94 @@
+"""A plan's answer encoded from texts (service/plan_json.py) is the JSON of the dicts it stands for."""
+
+import datetime as dt
+
+import numpy as np
+import orjson
+
+from service.forecast_log import plan_records
+from service.plan_json import (
+    chosen_texts,
+    encoded_series,
+    interval_field,
+    number_texts,
+    step_texts,
+    weeks_planned,
+)
+
+IDS = ['store "7"', "café-2", "x"]  # text that JSON must escape
+LENGTHS = np.array([3, 1, 2])
+H = 3
+
+
+def plan_out(seed=0):
+    rng = np.random.default_rng(seed)
+    units = (rng.random((len(IDS), H)) * 1000).astype(np.float32)
+    units[np.arange(H)[None, :] >= LENGTHS[:, None]] = np.nan  # past a series' weeks
+    units[2, 0] = np.nan  # a forecast that is not a number is null
+    low, high = units.astype(np.float64) * 0.9, units.astype(np.float64) * 1.1
+    return units, {0.8: (low, high), 0.95: (low * 0.9, high * 1.1)}
+
+
+def test_weeks_encoded_from_texts_are_the_json_of_their_dicts():
+    units, bounds = plan_out()
+    planned = weeks_planned(LENGTHS, H)
+    names = [[], ["prev_week_sales"], ["discount_fraction", "prev_week_sales"]]
+    codes = np.array([0, 2, 1, 0, 0, 1])
+    fields = [
+        ("step", b"%b", [step_texts(planned, H)]),
+        ("units_sold", b"%b", [number_texts(units.ravel()[planned])]),
+        interval_field(
+            ["0.8", "0.95"], [(low.ravel()[planned], high.ravel()[planned]) for low, high in bounds.values()]
+        ),
+        ("extrapolated", b"%b", [chosen_texts(names, codes)]),
+    ]
+    encoded = orjson.loads(b"[" + encoded_series(IDS, LENGTHS.tolist(), fields) + b"]")
+    expected, at = [], 0
+    for s, (ident, n) in enumerate(zip(IDS, LENGTHS)):
+        weeks = []
+        for h in range(n):
+            value = float(units[s, h])
+            weeks.append(
+                {
+                    "step": h + 1,
+                    "units_sold": None if np.isnan(value) else value,
+                    "intervals": {
+                        key: [None if np.isnan(side[s, h]) else float(side[s, h]) for side in pair]
+                        for key, pair in zip(["0.8", "0.95"], bounds.values())
+                    },
+                    "extrapolated": names[codes[at]],
+                }
+            )
+            at += 1
+        expected.append({"id": ident, "weeks": weeks})
+    assert encoded == expected
+    without = [fields[0], interval_field(["0.8"], None)]
+    assert [
+        week["intervals"]
+        for s in orjson.loads(b"[" + encoded_series(IDS, LENGTHS.tolist(), without) + b"]")
+        for week in s["weeks"]
+    ] == [None] * int(LENGTHS.sum())
+
+
+def test_a_plans_logged_intervals_are_the_json_of_their_dicts():
+    units, bounds = plan_out(1)
+    dates = np.datetime64("2026-01-05") + (7 * np.arange(H)).astype("timedelta64[D]")[None, :].repeat(len(IDS), 0)
+    dates[1, 0] = np.datetime64("NaT")  # a week that is not dated is not logged
+    out = {"units_sold": units, "intervals": bounds}
+    records = plan_records(IDS, dates, LENGTHS, out, [0.8, 0.95])
+    assert [(name, day, step) for name, day, step, _, _ in records] == [
+        ('store "7"', dt.date(2026, 1, 5), 1),
+        ('store "7"', dt.date(2026, 1, 12), 2),
+        ('store "7"', dt.date(2026, 1, 19), 3),
+        ("x", dt.date(2026, 1, 5), 1),
+        ("x", dt.date(2026, 1, 12), 2),
+    ]
+    s, h = 2, 1
+    assert orjson.loads(orjson.dumps(records[-1][4])) == {
+        "0.8": [bounds[0.8][0][s, h], bounds[0.8][1][s, h]],
+        "0.95": [bounds[0.95][0][s, h], bounds[0.95][1][s, h]],
+    }
+    assert records[-1][3] == float(units[s, h])
+    assert [r[4] for r in plan_records(IDS, dates, LENGTHS, {"units_sold": units, "intervals": None}, [0.8])] == [
+        None
+    ] * 5
