@@ -225,8 +225,8 @@ def report(results):
         "from the weeks the chunks before left of their series (the version's stored weeks before that), so "
         "memory stays flat; a file whose series go back in time is read whole. A chunk is featured (one "
         "[series, weeks] matrix, each row reading the cells before its own, no Python loop per row) while the "
-        "one before is forecast and the one before that written. Plans answer through the generic path (a JSON "
-        "object per week), not the three-input model's encoder; the forecast log writes a row per week.",
+        "two before are forecast side by side and the one before those written. A plan's answer is written "
+        "from texts, a template a week (service/plan_json.py); the forecast log writes a row per week.",
         "",
         "Three-input held-out sets, backtest of one window of 13 weeks, `--preset auto`, seed 0, WAPE % of the "
         "model one step ahead / recursively (a window's figures move by a point or more with the seed):",
