@@ -14,7 +14,6 @@ import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -59,20 +58,17 @@ def fit_all(
     train, validation = _bare(train), _bare(validation)
     threads = max(1, usable_cores() // workers)
     # spawn, not fork: a forked child of a process that has used OpenMP can hang.
-    pool = ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_set_threads, initargs=(threads,)
-    )
+    pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_set_threads, initargs=(threads,))
     try:
-        futures = [pool.submit(fit, train, validation, config) for config in configs]
-        results = [future.result() for future in futures]
+        pending = [pool.apply_async(fit, (train, validation, config)) for config in configs]
+        results = [fit_result.get() for fit_result in pending]
     except BaseException:
         # Ctrl-C, or a fit that failed: stop the others now rather than after every queued fit.
-        processes = list((pool._processes or {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for process in processes:
-            process.terminate()
+        pool.terminate()
+        pool.join()
         raise
-    pool.shutdown()
+    pool.close()
+    pool.join()
     return results
 
 

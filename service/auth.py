@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import hmac
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
@@ -18,12 +19,21 @@ R = TypeVar("R")
 TOKEN_COOKIE = "demand_token"  # set by the page's sign-in (service/ui.py)
 
 
+def page_credential(token: str) -> str:
+    """What the page's cookie holds for the token `token`: a keyed digest, so the browser never keeps the
+    token itself, and a new token signs every page out."""
+    return hmac.new(token.encode(), b"demand page sign-in", hashlib.sha256).hexdigest()
+
+
 def check_bearer(expected: str, cookie: bool = False) -> None:
     """check_token of this request's Authorization header; with `cookie`, a request without one may carry
-    the token in the page's cookie instead."""
+    the page's cookie (page_credential) instead."""
     header = request.headers.get("Authorization")
-    if cookie and header is None and expected and request.cookies.get(TOKEN_COOKIE):
-        header = f"Bearer {request.cookies[TOKEN_COOKIE]}"
+    held = request.cookies.get(TOKEN_COOKIE) if cookie and header is None and expected else None
+    if held:
+        if not hmac.compare_digest(held.encode("utf-8", "replace"), page_credential(expected).encode()):
+            raise ApiError(403, "sign-in not accepted: sign in to the page again")
+        return
     check_token(header, expected)
 
 

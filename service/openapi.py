@@ -634,7 +634,8 @@ def page_paths() -> dict[str, Any]:
         },
         "/ui/sign-in": {
             "post": {
-                "summary": "Sign in to the page with the service's token: a cookie for the page's own calls",
+                "summary": "Sign in to the page with the service's token: a cookie (a keyed digest of the token, not the "
+                "token) for the page's own calls",
                 "requestBody": {
                     "required": True,
                     "content": {

@@ -24,7 +24,7 @@ from pipeline.calibrate import DEFAULT_LEVELS
 from pipeline.errors import RegistryError
 from pipeline.registry import is_version_name
 
-from .auth import TOKEN_COOKIE, check_bearer, prediction_token_required
+from .auth import TOKEN_COOKIE, check_bearer, page_credential, prediction_token_required
 from .errors import ApiError
 from .serving import current_bundle, holder
 from .store_api import read_store, trailing_weeks
@@ -67,7 +67,8 @@ def sign_in() -> Response:
         return sign_in_form("Token not accepted.", 403)
     # Secure whenever the page came over TLS, behind a proxy that ends it too (it says so in X-Forwarded-Proto).
     secure = request.is_secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
-    response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict", secure=secure, path="/")
+    credential = page_credential(expected)
+    response.set_cookie(TOKEN_COOKIE, credential, httponly=True, samesite="Strict", secure=secure, path="/")
     return response
 
 

@@ -258,6 +258,25 @@ def test_tokens(make_app):
     assert reloaded.status_code == 200 and reloaded.get_json()["model_version"] == "v1"
 
 
+def test_the_pages_sign_in_cookie_is_not_the_token_and_opens_no_admin_route(make_app):
+    app = make_app(API_TOKEN="s3cret", ADMIN_TOKEN="adm1n")
+    client = app.test_client()
+    assert client.post("/ui/sign-in", data={"token": "wrong"}).status_code == 403
+    signed = client.post("/ui/sign-in", data={"token": "s3cret"})
+    assert signed.status_code == 303
+    cookie = client.get_cookie("demand_token")
+    assert cookie is not None and "s3cret" not in cookie.value  # the browser never holds the token
+    assert client.get("/ui/data/overview").status_code == 200
+    plan = {"series": [{"id": "a", "prev_week_sales": 100, "weeks": [{"discount_fraction": 10,
+                                                                       "weeks_to_next_holidays": 2}]}]}  # fmt: skip
+    assert client.post("/forecast", json=plan).status_code == 200
+    assert client.post("/admin/reload").status_code == 401  # admin takes its own token, never the cookie
+    client.set_cookie("demand_token", "s3cret")  # the token itself is not a sign-in
+    assert client.get("/ui/data/overview").status_code == 403
+    client.delete_cookie("demand_token")
+    assert client.get("/ui/data/overview").status_code == 401
+
+
 def test_admin_routes_do_not_exist_without_an_admin_token(client):
     assert client.post("/admin/reload").status_code == 404
     assert "/admin/reload" not in client.get("/openapi.json").get_json()["paths"]

@@ -191,5 +191,7 @@ def test_a_token_protected_service_refuses_the_page_without_its_token(models, br
         element(browser, "button[type=submit]").click()
         element(browser, "body[data-ready=true]")
         assert element(browser, "#model").text == "serving model v1"
+        held = browser.get_cookie("demand_token")
+        assert held["httpOnly"] and "page-secret" not in held["value"]  # what the browser keeps is not the token
         browser.delete_all_cookies()
     assert json.loads(Registry(models).history_file.read_text().splitlines()[0])["version"] == "v1"

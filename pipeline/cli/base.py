@@ -31,8 +31,6 @@ from ..presets import (
 from ..registry import DEFAULT_MODEL_DIR
 
 if TYPE_CHECKING:
-    from click._termui_impl import ProgressBar
-
     from ..features import FeatureSpec
 
 P = ParamSpec("P")
@@ -235,7 +233,7 @@ class Progress:
     """A bar on a terminal; a plain line every tenth of the run otherwise."""
 
     def __init__(self) -> None:
-        self.bar: ProgressBar[int] | None = None
+        self.bar: Any = None  # click.progressbar()'s bar, whose class click keeps private
 
     def __call__(self, epoch: int, total: int, train_loss: float, val_loss: float) -> None:
         if epoch == 1:
