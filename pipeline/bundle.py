@@ -339,39 +339,43 @@ class Bundle:
         if self.reads_three_inputs:  # the hot path of the chapter's model: no window, no calendar
             inputs[:, :, 1:] = plan
             inputs[:, 0, 0] = last
+        if spec.calendar:  # every week's place in the year at once; an unknown week's is the year's centre
+            days = (
+                np.asarray(dates, dtype="datetime64[D]")
+                if dates is not None
+                else np.full((S, H), np.datetime64("NaT"), dtype="datetime64[D]")
+            )
+            dated = ~np.isnat(days)
+            year = np.zeros((S, H, len(CALENDAR)))
+            year[dated] = calendar_columns(days[dated])
         for h in range(H):
             going = np.flatnonzero(weeks > h)
+            # Every series still going (most plans): views, not copies, of each array's rows.
+            rows: slice | np.ndarray = slice(None) if len(going) == S else going
             if self.reads_three_inputs:
                 if h:
-                    inputs[going, h, 0] = last[going]
+                    inputs[rows, h, 0] = last[rows]
             else:
                 history = calendar = None
                 flags = []
                 if spec.history:
                     # a model that reads history always has a window (made above when not given)
                     at = going * cast(np.ndarray, weekly).shape[1] + WINDOW_WEEKS + h
-                    history, history_filled = history_at(cast(np.ndarray, weekly).ravel(), at, last[going])
+                    history, history_filled = history_at(cast(np.ndarray, weekly).ravel(), at, last[rows])
                     flags.append(history_filled)
                 if spec.calendar:
-                    day = (
-                        np.asarray(dates, dtype="datetime64[D]")[going, h]
-                        if dates is not None
-                        else np.full(len(going), np.datetime64("NaT"), dtype="datetime64[D]")
-                    )
-                    calendar = np.zeros((len(going), len(CALENDAR)))
-                    known_day = ~np.isnat(day)
-                    calendar[known_day] = calendar_columns(day[known_day])
-                    flags.append(np.repeat(~known_day[:, None], len(CALENDAR), axis=1))
-                inputs[going, h] = assemble(
-                    spec, last[going], plan[going, h], history, calendar, None if static_X is None else static_X[going]
+                    calendar = year[rows, h]
+                    flags.append(np.repeat(~dated[rows, h][:, None], len(CALENDAR), axis=1))
+                inputs[rows, h] = assemble(
+                    spec, last[rows], plan[rows, h], history, calendar, None if static_X is None else static_X[rows]
                 )
-                flags.append(unseen[going])
-                filled[going, h] = np.column_stack(flags)
-            forecast, _ = self.run(inputs[going, h], None if codes is None else codes[going])
-            units[going, h] = forecast
-            last[going] = np.maximum(forecast, 0.0)
+                flags.append(unseen[rows])
+                filled[rows, h] = np.column_stack(flags)
+            forecast, _ = self.run(np.ascontiguousarray(inputs[rows, h]), None if codes is None else codes[rows])
+            units[rows, h] = forecast
+            last[rows] = np.maximum(forecast, 0.0)
             if weekly is not None:
-                weekly[going, WINDOW_WEEKS + h] = last[going]
+                weekly[rows, WINDOW_WEEKS + h] = last[rows]
         outside = self.stats.outside_flags(inputs) & (np.arange(H) < weeks[:, None])[:, :, None]
         return {
             "units_sold": units,
