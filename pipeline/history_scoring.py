@@ -260,10 +260,7 @@ def _featured_chunk(values: dict[str, Any], spec: FeatureSpec, history: History,
         history.refuse_going_back(layout.names, layout.first_week)
         history.advance(layout.names, layout.next_week(), layout.tails(cast(np.ndarray, features.grid)))
     series, week = values.get(SERIES_COLUMN), values.get(TIME_COLUMN)
-    # A row whose last week is unknown has nothing to go on: a NaN among its features (their sum is NaN only
-    # through one, the features being finite otherwise). einsum sums a row in a fraction of a row-wise any(),
-    # and unlike a product with ones it calls no BLAS, whose threads would spin on the other core.
-    usable = ~np.isnan(np.einsum("ij->i", features.X))
+    usable = without_nan(features.X)  # a row whose last week is unknown has nothing to go on
     X = features.X
     if usable.all():
         return Featured(X, features.filled, series, week)
@@ -276,6 +273,16 @@ def _featured_chunk(values: dict[str, Any], spec: FeatureSpec, history: History,
     )
 
 
+def without_nan(X: np.ndarray) -> np.ndarray:
+    """[n] whether each row of the features X [n, k] has no NaN.
+
+    A row's sum is NaN only through one, the features being finite otherwise, summed in float64, where no
+    float32 values overflow. einsum sums a row in a fraction of a row-wise any(), and unlike a product
+    with ones it calls no BLAS, whose threads would spin on the other core.
+    """
+    return ~np.isnan(np.einsum("ij->i", X, dtype=np.float64))
+
+
 def _forecast_table(chunk: Featured, bundle: Bundle) -> tuple[pa.Table, dict[str, int]]:
     """(The forecast columns of a featured chunk, its counts)."""
     out = bundle.forecast(chunk.X, series=chunk.series)  # a file's names dictionary-coded: each looked up once
@@ -285,7 +292,7 @@ def _forecast_table(chunk: Featured, bundle: Bundle) -> tuple[pa.Table, dict[str
     table = pa.table(
         {
             bundle.spec.series_column: series if series is not None else pa.array([""] * n),
-            # a date (CSV writes it as the text it was read from)
+            # a date: YYYY-MM-DD in a CSV, a date in Parquet
             bundle.spec.week_column: pa.array(chunk.week) if chunk.week is not None else pa.array([""] * n),
             FORECAST_COLUMN: out["units_sold"],
             LOW_COLUMN: out["low"],

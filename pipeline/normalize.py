@@ -56,7 +56,7 @@ def column_ranges(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     X = np.asarray(X)
     if len(X) == 1:
         return X[0], X[0]
-    if len(X) < 256:
+    if len(X) < 256 or X.ndim != 2 or not X.shape[1]:
         return X.min(axis=0), X.max(axis=0)
     X = np.ascontiguousarray(X)
     k = X.shape[1]

@@ -10,11 +10,14 @@ script that calls this needs the usual `if __name__ == "__main__":` guard.)
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from concurrent.futures import ProcessPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .data import Dataset
@@ -58,17 +61,21 @@ def fit_all(
     train, validation = _bare(train), _bare(validation)
     threads = max(1, usable_cores() // workers)
     # spawn, not fork: a forked child of a process that has used OpenMP can hang.
-    pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_set_threads, initargs=(threads,))
+    context = multiprocessing.get_context("spawn")
+    started = context.SimpleQueue()  # each worker's process id, as it starts
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(threads, started))
     try:
-        pending = [pool.apply_async(fit, (train, validation, config)) for config in configs]
-        results = [fit_result.get() for fit_result in pending]
+        futures = [pool.submit(fit, train, validation, config) for config in configs]
+        results = [future.result() for future in futures]
     except BaseException:
-        # Ctrl-C, or a fit that failed: stop the others now rather than after every queued fit.
-        pool.terminate()
-        pool.join()
+        # Ctrl-C, a fit that failed, or a worker that died (the executor says so at once): stop the others
+        # now rather than after every fit under way.
+        pool.shutdown(wait=False, cancel_futures=True)
+        while not started.empty():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(started.get(), signal.SIGTERM)
         raise
-    pool.close()
-    pool.join()
+    pool.shutdown()
     return results
 
 
@@ -105,7 +112,8 @@ def _bare(data):
     return None if data is None else Dataset(data.X, data.y, series=data.series, spec=data.spec)
 
 
-def _set_threads(threads: int) -> None:
+def _start_worker(threads: int, started: Any) -> None:
     import torch
 
+    started.put(os.getpid())
     torch.set_num_threads(threads)

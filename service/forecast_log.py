@@ -247,7 +247,8 @@ def plan_records(
     S, H = out["units_sold"].shape
     planned = weeks_planned(lengths, H)
     days = dates.astype("datetime64[D]").ravel()[planned]
-    dated = np.flatnonzero(~np.isnat(days))  # not dated, or past the calendar's end: not logged
+    # Not dated, or past the calendar's end (a date the store cannot hold): not logged.
+    dated = np.flatnonzero(~np.isnat(days) & (days <= np.datetime64(dt.date.max)))
     if not len(dated):
         return []
     kept = planned[dated]

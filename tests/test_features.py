@@ -417,3 +417,12 @@ def test_a_plain_sales_history_reads_history_and_calendar_by_default(tmp_path, r
     card = json.loads(next((models / "versions").iterdir()).joinpath("card.json").read_text())
     reads_history = not with_last_week
     assert bool(card["features"]["history"]) is reads_history and bool(card["features"]["calendar"]) is reads_history
+
+
+def test_rows_with_a_nan_are_found_and_huge_features_of_both_signs_are_not_one():
+    from pipeline.history_scoring import without_nan
+
+    top = np.finfo(np.float32).max
+    # (+, +, -, -): summed in float32, two partial sums overflow to +inf and -inf, and their sum is NaN
+    X = np.array([[top, top, -top, -top], [1.0, np.nan, 2.0, 3.0], [top, top, top, top]], dtype=np.float32)
+    assert without_nan(X).tolist() == [True, False, True]

@@ -92,3 +92,8 @@ def test_a_plans_logged_intervals_are_the_json_of_their_dicts():
     assert [r[4] for r in plan_records(IDS, dates, LENGTHS, {"units_sold": units, "intervals": None}, [0.8])] == [
         None
     ] * 5
+    dates[2, 1] = np.datetime64(dt.date.max) + np.timedelta64(7, "D")  # past the calendar's end: no date to log
+    assert [(name, step) for name, _, step, _, _ in plan_records(IDS, dates, LENGTHS, out, [0.8, 0.95])][-2:] == [
+        ('store "7"', 3),
+        ("x", 1),
+    ]

@@ -97,6 +97,35 @@ def test_side_by_side_training_gives_the_same_networks_as_one_after_the_other(mo
             assert torch.equal(a, b)
 
 
+@pytest.mark.slow
+def test_a_training_worker_that_dies_fails_the_training_at_once_and_stops_the_other(monkeypatch):
+    import multiprocessing
+    import os
+    import signal
+    import threading
+    import time
+    from concurrent.futures.process import BrokenProcessPool
+
+    from service.testing import wait_until
+
+    configs = [CANDIDATES["raw-small-full"].with_overrides(epochs=20_000, patience=0, device="cpu", seed=s)
+               for s in (0, 1)]  # fmt: skip
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_ROWS", 0)
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 2)
+
+    def kill_a_worker():  # as the kernel's out-of-memory killer would
+        wait_until(lambda: len(multiprocessing.active_children()) == 2, 60)
+        time.sleep(3)  # both fits under way
+        os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)
+
+    threading.Thread(target=kill_a_worker, daemon=True).start()
+    started = time.monotonic()
+    with pytest.raises(BrokenProcessPool):
+        parallel.fit_all(configs, rows(5_000), rows(1_000, seed=1))
+    assert time.monotonic() - started < 60
+    wait_until(lambda: not multiprocessing.active_children(), 15)  # the other fit stopped too
+
+
 def test_the_refit_steps_as_the_selection_did():
     from types import SimpleNamespace
 
