@@ -132,9 +132,11 @@ class Output:
             if self.writer is None:
                 if tables.is_parquet(self.path):
                     # Floats written plain: forecasts rarely repeat, and trying a dictionary of them first
-                    # costs a third of the write (docs/benchmarks.md, Features).
+                    # costs a third of the write (docs/benchmarks.md, Features). Parquet names a nested
+                    # column's leaves, not the column: a file with one keeps the dictionary everywhere.
+                    flat = not any(pa.types.is_nested(field.type) for field in table.schema)
                     coded = [field.name for field in table.schema if not pa.types.is_floating(field.type)]
-                    self.writer = pq.ParquetWriter(self.partial, table.schema, use_dictionary=coded)
+                    self.writer = pq.ParquetWriter(self.partial, table.schema, use_dictionary=coded if flat else True)
                 else:
                     self.writer = pa_csv.CSVWriter(self.partial, table.schema)
         except (pa.ArrowException, OSError) as err:

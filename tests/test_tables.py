@@ -595,3 +595,22 @@ def test_unreadable_inputs_and_unwritable_outputs_are_clear_errors(tmp_path, cha
             read()
     with pytest.raises(DataError, match=r"no-such-folder/out.csv: cannot be written"):
         score_file(DEFAULT_CSV, tmp_path / "no-such-folder" / "out.csv", champion)
+
+
+def test_parquet_output_writes_floats_plain_and_text_with_a_dictionary(tmp_path):
+    from pipeline.scoring import Output
+
+    def encodings(table):
+        output = Output(tmp_path / "out.parquet")
+        output.write(table)
+        output.finish()
+        group = pq.ParquetFile(tmp_path / "out.parquet").metadata.row_group(0)
+        return {group.column(i).path_in_schema: group.column(i).encodings for i in range(group.num_columns)}
+
+    table = pa.table({"series": ["a", "b"] * 50, "forecast": np.arange(100, dtype=np.float32)})
+    written = encodings(table)
+    assert any("DICTIONARY" in e for e in written["series"])
+    assert not any("DICTIONARY" in e for e in written["forecast"])
+    nested = encodings(table.append_column("tags", pa.array([["x"]] * 100)))  # a leaf Parquet names its own way
+    assert any("DICTIONARY" in e for e in nested["tags.list.element"])
+    assert pq.read_table(tmp_path / "out.parquet").equals(table.append_column("tags", pa.array([["x"]] * 100)))
