@@ -10,14 +10,12 @@ script that calls this needs the usual `if __name__ == "__main__":` guard.)
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .data import Dataset
@@ -61,19 +59,20 @@ def fit_all(
     train, validation = _bare(train), _bare(validation)
     threads = max(1, usable_cores() // workers)
     # spawn, not fork: a forked child of a process that has used OpenMP can hang.
-    context = multiprocessing.get_context("spawn")
-    started = context.SimpleQueue()  # each worker's process id, as it starts
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(threads, started))
+    others = set(multiprocessing.active_children())  # processes started before: not this pool's workers
+    pool = ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_set_threads, initargs=(threads,)
+    )
     try:
         futures = [pool.submit(fit, train, validation, config) for config in configs]
         results = [future.result() for future in futures]
     except BaseException:
         # Ctrl-C, a fit that failed, or a worker that died (the executor says so at once): stop the others
-        # now rather than after every fit under way.
+        # now rather than after every fit under way, the ones still starting too.
+        workers_started = [p for p in multiprocessing.active_children() if p not in others]
         pool.shutdown(wait=False, cancel_futures=True)
-        while not started.empty():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(started.get(), signal.SIGTERM)
+        for process in workers_started:
+            process.terminate()
         raise
     pool.shutdown()
     return results
@@ -112,8 +111,7 @@ def _bare(data):
     return None if data is None else Dataset(data.X, data.y, series=data.series, spec=data.spec)
 
 
-def _start_worker(threads: int, started: Any) -> None:
+def _set_threads(threads: int) -> None:
     import torch
 
-    started.put(os.getpid())
     torch.set_num_threads(threads)
