@@ -196,6 +196,11 @@ class Bundle:
         (no series). `codes`: series_codes(names), when they are at hand."""
         if names is None:
             return np.empty(0, dtype=np.intp)
+        coded = dictionary_coded(names)
+        if coded is not None:  # a file's column: each distinct name looked up once, each row by its index
+            unknown_names = np.zeros(len(coded.dictionary), dtype=np.bool_)
+            unknown_names[self.unknown_series(coded.dictionary)] = True
+            return np.flatnonzero(unknown_names[coded.indices.to_numpy(zero_copy_only=False)]).astype(np.intp)
         if not self.knows_series:  # a model of history or static covariates knows the series it stored
             trained = self.trained_series
             if not trained:
@@ -204,12 +209,6 @@ class Bundle:
                 import pyarrow as pa
                 import pyarrow.compute as pc
 
-                coded = dictionary_coded(names)
-                if coded is not None:  # each distinct name looked up once
-                    unknown_names = np.zeros(len(coded.dictionary), dtype=np.bool_)
-                    unknown_names[self.unknown_series(coded.dictionary)] = True
-                    indices = coded.indices.to_numpy(zero_copy_only=False)
-                    return np.flatnonzero(unknown_names[indices]).astype(np.intp)
                 known = pc.is_in(names, value_set=pa.array(sorted(trained), pa.string()))
                 unknown_named = pc.and_(pc.invert(known), pc.not_equal(names, ""))
                 return np.flatnonzero(unknown_named.to_numpy(zero_copy_only=False)).astype(np.intp)
@@ -220,12 +219,7 @@ class Bundle:
         if type(names).__module__.startswith("pyarrow"):
             import pyarrow.compute as pc
 
-            coded = dictionary_coded(names)
-            if coded is not None:  # each distinct name compared once
-                blank = pc.equal(coded.dictionary, "").to_numpy(zero_copy_only=False)
-                named = ~blank[coded.indices.to_numpy(zero_copy_only=False)[unknown]]
-            else:
-                named = pc.not_equal(pc.take(names, unknown), "").to_numpy(zero_copy_only=False)
+            named = pc.not_equal(pc.take(names, unknown), "").to_numpy(zero_copy_only=False)
         else:
             named = np.array([names[i] for i in unknown.tolist()], dtype=object) != ""
         return unknown[named]

@@ -374,18 +374,17 @@ def log_forecasts(engine: Engine, records: Sequence[tuple[Any, ...]]) -> int:
     sqlite = engine.dialect.name == "sqlite"
     marks = ", ".join(["?" if engine.dialect.paramstyle == "qmark" else "%s"] * len(LOGGED))
     statement = f"INSERT INTO forecasts ({', '.join(LOGGED)}) VALUES ({marks})"
-    # As SQLAlchemy's types store them; a request's records share their time and a plan's its few weeks,
-    # each written once.
-    stamps: dict[dt.datetime, Any] = {}
-    days: dict[dt.date, Any] = {}
+    # In SQLite as SQLAlchemy's types store them, each formatted once: a request's records share their time,
+    # and a plan's their few weeks.
+    stamps = {served: served.strftime("%Y-%m-%d %H:%M:%S.%f") for served in {r[2] for r in records}} if sqlite else {}
+    days = {week: week.isoformat() for week in {r[4] for r in records}} if sqlite else {}
     rows = [
         (
             request_id,
             version,
-            stamps.get(served)
-            or stamps.setdefault(served, served.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else served),
+            stamps.get(served, served),
             series,
-            days.get(week) or days.setdefault(week, week.isoformat() if sqlite else week),
+            days.get(week, week),
             step,
             units,
             None if intervals is None else orjson.dumps(intervals).decode(),

@@ -53,7 +53,15 @@ from . import metrics
 from .errors import ApiError
 from .forecast_log import log_rows
 from .inputs import check_row_count
-from .plan_json import chosen_texts, encoded_series, interval_field, number_texts, step_texts, weeks_planned
+from .plan_json import (
+    chosen_texts,
+    encoded_series,
+    interval_field,
+    number_texts,
+    step_texts,
+    text_field,
+    weeks_planned,
+)
 from .plans import check_interval_count, read_levels
 
 if TYPE_CHECKING:
@@ -621,7 +629,6 @@ def plan_answer(
     from .series import unknown_series
 
     spec = bundle.spec
-    keys = [level_key(level) for level in levels]
     head = {
         "model_version": bundle.version,
         "levels": levels,
@@ -638,19 +645,13 @@ def plan_answer(
     filled_names, filled_codes = flag_patterns(spec.fillable, out["filled"].reshape(S * H, -1)[planned])
     distinct, where = np.unique(dates.ravel()[planned], return_inverse=True)  # a plan's weeks are few
     names = [None if np.isnat(day) else str(day) for day in distinct.astype("datetime64[D]")]
-    bounds = out["intervals"]
     fields = [
-        ("step", b"%b", [step_texts(planned, H)]),
-        ("week", b"%b", [chosen_texts(names, where.ravel())]),
-        ("units_sold", b"%b", [number_texts(out["units_sold"].ravel()[planned])]),
-        interval_field(
-            keys,
-            None
-            if bounds is None
-            else [(low.ravel()[planned], high.ravel()[planned]) for low, high in (bounds[k] for k in levels)],
-        ),
-        ("extrapolated", b"%b", [chosen_texts(outside_names, outside_codes)]),
-        ("filled", b"%b", [chosen_texts(filled_names, filled_codes)]),
+        text_field("step", step_texts(planned, H)),
+        text_field("week", chosen_texts(names, where.ravel())),
+        text_field("units_sold", number_texts(out["units_sold"].ravel()[planned])),
+        interval_field(levels, out["intervals"], planned),
+        text_field("extrapolated", chosen_texts(outside_names, outside_codes)),
+        text_field("filled", chosen_texts(filled_names, filled_codes)),
     ]
     series = encoded_series(ids, lengths.tolist(), fields)
     return b"".join([orjson.dumps(head)[:-1], b',"series":[', series, b"]}"])

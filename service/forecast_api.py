@@ -20,13 +20,20 @@ import numpy as np
 import orjson
 from flask import Blueprint, Response, current_app, request
 
-from pipeline.calibrate import level_key
 from pipeline.schema import FEATURES, OUTSIDE_NAMES
 
 from . import metrics
 from .auth import prediction_token_required
 from .inputs import parse_json, require_json
-from .plan_json import chosen_texts, encoded_series, interval_field, number_texts, step_texts, weeks_planned
+from .plan_json import (
+    chosen_texts,
+    encoded_series,
+    interval_field,
+    number_texts,
+    step_texts,
+    text_field,
+    weeks_planned,
+)
 from .plans import read_plan
 from .series import unknown_series
 from .serving import current_bundle
@@ -120,22 +127,13 @@ def answer(bundle: Bundle, plan: Plan, out: dict[str, Any], through: dict[str, s
 def _series_json(plan: Plan, out: dict[str, Any], start: int, stop: int) -> bytes:
     """Series start..stop as JSON, without the list's brackets."""
     lengths = plan.weeks[start:stop]
-    units = out["units_sold"][start:stop]
-    H = units.shape[1]
+    H = out["units_sold"].shape[1]
     planned = weeks_planned(lengths, H)
-    bounds = out["intervals"]
+    at = planned + start * H  # the slice's weeks, as flat indices of the whole plan's arrays
     fields = [
-        ("step", b"%b", [step_texts(planned, H)]),
-        ("units_sold", b"%b", [number_texts(units.ravel()[planned])]),
-        interval_field(
-            [level_key(level) for level in plan.levels],
-            None
-            if bounds is None
-            else [
-                (low[start:stop].ravel()[planned], high[start:stop].ravel()[planned])
-                for low, high in (bounds[level] for level in plan.levels)
-            ],
-        ),
-        ("extrapolated", b"%b", [chosen_texts(OUTSIDE_NAMES, (out["outside"][start:stop] @ BITS).ravel()[planned])]),
+        text_field("step", step_texts(at, H)),
+        text_field("units_sold", number_texts(out["units_sold"].ravel()[at])),
+        interval_field(plan.levels, out["intervals"], at),
+        text_field("extrapolated", chosen_texts(OUTSIDE_NAMES, (out["outside"][start:stop] @ BITS).ravel()[planned])),
     ]
     return encoded_series(plan.ids[start:stop], lengths.tolist(), fields)

@@ -256,12 +256,8 @@ def plan_records(
     weeks = days[dated].astype(object).tolist()
     steps = (kept % H + 1).tolist()
     units = out["units_sold"].ravel()[kept].tolist()
-    bounds = out["intervals"]
-    if bounds is None:
+    if out["intervals"] is None:
         return list(zip(names, weeks, steps, units, [None] * len(kept)))
-    _, template, sides = interval_field(
-        [level_key(level) for level in levels],
-        [(low.ravel()[kept], high.ravel()[kept]) for low, high in (bounds[level] for level in levels)],
-    )
+    _, template, sides = interval_field(levels, out["intervals"], kept)
     intervals = [orjson.Fragment(template % row) for row in zip(*sides)]
     return list(zip(names, weeks, steps, units, intervals))

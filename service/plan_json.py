@@ -8,11 +8,13 @@ orjson to walk. The answer is the same JSON.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import orjson
+
+from pipeline.calibrate import level_key
 
 SERIES_TEMPLATE = b'{"id":%b,"weeks":[%b]}'
 
@@ -46,12 +48,21 @@ def step_texts(planned: np.ndarray, horizon: int) -> list[bytes]:
     return chosen_texts(range(1, horizon + 1), planned % horizon)
 
 
-def interval_field(levels: Sequence[str], bounds: Sequence[tuple[np.ndarray, np.ndarray]] | None) -> Field:
-    """ "intervals": {level: [low, high]} per week from (low, high) [n] per level, or null without them."""
+def text_field(key: str, texts: list[bytes]) -> Field:
+    """A field whose value is one text a week."""
+    return (key, b"%b", [texts])
+
+
+def interval_field(
+    levels: Sequence[float], bounds: Mapping[float, tuple[np.ndarray, np.ndarray]] | None, at: np.ndarray
+) -> Field:
+    """ "intervals": {level: [low, high]} per week, the weeks at flat indices `at` of each level's (low, high)
+    [S, H] (weeks_planned()), or null without them."""
     if bounds is None:
         return ("intervals", b"null", [])
-    part = b",".join(orjson.dumps(level) + b":[%b,%b]" for level in levels)
-    return ("intervals", b"{" + part + b"}", [number_texts(side) for pair in bounds for side in pair])
+    part = b",".join(orjson.dumps(level_key(level)) + b":[%b,%b]" for level in levels)
+    sides = [number_texts(side.ravel()[at]) for level in levels for side in bounds[level]]
+    return ("intervals", b"{" + part + b"}", sides)
 
 
 def encoded_series(ids: Sequence[str], lengths: Sequence[int], fields: Sequence[Field]) -> bytes:

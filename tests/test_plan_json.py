@@ -12,6 +12,7 @@ from service.plan_json import (
     interval_field,
     number_texts,
     step_texts,
+    text_field,
     weeks_planned,
 )
 
@@ -35,12 +36,10 @@ def test_weeks_encoded_from_texts_are_the_json_of_their_dicts():
     names = [[], ["prev_week_sales"], ["discount_fraction", "prev_week_sales"]]
     codes = np.array([0, 2, 1, 0, 0, 1])
     fields = [
-        ("step", b"%b", [step_texts(planned, H)]),
-        ("units_sold", b"%b", [number_texts(units.ravel()[planned])]),
-        interval_field(
-            ["0.8", "0.95"], [(low.ravel()[planned], high.ravel()[planned]) for low, high in bounds.values()]
-        ),
-        ("extrapolated", b"%b", [chosen_texts(names, codes)]),
+        text_field("step", step_texts(planned, H)),
+        text_field("units_sold", number_texts(units.ravel()[planned])),
+        interval_field([0.8, 0.95], bounds, planned),
+        text_field("extrapolated", chosen_texts(names, codes)),
     ]
     encoded = orjson.loads(b"[" + encoded_series(IDS, LENGTHS.tolist(), fields) + b"]")
     expected, at = [], 0
@@ -62,7 +61,7 @@ def test_weeks_encoded_from_texts_are_the_json_of_their_dicts():
             at += 1
         expected.append({"id": ident, "weeks": weeks})
     assert encoded == expected
-    without = [fields[0], interval_field(["0.8"], None)]
+    without = [fields[0], interval_field([0.8], None, planned)]
     assert [
         week["intervals"]
         for s in orjson.loads(b"[" + encoded_series(IDS, LENGTHS.tolist(), without) + b"]")
