@@ -10,7 +10,8 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import repeat
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -21,7 +22,7 @@ from numpy.typing import ArrayLike, NDArray
 from .calibrate import half_width
 from .errors import BundleError, RegistryError
 from .evaluate import interval_bounds
-from .features import CALENDAR, WINDOW_WEEKS, FeatureSpec, assemble, calendar_columns, history_at, static_matrix
+from .features import CALENDAR, WINDOW_WEEKS, FeatureSpec, assemble, calendar_columns, history_columns, static_matrix
 from .normalize import MinMaxStats, dictionary_coded
 from .registry import TAILS_FILE, Registry
 from .schema import INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR, SERIES_TENSOR, UNKNOWN_SERIES
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     # Each row's series name: str each (a list, or a NumPy array), or a pyarrow string array.
     SeriesNames: TypeAlias = Sequence[str] | np.ndarray | pa.Array
     # {series: (the week after its last stored week, [WINDOW_WEEKS] float64 sales before it, NaN unknown)}
-    Tails: TypeAlias = dict[str, tuple[np.datetime64, np.ndarray]]
+    Tails: TypeAlias = Mapping[str, tuple[np.datetime64, np.ndarray]]
 
 log = logging.getLogger("demand.bundle")
 # Rows per ONNX Runtime call, times the widest layer: big enough that the
@@ -119,7 +120,7 @@ class Bundle:
         # Whether the model reads the chapter's three inputs and nothing else: requests take the fast paths.
         self.reads_three_inputs = self.spec.is_chapter
         # {series: (the week after its last training week, [WINDOW_WEEKS] sales before it)}
-        self.tails = tails or {}
+        self.tails = StoredTails.of(tails or {})
         self.statics = statics or {}  # {series: {static covariate: its value, as trained}}
         self.trained_series = self.tails.keys() | self.statics.keys()  # for a model that tells no series apart
         # Called with the features of every run (not the warm-up's): the service counts what it is served.
@@ -354,8 +355,8 @@ class Bundle:
                 flags = []
                 if spec.history:
                     # a model that reads history always has a window (made above when not given)
-                    at = going * cast(np.ndarray, weekly).shape[1] + WINDOW_WEEKS + h
-                    history, history_filled = history_at(cast(np.ndarray, weekly).ravel(), at, last[rows])
+                    recent = cast(np.ndarray, weekly)[rows, h : WINDOW_WEEKS + h]
+                    history, history_filled = history_columns(recent, last[rows])
                     flags.append(history_filled)
                 if spec.calendar:
                     calendar = year[rows, h]
@@ -396,21 +397,16 @@ class Bundle:
         S = len(ids)
         window = np.full((S, WINDOW_WEEKS), np.nan)
         first = np.full(S, np.datetime64("NaT"), dtype="datetime64[D]")
-        given = [None] * S if histories is None else histories
-        if self.spec.history:  # the stored tails of the series without a history of their own, stacked at once
-            stored = [
-                (i, tail)
-                for i, (name, history) in enumerate(zip(ids, given))
-                if (history is None or not len(history)) and (tail := self.tails.get(name)) is not None
-            ]
-            if stored:
-                rows = [i for i, _ in stored]
-                first[rows] = [next_week for _, (next_week, _) in stored]
-                window[rows] = np.stack([sales for _, (_, sales) in stored])
-        for i, history in enumerate(given):
-            if history is not None and len(history):
-                recent = np.asarray(history, dtype=np.float64)[-WINDOW_WEEKS:]
-                window[i, WINDOW_WEEKS - len(recent) :] = recent
+        given = [i for i, history in enumerate(histories or ()) if history is not None and len(history)]
+        if self.spec.history:  # the stored tails of the series without a history of their own, at once
+            row = self.tails.rows_of(ids)
+            row[given] = -1
+            stored = np.flatnonzero(row >= 0)
+            first[stored] = self.tails.next_weeks[row[stored]]
+            window[stored] = self.tails.sales[row[stored]]
+        for i in given:
+            recent = np.asarray(cast(Sequence[Sequence[float]], histories)[i], dtype=np.float64)[-WINDOW_WEEKS:]
+            window[i, WINDOW_WEEKS - len(recent) :] = recent
         if prev_week_sales is not None:
             prev = np.asarray(prev_week_sales, dtype=np.float64)
             window[:, -1] = np.where(np.isnan(prev), window[:, -1], prev)
@@ -470,12 +466,46 @@ def read_tails(path: Path) -> tuple[Tails, dict[str, dict[str, Any]]]:
     return tails_from_document(doc), doc.get("static", {})
 
 
-def tails_from_document(doc: dict[str, Any]) -> Tails:
+def tails_from_document(doc: dict[str, Any]) -> StoredTails:
     """pipeline.publish.tails_document's stored sales, as read_tails returns them."""
-    return {
-        name: (
-            np.datetime64(doc["next_week"][name], "D"),
-            np.array([np.nan if v is None else v for v in sales], dtype=np.float64),
-        )
-        for name, sales in doc["sales"].items()
-    }
+    names = list(doc["sales"])
+    sales = np.array(
+        [[np.nan if v is None else v for v in doc["sales"][name]] for name in names], dtype=np.float64
+    ).reshape(len(names), WINDOW_WEEKS)
+    weeks = np.array([doc["next_week"][name] for name in names], dtype="datetime64[D]")
+    return StoredTails(names, weeks, sales)
+
+
+class StoredTails(Mapping[str, tuple[np.datetime64, np.ndarray]]):
+    """A version's tails, {series: (the week after its last, [WINDOW_WEEKS] sales before it)}, held as one
+    matrix: the tails of a plan's thousand series are one lookup of their rows, not a thousand arrays."""
+
+    def __init__(self, names: Sequence[str], next_weeks: np.ndarray, sales: np.ndarray) -> None:
+        self.row = {name: i for i, name in enumerate(names)}
+        self.next_weeks = np.asarray(next_weeks, dtype="datetime64[D]")  # [N]
+        self.sales = np.asarray(sales, dtype=np.float64)  # [N, WINDOW_WEEKS]
+
+    @classmethod
+    def of(cls, tails: Mapping[str, tuple[np.datetime64, np.ndarray]]) -> StoredTails:
+        if isinstance(tails, StoredTails):
+            return tails
+        names = list(tails)
+        sales = np.array([tails[name][1] for name in names], dtype=np.float64).reshape(len(names), WINDOW_WEEKS)
+        return cls(names, np.array([tails[name][0] for name in names], dtype="datetime64[D]"), sales)
+
+    def __getitem__(self, name: str) -> tuple[np.datetime64, np.ndarray]:
+        i = self.row[name]
+        return self.next_weeks[i], self.sales[i]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.row)
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.row
+
+    def rows_of(self, names: Sequence[str]) -> np.ndarray:
+        """[len(names)] each name's row, -1 for a series without a stored tail."""
+        return np.fromiter(map(self.row.get, names, repeat(-1)), dtype=np.intp, count=len(names))

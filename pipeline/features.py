@@ -19,8 +19,9 @@ pipeline.schema.FEATURES.
 History is a window of the weeks before the forecast week, oldest first,
 NaN where the series has no week yet. Training takes every row's window out of
 one matrix per series; a plan appends each week's forecast to the window
-before the next week. Both call `history_columns`, so a feature means the same
-in every path. Where a series has fewer weeks than a feature reaches, the
+before the next week. Both read their windows through one definition of the
+features (`history_at` at a file's flat positions, `history_columns` on a
+plan's window in place), so a feature means the same in every path. Where a series has fewer weeks than a feature reaches, the
 feature is filled from what it has: a lag past the first week takes the
 oldest week there is, a rolling mean is the mean of the weeks there are, and
 with no week at all every history feature is last week's sales. The filled
@@ -29,7 +30,7 @@ features are reported per row.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -194,21 +195,28 @@ def history_columns(window: np.ndarray, last_week: np.ndarray | None = None) -> 
 
     `window[:, -1]` is last week, NaN before a series' first week. `last_week`
     [n] replaces last week's sales where the window has none (a row's own
-    prev_week_sales).
+    prev_week_sales). A plan's window is a view of its weeks, read in place.
     """
-    window = np.ascontiguousarray(window, dtype=np.float64)
-    n, L = window.shape
-    return history_at(window.ravel(), np.arange(n, dtype=np.int64) * L + L, last_week)
+    window = np.asarray(window, dtype=np.float64)[:, -WINDOW_WEEKS:]
+    n = len(window)
+    known = ~np.isnan(window)
+
+    def back(k: int | np.ndarray) -> np.ndarray:
+        return window[:, WINDOW_WEEKS - k] if isinstance(k, int) else window[np.arange(n), WINDOW_WEEKS - k]
+
+    def zeroed_back(k: int) -> np.ndarray:
+        return np.where(known[:, WINDOW_WEEKS - k], window[:, WINDOW_WEEKS - k], 0.0)
+
+    def known_in_last(k: int) -> np.ndarray:
+        return known[:, WINDOW_WEEKS - k :].sum(axis=1, dtype=np.int32)
+
+    return _history_features(n, back, zeroed_back, known_in_last, last_week)
 
 
 def history_at(cells: np.ndarray, at: np.ndarray, last_week: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """history_columns of the weeks at flat positions `at` [n] of `cells` (a [series, weeks] matrix's
     cells, row by row), each reading the WINDOW_WEEKS cells before it: the features of a whole file
     without laying out every row's window.
-
-    The one definition of the history features: a window [n, L] is the matrix
-    whose rows end where each row's week would be. Sums add the weeks one at a
-    time, last week first, so every path gets the same numbers to the last bit.
     """
     known_cells = ~np.isnan(cells)
     zeroed = np.where(known_cells, cells, 0.0)
@@ -217,24 +225,43 @@ def history_at(cells: np.ndarray, at: np.ndarray, last_week: np.ndarray | None =
     np.cumsum(known_cells.view(np.uint8), dtype=known_before.dtype, out=known_before[1:])
     start = at - WINDOW_WEEKS  # where each row's window starts: the week k weeks back is start + WINDOW_WEEKS - k
 
-    def weeks_back(k: int, of: np.ndarray = cells) -> np.ndarray:
-        return np.take(of[WINDOW_WEEKS - k :], start)
+    def back(k: int | np.ndarray) -> np.ndarray:
+        return np.take(cells[WINDOW_WEEKS - k :], start) if isinstance(k, int) else cells[at - k]
 
-    last = weeks_back(1)
-    count = np.take(known_before[WINDOW_WEEKS:], start) - np.take(known_before, start)  # known weeks in the window
-    given = np.zeros(len(at), dtype=bool)  # rows whose last week is `last_week`'s, the window having none
+    def zeroed_back(k: int) -> np.ndarray:
+        return np.take(zeroed[WINDOW_WEEKS - k :], start)
+
+    def known_in_last(k: int) -> np.ndarray:
+        return np.take(known_before[WINDOW_WEEKS:], start) - np.take(known_before[WINDOW_WEEKS - k :], start)
+
+    return _history_features(len(at), back, zeroed_back, known_in_last, last_week)
+
+
+def _history_features(
+    n: int,
+    back: Callable[[int | np.ndarray], np.ndarray],
+    zeroed_back: Callable[[int], np.ndarray],
+    known_in_last: Callable[[int], np.ndarray],
+    last_week: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The one definition of the history features, over n windows read through `back(k)` (each window's
+    week k back, k an int or one per window), `zeroed_back(k)` (the same, 0 for an unknown week) and
+    `known_in_last(k)` (how many of each window's last k weeks are known). Sums add the weeks one at a
+    time, last week first, so every path gets the same numbers to the last bit."""
+    last = back(1)
+    count = known_in_last(WINDOW_WEEKS)
+    given = np.zeros(n, dtype=bool)  # rows whose last week is `last_week`'s, the window having none
     if last_week is not None:
         given = np.isnan(last) & ~np.isnan(np.asarray(last_week, dtype=np.float64))
         last = np.where(given, last_week, last)
         count = count + given
-    back = np.clip(count, 1, WINDOW_WEEKS)
-    oldest = np.where(back == 1, last, cells[at - back])  # the oldest week the window holds
-    n = len(at)
+    depth = np.clip(count, 1, WINDOW_WEEKS)
+    oldest = np.where(depth == 1, last, back(depth))  # the oldest week the window holds
     # Column by column, each column contiguous (transposed views: a row-major [n, k] would write every
     # column with a stride).
     columns, filled = np.empty((len(HISTORY), n)).T, np.empty((len(HISTORY), n), dtype=bool).T
     for i, lag in enumerate(HISTORY_LAGS):
-        value = weeks_back(lag)
+        value = back(lag)
         filled[:, i] = np.isnan(value)
         columns[:, i] = np.where(filled[:, i], oldest, value)
     # Rolling means: the known weeks' sum over how many there are, added one week at a time from last week
@@ -243,11 +270,9 @@ def history_at(cells: np.ndarray, at: np.ndarray, last_week: np.ndarray | None =
     summed = 1
     for i, weeks in enumerate(ROLLING_MEANS, start=len(HISTORY_LAGS)):
         for k in range(summed + 1, weeks + 1):
-            total += weeks_back(k, zeroed)
+            total += zeroed_back(k)
         summed = weeks
-        have = (
-            np.take(known_before[WINDOW_WEEKS:], start) - np.take(known_before[WINDOW_WEEKS - weeks :], start) + given
-        )
+        have = known_in_last(weeks) + given
         columns[:, i] = np.divide(total, have, out=np.full(n, np.nan), where=have > 0)
         filled[:, i] = have < weeks
     return columns, filled

@@ -47,8 +47,8 @@ def fill_from_store(body: Any, bundle: Bundle, engine: Engine | None) -> dict[st
     except SQLAlchemyError as err:  # serving goes on from what the request and the model hold
         log.error("cannot read the store for a plan's history: %s", str(err).splitlines()[0])
         return {}
-    through = {}
-    for item in bare:
+    through: dict[str, str] = {}
+    for item in bare if stored else ():
         weeks = stored.get(item["id"])
         if not weeks:
             continue

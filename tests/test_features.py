@@ -108,6 +108,27 @@ def test_a_window_built_week_by_week_gives_the_training_rows_features():
             np.testing.assert_array_equal(history[0], X[own[t], history_at])
 
 
+def test_a_window_read_in_place_gives_the_flat_reading_to_the_last_bit():
+    """history_columns (a plan's windows, read as a view) and history_at (a file's windows, read at flat
+    positions) are two readings of one definition: every feature and flag the same, every depth of history."""
+    from pipeline.features import history_at
+
+    rng = np.random.default_rng(5)
+    n, extra = 400, 9
+    weekly = rng.gamma(2.0, 300.0, (n, WINDOW_WEEKS + extra)) * 10.0 ** rng.integers(-3, 6, (n, 1))
+    depth = rng.integers(0, WINDOW_WEEKS + extra + 1, n)  # weeks each series has, the latest ones
+    weekly[np.arange(WINDOW_WEEKS + extra)[None, :] < (WINDOW_WEEKS + extra - depth)[:, None]] = np.nan
+    last_week = np.where(rng.random(n) < 0.5, rng.gamma(2.0, 300.0, n), np.nan)
+    for h in (0, 4, extra):
+        view = weekly[:, h : WINDOW_WEEKS + h]
+        at = np.arange(n) * weekly.shape[1] + WINDOW_WEEKS + h
+        flat, flat_filled = history_at(weekly.ravel(), at, last_week)
+        read, read_filled = history_columns(view, last_week)
+        np.testing.assert_array_equal(read, flat)
+        np.testing.assert_array_equal(read_filled, flat_filled)
+        assert read_filled.any() and not read_filled.all()
+
+
 def test_skipped_weeks_carry_the_last_known_sales():
     weeks = np.array(["2024-01-01", "2024-01-08", "2024-01-29"], dtype="datetime64[D]")
     layout = SeriesWeeks.of(weeks, np.array(["a", "a", "a"]))
