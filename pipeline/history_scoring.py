@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
@@ -76,7 +76,7 @@ def score_history_file(
 class History:
     """Each series' last weeks so far: the stored tails, then the file's own as its chunks go by."""
 
-    def __init__(self, stored: dict[str, Tail]) -> None:
+    def __init__(self, stored: Mapping[str, Tail]) -> None:
         self.tails: dict[str, Tail] = dict(stored)
         self.next_in_file: dict[str, np.datetime64] = {}  # the week after each series' last in the file
 

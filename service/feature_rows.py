@@ -53,15 +53,7 @@ from . import metrics
 from .errors import ApiError
 from .forecast_log import log_rows
 from .inputs import check_row_count
-from .plan_json import (
-    chosen_texts,
-    encoded_series,
-    interval_field,
-    number_texts,
-    step_texts,
-    text_field,
-    weeks_planned,
-)
+from .plan_json import chosen_field, encoded_series, interval_field, number_texts, text_field, weeks_planned
 from .plans import check_interval_count, read_levels
 
 if TYPE_CHECKING:
@@ -573,16 +565,12 @@ def _known_values(weeks: Sequence[Any], known: Sequence[str]) -> np.ndarray | No
     try:
         if set(map(type, weeks)) != {dict} or set(map(len, weeks)) != {len(known)}:
             return None
-        if not known:
-            return np.zeros((len(weeks), 0))
-        values = (
-            list(chain.from_iterable(map(itemgetter(*known), weeks)))
-            if len(known) > 1
-            else list(map(itemgetter(known[0]), weeks))
-        )
-        if not set(map(type, values)) <= {int, float}:
-            return None
-        rows = np.fromiter(values, dtype=np.float64, count=len(values)).reshape(len(weeks), len(known))
+        rows = np.empty((len(weeks), len(known)))
+        for j, name in enumerate(known):  # a column at a time: one list, one pass of type checks
+            column = list(map(itemgetter(name), weeks))
+            if not set(map(type, column)) <= {int, float}:
+                return None
+            rows[:, j] = np.fromiter(column, dtype=np.float64, count=len(column))
     except (KeyError, OverflowError):
         return None
     low, high = np.array([domain_of(n)[0] for n in known]), np.array([domain_of(n)[1] for n in known])
@@ -646,12 +634,10 @@ def plan_answer(
     distinct, where = np.unique(dates.ravel()[planned], return_inverse=True)  # a plan's weeks are few
     names = [None if np.isnat(day) else str(day) for day in distinct.astype("datetime64[D]")]
     fields = [
-        text_field("step", step_texts(planned, H)),
-        text_field("week", chosen_texts(names, where.ravel())),
+        chosen_field(("step", "week"), (range(1, H + 1), names), (planned % H, where)),
         text_field("units_sold", number_texts(out["units_sold"].ravel()[planned])),
         interval_field(levels, out["intervals"], planned),
-        text_field("extrapolated", chosen_texts(outside_names, outside_codes)),
-        text_field("filled", chosen_texts(filled_names, filled_codes)),
+        chosen_field(("extrapolated", "filled"), (outside_names, filled_names), (outside_codes, filled_codes)),
     ]
     series = encoded_series(ids, lengths.tolist(), fields)
     return b"".join([orjson.dumps(head)[:-1], b',"series":[', series, b"]}"])

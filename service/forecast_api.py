@@ -25,15 +25,7 @@ from pipeline.schema import FEATURES, OUTSIDE_NAMES
 from . import metrics
 from .auth import prediction_token_required
 from .inputs import parse_json, require_json
-from .plan_json import (
-    chosen_texts,
-    encoded_series,
-    interval_field,
-    number_texts,
-    step_texts,
-    text_field,
-    weeks_planned,
-)
+from .plan_json import chosen_field, encoded_series, interval_field, number_texts, text_field, weeks_planned
 from .plans import read_plan
 from .series import unknown_series
 from .serving import current_bundle
@@ -131,9 +123,9 @@ def _series_json(plan: Plan, out: dict[str, Any], start: int, stop: int) -> byte
     planned = weeks_planned(lengths, H)
     at = planned + start * H  # the slice's weeks, as flat indices of the whole plan's arrays
     fields = [
-        text_field("step", step_texts(at, H)),
+        chosen_field(("step",), (range(1, H + 1),), (at % H,)),
         text_field("units_sold", number_texts(out["units_sold"].ravel()[at])),
         interval_field(plan.levels, out["intervals"], at),
-        text_field("extrapolated", chosen_texts(OUTSIDE_NAMES, (out["outside"][start:stop] @ BITS).ravel()[planned])),
+        chosen_field(("extrapolated",), (OUTSIDE_NAMES,), ((out["outside"][start:stop] @ BITS).ravel()[planned],)),
     ]
     return encoded_series(plan.ids[start:stop], lengths.tolist(), fields)

@@ -27,7 +27,7 @@ from pipeline.drift import served_columns
 from pipeline.store import count_served_inputs, log_forecasts, week_of
 
 from . import metrics
-from .plan_json import interval_field, weeks_planned
+from .plan_json import interval_texts, weeks_planned
 
 if TYPE_CHECKING:
     from pipeline.bundle import Bundle
@@ -258,6 +258,6 @@ def plan_records(
     units = out["units_sold"].ravel()[kept].tolist()
     if out["intervals"] is None:
         return list(zip(names, weeks, steps, units, [None] * len(kept)))
-    _, template, sides = interval_field(levels, out["intervals"], kept)
+    template, sides = interval_texts(levels, out["intervals"], kept)
     intervals = [orjson.Fragment(template % row) for row in zip(*sides)]
     return list(zip(names, weeks, steps, units, intervals))

@@ -127,10 +127,10 @@ def _is_text(value: str) -> bool:
 
 def check_token_count(raw: bytes, max_rows: int, row: str | Sequence[str] = "instance") -> None:
     """413 for a body that would make more objects than `max_rows` rows need."""
-    if len(raw) <= max_rows + SLACK:
-        return  # a token takes at least one byte: nothing to count
     budgets = [ROW_BUDGET[kind] for kind in ((row,) if isinstance(row, str) else row)]
     containers_per_row, tokens_per_row = map(max, zip(*budgets))
+    if len(raw) <= max(1, min(containers_per_row, tokens_per_row)) * max_rows + SLACK:
+        return  # a token takes at least one byte: no count could pass its limit
     limit = tokens_per_row * max_rows + SLACK
     # Every key and value but the outermost follows one of these bytes
     # (inside strings they overcount, never undercount).

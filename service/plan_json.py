@@ -16,11 +16,12 @@ import orjson
 
 from pipeline.calibrate import level_key
 
-SERIES_TEMPLATE = b'{"id":%b,"weeks":[%b]}'
+# Fields of each week: their JSON with a %b for each text, and those texts (one list per %b, one text per week:
+# series after series, each series' weeks in order).
+Field = tuple[bytes, list[list[bytes]]]
 
-# A field of each week: its key, its value's JSON with a %b for each text, and those texts (one list per %b,
-# one text per week: series after series, each series' weeks in order).
-Field = tuple[str, bytes, list[list[bytes]]]
+# Categories whose combinations are numbered densely (their product); past it, found by sorting.
+DENSE_COMBINATIONS = 1 << 16
 
 
 def weeks_planned(lengths: np.ndarray, horizon: int) -> np.ndarray:
@@ -43,14 +44,28 @@ def chosen_texts(choices: Sequence[Any], codes: np.ndarray) -> list[bytes]:
     return texts[np.asarray(codes, dtype=np.intp)].tolist()
 
 
-def step_texts(planned: np.ndarray, horizon: int) -> list[bytes]:
-    """Each planned week's step (1 for the first week), from weeks_planned()."""
-    return chosen_texts(range(1, horizon + 1), planned % horizon)
-
-
 def text_field(key: str, texts: list[bytes]) -> Field:
     """A field whose value is one text a week."""
-    return (key, b"%b", [texts])
+    return (orjson.dumps(key) + b":%b", [texts])
+
+
+def chosen_field(keys: Sequence[str], choices: Sequence[Sequence[Any]], codes: Sequence[np.ndarray]) -> Field:
+    """Fields whose values are picked from a few choices each (keys[i]'s value of a week is
+    choices[i][codes[i][week]]) as one text a week: each combination that occurs is encoded once."""
+    encoded = [[orjson.dumps(key) + b":" + orjson.dumps(c) for c in options] for key, options in zip(keys, choices)]
+    sizes = [max(len(options), 1) for options in encoded]
+    combination = np.ravel_multi_index([np.asarray(code, dtype=np.intp) for code in codes], sizes)
+    dense = np.prod(sizes, dtype=np.float64) <= DENSE_COMBINATIONS  # numbered as they are: no sort
+    if dense:
+        occurring, slot = np.flatnonzero(np.bincount(combination, minlength=1)), combination
+    else:
+        occurring, slot = np.unique(combination, return_inverse=True)
+    table = np.empty(int(np.prod(sizes)) if dense else len(occurring), dtype=object)
+    table[occurring if dense else slice(None)] = [
+        b",".join(options[pick] for options, pick in zip(encoded, picks))
+        for picks in zip(*np.unravel_index(occurring, sizes))
+    ]
+    return (b"%b", [table[slot.ravel()].tolist()])
 
 
 def interval_field(
@@ -59,20 +74,32 @@ def interval_field(
     """ "intervals": {level: [low, high]} per week, the weeks at flat indices `at` of each level's (low, high)
     [S, H] (weeks_planned()), or null without them."""
     if bounds is None:
-        return ("intervals", b"null", [])
+        return (b'"intervals":null', [])
+    value, sides = interval_texts(levels, bounds, at)
+    return (b'"intervals":' + value, sides)
+
+
+def interval_texts(
+    levels: Sequence[float], bounds: Mapping[float, tuple[np.ndarray, np.ndarray]], at: np.ndarray
+) -> tuple[bytes, list[list[bytes]]]:
+    """{level: [low, high]} with a %b for each bound, and the bounds' texts (interval_field's value)."""
     part = b",".join(orjson.dumps(level_key(level)) + b":[%b,%b]" for level in levels)
-    sides = [number_texts(side.ravel()[at]) for level in levels for side in bounds[level]]
-    return ("intervals", b"{" + part + b"}", sides)
+    return b"{" + part + b"}", [number_texts(side.ravel()[at]) for level in levels for side in bounds[level]]
 
 
 def encoded_series(ids: Sequence[str], lengths: Sequence[int], fields: Sequence[Field]) -> bytes:
     """The series' objects {"id": ..., "weeks": [...]}, comma-separated (no brackets), each series' weeks
-    `lengths` of the fields' texts in turn."""
-    template = b"{" + b",".join(orjson.dumps(key) + b":" + part for key, part, _ in fields) + b"}"
-    columns = [texts for _, _, lists in fields for texts in lists]
-    weeks = [template % row for row in zip(*columns)]
-    series, at = [], 0
-    for ident, n in zip(ids, lengths):
-        series.append(SERIES_TEMPLATE % (orjson.dumps(ident), b",".join(weeks[at : at + n])))
-        at += n
-    return b",".join(series)
+    (`lengths`, at least one each) of the fields' texts in turn.
+
+    A series' first week opens the series' object before its own, and its last closes it after: the
+    answer is one join of the weeks."""
+    ends = np.cumsum(lengths)
+    if len(ends) and int(np.min(lengths)) < 1:
+        raise ValueError("every series of a plan has a week")
+    opening = np.full(int(ends[-1]) if len(ends) else 0, b"{", dtype=object)
+    opening[ends - lengths] = [b'{"id":%b,"weeks":[{' % orjson.dumps(ident) for ident in ids]
+    closing = np.full(len(opening), b"}", dtype=object)
+    closing[ends - 1] = b"}]}"
+    template = b"%b" + b",".join(part for part, _ in fields) + b"%b"
+    columns = [opening.tolist(), *(texts for _, lists in fields for texts in lists), closing.tolist()]
+    return b",".join([template % week for week in zip(*columns)])

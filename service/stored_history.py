@@ -17,7 +17,7 @@ import datetime as dt
 import logging
 from collections import ChainMap
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from flask import current_app
@@ -38,8 +38,8 @@ def fill_from_store(body: Any, bundle: Bundle, engine: Engine | None) -> dict[st
         return {}
     spec = bundle.spec
     own = {LAG_1, "history", "start", spec.week_column}
-    bare = [item for item in series if isinstance(item, dict) and isinstance(item.get("id"), str)]
-    bare = [item for item in bare if own.isdisjoint(item)]  # a dict's keys, looked up in the set in C
+    # own.isdisjoint: a dict's keys, looked up in the set in C
+    bare = [item for item in series if type(item) is dict and own.isdisjoint(item) and type(item.get("id")) is str]
     if not bare:
         return {}
     try:
@@ -118,7 +118,9 @@ def tails_with_store(
         window[WINDOW_WEEKS - len(history) :] = history
         continued[name] = (np.datetime64(last_week + WEEK, "D"), window)
         through[name] = last_week.isoformat()
-    return (ChainMap(continued, bundle.tails), through) if continued else (bundle.tails, {})
+    # Only read: ChainMap's type asks for mutable maps.
+    stored_tails = cast("dict[str, tuple[np.datetime64, np.ndarray]]", bundle.tails)
+    return (ChainMap(continued, stored_tails), through) if continued else (bundle.tails, {})
 
 
 def rows_from_store(raw: bytes, bundle: Bundle) -> tuple[bytes, dict[str, str]]:

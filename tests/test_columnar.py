@@ -277,6 +277,17 @@ def test_the_token_budget_admits_a_full_columnar_body_and_takes_the_largest_kind
     check_token_count(ten_a_row, max_rows, BODY_KINDS)  # /predict cannot know the kind before parsing
 
 
+def test_a_plan_body_is_counted_once_it_is_long_enough_to_pass_the_plan_budget():
+    max_rows = 2000
+    weeks = json.dumps({"series": [{"id": "a", "weeks": [{"discount_fraction": 1}] * max_rows}]}).encode()
+    check_token_count(weeks, max_rows, "plan")  # a full plan
+    containers = ROW_BUDGET["plan"][0] * max_rows + SLACK + 1
+    empty_lists = json.dumps({"series": [{"id": "a", "weeks": [[]] * containers}]}).encode()
+    with pytest.raises(ApiError) as refused:
+        check_token_count(empty_lists, max_rows, "plan")
+    assert refused.value.status == 413
+
+
 def test_the_row_format_keeps_its_answer_and_its_errors(client):
     """`inputs` is a key of the columnar format only: row bodies answer as before."""
     answer = rows_answer(client, [INSTANCE])

@@ -4,17 +4,11 @@ import datetime as dt
 
 import numpy as np
 import orjson
+import pytest
 
+from service import plan_json
 from service.forecast_log import plan_records
-from service.plan_json import (
-    chosen_texts,
-    encoded_series,
-    interval_field,
-    number_texts,
-    step_texts,
-    text_field,
-    weeks_planned,
-)
+from service.plan_json import chosen_field, encoded_series, interval_field, number_texts, text_field, weeks_planned
 
 IDS = ['store "7"', "café-2", "x"]  # text that JSON must escape
 LENGTHS = np.array([3, 1, 2])
@@ -36,10 +30,10 @@ def test_weeks_encoded_from_texts_are_the_json_of_their_dicts():
     names = [[], ["prev_week_sales"], ["discount_fraction", "prev_week_sales"]]
     codes = np.array([0, 2, 1, 0, 0, 1])
     fields = [
-        text_field("step", step_texts(planned, H)),
+        chosen_field(("step",), (range(1, H + 1),), (planned % H,)),
         text_field("units_sold", number_texts(units.ravel()[planned])),
         interval_field([0.8, 0.95], bounds, planned),
-        text_field("extrapolated", chosen_texts(names, codes)),
+        chosen_field(("extrapolated",), (names,), (codes,)),
     ]
     encoded = orjson.loads(b"[" + encoded_series(IDS, LENGTHS.tolist(), fields) + b"]")
     expected, at = [], 0
@@ -67,6 +61,32 @@ def test_weeks_encoded_from_texts_are_the_json_of_their_dicts():
         for s in orjson.loads(b"[" + encoded_series(IDS, LENGTHS.tolist(), without) + b"]")
         for week in s["weeks"]
     ] == [None] * int(LENGTHS.sum())
+
+
+@pytest.mark.parametrize("dense", [True, False], ids=["numbered", "sorted"])
+def test_fields_chosen_together_are_the_json_of_their_dicts(monkeypatch, dense):
+    if not dense:
+        monkeypatch.setattr(plan_json, "DENSE_COMBINATIONS", 0)
+    weeks = ["2026-01-05", None, "2026-01-12"]
+    flags = [[], ["sales_lag_52"], ["a", "b"], ["c"]]
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 3, 50), rng.integers(0, 4, 50)
+    lengths = [20, 1, 29]
+    fields = [
+        chosen_field(("week", "filled"), (weeks, flags), codes),
+        text_field("units_sold", number_texts(np.arange(50.0))),
+    ]
+    encoded = orjson.loads(b"[" + encoded_series(["a", "b", "c"], lengths, fields) + b"]")
+    assert [s["id"] for s in encoded] == ["a", "b", "c"]
+    assert [len(s["weeks"]) for s in encoded] == lengths
+    assert [week for s in encoded for week in s["weeks"]] == [
+        {"week": weeks[w], "filled": flags[f], "units_sold": float(i)} for i, (w, f) in enumerate(zip(*codes))
+    ]
+
+
+def test_a_series_without_weeks_is_not_encoded_silently():
+    with pytest.raises(ValueError):
+        encoded_series(["a", "b"], [1, 0], [text_field("units_sold", [b"1"])])
 
 
 def test_a_plans_logged_intervals_are_the_json_of_their_dicts():
