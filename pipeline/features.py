@@ -255,7 +255,7 @@ def _history_features(
         given = np.isnan(last) & ~np.isnan(np.asarray(last_week, dtype=np.float64))
         last = np.where(given, last_week, last)
         count = count + given
-    depth = np.clip(count, 1, WINDOW_WEEKS)
+    depth = np.minimum(np.maximum(count, 1), WINDOW_WEEKS)  # np.clip's checks cost more than the clip
     oldest = np.where(depth == 1, last, back(depth))  # the oldest week the window holds
     # Column by column, each column contiguous (transposed views: a row-major [n, k] would write every
     # column with a stride).
