@@ -63,10 +63,30 @@ actuals = Table(
     Column("stored_at", DateTime(timezone=True), nullable=False),
 )
 
-forecasts = Table(
-    "forecasts",
+# The forecast log: each row a run of weeks forecast for one series in one request, the weeks following each other
+# from first_week on (a plan's weeks; a single week for a row), so that a plan logs a row per series, not per week.
+forecast_runs = Table(
+    "forecast_runs",
     metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("request_id", String(64), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("series", String(MAX_SERIES_NAME), nullable=False),
+    Column("first_week", Date, nullable=False),
+    Column("first_step", Integer, nullable=False),  # weeks ahead of its history, of the first week
+    Column("weeks", Integer, nullable=False),  # how many of units_sold's entries are logged
+    Column("units_sold", JSON, nullable=False),  # [the forecast of each week], null for no number
+    Column("intervals", JSON),  # {level: [[low, high] of each week]}, or null
+    Column("served_at", DateTime(timezone=True), nullable=False),
+)
+
+# The log a week per row, as pipeline.accuracy reads it: a view of forecast_runs (pipeline/migrations, 0004),
+# in its own MetaData as no table is made from it. A week's id orders the weeks as they were logged.
+views = MetaData()
+forecasts = Table(
+    "forecasts",
+    views,
+    Column("id", BigInteger, primary_key=True),
     Column("request_id", String(64), nullable=False),
     Column("version", String(64), nullable=False),
     Column("series", String(MAX_SERIES_NAME), nullable=False),
@@ -355,7 +375,17 @@ def put_actuals(
     return {"stored": len(new), "replaced": len(replaced)}
 
 
-LOGGED = ("request_id", "version", "served_at", "series", "week", "step", "units_sold", "intervals")
+LOGGED = (
+    "request_id",
+    "version",
+    "served_at",
+    "series",
+    "first_week",
+    "first_step",
+    "weeks",
+    "units_sold",
+    "intervals",
+)
 
 
 def one_writer_at_a_time(connection: Any) -> None:
@@ -365,19 +395,19 @@ def one_writer_at_a_time(connection: Any) -> None:
         connection.execute(text("SELECT pg_advisory_xact_lock(7347)"))
 
 
-def log_forecasts(engine: Engine, records: Sequence[tuple[Any, ...]]) -> int:
-    """Append served forecasts, each a tuple of the LOGGED columns (intervals a {level: [low, high]} or None),
-    in one transaction; returns how many. Straight to the driver: the log's rows are many and simple, and
-    SQLAlchemy's per-row work cost more than the database's."""
-    if not records:
+def log_forecasts(engine: Engine, runs: Sequence[tuple[Any, ...]]) -> int:
+    """Append served forecasts, each run a tuple of the LOGGED columns (units_sold and intervals as their JSON,
+    or as values to encode), in one transaction; returns how many runs. Straight to the driver: the log's
+    rows are many and simple, and SQLAlchemy's per-row work cost more than the database's."""
+    if not runs:
         return 0
     sqlite = engine.dialect.name == "sqlite"
     marks = ", ".join(["?" if engine.dialect.paramstyle == "qmark" else "%s"] * len(LOGGED))
-    statement = f"INSERT INTO forecasts ({', '.join(LOGGED)}) VALUES ({marks})"
-    # In SQLite as SQLAlchemy's types store them, each formatted once: a request's records share their time,
-    # and a plan's their few weeks.
-    stamps = {served: served.strftime("%Y-%m-%d %H:%M:%S.%f") for served in {r[2] for r in records}} if sqlite else {}
-    days = {week: week.isoformat() for week in {r[4] for r in records}} if sqlite else {}
+    statement = f"INSERT INTO forecast_runs ({', '.join(LOGGED)}) VALUES ({marks})"
+    # In SQLite as SQLAlchemy's types store them, each formatted once: a request's runs share their time,
+    # and a plan's their first week.
+    stamps = {served: served.strftime("%Y-%m-%d %H:%M:%S.%f") for served in {r[2] for r in runs}} if sqlite else {}
+    days = {week: week.isoformat() for week in {r[4] for r in runs}} if sqlite else {}
     rows = [
         (
             request_id,
@@ -386,14 +416,22 @@ def log_forecasts(engine: Engine, records: Sequence[tuple[Any, ...]]) -> int:
             series,
             days.get(week, week),
             step,
-            units,
-            None if intervals is None else orjson.dumps(intervals).decode(),
+            weeks,
+            json_text(units),
+            json_text(intervals),
         )
-        for request_id, version, served, series, week, step, units, intervals in records
+        for request_id, version, served, series, week, step, weeks, units, intervals in runs
     ]
     with engine.begin() as connection:
         connection.exec_driver_sql(statement, rows)
     return len(rows)
+
+
+def json_text(value: Any) -> str | None:
+    """A JSON column's text: JSON already encoded (bytes or text) as it is, any other value encoded."""
+    if value is None or isinstance(value, str):
+        return value
+    return (value if isinstance(value, bytes) else orjson.dumps(value)).decode()
 
 
 def count_served_inputs(engine: Engine, counts: Mapping[tuple[str, dt.date, str, int], int]) -> None:

@@ -90,11 +90,11 @@ def log_plan(
     bundle: Bundle, ids: list[str], dates: np.ndarray, lengths: np.ndarray, out: dict[str, Any], levels: list[float]
 ) -> None:
     """Record a plan's dated weeks in the forecast log (the answer carries the request id: service/app.py)."""
-    from .forecast_log import SERVED, plan_records
+    from .forecast_log import SERVED, plan_runs
 
     served = SERVED.get()
     if served is not None and served.forecast_log is not None:
-        served.record(bundle.version, plan_records(ids, dates, lengths, out, levels))
+        served.record(bundle.version, plan_runs(ids, dates, lengths, out, levels))
 
 
 SERIES_PER_SLICE = 2048

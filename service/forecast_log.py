@@ -16,6 +16,7 @@ import uuid
 from bisect import bisect_right
 from collections import defaultdict, deque
 from collections.abc import Sequence
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,10 +28,13 @@ from pipeline.drift import served_columns
 from pipeline.store import count_served_inputs, log_forecasts, week_of
 
 from . import metrics
-from .plan_json import interval_texts, weeks_planned
 
 if TYPE_CHECKING:
     from pipeline.bundle import Bundle
+
+# A run of weeks forecast for one series (pipeline.store.forecast_runs): (series, first week, its step, how many
+# weeks, [forecast of each week] or its JSON, {level: [[low, high] of each week]} or its JSON, or None).
+Run = tuple[str, dt.date, int, int, Any, Any]
 
 FLUSH_SECONDS = 0.5  # how stale the log may be
 INPUTS_SECONDS = 5.0  # how stale the served inputs' counts may be: drift is over weeks
@@ -43,7 +47,7 @@ def serving_week() -> dt.date:
 
 
 _MONDAYS: dict[int, dt.date] = {}
-MAX_PENDING = 200_000  # records held while the store is slow; past that, new ones are dropped
+MAX_PENDING = 200_000  # runs held while the store is slow; past that, new ones are dropped
 
 
 class InputBins:
@@ -81,15 +85,15 @@ class ForecastLog:
         self.dropped = 0
         self.failure: str | None = None
 
-    def record(self, request_id: str, version: str, rows: list[tuple[str, dt.date, int, float, Any]]) -> None:
-        """Queue (series, week, step, units sold, {level: [low, high]} or None) forecasts of one request."""
-        if not rows:
+    def record(self, request_id: str, version: str, runs: list[Run]) -> None:
+        """Queue the runs of forecasts of one request (Run)."""
+        if not runs:
             return
-        if len(self.pending) + len(rows) > MAX_PENDING:
-            self.drop(len(rows))
+        if len(self.pending) + len(runs) > MAX_PENDING:
+            self.drop(sum(run[3] for run in runs))
             return
         served = dt.datetime.now(dt.timezone.utc)
-        self.pending.extend((request_id, version, served, *row) for row in rows)
+        self.pending.extend((request_id, version, served, *run) for run in runs)
         self.start()
 
     def count_inputs(self, bundle: Bundle, X: np.ndarray) -> None:
@@ -140,7 +144,7 @@ class ForecastLog:
         try:
             log_forecasts(self.engine, batch)
         except Exception as err:  # any failure of the database: serving goes on
-            self.drop(len(batch))
+            self.drop(sum(run[6] for run in batch))  # its weeks
             if self.failure is None:
                 self.logger.error("cannot write the forecast log, dropping its records: %s", str(err).splitlines()[0])
             self.failure = str(err).splitlines()[0][:200]
@@ -154,6 +158,7 @@ class ForecastLog:
             self.wake.clear()
 
     def drop(self, count: int) -> None:
+        """Count `count` forecast weeks not logged."""
         self.dropped += count
         metrics.FORECAST_LOG_DROPPED.inc(count)
 
@@ -173,12 +178,12 @@ class Served:
         self.forecast_log, self.header, self.store = forecast_log, header, store
         self.request_id: str | None = None
 
-    def record(self, version: str, rows: list[tuple[str, dt.date, int, float, Any]]) -> None:
-        if self.forecast_log is None or not rows:
+    def record(self, version: str, runs: list[Run]) -> None:
+        if self.forecast_log is None or not runs:
             return
         if self.request_id is None:
             self.request_id = request_id(self.header)
-        self.forecast_log.record(self.request_id, version, rows)
+        self.forecast_log.record(self.request_id, version, runs)
 
 
 # The request being served, in the thread serving it: set by the fast path and by the Flask app around each request.
@@ -198,7 +203,7 @@ def log_rows(version: str, series: Sequence[str], weeks: np.ndarray, out: dict[s
     units, low, high = out["units_sold"].tolist(), out["low"].tolist(), out["high"].tolist()
     served.record(
         version,
-        [(series[i], days[i], 1, units[i], {key: [low[i], high[i]]}) for i in dated.tolist() if series[i]],
+        [(series[i], days[i], 1, 1, [units[i]], {key: [[low[i], high[i]]]}) for i in dated.tolist() if series[i]],
     )
 
 
@@ -228,7 +233,8 @@ def log_instances(version: str, dated: list[tuple[int, str, dt.date]], out: dict
     key = level_key(level)
     units, low, high = out["units_sold"], out["low"], out["high"]
     served.record(
-        version, [(name, week, 1, float(units[i]), {key: [float(low[i]), float(high[i])]}) for i, name, week in dated]
+        version,
+        [(name, week, 1, 1, [float(units[i])], {key: [[float(low[i]), float(high[i])]]}) for i, name, week in dated],
     )
 
 
@@ -239,25 +245,35 @@ def request_id(header: str | None) -> str:
     return uuid.uuid4().hex
 
 
-def plan_records(
+def plan_runs(
     ids: Sequence[str], dates: np.ndarray, lengths: np.ndarray, out: dict[str, Any], levels: Sequence[float]
-) -> list[tuple[str, dt.date, int, float, Any]]:
-    """(series, week, step, units sold, {level: [low, high]} or None) of each dated week of a plan's answer;
-    the intervals as their JSON already (an orjson.Fragment each, encoded as service/plan_json.py does)."""
-    S, H = out["units_sold"].shape
-    planned = weeks_planned(lengths, H)
-    days = dates.astype("datetime64[D]").ravel()[planned]
-    # Not dated, or past the calendar's end (a date the store cannot hold): not logged.
-    dated = np.flatnonzero(~np.isnat(days) & (days <= np.datetime64(dt.date.max)))
-    if not len(dated):
+) -> list[Run]:
+    """A plan's run of dated weeks per series (Run): its weeks from the first, as far as they are dated and
+    within the calendar (a date the store can hold). Each series' forecasts and each level's intervals are
+    cut from one JSON text of all the plan's (orjson writes them at once): a run's lists may go on past its
+    weeks, which the log does not read."""
+    units = out["units_sold"]
+    S, H = units.shape
+    days = np.asarray(dates, dtype="datetime64[D]")
+    dated = (np.arange(H)[None, :] < np.asarray(lengths)[:, None]) & ~np.isnat(days)
+    dated &= days <= np.datetime64(dt.date.max)
+    weeks = np.where(dated.all(axis=1), H, np.argmin(dated, axis=1))  # dated weeks from the first
+    logged = np.flatnonzero(weeks)
+    if not len(logged):
         return []
-    kept = planned[dated]
-    names = np.repeat(np.array(ids, dtype=object), lengths)[dated].tolist()
-    weeks = days[dated].astype(object).tolist()
-    steps = (kept % H + 1).tolist()
-    units = out["units_sold"].ravel()[kept].tolist()
-    if out["intervals"] is None:
-        return list(zip(names, weeks, steps, units, [None] * len(kept)))
-    template, sides = interval_texts(levels, out["intervals"], kept)
-    intervals = [orjson.Fragment(template % row) for row in zip(*sides)]
-    return list(zip(names, weeks, steps, units, intervals))
+    units_texts = [b"[%b]" % text for text in rows_of_json(units[logged], 1)]
+    intervals: list[Any] = [None] * len(logged)
+    if out["intervals"] is not None:
+        template = b"{" + b",".join(orjson.dumps(level_key(level)) + b":[[%b]]" for level in levels) + b"}"
+        sides = [rows_of_json(np.stack(out["intervals"][level], axis=-1)[logged], 2) for level in levels]
+        intervals = [template % texts for texts in zip(*sides)]
+    names = np.array(ids, dtype=object)[logged].tolist()
+    first = days[logged, 0].astype(object).tolist()
+    return list(zip(names, first, repeat(1), weeks[logged].tolist(), units_texts, intervals))
+
+
+def rows_of_json(values: np.ndarray, depth: int) -> list[bytes]:
+    """The JSON of each row of `values` [n, ...] (`depth` dimensions below the rows), without the row's own
+    outer brackets: one orjson call for all, cut where the rows meet."""
+    text = orjson.dumps(np.ascontiguousarray(values, dtype=np.float64), option=orjson.OPT_SERIALIZE_NUMPY)
+    return text[depth + 1 : -(depth + 1)].split(b"]" * depth + b",[" + b"[" * (depth - 1))

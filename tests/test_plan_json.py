@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from service import plan_json
-from service.forecast_log import plan_records
+from service.forecast_log import plan_runs
 from service.plan_json import chosen_field, encoded_series, interval_field, number_texts, text_field, weeks_planned
 
 IDS = ['store "7"', "café-2", "x"]  # text that JSON must escape
@@ -89,30 +89,42 @@ def test_a_series_without_weeks_is_not_encoded_silently():
         encoded_series(["a", "b"], [1, 0], [text_field("units_sold", [b"1"])])
 
 
-def test_a_plans_logged_intervals_are_the_json_of_their_dicts():
+def test_a_plans_logged_runs_are_the_json_of_their_forecasts():
     units, bounds = plan_out(1)
     dates = np.datetime64("2026-01-05") + (7 * np.arange(H)).astype("timedelta64[D]")[None, :].repeat(len(IDS), 0)
-    dates[1, 0] = np.datetime64("NaT")  # a week that is not dated is not logged
+    dates[1] = np.datetime64("NaT")  # a series whose weeks are not dated is not logged
     out = {"units_sold": units, "intervals": bounds}
-    records = plan_records(IDS, dates, LENGTHS, out, [0.8, 0.95])
-    assert [(name, day, step) for name, day, step, _, _ in records] == [
-        ('store "7"', dt.date(2026, 1, 5), 1),
-        ('store "7"', dt.date(2026, 1, 12), 2),
-        ('store "7"', dt.date(2026, 1, 19), 3),
-        ("x", dt.date(2026, 1, 5), 1),
-        ("x", dt.date(2026, 1, 12), 2),
+    runs = plan_runs(IDS, dates, LENGTHS, out, [0.8, 0.95])
+    assert [(name, day, step, weeks) for name, day, step, weeks, _, _ in runs] == [
+        ('store "7"', dt.date(2026, 1, 5), 1, 3),
+        ("x", dt.date(2026, 1, 5), 1, 2),
     ]
-    s, h = 2, 1
-    assert orjson.loads(orjson.dumps(records[-1][4])) == {
-        "0.8": [bounds[0.8][0][s, h], bounds[0.8][1][s, h]],
-        "0.95": [bounds[0.95][0][s, h], bounds[0.95][1][s, h]],
-    }
-    assert records[-1][3] == float(units[s, h])
-    assert [r[4] for r in plan_records(IDS, dates, LENGTHS, {"units_sold": units, "intervals": None}, [0.8])] == [
-        None
-    ] * 5
-    dates[2, 1] = np.datetime64(dt.date.max) + np.timedelta64(7, "D")  # past the calendar's end: no date to log
-    assert [(name, step) for name, _, step, _, _ in plan_records(IDS, dates, LENGTHS, out, [0.8, 0.95])][-2:] == [
+    for (_, _, _, weeks, logged_units, logged_intervals), s in zip(runs, [0, 2]):
+        values = orjson.loads(logged_units)[:weeks]
+        assert values == [None if np.isnan(u) else float(u) for u in units[s, :weeks]]
+        intervals = orjson.loads(logged_intervals)
+        assert list(intervals) == ["0.8", "0.95"]
+        for key, level in (("0.8", 0.8), ("0.95", 0.95)):
+            low, high = bounds[level]
+            assert intervals[key][:weeks] == [
+                [None if np.isnan(low[s, h]) else low[s, h], None if np.isnan(high[s, h]) else high[s, h]]
+                for h in range(weeks)
+            ]
+    assert [r[5] for r in plan_runs(IDS, dates, LENGTHS, {"units_sold": units, "intervals": None}, [0.8])] == [
+        None,
+        None,
+    ]
+    dates[2, 1] = np.datetime64(dt.date.max) + np.timedelta64(7, "D")  # past the calendar's end: not logged
+    assert [(name, weeks) for name, _, _, weeks, _, _ in plan_runs(IDS, dates, LENGTHS, out, [0.8])] == [
         ('store "7"', 3),
         ("x", 1),
     ]
+    one = plan_runs(IDS[:1], dates[:1], LENGTHS[:1], out_of(out, 1), [0.8])  # one series: nothing to cut
+    assert orjson.loads(one[0][4]) == [float(u) for u in units[0]]
+
+
+def out_of(out, n):
+    return {
+        "units_sold": out["units_sold"][:n],
+        "intervals": {k: (lo[:n], hi[:n]) for k, (lo, hi) in out["intervals"].items()},
+    }

@@ -12,7 +12,7 @@ from pipeline.errors import DataError
 from pipeline.store import Actual, actuals, log_forecasts, metadata, open_engine, put_actuals, upgrade
 
 MONDAY = dt.date(2026, 1, 5)
-HEAD = "0003"  # the latest revision in pipeline/migrations/versions
+HEAD = "0004"  # the latest revision in pipeline/migrations/versions
 WEEK = dt.timedelta(days=7)
 databases = itertools.count()
 
@@ -99,13 +99,14 @@ def test_live_accuracy_is_the_wape_bias_and_coverage_computed_by_hand(engine):
         put_actuals(engine, weeks(series, MONDAY, values))
     served = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     forecast = {("a", 2): 110, ("a", 3): 100, ("b", 2): 5, ("b", 3): 25, ("a", 4): 500}  # (series, week index)
-    # (request id, version, served at, series, week, step, forecast, intervals); week index 4 has no actual yet
+    # Runs of one week: (request id, version, served at, series, week, step, weeks, [forecast], intervals); week
+    # index 4 has no actual yet
     records = [
-        ("r1", "v1", served, series, MONDAY + index * WEEK, 1, float(units), {"0.9": [units * 0.8, units * 1.2]})
+        ("r1", "v1", served, series, MONDAY + index * WEEK, 1, 1, [float(units)], {"0.9": [[units * 0.8, units * 1.2]]})
         for (series, index), units in forecast.items()
     ]
     # The same week forecast again by the same version and step: only the latest counts.
-    records.append(("r0", *records[0][1:6], 999.0, records[0][7]))
+    records.append(("r0", *records[0][1:7], [999.0], records[0][8]))
     records.append(("r2", *records[0][1:]))
     log_forecasts(engine, records)
     answer = live_accuracy(engine, weeks=13)
@@ -192,6 +193,75 @@ def test_csv_tables_of_actuals_are_read_strictly(body, named):
     actual_from_row(rows[0], where[0], columns)
     with pytest.raises(DataError, match=r"body: line 3.units_sold must be a number, got the text 'x'"):
         actual_from_row(rows[1], where[1], columns)
+
+
+def test_a_plans_run_is_read_a_week_per_row(engine):
+    """A run of a plan's weeks is logged as one row and read back through the `forecasts` view a week per row:
+    its weeks, steps, forecasts and intervals in order, a forecast that is not a number left out, and what
+    the run's lists hold past its weeks not read."""
+    from pipeline.store import forecast_runs, forecasts
+
+    served = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    bounds = {
+        "0.8": [[90.0, 110.0], [180.0, 220.0], [0.0, 1.0], [5.0, 6.0]],
+        "0.95": [[80.0, 120.0], [1, 2], [3, 4], [7, 8]],
+    }
+    log_forecasts(engine, [("r1", "v1", served, "a", MONDAY, 1, 3, [100.0, 200.0, None, 7.5], bounds)])
+    log_forecasts(engine, [("r2", "v1", served, "b", MONDAY, 1, 1, b"[5.0]", None)])  # JSON already encoded
+    with engine.connect() as connection:
+        assert connection.execute(forecast_runs.select().with_only_columns(forecast_runs.c.id)).all() == [(1,), (2,)]
+        weeks = connection.execute(
+            forecasts.select()
+            .with_only_columns(*[forecasts.c[name] for name in ("series", "week", "step", "units_sold", "intervals")])
+            .order_by(forecasts.c.id)
+        ).all()
+    assert [tuple(w) for w in weeks] == [
+        ("a", MONDAY, 1, 100.0, {"0.8": [90.0, 110.0], "0.95": [80.0, 120.0]}),
+        ("a", MONDAY + WEEK, 2, 200.0, {"0.8": [180.0, 220.0], "0.95": [1, 2]}),
+        ("b", MONDAY, 1, 5.0, None),
+    ]
+
+
+def test_the_forecast_log_keeps_its_weeks_through_the_change_to_runs_and_back(tmp_path):
+    from alembic import command
+    from alembic.config import Config
+
+    from pipeline.store import forecasts
+
+    engine = open_engine(f"sqlite:///{tmp_path / 'old.sqlite'}")
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent.parent / "pipeline" / "migrations"))
+
+    def migrate(step, revision):
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            step(config, revision)
+
+    migrate(command.upgrade, "0003")
+    served = "2026-01-01 00:00:00.000000"
+    with engine.begin() as connection:  # the log a week per row, as revision 0003 kept it
+        connection.exec_driver_sql(
+            "INSERT INTO forecasts (request_id, version, series, week, step, units_sold, intervals, served_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                ("r1", "v1", "a", "2026-01-05", 1, 10.5, '{"0.8": [9.0, 12.0]}', served),
+                ("r1", "v1", "a", "2026-01-12", 2, 11.0, None, served),
+                ("r2", "v2", "b", "2026-01-05", 1, 3.0, '{"0.8": [1.0, 5.0], "0.95": [0.5, 6.0]}', served),
+            ],
+        )
+
+    def logged():
+        with engine.connect() as connection:
+            query = forecasts.select().with_only_columns(*forecasts.c[1:8]).order_by(forecasts.c.id)
+            return [tuple(row) for row in connection.execute(query)]
+
+    before = logged()
+    assert len(before) == 3 and before[0][-1] == {"0.8": [9.0, 12.0]}
+    assert upgrade(engine) == HEAD
+    assert logged() == before
+    migrate(command.downgrade, "0003")
+    assert logged() == before
+    assert upgrade(engine) == HEAD
 
 
 def test_line_numbers_count_quoted_line_breaks_a_bom_and_blank_lines():
