@@ -7,6 +7,7 @@
   from the weeks the chunks before it left of each series);
 - POST /forecast of such a model, 1,000 series x 8 weeks, in process, with the
   store and its forecast log as the service runs them, and without the log;
+  then the same through gunicorn and wrk;
 - the four three-input held-out sets backtested with the chapter's inputs and
   with history and the calendar (one window of 13 weeks, seed 0).
 
@@ -148,6 +149,35 @@ def forecasting(folder, seconds=5.0):
     return out
 
 
+def serving_forecasts(folder, seconds=5, runs=3):
+    """The same plans through the service as it runs: gunicorn (2 workers, its production config) on
+    127.0.0.1, wrk as the client (8 connections, on the same cores), the forecast log on and off; the
+    median of `runs` runs each."""
+    import statistics
+
+    from bench.run import ensure_wrk, lua_script, wrk
+    from pipeline.bundle import Bundle
+    from pipeline.registry import Registry
+    from service.testing import running_service
+
+    ensure_wrk()
+    models = folder / "models-generated"
+    bundle = Bundle.load(Registry(models))
+    ids = sorted(bundle.tails)[:PLAN_SERIES]
+    week = {name: 1.0 for name in bundle.spec.known}
+    body = json.dumps({"series": [{"id": name, "weeks": [week] * PLAN_WEEKS} for name in ids]}).encode()
+    script = lua_script(folder, "plan", body, {"Content-Type": "application/json"})
+    out = {}
+    for label, log in (("log on", "1"), ("log off", "0")):
+        with running_service(models, folder, workers=2, forecast_log=log) as service:
+            wrk(service.url + "/forecast", script, 2, 8)  # warm-up
+            measured_runs = [wrk(service.url + "/forecast", script, seconds, 8) for _ in range(runs)]
+        assert all(r["non_2xx"] == 0 for r in measured_runs), measured_runs
+        rps = statistics.median(r["rps"] for r in measured_runs)
+        out[label] = {"requests_s": rps, "weeks_s": rps * PLAN_SERIES * PLAN_WEEKS}
+    return out
+
+
 def three_inputs():
     """{set: {"chapter inputs" | "history, calendar": (one-step WAPE, recursive WAPE)}}, backtest of one window."""
     from pipeline.backtest import backtest
@@ -178,6 +208,7 @@ def measure():
     with tempfile.TemporaryDirectory(prefix="demand-features-") as tmp:
         folder = Path(tmp)
         results = {"training": training(folder), "predict": predicting(folder), "forecast": forecasting(folder)}
+        results["served"] = serving_forecasts(folder)
         print("demand predict --engine dask against the single process...", file=sys.stderr)
         from bench.cluster import measure as measure_cluster
 
@@ -219,6 +250,13 @@ def report(results):
             f"| {f['weeks_s'] / 1e3:,.0f} k forecast weeks/s ({f['requests_s']:.1f} req/s) "
             f"| >= {FORECAST_TARGET // 1000} k weeks/s | {verdict(f['weeks_s'] >= FORECAST_TARGET)} |"
         )
+    for label, f in results.get("served", {}).items():
+        lines.append(
+            f"| POST /forecast, {PLAN_SERIES:,} series x {PLAN_WEEKS} weeks, gunicorn (2 workers) and wrk "
+            f"(8 connections) on the same 2 cores, {label} | | | "
+            f"| {f['weeks_s'] / 1e3:,.0f} k forecast weeks/s ({f['requests_s']:.1f} req/s) "
+            f"| >= {FORECAST_TARGET // 1000} k weeks/s | {verdict(f['weeks_s'] >= FORECAST_TARGET)} |"
+        )
     lines += [
         "",
         "`demand predict` of a history model streams the file a chunk at a time: each chunk's rows continue "
@@ -226,7 +264,8 @@ def report(results):
         "memory stays flat; a file whose series go back in time is read whole. A chunk is featured (one "
         "[series, weeks] matrix, each row reading the cells before its own, no Python loop per row) while the "
         "two before are forecast side by side and the one before those written. A plan's answer is written "
-        "from texts, a template a week (service/plan_json.py); the forecast log writes a row per week.",
+        "from texts, a template a week (service/plan_json.py); the forecast log writes a row per series "
+        "(pipeline.store.forecast_runs).",
         "",
         "Three-input held-out sets, backtest of one window of 13 weeks, `--preset auto`, seed 0, WAPE % of the "
         "model one step ahead / recursively (a window's figures move by a point or more with the seed):",
