@@ -28,6 +28,7 @@ from pipeline.drift import served_columns
 from pipeline.store import count_served_inputs, log_forecasts, week_of
 
 from . import metrics
+from .plan_json import rows_of_json
 
 if TYPE_CHECKING:
     from pipeline.bundle import Bundle
@@ -270,10 +271,3 @@ def plan_runs(
     names = np.array(ids, dtype=object)[logged].tolist()
     first = days[logged, 0].astype(object).tolist()
     return list(zip(names, first, repeat(1), weeks[logged].tolist(), units_texts, intervals))
-
-
-def rows_of_json(values: np.ndarray, depth: int) -> list[bytes]:
-    """The JSON of each row of `values` [n, ...] (`depth` dimensions below the rows), without the row's own
-    outer brackets: one orjson call for all, cut where the rows meet."""
-    text = orjson.dumps(np.ascontiguousarray(values, dtype=np.float64), option=orjson.OPT_SERIALIZE_NUMPY)
-    return text[depth + 1 : -(depth + 1)].split(b"]" * depth + b",[" + b"[" * (depth - 1))
