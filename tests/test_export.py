@@ -163,6 +163,42 @@ def test_no_elementwise_step_works_on_a_column_of_rows(exported):
     assert [ranks[name] for name in ("units_sold", "units_sold_normalized")] == [["batch", 1]] * 2
 
 
+def test_features_on_both_scales_are_logged_a_block_at_a_time_with_the_same_forecasts(tmp_path):
+    """Sales on the log scale, a price and the calendar not, in turns: each run of log columns is logged as
+    one block, no elementwise step works on an [N, 1] column, and ONNX Runtime forecasts as torch does."""
+    from pipeline.features import FeatureSpec
+    from pipeline.model import DemandMLP, RawUnitsModel
+    from pipeline.normalize import MinMaxStats
+
+    spec = FeatureSpec(known=("price", "discount_fraction"), history=True, calendar=True)
+    assert len({*spec.logged()}) == 2 and spec.logged()[:3] == (True, False, True)  # runs of both scales
+    rng = np.random.default_rng(0)
+    X = rng.gamma(2.0, 50.0, (400, len(spec.names)))
+    X[:, spec.names.index("price")] = rng.normal(0.0, 3.0, 400)  # below zero too
+    X[:, -2:] = rng.uniform(-1.0, 1.0, (400, 2))  # the year's circle
+    y = rng.gamma(2.0, 50.0, 400)
+    stats = MinMaxStats.fit(X, y, "log1p", spec=spec)
+    torch.manual_seed(0)
+    mlp = DemandMLP((8, 8), "gelu", n_features=len(spec.names))
+    path = tmp_path / "scales.onnx"
+    info = export.export(path, mlp, stats, X, {"version": "v9"})
+    assert info["parity_max_relative_error"] <= export.PARITY_TOLERANCE
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    shapes = {
+        v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.value_info
+    }
+    logs = [node for node in model.graph.node if node.op_type == "Log"]
+    assert len(logs) == 2  # prev_week_sales; then the discount and the sales history, together
+    assert [
+        n.output[0] for n in model.graph.node if n.op_type in ELEMENTWISE and shapes.get(n.output[0], [0, 0])[1:] == [1]
+    ] == []
+    x = X.astype(np.float32)
+    units = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["units_sold"], {"features": x})[0]
+    with torch.no_grad():
+        expected = RawUnitsModel(mlp, stats)(torch.from_numpy(x))[0].numpy()
+    np.testing.assert_allclose(units, expected, rtol=1e-4)
+
+
 def test_gelu_units_run_as_onnx_runtimes_own_gelu_kernel(small_split, tmp_path):
     """Opset 17 has no Gelu, so the graph spells out x * (1 + erf(x / sqrt 2)) / 2;
     written in the pattern ONNX Runtime fuses, each layer runs as one kernel."""
