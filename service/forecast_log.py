@@ -48,7 +48,7 @@ def serving_week() -> dt.date:
 
 
 _MONDAYS: dict[int, dt.date] = {}
-MAX_PENDING = 200_000  # runs held while the store is slow; past that, new ones are dropped
+MAX_PENDING = 200_000  # forecast weeks held while the store is slow; past that, new ones are dropped
 
 
 class InputBins:
@@ -76,6 +76,7 @@ class ForecastLog:
     def __init__(self, engine: Engine, logger: Any) -> None:
         self.engine, self.logger = engine, logger
         self.pending: deque[tuple[Any, ...]] = deque()  # pipeline.store.LOGGED's columns
+        self.pending_weeks = 0  # the forecast weeks of the pending runs
         # {(version, serving week, input, bin): rows} since the last flush (pipeline.store.served_inputs)
         self.inputs: defaultdict[tuple[str, dt.date, str, int], int] = defaultdict(int)
         self.bins: dict[str, InputBins] = {}
@@ -90,11 +91,14 @@ class ForecastLog:
         """Queue the runs of forecasts of one request (Run)."""
         if not runs:
             return
-        if len(self.pending) + len(runs) > MAX_PENDING:
-            self.drop(sum(run[3] for run in runs))
+        weeks = sum(run[3] for run in runs)
+        if self.pending_weeks + weeks > MAX_PENDING:
+            self.drop(weeks)
             return
         served = dt.datetime.now(dt.timezone.utc)
-        self.pending.extend((request_id, version, served, *run) for run in runs)
+        with self.lock:
+            self.pending.extend((request_id, version, served, *run) for run in runs)
+            self.pending_weeks += weeks
         self.start()
 
     def count_inputs(self, bundle: Bundle, X: np.ndarray) -> None:
@@ -138,8 +142,10 @@ class ForecastLog:
                     )
                 self.failure = str(err).splitlines()[0][:200]
         batch: list[tuple[Any, ...]] = []
-        while self.pending and len(batch) < 10_000:
-            batch.append(self.pending.popleft())
+        with self.lock:
+            while self.pending and len(batch) < 10_000:
+                batch.append(self.pending.popleft())
+            self.pending_weeks -= sum(run[6] for run in batch)
         if not batch:
             return
         try:

@@ -132,6 +132,21 @@ def test_served_forecasts_meet_what_sold_in_the_accuracy_report(client, history_
     assert json.loads(cli.stdout) == report
 
 
+def test_the_log_holds_at_most_its_limit_of_weeks_and_counts_the_weeks_it_drops(monkeypatch):
+    """A plan's run holds many weeks: the log's limit, and what it drops, are counted in weeks."""
+    import logging
+
+    from service import forecast_log
+
+    monkeypatch.setattr(forecast_log, "MAX_PENDING", 10)
+    log = forecast_log.ForecastLog(None, logging.getLogger("test"))
+    monkeypatch.setattr(log, "start", lambda: None)  # no writer: what is recorded stays pending
+    run = ("a", dt.date(2026, 1, 5), 1, 4, [1.0] * 4, None)
+    log.record("r1", "v1", [run, run])
+    log.record("r2", "v1", [run])  # 12 weeks would be past the limit: dropped
+    assert (log.pending_weeks, len(log.pending), log.dropped) == (8, 2, 4)
+
+
 def test_without_a_reachable_store_forecasts_are_served_and_the_dropped_records_counted(history_model):
     from service.app import create_app
     from service.testing import free_port

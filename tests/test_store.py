@@ -5,6 +5,7 @@ import itertools
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import create_engine, text
 
 from pipeline.accuracy import live_accuracy
@@ -18,8 +19,8 @@ databases = itertools.count()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
-def engine(request, tmp_path):
-    """A new, upgraded database of each kind."""
+def empty(request, tmp_path):
+    """A new, empty database of each kind."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'store.sqlite'}"
     else:
@@ -31,9 +32,15 @@ def engine(request, tmp_path):
         admin.dispose()
         url = server.rsplit("/", 1)[0] + "/" + name
     store = open_engine(url)
-    assert upgrade(store) == HEAD
     yield store
     store.dispose()
+
+
+@pytest.fixture
+def engine(empty):
+    """A new, upgraded database of each kind."""
+    assert upgrade(empty) == HEAD
+    return empty
 
 
 def weeks(series, first, values):
@@ -222,13 +229,25 @@ def test_a_plans_run_is_read_a_week_per_row(engine):
     ]
 
 
-def test_the_forecast_log_keeps_its_weeks_through_the_change_to_runs_and_back(tmp_path):
+OLD_LOG_COLUMNS = [
+    ("request_id", sa.String),
+    ("version", sa.String),
+    ("series", sa.String),
+    ("week", sa.Date),
+    ("step", sa.Integer),
+    ("units_sold", sa.Float),
+    ("intervals", sa.JSON(none_as_null=True)),
+    ("served_at", sa.DateTime(timezone=True)),
+]
+
+
+def test_the_forecast_log_keeps_its_weeks_through_the_change_to_runs_and_back(empty):
     from alembic import command
     from alembic.config import Config
 
     from pipeline.store import forecasts
 
-    engine = open_engine(f"sqlite:///{tmp_path / 'old.sqlite'}")
+    engine = empty
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent.parent / "pipeline" / "migrations"))
 
@@ -238,15 +257,21 @@ def test_the_forecast_log_keeps_its_weeks_through_the_change_to_runs_and_back(tm
             step(config, revision)
 
     migrate(command.upgrade, "0003")
-    served = "2026-01-01 00:00:00.000000"
-    with engine.begin() as connection:  # the log a week per row, as revision 0003 kept it
-        connection.exec_driver_sql(
-            "INSERT INTO forecasts (request_id, version, series, week, step, units_sold, intervals, served_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    served = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    old_log = sa.table(  # the log a week per row, as revision 0003 kept it
+        "forecasts",
+        *[sa.column(name, kind) for name, kind in OLD_LOG_COLUMNS],
+    )
+    with engine.begin() as connection:
+        connection.execute(
+            old_log.insert(),
             [
-                ("r1", "v1", "a", "2026-01-05", 1, 10.5, '{"0.8": [9.0, 12.0]}', served),
-                ("r1", "v1", "a", "2026-01-12", 2, 11.0, None, served),
-                ("r2", "v2", "b", "2026-01-05", 1, 3.0, '{"0.8": [1.0, 5.0], "0.95": [0.5, 6.0]}', served),
+                dict(zip([name for name, _ in OLD_LOG_COLUMNS], (*row, served)))
+                for row in (
+                    ("r1", "v1", "a", MONDAY, 1, 10.5, {"0.8": [9.0, 12.0]}),
+                    ("r1", "v1", "a", MONDAY + WEEK, 2, 11.0, None),
+                    ("r2", "v2", "b", MONDAY, 1, 3.0, {"0.8": [1.0, 5.0], "0.95": [0.5, 6.0]}),
+                )
             ],
         )
 
