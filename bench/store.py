@@ -1,7 +1,8 @@
 """The store's costs, in process (Flask's test client) on this machine:
 
 - POST /actuals, rows a second, as JSON rows and as a CSV body (10,000 rows a request);
-- GET /accuracy over 1M logged forecasts (100,000 series x 10 steps... written straight to the store);
+- GET /accuracy over 1M logged forecast weeks (10,000 series x 10 plans of 10 weeks, written straight to the
+  store);
 - /forecast of 1,000 dated series x 8 weeks with the forecast log on and off, alternated (the log's
   cost on the request path: building the records; the writes are a background thread's).
 
@@ -71,24 +72,21 @@ def actuals_rate(model_dir, folder):
 
 
 def accuracy_time(folder, count=1_000_000):
-    """Seconds for live_accuracy over `count` logged forecasts, each week with its actual."""
+    """Seconds for live_accuracy over `count` logged forecast weeks, each week with its actual: plans of 10
+    weeks (steps 1 to 10) from each of 10 weeks in turn, per series."""
     url = f"sqlite:///{folder / 'accuracy.sqlite'}"
     engine = open_engine(url)
     upgrade(engine)
-    series, steps = count // 10 // 10, 10  # series x 10 weeks x 10 steps
-    for week in range(10):
+    series, weeks = count // 10 // 10, 10  # series x 10 plans x 10 weeks
+    for week in range(2 * weeks - 1):
         day = MONDAY + dt.timedelta(days=7 * week)
         put_actuals(engine, [Actual(f"s{i}", day, 100.0 + i % 7, {}) for i in range(series)])
     served = dt.datetime.now(dt.timezone.utc)
-    for week in range(10):
-        day = MONDAY + dt.timedelta(days=7 * week)
+    intervals = {"0.8": [[90.0, 110.0]] * weeks}
+    for origin in range(weeks):
+        day = MONDAY + dt.timedelta(days=7 * origin)
         log_forecasts(
-            engine,
-            [
-                ("bench", "v1", served, f"s{i}", day, step + 1, 101.0, {"0.8": [90.0, 110.0]})
-                for i in range(series)
-                for step in range(steps)
-            ],
+            engine, [("bench", "v1", served, f"s{i}", day, 1, weeks, [101.0] * weeks, intervals) for i in range(series)]
         )
     started = time.perf_counter()
     answer = live_accuracy(engine, 13)

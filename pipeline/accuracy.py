@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 from .store import WEEK, actuals, forecasts, reading
 
 DEFAULT_WEEKS = 13
+LOGGED_WEEK = ("version", "series", "week", "step", "units_sold", "intervals")
 
 
 def live_accuracy(engine: Engine, weeks: int = DEFAULT_WEEKS) -> dict[str, Any]:
@@ -69,34 +70,38 @@ def summed(connection: Any, levels: list[str], since: dt.date) -> dict[tuple[str
     """{(version, step): rows of (whether in the window, series, count, sum |error|, sum error, sum actual,
     per level: intervals served, actuals inside them)} over the forecasts of weeks that have sold, the window
     being the weeks from `since`: one pass over the log for both spans."""
-    latest = (
-        select(func.max(forecasts.c.id).label("id"))
-        .group_by(forecasts.c.version, forecasts.c.series, forecasts.c.week, forecasts.c.step)
-        .subquery()
+    # Each logged week numbered from the latest forecast of it (by version, series, week and step): one pass
+    # over the log, no join of the log to itself (its weeks are a view, which no index serves).
+    newest = func.row_number().over(
+        partition_by=(forecasts.c.version, forecasts.c.series, forecasts.c.week, forecasts.c.step),
+        order_by=forecasts.c.id.desc(),
     )
-    error = forecasts.c.units_sold - actuals.c.units_sold
-    recent = case((forecasts.c.week >= since, 1), else_=0)
+    ranked = select(*[forecasts.c[name] for name in LOGGED_WEEK], newest.label("newest")).subquery()
+    logged = ranked.c
+    error = logged.units_sold - actuals.c.units_sold
+    recent = case((logged.week >= since, 1), else_=0)
     columns = [
-        forecasts.c.version,
-        forecasts.c.step,
+        logged.version,
+        logged.step,
         recent,
-        forecasts.c.series,
+        logged.series,
         func.count(),
         func.sum(func.abs(error)),
         func.sum(error),
         func.sum(actuals.c.units_sold),
     ]
     for level in levels:
-        low = forecasts.c.intervals[(level, 0)].as_float()
-        high = forecasts.c.intervals[(level, 1)].as_float()
+        low = logged.intervals[(level, 0)].as_float()
+        high = logged.intervals[(level, 1)].as_float()
         columns.append(func.count(low))
         inside = case((and_(low <= actuals.c.units_sold, actuals.c.units_sold <= high), 1), else_=0)
         columns.append(func.sum(case((low.is_not(None), inside), else_=0)))
     query = (
         select(*columns)
-        .join(latest, latest.c.id == forecasts.c.id)
-        .join(actuals, (actuals.c.series == forecasts.c.series) & (actuals.c.week == forecasts.c.week))
-        .group_by(forecasts.c.version, forecasts.c.step, recent, forecasts.c.series)
+        .select_from(ranked)
+        .join(actuals, (actuals.c.series == logged.series) & (actuals.c.week == logged.week))
+        .where(logged.newest == 1)
+        .group_by(logged.version, logged.step, recent, logged.series)
     )
     grouped: dict[tuple[str, int], list[Any]] = defaultdict(list)
     for row in connection.execute(query):

@@ -81,7 +81,9 @@ forecast_runs = Table(
 )
 
 # The log a week per row, as pipeline.accuracy reads it: a view of forecast_runs (pipeline/migrations, 0004),
-# in its own MetaData as no table is made from it. A week's id orders the weeks as they were logged.
+# in its own MetaData as no table is made from it. A week's id orders the weeks as they were logged: its run's
+# id times RUN_WEEKS, plus its place in the run, so a run holds fewer weeks than that.
+RUN_WEEKS = 65536
 views = MetaData()
 forecasts = Table(
     "forecasts",

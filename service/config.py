@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from pipeline.parallel import usable_cores
+from pipeline.store import RUN_WEEKS
 
 
 def _bool(text: object) -> bool:
@@ -72,6 +73,10 @@ class Settings:
             kind: type[Any] = type(f.default)  # every field has a default
             values[f.name] = _bool(raw) if kind is bool else kind(raw)
         return replace(cls(**values), **overrides)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_horizon < RUN_WEEKS:  # a plan's weeks of a series are one run of the log
+            raise ValueError(f"DEMAND_MAX_HORIZON must be from 1 to {RUN_WEEKS - 1} weeks, got {self.max_horizon}")
 
     def worker_count(self) -> int:
         return self.workers or usable_cores()

@@ -92,13 +92,15 @@ class ForecastLog:
         if not runs:
             return
         weeks = sum(run[3] for run in runs)
-        if self.pending_weeks + weeks > MAX_PENDING:
-            self.drop(weeks)
-            return
         served = dt.datetime.now(dt.timezone.utc)
         with self.lock:
-            self.pending.extend((request_id, version, served, *run) for run in runs)
-            self.pending_weeks += weeks
+            held = self.pending_weeks + weeks <= MAX_PENDING
+            if held:
+                self.pending.extend((request_id, version, served, *run) for run in runs)
+                self.pending_weeks += weeks
+        if not held:
+            self.drop(weeks)
+            return
         self.start()
 
     def count_inputs(self, bundle: Bundle, X: np.ndarray) -> None:

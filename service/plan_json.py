@@ -85,12 +85,14 @@ def interval_texts(
     """{level: [low, high]} with a %b for each level's "low,high", and those texts (interval_field's value)."""
     part = b",".join(orjson.dumps(level_key(level)) + b":[%b]" for level in levels)
     pairs = [np.stack([low.ravel()[at], high.ravel()[at]], axis=-1) for low, high in (bounds[lv] for lv in levels)]
-    return b"{" + part + b"}", [rows_of_json(pair, 1) if len(pair) else [] for pair in pairs]
+    return b"{" + part + b"}", [rows_of_json(pair, 1) for pair in pairs]
 
 
 def rows_of_json(values: np.ndarray, depth: int) -> list[bytes]:
     """The JSON of each row of `values` [n, ...] (`depth` dimensions below the rows; numbers as doubles, null
     for NaN), without the row's own outer brackets: one orjson call for all, cut where the rows meet."""
+    if not len(values):
+        return []
     text = orjson.dumps(np.ascontiguousarray(values, dtype=np.float64), option=orjson.OPT_SERIALIZE_NUMPY)
     return text[depth + 1 : -(depth + 1)].split(b"]" * depth + b",[" + b"[" * (depth - 1))
 
@@ -101,11 +103,12 @@ def encoded_series(ids: Sequence[str], lengths: Sequence[int], fields: Sequence[
 
     A series' first week opens the series' object before its own, and its last closes it after: the
     answer is one join of the weeks."""
-    ends = np.cumsum(lengths)
-    if len(ends) and int(np.min(lengths)) < 1:
+    weeks = np.asarray(lengths, dtype=np.int64)
+    ends = np.cumsum(weeks)
+    if len(ends) and int(np.min(weeks)) < 1:
         raise ValueError("every series of a plan has a week")
     opening = np.full(int(ends[-1]) if len(ends) else 0, b"{", dtype=object)
-    opening[ends - lengths] = [b'{"id":%b,"weeks":[{' % orjson.dumps(ident) for ident in ids]
+    opening[ends - weeks] = [b'{"id":%b,"weeks":[{' % orjson.dumps(ident) for ident in ids]
     closing = np.full(len(opening), b"}", dtype=object)
     closing[ends - 1] = b"}]}"
     template = b"%b" + b",".join(part for part, _ in fields) + b"%b"

@@ -495,3 +495,13 @@ def test_every_setting_is_listed_in_the_docs_and_every_listed_one_is_a_setting()
     table = doc[doc.index("### Settings") : doc.index("### Security and limits")]
     listed = set(re.findall(r"`(DEMAND_[A-Z_]+)`", table))
     assert listed == {f"DEMAND_{f.name.upper()}" for f in fields(Settings)}
+
+
+def test_a_plan_horizon_the_forecast_log_cannot_hold_is_refused_at_start():
+    from pipeline.store import RUN_WEEKS
+    from service.config import Settings
+
+    assert Settings.from_env({"DEMAND_MAX_HORIZON": str(RUN_WEEKS - 1)}).max_horizon == RUN_WEEKS - 1
+    for weeks in (0, RUN_WEEKS):
+        with pytest.raises(ValueError, match="DEMAND_MAX_HORIZON must be from 1 to"):
+            Settings.from_env({"DEMAND_MAX_HORIZON": str(weeks)})

@@ -236,7 +236,7 @@ OLD_LOG_COLUMNS = [
     ("week", sa.Date),
     ("step", sa.Integer),
     ("units_sold", sa.Float),
-    ("intervals", sa.JSON(none_as_null=True)),
+    ("intervals", sa.JSON()),  # None as JSON null, as the first revision wrote it
     ("served_at", sa.DateTime(timezone=True)),
 ]
 
@@ -268,9 +268,10 @@ def test_the_forecast_log_keeps_its_weeks_through_the_change_to_runs_and_back(em
             [
                 dict(zip([name for name, _ in OLD_LOG_COLUMNS], (*row, served)))
                 for row in (
-                    ("r1", "v1", "a", MONDAY, 1, 10.5, {"0.8": [9.0, 12.0]}),
-                    ("r1", "v1", "a", MONDAY + WEEK, 2, 11.0, None),
+                    ("r1", "v1", "a", MONDAY, 1, 18.34310067452552, {"0.8": [9.0, 0.1 + 0.2]}),  # 17 digits
+                    ("r1", "v1", "a", MONDAY + WEEK, 2, 0.1 + 0.2, None),
                     ("r2", "v2", "b", MONDAY, 1, 3.0, {"0.8": [1.0, 5.0], "0.95": [0.5, 6.0]}),
+                    ("r2", "v2", "c", MONDAY, 1, 4.0, sa.null()),
                 )
             ],
         )
@@ -281,7 +282,8 @@ def test_the_forecast_log_keeps_its_weeks_through_the_change_to_runs_and_back(em
             return [tuple(row) for row in connection.execute(query)]
 
     before = logged()
-    assert len(before) == 3 and before[0][-1] == {"0.8": [9.0, 12.0]}
+    assert len(before) == 4 and before[0][-1] == {"0.8": [9.0, 0.1 + 0.2]}
+    assert [row[-1] for row in before[1:]] == [None, {"0.8": [1.0, 5.0], "0.95": [0.5, 6.0]}, None]
     assert upgrade(engine) == HEAD
     assert logged() == before
     migrate(command.downgrade, "0003")

@@ -1,10 +1,13 @@
 """The forecast log as runs of weeks: a row per series a request forecast (a plan's weeks, or a row's one week),
 its forecasts as JSON lists, instead of a row per week; `forecasts` is now a view that lays each run out a week
-per row, as the log was read before. The logged weeks are kept.
+per row, as the log was read before. The logged weeks are kept (a forecast that was not a number, which
+JSON cannot hold, is left out).
 
 Revision ID: 0004
 Revises: 0003
 """
+
+import math
 
 import sqlalchemy as sa
 from alembic import op
@@ -13,7 +16,7 @@ revision = "0004"
 down_revision = "0003"
 
 SERIES = sa.String(200)  # pipeline.schema.MAX_SERIES_NAME when this revision was written
-RUN_WEEKS = 65536  # a week's id is its run's id times this, plus its place in the run: more weeks than any plan
+RUN_WEEKS = 65536  # pipeline.store.RUN_WEEKS when this revision was written: more weeks than a plan may hold
 
 # A run's week k (from 0): its forecast, and each level's [low, high] gathered into {level: [low, high]}.
 VIEW = {
@@ -44,27 +47,74 @@ VIEW = {
     """,
 }
 
-# Each logged week of the old table as a run of one week.
-RUNS_OF_WEEKS = {
-    "sqlite": """
-        SELECT request_id, version, series, week, step, 1, json_array(units_sold),
-               CASE WHEN intervals IS NULL THEN NULL ELSE (
-                   SELECT json_group_object(key, json_array(json(value))) FROM json_each(f.intervals)
-               ) END,
-               served_at
-        FROM forecast_weeks AS f ORDER BY id
-    """,
-    "postgresql": """
-        SELECT request_id, version, series, week, step, 1, json_build_array(units_sold),
-               CASE WHEN intervals IS NULL THEN NULL ELSE (
-                   SELECT json_object_agg(key, json_build_array(value)) FROM json_each(f.intervals)
-               ) END,
-               served_at
-        FROM forecast_weeks AS f ORDER BY id
-    """,
-}
-RUN_COLUMNS = "request_id, version, series, first_week, first_step, weeks, units_sold, intervals, served_at"
 WEEK_COLUMNS = "request_id, version, series, week, step, units_sold, intervals, served_at"
+BATCH = 10_000
+
+
+def _table(name: str, *columns: tuple[str, sa.types.TypeEngine]) -> sa.TableClause:
+    return sa.table(name, *[sa.column(column, kind) for column, kind in columns])
+
+
+TEXT, NUMBER, WHEN = sa.String(), sa.Float(), sa.DateTime(timezone=True)
+OLD_WEEKS = _table(
+    "forecast_weeks",
+    ("id", sa.BigInteger()),
+    *[(name, TEXT) for name in ("request_id", "version", "series")],
+    ("week", sa.Date()),
+    ("step", sa.Integer()),
+    ("units_sold", NUMBER),
+    ("intervals", sa.JSON()),  # SQL NULL, or JSON null as the first revision's writes stored it: both None
+    ("served_at", WHEN),
+)
+RUNS = _table(
+    "forecast_runs",
+    *[(name, TEXT) for name in ("request_id", "version", "series")],
+    ("first_week", sa.Date()),
+    ("first_step", sa.Integer()),
+    ("weeks", sa.Integer()),
+    ("units_sold", sa.JSON()),
+    ("intervals", sa.JSON(none_as_null=True)),
+    ("served_at", WHEN),
+)
+
+
+def _number(value: float | None) -> float | None:
+    """JSON has no NaN or infinity: such a forecast is null, which the view leaves out."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _copy_weeks_to_runs() -> None:
+    """Each logged week of the old table as a run of one week, in the old order, its numbers as Python reads
+    them (SQLite's own JSON functions would write a float with 15 digits, not the 17 that keep it)."""
+    connection = op.get_bind()
+    last = None
+    while True:
+        query = sa.select(OLD_WEEKS).order_by(OLD_WEEKS.c.id).limit(BATCH)
+        if last is not None:
+            query = query.where(OLD_WEEKS.c.id > last)
+        rows = connection.execute(query).all()
+        if not rows:
+            return
+        connection.execute(
+            RUNS.insert(),
+            [
+                {
+                    "request_id": row.request_id,
+                    "version": row.version,
+                    "series": row.series,
+                    "first_week": row.week,
+                    "first_step": row.step,
+                    "weeks": 1,
+                    "units_sold": [_number(row.units_sold)],
+                    "intervals": None
+                    if not isinstance(row.intervals, dict)
+                    else {level: [[_number(end) for end in ends]] for level, ends in row.intervals.items()},
+                    "served_at": row.served_at,
+                }
+                for row in rows
+            ],
+        )
+        last = rows[-1].id
 
 
 def upgrade() -> None:
@@ -83,7 +133,7 @@ def upgrade() -> None:
         sa.Column("intervals", sa.JSON),
         sa.Column("served_at", sa.DateTime(timezone=True), nullable=False),
     )
-    op.execute(f"INSERT INTO forecast_runs ({RUN_COLUMNS}) {RUNS_OF_WEEKS[dialect]}")
+    _copy_weeks_to_runs()
     op.drop_table("forecast_weeks")
     op.execute(VIEW[dialect])
 
