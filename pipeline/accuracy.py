@@ -58,11 +58,12 @@ def merged(groups: list[Any]) -> list[Any]:
 
 
 def served_levels(connection: Any) -> list[str]:
-    """The interval levels any logged forecast holds."""
+    """The interval levels any logged forecast holds (read from the runs: their intervals have the same
+    levels as each of their weeks', and there are fewer of them)."""
     if connection.dialect.name == "postgresql":
-        query = "SELECT DISTINCT json_object_keys(intervals) FROM forecasts WHERE intervals IS NOT NULL"
+        query = "SELECT DISTINCT json_object_keys(intervals) FROM forecast_runs WHERE intervals IS NOT NULL"
     else:
-        query = "SELECT DISTINCT key FROM forecasts, json_each(forecasts.intervals) WHERE intervals IS NOT NULL"
+        query = "SELECT DISTINCT key FROM forecast_runs, json_each(forecast_runs.intervals) WHERE intervals IS NOT NULL"
     return sorted(str(level) for (level,) in connection.exec_driver_sql(query))
 
 
