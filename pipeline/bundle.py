@@ -226,7 +226,7 @@ class Bundle:
         return unknown[named]
 
     def run(
-        self, X: NDArray[np.float32], codes: NDArray[np.int64] | None = None
+        self, X: NDArray[np.float32], codes: NDArray[np.int64] | None = None, observed: bool = True
     ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         """Raw ONNX outputs for float32 features [n, 3] -> (units [n], normalized [n]).
 
@@ -235,9 +235,10 @@ class Bundle:
 
         Large inputs go through in chunks: intermediate tensors stay in the
         cache and ONNX Runtime's memory arena stays small (a 100k-row batch
-        runs faster this way, and a worker keeps its RSS).
+        runs faster this way, and a worker keeps its RSS). `observed`: False when the caller hands the
+        features to `observe` itself (a plan: its weeks at once, not a step at a time).
         """
-        if self.observe is not None:
+        if self.observe is not None and observed:
             self.observe(X)
         if self.knows_series and codes is None:
             codes = np.full(len(X), UNKNOWN_SERIES, dtype=np.int64)
@@ -366,12 +367,16 @@ class Bundle:
                 )
                 flags.append(unseen[rows])
                 filled[rows, h] = np.column_stack(flags)
-            forecast, _ = self.run(np.ascontiguousarray(inputs[rows, h]), None if codes is None else codes[rows])
+            features, series_codes = np.ascontiguousarray(inputs[rows, h]), None if codes is None else codes[rows]
+            forecast, _ = self.run(features, series_codes, observed=False)
             units[rows, h] = forecast
             last[rows] = np.maximum(forecast, 0.0)
             if weekly is not None:
                 weekly[rows, WINDOW_WEEKS + h] = last[rows]
-        outside = self.stats.outside_flags(inputs) & (np.arange(H) < weeks[:, None])[:, :, None]
+        planned = np.arange(H) < weeks[:, None]
+        if self.observe is not None:
+            self.observe(inputs[planned])  # every planned week's features, counted once
+        outside = self.stats.outside_flags(inputs) & planned[:, :, None]
         return {
             "units_sold": units,
             "outside": outside,

@@ -546,6 +546,19 @@ def test_the_inputs_served_are_counted_and_one_that_left_the_training_distributi
     assert 'demand_served_input_psi{input="discount_fraction"}' in metrics
 
 
+def test_a_plans_weeks_are_counted_once_each_in_the_inputs_served(client, history_model):
+    """A plan's features go to the drift counts once, its planned weeks only (not a series' weeks past its
+    own, though the steps run for the longest series)."""
+    first = next_weeks(history_model)
+    week = {"discount_fraction": 95, "weeks_to_next_holidays": 2}
+    plan = {"series": [{"id": "store-01", "weeks": [week] * 3}, {"id": "store-02", "weeks": [week]}]}
+    assert client.post("/forecast", json=plan).status_code == 200
+    client.application.extensions["demand_forecast_log"].flush()
+    assert client.post("/actuals", json={"instances": [row("store-01", first["store-01"], 500.0)]}).status_code == 200
+    inputs = client.get("/accuracy").get_json()["drift"]["served"]["inputs"]
+    assert inputs["discount_fraction"]["count"] == 4 and inputs["prev_week_sales"]["count"] == 4
+
+
 def test_the_store_joins_the_models_weeks_only_where_it_runs_past_them():
     """A store behind the model (filled while an older version served) is not used; one that overlaps the
     model's last weeks keeps the model's weeks before its own."""
