@@ -1,8 +1,10 @@
 """The forecast log: every forecast served for a named series and week, written
 to the store by a background thread in batches, so that a request never waits
-for the database. When the store cannot be reached the service keeps serving:
-the records are dropped, counted (demand_forecast_log_dropped_total) and
-reported by /healthz.
+for the database. A request's weeks of one series are one run (a row of
+pipeline.store.forecast_runs), read a week per row through the forecasts view.
+When the store cannot be reached the service keeps serving: the forecasts are
+dropped, counted in weeks (demand_forecast_log_dropped_total) and reported by
+/healthz.
 """
 
 from __future__ import annotations
