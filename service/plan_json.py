@@ -38,12 +38,6 @@ def number_texts(values: np.ndarray) -> list[bytes]:
     return orjson.dumps(doubles, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
 
 
-def chosen_texts(choices: Sequence[Any], codes: np.ndarray) -> list[bytes]:
-    """For each of `codes` [n], the JSON of choices[code] (each choice encoded once)."""
-    texts = np.array([orjson.dumps(choice) for choice in choices] or [b""], dtype=object)
-    return texts[np.asarray(codes, dtype=np.intp)].tolist()
-
-
 def text_field(key: str, texts: list[bytes]) -> Field:
     """A field whose value is one text a week."""
     return (orjson.dumps(key) + b":%b", [texts])
@@ -72,20 +66,12 @@ def interval_field(
     levels: Sequence[float], bounds: Mapping[float, tuple[np.ndarray, np.ndarray]] | None, at: np.ndarray
 ) -> Field:
     """ "intervals": {level: [low, high]} per week, the weeks at flat indices `at` of each level's (low, high)
-    [S, H] (weeks_planned()), or null without them."""
+    [S, H] (weeks_planned()), or null without them; a level's "low,high" is one text a week."""
     if bounds is None:
         return (b'"intervals":null', [])
-    value, sides = interval_texts(levels, bounds, at)
-    return (b'"intervals":' + value, sides)
-
-
-def interval_texts(
-    levels: Sequence[float], bounds: Mapping[float, tuple[np.ndarray, np.ndarray]], at: np.ndarray
-) -> tuple[bytes, list[list[bytes]]]:
-    """{level: [low, high]} with a %b for each level's "low,high", and those texts (interval_field's value)."""
     part = b",".join(orjson.dumps(level_key(level)) + b":[%b]" for level in levels)
     pairs = [np.stack([low.ravel()[at], high.ravel()[at]], axis=-1) for low, high in (bounds[lv] for lv in levels)]
-    return b"{" + part + b"}", [rows_of_json(pair, 1) for pair in pairs]
+    return (b'"intervals":{' + part + b"}", [rows_of_json(pair, 1) for pair in pairs])
 
 
 def rows_of_json(values: np.ndarray, depth: int) -> list[bytes]:
