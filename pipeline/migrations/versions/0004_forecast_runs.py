@@ -51,30 +51,16 @@ WEEK_COLUMNS = "request_id, version, series, week, step, units_sold, intervals, 
 BATCH = 10_000
 
 
-def _table(name: str, *columns: tuple[str, sa.types.TypeEngine]) -> sa.TableClause:
-    return sa.table(name, *[sa.column(column, kind) for column, kind in columns])
-
-
-TEXT, NUMBER, WHEN = sa.String(), sa.Float(), sa.DateTime(timezone=True)
-OLD_WEEKS = _table(
+# The old table, as revision 0003 made it (renamed for the copy).
+OLD_WEEKS = sa.table(
     "forecast_weeks",
-    ("id", sa.BigInteger()),
-    *[(name, TEXT) for name in ("request_id", "version", "series")],
-    ("week", sa.Date()),
-    ("step", sa.Integer()),
-    ("units_sold", NUMBER),
-    ("intervals", sa.JSON()),  # SQL NULL, or JSON null as the first revision's writes stored it: both None
-    ("served_at", WHEN),
-)
-RUNS = _table(
-    "forecast_runs",
-    *[(name, TEXT) for name in ("request_id", "version", "series")],
-    ("first_week", sa.Date()),
-    ("first_step", sa.Integer()),
-    ("weeks", sa.Integer()),
-    ("units_sold", sa.JSON()),
-    ("intervals", sa.JSON(none_as_null=True)),
-    ("served_at", WHEN),
+    sa.column("id", sa.BigInteger()),
+    *[sa.column(name, sa.String()) for name in ("request_id", "version", "series")],
+    sa.column("week", sa.Date()),
+    sa.column("step", sa.Integer()),
+    sa.column("units_sold", sa.Float()),
+    sa.column("intervals", sa.JSON()),  # SQL NULL, or JSON null as the first revision's writes stored it: both None
+    sa.column("served_at", sa.DateTime(timezone=True)),
 )
 
 
@@ -83,7 +69,7 @@ def _number(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def _copy_weeks_to_runs() -> None:
+def _copy_weeks_to_runs(runs: sa.Table) -> None:
     """Each logged week of the old table as a run of one week, in the old order, its numbers as Python reads
     them (SQLite's own JSON functions would write a float with 15 digits, not the 17 that keep it)."""
     connection = op.get_bind()
@@ -96,7 +82,7 @@ def _copy_weeks_to_runs() -> None:
         if not rows:
             return
         connection.execute(
-            RUNS.insert(),
+            runs.insert(),
             [
                 {
                     "request_id": row.request_id,
@@ -120,7 +106,7 @@ def _copy_weeks_to_runs() -> None:
 def upgrade() -> None:
     dialect = op.get_bind().dialect.name
     op.rename_table("forecasts", "forecast_weeks")
-    op.create_table(
+    runs = op.create_table(
         "forecast_runs",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
         sa.Column("request_id", sa.String(64), nullable=False),
@@ -130,10 +116,10 @@ def upgrade() -> None:
         sa.Column("first_step", sa.Integer, nullable=False),
         sa.Column("weeks", sa.Integer, nullable=False),
         sa.Column("units_sold", sa.JSON, nullable=False),
-        sa.Column("intervals", sa.JSON),
+        sa.Column("intervals", sa.JSON(none_as_null=True)),  # None written as SQL NULL by the copy
         sa.Column("served_at", sa.DateTime(timezone=True), nullable=False),
     )
-    _copy_weeks_to_runs()
+    _copy_weeks_to_runs(runs)
     op.drop_table("forecast_weeks")
     op.execute(VIEW[dialect])
 
