@@ -21,8 +21,9 @@ NaN where the series has no week yet. Training takes every row's window out of
 one matrix per series; a plan appends each week's forecast to the window
 before the next week. Both read their windows through one definition of the
 features (`history_at` at a file's flat positions, `history_columns` on a
-plan's window in place), so a feature means the same in every path. Where a series has fewer weeks than a feature reaches, the
-feature is filled from what it has: a lag past the first week takes the
+plan's window in place), so a feature means the same in every path. Where a
+series has fewer weeks than a feature reaches, the feature is filled from
+what it has: a lag past the first week takes the
 oldest week there is, a rolling mean is the mean of the weeks there are, and
 with no week at all every history feature is last week's sales. The filled
 features are reported per row.
