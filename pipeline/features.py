@@ -23,10 +23,10 @@ before the next week. Both read their windows through one definition of the
 features (`history_at` at a file's flat positions, `history_columns` on a
 plan's window in place), so a feature means the same in every path. Where a
 series has fewer weeks than a feature reaches, the feature is filled from
-what it has: a lag past the first week takes the
-oldest week there is, a rolling mean is the mean of the weeks there are, and
-with no week at all every history feature is last week's sales. The filled
-features are reported per row.
+what it has: a lag past the first week takes the oldest week there is, a
+rolling mean is the mean of the weeks there are, and with no week at all
+every history feature is last week's sales. The filled features are reported
+per row.
 """
 
 from __future__ import annotations
