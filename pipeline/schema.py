@@ -102,6 +102,9 @@ def _apart(limit: float, value: float) -> tuple[str, str]:
 # this many characters. A name the model does not know, and a row without one,
 # is forecast as a series it never saw.
 MAX_SERIES_NAME = 200
+# The forecast log numbers a week by its run (a series' weeks of one request) times this plus its place in the
+# run (pipeline.store.forecasts): a run, and so a plan's weeks per series, holds fewer.
+RUN_WEEKS = 65536
 
 
 def series_problem(value: object) -> str | None:

@@ -82,8 +82,7 @@ forecast_runs = Table(
 
 # The log a week per row, as pipeline.accuracy reads it: a view of forecast_runs (pipeline/migrations, 0004),
 # in its own MetaData as no table is made from it. A week's id orders the weeks as they were logged: its run's
-# id times RUN_WEEKS, plus its place in the run, so a run holds fewer weeks than that.
-RUN_WEEKS = 65536
+# id times pipeline.schema.RUN_WEEKS, plus its place in the run.
 views = MetaData()
 forecasts = Table(
     "forecasts",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from pipeline.parallel import usable_cores
-from pipeline.store import RUN_WEEKS
+from pipeline.schema import RUN_WEEKS
 
 
 def _bool(text: object) -> bool:

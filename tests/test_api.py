@@ -498,7 +498,7 @@ def test_every_setting_is_listed_in_the_docs_and_every_listed_one_is_a_setting()
 
 
 def test_a_plan_horizon_the_forecast_log_cannot_hold_is_refused_at_start():
-    from pipeline.store import RUN_WEEKS
+    from pipeline.schema import RUN_WEEKS
     from service.config import Settings
 
     assert Settings.from_env({"DEMAND_MAX_HORIZON": str(RUN_WEEKS - 1)}).max_horizon == RUN_WEEKS - 1

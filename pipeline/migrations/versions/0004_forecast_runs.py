@@ -16,7 +16,7 @@ revision = "0004"
 down_revision = "0003"
 
 SERIES = sa.String(200)  # pipeline.schema.MAX_SERIES_NAME when this revision was written
-RUN_WEEKS = 65536  # pipeline.store.RUN_WEEKS when this revision was written: more weeks than a plan may hold
+RUN_WEEKS = 65536  # pipeline.schema.RUN_WEEKS when this revision was written: more weeks than a plan may hold
 
 # A run's week k (from 0): its forecast, and each level's [low, high] gathered into {level: [low, high]}.
 VIEW = {
