@@ -18,6 +18,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any, cast
 
@@ -396,15 +397,20 @@ def one_writer_at_a_time(connection: Any) -> None:
         connection.execute(text("SELECT pg_advisory_xact_lock(7347)"))
 
 
+LOGGED_PER_STATEMENT = 1000  # runs one INSERT writes: LOGGED's parameters each, within SQLite's 32,766
+
+
 def log_forecasts(engine: Engine, runs: Sequence[tuple[Any, ...]]) -> int:
     """Append served forecasts, each run a tuple of the LOGGED columns (units_sold and intervals as their JSON,
     or as values to encode), in one transaction; returns how many runs. Straight to the driver: the log's
-    rows are many and simple, and SQLAlchemy's per-row work cost more than the database's."""
+    rows are many and simple, and SQLAlchemy's per-row work cost more than the database's. Many runs to an
+    INSERT: the driver lets go of Python's interpreter lock while the database writes, and a statement per run
+    would take it back a thousand times a request from the threads that serve."""
     if not runs:
         return 0
     sqlite = engine.dialect.name == "sqlite"
-    marks = ", ".join(["?" if engine.dialect.paramstyle == "qmark" else "%s"] * len(LOGGED))
-    statement = f"INSERT INTO forecast_runs ({', '.join(LOGGED)}) VALUES ({marks})"
+    mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+    values = "(" + ", ".join([mark] * len(LOGGED)) + ")"
     # In SQLite as SQLAlchemy's types store them, each formatted once: a request's runs share their time,
     # and a plan's their first week.
     stamps = {served: served.strftime("%Y-%m-%d %H:%M:%S.%f") for served in {r[2] for r in runs}} if sqlite else {}
@@ -424,7 +430,10 @@ def log_forecasts(engine: Engine, runs: Sequence[tuple[Any, ...]]) -> int:
         for request_id, version, served, series, week, step, weeks, units, intervals in runs
     ]
     with engine.begin() as connection:
-        connection.exec_driver_sql(statement, rows)
+        for start in range(0, len(rows), LOGGED_PER_STATEMENT):
+            chunk = rows[start : start + LOGGED_PER_STATEMENT]
+            statement = f"INSERT INTO forecast_runs ({', '.join(LOGGED)}) VALUES {', '.join([values] * len(chunk))}"
+            connection.exec_driver_sql(statement, tuple(chain.from_iterable(chunk)))
     return len(rows)
 
 

@@ -53,7 +53,7 @@ from . import metrics
 from .errors import ApiError
 from .forecast_log import log_rows
 from .inputs import check_row_count
-from .plan_json import chosen_field, encoded_series, interval_field, number_texts, text_field, weeks_planned
+from .plan_json import WeekTexts, chosen_field, encoded_series, interval_field, text_field, weeks_planned
 from .plans import check_interval_count, read_levels
 
 if TYPE_CHECKING:
@@ -610,10 +610,12 @@ def plan_answer(
     lengths: np.ndarray,
     levels: Sequence[float],
     out: dict[str, Any],
+    texts: WeekTexts,
     through: dict[str, str] | None = None,
 ) -> bytes:
     """The /forecast answer for a model of any spec: per series and week, the week, the forecast, its
-    intervals, what was outside the training range and what was filled (one shared list per pattern)."""
+    intervals, what was outside the training range and what was filled (one shared list per pattern).
+    `texts`: the numbers of the planned weeks (plan_json.week_texts)."""
     from .series import unknown_series
 
     spec = bundle.spec
@@ -635,8 +637,8 @@ def plan_answer(
     names = [None if np.isnat(day) else str(day) for day in distinct.astype("datetime64[D]")]
     fields = [
         chosen_field(("step", "week"), (range(1, H + 1), names), (planned % H, where)),
-        text_field("units_sold", number_texts(out["units_sold"].ravel()[planned])),
-        interval_field(levels, out["intervals"], planned),
+        text_field("units_sold", texts.units),
+        interval_field(levels, texts.intervals),
         chosen_field(("extrapolated", "filled"), (outside_names, filled_names), (outside_codes, filled_codes)),
     ]
     series = encoded_series(ids, lengths.tolist(), fields)

@@ -14,6 +14,7 @@ them, and lists the others in `unknown_series`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from pipeline.schema import FEATURES, OUTSIDE_NAMES
 from . import metrics
 from .auth import prediction_token_required
 from .inputs import parse_json, require_json
-from .plan_json import chosen_field, encoded_series, interval_field, number_texts, text_field, weeks_planned
+from .plan_json import WeekTexts, chosen_field, encoded_series, interval_field, text_field, week_texts, weeks_planned
 from .plans import read_plan
 from .series import unknown_series
 from .serving import current_bundle
@@ -71,8 +72,9 @@ def forecast_answer(raw: bytes, bundle: Bundle, settings: Settings, store: Engin
         )
         out = bundle.forecast_plan(start, known, lengths, levels, ids, dates, static)
         metrics.FORECAST_WEEKS.inc(int(lengths.sum()))
-        log_plan(bundle, ids, dates, lengths, out, levels)
-        return plan_answer(bundle, ids, dates, lengths, levels, out, through)
+        texts = week_texts(out["units_sold"], out["intervals"], levels, weeks_planned(lengths, dates.shape[1]))
+        log_plan(bundle, ids, dates, lengths, levels, texts)
+        return plan_answer(bundle, ids, dates, lengths, levels, out, texts, through)
     plan = read_plan(body, settings.max_horizon, settings.max_rows)
     del body  # memory for the answer
     out = bundle.forecast_plan(plan.prev_week_sales, plan.features, plan.weeks, plan.levels, plan.ids)
@@ -80,21 +82,19 @@ def forecast_answer(raw: bytes, bundle: Bundle, settings: Settings, store: Engin
     outside = int(out["outside"].any(axis=2).sum())  # weeks past a series' own are all False
     if outside:
         metrics.EXTRAPOLATED.inc(outside)
-    encoded = answer(bundle, plan, out, through)
-    if plan.dates is not None:
-        log_plan(bundle, plan.ids, plan.dates, plan.weeks, out, plan.levels)
-    return encoded
+    return answer(bundle, plan, out, through)
 
 
 def log_plan(
-    bundle: Bundle, ids: list[str], dates: np.ndarray, lengths: np.ndarray, out: dict[str, Any], levels: list[float]
+    bundle: Bundle, ids: Sequence[str], dates: np.ndarray, lengths: np.ndarray, levels: list[float], texts: WeekTexts
 ) -> None:
-    """Record a plan's dated weeks in the forecast log (the answer carries the request id: service/app.py)."""
+    """Record a plan's dated weeks in the forecast log (the answer carries the request id: service/app.py), from
+    the texts of the answer's numbers."""
     from .forecast_log import SERVED, plan_runs
 
     served = SERVED.get()
     if served is not None and served.forecast_log is not None:
-        served.record(bundle.version, plan_runs(ids, dates, lengths, out, levels))
+        served.record(bundle.version, plan_runs(ids, dates, lengths, texts, levels))
 
 
 SERIES_PER_SLICE = 2048
@@ -111,21 +111,25 @@ def answer(bundle: Bundle, plan: Plan, out: dict[str, Any], through: dict[str, s
     if notes:
         head["notes"] = notes
     slices = (
-        _series_json(plan, out, start, start + SERIES_PER_SLICE) for start in range(0, len(plan.ids), SERIES_PER_SLICE)
+        _series_json(bundle, plan, out, start, start + SERIES_PER_SLICE)
+        for start in range(0, len(plan.ids), SERIES_PER_SLICE)
     )
     return b"".join([orjson.dumps(head)[:-1], b',"series":[', b",".join(slices), b"]}"])
 
 
-def _series_json(plan: Plan, out: dict[str, Any], start: int, stop: int) -> bytes:
-    """Series start..stop as JSON, without the list's brackets."""
+def _series_json(bundle: Bundle, plan: Plan, out: dict[str, Any], start: int, stop: int) -> bytes:
+    """Series start..stop as JSON, without the list's brackets; their dated weeks are logged."""
     lengths = plan.weeks[start:stop]
     H = out["units_sold"].shape[1]
     planned = weeks_planned(lengths, H)
     at = planned + start * H  # the slice's weeks, as flat indices of the whole plan's arrays
+    texts = week_texts(out["units_sold"], out["intervals"], plan.levels, at)
+    if plan.dates is not None:
+        log_plan(bundle, plan.ids[start:stop], plan.dates[start:stop], lengths, plan.levels, texts)
     fields = [
         chosen_field(("step",), (range(1, H + 1),), (at % H,)),
-        text_field("units_sold", number_texts(out["units_sold"].ravel()[at])),
-        interval_field(plan.levels, out["intervals"], at),
+        text_field("units_sold", texts.units),
+        interval_field(plan.levels, texts.intervals),
         chosen_field(("extrapolated",), (OUTSIDE_NAMES,), ((out["outside"][start:stop] @ BITS).ravel()[planned],)),
     ]
     return encoded_series(plan.ids[start:stop], lengths.tolist(), fields)

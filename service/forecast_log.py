@@ -22,7 +22,6 @@ from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import orjson
 from sqlalchemy.engine import Engine
 
 from pipeline.calibrate import level_key
@@ -30,7 +29,7 @@ from pipeline.drift import served_columns
 from pipeline.store import count_served_inputs, log_forecasts, week_of
 
 from . import metrics
-from .plan_json import rows_of_json
+from .plan_json import WeekTexts, run_lists
 
 if TYPE_CHECKING:
     from pipeline.bundle import Bundle
@@ -257,14 +256,13 @@ def request_id(header: str | None) -> str:
 
 
 def plan_runs(
-    ids: Sequence[str], dates: np.ndarray, lengths: np.ndarray, out: dict[str, Any], levels: Sequence[float]
+    ids: Sequence[str], dates: np.ndarray, lengths: np.ndarray, texts: WeekTexts, levels: Sequence[float]
 ) -> list[Run]:
     """A plan's run of dated weeks per series (Run): its weeks from the first, as far as they are dated and
     within the calendar (a date the store can hold). Each series' forecasts and each level's intervals are
-    cut from one JSON text of all the plan's (orjson writes them at once): a run's lists may go on past its
-    weeks, which the log does not read."""
-    units = out["units_sold"]
-    S, H = units.shape
+    the answer's texts of its weeks (WeekTexts), joined: a run's lists may go on past its weeks, which the
+    log does not read."""
+    H = dates.shape[1]
     days = np.asarray(dates, dtype="datetime64[D]")
     dated = (np.arange(H)[None, :] < np.asarray(lengths)[:, None]) & ~np.isnat(days)
     dated &= days <= np.datetime64(dt.date.max)
@@ -272,12 +270,11 @@ def plan_runs(
     logged = np.flatnonzero(weeks)
     if not len(logged):
         return []
-    units_texts = [b"[%b]" % text for text in rows_of_json(units[logged], 1)]
-    intervals: list[Any] = [None] * len(logged)
-    if out["intervals"] is not None:
-        template = b"{" + b",".join(orjson.dumps(level_key(level)) + b":[[%b]]" for level in levels) + b"}"
-        sides = [rows_of_json(np.stack(out["intervals"][level], axis=-1)[logged], 2) for level in levels]
-        intervals = [template % texts for texts in zip(*sides)]
-    names = np.array(ids, dtype=object)[logged].tolist()
-    first = days[logged, 0].astype(object).tolist()
-    return list(zip(names, first, repeat(1), weeks[logged].tolist(), units_texts, intervals))
+    units, intervals = run_lists(texts, np.asarray(lengths).tolist(), levels)
+    names, first = list(ids), days[:, 0].astype(object).tolist()
+    counts, chosen = weeks.tolist(), logged.tolist()
+    if len(logged) < len(ids):
+        names, first, counts = [names[s] for s in chosen], [first[s] for s in chosen], [counts[s] for s in chosen]
+        units = [units[s] for s in chosen]
+        intervals = None if intervals is None else [intervals[s] for s in chosen]
+    return list(zip(names, first, repeat(1), counts, units, intervals or repeat(None)))

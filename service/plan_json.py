@@ -9,7 +9,7 @@ orjson to walk. The answer is the same JSON.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -62,16 +62,72 @@ def chosen_field(keys: Sequence[str], choices: Sequence[Sequence[Any]], codes: S
     return (b"%b", [table[slot.ravel()].tolist()])
 
 
-def interval_field(
-    levels: Sequence[float], bounds: Mapping[float, tuple[np.ndarray, np.ndarray]] | None, at: np.ndarray
-) -> Field:
-    """ "intervals": {level: [low, high]} per week, the weeks at flat indices `at` of each level's (low, high)
-    [S, H] (weeks_planned()), or null without them; a level's "low,high" is one text a week."""
+class WeekTexts(NamedTuple):
+    """The numbers of a plan's weeks as JSON texts, one per week (weeks_planned): the forecast, and each
+    level's "low,high" (None without intervals). The answer and the forecast log are written from the same."""
+
+    units: list[bytes]
+    intervals: list[list[bytes]] | None
+
+
+def week_texts(
+    units: np.ndarray,
+    bounds: Mapping[float, tuple[np.ndarray, np.ndarray]] | None,
+    levels: Sequence[float],
+    at: np.ndarray,
+) -> WeekTexts:
+    """The WeekTexts of the weeks at flat indices `at` of forecasts [S, H] and each level's (low, high) [S, H]."""
     if bounds is None:
+        return WeekTexts(number_texts(units.ravel()[at]), None)
+    pairs = [np.stack([low.ravel()[at], high.ravel()[at]], axis=-1) for low, high in (bounds[lv] for lv in levels)]
+    return WeekTexts(number_texts(units.ravel()[at]), [rows_of_json(pair, 1) for pair in pairs])
+
+
+def interval_field(levels: Sequence[float], intervals: list[list[bytes]] | None) -> Field:
+    """ "intervals": {level: [low, high]} per week, from each level's "low,high" texts (WeekTexts), or null."""
+    if intervals is None:
         return (b'"intervals":null', [])
     part = b",".join(orjson.dumps(level_key(level)) + b":[%b]" for level in levels)
-    pairs = [np.stack([low.ravel()[at], high.ravel()[at]], axis=-1) for low, high in (bounds[lv] for lv in levels)]
-    return (b'"intervals":{' + part + b"}", [rows_of_json(pair, 1) for pair in pairs])
+    return (b'"intervals":{' + part + b"}", intervals)
+
+
+def series_lists(
+    texts: list[bytes], lengths: Sequence[int], opening: bytes, between: bytes, closing: bytes
+) -> list[str]:
+    """Each series' weeks (`lengths`, at least one each, series after series) as one text: `opening`, its weeks'
+    `texts` joined by `between`, `closing`. One join for all, cut where the series meet (no text holds a
+    line break: they are numbers)."""
+    if not texts:
+        return []
+    after = [between] * len(texts)
+    for end in np.cumsum(np.asarray(lengths, dtype=np.int64)).tolist():
+        after[end - 1] = closing + b"\n" + opening
+    pieces: list[bytes] = [b""] * (2 * len(texts))
+    pieces[0::2] = texts
+    pieces[1::2] = after
+    return (opening + b"".join(pieces)).decode()[: -len(opening) - 1].split("\n")
+
+
+def run_lists(texts: WeekTexts, lengths: Sequence[int], levels: Sequence[float]) -> tuple[list[str], list[str] | None]:
+    """(each series' forecasts as a JSON list, its intervals as JSON {level: [[low, high] per week]} or None)
+    of a plan's WeekTexts: what the forecast log keeps of each series (pipeline.store.forecast_runs)."""
+    units = series_lists(texts.units, lengths, b"[", b",", b"]")
+    if texts.intervals is None:
+        return units, None
+    sides = [series_lists(pairs, lengths, b"[[", b"],[", b"]]") for pairs in texts.intervals]
+    template = "{" + ",".join(orjson.dumps(level_key(level)).decode() + ":%s" for level in levels) + "}"
+    return units, [template % lists for lists in zip(*sides)]
+
+
+def json_strings(texts: Sequence[str]) -> list[bytes]:
+    """Each text as a JSON string. One orjson call for all: when none needed an escape no text holds a quote,
+    so '","' falls only where two meet."""
+    if not texts:
+        return []
+    encoded = orjson.dumps(list(texts))
+    if b"\\" in encoded:
+        return [orjson.dumps(text) for text in texts]
+    return [b'"%b"' % text for text in encoded[2:-2].split(b'","')]
 
 
 def rows_of_json(values: np.ndarray, depth: int) -> list[bytes]:
@@ -94,7 +150,7 @@ def encoded_series(ids: Sequence[str], lengths: Sequence[int], fields: Sequence[
     if len(ends) and int(np.min(weeks)) < 1:
         raise ValueError("every series of a plan has a week")
     opening = np.full(int(ends[-1]) if len(ends) else 0, b"{", dtype=object)
-    opening[ends - weeks] = [b'{"id":%b,"weeks":[{' % orjson.dumps(ident) for ident in ids]
+    opening[ends - weeks] = [b'{"id":%b,"weeks":[{' % ident for ident in json_strings(ids)]
     closing = np.full(len(opening), b"}", dtype=object)
     closing[ends - 1] = b"}]}"
     template = b"%b" + b",".join(part for part, _ in fields) + b"%b"

@@ -8,7 +8,16 @@ import pytest
 
 from service import plan_json
 from service.forecast_log import plan_runs
-from service.plan_json import chosen_field, encoded_series, interval_field, number_texts, text_field, weeks_planned
+from service.plan_json import (
+    chosen_field,
+    encoded_series,
+    interval_field,
+    json_strings,
+    number_texts,
+    text_field,
+    week_texts,
+    weeks_planned,
+)
 
 IDS = ['store "7"', "café-2", "x"]  # text that JSON must escape
 LENGTHS = np.array([3, 1, 2])
@@ -29,10 +38,11 @@ def test_weeks_encoded_from_texts_are_the_json_of_their_dicts():
     planned = weeks_planned(LENGTHS, H)
     names = [[], ["prev_week_sales"], ["discount_fraction", "prev_week_sales"]]
     codes = np.array([0, 2, 1, 0, 0, 1])
+    texts = week_texts(units, bounds, [0.8, 0.95], planned)
     fields = [
         chosen_field(("step",), (range(1, H + 1),), (planned % H,)),
-        text_field("units_sold", number_texts(units.ravel()[planned])),
-        interval_field([0.8, 0.95], bounds, planned),
+        text_field("units_sold", texts.units),
+        interval_field([0.8, 0.95], texts.intervals),
         chosen_field(("extrapolated",), (names,), (codes,)),
     ]
     encoded = orjson.loads(b"[" + encoded_series(IDS, LENGTHS.tolist(), fields) + b"]")
@@ -55,7 +65,7 @@ def test_weeks_encoded_from_texts_are_the_json_of_their_dicts():
             at += 1
         expected.append({"id": ident, "weeks": weeks})
     assert encoded == expected
-    without = [fields[0], interval_field([0.8], None, planned)]
+    without = [fields[0], interval_field([0.8], week_texts(units, None, [0.8], planned).intervals)]
     assert [
         week["intervals"]
         for s in orjson.loads(b"[" + encoded_series(IDS, LENGTHS.tolist(), without) + b"]")
@@ -93,8 +103,7 @@ def test_a_plans_logged_runs_are_the_json_of_their_forecasts():
     units, bounds = plan_out(1)
     dates = np.datetime64("2026-01-05") + (7 * np.arange(H)).astype("timedelta64[D]")[None, :].repeat(len(IDS), 0)
     dates[1] = np.datetime64("NaT")  # a series whose weeks are not dated is not logged
-    out = {"units_sold": units, "intervals": bounds}
-    runs = plan_runs(IDS, dates, LENGTHS, out, [0.8, 0.95])
+    runs = plan_runs(IDS, dates, LENGTHS, texts_of(units, bounds, [0.8, 0.95]), [0.8, 0.95])
     assert [(name, day, step, weeks) for name, day, step, weeks, _, _ in runs] == [
         ('store "7"', dt.date(2026, 1, 5), 1, 3),
         ("x", dt.date(2026, 1, 5), 1, 2),
@@ -110,21 +119,30 @@ def test_a_plans_logged_runs_are_the_json_of_their_forecasts():
                 [None if np.isnan(low[s, h]) else low[s, h], None if np.isnan(high[s, h]) else high[s, h]]
                 for h in range(weeks)
             ]
-    assert [r[5] for r in plan_runs(IDS, dates, LENGTHS, {"units_sold": units, "intervals": None}, [0.8])] == [
+    assert [r[5] for r in plan_runs(IDS, dates, LENGTHS, texts_of(units, None, [0.8]), [0.8])] == [
         None,
         None,
     ]
     dates[2, 1] = np.datetime64(dt.date.max) + np.timedelta64(7, "D")  # past the calendar's end: not logged
-    assert [(name, weeks) for name, _, _, weeks, _, _ in plan_runs(IDS, dates, LENGTHS, out, [0.8])] == [
+    assert [
+        (name, weeks)
+        for name, _, _, weeks, _, _ in plan_runs(IDS, dates, LENGTHS, texts_of(units, bounds, [0.8]), [0.8])
+    ] == [
         ('store "7"', 3),
         ("x", 1),
     ]
-    one = plan_runs(IDS[:1], dates[:1], LENGTHS[:1], out_of(out, 1), [0.8])  # one series: nothing to cut
-    assert orjson.loads(one[0][4]) == [float(u) for u in units[0]]
+    one = plan_runs(IDS[:1], dates[:1], LENGTHS[:1], texts_of(units[:1], None, [0.8], LENGTHS[:1]), [0.8])
+    assert orjson.loads(one[0][4]) == [float(u) for u in units[0]]  # one series: nothing to cut
 
 
-def out_of(out, n):
-    return {
-        "units_sold": out["units_sold"][:n],
-        "intervals": {k: (lo[:n], hi[:n]) for k, (lo, hi) in out["intervals"].items()},
-    }
+def texts_of(units, bounds, levels, lengths=LENGTHS):
+    return week_texts(units, bounds, levels, weeks_planned(lengths, units.shape[1]))
+
+
+@pytest.mark.parametrize(
+    "names",
+    [["a", "b-2", "café"], ['a","b', "c"], ["x\\", '","'], ["tab\there", "line\nbreak", "ok"], ["one"], []],
+    ids=["plain", "quote-comma-quote", "backslash", "control", "one", "none"],
+)
+def test_names_are_json_strings_however_they_are_cut(names):
+    assert json_strings(names) == [orjson.dumps(name) for name in names]

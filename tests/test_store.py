@@ -229,6 +229,25 @@ def test_a_plans_run_is_read_a_week_per_row(engine):
     ]
 
 
+
+def test_runs_past_one_statement_are_all_logged_in_order(engine, monkeypatch):
+    """Runs are written many to an INSERT: a batch longer than one statement, with a shorter last one, is
+    logged whole and in order."""
+    from pipeline import store
+    from pipeline.store import forecast_runs
+
+    monkeypatch.setattr(store, "LOGGED_PER_STATEMENT", 2)
+    served = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    runs = [("r1", "v1", served, f"s{i}", MONDAY + i * WEEK, 1, 1, [float(i)], None) for i in range(5)]
+    assert log_forecasts(engine, runs) == 5
+    with engine.connect() as connection:
+        logged = connection.execute(
+            forecast_runs.select()
+            .with_only_columns(forecast_runs.c.series, forecast_runs.c.first_week, forecast_runs.c.units_sold)
+            .order_by(forecast_runs.c.id)
+        ).all()
+    assert [tuple(row) for row in logged] == [(f"s{i}", MONDAY + i * WEEK, [float(i)]) for i in range(5)]
+
 OLD_LOG_COLUMNS = [
     ("request_id", sa.String),
     ("version", sa.String),
