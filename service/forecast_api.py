@@ -14,7 +14,6 @@ them, and lists the others in `unknown_series`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,8 +24,9 @@ from pipeline.schema import FEATURES, OUTSIDE_NAMES
 
 from . import metrics
 from .auth import prediction_token_required
+from .forecast_log import Run, logged_request, plan_runs
 from .inputs import parse_json, require_json
-from .plan_json import WeekTexts, chosen_field, encoded_series, interval_field, text_field, week_texts, weeks_planned
+from .plan_json import chosen_field, encoded_series, interval_field, text_field, week_texts, weeks_planned
 from .plans import read_plan
 from .series import unknown_series
 from .serving import current_bundle
@@ -59,9 +59,11 @@ def forecast() -> Response:
 
 
 def forecast_answer(raw: bytes, bundle: Bundle, settings: Settings, store: Engine | None) -> bytes:
-    """The answer to a /forecast body from `bundle`; its dated weeks are logged."""
+    """The answer to a /forecast body from `bundle`; its dated weeks are logged once it is written, from the
+    texts of its numbers (the answer carries the request id: service/app.py)."""
     from .stored_history import fill_from_store
 
+    served = logged_request()
     body = parse_json(raw, settings.max_rows, row="plan")
     through = fill_from_store(body, bundle, store)
     if not bundle.reads_three_inputs:  # history, calendar and covariates (service/feature_rows.py)
@@ -73,8 +75,10 @@ def forecast_answer(raw: bytes, bundle: Bundle, settings: Settings, store: Engin
         out = bundle.forecast_plan(start, known, lengths, levels, ids, dates, static)
         metrics.FORECAST_WEEKS.inc(int(lengths.sum()))
         texts = week_texts(out["units_sold"], out["intervals"], levels, weeks_planned(lengths, dates.shape[1]))
-        log_plan(bundle, ids, dates, lengths, levels, texts)
-        return plan_answer(bundle, ids, dates, lengths, levels, out, texts, through)
+        encoded = plan_answer(bundle, ids, dates, lengths, levels, out, texts, through)
+        if served is not None:
+            served.record(bundle.version, plan_runs(ids, dates, lengths, texts, levels))
+        return encoded
     plan = read_plan(body, settings.max_horizon, settings.max_rows)
     del body  # memory for the answer
     out = bundle.forecast_plan(plan.prev_week_sales, plan.features, plan.weeks, plan.levels, plan.ids)
@@ -82,28 +86,26 @@ def forecast_answer(raw: bytes, bundle: Bundle, settings: Settings, store: Engin
     outside = int(out["outside"].any(axis=2).sum())  # weeks past a series' own are all False
     if outside:
         metrics.EXTRAPOLATED.inc(outside)
-    return answer(bundle, plan, out, through)
-
-
-def log_plan(
-    bundle: Bundle, ids: Sequence[str], dates: np.ndarray, lengths: np.ndarray, levels: list[float], texts: WeekTexts
-) -> None:
-    """Record a plan's dated weeks in the forecast log (the answer carries the request id: service/app.py), from
-    the texts of the answer's numbers."""
-    from .forecast_log import SERVED, plan_runs
-
-    served = SERVED.get()
-    if served is not None and served.forecast_log is not None:
-        served.record(bundle.version, plan_runs(ids, dates, lengths, texts, levels))
+    runs: list[Run] | None = [] if served is not None and plan.dates is not None else None
+    encoded = answer(bundle, plan, out, through, runs)
+    if served is not None and runs:
+        served.record(bundle.version, runs)
+    return encoded
 
 
 SERIES_PER_SLICE = 2048
 
 
-def answer(bundle: Bundle, plan: Plan, out: dict[str, Any], through: dict[str, str] | None = None) -> bytes:
+def answer(
+    bundle: Bundle,
+    plan: Plan,
+    out: dict[str, Any],
+    through: dict[str, str] | None = None,
+    runs: list[Run] | None = None,
+) -> bytes:
     """The JSON answer, encoded a slice of series at a time (service/plan_json.py) so that a large plan's
     texts are never all held at once. `through`: the last week of stored history each series filled from
-    the store was given."""
+    the store was given. `runs`: where each slice's runs of dated weeks are added, for the forecast log."""
     head = {"model_version": bundle.version, "levels": plan.levels, **unknown_series(plan.ids, out["unknown_series"])}
     if through:
         head["history_through"] = through
@@ -111,21 +113,21 @@ def answer(bundle: Bundle, plan: Plan, out: dict[str, Any], through: dict[str, s
     if notes:
         head["notes"] = notes
     slices = (
-        _series_json(bundle, plan, out, start, start + SERIES_PER_SLICE)
+        _series_json(plan, out, start, start + SERIES_PER_SLICE, runs)
         for start in range(0, len(plan.ids), SERIES_PER_SLICE)
     )
     return b"".join([orjson.dumps(head)[:-1], b',"series":[', b",".join(slices), b"]}"])
 
 
-def _series_json(bundle: Bundle, plan: Plan, out: dict[str, Any], start: int, stop: int) -> bytes:
-    """Series start..stop as JSON, without the list's brackets; their dated weeks are logged."""
+def _series_json(plan: Plan, out: dict[str, Any], start: int, stop: int, runs: list[Run] | None) -> bytes:
+    """Series start..stop as JSON, without the list's brackets; their runs of dated weeks added to `runs`."""
     lengths = plan.weeks[start:stop]
     H = out["units_sold"].shape[1]
     planned = weeks_planned(lengths, H)
     at = planned + start * H  # the slice's weeks, as flat indices of the whole plan's arrays
     texts = week_texts(out["units_sold"], out["intervals"], plan.levels, at)
-    if plan.dates is not None:
-        log_plan(bundle, plan.ids[start:stop], plan.dates[start:stop], lengths, plan.levels, texts)
+    if runs is not None and plan.dates is not None:
+        runs.extend(plan_runs(plan.ids[start:stop], plan.dates[start:stop], lengths, texts, plan.levels))
     fields = [
         chosen_field(("step",), (range(1, H + 1),), (at % H,)),
         text_field("units_sold", texts.units),

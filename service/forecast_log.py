@@ -200,6 +200,12 @@ class Served:
 SERVED: contextvars.ContextVar[Served | None] = contextvars.ContextVar("demand_served", default=None)
 
 
+def logged_request() -> Served | None:
+    """The request being served, when its forecasts are logged; None otherwise."""
+    served = SERVED.get()
+    return served if served is not None and served.forecast_log is not None else None
+
+
 def log_rows(version: str, series: Sequence[str], weeks: np.ndarray, out: dict[str, Any], level: float) -> None:
     """Log the forecasts of rows that name their series and week (step 1, the interval served)."""
     served = SERVED.get()

@@ -228,6 +228,37 @@ def test_a_three_input_plan_with_a_start_week_is_logged_and_scored(published, tm
         assert bad.status_code == 400 and "series[0].start must be the first planned week" in bad.get_json()["error"]
 
 
+def test_a_plan_encoded_in_slices_is_logged_once_all_of_it(published, tmp_path, monkeypatch):
+    """A large three-input plan's answer is encoded a slice of series at a time; its runs are recorded once the
+    whole answer is: one request, one time served, every series, in the plan's order."""
+    from sqlalchemy import select
+
+    from pipeline.store import forecast_runs
+    from service import forecast_api
+    from service.app import create_app
+
+    monkeypatch.setattr(forecast_api, "SERIES_PER_SLICE", 2)
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    upgrade(open_engine(url))
+    client = create_app({"MODEL_DIR": str(published), "RELOAD_INTERVAL": 0, "STORE_URL": url}).test_client()
+    week = {"discount_fraction": 20, "weeks_to_next_holidays": 4}
+    names = [f"store-{i}" for i in range(5)]
+    plan = {
+        "series": [{"id": name, "prev_week_sales": 40000, "start": "2027-01-04", "weeks": [week] * 2} for name in names]
+    }
+    answer = client.post("/forecast", json=plan, headers={"X-Request-Id": "sliced"})
+    assert answer.status_code == 200
+    client.application.extensions["demand_forecast_log"].flush()
+    with open_engine(url).connect() as connection:
+        runs = connection.execute(
+            select(
+                forecast_runs.c.request_id, forecast_runs.c.served_at, forecast_runs.c.series, forecast_runs.c.weeks
+            ).order_by(forecast_runs.c.id)
+        ).all()
+    assert [(r.request_id, r.series, r.weeks) for r in runs] == [("sliced", name, 2) for name in names]
+    assert len({r.served_at for r in runs}) == 1
+
+
 def test_a_plan_without_history_of_its_own_starts_after_the_stored_weeks(client, history_model):
     """A history model: the weeks posted after its training join the weeks it stored; the plan starts after
     them, as the same plan with that history written out does, and the answer says where history ended."""

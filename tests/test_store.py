@@ -229,7 +229,6 @@ def test_a_plans_run_is_read_a_week_per_row(engine):
     ]
 
 
-
 def test_runs_past_one_statement_are_all_logged_in_order(engine, monkeypatch):
     """Runs are written many to an INSERT: a batch longer than one statement, with a shorter last one, is
     logged whole and in order."""
@@ -247,6 +246,7 @@ def test_runs_past_one_statement_are_all_logged_in_order(engine, monkeypatch):
             .order_by(forecast_runs.c.id)
         ).all()
     assert [tuple(row) for row in logged] == [(f"s{i}", MONDAY + i * WEEK, [float(i)]) for i in range(5)]
+
 
 OLD_LOG_COLUMNS = [
     ("request_id", sa.String),
