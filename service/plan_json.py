@@ -119,17 +119,6 @@ def run_lists(texts: WeekTexts, lengths: Sequence[int], levels: Sequence[float])
     return units, [template % lists for lists in zip(*sides)]
 
 
-def json_strings(texts: Sequence[str]) -> list[bytes]:
-    """Each text as a JSON string. One orjson call for all: when none needed an escape no text holds a quote,
-    so '","' falls only where two meet."""
-    if not texts:
-        return []
-    encoded = orjson.dumps(list(texts))
-    if b"\\" in encoded:
-        return [orjson.dumps(text) for text in texts]
-    return [b'"%b"' % text for text in encoded[2:-2].split(b'","')]
-
-
 def rows_of_json(values: np.ndarray, depth: int) -> list[bytes]:
     """The JSON of each row of `values` [n, ...] (`depth` dimensions below the rows; numbers as doubles, null
     for NaN), without the row's own outer brackets: one orjson call for all, cut where the rows meet."""
@@ -150,7 +139,7 @@ def encoded_series(ids: Sequence[str], lengths: Sequence[int], fields: Sequence[
     if len(ends) and int(np.min(weeks)) < 1:
         raise ValueError("every series of a plan has a week")
     opening = np.full(int(ends[-1]) if len(ends) else 0, b"{", dtype=object)
-    opening[ends - weeks] = [b'{"id":%b,"weeks":[{' % ident for ident in json_strings(ids)]
+    opening[ends - weeks] = [b'{"id":%b,"weeks":[{' % orjson.dumps(ident) for ident in ids]
     closing = np.full(len(opening), b"}", dtype=object)
     closing[ends - 1] = b"}]}"
     template = b"%b" + b",".join(part for part, _ in fields) + b"%b"

@@ -12,7 +12,6 @@ from service.plan_json import (
     chosen_field,
     encoded_series,
     interval_field,
-    json_strings,
     number_texts,
     text_field,
     week_texts,
@@ -137,12 +136,3 @@ def test_a_plans_logged_runs_are_the_json_of_their_forecasts():
 
 def texts_of(units, bounds, levels, lengths=LENGTHS):
     return week_texts(units, bounds, levels, weeks_planned(lengths, units.shape[1]))
-
-
-@pytest.mark.parametrize(
-    "names",
-    [["a", "b-2", "café"], ['a","b', "c"], ["x\\", '","'], ["tab\there", "line\nbreak", "ok"], ["one"], []],
-    ids=["plain", "quote-comma-quote", "backslash", "control", "one", "none"],
-)
-def test_names_are_json_strings_however_they_are_cut(names):
-    assert json_strings(names) == [orjson.dumps(name) for name in names]
