@@ -7,6 +7,7 @@ value refused in one place is refused everywhere with the same words.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 FEATURES = ("prev_week_sales", "discount_fraction", "weeks_to_next_holidays")
@@ -107,16 +108,27 @@ MAX_SERIES_NAME = 200
 RUN_WEEKS = 65536
 
 
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")  # never in a series' name: a file's line would break
+
+
 def series_problem(value: object) -> str | None:
-    """Why `value` is not a series' name, or None when it is one: text, or a
-    whole number (a store numbered 7 is the series "7" of a file)."""
+    """Why `value` is not a series' name, or None when it is one: text without
+    control characters, or a whole number (a store numbered 7 is the series
+    "7" of a file). Names are trimmed of spaces where they are read."""
     if type(value) is int:  # not a bool
         value = str(value)
     if not isinstance(value, str):
         return f"must be text, the series' name, got {describe_value(value)}"
     if len(value) > MAX_SERIES_NAME:
         return f"must be at most {MAX_SERIES_NAME} characters, got {len(value)}"
+    if CONTROL_CHARACTER.search(value):
+        return "must be a name without control characters (line breaks, tabs, NUL)"
     return None
+
+
+def has_control_character(names: Sequence[str]) -> bool:
+    """Whether any of the names holds a control character (one search over all of them)."""
+    return CONTROL_CHARACTER.search("".join(names)) is not None
 
 
 # What a parsed JSON value is, in JSON's words (a request body's values, or a data file's cells).

@@ -211,8 +211,8 @@ def actual_from_row(row: Any, where: str, columns: Sequence[str]) -> Actual:
             raise DataError(f"{at(name)} is missing: a row takes {', '.join(columns)}")
     series = row[series_column]
     problem = series_problem(series)
-    if problem is None and (not str(series).strip() or any(ord(c) < 32 or ord(c) == 127 for c in str(series))):
-        problem = "must be a name: not blank, without control characters"
+    if problem is None and not str(series).strip():
+        problem = "must be a name, not blank"
     if problem:
         raise DataError(f"{at(series_column)} {problem}")
     week = week_of(row[week_column])
@@ -225,7 +225,7 @@ def actual_from_row(row: Any, where: str, columns: Sequence[str]) -> Actual:
         problem = domain_problem(TARGET if name == target_column else name, row[name])
         if problem:
             raise DataError(f"{at(name)} {problem}")
-    return Actual(str(series), week, float(row[target_column]), {name: row[name] for name in covariates})
+    return Actual(str(series).strip(), week, float(row[target_column]), {name: row[name] for name in covariates})
 
 
 FIRST_YEAR, LAST_YEAR = 1900, 9000  # far from the calendar's ends: weeks ahead of any stored week stay dates

@@ -46,6 +46,7 @@ from pipeline.schema import (
     TIME_COLUMN,
     domain_of,
     domain_problem,
+    has_control_character,
     series_problem,
 )
 
@@ -556,6 +557,8 @@ def _plain_series(series: list[Any], max_horizon: int) -> tuple[list[str], list[
     if not 0 < min(lengths) <= max(lengths) <= max_horizon or max(map(len, ids)) > MAX_SERIES_NAME:
         return None
     if list(map(str.strip, ids)) != ids or min(map(len, ids)) == 0 or len(set(ids)) != len(ids):
+        return None
+    if has_control_character(ids):
         return None
     return ids, weeks
 

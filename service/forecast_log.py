@@ -26,9 +26,11 @@ from sqlalchemy.engine import Engine
 
 from pipeline.calibrate import level_key
 from pipeline.drift import served_columns
-from pipeline.store import count_served_inputs, log_forecasts, week_of
+from pipeline.schema import series_problem
+from pipeline.store import FIRST_YEAR, LAST_YEAR, count_served_inputs, log_forecasts, week_of
 
 from . import metrics
+from .errors import ApiError
 from .plan_json import WeekTexts, run_lists
 
 if TYPE_CHECKING:
@@ -223,21 +225,30 @@ def log_rows(version: str, series: Sequence[str], weeks: np.ndarray, out: dict[s
     )
 
 
-def dated_instances(instances: Sequence[Any]) -> list[tuple[int, str, dt.date]] | None:
-    """(row, series, week) of the rows that name their series and week, when this request is logged;
-    None when it is not (no log, or no row names a week: the first row decides, at no cost to the rest)."""
-    served = SERVED.get()
-    if served is None or served.forecast_log is None or not instances:
-        return None
-    first = instances[0]
-    if not isinstance(first, dict) or "week" not in first or "series" not in first:
+def dated_instances(instances: Sequence[Any], prefix: str = "instances") -> list[tuple[int, str, dt.date]] | None:
+    """(row, series, week) of the rows that name their series and week, to be logged; None when the first row
+    names no week (the rest then cost nothing). A week that is not a date, or a series that is not a name, is
+    a 400 naming it, whether or not the log is on: a row's week is never dropped without a word."""
+    if not instances or not isinstance(instances[0], dict) or "week" not in instances[0]:
         return None
     dated = []
     for i, row in enumerate(instances):
-        if isinstance(row, dict) and isinstance(row.get("series"), (str, int)) and not isinstance(row["series"], bool):
-            week = week_of(row.get("week"))
-            if week is not None:
-                dated.append((i, str(row["series"]).strip(), week))
+        value = row.get("week") if isinstance(row, dict) else None
+        if value is None:
+            continue
+        week = week_of(value)
+        if week is None:
+            raise ApiError(
+                400,
+                f"{prefix}[{i}].week must be a date as YYYY-MM-DD in years {FIRST_YEAR} to {LAST_YEAR}, "
+                f"got {str(value)[:40]!r}",
+            )
+        name = row.get("series")
+        problem = None if name is None else series_problem(name)
+        if problem:
+            raise ApiError(400, f"{prefix}[{i}].series {problem}")
+        if name is not None and str(name).strip():
+            dated.append((i, str(name).strip(), week))
     return dated
 
 

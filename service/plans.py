@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 
 from pipeline.calibrate import DEFAULT_LEVELS, LEVELS, level_key
-from pipeline.schema import FEATURES, MAX_SERIES_NAME, describe_value, domain_problem
+from pipeline.schema import (
+    FEATURES,
+    MAX_SERIES_NAME,
+    describe_value,
+    domain_problem,
+    has_control_character,
+    series_problem,
+)
 from pipeline.store import week_of
 
 from .errors import ApiError
@@ -107,12 +114,14 @@ def read_plan(body: Any, max_horizon: int, max_rows: int) -> Plan:
             set(map(type, ids)) == {str}
             and set(map(type, week_lists)) == {list}
             and set(map(type, prevs)) <= NUMBER_TYPES
-            and 0 < min(map(len, ids))
+            and set().union(*series) <= set(SERIES_KEYS)
             and max(map(len, ids)) <= MAX_ID_LENGTH
-            and len(set(ids)) == len(ids)
             and min(lengths) > 0
             and max(lengths) <= max_horizon
         )
+        if well_formed:  # names trimmed of spaces, as a file's are
+            ids = tuple(map(str.strip, ids))
+            well_formed = 0 < min(map(len, ids)) and len(set(ids)) == len(ids) and not has_control_character(ids)
         values = list(chain.from_iterable(map(planned_of, chain.from_iterable(week_lists)))) if well_formed else None
     except (KeyError, TypeError):
         well_formed = False
@@ -163,6 +172,7 @@ def plan_dates(series: Sequence[Any], horizon: int) -> np.ndarray | None:
     return first[:, None] + 7 * np.arange(horizon)
 
 
+SERIES_KEYS = ("id", FEATURES[0], "start", "weeks")  # what a series of a plan holds
 series_fields = itemgetter("id", FEATURES[0], "weeks")
 
 
@@ -173,9 +183,18 @@ def _check_series(series: Sequence[Any], max_horizon: int) -> None:
         where = f"series[{i}]"
         if not isinstance(item, dict):
             raise ApiError(400, f"{where} must be an object with id, prev_week_sales and weeks")
+        bad = next((key for key in item if key not in SERIES_KEYS), None)
+        if bad is not None:  # a misspelt `start` would leave the plan undated, and unlogged, without a word
+            raise ApiError(
+                400, f"{where}.{bad[:40]} is not a key of a plan's series; it takes {', '.join(SERIES_KEYS)}"
+            )
         ident = item.get("id")
         if not isinstance(ident, str) or not 0 < len(ident) <= MAX_ID_LENGTH:
             raise ApiError(400, f"{where}.id must be a string of 1 to {MAX_ID_LENGTH} characters")
+        problem = series_problem(ident) or (None if ident.strip() else "must be a name, not blank")
+        if problem:
+            raise ApiError(400, f"{where}.id {problem}")
+        ident = ident.strip()
         if ident in seen:
             raise ApiError(400, f"{where}.id {ident!r} is the id of series[{seen[ident]}] too; ids must differ")
         seen[ident] = i

@@ -89,7 +89,7 @@ def forecast_json(raw: bytes, bundle: Bundle, max_rows: int) -> bytes:
     X, ranges = matrix_from_instances(instances, prefix, max_rows)
     series = names_from_instances(instances, prefix) if bundle.knows_series else None  # others ignore the key, as ever
     check_interval_count(len(X), levels, max_rows)
-    dated = dated_instances(instances)  # rows that name their series and week are logged
+    dated = dated_instances(instances, prefix)  # rows that name their series and week are logged
     del body, instances  # garbage by now (a dict per row): memory for the answer
     out, extrapolated = _forecast(bundle, X, ranges, series)
     if dated:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from pipeline.schema import MAX_SERIES_NAME, SERIES_COLUMN, series_problem
+from pipeline.schema import MAX_SERIES_NAME, SERIES_COLUMN, has_control_character, series_problem
 
 from .errors import ApiError
 
@@ -31,7 +31,11 @@ def names_from_values(values: Sequence[Any], field_name: Callable[[int], str]) -
     """A list of series names from JSON values (text, a whole number, or null for
     none), trimmed as a file's are; or a 400 naming the first value that is not
     one (`field_name(i)` says where)."""
-    if all(type(value) is str for value in values) and max(map(len, values), default=0) <= MAX_SERIES_NAME:
+    if (
+        all(type(value) is str for value in values)
+        and max(map(len, values), default=0) <= MAX_SERIES_NAME
+        and not has_control_character(values)
+    ):
         return list(map(str.strip, values))
     names: list[str] = []
     for i, value in enumerate(values):

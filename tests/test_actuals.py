@@ -228,6 +228,50 @@ def test_a_three_input_plan_with_a_start_week_is_logged_and_scored(published, tm
         assert bad.status_code == 400 and "series[0].start must be the first planned week" in bad.get_json()["error"]
 
 
+def test_names_are_trimmed_alike_in_plans_and_actuals_so_their_weeks_meet(published, tmp_path):
+    """A series named with spaces around it is the same series in a plan, in its actuals and in /accuracy."""
+    from service.app import create_app
+
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    upgrade(open_engine(url))
+    client = create_app({"MODEL_DIR": str(published), "RELOAD_INTERVAL": 0, "STORE_URL": url}).test_client()
+    week = {"discount_fraction": 20, "weeks_to_next_holidays": 4}
+    plan = {"series": [{"id": "  store-9 ", "prev_week_sales": 40000, "start": "2027-01-04", "weeks": [week]}]}
+    answer = client.post("/forecast", json=plan)
+    assert answer.status_code == 200 and answer.get_json()["series"][0]["id"] == "store-9"
+    sold = {"instances": [{**week, "series": " store-9", "week": "2027-01-04", "units_sold": 41000.0}]}
+    assert client.post("/actuals", json=sold).status_code == 200
+    client.application.extensions["demand_forecast_log"].flush()
+    with open_engine(url).connect() as connection:
+        assert [row.series for row in connection.execute(actuals.select())] == ["store-9"]
+    report = client.get("/accuracy").get_json()["versions"]
+    assert [s["count"] for s in next(iter(report.values()))["all"]] == [1]
+
+
+@pytest.mark.parametrize("log", [True, False], ids=["log on", "log off"])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"series": "store-9", "week": "next monday"}, "instances[1].week must be a date as YYYY-MM-DD"),
+        ({"series": "store-9", "week": 12}, "instances[1].week must be a date as YYYY-MM-DD"),
+        ({"series": "store\n9", "week": "2027-01-04"}, "instances[1].series must be a name without control characters"),
+    ],
+)
+def test_a_rows_week_or_name_that_cannot_be_logged_is_refused(published, tmp_path, log, row, message):
+    """A JSON row's week is read whether or not the log is on: a bad one is a 400 naming it, as in a CSV body,
+    never a forecast whose week was silently dropped."""
+    from service.app import create_app
+
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    upgrade(open_engine(url))
+    config = {"MODEL_DIR": str(published), "RELOAD_INTERVAL": 0, "STORE_URL": url, "FORECAST_LOG": log}
+    client = create_app(config).test_client()
+    good = {"prev_week_sales": 40000, "discount_fraction": 20, "weeks_to_next_holidays": 4}
+    body = {"instances": [{**good, "series": "store-9", "week": "2027-01-04"}, {**good, **row}]}
+    answer = client.post("/predict", json=body)
+    assert answer.status_code == 400 and message in answer.get_json()["error"], answer.get_data(as_text=True)
+
+
 def test_a_plan_encoded_in_slices_is_logged_once_all_of_it(published, tmp_path, monkeypatch):
     """A large three-input plan's answer is encoded a slice of series at a time; its runs are recorded once the
     whole answer is: one request, one time served, every series, in the plan's order."""

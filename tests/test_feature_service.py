@@ -391,12 +391,29 @@ def test_a_series_never_seen_is_served_filled_and_flagged(served):
             {"store": "aalborg-01", "price": 1.0, "display": 0, "temperature": 1, "date": "soon"},
             "date must be an ISO date",
         ),
+        (
+            {"store": "aalborg\n01", "price": 1.0, "display": 0, "temperature": 1, "date": "2026-01-05"},
+            "store must be a name without control characters",
+        ),
     ],
 )
 def test_a_request_without_what_the_model_reads_is_a_400_naming_it(served, body, named):
     answer = served.post("/predict", json={"instances": [body]})
     assert answer.status_code == 400 and named in answer.get_json()["error"], answer.get_json()
     assert answer.get_json()["error"].startswith("instances[0].")
+
+
+@pytest.mark.parametrize(
+    "ident, named",
+    [
+        ("aalborg\t01", "series[0].id must be a name without control characters"),
+        ("  ", "series[0].id must not be empty"),
+    ],
+)
+def test_a_plan_whose_id_is_not_a_name_is_a_400_naming_it(served, ident, named):
+    weeks = [{name: 1.0 for name in KNOWN}]
+    answer = served.post("/forecast", json={"series": [{"id": ident, "weeks": weeks}]})
+    assert answer.status_code == 400 and answer.get_json()["error"].startswith(named), answer.get_json()
 
 
 def test_a_plan_without_a_covariate_in_week_3_is_a_400_naming_it(served):

@@ -192,6 +192,18 @@ def test_weeks_past_the_calibration_say_so(server, published):
         (lambda b: b["series"][1].__setitem__("id", "store-7"), 400, "ids must differ"),
         (lambda b: b["series"][1].__setitem__("id", "x" * 201), 400, "series[1].id must be a string of 1 to 200"),
         (lambda b: b["series"][1].__setitem__("id", 7), 400, "series[1].id must be a string"),
+        (lambda b: b["series"][1].__setitem__("id", " store-7 "), 400, "ids must differ"),  # names are trimmed
+        (lambda b: b["series"][1].__setitem__("id", "   "), 400, "series[1].id must be a name, not blank"),
+        (
+            lambda b: b["series"][1].__setitem__("id", "store\n8"),
+            400,
+            "series[1].id must be a name without control characters",
+        ),
+        (
+            lambda b: b["series"][0].__setitem__("strat", "2026-01-05"),
+            400,
+            "series[0].strat is not a key of a plan's series; it takes id, prev_week_sales, start, weeks",
+        ),
         (lambda b: b.__setitem__("levels", [0.3]), 400, "levels[0] must be a number between 0.5 and 0.99"),
         (lambda b: b.__setitem__("levels", [0.8, 0.8]), 400, "levels names a level twice"),
         (lambda b: b.__setitem__("level", [0.5]), 400, "'level' is not a key of a plan; it takes series, levels"),
