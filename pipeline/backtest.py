@@ -261,15 +261,16 @@ def format_table(report: dict[str, Any]) -> str:
         f"rolling-origin backtest: {report['windows']} window(s) of {report['horizon']} {report['unit']}, "
         f"preset {report['preset']}, WAPE % (one step ahead / recursive over the window)"
     ]
-    lines.append(f"  {'window':<26}" + "".join(f"{m:>20}" for m in methods) + f"{'coverage':>12}  chosen")
-    rows = [
-        (f"{f['forecast']['weeks'] or f['forecast']['rows']}", f["one_step"], f["recursive"], f["chosen"])
-        for f in report["folds"]
-    ]
+    widths = [max(20, len(m) + 2) for m in methods]  # a method's name never runs into the next
+    lines.append(
+        f"  {'window':<26}" + "".join(f"{m:>{w}}" for m, w in zip(methods, widths)) + f"{'coverage':>12}  chosen"
+    )
+    rows = [(window_label(f["forecast"]), f["one_step"], f["recursive"], f["chosen"]) for f in report["folds"]]
     rows.append(("average", report["average"]["one_step"], report["average"]["recursive"], ""))
     for label, one, rec, chosen in rows:
-        cells = "".join(f"{one[m]['wape']:>11.2f} / {rec[m]['wape'] if rec else float('nan'):>6.2f}" for m in methods)
-        lines.append(f"  {str(label)[:26]:<26}{cells}{one['model']['coverage']:>11.0%}  {chosen}")
+        pairs = [f"{one[m]['wape']:.2f} / {rec[m]['wape'] if rec else float('nan'):>6.2f}" for m in methods]
+        cells = "".join(f"{pair:>{w}}" for pair, w in zip(pairs, widths))
+        lines.append(f"  {label[:26]:<26}{cells}{one['model']['coverage']:>11.0%}  {chosen}")
     avg = report["average"]["one_step"]
     lines.append("  average MASE (one step): " + ", ".join(f"{m} {avg[m]['mase']:.3f}" for m in methods))
     lines.append("  average bias (one step, units): " + ", ".join(f"{m} {avg[m]['bias']:.0f}" for m in methods))
@@ -282,6 +283,12 @@ def format_table(report: dict[str, Any]) -> str:
             + ", ".join(f"{float(key):.0%} interval {share:.0%}" for key, share in by_level.items())
         )
     return "\n".join(lines)
+
+
+def window_label(forecast: dict[str, Any]) -> str:
+    """A window's first..last week (Dataset.date_range), or its rows for data without weeks."""
+    weeks = forecast["weeks"]
+    return f"{weeks[0]}..{weeks[1]}" if weeks else f"{forecast['rows']} rows"
 
 
 def write_plot(path: str | os.PathLike[str], report: dict[str, Any]) -> None:

@@ -103,6 +103,11 @@ def test_backtest_command_prints_a_table_json_and_a_plot(runner, small_csv, tmp_
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     document = json.loads(runner.invoke(main, [*args, "--json"]).stdout)
     assert document["windows"] == 2 and document["horizon"] == 3 and len(document["folds"]) == 2
+    # Each method's name stands apart in the header, and a window reads first..last week.
+    header = table.stdout.splitlines()[1].split()
+    assert header == ["window", *document["folds"][0]["one_step"], "coverage", "chosen"]
+    first, last = document["folds"][0]["forecast"]["weeks"]
+    assert table.stdout.splitlines()[2].split()[0] == f"{first}..{last}"
 
 
 def test_train_can_store_a_backtest_in_the_card(runner, small_csv, model_dir):
