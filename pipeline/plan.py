@@ -184,7 +184,7 @@ def _write_rows(
 ) -> int:
     count = 0
     with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
+        writer = csv.writer(handle, lineterminator="\n")  # as demand predict writes its lines
         writer.writerow(columns)
         for s, name in enumerate(plan["ids"]):
             for h, week in enumerate(plan["weeks_of"][s]):

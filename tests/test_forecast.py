@@ -287,6 +287,7 @@ def test_the_offline_cli_agrees_with_the_http_answer(server, published, tmp_path
         str(published),
     )
     assert result.exit_code == 0, result.output
+    assert b"\r" not in out.read_bytes()  # lines end as demand predict's do
     rows = list(csv.DictReader(out.open()))
     answer = ask(server, PLAN).json()
     # The model knows store-01 to store-03: both say so of these two.
