@@ -232,23 +232,36 @@ def dated_instances(instances: Sequence[Any], prefix: str = "instances") -> list
     if not instances or not isinstance(instances[0], dict) or "week" not in instances[0]:
         return None
     dated = []
+    weeks: dict[str, dt.date] = {}  # each text read once: a body's rows share a few weeks and names
+    names: dict[str, str] = {}
     for i, row in enumerate(instances):
-        value = row.get("week") if isinstance(row, dict) else None
+        value = row.get("week") if type(row) is dict else None
         if value is None:
             continue
-        week = week_of(value)
+        week = weeks.get(value) if type(value) is str else None
         if week is None:
-            raise ApiError(
-                400,
-                f"{prefix}[{i}].week must be a date as YYYY-MM-DD in years {FIRST_YEAR} to {LAST_YEAR}, "
-                f"got {str(value)[:40]!r}",
-            )
+            week = week_of(value)
+            if week is None:
+                raise ApiError(
+                    400,
+                    f"{prefix}[{i}].week must be a date as YYYY-MM-DD in years {FIRST_YEAR} to {LAST_YEAR}, "
+                    f"got {str(value)[:40]!r}",
+                )
+            if type(value) is str:
+                weeks[value] = week
         name = row.get("series")
-        problem = None if name is None else series_problem(name)
-        if problem:
-            raise ApiError(400, f"{prefix}[{i}].series {problem}")
-        if name is not None and str(name).strip():
-            dated.append((i, str(name).strip(), week))
+        if name is None:
+            continue
+        text = names.get(name) if type(name) is str else None
+        if text is None:
+            problem = series_problem(name)
+            if problem:
+                raise ApiError(400, f"{prefix}[{i}].series {problem}")
+            text = str(name).strip()
+            if type(name) is str:
+                names[name] = text
+        if text:
+            dated.append((i, text, week))
     return dated
 
 
