@@ -108,7 +108,8 @@ MAX_SERIES_NAME = 200
 RUN_WEEKS = 65536
 
 
-CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")  # never in a series' name: a file's line would break
+# Never in a series' name: control characters, and whatever else breaks a line of text (str.splitlines).
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def series_problem(value: object) -> str | None:
@@ -121,7 +122,7 @@ def series_problem(value: object) -> str | None:
         return f"must be text, the series' name, got {describe_value(value)}"
     if len(value) > MAX_SERIES_NAME:
         return f"must be at most {MAX_SERIES_NAME} characters, got {len(value)}"
-    if CONTROL_CHARACTER.search(value):
+    if CONTROL_CHARACTER.search(value.strip()):  # spaces around it are trimmed, as a file's
         return "must be a name without control characters (line breaks, tabs, NUL)"
     return None
 

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 
 from pipeline.calibrate import level_key
 from pipeline.drift import served_columns
-from pipeline.schema import series_problem
+from pipeline.schema import describe_value, series_problem
 from pipeline.store import FIRST_YEAR, LAST_YEAR, count_served_inputs, log_forecasts, week_of
 
 from . import metrics
@@ -225,27 +225,30 @@ def log_rows(version: str, series: Sequence[str], weeks: np.ndarray, out: dict[s
     )
 
 
-def dated_instances(instances: Sequence[Any], prefix: str = "instances") -> list[tuple[int, str, dt.date]] | None:
-    """(row, series, week) of the rows that name their series and week, to be logged; None when the first row
-    names no week (the rest then cost nothing). A week that is not a date, or a series that is not a name, is
-    a 400 naming it, whether or not the log is on: a row's week is never dropped without a word."""
-    if not instances or not isinstance(instances[0], dict) or "week" not in instances[0]:
-        return None
+def dated_instances(instances: Sequence[Any], prefix: str = "instances") -> list[tuple[int, str, dt.date]]:
+    """(row, series, week) of the rows that name their series and week, to be logged. A week that is not a
+    date (none: absent, null or ""), or the series of a row with a week that is not a name, is a 400 naming
+    it, whether or not the log is on: a row's week is never dropped without a word."""
+
+    def field(i: int, name: str) -> str:
+        return f"{prefix}[{i}].{name}" if prefix == "instances" else name
+
     dated = []
     weeks: dict[str, dt.date] = {}  # each text read once: a body's rows share a few weeks and names
     names: dict[str, str] = {}
     for i, row in enumerate(instances):
         value = row.get("week") if type(row) is dict else None
-        if value is None:
+        if value is None or value == "":
             continue
         week = weeks.get(value) if type(value) is str else None
         if week is None:
-            week = week_of(value)
+            week = week_of(value.strip()) if type(value) is str else None
             if week is None:
+                shown = repr(value[:40]) if type(value) is str else describe_value(value)
                 raise ApiError(
                     400,
-                    f"{prefix}[{i}].week must be a date as YYYY-MM-DD in years {FIRST_YEAR} to {LAST_YEAR}, "
-                    f"got {str(value)[:40]!r}",
+                    f"{field(i, 'week')} must be an ISO date like 2024-01-01, in years {FIRST_YEAR} to {LAST_YEAR}, "
+                    f"got {shown}",
                 )
             if type(value) is str:
                 weeks[value] = week
@@ -255,8 +258,8 @@ def dated_instances(instances: Sequence[Any], prefix: str = "instances") -> list
         text = names.get(name) if type(name) is str else None
         if text is None:
             problem = series_problem(name)
-            if problem:
-                raise ApiError(400, f"{prefix}[{i}].series {problem}")
+            if problem:  # the week is logged under it
+                raise ApiError(400, f"{field(i, 'series')} {problem}")
             text = str(name).strip()
             if type(name) is str:
                 names[name] = text

@@ -17,6 +17,7 @@ from pipeline.schema import (
     OUTPUT_TENSOR,
     OUTPUT_TENSORS,
     SERIES_COLUMN,
+    TIME_COLUMN,
 )
 
 from .columnar import OUTPUT_COLUMNS
@@ -86,6 +87,12 @@ def _instance(features: Sequence[str] = FEATURES, series: bool = False) -> dict[
         properties[name] = prop
     if series:
         properties[SERIES_COLUMN] = SERIES_NAME
+        properties[TIME_COLUMN] = {
+            "type": "string",
+            "format": "date",
+            "description": "the row's week (YYYY-MM-DD, optional): a row with its series and week is logged for "
+            "live accuracy (/accuracy)",
+        }
     return {
         "type": "object",
         "required": list(features),
@@ -262,6 +269,7 @@ SCHEMAS = {
     "SeriesPlan": {
         "type": "object",
         "required": ["id", FEATURES[0], "weeks"],
+        "additionalProperties": False,
         "properties": {
             "id": {
                 "type": "string",

@@ -42,14 +42,17 @@ def fill_from_store(body: Any, bundle: Bundle, engine: Engine | None) -> dict[st
     bare = [item for item in series if type(item) is dict and own.isdisjoint(item) and type(item.get("id")) is str]
     if not bare:
         return {}
-    try:
-        stored = latest_actuals(engine, [item["id"] for item in bare], 1 if bundle.reads_three_inputs else WINDOW_WEEKS)
+    try:  # names as the store keeps them: trimmed of spaces
+        stored = latest_actuals(
+            engine, [item["id"].strip() for item in bare], 1 if bundle.reads_three_inputs else WINDOW_WEEKS
+        )
     except SQLAlchemyError as err:  # serving goes on from what the request and the model hold
         log.error("cannot read the store for a plan's history: %s", str(err).splitlines()[0])
         return {}
     through: dict[str, str] = {}
     for item in bare if stored else ():
-        weeks = stored.get(item["id"])
+        name = item["id"].strip()
+        weeks = stored.get(name)
         if not weeks:
             continue
         last_week, last_units = weeks[-1]
@@ -57,12 +60,12 @@ def fill_from_store(body: Any, bundle: Bundle, engine: Engine | None) -> dict[st
             item[LAG_1] = last_units
             item["start"] = (last_week + WEEK).isoformat()
         else:
-            history = joined_history(bundle, item["id"], weeks)
+            history = joined_history(bundle, name, weeks)
             if history is None:
                 continue
             item["history"] = history
             item[spec.week_column] = (last_week + WEEK).isoformat()
-        through[item["id"]] = last_week.isoformat()
+        through[name] = last_week.isoformat()
     return through
 
 
@@ -140,19 +143,20 @@ def rows_from_store(raw: bytes, bundle: Bundle) -> tuple[bytes, dict[str, str]]:
     bare = [r for r in rows if isinstance(r, dict) and LAG_1 not in r and isinstance(r.get("series"), str)]
     if not bare:
         return raw, {}
-    try:
-        stored = latest_actuals(engine, [r["series"] for r in bare], WINDOW_WEEKS)
+    try:  # names as the store keeps them: trimmed of spaces
+        stored = latest_actuals(engine, [r["series"].strip() for r in bare], WINDOW_WEEKS)
     except SQLAlchemyError as err:
         current_app.logger.error("cannot read the store for a row's last week: %s", str(err).splitlines()[0])
         return raw, {}
     through = {}
     for row in bare:
-        weeks = dict(stored.get(row["series"], []))
+        name = row["series"].strip()
+        weeks = dict(stored.get(name, []))
         if not weeks:
             continue
         named = week_of(row.get("week"))
         before = (named - WEEK) if named is not None else max(weeks)
         if before in weeks:
             row[LAG_1] = weeks[before]
-            through[row["series"]] = before.isoformat()
+            through[name] = before.isoformat()
     return (orjson.dumps(body), through) if through else (raw, {})

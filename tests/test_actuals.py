@@ -246,30 +246,47 @@ def test_names_are_trimmed_alike_in_plans_and_actuals_so_their_weeks_meet(publis
         assert [row.series for row in connection.execute(actuals.select())] == ["store-9"]
     report = client.get("/accuracy").get_json()["versions"]
     assert [s["count"] for s in next(iter(report.values()))["all"]] == [1]
+    # The next plan and row, named with spaces again, continue from the stored week.
+    planned = client.post("/forecast", json={"series": [{"id": " store-9  ", "weeks": [week]}]})
+    assert planned.status_code == 200 and planned.get_json()["history_through"] == {"store-9": "2027-01-04"}
+    row = client.post("/predict", json={"instances": [{**week, "series": "store-9 ", "week": "2027-01-11"}]})
+    assert row.status_code == 200 and row.get_json()["history_through"] == {"store-9": "2027-01-04"}
 
 
 @pytest.mark.parametrize("log", [True, False], ids=["log on", "log off"])
 @pytest.mark.parametrize(
-    "row, message",
+    "first, row, message",
     [
-        ({"series": "store-9", "week": "next monday"}, "instances[1].week must be a date as YYYY-MM-DD"),
-        ({"series": "store-9", "week": 12}, "instances[1].week must be a date as YYYY-MM-DD"),
-        ({"series": "store\n9", "week": "2027-01-04"}, "instances[1].series must be a name without control characters"),
+        ({"week": "2027-01-04"}, {"week": "next monday"}, "instances[1].week must be an ISO date like 2024-01-01"),
+        ({}, {"week": "next monday"}, "instances[1].week must be an ISO date like 2024-01-01"),  # whatever row 0 holds
+        (
+            {"week": ""},
+            {"week": 12},
+            "instances[1].week must be an ISO date like 2024-01-01, in years 1900 to 9000, got a number",
+        ),
+        (
+            {"week": None},
+            {"week": "2027-01-04", "series": "store\n9"},
+            "instances[1].series must be a name without control characters",
+        ),
+        ({}, {"week": "2027-01-04", "series": [1]}, "instances[1].series must be text"),  # it is logged under it
     ],
 )
-def test_a_rows_week_or_name_that_cannot_be_logged_is_refused(published, tmp_path, log, row, message):
-    """A JSON row's week is read whether or not the log is on: a bad one is a 400 naming it, as in a CSV body,
-    never a forecast whose week was silently dropped."""
+def test_a_rows_week_or_name_that_cannot_be_logged_is_refused(published, tmp_path, log, first, row, message):
+    """A JSON row's week is read whether or not the log is on: a bad one is a 400 naming it, never a forecast
+    whose week was silently dropped; a week that is absent, null or empty is none."""
     from service.app import create_app
 
     url = f"sqlite:///{tmp_path / 'store.sqlite'}"
     upgrade(open_engine(url))
     config = {"MODEL_DIR": str(published), "RELOAD_INTERVAL": 0, "STORE_URL": url, "FORECAST_LOG": log}
     client = create_app(config).test_client()
-    good = {"prev_week_sales": 40000, "discount_fraction": 20, "weeks_to_next_holidays": 4}
-    body = {"instances": [{**good, "series": "store-9", "week": "2027-01-04"}, {**good, **row}]}
-    answer = client.post("/predict", json=body)
+    good = {"prev_week_sales": 40000, "discount_fraction": 20, "weeks_to_next_holidays": 4, "series": "store-9"}
+    answer = client.post("/predict", json={"instances": [{**good, **first}, {**good, **row}]})
     assert answer.status_code == 400 and message in answer.get_json()["error"], answer.get_data(as_text=True)
+    assert client.post("/predict", json={"instances": [{**good, **first}, good]}).status_code == 200
+    one = client.post("/predict", json={**good, "week": "soon"})  # a body of one instance names the bare field
+    assert one.status_code == 400 and one.get_json()["error"].startswith("week must be an ISO date")
 
 
 def test_a_plan_encoded_in_slices_is_logged_once_all_of_it(published, tmp_path, monkeypatch):

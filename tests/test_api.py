@@ -196,12 +196,14 @@ def test_one_instance_takes_levels_too(client):
 def test_the_api_description_lists_the_keys_of_each_body():
     from service.inputs import ROW_REQUEST_KEYS
     from service.openapi import SCHEMAS
-    from service.plans import PLAN_KEYS
+    from service.plans import PLAN_KEYS, SERIES_KEYS
 
     rows = SCHEMAS["PredictRequest"]["oneOf"][0]
     assert tuple(rows["properties"]) == ROW_REQUEST_KEYS and rows["additionalProperties"] is False
     plan = SCHEMAS["ForecastRequest"]
     assert tuple(plan["properties"]) == PLAN_KEYS and plan["additionalProperties"] is False
+    series = SCHEMAS["SeriesPlan"]
+    assert tuple(series["properties"]) == SERIES_KEYS and series["additionalProperties"] is False
 
 
 def test_wrong_content_type_is_415(client):
