@@ -127,6 +127,12 @@ def series_problem(value: object) -> str | None:
     return None
 
 
+def named_series_problem(value: object) -> str | None:
+    """series_problem of a name that must be given: a blank one is a problem too (an actual's series, a plan's
+    id)."""
+    return series_problem(value) or (None if str(value).strip() else "must be a name, not blank")
+
+
 def has_control_character(names: Sequence[str]) -> bool:
     """Whether any of the names holds a control character (one search over all of them)."""
     return CONTROL_CHARACTER.search("".join(names)) is not None

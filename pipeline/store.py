@@ -47,7 +47,7 @@ from sqlalchemy.engine import Connection, Engine
 from .errors import DataError
 from .features import LAG_1, FeatureSpec
 from .registry import crashpoint
-from .schema import MAX_SERIES_NAME, TARGET, domain_problem, series_problem
+from .schema import MAX_SERIES_NAME, TARGET, domain_problem, named_series_problem
 
 STORE_FILE = "store.sqlite"  # in the registry folder, when DEMAND_STORE_URL is not set
 WEEK = dt.timedelta(days=7)
@@ -210,9 +210,7 @@ def actual_from_row(row: Any, where: str, columns: Sequence[str]) -> Actual:
         if name not in row or row[name] is None:
             raise DataError(f"{at(name)} is missing: a row takes {', '.join(columns)}")
     series = row[series_column]
-    problem = series_problem(series)
-    if problem is None and not str(series).strip():
-        problem = "must be a name, not blank"
+    problem = named_series_problem(series)
     if problem:
         raise DataError(f"{at(series_column)} {problem}")
     week = week_of(row[week_column])

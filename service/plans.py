@@ -22,7 +22,7 @@ from pipeline.schema import (
     describe_value,
     domain_problem,
     has_control_character,
-    series_problem,
+    named_series_problem,
 )
 from pipeline.store import week_of
 
@@ -191,7 +191,7 @@ def _check_series(series: Sequence[Any], max_horizon: int) -> None:
         ident = item.get("id")
         if not isinstance(ident, str) or not 0 < len(ident) <= MAX_ID_LENGTH:
             raise ApiError(400, f"{where}.id must be a string of 1 to {MAX_ID_LENGTH} characters")
-        problem = series_problem(ident) or (None if ident.strip() else "must be a name, not blank")
+        problem = named_series_problem(ident)
         if problem:
             raise ApiError(400, f"{where}.id {problem}")
         ident = ident.strip()
