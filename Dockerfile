@@ -36,7 +36,9 @@ COPY service ./service
 # --no-deps: the dependencies above are the pinned set (and the chosen ONNX Runtime).
 RUN pip install --no-deps . && mkdir -p /app/models && chown demand:demand /app/models
 USER 10001:10001
-ENV DEMAND_HOST=0.0.0.0 DEMAND_PORT=8000
+# The container's port is the service's alone (in a pod, the other container is
+# its nginx, on a port of its own): the workers spread connections with SO_REUSEPORT.
+ENV DEMAND_HOST=0.0.0.0 DEMAND_PORT=8000 DEMAND_REUSE_PORT=1
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('DEMAND_PORT', '8000'), timeout=2)"]

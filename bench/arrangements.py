@@ -8,7 +8,8 @@ behind larger ones).
 
 Arrangements: `gthread` (gunicorn's threaded worker, as `demand serve` runs
 it), `gthread+nginx` (the same behind deploy/nginx.conf, as compose and
-Kubernetes run it), `gevent` (gunicorn's gevent worker, serving directly).
+Kubernetes run it), `gevent` (gunicorn's gevent worker, serving directly); each with a listening
+socket per worker, as the images run it (bench.run.IMAGE_SETTINGS).
 """
 
 import argparse
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.columnar import JSON_HEADERS, bodies  # noqa: E402
-from bench.run import ONE_ROW, lua_script, wrk  # noqa: E402
+from bench.run import IMAGE_SETTINGS, ONE_ROW, lua_script, wrk  # noqa: E402
 from service.testing import running_proxy, running_service  # noqa: E402
 
 ARRANGEMENTS = {"gthread": ("gthread", False), "gthread+nginx": ("gthread", True), "gevent": ("gevent", False)}
@@ -60,7 +61,7 @@ def larger_body(rows=LARGER_ROWS):
 def arranged(name, model_dir, folder, **service):
     """Yield the base URL clients use for one arrangement."""
     worker_class, proxied = ARRANGEMENTS[name]
-    with running_service(model_dir, folder, worker_class=worker_class, **service) as server:
+    with running_service(model_dir, folder, worker_class=worker_class, **IMAGE_SETTINGS, **service) as server:
         if not proxied:
             yield server.url
             return

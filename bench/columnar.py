@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import ONE_ROW, lua_script, wrk  # noqa: E402
+from bench.run import IMAGE_SETTINGS, ONE_ROW, lua_script, wrk  # noqa: E402
 from pipeline.schema import FEATURES  # noqa: E402
 
 ROWS = 1000
@@ -96,7 +96,7 @@ def main():
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="demand-columnar-") as tmp:
-        with running_service(args.model_dir, Path(tmp)) as service:
+        with running_service(args.model_dir, Path(tmp), **IMAGE_SETTINGS) as service:
             results = columnar_benchmarks(service.url, tmp, args.duration, args.connections)
     for name, r in results.items():
         print(

@@ -150,12 +150,12 @@ def forecasting(folder, seconds=5.0):
 
 
 def serving_forecasts(folder, seconds=5, runs=3):
-    """The same plans through the service as it runs: gunicorn (2 workers, its production config) on
-    127.0.0.1, wrk as the client (8 connections, on the same cores), the forecast log on and off; the
+    """The same plans through the service as the images run it: gunicorn (2 workers, its production config,
+    a listening socket per worker) on 127.0.0.1, wrk as the client (8 connections, on the same cores), the forecast log on and off; the
     median of `runs` runs each."""
     import statistics
 
-    from bench.run import ensure_wrk, lua_script, wrk
+    from bench.run import IMAGE_SETTINGS, ensure_wrk, lua_script, wrk
     from pipeline.bundle import Bundle
     from pipeline.registry import Registry
     from service.testing import running_service
@@ -169,7 +169,7 @@ def serving_forecasts(folder, seconds=5, runs=3):
     script = lua_script(folder, "plan", body, {"Content-Type": "application/json"})
     out = {}
     for label, log in (("log on", "1"), ("log off", "0")):
-        with running_service(models, folder, workers=2, forecast_log=log) as service:
+        with running_service(models, folder, workers=2, forecast_log=log, **IMAGE_SETTINGS) as service:
             wrk(service.url + "/forecast", script, 2, 8)  # warm-up
             measured_runs = [wrk(service.url + "/forecast", script, seconds, 8) for _ in range(runs)]
         assert all(r["non_2xx"] == 0 for r in measured_runs), measured_runs

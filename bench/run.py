@@ -28,6 +28,10 @@ from pipeline.schema import FEATURES  # noqa: E402
 from service.config import Settings  # noqa: E402
 from service.testing import running_service  # noqa: E402
 
+# The service is measured as the images run it (Dockerfile): a listening socket per worker, so that wrk's
+# few connections reach every worker (docs/serving.md).
+IMAGE_SETTINGS = {"reuse_port": 1}
+
 DEMAND = [sys.executable, "-m", "pipeline"]
 ONE_ROW = {"prev_week_sales": 40000, "discount_fraction": 30, "weeks_to_next_holidays": 2}
 
@@ -160,11 +164,12 @@ def service_benchmarks(model_dir, folder, duration, connections):
     }
     results = {}
     with (
-        running_service(model_dir, folder) as service,
+        running_service(model_dir, folder, **IMAGE_SETTINGS) as service,
         running_service(
             model_dir,
             folder,
             app="bench.ceiling_app:create_app()",
+            **IMAGE_SETTINGS,
             is_ready=lambda s: s.post("/predict", data=b"{}").ok,
         ) as ceiling,
     ):
@@ -224,6 +229,7 @@ def model_ceiling(model_dir, folder, duration, connections):
         folder,
         app="bench.ceiling_app:create_model_app()",
         is_ready=lambda s: s.post("/predict", data=b"{}").ok,
+        **IMAGE_SETTINGS,
     ) as app:
         wrk(app.url + "/predict", script, 1, connections)  # warm up
         return wrk(app.url + "/predict", script, duration, connections)

@@ -29,6 +29,7 @@ timeout = service_settings.timeout
 graceful_timeout = service_settings.graceful_timeout
 keepalive = service_settings.keepalive
 backlog = service_settings.backlog
+reuse_port = service_settings.reuse_port
 preload_app = False
 control_socket_disable = True  # several services may share a host and a home folder
 accesslog = service_settings.access_log or None

@@ -503,11 +503,50 @@ def test_clients_that_never_close_after_connection_close_cost_the_next_client_no
 # ---------------------------------------------------------------- stopping workers
 
 
+def held_connections(pid, port):
+    """How many established connections to `port` the process `pid` holds (/proc: its sockets' inodes)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    with open("/proc/net/tcp") as table:
+        next(table)
+        rows = [line.split() for line in table]
+    return sum(1 for row in rows if int(row[1].split(":")[1], 16) == port and row[3] == "01" and row[9] in inodes)
+
+
+def test_kept_alive_connections_are_spread_over_the_workers(published, tmp_path):
+    """With DEMAND_REUSE_PORT (as the images run) each worker listens on a socket of its own and the
+    kernel spreads new connections over them, so a client's few kept-alive connections keep both
+    workers busy: 16 of them are never all held by one (the chance that hashing puts them so is 2 in
+    65,536)."""
+    body = json.dumps(INSTANCE).encode()
+    request = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(body),
+        body,
+    )
+    with running_service(published, tmp_path, workers=2, reuse_port=1) as server:
+        port, workers = int(server.url.rsplit(":", 1)[1]), worker_pids(server)
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(16)]
+        try:
+            for client in clients:
+                client.sendall(request)
+                assert client.recv(65536).startswith(b"HTTP/1.1 200 OK")  # answered, and kept alive
+            held = [held_connections(pid, port) for pid in workers]
+        finally:
+            for client in clients:
+                client.close()
+    assert sum(held) == 16 and min(held) >= 1, held
+
+
 def test_connections_waiting_when_a_worker_stops_are_answered_not_reset(published, tmp_path):
-    """A worker that stops while the service stays up (a reload, one worker's
-    restart) leaves the connections waiting on the listening socket to the
-    next one: answered, not reset. Made certain: the worker is paused while
-    clients connect and send, then told to stop."""
+    """With one listening socket shared by the workers (the default), a
+    worker that stops while the service stays up (a reload, one worker's
+    restart) leaves the connections waiting on it to the next one: answered,
+    not reset. Made certain: the worker is paused while clients connect and
+    send, then told to stop."""
     body = json.dumps(INSTANCE).encode()
     request = (
         b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
