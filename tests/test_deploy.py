@@ -258,3 +258,13 @@ def test_every_package_folder_is_in_the_wheel():
         for init in (ROOT / top).rglob("__init__.py")
     }
     assert listed == found
+
+
+def test_the_service_image_gives_each_worker_a_listening_socket_and_hosts_do_not():
+    """The image's port is the service's alone, so its workers spread connections with SO_REUSEPORT; on a
+    host, where another process of the same user could join the port, the default keeps one shared socket."""
+    from service.config import Settings
+
+    service_stage = (ROOT / "Dockerfile").read_text().split("AS service")[1].split("FROM ")[0]
+    assert "DEMAND_REUSE_PORT=1" in service_stage
+    assert Settings().reuse_port is False
