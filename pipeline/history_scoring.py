@@ -29,7 +29,7 @@ from . import tables
 from .errors import DataError
 from .features import LAG_1, FeatureSpec, feature_matrix, filled_patterns
 from .schema import FORECAST_COLUMN, HIGH_COLUMN, LOW_COLUMN, SERIES_COLUMN, TARGET, TIME_COLUMN, VERSION_COLUMN
-from .scoring import Output, decoded, read_ahead
+from .scoring import Output, csv_table, decoded, read_ahead, rounded
 
 if TYPE_CHECKING:
     from .bundle import Bundle
@@ -294,9 +294,9 @@ def _forecast_table(chunk: Featured, bundle: Bundle) -> tuple[pa.Table, dict[str
             bundle.spec.series_column: series if series is not None else pa.array([""] * n),
             # a date: YYYY-MM-DD in a CSV, a date in Parquet
             bundle.spec.week_column: pa.array(chunk.week) if chunk.week is not None else pa.array([""] * n),
-            FORECAST_COLUMN: out["units_sold"],
-            LOW_COLUMN: out["low"],
-            HIGH_COLUMN: out["high"],
+            FORECAST_COLUMN: rounded(out["units_sold"]),
+            LOW_COLUMN: rounded(out["low"]),
+            HIGH_COLUMN: rounded(out["high"]),
             FILLED_COLUMN: decoded(codes, [";".join(names) for names in patterns]),
             VERSION_COLUMN: decoded(np.zeros(n, dtype=np.int8), [bundle.version]),
         }
@@ -341,5 +341,5 @@ def score_history_whole(
     if tables.is_parquet(output_path):
         write_atomically(output_path, lambda partial: pq.write_table(table, partial))
     else:
-        write_atomically(output_path, lambda partial: pa_csv.write_csv(table, partial))
+        write_atomically(output_path, lambda partial: pa_csv.write_csv(csv_table(table), partial))
     return {**counts, "skipped_rows": data.source.get("skipped_rows", 0)}

@@ -32,7 +32,7 @@ DATA_SUFFIXES = (".csv", *PARQUET_SUFFIXES)
 # Rows per chunk when a file is streamed (demand predict): big enough that
 # per-chunk costs vanish, small enough that memory stays flat.
 STREAM_CHUNK_ROWS = 500_000
-STREAM_BLOCK_BYTES = 16 << 20  # about 400k rows of a CSV like the embedded one
+STREAM_BLOCK_BYTES = 8 << 20  # about 230k rows of a CSV like the embedded one; pyarrow reads several ahead
 
 # A bad cell or row: (row index, column, what is wrong).
 Problem = tuple[int, str, str]

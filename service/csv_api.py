@@ -45,7 +45,7 @@ def forecast_csv(raw: bytes, bundle: Bundle, max_rows: int) -> bytes | Iterator[
     import pyarrow.csv as pa_csv
 
     from pipeline import tables
-    from pipeline.scoring import append_forecasts, features_of, series_of
+    from pipeline.scoring import append_forecasts, csv_table, features_of, series_of
 
     if not bundle.reads_three_inputs:  # rows by name, featured as files are (service/feature_rows.py)
         from .feature_rows import predict_csv
@@ -79,7 +79,7 @@ def forecast_csv(raw: bytes, bundle: Bundle, max_rows: int) -> bytes | Iterator[
     metrics.ROWS_CSV.inc(table.num_rows)
     if outside:
         metrics.EXTRAPOLATED.inc(outside)
-    pieces = _csv_pieces(scored, pa, pa_csv)
+    pieces = _csv_pieces(csv_table(scored), pa, pa_csv)
     return next(pieces) if scored.num_rows <= ROWS_PER_PIECE else pieces  # one piece: sent with its length
 
 

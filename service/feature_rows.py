@@ -360,6 +360,7 @@ def predict_csv(raw: bytes, bundle: Bundle, max_rows: int) -> bytes:
     from pipeline import tables
     from pipeline.errors import DataError
     from pipeline.schema import FORECAST_COLUMN, VERSION_COLUMN
+    from pipeline.scoring import csv_table, rounded
 
     from .csv_api import SOURCE, check_cell_count
 
@@ -400,16 +401,16 @@ def predict_csv(raw: bytes, bundle: Bundle, max_rows: int) -> bytes:
         {
             spec.series_column: values.get(spec.series_column, [""] * table.num_rows),
             spec.week_column: values.get(spec.week_column, [""] * table.num_rows),
-            FORECAST_COLUMN: np.round(out["units_sold"].astype(np.float64), 1),
-            LOW_COLUMN: np.round(out["low"].astype(np.float64), 1),
-            HIGH_COLUMN: np.round(out["high"].astype(np.float64), 1),
+            FORECAST_COLUMN: rounded(out["units_sold"]),
+            LOW_COLUMN: rounded(out["low"]),
+            HIGH_COLUMN: rounded(out["high"]),
             EXTRAPOLATED_COLUMN: [";".join(names) for names in out["extrapolated"]],
             "filled_features": [";".join(names) for names in out["filled"]],
             VERSION_COLUMN: [bundle.version] * table.num_rows,
         }
     )
     sink = pa.BufferOutputStream()
-    pa_csv.write_csv(answer, sink)
+    pa_csv.write_csv(csv_table(answer), sink)
     return sink.getvalue().to_pybytes()
 
 

@@ -4,6 +4,7 @@ either way, and `demand predict` streaming a file through the model."""
 import csv
 import gc
 import gzip
+import io
 import json
 import os
 import re
@@ -25,7 +26,7 @@ from pipeline.data import load_file
 from pipeline.errors import DataError
 from pipeline.registry import Registry
 from pipeline.schema import FEATURES, FORECAST_COLUMNS
-from pipeline.scoring import read_ahead, score_file
+from pipeline.scoring import DECIMALS, csv_table, decimal_column, read_ahead, score_file
 from pipeline.sources import load_sources
 
 from .conftest import DEFAULT_CSV, invoke, write_rows
@@ -223,6 +224,31 @@ def champion(published):
 
 def plain_forecasts(bundle, X, series=None):
     return np.round(bundle.forecast(X, series=series)["units_sold"].astype(np.float64), 1)
+
+
+def test_a_csv_shows_forecasts_to_one_decimal_as_the_rounded_floats_read():
+    """The decimal words are the rounded forecasts', to the last digit, negatives and far values included;
+    a value no CSV number can show is an empty cell; other float columns keep their own digits."""
+    values = np.concatenate(
+        [
+            np.random.default_rng(0).uniform(-1e6, 1e9, 5000),
+            [0.0, -0.0, 0.04, -0.04, 0.05, 12.25, 12.35, 5.0, 1e16, -1e16, np.nan, np.inf, -np.inf, 1e18],
+        ]
+    )
+    text = io.BytesIO()
+    pa_csv.write_csv(
+        csv_table(pa.table({"forecast_units_sold": values, "interval_high": values, "other": values})), text
+    )
+    rows = list(csv.reader(text.getvalue().decode().splitlines()[1:]))
+    shown = np.round(values, DECIMALS)
+    for row, value, rounded in zip(rows, values, shown):
+        if np.isfinite(value) and abs(value) < 1e17:
+            assert float(row[0]) == float(row[1]) == rounded, (row, value)
+            assert len(row[0].partition(".")[2]) == DECIMALS
+        else:
+            assert row[0] == row[1] == "", (row, value)
+        assert float(row[2]) == value or np.isnan(value)
+    assert decimal_column(np.array([1.25, 2.0])).type == pa.decimal128(38, DECIMALS)
 
 
 @pytest.mark.parametrize(
