@@ -93,9 +93,9 @@ def split_file(
         from .history_scoring import columns_read
 
         numbers, categories, _ = columns_read(spec, named.column_names, path)
-    tables.require_columns(named.column_names, [*numbers, *categories], path)
+    tables.require_columns(named.column_names, [*numbers, *categories], path, spec.renames())
     checked = tables.check_columns(named, numbers, series=False, text=categories)
-    tally = tables.ProblemTally()
+    tally = tables.ProblemTally(spec.renames())
     tally.add(checked.problems)
     skipped, _ = tally.report(path, tables.row_label(True), skip_bad_rows, None)
     for name in numbers:  # as read: float64, whatever each file stored

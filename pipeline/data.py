@@ -164,7 +164,7 @@ def load_file(
     )
     checked = tables.check_columns(table, numbers, csv=not parquet, text=categories)
     del table
-    tally = tables.ProblemTally()
+    tally = tables.ProblemTally(renames)
     tally.add(tables.all_problems(checked, dropped))
     bad_rows, skipped = tally.report(path, tables.row_label(parquet), skip_bad_rows, warn)
     keep = checked.good()

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from . import tables
 from .errors import DataError
@@ -119,7 +118,7 @@ def _streamed(
     output = Output(output_path)
     history = History(bundle.tails)
     statics = StaticValues(spec, input_path)
-    tally = tables.ProblemTally()
+    tally = tables.ProblemTally(spec.renames())
     counts = {"rows": 0, "extrapolated_rows": 0, "unknown_series_rows": 0, "without_history": 0}
     # Chunks are forecast (ONNX Runtime, their answers' columns) on threads of their own while the next is
     # featured: the model's work is the largest part, and two chunks at a time take up a core left idle.
@@ -198,15 +197,13 @@ def _checked(
     categories: list[str],
     parquet: bool,
 ) -> Iterator[tuple[list[tables.Problem], Callable[[int], int], tables.Columns, pa.Array | None]]:
-    """Each chunk with its checked columns, and its series names as pyarrow text (no Python string per row)."""
+    """Each chunk with its checked columns, and its series names as pyarrow text coded by distinct name (no
+    Python string per row; only a CSV's quotes can join lines)."""
     for table, dropped, record_of in chunks:
         checked = tables.check_columns(table, numbers, series=False, csv=not parquet, text=categories)
         names = None
         if SERIES_COLUMN in table.column_names:
-            text = tables.series_names(table).combine_chunks()
-            if not parquet:  # only a CSV's quotes can join lines
-                tables.joined_lines(text, 0, checked.problems)
-            names = pc.dictionary_encode(text)  # each distinct name once, on this thread, for the layout of weeks
+            names = tables.coded_series_names(table, csv=not parquet, problems=checked.problems)
         yield dropped, record_of, checked, names
 
 

@@ -127,8 +127,14 @@ def check_header(header: Sequence[str], path: str | os.PathLike[str]) -> None:
         )
 
 
-def require_columns(header: Sequence[str], columns: Iterable[str], path: str | os.PathLike[str]) -> None:
-    """A clear error for a missing required column or a name given twice (pyarrow would take one copy)."""
+def require_columns(
+    header: Sequence[str],
+    columns: Iterable[str],
+    path: str | os.PathLike[str],
+    renames: Mapping[str, str] | None = None,
+) -> None:
+    """A clear error for a missing required column or a name given twice (pyarrow would take one copy).
+    `header` and `columns` in our names; the error in the file's (`renames`, as renamed() takes them)."""
     check_header(header, path)
     counts = Counter(header)
     repeated = sorted(name for name, count in counts.items() if count > 1)
@@ -136,10 +142,17 @@ def require_columns(header: Sequence[str], columns: Iterable[str], path: str | o
         raise DataError(f"{path}: the header names {', '.join(map(repr, repeated))} more than once")
     missing = [c for c in columns if c not in header]
     if missing:
+        theirs = file_names(renames)
+        shown = [theirs.get(name, name) for name in header]
         raise DataError(
-            f"{path}: missing required column(s) {', '.join(missing)}; "
-            f"the header has {', '.join(header) if header else 'nothing'}"
+            f"{path}: missing required column(s) {', '.join(theirs.get(name, name) for name in missing)}; "
+            f"the header has {', '.join(shown) if shown else 'nothing'}"
         )
+
+
+def file_names(renames: Mapping[str, str] | None) -> dict[str, str]:
+    """{our name: the file's} of renamed()'s `renames`, to name a column as the file does."""
+    return {ours: theirs for theirs, ours in (renames or {}).items()}
 
 
 def renamed(header: list[str], renames: Mapping[str, str] | None, path: str | os.PathLike[str]) -> list[str]:
@@ -355,7 +368,7 @@ def read_csv_table(
     """
     header = renamed(header_of_bytes(raw, path), renames, path)
     refuse_names_in_another_case(header, (*required, *optional), path)
-    require_columns(header, required, path)
+    require_columns(header, required, path, renames)
     wanted = [*required, *(c for c in optional if c in header)]
     return read_csv(raw, path, header, wanted, required)
 
@@ -372,7 +385,7 @@ def open_parquet(
     except (pa.ArrowException, OSError) as err:
         raise DataError(f"{path}: cannot be read as Parquet: {_arrow_reason(err)}") from None
     header = renamed([name.strip() for name in parquet.schema_arrow.names], renames, path)
-    require_columns(header, required, path)
+    require_columns(header, required, path, renames)
     return parquet, header
 
 
@@ -450,7 +463,32 @@ def holds_numbers(column: pa.ChunkedArray) -> bool:
 def series_names(table: pa.Table) -> pa.ChunkedArray:
     """The series column of `table` as trimmed text (pyarrow), a null as blank; a DataError
     when the column cannot be text (a Parquet column of lists, or bytes that are not UTF-8)."""
-    names = table.column(SERIES_COLUMN)
+    return _name_text(table.column(SERIES_COLUMN))
+
+
+def coded_series_names(table: pa.Table, csv: bool, problems: list[Problem]) -> pa.DictionaryArray:
+    """series_names of `table` coded by distinct name, each name trimmed, and checked for line breaks
+    (joined_lines, only in a CSV), once rather than on every row; names that trim alike share a code."""
+    column = table.column(SERIES_COLUMN).combine_chunks()
+    if not (pa.types.is_dictionary(column.type) or pa.types.is_string(column.type)):
+        column = _name_text(column)  # numbers or bytes as text, or the DataError naming the column
+    coded = column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column, null_encoding="encode")
+    codes = pc.fill_null(coded.indices, len(coded.dictionary))  # a null row of a coded column: the blank name
+    distinct = _name_text(pa.concat_arrays([coded.dictionary, pa.nulls(1, coded.dictionary.type)]))
+    if csv:
+        joined: list[Problem] = []
+        joined_lines(distinct, 0, joined)
+        if joined:
+            reason = {code: text for code, _, text in joined}
+            code_of_row = codes.to_numpy(zero_copy_only=False)
+            for row in np.flatnonzero(np.isin(code_of_row, list(reason))).tolist():
+                problems.append((row, SERIES_COLUMN, reason[int(code_of_row[row])]))
+    merged = pc.dictionary_encode(distinct)
+    return pa.DictionaryArray.from_arrays(pc.take(merged.indices, codes), merged.dictionary)
+
+
+def _name_text(names: pa.Array | pa.ChunkedArray) -> Any:
+    """Series names as trimmed text, a null as blank (series_names)."""
     if not pa.types.is_string(names.type):
         try:
             names = pc.cast(names, pa.string())
@@ -566,13 +604,17 @@ class ProblemTally:
     bad_rows: int
     reasons: Counter[str]
 
-    def __init__(self) -> None:
+    def __init__(self, renames: Mapping[str, str] | None = None) -> None:
+        """`renames`: the file's own names of columns read under ours (renamed()), which its problems name."""
         self.first, self.problems, self.bad_rows, self.reasons = [], 0, 0, Counter()
+        self.theirs = file_names(renames)
 
     def add(self, problems: Sequence[Problem]) -> None:
         """Problems (row index, column, problem) of one chunk; chunks come in row order."""
         if not problems:
             return
+        if self.theirs:
+            problems = [(index, self.theirs.get(column, column), problem) for index, column, problem in problems]
         self.problems += len(problems)
         self.bad_rows += len({index for index, _, _ in problems})
         self.reasons.update(f"{column}: {problem.split(', got')[0]}" for _, column, problem in problems)
@@ -677,7 +719,7 @@ def stream(
             header_only = not handle.read(3).strip(b"\r\n")  # nothing after it but its line break
     except OSError as err:
         raise DataError(f"{path}: cannot read the file: {err.strerror}") from None
-    require_columns(header, required, path)
+    require_columns(header, required, path, renames)
     if header_only:
         return  # no rows (pyarrow would refuse to skip a header with no line break after it)
     ragged = RaggedRows()

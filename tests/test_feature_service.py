@@ -494,3 +494,35 @@ def test_a_backtests_recursive_forecasts_are_the_plans_forecasts(retailer, bundl
         planned = [w["units_sold"] for w in answer.get_json()["series"][0]["weeks"]]
         assert later.series[grid[0, s]] == store
         assert planned == pytest.approx(stepped[:, s].tolist(), rel=1e-5)
+
+
+def test_a_streamed_file_reads_a_padded_name_as_its_series_and_refuses_lines_joined_by_quotes(
+    retailer, bundle, tmp_path, monkeypatch
+):
+    """Names are trimmed and checked once per distinct name: a name with spaces around it is its series
+    (the same forecasts as the file without them), and a cell whose quotes took in the next lines is
+    refused naming its line, in whichever chunk it falls."""
+    from pipeline import tables
+    from pipeline.history_scoring import score_history_file
+
+    monkeypatch.setattr(tables, "STREAM_BLOCK_BYTES", 1024)
+    _, new, rows = retailer
+    header = ",".join(rows[0])
+    lines = new.read_text().splitlines()
+    padded = [
+        line.replace(f"{rows[i]['store']},", f"  {rows[i]['store']} ,", 1) if i % 2 else line
+        for i, line in enumerate(lines[1:])
+    ]
+    source = tmp_path / "padded.csv"
+    source.write_text("\n".join([header, *padded]) + "\n")
+    score_history_file(new, tmp_path / "plain.csv", bundle)
+    score_history_file(source, tmp_path / "padded-out.csv", bundle)
+    assert (tmp_path / "padded-out.csv").read_bytes() == (tmp_path / "plain.csv").read_bytes()
+
+    joined = list(lines)
+    joined[-6] = joined[-6].replace(rows[-6]["store"], '"' + rows[-6]["store"], 1)
+    joined[-4] = joined[-4].replace(rows[-4]["store"], rows[-4]["store"] + '"', 1)
+    source.write_text("\n".join(joined) + "\n")
+    with pytest.raises(DataError, match=rf"line {len(lines) - 5}, column 'store': holds 2 line break\(s\)"):
+        score_history_file(source, tmp_path / "joined-out.csv", bundle)
+    assert not (tmp_path / "joined-out.csv").exists()

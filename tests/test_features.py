@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pyarrow.csv as pa_csv
 import pytest
 
 from pipeline.data import load_file
@@ -204,6 +205,19 @@ def test_a_missing_or_bad_declared_column_is_a_clear_error(tmp_path):
     path = retailer_file(tmp_path, price=["cheap"] + [1.5] * 179)
     with pytest.raises(DataError, match=r"line 2.*price.*must be a number"):
         load_file(path, spec=RETAILER)
+    # A column read under another name is named as the file names it: its sales, its week.
+    path = retailer_file(tmp_path, sales=["many"] + [10.0] * 179)
+    with pytest.raises(DataError, match=r"line 2, column 'sales': must be a number, got the text 'many'"):
+        load_file(path, spec=RETAILER)
+    path = retailer_file(
+        tmp_path, date=["2023-13-01"] + [str(d) for d in weekly_rows(("s1", "s2", "s3"), 60)[TIME_COLUMN][1:]]
+    )
+    with pytest.raises(DataError, match=r"line 2, column 'date': must be an ISO date"):
+        load_file(path, spec=RETAILER)
+    table = pa_csv.read_csv(retailer_file(tmp_path))
+    pa_csv.write_csv(table.drop_columns(["sales"]), tmp_path / "no-sales.csv")
+    with pytest.raises(DataError, match=r"missing required column\(s\) sales; the header has date, store, price"):
+        load_file(tmp_path / "no-sales.csv", spec=RETAILER)
 
 
 def test_a_static_covariate_that_changes_within_a_series_is_refused(tmp_path):
