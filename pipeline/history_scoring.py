@@ -28,7 +28,7 @@ from . import tables
 from .errors import DataError
 from .features import LAG_1, FeatureSpec, feature_matrix, filled_patterns
 from .schema import FORECAST_COLUMN, HIGH_COLUMN, LOW_COLUMN, SERIES_COLUMN, TARGET, TIME_COLUMN, VERSION_COLUMN
-from .scoring import Output, csv_table, decoded, read_ahead, rounded
+from .scoring import CSV_WRITE_OPTIONS, Output, csv_table, decoded, read_ahead, rounded
 
 if TYPE_CHECKING:
     from .bundle import Bundle
@@ -338,5 +338,7 @@ def score_history_whole(
     if tables.is_parquet(output_path):
         write_atomically(output_path, lambda partial: pq.write_table(table, partial))
     else:
-        write_atomically(output_path, lambda partial: pa_csv.write_csv(csv_table(table), partial))
+        write_atomically(
+            output_path, lambda partial: pa_csv.write_csv(csv_table(table), partial, write_options=CSV_WRITE_OPTIONS)
+        )
     return {**counts, "skipped_rows": data.source.get("skipped_rows", 0)}

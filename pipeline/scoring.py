@@ -116,13 +116,20 @@ def decimal_column(values: np.ndarray) -> pa.Array:
 
 
 def csv_table(table: pa.Table) -> pa.Table:
-    """`table` as a CSV of forecasts holds it: the forecast and its interval as decimal_column."""
-    for name in (FORECAST_COLUMN, LOW_COLUMN, HIGH_COLUMN):
-        at = table.schema.get_field_index(name)
-        if at >= 0 and pa.types.is_floating(table.schema.field(at).type):
-            values = table.column(at).to_numpy()
-            table = table.set_column(at, name, decimal_column(values))
+    """`table` as a CSV of forecasts holds it: the forecast and its interval as decimal_column, and dates as
+    their text, each distinct date written once (a file's rows share a few weeks)."""
+    for at, field in enumerate(table.schema):
+        if field.name in (FORECAST_COLUMN, LOW_COLUMN, HIGH_COLUMN) and pa.types.is_floating(field.type):
+            table = table.set_column(at, field.name, decimal_column(table.column(at).to_numpy()))
+        elif pa.types.is_date32(field.type):
+            dates = pc.dictionary_encode(table.column(at).combine_chunks())
+            text = pa.DictionaryArray.from_arrays(dates.indices, pc.cast(dates.dictionary, pa.string()))
+            table = table.set_column(at, field.name, text)
     return table
+
+
+# Rows pyarrow turns into text at a time: past its default of 1,024, its per-batch work shows.
+CSV_WRITE_OPTIONS = pa_csv.WriteOptions(batch_size=8192)
 
 
 def decoded(codes: np.ndarray, names: Sequence[str]) -> pa.Array:
@@ -164,7 +171,7 @@ class Output:
                     coded = [field.name for field in table.schema if not pa.types.is_floating(field.type)]
                     self.writer = pq.ParquetWriter(self.partial, table.schema, use_dictionary=coded if flat else True)
                 else:
-                    self.writer = pa_csv.CSVWriter(self.partial, table.schema)
+                    self.writer = pa_csv.CSVWriter(self.partial, table.schema, write_options=CSV_WRITE_OPTIONS)
         except (pa.ArrowException, OSError) as err:
             raise self.failed(err) from None
         self.pending = self.thread.submit(self.writer.write_table, table)
