@@ -10,9 +10,8 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -22,7 +21,16 @@ from numpy.typing import ArrayLike, NDArray
 from .calibrate import half_width
 from .errors import BundleError, RegistryError
 from .evaluate import interval_bounds
-from .features import CALENDAR, WINDOW_WEEKS, FeatureSpec, assemble, calendar_columns, history_columns, static_matrix
+from .features import (
+    CALENDAR,
+    WINDOW_WEEKS,
+    FeatureSpec,
+    StoredTails,
+    assemble,
+    calendar_columns,
+    history_columns,
+    static_matrix,
+)
 from .normalize import MinMaxStats, dictionary_coded
 from .registry import TAILS_FILE, Registry
 from .schema import INPUT_TENSOR, NORMALIZED_TENSOR, OUTPUT_TENSOR, SERIES_TENSOR, UNKNOWN_SERIES
@@ -479,38 +487,3 @@ def tails_from_document(doc: dict[str, Any]) -> StoredTails:
     ).reshape(len(names), WINDOW_WEEKS)
     weeks = np.array([doc["next_week"][name] for name in names], dtype="datetime64[D]")
     return StoredTails(names, weeks, sales)
-
-
-class StoredTails(Mapping[str, tuple[np.datetime64, np.ndarray]]):
-    """A version's tails, {series: (the week after its last, [WINDOW_WEEKS] sales before it)}, held as one
-    matrix: the tails of a plan's thousand series are one lookup of their rows, not a thousand arrays."""
-
-    def __init__(self, names: Sequence[str], next_weeks: np.ndarray, sales: np.ndarray) -> None:
-        self.row = {name: i for i, name in enumerate(names)}
-        self.next_weeks = np.asarray(next_weeks, dtype="datetime64[D]")  # [N]
-        self.sales = np.asarray(sales, dtype=np.float64)  # [N, WINDOW_WEEKS]
-
-    @classmethod
-    def of(cls, tails: Mapping[str, tuple[np.datetime64, np.ndarray]]) -> StoredTails:
-        if isinstance(tails, StoredTails):
-            return tails
-        names = list(tails)
-        sales = np.array([tails[name][1] for name in names], dtype=np.float64).reshape(len(names), WINDOW_WEEKS)
-        return cls(names, np.array([tails[name][0] for name in names], dtype="datetime64[D]"), sales)
-
-    def __getitem__(self, name: str) -> tuple[np.datetime64, np.ndarray]:
-        i = self.row[name]
-        return self.next_weeks[i], self.sales[i]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.row)
-
-    def __len__(self) -> int:
-        return len(self.row)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.row
-
-    def rows_of(self, names: Sequence[str]) -> np.ndarray:
-        """[len(names)] each name's row, -1 for a series without a stored tail."""
-        return np.fromiter(map(self.row.get, names, repeat(-1)), dtype=np.intp, count=len(names))

@@ -31,8 +31,9 @@ per row.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from itertools import repeat
 from typing import Any, cast
 
 import numpy as np
@@ -297,6 +298,56 @@ def _year_circle(day: np.ndarray) -> np.ndarray:
     return np.column_stack([np.sin(angle), np.cos(angle)])
 
 
+class StoredTails(Mapping[str, tuple[np.datetime64, np.ndarray]]):
+    """A version's tails, {series: (the week after its last, [WINDOW_WEEKS] sales before it)}, held as one
+    matrix: the tails of a plan's thousand series are one lookup of their rows, not a thousand arrays."""
+
+    def __init__(self, names: Sequence[str], next_weeks: np.ndarray, sales: np.ndarray) -> None:
+        self.row = {name: i for i, name in enumerate(names)}
+        self.next_weeks = np.asarray(next_weeks, dtype="datetime64[D]")  # [N]
+        self.sales = np.asarray(sales, dtype=np.float64)  # [N, WINDOW_WEEKS]
+
+    @classmethod
+    def of(cls, tails: Mapping[str, tuple[np.datetime64, np.ndarray]]) -> StoredTails:
+        if isinstance(tails, StoredTails):
+            return tails
+        names = list(tails)
+        sales = np.array([tails[name][1] for name in names], dtype=np.float64).reshape(len(names), WINDOW_WEEKS)
+        return cls(names, np.array([tails[name][0] for name in names], dtype="datetime64[D]"), sales)
+
+    def __getitem__(self, name: str) -> tuple[np.datetime64, np.ndarray]:
+        i = self.row[name]
+        return self.next_weeks[i], self.sales[i]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.row)
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.row
+
+    def rows_of(self, names: Sequence[str]) -> np.ndarray:
+        """[len(names)] each name's row, -1 for a series without a stored tail."""
+        return np.fromiter(map(self.row.get, names, repeat(-1)), dtype=np.intp, count=len(names))
+
+    def copy(self) -> StoredTails:
+        return StoredTails(list(self.row), self.next_weeks.copy(), self.sales.copy())
+
+    def update(self, names: Sequence[str], next_weeks: np.ndarray, sales: np.ndarray) -> np.ndarray:
+        """Set the tails of `names` (new series added after the others); returns their rows."""
+        rows = self.rows_of(names)
+        new = np.flatnonzero(rows < 0)
+        if len(new):
+            rows[new] = np.arange(len(self.row), len(self.row) + len(new))
+            self.row.update(zip([names[i] for i in new.tolist()], rows[new].tolist()))
+            self.next_weeks = np.concatenate([self.next_weeks, np.empty(len(new), dtype="datetime64[D]")])
+            self.sales = np.concatenate([self.sales, np.empty((len(new), WINDOW_WEEKS))])
+        self.next_weeks[rows], self.sales[rows] = next_weeks, sales
+        return rows
+
+
 @dataclass
 class SeriesWeeks:
     """Each row's place in its series' run of weeks: the layout every window is taken from.
@@ -338,15 +389,21 @@ class SeriesWeeks:
         the weeks between a tail and the first week carry its last sales; a tail that reaches past
         the first week is cut there."""
         out = np.full((len(self.names), WINDOW_WEEKS), np.nan)
-        found = [tail_of.get(str(name)) for name in self.names]
-        have = np.flatnonzero([tail is not None for tail in found])
+        if isinstance(tail_of, StoredTails):  # one lookup of their rows
+            rows = tail_of.rows_of(self.names.tolist())
+            have = np.flatnonzero(rows >= 0)
+            next_week, windows = tail_of.next_weeks[rows[have]], tail_of.sales[rows[have]]
+        else:
+            found = [tail_of.get(str(name)) for name in self.names]
+            have = np.flatnonzero([tail is not None for tail in found])
+            stored = [cast("tuple[np.datetime64, np.ndarray]", found[s]) for s in have]
+            next_week = np.array([week for week, _ in stored], dtype="datetime64[D]")
+            windows = np.stack([tail for _, tail in stored]) if stored else np.empty((0, WINDOW_WEEKS))
         if not len(have):
             return out
-        stored = [cast("tuple[np.datetime64, np.ndarray]", found[s]) for s in have]
-        next_week = np.array([week for week, _ in stored], dtype="datetime64[D]")
         gap = (self.first_week[have] - next_week).astype(np.int64) // 7  # weeks from the tail's end to the first
         source = np.arange(WINDOW_WEEKS)[None, :] + gap[:, None]  # the tail's week each window week takes
-        picked = np.take_along_axis(np.stack([tail for _, tail in stored]), np.clip(source, 0, WINDOW_WEEKS - 1), 1)
+        picked = np.take_along_axis(windows, np.clip(source, 0, WINDOW_WEEKS - 1), 1)
         out[have] = np.where(source >= 0, picked, np.nan)
         return out
 

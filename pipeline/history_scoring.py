@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from . import tables
 from .errors import DataError
-from .features import LAG_1, FeatureSpec, feature_matrix, filled_patterns
+from .features import LAG_1, FeatureSpec, StoredTails, feature_matrix, filled_patterns
 from .schema import FORECAST_COLUMN, HIGH_COLUMN, LOW_COLUMN, SERIES_COLUMN, TARGET, TIME_COLUMN, VERSION_COLUMN
 from .scoring import CSV_WRITE_OPTIONS, Output, csv_table, decoded, read_ahead, rounded
 
@@ -76,24 +76,24 @@ class History:
     """Each series' last weeks so far: the stored tails, then the file's own as its chunks go by."""
 
     def __init__(self, stored: Mapping[str, Tail]) -> None:
-        self.tails: dict[str, Tail] = dict(stored)
-        self.next_in_file: dict[str, np.datetime64] = {}  # the week after each series' last in the file
+        self.tails = StoredTails.of(stored).copy()  # the version's own are never changed
+        self.in_file = np.zeros(len(self.tails), dtype=bool)  # by row of tails: seen in the file's earlier chunks
 
     def refuse_going_back(self, names: np.ndarray, first_week: np.ndarray) -> None:
         """WeeksGoBack when a series' weeks here come before its weeks in the file's earlier chunks, or fall on
         other days of the week than they did (its weeks' places are counted in whole weeks from its first)."""
-        after = np.array(
-            [self.next_in_file.get(name, np.datetime64("NaT")) for name in names.tolist()], "datetime64[D]"
-        )
-        known = ~np.isnat(after)  # a series new to the file is free
-        days = (first_week[known] - after[known]).astype(np.int64)
+        rows = self.tails.rows_of(names.tolist())
+        seen = rows >= 0
+        seen[seen] = self.in_file[rows[seen]]  # a series new to the file is free
+        days = (first_week[seen] - self.tails.next_weeks[rows[seen]]).astype(np.int64)
         if (days < 0).any() or (days % 7).any():
             raise WeeksGoBack
 
     def advance(self, names: np.ndarray, next_week: np.ndarray, tails: np.ndarray) -> None:
-        for name, week, tail in zip(names.tolist(), next_week, tails):
-            self.tails[name] = (week, tail)
-            self.next_in_file[name] = week
+        rows = self.tails.update(names.tolist(), next_week, tails)
+        if len(self.in_file) < len(self.tails):
+            self.in_file = np.concatenate([self.in_file, np.zeros(len(self.tails) - len(self.in_file), dtype=bool)])
+        self.in_file[rows] = True
 
 
 def _streamed(
