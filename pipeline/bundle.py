@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+import orjson
 from numpy.typing import ArrayLike, NDArray
 
 from .calibrate import half_width
@@ -475,15 +476,14 @@ def last_training_weeks(tails: Tails) -> dict[str, dt.date]:
 def read_tails(path: Path) -> tuple[Tails, dict[str, dict[str, Any]]]:
     """A published version's history.json (`path`) as ({series: (next week, [WINDOW_WEEKS] float64 sales, NaN unknown)},
     {series: {static covariate: its number or category}})."""
-    doc = json.loads(path.read_text())
+    doc = orjson.loads(path.read_bytes())
     return tails_from_document(doc), doc.get("static", {})
 
 
 def tails_from_document(doc: dict[str, Any]) -> StoredTails:
     """pipeline.publish.tails_document's stored sales, as read_tails returns them."""
     names = list(doc["sales"])
-    sales = np.array(
-        [[np.nan if v is None else v for v in doc["sales"][name]] for name in names], dtype=np.float64
-    ).reshape(len(names), WINDOW_WEEKS)
+    # numpy reads JSON's null (None) in a float array as NaN
+    sales = np.array([doc["sales"][name] for name in names], dtype=np.float64).reshape(len(names), WINDOW_WEEKS)
     weeks = np.array([doc["next_week"][name] for name in names], dtype="datetime64[D]")
     return StoredTails(names, weeks, sales)

@@ -633,11 +633,11 @@ def feature_matrix(
     grid: np.ndarray | None = None
     layout: SeriesWeeks | None = None
     if spec.history and dated.any():
-        rows = np.flatnonzero(dated)
-        layout = SeriesWeeks.of(
-            weeks[rows], None if series is None else series if len(rows) == n else take(series, rows)
-        )
-        values = np.full(len(rows), np.nan) if sales is None else np.asarray(sales, dtype=np.float64)[rows]
+        every = bool(dated.all())  # a file's rows: read as they are, not copied
+        taken = np.flatnonzero(dated)
+        rows: np.ndarray | slice = slice(None) if every else taken
+        layout = SeriesWeeks.of(weeks[rows], series if series is None or every else take(series, taken))
+        values = np.full(len(layout.position), np.nan) if sales is None else np.asarray(sales, dtype=np.float64)[rows]
         grid = layout.matrix(values, layout.stored_tails(tail_of) if tail_of else None)
         slots[rows, 0], slots[rows, 1] = layout.series_of_row, WINDOW_WEEKS + layout.position
     last = given_last.copy()
