@@ -454,8 +454,14 @@ def take(column: Any, rows: np.ndarray) -> Any:
 
 def carried_forward(grid: np.ndarray, layout: SeriesWeeks) -> np.ndarray:
     """`grid` with every unknown week inside a series' span taking the last known week before it."""
+    unknown = np.isnan(grid)
+    ends = WINDOW_WEEKS + layout.span  # past them, the grid is unknown already
+    # A series whose known weeks run on from its first to its end skips none: most files' series.
+    first_known = np.argmin(unknown, axis=1)
+    if np.array_equal(np.count_nonzero(~unknown, axis=1), ends - first_known):
+        return grid
     columns = np.arange(grid.shape[1], dtype=np.int32)[None, :]
-    index = np.where(np.isnan(grid), 0, columns)  # each known week's own column
+    index = np.where(unknown, 0, columns)  # each known week's own column
     np.maximum.accumulate(index, axis=1, out=index)  # ... and the last known one's after it
     carried = np.take_along_axis(grid, index, axis=1)
     carried[columns >= (WINDOW_WEEKS + layout.span)[:, None]] = np.nan  # past the series' last week

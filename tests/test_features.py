@@ -138,6 +138,31 @@ def test_skipped_weeks_carry_the_last_known_sales():
     assert grid[0, WINDOW_WEEKS:].tolist() == [1.0, 2.0, 2.0, 2.0, 3.0]
 
 
+@pytest.mark.parametrize("gaps", [False, True])
+def test_a_grid_is_carried_forward_as_a_week_by_week_walk_would(gaps):
+    """Series without skipped weeks come back as they are; with some, every one is carried (a reference walk)."""
+    from pipeline.features import carried_forward
+
+    rng = np.random.default_rng(3)
+    S, T = 40, 30
+    span = rng.integers(1, T + 1, S)
+    grid = np.full((S, WINDOW_WEEKS + T), np.nan)
+    for s in range(S):
+        start = rng.integers(0, WINDOW_WEEKS + span[s])  # weeks before it unknown (no stored tail)
+        grid[s, start : WINDOW_WEEKS + span[s]] = rng.uniform(1, 100, WINDOW_WEEKS + span[s] - start)
+        if gaps and s % 3 == 0:
+            grid[s, rng.integers(start, WINDOW_WEEKS + span[s], 3)] = np.nan
+    layout = SeriesWeeks(
+        np.zeros(0, np.int64), np.zeros(0, np.int64), np.arange(S).astype(str), np.zeros(S, "datetime64[D]"), span
+    )
+    expected = grid.copy()
+    for s in range(S):
+        for c in range(1, WINDOW_WEEKS + span[s]):
+            if np.isnan(expected[s, c]) and not np.isnan(expected[s, c - 1]):
+                expected[s, c] = expected[s, c - 1]
+    np.testing.assert_array_equal(carried_forward(grid.copy(), layout), expected)
+
+
 def test_the_calendar_is_a_smooth_yearly_circle():
     weeks = np.array(["2023-01-02", "2023-07-03", "2024-01-01", "2023-12-25"], dtype="datetime64[D]")
     sin_cos = calendar_columns(weeks)
