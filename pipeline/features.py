@@ -402,6 +402,9 @@ class SeriesWeeks:
         if not len(have):
             return out
         gap = (self.first_week[have] - next_week).astype(np.int64) // 7  # weeks from the tail's end to the first
+        if not gap.any():  # each series goes on in the week after its tail: a file of the weeks that follow
+            out[have] = windows
+            return out
         source = np.arange(WINDOW_WEEKS)[None, :] + gap[:, None]  # the tail's week each window week takes
         picked = np.take_along_axis(windows, np.clip(source, 0, WINDOW_WEEKS - 1), 1)
         out[have] = np.where(source >= 0, picked, np.nan)
@@ -421,6 +424,8 @@ class SeriesWeeks:
     def tails(self, grid: np.ndarray) -> np.ndarray:
         """[S, WINDOW_WEEKS] each series' last weeks, for the week after its last."""
         ends = WINDOW_WEEKS + self.span
+        if len(ends) and (ends == ends[0]).all():  # every series runs to the same week (a chunk of a file)
+            return grid[:, ends[0] - WINDOW_WEEKS : ends[0]]
         return grid[np.arange(len(self.names))[:, None], ends[:, None] + np.arange(-WINDOW_WEEKS, 0)[None, :]]
 
     def next_week(self) -> np.ndarray:
