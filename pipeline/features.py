@@ -483,15 +483,19 @@ def flag_patterns(names: Sequence[str], flags: np.ndarray) -> tuple[list[list[st
     per pattern, not per row."""
     if not flags.shape[1]:
         return [[]], np.zeros(len(flags), dtype=np.int64)
+    if len(names) <= 16:  # each row's flags as the bits of one integer, packed by numpy; few enough to count
+        packed = np.packbits(np.asarray(flags, dtype=bool), axis=1, bitorder="little")  # [n, 1 or 2] bytes
+        bits = packed[:, 0].astype(np.int64)
+        if packed.shape[1] > 1:
+            bits |= packed[:, 1].astype(np.int64) << 8
+        present = np.flatnonzero(np.bincount(bits, minlength=1 << len(names)))
+        code_of = np.zeros(1 << len(names), dtype=np.int64)
+        code_of[present] = np.arange(len(present))
+        return [[name for i, name in enumerate(names) if int(p) >> i & 1] for p in present], code_of[bits]
     if len(names) < 63:  # each row's flags as the bits of one integer: a sort of numbers, not of rows
         bits = np.zeros(len(flags), dtype=np.int64)
         for i in range(len(names)):
             bits |= flags[:, i].astype(np.int64) << i
-        if len(names) <= 16:  # few enough patterns to count them all, no sort
-            present = np.flatnonzero(np.bincount(bits, minlength=1 << len(names)))
-            code_of = np.zeros(1 << len(names), dtype=np.int64)
-            code_of[present] = np.arange(len(present))
-            return [[name for i, name in enumerate(names) if int(p) >> i & 1] for p in present], code_of[bits]
         distinct, codes = np.unique(bits, return_inverse=True)
         return [[name for i, name in enumerate(names) if int(p) >> i & 1] for p in distinct], codes.ravel()
     patterns, codes = np.unique(flags, axis=0, return_inverse=True)

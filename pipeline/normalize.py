@@ -147,20 +147,26 @@ class MinMaxStats:
         if not self.series:
             return np.full(len(names), UNKNOWN_SERIES, dtype=np.int64)
         if type(names).__module__.startswith("pyarrow"):  # a file's column, in C
-            import pyarrow as pa
             import pyarrow.compute as pc
 
             coded = dictionary_coded(names)
             if coded is not None:  # each distinct name looked up once
                 codes = cast(np.ndarray, self.series_codes(coded.dictionary))
                 return np.take(codes, coded.indices.to_numpy(zero_copy_only=False))
-            at = pc.index_in(names, value_set=pa.array(self.series, pa.string()))
+            at = pc.index_in(names, value_set=self._series_text)
             return pc.fill_null(at, -1).to_numpy(zero_copy_only=False).astype(np.int64) + 1
         return np.fromiter(map(self._series_index.get, names, repeat(UNKNOWN_SERIES)), dtype=np.int64, count=len(names))
 
     @cached_property
     def _series_index(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.series, start=1)}
+
+    @cached_property
+    def _series_text(self) -> Any:
+        """The series as pyarrow text, for pc.index_in: built once, not for every chunk of a file."""
+        import pyarrow as pa
+
+        return pa.array(self.series, pa.string())
 
     @property
     def x_range(self) -> tuple[float, ...]:

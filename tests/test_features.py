@@ -486,3 +486,14 @@ def test_rows_with_a_nan_are_found_and_huge_features_of_both_signs_are_not_one()
     # (+, +, -, -): summed in float32, two partial sums overflow to +inf and -inf, and their sum is NaN
     X = np.array([[top, top, -top, -top], [1.0, np.nan, 2.0, 3.0], [top, top, top, top]], dtype=np.float32)
     assert without_nan(X).tolist() == [True, False, True]
+
+
+@pytest.mark.parametrize("count", [1, 6, 8, 9, 16, 17, 70])
+def test_flag_patterns_name_each_rows_flags_whatever_their_count(count):
+    from pipeline.features import flag_patterns
+
+    flags = np.random.default_rng(count).random((500, count)) < 0.2
+    names = [f"feature_{i}" for i in range(count)]
+    patterns, codes = flag_patterns(names, flags)
+    assert [patterns[code] for code in codes] == [[n for n, flag in zip(names, row) if flag] for row in flags]
+    assert len(patterns) == len({tuple(row) for row in flags.tolist()})
