@@ -484,10 +484,11 @@ def flag_patterns(names: Sequence[str], flags: np.ndarray) -> tuple[list[list[st
     if not flags.shape[1]:
         return [[]], np.zeros(len(flags), dtype=np.int64)
     if len(names) <= 16:  # each row's flags as the bits of one integer, packed by numpy; few enough to count
-        packed = np.packbits(np.asarray(flags, dtype=bool), axis=1, bitorder="little")  # [n, 1 or 2] bytes
-        bits = packed[:, 0].astype(np.int64)
-        if packed.shape[1] > 1:
-            bits |= packed[:, 1].astype(np.int64) << 8
+        width = 8 if len(names) <= 8 else 16  # a row's flags padded to one byte, or two, packed as one stream
+        rows = np.zeros((len(flags), width), dtype=bool)
+        rows[:, : len(names)] = flags
+        packed = np.packbits(rows.reshape(-1), bitorder="little")
+        bits = (packed if width == 8 else packed.view("<u2")).astype(np.int64)
         present = np.flatnonzero(np.bincount(bits, minlength=1 << len(names)))
         code_of = np.zeros(1 << len(names), dtype=np.int64)
         code_of[present] = np.arange(len(present))
