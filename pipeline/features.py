@@ -335,9 +335,12 @@ class StoredTails(Mapping[str, tuple[np.datetime64, np.ndarray]]):
     def copy(self) -> StoredTails:
         return StoredTails(list(self.row), self.next_weeks.copy(), self.sales.copy())
 
-    def update(self, names: Sequence[str], next_weeks: np.ndarray, sales: np.ndarray) -> np.ndarray:
-        """Set the tails of `names` (new series added after the others); returns their rows."""
-        rows = self.rows_of(names)
+    def update(
+        self, names: Sequence[str], next_weeks: np.ndarray, sales: np.ndarray, rows: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Set the tails of `names` (new series added after the others); returns their rows. `rows`: their
+        rows_of, when at hand."""
+        rows = self.rows_of(names) if rows is None else rows.copy()
         new = np.flatnonzero(rows < 0)
         if len(new):
             rows[new] = np.arange(len(self.row), len(self.row) + len(new))

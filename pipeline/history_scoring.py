@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from . import tables
 from .errors import DataError
-from .features import LAG_1, FeatureSpec, StoredTails, feature_matrix, filled_patterns
+from .features import LAG_1, FeatureSpec, SeriesWeeks, StoredTails, feature_matrix, filled_patterns
 from .schema import FORECAST_COLUMN, HIGH_COLUMN, LOW_COLUMN, SERIES_COLUMN, TARGET, TIME_COLUMN, VERSION_COLUMN
 from .scoring import CSV_WRITE_OPTIONS, Output, csv_table, decoded, read_ahead, rounded
 
@@ -79,18 +79,19 @@ class History:
         self.tails = StoredTails.of(stored).copy()  # the version's own are never changed
         self.in_file = np.zeros(len(self.tails), dtype=bool)  # by row of tails: seen in the file's earlier chunks
 
-    def refuse_going_back(self, names: np.ndarray, first_week: np.ndarray) -> None:
-        """WeeksGoBack when a series' weeks here come before its weeks in the file's earlier chunks, or fall on
-        other days of the week than they did (its weeks' places are counted in whole weeks from its first)."""
-        rows = self.tails.rows_of(names.tolist())
+    def go_on(self, layout: SeriesWeeks, grid: np.ndarray) -> None:
+        """Move on past a chunk laid out as `layout` ([S, weeks] `grid`): each series' last weeks become its
+        tail. WeeksGoBack when a series' weeks here come before its weeks in the file's earlier chunks, or
+        fall on other days of the week than they did (its weeks' places are counted in whole weeks from its
+        first)."""
+        names = layout.names.tolist()
+        rows = self.tails.rows_of(names)
         seen = rows >= 0
         seen[seen] = self.in_file[rows[seen]]  # a series new to the file is free
-        days = (first_week[seen] - self.tails.next_weeks[rows[seen]]).astype(np.int64)
+        days = (layout.first_week[seen] - self.tails.next_weeks[rows[seen]]).astype(np.int64)
         if (days < 0).any() or (days % 7).any():
             raise WeeksGoBack
-
-    def advance(self, names: np.ndarray, next_week: np.ndarray, tails: np.ndarray) -> None:
-        rows = self.tails.update(names.tolist(), next_week, tails)
+        rows = self.tails.update(names, layout.next_week(), layout.tails(grid), rows)
         if len(self.in_file) < len(self.tails):
             self.in_file = np.concatenate([self.in_file, np.zeros(len(self.tails) - len(self.in_file), dtype=bool)])
         self.in_file[rows] = True
@@ -254,8 +255,7 @@ def _featured_chunk(values: dict[str, Any], spec: FeatureSpec, history: History,
     features = feature_matrix(spec, values, sales=values.get(TARGET), tail_of=history.tails, dtype=np.float32)
     layout = features.layout
     if layout is not None:
-        history.refuse_going_back(layout.names, layout.first_week)
-        history.advance(layout.names, layout.next_week(), layout.tails(cast(np.ndarray, features.grid)))
+        history.go_on(layout, cast(np.ndarray, features.grid))
     series, week = values.get(SERIES_COLUMN), values.get(TIME_COLUMN)
     usable = without_nan(features.X)  # a row whose last week is unknown has nothing to go on
     X = features.X
