@@ -248,7 +248,7 @@ def test_a_csv_shows_forecasts_to_one_decimal_as_the_rounded_floats_read():
         else:
             assert row[0] == row[1] == "", (row, value)
         assert float(row[2]) == value or np.isnan(value)
-    assert decimal_column(np.array([1.25, 2.0])).type == pa.decimal128(38, DECIMALS)
+    assert decimal_column(np.array([1.25, 2.0])).type == pa.decimal64(18, DECIMALS)
 
 
 @pytest.mark.parametrize(
