@@ -85,7 +85,9 @@ def split_file(
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as err:
         raise DataError(f"{path}: cannot be read as Parquet: {str(err).splitlines()[0][:200]}") from None
-    ours = tables.renamed([n.strip() for n in table.column_names], spec.renames(), path)
+    original = [n.strip() for n in table.column_names]
+    ours = tables.renamed(original, spec.renames(), path)
+    theirs = tables.file_names(spec.renames(), original)
     named = table.rename_columns(ours)
     numbers: list[str] = list(FEATURES)
     categories: list[str] = []
@@ -93,9 +95,9 @@ def split_file(
         from .history_scoring import columns_read
 
         numbers, categories, _ = columns_read(spec, named.column_names, path)
-    tables.require_columns(named.column_names, [*numbers, *categories], path, spec.renames())
+    tables.require_columns(named.column_names, [*numbers, *categories], path, spec.renames(), original)
     checked = tables.check_columns(named, numbers, series=False, text=categories)
-    tally = tables.ProblemTally(spec.renames())
+    tally = tables.ProblemTally(theirs)
     tally.add(checked.problems)
     skipped, _ = tally.report(path, tables.row_label(True), skip_bad_rows, None)
     for name in numbers:  # as read: float64, whatever each file stored

@@ -134,14 +134,13 @@ def load_file(
     renames = spec.renames()
     if parquet:
         table = tables.read_parquet_table(pa.BufferReader(raw), path, columns, optional, renames)
-        header = tables.renamed(
-            [n.strip() for n in pq.ParquetFile(pa.BufferReader(raw)).schema_arrow.names], renames, path
-        )
+        original = [n.strip() for n in pq.ParquetFile(pa.BufferReader(raw)).schema_arrow.names]
         dropped: list[tables.Problem] = []
     else:
         table, ragged_rows = tables.read_csv_table(raw, path, columns, optional, renames)
-        header = tables.renamed(tables.header_of_bytes(raw, path), renames, path)
+        original = tables.header_of_bytes(raw, path)
         dropped = tables.ragged_problems(ragged_rows)
+    header = tables.renamed(original, renames, path)
     unread = [name for name in header if name not in (*columns, *optional, TARGET)]
     if unread and warn:
         warn(
@@ -164,7 +163,7 @@ def load_file(
     )
     checked = tables.check_columns(table, numbers, csv=not parquet, text=categories)
     del table
-    tally = tables.ProblemTally(renames)
+    tally = tables.ProblemTally(tables.file_names(renames, original))
     tally.add(tables.all_problems(checked, dropped))
     bad_rows, skipped = tally.report(path, tables.row_label(parquet), skip_bad_rows, warn)
     keep = checked.good()

@@ -106,7 +106,8 @@ def _streamed(
     settings: dict[str, bool],
 ) -> dict[str, int]:
     spec = bundle.spec
-    header = tables.renamed(tables.file_header(input_path), spec.renames(), input_path)
+    original = tables.file_header(input_path)
+    header = tables.renamed(original, spec.renames(), input_path)
     numbers, categories, read = columns_read(spec, header, input_path)
     unread = [name for name in header if name not in read]
     if unread and warn:
@@ -119,7 +120,7 @@ def _streamed(
     output = Output(output_path)
     history = History(bundle.tails)
     statics = StaticValues(spec, input_path)
-    tally = tables.ProblemTally(spec.renames())
+    tally = tables.ProblemTally(tables.file_names(spec.renames(), original))
     counts = {"rows": 0, "extrapolated_rows": 0, "unknown_series_rows": 0, "without_history": 0}
     # Chunks are forecast (ONNX Runtime, their answers' columns) on threads of their own while the next is
     # featured: the model's work is the largest part, and two chunks at a time take up a core left idle.

@@ -132,9 +132,11 @@ def require_columns(
     columns: Iterable[str],
     path: str | os.PathLike[str],
     renames: Mapping[str, str] | None = None,
+    original: Sequence[str] | None = None,
 ) -> None:
     """A clear error for a missing required column or a name given twice (pyarrow would take one copy).
-    `header` and `columns` in our names; the error in the file's (`renames`, as renamed() takes them)."""
+    `header` and `columns` in our names; the error in the file's: a missing column by the name the file was
+    to give it (`renames`, as renamed() takes them), the header as the file has it (`original`)."""
     check_header(header, path)
     counts = Counter(header)
     repeated = sorted(name for name, count in counts.items() if count > 1)
@@ -142,17 +144,18 @@ def require_columns(
         raise DataError(f"{path}: the header names {', '.join(map(repr, repeated))} more than once")
     missing = [c for c in columns if c not in header]
     if missing:
-        theirs = file_names(renames)
-        shown = [theirs.get(name, name) for name in header]
+        expected = {ours: theirs for theirs, ours in (renames or {}).items()}
+        shown = header if original is None else original
         raise DataError(
-            f"{path}: missing required column(s) {', '.join(theirs.get(name, name) for name in missing)}; "
+            f"{path}: missing required column(s) {', '.join(expected.get(name, name) for name in missing)}; "
             f"the header has {', '.join(shown) if shown else 'nothing'}"
         )
 
 
-def file_names(renames: Mapping[str, str] | None) -> dict[str, str]:
-    """{our name: the file's} of renamed()'s `renames`, to name a column as the file does."""
-    return {ours: theirs for theirs, ours in (renames or {}).items()}
+def file_names(renames: Mapping[str, str] | None, header: Sequence[str]) -> dict[str, str]:
+    """{our name: the file's} of the columns renamed() reads under ours from a file with `header` (its own
+    names), to name a column as the file does; a column that has our name in the file keeps it."""
+    return {ours: theirs for theirs, ours in (renames or {}).items() if theirs in header}
 
 
 def renamed(header: list[str], renames: Mapping[str, str] | None, path: str | os.PathLike[str]) -> list[str]:
@@ -374,9 +377,10 @@ def read_csv_table(
     `renames` {the file's name: the name used here} reads a file that names
     its series, week or target its own way.
     """
-    header = renamed(header_of_bytes(raw, path), renames, path)
+    original = header_of_bytes(raw, path)
+    header = renamed(original, renames, path)
     refuse_names_in_another_case(header, (*required, *optional), path)
-    require_columns(header, required, path, renames)
+    require_columns(header, required, path, renames, original)
     wanted = [*required, *(c for c in optional if c in header)]
     return read_csv(raw, path, header, wanted, required)
 
@@ -392,8 +396,9 @@ def open_parquet(
         parquet = pq.ParquetFile(source)
     except (pa.ArrowException, OSError) as err:
         raise DataError(f"{path}: cannot be read as Parquet: {_arrow_reason(err)}") from None
-    header = renamed([name.strip() for name in parquet.schema_arrow.names], renames, path)
-    require_columns(header, required, path, renames)
+    original = [name.strip() for name in parquet.schema_arrow.names]
+    header = renamed(original, renames, path)
+    require_columns(header, required, path, renames, original)
     return parquet, header
 
 
@@ -481,7 +486,8 @@ def coded_series_names(table: pa.Table, csv: bool, problems: list[Problem]) -> p
     if not (pa.types.is_dictionary(column.type) or pa.types.is_string(column.type)):
         column = _name_text(column)  # numbers or bytes as text, or the DataError naming the column
     coded = column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column, null_encoding="encode")
-    codes = pc.fill_null(coded.indices, len(coded.dictionary))  # a null row of a coded column: the blank name
+    # A null row of a coded column: the blank name, at an index its own type may not reach (int8: 128 names).
+    codes = pc.fill_null(pc.cast(coded.indices, pa.int32()), len(coded.dictionary))
     distinct = _name_text(pa.concat_arrays([coded.dictionary, pa.nulls(1, coded.dictionary.type)]))
     if csv:
         joined: list[Problem] = []
@@ -612,10 +618,10 @@ class ProblemTally:
     bad_rows: int
     reasons: Counter[str]
 
-    def __init__(self, renames: Mapping[str, str] | None = None) -> None:
-        """`renames`: the file's own names of columns read under ours (renamed()), which its problems name."""
+    def __init__(self, theirs: Mapping[str, str] | None = None) -> None:
+        """`theirs`: the file's own names of columns read under ours (file_names), which its problems name."""
         self.first, self.problems, self.bad_rows, self.reasons = [], 0, 0, Counter()
-        self.theirs = file_names(renames)
+        self.theirs = dict(theirs or {})
 
     def add(self, problems: Sequence[Problem]) -> None:
         """Problems (row index, column, problem) of one chunk; chunks come in row order."""
@@ -722,12 +728,13 @@ def stream(
     try:
         with open(path, "rb") as handle:
             line = header_line(handle.read)
-            header = renamed(csv_header(line, path), renames, path)
+            original = csv_header(line, path)
+            header = renamed(original, renames, path)
             handle.seek(len(line))
             header_only = not handle.read(3).strip(b"\r\n")  # nothing after it but its line break
     except OSError as err:
         raise DataError(f"{path}: cannot read the file: {err.strerror}") from None
-    require_columns(header, required, path, renames)
+    require_columns(header, required, path, renames, original)
     if header_only:
         return  # no rows (pyarrow would refuse to skip a header with no line break after it)
     ragged = RaggedRows()

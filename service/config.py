@@ -34,8 +34,8 @@ class Settings:
     backlog: int = 2048  # the listening socket's backlog
     # A listening socket per worker (SO_REUSEPORT), the kernel spreading new connections over them, so that a
     # few kept-alive clients keep every worker busy, not one. Off on a host, where any process of the same user
-    # could join the port and take a share of its connections; on in the images, whose port is the service's
-    # alone (Dockerfile). docs/serving.md weighs it.
+    # could join the port and take a share of its connections; on in the images, where the only other process
+    # is the service's own nginx (Dockerfile). docs/serving.md weighs it.
     reuse_port: bool = False
     access_log: str = ""  # "-" for an access log on stdout; empty: none
     log_level: str = "info"

@@ -243,6 +243,15 @@ def test_a_missing_or_bad_declared_column_is_a_clear_error(tmp_path):
     pa_csv.write_csv(table.drop_columns(["sales"]), tmp_path / "no-sales.csv")
     with pytest.raises(DataError, match=r"missing required column\(s\) sales; the header has date, store, price"):
         load_file(tmp_path / "no-sales.csv", spec=RETAILER)
+    # The header is shown as the file has it, a column with our own name in it too.
+    ours = table.drop_columns(["price"]).rename_columns(
+        ["units_sold" if c == "sales" else c for c in table.column_names if c != "price"]
+    )
+    pa_csv.write_csv(ours, tmp_path / "ours.csv")
+    with pytest.raises(
+        DataError, match=r"missing required column\(s\) price; the header has date, store, units_sold, temp"
+    ):
+        load_file(tmp_path / "ours.csv", spec=RETAILER)
 
 
 def test_a_static_covariate_that_changes_within_a_series_is_refused(tmp_path):

@@ -503,8 +503,9 @@ def test_clients_that_never_close_after_connection_close_cost_the_next_client_no
 # ---------------------------------------------------------------- stopping workers
 
 
-def held_connections(pid, port):
-    """How many established connections to `port` the process `pid` holds (/proc: its sockets' inodes)."""
+def sockets_on(pid, port, state):
+    """The inodes of the sockets on `port` in TCP `state` ("01" established, "0A" listening) that the
+    process `pid` holds (/proc: its file descriptors, and the kernel's table of sockets)."""
     inodes = set()
     for fd in os.listdir(f"/proc/{pid}/fd"):
         with contextlib.suppress(OSError):
@@ -514,31 +515,39 @@ def held_connections(pid, port):
     with open("/proc/net/tcp") as table:
         next(table)
         rows = [line.split() for line in table]
-    return sum(1 for row in rows if int(row[1].split(":")[1], 16) == port and row[3] == "01" and row[9] in inodes)
+    return {row[9] for row in rows if int(row[1].split(":")[1], 16) == port and row[3] == state} & inodes
 
 
-def test_kept_alive_connections_are_spread_over_the_workers(published, tmp_path):
+@pytest.mark.parametrize("reuse_port", [0, 1])
+def test_each_worker_listens_on_its_own_socket_only_with_reuse_port(published, tmp_path, reuse_port):
     """With DEMAND_REUSE_PORT (as the images run) each worker listens on a socket of its own and the
     kernel spreads new connections over them, so a client's few kept-alive connections keep both
     workers busy: 16 of them are never all held by one (the chance that hashing puts them so is 2 in
-    65,536)."""
+    65,536). Without it (the default) the workers share the one socket the master opened."""
     body = json.dumps(INSTANCE).encode()
     request = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
         len(body),
         body,
     )
-    with running_service(published, tmp_path, workers=2, reuse_port=1) as server:
+    with running_service(published, tmp_path, workers=2, reuse_port=reuse_port) as server:
         port, workers = int(server.url.rsplit(":", 1)[1]), worker_pids(server)
+        listening = [sockets_on(pid, port, "0A") for pid in workers]
         clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(16)]
         try:
             for client in clients:
                 client.sendall(request)
                 assert client.recv(65536).startswith(b"HTTP/1.1 200 OK")  # answered, and kept alive
-            held = [held_connections(pid, port) for pid in workers]
+            held = [len(sockets_on(pid, port, "01")) for pid in workers]
         finally:
             for client in clients:
                 client.close()
-    assert sum(held) == 16 and min(held) >= 1, held
+    assert all(len(own) == 1 for own in listening), listening
+    if reuse_port:
+        assert listening[0] != listening[1]
+        assert sum(held) == 16 and min(held) >= 1, held
+    else:
+        assert listening[0] == listening[1]
+        assert sum(held) == 16
 
 
 def test_connections_waiting_when_a_worker_stops_are_answered_not_reset(published, tmp_path):

@@ -226,13 +226,35 @@ def plain_forecasts(bundle, X, series=None):
     return np.round(bundle.forecast(X, series=series)["units_sold"].astype(np.float64), 1)
 
 
+def test_series_names_are_coded_once_each_trimmed_merged_and_named_when_they_join_lines():
+    """Names that trim alike share a code, a null is the blank name, a coded column of any index width
+    (int8 with 128 names, as a Parquet file may store it) is read, and a CSV name holding a line break is
+    named on its row."""
+    from pipeline.schema import SERIES_COLUMN
+
+    names = [f"store-{i}" for i in range(128)]
+    indices = pa.array([0, 127, 5, None, 127], pa.int8())
+    coded = tables.coded_series_names(
+        pa.table({SERIES_COLUMN: pa.DictionaryArray.from_arrays(indices, names)}), csv=False, problems=[]
+    )
+    assert coded.to_pylist() == ["store-0", "store-127", "store-5", "", "store-127"]
+    problems = []
+    text = pa.table({SERIES_COLUMN: pa.array([" a", "a ", "b", None, "c\nd", "b"])})
+    coded = tables.coded_series_names(text, csv=True, problems=problems)
+    assert coded.to_pylist() == ["a", "a", "b", "", "c\nd", "b"]
+    assert coded.indices[0] == coded.indices[1] and len(coded.dictionary) == len(set(coded.dictionary.to_pylist()))
+    assert [(row, column) for row, column, _ in problems] == [(4, SERIES_COLUMN)]
+    assert "holds 1 line break(s)" in problems[0][2]
+
+
 def test_a_csv_shows_forecasts_to_one_decimal_as_the_rounded_floats_read():
     """The decimal words are the rounded forecasts', to the last digit, negatives and far values included;
-    a value no CSV number can show is an empty cell; other float columns keep their own digits."""
+    a value the 64-bit decimal cannot hold (not finite, or from 1e17) is an empty cell; other float
+    columns keep their own digits."""
     values = np.concatenate(
         [
             np.random.default_rng(0).uniform(-1e6, 1e9, 5000),
-            [0.0, -0.0, 0.04, -0.04, 0.05, 12.25, 12.35, 5.0, 1e16, -1e16, np.nan, np.inf, -np.inf, 1e18],
+            [0.0, -0.0, 0.04, -0.04, 0.05, 12.25, 12.35, 5.0, 1e16, -1e16, np.nan, np.inf, -np.inf, 5e17, 1e18],
         ]
     )
     text = io.BytesIO()
