@@ -245,19 +245,19 @@ def report(results):
             f"| {p['rows_s'] / 1e6:.2f} M rows/s | >= {PREDICT_TARGET / 1e6:.0f} M rows/s, "
             f"<= {PREDICT_MEMORY_MB / 1024:.0f} GB | {verdict(ok)} |"
         )
-    for label, f in results["forecast"].items():
-        lines.append(
-            f"| POST /forecast, {PLAN_SERIES:,} series x {PLAN_WEEKS} weeks, in process, {label} | | | "
-            f"| {f['weeks_s'] / 1e3:,.0f} k forecast weeks/s ({f['requests_s']:.1f} req/s) "
-            f"| >= {FORECAST_TARGET // 1000} k weeks/s | {verdict(f['weeks_s'] >= FORECAST_TARGET)} |"
-        )
     for label, f in results.get("served", {}).items():
         lines.append(
-            f"| POST /forecast, {PLAN_SERIES:,} series x {PLAN_WEEKS} weeks, gunicorn (2 workers) and wrk "
-            f"(8 connections) on the same 2 cores, {label} | | | "
+            f"| POST /forecast, {PLAN_SERIES:,} series x {PLAN_WEEKS} weeks, gunicorn (2 workers, a listening "
+            f"socket each, as in the images) and wrk (8 connections) on the same 2 cores, {label} | | | "
             f"| {f['weeks_s'] / 1e3:,.0f} k forecast weeks/s ({f['requests_s']:.1f} req/s; runs "
             f"{', '.join(f'{w / 1e3:,.0f}' for w in f['runs'])} k) "
             f"| >= {FORECAST_TARGET // 1000} k weeks/s, every run | {verdict(min(f['runs']) >= FORECAST_TARGET)} |"
+        )
+    for label, f in results["forecast"].items():  # what one worker's thread does: no target of its own
+        lines.append(
+            f"| POST /forecast, {PLAN_SERIES:,} series x {PLAN_WEEKS} weeks, one worker's thread alone "
+            f"(in process), {label} | | | | {f['weeks_s'] / 1e3:,.0f} k forecast weeks/s ({f['requests_s']:.1f} "
+            "req/s) | | |"
         )
     lines += [
         "",
@@ -267,9 +267,9 @@ def report(results):
         "[series, weeks] matrix, each row reading the cells before its own, no Python loop per row) while the "
         "two before are forecast side by side and the one before those written. A plan's answer is written "
         "from texts, a template a week (service/plan_json.py); the forecast log writes a row per series "
-        "(pipeline.store.forecast_runs). Under gunicorn a run's figure depends on how wrk's keep-alive "
-        "connections fell to the two workers when it connected: runs of the same code come in two groups, "
-        "about 1.6 times apart.",
+        "(pipeline.store.forecast_runs). Under gunicorn each worker listens on a socket of its own, as the "
+        "images run it (DEMAND_REUSE_PORT): on one shared socket a run's figure depended on how wrk's "
+        "keep-alive connections fell to the two workers when it connected (docs/serving.md).",
         "",
         "Three-input held-out sets, backtest of one window of 13 weeks, `--preset auto`, seed 0, WAPE % of the "
         "model one step ahead / recursively (a window's figures move by a point or more with the seed):",
