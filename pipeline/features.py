@@ -472,7 +472,7 @@ def carried_forward(grid: np.ndarray, layout: SeriesWeeks) -> np.ndarray:
     index = np.where(unknown, 0, columns)  # each known week's own column
     np.maximum.accumulate(index, axis=1, out=index)  # ... and the last known one's after it
     carried = np.take_along_axis(grid, index, axis=1)
-    carried[columns >= (WINDOW_WEEKS + layout.span)[:, None]] = np.nan  # past the series' last week
+    carried[columns >= ends[:, None]] = np.nan  # past the series' last week
     return carried
 
 

@@ -455,9 +455,8 @@ def check_columns(
     if TIME_COLUMN in table.column_names:
         values[TIME_COLUMN] = _week_column(table.column(TIME_COLUMN), offset, problems)
     if series and SERIES_COLUMN in table.column_names:
-        names = series_names(table)
-        if csv:  # only a CSV's quotes can join lines; a Parquet name may hold a line break as it is
-            joined_lines(names, offset, problems)
+        # only a CSV's quotes can join lines; a Parquet name may hold a line break as it is
+        names = coded_series_names(table, csv, problems, offset)
         values[SERIES_COLUMN] = names.to_numpy(zero_copy_only=False)
     return Columns(values, table.num_rows, problems)
 
@@ -479,9 +478,10 @@ def series_names(table: pa.Table) -> pa.ChunkedArray:
     return _name_text(table.column(SERIES_COLUMN))
 
 
-def coded_series_names(table: pa.Table, csv: bool, problems: list[Problem]) -> pa.DictionaryArray:
+def coded_series_names(table: pa.Table, csv: bool, problems: list[Problem], offset: int = 0) -> pa.DictionaryArray:
     """series_names of `table` coded by distinct name, each name trimmed, and checked for line breaks
-    (joined_lines, only in a CSV), once rather than on every row; names that trim alike share a code."""
+    (joined_lines, only in a CSV), once rather than on every row; names that trim alike share a code. Row
+    indexes in problems start at `offset`."""
     column = table.column(SERIES_COLUMN).combine_chunks()
     if not (pa.types.is_dictionary(column.type) or pa.types.is_string(column.type)):
         column = _name_text(column)  # numbers or bytes as text, or the DataError naming the column
@@ -496,7 +496,7 @@ def coded_series_names(table: pa.Table, csv: bool, problems: list[Problem]) -> p
             reason = {code: text for code, _, text in joined}
             code_of_row = codes.to_numpy(zero_copy_only=False)
             for row in np.flatnonzero(np.isin(code_of_row, list(reason))).tolist():
-                problems.append((row, SERIES_COLUMN, reason[int(code_of_row[row])]))
+                problems.append((offset + row, SERIES_COLUMN, reason[int(code_of_row[row])]))
     merged = pc.dictionary_encode(distinct)
     return pa.DictionaryArray.from_arrays(pc.take(merged.indices, codes), merged.dictionary)
 
